@@ -1,0 +1,148 @@
+# libdiffuse: GNU make build.  Outputs go to $(O) (default: out/).
+#
+#   make                  shared libdiffuse.so.1.M.P (+ symlinks), libdiffuse.a, libdiffuse.pc
+#   make check            build, then run every test against the make and meson builds
+#   make demo             the main job on a built-in default
+#   make install          prefix=/usr/local (or PREFIX=...), DESTDIR=, libdir=, includedir=
+#   make uninstall        remove exactly what install wrote
+#   make OPENMP=1         build with OpenMP (off by default)
+#   make WERROR=1         warnings are errors (CI sets this)
+
+O ?= out
+
+VERSION_MAJOR := $(shell sed -n 's/^\#define DIFFUSE_VERSION_MAJOR \([0-9][0-9]*\).*/\1/p' include/diffuse.h)
+VERSION_MINOR := $(shell sed -n 's/^\#define DIFFUSE_VERSION_MINOR \([0-9][0-9]*\).*/\1/p' include/diffuse.h)
+VERSION_PATCH := $(shell sed -n 's/^\#define DIFFUSE_VERSION_PATCH \([0-9][0-9]*\).*/\1/p' include/diffuse.h)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+PREFIX ?= /usr/local
+prefix ?= $(PREFIX)
+exec_prefix ?= $(prefix)
+libdir ?= $(exec_prefix)/lib
+includedir ?= $(prefix)/include
+pkgconfigdir ?= $(libdir)/pkgconfig
+
+CC ?= cc
+CXX ?= c++
+CFLAGS ?= -O2
+WARNINGS := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wstrict-prototypes \
+            -Wmissing-prototypes -Wformat=2
+ifeq ($(WERROR),1)
+WARNINGS += -Werror
+endif
+ifeq ($(OPENMP),1)
+OMP_FLAGS := -fopenmp
+LIBS_PRIVATE := -lm -fopenmp
+MESON_OPENMP := enabled
+else
+OMP_FLAGS :=
+LIBS_PRIVATE := -lm
+MESON_OPENMP := disabled
+endif
+
+# Flags every translation unit of the library gets, whatever CFLAGS says.
+LIB_CFLAGS := -std=c11 -ffp-contract=off -fno-math-errno -fPIC -fvisibility=hidden \
+              -Iinclude -Ilib $(WARNINGS) $(OMP_FLAGS)
+TEST_CFLAGS := -std=c11 -ffp-contract=off -Iinclude -Ilib -Itests $(WARNINGS) \
+               -Wno-missing-prototypes -D_POSIX_C_SOURCE=200809L
+
+SONAME := libdiffuse.so.$(VERSION_MAJOR)
+SHARED := $(O)/libdiffuse.so.$(VERSION)
+STATIC := $(O)/libdiffuse.a
+PCFILE := $(O)/libdiffuse.pc
+
+LIB_SRCS := $(sort $(wildcard lib/*.c lib/nn/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
+
+# Tests of the public API link the shared library; tests/internal/ link the
+# static archive, which also gives them the hidden diffuse__ functions.
+TEST_SRCS := $(sort $(wildcard tests/test_*.c))
+ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%)
+
+.PHONY: all lib tests check demo install uninstall clean meson
+all: lib
+
+lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
+
+$(O)/obj/%.o: %.c include/diffuse.h $(wildcard lib/*.h lib/nn/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c $< -o $@
+
+$(SHARED): $(LIB_OBJS) lib/libdiffuse.map
+	$(CC) $(CFLAGS) $(LDFLAGS) $(OMP_FLAGS) -shared -Wl,-soname,$(SONAME) \
+	    -Wl,--version-script=lib/libdiffuse.map -Wl,--no-undefined \
+	    -o $@ $(LIB_OBJS) -lm
+
+$(O)/$(SONAME): $(SHARED)
+	ln -sf $(notdir $(SHARED)) $@
+$(O)/libdiffuse.so: $(O)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+$(STATIC): $(LIB_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $(LIB_OBJS)
+
+PC_SED = sed -e 's|@prefix@|$(prefix)|' -e 's|@libdir@|$(libdir)|' \
+    -e 's|@includedir@|$(includedir)|' -e 's|@VERSION@|$(VERSION)|' \
+    -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|' pkgconfig/libdiffuse.pc.in
+
+$(PCFILE): pkgconfig/libdiffuse.pc.in include/diffuse.h Makefile
+	@mkdir -p $(O)
+	$(PC_SED) > $@
+
+tests: $(TEST_BINS)
+
+$(O)/tests/%: tests/%.c tests/harness.h $(O)/libdiffuse.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) $< -o $@ -L$(O) -Wl,-rpath,'$$ORIGIN/..' \
+	    -ldiffuse -lm -pthread
+
+$(O)/tests/%: tests/internal/%.c tests/harness.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) $< -o $@ $(STATIC) -lm -pthread
+
+# The meson build of the same sources, so that `make check` tests both.
+meson:
+	@if command -v meson >/dev/null 2>&1; then \
+	    if [ ! -f $(O)/meson/build.ninja ]; then \
+	        meson setup $(O)/meson -Dopenmp=$(MESON_OPENMP) \
+	            $(if $(filter 1,$(WERROR)),--werror) >$(O)/meson-setup.log || \
+	            { cat $(O)/meson-setup.log; exit 1; }; \
+	    fi; \
+	    meson compile -C $(O)/meson >$(O)/meson-compile.log || \
+	        { cat $(O)/meson-compile.log; exit 1; }; \
+	else \
+	    echo "meson not installed: the meson build will be skipped"; \
+	fi
+
+check: lib tests meson
+	@O=$(O) CC="$(CC)" CXX="$(CXX)" OPENMP=$(OPENMP) MAKE="$(MAKE)" sh tests/run.sh
+
+demo: lib
+	@echo "make demo: the 2-D toy trainer (examples/toy2d) arrives with the denoiser work;"
+	@echo "until then it shows the schedule the library builds by default."
+	@$(MAKE) --no-print-directory $(O)/examples/quickstart
+	@$(O)/examples/quickstart
+
+$(O)/examples/%: examples/%.c $(O)/libdiffuse.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< -o $@ -L$(O) \
+	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
+
+install: lib
+	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir) $(DESTDIR)$(pkgconfigdir)
+	install -m 644 include/diffuse.h $(DESTDIR)$(includedir)/diffuse.h
+	install -m 755 $(SHARED) $(DESTDIR)$(libdir)/
+	ln -sf $(notdir $(SHARED)) $(DESTDIR)$(libdir)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(libdir)/libdiffuse.so
+	install -m 644 $(STATIC) $(DESTDIR)$(libdir)/libdiffuse.a
+	$(PC_SED) > $(DESTDIR)$(pkgconfigdir)/libdiffuse.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(includedir)/diffuse.h $(DESTDIR)$(libdir)/$(notdir $(SHARED)) \
+	    $(DESTDIR)$(libdir)/$(SONAME) $(DESTDIR)$(libdir)/libdiffuse.so \
+	    $(DESTDIR)$(libdir)/libdiffuse.a $(DESTDIR)$(pkgconfigdir)/libdiffuse.pc
+
+clean:
+	rm -rf $(O)

@@ -1,0 +1,548 @@
+/*
+ * libdiffuse: denoising diffusion probabilistic models in C.
+ *
+ * One public header.  It includes only <stddef.h> and <stdint.h>, compiles as
+ * C99 and as C++11, and exposes opaque handles only.  Every function that can
+ * fail returns an int status: DIFFUSE_OK (0) or a negative DIFFUSE_E* code;
+ * diffuse_last_error() then holds a sentence with the detail.  Validation
+ * happens before any side effect: when a function fails on its arguments, it
+ * has written no output and called no callback.
+ *
+ * Sections, in order: export macros, version, status codes, memory, schedules
+ * (with timestep lists and respacing), forward process and posterior,
+ * randomness.
+ *
+ * Conventions used throughout:
+ *  - Data arrays are float, laid out [batch][dim] (row-major, contiguous).
+ *  - Schedule coefficients are double.  A schedule with T steps is indexed by
+ *    t = 0 .. T-1, where t = 0 is the least noisy step.
+ *  - Timesteps are int32_t; counts are size_t.
+ *  - Callers own every array they pass; the library keeps no pointer to one
+ *    after the call returns.
+ */
+#ifndef DIFFUSE_H
+#define DIFFUSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------ */
+/* Export macros                                                             */
+/* ------------------------------------------------------------------------ */
+
+#if defined(_WIN32) && defined(DIFFUSE_BUILDING_DLL)
+#  define DIFFUSE_API __declspec(dllexport)
+#elif defined(__GNUC__) || defined(__clang__)
+#  define DIFFUSE_API __attribute__((visibility("default")))
+#else
+#  define DIFFUSE_API
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define DIFFUSE_NODISCARD __attribute__((warn_unused_result))
+#else
+#  define DIFFUSE_NODISCARD
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define DIFFUSE_VERSION_MAJOR 1
+#define DIFFUSE_VERSION_MINOR 0
+#define DIFFUSE_VERSION_PATCH 0
+#define DIFFUSE_VERSION_NUMBER \
+    (DIFFUSE_VERSION_MAJOR * 10000 + DIFFUSE_VERSION_MINOR * 100 + DIFFUSE_VERSION_PATCH)
+#define DIFFUSE_STRINGIFY_(x) #x
+#define DIFFUSE_STRINGIFY(x) DIFFUSE_STRINGIFY_(x)
+#define DIFFUSE_VERSION_STRING                          \
+    DIFFUSE_STRINGIFY(DIFFUSE_VERSION_MAJOR) "."        \
+    DIFFUSE_STRINGIFY(DIFFUSE_VERSION_MINOR) "."        \
+    DIFFUSE_STRINGIFY(DIFFUSE_VERSION_PATCH)
+
+/**
+ * The version of the library the program runs with, as
+ * MAJOR * 10000 + MINOR * 100 + PATCH.
+ *
+ * Compare with DIFFUSE_VERSION_NUMBER, the version of the header the program
+ * was compiled with.  Never fails.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_version(void);
+
+/**
+ * The version of the running library as "MAJOR.MINOR.PATCH".
+ *
+ * Returns a static string; do not free it.  Never fails.  Thread-safe.
+ * Since: 1.0.
+ */
+DIFFUSE_API const char *diffuse_version_string(void);
+
+/**
+ * Whether the running library was built with OpenMP: 1 if so, 0 if not.
+ *
+ * Without OpenMP, every thread-count setting is accepted and has no effect.
+ * Never fails.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_has_openmp(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The one list of status codes: X(NAME, value, description).  The values are
+ * frozen forever; a retired value is never reused.  The enum below and
+ * diffuse_strerror() are both generated from this list.
+ */
+#define DIFFUSE_STATUS_MAP(X)                                                 \
+    X(OK, 0, "success")                                                       \
+    X(EINVAL, -1, "invalid argument")                                         \
+    X(ENOMEM, -2, "out of memory")                                            \
+    X(EIO, -3, "input/output error")                                          \
+    X(EFORMAT, -4, "malformed or unsupported data format")                    \
+    X(ENUMERIC, -5, "numerical failure (NaN, infinity or undefined value)")   \
+    X(ECANCELED, -6, "canceled by the progress callback")                     \
+    X(EMODEL, -7, "model callback failed")
+
+/* Status codes: an enum used for its values only; prototypes take int. */
+enum {
+#define DIFFUSE_STATUS_ENUM_(name, value, text) DIFFUSE_##name = value,
+    DIFFUSE_STATUS_MAP(DIFFUSE_STATUS_ENUM_)
+#undef DIFFUSE_STATUS_ENUM_
+    DIFFUSE_STATUS_END_ = 1
+};
+
+/**
+ * A static, human-readable name for a status code.
+ *
+ * @param status  any int; codes outside the list give "unknown status".
+ * Returns a static string; do not free it.  Never fails, never changes
+ * diffuse_last_error().  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API const char *diffuse_strerror(int status);
+
+/**
+ * The detail message of the last failure on the calling thread.
+ *
+ * Each failing call writes one sentence, for example
+ * "diffuse_q_sample: timestep 1000 out of range [0, 999]".  A successful call
+ * does not clear it (errno semantics), so read it right after a failure.
+ * Returns a pointer to thread-local storage, valid until the thread's next
+ * failing libdiffuse call or its exit; "" before any failure.  Never fails,
+ * never changes the message.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API const char *diffuse_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** Allocation hook: return size bytes aligned for any type, or NULL. */
+typedef void *(*diffuse_alloc_fn)(void *user, size_t size);
+/** Release hook: release a pointer the allocation hook returned; ptr is never NULL. */
+typedef void (*diffuse_free_fn)(void *user, void *ptr);
+
+/**
+ * Route every allocation of the library through caller-given functions.
+ *
+ * @param alloc    allocation hook, or NULL together with release and user to
+ *                 restore malloc/free.
+ * @param release  release hook; NULL exactly when alloc is NULL.
+ * @param user     passed unchanged as the first argument of both hooks.
+ * Returns DIFFUSE_OK.
+ * Errors: DIFFUSE_EINVAL if only one of alloc and release is NULL, or if the
+ * library has already allocated memory ("allocator already in use"): the hooks
+ * may be set only before the first allocation of the process, and stay in
+ * force for its lifetime.
+ * Ownership: user must stay valid for as long as the library may allocate.
+ * Thread safety: call it once, before any other thread uses the library; the
+ * hooks themselves must be thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_set_allocator(diffuse_alloc_fn alloc, diffuse_free_fn release,
+                                      void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Schedules                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A noise schedule: betas beta_t for t = 0 .. T-1 and every coefficient
+ * derived from them, all in double.
+ *
+ * A schedule is immutable after creation; any number of threads may use it at
+ * once.  Handles built from a schedule copy what they need, so a schedule may
+ * be freed at any time.
+ *
+ * Validation shared by every constructor: 1 <= T <= DIFFUSE_MAX_STEPS; every
+ * beta finite and in (0, 1]; beta = 1 only at the last step; alphas_cumprod
+ * strictly decreasing (a beta so small that 1 - beta rounds to 1 is refused).
+ * A failure is DIFFUSE_EINVAL with the offending index in the message.
+ */
+typedef struct diffuse_schedule diffuse_schedule;
+
+/** The largest number of steps a schedule may have (2^24). */
+#define DIFFUSE_MAX_STEPS 16777216
+
+/**
+ * Linear betas scaled as in Improved DDPM:
+ * beta = numpy.linspace(k * beta_start, k * beta_end, T) with k = 1000 / T.
+ *
+ * The linspace is reproduced bit for bit (start + i * step, last = stop).
+ * Improved DDPM's defaults are beta_start = 1e-4, beta_end = 0.02.  For small
+ * T the scaled betas exceed 1 unless beta_end is reduced accordingly.
+ * @param out         receives the new schedule; NULL on failure.
+ * @param T           number of steps.
+ * @param beta_start  unscaled first beta, > 0.
+ * @param beta_end    unscaled last beta, >= beta_start.
+ * Errors: DIFFUSE_EINVAL (out NULL, T out of range, beta_start <= 0 or not
+ * finite, beta_end < beta_start, a scaled beta above 1); DIFFUSE_ENOMEM.
+ * Ownership: release with diffuse_schedule_free().  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_linear(diffuse_schedule **out,
+                                                                 size_t T,
+                                                                 double beta_start,
+                                                                 double beta_end);
+
+/**
+ * The cosine schedule of Improved DDPM:
+ * abar(tau) = cos^2(((tau + s) / (1 + s)) * pi / 2),
+ * beta_i = min(1 - abar((i + 1) / T) / abar(i / T), max_beta).
+ *
+ * Each angle is rounded once, as the reference computes it, so abar
+ * telescopes to abar((t + 1) / T) / abar(0) up to rounding; 1 - beta and
+ * beta are then formed from r - 1 = (cos b - cos a) / cos a through a
+ * product of sines, never as 1 - ratio, which loses up to ~1e-11 relative at
+ * small t.  Improved DDPM's defaults are s = 0.008, max_beta = 0.999.
+ * @param s         offset, >= 0 and finite.
+ * @param max_beta  clip, in (0, 1].
+ * Errors: DIFFUSE_EINVAL (bad argument), DIFFUSE_ENOMEM.  Ownership: release
+ * with diffuse_schedule_free().  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_cosine(diffuse_schedule **out,
+                                                                 size_t T, double s,
+                                                                 double max_beta);
+
+/**
+ * The "scaled_linear" schedule of latent diffusion (diffusers):
+ * beta = linspace(sqrt(beta_start), sqrt(beta_end), T)^2, in double (diffusers
+ * computes it in float32).  Typical values: 0.00085, 0.012.  No 1000/T scaling.
+ * Errors: DIFFUSE_EINVAL (beta_start <= 0, beta_end < beta_start, beta_end > 1,
+ * not finite), DIFFUSE_ENOMEM.  Ownership: release with
+ * diffuse_schedule_free().  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_scaled_linear(
+    diffuse_schedule **out, size_t T, double beta_start, double beta_end);
+
+/**
+ * The sigmoid schedule (Jabri et al. 2022, as in denoising-diffusion-pytorch):
+ * with tau_k = k / T, k = 0 .. T and sg the logistic function,
+ * abar(tau) = (sg(end / temp) - sg((tau (end - start) + start) / temp))
+ *             / (sg(end / temp) - sg(start / temp)),
+ * beta_k = min(1 - abar(tau_{k+1}) / abar(tau_k), max_beta).
+ *
+ * Differences of logistic values are evaluated without cancellation.  The
+ * reference's defaults are start = -3, end = 3, temp = 1, max_beta = 0.999;
+ * the last beta is then clipped (abar(1) = 0).
+ * Errors: DIFFUSE_EINVAL (start >= end, temp <= 0, max_beta outside (0, 1],
+ * not finite), DIFFUSE_ENOMEM.  Ownership: release with
+ * diffuse_schedule_free().  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_sigmoid(diffuse_schedule **out,
+                                                                  size_t T, double start,
+                                                                  double end, double temp,
+                                                                  double max_beta);
+
+/**
+ * A schedule from caller-given betas.
+ *
+ * @param betas  [T] array, copied; see the shared validation above.
+ * Errors: DIFFUSE_EINVAL (betas NULL, a beta NaN, outside (0, 1], 1 before the
+ * last step, or alphas_cumprod not strictly decreasing), DIFFUSE_ENOMEM.
+ * Ownership: release with diffuse_schedule_free().  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_betas(diffuse_schedule **out,
+                                                                const double *betas,
+                                                                size_t T);
+
+/**
+ * A new schedule with zero terminal SNR (Lin et al. 2023, Algorithm 1):
+ * sqrt(abar) is shifted and scaled so that its first value is kept and its
+ * last becomes 0; betas follow from the new abar.
+ *
+ * The last beta of the result is 1 and its alphas_cumprod is 0, so
+ * sqrt(1/abar) there is +infinity: converting an eps prediction to x0 at the
+ * last step is undefined (diffuse_predict_convert() refuses it), so models on
+ * such a schedule should predict v or x0.  The base must have T >= 2.
+ * Errors: DIFFUSE_EINVAL (NULL, T < 2, a base that is itself respaced),
+ * DIFFUSE_ENOMEM.  Ownership: the result is independent of base; release both
+ * with diffuse_schedule_free().  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_rescale_zero_snr(
+    diffuse_schedule **out, const diffuse_schedule *base);
+
+/**
+ * A respaced schedule: the steps of base listed in timesteps, with betas
+ * recomputed from the kept alphas_cumprod (beta'_i = 1 - abar_{k_i} /
+ * abar_{k_{i-1}}, abar before the first kept step being 1), as Improved
+ * DDPM's SpacedDiffusion does.
+ *
+ * beta'_i is evaluated as 1 - prod(1 - beta) over the base steps it spans,
+ * without cancellation.  The result keeps the map from its steps to the
+ * original training indices (diffuse_schedule_timesteps()); a respaced schedule
+ * may itself be respaced, and the map then goes back to the original steps.
+ * The previous step of step i is always step i - 1 of the list.
+ * @param timesteps  [n] distinct indices into base, in any order (they are
+ *                   sorted ascending); copied.
+ * Errors: DIFFUSE_EINVAL (NULL, n = 0, an index out of range, a duplicate),
+ * DIFFUSE_ENOMEM.  Ownership: independent of base.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_respace(diffuse_schedule **out,
+                                                           const diffuse_schedule *base,
+                                                           const int32_t *timesteps,
+                                                           size_t n);
+
+/** Release a schedule.  NULL is a no-op.  Since: 1.0. */
+DIFFUSE_API void diffuse_schedule_free(diffuse_schedule *s);
+
+/**
+ * Number of steps T of a schedule (for a respaced one, the number kept).
+ * Returns 0 for NULL.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API size_t diffuse_schedule_length(const diffuse_schedule *s);
+
+/**
+ * Number of steps of the original training chain: equal to
+ * diffuse_schedule_length() unless s was respaced.  Returns 0 for NULL.
+ * Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API size_t diffuse_schedule_base_length(const diffuse_schedule *s);
+
+/**
+ * Copy the original training index of each step into out[0 .. n-1]:
+ * out[i] = i for a schedule that was not respaced.
+ *
+ * @param n  must equal diffuse_schedule_length(s).
+ * Errors: DIFFUSE_EINVAL (NULL, wrong n).  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_schedule_timesteps(const diffuse_schedule *s, int32_t *out, size_t n);
+
+/* Table identifiers for diffuse_schedule_table(); values never reused. */
+#define DIFFUSE_TABLE_BETAS 0                          /* beta_t */
+#define DIFFUSE_TABLE_ALPHAS 1                         /* 1 - beta_t */
+#define DIFFUSE_TABLE_ALPHAS_CUMPROD 2                 /* abar_t = prod_{s<=t} alpha_s */
+#define DIFFUSE_TABLE_ALPHAS_CUMPROD_PREV 3            /* abar_{t-1}, 1 at t = 0 */
+#define DIFFUSE_TABLE_ALPHAS_CUMPROD_NEXT 4            /* abar_{t+1}, 0 at t = T-1 */
+#define DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD 5       /* 1 - abar_t, no cancellation */
+#define DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD 6            /* sqrt(abar_t) */
+#define DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD 7  /* sqrt(1 - abar_t) */
+#define DIFFUSE_TABLE_LOG_ONE_MINUS_ALPHAS_CUMPROD 8   /* log(1 - abar_t) */
+#define DIFFUSE_TABLE_SQRT_RECIP_ALPHAS_CUMPROD 9      /* sqrt(1 / abar_t) */
+#define DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD 10   /* sqrt(1 / abar_t - 1) */
+#define DIFFUSE_TABLE_POSTERIOR_VARIANCE 11            /* beta_t (1-abar_{t-1}) / (1-abar_t); 0 at t=0 */
+#define DIFFUSE_TABLE_POSTERIOR_LOG_VARIANCE_CLIPPED 12 /* log posterior variance, t=0 from t=1 */
+#define DIFFUSE_TABLE_POSTERIOR_MEAN_COEF1 13          /* beta_t sqrt(abar_{t-1}) / (1-abar_t) */
+#define DIFFUSE_TABLE_POSTERIOR_MEAN_COEF2 14          /* (1-abar_{t-1}) sqrt(alpha_t) / (1-abar_t) */
+#define DIFFUSE_TABLE_COUNT_V1 15                      /* tables known to version 1.0 */
+
+/**
+ * Copy one coefficient table of a schedule into out[0 .. n-1].
+ *
+ * All tables are computed in double from the betas: abar_t and 1 - abar_t come
+ * from a compensated sum of log(1 - beta) through exp and -expm1, so neither
+ * is formed by subtraction.  The posterior log-variance at t = 0 (where the
+ * posterior variance is exactly 0) is that of t = 1, as in Improved DDPM; for
+ * T = 1, which has no t = 1, it is log(beta_0).  On a zero-terminal-SNR
+ * schedule SQRT_RECIP and SQRT_RECIPM1 are +infinity at the last step.
+ * @param table  a DIFFUSE_TABLE_* identifier.
+ * @param n      must equal diffuse_schedule_length(s).
+ * Errors: DIFFUSE_EINVAL (NULL, unknown table, wrong n); nothing written.
+ * Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_schedule_table(const diffuse_schedule *s, int table, double *out,
+                                       size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Timestep lists for respacing                                              */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Improved DDPM's space_timesteps(): the steps kept from a chain of T steps,
+ * ascending, as selected by a spec string.
+ *
+ * Spec forms:
+ *  - "a,b,c": section counts.  The chain is split into k = number of counts
+ *    sections (the first T % k get one extra step); section j keeps count_j
+ *    steps at start + round(cur), where cur accumulates (size-1)/(count-1) in
+ *    double and round is half to even, exactly as the reference does.  A count
+ *    of 0 keeps nothing from its section.  Spaces around numbers are allowed.
+ *  - "ddimN": the smallest stride i in [1, T) with ceil(T / i) == N, giving
+ *    0, i, 2i, ...  (so "ddim1" is refused, as in the reference).
+ * @param out    receives the list, ascending.  With out NULL and cap 0 the
+ *               call is a size query: it sets *n_out and returns DIFFUSE_OK.
+ * @param cap    capacity of out, in elements.
+ * @param n_out  receives the number of steps, also when cap is too small.
+ * Errors: DIFFUSE_EINVAL (NULL spec or n_out, T out of range, malformed spec,
+ * a count larger than its section, no valid stride, an empty result, cap
+ * smaller than the result: then *n_out is the size needed and out is not
+ * written).  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_timesteps_from_spec(size_t T, const char *spec, int32_t *out,
+                                            size_t cap, size_t *n_out);
+
+/* Spacings of diffusers' set_timesteps(); values never reused. */
+#define DIFFUSE_SPACING_LEADING 0  /* i * (T / N) with integer division, + offset */
+#define DIFFUSE_SPACING_TRAILING 1 /* round(T - i * T / N) - 1 (numpy arange), + offset */
+#define DIFFUSE_SPACING_LINSPACE 2 /* round(linspace(0, T - 1, N)), + offset */
+
+/**
+ * diffusers' timestep spacings, N steps out of T, written ascending to
+ * out[0 .. N-1].
+ *
+ * Each matches numpy bit for bit (numpy's arange and linspace arithmetic,
+ * rounding half to even), then adds offset to every step.  diffusers applies
+ * steps_offset to "leading" only: pass 0 for the others to match it.
+ * @param N       number of steps, 1 <= N <= T.
+ * @param offset  added to every step.
+ * @param n       capacity of out; must be >= N.
+ * Errors: DIFFUSE_EINVAL (unknown spacing, N = 0 or > T, n < N, out NULL, a
+ * step outside [0, T-1] after the offset, or duplicate steps); nothing
+ * written.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_timesteps_spacing(size_t T, size_t N, int spacing, int32_t offset,
+                                          int32_t *out, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Forward process and posterior                                             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Timesteps here index the schedule passed (0 .. length-1; for a respaced
+ * schedule, the respaced index).  Arithmetic is in double with the result
+ * rounded to float.  Outputs may not overlap inputs unless stated.
+ */
+
+/**
+ * Sample x_t ~ q(x_t | x_0) with caller-given noise:
+ * x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, per sample b at t[b].
+ *
+ * @param x0     [batch][dim]; @param t [batch]; @param noise [batch][dim].
+ * @param x_t    [batch][dim] output; may be the same array as x0 or noise.
+ * Errors: DIFFUSE_EINVAL (NULL, batch or dim 0, batch * dim overflow, t out of
+ * range); nothing written.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_q_sample(const diffuse_schedule *s, const float *x0,
+                                 const int32_t *t, const float *noise, size_t batch,
+                                 size_t dim, float *x_t);
+
+/**
+ * Sample x_t ~ q(x_t | x_0) with noise from the generator: row b uses
+ * diffuse_normal_fill(seed, first_sample + b, step, ., dim), so a sample's
+ * noise does not depend on the batch it is in.
+ *
+ * @param step       the generator's step word (a free 32-bit stream number,
+ *                   for example the training iteration).
+ * @param noise_out  [batch][dim] receives the noise used, or NULL.
+ * Errors: as diffuse_q_sample(), and first_sample + batch overflowing
+ * uint64_t.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_q_sample_seeded(const diffuse_schedule *s, const float *x0,
+                                        const int32_t *t, uint64_t seed,
+                                        uint64_t first_sample, uint32_t step, size_t batch,
+                                        size_t dim, float *x_t, float *noise_out);
+
+/**
+ * Mean and variance of q(x_t | x_0): mean = sqrt(abar_t) x0,
+ * variance = 1 - abar_t, log_variance = log(1 - abar_t).
+ *
+ * @param mean          [batch][dim] output or NULL.
+ * @param variance      [batch] output or NULL.
+ * @param log_variance  [batch] output or NULL.
+ * Errors: DIFFUSE_EINVAL (as diffuse_q_sample()).  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_q_mean_variance(const diffuse_schedule *s, const float *x0,
+                                        const int32_t *t, size_t batch, size_t dim,
+                                        float *mean, double *variance,
+                                        double *log_variance);
+
+/**
+ * The posterior q(x_{t-1} | x_t, x_0): mean = coef1_t x0 + coef2_t x_t,
+ * variance = posterior variance (exactly 0 at t = 0), log_variance = the
+ * clipped log-variance (t = 0 takes t = 1's; see diffuse_schedule_table()).
+ *
+ * @param mean          [batch][dim] output or NULL.
+ * @param variance      [batch] output or NULL.
+ * @param log_variance  [batch] output or NULL.
+ * Errors: DIFFUSE_EINVAL (as diffuse_q_sample()).  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_q_posterior(const diffuse_schedule *s, const float *x0,
+                                    const float *x_t, const int32_t *t, size_t batch,
+                                    size_t dim, float *mean, double *variance,
+                                    double *log_variance);
+
+/* Model output parameterizations; values never reused. */
+#define DIFFUSE_PRED_EPS 0 /* the noise eps */
+#define DIFFUSE_PRED_X0 1  /* the clean sample x_0 */
+#define DIFFUSE_PRED_V 2   /* v = sqrt(abar) eps - sqrt(1 - abar) x0 */
+
+/**
+ * Convert a prediction between eps, x0 and v at the given x_t and t:
+ *   x0  = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps
+ *   eps = (sqrt(1/abar) x_t - x0) / sqrt(1/abar - 1)
+ *   x0  = sqrt(abar) x_t - sqrt(1 - abar) v
+ *   eps = sqrt(abar) v + sqrt(1 - abar) x_t
+ *   v   = sqrt(abar) eps - sqrt(1 - abar) x0
+ *
+ * @param from      DIFFUSE_PRED_* kind of in.
+ * @param to        DIFFUSE_PRED_* kind of out (equal to from: a copy).
+ * @param in        [batch][dim] the prediction; @param out [batch][dim];
+ *                  out may be the same array as in.
+ * Errors: DIFFUSE_EINVAL (NULL, unknown kind, t out of range, and eps <-> x0
+ * at a step where it is undefined: abar = 0 on a zero-terminal-SNR schedule);
+ * nothing written.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_predict_convert(const diffuse_schedule *s, int from, int to,
+                                        const float *x_t, const int32_t *t,
+                                        const float *in, size_t batch, size_t dim,
+                                        float *out);
+
+/* ------------------------------------------------------------------------ */
+/* Randomness                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The stream, frozen as DIFFUSE_RNG_VERSION 1:
+ *  - Philox4x32-10 (Salmon et al. 2011, Random123's constants), key
+ *    k = (seed & 0xffffffff, seed >> 32), counter
+ *    c = (element / 4, step, sample & 0xffffffff, sample >> 32).
+ *  - Its four words w0..w3 give elements 4j .. 4j+3 by Box-Muller in double:
+ *    u1 = (w0 + 0.5) * 2^-32, u2 = w1 * 2^-32, r = sqrt(-2 log u1),
+ *    z0 = r cos(2 pi u2), z1 = r sin(2 pi u2); likewise z2, z3 from w2, w3;
+ *    each is rounded to float.
+ * So element e of (seed, sample, step) is a pure function of those four values.
+ * Bit-identity across platforms holds to the extent that libm's log, cos and
+ * sin agree.
+ */
+#define DIFFUSE_RNG_VERSION 1
+
+/** The stream version of the running library (DIFFUSE_RNG_VERSION).  Since: 1.0. */
+DIFFUSE_API int diffuse_rng_version(void);
+
+/**
+ * Fill out[0 .. n-1] with standard normal values: out[e] is element e of the
+ * stream (seed, sample, step).
+ *
+ * Errors: DIFFUSE_EINVAL (out NULL with n > 0, n > 2^34 elements); nothing
+ * written.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_normal_fill(uint64_t seed, uint64_t sample, uint32_t step,
+                                    float *out, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DIFFUSE_H */

@@ -1,0 +1,58 @@
+/*
+ * Internal declarations shared by the library's translation units.
+ * Never installed.  Every non-static name here is hidden and starts with
+ * diffuse__ so that the static archive exports nothing outside the prefix.
+ */
+#ifndef DIFFUSE_INTERNAL_H
+#define DIFFUSE_INTERNAL_H
+
+#include "diffuse.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define DIFFUSE_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#  define DIFFUSE_PRINTF(f, a)
+#endif
+
+/* status.c: record the thread-local message and return code.  The message
+ * is "<function>: <detail>". */
+int diffuse__fail(int code, const char *func, const char *fmt, ...) DIFFUSE_PRINTF(3, 4);
+
+/* Set the message and return from the current function. */
+#define DIFFUSE_FAIL(code, ...) return diffuse__fail((code), __func__, __VA_ARGS__)
+/* Forward a failure status from a call whose message is already set. */
+#define DIFFUSE_TRY(expr)                  \
+    do {                                   \
+        int diffuse_try_rc_ = (expr);      \
+        if (diffuse_try_rc_ != DIFFUSE_OK) \
+            return diffuse_try_rc_;        \
+    } while (0)
+
+/* alloc.c: 64-byte aligned allocation through the hooks; NULL on failure
+ * (also for size 0 or overflow).  diffuse__free(NULL) is a no-op. */
+void *diffuse__malloc(size_t size);
+void *diffuse__calloc(size_t count, size_t size);
+void diffuse__free(void *ptr);
+
+/* rng.c: one Philox4x32-10 block. */
+void diffuse__philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+
+/* schedule.c: the schedule object.  Tables are [DIFFUSE_TABLE_COUNT_V1][T]. */
+struct diffuse_schedule {
+    size_t T;             /* number of steps */
+    size_t base_T;        /* steps of the original training chain */
+    int32_t *timesteps;   /* [T] original index of each step */
+    double *log_alphas;   /* [T] log(1 - beta_t), -inf where beta_t = 1 */
+    double *tables[DIFFUSE_TABLE_COUNT_V1];
+    int respaced;         /* 1 if built by diffuse_schedule_respace */
+};
+
+/* Shared argument checks for functions over [batch][dim] arrays indexed by t.
+ * Returns DIFFUSE_OK or fails with the message prefixed by func. */
+int diffuse__check_batch(const char *func, const diffuse_schedule *s, const int32_t *t,
+                         size_t batch, size_t dim);
+
+#endif

@@ -1,0 +1,83 @@
+#!/bin/sh
+# The test runner of `make check`.  It runs every test program and script
+# against the make build ($O) and, when meson is installed, the meson build
+# ($O/meson), and ends with one line: "N passed, N failed, N skipped".
+#
+# Each test program or script prints "ok"/"FAIL"/"skip" lines and, last, its
+# own "N passed, N failed, N skipped"; this script adds those up.  A program
+# that crashes or prints no summary counts as one failure.
+set -u
+O=${O:-out}
+MB=$O/meson
+if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+export O CC="${CC:-cc}" CXX="${CXX:-c++}" OPENMP="${OPENMP:-}" MAKE="${MAKE:-make}"
+
+passed=0 failed=0 skipped=0 failures=""
+
+# run_one LABEL COMMAND...: run, echo its output under a header, add counts.
+run_one() {
+    label=$1
+    shift
+    log=$(mktemp)
+    "$@" >"$log" 2>&1
+    rc=$?
+    echo "== $label"
+    sed 's/^/   /' "$log"
+    line=$(tail -n 1 "$log")
+    rm -f "$log"
+    p=$(echo "$line" | sed -n 's/^\([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed\(, \([0-9][0-9]*\) skipped\)\{0,1\}$/\1/p')
+    if [ -z "$p" ]; then
+        echo "   (exit status $rc and no summary line: counted as one failure)"
+        failed=$((failed + 1))
+        failures="$failures $label"
+        return
+    fi
+    f=$(echo "$line" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
+    s=$(echo "$line" | sed -n 's/.* failed, \([0-9]*\) skipped$/\1/p')
+    s=${s:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "   (exit status $rc after a clean summary: counted as one failure)"
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    skipped=$((skipped + s))
+    [ "$f" -ne 0 ] && failures="$failures $label"
+    return 0
+}
+
+# run_build NAME DIR: every test program of one build, and the Python tests
+# against its shared library.
+run_build() {
+    name=$1
+    dir=$2
+    for t in $(find "$dir" -maxdepth 2 -type f -name 'test_*' -perm -u+x | sort); do
+        run_one "$name: $(basename "$t")" "$t"
+    done
+    for py in tests/ref/test_*.py; do
+        [ -f "$py" ] || continue
+        run_one "$name: $(basename "$py")" env LIBDIFFUSE_PATH="$dir/libdiffuse.so.1" \
+            "$PYTHON" "$py"
+    done
+}
+
+run_build make "$O"
+if [ -f "$MB/build.ninja" ]; then
+    MESON_BUILD=$MB
+    run_build meson "$MB"
+else
+    MESON_BUILD=
+    echo "== meson"
+    echo "   skip meson build: meson is not installed, so only the make build was tested"
+    skipped=$((skipped + 1))
+fi
+export MESON_BUILD
+
+for script in tests/abi/check_*.sh; do
+    [ -f "$script" ] || continue
+    run_one "$(basename "$script")" sh "$script"
+done
+
+[ -n "$failures" ] && echo "failed:$failures"
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
