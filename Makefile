@@ -29,6 +29,9 @@ WARNINGS := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2
 ifeq ($(WERROR),1)
 WARNINGS += -Werror
+MESON_WERROR := true
+else
+MESON_WERROR := false
 endif
 ifeq ($(OPENMP),1)
 OMP_FLAGS := -fopenmp
@@ -60,7 +63,7 @@ TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%)
 
-.PHONY: all lib tests check demo install uninstall clean meson
+.PHONY: all lib tests check demo bench install uninstall clean meson
 all: lib
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
@@ -106,9 +109,11 @@ $(O)/tests/%: tests/internal/%.c tests/harness.h $(STATIC)
 meson:
 	@if command -v meson >/dev/null 2>&1; then \
 	    if [ ! -f $(O)/meson/build.ninja ]; then \
-	        meson setup $(O)/meson -Dopenmp=$(MESON_OPENMP) \
-	            $(if $(filter 1,$(WERROR)),--werror) >$(O)/meson-setup.log || \
-	            { cat $(O)/meson-setup.log; exit 1; }; \
+	        meson setup $(O)/meson -Dopenmp=$(MESON_OPENMP) -Dwerror=$(MESON_WERROR) \
+	            >$(O)/meson-setup.log || { cat $(O)/meson-setup.log; exit 1; }; \
+	    else \
+	        meson configure $(O)/meson -Dopenmp=$(MESON_OPENMP) -Dwerror=$(MESON_WERROR) \
+	            >$(O)/meson-setup.log || { cat $(O)/meson-setup.log; exit 1; }; \
 	    fi; \
 	    meson compile -C $(O)/meson >$(O)/meson-compile.log || \
 	        { cat $(O)/meson-compile.log; exit 1; }; \
@@ -129,6 +134,12 @@ $(O)/examples/%: examples/%.c $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< -o $@ -L$(O) \
 	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
+
+# Benchmarks against peers in the same process (numpy from Debian).  OpenBLAS
+# tuning variables are unset for the benchmark command alone.
+bench: lib
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
+	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_normal.py
 
 install: lib
 	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir) $(DESTDIR)$(pkgconfigdir)

@@ -212,11 +212,11 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_linear(diffuse_schedul
  * abar(tau) = cos^2(((tau + s) / (1 + s)) * pi / 2),
  * beta_i = min(1 - abar((i + 1) / T) / abar(i / T), max_beta).
  *
- * Each angle is rounded once, as the reference computes it, so abar
- * telescopes to abar((t + 1) / T) / abar(0) up to rounding; 1 - beta and
- * beta are then formed from r - 1 = (cos b - cos a) / cos a through a
- * product of sines, never as 1 - ratio, which loses up to ~1e-11 relative at
- * small t.  Improved DDPM's defaults are s = 0.008, max_beta = 0.999.
+ * Evaluated without cancellation: cos of an angle near pi/2 is taken as the
+ * sine of its complement, and beta and log(1 - beta) come from
+ * r - 1 = (cos b - cos a) / cos a through a product of sines, never as
+ * 1 - ratio (which loses up to ~1e-11 relative at small t, as Improved DDPM's
+ * code does).  Improved DDPM's defaults are s = 0.008, max_beta = 0.999.
  * @param s         offset, >= 0 and finite.
  * @param max_beta  clip, in (0, 1].
  * Errors: DIFFUSE_EINVAL (bad argument), DIFFUSE_ENOMEM.  Ownership: release

@@ -25,7 +25,7 @@ int diffuse_q_sample_seeded(const diffuse_schedule *s, const float *x0, const in
                             uint64_t seed, uint64_t first_sample, uint32_t step, size_t batch,
                             size_t dim, float *x_t, float *noise_out)
 {
-    size_t b, i;
+    size_t b;
     DIFFUSE_TRY(diffuse__check_batch(__func__, s, t, batch, dim));
     if (x0 == NULL || x_t == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", x0 == NULL ? "x0" : "x_t");
@@ -35,16 +35,21 @@ int diffuse_q_sample_seeded(const diffuse_schedule *s, const float *x0, const in
     if (x_t == x0 && noise_out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL,
                      "x_t may be x0 only when noise_out receives the noise");
+    if (dim > ((size_t)1 << 34))
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "dim = %zu exceeds the generator's 2^34 elements per "
+                     "sample", dim);
+    /* Rows are independent (each has its own noise stream and output row),
+     * so the result does not depend on the number of threads. */
+    DIFFUSE_OMP("omp parallel for schedule(static) if (batch * dim >= 32768)")
     for (b = 0; b < batch; b++) {
         double a = s->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t[b]];
         double c = s->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t[b]];
-        size_t row = b * dim;
+        size_t row = b * dim, i;
         /* The noise goes to noise_out if given, otherwise to x_t itself,
-         * which is then combined in place. */
+         * which is then combined in place.  The fill cannot fail: its
+         * arguments were validated above. */
         float *eps = noise_out ? noise_out + row : x_t + row;
-        int rc = diffuse_normal_fill(seed, first_sample + b, step, eps, dim);
-        if (rc != DIFFUSE_OK)
-            return rc;
+        (void)diffuse_normal_fill(seed, first_sample + b, step, eps, dim);
         for (i = 0; i < dim; i++)
             x_t[row + i] = (float)(a * (double)x0[row + i] + c * (double)eps[i]);
     }

@@ -17,6 +17,14 @@
 #  define DIFFUSE_PRINTF(f, a)
 #endif
 
+/* OpenMP pragmas that vanish, without an unknown-pragma warning, when the
+ * library is built without OpenMP. */
+#ifdef _OPENMP
+#  define DIFFUSE_OMP(directive) _Pragma(directive)
+#else
+#  define DIFFUSE_OMP(directive)
+#endif
+
 /* status.c: record the thread-local message and return code.  The message
  * is "<function>: <detail>". */
 int diffuse__fail(int code, const char *func, const char *fmt, ...) DIFFUSE_PRINTF(3, 4);

@@ -104,7 +104,10 @@ static int schedule_fill(const char *func, diffuse_schedule *s, const double *be
     for (t = 0; t < T; t++) {
         double la = log_alphas ? log_alphas[t] : log1p(-betas[t]);
         beta[t] = betas[t];
-        tb[DIFFUSE_TABLE_ALPHAS][t] = 1.0 - betas[t];
+        /* 1 - beta is exact for beta >= 0.5 (Sterbenz), but a computed beta
+         * near 1 has lost the digits of 1 - beta: take them from log alpha. */
+        tb[DIFFUSE_TABLE_ALPHAS][t] =
+            log_alphas != NULL && betas[t] > 0.5 ? exp(la) : 1.0 - betas[t];
         s->log_alphas[t] = la;
         if (betas[t] == 1.0) {
             /* Only at the last step (checked): abar = 0 exactly. */
@@ -113,7 +116,7 @@ static int schedule_fill(const char *func, diffuse_schedule *s, const double *be
         } else if (t == 0) {
             /* 1 - abar_0 is beta_0 itself, exactly. */
             ksum_add(&L, la);
-            abar[t] = 1.0 - betas[t];
+            abar[t] = tb[DIFFUSE_TABLE_ALPHAS][t];
             omab[t] = betas[t];
         } else {
             double l;
@@ -136,7 +139,9 @@ static int schedule_fill(const char *func, diffuse_schedule *s, const double *be
         tb[DIFFUSE_TABLE_ALPHAS_CUMPROD_NEXT][t] = t + 1 < T ? abar[t + 1] : 0.0;
         tb[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t] = sqrt(abar[t]);
         tb[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t] = sqrt(omab[t]);
-        tb[DIFFUSE_TABLE_LOG_ONE_MINUS_ALPHAS_CUMPROD][t] = log(omab[t]);
+        /* log of a number near 1 loses digits: use log1p(-abar) there. */
+        tb[DIFFUSE_TABLE_LOG_ONE_MINUS_ALPHAS_CUMPROD][t] =
+            abar[t] < 0.5 ? log1p(-abar[t]) : log(omab[t]);
         /* +infinity where abar = 0 (zero terminal SNR). */
         tb[DIFFUSE_TABLE_SQRT_RECIP_ALPHAS_CUMPROD][t] = 1.0 / sqrt(abar[t]);
         tb[DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD][t] = sqrt(omab[t] / abar[t]);
@@ -145,15 +150,17 @@ static int schedule_fill(const char *func, diffuse_schedule *s, const double *be
         tb[DIFFUSE_TABLE_POSTERIOR_MEAN_COEF2][t] =
             om_prev * sqrt(tb[DIFFUSE_TABLE_ALPHAS][t]) / omab[t];
     }
+    /* log of the posterior variance as log beta_u + log(1 - abar_{u-1}) -
+     * log(1 - abar_u), u = max(t, 1) (Improved DDPM's t = 0 convention): a
+     * variance near 1 (zero terminal SNR) keeps its digits that way.  T = 1
+     * has no t = 1 and takes log(beta_0), the forward step's variance. */
     for (t = 0; t < T; t++) {
-        double v;
-        if (t > 0)
-            v = tb[DIFFUSE_TABLE_POSTERIOR_VARIANCE][t];
-        else if (T > 1)
-            v = tb[DIFFUSE_TABLE_POSTERIOR_VARIANCE][1]; /* Improved DDPM's choice */
-        else
-            v = beta[0]; /* T = 1 has no t = 1: the forward step's variance */
-        tb[DIFFUSE_TABLE_POSTERIOR_LOG_VARIANCE_CLIPPED][t] = log(v);
+        size_t u = t > 0 ? t : (T > 1 ? 1 : 0);
+        double log_beta = beta[u] <= 0.5 ? log(beta[u]) : log1p(-tb[DIFFUSE_TABLE_ALPHAS][u]);
+        tb[DIFFUSE_TABLE_POSTERIOR_LOG_VARIANCE_CLIPPED][t] =
+            u == 0 ? log_beta
+                   : log_beta + tb[DIFFUSE_TABLE_LOG_ONE_MINUS_ALPHAS_CUMPROD][u - 1] -
+                         tb[DIFFUSE_TABLE_LOG_ONE_MINUS_ALPHAS_CUMPROD][u];
     }
     return DIFFUSE_OK;
 }
@@ -261,13 +268,6 @@ int diffuse_schedule_create_scaled_linear(diffuse_schedule **out, size_t T, doub
     return schedule_finish(__func__, out, s, s->tables[DIFFUSE_TABLE_BETAS], NULL);
 }
 
-/* The cosine schedule's angle for tau = i / T, in the reference's order of
- * operations: ((i / T + s) / (1 + s)) * pi / 2. */
-static double cosine_angle(size_t i, size_t T, double s_off)
-{
-    return ((double)i / (double)T + s_off) / (1.0 + s_off) * 3.14159265358979323846 / 2.0;
-}
-
 int diffuse_schedule_create_cosine(diffuse_schedule **out, size_t T, double s_off,
                                    double max_beta)
 {
@@ -285,15 +285,20 @@ int diffuse_schedule_create_cosine(diffuse_schedule **out, size_t T, double s_of
     if (s == NULL)
         return fail_nomem(__func__, T);
     /*
-     * With a, b the angles of i / T and (i + 1) / T (each rounded once, so
-     * that b of step i is a of step i + 1 and abar telescopes), r = cos b /
-     * cos a and m = r - 1 = -2 sin((a + b)/2) sin((b - a)/2) / cos a, where
-     * b - a is exact.  Then 1 - beta = r^2, beta = -m (2 + m) and
-     * log(1 - beta) = 2 log1p(m): no step subtracts nearly equal numbers.
+     * Step t goes from angle a = ((t/T + s) / (1 + s)) pi/2 to b = a + d,
+     * d = (pi/2) / (T (1 + s)).  Near the end a and b approach pi/2, where
+     * rounding them would cost cos() its digits, so cos a is taken as the
+     * sine of the complementary angle (pi/2) (T - t) / (T (1 + s)), which is
+     * formed without subtraction.  With r = cos b / cos a,
+     * m = r - 1 = -2 sin((a + b)/2) sin(d/2) / cos a, 1 - beta = r^2,
+     * beta = -m (2 + m) and log(1 - beta) = 2 log1p(m): no step subtracts
+     * nearly equal numbers.
      */
     for (t = 0; t < T; t++) {
-        double a = cosine_angle(t, T, s_off), b = cosine_angle(t + 1, T, s_off);
-        double m = -2.0 * sin(0.5 * (a + b)) * sin(0.5 * (b - a)) / cos(a);
+        double scale = (double)T * (1.0 + s_off);
+        double cos_a = sin(HALF_PI * ((double)(T - t) / scale));
+        double mid = HALF_PI * (((double)(2 * t + 1) / (2.0 * (double)T) + s_off) / (1.0 + s_off));
+        double m = -2.0 * sin(mid) * sin(HALF_PI / (2.0 * scale)) / cos_a;
         double beta = -m * (2.0 + m);
         if (beta < max_beta) {
             s->tables[DIFFUSE_TABLE_BETAS][t] = beta;

@@ -46,12 +46,12 @@ run_one() {
     return 0
 }
 
-# run_build NAME DIR: every test program of one build, and the Python tests
-# against its shared library.
+# run_build NAME LIBDIR TESTDIR: every test program of one build (in
+# TESTDIR), and the Python tests against its shared library (in LIBDIR).
 run_build() {
     name=$1
     dir=$2
-    for t in $(find "$dir" -maxdepth 2 -type f -name 'test_*' -perm -u+x | sort); do
+    for t in $(find "$3" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort); do
         run_one "$name: $(basename "$t")" "$t"
     done
     for py in tests/ref/test_*.py; do
@@ -61,10 +61,10 @@ run_build() {
     done
 }
 
-run_build make "$O"
+run_build make "$O" "$O/tests"
 if [ -f "$MB/build.ninja" ]; then
     MESON_BUILD=$MB
-    run_build meson "$MB"
+    run_build meson "$MB" "$MB"
 else
     MESON_BUILD=
     echo "== meson"
