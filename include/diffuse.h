@@ -510,6 +510,362 @@ DIFFUSE_API int diffuse_predict_convert(const diffuse_schedule *s, int from, int
                                         float *out);
 
 /* ------------------------------------------------------------------------ */
+/* Variational bound: elementwise terms                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * These work in double on caller arrays of n elements and follow Improved
+ * DDPM's losses.py.  Inputs and outputs may be the same array.  NaN in gives
+ * NaN out; there is no other failure than bad arguments (DIFFUSE_EINVAL:
+ * a NULL array with n > 0, an unknown mode), which write nothing.
+ * Thread-safe.
+ */
+
+/**
+ * KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) per element, in nats:
+ * 0.5 (-1 + logvar2 - logvar1 + exp(logvar1 - logvar2)
+ *      + (mean1 - mean2)^2 exp(-logvar2)).
+ * @param out  [n]; may alias any input.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_normal_kl(const double *mean1, const double *logvar1,
+                                  const double *mean2, const double *logvar2, size_t n,
+                                  double *out);
+
+/* Normal CDF modes; values never reused. */
+#define DIFFUSE_CDF_TANH 0  /* 0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as Improved DDPM */
+#define DIFFUSE_CDF_EXACT 1 /* 0.5 erfc(-x / sqrt(2)), accurate in both tails */
+
+/**
+ * The standard normal CDF per element, in the given mode.  The tanh form
+ * is within 1.8e-4 of the exact CDF.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_standard_normal_cdf(const double *x, size_t n, int mode, double *out);
+
+/**
+ * log-likelihood (nats) of data x in [-1, 1] on the 8-bit grid under a
+ * Gaussian of the given mean and log standard deviation, discretized to
+ * bins of width 2/255: log(cdf(x + 1/255) - cdf(x - 1/255)), with the lowest
+ * bin (x < -0.999) extending to -infinity and the highest (x > 0.999) to
+ * +infinity, and probabilities floored at 1e-12, as Improved DDPM's
+ * discretized_gaussian_log_likelihood.  In DIFFUSE_CDF_EXACT mode a bin in a
+ * tail is computed from the complementary CDF, so it keeps its digits.
+ * Inputs off the grid are accepted and binned as above.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_discretized_gaussian_log_likelihood(const double *x,
+                                                            const double *mean,
+                                                            const double *log_scale, size_t n,
+                                                            int mode, double *out);
+
+/* ------------------------------------------------------------------------ */
+/* Model interface                                                           */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A caller's denoising network.
+ *
+ * @param user   the pointer registered with the callback.
+ * @param x_t    [batch][dim] noisy inputs, read-only.
+ * @param t      [batch] timesteps as indices of the ORIGINAL training chain
+ *               (also under respacing); see diffuse_timesteps_rescale() for
+ *               models trained on t * 1000 / T.
+ * @param out    [batch][output_dim] (diffuse_model_output_dim()): the
+ *               prediction in its first dim entries of each row, then, for a
+ *               learned variance, dim more entries.  Never NULL.
+ * Return 0 to continue; any other value stops the operation with
+ * DIFFUSE_EMODEL and the value in the message.  The pointers are valid only
+ * during the call.  The callback is called from the thread that called the
+ * library, never concurrently, and may not call back into the handle that
+ * called it.  Since: 1.0.
+ */
+typedef int (*diffuse_model_fn)(void *user, const float *x_t, const int32_t *t, size_t batch,
+                                size_t dim, float *out);
+
+/** A model handle (callback and configuration). */
+typedef struct diffuse_model diffuse_model;
+
+/* Variance of p(x_{t-1} | x_t); values never reused. */
+#define DIFFUSE_VAR_FIXED_SMALL 0   /* posterior variance (clipped log at t = 0) */
+#define DIFFUSE_VAR_FIXED_LARGE 1   /* beta_t, with t = 0 taking the clipped posterior's */
+#define DIFFUSE_VAR_LEARNED 2       /* the extra outputs are the log-variance */
+#define DIFFUSE_VAR_LEARNED_RANGE 3 /* extra outputs v: log var = f log beta + (1-f) log clipped, f = (v+1)/2 */
+
+/**
+ * A model: the callback, its data dimension and what it outputs.
+ *
+ * A model handle is configuration only; samplers and VLB evaluators copy it
+ * when created, so it may be freed or changed afterwards without affecting
+ * them.
+ * @param fn, user    the callback and its pointer (user may be NULL).
+ * @param dim         elements per sample, >= 1.
+ * @param prediction  DIFFUSE_PRED_EPS, DIFFUSE_PRED_X0 or DIFFUSE_PRED_V.
+ * @param variance    a DIFFUSE_VAR_* constant.
+ * Errors: DIFFUSE_EINVAL (out or fn NULL, dim 0 or over 2^30, unknown
+ * prediction or variance), DIFFUSE_ENOMEM; *out is NULL on failure.
+ * Ownership: release with diffuse_model_free().  Thread safety: a model
+ * handle is used by one thread at a time.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_model_create(diffuse_model **out,
+                                                       diffuse_model_fn fn, void *user,
+                                                       size_t dim, int prediction,
+                                                       int variance);
+
+/** Release a model.  NULL is a no-op.  Since: 1.0. */
+DIFFUSE_API void diffuse_model_free(diffuse_model *m);
+
+/** Entries per row the callback writes: dim, or 2 dim with a learned
+ * variance.  0 for NULL.  Since: 1.0. */
+DIFFUSE_API size_t diffuse_model_output_dim(const diffuse_model *m);
+
+/* Model parameters for diffuse_model_set(); numbers never reused.  They
+ * shape the predicted x0 before it is used (Improved DDPM's clip_denoised,
+ * Imagen's dynamic thresholding). */
+#define DIFFUSE_MODEL_CLIP_X0 1              /* 1: clamp x0 to [CLIP_MIN, CLIP_MAX]; default 0 */
+#define DIFFUSE_MODEL_CLIP_MIN 2             /* default -1 */
+#define DIFFUSE_MODEL_CLIP_MAX 3             /* default 1 */
+#define DIFFUSE_MODEL_THRESHOLD_PERCENTILE 4 /* 0: off (default); in (0, 1]: per sample
+                                                s = clamp(quantile(|x0|, p), 1, THRESHOLD_MAX),
+                                                x0 = clamp(x0, -s, s) / s; replaces clipping */
+#define DIFFUSE_MODEL_THRESHOLD_MAX 5        /* >= 1; default 1 */
+
+/**
+ * Set a model parameter.  Integer parameters (CLIP_X0) take 0 or 1.
+ * Errors: DIFFUSE_EINVAL (NULL, unknown parameter: "unknown parameter N
+ * (libdiffuse X.Y.Z)", a value out of range or not finite, CLIP_MIN >=
+ * CLIP_MAX after the change); the model is unchanged.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_model_set(diffuse_model *m, int param, double value);
+
+/** Read a model parameter into *value.  Errors: DIFFUSE_EINVAL (NULL,
+ * unknown parameter).  Since: 1.0. */
+DIFFUSE_API int diffuse_model_get(const diffuse_model *m, int param, double *value);
+
+/**
+ * The float timestep a model trained with Improved DDPM's
+ * rescale_timesteps expects: out[i] = t[i] * (1000 / base_T), with t the
+ * original indices the callback receives.
+ * Errors: DIFFUSE_EINVAL (NULL with n > 0, base_T 0).  Thread-safe.
+ * Since: 1.0.
+ */
+DIFFUSE_API int diffuse_timesteps_rescale(const int32_t *t, size_t n, size_t base_T,
+                                          float *out);
+
+/**
+ * p(x_{t-1} | x_t) from a model output: the predicted x0 (after the model's
+ * clipping or thresholding), the mean coef1_t x0 + coef2_t x_t, and the
+ * log-variance of the model's variance type.
+ *
+ * @param t          [batch] indices into s (respaced indices for a
+ *                   respaced schedule).
+ * @param model_out  [batch][output_dim], as the callback wrote it.
+ * @param mean, log_variance, x0  [batch][dim] outputs, each optional.
+ * Outputs may not overlap the inputs.  The call allocates 2 dim floats of
+ * temporary memory.
+ * Errors: DIFFUSE_EINVAL (NULL, t out of range, an eps model where
+ * alphas_cumprod is 0), DIFFUSE_ENUMERIC (model_out holds NaN or infinity:
+ * the message names the first bad sample and element), DIFFUSE_ENOMEM;
+ * nothing written on error.  Thread-safe.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_p_mean_variance(const diffuse_model *m, const diffuse_schedule *s,
+                                        const float *x_t, const int32_t *t,
+                                        const float *model_out, size_t batch, float *mean,
+                                        float *log_variance, float *x0);
+
+/* ------------------------------------------------------------------------ */
+/* Sampler                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Progress callback: called after each step with the number of steps done
+ * and the total.  Return 0 to continue; any other value stops the run with
+ * DIFFUSE_ECANCELED (the value is in the message).  Called from the thread
+ * that called the library.  Since: 1.0.
+ */
+typedef int (*diffuse_progress_fn)(void *user, int32_t step, int32_t total);
+
+/**
+ * A sampler: DDPM ancestral sampling or DDIM over every step of a schedule
+ * (use a respaced schedule for strided sampling).
+ *
+ * The sampler copies the schedule and the model, and allocates all its
+ * workspace here: a step or a run allocates nothing.  A sampler is used by
+ * one thread at a time; different samplers may run concurrently.
+ */
+typedef struct diffuse_sampler diffuse_sampler;
+
+/* Sampler kinds; values never reused. */
+#define DIFFUSE_SAMPLER_DDPM 0 /* x_{t-1} = mean + [t > 0] exp(log_var / 2) z */
+#define DIFFUSE_SAMPLER_DDIM 1 /* Song et al. with eta; eps re-derived from the clipped x0 */
+
+/* Sampler parameters for diffuse_sampler_set(); numbers never reused. */
+#define DIFFUSE_SAMPLER_ETA 1         /* DDIM eta in [0, 1]; default 0 */
+#define DIFFUSE_SAMPLER_NUM_THREADS 2 /* OpenMP threads inside a call; 0 (default): the
+                                         OpenMP default; no effect without OpenMP */
+
+/**
+ * The step word of the generator used for the initial noise x_T; the noise of
+ * the step at schedule index t uses the step word timesteps[t], the original
+ * training index.  Sample b of a call uses sample index first_sample + b.
+ */
+#define DIFFUSE_RNG_STEP_INITIAL 0xFFFFFFFFu
+
+/**
+ * Create a sampler.
+ * @param kind       DIFFUSE_SAMPLER_DDPM or DIFFUSE_SAMPLER_DDIM.
+ * @param max_batch  the largest batch a call may pass, >= 1.
+ * Errors: DIFFUSE_EINVAL (NULL, unknown kind, max_batch 0 or too large, an
+ * eps model on a schedule with alphas_cumprod = 0, whose x0 is undefined),
+ * DIFFUSE_ENOMEM; *out is NULL on failure.  Ownership: release with
+ * diffuse_sampler_free(); s and m may be freed right after this call.
+ * Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_create(diffuse_sampler **out,
+                                                         const diffuse_schedule *s,
+                                                         const diffuse_model *m, int kind,
+                                                         size_t max_batch);
+
+/** Release a sampler.  NULL is a no-op.  Since: 1.0. */
+DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
+
+/**
+ * Set a sampler parameter.  NUM_THREADS takes an integer >= 0; ETA a value
+ * in [0, 1] (above 1 the DDIM coefficient sqrt(1 - abar_prev - sigma^2) can
+ * be imaginary, so it is refused).
+ * Errors: DIFFUSE_EINVAL (NULL, unknown parameter, value out of range, a
+ * non-integer for an integer parameter, ETA on a DDPM sampler); the sampler
+ * is unchanged.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_sampler_set(diffuse_sampler *s, int param, double value);
+
+/** Read a sampler parameter.  Errors: DIFFUSE_EINVAL (NULL, unknown
+ * parameter).  Since: 1.0. */
+DIFFUSE_API int diffuse_sampler_get(const diffuse_sampler *s, int param, double *value);
+
+/**
+ * Register the progress callback (NULL to remove it).  The library may call
+ * it until the sampler is freed or the callback replaced.  Errors:
+ * DIFFUSE_EINVAL (s NULL).  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_sampler_set_progress(diffuse_sampler *s, diffuse_progress_fn fn,
+                                             void *user);
+
+/** Bytes the sampler holds, workspace included.  0 for NULL.  Since: 1.0. */
+DIFFUSE_API size_t diffuse_sampler_memory(const diffuse_sampler *s);
+
+/**
+ * Run the whole chain, t = T-1 down to 0, and write the samples.
+ *
+ * @param x_T    [batch][dim] initial noise, or NULL to draw it from the
+ *               generator (step word DIFFUSE_RNG_STEP_INITIAL).
+ * @param seed, first_sample  generator key and the sample index of row 0.
+ * @param x0     [batch][dim] output; may be the same array as x_T.
+ * The same seed and sample index give bit-identical samples whatever the
+ * batch size, the row and the number of threads, provided the model's output
+ * for a row does not depend on the other rows.
+ * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch, first_sample +
+ * batch overflowing, a call from inside one of this sampler's callbacks),
+ * DIFFUSE_EMODEL (the callback failed), DIFFUSE_ENUMERIC (NaN or infinity
+ * in its output), DIFFUSE_ECANCELED (the progress callback); the message
+ * names the step.  x0 is written only on success.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_run(diffuse_sampler *s, const float *x_T,
+                                                      uint64_t seed, uint64_t first_sample,
+                                                      size_t batch, float *x0);
+
+/**
+ * One step from schedule index t: x_t to x_{t-1}.  Noise as in run().  The
+ * progress callback is not called.
+ * @param x_prev  [batch][dim] output; may be the same array as x_t.
+ * Errors: as run(), plus t out of range.  x_prev is written only on success.
+ * Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_step(diffuse_sampler *s, const float *x_t,
+                                                       int32_t t, uint64_t seed,
+                                                       uint64_t first_sample, size_t batch,
+                                                       float *x_prev);
+
+/**
+ * DDIM inversion (eta = 0): from x0, treated as the sample at step 0 as
+ * Improved DDPM's ddim_reverse_sample_loop does, to the sample at the
+ * schedule's last step, x_{t+1} = sqrt(abar_{t+1}) x0_hat + sqrt(1 -
+ * abar_{t+1}) eps_hat for t = 0 .. T-2.  DDIM sampling from the result
+ * returns approximately x0.  Works on a sampler of either kind; calls the
+ * progress callback with total T - 1.
+ * @param x_T  [batch][dim] output; may be the same array as x0.
+ * Errors: as run().  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_invert(diffuse_sampler *s, const float *x0,
+                                                         size_t batch, float *x_T);
+
+/* ------------------------------------------------------------------------ */
+/* Variational bound in bits per dimension                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * The variational bound evaluator (Improved DDPM's calc_bpd_loop): per
+ * sample, the KL term of every step, the decoder NLL at t = 0, the prior
+ * term, their total, and the x0 and eps mean squared errors, all in bits per
+ * dimension (nats / ln 2, averaged over dim), accumulated in double.
+ *
+ * Like a sampler, it copies the schedule and the model and allocates all its
+ * workspace when created; one thread at a time.
+ */
+typedef struct diffuse_vlb diffuse_vlb;
+
+/* VLB parameters for diffuse_vlb_set(); numbers never reused. */
+#define DIFFUSE_VLB_CDF 1         /* DIFFUSE_CDF_TANH (default) or DIFFUSE_CDF_EXACT */
+#define DIFFUSE_VLB_NUM_THREADS 2 /* as DIFFUSE_SAMPLER_NUM_THREADS */
+
+/** Create a VLB evaluator.  Errors and ownership as diffuse_sampler_create().
+ * Since: 1.0. */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_vlb_create(diffuse_vlb **out,
+                                                     const diffuse_schedule *s,
+                                                     const diffuse_model *m, size_t max_batch);
+
+/** Release a VLB evaluator.  NULL is a no-op.  Since: 1.0. */
+DIFFUSE_API void diffuse_vlb_free(diffuse_vlb *v);
+
+/** Set a VLB parameter.  Errors as diffuse_sampler_set().  Since: 1.0. */
+DIFFUSE_API int diffuse_vlb_set(diffuse_vlb *v, int param, double value);
+
+/** Read a VLB parameter.  Since: 1.0. */
+DIFFUSE_API int diffuse_vlb_get(const diffuse_vlb *v, int param, double *value);
+
+/** Register the progress callback, as diffuse_sampler_set_progress().
+ * Since: 1.0. */
+DIFFUSE_API int diffuse_vlb_set_progress(diffuse_vlb *v, diffuse_progress_fn fn, void *user);
+
+/**
+ * Evaluate the bound for a batch of data.
+ *
+ * For t = T-1 down to 0: x_t is drawn from q(x_t | x0) with noise from the
+ * generator (row b: sample first_sample + b, step word timesteps[t]); the
+ * term is KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0 and the
+ * discretized decoder NLL for t = 0.  The prior term is
+ * KL(q(x_{T-1} | x0) || N(0, 1)).
+ * @param x0         [batch][dim] data in [-1, 1] on the 8-bit grid.
+ * @param total      [batch] output: sum of the terms plus the prior.
+ * @param prior      [batch] output or NULL.
+ * @param terms      [batch][T] output or NULL (T = schedule length).
+ * @param x0_mse     [batch][T] output or NULL.
+ * @param eps_mse    [batch][T] output or NULL.
+ * Errors: as diffuse_sampler_run().  Outputs are written only on success.
+ * Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_vlb_run(diffuse_vlb *v, const float *x0,
+                                                  uint64_t seed, uint64_t first_sample,
+                                                  size_t batch, double *total, double *prior,
+                                                  double *terms, double *x0_mse,
+                                                  double *eps_mse);
+
+/**
+ * The prior term alone, per sample: KL(q(x_{T-1} | x0) || N(0, 1)) in bits per
+ * dimension.  Errors: DIFFUSE_EINVAL (NULL, batch or dim 0).  Thread-safe.
+ * Since: 1.0.
+ */
+DIFFUSE_API int diffuse_prior_bpd(const diffuse_schedule *s, const float *x0, size_t batch,
+                                  size_t dim, double *out);
+
+/* ------------------------------------------------------------------------ */
 /* Randomness                                                                */
 /* ------------------------------------------------------------------------ */
 

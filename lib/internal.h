@@ -48,6 +48,10 @@ void diffuse__free(void *ptr);
 /* rng.c: one Philox4x32-10 block. */
 void diffuse__philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
+/* vlb_terms.c: scalar forms of the public elementwise functions. */
+double diffuse__normal_kl(double mean1, double logvar1, double mean2, double logvar2);
+double diffuse__discretized_log_likelihood(double x, double mean, double log_scale, int mode);
+
 /* schedule.c: the schedule object.  Tables are [DIFFUSE_TABLE_COUNT_V1][T]. */
 struct diffuse_schedule {
     size_t T;             /* number of steps */
@@ -57,6 +61,9 @@ struct diffuse_schedule {
     double *tables[DIFFUSE_TABLE_COUNT_V1];
     int respaced;         /* 1 if built by diffuse_schedule_respace */
 };
+
+/* An independent copy of a schedule, or NULL (out of memory). */
+diffuse_schedule *diffuse__schedule_clone(const diffuse_schedule *s);
 
 /* Shared argument checks for functions over [batch][dim] arrays indexed by t.
  * Returns DIFFUSE_OK or fails with the message prefixed by func. */

@@ -533,3 +533,18 @@ int diffuse__check_batch(const char *func, const diffuse_schedule *s, const int3
                                  s->T - 1);
     return DIFFUSE_OK;
 }
+
+diffuse_schedule *diffuse__schedule_clone(const diffuse_schedule *s)
+{
+    diffuse_schedule *c = schedule_alloc(s->T);
+    size_t i;
+    if (c == NULL)
+        return NULL;
+    c->base_T = s->base_T;
+    c->respaced = s->respaced;
+    memcpy(c->timesteps, s->timesteps, s->T * sizeof *c->timesteps);
+    memcpy(c->log_alphas, s->log_alphas, s->T * sizeof *c->log_alphas);
+    for (i = 0; i < DIFFUSE_TABLE_COUNT_V1; i++)
+        memcpy(c->tables[i], s->tables[i], s->T * sizeof *c->tables[i]);
+    return c;
+}

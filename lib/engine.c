@@ -1,0 +1,142 @@
+/* The engine shared by samplers and VLB evaluators: copies, workspace, the
+ * model call with its checks, progress and thread settings. */
+#include "engine.h"
+
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#  include <omp.h>
+#endif
+
+/* Round n floats up to a multiple of 16 (64 bytes) so each array stays
+ * aligned inside the single workspace block. */
+static size_t pad16(size_t n)
+{
+    return (n + 15u) & ~(size_t)15u;
+}
+
+int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_schedule *s,
+                         const diffuse_model *m, size_t max_batch, size_t n_extra)
+{
+    size_t rows, orow, n_float, bytes;
+    unsigned char *block;
+    memset(e, 0, sizeof *e);
+    if (s == NULL || m == NULL)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "%s is NULL", s == NULL ? "schedule" : "model");
+    if (max_batch == 0 || max_batch > ((size_t)1 << 24) ||
+        max_batch > SIZE_MAX / 8 / m->out_dim / 8)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "max_batch = %zu is 0 or too large for dim %zu",
+                             max_batch, m->dim);
+    DIFFUSE_TRY(diffuse__check_model_schedule(func, m, s));
+    e->model = *m;
+    e->max_batch = max_batch;
+    e->dim = m->dim;
+    rows = pad16(max_batch * m->dim);
+    orow = pad16(max_batch * m->out_dim);
+    n_float = orow + 4 * rows + (m->threshold_percentile > 0.0 ? rows : 0) + pad16(max_batch);
+    if (n_extra > (SIZE_MAX - n_float * sizeof(float)) / sizeof(double))
+        return diffuse__fail(DIFFUSE_EINVAL, func, "workspace size overflows");
+    bytes = n_float * sizeof(float) + n_extra * sizeof(double);
+    e->sched = diffuse__schedule_clone(s);
+    block = (unsigned char *)diffuse__malloc(bytes);
+    if (e->sched == NULL || block == NULL) {
+        diffuse__free(block);
+        diffuse_schedule_free(e->sched);
+        e->sched = NULL;
+        return diffuse__fail(DIFFUSE_ENOMEM, func, "cannot allocate %zu bytes of workspace",
+                             bytes);
+    }
+    /* doubles first (8-byte aligned at the block start), then floats */
+    e->extra = n_extra ? (double *)(void *)block : NULL;
+    e->model_out = (float *)(void *)(block + n_extra * sizeof(double));
+    e->x_a = e->model_out + orow;
+    e->x_b = e->x_a + rows;
+    e->x0 = e->x_b + rows;
+    e->noise = e->x0 + rows;
+    e->scratch = m->threshold_percentile > 0.0 ? e->noise + rows : NULL;
+    e->t_buf = (int32_t *)(void *)(e->noise + rows + (e->scratch ? rows : 0));
+    e->bytes = bytes + (size_t)s->T * (DIFFUSE_TABLE_COUNT_V1 + 1) * sizeof(double);
+    return DIFFUSE_OK;
+}
+
+void diffuse__engine_release(diffuse__engine *e)
+{
+    void *block = e->extra ? (void *)e->extra : (void *)e->model_out;
+    diffuse__free(block);
+    diffuse_schedule_free(e->sched);
+    e->sched = NULL;
+}
+
+int diffuse__engine_check_run(const char *func, const diffuse__engine *e, size_t batch,
+                              uint64_t first_sample, const void *in, const void *out)
+{
+    if (e->busy)
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "called from inside one of this handle's callbacks");
+    if (batch == 0 || batch > e->max_batch)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "batch = %zu is outside [1, max_batch = %zu]",
+                             batch, e->max_batch);
+    if (first_sample > UINT64_MAX - (uint64_t)batch)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "sample indices %llu + %zu overflow",
+                             (unsigned long long)first_sample, batch);
+    if (in == NULL || out == NULL)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "%s is NULL", in == NULL ? "input" : "output");
+    return DIFFUSE_OK;
+}
+
+int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float *x,
+                               int32_t t, size_t batch, const char *what, size_t step,
+                               size_t total)
+{
+    const size_t n = batch * e->model.out_dim;
+    int32_t orig = e->sched->timesteps[t];
+    size_t b, i;
+    int rc;
+    for (b = 0; b < batch; b++)
+        e->t_buf[b] = orig;
+    rc = e->model.fn(e->model.user, x, e->t_buf, batch, e->dim, e->model_out);
+    if (rc != 0)
+        return diffuse__fail(DIFFUSE_EMODEL, func,
+                             "model callback returned %d at %s step %zu of %zu (timestep %ld)",
+                             rc, what, step, total, (long)orig);
+    for (i = 0; i < n; i++)
+        if (!isfinite(e->model_out[i]))
+            return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                 "model output is %g at %s step %zu of %zu (timestep %ld), "
+                                 "sample %zu, element %zu",
+                                 (double)e->model_out[i], what, step, total, (long)orig,
+                                 i / e->model.out_dim, i % e->model.out_dim);
+    return DIFFUSE_OK;
+}
+
+int diffuse__engine_progress(const char *func, diffuse__engine *e, size_t done, size_t total)
+{
+    int rc;
+    if (e->progress == NULL)
+        return DIFFUSE_OK;
+    rc = e->progress(e->progress_user, (int32_t)done, (int32_t)total);
+    if (rc != 0)
+        return diffuse__fail(DIFFUSE_ECANCELED, func,
+                             "the progress callback returned %d after step %zu of %zu", rc, done,
+                             total);
+    return DIFFUSE_OK;
+}
+
+int diffuse__engine_set_threads(const char *func, diffuse__engine *e, double value)
+{
+    if (!(value >= 0.0 && value <= 4096.0) || value != floor(value))
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "NUM_THREADS takes an integer in [0, 4096], not %g", value);
+    e->num_threads = (int)value;
+    return DIFFUSE_OK;
+}
+
+int diffuse__engine_threads(const diffuse__engine *e)
+{
+#ifdef _OPENMP
+    return e->num_threads > 0 ? e->num_threads : omp_get_max_threads();
+#else
+    (void)e;
+    return 1;
+#endif
+}

@@ -1,0 +1,89 @@
+/*
+ * Internal: the model configuration and the engine that samplers and VLB
+ * evaluators share (their own copy of the schedule and of the model, the
+ * workspace allocated at creation, the model call with its error checks).
+ */
+#ifndef DIFFUSE_ENGINE_H
+#define DIFFUSE_ENGINE_H
+
+#include "internal.h"
+
+struct diffuse_model {
+    diffuse_model_fn fn;
+    void *user;
+    size_t dim, out_dim;
+    int prediction, variance;
+    int clip;
+    double clip_min, clip_max;
+    double threshold_percentile, threshold_max;
+};
+
+/* model.c: per-row pieces of p(x_{t-1} | x_t). */
+
+/* The predicted x0 of one row at schedule index t, after the model's
+ * clipping or dynamic thresholding.  scratch: dim floats, used only when
+ * thresholding.  x0 may not alias x or out_row. */
+void diffuse__predict_x0_row(const struct diffuse_model *m, const diffuse_schedule *s,
+                             int32_t t, const float *x, const float *out_row, float *x0,
+                             float *scratch);
+
+/* log of beta_t, keeping its digits when beta_t is near 1. */
+double diffuse__log_beta(const diffuse_schedule *s, int32_t t);
+
+/* The model log-variance of element i of a row at schedule index t;
+ * log_beta is diffuse__log_beta(s, t). */
+double diffuse__model_logvar(const struct diffuse_model *m, const diffuse_schedule *s,
+                             int32_t t, double log_beta, const float *out_row, size_t i);
+
+/* Fails with EINVAL if an eps model cannot give x0 on s (alphas_cumprod 0). */
+int diffuse__check_model_schedule(const char *func, const struct diffuse_model *m,
+                                  const diffuse_schedule *s);
+
+/* engine.c */
+typedef struct {
+    diffuse_schedule *sched; /* own copy */
+    struct diffuse_model model;
+    size_t max_batch, dim;
+    float *model_out;  /* [max_batch][out_dim] */
+    float *x_a, *x_b;  /* [max_batch][dim] chain states */
+    float *x0;         /* [max_batch][dim] predicted x0 */
+    float *noise;      /* [max_batch][dim] */
+    float *scratch;    /* [max_batch][dim] thresholding, or NULL */
+    int32_t *t_buf;    /* [max_batch] timesteps for the callback */
+    double *extra;     /* caller-sized doubles (VLB results), or NULL */
+    size_t bytes;
+    int num_threads;
+    diffuse_progress_fn progress;
+    void *progress_user;
+    int busy;          /* inside a run: re-entry is refused */
+} diffuse__engine;
+
+/* Allocate the engine's copies and workspace (plus n_extra doubles). */
+int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_schedule *s,
+                         const diffuse_model *m, size_t max_batch, size_t n_extra);
+void diffuse__engine_release(diffuse__engine *e);
+
+/* Common checks of a run: not re-entered, batch in range, sample indices
+ * do not overflow, pointers not NULL. */
+int diffuse__engine_check_run(const char *func, const diffuse__engine *e, size_t batch,
+                              uint64_t first_sample, const void *in, const void *out);
+
+/* Call the model on x [batch][dim] at schedule index t (the callback gets
+ * the original index), into e->model_out; DIFFUSE_EMODEL if it fails,
+ * DIFFUSE_ENUMERIC if its output is not finite.  what/step/total name the
+ * place in messages. */
+int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float *x,
+                               int32_t t, size_t batch, const char *what, size_t step,
+                               size_t total);
+
+/* Report progress after step done of total; DIFFUSE_ECANCELED if the
+ * callback asks to stop. */
+int diffuse__engine_progress(const char *func, diffuse__engine *e, size_t done, size_t total);
+
+/* Keyed NUM_THREADS handling shared by samplers and VLB evaluators. */
+int diffuse__engine_set_threads(const char *func, diffuse__engine *e, double value);
+
+/* The thread count for a parallel region of this engine (1 without OpenMP). */
+int diffuse__engine_threads(const diffuse__engine *e);
+
+#endif
