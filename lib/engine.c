@@ -56,6 +56,8 @@ int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_sch
     e->scratch = m->threshold_percentile > 0.0 ? e->noise + rows : NULL;
     e->t_buf = (int32_t *)(void *)(e->noise + rows + (e->scratch ? rows : 0));
     e->bytes = bytes + (size_t)s->T * (DIFFUSE_TABLE_COUNT_V1 + 1) * sizeof(double);
+    if (e->model.retain != NULL)
+        e->model.retain(e->model.user);
     return DIFFUSE_OK;
 }
 
@@ -65,6 +67,8 @@ void diffuse__engine_release(diffuse__engine *e)
     diffuse__free(block);
     diffuse_schedule_free(e->sched);
     e->sched = NULL;
+    if (e->model.release != NULL)
+        e->model.release(e->model.user);
 }
 
 int diffuse__engine_check_run(const char *func, const diffuse__engine *e, size_t batch,

@@ -16,6 +16,10 @@ struct diffuse_model {
     int clip;
     double clip_min, clip_max;
     double threshold_percentile, threshold_max;
+    /* Lifetime hooks for a user pointer the library owns (a net): every
+     * copy of the model (samplers, VLB evaluators) retains it. */
+    void (*retain)(void *user);
+    void (*release)(void *user);
 };
 
 /* model.c: per-row pieces of p(x_{t-1} | x_t). */

@@ -51,6 +51,14 @@ void diffuse__philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32
 /* vlb_terms.c: scalar forms of the public elementwise functions. */
 double diffuse__normal_kl(double mean1, double logvar1, double mean2, double logvar2);
 double diffuse__discretized_log_likelihood(double x, double mean, double log_scale, int mode);
+/* -log P of the discretized Gaussian and its derivatives with respect to
+ * mean and log_scale (0 where P is floored). */
+double diffuse__discretized_nll_grad(double x, double mean, double log_scale, int mode,
+                                     double *d_mean, double *d_log_scale);
+/* Derivatives of KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) with respect
+ * to mean2 and logvar2. */
+void diffuse__normal_kl_grad(double mean1, double logvar1, double mean2, double logvar2,
+                             double *d_mean2, double *d_logvar2);
 
 /* schedule.c: the schedule object.  Tables are [DIFFUSE_TABLE_COUNT_V1][T]. */
 struct diffuse_schedule {

@@ -43,6 +43,8 @@ int diffuse_model_create(diffuse_model **out, diffuse_model_fn fn, void *user, s
 
 void diffuse_model_free(diffuse_model *m)
 {
+    if (m != NULL && m->release != NULL)
+        m->release(m->user);
     diffuse__free(m);
 }
 

@@ -46,8 +46,12 @@ static int check_arrays(const char *func, size_t n, const double *a, const doubl
 
 double diffuse__normal_kl(double mean1, double logvar1, double mean2, double logvar2)
 {
-    double dm = mean1 - mean2;
-    return 0.5 * (expm1_minus_x(logvar1 - logvar2) + dm * dm * exp(-logvar2));
+    /* (dm exp(-lv2 / 2))^2 rather than dm^2 exp(-lv2), and exp(d - ln 2)
+     * for a huge d, so that no intermediate overflows or underflows where
+     * the result does not. */
+    double q = (mean1 - mean2) * exp(-0.5 * logvar2), d = logvar1 - logvar2;
+    double half_f = d > 700.0 ? exp(d - LN2) - 0.5 * (1.0 + d) : 0.5 * expm1_minus_x(d);
+    return half_f + 0.5 * q * q;
 }
 
 int diffuse_normal_kl(const double *mean1, const double *logvar1, const double *mean2,
@@ -120,16 +124,22 @@ static double log_2sinh(double d)
 }
 
 /*
- * log of the tanh-approximate mass of [a, b], a < b:
- * sg(2 y_b) - sg(2 y_a) = sinh(y_b - y_a) / (2 cosh(y_a) cosh(y_b)), with
- * y_b - y_a = k (b - a) (1 + 0.044715 (a^2 + a b + b^2)) formed exactly.
+ * log of the tanh-approximate mass of [a, b], a < b.  A bin that straddles
+ * 0 has mass near 1 when wide: 1 - (lower tail + upper tail), through log1p.
+ * Otherwise sg(2 y_b) - sg(2 y_a) = sinh(y_b - y_a) / (2 cosh(y_a) cosh(y_b))
+ * = (2 sinh d) / ((2 cosh y_a)(2 cosh y_b)), with
+ * d = y_b - y_a = k (b - a) (1 + 0.044715 (a^2 + a b + b^2)) formed exactly.
  */
 static double log_mass_tanh(double a, double b)
 {
-    double ya = tanh_arg(a), yb = tanh_arg(b);
-    double d = SQRT_2_OVER_PI * (b - a) * (1.0 + 0.044715 * (a * a + a * b + b * b));
-    /* sinh(d) / (2 cosh ya cosh yb) = 2 (2 sinh d) / ((2 cosh ya)(2 cosh yb)) / 2 */
-    return log_2sinh(d) - log_2cosh(ya) - log_2cosh(yb) + LN2;
+    double ya = tanh_arg(a), yb = tanh_arg(b), d;
+    if (a < 0.0 && b > 0.0) {
+        double tails = half_one_plus_tanh(ya) + half_one_plus_tanh(-yb);
+        if (tails < 0.5)
+            return log1p(-tails);
+    }
+    d = SQRT_2_OVER_PI * (b - a) * (1.0 + 0.044715 * (a * a + a * b + b * b));
+    return log_2sinh(d) - log_2cosh(ya) - log_2cosh(yb);
 }
 
 /* Mass of N(0, 1) on [a, b], a < b, to ~1e-15 relative. */
@@ -161,6 +171,23 @@ static double mass_exact(double a, double b)
     return 1.0 - 0.5 * (erfc(b * INV_SQRT_2) + erfc(-a * INV_SQRT_2));
 }
 
+/* log of the exact mass of [a, b]; near 1 through log1p of the tails. */
+static double log_mass_exact(double a, double b)
+{
+    if (a < 0.0 && b > 0.0) {
+        double tails = 0.5 * (erfc(b * INV_SQRT_2) + erfc(-a * INV_SQRT_2));
+        if (tails < 0.5)
+            return log1p(-tails);
+    }
+    return log(mass_exact(a, b));
+}
+
+/* log Phi(x), exactly: through log1p of the upper tail when x > 0. */
+static double log_cdf_exact(double x)
+{
+    return x > 0.0 ? log1p(-0.5 * erfc(x * INV_SQRT_2)) : log(cdf_exact(x));
+}
+
 double diffuse__discretized_log_likelihood(double x, double mean, double log_scale, int mode)
 {
     const double log_floor = log(PROB_FLOOR);
@@ -170,13 +197,13 @@ double diffuse__discretized_log_likelihood(double x, double mean, double log_sca
     double lp;
     if (x < -0.999) { /* lowest bin: (-inf, x + 1/255] */
         lp = mode == DIFFUSE_CDF_TANH ? log_half_one_plus_tanh(tanh_arg(plus_in))
-                                      : log(cdf_exact(plus_in));
+                                      : log_cdf_exact(plus_in);
     } else if (x > 0.999) { /* highest bin: [x - 1/255, +inf) */
         lp = mode == DIFFUSE_CDF_TANH ? log_half_one_plus_tanh(-tanh_arg(minus_in))
-                                      : log(cdf_exact(-minus_in));
+                                      : log_cdf_exact(-minus_in);
     } else {
         lp = mode == DIFFUSE_CDF_TANH ? log_mass_tanh(minus_in, plus_in)
-                                      : log(mass_exact(minus_in, plus_in));
+                                      : log_mass_exact(minus_in, plus_in);
     }
     if (lp < log_floor) /* false for NaN, which passes through */
         lp = log_floor;
@@ -193,4 +220,53 @@ int diffuse_discretized_gaussian_log_likelihood(const double *x, const double *m
     for (i = 0; i < n; i++)
         out[i] = diffuse__discretized_log_likelihood(x[i], mean[i], log_scale[i], mode);
     return DIFFUSE_OK;
+}
+
+/* log of the derivative of the CDF in the given mode at u: for the tanh
+ * form d/du sg(2 y(u)) = 2 sg(2y) sg(-2y) y'(u), y' = k (1 + 3 * 0.044715 u^2). */
+static double log_cdf_density(double u, int mode)
+{
+    if (mode == DIFFUSE_CDF_TANH) {
+        double y = tanh_arg(u);
+        return LN2 + log_half_one_plus_tanh(y) + log_half_one_plus_tanh(-y) +
+               log(SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * u * u));
+    }
+    return -0.5 * u * u - 0.91893853320467274178; /* log(1 / sqrt(2 pi)) */
+}
+
+double diffuse__discretized_nll_grad(double x, double mean, double log_scale, int mode,
+                                     double *d_mean, double *d_log_scale)
+{
+    const double log_floor = log(PROB_FLOOR);
+    double inv = exp(-log_scale), centered = x - mean;
+    double b = inv * (centered + BIN_HALF_WIDTH), a = inv * (centered - BIN_HALF_WIDTH);
+    double lp = diffuse__discretized_log_likelihood(x, mean, log_scale, mode);
+    /* ga, gb: density / P at a and b, with P the bin mass (exp(lp)). */
+    double ga = 0.0, gb = 0.0;
+    if (!(lp > log_floor)) { /* floored (or NaN): no gradient */
+        *d_mean = 0.0;
+        *d_log_scale = 0.0;
+        return -lp;
+    }
+    if (x < -0.999) {
+        gb = exp(log_cdf_density(b, mode) - lp);
+    } else if (x > 0.999) {
+        ga = exp(log_cdf_density(a, mode) - lp);
+    } else {
+        ga = exp(log_cdf_density(a, mode) - lp);
+        gb = exp(log_cdf_density(b, mode) - lp);
+    }
+    /* log P = log(F(b) - F(a)) with F(a) = 0 for the lowest bin and F(b) = 1
+     * for the highest; da/dmean = db/dmean = -inv, da/dls = -a, db/dls = -b. */
+    *d_mean = -(inv * (ga - gb));
+    *d_log_scale = -(a * ga - b * gb);
+    return -lp;
+}
+
+void diffuse__normal_kl_grad(double mean1, double logvar1, double mean2, double logvar2,
+                             double *d_mean2, double *d_logvar2)
+{
+    double dm = mean1 - mean2, q = dm * exp(-0.5 * logvar2);
+    *d_mean2 = -dm * exp(-logvar2);
+    *d_logvar2 = 0.5 * (-expm1(logvar1 - logvar2) - q * q);
 }
