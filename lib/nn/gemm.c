@@ -1,0 +1,462 @@
+/*
+ * diffuse__sgemm: blocked single-precision matrix multiply (GotoBLAS/BLIS
+ * structure, row-major form).
+ *
+ * Loops, outermost first:
+ *   j0: blocks of at most NB = DIFFUSE__GEMM_NB columns of C;
+ *   p0: blocks of the K-sum, at most KC = DIFFUSE__GEMM_KC deep.  op(B)'s
+ *       kc x n block is packed into NR-wide panels (it stays in L2 while
+ *       every row strip of C passes over it);
+ *   i: strips of MR rows of op(A), packed (a strip stays in L1 across the
+ *       panels);
+ *   q: panels; the micro-kernel computes the MR x NR tile over kc and
+ *       updates C.
+ * The first K block applies beta; later ones add.  Every element of C gets
+ * the same sequence of operations (K split by K alone, one accumulator per
+ * element, fixed block order) whichever part of C it falls in.
+ *
+ * Threads: with num_threads > 1 (OpenMP builds), C is cut into
+ * min(num_threads, M N K / DIFFUSE__GEMM_MACS_PER_THREAD) disjoint parts, a
+ * grid of whole strips and panels, and one parallel loop runs the blocked
+ * loops on each part with its own slot of the work area.  No barrier
+ * inside, nothing shared but the read-only A and B.  With num_threads <= 1
+ * (or a small product) no OpenMP construct is entered.
+ */
+#include "internal.h"
+#include "nn/gemm.h"
+#include "nn/gemm_kernels.h"
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#define KC DIFFUSE__GEMM_KC
+#define KCP DIFFUSE__GEMM_KCP
+#define NB DIFFUSE__GEMM_NB
+
+/* A strip: MR_MAX rows of KCP floats (ROWS layout) or kc groups of MR
+ * floats and 16 floats of slack (COLS layout), rounded to whole 64-byte
+ * lines. */
+#define ABUF_FLOATS ((DIFFUSE__GEMM_MR_MAX * KCP + 15) / 16 * 16)
+#define BBUF_FLOATS ((size_t)KC * NB)
+/* One thread's slot of the work area: its B block, then its A strip. */
+#define SLOT_FLOATS (BBUF_FLOATS + ABUF_FLOATS)
+_Static_assert(DIFFUSE__GEMM_MR_MAX * KCP >= DIFFUSE__GEMM_MR_MAX * KC + 16,
+               "the A strip buffer lacks the slack pack_a_cols may write");
+_Static_assert(NB % 32 == 0, "NB must be a multiple of every kernel's NR");
+
+/* ------------------------------------------------------------------------ */
+/* Portable kernel: 4 x 8 tile, separate multiply and add.                  */
+/* ------------------------------------------------------------------------ */
+
+#define PMR 4
+#define PNR 8
+
+#if defined(__GNUC__) || defined(__clang__)
+/* GCC/Clang generic vectors: 4 floats, lowered to SSE, NEON or scalar code
+ * as the target allows; 8 accumulators of 4 floats. */
+typedef float v4f __attribute__((vector_size(16)));
+
+static v4f v4f_load(const float *p)
+{
+    v4f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static void kernel_portable(size_t kc, const float *a, int a_layout, const float *b, float *c,
+                            size_t ldc, size_t mr, size_t nr, float alpha, float beta, int mode)
+{
+    v4f acc[PMR][2];
+    memset(acc, 0, sizeof acc);
+    size_t ars = a_layout == DIFFUSE__GEMM_A_COLS ? 1 : KCP;
+    size_t acs = a_layout == DIFFUSE__GEMM_A_COLS ? PMR : 1;
+    for (size_t p = 0; p < kc; p++) {
+        v4f b0 = v4f_load(b + p * PNR), b1 = v4f_load(b + p * PNR + 4);
+        const float *ap = a + p * acs;
+#define PROW(r)                                                             \
+    {                                                                       \
+        float x = ap[(r) * ars];                                            \
+        v4f av = {x, x, x, x};                                              \
+        acc[r][0] += av * b0;                                               \
+        acc[r][1] += av * b1;                                               \
+    }
+        PROW(0) PROW(1) PROW(2) PROW(3)
+#undef PROW
+    }
+    float tile[PMR][PNR];
+    memcpy(tile, acc, sizeof tile);
+#else
+static void kernel_portable(size_t kc, const float *a, int a_layout, const float *b, float *c,
+                            size_t ldc, size_t mr, size_t nr, float alpha, float beta, int mode)
+{
+    float tile[PMR][PNR];
+    memset(tile, 0, sizeof tile);
+    size_t ars = a_layout == DIFFUSE__GEMM_A_COLS ? 1 : KCP;
+    size_t acs = a_layout == DIFFUSE__GEMM_A_COLS ? PMR : 1;
+    for (size_t p = 0; p < kc; p++) {
+        const float *bp = b + p * PNR;
+        for (size_t r = 0; r < PMR; r++) {
+            float ar = a[r * ars + p * acs];
+            for (size_t j = 0; j < PNR; j++)
+                tile[r][j] += ar * bp[j];
+        }
+    }
+#endif
+    for (size_t r = 0; r < mr; r++) {
+        float *cr = c + r * ldc;
+        for (size_t j = 0; j < nr; j++) {
+            float t = alpha == 1.0f ? tile[r][j] : alpha * tile[r][j];
+            if (mode == DIFFUSE__GEMM_ADD)
+                t = cr[j] + t;
+            else if (mode == DIFFUSE__GEMM_SCALE)
+                t = beta * cr[j] + t;
+            cr[j] = t;
+        }
+    }
+}
+
+static const struct diffuse__gemm_variant variant_portable = {
+    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Kernel choice                                                             */
+/* ------------------------------------------------------------------------ */
+
+static _Atomic(const struct diffuse__gemm_variant *) forced_variant;
+
+static int cpu_has(const struct diffuse__gemm_variant *v)
+{
+    if (v == &variant_portable)
+        return 1;
+#ifdef DIFFUSE__GEMM_X86
+    __builtin_cpu_init();
+    if (v == &diffuse__gemm_avx512)
+        return __builtin_cpu_supports("avx512f") != 0;
+    if (v == &diffuse__gemm_avx2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+static const struct diffuse__gemm_variant *variant_by_name(const char *name)
+{
+#ifdef DIFFUSE__GEMM_X86
+    if (strcmp(name, "avx512") == 0)
+        return &diffuse__gemm_avx512;
+    if (strcmp(name, "avx2") == 0)
+        return &diffuse__gemm_avx2;
+#endif
+    if (strcmp(name, "portable") == 0)
+        return &variant_portable;
+    return NULL;
+}
+
+static const struct diffuse__gemm_variant *current_variant(void)
+{
+    const struct diffuse__gemm_variant *v =
+        atomic_load_explicit(&forced_variant, memory_order_relaxed);
+    if (v != NULL)
+        return v;
+#ifdef DIFFUSE__GEMM_X86
+    if (cpu_has(&diffuse__gemm_avx512))
+        return &diffuse__gemm_avx512;
+    if (cpu_has(&diffuse__gemm_avx2))
+        return &diffuse__gemm_avx2;
+#endif
+    return &variant_portable;
+}
+
+const char *diffuse__sgemm_kernel_name(void)
+{
+    return current_variant()->name;
+}
+
+int diffuse__sgemm_kernel_available(const char *name)
+{
+    const struct diffuse__gemm_variant *v = name ? variant_by_name(name) : NULL;
+    return v != NULL && cpu_has(v);
+}
+
+int diffuse__sgemm_force(const char *name)
+{
+    const struct diffuse__gemm_variant *v = NULL;
+    if (name != NULL) {
+        v = variant_by_name(name);
+        if (v == NULL || !cpu_has(v))
+            return -1;
+    }
+    atomic_store_explicit(&forced_variant, v, memory_order_relaxed);
+    return 0;
+}
+
+size_t diffuse__sgemm_work_floats(int num_threads)
+{
+    size_t nt = num_threads > 1 ? (size_t)num_threads : 1;
+    return nt * SLOT_FLOATS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packing                                                                   */
+/* ------------------------------------------------------------------------ */
+
+struct job {
+    const struct diffuse__gemm_variant *v;
+    int trans_a, trans_b;
+    size_t M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    size_t lda, ldb;
+    float *C;
+    size_t ldc;
+    float *bbuf, *abuf;
+    int first_mode;
+};
+
+/* Panel of columns j .. j + w - 1 (w <= NR) of op(B), rows p0 .. p0 + kc - 1:
+ * dst[p * NR + jj], zero for jj >= w. */
+static void pack_b_panel(const struct job *jb, size_t p0, size_t kc, size_t j, size_t w,
+                         float *dst)
+{
+    size_t nr = jb->v->nr;
+    if (!jb->trans_b && jb->v->pack_bn != NULL) {
+        jb->v->pack_bn(jb->B, jb->ldb, p0, kc, j, w, dst);
+    } else if (!jb->trans_b && w == nr && nr == 16) {
+        /* Fixed-size copies, inlined as vector moves. */
+        for (size_t p = 0; p < kc; p++)
+            memcpy(dst + p * 16, jb->B + (p0 + p) * jb->ldb + j, 16 * sizeof(float));
+    } else if (!jb->trans_b && w == nr && nr == PNR) {
+        for (size_t p = 0; p < kc; p++)
+            memcpy(dst + p * PNR, jb->B + (p0 + p) * jb->ldb + j, PNR * sizeof(float));
+    } else if (!jb->trans_b) {
+        for (size_t p = 0; p < kc; p++) {
+            const float *s = jb->B + (p0 + p) * jb->ldb + j;
+            float *d = dst + p * nr;
+            memcpy(d, s, w * sizeof(float));
+            for (size_t jj = w; jj < nr; jj++)
+                d[jj] = 0.0f;
+        }
+    } else if (jb->v->pack_bt != NULL) {
+        jb->v->pack_bt(jb->B, jb->ldb, p0, kc, j, w, dst);
+    } else {
+        /* op(B)(p, j) = B[j * ldb + p]: read B rows, write panel columns. */
+        for (size_t jj = 0; jj < nr; jj++) {
+            if (jj < w) {
+                const float *s = jb->B + (j + jj) * jb->ldb + p0;
+                for (size_t p = 0; p < kc; p++)
+                    dst[p * nr + jj] = s[p];
+            } else {
+                for (size_t p = 0; p < kc; p++)
+                    dst[p * nr + jj] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Strip of rows i .. i + h - 1 (h <= MR) of op(A), columns p0 .. p0 + kc - 1,
+ * in the layout the kernel is told (see gemm_kernels.h); rows past h zero. */
+static void pack_a_strip(const struct job *jb, size_t i, size_t h, size_t p0, size_t kc,
+                         float *dst)
+{
+    size_t mr = jb->v->mr;
+    if (!jb->trans_a) {
+        for (size_t r = 0; r < mr; r++) {
+            if (r < h)
+                memcpy(dst + r * KCP, jb->A + (i + r) * jb->lda + p0, kc * sizeof(float));
+            else
+                memset(dst + r * KCP, 0, kc * sizeof(float));
+        }
+    } else if (jb->v->pack_a_cols != NULL) {
+        jb->v->pack_a_cols(jb->A + p0 * jb->lda + i, jb->lda, kc, h, dst);
+    } else if (h == 6 && mr == 6) {
+        /* Whole strips of the AVX2 kernel: fixed-size copies that the
+         * compiler turns into vector moves. */
+        for (size_t p = 0; p < kc; p++)
+            memcpy(dst + p * 6, jb->A + (p0 + p) * jb->lda + i, 6 * sizeof(float));
+    } else {
+        for (size_t p = 0; p < kc; p++) {
+            const float *s = jb->A + (p0 + p) * jb->lda + i;
+            float *d = dst + p * mr;
+            for (size_t r = 0; r < h; r++)
+                d[r] = s[r];
+            for (size_t r = h; r < mr; r++)
+                d[r] = 0.0f;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The blocked loops over one part of C                                       */
+/* ------------------------------------------------------------------------ */
+
+/* C (M x N of the job) += the product, with the job's own buffers. */
+static void gemm_part(const struct job *jb)
+{
+    const struct diffuse__gemm_variant *v = jb->v;
+    const size_t mr = v->mr, nr = v->nr;
+    const size_t M = jb->M, N = jb->N, K = jb->K;
+    const int a_layout = jb->trans_a ? DIFFUSE__GEMM_A_COLS : DIFFUSE__GEMM_A_ROWS;
+
+    /* K blocks of nearly equal depth: a function of K alone. */
+    size_t nk = (K + KC - 1) / KC;
+    size_t kcb = (K + nk - 1) / nk;
+
+    for (size_t j0 = 0; j0 < N; j0 += NB) {
+        size_t n = N - j0 < NB ? N - j0 : NB;
+        size_t npan = (n + nr - 1) / nr;
+        for (size_t p0 = 0; p0 < K; p0 += kcb) {
+            size_t kc = K - p0 < kcb ? K - p0 : kcb;
+            int mode = p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
+            for (size_t q = 0; q < npan; q++) {
+                size_t j = q * nr;
+                pack_b_panel(jb, p0, kc, j0 + j, n - j < nr ? n - j : nr,
+                             jb->bbuf + q * kc * nr);
+            }
+            for (size_t i = 0; i < M; i += mr) {
+                size_t h = M - i < mr ? M - i : mr;
+                pack_a_strip(jb, i, h, p0, kc, jb->abuf);
+                for (size_t q = 0; q < npan; q++) {
+                    size_t j = q * nr;
+                    v->kernel(kc, jb->abuf, a_layout, jb->bbuf + q * kc * nr,
+                              jb->C + i * jb->ldc + j0 + j, jb->ldc, h,
+                              n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
+                }
+            }
+        }
+    }
+}
+
+#ifdef _OPENMP
+/* Threads for a product of M * N * K multiply-adds: at most num_threads,
+ * and at most one per DIFFUSE__GEMM_MACS_PER_THREAD, since a fork and join
+ * cost a few microseconds (about 1/3 of 2^20 multiply-adds on one core). */
+static int threads_for(size_t M, size_t N, size_t K, int num_threads)
+{
+    double most = (double)M * (double)N * (double)K / DIFFUSE__GEMM_MACS_PER_THREAD;
+    if (num_threads <= 1 || most < 2.0)
+        return 1;
+    return most < (double)num_threads ? (int)most : num_threads;
+}
+
+/* Split C into tr x tc parts (tr * tc == nt) along whole strips of MR rows
+ * and whole panels of NR columns, choosing the grid that balances the
+ * strips and panels best (ties: more column parts, so that no thread packs
+ * op(B) columns another also packs). */
+static void choose_grid(size_t nstrips, size_t npan, size_t nt, size_t *tr, size_t *tc)
+{
+    double best = -1.0;
+    *tr = 1;
+    *tc = nt;
+    for (size_t r = 1; r <= nt; r++) {
+        if (nt % r != 0)
+            continue;
+        size_t c = nt / r;
+        double er = (double)nstrips / (double)(r * ((nstrips + r - 1) / r));
+        double ec = (double)npan / (double)(c * ((npan + c - 1) / c));
+        if (er * ec > best + 1e-9 || (er * ec > best - 1e-9 && c > *tc)) {
+            best = er * ec;
+            *tr = r;
+            *tc = c;
+        }
+    }
+}
+
+/* Part t of a tr x tc grid: the sub-job for its rows and columns of C and
+ * the buffers of slot t.  Returns 0 when the part is empty. */
+static int part_job(const struct job *jb, float *work, size_t t, size_t tr, size_t tc,
+                    struct job *out)
+{
+    size_t mr = jb->v->mr, nr = jb->v->nr;
+    size_t nstrips = (jb->M + mr - 1) / mr, npan = (jb->N + nr - 1) / nr;
+    size_t rt = t / tc, ct = t % tc;
+    size_t i0 = rt * nstrips / tr * mr, i1 = (rt + 1) * nstrips / tr * mr;
+    size_t j0 = ct * npan / tc * nr, j1 = (ct + 1) * npan / tc * nr;
+    i1 = i1 < jb->M ? i1 : jb->M;
+    j1 = j1 < jb->N ? j1 : jb->N;
+    if (i0 >= i1 || j0 >= j1)
+        return 0;
+    *out = *jb;
+    out->M = i1 - i0;
+    out->N = j1 - j0;
+    out->A = jb->trans_a ? jb->A + i0 : jb->A + i0 * jb->lda;
+    out->B = jb->trans_b ? jb->B + j0 * jb->ldb : jb->B + j0;
+    out->C = jb->C + i0 * jb->ldc + j0;
+    out->bbuf = work + t * SLOT_FLOATS;
+    out->abuf = out->bbuf + BBUF_FLOATS;
+    return 1;
+}
+#endif
+
+/* C = beta * C over M x N (C = 0 when beta == 0, C not read). */
+static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc)
+{
+    for (size_t i = 0; i < M; i++) {
+        float *c = C + i * ldc;
+        if (beta == 0.0f) {
+            for (size_t j = 0; j < N; j++)
+                c[j] = 0.0f;
+        } else if (beta != 1.0f) {
+            for (size_t j = 0; j < N; j++)
+                c[j] = beta * c[j];
+        }
+    }
+}
+
+void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                    const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                    float *C, size_t ldc, float *work, int num_threads)
+{
+    if (M == 0 || N == 0)
+        return;
+    assert(C != NULL && ldc >= N);
+    if (K == 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    assert(A != NULL && B != NULL && work != NULL);
+    assert(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N));
+
+    struct job jb;
+    jb.v = current_variant();
+    jb.trans_a = trans_a != 0;
+    jb.trans_b = trans_b != 0;
+    jb.M = M;
+    jb.N = N;
+    jb.K = K;
+    jb.alpha = alpha;
+    jb.beta = beta;
+    jb.A = A;
+    jb.B = B;
+    jb.lda = lda;
+    jb.ldb = ldb;
+    jb.C = C;
+    jb.ldc = ldc;
+    jb.bbuf = work;
+    jb.abuf = work + BBUF_FLOATS;
+    jb.first_mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
+                    : beta == 1.0f ? DIFFUSE__GEMM_ADD
+                                   : DIFFUSE__GEMM_SCALE;
+
+#ifdef _OPENMP
+    int nt = threads_for(M, N, K, num_threads);
+    if (nt > 1) {
+        size_t nstrips = (M + jb.v->mr - 1) / jb.v->mr, npan = (N + jb.v->nr - 1) / jb.v->nr;
+        size_t tr, tc;
+        choose_grid(nstrips, npan, (size_t)nt, &tr, &tc);
+        /* One part per iteration; a part uses the buffers of its own slot,
+         * so a team smaller than nt is still correct. */
+        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static)")
+        for (int t = 0; t < nt; t++) {
+            struct job part;
+            if (part_job(&jb, work, (size_t)t, tr, tc, &part))
+                gemm_part(&part);
+        }
+        return;
+    }
+#else
+    (void)num_threads;
+#endif
+    gemm_part(&jb);
+}

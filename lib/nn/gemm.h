@@ -1,0 +1,67 @@
+/*
+ * Single-precision matrix multiply for the neural-net layers (internal).
+ *
+ * Row-major throughout.  The caller owns every buffer, the work area
+ * included: a call allocates nothing.  Never installed; every name is hidden
+ * and starts with diffuse__.
+ */
+#ifndef DIFFUSE_NN_GEMM_H
+#define DIFFUSE_NN_GEMM_H
+
+#include <stddef.h>
+
+/*
+ * C = alpha * op(A) * op(B) + beta * C, all row-major; op(X) is X when
+ * trans_x is 0 and X^T otherwise.
+ *
+ * op(A) is M x K, op(B) is K x N, C is M x N.  lda, ldb and ldc are the row
+ * strides (in floats) of A, B and C as stored: A is M x K (lda >= K) when
+ * trans_a == 0 and K x M (lda >= M) otherwise; B is K x N (ldb >= N) when
+ * trans_b == 0 and N x K (ldb >= K) otherwise; ldc >= N.
+ *
+ * beta == 0 means C is not read (it may hold NaN or Inf).  alpha == 0 or
+ * K == 0 gives C = beta * C (C = 0 when beta == 0) without reading A or B.
+ * M == 0 or N == 0 is a no-op.  C may not overlap A or B.
+ *
+ * work: diffuse__sgemm_work_floats(num_threads) floats, 64-byte aligned,
+ * owned by the caller; its contents on entry do not matter.
+ *
+ * num_threads <= 1 runs in the calling thread.  Otherwise, in a build with
+ * OpenMP, C is cut into disjoint parts computed by an OpenMP team (a
+ * num_threads clause; the global OpenMP state is not changed) of at most
+ * num_threads threads and at most one thread per 2^20 multiply-adds
+ * (M * N * K): a smaller product runs in the calling thread, since a fork
+ * and join cost more than they save there.
+ *
+ * Deterministic: each element of C is computed by one thread with a fixed
+ * order of the K-sum that depends only on K, so the bits do not depend on
+ * num_threads.  They may depend on the kernel chosen
+ * (diffuse__sgemm_kernel_name: FMA in "avx512"/"avx2", separate multiply
+ * and add in "portable").
+ *
+ * Thread safety: concurrent calls are safe when their C and work buffers
+ * are distinct.
+ */
+void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                    const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                    float *C, size_t ldc, float *work, int num_threads);
+
+/* Size in floats of the work area diffuse__sgemm needs for num_threads
+ * threads (num_threads <= 1 counts as 1).  It is the same for every kernel,
+ * so a work area stays valid if the kernel is forced afterwards. */
+size_t diffuse__sgemm_work_floats(int num_threads);
+
+/* The kernel diffuse__sgemm uses now: "avx512", "avx2" or "portable". */
+const char *diffuse__sgemm_kernel_name(void);
+
+/* For tests and benchmarks: force a kernel by name ("avx512", "avx2",
+ * "portable"), or go back to the automatic choice with NULL.  Returns 0, or
+ * -1 (and changes nothing) when the name is unknown or this CPU or build
+ * cannot run it.  Not to be called while another thread is in
+ * diffuse__sgemm. */
+int diffuse__sgemm_force(const char *name);
+
+/* 1 if the named kernel is compiled in and this CPU can run it, else 0. */
+int diffuse__sgemm_kernel_available(const char *name);
+
+#endif

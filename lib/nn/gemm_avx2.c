@@ -1,0 +1,114 @@
+/*
+ * AVX2 + FMA micro-kernel for diffuse__sgemm: a 6 x 16 tile of C (6 rows, two
+ * 8-float vectors per row) in 12 ymm accumulators, the row-major shape BLIS
+ * uses on Haswell: 12 accumulators, two B vectors and one broadcast fill the
+ * 16 ymm registers.
+ *
+ * Compiled without -m flags: the functions carry target attributes and are
+ * called only after __builtin_cpu_supports("avx2") and ("fma") (gemm.c).
+ */
+#include "nn/gemm_kernels.h"
+
+#ifdef DIFFUSE__GEMM_X86
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#define TAVX2 __attribute__((target("avx2,fma")))
+#define TAVX2_INLINE static inline __attribute__((target("avx2,fma"), always_inline))
+
+#define MR 6
+#define NR 16
+#define KCP DIFFUSE__GEMM_KCP
+
+#define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+/* Lane i of the mask is set when i < n (n <= 8). */
+TAVX2_INLINE __m256i lane_mask(size_t n)
+{
+    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
+}
+
+TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, __m256i m0, __m256i m1,
+                            float alpha, float beta, int mode)
+{
+    if (alpha != 1.0f) {
+        __m256 va = _mm256_set1_ps(alpha);
+        x0 = _mm256_mul_ps(va, x0);
+        x1 = _mm256_mul_ps(va, x1);
+    }
+    if (mode == DIFFUSE__GEMM_ADD) {
+        x0 = _mm256_add_ps(_mm256_maskload_ps(cr, m0), x0);
+        x1 = _mm256_add_ps(_mm256_maskload_ps(cr + 8, m1), x1);
+    } else if (mode == DIFFUSE__GEMM_SCALE) {
+        __m256 vb = _mm256_set1_ps(beta);
+        x0 = _mm256_add_ps(_mm256_mul_ps(vb, _mm256_maskload_ps(cr, m0)), x0);
+        x1 = _mm256_add_ps(_mm256_mul_ps(vb, _mm256_maskload_ps(cr + 8, m1)), x1);
+    }
+    _mm256_maskstore_ps(cr, m0, x0);
+    _mm256_maskstore_ps(cr + 8, m1, x1);
+}
+
+static TAVX2 void kernel_6x16(size_t kc, const float *a, int a_layout, const float *b, float *c,
+                              size_t ldc, size_t mr, size_t nr, float alpha, float beta,
+                              int mode)
+{
+#define DECL(r) __m256 c##r##_0 = _mm256_setzero_ps(), c##r##_1 = _mm256_setzero_ps();
+    ROWS6(DECL)
+#undef DECL
+
+#define PF(r)                                                               \
+    if ((size_t)(r) < mr) {                                                 \
+        _mm_prefetch((const char *)(c + (size_t)(r) * ldc), _MM_HINT_T0);      \
+        _mm_prefetch((const char *)(c + (size_t)(r) * ldc + 15), _MM_HINT_T0); \
+    }
+    ROWS6(PF)
+#undef PF
+
+#define STEP(r, aval)                                                       \
+    {                                                                       \
+        __m256 av = _mm256_set1_ps(aval);                                   \
+        c##r##_0 = _mm256_fmadd_ps(av, b0, c##r##_0);                       \
+        c##r##_1 = _mm256_fmadd_ps(av, b1, c##r##_1);                       \
+    }
+    if (a_layout == DIFFUSE__GEMM_A_COLS) {
+        for (size_t p = 0; p < kc; p++) {
+            __m256 b0 = _mm256_loadu_ps(b);
+            __m256 b1 = _mm256_loadu_ps(b + 8);
+#define S(r) STEP(r, a[r])
+            ROWS6(S)
+#undef S
+            a += MR;
+            b += NR;
+        }
+    } else {
+        for (size_t p = 0; p < kc; p++) {
+            __m256 b0 = _mm256_loadu_ps(b);
+            __m256 b1 = _mm256_loadu_ps(b + 8);
+#define S(r) STEP(r, a[(r) * KCP])
+            ROWS6(S)
+#undef S
+            a += 1;
+            b += NR;
+        }
+    }
+#undef STEP
+
+    __m256i m0 = lane_mask(nr < 8 ? nr : 8);
+    __m256i m1 = lane_mask(nr > 8 ? nr - 8 : 0);
+#define ST(r)                                                               \
+    if ((size_t)(r) < mr)                                                   \
+        store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, alpha, beta, mode);
+    ROWS6(ST)
+#undef ST
+}
+
+const struct diffuse__gemm_variant diffuse__gemm_avx2 = {
+    "avx2", MR, NR, kernel_6x16, NULL, NULL, NULL,
+};
+
+#else
+/* ISO C wants at least one declaration in a translation unit. */
+typedef int diffuse__gemm_avx2_unused;
+#endif

@@ -1,0 +1,210 @@
+/*
+ * AVX-512 micro-kernel for diffuse__sgemm: a 12 x 32 tile of C (12 rows, two
+ * 16-float vectors per row) in 24 zmm accumulators.  Each step of the K-sum
+ * loads two vectors of the packed B panel, broadcasts 12 values of the A
+ * strip and issues 24 FMAs.  This is the row-major form of the 32 x 12
+ * column-major shape that BLIS uses on Skylake-X: 24 accumulators leave
+ * registers for the two B vectors and a broadcast, and hide the FMA latency
+ * of two pipes.
+ *
+ * Compiled without -m flags: the functions carry target attributes and are
+ * called only after __builtin_cpu_supports("avx512f") (gemm.c).
+ */
+#include "nn/gemm_kernels.h"
+
+#ifdef DIFFUSE__GEMM_X86
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#define T512 __attribute__((target("avx512f")))
+#define T512_INLINE static inline __attribute__((target("avx512f"), always_inline))
+
+#define MR 12
+#define NR 32
+#define KCP DIFFUSE__GEMM_KCP
+
+#define ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1,
+                           float alpha, float beta, int mode)
+{
+    if (alpha != 1.0f) {
+        __m512 va = _mm512_set1_ps(alpha);
+        x0 = _mm512_mul_ps(va, x0);
+        x1 = _mm512_mul_ps(va, x1);
+    }
+    if (mode == DIFFUSE__GEMM_ADD) {
+        x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), x0);
+        x1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), x1);
+    } else if (mode == DIFFUSE__GEMM_SCALE) {
+        __m512 vb = _mm512_set1_ps(beta);
+        x0 = _mm512_add_ps(_mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, cr)), x0);
+        x1 = _mm512_add_ps(_mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16)), x1);
+    }
+    _mm512_mask_storeu_ps(cr, m0, x0);
+    _mm512_mask_storeu_ps(cr + 16, m1, x1);
+}
+
+/* The K-sum and the update for the first R rows of a strip (R = 4, 8, 12),
+ * as a function body: ROWS(X) expands X(r) for r = 0 .. R-1.  A strip with
+ * few rows left (the last one of C) goes to a shorter kernel instead of
+ * multiplying zero rows; every element still gets the same operations. */
+#define DECL(r) __m512 c##r##_0 = _mm512_setzero_ps(), c##r##_1 = _mm512_setzero_ps();
+#define PF(r)                                                               \
+    if ((size_t)(r) < mr) {                                                 \
+        _mm_prefetch((const char *)(c + (size_t)(r) * ldc), _MM_HINT_T0);      \
+        _mm_prefetch((const char *)(c + (size_t)(r) * ldc + 31), _MM_HINT_T0); \
+    }
+#define STEP(r, aval)                                                       \
+    {                                                                       \
+        __m512 av = _mm512_set1_ps(aval);                                   \
+        c##r##_0 = _mm512_fmadd_ps(av, b0, c##r##_0);                       \
+        c##r##_1 = _mm512_fmadd_ps(av, b1, c##r##_1);                       \
+    }
+#define STEP_COLS(r) STEP(r, a[r])
+#define STEP_ROWS(r) STEP(r, a[(r) * KCP])
+#define STORE(r)                                                            \
+    if ((size_t)(r) < mr)                                                   \
+        store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, alpha, beta, mode);
+
+#define KERNEL_BODY(ROWS)                                                   \
+    ROWS(DECL)                                                              \
+    ROWS(PF)                                                                \
+    if (a_layout == DIFFUSE__GEMM_A_COLS) {                                 \
+        for (size_t p = 0; p < kc; p++) {                                   \
+            __m512 b0 = _mm512_loadu_ps(b);                                  \
+            __m512 b1 = _mm512_loadu_ps(b + 16);                             \
+            ROWS(STEP_COLS)                                                 \
+            a += MR;                                                        \
+            b += NR;                                                        \
+        }                                                                   \
+    } else {                                                                \
+        for (size_t p = 0; p < kc; p++) {                                   \
+            __m512 b0 = _mm512_loadu_ps(b);                                  \
+            __m512 b1 = _mm512_loadu_ps(b + 16);                             \
+            ROWS(STEP_ROWS)                                                 \
+            a += 1;                                                         \
+            b += NR;                                                        \
+        }                                                                   \
+    }                                                                       \
+    size_t n0 = nr < 16 ? nr : 16;                                          \
+    size_t n1 = nr > 16 ? nr - 16 : 0;                                      \
+    __mmask16 m0 = (__mmask16)((1u << n0) - 1u);                            \
+    __mmask16 m1 = (__mmask16)((1u << n1) - 1u);                            \
+    ROWS(STORE)
+
+#define ROWS4(X) X(0) X(1) X(2) X(3)
+#define ROWS8(X) ROWS4(X) X(4) X(5) X(6) X(7)
+
+#define KERNEL_ARGS                                                         \
+    size_t kc, const float *a, int a_layout, const float *b, float *c, size_t ldc, size_t mr, \
+        size_t nr, float alpha, float beta, int mode
+
+static T512 void kernel_4x32(KERNEL_ARGS) { KERNEL_BODY(ROWS4) }
+static T512 void kernel_8x32(KERNEL_ARGS) { KERNEL_BODY(ROWS8) }
+static T512 void kernel_12x32(KERNEL_ARGS) { KERNEL_BODY(ROWS12) }
+
+static void kernel(KERNEL_ARGS)
+{
+    if (mr <= 4)
+        kernel_4x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+    else if (mr <= 8)
+        kernel_8x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+    else
+        kernel_12x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packing B for op(B) = B^T with 16 x 16 in-register transposes.           */
+/* ------------------------------------------------------------------------ */
+
+/* r[i] holds 16 consecutive elements of row i; afterwards r[t] holds the
+ * elements t of rows 0..15. */
+T512_INLINE void transpose16(__m512 r[16])
+{
+    __m512 a[16], b[16];
+    for (int i = 0; i < 8; i++) {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* b[4g + k], 128-bit lane L: element 4L + k of rows 4g .. 4g + 3. */
+    for (int g = 0; g < 4; g++) {
+        __m512d lo0 = _mm512_castps_pd(a[4 * g]), lo1 = _mm512_castps_pd(a[4 * g + 2]);
+        __m512d hi0 = _mm512_castps_pd(a[4 * g + 1]), hi1 = _mm512_castps_pd(a[4 * g + 3]);
+        b[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo0, lo1));
+        b[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo0, lo1));
+        b[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
+        b[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
+    }
+    /* A 4 x 4 transpose of 128-bit lanes for each k. */
+    for (int k = 0; k < 4; k++) {
+        __m512 u0 = _mm512_shuffle_f32x4(b[k], b[4 + k], 0x44);
+        __m512 u1 = _mm512_shuffle_f32x4(b[k], b[4 + k], 0xEE);
+        __m512 u2 = _mm512_shuffle_f32x4(b[8 + k], b[12 + k], 0x44);
+        __m512 u3 = _mm512_shuffle_f32x4(b[8 + k], b[12 + k], 0xEE);
+        r[k] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+        r[4 + k] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+        r[8 + k] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+        r[12 + k] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+    }
+}
+
+static T512 void pack_bt_avx512(const float *B, size_t ldb, size_t p0, size_t kc, size_t j0,
+                                size_t n, float *dst)
+{
+    for (size_t jq = 0; jq < n; jq += NR) {
+        for (size_t half = 0; half < NR; half += 16) {
+            size_t j = jq + half; /* first column of this 16-wide half */
+            size_t w = j < n ? (n - j < 16 ? n - j : 16) : 0;
+            for (size_t p = 0; p < kc; p += 16) {
+                size_t h = kc - p < 16 ? kc - p : 16;
+                __mmask16 m = (__mmask16)((1u << h) - 1u);
+                __m512 r[16];
+                for (size_t i = 0; i < 16; i++)
+                    r[i] = i < w ? _mm512_maskz_loadu_ps(m, B + (j0 + j + i) * ldb + p0 + p)
+                                 : _mm512_setzero_ps();
+                transpose16(r);
+                for (size_t t = 0; t < h; t++)
+                    _mm512_storeu_ps(dst + (p + t) * NR + half, r[t]);
+            }
+        }
+        dst += kc * NR;
+    }
+}
+
+/* Packing B for op(B) = B: two masked loads and two aligned stores per row. */
+static T512 void pack_bn_avx512(const float *B, size_t ldb, size_t p0, size_t kc, size_t j0,
+                                size_t n, float *dst)
+{
+    for (size_t jq = 0; jq < n; jq += NR) {
+        size_t w = n - jq < NR ? n - jq : NR;
+        size_t w0 = w < 16 ? w : 16, w1 = w > 16 ? w - 16 : 0;
+        __mmask16 m0 = (__mmask16)((1u << w0) - 1u), m1 = (__mmask16)((1u << w1) - 1u);
+        const float *s = B + p0 * ldb + j0 + jq;
+        for (size_t p = 0; p < kc; p++) {
+            _mm512_storeu_ps(dst + p * NR, _mm512_maskz_loadu_ps(m0, s + p * ldb));
+            _mm512_storeu_ps(dst + p * NR + 16, _mm512_maskz_loadu_ps(m1, s + p * ldb + 16));
+        }
+        dst += kc * NR;
+    }
+}
+
+/* One masked 16-float load and one store per step of K; each store also
+ * writes 4 floats into the next group, which the next store overwrites. */
+static T512 void pack_a_cols_avx512(const float *src, size_t lda, size_t kc, size_t h,
+                                    float *dst)
+{
+    __mmask16 m = (__mmask16)((1u << h) - 1u);
+    for (size_t p = 0; p < kc; p++)
+        _mm512_storeu_ps(dst + p * MR, _mm512_maskz_loadu_ps(m, src + p * lda));
+}
+
+const struct diffuse__gemm_variant diffuse__gemm_avx512 = {
+    "avx512", MR, NR, kernel, pack_bn_avx512, pack_bt_avx512, pack_a_cols_avx512,
+};
+
+#else
+/* ISO C wants at least one declaration in a translation unit. */
+typedef int diffuse__gemm_avx512_unused;
+#endif

@@ -1,0 +1,85 @@
+/*
+ * The contract between the GEMM driver (gemm.c) and its per-ISA micro-kernels
+ * (gemm_avx512.c, gemm_avx2.c, and the portable one in gemm.c).  Internal.
+ *
+ * The driver packs, for one K block of depth kc <= DIFFUSE__GEMM_KC:
+ *   - B: panels of NR columns, each kc rows of NR floats (b[p * NR + j]),
+ *     columns past the edge of op(B) zero;
+ *   - A: strips of MR rows, in one of two layouts:
+ *       DIFFUSE__GEMM_A_ROWS: a[r * DIFFUSE__GEMM_KCP + p] (rows of op(A)
+ *         copied as they are; used when op(A) = A),
+ *       DIFFUSE__GEMM_A_COLS: a[p * MR + r] (used when op(A) = A^T, whose
+ *         columns are contiguous);
+ *     rows past the edge of op(A) zero.
+ * A kernel computes the MR x NR tile acc = sum_p a(r, p) * b(p, j) over p in
+ * 0..kc-1 in increasing order, one accumulator per element, and writes the
+ * mr x nr corner of it (mr <= MR, nr <= NR) into C:
+ *   t = (alpha == 1 ? acc : alpha * acc), then
+ *   DIFFUSE__GEMM_SET:   C = t          (C not read)
+ *   DIFFUSE__GEMM_ADD:   C = C + t
+ *   DIFFUSE__GEMM_SCALE: C = beta * C + t
+ * with a separate multiply and add (no fused update).  Only the arithmetic
+ * of the K-sum may differ between kernels (FMA or not).
+ */
+#ifndef DIFFUSE_NN_GEMM_KERNELS_H
+#define DIFFUSE_NN_GEMM_KERNELS_H
+
+#include <stddef.h>
+
+/* Deepest K block.  K is split into ceil(K / KC) blocks of nearly equal
+ * depth: the split depends on K alone, never on the thread count. */
+#define DIFFUSE__GEMM_KC 384
+/* Row stride (floats) of an A strip in the ROWS layout: KC plus 16, so that
+ * the rows of a strip fall in different L1 sets. */
+#define DIFFUSE__GEMM_KCP (DIFFUSE__GEMM_KC + 16)
+/* Widest packed B block (columns); a multiple of every kernel's NR. */
+#define DIFFUSE__GEMM_NB 512
+/* Smallest share of a thread, in multiply-adds: products with fewer than
+ * 2 * this many run in the calling thread.  Has no effect on the bits. */
+#define DIFFUSE__GEMM_MACS_PER_THREAD 1048576.0
+
+/* Largest MR of any kernel (sizes the per-thread A strip). */
+#define DIFFUSE__GEMM_MR_MAX 12
+
+#define DIFFUSE__GEMM_A_ROWS 0
+#define DIFFUSE__GEMM_A_COLS 1
+
+#define DIFFUSE__GEMM_SET 0
+#define DIFFUSE__GEMM_ADD 1
+#define DIFFUSE__GEMM_SCALE 2
+
+typedef void diffuse__gemm_kernel_fn(size_t kc, const float *a, int a_layout, const float *b,
+                                     float *c, size_t ldc, size_t mr, size_t nr, float alpha,
+                                     float beta, int mode);
+
+/* Optional fast packing of B: fills the panels for rows p0..p0+kc-1 and
+ * columns j0..j0+n-1 of op(B) into dst, panel after panel (each kc * NR
+ * floats), zero past column n.  pack_bn: op(B) = B (B stored K x N);
+ * pack_bt: op(B) = B^T (B stored N x K).  NULL: the driver's portable
+ * packing is used. */
+typedef void diffuse__gemm_pack_b_fn(const float *B, size_t ldb, size_t p0, size_t kc,
+                                     size_t j0, size_t n, float *dst);
+
+/* Optional fast packing of an A strip in the COLS layout (op(A) = A^T, A
+ * stored K x M): dst[p * MR + r] = src[p * lda + r] for p < kc, r < h, zero
+ * for h <= r < MR.  May write up to 16 floats past dst[kc * MR - 1].  NULL:
+ * the driver's portable packing is used. */
+typedef void diffuse__gemm_pack_a_cols_fn(const float *src, size_t lda, size_t kc, size_t h,
+                                          float *dst);
+
+struct diffuse__gemm_variant {
+    const char *name;
+    size_t mr, nr;
+    diffuse__gemm_kernel_fn *kernel;
+    diffuse__gemm_pack_b_fn *pack_bn;
+    diffuse__gemm_pack_b_fn *pack_bt;
+    diffuse__gemm_pack_a_cols_fn *pack_a_cols;
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+#  define DIFFUSE__GEMM_X86 1
+extern const struct diffuse__gemm_variant diffuse__gemm_avx512;
+extern const struct diffuse__gemm_variant diffuse__gemm_avx2;
+#endif
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * The layers for float, the library's type: layers_impl.h instantiated over
+ * diffuse__sgemm, and the scratch sizes of the layers that call it.
+ */
+#include "internal.h"
+#include "nn/gemm.h"
+#include "nn/layers.h"
+
+#include <stdint.h>
+
+#include "nn/silu.h"
+
+/* The float SiLU goes to the vectorized version in silu.c. */
+#define LAYER_SILU_FORWARD(x, n, y) (diffuse__silu_fast_forward((x), (n), (y)), 1)
+#define LAYER_SILU_BACKWARD(x, dy, n, dx) (diffuse__silu_fast_backward((x), (dy), (n), (dx)), 1)
+#define LAYER_REAL float
+#define LAYER_NAME(n) n##_f
+#define LAYER_GEMM diffuse__sgemm
+#include "nn/layers_impl.h"
+
+size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride, int nt)
+{
+    const size_t col = layer_conv_col_len_f(Cin, H, Wd, stride);
+    const size_t gemm = diffuse__sgemm_work_floats(nt);
+    if (col == SIZE_MAX || gemm > SIZE_MAX / sizeof(float) - col)
+        return SIZE_MAX;
+    return col + gemm;
+}
+
+size_t diffuse__linear_work_floats(int nt)
+{
+    return diffuse__sgemm_work_floats(nt);
+}

@@ -1,0 +1,597 @@
+/*
+ * The layers of lib/nn/layers.h, written once over a scalar type.  The
+ * includer defines, before including this file:
+ *   LAYER_REAL     the scalar type (float in the library, double in tests);
+ *   LAYER_NAME(n)  n with the type's suffix pasted on (n##_f or n##_d);
+ *   LAYER_GEMM     a GEMM over LAYER_REAL with diffuse__sgemm's signature
+ *                  (row-major C = alpha op(A) op(B) + beta C; beta == 0: C
+ *                  is not read), e.g. diffuse__sgemm.
+ * It may be included once per type in a translation unit (no include guard;
+ * every name it defines carries the suffix).
+ *
+ * Determinism: every reduction here runs in one fixed order (double
+ * accumulators, fixed partial sums combined in a fixed order); OpenMP (with
+ * nt threads, in the conv's im2col/col2im) only splits loops whose outputs
+ * are disjoint.  So results do not depend on the thread count, given a GEMM
+ * that does not.
+ */
+#include "internal.h"
+#include "nn/layers.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef LAYERS_IMPL_COMMON_
+#define LAYERS_IMPL_COMMON_
+/* exp of the scalar's own precision (expf for float). */
+#define LAYER_EXP_(v) (_Generic((v), float: expf, default: exp)(v))
+/* Group norm's epsilon (PyTorch's default). */
+#define LAYER_GN_EPS_ 1e-5
+/* im2col/col2im run in parallel (with nt > 1 threads) from this many
+ * elements of the column buffer. */
+#define LAYER_PAR_MIN_ ((size_t)1 << 15)
+/* The column buffer is rounded up to this many elements, so that the GEMM's
+ * scratch after it keeps the alignment of work (64 bytes for float). */
+#define LAYER_COL_ROUND_ ((size_t)16)
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* C[M][N] (+)= op(A) op(B), with the degenerate sizes handled here (K = 0:
+ * C = 0, or unchanged when accumulating) rather than in the GEMM. */
+static void LAYER_NAME(layer_gemm)(int ta, int tb, size_t M, size_t N, size_t K,
+                                   const LAYER_REAL *A, size_t lda, const LAYER_REAL *Bm,
+                                   size_t ldb, int accumulate, LAYER_REAL *C, size_t ldc,
+                                   LAYER_REAL *work, int nt)
+{
+    size_t i;
+    if (M == 0 || N == 0)
+        return;
+    if (K == 0) {
+        if (!accumulate)
+            for (i = 0; i < M; i++)
+                memset(C + i * ldc, 0, N * sizeof *C);
+        return;
+    }
+    LAYER_GEMM(ta, tb, M, N, K, (LAYER_REAL)1, A, lda, Bm, ldb,
+               accumulate ? (LAYER_REAL)1 : (LAYER_REAL)0, C, ldc, work, nt);
+}
+
+/* Sum of x[0..n) in double: four partial sums over i mod 4, combined as
+ * (s0 + s1) + (s2 + s3).  A fixed order. */
+static double LAYER_NAME(layer_sum)(const LAYER_REAL *x, size_t n)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += (double)x[i];
+        s1 += (double)x[i + 1];
+        s2 += (double)x[i + 2];
+        s3 += (double)x[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += (double)x[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* Sum of (x[i] - m)^2 in double, in the same order as layer_sum. */
+static double LAYER_NAME(layer_sumsq_dev)(const LAYER_REAL *x, size_t n, double m)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, d;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        d = (double)x[i] - m;
+        s0 += d * d;
+        d = (double)x[i + 1] - m;
+        s1 += d * d;
+        d = (double)x[i + 2] - m;
+        s2 += d * d;
+        d = (double)x[i + 3] - m;
+        s3 += d * d;
+    }
+    for (; i < n; i++) {
+        d = (double)x[i] - m;
+        s0 += d * d;
+    }
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Linear                                                                    */
+/* ------------------------------------------------------------------------ */
+
+void LAYER_NAME(diffuse__linear_forward)(const LAYER_REAL *x, size_t B, size_t I,
+                                         const LAYER_REAL *W, const LAYER_REAL *bias, size_t O,
+                                         LAYER_REAL *y, LAYER_REAL *work, int nt)
+{
+    size_t b, o;
+    LAYER_NAME(layer_gemm)(0, 1, B, O, I, x, I, W, I, 0, y, O, work, nt);
+    if (bias != NULL)
+        for (b = 0; b < B; b++) {
+            LAYER_REAL *yb = y + b * O;
+            for (o = 0; o < O; o++)
+                yb[o] += bias[o];
+        }
+}
+
+void LAYER_NAME(diffuse__linear_backward)(const LAYER_REAL *x, size_t B, size_t I,
+                                          const LAYER_REAL *W, size_t O, const LAYER_REAL *dy,
+                                          LAYER_REAL *dx, LAYER_REAL *dW, LAYER_REAL *db,
+                                          LAYER_REAL *work, int nt)
+{
+    size_t b, o;
+    if (dx != NULL) /* dx[B][I] = dy[B][O] W[O][I] */
+        LAYER_NAME(layer_gemm)(0, 0, B, I, O, dy, O, W, I, 0, dx, I, work, nt);
+    if (dW != NULL) /* dW[O][I] += dy^T x */
+        LAYER_NAME(layer_gemm)(1, 0, O, I, B, dy, O, x, I, 1, dW, I, work, nt);
+    if (db != NULL)
+        for (o = 0; o < O; o++) {
+            double s = 0.0;
+            for (b = 0; b < B; b++)
+                s += (double)dy[b * O + o];
+            db[o] = (LAYER_REAL)((double)db[o] + s);
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* SiLU                                                                      */
+/* ------------------------------------------------------------------------ */
+
+void LAYER_NAME(diffuse__silu_forward)(const LAYER_REAL *x, size_t n, LAYER_REAL *y)
+{
+    size_t i;
+#ifdef LAYER_SILU_FORWARD
+    if (LAYER_SILU_FORWARD(x, n, y))
+        return;
+#endif
+    for (i = 0; i < n; i++) {
+        LAYER_REAL v = x[i];
+        /* exp(-v) overflows to inf for v << 0: v / inf = -0, the limit. */
+        y[i] = v / ((LAYER_REAL)1 + LAYER_EXP_(-v));
+    }
+}
+
+void LAYER_NAME(diffuse__silu_backward)(const LAYER_REAL *x, const LAYER_REAL *dy, size_t n,
+                                        LAYER_REAL *dx)
+{
+    size_t i;
+#ifdef LAYER_SILU_BACKWARD
+    if (LAYER_SILU_BACKWARD(x, dy, n, dx))
+        return;
+#endif
+    for (i = 0; i < n; i++) {
+        LAYER_REAL v = x[i];
+        LAYER_REAL s = (LAYER_REAL)1 / ((LAYER_REAL)1 + LAYER_EXP_(-v));
+        /* d/dv [v s(v)] = s (1 + v (1 - s)) */
+        dx[i] = dy[i] * (s * ((LAYER_REAL)1 + v * ((LAYER_REAL)1 - s)));
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timestep embedding                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Evaluated in double (Improved DDPM evaluates it in float32) and rounded
+ * once to LAYER_REAL: f_k = exp((-ln(10000) k) / half), a = t f_k. */
+void LAYER_NAME(diffuse__timestep_embedding)(const LAYER_REAL *t, size_t B, size_t dim,
+                                             LAYER_REAL *out)
+{
+    const size_t half = dim / 2;
+    const double neg_log_period = -log(10000.0);
+    size_t b, k;
+    for (b = 0; b < B; b++) {
+        LAYER_REAL *row = out + b * dim;
+        /* A sampler gives every row the same t: copy the row before. */
+        if (b > 0 && t[b] == t[b - 1]) {
+            memcpy(row, row - dim, dim * sizeof *row);
+            continue;
+        }
+        for (k = 0; k < half; k++) {
+            const double f = exp(neg_log_period * (double)k / (double)half);
+            const double a = (double)t[b] * f;
+            row[k] = (LAYER_REAL)cos(a);
+            row[half + k] = (LAYER_REAL)sin(a);
+        }
+        if (dim & 1)
+            row[dim - 1] = (LAYER_REAL)0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3x3 convolution, padding 1: im2col + GEMM per sample                      */
+/* ------------------------------------------------------------------------ */
+
+/* Output size along one axis: (n - 1) / s + 1, or 0 for n = 0. */
+static size_t LAYER_NAME(layer_conv_out)(size_t n, size_t s)
+{
+    return n == 0 ? 0 : (n - 1) / s + 1;
+}
+
+/* Elements of the column buffer [Cin * 9][Ho * Wo], rounded up to a multiple
+ * of LAYER_COL_ROUND_; SIZE_MAX when the size overflows (in elements or in
+ * bytes) or stride < 1. */
+static size_t LAYER_NAME(layer_conv_col_len)(size_t Cin, size_t H, size_t Wd, int stride)
+{
+    size_t s, P, K, n;
+    if (stride < 1)
+        return SIZE_MAX;
+    s = (size_t)stride;
+    P = LAYER_NAME(layer_conv_out)(H, s);
+    n = LAYER_NAME(layer_conv_out)(Wd, s);
+    if (n != 0 && P > SIZE_MAX / n)
+        return SIZE_MAX;
+    P *= n;
+    if (Cin > SIZE_MAX / 9)
+        return SIZE_MAX;
+    K = Cin * 9;
+    if (P != 0 && K > SIZE_MAX / P)
+        return SIZE_MAX;
+    n = K * P;
+    if (n > (SIZE_MAX / sizeof(LAYER_REAL)) - LAYER_COL_ROUND_)
+        return SIZE_MAX;
+    return (n + LAYER_COL_ROUND_ - 1) / LAYER_COL_ROUND_ * LAYER_COL_ROUND_;
+}
+
+/* The output positions o in [lo, hi) of one axis whose input o * s + k - 1
+ * (k = 0, 1, 2: the tap) lies in [0, n); lo <= hi <= no. */
+static void LAYER_NAME(layer_conv_range)(size_t n, size_t no, size_t s, size_t k, size_t *lo,
+                                         size_t *hi)
+{
+    size_t a = k == 0 ? 1 : 0, b;
+    /* o s + k - 1 <= n - 1  <=>  o s <= n - k */
+    b = n >= k ? (n - k) / s + 1 : 0;
+    if (b > no)
+        b = no;
+    if (a > b)
+        a = b;
+    *lo = a;
+    *hi = b;
+}
+
+/* col[ci * 9 + ky * 3 + kx][oy * Wo + ox] = x[ci][oy s + ky - 1][ox s + kx - 1],
+ * 0 outside the image. */
+static void LAYER_NAME(layer_im2col)(const LAYER_REAL *x, size_t Cin, size_t H, size_t Wd,
+                                     size_t s, size_t Ho, size_t Wo, LAYER_REAL *col, int nt)
+{
+    const size_t rows = Cin * 9, P = Ho * Wo;
+    int nth = nt > 1 ? nt : 1;
+    int par = nth > 1 && rows * P >= LAYER_PAR_MIN_;
+    (void)nth;
+    (void)par;
+    DIFFUSE_OMP("omp parallel for num_threads(nth) if(par) schedule(static)")
+    for (size_t r = 0; r < rows; r++) {
+        const size_t ci = r / 9, ky = (r % 9) / 3, kx = r % 3;
+        const LAYER_REAL *xc = x + ci * H * Wd;
+        LAYER_REAL *dst = col + r * P;
+        size_t oy0, oy1, ox0, ox1, oy, ox;
+        LAYER_NAME(layer_conv_range)(H, Ho, s, ky, &oy0, &oy1);
+        LAYER_NAME(layer_conv_range)(Wd, Wo, s, kx, &ox0, &ox1);
+        if (oy0 > 0)
+            memset(dst, 0, oy0 * Wo * sizeof *dst);
+        for (oy = oy0; oy < oy1; oy++) {
+            /* oy >= oy0 and ox >= ox0 keep the unsigned indices
+             * oy s + ky - 1 and ox s + kx - 1 from wrapping. */
+            const LAYER_REAL *xr = xc + (oy * s + ky - 1) * Wd;
+            LAYER_REAL *d = dst + oy * Wo;
+            for (ox = 0; ox < ox0; ox++)
+                d[ox] = (LAYER_REAL)0;
+            if (s == 1) {
+                if (ox1 > ox0)
+                    memcpy(d + ox0, xr + (ox0 + kx - 1), (ox1 - ox0) * sizeof *d);
+            } else {
+                for (ox = ox0; ox < ox1; ox++)
+                    d[ox] = xr[ox * s + kx - 1];
+            }
+            for (ox = ox1; ox < Wo; ox++)
+                d[ox] = (LAYER_REAL)0;
+        }
+        if (oy1 < Ho)
+            memset(dst + oy1 * Wo, 0, (Ho - oy1) * Wo * sizeof *dst);
+    }
+}
+
+/* dx[ci] = sum over the taps (ky, kx in row-major order) of the column rows
+ * scattered back: the adjoint of layer_im2col, overwriting dx. */
+static void LAYER_NAME(layer_col2im)(const LAYER_REAL *col, size_t Cin, size_t H, size_t Wd,
+                                     size_t s, size_t Ho, size_t Wo, LAYER_REAL *dx, int nt)
+{
+    const size_t P = Ho * Wo;
+    int nth = nt > 1 ? nt : 1;
+    int par = nth > 1 && Cin * 9 * P >= LAYER_PAR_MIN_;
+    (void)nth;
+    (void)par;
+    DIFFUSE_OMP("omp parallel for num_threads(nth) if(par) schedule(static)")
+    for (size_t ci = 0; ci < Cin; ci++) {
+        LAYER_REAL *xc = dx + ci * H * Wd;
+        size_t k;
+        memset(xc, 0, H * Wd * sizeof *xc);
+        for (k = 0; k < 9; k++) {
+            const size_t ky = k / 3, kx = k % 3;
+            const LAYER_REAL *src = col + (ci * 9 + k) * P;
+            size_t oy0, oy1, ox0, ox1, oy, ox;
+            LAYER_NAME(layer_conv_range)(H, Ho, s, ky, &oy0, &oy1);
+            LAYER_NAME(layer_conv_range)(Wd, Wo, s, kx, &ox0, &ox1);
+            for (oy = oy0; oy < oy1; oy++) {
+                LAYER_REAL *xr = xc + (oy * s + ky - 1) * Wd;
+                const LAYER_REAL *srow = src + oy * Wo;
+                if (s == 1) {
+                    LAYER_REAL *d = xr + (ox0 + kx - 1);
+                    const LAYER_REAL *sr = srow + ox0;
+                    const size_t len = ox1 - ox0;
+                    for (ox = 0; ox < len; ox++)
+                        d[ox] += sr[ox];
+                } else {
+                    for (ox = ox0; ox < ox1; ox++)
+                        xr[ox * s + kx - 1] += srow[ox];
+                }
+            }
+        }
+    }
+}
+
+void LAYER_NAME(diffuse__conv3x3_forward)(const LAYER_REAL *x, size_t B, size_t Cin, size_t H,
+                                          size_t Wd, const LAYER_REAL *W,
+                                          const LAYER_REAL *bias, size_t Cout, int stride,
+                                          LAYER_REAL *y, LAYER_REAL *work, int nt)
+{
+    size_t s, Ho, Wo, P, K, clen, b, co, p;
+    LAYER_REAL *col = work, *gwork;
+    clen = LAYER_NAME(layer_conv_col_len)(Cin, H, Wd, stride);
+    if (clen == SIZE_MAX || B == 0 || Cout == 0 || H == 0 || Wd == 0)
+        return;
+    s = (size_t)stride;
+    Ho = LAYER_NAME(layer_conv_out)(H, s);
+    Wo = LAYER_NAME(layer_conv_out)(Wd, s);
+    P = Ho * Wo;
+    K = Cin * 9;
+    gwork = work + clen;
+    for (b = 0; b < B; b++) {
+        LAYER_REAL *yb = y + b * Cout * P;
+        if (K > 0)
+            LAYER_NAME(layer_im2col)(x + b * Cin * H * Wd, Cin, H, Wd, s, Ho, Wo, col, nt);
+        /* y_b[Cout][P] = W[Cout][K] col[K][P] */
+        LAYER_NAME(layer_gemm)(0, 0, Cout, P, K, W, K, col, P, 0, yb, P, gwork, nt);
+        if (bias != NULL)
+            for (co = 0; co < Cout; co++) {
+                const LAYER_REAL v = bias[co];
+                LAYER_REAL *yc = yb + co * P;
+                for (p = 0; p < P; p++)
+                    yc[p] += v;
+            }
+    }
+}
+
+void LAYER_NAME(diffuse__conv3x3_backward)(const LAYER_REAL *x, size_t B, size_t Cin, size_t H,
+                                           size_t Wd, const LAYER_REAL *W, size_t Cout,
+                                           int stride, const LAYER_REAL *dy, LAYER_REAL *dx,
+                                           LAYER_REAL *dW, LAYER_REAL *db, LAYER_REAL *work,
+                                           int nt)
+{
+    size_t s, Ho, Wo, P, K, clen, b, co;
+    LAYER_REAL *col = work, *gwork;
+    clen = LAYER_NAME(layer_conv_col_len)(Cin, H, Wd, stride);
+    if (clen == SIZE_MAX || H == 0 || Wd == 0)
+        return;
+    s = (size_t)stride;
+    Ho = LAYER_NAME(layer_conv_out)(H, s);
+    Wo = LAYER_NAME(layer_conv_out)(Wd, s);
+    P = Ho * Wo;
+    K = Cin * 9;
+    gwork = work + clen;
+    if (db != NULL)
+        for (co = 0; co < Cout; co++) {
+            double acc = 0.0;
+            for (b = 0; b < B; b++)
+                acc += LAYER_NAME(layer_sum)(dy + (b * Cout + co) * P, P);
+            db[co] = (LAYER_REAL)((double)db[co] + acc);
+        }
+    if (K == 0)
+        return;
+    for (b = 0; b < B; b++) {
+        const LAYER_REAL *dyb = dy + b * Cout * P;
+        if (dW != NULL && Cout > 0) {
+            LAYER_NAME(layer_im2col)(x + b * Cin * H * Wd, Cin, H, Wd, s, Ho, Wo, col, nt);
+            /* dW[Cout][K] += dy_b[Cout][P] col[K][P]^T */
+            LAYER_NAME(layer_gemm)(0, 1, Cout, K, P, dyb, P, col, P, 1, dW, K, gwork, nt);
+        }
+        if (dx != NULL) {
+            /* dcol[K][P] = W[Cout][K]^T dy_b[Cout][P], into the same buffer */
+            LAYER_NAME(layer_gemm)(1, 0, K, P, Cout, W, K, dyb, P, 0, col, P, gwork, nt);
+            LAYER_NAME(layer_col2im)(col, Cin, H, Wd, s, Ho, Wo, dx + b * Cin * H * Wd, nt);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Nearest 2x upsampling                                                     */
+/* ------------------------------------------------------------------------ */
+
+void LAYER_NAME(diffuse__upsample2_forward)(const LAYER_REAL *x, size_t B, size_t C, size_t H,
+                                            size_t Wd, LAYER_REAL *y)
+{
+    const size_t n = B * C, W2 = 2 * Wd;
+    size_t c, i, j;
+    for (c = 0; c < n; c++) {
+        const LAYER_REAL *xc = x + c * H * Wd;
+        LAYER_REAL *yc = y + c * 4 * H * Wd;
+        for (i = 0; i < H; i++) {
+            const LAYER_REAL *xr = xc + i * Wd;
+            LAYER_REAL *yr = yc + 2 * i * W2;
+            for (j = 0; j < Wd; j++) {
+                yr[2 * j] = xr[j];
+                yr[2 * j + 1] = xr[j];
+            }
+            memcpy(yr + W2, yr, W2 * sizeof *yr);
+        }
+    }
+}
+
+void LAYER_NAME(diffuse__upsample2_backward)(const LAYER_REAL *dy, size_t B, size_t C, size_t H,
+                                             size_t Wd, LAYER_REAL *dx)
+{
+    const size_t n = B * C, W2 = 2 * Wd;
+    size_t c, i, j;
+    for (c = 0; c < n; c++) {
+        const LAYER_REAL *dyc = dy + c * 4 * H * Wd;
+        LAYER_REAL *dxc = dx + c * H * Wd;
+        for (i = 0; i < H; i++) {
+            const LAYER_REAL *r0 = dyc + 2 * i * W2, *r1 = r0 + W2;
+            LAYER_REAL *dr = dxc + i * Wd;
+            for (j = 0; j < Wd; j++)
+                dr[j] = (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1]);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Group norm                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Statistics in double, two passes (mean, then the mean squared deviation:
+ * the biased variance, as PyTorch), saved rounded to LAYER_REAL; the output
+ * is (x - mean) (rstd gamma_c) + beta_c with the saved values, so that the
+ * backward pass sees the same x_hat = (x - mean) rstd. */
+void LAYER_NAME(diffuse__groupnorm_forward)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
+                                            size_t G, const LAYER_REAL *gamma,
+                                            const LAYER_REAL *beta, LAYER_REAL *y,
+                                            LAYER_REAL *mean, LAYER_REAL *rstd)
+{
+    size_t Cg, n, b, g, c, p;
+    if (G == 0 || C % G != 0)
+        return;
+    Cg = C / G;
+    n = Cg * HW;
+    for (b = 0; b < B; b++)
+        for (g = 0; g < G; g++) {
+            const size_t off = (b * C + g * Cg) * HW;
+            const LAYER_REAL *xg = x + off;
+            LAYER_REAL *yg = y + off;
+            double m = 0.0, v = 0.0;
+            LAYER_REAL mr, rr;
+            if (n > 0) {
+                m = LAYER_NAME(layer_sum)(xg, n) / (double)n;
+                v = LAYER_NAME(layer_sumsq_dev)(xg, n, m) / (double)n;
+            }
+            mr = (LAYER_REAL)m;
+            rr = (LAYER_REAL)(1.0 / sqrt(v + LAYER_GN_EPS_));
+            mean[b * G + g] = mr;
+            rstd[b * G + g] = rr;
+            for (c = 0; c < Cg; c++) {
+                const size_t ch = g * Cg + c;
+                const LAYER_REAL sc = gamma != NULL ? rr * gamma[ch] : rr;
+                const LAYER_REAL bt = beta != NULL ? beta[ch] : (LAYER_REAL)0;
+                const LAYER_REAL *xc = xg + c * HW;
+                LAYER_REAL *yc = yg + c * HW;
+                for (p = 0; p < HW; p++)
+                    yc[p] = (xc[p] - mr) * sc + bt;
+            }
+        }
+}
+
+/* With x_hat = (x - mean) rstd and n = (C / G) HW per group:
+ *   dbeta_c += sum dy,  dgamma_c += sum dy x_hat   (over b and the pixels),
+ *   dx = rstd (gamma_c dy - mean_g(gamma dy) - x_hat mean_g(gamma dy x_hat)). */
+void LAYER_NAME(diffuse__groupnorm_backward)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
+                                             size_t G, const LAYER_REAL *gamma,
+                                             const LAYER_REAL *mean, const LAYER_REAL *rstd,
+                                             const LAYER_REAL *dy, LAYER_REAL *dx,
+                                             LAYER_REAL *dgamma, LAYER_REAL *dbeta)
+{
+    size_t Cg, n, b, g, c, p;
+    if (G == 0 || C % G != 0)
+        return;
+    Cg = C / G;
+    n = Cg * HW;
+    if (n == 0)
+        return;
+    for (b = 0; b < B; b++)
+        for (g = 0; g < G; g++) {
+            const size_t off = (b * C + g * Cg) * HW;
+            const LAYER_REAL m = mean[b * G + g], r = rstd[b * G + g];
+            double sum_gdy = 0.0, sum_gdyxh = 0.0, a1, a2;
+            for (c = 0; c < Cg; c++) {
+                const size_t ch = g * Cg + c;
+                const LAYER_REAL *xc = x + off + c * HW, *dyc = dy + off + c * HW;
+                const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
+                double s1[4] = {0.0, 0.0, 0.0, 0.0}, s2[4] = {0.0, 0.0, 0.0, 0.0};
+                double t1, t2;
+                p = 0;
+                for (; p + 4 <= HW; p += 4) {
+                    size_t q;
+                    for (q = 0; q < 4; q++) {
+                        const LAYER_REAL xh = (xc[p + q] - m) * r;
+                        s1[q] += (double)dyc[p + q];
+                        s2[q] += (double)dyc[p + q] * (double)xh;
+                    }
+                }
+                for (; p < HW; p++) {
+                    const LAYER_REAL xh = (xc[p] - m) * r;
+                    s1[0] += (double)dyc[p];
+                    s2[0] += (double)dyc[p] * (double)xh;
+                }
+                t1 = (s1[0] + s1[1]) + (s1[2] + s1[3]);
+                t2 = (s2[0] + s2[1]) + (s2[2] + s2[3]);
+                if (dbeta != NULL)
+                    dbeta[ch] = (LAYER_REAL)((double)dbeta[ch] + t1);
+                if (dgamma != NULL)
+                    dgamma[ch] = (LAYER_REAL)((double)dgamma[ch] + t2);
+                sum_gdy += gc * t1;
+                sum_gdyxh += gc * t2;
+            }
+            if (dx == NULL)
+                continue;
+            a1 = sum_gdy / (double)n;
+            a2 = sum_gdyxh / (double)n;
+            for (c = 0; c < Cg; c++) {
+                const size_t ch = g * Cg + c;
+                const LAYER_REAL *xc = x + off + c * HW, *dyc = dy + off + c * HW;
+                LAYER_REAL *dxc = dx + off + c * HW;
+                const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
+                const LAYER_REAL k1 = (LAYER_REAL)(gc * (double)r);
+                const LAYER_REAL k2 = (LAYER_REAL)(-a1 * (double)r);
+                const LAYER_REAL k3 = (LAYER_REAL)(-a2 * (double)r);
+                for (p = 0; p < HW; p++) {
+                    const LAYER_REAL xh = (xc[p] - m) * r;
+                    dxc[p] = (k1 * dyc[p] + k2) + k3 * xh;
+                }
+            }
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Residual and per-channel adds                                             */
+/* ------------------------------------------------------------------------ */
+
+void LAYER_NAME(diffuse__add)(const LAYER_REAL *a, const LAYER_REAL *b, size_t n, LAYER_REAL *y)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        y[i] = a[i] + b[i];
+}
+
+void LAYER_NAME(diffuse__add_channel)(LAYER_REAL *y, const LAYER_REAL *v, size_t B, size_t C,
+                                      size_t HW)
+{
+    const size_t n = B * C;
+    size_t c, p;
+    for (c = 0; c < n; c++) {
+        const LAYER_REAL vc = v[c];
+        LAYER_REAL *yc = y + c * HW;
+        for (p = 0; p < HW; p++)
+            yc[p] += vc;
+    }
+}
+
+void LAYER_NAME(diffuse__add_channel_backward)(const LAYER_REAL *dy, size_t B, size_t C,
+                                               size_t HW, LAYER_REAL *dv, int accumulate)
+{
+    const size_t n = B * C;
+    size_t c;
+    for (c = 0; c < n; c++) {
+        const double s = LAYER_NAME(layer_sum)(dy + c * HW, HW);
+        dv[c] = accumulate ? (LAYER_REAL)((double)dv[c] + s) : (LAYER_REAL)s;
+    }
+}

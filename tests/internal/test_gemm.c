@@ -1,0 +1,580 @@
+/*
+ * Tests of diffuse__sgemm (lib/nn/gemm.c and its kernels).
+ *
+ * Each result is checked against a naive double-precision reference,
+ *     ref = alpha * sum_p op(A)(i,p) op(B)(p,j) + beta * C0(i,j),
+ * with the tolerance
+ *     |C - ref| <= (K + 4) * FLT_EPSILON * |alpha| * sum_p |op(A)(i,p)| |op(B)(p,j)|
+ *                  + 4 * FLT_EPSILON * |beta * C0(i,j)|
+ * i.e. the classical K * u bound of a float dot product (u = FLT_EPSILON / 2)
+ * with a factor 2 and a few roundings for alpha and beta to spare.
+ *
+ * Every kernel this CPU can run ("avx512", "avx2", "portable") is forced in
+ * turn and run over the same shapes.  Also checked: C outside its M x N part
+ * (the ldc padding) is never written; beta == 0 never reads C (C is filled
+ * with NaN); the work area's old contents do not matter (filled with NaN);
+ * results are bit-identical for 1, 2, 3 and 4 threads (OpenMP builds), from
+ * inside a caller's parallel region, and between repeated calls; and each
+ * ISA kernel agrees with the portable one.
+ *
+ * Links the static archive, for the hidden diffuse__ functions.  Seeded
+ * tests print their seed when they fail.
+ */
+#include "diffuse.h"
+#include "internal.h"
+#include "nn/gemm.h"
+#include "harness.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned long long test_seed;
+
+#define RUN_SEEDED(fn)                                                        \
+    do {                                                                      \
+        test_seed = 0;                                                        \
+        RUN(fn);                                                              \
+        if (harness_state == 1)                                               \
+            printf("  %s: seed 0x%016llx\n", #fn, test_seed);                 \
+    } while (0)
+
+static const char *const kernel_names[] = {"avx512", "avx2", "portable"};
+#define NKERNELS 3
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+    /* splitmix64 */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [-1, 1), with 24 random bits. */
+static float rng_float(void)
+{
+    return (float)((double)(rng_next() >> 40) * 0x1p-23 - 1.0);
+}
+
+static void fill_random(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = rng_float();
+}
+
+static void fill_value(float *x, size_t n, float v)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = v;
+}
+
+static float *alloc_floats(size_t n)
+{
+    /* aligned_alloc wants a size that is a multiple of the alignment. */
+    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+static int max_threads_work = 4;
+
+static float *alloc_work(void)
+{
+    size_t n = diffuse__sgemm_work_floats(max_threads_work);
+    float *w = alloc_floats(n);
+    if (w != NULL)
+        fill_value(w, n, NAN);
+    return w;
+}
+
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* One problem: sizes, layout, scalars, and its buffers. */
+struct problem {
+    int ta, tb;
+    size_t M, N, K;
+    size_t lda, ldb, ldc;
+    float alpha, beta;
+    float *A, *B, *C0;
+    size_t na, nb, nc;
+};
+
+static int problem_make(struct problem *p, int ta, int tb, size_t M, size_t N, size_t K,
+                        size_t pad, float alpha, float beta)
+{
+    memset(p, 0, sizeof *p);
+    p->ta = ta;
+    p->tb = tb;
+    p->M = M;
+    p->N = N;
+    p->K = K;
+    p->lda = (ta ? M : K) + pad;
+    p->ldb = (tb ? K : N) + pad;
+    p->ldc = N + pad;
+    p->alpha = alpha;
+    p->beta = beta;
+    p->na = (ta ? K : M) * p->lda;
+    p->nb = (tb ? N : K) * p->ldb;
+    p->nc = M * p->ldc;
+    p->A = alloc_floats(p->na + 1);
+    p->B = alloc_floats(p->nb + 1);
+    p->C0 = alloc_floats(p->nc + 1);
+    if (!p->A || !p->B || !p->C0)
+        return -1;
+    fill_random(p->A, p->na);
+    fill_random(p->B, p->nb);
+    if (beta == 0.0f)
+        fill_value(p->C0, p->nc, NAN); /* must not be read */
+    else
+        fill_random(p->C0, p->nc);
+    /* The padding of C (columns N .. ldc-1) holds a sentinel that must survive. */
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = N; j < p->ldc; j++)
+            p->C0[i * p->ldc + j] = -12345.0f;
+    return 0;
+}
+
+static void problem_free(struct problem *p)
+{
+    free(p->A);
+    free(p->B);
+    free(p->C0);
+}
+
+static float op_a(const struct problem *p, size_t i, size_t k)
+{
+    return p->ta ? p->A[k * p->lda + i] : p->A[i * p->lda + k];
+}
+
+static float op_b(const struct problem *p, size_t k, size_t j)
+{
+    return p->tb ? p->B[j * p->ldb + k] : p->B[k * p->ldb + j];
+}
+
+/* Run diffuse__sgemm on a copy of C0 into C (nc floats). */
+static void problem_run(const struct problem *p, float *C, float *work, int threads)
+{
+    memcpy(C, p->C0, p->nc * sizeof(float));
+    diffuse__sgemm(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb,
+                   p->beta, C, p->ldc, work, threads);
+}
+
+static char fail_msg[512];
+
+/* 0 if C matches the reference within the stated tolerance and the padding
+ * of C is intact; otherwise -1 with fail_msg set. */
+static int problem_check(const struct problem *p, const float *C)
+{
+    for (size_t i = 0; i < p->M; i++) {
+        for (size_t j = 0; j < p->ldc; j++) {
+            float got = C[i * p->ldc + j];
+            if (j >= p->N) {
+                if (float_bits(got) != float_bits(-12345.0f)) {
+                    snprintf(fail_msg, sizeof fail_msg,
+                             "padding C[%zu][%zu] written: %g", i, j, (double)got);
+                    return -1;
+                }
+                continue;
+            }
+            double sum = 0.0, abs_sum = 0.0;
+            for (size_t k = 0; k < p->K; k++) {
+                double t = (double)op_a(p, i, k) * (double)op_b(p, k, j);
+                sum += t;
+                abs_sum += fabs(t);
+            }
+            double ref = (double)p->alpha * sum;
+            double tol = (double)(p->K + 4) * FLT_EPSILON * fabs((double)p->alpha) * abs_sum;
+            if (p->beta != 0.0f) {
+                double bc = (double)p->beta * (double)p->C0[i * p->ldc + j];
+                ref += bc;
+                tol += 4.0 * FLT_EPSILON * fabs(bc);
+            }
+            tol += 1e-30;
+            if (!(fabs((double)got - ref) <= tol)) {
+                snprintf(fail_msg, sizeof fail_msg,
+                         "C[%zu][%zu] = %.9g, reference %.9g, |diff| %.3g > tol %.3g", i, j,
+                         (double)got, ref, fabs((double)got - ref), tol);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Reference check of one problem with the current kernel.  -1 on failure
+ * with a message naming the problem. */
+static int check_one(int ta, int tb, size_t M, size_t N, size_t K, size_t pad, float alpha,
+                     float beta, float *work, int threads)
+{
+    struct problem p;
+    int rc = -1;
+    float *C = NULL;
+    if (problem_make(&p, ta, tb, M, N, K, pad, alpha, beta) == 0 &&
+        (C = alloc_floats(p.nc + 1)) != NULL) {
+        problem_run(&p, C, work, threads);
+        rc = problem_check(&p, C);
+    } else {
+        snprintf(fail_msg, sizeof fail_msg, "out of memory");
+    }
+    if (rc != 0) {
+        char detail[512];
+        memcpy(detail, fail_msg, sizeof detail);
+        snprintf(fail_msg, sizeof fail_msg,
+                 "kernel %s, trans_a %d trans_b %d, M %zu N %zu K %zu, pad %zu, alpha %g "
+                 "beta %g, threads %d: %s",
+                 diffuse__sgemm_kernel_name(), ta, tb, M, N, K, pad, (double)alpha,
+                 (double)beta, threads, detail);
+    }
+    free(C);
+    problem_free(&p);
+    return rc;
+}
+
+static const float alphas[] = {1.0f, 1.0f, 0.5f, -2.0f, 1.5f};
+static const float betas[] = {0.0f, 1.0f, -0.5f, 0.0f, 1.0f};
+#define NAB 5
+
+/* The whole reference suite with the current kernel. */
+static int reference_suite(float *work)
+{
+    static const size_t small[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33};
+    const size_t ns = sizeof small / sizeof small[0];
+    int v = 0;
+    /* Every combination of small sizes, all four transposes, cycling
+     * through the alpha/beta pairs and the paddings. */
+    for (size_t a = 0; a < ns; a++)
+        for (size_t b = 0; b < ns; b++)
+            for (size_t c = 0; c < ns; c++)
+                for (int t = 0; t < 4; t++, v++)
+                    if (check_one(t >> 1, t & 1, small[a], small[b], small[c],
+                                  (size_t)(v % 3) * 3, alphas[v % NAB], betas[v % NAB], work,
+                                  1) != 0)
+                        return -1;
+
+    /* Larger and non-square shapes: past the 12/6/4-row and 32/16/8-column
+     * tiles, the 384-deep K blocks (K = 385, 769) and the 512-wide column
+     * blocks (N = 513, 1100); tall, wide and deep-skinny. */
+    static const size_t shapes[][3] = {
+        {64, 64, 64},   {100, 100, 100}, {129, 129, 129}, {257, 257, 257}, {64, 100, 129},
+        {257, 33, 100}, {100, 257, 64},  {33, 129, 257},  {1000, 3, 17},   {3, 1000, 31},
+        {5, 7, 1000},   {1, 513, 385},   {513, 1, 385},   {37, 1100, 19},  {29, 67, 769},
+        {256, 64, 64},  {256, 128, 512}, {13, 600, 200},  {300, 31, 7},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++, v++)
+            if (check_one(t >> 1, t & 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                          (size_t)(v % 2) * 5, alphas[v % NAB], betas[v % NAB], work, 1) != 0)
+                return -1;
+    return 0;
+}
+
+static void suite_for_kernel(const char *name)
+{
+    if (!diffuse__sgemm_kernel_available(name))
+        SKIP("kernel %s is not available on this CPU/build", name);
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    ASSERT_EQ(diffuse__sgemm_force(name), 0);
+    ASSERT_TRUE(strcmp(diffuse__sgemm_kernel_name(), name) == 0);
+    test_seed = rng_state = 0x67656d6d00000000ull ^ (uint64_t)strlen(name);
+    int rc = reference_suite(work);
+    diffuse__sgemm_force(NULL);
+    free(work);
+    if (rc != 0)
+        HARNESS_FAIL_("%s", fail_msg);
+}
+
+static void test_sgemm_reference_avx512(void) { suite_for_kernel("avx512"); }
+static void test_sgemm_reference_avx2(void) { suite_for_kernel("avx2"); }
+static void test_sgemm_reference_portable(void) { suite_for_kernel("portable"); }
+
+/* ------------------------------------------------------------------------ */
+/* Bits: threads, repetition, kernels against portable                       */
+/* ------------------------------------------------------------------------ */
+
+/* Large enough (>= 2^21 multiply-adds) that two threads really split most of
+ * them: strips and panels both, one strip only (M = 7), one panel only
+ * (N = 5), edges everywhere; plus small ones that stay on one thread. */
+static const size_t bit_shapes[][3] = {
+    {257, 257, 257}, {1000, 64, 64}, {64, 513, 800}, {37, 1100, 60}, {7, 900, 400},
+    {600, 5, 800},   {129, 33, 600}, {512, 256, 128}, {7, 9, 1000}, {1, 1, 1},
+};
+#define NBIT (sizeof bit_shapes / sizeof bit_shapes[0])
+
+static void test_sgemm_threads_bit_identical(void)
+{
+#ifndef _OPENMP
+    SKIP("built without OpenMP: num_threads has no effect");
+#else
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x7468726561647300ull;
+    for (int kern = 0; kern < NKERNELS; kern++) {
+        if (!diffuse__sgemm_kernel_available(kernel_names[kern]))
+            continue;
+        ASSERT_EQ(diffuse__sgemm_force(kernel_names[kern]), 0);
+        for (size_t s = 0; s < NBIT; s++) {
+            for (int t = 0; t < 4; t++) {
+                struct problem p;
+                ASSERT_EQ(problem_make(&p, t >> 1, t & 1, bit_shapes[s][0], bit_shapes[s][1],
+                                       bit_shapes[s][2], (size_t)t, alphas[(s + (size_t)t) % NAB],
+                                       betas[(s + (size_t)t) % NAB]),
+                          0);
+                float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
+                ASSERT_TRUE(c1 != NULL && c2 != NULL);
+                problem_run(&p, c1, work, 1);
+                int differs = 0;
+                for (int nt = 2; nt <= max_threads_work && !differs; nt++) {
+                    problem_run(&p, c2, work, nt);
+                    if (memcmp(c1, c2, p.nc * sizeof(float)) != 0)
+                        differs = nt;
+                }
+                free(c1);
+                free(c2);
+                problem_free(&p);
+                if (differs) {
+                    diffuse__sgemm_force(NULL);
+                    free(work);
+                    HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d: 1 and %d threads "
+                                  "differ",
+                                  kernel_names[kern], bit_shapes[s][0], bit_shapes[s][1],
+                                  bit_shapes[s][2], t >> 1, t & 1, differs);
+                }
+            }
+        }
+    }
+    diffuse__sgemm_force(NULL);
+    free(work);
+#endif
+}
+
+/* Calls from inside the caller's own parallel region (each thread with its
+ * own C and work area, asking for 1 or 2 threads) give the bits of a call
+ * from outside: nothing binds to the caller's team. */
+static void test_sgemm_inside_parallel_region(void)
+{
+#ifndef _OPENMP
+    SKIP("built without OpenMP");
+#else
+    test_seed = rng_state = 0x6e65737465640000ull;
+    struct problem p;
+    ASSERT_EQ(problem_make(&p, 0, 1, 300, 70, 200, 1, 1.0f, 0.0f), 0);
+    float *ref = alloc_floats(p.nc + 1);
+    float *work = alloc_work();
+    ASSERT_TRUE(ref != NULL && work != NULL);
+    problem_run(&p, ref, work, 1);
+    int bad = 0;
+#pragma omp parallel num_threads(2) reduction(+ : bad)
+    {
+        float *c = alloc_floats(p.nc + 1);
+        float *w = alloc_work();
+        if (c == NULL || w == NULL) {
+            bad++;
+        } else {
+            for (int nt = 1; nt <= 2; nt++) {
+                problem_run(&p, c, w, nt);
+                bad += memcmp(c, ref, p.nc * sizeof(float)) != 0;
+            }
+        }
+        free(c);
+        free(w);
+    }
+    free(ref);
+    free(work);
+    problem_free(&p);
+    ASSERT_EQ(bad, 0);
+#endif
+}
+
+/* The same call twice gives the same bits (no dependence on the work area's
+ * contents or on alignment of the previous call). */
+static void test_sgemm_repeat_bit_identical(void)
+{
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x7265706561740000ull;
+    for (size_t s = 0; s < NBIT; s++) {
+        struct problem p;
+        ASSERT_EQ(problem_make(&p, (int)(s & 1), (int)((s >> 1) & 1), bit_shapes[s][0],
+                               bit_shapes[s][1], bit_shapes[s][2], 1, 0.5f, -0.5f),
+                  0);
+        float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
+        ASSERT_TRUE(c1 != NULL && c2 != NULL);
+        problem_run(&p, c1, work, 1);
+        fill_value(work, diffuse__sgemm_work_floats(max_threads_work), 1e30f);
+        problem_run(&p, c2, work, 1);
+        int same = memcmp(c1, c2, p.nc * sizeof(float)) == 0;
+        free(c1);
+        free(c2);
+        problem_free(&p);
+        if (!same) {
+            free(work);
+            HARNESS_FAIL_("shape %zu: repeated call differs", s);
+        }
+    }
+    free(work);
+}
+
+/* Each ISA kernel against the portable one, element by element, within
+ * twice the reference tolerance (both are within it of the truth). */
+static void test_sgemm_kernels_match_portable(void)
+{
+    int compared = 0;
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x706f727461626c65ull;
+    for (int kern = 0; kern < NKERNELS; kern++) {
+        const char *name = kernel_names[kern];
+        if (strcmp(name, "portable") == 0 || !diffuse__sgemm_kernel_available(name))
+            continue;
+        compared++;
+        for (size_t s = 0; s < NBIT; s++) {
+            for (int t = 0; t < 4; t++) {
+                struct problem p;
+                ASSERT_EQ(problem_make(&p, t >> 1, t & 1, bit_shapes[s][0], bit_shapes[s][1],
+                                       bit_shapes[s][2], 2, 1.0f, 0.0f),
+                          0);
+                float *cv = alloc_floats(p.nc + 1), *cp = alloc_floats(p.nc + 1);
+                ASSERT_TRUE(cv != NULL && cp != NULL);
+                ASSERT_EQ(diffuse__sgemm_force(name), 0);
+                problem_run(&p, cv, work, 1);
+                ASSERT_EQ(diffuse__sgemm_force("portable"), 0);
+                problem_run(&p, cp, work, 1);
+                diffuse__sgemm_force(NULL);
+                double worst = 0.0;
+                for (size_t i = 0; i < p.M; i++) {
+                    for (size_t j = 0; j < p.N; j++) {
+                        double abs_sum = 0.0;
+                        for (size_t k = 0; k < p.K; k++)
+                            abs_sum += fabs((double)op_a(&p, i, k) * (double)op_b(&p, k, j));
+                        double tol = 2.0 * (double)(p.K + 4) * FLT_EPSILON * abs_sum + 1e-30;
+                        double d = fabs((double)cv[i * p.ldc + j] - (double)cp[i * p.ldc + j]);
+                        if (!(d <= tol))
+                            worst = d > worst || d != d ? d : worst;
+                    }
+                }
+                free(cv);
+                free(cp);
+                problem_free(&p);
+                if (worst != 0.0) {
+                    free(work);
+                    HARNESS_FAIL_("kernel %s vs portable, shape %zux%zux%zu, trans %d/%d: "
+                                  "difference %g beyond tolerance",
+                                  name, bit_shapes[s][0], bit_shapes[s][1], bit_shapes[s][2],
+                                  t >> 1, t & 1, worst);
+                }
+            }
+        }
+    }
+    free(work);
+    if (compared == 0)
+        SKIP("no ISA kernel is available on this CPU/build: nothing to compare");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Special values and the kernel switch                                      */
+/* ------------------------------------------------------------------------ */
+
+/* alpha == 0 or K == 0: C = beta * C, A and B not read (NULL here). */
+static void test_sgemm_alpha_zero_and_k_zero(void)
+{
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    float C[6];
+    fill_value(C, 6, NAN);
+    diffuse__sgemm(0, 0, 2, 3, 5, 0.0f, NULL, 5, NULL, 3, 0.0f, C, 3, work, 1);
+    for (int i = 0; i < 6; i++)
+        ASSERT_U64_EQ(float_bits(C[i]), float_bits(0.0f));
+    for (int i = 0; i < 6; i++)
+        C[i] = (float)i;
+    diffuse__sgemm(1, 1, 2, 3, 0, 1.0f, NULL, 2, NULL, 1, -0.5f, C, 3, work, 2);
+    for (int i = 0; i < 6; i++)
+        ASSERT_TRUE(C[i] == -0.5f * (float)i);
+    /* M == 0 or N == 0: nothing is touched, not even C. */
+    diffuse__sgemm(0, 0, 0, 3, 5, 1.0f, NULL, 5, NULL, 3, 0.0f, NULL, 3, work, 1);
+    diffuse__sgemm(0, 0, 2, 0, 5, 1.0f, NULL, 5, NULL, 3, 0.0f, NULL, 3, work, 1);
+    free(work);
+}
+
+/* Inf and NaN in A or B propagate to the row/column they touch (no
+ * zero-padding trick may hide them), and only there. */
+static void test_sgemm_nonfinite_propagates(void)
+{
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    enum { M = 13, N = 35, K = 9 };
+    float A[M * K], B[K * N], C[M * N];
+    for (int kern = 0; kern < NKERNELS; kern++) {
+        if (!diffuse__sgemm_kernel_available(kernel_names[kern]))
+            continue;
+        ASSERT_EQ(diffuse__sgemm_force(kernel_names[kern]), 0);
+        fill_value(A, M * K, 1.0f);
+        fill_value(B, K * N, 1.0f);
+        A[12 * K + 3] = NAN;     /* row 12 of C */
+        B[4 * N + 34] = INFINITY; /* column 34 of C */
+        diffuse__sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N, work, 1);
+        for (int i = 0; i < M; i++) {
+            for (int j = 0; j < N; j++) {
+                float c = C[i * N + j];
+                if (i == 12)
+                    ASSERT_TRUE(isnan(c));
+                else if (j == 34)
+                    ASSERT_TRUE(isinf(c) && c > 0);
+                else
+                    ASSERT_TRUE(c == (float)K);
+            }
+        }
+    }
+    diffuse__sgemm_force(NULL);
+    free(work);
+}
+
+static void test_sgemm_kernel_switch(void)
+{
+    const char *autoname = diffuse__sgemm_kernel_name();
+    ASSERT_TRUE(strcmp(autoname, "avx512") == 0 || strcmp(autoname, "avx2") == 0 ||
+                strcmp(autoname, "portable") == 0);
+    ASSERT_TRUE(diffuse__sgemm_kernel_available(autoname));
+    ASSERT_TRUE(diffuse__sgemm_kernel_available("portable"));
+    ASSERT_TRUE(!diffuse__sgemm_kernel_available("sse9"));
+    ASSERT_TRUE(!diffuse__sgemm_kernel_available(NULL));
+    ASSERT_EQ(diffuse__sgemm_force("sse9"), -1);
+    ASSERT_TRUE(strcmp(diffuse__sgemm_kernel_name(), autoname) == 0);
+    ASSERT_EQ(diffuse__sgemm_force("portable"), 0);
+    ASSERT_TRUE(strcmp(diffuse__sgemm_kernel_name(), "portable") == 0);
+    ASSERT_EQ(diffuse__sgemm_force(NULL), 0);
+    ASSERT_TRUE(strcmp(diffuse__sgemm_kernel_name(), autoname) == 0);
+    /* The work size grows with the thread count and does not depend on the
+     * kernel. */
+    ASSERT_TRUE(diffuse__sgemm_work_floats(0) == diffuse__sgemm_work_floats(1));
+    ASSERT_TRUE(diffuse__sgemm_work_floats(2) > diffuse__sgemm_work_floats(1));
+    printf("  kernel chosen on this machine: %s\n", autoname);
+}
+
+int main(void)
+{
+    RUN(test_sgemm_kernel_switch);
+    RUN(test_sgemm_alpha_zero_and_k_zero);
+    RUN(test_sgemm_nonfinite_propagates);
+    RUN_SEEDED(test_sgemm_reference_portable);
+    RUN_SEEDED(test_sgemm_reference_avx2);
+    RUN_SEEDED(test_sgemm_reference_avx512);
+    RUN_SEEDED(test_sgemm_kernels_match_portable);
+    RUN_SEEDED(test_sgemm_repeat_bit_identical);
+    RUN_SEEDED(test_sgemm_threads_bit_identical);
+    RUN_SEEDED(test_sgemm_inside_parallel_region);
+    return harness_finish();
+}

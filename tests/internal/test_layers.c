@@ -1,0 +1,1094 @@
+/*
+ * Tests of the layers (lib/nn/layers.h, lib/nn/layers_impl.h).
+ *
+ * The layer code is instantiated here a second time, for double (names
+ * ending in _d), over a naive double GEMM; the library's float instantiation
+ * (_f) comes from the static archive.
+ *
+ *  - Gradients: every backward pass against central differences of
+ *    L = sum(r .* y), r random, in double, with the 4-point stencil
+ *    (8 (L(+h) - L(-h)) - (L(+2h) - L(-2h))) / (12 h), h = 1e-5 max(1, |p|).
+ *    Error measure, per gradient array g against the differences d:
+ *    max_i |g_i - d_i| / max_i |d_i|; tolerance FD_TOL = 1e-6 (observed
+ *    errors are ~1e-10).  Every layer here is smooth (no kinks to skip).
+ *  - Accumulation: a second backward call doubles the parameter gradients.
+ *  - Forward values against independent closed forms: direct loops for the
+ *    linear layer and the convolution, a hand-computed 3x3 case and a delta
+ *    image (the flipped kernel) for the convolution, [1..1, 0..0] for the
+ *    embedding of t = 0, per-group mean 0 and variance v / (v + eps) for the
+ *    group norm.
+ *  - float against double on the same (float-representable) inputs: error
+ *    max|y_f - y_d| / max|y_d| <= F_TOL = 1e-5, where the outputs are sums
+ *    that may cancel against max of the sum of the terms' magnitudes
+ *    instead (conv, linear, upsample backward); see each test.
+ *  - The float conv and linear give the same bits with 1 and 4 threads.
+ *  - The float comparisons and the thread check run once per GEMM kernel
+ *    that this CPU can run (diffuse__sgemm_force).
+ *
+ * Seeded: the seed (default below, or $LAYERS_SEED) is printed when a test
+ * fails.
+ */
+#include "internal.h"
+#include "harness.h"
+#include "nn/gemm.h"
+#include "nn/layers.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* The double instantiation                                                  */
+/* ------------------------------------------------------------------------ */
+
+#include "naive_dgemm.h"
+
+DIFFUSE_LAYER_DECLS(double, _d)
+
+#define LAYER_REAL double
+#define LAYER_NAME(n) n##_d
+#define LAYER_GEMM naive_dgemm
+#include "nn/layers_impl.h"
+
+/* ------------------------------------------------------------------------ */
+/* Harness additions: seed, allocations freed after each test, checks        */
+/* ------------------------------------------------------------------------ */
+
+#define FD_TOL 1e-6
+#define FD_H 1e-5
+#define F_TOL 1e-5
+/* A second backward call against twice the first (sums over the batch
+ * round differently the second time). */
+#define ACC_TOL 1e-14
+
+static unsigned long long base_seed = 0x6c61796572735eedULL, test_seed, rng_state;
+
+static void *allocs[512];
+static int n_allocs;
+
+#define RUN_SEEDED(fn)                                                        \
+    do {                                                                      \
+        test_seed = base_seed ^ (0x9e3779b97f4a7c15ULL * (unsigned long long)__LINE__); \
+        rng_state = test_seed;                                                \
+        RUN(fn);                                                              \
+        if (harness_state == 1)                                               \
+            printf("  %s: seed 0x%016llx (LAYERS_SEED=0x%016llx)\n", #fn, test_seed, \
+                   base_seed);                                                \
+        while (n_allocs > 0)                                                  \
+            free(allocs[--n_allocs]);                                         \
+    } while (0)
+
+/* splitmix64 */
+static uint64_t rng_next(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double uniform(double lo, double hi)
+{
+    return lo + (hi - lo) * ((double)(rng_next() >> 11) * 0x1.0p-53);
+}
+
+/* Tracked, zeroed, 64-byte aligned; freed after the test. */
+static void *talloc(size_t bytes)
+{
+    size_t n = (bytes + 63) / 64 * 64;
+    void *p;
+    if (n == 0)
+        n = 64;
+    p = aligned_alloc(64, n);
+    if (p == NULL || n_allocs >= (int)(sizeof allocs / sizeof allocs[0])) {
+        fprintf(stderr, "test_layers: out of memory\n");
+        exit(2);
+    }
+    memset(p, 0, n);
+    allocs[n_allocs++] = p;
+    return p;
+}
+
+static double *dvec(size_t n) { return talloc(n * sizeof(double)); }
+static float *fvec(size_t n) { return talloc(n * sizeof(float)); }
+
+/* Random values in [lo, hi), rounded to float so that the float layers see
+ * the same inputs. */
+static double *drand_vec(size_t n, double lo, double hi)
+{
+    double *a = dvec(n);
+    size_t i;
+    for (i = 0; i < n; i++)
+        a[i] = (double)(float)uniform(lo, hi);
+    return a;
+}
+
+static float *to_f(const double *a, size_t n)
+{
+    float *f = fvec(n);
+    size_t i;
+    for (i = 0; i < n; i++)
+        f[i] = (float)a[i];
+    return f;
+}
+
+static double *copy_d(const double *a, size_t n)
+{
+    double *c = dvec(n);
+    memcpy(c, a, n * sizeof *c);
+    return c;
+}
+
+static double dot(const double *a, const double *b, size_t n)
+{
+    double s = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* max|a - b| / max|b| (the absolute difference when b is all zero). */
+static double rel_dd(const double *a, const double *b, size_t n)
+{
+    double md = 0.0, mb = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        md = fmax(md, fabs(a[i] - b[i]));
+        mb = fmax(mb, fabs(b[i]));
+    }
+    return mb > 0.0 ? md / mb : md;
+}
+
+static double rel_fd(const float *a, const double *b, size_t n)
+{
+    double md = 0.0, mb = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - b[i]));
+        mb = fmax(mb, fabs(b[i]));
+    }
+    return mb > 0.0 ? md / mb : md;
+}
+
+/* max|a - b| / max(scale): the float error against a magnitude scale. */
+static double rel_fd_scaled(const float *a, const double *b, const double *scale, size_t n)
+{
+    double md = 0.0, ms = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - b[i]));
+        ms = fmax(ms, fabs(scale[i]));
+    }
+    return ms > 0.0 ? md / ms : md;
+}
+
+static double *abs_copy(const double *a, size_t n)
+{
+    double *c = dvec(n);
+    size_t i;
+    for (i = 0; i < n; i++)
+        c[i] = fabs(a[i]);
+    return c;
+}
+
+/* d[i] = dL/dp[i] by the 4-point stencil, h = FD_H max(1, |p[i]|). */
+static void fd_grad(double (*loss)(void *), void *ctx, double *p, size_t n, double *d)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const double v = p[i], h = FD_H * fmax(1.0, fabs(v));
+        double l1, lm1, l2, lm2;
+        p[i] = v + h;
+        l1 = loss(ctx);
+        p[i] = v - h;
+        lm1 = loss(ctx);
+        p[i] = v + 2.0 * h;
+        l2 = loss(ctx);
+        p[i] = v - 2.0 * h;
+        lm2 = loss(ctx);
+        p[i] = v;
+        d[i] = (8.0 * (l1 - lm1) - (l2 - lm2)) / (12.0 * h);
+    }
+    loss(ctx); /* leave the outputs at p */
+}
+
+/* The central-difference error of the gradient g of loss() with respect to
+ * p[0..n): max_i |g_i - d_i| / max_i |d_i|. */
+static double fd_err(double (*loss)(void *), void *ctx, double *p, size_t n, const double *g)
+{
+    double *d = dvec(n);
+    fd_grad(loss, ctx, p, n, d);
+    return rel_dd(g, d, n);
+}
+
+static int verbose; /* $LAYERS_VERBOSE: print every measured error */
+
+/* Fail unless err <= tol; the message names what and the configuration. */
+#define CHECK_ERR(err, tol, ...)                                              \
+    do {                                                                      \
+        double check_err_ = (err);                                            \
+        char check_what_[200];                                                \
+        snprintf(check_what_, sizeof check_what_, __VA_ARGS__);               \
+        if (verbose)                                                          \
+            printf("  %-48s %.3g (tolerance %g)\n", check_what_, check_err_, (double)(tol)); \
+        if (!(check_err_ <= (tol)))                                           \
+            HARNESS_FAIL_("%s: error %.3g > tolerance %g", check_what_, check_err_, \
+                          (double)(tol));                                     \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* Linear                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t B, I, O;
+    double *x, *W, *b, *y, *r;
+} lin_ctx;
+
+static double lin_loss(void *v)
+{
+    lin_ctx *c = v;
+    diffuse__linear_forward_d(c->x, c->B, c->I, c->W, c->b, c->O, c->y, NULL, 1);
+    return dot(c->r, c->y, c->B * c->O);
+}
+
+static const size_t lin_cfg[][3] = {{3, 5, 4}, {1, 7, 2}, {4, 1, 3}, {2, 16, 9}, {5, 3, 1}};
+
+static void test_linear_forward(void)
+{
+    size_t k, b, o, i;
+    for (k = 0; k < sizeof lin_cfg / sizeof lin_cfg[0]; k++) {
+        const size_t B = lin_cfg[k][0], I = lin_cfg[k][1], O = lin_cfg[k][2];
+        double *x = drand_vec(B * I, -1, 1), *W = drand_vec(O * I, -1, 1);
+        double *bias = drand_vec(O, -1, 1), *y = dvec(B * O), *y0 = dvec(B * O);
+        double *ref = dvec(B * O), *ref0 = dvec(B * O);
+        for (b = 0; b < B; b++)
+            for (o = 0; o < O; o++) {
+                double s = 0.0;
+                for (i = 0; i < I; i++)
+                    s += x[b * I + i] * W[o * I + i];
+                ref0[b * O + o] = s;
+                ref[b * O + o] = s + bias[o];
+            }
+        diffuse__linear_forward_d(x, B, I, W, bias, O, y, NULL, 1);
+        diffuse__linear_forward_d(x, B, I, W, NULL, O, y0, NULL, 1);
+        CHECK_ERR(rel_dd(y, ref, B * O), 1e-14, "linear y, B=%zu I=%zu O=%zu", B, I, O);
+        CHECK_ERR(rel_dd(y0, ref0, B * O), 1e-14, "linear y (no bias), B=%zu I=%zu O=%zu", B,
+                  I, O);
+    }
+}
+
+static void test_linear_backward(void)
+{
+    size_t k;
+    for (k = 0; k < sizeof lin_cfg / sizeof lin_cfg[0]; k++) {
+        lin_ctx c;
+        double *dx, *dW, *db, *dx2;
+        c.B = lin_cfg[k][0];
+        c.I = lin_cfg[k][1];
+        c.O = lin_cfg[k][2];
+        c.x = drand_vec(c.B * c.I, -1, 1);
+        c.W = drand_vec(c.O * c.I, -1, 1);
+        c.b = drand_vec(c.O, -1, 1);
+        c.y = dvec(c.B * c.O);
+        c.r = drand_vec(c.B * c.O, -1, 1);
+        dx = dvec(c.B * c.I);
+        dW = dvec(c.O * c.I);
+        db = dvec(c.O);
+        lin_loss(&c);
+        diffuse__linear_backward_d(c.x, c.B, c.I, c.W, c.O, c.r, dx, dW, db, NULL, 1);
+        CHECK_ERR(fd_err(lin_loss, &c, c.x, c.B * c.I, dx), FD_TOL, "linear dx, B=%zu I=%zu O=%zu",
+                  c.B, c.I, c.O);
+        CHECK_ERR(fd_err(lin_loss, &c, c.W, c.O * c.I, dW), FD_TOL, "linear dW, B=%zu I=%zu O=%zu",
+                  c.B, c.I, c.O);
+        CHECK_ERR(fd_err(lin_loss, &c, c.b, c.O, db), FD_TOL, "linear db, B=%zu I=%zu O=%zu",
+                  c.B, c.I, c.O);
+        /* Accumulation: a second call doubles dW and db, and overwrites dx. */
+        {
+            double *dW1 = copy_d(dW, c.O * c.I), *db1 = copy_d(db, c.O);
+            size_t i;
+            dx2 = dvec(c.B * c.I);
+            for (i = 0; i < c.B * c.I; i++)
+                dx2[i] = 1e300;
+            diffuse__linear_backward_d(c.x, c.B, c.I, c.W, c.O, c.r, dx2, dW, db, NULL, 1);
+            for (i = 0; i < c.O * c.I; i++)
+                dW1[i] *= 2.0;
+            for (i = 0; i < c.O; i++)
+                db1[i] *= 2.0;
+            CHECK_ERR(rel_dd(dW, dW1, c.O * c.I), ACC_TOL, "linear dW accumulates");
+            CHECK_ERR(rel_dd(db, db1, c.O), ACC_TOL, "linear db accumulates");
+            CHECK_ERR(rel_dd(dx2, dx, c.B * c.I), 0.0, "linear dx overwritten");
+            /* NULL dx and db: only dW changes. */
+            diffuse__linear_backward_d(c.x, c.B, c.I, c.W, c.O, c.r, NULL, dW, NULL, NULL, 1);
+            CHECK_ERR(rel_dd(db, db1, c.O), 0.0, "linear db untouched when NULL");
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* SiLU                                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t n;
+    double *x, *y, *r;
+} silu_ctx;
+
+static double silu_loss(void *v)
+{
+    silu_ctx *c = v;
+    diffuse__silu_forward_d(c->x, c->n, c->y);
+    return dot(c->r, c->y, c->n);
+}
+
+static void test_silu(void)
+{
+    const double xs[] = {0.0, 1.0, -1.0, 2.5, -1000.0, 1000.0};
+    double y[6];
+    float xf[4] = {-100.0f, 100.0f, -1e30f, 0.0f}, yf[4], df[4], onef[4] = {1, 1, 1, 1};
+    silu_ctx c;
+    double *dx, *xa, *ya;
+    size_t i;
+    diffuse__silu_forward_d(xs, 6, y);
+    ASSERT_NEAR(y[0], 0.0, 0.0);
+    ASSERT_REL(y[1], 0.7310585786300049, 1e-15);   /* 1 / (1 + e^-1) */
+    ASSERT_REL(y[2], -0.2689414213699951, 1e-15);  /* -1 / (1 + e) */
+    ASSERT_REL(y[3], 2.5 / (1.0 + exp(-2.5)), 1e-15);
+    ASSERT_NEAR(y[4], 0.0, 0.0);
+    ASSERT_NEAR(y[5], 1000.0, 0.0);
+    /* float: no NaN where exp overflows; the derivative vanishes there. */
+    diffuse__silu_forward_f(xf, 4, yf);
+    diffuse__silu_backward_f(xf, onef, 4, df);
+    ASSERT_NEAR(yf[0], 0.0, 1e-30);
+    ASSERT_NEAR(yf[1], 100.0, 0.0);
+    ASSERT_NEAR(yf[2], 0.0, 0.0);
+    ASSERT_NEAR(df[0], 0.0, 1e-30);
+    ASSERT_NEAR(df[1], 1.0, 0.0);
+    ASSERT_NEAR(df[2], 0.0, 0.0);
+    ASSERT_NEAR(df[3], 0.5, 0.0);
+
+    c.n = 37;
+    c.x = drand_vec(c.n, -6, 6);
+    c.y = dvec(c.n);
+    c.r = drand_vec(c.n, -1, 1);
+    dx = dvec(c.n);
+    diffuse__silu_backward_d(c.x, c.r, c.n, dx);
+    CHECK_ERR(fd_err(silu_loss, &c, c.x, c.n, dx), FD_TOL, "silu dx");
+    /* Aliasing: y = x in place, dx = dy in place. */
+    xa = copy_d(c.x, c.n);
+    diffuse__silu_forward_d(xa, c.n, xa);
+    silu_loss(&c);
+    CHECK_ERR(rel_dd(xa, c.y, c.n), 0.0, "silu in place");
+    ya = copy_d(c.r, c.n);
+    diffuse__silu_backward_d(c.x, ya, c.n, ya);
+    CHECK_ERR(rel_dd(ya, dx, c.n), 0.0, "silu backward in place");
+    /* float against double */
+    {
+        float *xff = to_f(c.x, c.n), *yff = fvec(c.n), *rf = to_f(c.r, c.n), *dxf = fvec(c.n);
+        diffuse__silu_forward_f(xff, c.n, yff);
+        CHECK_ERR(rel_fd(yff, c.y, c.n), F_TOL, "silu float y");
+        diffuse__silu_backward_f(xff, rf, c.n, dxf);
+        CHECK_ERR(rel_fd(dxf, dx, c.n), F_TOL, "silu float dx");
+    }
+    for (i = 0; i < 4; i++)
+        ASSERT_TRUE(yf[i] == yf[i] && df[i] == df[i]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timestep embedding                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void test_timestep_embedding(void)
+{
+    const double ts[5] = {0.0, 1.0, 0.5, 999.0, 37.25};
+    const size_t dims[4] = {8, 9, 128, 3};
+    double one[1] = {5.0}, out1[1] = {7.0};
+    size_t d, b, k;
+    for (d = 0; d < 4; d++) {
+        const size_t dim = dims[d], half = dim / 2;
+        double *out = dvec(5 * dim);
+        float *tf = to_f(ts, 5), *outf = fvec(5 * dim);
+        diffuse__timestep_embedding_d(ts, 5, dim, out);
+        /* t = 0: [1 .. 1, 0 .. 0] (and the zero column for odd dim) */
+        for (k = 0; k < half; k++) {
+            ASSERT_NEAR(out[k], 1.0, 0.0);
+            ASSERT_NEAR(out[half + k], 0.0, 0.0);
+        }
+        for (b = 0; b < 5; b++) {
+            if (dim & 1)
+                ASSERT_NEAR(out[b * dim + dim - 1], 0.0, 0.0);
+            /* k = 0: frequency 1 */
+            ASSERT_NEAR(out[b * dim], cos(ts[b]), 1e-15);
+            ASSERT_NEAR(out[b * dim + half], sin(ts[b]), 1e-15);
+            /* independently: f_k = 10000^(-k / half) */
+            for (k = 0; k < half; k++) {
+                const double a = ts[b] * pow(10000.0, -(double)k / (double)half);
+                ASSERT_NEAR(out[b * dim + k], cos(a), 1e-12);
+                ASSERT_NEAR(out[b * dim + half + k], sin(a), 1e-12);
+            }
+        }
+        diffuse__timestep_embedding_f(tf, 5, dim, outf);
+        CHECK_ERR(rel_fd(outf, out, 5 * dim), F_TOL, "embedding float, dim %zu", dim);
+    }
+    /* dim = 1: only the zero column */
+    diffuse__timestep_embedding_d(one, 1, 1, out1);
+    ASSERT_NEAR(out1[0], 0.0, 0.0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Convolution                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Direct 3x3 cross-correlation, padding 1, as PyTorch's Conv2d. */
+static void conv_ref(const double *x, size_t B, size_t Cin, size_t H, size_t Wd, const double *W,
+                     const double *bias, size_t Cout, int stride, double *y)
+{
+    const long s = stride, Ho = ((long)H - 1) / s + 1, Wo = ((long)Wd - 1) / s + 1;
+    long b, co, oy, ox, ci, ky, kx;
+    for (b = 0; b < (long)B; b++)
+        for (co = 0; co < (long)Cout; co++)
+            for (oy = 0; oy < Ho; oy++)
+                for (ox = 0; ox < Wo; ox++) {
+                    double acc = bias ? bias[co] : 0.0;
+                    for (ci = 0; ci < (long)Cin; ci++)
+                        for (ky = 0; ky < 3; ky++)
+                            for (kx = 0; kx < 3; kx++) {
+                                const long iy = oy * s + ky - 1, ix = ox * s + kx - 1;
+                                if (iy < 0 || iy >= (long)H || ix < 0 || ix >= (long)Wd)
+                                    continue;
+                                acc += W[((co * (long)Cin + ci) * 3 + ky) * 3 + kx] *
+                                       x[((b * (long)Cin + ci) * (long)H + iy) * (long)Wd + ix];
+                            }
+                    y[((b * (long)Cout + co) * Ho + oy) * Wo + ox] = acc;
+                }
+}
+
+typedef struct {
+    size_t B, Cin, H, Wd, Cout;
+    int s;
+    double *x, *W, *b, *y, *r, *work;
+    size_t ny;
+} conv_ctx;
+
+static double conv_loss(void *v)
+{
+    conv_ctx *c = v;
+    diffuse__conv3x3_forward_d(c->x, c->B, c->Cin, c->H, c->Wd, c->W, c->b, c->Cout, c->s, c->y,
+                               c->work, 1);
+    return dot(c->r, c->y, c->ny);
+}
+
+/* B, Cin, H, W, Cout, stride */
+static const size_t conv_cfg[][6] = {
+    {2, 3, 5, 4, 2, 1}, {2, 3, 5, 4, 2, 2}, {1, 2, 6, 7, 3, 2}, {3, 1, 1, 1, 2, 1},
+    {2, 2, 1, 1, 1, 2}, {1, 2, 2, 3, 3, 2}, {1, 4, 8, 8, 5, 1}, {2, 1, 7, 5, 1, 2},
+    {1, 3, 4, 6, 2, 2}, {2, 2, 3, 1, 2, 1},
+};
+
+static conv_ctx conv_setup(const size_t *cfg)
+{
+    conv_ctx c;
+    size_t Ho, Wo;
+    c.B = cfg[0];
+    c.Cin = cfg[1];
+    c.H = cfg[2];
+    c.Wd = cfg[3];
+    c.Cout = cfg[4];
+    c.s = (int)cfg[5];
+    Ho = (c.H - 1) / cfg[5] + 1;
+    Wo = (c.Wd - 1) / cfg[5] + 1;
+    c.ny = c.B * c.Cout * Ho * Wo;
+    c.x = drand_vec(c.B * c.Cin * c.H * c.Wd, -1, 1);
+    c.W = drand_vec(c.Cout * c.Cin * 9, -1, 1);
+    c.b = drand_vec(c.Cout, -1, 1);
+    c.y = dvec(c.ny);
+    c.r = drand_vec(c.ny, -1, 1);
+    c.work = dvec(layer_conv_col_len_d(c.Cin, c.H, c.Wd, c.s));
+    return c;
+}
+
+static void test_conv_hand(void)
+{
+    /* x[r][c] = 3 r + c + 1, a Sobel kernel, bias 0.5; the sums worked by
+     * hand (rows weighted 1, 2, 1, left column minus right column). */
+    const double x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    const double W[9] = {1, 0, -1, 2, 0, -2, 1, 0, -1}, bias = 0.5;
+    const double want1[9] = {-8.5, -5.5, 9.5, -19.5, -7.5, 20.5, -20.5, -5.5, 21.5};
+    const double want2[4] = {-8.5, 9.5, -20.5, 21.5};
+    double y[9], *work = dvec(layer_conv_col_len_d(1, 3, 3, 1));
+    float xf[9], Wf[9], bf = 0.5f, yf[9];
+    float *workf = fvec(diffuse__conv3x3_work_floats(1, 3, 3, 1, 1));
+    size_t i;
+    diffuse__conv3x3_forward_d(x, 1, 1, 3, 3, W, &bias, 1, 1, y, work, 1);
+    for (i = 0; i < 9; i++)
+        ASSERT_NEAR(y[i], want1[i], 0.0);
+    diffuse__conv3x3_forward_d(x, 1, 1, 3, 3, W, &bias, 1, 2, y, work, 1);
+    for (i = 0; i < 4; i++)
+        ASSERT_NEAR(y[i], want2[i], 0.0);
+    for (i = 0; i < 9; i++) {
+        xf[i] = (float)x[i];
+        Wf[i] = (float)W[i];
+    }
+    diffuse__conv3x3_forward_f(xf, 1, 1, 3, 3, Wf, &bf, 1, 1, yf, workf, 1);
+    for (i = 0; i < 9; i++)
+        ASSERT_NEAR(yf[i], want1[i], 0.0);
+}
+
+static void test_conv_delta(void)
+{
+    /* A delta at (p, q) in input channel 1 gives, in output channel co, the
+     * kernel W[co][1] flipped and centred on (p, q): y[p-1+a][q-1+b] =
+     * W[co][1][2-a][2-b]; zero elsewhere. */
+    const size_t Cin = 2, H = 5, Wd = 6, Cout = 3, p = 2, q = 3;
+    double *x = dvec(Cin * H * Wd), *W = drand_vec(Cout * Cin * 9, -1, 1);
+    double *y = dvec(Cout * H * Wd), *work = dvec(layer_conv_col_len_d(Cin, H, Wd, 1));
+    size_t co, i, j;
+    x[(1 * H + p) * Wd + q] = 1.0;
+    diffuse__conv3x3_forward_d(x, 1, Cin, H, Wd, W, NULL, Cout, 1, y, work, 1);
+    for (co = 0; co < Cout; co++)
+        for (i = 0; i < H; i++)
+            for (j = 0; j < Wd; j++) {
+                double want = 0.0;
+                if (i + 1 >= p && i <= p + 1 && j + 1 >= q && j <= q + 1) {
+                    const size_t a = i + 1 - p, b = j + 1 - q;
+                    want = W[((co * Cin + 1) * 3 + (2 - a)) * 3 + (2 - b)];
+                }
+                ASSERT_NEAR(y[(co * H + i) * Wd + j], want, 0.0);
+            }
+}
+
+static void test_conv_forward(void)
+{
+    size_t k;
+    for (k = 0; k < sizeof conv_cfg / sizeof conv_cfg[0]; k++) {
+        conv_ctx c = conv_setup(conv_cfg[k]);
+        double *ref = dvec(c.ny), *ref0 = dvec(c.ny), *y0 = dvec(c.ny);
+        conv_ref(c.x, c.B, c.Cin, c.H, c.Wd, c.W, c.b, c.Cout, c.s, ref);
+        conv_ref(c.x, c.B, c.Cin, c.H, c.Wd, c.W, NULL, c.Cout, c.s, ref0);
+        conv_loss(&c);
+        diffuse__conv3x3_forward_d(c.x, c.B, c.Cin, c.H, c.Wd, c.W, NULL, c.Cout, c.s, y0,
+                                   c.work, 1);
+        CHECK_ERR(rel_dd(c.y, ref, c.ny), 1e-14, "conv y, config %zu", k);
+        CHECK_ERR(rel_dd(y0, ref0, c.ny), 1e-14, "conv y (no bias), config %zu", k);
+    }
+}
+
+static void test_conv_backward(void)
+{
+    size_t k;
+    for (k = 0; k < sizeof conv_cfg / sizeof conv_cfg[0]; k++) {
+        conv_ctx c = conv_setup(conv_cfg[k]);
+        const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
+        double *dx = dvec(nx), *dW = dvec(nw), *db = dvec(c.Cout), *dx2 = dvec(nx);
+        double *dW1, *db1;
+        size_t i;
+        diffuse__conv3x3_backward_d(c.x, c.B, c.Cin, c.H, c.Wd, c.W, c.Cout, c.s, c.r, dx, dW, db,
+                                    c.work, 1);
+        CHECK_ERR(fd_err(conv_loss, &c, c.x, nx, dx), FD_TOL, "conv dx, config %zu", k);
+        CHECK_ERR(fd_err(conv_loss, &c, c.W, nw, dW), FD_TOL, "conv dW, config %zu", k);
+        CHECK_ERR(fd_err(conv_loss, &c, c.b, c.Cout, db), FD_TOL, "conv db, config %zu", k);
+        /* A second call doubles dW and db, and overwrites dx. */
+        dW1 = copy_d(dW, nw);
+        db1 = copy_d(db, c.Cout);
+        for (i = 0; i < nx; i++)
+            dx2[i] = -1e300;
+        diffuse__conv3x3_backward_d(c.x, c.B, c.Cin, c.H, c.Wd, c.W, c.Cout, c.s, c.r, dx2, dW,
+                                    db, c.work, 1);
+        for (i = 0; i < nw; i++)
+            dW1[i] *= 2.0;
+        for (i = 0; i < c.Cout; i++)
+            db1[i] *= 2.0;
+        CHECK_ERR(rel_dd(dW, dW1, nw), ACC_TOL, "conv dW accumulates, config %zu", k);
+        CHECK_ERR(rel_dd(db, db1, c.Cout), ACC_TOL, "conv db accumulates, config %zu", k);
+        CHECK_ERR(rel_dd(dx2, dx, nx), 0.0, "conv dx overwritten, config %zu", k);
+        /* NULL dW and db: dx alone, the same values. */
+        diffuse__conv3x3_backward_d(c.x, c.B, c.Cin, c.H, c.Wd, c.W, c.Cout, c.s, c.r, dx2, NULL,
+                                    NULL, c.work, 1);
+        CHECK_ERR(rel_dd(dx2, dx, nx), 0.0, "conv dx alone, config %zu", k);
+    }
+}
+
+/* The float conv against the double one.  Its outputs are sums of products
+ * that may cancel (e.g. dW of a 1x1 image over 3 samples), so each float
+ * error is measured against the sums of the magnitudes of the terms: the
+ * same layer in double on |x|, |W|, |b|, |r|. */
+static void test_conv_float(void)
+{
+    size_t k;
+    for (k = 0; k < sizeof conv_cfg / sizeof conv_cfg[0]; k++) {
+        conv_ctx c = conv_setup(conv_cfg[k]), a;
+        const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
+        float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);
+        float *rf = to_f(c.r, c.ny), *yf = fvec(c.ny);
+        float *workf = fvec(diffuse__conv3x3_work_floats(c.Cin, c.H, c.Wd, c.s, 1));
+        float *dxf = fvec(nx), *dWf = fvec(nw), *dbf = fvec(c.Cout);
+        double *dx = dvec(nx), *dW = dvec(nw), *db = dvec(c.Cout);
+        double *sx = dvec(nx), *sW = dvec(nw), *sb = dvec(c.Cout);
+        a = c;
+        a.x = abs_copy(c.x, nx);
+        a.W = abs_copy(c.W, nw);
+        a.b = abs_copy(c.b, c.Cout);
+        a.r = abs_copy(c.r, c.ny);
+        a.y = dvec(c.ny);
+        conv_loss(&a);
+        diffuse__conv3x3_backward_d(a.x, a.B, a.Cin, a.H, a.Wd, a.W, a.Cout, a.s, a.r, sx, sW, sb,
+                                    a.work, 1);
+        conv_loss(&c);
+        diffuse__conv3x3_forward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, bf, c.Cout, c.s, yf, workf, 1);
+        CHECK_ERR(rel_fd_scaled(yf, c.y, a.y, c.ny), F_TOL, "conv float y, config %zu", k);
+        diffuse__conv3x3_backward_d(c.x, c.B, c.Cin, c.H, c.Wd, c.W, c.Cout, c.s, c.r, dx, dW, db,
+                                    c.work, 1);
+        diffuse__conv3x3_backward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, c.Cout, c.s, rf, dxf, dWf, dbf,
+                                    workf, 1);
+        CHECK_ERR(rel_fd_scaled(dxf, dx, sx, nx), F_TOL, "conv float dx, config %zu", k);
+        CHECK_ERR(rel_fd_scaled(dWf, dW, sW, nw), F_TOL, "conv float dW, config %zu", k);
+        CHECK_ERR(rel_fd_scaled(dbf, db, sb, c.Cout), F_TOL, "conv float db, config %zu", k);
+    }
+}
+
+/* The float conv and linear layers give the same bits with 1 and 4 threads
+ * (the parallel im2col/col2im path runs for the first conv size). */
+static void test_threads_bitwise(void)
+{
+    static const size_t cfg[][6] = {{2, 16, 16, 16, 8, 1}, {2, 32, 21, 20, 8, 2}};
+    size_t k;
+    for (k = 0; k < 2; k++) {
+        conv_ctx c = conv_setup(cfg[k]);
+        const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
+        float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);
+        float *rf = to_f(c.r, c.ny);
+        float *w1 = fvec(diffuse__conv3x3_work_floats(c.Cin, c.H, c.Wd, c.s, 1));
+        float *w4 = fvec(diffuse__conv3x3_work_floats(c.Cin, c.H, c.Wd, c.s, 4));
+        float *y1 = fvec(c.ny), *y4 = fvec(c.ny), *dx1 = fvec(nx), *dx4 = fvec(nx);
+        float *dW1 = fvec(nw), *dW4 = fvec(nw), *db1 = fvec(c.Cout), *db4 = fvec(c.Cout);
+        diffuse__conv3x3_forward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, bf, c.Cout, c.s, y1, w1, 1);
+        diffuse__conv3x3_forward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, bf, c.Cout, c.s, y4, w4, 4);
+        diffuse__conv3x3_backward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, c.Cout, c.s, rf, dx1, dW1, db1,
+                                    w1, 1);
+        diffuse__conv3x3_backward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, c.Cout, c.s, rf, dx4, dW4, db4,
+                                    w4, 4);
+        ASSERT_TRUE(memcmp(y1, y4, c.ny * sizeof *y1) == 0);
+        ASSERT_TRUE(memcmp(dx1, dx4, nx * sizeof *dx1) == 0);
+        ASSERT_TRUE(memcmp(dW1, dW4, nw * sizeof *dW1) == 0);
+        ASSERT_TRUE(memcmp(db1, db4, c.Cout * sizeof *db1) == 0);
+    }
+    {
+        const size_t B = 64, I = 96, O = 80;
+        float *x = to_f(drand_vec(B * I, -1, 1), B * I), *W = to_f(drand_vec(O * I, -1, 1), O * I);
+        float *bias = to_f(drand_vec(O, -1, 1), O), *r = to_f(drand_vec(B * O, -1, 1), B * O);
+        float *w1 = fvec(diffuse__linear_work_floats(1)), *w4 = fvec(diffuse__linear_work_floats(4));
+        float *y1 = fvec(B * O), *y4 = fvec(B * O), *dx1 = fvec(B * I), *dx4 = fvec(B * I);
+        float *dW1 = fvec(O * I), *dW4 = fvec(O * I), *db1 = fvec(O), *db4 = fvec(O);
+        diffuse__linear_forward_f(x, B, I, W, bias, O, y1, w1, 1);
+        diffuse__linear_forward_f(x, B, I, W, bias, O, y4, w4, 4);
+        diffuse__linear_backward_f(x, B, I, W, O, r, dx1, dW1, db1, w1, 1);
+        diffuse__linear_backward_f(x, B, I, W, O, r, dx4, dW4, db4, w4, 4);
+        ASSERT_TRUE(memcmp(y1, y4, B * O * sizeof *y1) == 0);
+        ASSERT_TRUE(memcmp(dx1, dx4, B * I * sizeof *dx1) == 0);
+        ASSERT_TRUE(memcmp(dW1, dW4, O * I * sizeof *dW1) == 0);
+        ASSERT_TRUE(memcmp(db1, db4, O * sizeof *db1) == 0);
+    }
+}
+
+/* The float linear layer against the double one, errors measured as in
+ * test_conv_float. */
+static void test_linear_float(void)
+{
+    size_t k;
+    for (k = 0; k < sizeof lin_cfg / sizeof lin_cfg[0]; k++) {
+        const size_t B = lin_cfg[k][0], I = lin_cfg[k][1], O = lin_cfg[k][2];
+        double *x = drand_vec(B * I, -1, 1), *W = drand_vec(O * I, -1, 1);
+        double *b = drand_vec(O, -1, 1), *r = drand_vec(B * O, -1, 1), *y = dvec(B * O);
+        double *dx = dvec(B * I), *dW = dvec(O * I), *db = dvec(O);
+        double *ax = abs_copy(x, B * I), *aW = abs_copy(W, O * I), *ab = abs_copy(b, O);
+        double *ar = abs_copy(r, B * O), *sy = dvec(B * O), *sx = dvec(B * I);
+        double *sW = dvec(O * I), *sb = dvec(O);
+        float *xf = to_f(x, B * I), *Wf = to_f(W, O * I), *bf = to_f(b, O), *rf = to_f(r, B * O);
+        float *yf = fvec(B * O), *dxf = fvec(B * I), *dWf = fvec(O * I), *dbf = fvec(O);
+        float *wf = fvec(diffuse__linear_work_floats(1));
+        diffuse__linear_forward_d(ax, B, I, aW, ab, O, sy, NULL, 1);
+        diffuse__linear_backward_d(ax, B, I, aW, O, ar, sx, sW, sb, NULL, 1);
+        diffuse__linear_forward_d(x, B, I, W, b, O, y, NULL, 1);
+        diffuse__linear_forward_f(xf, B, I, Wf, bf, O, yf, wf, 1);
+        CHECK_ERR(rel_fd_scaled(yf, y, sy, B * O), F_TOL, "linear float y, config %zu", k);
+        diffuse__linear_backward_d(x, B, I, W, O, r, dx, dW, db, NULL, 1);
+        diffuse__linear_backward_f(xf, B, I, Wf, O, rf, dxf, dWf, dbf, wf, 1);
+        CHECK_ERR(rel_fd_scaled(dxf, dx, sx, B * I), F_TOL, "linear float dx, config %zu", k);
+        CHECK_ERR(rel_fd_scaled(dWf, dW, sW, O * I), F_TOL, "linear float dW, config %zu", k);
+        CHECK_ERR(rel_fd_scaled(dbf, db, sb, O), F_TOL, "linear float db, config %zu", k);
+    }
+}
+
+static void test_conv_work_size(void)
+{
+    const size_t g = diffuse__sgemm_work_floats(3);
+    ASSERT_TRUE(diffuse__conv3x3_work_floats(5, 7, 6, 1, 3) >= 5 * 9 * 7 * 6 + g);
+    ASSERT_TRUE(diffuse__conv3x3_work_floats(5, 7, 6, 2, 3) >= 5 * 9 * 4 * 3 + g);
+    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(SIZE_MAX / 8, 3, 3, 1, 1), SIZE_MAX);
+    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(1, SIZE_MAX, SIZE_MAX, 1, 1), SIZE_MAX);
+    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(1, (size_t)1 << 40, (size_t)1 << 20, 1, 1),
+                  SIZE_MAX);
+    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(3, 8, 8, 0, 1), SIZE_MAX);
+    /* The GEMM's part starts 64-byte aligned. */
+    ASSERT_EQ((diffuse__conv3x3_work_floats(3, 5, 7, 1, 3) - g) % 16, 0);
+    ASSERT_EQ(layer_conv_col_len_d(3, 5, 7, 1) % 16, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Upsampling                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t B, C, H, Wd;
+    double *x, *y, *r;
+} up_ctx;
+
+static double up_loss(void *v)
+{
+    up_ctx *c = v;
+    diffuse__upsample2_forward_d(c->x, c->B, c->C, c->H, c->Wd, c->y);
+    return dot(c->r, c->y, 4 * c->B * c->C * c->H * c->Wd);
+}
+
+static void test_upsample(void)
+{
+    static const size_t cfg[][4] = {{2, 3, 3, 5}, {1, 1, 1, 1}, {1, 2, 4, 2}};
+    size_t k, bc, i, j;
+    for (k = 0; k < 3; k++) {
+        up_ctx c;
+        size_t n;
+        double *dx;
+        c.B = cfg[k][0];
+        c.C = cfg[k][1];
+        c.H = cfg[k][2];
+        c.Wd = cfg[k][3];
+        n = c.B * c.C * c.H * c.Wd;
+        c.x = drand_vec(n, -1, 1);
+        c.y = dvec(4 * n);
+        c.r = drand_vec(4 * n, -1, 1);
+        dx = dvec(n);
+        up_loss(&c);
+        for (bc = 0; bc < c.B * c.C; bc++)
+            for (i = 0; i < 2 * c.H; i++)
+                for (j = 0; j < 2 * c.Wd; j++)
+                    ASSERT_NEAR(c.y[(bc * 2 * c.H + i) * 2 * c.Wd + j],
+                                c.x[(bc * c.H + i / 2) * c.Wd + j / 2], 0.0);
+        diffuse__upsample2_backward_d(c.r, c.B, c.C, c.H, c.Wd, dx);
+        CHECK_ERR(fd_err(up_loss, &c, c.x, n, dx), FD_TOL, "upsample dx, config %zu", k);
+        {
+            float *rf = to_f(c.r, 4 * n), *dxf = fvec(n), *xf = to_f(c.x, n), *yf = fvec(4 * n);
+            diffuse__upsample2_forward_f(xf, c.B, c.C, c.H, c.Wd, yf);
+            diffuse__upsample2_backward_f(rf, c.B, c.C, c.H, c.Wd, dxf);
+            CHECK_ERR(rel_fd(yf, c.y, 4 * n), 0.0, "upsample float y, config %zu", k);
+            /* dx sums 4 values of either sign: its float error is measured
+             * against the sum of their magnitudes. */
+            double md = 0.0, ms = 0.0;
+            size_t q;
+            for (bc = 0; bc < c.B * c.C; bc++)
+                for (i = 0; i < c.H; i++)
+                    for (j = 0; j < c.Wd; j++) {
+                        const double *r0 = c.r + (bc * 2 * c.H + 2 * i) * 2 * c.Wd + 2 * j;
+                        double sa = 0.0;
+                        for (q = 0; q < 2; q++)
+                            sa += fabs(r0[q]) + fabs(r0[2 * c.Wd + q]);
+                        q = (bc * c.H + i) * c.Wd + j;
+                        md = fmax(md, fabs((double)dxf[q] - dx[q]));
+                        ms = fmax(ms, sa);
+                    }
+            CHECK_ERR(md / ms, F_TOL, "upsample float dx, config %zu", k);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Group norm                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t B, C, HW, G;
+    double *x, *gamma, *beta, *y, *r, *mean, *rstd;
+} gn_ctx;
+
+static double gn_loss(void *v)
+{
+    gn_ctx *c = v;
+    diffuse__groupnorm_forward_d(c->x, c->B, c->C, c->HW, c->G, c->gamma, c->beta, c->y, c->mean,
+                                 c->rstd);
+    return dot(c->r, c->y, c->B * c->C * c->HW);
+}
+
+/* B, C, HW, G */
+static const size_t gn_cfg[][4] = {
+    {2, 6, 5, 1}, {2, 6, 5, 2}, {2, 6, 5, 3}, {2, 6, 5, 6}, {1, 4, 9, 2},
+    {3, 4, 1, 2}, {2, 8, 16, 4}, {1, 3, 7, 3}, {2, 2, 1, 2},
+};
+
+static gn_ctx gn_setup(const size_t *cfg, double offset)
+{
+    gn_ctx c;
+    size_t n;
+    c.B = cfg[0];
+    c.C = cfg[1];
+    c.HW = cfg[2];
+    c.G = cfg[3];
+    n = c.B * c.C * c.HW;
+    c.x = drand_vec(n, offset - 1.0, offset + 1.0);
+    c.gamma = drand_vec(c.C, 0.5, 1.5);
+    c.beta = drand_vec(c.C, -1, 1);
+    c.y = dvec(n);
+    c.r = drand_vec(n, -1, 1);
+    c.mean = dvec(c.B * c.G);
+    c.rstd = dvec(c.B * c.G);
+    return c;
+}
+
+static void test_groupnorm_forward(void)
+{
+    size_t k, b, g, i, ch;
+    for (k = 0; k < sizeof gn_cfg / sizeof gn_cfg[0]; k++) {
+        gn_ctx c = gn_setup(gn_cfg[k], 3.0);
+        const size_t Cg = c.C / c.G, n = Cg * c.HW, N = c.B * c.C * c.HW;
+        double *yn = dvec(N), *mn = dvec(c.B * c.G), *rn = dvec(c.B * c.G);
+        /* Without affine: per-group mean 0 and (biased) variance v / (v + eps). */
+        diffuse__groupnorm_forward_d(c.x, c.B, c.C, c.HW, c.G, NULL, NULL, yn, mn, rn);
+        gn_loss(&c); /* with gamma and beta */
+        for (b = 0; b < c.B; b++)
+            for (g = 0; g < c.G; g++) {
+                const double *xg = c.x + (b * c.C + g * Cg) * c.HW, *yg = yn + (b * c.C + g * Cg) * c.HW;
+                double m = 0.0, v = 0.0, my = 0.0, vy = 0.0;
+                for (i = 0; i < n; i++)
+                    m += xg[i];
+                m /= (double)n;
+                for (i = 0; i < n; i++)
+                    v += (xg[i] - m) * (xg[i] - m);
+                v /= (double)n;
+                for (i = 0; i < n; i++)
+                    my += yg[i];
+                my /= (double)n;
+                for (i = 0; i < n; i++)
+                    vy += (yg[i] - my) * (yg[i] - my);
+                vy /= (double)n;
+                ASSERT_REL(mn[b * c.G + g], m, 1e-14);
+                ASSERT_REL(rn[b * c.G + g], 1.0 / sqrt(v + 1e-5), 1e-14);
+                ASSERT_NEAR(c.mean[b * c.G + g], mn[b * c.G + g], 0.0);
+                ASSERT_NEAR(c.rstd[b * c.G + g], rn[b * c.G + g], 0.0);
+                ASSERT_NEAR(my, 0.0, 1e-13);
+                if (n > 1)
+                    ASSERT_REL(vy, v / (v + 1e-5), 1e-12);
+                /* affine: y = gamma_c y_hat + beta_c */
+                for (i = 0; i < n; i++) {
+                    ch = g * Cg + i / c.HW;
+                    ASSERT_NEAR(c.y[(b * c.C + g * Cg) * c.HW + i], c.gamma[ch] * yg[i] + c.beta[ch],
+                                1e-13);
+                }
+            }
+    }
+}
+
+/* The group norm's dx against central differences, the error measured
+ * against max(max|d|, max_i |gamma_c rstd r_i|): in groups of n = 2 elements
+ * the gradient terms of that size cancel down to ~eps / var, and the
+ * differences are only accurate relative to the terms. */
+static double gn_dx_err(gn_ctx *c, const double *dx)
+{
+    const size_t N = c->B * c->C * c->HW;
+    double md = 0.0, ms = 0.0, *d = dvec(N);
+    size_t i;
+    fd_grad(gn_loss, c, c->x, N, d);
+    for (i = 0; i < N; i++) {
+        const size_t ch = (i / c->HW) % c->C, bg = (i / c->HW) / (c->C / c->G);
+        md = fmax(md, fabs(dx[i] - d[i]));
+        ms = fmax(ms, fmax(fabs(d[i]), fabs(c->gamma[ch] * c->rstd[bg] * c->r[i])));
+    }
+    return ms > 0.0 ? md / ms : md;
+}
+
+static void test_groupnorm_backward(void)
+{
+    size_t k;
+    for (k = 0; k < sizeof gn_cfg / sizeof gn_cfg[0]; k++) {
+        gn_ctx c = gn_setup(gn_cfg[k], 0.3);
+        const size_t N = c.B * c.C * c.HW;
+        double *dx = dvec(N), *dg = dvec(c.C), *dbt = dvec(c.C), *dg1, *db1, *dx2 = dvec(N);
+        size_t i;
+        gn_loss(&c);
+        diffuse__groupnorm_backward_d(c.x, c.B, c.C, c.HW, c.G, c.gamma, c.mean, c.rstd, c.r, dx,
+                                      dg, dbt);
+        CHECK_ERR(gn_dx_err(&c, dx), FD_TOL, "groupnorm dx, config %zu", k);
+        CHECK_ERR(fd_err(gn_loss, &c, c.gamma, c.C, dg), FD_TOL, "groupnorm dgamma, config %zu", k);
+        CHECK_ERR(fd_err(gn_loss, &c, c.beta, c.C, dbt), FD_TOL, "groupnorm dbeta, config %zu", k);
+        /* A second call doubles dgamma and dbeta, and overwrites dx. */
+        gn_loss(&c);
+        dg1 = copy_d(dg, c.C);
+        db1 = copy_d(dbt, c.C);
+        for (i = 0; i < N; i++)
+            dx2[i] = 1e300;
+        diffuse__groupnorm_backward_d(c.x, c.B, c.C, c.HW, c.G, c.gamma, c.mean, c.rstd, c.r, dx2,
+                                      dg, dbt);
+        for (i = 0; i < c.C; i++) {
+            dg1[i] *= 2.0;
+            db1[i] *= 2.0;
+        }
+        CHECK_ERR(rel_dd(dg, dg1, c.C), ACC_TOL, "groupnorm dgamma accumulates, config %zu", k);
+        CHECK_ERR(rel_dd(dbt, db1, c.C), ACC_TOL, "groupnorm dbeta accumulates, config %zu", k);
+        CHECK_ERR(rel_dd(dx2, dx, N), 0.0, "groupnorm dx overwritten, config %zu", k);
+        /* dx alone (NULL dgamma, dbeta) */
+        diffuse__groupnorm_backward_d(c.x, c.B, c.C, c.HW, c.G, c.gamma, c.mean, c.rstd, c.r, dx2,
+                                      NULL, NULL);
+        CHECK_ERR(rel_dd(dx2, dx, N), 0.0, "groupnorm dx alone, config %zu", k);
+    }
+}
+
+static void test_groupnorm_float(void)
+{
+    size_t k;
+    for (k = 0; k < sizeof gn_cfg / sizeof gn_cfg[0]; k++) {
+        gn_ctx c = gn_setup(gn_cfg[k], 3.0);
+        const size_t N = c.B * c.C * c.HW;
+        double *dx = dvec(N), *dg = dvec(c.C), *dbt = dvec(c.C);
+        float *xf = to_f(c.x, N), *gf = to_f(c.gamma, c.C), *bf = to_f(c.beta, c.C);
+        float *rf = to_f(c.r, N), *yf = fvec(N), *mf = fvec(c.B * c.G), *sf = fvec(c.B * c.G);
+        float *dxf = fvec(N), *dgf = fvec(c.C), *dbf = fvec(c.C);
+        /* Groups of n <= 2 elements are left out of the y, dx and dgamma
+         * comparisons: there y_hat = +-sqrt(v / (v + eps)) comes from the
+         * difference of two values that may be nearly equal, and its float
+         * error is that of the float mean (~1e-7 |x|) over sqrt(v), not 1e-5. */
+        const int small = c.C / c.G * c.HW <= 2;
+        gn_loss(&c);
+        diffuse__groupnorm_forward_f(xf, c.B, c.C, c.HW, c.G, gf, bf, yf, mf, sf);
+        if (!small)
+            CHECK_ERR(rel_fd(yf, c.y, N), F_TOL, "groupnorm float y, config %zu", k);
+        CHECK_ERR(rel_fd(mf, c.mean, c.B * c.G), F_TOL, "groupnorm float mean, config %zu", k);
+        CHECK_ERR(rel_fd(sf, c.rstd, c.B * c.G), F_TOL, "groupnorm float rstd, config %zu", k);
+        diffuse__groupnorm_backward_d(c.x, c.B, c.C, c.HW, c.G, c.gamma, c.mean, c.rstd, c.r, dx,
+                                      dg, dbt);
+        diffuse__groupnorm_backward_f(xf, c.B, c.C, c.HW, c.G, gf, mf, sf, rf, dxf, dgf, dbf);
+        if (!small) {
+            CHECK_ERR(rel_fd(dxf, dx, N), F_TOL, "groupnorm float dx, config %zu", k);
+            CHECK_ERR(rel_fd(dgf, dg, c.C), F_TOL, "groupnorm float dgamma, config %zu", k);
+        }
+        CHECK_ERR(rel_fd(dbf, dbt, c.C), F_TOL, "groupnorm float dbeta, config %zu", k);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Adds                                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t B, C, HW;
+    double *y0, *v, *y, *r;
+} addc_ctx;
+
+static double addc_loss(void *vp)
+{
+    addc_ctx *c = vp;
+    const size_t n = c->B * c->C * c->HW;
+    memcpy(c->y, c->y0, n * sizeof *c->y);
+    diffuse__add_channel_d(c->y, c->v, c->B, c->C, c->HW);
+    return dot(c->r, c->y, n);
+}
+
+static void test_add(void)
+{
+    const size_t n = 29;
+    double *a = drand_vec(n, -1, 1), *b = drand_vec(n, -1, 1), *y = dvec(n), *a2 = copy_d(a, n);
+    size_t i;
+    diffuse__add_d(a, b, n, y);
+    for (i = 0; i < n; i++)
+        ASSERT_NEAR(y[i], a[i] + b[i], 0.0);
+    diffuse__add_d(a2, b, n, a2); /* y aliases a */
+    CHECK_ERR(rel_dd(a2, y, n), 0.0, "add in place");
+    {
+        float *af = to_f(a, n), *bf = to_f(b, n), *yf = fvec(n);
+        diffuse__add_f(af, bf, n, yf);
+        CHECK_ERR(rel_fd(yf, y, n), F_TOL, "add float");
+    }
+}
+
+static void test_add_channel(void)
+{
+    static const size_t cfg[][3] = {{2, 3, 5}, {1, 4, 1}, {3, 1, 7}};
+    size_t k, b, ch, p;
+    for (k = 0; k < 3; k++) {
+        addc_ctx c;
+        size_t n;
+        double *dv, *dv2;
+        c.B = cfg[k][0];
+        c.C = cfg[k][1];
+        c.HW = cfg[k][2];
+        n = c.B * c.C * c.HW;
+        c.y0 = drand_vec(n, -1, 1);
+        c.v = drand_vec(c.B * c.C, -1, 1);
+        c.y = dvec(n);
+        c.r = drand_vec(n, -1, 1);
+        dv = dvec(c.B * c.C);
+        dv2 = dvec(c.B * c.C);
+        addc_loss(&c);
+        for (b = 0; b < c.B; b++)
+            for (ch = 0; ch < c.C; ch++)
+                for (p = 0; p < c.HW; p++) {
+                    const size_t i = (b * c.C + ch) * c.HW + p;
+                    ASSERT_NEAR(c.y[i], c.y0[i] + c.v[b * c.C + ch], 0.0);
+                }
+        for (p = 0; p < c.B * c.C; p++)
+            dv[p] = 1e300; /* overwritten when accumulate is 0 */
+        diffuse__add_channel_backward_d(c.r, c.B, c.C, c.HW, dv, 0);
+        CHECK_ERR(fd_err(addc_loss, &c, c.v, c.B * c.C, dv), FD_TOL, "add_channel dv, config %zu",
+                  k);
+        memcpy(dv2, dv, c.B * c.C * sizeof *dv2);
+        diffuse__add_channel_backward_d(c.r, c.B, c.C, c.HW, dv2, 1);
+        for (p = 0; p < c.B * c.C; p++)
+            dv[p] *= 2.0;
+        CHECK_ERR(rel_dd(dv2, dv, c.B * c.C), ACC_TOL, "add_channel dv accumulates, config %zu", k);
+        {
+            float *rf = to_f(c.r, n), *dvf = fvec(c.B * c.C), *yf = to_f(c.y0, n);
+            float *vf = to_f(c.v, c.B * c.C);
+            diffuse__add_channel_f(yf, vf, c.B, c.C, c.HW);
+            CHECK_ERR(rel_fd(yf, c.y, n), F_TOL, "add_channel float y, config %zu", k);
+            diffuse__add_channel_backward_f(rf, c.B, c.C, c.HW, dvf, 0);
+            for (p = 0; p < c.B * c.C; p++)
+                dv[p] *= 0.5;
+            CHECK_ERR(rel_fd(dvf, dv, c.B * c.C), F_TOL, "add_channel float dv, config %zu", k);
+        }
+    }
+}
+
+int main(void)
+{
+    static const char *const kernels[] = {"portable", "avx2", "avx512"};
+    const char *env = getenv("LAYERS_SEED");
+    size_t k;
+    if (env != NULL && *env != '\0')
+        base_seed = strtoull(env, NULL, 0);
+    env = getenv("LAYERS_VERBOSE");
+    verbose = env != NULL && *env != '\0' && *env != '0';
+    RUN_SEEDED(test_linear_forward);
+    RUN_SEEDED(test_linear_backward);
+    RUN_SEEDED(test_silu);
+    RUN_SEEDED(test_timestep_embedding);
+    RUN_SEEDED(test_conv_hand);
+    RUN_SEEDED(test_conv_delta);
+    RUN_SEEDED(test_conv_forward);
+    RUN_SEEDED(test_conv_backward);
+    RUN_SEEDED(test_conv_work_size);
+    /* The float layers with each GEMM kernel this CPU runs. */
+    for (k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        if (diffuse__sgemm_force(kernels[k]) != 0)
+            continue;
+        printf("-- GEMM kernel %s\n", diffuse__sgemm_kernel_name());
+        RUN_SEEDED(test_linear_float);
+        RUN_SEEDED(test_conv_float);
+        RUN_SEEDED(test_threads_bitwise);
+    }
+    diffuse__sgemm_force(NULL);
+    RUN_SEEDED(test_upsample);
+    RUN_SEEDED(test_groupnorm_forward);
+    RUN_SEEDED(test_groupnorm_backward);
+    RUN_SEEDED(test_groupnorm_float);
+    RUN_SEEDED(test_add);
+    RUN_SEEDED(test_add_channel);
+    return harness_finish();
+}
