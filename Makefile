@@ -63,8 +63,8 @@ TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%)
 
-.PHONY: all lib tests check demo bench install uninstall clean meson
-all: lib
+.PHONY: all lib tests examples check demo bench fuzz install uninstall clean meson
+all: lib examples
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
 
@@ -105,6 +105,31 @@ $(O)/tests/%: tests/internal/%.c tests/harness.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) $< -o $@ $(STATIC) -lm -pthread
 
+TEST_BINS += $(O)/tests/test_fuzz_checkpoint
+
+# The checkpoint loader's fuzz target replayed over tests/fuzz/corpus/checkpoint
+# without libFuzzer (zstd's regression driver); tests/run.sh runs it.
+$(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c \
+	    -o $@ $(STATIC) -lm -pthread
+
+# Optional: the libFuzzer build (clang), run for FUZZ_SECONDS from the seed
+# corpus; new inputs go to $(O)/fuzz/corpus, crashes to $(O)/fuzz/crashes.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+$(O)/fuzz/fuzz_checkpoint: $(LIB_SRCS) tests/fuzz/fuzz_checkpoint.c include/diffuse.h \
+                           $(wildcard lib/*.h lib/nn/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    $(LIB_SRCS) tests/fuzz/fuzz_checkpoint.c -o $@ -lm
+
+fuzz: $(O)/fuzz/fuzz_checkpoint
+	@mkdir -p $(O)/fuzz/corpus $(O)/fuzz/crashes
+	$(O)/fuzz/fuzz_checkpoint -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -artifact_prefix=$(O)/fuzz/crashes/ $(O)/fuzz/corpus tests/fuzz/corpus/checkpoint
+
 # The meson build of the same sources, so that `make check` tests both.
 meson:
 	@if command -v meson >/dev/null 2>&1; then \
@@ -121,27 +146,34 @@ meson:
 	    echo "meson not installed: the meson build will be skipped"; \
 	fi
 
-check: lib tests meson
+check: lib tests examples meson
 	@O=$(O) CC="$(CC)" CXX="$(CXX)" OPENMP=$(OPENMP) MAKE="$(MAKE)" sh tests/run.sh
 
-demo: lib
-	@echo "make demo: the 2-D toy trainer (examples/toy2d) arrives with the denoiser work;"
-	@echo "until then it shows the schedule the library builds by default."
-	@$(MAKE) --no-print-directory $(O)/examples/quickstart
-	@$(O)/examples/quickstart
+EXAMPLES := $(O)/examples/quickstart $(O)/examples/toy2d
+examples: $(EXAMPLES)
 
-$(O)/examples/%: examples/%.c $(O)/libdiffuse.so
+# The main job on a built-in default: train the 2-D toy model (about a minute
+# on two cores) and leave demo.png (data | DDPM | DDIM samples) behind.
+demo: $(O)/examples/toy2d
+	$(O)/examples/toy2d --png demo.png --checkpoint demo.ckpt
+
+$(O)/examples/%: examples/%.c examples/png.c examples/png.h $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< -o $@ -L$(O) \
+	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/png.c -o $@ -L$(O) \
 	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
 
 # Benchmarks against peers in the same process (numpy from Debian).  OpenBLAS
 # tuning variables are unset for the benchmark command alone.
+# bench_mlp.py at 2 threads needs the OpenMP build: make OPENMP=1 O=out-omp bench.
 bench: lib
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_normal.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/bench_gemm.py \
+	    --build-dir $(O)/bench_gemm
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 \
+	    /usr/bin/python3 bench/bench_mlp.py 1 2
 
-install: lib
+install: lib examples
 	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir) $(DESTDIR)$(pkgconfigdir)
 	install -m 644 include/diffuse.h $(DESTDIR)$(includedir)/diffuse.h
 	install -m 755 $(SHARED) $(DESTDIR)$(libdir)/

@@ -698,8 +698,9 @@ typedef struct diffuse_sampler diffuse_sampler;
 
 /* Sampler parameters for diffuse_sampler_set(); numbers never reused. */
 #define DIFFUSE_SAMPLER_ETA 1         /* DDIM eta in [0, 1]; default 0 */
-#define DIFFUSE_SAMPLER_NUM_THREADS 2 /* OpenMP threads inside a call; 0 (default): the
-                                         OpenMP default; no effect without OpenMP */
+#define DIFFUSE_SAMPLER_NUM_THREADS 2 /* OpenMP threads inside a call, 0 .. 4096; 0
+                                         (default): the OpenMP default; no effect
+                                         without OpenMP */
 
 /**
  * The step word of the generator used for the initial noise x_T; the noise of
@@ -723,16 +724,18 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_create(diffuse_sampler **out,
                                                          const diffuse_model *m, int kind,
                                                          size_t max_batch);
 
-/** Release a sampler.  NULL is a no-op.  Since: 1.0. */
+/** Release a sampler.  NULL is a no-op.  Must not be called from inside
+ * one of the sampler's own callbacks.  Since: 1.0. */
 DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
 
 /**
- * Set a sampler parameter.  NUM_THREADS takes an integer >= 0; ETA a value
+ * Set a sampler parameter.  NUM_THREADS takes an integer in [0, 4096]; ETA a value
  * in [0, 1] (above 1 the DDIM coefficient sqrt(1 - abar_prev - sigma^2) can
  * be imaginary, so it is refused).
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter, value out of range, a
- * non-integer for an integer parameter, ETA on a DDPM sampler); the sampler
- * is unchanged.  Since: 1.0.
+ * non-integer for an integer parameter, ETA on a DDPM sampler, a call from
+ * inside one of this sampler's callbacks); the sampler is unchanged.
+ * Since: 1.0.
  */
 DIFFUSE_API int diffuse_sampler_set(diffuse_sampler *s, int param, double value);
 
@@ -743,7 +746,8 @@ DIFFUSE_API int diffuse_sampler_get(const diffuse_sampler *s, int param, double 
 /**
  * Register the progress callback (NULL to remove it).  The library may call
  * it until the sampler is freed or the callback replaced.  Errors:
- * DIFFUSE_EINVAL (s NULL).  Since: 1.0.
+ * DIFFUSE_EINVAL (s NULL, a call from inside one of this sampler's
+ * callbacks).  Since: 1.0.
  */
 DIFFUSE_API int diffuse_sampler_set_progress(diffuse_sampler *s, diffuse_progress_fn fn,
                                              void *user);
@@ -821,10 +825,12 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_vlb_create(diffuse_vlb **out,
                                                      const diffuse_schedule *s,
                                                      const diffuse_model *m, size_t max_batch);
 
-/** Release a VLB evaluator.  NULL is a no-op.  Since: 1.0. */
+/** Release a VLB evaluator.  NULL is a no-op.  Must not be called from
+ * inside one of its own callbacks.  Since: 1.0. */
 DIFFUSE_API void diffuse_vlb_free(diffuse_vlb *v);
 
-/** Set a VLB parameter.  Errors as diffuse_sampler_set().  Since: 1.0. */
+/** Set a VLB parameter (CDF: a DIFFUSE_CDF_* mode; NUM_THREADS as for
+ * samplers).  Errors as diffuse_sampler_set().  Since: 1.0. */
 DIFFUSE_API int diffuse_vlb_set(diffuse_vlb *v, int param, double value);
 
 /** Read a VLB parameter.  Since: 1.0. */
@@ -841,7 +847,9 @@ DIFFUSE_API int diffuse_vlb_set_progress(diffuse_vlb *v, diffuse_progress_fn fn,
  * generator (row b: sample first_sample + b, step word timesteps[t]); the
  * term is KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t > 0 and the
  * discretized decoder NLL for t = 0.  The prior term is
- * KL(q(x_{T-1} | x0) || N(0, 1)).
+ * KL(q(x_{T-1} | x0) || N(0, 1)).  Data drawn from the generator with the
+ * same seed and sample indices on step words in use here would share the
+ * noise of those steps and bias the bound: draw test data from another seed.
  * @param x0         [batch][dim] data in [-1, 1] on the 8-bit grid.
  * @param total      [batch] output: sum of the terms plus the prior.
  * @param prior      [batch] output or NULL.
@@ -864,6 +872,240 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_vlb_run(diffuse_vlb *v, const float *x
  */
 DIFFUSE_API int diffuse_prior_bpd(const diffuse_schedule *s, const float *x0, size_t batch,
                                   size_t dim, double *out);
+
+/* ------------------------------------------------------------------------ */
+/* Reference denoisers, training and checkpoints                             */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A reference denoising network with its weights, an exponential moving
+ * average (EMA) of them, and the workspace for batches up to max_batch.
+ *
+ * The MLP (vector data [batch][dim]), with E = emb_dim and W = width:
+ *   e = Linear(E, W) -> SiLU -> Linear(W, W) applied to the sinusoidal
+ *       embedding of t (Improved DDPM's [cos, sin] form, t the original
+ *       training index as a float);
+ *   h = Linear(dim, W)(x) + e;
+ *   depth times: h = h + Linear(W, W)(SiLU(Linear(W, W)(SiLU(h))));
+ *   out = Linear(W, output_dim)(SiLU(h)).
+ * Its parameters, in the order of diffuse_net_get_params(), are each
+ * Linear's weight [out][in] then bias [out] (PyTorch layouts), in the order
+ * the layers appear above.  Initialization is PyTorch's default for Linear
+ * (uniform in +-1/sqrt(in)), drawn from the library's generator.
+ *
+ * A net is used by one thread at a time.  Models, trainers and samplers
+ * built on it hold a reference, so it may be freed before them.
+ */
+typedef struct diffuse_net diffuse_net;
+
+/**
+ * Create an MLP denoiser.
+ * @param dim         data elements per sample, 1 .. 2^24.
+ * @param width       hidden width W, 1 .. 2^24.
+ * @param depth       residual blocks, 0 .. 4096.
+ * @param emb_dim     time embedding size E, 2 .. 2^24.
+ * @param prediction  DIFFUSE_PRED_*; @param variance DIFFUSE_VAR_* (learned
+ *                    kinds add dim output channels).
+ * @param max_batch   largest batch of a forward call, 1 .. 2^24.
+ * @param seed        initialization seed.
+ * Errors: DIFFUSE_EINVAL (bad sizes or kinds), DIFFUSE_ENOMEM; *out NULL on
+ * failure.  Ownership: diffuse_net_free().  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_create_mlp(diffuse_net **out, size_t dim,
+                                                         size_t width, size_t depth,
+                                                         size_t emb_dim, int prediction,
+                                                         int variance, size_t max_batch,
+                                                         uint64_t seed);
+
+/** Release the caller's reference to a net.  NULL is a no-op.  Since: 1.0. */
+DIFFUSE_API void diffuse_net_free(diffuse_net *n);
+
+/** Number of trainable parameters.  0 for NULL.  Since: 1.0. */
+DIFFUSE_API size_t diffuse_net_param_count(const diffuse_net *n);
+
+/* Which weights; values never reused. */
+#define DIFFUSE_NET_WEIGHTS 0 /* the trained weights */
+#define DIFFUSE_NET_EMA 1     /* their exponential moving average */
+
+/* Net parameters for diffuse_net_set() and diffuse_net_get(); numbers never
+ * reused.  All but NUM_THREADS are read-only descriptions of the net. */
+#define DIFFUSE_NET_NUM_THREADS 1 /* OpenMP threads inside a call, 0 .. 4096; 0: default;
+                                     at most the OpenMP default when the net was created */
+#define DIFFUSE_NET_DIM 2         /* data elements per sample */
+#define DIFFUSE_NET_OUTPUT_DIM 3  /* dim, or 2 dim with a learned variance */
+#define DIFFUSE_NET_WIDTH 4
+#define DIFFUSE_NET_DEPTH 5
+#define DIFFUSE_NET_EMB_DIM 6
+#define DIFFUSE_NET_PREDICTION 7  /* a DIFFUSE_PRED_* value */
+#define DIFFUSE_NET_VARIANCE 8    /* a DIFFUSE_VAR_* value */
+#define DIFFUSE_NET_MAX_BATCH 9
+
+/** Set a net parameter (NUM_THREADS).  Errors: DIFFUSE_EINVAL (NULL,
+ * unknown or read-only parameter, bad value).  Since: 1.0. */
+DIFFUSE_API int diffuse_net_set(diffuse_net *n, int param, double value);
+
+/** Read a net parameter, e.g. the sizes of a net loaded from a checkpoint.
+ * Errors: DIFFUSE_EINVAL (NULL, unknown parameter).  Since: 1.0. */
+DIFFUSE_API int diffuse_net_get(const diffuse_net *n, int param, double *value);
+
+/**
+ * Copy the weights or their EMA into out[0 .. count-1] in the documented
+ * order.  Errors: DIFFUSE_EINVAL (NULL, unknown which, count !=
+ * diffuse_net_param_count()).  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_net_get_params(const diffuse_net *n, int which, float *out,
+                                       size_t count);
+
+/**
+ * Replace the weights or their EMA with in[0 .. count-1].  Errors:
+ * DIFFUSE_EINVAL (as get, or a non-finite value: nothing is changed).
+ * Since: 1.0.
+ */
+DIFFUSE_API int diffuse_net_set_params(diffuse_net *n, int which, const float *in,
+                                       size_t count);
+
+/**
+ * Run the net: out = net(x_t, t) with the given weights.
+ * @param t    [batch] original training timesteps (embedded as floats).
+ * @param out  [batch][output_dim].
+ * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch, unknown which).
+ * Allocates nothing.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_net_forward(diffuse_net *n, int which, const float *x_t,
+                                    const int32_t *t, size_t batch, float *out);
+
+/**
+ * A model handle whose callback runs this net with the given weights, for
+ * samplers and VLB evaluators; it has the net's dim, prediction and
+ * variance, and samplers or VLB evaluators built on it are refused a
+ * max_batch above the net's.  The net's workspace is shared by everything
+ * built on it: those handles, like the net, are used by one thread at a
+ * time.  Errors: DIFFUSE_EINVAL, DIFFUSE_ENOMEM.  Ownership: release with
+ * diffuse_model_free(); it keeps the net alive.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_model(diffuse_net *n, int which,
+                                                    diffuse_model **out);
+
+/**
+ * A trainer: the loss, Adam or AdamW with gradient-norm clipping, the EMA
+ * update and timestep sampling for one net on one schedule.  It allocates its
+ * state and workspace when created; a step allocates nothing.  One thread at
+ * a time.
+ */
+typedef struct diffuse_trainer diffuse_trainer;
+
+/* Losses; values never reused. */
+#define DIFFUSE_LOSS_MSE 0    /* mean squared error on the net's target (eps, x0 or v) */
+#define DIFFUSE_LOSS_HYBRID 1 /* MSE + (T / 1000) VLB term on a stop-gradient mean
+                                 (Improved DDPM, learned variance only) */
+#define DIFFUSE_LOSS_KL 2     /* T x the VLB term (Improved DDPM's RESCALED_KL) */
+
+/* Timestep samplers; values never reused. */
+#define DIFFUSE_TIMESTEPS_UNIFORM 0
+#define DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT 1 /* Improved DDPM's importance sampling:
+                                                  uniform until every t has 10 losses, then
+                                                  p_t ~ sqrt(mean L_t^2), mixed with 0.001
+                                                  uniform; losses weighted 1 / (T p_t) */
+
+/* Trainer parameters for diffuse_trainer_set(); numbers never reused. */
+#define DIFFUSE_TRAINER_LR 1               /* learning rate; default 1e-3 */
+#define DIFFUSE_TRAINER_BETA1 2            /* Adam beta1; default 0.9 */
+#define DIFFUSE_TRAINER_BETA2 3            /* Adam beta2; default 0.999 */
+#define DIFFUSE_TRAINER_EPS 4              /* Adam epsilon; default 1e-8 */
+#define DIFFUSE_TRAINER_WEIGHT_DECAY 5     /* default 0 */
+#define DIFFUSE_TRAINER_ADAMW 6            /* 1: decoupled weight decay (AdamW, default);
+                                              0: L2 added to the gradient (Adam) */
+#define DIFFUSE_TRAINER_GRAD_CLIP 7        /* max global gradient norm; 0: off (default) */
+#define DIFFUSE_TRAINER_EMA_DECAY 8        /* default 0.999 */
+#define DIFFUSE_TRAINER_LOSS 9             /* DIFFUSE_LOSS_*; default MSE */
+#define DIFFUSE_TRAINER_MIN_SNR_GAMMA 10   /* min-SNR weighting gamma; 0: off (default) */
+#define DIFFUSE_TRAINER_TIMESTEPS 11       /* DIFFUSE_TIMESTEPS_*; default uniform */
+#define DIFFUSE_TRAINER_NUM_THREADS 12     /* OpenMP threads; 0: default */
+#define DIFFUSE_TRAINER_STEP 13            /* steps taken so far (read-only) */
+
+/**
+ * Create a trainer for net on schedule s (a full training schedule; the
+ * schedule is copied).
+ * Errors: DIFFUSE_EINVAL (NULL, max_batch 0 or above the net's), DIFFUSE_ENOMEM.
+ * Ownership: diffuse_trainer_free(); the trainer keeps the net alive.
+ * Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_trainer_create(diffuse_trainer **out,
+                                                         diffuse_net *net,
+                                                         const diffuse_schedule *s,
+                                                         size_t max_batch);
+
+/** Release a trainer.  NULL is a no-op.  Since: 1.0. */
+DIFFUSE_API void diffuse_trainer_free(diffuse_trainer *tr);
+
+/** Set a trainer parameter.  Errors: DIFFUSE_EINVAL (NULL, unknown or
+ * read-only parameter, value out of range, HYBRID without a learned
+ * variance); the trainer is unchanged.  Since: 1.0. */
+DIFFUSE_API int diffuse_trainer_set(diffuse_trainer *tr, int param, double value);
+
+/** Read a trainer parameter.  Since: 1.0. */
+DIFFUSE_API int diffuse_trainer_get(const diffuse_trainer *tr, int param, double *value);
+
+/**
+ * One training step on a caller batch: draw t and noise, compute the loss and
+ * its gradient, clip, update the weights and the EMA.
+ *
+ * Step k of a trainer draws, for row b, the timestep and the noise from
+ * (seed, sample k * 2^32 + b), so the same seed, data and settings give the
+ * same weights whatever the thread count.
+ * @param x0    [batch][dim] training data.
+ * @param loss  receives the batch's mean loss (weighted as optimized), or NULL.
+ * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch),
+ * DIFFUSE_ENUMERIC (a non-finite loss or gradient: the weights are left as
+ * they were).  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_trainer_step(diffuse_trainer *tr, const float *x0,
+                                                       size_t batch, uint64_t seed,
+                                                       double *loss);
+
+/**
+ * The checkpoint format version this library writes; it reads this version
+ * and older ones.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_checkpoint_format_version(void);
+
+/**
+ * Save a net (architecture, weights, EMA weights) and, when tr is not NULL,
+ * its trainer's state (parameters, step count, Adam moments, the importance
+ * sampler's loss history, and the schedule's betas) to path.
+ *
+ * Format: little-endian; an 8-byte magic "DIFFCKPT", the format version, the
+ * payload length and the CRC-32 (IEEE) of the payload, then named typed
+ * tensors.  The file is written to a temporary file in the same directory,
+ * flushed to disk, and renamed over path, so path never holds a partial
+ * checkpoint; a new file gets mode 0600, an overwritten one keeps its mode.
+ * Errors: DIFFUSE_EINVAL (NULL path or net, tr not training net, a
+ * checkpoint over 2 GiB),
+ * DIFFUSE_EIO (the file cannot be written; path is left as it was),
+ * DIFFUSE_ENOMEM.  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_checkpoint_save(const char *path, const diffuse_net *net,
+                                        const diffuse_trainer *tr);
+
+/**
+ * Load a checkpoint: a new net with batches up to max_batch, and, when
+ * tr_out is not NULL, a trainer for it on schedule s with batches up to
+ * trainer_batch, restored so that training continues bit for bit as if it
+ * had not stopped.  s must have the betas and timesteps the checkpoint
+ * recorded (bit for bit).  Records with unknown names are skipped, so a
+ * later 1.x library may add optional records.
+ * Errors: DIFFUSE_EINVAL (NULL path or net_out, max_batch 0, tr_out without
+ * s or without trainer state in the file, s with other betas or timesteps),
+ * DIFFUSE_EIO (the file cannot be read), DIFFUSE_EFORMAT (not a checkpoint,
+ * a newer format, a bad CRC, or any malformed content: the loader reads
+ * nothing out of bounds whatever the bytes), DIFFUSE_ENOMEM.  *net_out and
+ * *tr_out are NULL on failure.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_checkpoint_load(const char *path, size_t max_batch,
+                                                          diffuse_net **net_out,
+                                                          const diffuse_schedule *s,
+                                                          size_t trainer_batch,
+                                                          diffuse_trainer **tr_out);
 
 /* ------------------------------------------------------------------------ */
 /* Randomness                                                                */

@@ -27,6 +27,10 @@ int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_sch
         max_batch > SIZE_MAX / 8 / m->out_dim / 8)
         return diffuse__fail(DIFFUSE_EINVAL, func, "max_batch = %zu is 0 or too large for dim %zu",
                              max_batch, m->dim);
+    if (m->max_batch != 0 && max_batch > m->max_batch)
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "max_batch = %zu exceeds the %zu rows the model's net accepts",
+                             max_batch, m->max_batch);
     DIFFUSE_TRY(diffuse__check_model_schedule(func, m, s));
     e->model = *m;
     e->max_batch = max_batch;

@@ -20,6 +20,7 @@ struct diffuse_model {
      * copy of the model (samplers, VLB evaluators) retains it. */
     void (*retain)(void *user);
     void (*release)(void *user);
+    size_t max_batch; /* largest batch the callback accepts; 0: any */
 };
 
 /* model.c: per-row pieces of p(x_{t-1} | x_t). */

@@ -49,6 +49,8 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
 {
     if (s == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
+    if (s->e.busy)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "called from inside one of this handle's callbacks");
     switch (param) {
     case DIFFUSE_SAMPLER_ETA:
         if (s->kind != DIFFUSE_SAMPLER_DDIM)
@@ -86,6 +88,8 @@ int diffuse_sampler_set_progress(diffuse_sampler *s, diffuse_progress_fn fn, voi
 {
     if (s == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
+    if (s->e.busy)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "called from inside one of this handle's callbacks");
     s->e.progress = fn;
     s->e.progress_user = user;
     return DIFFUSE_OK;

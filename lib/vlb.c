@@ -55,6 +55,8 @@ int diffuse_vlb_set(diffuse_vlb *v, int param, double value)
 {
     if (v == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "VLB evaluator is NULL");
+    if (v->e.busy)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "called from inside one of this handle's callbacks");
     switch (param) {
     case DIFFUSE_VLB_CDF:
         if (value != DIFFUSE_CDF_TANH && value != DIFFUSE_CDF_EXACT)
@@ -91,6 +93,8 @@ int diffuse_vlb_set_progress(diffuse_vlb *v, diffuse_progress_fn fn, void *user)
 {
     if (v == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "VLB evaluator is NULL");
+    if (v->e.busy)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "called from inside one of this handle's callbacks");
     v->e.progress = fn;
     v->e.progress_user = user;
     return DIFFUSE_OK;

@@ -6,24 +6,7 @@
 
 #include <stdlib.h>
 
-static long live, calls, fail_at; /* fail the fail_at-th call (1-based); 0: never */
-
-static void *counting_alloc(void *user, size_t size)
-{
-    (void)user;
-    calls++;
-    if (fail_at != 0 && calls == fail_at)
-        return NULL;
-    live++;
-    return malloc(size);
-}
-
-static void counting_free(void *user, void *ptr)
-{
-    (void)user;
-    live--;
-    free(ptr);
-}
+#include "counting_alloc.h"
 
 static void test_diffuse_set_allocator_mismatched(void)
 {

@@ -363,6 +363,39 @@ static void test_sampler_reentry_refused(void)
     fixture_free(&f);
 }
 
+/* A progress callback may not change its own sampler mid-run. */
+static diffuse_sampler *meddle_target;
+static int meddle_status[2];
+static int meddle(void *user, int32_t step, int32_t total)
+{
+    (void)user;
+    (void)total;
+    if (step == 2) {
+        meddle_status[0] = diffuse_sampler_set(meddle_target, DIFFUSE_SAMPLER_ETA, 1.0);
+        meddle_status[1] = diffuse_sampler_set_progress(meddle_target, NULL, NULL);
+    }
+    return 0;
+}
+
+static void test_sampler_set_refused_inside_callback(void)
+{
+    fixture f;
+    diffuse_sampler *s = NULL;
+    float out[DIM];
+    double eta = -1;
+    ASSERT_OK(fixture_init(&f, DIFFUSE_VAR_FIXED_SMALL));
+    ASSERT_OK(diffuse_sampler_create(&s, f.fast, f.model, DIFFUSE_SAMPLER_DDIM, 1));
+    meddle_target = s;
+    ASSERT_OK(diffuse_sampler_set_progress(s, meddle, NULL));
+    ASSERT_OK(diffuse_sampler_run(s, NULL, 1, 0, 1, out));
+    ASSERT_EQ(meddle_status[0], DIFFUSE_EINVAL);
+    ASSERT_EQ(meddle_status[1], DIFFUSE_EINVAL);
+    ASSERT_OK(diffuse_sampler_get(s, DIFFUSE_SAMPLER_ETA, &eta));
+    ASSERT_TRUE(eta == 0.0);
+    diffuse_sampler_free(s);
+    fixture_free(&f);
+}
+
 /* Handles copy what they need: schedule and model may be freed first. */
 static void test_sampler_outlives_schedule_and_model(void)
 {
@@ -527,6 +560,7 @@ int main(void)
     RUN(test_sampler_progress_and_cancel);
     RUN(test_sampler_model_errors);
     RUN(test_sampler_reentry_refused);
+    RUN(test_sampler_set_refused_inside_callback);
     RUN(test_sampler_outlives_schedule_and_model);
     RUN(test_sampler_parameters);
     RUN(test_model_parameters);

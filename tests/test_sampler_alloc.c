@@ -6,24 +6,7 @@
 
 #include <stdlib.h>
 
-static long calls, live, fail_at;
-
-static void *count_alloc(void *user, size_t size)
-{
-    (void)user;
-    calls++;
-    if (fail_at != 0 && calls == fail_at)
-        return NULL;
-    live++;
-    return malloc(size);
-}
-
-static void count_free(void *user, void *ptr)
-{
-    (void)user;
-    live--;
-    free(ptr);
-}
+#include "counting_alloc.h"
 
 static int zero_model(void *user, const float *x, const int32_t *t, size_t batch, size_t dim,
                       float *out)
@@ -141,7 +124,7 @@ static void test_sampling_constructors_out_of_memory(void)
 
 int main(void)
 {
-    if (diffuse_set_allocator(count_alloc, count_free, NULL) != DIFFUSE_OK) {
+    if (diffuse_set_allocator(counting_alloc, counting_free, NULL) != DIFFUSE_OK) {
         printf("FAIL setup: %s\n0 passed, 1 failed, 0 skipped\n", diffuse_last_error());
         return 1;
     }

@@ -1,0 +1,62 @@
+/* Internal: the MLP denoiser's shape and parameter layout. */
+#ifndef DIFFUSE_NN_MLP_H
+#define DIFFUSE_NN_MLP_H
+
+#include <stddef.h>
+
+typedef struct {
+    size_t dim, out_dim, width, depth, emb;
+} diffuse__mlp_shape;
+
+/* Offsets of each tensor in the flat parameter vector (the documented
+ * order): time Linear 1 and 2, input Linear, blocks, output Linear. */
+typedef struct {
+    size_t t1_w, t1_b, t2_w, t2_b, in_w, in_b, blocks, block_size, out_w, out_b, total;
+    size_t width;
+} diffuse__mlp_layout_t;
+
+typedef diffuse__mlp_layout_t diffuse__mlp_offsets;
+
+
+static inline diffuse__mlp_offsets diffuse__mlp_layout(const diffuse__mlp_shape *s)
+{
+    diffuse__mlp_offsets o;
+    const size_t W = s->width;
+    o.width = W;
+    o.t1_w = 0;
+    o.t1_b = o.t1_w + W * s->emb;
+    o.t2_w = o.t1_b + W;
+    o.t2_b = o.t2_w + W * W;
+    o.in_w = o.t2_b + W;
+    o.in_b = o.in_w + W * s->dim;
+    o.blocks = o.in_b + W;
+    o.block_size = 2 * (W * W + W);
+    o.out_w = o.blocks + s->depth * o.block_size;
+    o.out_b = o.out_w + s->out_dim * W;
+    o.total = o.out_b + s->out_dim;
+    return o;
+}
+
+/* Offset of block l's tensor k: 0 weight 1, 1 bias 1, 2 weight 2, 3 bias 2. */
+static inline size_t diffuse__mlp_block(const diffuse__mlp_offsets *o, size_t l, int k)
+{
+    const size_t base = o->blocks + l * o->block_size, W = o->width;
+    return k == 0 ? base : k == 1 ? base + W * W : k == 2 ? base + W * W + W
+                                                        : base + 2 * W * W + W;
+}
+
+/* Saved activations of a batch of B rows, in values. */
+static inline size_t diffuse__mlp_act_count(const diffuse__mlp_shape *s, size_t B)
+{
+    return B * (s->emb + s->width * (3 + (s->depth + 1) + 3 * s->depth + 1));
+}
+
+/* mlp.c: the float instantiation of mlp_impl.h. */
+void diffuse__mlp_forward(const diffuse__mlp_shape *sh, const float *P, const float *x,
+                          const float *t, size_t B, float *acts, float *out, float *work,
+                          int nt);
+void diffuse__mlp_backward(const diffuse__mlp_shape *sh, const float *P, const float *x,
+                           size_t B, float *acts, const float *dout, float *G, float *work,
+                           float *scratch, int nt);
+
+#endif

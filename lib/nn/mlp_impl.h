@@ -1,0 +1,105 @@
+/*
+ * The MLP denoiser's forward and backward passes, written once over a scalar
+ * type.  The includer defines:
+ *   MLP_REAL     the scalar type (float in the library, double in tests);
+ *   MLP_L(name)  the layer function of that type (name##_f or name##_d);
+ *   MLP_FN(name) the name of the function defined here for that type.
+ * Architecture and parameter order: see diffuse_net_create_mlp() in
+ * diffuse.h.  Nothing here allocates: activations and scratch are the
+ * caller's (sizes from diffuse__mlp_act_count / diffuse__mlp_work_count).
+ */
+#include "mlp.h"
+
+/* Pointers to the saved activations of a batch of B rows. */
+typedef struct {
+    MLP_REAL *emb0, *a1, *s1, *temb, *h, *sa, *u, *su, *sh;
+} MLP_FN(mlp_acts);
+
+static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_REAL *acts,
+                                            size_t B)
+{
+    MLP_FN(mlp_acts) a;
+    const size_t W = sh->width, L = sh->depth;
+    a.emb0 = acts;
+    a.a1 = a.emb0 + B * sh->emb;
+    a.s1 = a.a1 + B * W;
+    a.temb = a.s1 + B * W;
+    a.h = a.temb + B * W;           /* (L + 1) x [B][W] */
+    a.sa = a.h + (L + 1) * B * W;   /* L x [B][W] */
+    a.u = a.sa + L * B * W;         /* L x [B][W] */
+    a.su = a.u + L * B * W;         /* L x [B][W] */
+    a.sh = a.su + L * B * W;        /* [B][W] */
+    return a;
+}
+
+/* out[B][out_dim] = mlp(x[B][dim], t[B]) with parameters P; saves
+ * activations for the backward pass. */
+static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
+                                const MLP_REAL *x, const MLP_REAL *t, size_t B,
+                                MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work, int nt)
+{
+    const size_t W = sh->width, E = sh->emb, L = sh->depth;
+    diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
+    MLP_FN(mlp_acts) a = MLP_FN(mlp_acts_at)(sh, acts, B);
+    size_t l;
+    MLP_L(diffuse__timestep_embedding)(t, B, E, a.emb0);
+    MLP_L(diffuse__linear_forward)(a.emb0, B, E, P + o.t1_w, P + o.t1_b, W, a.a1, work, nt);
+    MLP_L(diffuse__silu_forward)(a.a1, B * W, a.s1);
+    MLP_L(diffuse__linear_forward)(a.s1, B, W, P + o.t2_w, P + o.t2_b, W, a.temb, work, nt);
+    MLP_L(diffuse__linear_forward)(x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, work, nt);
+    MLP_L(diffuse__add)(a.h, a.temb, B * W, a.h);
+    for (l = 0; l < L; l++) {
+        const MLP_REAL *h = a.h + l * B * W;
+        MLP_REAL *sa = a.sa + l * B * W, *u = a.u + l * B * W, *su = a.su + l * B * W;
+        MLP_REAL *hn = a.h + (l + 1) * B * W;
+        MLP_L(diffuse__silu_forward)(h, B * W, sa);
+        MLP_L(diffuse__linear_forward)(sa, B, W, P + diffuse__mlp_block(&o, l, 0), P + diffuse__mlp_block(&o, l, 1), W, u, work,
+                                       nt);
+        MLP_L(diffuse__silu_forward)(u, B * W, su);
+        MLP_L(diffuse__linear_forward)(su, B, W, P + diffuse__mlp_block(&o, l, 2), P + diffuse__mlp_block(&o, l, 3), W, hn, work,
+                                       nt);
+        MLP_L(diffuse__add)(hn, h, B * W, hn);
+    }
+    MLP_L(diffuse__silu_forward)(a.h + L * B * W, B * W, a.sh);
+    MLP_L(diffuse__linear_forward)(a.sh, B, W, P + o.out_w, P + o.out_b, sh->out_dim, out, work,
+                                   nt);
+}
+
+/* Gradients of sum(dout .* out) after mlp_forward on the same inputs:
+ * G (param_count) is ACCUMULATED into; dx [B][dim] is overwritten when not
+ * NULL.  scratch: 3 B W values after the layers' work. */
+static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
+                                 const MLP_REAL *x, size_t B, MLP_REAL *acts,
+                                 const MLP_REAL *dout, MLP_REAL *G, MLP_REAL *dx,
+                                 MLP_REAL *work, MLP_REAL *scratch, int nt)
+{
+    const size_t W = sh->width, E = sh->emb, L = sh->depth;
+    diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
+    MLP_FN(mlp_acts) a = MLP_FN(mlp_acts_at)(sh, acts, B);
+    MLP_REAL *dh = scratch, *d1 = scratch + B * W, *d2 = scratch + 2 * B * W;
+    size_t l, i;
+    /* out = Linear(SiLU(h_L)) */
+    MLP_L(diffuse__linear_backward)(a.sh, B, W, P + o.out_w, sh->out_dim, dout, d1, G + o.out_w,
+                                    G + o.out_b, work, nt);
+    MLP_L(diffuse__silu_backward)(a.h + L * B * W, d1, B * W, dh);
+    for (l = L; l-- > 0;) {
+        const MLP_REAL *h = a.h + l * B * W;
+        /* h_{l+1} = h_l + Linear2(SiLU(Linear1(SiLU(h_l)))) */
+        MLP_L(diffuse__linear_backward)(a.su + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 2), W, dh, d1,
+                                        G + diffuse__mlp_block(&o, l, 2), G + diffuse__mlp_block(&o, l, 3), work, nt);
+        MLP_L(diffuse__silu_backward)(a.u + l * B * W, d1, B * W, d1);
+        MLP_L(diffuse__linear_backward)(a.sa + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 0), W, d1, d2,
+                                        G + diffuse__mlp_block(&o, l, 0), G + diffuse__mlp_block(&o, l, 1), work, nt);
+        MLP_L(diffuse__silu_backward)(h, d2, B * W, d2);
+        MLP_L(diffuse__add)(dh, d2, B * W, dh);
+    }
+    /* h_0 = Linear_in(x) + temb */
+    MLP_L(diffuse__linear_backward)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w,
+                                    G + o.in_b, work, nt);
+    MLP_L(diffuse__linear_backward)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, G + o.t2_b,
+                                    work, nt);
+    MLP_L(diffuse__silu_backward)(a.a1, d1, B * W, d1);
+    MLP_L(diffuse__linear_backward)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w,
+                                    G + o.t1_b, work, nt);
+    (void)i;
+}

@@ -1,0 +1,320 @@
+/* The public net handle: creation, parameters, forward, and the model
+ * adapter that lets samplers and VLB evaluators run a net. */
+#include "net.h"
+
+#include "layers.h"
+
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#  include <omp.h>
+#endif
+
+/* Generator stream of the initial weights: element j of the flat parameter
+ * vector uses word j % 4 of the Philox block with counter
+ * (j / 4, 0xFFFFFFFC, j >> 32, 0) and key = seed. */
+#define INIT_STREAM 0xFFFFFFFCu
+
+static void init_uniform(float *p, size_t n, size_t first, double bound, uint64_t seed)
+{
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    size_t j;
+    for (j = 0; j < n; j++) {
+        size_t e = first + j;
+        uint32_t ctr[4] = {(uint32_t)(e / 4), INIT_STREAM, (uint32_t)((uint64_t)e >> 32), 0};
+        uint32_t w[4];
+        double u;
+        diffuse__philox4x32_10(ctr, key, w);
+        u = ((double)w[e % 4] + 0.5) * (1.0 / 4294967296.0);
+        p[j] = (float)((2.0 * u - 1.0) * bound);
+    }
+}
+
+/* PyTorch's default Linear initialization: weight and bias uniform in
+ * +-1/sqrt(in). */
+static void init_linear(float *P, size_t w_off, size_t b_off, size_t in, size_t out,
+                        uint64_t seed)
+{
+    double bound = 1.0 / sqrt((double)in);
+    init_uniform(P + w_off, in * out, w_off, bound, seed);
+    init_uniform(P + b_off, out, b_off, bound, seed);
+}
+
+static size_t pad16(size_t n)
+{
+    return (n + 15u) & ~(size_t)15u;
+}
+
+static int default_threads(void)
+{
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+    return n > 0 ? n : 1;
+#else
+    return 1;
+#endif
+}
+
+int diffuse__net_threads(const diffuse_net *n, int requested)
+{
+    int want = requested > 0 ? requested : n->num_threads > 0 ? n->num_threads : n->max_threads;
+    return want > n->max_threads ? n->max_threads : want;
+}
+
+int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t depth,
+                           size_t emb_dim, int prediction, int variance, size_t max_batch,
+                           uint64_t seed)
+{
+    diffuse_net *n;
+    diffuse__mlp_shape sh;
+    diffuse__mlp_offsets o;
+    size_t acts, work, scratch, total, l, np_pad;
+    const size_t LIM = (size_t)1 << 24;
+    int mt = default_threads();
+    if (out == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
+    *out = NULL;
+    if (dim == 0 || width == 0 || emb_dim < 2 || dim > LIM || width > LIM || emb_dim > LIM ||
+        depth > 4096)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL,
+                     "need dim, width >= 1, emb_dim >= 2 (each <= 2^24), depth <= 4096; got "
+                     "%zu, %zu, %zu, %zu", dim, width, emb_dim, depth);
+    if (prediction < DIFFUSE_PRED_EPS || prediction > DIFFUSE_PRED_V)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown prediction kind %d", prediction);
+    if (variance < DIFFUSE_VAR_FIXED_SMALL || variance > DIFFUSE_VAR_LEARNED_RANGE)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown variance type %d", variance);
+    if (max_batch == 0 || max_batch > LIM)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "max_batch = %zu is outside [1, 2^24]", max_batch);
+    sh.dim = dim;
+    sh.out_dim = variance >= DIFFUSE_VAR_LEARNED ? 2 * dim : dim;
+    sh.width = width;
+    sh.depth = depth;
+    sh.emb = emb_dim;
+    o = diffuse__mlp_layout(&sh);
+    /* Sizes in floats; the limits above keep the products far from overflow
+     * on 64-bit size_t, and the check below catches a 32-bit one. */
+    /* Each region is a multiple of 16 floats, so every one of them starts
+     * 64-byte aligned (the GEMM's work buffer needs it). */
+    np_pad = pad16(o.total);
+    acts = pad16(diffuse__mlp_act_count(&sh, max_batch));
+    work = pad16(diffuse__linear_work_floats(mt));
+    scratch = 3 * max_batch * width;
+    total = 3 * np_pad + acts + pad16(max_batch) + work + scratch;
+    if (total / 3 < np_pad || total > SIZE_MAX / sizeof(float) / 2)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "the net is too large to allocate");
+    n = (diffuse_net *)diffuse__malloc(sizeof *n);
+    if (n == NULL)
+        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate a net");
+    memset(n, 0, sizeof *n);
+    n->params = (float *)diffuse__malloc(total * sizeof(float));
+    if (n->params == NULL) {
+        diffuse__free(n);
+        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate %zu bytes for the net",
+                     total * sizeof(float));
+    }
+    n->kind = DIFFUSE_NET_KIND_MLP;
+    n->mlp = sh;
+    n->dim = dim;
+    n->out_dim = sh.out_dim;
+    n->max_batch = max_batch;
+    n->n_params = o.total;
+    n->prediction = prediction;
+    n->variance = variance;
+    n->model_view.dim = dim;
+    n->model_view.out_dim = sh.out_dim;
+    n->model_view.prediction = prediction;
+    n->model_view.variance = variance;
+    n->ema = n->params + np_pad;
+    n->grads = n->ema + np_pad;
+    n->acts = n->grads + np_pad;
+    n->tf = n->acts + acts;
+    n->work = n->tf + pad16(max_batch);
+    n->scratch = n->work + work;
+    n->max_threads = mt;
+    n->num_threads = 0;
+    atomic_init(&n->refs, 1);
+    init_linear(n->params, o.t1_w, o.t1_b, emb_dim, width, seed);
+    init_linear(n->params, o.t2_w, o.t2_b, width, width, seed);
+    init_linear(n->params, o.in_w, o.in_b, dim, width, seed);
+    for (l = 0; l < depth; l++) {
+        init_linear(n->params, diffuse__mlp_block(&o, l, 0), diffuse__mlp_block(&o, l, 1), width,
+                    width, seed);
+        init_linear(n->params, diffuse__mlp_block(&o, l, 2), diffuse__mlp_block(&o, l, 3), width,
+                    width, seed);
+    }
+    init_linear(n->params, o.out_w, o.out_b, width, sh.out_dim, seed);
+    memcpy(n->ema, n->params, o.total * sizeof(float));
+    memset(n->grads, 0, o.total * sizeof(float));
+    *out = n;
+    return DIFFUSE_OK;
+}
+
+void diffuse__net_retain(void *net)
+{
+    atomic_fetch_add(&((diffuse_net *)net)->refs, 1);
+}
+
+void diffuse__net_release(void *net)
+{
+    diffuse_net *n = (diffuse_net *)net;
+    if (atomic_fetch_sub(&n->refs, 1) == 1) {
+        diffuse__free(n->params);
+        diffuse__free(n);
+    }
+}
+
+void diffuse_net_free(diffuse_net *n)
+{
+    if (n != NULL)
+        diffuse__net_release(n);
+}
+
+size_t diffuse_net_param_count(const diffuse_net *n)
+{
+    return n ? n->n_params : 0;
+}
+
+int diffuse_net_set(diffuse_net *n, int param, double value)
+{
+    if (n == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "net is NULL");
+    if (param >= DIFFUSE_NET_DIM && param <= DIFFUSE_NET_MAX_BATCH)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d describes the net and is read-only", param);
+    if (param != DIFFUSE_NET_NUM_THREADS)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
+                     DIFFUSE_VERSION_STRING);
+    if (!(value >= 0.0 && value <= 4096.0) || value != floor(value))
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "NUM_THREADS takes an integer in [0, 4096], not %g", value);
+    n->num_threads = (int)value;
+    return DIFFUSE_OK;
+}
+
+int diffuse_net_get(const diffuse_net *n, int param, double *value)
+{
+    if (n == NULL || value == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", n == NULL ? "net" : "value");
+    switch (param) {
+    case DIFFUSE_NET_NUM_THREADS: *value = n->num_threads; return DIFFUSE_OK;
+    case DIFFUSE_NET_DIM: *value = (double)n->dim; return DIFFUSE_OK;
+    case DIFFUSE_NET_OUTPUT_DIM: *value = (double)n->out_dim; return DIFFUSE_OK;
+    case DIFFUSE_NET_WIDTH: *value = (double)n->mlp.width; return DIFFUSE_OK;
+    case DIFFUSE_NET_DEPTH: *value = (double)n->mlp.depth; return DIFFUSE_OK;
+    case DIFFUSE_NET_EMB_DIM: *value = (double)n->mlp.emb; return DIFFUSE_OK;
+    case DIFFUSE_NET_PREDICTION: *value = n->prediction; return DIFFUSE_OK;
+    case DIFFUSE_NET_VARIANCE: *value = n->variance; return DIFFUSE_OK;
+    case DIFFUSE_NET_MAX_BATCH: *value = (double)n->max_batch; return DIFFUSE_OK;
+    default:
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
+                     DIFFUSE_VERSION_STRING);
+    }
+}
+
+static float *which_params(const diffuse_net *n, int which)
+{
+    return which == DIFFUSE_NET_WEIGHTS ? n->params : which == DIFFUSE_NET_EMA ? n->ema : NULL;
+}
+
+int diffuse_net_get_params(const diffuse_net *n, int which, float *out, size_t count)
+{
+    const float *P;
+    if (n == NULL || out == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", n == NULL ? "net" : "out");
+    P = which_params(n, which);
+    if (P == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown weights %d", which);
+    if (count != n->n_params)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "count = %zu but the net has %zu parameters", count,
+                     n->n_params);
+    memcpy(out, P, count * sizeof *out);
+    return DIFFUSE_OK;
+}
+
+int diffuse_net_set_params(diffuse_net *n, int which, const float *in, size_t count)
+{
+    float *P;
+    size_t i;
+    if (n == NULL || in == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", n == NULL ? "net" : "in");
+    P = which_params(n, which);
+    if (P == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown weights %d", which);
+    if (count != n->n_params)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "count = %zu but the net has %zu parameters", count,
+                     n->n_params);
+    for (i = 0; i < count; i++)
+        if (!isfinite(in[i]))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %zu is %g", i, (double)in[i]);
+    memcpy(P, in, count * sizeof *P);
+    return DIFFUSE_OK;
+}
+
+void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x, size_t B,
+                                 float *out, int nt)
+{
+    diffuse__mlp_forward(&n->mlp, P, x, n->tf, B, n->acts, out, n->work, nt);
+}
+
+void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float *dout, int nt)
+{
+    diffuse__mlp_backward(&n->mlp, n->params, x, B, n->acts, dout, n->grads, n->work,
+                          n->scratch, nt);
+}
+
+static int run_forward(const char *func, diffuse_net *n, int which, const float *x,
+                       const int32_t *t, size_t batch, float *out)
+{
+    const float *P;
+    size_t b;
+    if (n == NULL || x == NULL || t == NULL || out == NULL)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "a pointer argument is NULL");
+    P = which_params(n, which);
+    if (P == NULL)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "unknown weights %d", which);
+    if (batch == 0 || batch > n->max_batch)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "batch = %zu is outside [1, max_batch = %zu]",
+                             batch, n->max_batch);
+    for (b = 0; b < batch; b++)
+        n->tf[b] = (float)t[b];
+    diffuse__net_forward_params(n, P, x, batch, out, diffuse__net_threads(n, 0));
+    return DIFFUSE_OK;
+}
+
+int diffuse_net_forward(diffuse_net *n, int which, const float *x_t, const int32_t *t,
+                        size_t batch, float *out)
+{
+    return run_forward(__func__, n, which, x_t, t, batch, out);
+}
+
+static int model_weights(void *user, const float *x, const int32_t *t, size_t batch,
+                         size_t dim, float *out)
+{
+    (void)dim;
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_WEIGHTS, x, t, batch, out);
+}
+
+static int model_ema(void *user, const float *x, const int32_t *t, size_t batch, size_t dim,
+                     float *out)
+{
+    (void)dim;
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_EMA, x, t, batch, out);
+}
+
+int diffuse_net_model(diffuse_net *n, int which, diffuse_model **out)
+{
+    diffuse_model *m = NULL;
+    if (out == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
+    *out = NULL;
+    if (n == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "net is NULL");
+    if (which_params(n, which) == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown weights %d", which);
+    DIFFUSE_TRY(diffuse_model_create(&m, which == DIFFUSE_NET_EMA ? model_ema : model_weights, n,
+                                     n->dim, n->prediction, n->variance));
+    m->retain = diffuse__net_retain;
+    m->release = diffuse__net_release;
+    m->max_batch = n->max_batch;
+    diffuse__net_retain(n);
+    *out = m;
+    return DIFFUSE_OK;
+}

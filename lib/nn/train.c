@@ -1,0 +1,430 @@
+/*
+ * The trainer: timestep and noise sampling, the losses (MSE with optional
+ * min-SNR weighting, Improved DDPM's hybrid and KL losses), the backward
+ * pass, gradient-norm clipping, Adam / AdamW and the EMA of the weights.
+ */
+#include "train.h"
+
+#include <math.h>
+#include <string.h>
+
+#define LN2 0.69314718055994530942
+
+int diffuse_trainer_create(diffuse_trainer **out, diffuse_net *net, const diffuse_schedule *s,
+                           size_t max_batch)
+{
+    diffuse_trainer *tr;
+    size_t P, rows, orow, T, bytes;
+    unsigned char *blk;
+    if (out == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
+    *out = NULL;
+    if (net == NULL || s == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", net == NULL ? "net" : "schedule");
+    if (max_batch == 0 || max_batch > net->max_batch)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "max_batch = %zu is outside [1, the net's %zu]", max_batch,
+                     net->max_batch);
+    if (net->prediction == DIFFUSE_PRED_EPS &&
+        s->tables[DIFFUSE_TABLE_ALPHAS_CUMPROD][s->T - 1] == 0.0)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "an eps net cannot be trained for x0 on a zero terminal "
+                                     "SNR schedule: use a v or x0 net");
+    P = net->n_params;
+    T = s->T;
+    rows = max_batch * net->dim;
+    orow = max_batch * net->out_dim;
+    /* doubles first, then floats, then integers: all naturally aligned */
+    bytes = (2 * max_batch + T * HISTORY + T) * sizeof(double) +
+            (2 * P + 2 * rows + 2 * orow) * sizeof(float) +
+            (max_batch + 2 * T) * sizeof(int32_t);
+    tr = (diffuse_trainer *)diffuse__malloc(sizeof *tr);
+    blk = (unsigned char *)diffuse__malloc(bytes);
+    if (tr != NULL)
+        tr->sched = diffuse__schedule_clone(s);
+    if (tr == NULL || blk == NULL || tr->sched == NULL) {
+        if (tr != NULL)
+            diffuse_schedule_free(tr->sched);
+        diffuse__free(tr);
+        diffuse__free(blk);
+        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate a trainer (%zu bytes)", bytes);
+    }
+    memset(blk, 0, bytes);
+    tr->weight = (double *)(void *)blk;
+    tr->hist = tr->weight + max_batch;
+    tr->prob = tr->hist + T * HISTORY;
+    tr->row_l = tr->prob + T;
+    tr->m = (float *)(void *)(tr->row_l + max_batch);
+    tr->v = tr->m + P;
+    tr->x_t = tr->v + P;
+    tr->noise = tr->x_t + rows;
+    tr->out = tr->noise + rows;
+    tr->dout = tr->out + orow;
+    tr->t = (int32_t *)(void *)(tr->dout + orow);
+    tr->hist_n = (uint32_t *)(void *)(tr->t + max_batch);
+    tr->hist_pos = tr->hist_n + T;
+    tr->net = net;
+    diffuse__net_retain(net);
+    tr->max_batch = max_batch;
+    tr->T = T;
+    tr->lr = 1e-3;
+    tr->beta1 = 0.9;
+    tr->beta2 = 0.999;
+    tr->eps = 1e-8;
+    tr->weight_decay = 0.0;
+    tr->adamw = 1;
+    tr->grad_clip = 0.0;
+    tr->ema_decay = 0.999;
+    tr->loss = DIFFUSE_LOSS_MSE;
+    tr->min_snr = 0.0;
+    tr->timesteps = DIFFUSE_TIMESTEPS_UNIFORM;
+    tr->num_threads = 0;
+    tr->step = 0;
+    *out = tr;
+    return DIFFUSE_OK;
+}
+
+void diffuse_trainer_free(diffuse_trainer *tr)
+{
+    if (tr == NULL)
+        return;
+    diffuse__free(tr->weight);
+    diffuse_schedule_free(tr->sched);
+    diffuse__net_release(tr->net);
+    diffuse__free(tr);
+}
+
+static int learned(const diffuse_trainer *tr)
+{
+    return tr->net->variance == DIFFUSE_VAR_LEARNED ||
+           tr->net->variance == DIFFUSE_VAR_LEARNED_RANGE;
+}
+
+int diffuse_trainer_set(diffuse_trainer *tr, int param, double value)
+{
+    if (tr == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "trainer is NULL");
+    if (!isfinite(value))
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d: value %g is not finite", param, value);
+    switch (param) {
+    case DIFFUSE_TRAINER_LR:
+        if (!(value >= 0.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LR = %g must be >= 0", value);
+        tr->lr = value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_BETA1:
+    case DIFFUSE_TRAINER_BETA2:
+        if (!(value >= 0.0 && value < 1.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "Adam beta = %g is outside [0, 1)", value);
+        if (param == DIFFUSE_TRAINER_BETA1)
+            tr->beta1 = value;
+        else
+            tr->beta2 = value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_EPS:
+        if (!(value > 0.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "EPS = %g must be > 0", value);
+        tr->eps = value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_WEIGHT_DECAY:
+        if (!(value >= 0.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "WEIGHT_DECAY = %g must be >= 0", value);
+        tr->weight_decay = value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_ADAMW:
+        if (value != 0.0 && value != 1.0)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "ADAMW takes 0 or 1, not %g", value);
+        tr->adamw = value != 0.0;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_GRAD_CLIP:
+        if (!(value >= 0.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "GRAD_CLIP = %g must be >= 0", value);
+        tr->grad_clip = value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_EMA_DECAY:
+        if (!(value >= 0.0 && value <= 1.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "EMA_DECAY = %g is outside [0, 1]", value);
+        tr->ema_decay = value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_LOSS:
+        if (value != DIFFUSE_LOSS_MSE && value != DIFFUSE_LOSS_HYBRID && value != DIFFUSE_LOSS_KL)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown loss %g", value);
+        if (value == DIFFUSE_LOSS_HYBRID && !learned(tr))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "the hybrid loss needs a learned variance");
+        tr->loss = (int)value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_MIN_SNR_GAMMA:
+        if (!(value >= 0.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "MIN_SNR_GAMMA = %g must be >= 0", value);
+        tr->min_snr = value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_TIMESTEPS:
+        if (value != DIFFUSE_TIMESTEPS_UNIFORM && value != DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown timestep sampler %g", value);
+        tr->timesteps = (int)value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_NUM_THREADS:
+        if (!(value >= 0.0 && value <= 4096.0) || value != floor(value))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "NUM_THREADS takes an integer in [0, 4096], not %g",
+                         value);
+        tr->num_threads = (int)value;
+        return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_STEP:
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "STEP is read-only");
+    default:
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
+                     DIFFUSE_VERSION_STRING);
+    }
+}
+
+int diffuse_trainer_get(const diffuse_trainer *tr, int param, double *value)
+{
+    if (tr == NULL || value == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", tr == NULL ? "trainer" : "value");
+    switch (param) {
+    case DIFFUSE_TRAINER_LR: *value = tr->lr; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_BETA1: *value = tr->beta1; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_BETA2: *value = tr->beta2; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_EPS: *value = tr->eps; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_WEIGHT_DECAY: *value = tr->weight_decay; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_ADAMW: *value = tr->adamw; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_GRAD_CLIP: *value = tr->grad_clip; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_EMA_DECAY: *value = tr->ema_decay; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_LOSS: *value = tr->loss; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_MIN_SNR_GAMMA: *value = tr->min_snr; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_TIMESTEPS: *value = tr->timesteps; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_NUM_THREADS: *value = tr->num_threads; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_STEP: *value = (double)tr->step; return DIFFUSE_OK;
+    default:
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
+                     DIFFUSE_VERSION_STRING);
+    }
+}
+
+/* Two uniform words of row b's timestep stream at this step. */
+static void timestep_words(uint64_t seed, uint64_t sample, uint32_t w[4])
+{
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    const uint32_t ctr[4] = {0, TIMESTEP_STREAM, (uint32_t)sample, (uint32_t)(sample >> 32)};
+    diffuse__philox4x32_10(ctr, key, w);
+}
+
+/* Improved DDPM's LossSecondMomentResampler: ready once every t has
+ * HISTORY losses; then prob_t ~ sqrt(mean L_t^2), mixed with uniform. */
+static int importance_ready(diffuse_trainer *tr)
+{
+    size_t t, k;
+    double total = 0.0, acc = 0.0;
+    for (t = 0; t < tr->T; t++)
+        if (tr->hist_n[t] < HISTORY)
+            return 0;
+    for (t = 0; t < tr->T; t++) {
+        double s2 = 0.0;
+        for (k = 0; k < HISTORY; k++)
+            s2 += tr->hist[t * HISTORY + k] * tr->hist[t * HISTORY + k];
+        tr->prob[t] = sqrt(s2 / HISTORY);
+        total += tr->prob[t];
+    }
+    for (t = 0; t < tr->T; t++) {
+        double p = total > 0.0 ? tr->prob[t] / total : 1.0 / (double)tr->T;
+        tr->prob[t] = p * (1.0 - UNIFORM_MIX) + UNIFORM_MIX / (double)tr->T;
+    }
+    for (t = 0; t < tr->T; t++) { /* turn into a CDF, keeping p_t recoverable */
+        acc += tr->prob[t];
+        tr->prob[t] = acc;
+    }
+    return 1;
+}
+
+static double prob_at(const diffuse_trainer *tr, size_t t)
+{
+    return tr->prob[t] - (t ? tr->prob[t - 1] : 0.0);
+}
+
+static void sample_timesteps(diffuse_trainer *tr, size_t batch, uint64_t seed)
+{
+    int is = tr->timesteps == DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT && importance_ready(tr);
+    size_t b;
+    for (b = 0; b < batch; b++) {
+        uint32_t w[4];
+        timestep_words(seed, (tr->step << 32) | b, w);
+        if (!is) {
+            tr->t[b] = (int32_t)(((uint64_t)w[0] * (uint64_t)tr->T) >> 32);
+            tr->weight[b] = 1.0;
+        } else {
+            /* u in [0, 1) with 53 bits; the first t whose CDF exceeds u. */
+            double u = (double)(((uint64_t)w[0] << 21) ^ (w[1] >> 11)) * (1.0 / 9007199254740992.0);
+            size_t lo = 0, hi = tr->T - 1;
+            u *= tr->prob[tr->T - 1];
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (tr->prob[mid] > u)
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            tr->t[b] = (int32_t)lo;
+            tr->weight[b] = 1.0 / ((double)tr->T * prob_at(tr, lo));
+        }
+    }
+}
+
+/* Loss of row b and the gradient of (weight[b] / batch) * loss with respect
+ * to the net's output row, into dout.  Returns the unweighted loss (what the
+ * importance sampler records). */
+static double row_loss(const diffuse_trainer *tr, const float *x0_all, size_t b, size_t batch)
+{
+    const diffuse_net *n = tr->net;
+    const diffuse_schedule *S = tr->sched;
+    const size_t dim = n->dim;
+    const int32_t t = tr->t[b];
+    const float *x0 = x0_all + b * dim, *xt = tr->x_t + b * dim, *eps = tr->noise + b * dim;
+    const float *o = tr->out + b * n->out_dim;
+    float *d = tr->dout + b * n->out_dim;
+    const double sa = S->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t];
+    const double s1m = S->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t];
+    const double sr = S->tables[DIFFUSE_TABLE_SQRT_RECIP_ALPHAS_CUMPROD][t];
+    const double srm1 = S->tables[DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD][t];
+    const double c1 = S->tables[DIFFUSE_TABLE_POSTERIOR_MEAN_COEF1][t];
+    const double c2 = S->tables[DIFFUSE_TABLE_POSTERIOR_MEAN_COEF2][t];
+    const double lvq = S->tables[DIFFUSE_TABLE_POSTERIOR_LOG_VARIANCE_CLIPPED][t];
+    const double log_beta = diffuse__log_beta(S, t);
+    const double scale = tr->weight[b] / (double)batch;
+    const int use_mse = tr->loss != DIFFUSE_LOSS_KL, use_vb = tr->loss != DIFFUSE_LOSS_MSE;
+    const int learned_var = n->out_dim > dim;
+    double w_mse = 1.0, w_vb = 0.0, mse = 0.0, vb = 0.0, dmu_dout, dlv_dout;
+    size_t i;
+    if (tr->min_snr > 0.0) {
+        /* min-SNR-gamma weighting (Hang et al. 2023) of the MSE term */
+        double snr = S->tables[DIFFUSE_TABLE_ALPHAS_CUMPROD][t] /
+                     S->tables[DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD][t];
+        double clipped = snr < tr->min_snr ? snr : tr->min_snr;
+        w_mse = n->prediction == DIFFUSE_PRED_EPS  ? clipped / snr
+                : n->prediction == DIFFUSE_PRED_X0 ? clipped
+                                                   : clipped / (snr + 1.0);
+    }
+    if (use_vb)
+        w_vb = tr->loss == DIFFUSE_LOSS_KL ? (double)tr->T : (double)tr->T / 1000.0;
+    dmu_dout = n->prediction == DIFFUSE_PRED_EPS  ? -c1 * srm1
+               : n->prediction == DIFFUSE_PRED_X0 ? c1
+                                                  : -c1 * s1m;
+    dlv_dout = n->variance == DIFFUSE_VAR_LEARNED ? 1.0 : 0.5 * (log_beta - lvq);
+    for (i = 0; i < n->out_dim; i++)
+        d[i] = 0.0f;
+    for (i = 0; i < dim; i++) {
+        double e = (double)eps[i], x = (double)x0[i], xv = (double)xt[i], p = (double)o[i];
+        if (use_mse) {
+            double target = n->prediction == DIFFUSE_PRED_EPS  ? e
+                            : n->prediction == DIFFUSE_PRED_X0 ? x
+                                                               : sa * e - s1m * x;
+            double r = p - target;
+            mse += r * r;
+            d[i] = (float)(2.0 * r / (double)dim * w_mse * scale);
+        }
+        if (use_vb) {
+            double xh = n->prediction == DIFFUSE_PRED_EPS  ? sr * xv - srm1 * p
+                        : n->prediction == DIFFUSE_PRED_X0 ? p
+                                                           : sa * xv - s1m * p;
+            double mu = c1 * xh + c2 * xv;
+            double lv = diffuse__model_logvar(&n->model_view, S, t, log_beta, o, i);
+            double dmu, dlv, f = w_vb * scale / ((double)dim * LN2);
+            if (t > 0) {
+                vb += diffuse__normal_kl(c1 * x + c2 * xv, lvq, mu, lv);
+                diffuse__normal_kl_grad(c1 * x + c2 * xv, lvq, mu, lv, &dmu, &dlv);
+            } else {
+                double dls;
+                vb += diffuse__discretized_nll_grad(x, mu, 0.5 * lv, DIFFUSE_CDF_TANH, &dmu, &dls);
+                dlv = 0.5 * dls;
+            }
+            if (tr->loss == DIFFUSE_LOSS_KL) /* the hybrid loss stops the mean's gradient */
+                d[i] = (float)((double)d[i] + dmu * dmu_dout * f);
+            if (learned_var)
+                d[dim + i] = (float)((double)d[dim + i] + dlv * dlv_dout * f);
+        }
+    }
+    return w_mse * (use_mse ? mse / (double)dim : 0.0) + w_vb * vb / ((double)dim * LN2);
+}
+
+int diffuse_trainer_step(diffuse_trainer *tr, const float *x0, size_t batch, uint64_t seed,
+                         double *loss)
+{
+    diffuse_net *n;
+    const diffuse_schedule *S;
+    size_t b, i, P, dim;
+    double total = 0.0, norm2 = 0.0, bc1, bc2, clip_scale = 1.0;
+    int nt;
+    if (tr == NULL || x0 == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", tr == NULL ? "trainer" : "x0");
+    if (batch == 0 || batch > tr->max_batch)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "batch = %zu is outside [1, max_batch = %zu]", batch,
+                     tr->max_batch);
+    n = tr->net;
+    S = tr->sched;
+    P = n->n_params;
+    dim = n->dim;
+    nt = diffuse__net_threads(n, tr->num_threads);
+    sample_timesteps(tr, batch, seed);
+    for (b = 0; b < batch; b++) {
+        const int32_t t = tr->t[b];
+        const double sa = S->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t];
+        const double s1m = S->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t];
+        float *z = tr->noise + b * dim;
+        (void)diffuse_normal_fill(seed, (tr->step << 32) | b, NOISE_STREAM, z, dim);
+        for (i = 0; i < dim; i++)
+            tr->x_t[b * dim + i] = (float)(sa * (double)x0[b * dim + i] + s1m * (double)z[i]);
+        n->tf[b] = (float)S->timesteps[t];
+    }
+    diffuse__net_forward_params(n, n->params, tr->x_t, batch, tr->out, nt);
+    for (b = 0; b < batch; b++) {
+        tr->row_l[b] = row_loss(tr, x0, b, batch);
+        total += tr->weight[b] * tr->row_l[b];
+    }
+    total /= (double)batch;
+    if (!isfinite(total))
+        DIFFUSE_FAIL(DIFFUSE_ENUMERIC, "loss is not finite at step %llu; weights unchanged",
+                     (unsigned long long)tr->step);
+    memset(n->grads, 0, P * sizeof *n->grads);
+    diffuse__net_backward(n, tr->x_t, batch, tr->dout, nt);
+    for (i = 0; i < P; i++)
+        norm2 += (double)n->grads[i] * (double)n->grads[i];
+    if (!isfinite(norm2))
+        DIFFUSE_FAIL(DIFFUSE_ENUMERIC,
+                     "gradient norm is not finite at step %llu; weights unchanged",
+                     (unsigned long long)tr->step);
+    /* The step is accepted: record the losses, then update. */
+    for (b = 0; b < batch; b++) {
+        size_t t = (size_t)tr->t[b];
+        tr->hist[t * HISTORY + tr->hist_pos[t]] = tr->row_l[b];
+        tr->hist_pos[t] = (tr->hist_pos[t] + 1) % HISTORY;
+        if (tr->hist_n[t] < HISTORY)
+            tr->hist_n[t]++;
+    }
+    if (tr->grad_clip > 0.0 && sqrt(norm2) > tr->grad_clip)
+        clip_scale = tr->grad_clip / (sqrt(norm2) + 1e-6);
+    tr->step++;
+    bc1 = 1.0 - pow(tr->beta1, (double)tr->step);
+    bc2 = 1.0 - pow(tr->beta2, (double)tr->step);
+    {
+        const double lr = tr->lr, b1 = tr->beta1, b2 = tr->beta2, eps = tr->eps;
+        const double wd = tr->weight_decay, ema = tr->ema_decay, sbc2 = sqrt(bc2);
+        const int adamw = tr->adamw;
+        float *p = n->params, *m = tr->m, *v = tr->v, *g = n->grads, *e = n->ema;
+        (void)nt;
+        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (P >= 65536)")
+        for (i = 0; i < P; i++) {
+            double gi = (double)g[i] * clip_scale, pi = (double)p[i], mi, vi;
+            if (!adamw)
+                gi += wd * pi;
+            mi = b1 * (double)m[i] + (1.0 - b1) * gi;
+            vi = b2 * (double)v[i] + (1.0 - b2) * gi * gi;
+            if (adamw)
+                pi *= 1.0 - lr * wd;
+            pi -= lr / bc1 * mi / (sqrt(vi) / sbc2 + eps);
+            m[i] = (float)mi;
+            v[i] = (float)vi;
+            p[i] = (float)pi;
+            e[i] = (float)(ema * (double)e[i] + (1.0 - ema) * (double)p[i]);
+        }
+    }
+    if (loss != NULL)
+        *loss = total;
+    return DIFFUSE_OK;
+}

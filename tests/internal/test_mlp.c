@@ -1,0 +1,207 @@
+/* The MLP denoiser: its whole backward pass against central finite
+ * differences in double (the same source instantiated for double), the
+ * float instantiation against the double one, and the public net API. */
+#include "diffuse.h"
+#include "harness.h"
+#include "nn/layers.h"
+#include "nn/mlp.h"
+
+#include <stdlib.h>
+
+#include "naive_dgemm.h"
+
+DIFFUSE_LAYER_DECLS(double, _d)
+#define LAYER_REAL double
+#define LAYER_NAME(n) n##_d
+#define LAYER_GEMM naive_dgemm
+#include "nn/layers_impl.h"
+
+#define MLP_REAL double
+#define MLP_L(name) name##_d
+#define MLP_FN(name) name##_d
+#include "nn/mlp_impl.h"
+
+static double urand(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return ((*s >> 8) & 0xffffff) / 16777216.0 * 2.0 - 1.0;
+}
+
+static double loss_d(const diffuse__mlp_shape *sh, const double *P, const double *x,
+                     const double *t, size_t B, const double *r, double *acts, double *out)
+{
+    size_t i;
+    double L = 0.0;
+    mlp_forward_d(sh, P, x, t, B, acts, out, NULL, 1);
+    for (i = 0; i < B * sh->out_dim; i++)
+        L += r[i] * out[i];
+    return L;
+}
+
+/* Every parameter gradient and dx of L = sum(r .* out): |analytic - fd| <=
+ * 1e-6 max(|fd|, 1e-4), fd by central differences with h = 1e-6 (error
+ * ~1e-10 here from rounding, ~1e-12 from truncation). */
+static void test_mlp_backward_finite_differences(void)
+{
+    const diffuse__mlp_shape shapes[2] = {{3, 3, 5, 2, 4}, {2, 4, 6, 1, 5}};
+    unsigned seed = 12345u;
+    int k;
+    for (k = 0; k < 2; k++) {
+        const diffuse__mlp_shape *sh = &shapes[k];
+        const size_t B = 3, NP = diffuse__mlp_layout(sh).total;
+        double *P = (double *)malloc(NP * sizeof(double)), *G = (double *)calloc(NP, sizeof(double));
+        double *acts = (double *)malloc(diffuse__mlp_act_count(sh, B) * sizeof(double));
+        double *out = (double *)malloc(B * sh->out_dim * sizeof(double));
+        double *r = (double *)malloc(B * sh->out_dim * sizeof(double));
+        double x[3 * 3], dx[3 * 3], t[3] = {0.0, 17.0, 999.0};
+        double *scratch = (double *)malloc(3 * B * sh->width * sizeof(double));
+        size_t i;
+        ASSERT_TRUE(P && G && acts && out && r && scratch);
+        for (i = 0; i < NP; i++)
+            P[i] = 0.5 * urand(&seed);
+        for (i = 0; i < B * sh->dim; i++)
+            x[i] = urand(&seed);
+        for (i = 0; i < B * sh->out_dim; i++)
+            r[i] = urand(&seed);
+        (void)loss_d(sh, P, x, t, B, r, acts, out);
+        mlp_backward_d(sh, P, x, B, acts, r, G, dx, NULL, scratch, 1);
+        for (i = 0; i < NP; i++) {
+            double keep = P[i], h = 1e-6, lp, lm, fd;
+            P[i] = keep + h;
+            lp = loss_d(sh, P, x, t, B, r, acts, out);
+            P[i] = keep - h;
+            lm = loss_d(sh, P, x, t, B, r, acts, out);
+            P[i] = keep;
+            fd = (lp - lm) / (2 * h);
+            if (!(fabs(G[i] - fd) <= 1e-6 * fmax(fabs(fd), 1e-4)))
+                printf("  shape %d param %zu: analytic %.12g fd %.12g (seed 12345)\n", k, i,
+                       G[i], fd);
+            ASSERT_NEAR(G[i], fd, 1e-6 * fmax(fabs(fd), 1e-4));
+        }
+        for (i = 0; i < B * sh->dim; i++) {
+            double keep = x[i], h = 1e-6, lp, lm, fd;
+            x[i] = keep + h;
+            lp = loss_d(sh, P, x, t, B, r, acts, out);
+            x[i] = keep - h;
+            lm = loss_d(sh, P, x, t, B, r, acts, out);
+            x[i] = keep;
+            fd = (lp - lm) / (2 * h);
+            ASSERT_NEAR(dx[i], fd, 1e-6 * fmax(fabs(fd), 1e-4));
+        }
+        free(P);
+        free(G);
+        free(acts);
+        free(out);
+        free(r);
+        free(scratch);
+    }
+}
+
+/* The public net against the double instantiation on the same weights:
+ * float rounding only (relative 1e-5 of the output scale). */
+static void test_net_forward_matches_double(void)
+{
+    diffuse_net *n = NULL;
+    diffuse__mlp_shape sh = {4, 8, 16, 2, 8};
+    const size_t B = 5;
+    size_t NP, i;
+    float *pf, xf[5 * 4], outf[5 * 8];
+    double *pd, *acts, xd[5 * 4], outd[5 * 8], td[5];
+    int32_t t[5] = {0, 1, 250, 500, 999};
+    unsigned seed = 7u;
+    ASSERT_OK(diffuse_net_create_mlp(&n, 4, 16, 2, 8, DIFFUSE_PRED_EPS, DIFFUSE_VAR_LEARNED, 8, 3));
+    NP = diffuse_net_param_count(n);
+    ASSERT_EQ(NP, diffuse__mlp_layout(&sh).total);
+    pf = (float *)malloc(NP * sizeof(float));
+    pd = (double *)malloc(NP * sizeof(double));
+    acts = (double *)malloc(diffuse__mlp_act_count(&sh, B) * sizeof(double));
+    ASSERT_TRUE(pf && pd && acts);
+    ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, pf, NP));
+    for (i = 0; i < NP; i++) {
+        pd[i] = pf[i];
+        /* PyTorch's default init: |w| <= 1/sqrt(fan_in) <= 1/sqrt(2) here */
+        ASSERT_TRUE(fabsf(pf[i]) <= 0.7072f);
+    }
+    for (i = 0; i < B * 4; i++) {
+        xf[i] = (float)urand(&seed);
+        xd[i] = xf[i];
+    }
+    for (i = 0; i < B; i++)
+        td[i] = t[i];
+    ASSERT_OK(diffuse_net_forward(n, DIFFUSE_NET_WEIGHTS, xf, t, B, outf));
+    mlp_forward_d(&sh, pd, xd, td, B, acts, outd, NULL, 1);
+    for (i = 0; i < B * 8; i++)
+        ASSERT_NEAR(outf[i], outd[i], 1e-5 * (1.0 + fabs(outd[i])));
+    free(pf);
+    free(pd);
+    free(acts);
+    diffuse_net_free(n);
+}
+
+static void test_net_api_errors(void)
+{
+    diffuse_net *n = (diffuse_net *)&n;
+    diffuse_model *m = NULL;
+    float p[4], x[4] = {0}, out[8];
+    int32_t t = 3;
+    ASSERT_STATUS(diffuse_net_create_mlp(&n, 0, 8, 1, 4, 0, 0, 4, 1), DIFFUSE_EINVAL);
+    ASSERT_TRUE(n == NULL);
+    ASSERT_STATUS(diffuse_net_create_mlp(&n, 2, 8, 1, 1, 0, 0, 4, 1), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_net_create_mlp(&n, 2, 8, 1, 4, 5, 0, 4, 1), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_net_create_mlp(&n, 2, 8, 1, 4, 0, 9, 4, 1), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_net_create_mlp(&n, 2, 8, 1, 4, 0, 0, 0, 1), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_net_create_mlp(NULL, 2, 8, 1, 4, 0, 0, 4, 1), DIFFUSE_EINVAL);
+    ASSERT_OK(diffuse_net_create_mlp(&n, 2, 8, 1, 4, 0, 0, 4, 1));
+    ASSERT_STATUS(diffuse_net_get_params(n, 0, p, 4), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("parameters");
+    ASSERT_STATUS(diffuse_net_get_params(n, 2, p, diffuse_net_param_count(n)), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_net_forward(n, 0, x, &t, 5, out), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_net_forward(n, 0, NULL, &t, 1, out), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_net_set(n, 9, 1), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_net_set(n, DIFFUSE_NET_NUM_THREADS, 0.5), DIFFUSE_EINVAL);
+    ASSERT_OK(diffuse_net_set(n, DIFFUSE_NET_NUM_THREADS, 1));
+    ASSERT_STATUS(diffuse_net_set(n, DIFFUSE_NET_WIDTH, 4), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("read-only");
+    {
+        static const int keys[] = {DIFFUSE_NET_NUM_THREADS, DIFFUSE_NET_DIM,
+                                   DIFFUSE_NET_OUTPUT_DIM, DIFFUSE_NET_WIDTH, DIFFUSE_NET_DEPTH,
+                                   DIFFUSE_NET_EMB_DIM, DIFFUSE_NET_PREDICTION,
+                                   DIFFUSE_NET_VARIANCE, DIFFUSE_NET_MAX_BATCH};
+        static const double want[] = {1, 2, 2, 8, 1, 4, 0, 0, 4};
+        size_t k;
+        for (k = 0; k < 9; k++) {
+            double v = -1;
+            ASSERT_OK(diffuse_net_get(n, keys[k], &v));
+            ASSERT_TRUE(v == want[k]);
+        }
+        ASSERT_STATUS(diffuse_net_get(n, 10, &want[0] == NULL ? NULL : &(double){0}),
+                      DIFFUSE_EINVAL);
+    }
+    ASSERT_STATUS(diffuse_net_model(n, 3, &m), DIFFUSE_EINVAL);
+    ASSERT_OK(diffuse_net_model(n, DIFFUSE_NET_EMA, &m));
+    {
+        diffuse_schedule *s = NULL;
+        diffuse_sampler *smp = (diffuse_sampler *)&smp;
+        ASSERT_OK(diffuse_schedule_create_cosine(&s, 10, 0.008, 0.999));
+        ASSERT_STATUS(diffuse_sampler_create(&smp, s, m, DIFFUSE_SAMPLER_DDIM, 5),
+                      DIFFUSE_EINVAL);
+        ASSERT_MESSAGE_HAS("exceeds the 4 rows");
+        ASSERT_TRUE(smp == NULL);
+        ASSERT_OK(diffuse_sampler_create(&smp, s, m, DIFFUSE_SAMPLER_DDIM, 4));
+        diffuse_sampler_free(smp);
+        diffuse_schedule_free(s);
+    }
+    diffuse_net_free(n); /* the model keeps it alive */
+    ASSERT_EQ(diffuse_model_output_dim(m), 2);
+    diffuse_model_free(m);
+    ASSERT_EQ(diffuse_net_param_count(NULL), 0);
+    diffuse_net_free(NULL);
+}
+
+int main(void)
+{
+    RUN(test_mlp_backward_finite_differences);
+    RUN(test_net_forward_matches_double);
+    RUN(test_net_api_errors);
+    return harness_finish();
+}
