@@ -54,11 +54,15 @@ run_build() {
     for t in $(find "$3" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort); do
         run_one "$name: $(basename "$t")" "$t"
     done
-    for py in tests/ref/test_*.py; do
+    for py in tests/ref/test_*.py tests/python/test_*.py; do
         [ -f "$py" ] || continue
         run_one "$name: $(basename "$py")" env LIBDIFFUSE_PATH="$dir/libdiffuse.so.1" \
             "$PYTHON" "$py"
     done
+    if [ -f tests/python/test_binding.py ]; then
+        run_one "$name: test_binding.py without numpy" env LIBDIFFUSE_NO_NUMPY=1 \
+            LIBDIFFUSE_PATH="$dir/libdiffuse.so.1" "$PYTHON" tests/python/test_binding.py
+    fi
 }
 
 run_build make "$O" "$O/tests"

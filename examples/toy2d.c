@@ -1,0 +1,352 @@
+/*
+ * toy2d: train libdiffuse's MLP denoiser on a 2-D distribution, sample it
+ * with DDPM and DDIM, and write a PNG of data beside samples, plus a
+ * checkpoint.  Everything runs in C; see --help.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <diffuse.h>
+
+#include "png.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PI 3.14159265358979323846
+
+typedef struct {
+    const char *dist, *png, *checkpoint;
+    long steps, batch, width, depth, samples, ddpm_steps, ddim_steps;
+    double lr;
+    unsigned long long seed;
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: toy2d [options]\n"
+            "Trains an MLP denoiser on a 2-D distribution, samples it with DDPM and DDIM,\n"
+            "and writes a PNG (data | DDPM samples | DDIM samples) and a checkpoint.\n\n"
+            "  --dist NAME        moons, swissroll, gmm or checkerboard (default moons)\n"
+            "  --steps N          training steps (default 3000)\n"
+            "  --batch N          training batch (default 256)\n"
+            "  --width N          hidden width (default 128)\n"
+            "  --depth N          residual blocks (default 3)\n"
+            "  --lr X             learning rate (default 2e-3)\n"
+            "  --samples N        samples to draw with each sampler (default 2000)\n"
+            "  --ddpm-steps N     DDPM steps, respaced from 1000 (default 1000)\n"
+            "  --ddim-steps N     DDIM steps, respaced from 1000 (default 50)\n"
+            "  --seed N           seed of everything random (default 1)\n"
+            "  --png FILE         output picture (default toy2d.png)\n"
+            "  --checkpoint FILE  output checkpoint (default toy2d.ckpt; '-' for none)\n"
+            "  --help             this text\n");
+}
+
+static int parse(int argc, char **argv, options *o)
+{
+    int i;
+    o->dist = "moons";
+    o->png = "toy2d.png";
+    o->checkpoint = "toy2d.ckpt";
+    o->steps = 3000;
+    o->batch = 256;
+    o->width = 128;
+    o->depth = 3;
+    o->samples = 2000;
+    o->ddpm_steps = 1000;
+    o->ddim_steps = 50;
+    o->lr = 2e-3;
+    o->seed = 1;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long *num = NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (v == NULL) {
+            fprintf(stderr, "toy2d: %s needs a value (see --help)\n", a);
+            return -1;
+        }
+        if (strcmp(a, "--dist") == 0)
+            o->dist = v;
+        else if (strcmp(a, "--png") == 0)
+            o->png = v;
+        else if (strcmp(a, "--checkpoint") == 0)
+            o->checkpoint = v;
+        else if (strcmp(a, "--lr") == 0)
+            o->lr = atof(v);
+        else if (strcmp(a, "--seed") == 0)
+            o->seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--steps") == 0)
+            num = &o->steps;
+        else if (strcmp(a, "--batch") == 0)
+            num = &o->batch;
+        else if (strcmp(a, "--width") == 0)
+            num = &o->width;
+        else if (strcmp(a, "--depth") == 0)
+            num = &o->depth;
+        else if (strcmp(a, "--samples") == 0)
+            num = &o->samples;
+        else if (strcmp(a, "--ddpm-steps") == 0)
+            num = &o->ddpm_steps;
+        else if (strcmp(a, "--ddim-steps") == 0)
+            num = &o->ddim_steps;
+        else {
+            fprintf(stderr, "toy2d: unknown option %s (see --help)\n", a);
+            return -1;
+        }
+        if (num != NULL) {
+            char *end;
+            *num = strtol(v, &end, 10);
+            if (*end != '\0' || *num < (num == &o->depth ? 0 : 1)) {
+                fprintf(stderr, "toy2d: %s needs a positive integer, not '%s'\n", a, v);
+                return -1;
+            }
+        }
+        i++;
+    }
+    if (strcmp(o->dist, "moons") && strcmp(o->dist, "swissroll") && strcmp(o->dist, "gmm") &&
+        strcmp(o->dist, "checkerboard")) {
+        fprintf(stderr, "toy2d: unknown distribution '%s' (see --help)\n", o->dist);
+        return -1;
+    }
+    if (o->ddpm_steps > 1000 || o->ddim_steps > 1000) {
+        fprintf(stderr, "toy2d: at most 1000 sampling steps\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* n points of the distribution, scaled to about [-1, 1]^2, drawn from the
+ * library's generator (stream: seed, sample first + i, step 0x70). */
+static void draw(const char *dist, unsigned long long seed, size_t first, size_t n, float *out)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float z[4];
+        double u, x, y;
+        (void)diffuse_normal_fill(seed, first + i, 0x70, z, 4);
+        u = 0.5 * erfc(-(double)z[2] / sqrt(2.0)); /* uniform in (0, 1) */
+        if (strcmp(dist, "moons") == 0) {
+            double th = PI * 0.5 * erfc(-(double)z[3] / sqrt(2.0));
+            if (u < 0.5) {
+                x = cos(th);
+                y = sin(th);
+            } else {
+                x = 1.0 - cos(th);
+                y = 0.5 - sin(th);
+            }
+            x = (x - 0.5) * 0.6 + 0.05 * z[0];
+            y = (y - 0.25) * 0.6 + 0.05 * z[1];
+        } else if (strcmp(dist, "swissroll") == 0) {
+            double t = 1.5 * PI * (1.0 + 2.0 * u);
+            x = t * cos(t) / 15.0 + 0.03 * z[0];
+            y = t * sin(t) / 15.0 + 0.03 * z[1];
+        } else if (strcmp(dist, "gmm") == 0) {
+            double k = floor(8.0 * u), a = (k > 7 ? 7 : k) * PI / 4.0;
+            x = 0.8 * cos(a) + 0.08 * z[0];
+            y = 0.8 * sin(a) + 0.08 * z[1];
+        } else { /* checkerboard: 4x4 cells on [-1, 1]^2, alternate ones filled */
+            double v = 0.5 * erfc(-(double)z[3] / sqrt(2.0));
+            double cx = floor(4.0 * u), cy = floor(2.0 * v) * 2.0 + fmod(cx, 2.0);
+            double w = 0.5 * erfc(-(double)z[0] / sqrt(2.0)), h = 0.5 * erfc(-(double)z[1] / sqrt(2.0));
+            x = (cx + w) / 2.0 - 1.0;
+            y = (cy + h) / 2.0 - 1.0;
+        }
+        out[2 * i] = (float)x;
+        out[2 * i + 1] = (float)y;
+    }
+}
+
+static double energy_distance(const float *a, const float *b, size_t n)
+{
+    double xy = 0, xx = 0, yy = 0;
+    size_t i, j;
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++) {
+            xy += hypot((double)a[2 * i] - b[2 * j], (double)a[2 * i + 1] - b[2 * j + 1]);
+            xx += hypot((double)a[2 * i] - a[2 * j], (double)a[2 * i + 1] - a[2 * j + 1]);
+            yy += hypot((double)b[2 * i] - b[2 * j], (double)b[2 * i + 1] - b[2 * j + 1]);
+        }
+    return (2 * xy - xx - yy) / ((double)n * (double)n);
+}
+
+/* Panel p of the picture: points of one set, in its colour. */
+static void plot(unsigned char *rgb, size_t W, size_t panel, size_t side, const float *pts,
+                 size_t n, const unsigned char col[3])
+{
+    size_t i, x, y;
+    for (y = 0; y < side; y++) /* frame */
+        for (x = 0; x < side; x++)
+            if (x == 0 || y == 0 || x == side - 1 || y == side - 1) {
+                unsigned char *px = rgb + 3 * (y * W + panel * side + x);
+                px[0] = px[1] = px[2] = 160;
+            }
+    for (i = 0; i < n; i++) {
+        double fx = ((double)pts[2 * i] + 1.5) / 3.0 * (double)side;
+        double fy = (1.5 - (double)pts[2 * i + 1]) / 3.0 * (double)side;
+        long cx = (long)fx, cy = (long)fy, dx, dy;
+        for (dy = 0; dy < 2; dy++)
+            for (dx = 0; dx < 2; dx++) {
+                long px_ = cx + dx, py_ = cy + dy;
+                if (px_ > 0 && py_ > 0 && px_ < (long)side - 1 && py_ < (long)side - 1)
+                    memcpy(rgb + 3 * ((size_t)py_ * W + panel * side + (size_t)px_), col, 3);
+            }
+    }
+}
+
+static int fail(const char *what, int rc)
+{
+    fprintf(stderr, "toy2d: %s failed: %s (%s)\n", what, diffuse_strerror(rc),
+            diffuse_last_error());
+    return 1;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Draw o->samples points with a sampler of the given kind on n_steps
+ * respaced steps (EMA weights, x0 clipped to [-1.5, 1.5]). */
+static int sample(const options *o, diffuse_net *net, const diffuse_schedule *s, int kind,
+                  long n_steps, float *out, double *seconds)
+{
+    diffuse_schedule *fast = NULL;
+    diffuse_model *m = NULL;
+    diffuse_sampler *smp = NULL;
+    int32_t keep[1000];
+    char spec[32];
+    size_t n = 0;
+    double t0 = now();
+    int rc;
+    snprintf(spec, sizeof spec, "%ld", n_steps);
+    rc = diffuse_timesteps_from_spec(1000, spec, keep, 1000, &n);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_schedule_respace(&fast, s, keep, n);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_net_model(net, DIFFUSE_NET_EMA, &m);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_model_set(m, DIFFUSE_MODEL_CLIP_X0, 1);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_model_set(m, DIFFUSE_MODEL_CLIP_MIN, -1.5);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_model_set(m, DIFFUSE_MODEL_CLIP_MAX, 1.5);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_sampler_create(&smp, fast, m, kind, (size_t)o->samples);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_sampler_run(smp, NULL, o->seed + 1000 + (unsigned)kind, 0,
+                                 (size_t)o->samples, out);
+    *seconds = now() - t0;
+    diffuse_sampler_free(smp);
+    diffuse_model_free(m);
+    diffuse_schedule_free(fast);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const unsigned char blue[3] = {30, 80, 200}, red[3] = {200, 40, 40},
+                               green[3] = {20, 140, 60};
+    options o;
+    diffuse_schedule *s = NULL;
+    diffuse_net *net = NULL;
+    diffuse_trainer *tr = NULL;
+    float *batch = NULL, *data = NULL, *ddpm = NULL, *ddim = NULL;
+    unsigned char *rgb = NULL;
+    const size_t side = 320, W = 3 * side;
+    double t0, loss = 0, avg = 0, t_ddpm, t_ddim, ed_ddpm, ed_ddim, ed_data;
+    size_t n_eval;
+    long k;
+    int rc, status = 1;
+    if (parse(argc, argv, &o) != 0)
+        return 2;
+    batch = (float *)malloc((size_t)o.batch * 2 * sizeof(float));
+    data = (float *)malloc((size_t)o.samples * 4 * sizeof(float));
+    ddpm = (float *)malloc((size_t)o.samples * 2 * sizeof(float));
+    ddim = (float *)malloc((size_t)o.samples * 2 * sizeof(float));
+    rgb = (unsigned char *)malloc(W * side * 3);
+    if (!batch || !data || !ddpm || !ddim || !rgb) {
+        fprintf(stderr, "toy2d: out of memory\n");
+        goto done;
+    }
+    memset(rgb, 255, W * side * 3);
+    printf("toy2d: %s, %ld steps of batch %ld, MLP width %ld depth %ld, libdiffuse %s%s\n",
+           o.dist, o.steps, o.batch, o.width, o.depth, diffuse_version_string(),
+           diffuse_has_openmp() ? " (OpenMP)" : "");
+    if ((rc = diffuse_schedule_create_cosine(&s, 1000, 0.008, 0.999)) != DIFFUSE_OK ||
+        (rc = diffuse_net_create_mlp(&net, 2, (size_t)o.width, (size_t)o.depth, 32,
+                                     DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL,
+                                     (size_t)(o.samples > o.batch ? o.samples : o.batch),
+                                     o.seed)) != DIFFUSE_OK ||
+        (rc = diffuse_trainer_create(&tr, net, s, (size_t)o.batch)) != DIFFUSE_OK ||
+        (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_LR, o.lr)) != DIFFUSE_OK ||
+        (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_EMA_DECAY, 0.995)) != DIFFUSE_OK ||
+        (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_GRAD_CLIP, 1.0)) != DIFFUSE_OK) {
+        status = fail("setup", rc);
+        goto done;
+    }
+    t0 = now();
+    for (k = 1; k <= o.steps; k++) {
+        draw(o.dist, o.seed, (size_t)(k - 1) * (size_t)o.batch, (size_t)o.batch, batch);
+        if ((rc = diffuse_trainer_step(tr, batch, (size_t)o.batch, o.seed, &loss)) != DIFFUSE_OK) {
+            status = fail("training step", rc);
+            goto done;
+        }
+        avg = k == 1 ? loss : 0.98 * avg + 0.02 * loss;
+        if (k % 250 == 0 || k == o.steps) {
+            double el = now() - t0;
+            printf("step %5ld/%ld  loss %.4f  %.0f steps/s\n", k, o.steps, avg,
+                   (double)k / (el > 0 ? el : 1e-9));
+            fflush(stdout);
+        }
+    }
+    if ((rc = sample(&o, net, s, DIFFUSE_SAMPLER_DDPM, o.ddpm_steps, ddpm, &t_ddpm)) !=
+            DIFFUSE_OK ||
+        (rc = sample(&o, net, s, DIFFUSE_SAMPLER_DDIM, o.ddim_steps, ddim, &t_ddim)) !=
+            DIFFUSE_OK) {
+        status = fail("sampling", rc);
+        goto done;
+    }
+    draw(o.dist, o.seed + 7777, 0, 2 * (size_t)o.samples, data);
+    n_eval = o.samples > 1000 ? 1000 : (size_t)o.samples;
+    ed_data = energy_distance(data, data + 2 * (size_t)o.samples, n_eval);
+    ed_ddpm = energy_distance(ddpm, data, n_eval);
+    ed_ddim = energy_distance(ddim, data, n_eval);
+    printf("DDPM %ld steps: %.2f s; DDIM %ld steps: %.2f s\n", o.ddpm_steps, t_ddpm,
+           o.ddim_steps, t_ddim);
+    printf("energy distance to fresh data (%zu points): DDPM %.4f, DDIM %.4f "
+           "(data vs data %.4f)\n", n_eval, ed_ddpm, ed_ddim, ed_data);
+    plot(rgb, W, 0, side, data, (size_t)o.samples, blue);
+    plot(rgb, W, 1, side, ddpm, (size_t)o.samples, red);
+    plot(rgb, W, 2, side, ddim, (size_t)o.samples, green);
+    if (png_write_rgb(o.png, rgb, W, side) != 0) {
+        perror("toy2d: writing the PNG");
+        goto done;
+    }
+    printf("wrote %s (%zux%zu: data, DDPM, DDIM)\n", o.png, W, side);
+    if (strcmp(o.checkpoint, "-") != 0) {
+        if ((rc = diffuse_checkpoint_save(o.checkpoint, net, tr)) != DIFFUSE_OK) {
+            status = fail("saving the checkpoint", rc);
+            goto done;
+        }
+        printf("wrote %s (%zu parameters, EMA and optimizer state)\n", o.checkpoint,
+               diffuse_net_param_count(net));
+    }
+    status = 0;
+done:
+    diffuse_trainer_free(tr);
+    diffuse_net_free(net);
+    diffuse_schedule_free(s);
+    free(batch);
+    free(data);
+    free(ddpm);
+    free(ddim);
+    free(rgb);
+    return status;
+}
