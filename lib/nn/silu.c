@@ -84,13 +84,12 @@ SILU_INLINE void vexp_neg(vf *io)
 SILU_INLINE void sigmoid(const vf *v, vf *s)
 {
     const vf one = splat(1.0f);
-    vf a = *v, na = -a, e, left, right;
+    vf a = *v, na = -a, e, num;
     vi neg = a < splat(0.0f);
     select(&e, &neg, &a, &na);
     vexp_neg(&e);
-    left = e / (one + e);
-    right = one / (one + e);
-    select(s, &neg, &left, &right);
+    select(&num, &neg, &e, &one); /* e / (1 + e) below 0, 1 / (1 + e) above */
+    *s = num / (one + e);
 }
 
 SILU_INLINE vf load(const float *p, size_t n)
@@ -103,25 +102,39 @@ SILU_INLINE vf load(const float *p, size_t n)
 SILU_CLONES
 void diffuse__silu_fast_forward(const float *x, size_t n, float *y)
 {
-    size_t i;
-    for (i = 0; i < n; i += LANES) {
-        size_t k = n - i < LANES ? n - i : LANES;
-        vf v = load(x + i, k), sg, out;
+    size_t i = 0;
+    vf v, sg, out;
+    for (; i + LANES <= n; i += LANES) { /* fixed-size copies become vector moves */
+        memcpy(&v, x + i, sizeof v);
         sigmoid(&v, &sg);
         out = v * sg;
-        memcpy(y + i, &out, k * sizeof(float));
+        memcpy(y + i, &out, sizeof out);
+    }
+    if (i < n) {
+        v = load(x + i, n - i);
+        sigmoid(&v, &sg);
+        out = v * sg;
+        memcpy(y + i, &out, (n - i) * sizeof(float));
     }
 }
 
 SILU_CLONES
 void diffuse__silu_fast_backward(const float *x, const float *dy, size_t n, float *dx)
 {
-    size_t i;
-    for (i = 0; i < n; i += LANES) {
-        size_t k = n - i < LANES ? n - i : LANES;
-        vf v = load(x + i, k), g = load(dy + i, k), s, out;
+    size_t i = 0;
+    vf v, g, s, out;
+    for (; i + LANES <= n; i += LANES) {
+        memcpy(&v, x + i, sizeof v);
+        memcpy(&g, dy + i, sizeof g);
         sigmoid(&v, &s);
         out = g * (s * (splat(1.0f) + v * (splat(1.0f) - s)));
-        memcpy(dx + i, &out, k * sizeof(float));
+        memcpy(dx + i, &out, sizeof out);
+    }
+    if (i < n) {
+        v = load(x + i, n - i);
+        g = load(dy + i, n - i);
+        sigmoid(&v, &s);
+        out = g * (s * (splat(1.0f) + v * (splat(1.0f) - s)));
+        memcpy(dx + i, &out, (n - i) * sizeof(float));
     }
 }
