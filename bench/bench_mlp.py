@@ -2,9 +2,10 @@
 """MLP training steps and DDIM sampling: libdiffuse against PyTorch CPU in
 the same process, the same architecture, batch and thread count.
 
-Usage:
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/bench_mlp.py [threads ...]
-(`make bench` does this.)  libdiffuse is loaded from LIBDIFFUSE_PATH (for
+Usage (one thread count per run, every side pinned to it):
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=N OPENBLAS_NUM_THREADS=N \
+      /usr/bin/python3 bench/bench_mlp.py N
+(`make bench` does this for N = 1 and 2.)  libdiffuse is loaded from LIBDIFFUSE_PATH (for
 more than one thread, point it at an OpenMP build: make OPENMP=1 O=out-omp).
 
 Training: one step = timestep and noise draw, forward, MSE loss on eps,
@@ -99,6 +100,8 @@ def median(v):
 
 def bench(threads):
     torch.set_num_threads(threads)
+    print(f"threads {threads}: torch.get_num_threads() = {torch.get_num_threads()}, "
+          f"libdiffuse NUM_THREADS = {threads}")
     sched, fast, net, tr, model, smp = (vp() for _ in range(6))
     ok(lib.diffuse_schedule_create_cosine(ctypes.byref(sched), T, 0.008, 0.999))
     keep = (ctypes.c_int32 * T)()
@@ -179,7 +182,9 @@ if __name__ == "__main__":
     counts = [int(a) for a in sys.argv[1:]] or [1]
     print(f"MLP dim {DIM}, width {WIDTH}, depth {DEPTH}, emb {EMB}; train batch {TRAIN_BATCH}, "
           f"sample batch {SAMPLE_BATCH}, DDIM {STEPS} steps; torch {torch.__version__}; "
-          f"libdiffuse OpenMP: {bool(lib.diffuse_has_openmp())}")
+          f"libdiffuse OpenMP: {bool(lib.diffuse_has_openmp())}; OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
     for c in counts:
         if c > 1 and not lib.diffuse_has_openmp():
             print(f"threads {c}: skipped, libdiffuse built without OpenMP")

@@ -1,5 +1,6 @@
 #!/bin/sh
-# The test runner of `make check`.  It runs every test program and script
+# The test runner of `make check` (and, with SANITIZE=1, of make
+# check-sanitize).  It runs every test program and script
 # against the make build ($O) and, when meson is installed, the meson build
 # ($O/meson), and ends with one line: "N passed, N failed, N skipped".
 #
@@ -64,6 +65,17 @@ run_build() {
             LIBDIFFUSE_PATH="$dir/libdiffuse.so.1" "$PYTHON" tests/python/test_binding.py
     fi
 }
+
+if [ "${SANITIZE:-}" = 1 ]; then
+    # make check-sanitize: the C test programs of the sanitizer build only.
+    for t in $(find "$O/tests" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort); do
+        run_one "sanitize: $(basename "$t")" "$t"
+    done
+    [ -n "$failures" ] && echo "failed:$failures"
+    echo "$passed passed, $failed failed, $skipped skipped"
+    [ "$failed" -eq 0 ]
+    exit
+fi
 
 run_build make "$O" "$O/tests"
 if [ -f "$MB/build.ninja" ]; then

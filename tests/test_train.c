@@ -176,6 +176,28 @@ static void test_trainer_step_reproducible(void)
     setup_free(&b);
 }
 
+/* A sampler running the net gives each sample the same bits alone or in a
+ * batch (the net runs its time branch once when all rows share t). */
+static void test_net_model_batch_invariance(void)
+{
+    setup u;
+    diffuse_model *m = NULL;
+    diffuse_sampler *smp = NULL;
+    float big[8 * 2], one[2];
+    size_t b;
+    ASSERT_OK(setup_init(&u, 4));
+    ASSERT_OK(diffuse_net_model(u.net, DIFFUSE_NET_WEIGHTS, &m));
+    ASSERT_OK(diffuse_sampler_create(&smp, u.fast, m, DIFFUSE_SAMPLER_DDPM, 8));
+    ASSERT_OK(diffuse_sampler_run(smp, NULL, 21, 100, 8, big));
+    for (b = 0; b < 8; b++) {
+        ASSERT_OK(diffuse_sampler_run(smp, NULL, 21, 100 + b, 1, one));
+        ASSERT_TRUE(memcmp(one, big + 2 * b, sizeof one) == 0);
+    }
+    diffuse_sampler_free(smp);
+    diffuse_model_free(m);
+    setup_free(&u);
+}
+
 static void test_trainer_parameters_and_errors(void)
 {
     setup u;
@@ -222,6 +244,7 @@ int main(void)
 {
     RUN(test_trainer_step_toy_2d);
     RUN(test_trainer_step_reproducible);
+    RUN(test_net_model_batch_invariance);
     RUN(test_trainer_parameters_and_errors);
     return harness_finish();
 }

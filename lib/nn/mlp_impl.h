@@ -10,6 +10,8 @@
  */
 #include "mlp.h"
 
+#include <string.h>
+
 /* Pointers to the saved activations of a batch of B rows. */
 typedef struct {
     MLP_REAL *emb0, *a1, *s1, *temb, *h, *sa, *u, *su, *sh;
@@ -42,10 +44,23 @@ static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
     diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
     MLP_FN(mlp_acts) a = MLP_FN(mlp_acts_at)(sh, acts, B);
     size_t l;
-    MLP_L(diffuse__timestep_embedding)(t, B, E, a.emb0);
-    MLP_L(diffuse__linear_forward)(a.emb0, B, E, P + o.t1_w, P + o.t1_b, W, a.a1, work, nt);
-    MLP_L(diffuse__silu_forward)(a.a1, B * W, a.s1);
-    MLP_L(diffuse__linear_forward)(a.s1, B, W, P + o.t2_w, P + o.t2_b, W, a.temb, work, nt);
+    size_t b, Bt = B;
+    /* A sampler gives every row the same t: run the time branch on one row
+     * and copy it (the GEMM's sums do not depend on the number of rows). */
+    for (b = 1; b < B && t[b] == t[0]; b++)
+        ;
+    if (b == B)
+        Bt = 1;
+    MLP_L(diffuse__timestep_embedding)(t, Bt, E, a.emb0);
+    MLP_L(diffuse__linear_forward)(a.emb0, Bt, E, P + o.t1_w, P + o.t1_b, W, a.a1, work, nt);
+    MLP_L(diffuse__silu_forward)(a.a1, Bt * W, a.s1);
+    MLP_L(diffuse__linear_forward)(a.s1, Bt, W, P + o.t2_w, P + o.t2_b, W, a.temb, work, nt);
+    for (b = Bt; b < B; b++) { /* the backward pass reads every row */
+        memcpy(a.emb0 + b * E, a.emb0, E * sizeof *a.emb0);
+        memcpy(a.a1 + b * W, a.a1, W * sizeof *a.a1);
+        memcpy(a.s1 + b * W, a.s1, W * sizeof *a.s1);
+        memcpy(a.temb + b * W, a.temb, W * sizeof *a.temb);
+    }
     MLP_L(diffuse__linear_forward)(x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, work, nt);
     MLP_L(diffuse__add)(a.h, a.temb, B * W, a.h);
     for (l = 0; l < L; l++) {

@@ -78,6 +78,20 @@ def test_quickstart():
     report("example_quickstart", ok, p.stdout + p.stderr)
 
 
+def test_quickstart_cpp():
+    exe = find("quickstart_cpp")
+    if exe is None:
+        results["skipped"] += 1
+        print("skip example_quickstart_cpp: not built")
+        return
+    h = run([exe, "--help"])
+    p = run([exe])
+    m = re.search(r"sample mean ([-\d.]+) \(data 0.5\), variance ([\d.]+)", p.stdout)
+    ok = h.returncode == 0 and "usage" in h.stdout and p.returncode == 0 and m is not None \
+        and abs(float(m.group(1)) - 0.5) < 0.1 and 0.7 < float(m.group(2)) < 1.2
+    report("example_quickstart_cpp", ok, p.stdout + p.stderr)
+
+
 def test_toy2d():
     exe = find("toy2d")
     if exe is None:
@@ -131,6 +145,7 @@ def test_toy2d():
 
 
 test_quickstart()
+test_quickstart_cpp()
 test_toy2d()
 print(f"{results['passed']} passed, {results['failed']} failed, {results['skipped']} skipped")
 sys.exit(1 if results["failed"] else 0)
