@@ -114,21 +114,27 @@ $(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c \
 	    -o $@ $(STATIC) -lm -pthread
 
-# Optional: the libFuzzer build (clang), run for FUZZ_SECONDS from the seed
-# corpus; new inputs go to $(O)/fuzz/corpus, crashes to $(O)/fuzz/crashes.
+# Optional: the libFuzzer builds (clang) of the checkpoint loader and the
+# timestep-list parsers, each run for FUZZ_SECONDS from its seed corpus; new
+# inputs go to $(O)/fuzz/<name>, crashes to $(O)/fuzz/crashes.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-$(O)/fuzz/fuzz_checkpoint: $(LIB_SRCS) tests/fuzz/fuzz_checkpoint.c include/diffuse.h \
-                           $(wildcard lib/*.h lib/nn/*.h)
+FUZZ_TARGETS := checkpoint spec
+$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) include/diffuse.h $(wildcard lib/*.h lib/nn/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	    $(LIB_SRCS) tests/fuzz/fuzz_checkpoint.c -o $@ -lm
+	    $(LIB_SRCS) $< -o $@ -lm
 
-fuzz: $(O)/fuzz/fuzz_checkpoint
-	@mkdir -p $(O)/fuzz/corpus $(O)/fuzz/crashes
-	$(O)/fuzz/fuzz_checkpoint -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -artifact_prefix=$(O)/fuzz/crashes/ $(O)/fuzz/corpus tests/fuzz/corpus/checkpoint
+fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
+	@mkdir -p $(O)/fuzz/crashes
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(O)/fuzz/$$t; \
+	    echo "== fuzz_$$t, $(FUZZ_SECONDS) s"; \
+	    $(O)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	        -artifact_prefix=$(O)/fuzz/crashes/ $(O)/fuzz/$$t tests/fuzz/corpus/$$t \
+	        || exit 1; \
+	done
 
 # The meson build of the same sources, so that `make check` tests both.
 meson:

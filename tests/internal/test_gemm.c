@@ -230,13 +230,18 @@ static int check_one(int ta, int tb, size_t M, size_t N, size_t K, size_t pad, f
         snprintf(fail_msg, sizeof fail_msg, "out of memory");
     }
     if (rc != 0) {
-        char detail[512];
-        memcpy(detail, fail_msg, sizeof detail);
-        snprintf(fail_msg, sizeof fail_msg,
-                 "kernel %s, trans_a %d trans_b %d, M %zu N %zu K %zu, pad %zu, alpha %g "
-                 "beta %g, threads %d: %s",
-                 diffuse__sgemm_kernel_name(), ta, tb, M, N, K, pad, (double)alpha,
-                 (double)beta, threads, detail);
+        /* The problem's description, then as much of the detail as fits. */
+        char detail[256];
+        int used;
+        memcpy(detail, fail_msg, sizeof detail - 1);
+        detail[sizeof detail - 1] = '\0';
+        used = snprintf(fail_msg, sizeof fail_msg,
+                        "kernel %s, trans_a %d trans_b %d, M %zu N %zu K %zu, pad %zu, "
+                        "alpha %g beta %g, threads %d: ",
+                        diffuse__sgemm_kernel_name(), ta, tb, M, N, K, pad, (double)alpha,
+                        (double)beta, threads);
+        if (used > 0 && (size_t)used < sizeof fail_msg)
+            strncat(fail_msg, detail, sizeof fail_msg - (size_t)used - 1);
     }
     free(C);
     problem_free(&p);
