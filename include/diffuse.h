@@ -893,6 +893,36 @@ DIFFUSE_API int diffuse_prior_bpd(const diffuse_schedule *s, const float *x0, si
  * the layers appear above.  Initialization is PyTorch's default for Linear
  * (uniform in +-1/sqrt(in)), drawn from the library's generator.
  *
+ * The U-Net (images [batch][C][H][W], dim = C H W), with c = base_channels,
+ * G = groups, E = 4c, GN = group norm (G groups, eps 1e-5, per-channel
+ * affine gamma and beta), Conv = 3x3 convolution with padding 1 and a bias,
+ * and emb_c the same sinusoidal embedding of size c:
+ *   e = Linear(E, E)(SiLU(Linear(c, E)(emb_c(t))));
+ *   h0 = Conv(C -> c)(x);
+ *   h1 = ResBlock(c)(h0) at H x W, where ResBlock(k)(h) is
+ *        r = Conv(k -> k)(SiLU(GN(h))) + Linear(E, k)(SiLU(e)) (one value
+ *            per channel, added at every pixel);
+ *        r = Conv(k -> k)(SiLU(GN(r)));
+ *        h + r;
+ *   d = Conv(c -> 2c, stride 2)(h1) at H/2 x W/2;
+ *   h2 = ResBlock(2c)(d);
+ *   s = Conv(2c -> c)(Upsample2(h2)) + h1 (nearest-neighbour 2x upsampling,
+ *       additive skip);
+ *   h3 = ResBlock(c)(s);
+ *   out = Conv(c -> C_out)(SiLU(GN(h3))), C_out = C, or 2C with a learned
+ *       variance (channels C .. 2C-1 are the variance values, so that each
+ *       output row is [prediction (dim)][variance (dim)] as models give it).
+ * Its parameters, in the order of diffuse_net_get_params(), are the time
+ * Linears (c -> E, E -> E), the input Conv, the first ResBlock, the
+ * stride-2 Conv, the second ResBlock, the up Conv, the third ResBlock, then
+ * the output GN's gamma [c] and beta [c] and the output Conv.  A ResBlock(k)
+ * holds, in order: GN gamma [k], beta [k]; Conv weight, bias; the
+ * Linear(E, k) weight, bias; GN gamma [k], beta [k]; Conv weight, bias.  A
+ * Conv is weight [out][in][3][3] then bias [out], a Linear weight [out][in]
+ * then bias [out] (PyTorch layouts).  Initialization is PyTorch's default
+ * for Conv2d and Linear (uniform in +-1/sqrt(fan_in), fan_in = 9 in for a
+ * Conv), drawn from the library's generator; GN gamma 1, beta 0.
+ *
  * A net is used by one thread at a time.  Models, trainers and samplers
  * built on it hold a reference, so it may be freed before them.
  */
@@ -917,6 +947,34 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_create_mlp(diffuse_net **out, size
                                                          int variance, size_t max_batch,
                                                          uint64_t seed);
 
+/**
+ * Create a U-Net denoiser (the architecture above) for images
+ * [batch][channels][height][width], dim = channels * height * width.
+ * @param channels       image channels C, >= 1.
+ * @param height, width  image size in pixels, each even and >= 2 (the
+ *                       stride-2 level is height/2 x width/2, and the
+ *                       upsampling restores the size exactly); dim <= 2^24.
+ * @param base_channels  c, 1 .. 4096 (the levels have c and 2c channels,
+ *                       the time embedding 4c).
+ * @param groups         G, the group norms' group count: 1 .. c, dividing c.
+ * @param prediction     DIFFUSE_PRED_*; @param variance DIFFUSE_VAR_*
+ *                       (learned kinds add C output channels).
+ * @param max_batch      largest batch of a forward call, 1 .. 2^24.
+ * @param seed           initialization seed.
+ * The weights, their EMA and the whole workspace for max_batch rows
+ * (activations, layer scratch) are allocated here: forward and training
+ * calls allocate nothing.
+ * Errors: DIFFUSE_EINVAL (a size out of range, odd height or width, groups
+ * not dividing base_channels, unknown kinds, a net too large to address),
+ * DIFFUSE_ENOMEM; *out NULL on failure.  Ownership: diffuse_net_free().
+ * Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_create_unet(diffuse_net **out, size_t channels,
+                                                          size_t height, size_t width,
+                                                          size_t base_channels, size_t groups,
+                                                          int prediction, int variance,
+                                                          size_t max_batch, uint64_t seed);
+
 /** Release the caller's reference to a net.  NULL is a no-op.  Since: 1.0. */
 DIFFUSE_API void diffuse_net_free(diffuse_net *n);
 
@@ -927,25 +985,38 @@ DIFFUSE_API size_t diffuse_net_param_count(const diffuse_net *n);
 #define DIFFUSE_NET_WEIGHTS 0 /* the trained weights */
 #define DIFFUSE_NET_EMA 1     /* their exponential moving average */
 
+/* Net kinds, the value of DIFFUSE_NET_KIND; values never reused. */
+#define DIFFUSE_NET_KIND_MLP 1  /* diffuse_net_create_mlp() */
+#define DIFFUSE_NET_KIND_UNET 2 /* diffuse_net_create_unet() */
+
 /* Net parameters for diffuse_net_set() and diffuse_net_get(); numbers never
- * reused.  All but NUM_THREADS are read-only descriptions of the net. */
+ * reused.  All but NUM_THREADS are read-only descriptions of the net.  MLP
+ * only: WIDTH, DEPTH.  U-Net only: CHANNELS .. GROUPS.  Reading one that
+ * does not describe the net's kind fails with DIFFUSE_EINVAL. */
 #define DIFFUSE_NET_NUM_THREADS 1 /* OpenMP threads inside a call, 0 .. 4096; 0: default;
                                      at most the OpenMP default when the net was created */
-#define DIFFUSE_NET_DIM 2         /* data elements per sample */
+#define DIFFUSE_NET_DIM 2         /* data elements per sample (C H W for a U-Net) */
 #define DIFFUSE_NET_OUTPUT_DIM 3  /* dim, or 2 dim with a learned variance */
-#define DIFFUSE_NET_WIDTH 4
-#define DIFFUSE_NET_DEPTH 5
-#define DIFFUSE_NET_EMB_DIM 6
+#define DIFFUSE_NET_WIDTH 4       /* the MLP's hidden width W (not an image width) */
+#define DIFFUSE_NET_DEPTH 5       /* the MLP's residual blocks */
+#define DIFFUSE_NET_EMB_DIM 6     /* sinusoidal time embedding size (U-Net: base_channels) */
 #define DIFFUSE_NET_PREDICTION 7  /* a DIFFUSE_PRED_* value */
 #define DIFFUSE_NET_VARIANCE 8    /* a DIFFUSE_VAR_* value */
 #define DIFFUSE_NET_MAX_BATCH 9
+#define DIFFUSE_NET_KIND 10           /* a DIFFUSE_NET_KIND_* value */
+#define DIFFUSE_NET_CHANNELS 11       /* image channels C */
+#define DIFFUSE_NET_HEIGHT 12         /* image height in pixels */
+#define DIFFUSE_NET_WIDTH_PIXELS 13   /* image width in pixels */
+#define DIFFUSE_NET_BASE_CHANNELS 14  /* c */
+#define DIFFUSE_NET_GROUPS 15         /* group norm groups G */
 
 /** Set a net parameter (NUM_THREADS).  Errors: DIFFUSE_EINVAL (NULL,
  * unknown or read-only parameter, bad value).  Since: 1.0. */
 DIFFUSE_API int diffuse_net_set(diffuse_net *n, int param, double value);
 
-/** Read a net parameter, e.g. the sizes of a net loaded from a checkpoint.
- * Errors: DIFFUSE_EINVAL (NULL, unknown parameter).  Since: 1.0. */
+/** Read a net parameter, e.g. the kind and sizes of a net loaded from a
+ * checkpoint.  Errors: DIFFUSE_EINVAL (NULL, unknown parameter, a parameter
+ * of the other kind of net).  Since: 1.0. */
 DIFFUSE_API int diffuse_net_get(const diffuse_net *n, int param, double *value);
 
 /**
@@ -966,8 +1037,9 @@ DIFFUSE_API int diffuse_net_set_params(diffuse_net *n, int which, const float *i
 
 /**
  * Run the net: out = net(x_t, t) with the given weights.
+ * @param x_t  [batch][dim] (a U-Net's rows are images [C][H][W]).
  * @param t    [batch] original training timesteps (embedded as floats).
- * @param out  [batch][output_dim].
+ * @param out  [batch][output_dim] (a U-Net's rows are [C_out][H][W]).
  * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch, unknown which).
  * Allocates nothing.  Since: 1.0.
  */
@@ -1076,7 +1148,9 @@ DIFFUSE_API int diffuse_checkpoint_format_version(void);
  *
  * Format: little-endian; an 8-byte magic "DIFFCKPT", the format version, the
  * payload length and the CRC-32 (IEEE) of the payload, then named typed
- * tensors.  The file is written to a temporary file in the same directory,
+ * tensors.  Both kinds of net are saved; the U-Net's records were added to
+ * format version 1 (a version 1 file without a net kind record holds an
+ * MLP).  The file is written to a temporary file in the same directory,
  * flushed to disk, and renamed over path, so path never holds a partial
  * checkpoint; a new file gets mode 0600, an overwritten one keeps its mode.
  * Errors: DIFFUSE_EINVAL (NULL path or net, tr not training net, a

@@ -58,7 +58,9 @@ next callback, stops the run and is re-raised as KeyboardInterrupt like any
 other callback exception, or right after the call if no callback follows.
 
 Nets, training and checkpoints.  Net.mlp(dim, ...) is the library's
-reference MLP denoiser; net.model("ema") (or "weights") is a Model for
+reference MLP denoiser and Net.unet(channels, height, width_pixels, ...) its
+small convolutional U-Net for images (rows of channels * height *
+width_pixels values, [C][H][W]); net.model("ema") (or "weights") is a Model for
 Sampler and Vlb that runs it in C, with no Python callback.  Trainer(net,
 schedule) trains it: trainer.step(x0, seed) returns the batch's loss.
 checkpoint_save(path, net, trainer) and checkpoint_load(path, max_batch,
@@ -66,9 +68,9 @@ schedule) -> (net, trainer) save and restore both; training resumes bit for
 bit.  Paths are str, bytes or os.PathLike (os.fsencode).  Parameters are flat
 float32 arrays (array.array('f') without numpy) in the header's order.  A
 Model or Trainer holds its own reference to the C net, so the Net object may
-be closed first.  The library has no call that reports a net's sizes, so for
-a loaded net the binding reads dim, width, depth, emb_dim, prediction and
-variance from the checkpoint file's records.
+be closed first.  A net's kind and sizes (also those of a loaded net) are
+read with diffuse_net_get: net.kind is "mlp" or "unet", and the attributes
+that do not describe that kind are None.
 
 numpy.  Set the environment variable LIBDIFFUSE_NO_NUMPY=1 before the import
 to take the standard-library paths although numpy is installed.
@@ -261,6 +263,9 @@ _SIGNATURES = {
     # reference denoisers, training and checkpoints
     "diffuse_net_create_mlp": (
         [_PH, c_size_t, c_size_t, c_size_t, c_size_t, c_int, c_int, c_size_t, c_uint64], c_int),
+    "diffuse_net_create_unet": (
+        [_PH, c_size_t, c_size_t, c_size_t, c_size_t, c_size_t, c_int, c_int, c_size_t,
+         c_uint64], c_int),
     "diffuse_net_free": ([_H], None),
     "diffuse_net_param_count": ([_H], c_size_t),
     "diffuse_net_set": ([_H, c_int, c_double], c_int),
@@ -487,6 +492,15 @@ NET_EMB_DIM = 6
 NET_PREDICTION = 7
 NET_VARIANCE = 8
 NET_MAX_BATCH = 9
+NET_KIND = 10
+NET_CHANNELS = 11
+NET_HEIGHT = 12
+NET_WIDTH_PIXELS = 13
+NET_BASE_CHANNELS = 14
+NET_GROUPS = 15
+
+NET_KIND_MLP = 1
+NET_KIND_UNET = 2
 
 LOSS_MSE = 0
 LOSS_HYBRID = 1
@@ -534,8 +548,14 @@ _SAMPLER_PARAMS = {"eta": 1, "num_threads": 2}
 _VLB_PARAMS = {"cdf": 1, "num_threads": 2}
 _WHICH_NAMES = {"weights": 0, "ema": 1}
 _NET_PARAMS = {"num_threads": 1}
-_NET_ARCH = {"dim": 2, "output_dim": 3, "width": 4, "depth": 5, "emb_dim": 6, "prediction": 7,
-             "variance": 8, "max_batch": 9}
+# Read-only net parameters: those of every net, then those of one kind.
+_NET_ARCH = {"dim": 2, "output_dim": 3, "emb_dim": 6, "prediction": 7, "variance": 8,
+             "max_batch": 9}
+_NET_KIND_ARCH = {
+    1: {"width": 4, "depth": 5},
+    2: {"channels": 11, "height": 12, "width_pixels": 13, "base_channels": 14, "groups": 15},
+}
+_NET_KIND_NAMES = {1: "mlp", 2: "unet"}
 _LOSS_NAMES = {"mse": 0, "hybrid": 1, "kl": 2}
 _TIMESTEP_SAMPLER_NAMES = {"uniform": 0, "loss_second_moment": 1}
 _TRAINER_PARAMS = {
@@ -1282,33 +1302,43 @@ class Vlb(_Engine):
 class Net(_Handle):
     """A reference denoising network (diffuse_net): its weights, their
     exponential moving average (EMA) and a workspace for batches up to
-    max_batch.  Build one with Net.mlp() or checkpoint_load().
+    max_batch.  Build one with Net.mlp(), Net.unet() or checkpoint_load().
 
     Weights are chosen with `which`: NET_WEIGHTS / "weights" (the trained
     weights) or NET_EMA / "ema" (their EMA).  Parameters come and go as flat
     float32 arrays in the documented order (each Linear's weight [out][in],
-    then its bias [out]).  set(): NET_NUM_THREADS ("num_threads").
+    then its bias [out]; a U-Net's Conv weight [out][in][3][3] and bias,
+    group norm gamma and beta).  set(): NET_NUM_THREADS ("num_threads").
 
-    Attributes (read with diffuse_net_get): dim, output_dim (dim, or 2 dim
-    with a learned variance), width, depth, emb_dim, prediction, variance,
-    max_batch.
+    Attributes (read with diffuse_net_get): kind ("mlp" or "unet"), dim,
+    output_dim (dim, or 2 dim with a learned variance), emb_dim (the
+    sinusoidal embedding size; a U-Net's base_channels), prediction,
+    variance, max_batch; an MLP's width and depth; a U-Net's channels,
+    height, width_pixels, base_channels and groups.  Those of the other kind
+    are None.  A U-Net's rows are images [channels][height][width_pixels]
+    flattened: dim = channels * height * width_pixels.
 
     Models, trainers and samplers built on a net hold their own reference to
     it: the Net may be closed before them.  A net is used by one thread at a
     time, and that includes the models and trainers built on it."""
     _free_name = "diffuse_net_free"
-    dim = output_dim = width = depth = emb_dim = prediction = variance = max_batch = None
+    kind = dim = output_dim = emb_dim = prediction = variance = max_batch = None
+    width = depth = None  # MLP
+    channels = height = width_pixels = base_channels = groups = None  # U-Net
 
     def __init__(self, _handle=None):
         if not _handle:
-            raise ValueError("use Net.mlp(...) or checkpoint_load(...)")
+            raise ValueError("use Net.mlp(...), Net.unet(...) or checkpoint_load(...)")
         self._adopt(_handle)
 
     def _adopt(self, handle):
         super()._adopt(handle)
         get = _f("diffuse_net_get")
         value = c_double()
-        for name, key in _NET_ARCH.items():
+        _check(get(self._handle(), NET_KIND, byref(value)))
+        kind = int(value.value)
+        self.kind = _NET_KIND_NAMES.get(kind, kind)
+        for name, key in list(_NET_ARCH.items()) + list(_NET_KIND_ARCH.get(kind, {}).items()):
             _check(get(self._handle(), key, byref(value)))
             setattr(self, name, int(value.value))
 
@@ -1324,6 +1354,25 @@ class Net(_Handle):
                                                 (depth, "depth"), (emb_dim, "emb_dim"),
                                                 (max_batch, "max_batch"))]
         h = _new_handle("diffuse_net_create_mlp", *sizes[:4], pred, var, sizes[4],
+                        _uint(seed, 64, "seed"))
+        return cls(h)
+
+    @classmethod
+    def unet(cls, channels, height, width_pixels, base_channels=32, groups=8,
+             prediction=PRED_EPS, variance=VAR_FIXED_SMALL, max_batch=64, seed=0):
+        """diffuse_net_create_unet: a small convolutional U-Net for images
+        [channels][height][width_pixels] (height and width_pixels even): two
+        resolutions with base_channels and 2 base_channels channels, residual
+        blocks with group norm (`groups` dividing base_channels) and the time
+        embedding added per block, an additive skip connection; initialized
+        from `seed` (PyTorch's default Conv2d and Linear initialization)."""
+        pred = _code(prediction, _PRED_NAMES, "prediction")
+        var = _code(variance, _VAR_NAMES, "variance")
+        sizes = [_size(v, what) for v, what in ((channels, "channels"), (height, "height"),
+                                                (width_pixels, "width_pixels"),
+                                                (base_channels, "base_channels"),
+                                                (groups, "groups"), (max_batch, "max_batch"))]
+        h = _new_handle("diffuse_net_create_unet", *sizes[:5], pred, var, sizes[5],
                         _uint(seed, 64, "seed"))
         return cls(h)
 
@@ -1358,8 +1407,10 @@ class Net(_Handle):
         _check(_f("diffuse_net_set_params")(h, w, a.ptr, n))
 
     def forward(self, x_t, t, which=NET_WEIGHTS):
-        """net(x_t, t): x_t [batch][dim], t [batch] original training
-        timesteps (or one integer for every row); returns [batch][output_dim]."""
+        """net(x_t, t): x_t [batch][dim] (any shape of batch * dim values,
+        e.g. a U-Net's [batch][channels][height][width_pixels]), t [batch]
+        original training timesteps (or one integer for every row); returns
+        [batch][output_dim]."""
         h = self._handle()
         w = _code(which, _WHICH_NAMES, "which")
         xa = _arr(x_t, "f", "x_t")
@@ -1387,6 +1438,10 @@ class Net(_Handle):
     def __repr__(self):
         if not self._h:
             return "<libdiffuse.Net closed>"
+        if self.kind == "unet":
+            return (f"<libdiffuse.Net U-Net {self.channels}x{self.height}x{self.width_pixels} "
+                    f"base_channels={self.base_channels} groups={self.groups} "
+                    f"params={self.param_count}>")
         return (f"<libdiffuse.Net MLP dim={self.dim} width={self.width} depth={self.depth} "
                 f"emb_dim={self.emb_dim} params={self.param_count}>")
 

@@ -595,6 +595,246 @@ static void test_checkpoint_continue_matches_fresh_run(void)
     diffuse_net_free(b);
 }
 
+/* ---------------------------------------------------------------------- */
+/* U-Nets                                                                   */
+
+#define U_C 2
+#define U_H 4
+#define U_W 6
+#define U_DIM (U_C * U_H * U_W)
+#define U_BATCH 4
+
+static int make_unet(uint64_t seed, diffuse_net **n, diffuse_trainer **tr)
+{
+    int rc = diffuse_net_create_unet(n, U_C, U_H, U_W, 4, 2, DIFFUSE_PRED_V,
+                                     DIFFUSE_VAR_LEARNED_RANGE, U_BATCH, seed);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_trainer_create(tr, *n, sched, U_BATCH);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_trainer_set(*tr, DIFFUSE_TRAINER_LOSS, DIFFUSE_LOSS_HYBRID);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_trainer_set(*tr, DIFFUSE_TRAINER_TIMESTEPS,
+                                 DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_trainer_set(*tr, DIFFUSE_TRAINER_LR, 2e-3);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_trainer_set(*tr, DIFFUSE_TRAINER_EMA_DECAY, 0.9);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_trainer_set(*tr, DIFFUSE_TRAINER_GRAD_CLIP, 1.0);
+    return rc;
+}
+
+static int train_unet(diffuse_trainer *tr, size_t k0, size_t steps)
+{
+    float x[U_BATCH * U_DIM];
+    size_t k, i;
+    for (k = k0; k < k0 + steps; k++) {
+        int rc;
+        (void)diffuse_normal_fill(4321, k, 3, x, U_BATCH * U_DIM);
+        for (i = 0; i < U_BATCH * U_DIM; i++)
+            x[i] = 0.5f * x[i] + (i % U_W < U_W / 2 ? 0.25f : -0.25f);
+        rc = diffuse_trainer_step(tr, x, U_BATCH, 78, NULL);
+        if (rc != DIFFUSE_OK)
+            return rc;
+    }
+    return DIFFUSE_OK;
+}
+
+/* A U-Net with its trainer: trained N steps, saved, loaded: bit-identical
+ * weights and EMA, the same kind and sizes, the same outputs, every trainer
+ * parameter; M more steps on both: bit-identical again, and both save the
+ * same bytes.  The file holds the U-Net's records and none of the MLP's. */
+static void test_checkpoint_unet_roundtrip_and_continue(void)
+{
+    static const int keys[] = {DIFFUSE_NET_KIND,         DIFFUSE_NET_DIM,
+                               DIFFUSE_NET_OUTPUT_DIM,   DIFFUSE_NET_CHANNELS,
+                               DIFFUSE_NET_HEIGHT,       DIFFUSE_NET_WIDTH_PIXELS,
+                               DIFFUSE_NET_BASE_CHANNELS, DIFFUSE_NET_GROUPS,
+                               DIFFUSE_NET_PREDICTION,   DIFFUSE_NET_VARIANCE,
+                               DIFFUSE_NET_EMB_DIM};
+    char path[128], p2[128];
+    diffuse_net *a = NULL, *b = NULL, *c = NULL;
+    diffuse_trainer *ta = NULL, *tb = NULL;
+    float x[2 * U_DIM], oa[2 * 2 * U_DIM], ob[2 * 2 * U_DIM];
+    int32_t t[2] = {0, 19};
+    size_t len, lb, k;
+    unsigned char *bytes, *bytes2;
+    rec_t r;
+    double va, vb;
+    int p;
+    in_dir(path, sizeof path, "unet.ckpt");
+    ASSERT_OK(make_unet(31, &a, &ta));
+    ASSERT_OK(train_unet(ta, 0, 12));
+    ASSERT_OK(diffuse_checkpoint_save(path, a, ta));
+    bytes = slurp(path, &len);
+    ASSERT_TRUE(bytes != NULL);
+    ASSERT_TRUE(find(bytes, len, "net.kind", &r));
+    ASSERT_EQ(rd32(bytes + r.data), DIFFUSE_NET_KIND_UNET);
+    ASSERT_TRUE(find(bytes, len, "net.dim", &r));
+    ASSERT_EQ(rd64(bytes + r.data), U_DIM);
+    ASSERT_TRUE(find(bytes, len, "net.channels", &r));
+    ASSERT_EQ(rd64(bytes + r.data), U_C);
+    ASSERT_TRUE(find(bytes, len, "net.height", &r));
+    ASSERT_EQ(rd64(bytes + r.data), U_H);
+    ASSERT_TRUE(find(bytes, len, "net.width_pixels", &r));
+    ASSERT_EQ(rd64(bytes + r.data), U_W);
+    ASSERT_TRUE(find(bytes, len, "net.base_channels", &r));
+    ASSERT_EQ(rd64(bytes + r.data), 4);
+    ASSERT_TRUE(find(bytes, len, "net.groups", &r));
+    ASSERT_EQ(rd64(bytes + r.data), 2);
+    ASSERT_TRUE(find(bytes, len, "net.params", &r));
+    ASSERT_EQ(r.dims[0], diffuse_net_param_count(a));
+    ASSERT_TRUE(!find(bytes, len, "net.width", &r) && !find(bytes, len, "net.depth", &r) &&
+                !find(bytes, len, "net.emb_dim", &r));
+    free(bytes);
+    ASSERT_OK(diffuse_checkpoint_load(path, U_BATCH, &b, sched, U_BATCH, &tb));
+    ASSERT_TRUE(same_net(a, b));
+    for (k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        ASSERT_OK(diffuse_net_get(a, keys[k], &va));
+        ASSERT_OK(diffuse_net_get(b, keys[k], &vb));
+        ASSERT_TRUE(va == vb);
+    }
+    ASSERT_STATUS(diffuse_net_get(b, DIFFUSE_NET_WIDTH, &vb), DIFFUSE_EINVAL);
+    for (p = DIFFUSE_TRAINER_LR; p <= DIFFUSE_TRAINER_STEP; p++) {
+        ASSERT_OK(diffuse_trainer_get(ta, p, &va));
+        ASSERT_OK(diffuse_trainer_get(tb, p, &vb));
+        if (memcmp(&va, &vb, sizeof va) != 0)
+            HARNESS_FAIL_("trainer parameter %d: %.17g before, %.17g after", p, va, vb);
+    }
+    (void)diffuse_normal_fill(6, 0, 0, x, 2 * U_DIM);
+    for (p = DIFFUSE_NET_WEIGHTS; p <= DIFFUSE_NET_EMA; p++) {
+        ASSERT_OK(diffuse_net_forward(a, p, x, t, 2, oa));
+        ASSERT_OK(diffuse_net_forward(b, p, x, t, 2, ob));
+        ASSERT_TRUE(memcmp(oa, ob, sizeof oa) == 0);
+    }
+    /* continued training, bit for bit */
+    ASSERT_OK(train_unet(ta, 12, 8));
+    ASSERT_OK(train_unet(tb, 12, 8));
+    ASSERT_TRUE(same_net(a, b));
+    ASSERT_OK(diffuse_checkpoint_save(path, a, ta));
+    ASSERT_OK(diffuse_checkpoint_save(in_dir(p2, sizeof p2, "unet2.ckpt"), b, tb));
+    bytes = slurp(path, &len);
+    bytes2 = slurp(p2, &lb);
+    ASSERT_TRUE(bytes != NULL && bytes2 != NULL);
+    ASSERT_TRUE(len == lb && memcmp(bytes, bytes2, len) == 0);
+    free(bytes2);
+    /* a net-only file of the same net, and the trainer file read as a net */
+    ASSERT_OK(diffuse_checkpoint_save(p2, a, NULL));
+    ASSERT_OK(diffuse_checkpoint_load(p2, 1, &c, NULL, 0, NULL));
+    ASSERT_TRUE(same_net(a, c));
+    ASSERT_OK(diffuse_net_get(c, DIFFUSE_NET_MAX_BATCH, &va));
+    ASSERT_TRUE(va == 1);
+    diffuse_net_free(c);
+    ASSERT_OK(diffuse_checkpoint_load(path, 2, &c, NULL, 0, NULL));
+    ASSERT_TRUE(same_net(a, c));
+    diffuse_net_free(c);
+    /* every truncation is refused */
+    for (lb = 0; lb < len; lb += 7)
+        ASSERT_STATUS(load_bytes(bytes, lb, 0), DIFFUSE_EFORMAT);
+    free(bytes);
+    diffuse_trainer_free(ta);
+    diffuse_trainer_free(tb);
+    diffuse_net_free(a);
+    diffuse_net_free(b);
+}
+
+/* Malformed U-Net content and mixed records: DIFFUSE_EFORMAT.  A file
+ * without a net.kind record is an MLP (the files written before U-Nets). */
+static void test_checkpoint_unet_crafted_and_kindless_mlp(void)
+{
+    char path[128];
+    diffuse_net *a = NULL, *m = NULL, *m2 = NULL;
+    size_t len, n, mlen;
+    unsigned char *b, *o, *mb;
+    rec_t r, w;
+    double v;
+    ASSERT_OK(diffuse_net_create_unet(&a, U_C, U_H, U_W, 4, 2, DIFFUSE_PRED_EPS,
+                                      DIFFUSE_VAR_FIXED_SMALL, 2, 3));
+    ASSERT_OK(diffuse_checkpoint_save(in_dir(path, sizeof path, "unet_net.ckpt"), a, NULL));
+    b = slurp(path, &len);
+    ASSERT_TRUE(b != NULL);
+    ASSERT_OK(load_bytes(b, len, 0));
+    /* sizes: odd height, groups not dividing, dim disagreeing, zero */
+    {
+        static const struct {
+            const char *name;
+            uint64_t value;
+            const char *msg;
+        } edits[] = {{"net.height", 5, "bad U-Net sizes"},
+                     {"net.groups", 3, "bad U-Net sizes"},
+                     {"net.groups", 0, "bad U-Net sizes"},
+                     {"net.base_channels", 0, "bad U-Net sizes"},
+                     {"net.base_channels", (uint64_t)1 << 40, "bad U-Net sizes"},
+                     {"net.channels", 0, "bad U-Net sizes"},
+                     {"net.width_pixels", 8, "net.dim"},
+                     {"net.dim", U_DIM + 1, "net.dim"},
+                     {"net.base_channels", 8, "architecture"},
+                     {"net.channels", 1, "net.dim"}};
+        size_t k;
+        for (k = 0; k < sizeof edits / sizeof edits[0]; k++) {
+            ASSERT_TRUE(find(b, len, edits[k].name, &r));
+            o = splice(b, len, 0, 0, NULL, 0, &n);
+            wr64(o + r.data, edits[k].value);
+            fix_header(o, n);
+            ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
+            if (strstr(diffuse_last_error(), edits[k].msg) == NULL)
+                HARNESS_FAIL_("%s = %llu: '%s' lacks '%s'", edits[k].name,
+                              (unsigned long long)edits[k].value, diffuse_last_error(),
+                              edits[k].msg);
+            free(o);
+        }
+    }
+    /* a U-Net record missing; an MLP record added (from the MLP fixture) */
+    ASSERT_TRUE(find(b, len, "net.groups", &r));
+    o = splice(b, len, r.off, r.len, NULL, 0, &n);
+    ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("missing record 'net.groups'");
+    free(o);
+    mb = slurp(net_path, &mlen);
+    ASSERT_TRUE(mb != NULL);
+    ASSERT_TRUE(find(mb, mlen, "net.depth", &w));
+    o = splice(b, len, len, 0, mb + w.off, w.len, &n);
+    ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("'net.depth' does not describe a U-Net");
+    free(o);
+    /* ... and a U-Net record in an MLP file */
+    ASSERT_TRUE(find(b, len, "net.channels", &r));
+    o = splice(mb, mlen, mlen, 0, b + r.off, r.len, &n);
+    ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("'net.channels' does not describe an MLP");
+    free(o);
+    /* without net.kind: a U-Net file is refused (read as an MLP, whose
+     * records are missing), an MLP file loads as the same MLP */
+    ASSERT_TRUE(find(b, len, "net.kind", &r));
+    o = splice(b, len, r.off, r.len, NULL, 0, &n);
+    ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
+    free(o);
+    ASSERT_TRUE(find(mb, mlen, "net.kind", &w));
+    o = splice(mb, mlen, w.off, w.len, NULL, 0, &n);
+    ASSERT_OK(load_bytes(o, n, 0));
+    ASSERT_OK(spit(in_dir(path, sizeof path, "kindless.ckpt"), o, n) == 0 ? DIFFUSE_OK
+                                                                           : DIFFUSE_EIO);
+    ASSERT_OK(diffuse_checkpoint_load(path, 4, &m, NULL, 0, NULL));
+    ASSERT_OK(diffuse_checkpoint_load(net_path, 4, &m2, NULL, 0, NULL));
+    ASSERT_TRUE(same_net(m, m2));
+    ASSERT_OK(diffuse_net_get(m, DIFFUSE_NET_KIND, &v));
+    ASSERT_TRUE(v == DIFFUSE_NET_KIND_MLP);
+    free(o);
+    /* an unknown kind */
+    ASSERT_TRUE(find(b, len, "net.kind", &r));
+    o = splice(b, len, 0, 0, NULL, 0, &n);
+    wr32(o + r.data, 3);
+    fix_header(o, n);
+    ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("unknown net kind 3");
+    free(o);
+    free(mb);
+    free(b);
+    diffuse_net_free(m);
+    diffuse_net_free(m2);
+    diffuse_net_free(a);
+}
+
 /* Schedules: other betas or length -> EINVAL; trainer wanted from a net-only
  * file -> EINVAL; a trainer file loads as a net alone. */
 static void test_checkpoint_load_schedule_mismatch(void)
@@ -1187,6 +1427,8 @@ int main(void)
     RUN(test_checkpoint_continue_hybrid_importance);
     RUN(test_checkpoint_continue_kl_importance);
     RUN(test_checkpoint_continue_matches_fresh_run);
+    RUN(test_checkpoint_unet_roundtrip_and_continue);
+    RUN(test_checkpoint_unet_crafted_and_kindless_mlp);
     RUN(test_checkpoint_load_schedule_mismatch);
     RUN(test_checkpoint_truncated_every_length);
     RUN(test_checkpoint_every_bit_flip);

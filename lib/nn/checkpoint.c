@@ -24,9 +24,16 @@
  *
  * Version 1 records ("x" is a scalar):
  *
- *   net.kind                    u32 x     1 = MLP
- *   net.dim, net.width,         u64 x     diffuse_net_create_mlp()'s sizes
- *   net.depth, net.emb_dim
+ *   net.kind                    u32 x     DIFFUSE_NET_KIND_*: 1 MLP, 2 U-Net;
+ *                                         a file without it holds an MLP
+ *   net.dim                     u64 x     data elements per sample (C H W
+ *                                         for a U-Net)
+ *   net.width, net.depth,       u64 x     MLP only: diffuse_net_create_mlp()'s
+ *     net.emb_dim                         sizes
+ *   net.channels, net.height,   u64 x     U-Net only:
+ *     net.width_pixels,                   diffuse_net_create_unet()'s sizes
+ *     net.base_channels,
+ *     net.groups
  *   net.prediction,             i32 x     DIFFUSE_PRED_*, DIFFUSE_VAR_*
  *   net.variance
  *   net.params, net.ema         f32 [P]   weights and EMA, documented order
@@ -44,6 +51,11 @@
  *   schedule.betas              f64 [T]   the trainer's schedule
  *   schedule.timesteps          i32 [T]   its original indices
  *
+ * The U-Net records and net.kind 2 were added to version 1 without a new
+ * version: a reader that predates them refuses a U-Net file with
+ * DIFFUSE_EFORMAT (the MLP records are missing, the kind is unknown), and
+ * every MLP file reads as before (an MLP's bytes did not change).
+ *
  * The writer emits the records in the order of the known-record table below
  * (KNOWN); the loader accepts them in any order.
  *
@@ -57,10 +69,12 @@
  *    unknown name is skipped once it is well formed: a later library may
  *    add ancillary records without a new version; anything an older
  *    reader must understand needs a new version.
- *  - Every net record present; the trainer and schedule records all present
- *    or all absent.  Sizes agree with the architecture ([P], [T], [T][10]);
- *    values in range: sizes as diffuse_net_create_mlp() takes them, kinds
- *    known, weights, EMA and Adam moments finite (second moments >= 0),
+ *  - Every net record of the kind present, and none of the other kind's;
+ *    the trainer and schedule records all present or all absent.  Sizes
+ *    agree with the architecture ([P], [T], [T][10]; a U-Net's dim is
+ *    C H W); values in range: sizes as diffuse_net_create_mlp() or
+ *    diffuse_net_create_unet() takes them, kinds known, weights, EMA and
+ *    Adam moments finite (second moments >= 0),
  *    trainer parameters as diffuse_trainer_set() takes them, losses finite,
  *    history counters consistent, betas in (0, 1] (1 only last), timesteps
  *    increasing from >= 0.
@@ -91,6 +105,8 @@ _Static_assert(sizeof(float) == 4 && sizeof(double) == 8, "IEEE-754 binary32 and
 #define FORMAT_VERSION 1u
 #define MAX_RANK 4u
 #define SIZE_LIMIT ((uint64_t)1 << 24) /* dim, width, emb_dim (diffuse_net_create_mlp) */
+/* Above this many parameters a net's weights cannot fit a checkpoint. */
+#define PARAM_LIMIT ((uint64_t)1 << 30)
 #define DEPTH_LIMIT 4096u
 #define LOAD "diffuse_checkpoint_load"
 #define BAD(...) diffuse__fail(DIFFUSE_EFORMAT, LOAD, __VA_ARGS__)
@@ -175,7 +191,9 @@ static size_t type_size(unsigned type)
 /* The known records.  R_LR .. R_THREADS follow DIFFUSE_TRAINER_LR (1) ..
  * DIFFUSE_TRAINER_NUM_THREADS (12) in order. */
 enum {
-    R_KIND, R_DIM, R_WIDTH, R_DEPTH, R_EMB, R_PRED, R_VAR, R_PARAMS, R_EMA,
+    R_KIND, R_DIM, R_WIDTH, R_DEPTH, R_EMB,
+    R_CHANNELS, R_HEIGHT, R_WIDTH_PIXELS, R_BASE, R_GROUPS,
+    R_PRED, R_VAR, R_PARAMS, R_EMA,
     R_LR, R_BETA1, R_BETA2, R_EPS, R_WD, R_ADAMW, R_CLIP, R_EMA_DECAY, R_LOSS, R_MIN_SNR,
     R_TIMESTEPS_KIND, R_THREADS,
     R_STEP, R_M, R_V, R_HIST, R_HIST_N, R_HIST_POS, R_BETAS, R_SCHED_T,
@@ -194,6 +212,11 @@ static const struct {
     {"net.width", T_U64, 0},
     {"net.depth", T_U64, 0},
     {"net.emb_dim", T_U64, 0},
+    {"net.channels", T_U64, 0},
+    {"net.height", T_U64, 0},
+    {"net.width_pixels", T_U64, 0},
+    {"net.base_channels", T_U64, 0},
+    {"net.groups", T_U64, 0},
     {"net.prediction", T_I32, 0},
     {"net.variance", T_I32, 0},
     {"net.params", T_F32, 1},
@@ -406,10 +429,18 @@ static void emit(writer *w, const diffuse_net *n, const diffuse_trainer *tr)
 {
     uint64_t d[2];
     w_u32(w, R_KIND, (uint32_t)n->kind);
-    w_u64(w, R_DIM, n->mlp.dim);
-    w_u64(w, R_WIDTH, n->mlp.width);
-    w_u64(w, R_DEPTH, n->mlp.depth);
-    w_u64(w, R_EMB, n->mlp.emb);
+    w_u64(w, R_DIM, n->dim);
+    if (n->kind == DIFFUSE_NET_KIND_UNET) {
+        w_u64(w, R_CHANNELS, n->unet.C);
+        w_u64(w, R_HEIGHT, n->unet.H);
+        w_u64(w, R_WIDTH_PIXELS, n->unet.W);
+        w_u64(w, R_BASE, n->unet.c);
+        w_u64(w, R_GROUPS, n->unet.G);
+    } else {
+        w_u64(w, R_WIDTH, n->mlp.width);
+        w_u64(w, R_DEPTH, n->mlp.depth);
+        w_u64(w, R_EMB, n->mlp.emb);
+    }
     w_i32(w, R_PRED, n->prediction);
     w_i32(w, R_VAR, n->variance);
     d[0] = n->n_params;
@@ -696,7 +727,9 @@ static int read_records(const unsigned char *p, size_t n, record *R)
 }
 
 typedef struct {
+    uint32_t kind;
     uint64_t dim, width, depth, emb, out_dim, n_params;
+    uint64_t channels, height, width_pixels, base, groups; /* U-Net */
     int prediction, variance;
 } arch;
 
@@ -726,38 +759,110 @@ static int check_f32(const record *R, int r, uint64_t n, int nonneg)
     return DIFFUSE_OK;
 }
 
-static int check_net(const record *R, arch *a)
+/* The records of the MLP and those of the U-Net: a file holds one set. */
+static const int MLP_RECORDS[] = {R_WIDTH, R_DEPTH, R_EMB};
+static const int UNET_RECORDS[] = {R_CHANNELS, R_HEIGHT, R_WIDTH_PIXELS, R_BASE, R_GROUPS};
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static int check_mlp(const record *R, arch *a)
 {
-    uint32_t kind, pred, var;
     uint64_t W;
-    int r;
-    for (r = 0; r < R_FIRST_TRAINER; r++)
-        DIFFUSE_TRY(need(R, r));
-    kind = get32(R[R_KIND].data);
-    if (kind != DIFFUSE_NET_KIND_MLP)
-        return BAD("unknown net kind %lu", (unsigned long)kind);
-    a->dim = get64(R[R_DIM].data);
     a->width = W = get64(R[R_WIDTH].data);
     a->depth = get64(R[R_DEPTH].data);
     a->emb = get64(R[R_EMB].data);
-    pred = get32(R[R_PRED].data);
-    var = get32(R[R_VAR].data);
     if (a->dim < 1 || a->dim > SIZE_LIMIT || W < 1 || W > SIZE_LIMIT || a->emb < 2 ||
         a->emb > SIZE_LIMIT || a->depth > DEPTH_LIMIT)
         return BAD("bad MLP sizes: dim %llu, width %llu, depth %llu, emb_dim %llu",
                    (unsigned long long)a->dim, (unsigned long long)W,
                    (unsigned long long)a->depth, (unsigned long long)a->emb);
+    a->out_dim = a->variance >= DIFFUSE_VAR_LEARNED ? 2 * a->dim : a->dim;
+    /* Each factor is at most 2^24 and depth at most 2^12: no overflow in
+     * 64 bits.  Same formula as diffuse__mlp_layout(). */
+    a->n_params = W * a->emb + W + W * W + W + W * a->dim + W + a->depth * 2 * (W * W + W) +
+                  a->out_dim * W + a->out_dim;
+    return DIFFUSE_OK;
+}
+
+static int check_unet(const record *R, arch *a)
+{
+    diffuse__unet_shape sh;
+    double c, C, bound;
+    a->channels = get64(R[R_CHANNELS].data);
+    a->height = get64(R[R_HEIGHT].data);
+    a->width_pixels = get64(R[R_WIDTH_PIXELS].data);
+    a->base = get64(R[R_BASE].data);
+    a->groups = get64(R[R_GROUPS].data);
+    if (a->channels > SIZE_LIMIT || a->height > SIZE_LIMIT || a->width_pixels > SIZE_LIMIT ||
+        a->base > SIZE_LIMIT || a->groups > SIZE_LIMIT ||
+        diffuse__unet_check(LOAD, (size_t)a->channels, (size_t)a->height,
+                            (size_t)a->width_pixels, (size_t)a->base,
+                            (size_t)a->groups) != DIFFUSE_OK)
+        return BAD("bad U-Net sizes: %llu channels, %llu x %llu pixels, base_channels %llu, "
+                   "groups %llu",
+                   (unsigned long long)a->channels, (unsigned long long)a->height,
+                   (unsigned long long)a->width_pixels, (unsigned long long)a->base,
+                   (unsigned long long)a->groups);
+    /* each size is at most 2^24 and their product too: no overflow */
+    if (a->dim != a->channels * a->height * a->width_pixels)
+        return BAD("record 'net.dim' is %llu but a %llu x %llu x %llu image has %llu values",
+                   (unsigned long long)a->dim, (unsigned long long)a->channels,
+                   (unsigned long long)a->height, (unsigned long long)a->width_pixels,
+                   (unsigned long long)(a->channels * a->height * a->width_pixels));
+    a->out_dim = a->variance >= DIFFUSE_VAR_LEARNED ? 2 * a->dim : a->dim;
+    /* The parameter count, bounded in double first (above 150 c^2 + 30 c C
+     * only by lower-order terms) so that the exact count cannot overflow a
+     * 32-bit size_t. */
+    c = (double)a->base;
+    C = (double)a->channels;
+    bound = 200.0 * c * c + 30.0 * c * C + 100.0 * c;
+    if (!(bound < (double)PARAM_LIMIT))
+        return BAD("a U-Net with %llu channels and base_channels %llu has more parameters "
+                   "than a checkpoint holds",
+                   (unsigned long long)a->channels, (unsigned long long)a->base);
+    sh.C = (size_t)a->channels;
+    sh.H = (size_t)a->height;
+    sh.W = (size_t)a->width_pixels;
+    sh.c = (size_t)a->base;
+    sh.G = (size_t)a->groups;
+    sh.out_C = a->variance >= DIFFUSE_VAR_LEARNED ? 2 * sh.C : sh.C;
+    a->n_params = diffuse__unet_layout(&sh).total;
+    return DIFFUSE_OK;
+}
+
+static int check_net(const record *R, arch *a)
+{
+    static const int common[] = {R_DIM, R_PRED, R_VAR, R_PARAMS, R_EMA};
+    const int *mine, *others;
+    size_t n_mine, n_others, i;
+    uint32_t pred, var;
+    a->kind = R[R_KIND].present ? get32(R[R_KIND].data) : DIFFUSE_NET_KIND_MLP;
+    if (a->kind != DIFFUSE_NET_KIND_MLP && a->kind != DIFFUSE_NET_KIND_UNET)
+        return BAD("unknown net kind %lu", (unsigned long)a->kind);
+    for (i = 0; i < N_OF(common); i++)
+        DIFFUSE_TRY(need(R, common[i]));
+    mine = a->kind == DIFFUSE_NET_KIND_MLP ? MLP_RECORDS : UNET_RECORDS;
+    n_mine = a->kind == DIFFUSE_NET_KIND_MLP ? N_OF(MLP_RECORDS) : N_OF(UNET_RECORDS);
+    others = a->kind == DIFFUSE_NET_KIND_MLP ? UNET_RECORDS : MLP_RECORDS;
+    n_others = a->kind == DIFFUSE_NET_KIND_MLP ? N_OF(UNET_RECORDS) : N_OF(MLP_RECORDS);
+    for (i = 0; i < n_mine; i++)
+        DIFFUSE_TRY(need(R, mine[i]));
+    for (i = 0; i < n_others; i++)
+        if (R[others[i]].present)
+            return BAD("record '%s' does not describe %s", KNOWN[others[i]].name,
+                       a->kind == DIFFUSE_NET_KIND_MLP ? "an MLP" : "a U-Net");
+    a->dim = get64(R[R_DIM].data);
+    pred = get32(R[R_PRED].data);
+    var = get32(R[R_VAR].data);
     if (pred > DIFFUSE_PRED_V)
         return BAD("unknown prediction kind %ld", (long)get_i32(R[R_PRED].data));
     if (var > DIFFUSE_VAR_LEARNED_RANGE)
         return BAD("unknown variance type %ld", (long)get_i32(R[R_VAR].data));
     a->prediction = (int)pred;
     a->variance = (int)var;
-    a->out_dim = a->variance >= DIFFUSE_VAR_LEARNED ? 2 * a->dim : a->dim;
-    /* Each factor is at most 2^24 and depth at most 2^12: no overflow in
-     * 64 bits.  Same formula as diffuse__mlp_layout(). */
-    a->n_params = W * a->emb + W + W * W + W + W * a->dim + W + a->depth * 2 * (W * W + W) +
-                  a->out_dim * W + a->out_dim;
+    if (a->kind == DIFFUSE_NET_KIND_MLP)
+        DIFFUSE_TRY(check_mlp(R, a));
+    else
+        DIFFUSE_TRY(check_unet(R, a));
     DIFFUSE_TRY(need_len(R, R_PARAMS, a->n_params, "the architecture"));
     DIFFUSE_TRY(need_len(R, R_EMA, a->n_params, "the architecture"));
     DIFFUSE_TRY(check_f32(R, R_PARAMS, a->n_params, 0));
@@ -957,8 +1062,15 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
         DIFFUSE_TRY(same_schedule(R, T, s));
     }
     /* Everything is checked: build. */
-    DIFFUSE_TRY(diffuse_net_create_mlp(&net, (size_t)a.dim, (size_t)a.width, (size_t)a.depth,
-                                       (size_t)a.emb, a.prediction, a.variance, max_batch, 0));
+    if (a.kind == DIFFUSE_NET_KIND_UNET)
+        DIFFUSE_TRY(diffuse_net_create_unet(&net, (size_t)a.channels, (size_t)a.height,
+                                            (size_t)a.width_pixels, (size_t)a.base,
+                                            (size_t)a.groups, a.prediction, a.variance,
+                                            max_batch, 0));
+    else
+        DIFFUSE_TRY(diffuse_net_create_mlp(&net, (size_t)a.dim, (size_t)a.width,
+                                           (size_t)a.depth, (size_t)a.emb, a.prediction,
+                                           a.variance, max_batch, 0));
     read_f32s(net->params, R[R_PARAMS].data, net->n_params);
     read_f32s(net->ema, R[R_EMA].data, net->n_params);
     if (tr_out != NULL) {

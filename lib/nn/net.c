@@ -15,6 +15,9 @@
  * (j / 4, 0xFFFFFFFC, j >> 32, 0) and key = seed. */
 #define INIT_STREAM 0xFFFFFFFCu
 
+/* Largest dim, width, emb_dim, max_batch (and a U-Net's dim). */
+#define NET_LIMIT ((size_t)1 << 24)
+
 static void init_uniform(float *p, size_t n, size_t first, double bound, uint64_t seed)
 {
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
@@ -30,8 +33,9 @@ static void init_uniform(float *p, size_t n, size_t first, double bound, uint64_
     }
 }
 
-/* PyTorch's default Linear initialization: weight and bias uniform in
- * +-1/sqrt(in). */
+/* PyTorch's default Linear (and Conv2d, with in = fan_in = 9 Cin for a 3x3
+ * kernel) initialization: weight and bias uniform in +-1/sqrt(in); the
+ * weight holds in * out values. */
 static void init_linear(float *P, size_t w_off, size_t b_off, size_t in, size_t out,
                         uint64_t seed)
 {
@@ -61,6 +65,68 @@ int diffuse__net_threads(const diffuse_net *n, int requested)
     return want > n->max_threads ? n->max_threads : want;
 }
 
+/* Check the kinds and max_batch every net takes. */
+static int check_common(const char *func, int prediction, int variance, size_t max_batch)
+{
+    if (prediction < DIFFUSE_PRED_EPS || prediction > DIFFUSE_PRED_V)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "unknown prediction kind %d", prediction);
+    if (variance < DIFFUSE_VAR_FIXED_SMALL || variance > DIFFUSE_VAR_LEARNED_RANGE)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "unknown variance type %d", variance);
+    if (max_batch == 0 || max_batch > NET_LIMIT)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "max_batch = %zu is outside [1, 2^24]",
+                             max_batch);
+    return DIFFUSE_OK;
+}
+
+/* Allocate a net: one block holding the weights, EMA and gradients
+ * [n_params] each, then acts, timesteps [max_batch], work and scratch (sizes
+ * in floats).  Every region but the last is rounded up to 16 floats, so each
+ * starts 64-byte aligned (the GEMM's work buffer needs it).  The caller has
+ * checked that no size overflows; *out gets the net with its common fields
+ * set and its gradients zero, or NULL. */
+static int net_alloc(const char *func, diffuse_net **out, int kind, size_t dim,
+                     size_t out_dim, int prediction, int variance, size_t max_batch,
+                     size_t n_params, size_t acts, size_t work, size_t scratch, int mt)
+{
+    const size_t np_pad = pad16(n_params);
+    const size_t total = 3 * np_pad + pad16(acts) + pad16(max_batch) + pad16(work) + scratch;
+    diffuse_net *n;
+    *out = NULL;
+    n = (diffuse_net *)diffuse__malloc(sizeof *n);
+    if (n == NULL)
+        return diffuse__fail(DIFFUSE_ENOMEM, func, "cannot allocate a net");
+    memset(n, 0, sizeof *n);
+    n->params = (float *)diffuse__malloc(total * sizeof(float));
+    if (n->params == NULL) {
+        diffuse__free(n);
+        return diffuse__fail(DIFFUSE_ENOMEM, func, "cannot allocate %zu bytes for the net",
+                             total * sizeof(float));
+    }
+    n->kind = kind;
+    n->dim = dim;
+    n->out_dim = out_dim;
+    n->max_batch = max_batch;
+    n->n_params = n_params;
+    n->prediction = prediction;
+    n->variance = variance;
+    n->model_view.dim = dim;
+    n->model_view.out_dim = out_dim;
+    n->model_view.prediction = prediction;
+    n->model_view.variance = variance;
+    n->ema = n->params + np_pad;
+    n->grads = n->ema + np_pad;
+    n->acts = n->grads + np_pad;
+    n->tf = n->acts + pad16(acts);
+    n->work = n->tf + pad16(max_batch);
+    n->scratch = n->work + pad16(work);
+    n->max_threads = mt;
+    n->num_threads = 0;
+    atomic_init(&n->refs, 1);
+    memset(n->grads, 0, n_params * sizeof(float));
+    *out = n;
+    return DIFFUSE_OK;
+}
+
 int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t depth,
                            size_t emb_dim, int prediction, int variance, size_t max_batch,
                            uint64_t seed)
@@ -69,7 +135,7 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
     diffuse__mlp_shape sh;
     diffuse__mlp_offsets o;
     size_t acts, work, scratch, total, l, np_pad;
-    const size_t LIM = (size_t)1 << 24;
+    const size_t LIM = NET_LIMIT;
     int mt = default_threads();
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
@@ -79,12 +145,7 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
         DIFFUSE_FAIL(DIFFUSE_EINVAL,
                      "need dim, width >= 1, emb_dim >= 2 (each <= 2^24), depth <= 4096; got "
                      "%zu, %zu, %zu, %zu", dim, width, emb_dim, depth);
-    if (prediction < DIFFUSE_PRED_EPS || prediction > DIFFUSE_PRED_V)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown prediction kind %d", prediction);
-    if (variance < DIFFUSE_VAR_FIXED_SMALL || variance > DIFFUSE_VAR_LEARNED_RANGE)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown variance type %d", variance);
-    if (max_batch == 0 || max_batch > LIM)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "max_batch = %zu is outside [1, 2^24]", max_batch);
+    DIFFUSE_TRY(check_common(__func__, prediction, variance, max_batch));
     sh.dim = dim;
     sh.out_dim = variance >= DIFFUSE_VAR_LEARNED ? 2 * dim : dim;
     sh.width = width;
@@ -93,46 +154,16 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
     o = diffuse__mlp_layout(&sh);
     /* Sizes in floats; the limits above keep the products far from overflow
      * on 64-bit size_t, and the check below catches a 32-bit one. */
-    /* Each region is a multiple of 16 floats, so every one of them starts
-     * 64-byte aligned (the GEMM's work buffer needs it). */
     np_pad = pad16(o.total);
-    acts = pad16(diffuse__mlp_act_count(&sh, max_batch));
-    work = pad16(diffuse__linear_work_floats(mt));
+    acts = diffuse__mlp_act_count(&sh, max_batch);
+    work = diffuse__linear_work_floats(mt);
     scratch = 3 * max_batch * width;
-    total = 3 * np_pad + acts + pad16(max_batch) + work + scratch;
+    total = 3 * np_pad + pad16(acts) + pad16(max_batch) + pad16(work) + scratch;
     if (total / 3 < np_pad || total > SIZE_MAX / sizeof(float) / 2)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "the net is too large to allocate");
-    n = (diffuse_net *)diffuse__malloc(sizeof *n);
-    if (n == NULL)
-        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate a net");
-    memset(n, 0, sizeof *n);
-    n->params = (float *)diffuse__malloc(total * sizeof(float));
-    if (n->params == NULL) {
-        diffuse__free(n);
-        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate %zu bytes for the net",
-                     total * sizeof(float));
-    }
-    n->kind = DIFFUSE_NET_KIND_MLP;
+    DIFFUSE_TRY(net_alloc(__func__, &n, DIFFUSE_NET_KIND_MLP, dim, sh.out_dim, prediction,
+                          variance, max_batch, o.total, acts, work, scratch, mt));
     n->mlp = sh;
-    n->dim = dim;
-    n->out_dim = sh.out_dim;
-    n->max_batch = max_batch;
-    n->n_params = o.total;
-    n->prediction = prediction;
-    n->variance = variance;
-    n->model_view.dim = dim;
-    n->model_view.out_dim = sh.out_dim;
-    n->model_view.prediction = prediction;
-    n->model_view.variance = variance;
-    n->ema = n->params + np_pad;
-    n->grads = n->ema + np_pad;
-    n->acts = n->grads + np_pad;
-    n->tf = n->acts + acts;
-    n->work = n->tf + pad16(max_batch);
-    n->scratch = n->work + work;
-    n->max_threads = mt;
-    n->num_threads = 0;
-    atomic_init(&n->refs, 1);
     init_linear(n->params, o.t1_w, o.t1_b, emb_dim, width, seed);
     init_linear(n->params, o.t2_w, o.t2_b, width, width, seed);
     init_linear(n->params, o.in_w, o.in_b, dim, width, seed);
@@ -144,7 +175,109 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
     }
     init_linear(n->params, o.out_w, o.out_b, width, sh.out_dim, seed);
     memcpy(n->ema, n->params, o.total * sizeof(float));
-    memset(n->grads, 0, o.total * sizeof(float));
+    *out = n;
+    return DIFFUSE_OK;
+}
+
+/* Group norm affine parameters: gamma 1, beta 0. */
+static void init_groupnorm(float *P, size_t g_off, size_t b_off, size_t channels)
+{
+    size_t i;
+    for (i = 0; i < channels; i++) {
+        P[g_off + i] = 1.0f;
+        P[b_off + i] = 0.0f;
+    }
+}
+
+int diffuse__unet_check(const char *func, size_t channels, size_t height, size_t width,
+                        size_t base_channels, size_t groups)
+{
+    if (channels == 0 || height < 2 || width < 2 || height % 2 != 0 || width % 2 != 0)
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "need channels >= 1 and an even height and width >= 2; got %zu x "
+                             "%zu x %zu",
+                             channels, height, width);
+    if (channels > NET_LIMIT || height > NET_LIMIT / channels ||
+        width > NET_LIMIT / (channels * height))
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "channels x height x width = %zu x %zu x %zu is above 2^24 values",
+                             channels, height, width);
+    if (base_channels == 0 || base_channels > DIFFUSE__UNET_BASE_LIMIT)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "base_channels = %zu is outside [1, %u]",
+                             base_channels, DIFFUSE__UNET_BASE_LIMIT);
+    if (groups == 0 || groups > base_channels || base_channels % groups != 0)
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "groups = %zu does not divide base_channels = %zu", groups,
+                             base_channels);
+    return DIFFUSE_OK;
+}
+
+int diffuse_net_create_unet(diffuse_net **out, size_t channels, size_t height, size_t width,
+                            size_t base_channels, size_t groups, int prediction, int variance,
+                            size_t max_batch, uint64_t seed)
+{
+    diffuse_net *n;
+    diffuse__unet_shape sh;
+    diffuse__unet_offsets o;
+    size_t dim, acts, work, scratch, k;
+    double bound;
+    int mt = default_threads();
+    if (out == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
+    *out = NULL;
+    DIFFUSE_TRY(diffuse__unet_check(__func__, channels, height, width, base_channels, groups));
+    DIFFUSE_TRY(check_common(__func__, prediction, variance, max_batch));
+    dim = channels * height * width;
+    sh.C = channels;
+    sh.H = height;
+    sh.W = width;
+    sh.c = base_channels;
+    sh.G = groups;
+    sh.out_C = variance >= DIFFUSE_VAR_LEARNED ? 2 * channels : channels;
+    /* The layers' work (SIZE_MAX if it overflows), then an upper bound of
+     * every region in floats, in double (exact sizes may overflow size_t:
+     * max_batch c H W reaches 2^60): parameters 3 x about 150 c^2 + 30 c C,
+     * activations below 40 c H W + 30 c per row, scratch 5 c H W + 10 c per
+     * row.  Below the limit, the exact sums in size_t cannot overflow. */
+    work = diffuse__unet_work_floats(&sh, mt);
+    {
+        const double c = (double)base_channels, C = (double)channels, B = (double)max_batch;
+        const double chw = c * (double)height * (double)width;
+        bound = 3.0 * (200.0 * c * c + 30.0 * c * C + 100.0 * c) +
+                B * (50.0 * chw + 40.0 * c + 1.0) + (double)work + 64.0;
+    }
+    if (work == SIZE_MAX || !(bound < (double)(SIZE_MAX / sizeof(float) / 2)))
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "the net is too large to allocate (about %.3g floats)",
+                     bound);
+    o = diffuse__unet_layout(&sh);
+    acts = diffuse__unet_act_count(&sh, max_batch);
+    scratch = diffuse__unet_scratch_count(&sh, max_batch);
+    DIFFUSE_TRY(net_alloc(__func__, &n, DIFFUSE_NET_KIND_UNET, dim, sh.out_C * height * width,
+                          prediction, variance, max_batch, o.total, acts, work, scratch, mt));
+    n->unet = sh;
+    {
+        const size_t c = base_channels, E = 4 * base_channels;
+        float *P = n->params;
+        init_linear(P, o.t1_w, o.t1_b, c, E, seed);
+        init_linear(P, o.t2_w, o.t2_b, E, E, seed);
+        init_linear(P, o.in_w, o.in_b, 9 * channels, c, seed);
+        for (k = 0; k < 3; k++) {
+            const diffuse__unet_block_offsets *q = &o.blk[k];
+            const size_t ch = diffuse__unet_block_channels(&sh, (int)k);
+            init_groupnorm(P, q->gn1_g, q->gn1_b, ch);
+            init_linear(P, q->c1_w, q->c1_b, 9 * ch, ch, seed);
+            init_linear(P, q->e_w, q->e_b, E, ch, seed);
+            init_groupnorm(P, q->gn2_g, q->gn2_b, ch);
+            init_linear(P, q->c2_w, q->c2_b, 9 * ch, ch, seed);
+            if (k == 0)
+                init_linear(P, o.down_w, o.down_b, 9 * c, 2 * c, seed);
+            if (k == 1)
+                init_linear(P, o.up_w, o.up_b, 9 * 2 * c, c, seed);
+        }
+        init_groupnorm(P, o.out_g, o.out_bt, c);
+        init_linear(P, o.out_w, o.out_b, 9 * c, sh.out_C, seed);
+    }
+    memcpy(n->ema, n->params, o.total * sizeof(float));
     *out = n;
     return DIFFUSE_OK;
 }
@@ -178,7 +311,8 @@ int diffuse_net_set(diffuse_net *n, int param, double value)
 {
     if (n == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "net is NULL");
-    if (param >= DIFFUSE_NET_DIM && param <= DIFFUSE_NET_MAX_BATCH)
+    if ((param >= DIFFUSE_NET_DIM && param <= DIFFUSE_NET_MAX_BATCH) ||
+        (param >= DIFFUSE_NET_KIND && param <= DIFFUSE_NET_GROUPS))
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d describes the net and is read-only", param);
     if (param != DIFFUSE_NET_NUM_THREADS)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
@@ -189,24 +323,61 @@ int diffuse_net_set(diffuse_net *n, int param, double value)
     return DIFFUSE_OK;
 }
 
+/* The name of a kind-specific parameter, for messages. */
+static const char *param_name(int param)
+{
+    switch (param) {
+    case DIFFUSE_NET_WIDTH: return "WIDTH";
+    case DIFFUSE_NET_DEPTH: return "DEPTH";
+    case DIFFUSE_NET_CHANNELS: return "CHANNELS";
+    case DIFFUSE_NET_HEIGHT: return "HEIGHT";
+    case DIFFUSE_NET_WIDTH_PIXELS: return "WIDTH_PIXELS";
+    case DIFFUSE_NET_BASE_CHANNELS: return "BASE_CHANNELS";
+    default: return "GROUPS";
+    }
+}
+
 int diffuse_net_get(const diffuse_net *n, int param, double *value)
 {
+    const int unet = n != NULL && n->kind == DIFFUSE_NET_KIND_UNET;
     if (n == NULL || value == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", n == NULL ? "net" : "value");
     switch (param) {
     case DIFFUSE_NET_NUM_THREADS: *value = n->num_threads; return DIFFUSE_OK;
     case DIFFUSE_NET_DIM: *value = (double)n->dim; return DIFFUSE_OK;
     case DIFFUSE_NET_OUTPUT_DIM: *value = (double)n->out_dim; return DIFFUSE_OK;
-    case DIFFUSE_NET_WIDTH: *value = (double)n->mlp.width; return DIFFUSE_OK;
-    case DIFFUSE_NET_DEPTH: *value = (double)n->mlp.depth; return DIFFUSE_OK;
-    case DIFFUSE_NET_EMB_DIM: *value = (double)n->mlp.emb; return DIFFUSE_OK;
+    case DIFFUSE_NET_EMB_DIM:
+        *value = (double)(unet ? n->unet.c : n->mlp.emb);
+        return DIFFUSE_OK;
     case DIFFUSE_NET_PREDICTION: *value = n->prediction; return DIFFUSE_OK;
     case DIFFUSE_NET_VARIANCE: *value = n->variance; return DIFFUSE_OK;
     case DIFFUSE_NET_MAX_BATCH: *value = (double)n->max_batch; return DIFFUSE_OK;
+    case DIFFUSE_NET_KIND: *value = n->kind; return DIFFUSE_OK;
+    case DIFFUSE_NET_WIDTH:
+    case DIFFUSE_NET_DEPTH:
+        if (unet)
+            break;
+        *value = (double)(param == DIFFUSE_NET_WIDTH ? n->mlp.width : n->mlp.depth);
+        return DIFFUSE_OK;
+    case DIFFUSE_NET_CHANNELS:
+    case DIFFUSE_NET_HEIGHT:
+    case DIFFUSE_NET_WIDTH_PIXELS:
+    case DIFFUSE_NET_BASE_CHANNELS:
+    case DIFFUSE_NET_GROUPS:
+        if (!unet)
+            break;
+        *value = (double)(param == DIFFUSE_NET_CHANNELS       ? n->unet.C
+                          : param == DIFFUSE_NET_HEIGHT       ? n->unet.H
+                          : param == DIFFUSE_NET_WIDTH_PIXELS ? n->unet.W
+                          : param == DIFFUSE_NET_BASE_CHANNELS ? n->unet.c
+                                                                : n->unet.G);
+        return DIFFUSE_OK;
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
     }
+    DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d (%s) does not describe %s", param,
+                 param_name(param), unet ? "a U-Net" : "an MLP");
 }
 
 static float *which_params(const diffuse_net *n, int which)
@@ -251,13 +422,20 @@ int diffuse_net_set_params(diffuse_net *n, int which, const float *in, size_t co
 void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x, size_t B,
                                  float *out, int nt)
 {
-    diffuse__mlp_forward(&n->mlp, P, x, n->tf, B, n->acts, out, n->work, nt);
+    if (n->kind == DIFFUSE_NET_KIND_UNET)
+        diffuse__unet_forward(&n->unet, P, x, n->tf, B, n->acts, out, n->work, nt);
+    else
+        diffuse__mlp_forward(&n->mlp, P, x, n->tf, B, n->acts, out, n->work, nt);
 }
 
 void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float *dout, int nt)
 {
-    diffuse__mlp_backward(&n->mlp, n->params, x, B, n->acts, dout, n->grads, n->work,
-                          n->scratch, nt);
+    if (n->kind == DIFFUSE_NET_KIND_UNET)
+        diffuse__unet_backward(&n->unet, n->params, x, B, n->acts, dout, n->grads, n->work,
+                               n->scratch, nt);
+    else
+        diffuse__mlp_backward(&n->mlp, n->params, x, B, n->acts, dout, n->grads, n->work,
+                              n->scratch, nt);
 }
 
 static int run_forward(const char *func, diffuse_net *n, int which, const float *x,

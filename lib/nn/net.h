@@ -5,14 +5,16 @@
 
 #include "engine.h"
 #include "mlp.h"
+#include "unet.h"
 
 #include <stdatomic.h>
 
-#define DIFFUSE_NET_KIND_MLP 1
-
+/* The kinds are DIFFUSE_NET_KIND_MLP and DIFFUSE_NET_KIND_UNET (diffuse.h);
+ * the checkpoint's net.kind record holds the same values. */
 struct diffuse_net {
     int kind;
-    diffuse__mlp_shape mlp;
+    diffuse__mlp_shape mlp;      /* kind MLP */
+    diffuse__unet_shape unet;    /* kind UNET */
     size_t dim, out_dim, max_batch, n_params;
     int prediction, variance;
     struct diffuse_model model_view; /* dim, prediction, variance (no callback) */
@@ -20,11 +22,19 @@ struct diffuse_net {
     float *acts;                 /* saved activations for max_batch rows */
     float *tf;                   /* [max_batch] timesteps as floats */
     float *work;                 /* layer and GEMM scratch */
-    float *scratch;              /* backward scratch */
+    float *scratch;              /* backward scratch (the net's own size) */
     int max_threads;             /* the work buffer is sized for this many */
     int num_threads;
     atomic_int refs;
 };
+
+/* The largest base_channels of a U-Net. */
+#define DIFFUSE__UNET_BASE_LIMIT 4096u
+
+/* The U-Net sizes diffuse_net_create_unet() takes, checked (DIFFUSE_EINVAL
+ * with a message under func's name otherwise). */
+int diffuse__unet_check(const char *func, size_t channels, size_t height, size_t width,
+                        size_t base_channels, size_t groups);
 
 /* Clamp a requested thread count to what the workspace supports. */
 int diffuse__net_threads(const diffuse_net *n, int requested);

@@ -174,7 +174,7 @@ static void test_net_api_errors(void)
             ASSERT_OK(diffuse_net_get(n, keys[k], &v));
             ASSERT_TRUE(v == want[k]);
         }
-        ASSERT_STATUS(diffuse_net_get(n, 10, &want[0] == NULL ? NULL : &(double){0}),
+        ASSERT_STATUS(diffuse_net_get(n, 16, &want[0] == NULL ? NULL : &(double){0}),
                       DIFFUSE_EINVAL);
     }
     ASSERT_STATUS(diffuse_net_model(n, 3, &m), DIFFUSE_EINVAL);

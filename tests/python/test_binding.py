@@ -1819,6 +1819,227 @@ class NetTest(Base):
                                         contains="exceeds the 2 rows the model's net accepts")
 
 
+def unet_reference(params, x, t, C, H, W, c, G, out_C):
+    """The header's U-Net in float64 numpy from a flat parameter vector in
+    the documented order: x [batch][C][H][W], t [batch]."""
+    P = np.asarray(params, np.float64)
+    pos = [0]
+    E = 4 * c
+
+    def take(*shape):
+        n = int(np.prod(shape))
+        v = P[pos[0]:pos[0] + n].reshape(shape)
+        pos[0] += n
+        return v
+
+    def linear(n_in, n_out):
+        w, b = take(n_out, n_in), take(n_out)
+        return lambda v: v @ w.T + b
+
+    def conv(n_in, n_out, stride=1):
+        w, b = take(n_out, n_in, 3, 3), take(n_out)
+
+        def f(v):
+            B, _, h, wd = v.shape
+            ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+            vp = np.pad(v, ((0, 0), (0, 0), (1, 1), (1, 1)))
+            out = np.zeros((B, n_out, ho, wo)) + b[None, :, None, None]
+            for ky in range(3):
+                for kx in range(3):
+                    patch = vp[:, :, ky:ky + stride * ho:stride, kx:kx + stride * wo:stride]
+                    out += np.einsum("oc,bcij->boij", w[:, :, ky, kx], patch)
+            return out
+        return f
+
+    def groupnorm(k):
+        g, b = take(k), take(k)
+
+        def f(v):
+            B = v.shape[0]
+            r = v.reshape(B, G, -1)
+            r = (r - r.mean(axis=2, keepdims=True)) / np.sqrt(r.var(axis=2, keepdims=True) + 1e-5)
+            return r.reshape(v.shape) * g[None, :, None, None] + b[None, :, None, None]
+        return f
+
+    silu = lambda v: v / (1.0 + np.exp(-v))  # noqa: E731
+
+    def resblock(k):
+        gn1, c1, lin, gn2, c2 = groupnorm(k), conv(k, k), linear(E, k), groupnorm(k), conv(k, k)
+
+        def f(h, se):
+            r = c1(silu(gn1(h))) + lin(se)[:, :, None, None]
+            return h + c2(silu(gn2(r)))
+        return f
+
+    t1, t2 = linear(c, E), linear(E, E)
+    inp, blk1, down = conv(C, c), resblock(c), conv(c, 2 * c, 2)
+    blk2, up, blk3 = resblock(2 * c), conv(2 * c, c), resblock(c)
+    out_gn, out = groupnorm(c), conv(c, out_C)
+    assert pos[0] == P.size, (pos[0], P.size)
+    half = c // 2
+    freqs = np.exp(-math.log(10000.0) * np.arange(half) / half)
+    args = np.asarray(t, np.float64)[:, None] * freqs[None]
+    emb = np.concatenate([np.cos(args), np.sin(args)], axis=1)
+    if c % 2:
+        emb = np.concatenate([emb, np.zeros((len(t), 1))], axis=1)
+    se = silu(t2(silu(t1(emb))))
+    x = np.asarray(x, np.float64).reshape(-1, C, H, W)
+    h1 = blk1(inp(x), se)
+    h2 = blk2(down(h1), se)
+    s_ = up(np.repeat(np.repeat(h2, 2, axis=2), 2, axis=3)) + h1
+    return out(silu(out_gn(blk3(s_, se)))).reshape(x.shape[0], -1)
+
+
+def unet_param_count(C, c, out_C):
+    """The U-Net's parameter count from the header's list."""
+    E = 4 * c
+
+    def block(k):
+        return 2 * k + (9 * k * k + k) + (E * k + k) + 2 * k + (9 * k * k + k)
+    return ((c * E + E) + (E * E + E) + (9 * C * c + c) + block(c) + (9 * c * 2 * c + 2 * c) +
+            block(2 * c) + (9 * 2 * c * c + c) + block(c) + 2 * c + (9 * c * out_C + out_C))
+
+
+class UNetTest(Base):
+
+    def test_create_attributes_and_params(self):
+        with ld.Net.unet(2, 6, 4, base_channels=8, groups=4, max_batch=3, seed=5) as net:
+            self.assertEqual(net.kind, "unet")
+            self.assertEqual((net.channels, net.height, net.width_pixels, net.base_channels,
+                              net.groups, net.dim, net.output_dim, net.emb_dim, net.max_batch),
+                             (2, 6, 4, 8, 4, 48, 48, 8, 3))
+            self.assertEqual((net.prediction, net.variance), (ld.PRED_EPS, ld.VAR_FIXED_SMALL))
+            self.assertIsNone(net.width)
+            self.assertIsNone(net.depth)
+            P = unet_param_count(2, 8, 2)
+            self.assertEqual(net.param_count, P)
+            self.assertIn(f"params={P}", repr(net))
+            self.assertIn("U-Net 2x6x4", repr(net))
+            w = net.get_params()
+            self.assertEqual(len(w), P)
+            self.assertTrue(same_bits(w, net.get_params("ema")))
+            vals = flat(w)
+            # the first Linear (c -> 4c): U(+-1/sqrt(c)); then the second
+            first = vals[:8 * 32 + 32]
+            self.assertLessEqual(max(abs(v) for v in first), 1 / math.sqrt(8))
+            self.assertGreater(max(abs(v) for v in first), 0.9 / math.sqrt(8))
+            # the input conv (2 -> 8 channels): U(+-1/sqrt(18)); the first
+            # ResBlock's GN gamma 1, beta 0
+            at = 8 * 32 + 32 + 32 * 32 + 32
+            conv_in = vals[at:at + 8 * 2 * 9 + 8]
+            self.assertLessEqual(max(abs(v) for v in conv_in), 1 / math.sqrt(18))
+            at += 8 * 2 * 9 + 8
+            self.assertEqual(vals[at:at + 16], [1.0] * 8 + [0.0] * 8)
+            with ld.Net.unet(2, 6, 4, base_channels=8, groups=4, max_batch=1, seed=5) as again:
+                self.assertTrue(same_bits(again.get_params(), w), "same seed, same weights")
+            with self.assertRaises(ld.DiffuseError):
+                net.set(ld.NET_CHANNELS, 2)
+            net.set("num_threads", 1)
+        with ld.Net.unet(1, 4, 4, 4, 2, prediction="v", variance="learned_range",
+                         max_batch=1) as net:
+            self.assertEqual((net.output_dim, net.prediction, net.variance), (32, ld.PRED_V, 3))
+            self.assertEqual(net.param_count, unet_param_count(1, 4, 2))
+        with ld.Net.mlp(2, max_batch=1) as mlp:
+            self.assertEqual(mlp.kind, "mlp")
+            self.assertIsNone(mlp.channels)
+            self.assertIsNone(mlp.groups)
+
+    def test_create_errors(self):
+        E = ld.DIFFUSE_EINVAL
+        self.assertDiffuseError(E, ld.Net.unet, 1, 5, 4, contains="even height and width")
+        self.assertDiffuseError(E, ld.Net.unet, 0, 4, 4, contains="channels >= 1")
+        self.assertDiffuseError(E, ld.Net.unet, 1, 4, 4, base_channels=6, groups=4,
+                                contains="does not divide")
+        self.assertDiffuseError(E, ld.Net.unet, 1, 4, 4, base_channels=0)
+        self.assertDiffuseError(E, ld.Net.unet, 1, 4, 4, 4, 2, prediction=5,
+                                contains="prediction kind 5")
+        self.assertDiffuseError(E, ld.Net.unet, 1, 4, 4, 4, 2, variance=7,
+                                contains="variance type 7")
+        self.assertDiffuseError(E, ld.Net.unet, 1, 4, 4, 4, 2, max_batch=0)
+        self.assertDiffuseError(E, ld.Net.unet, 1, 8192, 8192, 4, 2, contains="2^24")
+        with self.assertRaises(ValueError):
+            ld.Net.unet(1, -4, 4)
+        with self.assertRaises(ValueError):
+            ld.Net.unet(1, 4, 4, prediction="noise")
+        with ld.Net.unet(1, 4, 4, 4, 2, max_batch=2) as net:
+            value = ctypes.c_double()
+            self.assertEqual(ld._f("diffuse_net_get")(net._h, ld.NET_WIDTH, ctypes.byref(value)),
+                             E)
+            self.assertIn("does not describe a U-Net", ld.last_error())
+            self.assertDiffuseError(E, net.forward, [0.0] * 48, [1] * 3, contains="max_batch")
+            with self.assertRaises(ValueError):
+                net.forward([0.0] * 15, [1])  # not rows of dim 16
+
+    def test_forward(self):
+        with ld.Net.unet(1, 4, 6, 4, 2, variance="learned", max_batch=3, seed=2) as net:
+            x = [[0.01 * ((7 * i) % 13) - 0.05 for i in range(24)],
+                 [0.02 * ((5 * i) % 11) - 0.1 for i in range(24)]]
+            out = net.forward(x, [3, 700])
+            self.assertEqual(len(flat(out)), 2 * 48)
+            self.assertEqual(flat(net.forward(x[1:], 700)), flat(out)[48:], "row independent")
+            if HAVE_NUMPY:
+                self.assertEqual((out.shape, out.dtype), ((2, 48), np.float32))
+                ref = unet_reference(net.get_params(), x, [3, 700], 1, 4, 6, 4, 2, 2)
+                # float32 layers against float64: 1e-5 of the output scale
+                self.assertLess(np.abs(out - ref).max(), 1e-5 * np.abs(ref).max(), (out, ref))
+                # images [batch][C][H][W] are rows of dim values
+                img = np.asarray(x, np.float32).reshape(2, 1, 4, 6)
+                self.assertTrue(same_bits(net.forward(img, [3, 700]), out))
+
+    @needs_numpy
+    def test_forward_matches_numpy_reference(self):
+        rng = np.random.default_rng(11)
+        with ld.Net.unet(3, 8, 6, 8, 4, prediction="x0", max_batch=4, seed=9) as net:
+            # GN gamma and beta away from 1 and 0 (they start there)
+            P = net.get_params().astype(np.float64)
+            P += rng.uniform(-0.3, 0.3, P.size)
+            net.set_params(P.astype(np.float32))
+            x = rng.standard_normal((4, 3, 8, 6)).astype(np.float32)
+            t = [0, 1, 500, 999]
+            out = net.forward(x, t)
+            ref = unet_reference(net.get_params(), x, t, 3, 8, 6, 8, 4, 3)
+            self.assertLess(np.abs(out - ref).max(), 1e-5 * np.abs(ref).max())
+
+    def test_model_trainer_and_checkpoint(self):
+        # Train, save with the trainer, load: the same kind, sizes and
+        # weights; training continues bit for bit; the loaded net samples.
+        rng = random.Random(3)
+
+        def batch():
+            return [[1.0 if (i % 4) == k else -1.0 for i in range(16)]
+                    for k in (rng.randrange(4) for _ in range(4))]
+
+        data = [batch() for _ in range(10)]
+        with tempfile.TemporaryDirectory() as tmp, ld.Schedule.cosine(20) as s:
+            path = os.path.join(tmp, "unet.ckpt")
+            net = ld.Net.unet(1, 4, 4, 4, 2, prediction="v", variance="learned_range",
+                              max_batch=4, seed=1)
+            tr = ld.Trainer(net, s)
+            tr.loss = "hybrid"
+            loss_a = [tr.step(x, seed=5) for x in data[:6]]
+            self.assertTrue(all(math.isfinite(v) for v in loss_a))
+            ld.checkpoint_save(path, net, tr)
+            net2, tr2 = ld.checkpoint_load(path, 4, s)
+            with net2, tr2:
+                self.assertEqual(net2.kind, "unet")
+                for name in ("dim", "output_dim", "channels", "height", "width_pixels",
+                             "base_channels", "groups", "prediction", "variance", "emb_dim"):
+                    self.assertEqual(getattr(net2, name), getattr(net, name), name)
+                self.assertIsNone(net2.width)
+                self.assertEqual(tr2.dim, 16)
+                for which in ("weights", "ema"):
+                    self.assertTrue(same_bits(net2.get_params(which), net.get_params(which)))
+                self.assertEqual([tr2.step(x, seed=5) for x in data[6:]],
+                                 [tr.step(x, seed=5) for x in data[6:]])
+                self.assertTrue(same_bits(net2.get_params("ema"), net.get_params("ema")))
+                with net2.model("ema") as m, ld.Sampler(s, m, "ddim", 4) as smp:
+                    out = flat(smp.run(seed=2, batch=3))
+                    self.assertEqual(len(out), 3 * 16)
+                    self.assertTrue(all(math.isfinite(v) for v in out))
+            tr.close()
+            net.close()
+
+
 class TrainerTest(Base):
 
     def test_parameters_by_name_id_and_property(self):
@@ -2338,6 +2559,7 @@ class CoverageTest(Base):
                     v.set_progress(None)
                     v.run(x0)
             ld.timesteps_from_spec(100, "10")
+        ld.Net.unet(1, 2, 2, 2, 1, max_batch=1).close()
         with ld.Schedule.cosine(10) as s, ld.Net.mlp(2, width=4, depth=1, max_batch=2) as net, \
                 tempfile.TemporaryDirectory() as tmp:
             net.param_count
