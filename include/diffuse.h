@@ -833,7 +833,8 @@ DIFFUSE_API void diffuse_vlb_free(diffuse_vlb *v);
  * samplers).  Errors as diffuse_sampler_set().  Since: 1.0. */
 DIFFUSE_API int diffuse_vlb_set(diffuse_vlb *v, int param, double value);
 
-/** Read a VLB parameter.  Since: 1.0. */
+/** Read a VLB parameter.  Errors: DIFFUSE_EINVAL (NULL, unknown
+ * parameter).  Since: 1.0. */
 DIFFUSE_API int diffuse_vlb_get(const diffuse_vlb *v, int param, double *value);
 
 /** Register the progress callback, as diffuse_sampler_set_progress().
@@ -1098,7 +1099,8 @@ typedef struct diffuse_trainer diffuse_trainer;
 /**
  * Create a trainer for net on schedule s (a full training schedule; the
  * schedule is copied).
- * Errors: DIFFUSE_EINVAL (NULL, max_batch 0 or above the net's), DIFFUSE_ENOMEM.
+ * Errors: DIFFUSE_EINVAL (NULL, max_batch 0 or above the net's, an eps net
+ * on a schedule whose last alphas_cumprod is 0), DIFFUSE_ENOMEM.
  * Ownership: diffuse_trainer_free(); the trainer keeps the net alive.
  * Since: 1.0.
  */
@@ -1115,7 +1117,8 @@ DIFFUSE_API void diffuse_trainer_free(diffuse_trainer *tr);
  * variance); the trainer is unchanged.  Since: 1.0. */
 DIFFUSE_API int diffuse_trainer_set(diffuse_trainer *tr, int param, double value);
 
-/** Read a trainer parameter.  Since: 1.0. */
+/** Read a trainer parameter.  Errors: DIFFUSE_EINVAL (NULL, unknown
+ * parameter).  Since: 1.0. */
 DIFFUSE_API int diffuse_trainer_get(const diffuse_trainer *tr, int param, double *value);
 
 /**
@@ -1168,8 +1171,10 @@ DIFFUSE_API int diffuse_checkpoint_save(const char *path, const diffuse_net *net
  * had not stopped.  s must have the betas and timesteps the checkpoint
  * recorded (bit for bit).  Records with unknown names are skipped, so a
  * later 1.x library may add optional records.
- * Errors: DIFFUSE_EINVAL (NULL path or net_out, max_batch 0, tr_out without
- * s or without trainer state in the file, s with other betas or timesteps),
+ * Errors: DIFFUSE_EINVAL (NULL or empty path, NULL net_out, max_batch
+ * outside [1, 2^24], trainer_batch outside [1, max_batch] with tr_out,
+ * tr_out without s or without trainer state in the file, s with other betas
+ * or timesteps),
  * DIFFUSE_EIO (the file cannot be read), DIFFUSE_EFORMAT (not a checkpoint,
  * a newer format, a bad CRC, or any malformed content: the loader reads
  * nothing out of bounds whatever the bytes), DIFFUSE_ENOMEM.  *net_out and

@@ -999,8 +999,9 @@ static int check_args(size_t max_batch, diffuse_net **net_out, const diffuse_sch
 {
     if (net_out == NULL)
         return diffuse__fail(DIFFUSE_EINVAL, LOAD, "net_out is NULL");
-    if (max_batch == 0)
-        return diffuse__fail(DIFFUSE_EINVAL, LOAD, "max_batch is 0");
+    if (max_batch == 0 || max_batch > ((size_t)1 << 24))
+        return diffuse__fail(DIFFUSE_EINVAL, LOAD, "max_batch = %zu is outside [1, 2^24]",
+                             max_batch);
     if (tr_out != NULL && s == NULL)
         return diffuse__fail(DIFFUSE_EINVAL, LOAD, "tr_out needs the schedule s");
     if (tr_out != NULL && (trainer_batch == 0 || trainer_batch > max_batch))
@@ -1203,8 +1204,8 @@ int diffuse_checkpoint_load(const char *path, size_t max_batch, diffuse_net **ne
         *net_out = NULL;
     if (tr_out != NULL)
         *tr_out = NULL;
-    if (path == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "path is NULL");
+    if (path == NULL || path[0] == '\0')
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "path is %s", path == NULL ? "NULL" : "empty");
     DIFFUSE_TRY(check_args(max_batch, net_out, s, trainer_batch, tr_out));
     DIFFUSE_TRY(read_all(path, &buf, &len));
     rc = diffuse__checkpoint_parse(buf, len, max_batch, net_out, s, trainer_batch, tr_out);

@@ -2342,7 +2342,7 @@ class CheckpointTest(Base):
                                         contains=why)
                 self.assertDiffuseError(EFORMAT, ld.checkpoint_load, self.dir / name, 4, s)
             # arguments
-            self.assertDiffuseError(E, ld.checkpoint_load, good, 0, contains="max_batch is 0")
+            self.assertDiffuseError(E, ld.checkpoint_load, good, 0, contains="max_batch = 0 is outside")
             self.assertDiffuseError(E, ld.checkpoint_load, good, 4, s, 5,
                                     contains="trainer_batch = 5")
             self.assertDiffuseError(E, ld.checkpoint_load, good, 4, other,
