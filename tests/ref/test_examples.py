@@ -12,20 +12,10 @@ import os
 import re
 import struct
 import subprocess
-import sys
 import tempfile
 import zlib
 
-results = {"passed": 0, "failed": 0, "skipped": 0}
-
-
-def report(name, ok, detail=""):
-    results["passed" if ok else "failed"] += 1
-    print(("ok   " if ok else "FAIL ") + name)
-    if not ok and detail:
-        for line in str(detail).splitlines()[-15:]:
-            print("    " + line)
-
+from _report import finish, report, results
 
 libpath = os.environ.get("LIBDIFFUSE_PATH", "out/libdiffuse.so.1")
 libdir = os.path.dirname(os.path.abspath(libpath))
@@ -147,5 +137,4 @@ def test_toy2d():
 test_quickstart()
 test_quickstart_cpp()
 test_toy2d()
-print(f"{results['passed']} passed, {results['failed']} failed, {results['skipped']} skipped")
-sys.exit(1 if results["failed"] else 0)
+finish()

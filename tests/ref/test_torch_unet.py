@@ -12,26 +12,8 @@ saying so, when torch or numpy is absent.
 import ctypes
 import math
 import os
-import sys
 
-results = {"passed": 0, "failed": 0, "skipped": 0}
-
-
-def report(name, ok, detail=""):
-    if ok:
-        results["passed"] += 1
-        print(f"ok   {name}")
-    else:
-        results["failed"] += 1
-        print(f"FAIL {name}")
-        if detail:
-            print(f"    {detail}")
-
-
-def finish():
-    print(f"{results['passed']} passed, {results['failed']} failed, {results['skipped']} skipped")
-    sys.exit(1 if results["failed"] else 0)
-
+from _report import finish, report, results
 
 try:
     import numpy as np
