@@ -63,7 +63,7 @@ TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%)
 
-.PHONY: all lib tests examples check check-sanitize demo bench fuzz install uninstall clean meson
+.PHONY: all lib tests examples check check-sanitize check-tsan demo bench fuzz install uninstall clean meson
 all: lib examples
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
@@ -166,6 +166,18 @@ check-sanitize:
 	    lib tests
 	@O=$(O)/san SANITIZE=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    sh tests/run.sh
+
+# The thread-safety test under ThreadSanitizer: threads share a schedule and
+# a model and run their own samplers and VLB evaluators.  Built with clang as
+# one executable from the library's sources (clang links the TSan runtime
+# into executables only), without OpenMP (libgomp is not instrumented).
+TSAN_CC ?= clang
+check-tsan:
+	@mkdir -p $(O)/tsan/tests
+	$(TSAN_CC) -O1 -g -fsanitize=thread -std=c11 -ffp-contract=off -fno-math-errno \
+	    -D_POSIX_C_SOURCE=200809L -Iinclude -Ilib -Itests $(LIB_SRCS) tests/test_threads.c \
+	    -o $(O)/tsan/tests/test_threads -lm -pthread
+	@O=$(O)/tsan SANITIZE=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh
 
 EXAMPLES := $(O)/examples/quickstart $(O)/examples/quickstart_cpp $(O)/examples/toy2d
 examples: $(EXAMPLES)
