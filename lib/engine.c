@@ -8,13 +8,6 @@
 #  include <omp.h>
 #endif
 
-/* Round n floats up to a multiple of 16 (64 bytes) so each array stays
- * aligned inside the single workspace block. */
-static size_t pad16(size_t n)
-{
-    return (n + 15u) & ~(size_t)15u;
-}
-
 int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_schedule *s,
                          const diffuse_model *m, size_t max_batch, size_t n_extra)
 {
@@ -35,9 +28,9 @@ int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_sch
     e->model = *m;
     e->max_batch = max_batch;
     e->dim = m->dim;
-    rows = pad16(max_batch * m->dim);
-    orow = pad16(max_batch * m->out_dim);
-    n_float = orow + 4 * rows + (m->threshold_percentile > 0.0 ? rows : 0) + pad16(max_batch);
+    rows = diffuse__pad16(max_batch * m->dim);
+    orow = diffuse__pad16(max_batch * m->out_dim);
+    n_float = orow + 4 * rows + (m->threshold_percentile > 0.0 ? rows : 0) + diffuse__pad16(max_batch);
     if (n_extra > (SIZE_MAX - n_float * sizeof(float)) / sizeof(double))
         return diffuse__fail(DIFFUSE_EINVAL, func, "workspace size overflows");
     bytes = n_float * sizeof(float) + n_extra * sizeof(double);
@@ -130,12 +123,12 @@ int diffuse__engine_progress(const char *func, diffuse__engine *e, size_t done, 
     return DIFFUSE_OK;
 }
 
-int diffuse__engine_set_threads(const char *func, diffuse__engine *e, double value)
+int diffuse__parse_threads(const char *func, double value, int *out)
 {
     if (!(value >= 0.0 && value <= 4096.0) || value != floor(value))
         return diffuse__fail(DIFFUSE_EINVAL, func,
                              "NUM_THREADS takes an integer in [0, 4096], not %g", value);
-    e->num_threads = (int)value;
+    *out = (int)value;
     return DIFFUSE_OK;
 }
 

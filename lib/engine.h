@@ -85,9 +85,6 @@ int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float
  * callback asks to stop. */
 int diffuse__engine_progress(const char *func, diffuse__engine *e, size_t done, size_t total);
 
-/* Keyed NUM_THREADS handling shared by samplers and VLB evaluators. */
-int diffuse__engine_set_threads(const char *func, diffuse__engine *e, double value);
-
 /* The thread count for a parallel region of this engine (1 without OpenMP). */
 int diffuse__engine_threads(const diffuse__engine *e);
 

@@ -70,6 +70,22 @@ struct diffuse_schedule {
     int respaced;         /* 1 if built by diffuse_schedule_respace */
 };
 
+/* Fails with EINVAL unless 1 <= T <= DIFFUSE_MAX_STEPS (schedule.c). */
+int diffuse__check_steps(const char *func, size_t T);
+
+/* A NUM_THREADS setting: an integer in [0, 4096] into *out, else EINVAL
+ * (engine.c). */
+int diffuse__parse_threads(const char *func, double value, int *out);
+
+/* n rounded up to a multiple of 16 floats (64 bytes), so that arrays laid
+ * one after another in a block stay 64-byte aligned. */
+static inline size_t diffuse__pad16(size_t n)
+{
+    return (n + 15u) & ~(size_t)15u;
+}
+
+#define DIFFUSE_LN2 0.69314718055994530942
+
 /* An independent copy of a schedule, or NULL (out of memory). */
 diffuse_schedule *diffuse__schedule_clone(const diffuse_schedule *s);
 

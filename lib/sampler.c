@@ -60,7 +60,7 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
         s->eta = value;
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_NUM_THREADS:
-        return diffuse__engine_set_threads(__func__, &s->e, value);
+        return diffuse__parse_threads(__func__, value, &s->e.num_threads);
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);

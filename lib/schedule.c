@@ -165,7 +165,7 @@ static int schedule_fill(const char *func, diffuse_schedule *s, const double *be
     return DIFFUSE_OK;
 }
 
-static int check_T(const char *func, size_t T)
+int diffuse__check_steps(const char *func, size_t T)
 {
     if (T < 1 || T > DIFFUSE_MAX_STEPS)
         return diffuse__fail(DIFFUSE_EINVAL, func,
@@ -222,7 +222,7 @@ int diffuse_schedule_create_linear(diffuse_schedule **out, size_t T, double beta
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
     *out = NULL;
-    DIFFUSE_TRY(check_T(__func__, T));
+    DIFFUSE_TRY(diffuse__check_steps(__func__, T));
     if (!(beta_start > 0.0) || !isfinite(beta_start) || !(beta_end >= beta_start) ||
         !isfinite(beta_end))
         DIFFUSE_FAIL(DIFFUSE_EINVAL,
@@ -252,7 +252,7 @@ int diffuse_schedule_create_scaled_linear(diffuse_schedule **out, size_t T, doub
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
     *out = NULL;
-    DIFFUSE_TRY(check_T(__func__, T));
+    DIFFUSE_TRY(diffuse__check_steps(__func__, T));
     if (!(beta_start > 0.0) || !(beta_end >= beta_start) || !(beta_end <= 1.0))
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "need 0 < beta_start <= beta_end <= 1 (got %g, %g)",
                      beta_start, beta_end);
@@ -276,7 +276,7 @@ int diffuse_schedule_create_cosine(diffuse_schedule **out, size_t T, double s_of
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
     *out = NULL;
-    DIFFUSE_TRY(check_T(__func__, T));
+    DIFFUSE_TRY(diffuse__check_steps(__func__, T));
     if (!(s_off >= 0.0) || !isfinite(s_off))
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "offset s = %g must be finite and >= 0", s_off);
     if (!(max_beta > 0.0 && max_beta <= 1.0))
@@ -320,7 +320,7 @@ int diffuse_schedule_create_sigmoid(diffuse_schedule **out, size_t T, double sta
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
     *out = NULL;
-    DIFFUSE_TRY(check_T(__func__, T));
+    DIFFUSE_TRY(diffuse__check_steps(__func__, T));
     if (!isfinite(start) || !isfinite(end) || !(start < end))
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "need finite start < end (got %g, %g)", start, end);
     if (!(temp > 0.0) || !isfinite(temp))
@@ -362,7 +362,7 @@ int diffuse_schedule_create_betas(diffuse_schedule **out, const double *betas, s
     *out = NULL;
     if (betas == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "betas is NULL");
-    DIFFUSE_TRY(check_T(__func__, T));
+    DIFFUSE_TRY(diffuse__check_steps(__func__, T));
     DIFFUSE_TRY(check_betas(__func__, betas, T));
     s = schedule_alloc(T);
     if (s == NULL)

@@ -18,15 +18,6 @@ static double round_half_even(double x)
     return r;
 }
 
-static int check_T(const char *func, size_t T)
-{
-    if (T < 1 || T > DIFFUSE_MAX_STEPS)
-        return diffuse__fail(DIFFUSE_EINVAL, func,
-                             "number of steps T = %zu is outside [1, %d]", T,
-                             DIFFUSE_MAX_STEPS);
-    return DIFFUSE_OK;
-}
-
 static const char *skip_spaces(const char *p)
 {
     while (*p == ' ' || *p == '\t')
@@ -127,7 +118,7 @@ int diffuse_timesteps_from_spec(size_t T, const char *spec, int32_t *out, size_t
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", spec == NULL ? "spec" : "n_out");
     if (out == NULL && cap > 0)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL but cap = %zu", cap);
-    DIFFUSE_TRY(check_T(__func__, T));
+    DIFFUSE_TRY(diffuse__check_steps(__func__, T));
     p = skip_spaces(spec);
     if (p[0] == 'd' && p[1] == 'd' && p[2] == 'i' && p[3] == 'm')
         return spec_ddim(T, p + 4, out, cap, n_out);
@@ -154,7 +145,7 @@ int diffuse_timesteps_spacing(size_t T, size_t N, int spacing, int32_t offset, i
 {
     size_t i;
     int pass;
-    DIFFUSE_TRY(check_T(__func__, T));
+    DIFFUSE_TRY(diffuse__check_steps(__func__, T));
     if (spacing < DIFFUSE_SPACING_LEADING || spacing > DIFFUSE_SPACING_LINSPACE)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown spacing %d (libdiffuse %s)", spacing,
                      DIFFUSE_VERSION_STRING);

@@ -5,7 +5,6 @@
 #include <math.h>
 #include <string.h>
 
-#define LN2 0.69314718055994530942
 
 struct diffuse_vlb {
     diffuse__engine e;
@@ -65,7 +64,7 @@ int diffuse_vlb_set(diffuse_vlb *v, int param, double value)
         v->cdf_mode = (int)value;
         return DIFFUSE_OK;
     case DIFFUSE_VLB_NUM_THREADS:
-        return diffuse__engine_set_threads(__func__, &v->e, value);
+        return diffuse__parse_threads(__func__, value, &v->e.num_threads);
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
@@ -110,7 +109,7 @@ static double prior_row(const diffuse_schedule *s, const float *x0, size_t dim)
     size_t i;
     for (i = 0; i < dim; i++)
         sum += diffuse__normal_kl(sa * (double)x0[i], lv, 0.0, 0.0);
-    return sum / (double)dim / LN2;
+    return sum / (double)dim / DIFFUSE_LN2;
 }
 
 int diffuse_prior_bpd(const diffuse_schedule *s, const float *x0, size_t batch, size_t dim,
@@ -197,7 +196,7 @@ int diffuse_vlb_run(diffuse_vlb *v, const float *x0, uint64_t seed, uint64_t fir
                 mse0 += (xhv - x) * (xhv - x);
                 mse_eps += (eps_hat - (double)z[i]) * (eps_hat - (double)z[i]);
             }
-            r_terms[b * T + (size_t)t] = term / (double)dim / LN2;
+            r_terms[b * T + (size_t)t] = term / (double)dim / DIFFUSE_LN2;
             r_x0[b * T + (size_t)t] = mse0 / (double)dim;
             r_eps[b * T + (size_t)t] = mse_eps / (double)dim;
         }

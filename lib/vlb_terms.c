@@ -19,7 +19,6 @@
 #define SQRT_2_OVER_PI 0.79788456080286535588
 #define INV_SQRT_2 0.70710678118654752440
 #define INV_SQRT_2PI 0.39894228040143267794
-#define LN2 0.69314718055994530942
 
 /* exp(d) - 1 - d without cancellation. */
 static double expm1_minus_x(double d)
@@ -50,7 +49,7 @@ double diffuse__normal_kl(double mean1, double logvar1, double mean2, double log
      * for a huge d, so that no intermediate overflows or underflows where
      * the result does not. */
     double q = (mean1 - mean2) * exp(-0.5 * logvar2), d = logvar1 - logvar2;
-    double half_f = d > 700.0 ? exp(d - LN2) - 0.5 * (1.0 + d) : 0.5 * expm1_minus_x(d);
+    double half_f = d > 700.0 ? exp(d - DIFFUSE_LN2) - 0.5 * (1.0 + d) : 0.5 * expm1_minus_x(d);
     return half_f + 0.5 * q * q;
 }
 
@@ -228,7 +227,7 @@ static double log_cdf_density(double u, int mode)
 {
     if (mode == DIFFUSE_CDF_TANH) {
         double y = tanh_arg(u);
-        return LN2 + log_half_one_plus_tanh(y) + log_half_one_plus_tanh(-y) +
+        return DIFFUSE_LN2 + log_half_one_plus_tanh(y) + log_half_one_plus_tanh(-y) +
                log(SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * u * u));
     }
     return -0.5 * u * u - 0.91893853320467274178; /* log(1 / sqrt(2 pi)) */

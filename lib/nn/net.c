@@ -44,11 +44,6 @@ static void init_linear(float *P, size_t w_off, size_t b_off, size_t in, size_t 
     init_uniform(P + b_off, out, b_off, bound, seed);
 }
 
-static size_t pad16(size_t n)
-{
-    return (n + 15u) & ~(size_t)15u;
-}
-
 static int default_threads(void)
 {
 #ifdef _OPENMP
@@ -88,8 +83,8 @@ static int net_alloc(const char *func, diffuse_net **out, int kind, size_t dim,
                      size_t out_dim, int prediction, int variance, size_t max_batch,
                      size_t n_params, size_t acts, size_t work, size_t scratch, int mt)
 {
-    const size_t np_pad = pad16(n_params);
-    const size_t total = 3 * np_pad + pad16(acts) + pad16(max_batch) + pad16(work) + scratch;
+    const size_t np_pad = diffuse__pad16(n_params);
+    const size_t total = 3 * np_pad + diffuse__pad16(acts) + diffuse__pad16(max_batch) + diffuse__pad16(work) + scratch;
     diffuse_net *n;
     *out = NULL;
     n = (diffuse_net *)diffuse__malloc(sizeof *n);
@@ -116,9 +111,9 @@ static int net_alloc(const char *func, diffuse_net **out, int kind, size_t dim,
     n->ema = n->params + np_pad;
     n->grads = n->ema + np_pad;
     n->acts = n->grads + np_pad;
-    n->tf = n->acts + pad16(acts);
-    n->work = n->tf + pad16(max_batch);
-    n->scratch = n->work + pad16(work);
+    n->tf = n->acts + diffuse__pad16(acts);
+    n->work = n->tf + diffuse__pad16(max_batch);
+    n->scratch = n->work + diffuse__pad16(work);
     n->max_threads = mt;
     n->num_threads = 0;
     atomic_init(&n->refs, 1);
@@ -154,11 +149,11 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
     o = diffuse__mlp_layout(&sh);
     /* Sizes in floats; the limits above keep the products far from overflow
      * on 64-bit size_t, and the check below catches a 32-bit one. */
-    np_pad = pad16(o.total);
+    np_pad = diffuse__pad16(o.total);
     acts = diffuse__mlp_act_count(&sh, max_batch);
     work = diffuse__linear_work_floats(mt);
     scratch = 3 * max_batch * width;
-    total = 3 * np_pad + pad16(acts) + pad16(max_batch) + pad16(work) + scratch;
+    total = 3 * np_pad + diffuse__pad16(acts) + diffuse__pad16(max_batch) + diffuse__pad16(work) + scratch;
     if (total / 3 < np_pad || total > SIZE_MAX / sizeof(float) / 2)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "the net is too large to allocate");
     DIFFUSE_TRY(net_alloc(__func__, &n, DIFFUSE_NET_KIND_MLP, dim, sh.out_dim, prediction,
@@ -317,10 +312,7 @@ int diffuse_net_set(diffuse_net *n, int param, double value)
     if (param != DIFFUSE_NET_NUM_THREADS)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
-    if (!(value >= 0.0 && value <= 4096.0) || value != floor(value))
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "NUM_THREADS takes an integer in [0, 4096], not %g", value);
-    n->num_threads = (int)value;
-    return DIFFUSE_OK;
+    return diffuse__parse_threads(__func__, value, &n->num_threads);
 }
 
 /* The name of a kind-specific parameter, for messages. */

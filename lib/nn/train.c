@@ -8,7 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-#define LN2 0.69314718055994530942
 
 int diffuse_trainer_create(diffuse_trainer **out, diffuse_net *net, const diffuse_schedule *s,
                            size_t max_batch)
@@ -162,11 +161,7 @@ int diffuse_trainer_set(diffuse_trainer *tr, int param, double value)
         tr->timesteps = (int)value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_NUM_THREADS:
-        if (!(value >= 0.0 && value <= 4096.0) || value != floor(value))
-            DIFFUSE_FAIL(DIFFUSE_EINVAL, "NUM_THREADS takes an integer in [0, 4096], not %g",
-                         value);
-        tr->num_threads = (int)value;
-        return DIFFUSE_OK;
+        return diffuse__parse_threads(__func__, value, &tr->num_threads);
     case DIFFUSE_TRAINER_STEP:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "STEP is read-only");
     default:
@@ -325,7 +320,7 @@ static double row_loss(const diffuse_trainer *tr, const float *x0_all, size_t b,
                                                            : sa * xv - s1m * p;
             double mu = c1 * xh + c2 * xv;
             double lv = diffuse__model_logvar(&n->model_view, S, t, log_beta, o, i);
-            double dmu, dlv, f = w_vb * scale / ((double)dim * LN2);
+            double dmu, dlv, f = w_vb * scale / ((double)dim * DIFFUSE_LN2);
             if (t > 0) {
                 vb += diffuse__normal_kl(c1 * x + c2 * xv, lvq, mu, lv);
                 diffuse__normal_kl_grad(c1 * x + c2 * xv, lvq, mu, lv, &dmu, &dlv);
@@ -340,7 +335,7 @@ static double row_loss(const diffuse_trainer *tr, const float *x0_all, size_t b,
                 d[dim + i] = (float)((double)d[dim + i] + dlv * dlv_dout * f);
         }
     }
-    return w_mse * (use_mse ? mse / (double)dim : 0.0) + w_vb * vb / ((double)dim * LN2);
+    return w_mse * (use_mse ? mse / (double)dim : 0.0) + w_vb * vb / ((double)dim * DIFFUSE_LN2);
 }
 
 int diffuse_trainer_step(diffuse_trainer *tr, const float *x0, size_t batch, uint64_t seed,
