@@ -114,17 +114,19 @@ $(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c \
 	    -o $@ $(STATIC) -lm -pthread
 
-# Optional: the libFuzzer builds (clang) of the checkpoint loader and the
-# timestep-list parsers, each run for FUZZ_SECONDS from its seed corpus; new
+# Optional: the libFuzzer builds (clang) of the checkpoint loader, the
+# timestep-list parsers and the examples' IDX reader, each run for FUZZ_SECONDS from its seed corpus; new
 # inputs go to $(O)/fuzz/<name>, crashes to $(O)/fuzz/crashes.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := checkpoint spec
+FUZZ_TARGETS := checkpoint spec idx
 $(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) include/diffuse.h $(wildcard lib/*.h lib/nn/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	    $(LIB_SRCS) $< -o $@ -lm
+
+$(O)/fuzz/fuzz_idx: examples/idx.c examples/idx.h
 
 fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
 	@mkdir -p $(O)/fuzz/crashes
@@ -179,7 +181,8 @@ check-tsan:
 	    -o $(O)/tsan/tests/test_threads -lm -pthread
 	@O=$(O)/tsan SANITIZE=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh
 
-EXAMPLES := $(O)/examples/quickstart $(O)/examples/quickstart_cpp $(O)/examples/toy2d
+EXAMPLES := $(O)/examples/quickstart $(O)/examples/quickstart_cpp $(O)/examples/toy2d \
+            $(O)/examples/digits
 examples: $(EXAMPLES)
 
 # The main job on a built-in default: train the 2-D toy model (about a minute
@@ -191,6 +194,12 @@ $(O)/examples/quickstart_cpp: examples/quickstart.cpp $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -O2 -std=c++11 -Iinclude -Wall -Wextra -Wpedantic \
 	    $(if $(filter 1,$(WERROR)),-Werror) $< -o $@ -L$(O) -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
+
+$(O)/examples/digits: examples/digits.c examples/idx.c examples/idx.h examples/png.c \
+                      examples/png.h $(O)/libdiffuse.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/idx.c examples/png.c -o $@ \
+	    -L$(O) -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
 
 $(O)/examples/%: examples/%.c examples/png.c examples/png.h $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)

