@@ -580,6 +580,28 @@ DIFFUSE_API int diffuse_discretized_gaussian_log_likelihood(const double *x,
 typedef int (*diffuse_model_fn)(void *user, const float *x_t, const int32_t *t, size_t batch,
                                 size_t dim, float *out);
 
+/**
+ * The label value "no label": asks a conditional model for its
+ * unconditional prediction (classifier-free guidance training drops labels
+ * to this value).  Since: 1.0.
+ */
+#define DIFFUSE_LABEL_NONE (-1)
+
+/** The largest class count of a conditional model.  Since: 1.0. */
+#define DIFFUSE_MAX_CLASSES 16777216
+
+/**
+ * A caller's class-conditional denoising network: as diffuse_model_fn, plus
+ * @param labels  [batch] class labels, each in [0, classes) or
+ *                DIFFUSE_LABEL_NONE (the unconditional prediction).
+ * With classifier-free guidance the library calls it once per step on
+ * 2 x batch rows: the conditional rows first, then the same x_t with
+ * DIFFUSE_LABEL_NONE.  Since: 1.0.
+ */
+typedef int (*diffuse_model_cond_fn)(void *user, const float *x_t, const int32_t *t,
+                                     const int32_t *labels, size_t batch, size_t dim,
+                                     float *out);
+
 /** A model handle (callback and configuration). */
 typedef struct diffuse_model diffuse_model;
 
@@ -609,6 +631,21 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_model_create(diffuse_model **out,
                                                        size_t dim, int prediction,
                                                        int variance);
 
+/**
+ * A class-conditional model: as diffuse_model_create(), with a callback
+ * that receives labels, and the number of classes.  The model starts with
+ * UNCONDITIONAL 0: DIFFUSE_LABEL_NONE and guidance are refused until the
+ * caller sets DIFFUSE_MODEL_UNCONDITIONAL to 1, declaring that the network
+ * was trained with dropped labels.
+ * @param classes  1 .. DIFFUSE_MAX_CLASSES.
+ * Errors: as diffuse_model_create(), plus classes out of range.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_model_create_cond(diffuse_model **out,
+                                                            diffuse_model_cond_fn fn,
+                                                            void *user, size_t dim,
+                                                            int prediction, int variance,
+                                                            size_t classes);
+
 /** Release a model.  NULL is a no-op.  Since: 1.0. */
 DIFFUSE_API void diffuse_model_free(diffuse_model *m);
 
@@ -626,12 +663,18 @@ DIFFUSE_API size_t diffuse_model_output_dim(const diffuse_model *m);
                                                 s = clamp(quantile(|x0|, p), 1, THRESHOLD_MAX),
                                                 x0 = clamp(x0, -s, s) / s; replaces clipping */
 #define DIFFUSE_MODEL_THRESHOLD_MAX 5        /* >= 1; default 1 */
+#define DIFFUSE_MODEL_CLASSES 6              /* read-only: classes; 0 for a plain model */
+#define DIFFUSE_MODEL_UNCONDITIONAL 7        /* 1: DIFFUSE_LABEL_NONE accepted (always for a
+                                                plain model); 0 or 1, default 0 for a
+                                                conditional model */
 
 /**
- * Set a model parameter.  Integer parameters (CLIP_X0) take 0 or 1.
+ * Set a model parameter.  Integer parameters (CLIP_X0, UNCONDITIONAL) take 0
+ * or 1.
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter: "unknown parameter N
  * (libdiffuse X.Y.Z)", a value out of range or not finite, CLIP_MIN >=
- * CLIP_MAX after the change); the model is unchanged.  Since: 1.0.
+ * CLIP_MAX after the change, CLASSES (read-only), UNCONDITIONAL 0 on a plain
+ * model); the model is unchanged.  Since: 1.0.
  */
 DIFFUSE_API int diffuse_model_set(diffuse_model *m, int param, double value);
 
@@ -704,6 +747,29 @@ typedef struct diffuse_sampler diffuse_sampler;
                                          without OpenMP */
 #define DIFFUSE_SAMPLER_LAMBDA_MIN 3  /* DPM-Solver++ only: the log-SNR clip; default
                                          -infinity (off) */
+#define DIFFUSE_SAMPLER_GUIDANCE 4    /* classifier-free guidance weight w >= 0 (finite);
+                                         default 1; conditional models only */
+#define DIFFUSE_SAMPLER_GUIDANCE_RESCALE 5 /* phi in [0, 1] of the guidance rescale;
+                                              default 0 (off) */
+
+/*
+ * Classifier-free guidance (conditional models, diffuse_model_create_cond()
+ * or a net with classes): with the labels of diffuse_sampler_run_cond(),
+ * each step's prediction, in the model's own parameterization (eps, x0 or
+ * v), is
+ *   p = p_u + w (p_c - p_u),
+ * p_c the conditional and p_u the unconditional (DIFFUSE_LABEL_NONE)
+ * prediction at the same x_t, both from ONE callback call on 2 x batch rows
+ * (conditional rows first).  A learned variance is the conditional one.
+ * With GUIDANCE_RESCALE phi > 0 (Lin et al. 2023, arXiv:2305.08891), per
+ * sample, p <- (phi std(p_c) / std(p) + 1 - phi) p, std over the sample's
+ * dim prediction values.  w = 1 calls the conditional model alone, w = 0
+ * the unconditional model alone: batch rows each, and the same bits as a
+ * sampler without guidance given the same labels (all DIFFUSE_LABEL_NONE
+ * for w = 0).  Any w other than 1 needs the unconditional model
+ * (DIFFUSE_MODEL_UNCONDITIONAL 1); w other than 0 and 1 also needs a model
+ * that takes 2 x batch rows (a net's max_batch).
+ */
 
 /*
  * DIFFUSE_SAMPLER_DPMPP_2M: the multistep second-order solver of the
@@ -770,11 +836,12 @@ DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
  * Set a sampler parameter.  NUM_THREADS takes an integer in [0, 4096]; ETA a value
  * in [0, 1] (above 1 the DDIM coefficient sqrt(1 - abar_prev - sigma^2) can
  * be imaginary, so it is refused); LAMBDA_MIN any value but NaN and
- * +infinity.
+ * +infinity; GUIDANCE a finite w >= 0; GUIDANCE_RESCALE a value in [0, 1].
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter, value out of range, a
  * non-integer for an integer parameter, ETA on a sampler other than DDIM,
- * LAMBDA_MIN on one other than DPM-Solver++, a call from inside one of this
- * sampler's callbacks); the sampler is unchanged.
+ * LAMBDA_MIN on one other than DPM-Solver++, GUIDANCE or GUIDANCE_RESCALE
+ * with a model without classes, a call from inside one of this sampler's
+ * callbacks); the sampler is unchanged.
  * Since: 1.0.
  */
 DIFFUSE_API int diffuse_sampler_set(diffuse_sampler *s, int param, double value);
@@ -816,6 +883,22 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_run(diffuse_sampler *s, const 
                                                       size_t batch, float *x0);
 
 /**
+ * diffuse_sampler_run() with class labels for a conditional model.
+ * @param labels  [batch] labels in [0, classes) or DIFFUSE_LABEL_NONE; NULL
+ *                means DIFFUSE_LABEL_NONE for every sample.
+ * diffuse_sampler_run() is this call with labels NULL.
+ * Errors: as run(), plus DIFFUSE_EINVAL for a label out of range (or any
+ * label but DIFFUSE_LABEL_NONE with a model without classes),
+ * DIFFUSE_LABEL_NONE or guidance w != 1 where the model is not
+ * UNCONDITIONAL, and a guided batch above the model's net's max_batch / 2;
+ * nothing is written.  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_run_cond(diffuse_sampler *s, const float *x_T,
+                                                           const int32_t *labels, uint64_t seed,
+                                                           uint64_t first_sample, size_t batch,
+                                                           float *x0);
+
+/**
  * One step from schedule index t: x_t to x_{t-1}.  Noise as in run().  The
  * progress callback is not called.
  * @param x_prev  [batch][dim] output; may be the same array as x_t.
@@ -827,6 +910,15 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_step(diffuse_sampler *s, const
                                                        int32_t t, uint64_t seed,
                                                        uint64_t first_sample, size_t batch,
                                                        float *x_prev);
+
+/** diffuse_sampler_step() with labels, as diffuse_sampler_run_cond().
+ * Since: 1.0. */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_step_cond(diffuse_sampler *s,
+                                                            const float *x_t,
+                                                            const int32_t *labels, int32_t t,
+                                                            uint64_t seed,
+                                                            uint64_t first_sample, size_t batch,
+                                                            float *x_prev);
 
 /**
  * DDIM inversion (eta = 0): from x0, treated as the sample at step 0 as
@@ -906,6 +998,20 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_vlb_run(diffuse_vlb *v, const float *x
                                                   size_t batch, double *total, double *prior,
                                                   double *terms, double *x0_mse,
                                                   double *eps_mse);
+
+/**
+ * diffuse_vlb_run() with class labels for a conditional model (no
+ * guidance: the bound of the conditional model given each label).  labels
+ * as diffuse_sampler_run_cond(); diffuse_vlb_run() is this call with labels
+ * NULL.  Errors: as diffuse_vlb_run() and the label errors of
+ * diffuse_sampler_run_cond().  Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_vlb_run_cond(diffuse_vlb *v, const float *x0,
+                                                       const int32_t *labels, uint64_t seed,
+                                                       uint64_t first_sample, size_t batch,
+                                                       double *total, double *prior,
+                                                       double *terms, double *x0_mse,
+                                                       double *eps_mse);
 
 /**
  * The prior term alone, per sample: KL(q(x_{T-1} | x0) || N(0, 1)) in bits per

@@ -13,6 +13,7 @@ int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_sch
 {
     size_t rows, orow, n_float, bytes;
     unsigned char *block;
+    int cond;
     memset(e, 0, sizeof *e);
     if (s == NULL || m == NULL)
         return diffuse__fail(DIFFUSE_EINVAL, func, "%s is NULL", s == NULL ? "schedule" : "model");
@@ -28,9 +29,12 @@ int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_sch
     e->model = *m;
     e->max_batch = max_batch;
     e->dim = m->dim;
+    /* a conditional model may be called on twice the batch (guidance) */
+    cond = m->classes > 0;
     rows = diffuse__pad16(max_batch * m->dim);
-    orow = diffuse__pad16(max_batch * m->out_dim);
-    n_float = orow + 4 * rows + (m->threshold_percentile > 0.0 ? rows : 0) + diffuse__pad16(max_batch);
+    orow = diffuse__pad16((cond ? 2 : 1) * max_batch * m->out_dim);
+    n_float = orow + 4 * rows + (m->threshold_percentile > 0.0 ? rows : 0) +
+              (cond ? 2 * rows : 0) + diffuse__pad16((cond ? 4 : 1) * max_batch);
     if (n_extra > (SIZE_MAX - n_float * sizeof(float)) / sizeof(double))
         return diffuse__fail(DIFFUSE_EINVAL, func, "workspace size overflows");
     bytes = n_float * sizeof(float) + n_extra * sizeof(double);
@@ -51,7 +55,13 @@ int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_sch
     e->x0 = e->x_b + rows;
     e->noise = e->x0 + rows;
     e->scratch = m->threshold_percentile > 0.0 ? e->noise + rows : NULL;
-    e->t_buf = (int32_t *)(void *)(e->noise + rows + (e->scratch ? rows : 0));
+    e->x2 = cond ? e->noise + rows + (e->scratch ? rows : 0) : NULL;
+    e->t_buf = (int32_t *)(void *)(e->noise + rows + (e->scratch ? rows : 0) +
+                                   (cond ? 2 * rows : 0));
+    e->l_buf = cond ? e->t_buf + 2 * max_batch : NULL;
+    e->labels = NULL;
+    e->guidance = 1.0;
+    e->rescale = 0.0;
     e->bytes = bytes + (size_t)s->T * (DIFFUSE_TABLE_COUNT_V1 + 1) * sizeof(double);
     if (e->model.retain != NULL)
         e->model.retain(e->model.user);
@@ -85,17 +95,102 @@ int diffuse__engine_check_run(const char *func, const diffuse__engine *e, size_t
     return DIFFUSE_OK;
 }
 
+int diffuse__engine_set_labels(const char *func, diffuse__engine *e, const int32_t *labels,
+                               size_t batch)
+{
+    const struct diffuse_model *m = &e->model;
+    const int guided = m->classes > 0 && e->guidance != 1.0;
+    size_t b;
+    e->labels = NULL;
+    if (labels != NULL)
+        for (b = 0; b < batch; b++) {
+            int32_t l = labels[b];
+            if (l == DIFFUSE_LABEL_NONE)
+                continue;
+            if (m->classes == 0)
+                return diffuse__fail(DIFFUSE_EINVAL, func,
+                                     "label %ld of sample %zu: the model has no classes "
+                                     "(only DIFFUSE_LABEL_NONE)", (long)l, b);
+            if (l < 0 || (size_t)l >= m->classes)
+                return diffuse__fail(DIFFUSE_EINVAL, func,
+                                     "label %ld of sample %zu is outside [0, %zu) and not "
+                                     "DIFFUSE_LABEL_NONE", (long)l, b, m->classes);
+        }
+    if (!m->unconditional) {
+        if (guided)
+            return diffuse__fail(DIFFUSE_EINVAL, func,
+                                 "guidance %g needs the unconditional model, which this "
+                                 "model does not have (UNCONDITIONAL 0)", e->guidance);
+        for (b = 0; b < batch; b++)
+            if (labels == NULL || labels[b] == DIFFUSE_LABEL_NONE)
+                return diffuse__fail(DIFFUSE_EINVAL, func,
+                                     "sample %zu has DIFFUSE_LABEL_NONE, but the model has no "
+                                     "unconditional training (UNCONDITIONAL 0)", b);
+    }
+    if (guided && e->guidance != 0.0 && m->max_batch != 0 && 2 * batch > m->max_batch)
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "guidance calls the model on 2 x %zu rows; its net accepts %zu",
+                             batch, m->max_batch);
+    e->labels = labels;
+    return DIFFUSE_OK;
+}
+
+/* Classifier-free guidance on one row: the prediction part of c becomes
+ * u + w (c - u), then, with phi > 0, the rescale of Lin et al. (2023,
+ * arXiv:2305.08891): times std(c) / std(guided), mixed with weight phi.
+ * The variance part of c (learned kinds) is kept: the conditional one. */
+static void guide_row(float *c, const float *u, size_t dim, double w, double phi)
+{
+    double mc = 0, mg = 0, vc = 0, vg = 0, k = 1.0;
+    size_t i;
+    for (i = 0; i < dim; i++) {
+        double g = (double)u[i] + w * ((double)c[i] - (double)u[i]);
+        mc += (double)c[i];
+        mg += g;
+    }
+    mc /= (double)dim;
+    mg /= (double)dim;
+    if (phi > 0.0) {
+        for (i = 0; i < dim; i++) {
+            double g = (double)u[i] + w * ((double)c[i] - (double)u[i]);
+            vc += ((double)c[i] - mc) * ((double)c[i] - mc);
+            vg += (g - mg) * (g - mg);
+        }
+        if (vg > 0.0)
+            k = phi * sqrt(vc / vg) + (1.0 - phi);
+    }
+    for (i = 0; i < dim; i++)
+        c[i] = (float)(k * ((double)u[i] + w * ((double)c[i] - (double)u[i])));
+}
+
 int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float *x,
                                int32_t t, size_t batch, const char *what, size_t step,
                                size_t total)
 {
-    const size_t n = batch * e->model.out_dim;
+    const struct diffuse_model *m = &e->model;
+    const int guided = m->classes > 0 && e->guidance != 0.0 && e->guidance != 1.0;
+    const size_t rows = guided ? 2 * batch : batch, n = rows * m->out_dim;
     int32_t orig = e->sched->timesteps[t];
     size_t b, i;
     int rc;
-    for (b = 0; b < batch; b++)
+    for (b = 0; b < rows; b++)
         e->t_buf[b] = orig;
-    rc = e->model.fn(e->model.user, x, e->t_buf, batch, e->dim, e->model_out);
+    if (m->classes == 0) {
+        rc = m->fn(m->user, x, e->t_buf, batch, e->dim, e->model_out);
+    } else {
+        /* w = 0: the unconditional model alone; w = 1: the conditional one */
+        for (b = 0; b < batch; b++)
+            e->l_buf[b] = e->labels == NULL || e->guidance == 0.0 ? DIFFUSE_LABEL_NONE
+                                                                  : e->labels[b];
+        if (guided) { /* [conditional rows][unconditional rows] in one call */
+            memcpy(e->x2, x, batch * e->dim * sizeof *x);
+            memcpy(e->x2 + batch * e->dim, x, batch * e->dim * sizeof *x);
+            for (b = 0; b < batch; b++)
+                e->l_buf[batch + b] = DIFFUSE_LABEL_NONE;
+        }
+        rc = m->cond_fn(m->user, guided ? e->x2 : x, e->t_buf, e->l_buf, rows, e->dim,
+                        e->model_out);
+    }
     if (rc != 0)
         return diffuse__fail(DIFFUSE_EMODEL, func,
                              "model callback returned %d at %s step %zu of %zu (timestep %ld)",
@@ -106,7 +201,19 @@ int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float
                                  "model output is %g at %s step %zu of %zu (timestep %ld), "
                                  "sample %zu, element %zu",
                                  (double)e->model_out[i], what, step, total, (long)orig,
-                                 i / e->model.out_dim, i % e->model.out_dim);
+                                 i / e->model.out_dim % batch, i % e->model.out_dim);
+    if (guided)
+        for (b = 0; b < batch; b++) {
+            float *c = e->model_out + b * m->out_dim;
+            guide_row(c, c + batch * m->out_dim, e->dim, e->guidance, e->rescale);
+            for (i = 0; i < e->dim; i++)
+                if (!isfinite(c[i]))
+                    return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                         "guided output is %g at %s step %zu of %zu "
+                                         "(timestep %ld), sample %zu, element %zu (w = %g)",
+                                         (double)c[i], what, step, total, (long)orig, b, i,
+                                         e->guidance);
+        }
     return DIFFUSE_OK;
 }
 

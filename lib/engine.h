@@ -9,7 +9,10 @@
 #include "internal.h"
 
 struct diffuse_model {
-    diffuse_model_fn fn;
+    diffuse_model_fn fn;           /* plain models (classes 0) */
+    diffuse_model_cond_fn cond_fn; /* conditional models (classes > 0) */
+    size_t classes;                /* labels 0 .. classes-1; 0: no labels */
+    int unconditional;             /* DIFFUSE_LABEL_NONE accepted */
     void *user;
     size_t dim, out_dim;
     int prediction, variance;
@@ -49,12 +52,17 @@ typedef struct {
     diffuse_schedule *sched; /* own copy */
     struct diffuse_model model;
     size_t max_batch, dim;
-    float *model_out;  /* [max_batch][out_dim] */
+    float *model_out;  /* [max_batch][out_dim], twice that for a conditional model */
     float *x_a, *x_b;  /* [max_batch][dim] chain states */
     float *x0;         /* [max_batch][dim] predicted x0 */
     float *noise;      /* [max_batch][dim] */
     float *scratch;    /* [max_batch][dim] thresholding, or NULL */
-    int32_t *t_buf;    /* [max_batch] timesteps for the callback */
+    int32_t *t_buf;    /* [max_batch] timesteps for the callback (2x when conditional) */
+    int32_t *l_buf;    /* [2 max_batch] labels for the callback, or NULL (no classes) */
+    float *x2;         /* [2 max_batch][dim] the guided call's input, or NULL */
+    const int32_t *labels; /* the current run's labels, or NULL (DIFFUSE_LABEL_NONE) */
+    double guidance;   /* w; 1: the conditional model alone */
+    double rescale;    /* phi of the guidance rescale; 0: off */
     double *extra;     /* caller-sized doubles (VLB results), or NULL */
     size_t bytes;
     int num_threads;
@@ -73,10 +81,17 @@ void diffuse__engine_release(diffuse__engine *e);
 int diffuse__engine_check_run(const char *func, const diffuse__engine *e, size_t batch,
                               uint64_t first_sample, const void *in, const void *out);
 
+/* Check a run's labels (NULL: all DIFFUSE_LABEL_NONE) against the model and
+ * the guidance weight, and the guided batch against the model's limit; then
+ * e->labels = labels. */
+int diffuse__engine_set_labels(const char *func, diffuse__engine *e, const int32_t *labels,
+                               size_t batch);
+
 /* Call the model on x [batch][dim] at schedule index t (the callback gets
- * the original index), into e->model_out; DIFFUSE_EMODEL if it fails,
- * DIFFUSE_ENUMERIC if its output is not finite.  what/step/total name the
- * place in messages. */
+ * the original index, and for a conditional model the labels of e->labels,
+ * with classifier-free guidance when e->guidance is not 0 or 1), into
+ * e->model_out; DIFFUSE_EMODEL if it fails, DIFFUSE_ENUMERIC if its output is
+ * not finite.  what/step/total name the place in messages. */
 int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float *x,
                                int32_t t, size_t batch, const char *what, size_t step,
                                size_t total);

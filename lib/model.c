@@ -5,39 +5,63 @@
 #include <stdlib.h>
 #include <string.h>
 
-int diffuse_model_create(diffuse_model **out, diffuse_model_fn fn, void *user, size_t dim,
-                         int prediction, int variance)
+/* The common part of both constructors. */
+static int model_new(const char *func, diffuse_model **out, int have_fn, void *user, size_t dim,
+                     int prediction, int variance)
 {
     struct diffuse_model *m;
     if (out == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
+        return diffuse__fail(DIFFUSE_EINVAL, func, "out is NULL");
     *out = NULL;
-    if (fn == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "the model callback is NULL");
+    if (!have_fn)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "the model callback is NULL");
     if (dim == 0 || dim > ((size_t)1 << 30))
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "dim = %zu is outside [1, 2^30]", dim);
+        return diffuse__fail(DIFFUSE_EINVAL, func, "dim = %zu is outside [1, 2^30]", dim);
     if (prediction < DIFFUSE_PRED_EPS || prediction > DIFFUSE_PRED_V)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown prediction kind %d (libdiffuse %s)", prediction,
-                     DIFFUSE_VERSION_STRING);
+        return diffuse__fail(DIFFUSE_EINVAL, func, "unknown prediction kind %d (libdiffuse %s)",
+                             prediction, DIFFUSE_VERSION_STRING);
     if (variance < DIFFUSE_VAR_FIXED_SMALL || variance > DIFFUSE_VAR_LEARNED_RANGE)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown variance type %d (libdiffuse %s)", variance,
-                     DIFFUSE_VERSION_STRING);
+        return diffuse__fail(DIFFUSE_EINVAL, func, "unknown variance type %d (libdiffuse %s)",
+                             variance, DIFFUSE_VERSION_STRING);
     m = (struct diffuse_model *)diffuse__malloc(sizeof *m);
     if (m == NULL)
-        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate a model");
+        return diffuse__fail(DIFFUSE_ENOMEM, func, "cannot allocate a model");
     memset(m, 0, sizeof *m);
-    m->fn = fn;
     m->user = user;
     m->dim = dim;
     m->out_dim = variance >= DIFFUSE_VAR_LEARNED ? 2 * dim : dim;
     m->prediction = prediction;
     m->variance = variance;
+    m->unconditional = 1;
     m->clip = 0;
     m->clip_min = -1.0;
     m->clip_max = 1.0;
     m->threshold_percentile = 0.0;
     m->threshold_max = 1.0;
     *out = m;
+    return DIFFUSE_OK;
+}
+
+int diffuse_model_create(diffuse_model **out, diffuse_model_fn fn, void *user, size_t dim,
+                         int prediction, int variance)
+{
+    DIFFUSE_TRY(model_new(__func__, out, fn != NULL, user, dim, prediction, variance));
+    (*out)->fn = fn;
+    return DIFFUSE_OK;
+}
+
+int diffuse_model_create_cond(diffuse_model **out, diffuse_model_cond_fn fn, void *user,
+                              size_t dim, int prediction, int variance, size_t classes)
+{
+    if (out != NULL && (classes == 0 || classes > DIFFUSE_MAX_CLASSES)) {
+        *out = NULL;
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "classes = %zu is outside [1, %lu]", classes,
+                     (unsigned long)DIFFUSE_MAX_CLASSES);
+    }
+    DIFFUSE_TRY(model_new(__func__, out, fn != NULL, user, dim, prediction, variance));
+    (*out)->cond_fn = fn;
+    (*out)->classes = classes;
+    (*out)->unconditional = 0;
     return DIFFUSE_OK;
 }
 
@@ -87,6 +111,15 @@ int diffuse_model_set(diffuse_model *m, int param, double value)
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "THRESHOLD_MAX = %g must be >= 1", value);
         m->threshold_max = value;
         return DIFFUSE_OK;
+    case DIFFUSE_MODEL_UNCONDITIONAL:
+        if (value != 0.0 && value != 1.0)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "UNCONDITIONAL takes 0 or 1, not %g", value);
+        if (m->classes == 0 && value == 0.0)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "a model without classes is unconditional");
+        m->unconditional = value != 0.0;
+        return DIFFUSE_OK;
+    case DIFFUSE_MODEL_CLASSES:
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "CLASSES is read-only (set at creation)");
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
@@ -112,6 +145,12 @@ int diffuse_model_get(const diffuse_model *m, int param, double *value)
         return DIFFUSE_OK;
     case DIFFUSE_MODEL_THRESHOLD_MAX:
         *value = m->threshold_max;
+        return DIFFUSE_OK;
+    case DIFFUSE_MODEL_CLASSES:
+        *value = (double)m->classes;
+        return DIFFUSE_OK;
+    case DIFFUSE_MODEL_UNCONDITIONAL:
+        *value = m->unconditional;
         return DIFFUSE_OK;
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,

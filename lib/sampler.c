@@ -65,6 +65,22 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_NUM_THREADS:
         return diffuse__parse_threads(__func__, value, &s->e.num_threads);
+    case DIFFUSE_SAMPLER_GUIDANCE:
+    case DIFFUSE_SAMPLER_GUIDANCE_RESCALE:
+        if (s->e.model.classes == 0)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s needs a conditional model (this one has no "
+                                         "classes)", param == DIFFUSE_SAMPLER_GUIDANCE
+                                                         ? "GUIDANCE" : "GUIDANCE_RESCALE");
+        if (param == DIFFUSE_SAMPLER_GUIDANCE) {
+            if (!(value >= 0.0 && isfinite(value)))
+                DIFFUSE_FAIL(DIFFUSE_EINVAL, "GUIDANCE = %g: w must be finite and >= 0", value);
+            s->e.guidance = value;
+        } else {
+            if (!(value >= 0.0 && value <= 1.0))
+                DIFFUSE_FAIL(DIFFUSE_EINVAL, "GUIDANCE_RESCALE = %g is outside [0, 1]", value);
+            s->e.rescale = value;
+        }
+        return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_LAMBDA_MIN:
         if (s->kind != DIFFUSE_SAMPLER_DPMPP_2M)
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "LAMBDA_MIN applies to DPM-Solver++ samplers only");
@@ -91,6 +107,12 @@ int diffuse_sampler_get(const diffuse_sampler *s, int param, double *value)
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_LAMBDA_MIN:
         *value = s->lambda_min;
+        return DIFFUSE_OK;
+    case DIFFUSE_SAMPLER_GUIDANCE:
+        *value = s->e.guidance;
+        return DIFFUSE_OK;
+    case DIFFUSE_SAMPLER_GUIDANCE_RESCALE:
+        *value = s->e.rescale;
         return DIFFUSE_OK;
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
@@ -242,28 +264,45 @@ static int dpmpp_step(const char *func, diffuse_sampler *sp, const float *xin, i
     return DIFFUSE_OK;
 }
 
-int diffuse_sampler_step(diffuse_sampler *s, const float *x_t, int32_t t, uint64_t seed,
-                         uint64_t first_sample, size_t batch, float *x_prev)
+static int step_impl(const char *func, diffuse_sampler *s, const float *x_t,
+                     const int32_t *labels, int32_t t, uint64_t seed, uint64_t first_sample,
+                     size_t batch, float *x_prev)
 {
     int rc;
     if (s == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
+        return diffuse__fail(DIFFUSE_EINVAL, func, "sampler is NULL");
     if (s->kind == DIFFUSE_SAMPLER_DPMPP_2M)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "a DPM-Solver++ sampler is multistep: use "
-                                     "diffuse_sampler_run()");
-    DIFFUSE_TRY(diffuse__engine_check_run(__func__, &s->e, batch, first_sample, x_t, x_prev));
+        return diffuse__fail(DIFFUSE_EINVAL, func, "a DPM-Solver++ sampler is multistep: use "
+                                                   "diffuse_sampler_run()");
+    DIFFUSE_TRY(diffuse__engine_check_run(func, &s->e, batch, first_sample, x_t, x_prev));
     if (t < 0 || (size_t)t >= s->e.sched->T)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "t = %ld is outside [0, %zu]", (long)t, s->e.sched->T - 1);
+        return diffuse__fail(DIFFUSE_EINVAL, func, "t = %ld is outside [0, %zu]", (long)t,
+                             s->e.sched->T - 1);
+    DIFFUSE_TRY(diffuse__engine_set_labels(func, &s->e, labels, batch));
     s->e.busy = 1;
-    rc = reverse_step(__func__, s, x_t, t, seed, first_sample, batch, s->e.x_a, 1, 1);
+    rc = reverse_step(func, s, x_t, t, seed, first_sample, batch, s->e.x_a, 1, 1);
     s->e.busy = 0;
     if (rc == DIFFUSE_OK)
         memcpy(x_prev, s->e.x_a, batch * s->e.dim * sizeof *x_prev);
     return rc;
 }
 
-int diffuse_sampler_run(diffuse_sampler *s, const float *x_T, uint64_t seed,
-                        uint64_t first_sample, size_t batch, float *x0)
+int diffuse_sampler_step(diffuse_sampler *s, const float *x_t, int32_t t, uint64_t seed,
+                         uint64_t first_sample, size_t batch, float *x_prev)
+{
+    return step_impl(__func__, s, x_t, NULL, t, seed, first_sample, batch, x_prev);
+}
+
+int diffuse_sampler_step_cond(diffuse_sampler *s, const float *x_t, const int32_t *labels,
+                              int32_t t, uint64_t seed, uint64_t first_sample, size_t batch,
+                              float *x_prev)
+{
+    return step_impl(__func__, s, x_t, labels, t, seed, first_sample, batch, x_prev);
+}
+
+static int run_impl(const char *func, diffuse_sampler *s, const float *x_T,
+                    const int32_t *labels, uint64_t seed, uint64_t first_sample, size_t batch,
+                    float *x0)
 {
     diffuse__engine *e;
     float *cur, *next;
@@ -271,9 +310,10 @@ int diffuse_sampler_run(diffuse_sampler *s, const float *x_T, uint64_t seed,
     double h_prev = 0.0;
     int rc = DIFFUSE_OK;
     if (s == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
+        return diffuse__fail(DIFFUSE_EINVAL, func, "sampler is NULL");
     e = &s->e;
-    DIFFUSE_TRY(diffuse__engine_check_run(__func__, e, batch, first_sample, x0, x0));
+    DIFFUSE_TRY(diffuse__engine_check_run(func, e, batch, first_sample, x0, x0));
+    DIFFUSE_TRY(diffuse__engine_set_labels(func, e, labels, batch));
     T = e->sched->T;
     if (s->kind == DIFFUSE_SAMPLER_DPMPP_2M) /* the log-SNR clip: start lower */
         while (T > 1 && half_log_snr(e->sched, (int32_t)(T - 1)) < s->lambda_min)
@@ -290,22 +330,34 @@ int diffuse_sampler_run(diffuse_sampler *s, const float *x_T, uint64_t seed,
     for (k = 0; k < T && rc == DIFFUSE_OK; k++) {
         float *tmp;
         if (s->kind == DIFFUSE_SAMPLER_DPMPP_2M)
-            rc = dpmpp_step(__func__, s, cur, (int32_t)(T - 1 - k), k > 0, &h_prev, batch, next,
+            rc = dpmpp_step(func, s, cur, (int32_t)(T - 1 - k), k > 0, &h_prev, batch, next,
                             k + 1, T);
         else
-            rc = reverse_step(__func__, s, cur, (int32_t)(T - 1 - k), seed, first_sample, batch,
+            rc = reverse_step(func, s, cur, (int32_t)(T - 1 - k), seed, first_sample, batch,
                               next, k + 1, T);
         if (rc != DIFFUSE_OK)
             break;
         tmp = cur;
         cur = next;
         next = tmp;
-        rc = diffuse__engine_progress(__func__, e, k + 1, T);
+        rc = diffuse__engine_progress(func, e, k + 1, T);
     }
     e->busy = 0;
     if (rc == DIFFUSE_OK)
         memcpy(x0, cur, batch * e->dim * sizeof *x0);
     return rc;
+}
+
+int diffuse_sampler_run(diffuse_sampler *s, const float *x_T, uint64_t seed,
+                        uint64_t first_sample, size_t batch, float *x0)
+{
+    return run_impl(__func__, s, x_T, NULL, seed, first_sample, batch, x0);
+}
+
+int diffuse_sampler_run_cond(diffuse_sampler *s, const float *x_T, const int32_t *labels,
+                             uint64_t seed, uint64_t first_sample, size_t batch, float *x0)
+{
+    return run_impl(__func__, s, x_T, labels, seed, first_sample, batch, x0);
 }
 
 int diffuse_sampler_invert(diffuse_sampler *s, const float *x0, size_t batch, float *x_T)
@@ -319,6 +371,7 @@ int diffuse_sampler_invert(diffuse_sampler *s, const float *x0, size_t batch, fl
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
     e = &s->e;
     DIFFUSE_TRY(diffuse__engine_check_run(__func__, e, batch, 0, x0, x_T));
+    DIFFUSE_TRY(diffuse__engine_set_labels(__func__, e, NULL, batch));
     S = e->sched;
     T = S->T;
     cur = e->x_a;

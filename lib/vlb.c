@@ -126,9 +126,9 @@ int diffuse_prior_bpd(const diffuse_schedule *s, const float *x0, size_t batch, 
     return DIFFUSE_OK;
 }
 
-int diffuse_vlb_run(diffuse_vlb *v, const float *x0, uint64_t seed, uint64_t first_sample,
-                    size_t batch, double *total, double *prior, double *terms, double *x0_mse,
-                    double *eps_mse)
+static int vlb_impl(const char *func, diffuse_vlb *v, const float *x0, const int32_t *labels,
+                    uint64_t seed, uint64_t first_sample, size_t batch, double *total,
+                    double *prior, double *terms, double *x0_mse, double *eps_mse)
 {
     diffuse__engine *e;
     const diffuse_schedule *S;
@@ -136,9 +136,10 @@ int diffuse_vlb_run(diffuse_vlb *v, const float *x0, uint64_t seed, uint64_t fir
     size_t T, dim, k, b;
     int rc = DIFFUSE_OK;
     if (v == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "VLB evaluator is NULL");
+        return diffuse__fail(DIFFUSE_EINVAL, func, "VLB evaluator is NULL");
     e = &v->e;
-    DIFFUSE_TRY(diffuse__engine_check_run(__func__, e, batch, first_sample, x0, total));
+    DIFFUSE_TRY(diffuse__engine_check_run(func, e, batch, first_sample, x0, total));
+    DIFFUSE_TRY(diffuse__engine_set_labels(func, e, labels, batch));
     S = e->sched;
     T = v->T;
     dim = e->dim;
@@ -172,7 +173,7 @@ int diffuse_vlb_run(diffuse_vlb *v, const float *x0, uint64_t seed, uint64_t fir
             for (i = 0; i < dim; i++)
                 y[i] = (float)(sa * (double)xr[i] + s1m * (double)z[i]);
         }
-        rc = diffuse__engine_call_model(__func__, e, e->x_a, t, batch, "VLB", k + 1, T);
+        rc = diffuse__engine_call_model(func, e, e->x_a, t, batch, "VLB", k + 1, T);
         if (rc != DIFFUSE_OK)
             break;
         DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (batch * dim >= 4096)")
@@ -200,7 +201,7 @@ int diffuse_vlb_run(diffuse_vlb *v, const float *x0, uint64_t seed, uint64_t fir
             r_x0[b * T + (size_t)t] = mse0 / (double)dim;
             r_eps[b * T + (size_t)t] = mse_eps / (double)dim;
         }
-        rc = diffuse__engine_progress(__func__, e, k + 1, T);
+        rc = diffuse__engine_progress(func, e, k + 1, T);
         if (rc != DIFFUSE_OK)
             break;
     }
@@ -223,4 +224,20 @@ int diffuse_vlb_run(diffuse_vlb *v, const float *x0, uint64_t seed, uint64_t fir
     if (eps_mse != NULL)
         memcpy(eps_mse, r_eps, batch * T * sizeof *eps_mse);
     return DIFFUSE_OK;
+}
+
+int diffuse_vlb_run(diffuse_vlb *v, const float *x0, uint64_t seed, uint64_t first_sample,
+                    size_t batch, double *total, double *prior, double *terms, double *x0_mse,
+                    double *eps_mse)
+{
+    return vlb_impl(__func__, v, x0, NULL, seed, first_sample, batch, total, prior, terms,
+                    x0_mse, eps_mse);
+}
+
+int diffuse_vlb_run_cond(diffuse_vlb *v, const float *x0, const int32_t *labels, uint64_t seed,
+                         uint64_t first_sample, size_t batch, double *total, double *prior,
+                         double *terms, double *x0_mse, double *eps_mse)
+{
+    return vlb_impl(__func__, v, x0, labels, seed, first_sample, batch, total, prior, terms,
+                    x0_mse, eps_mse);
 }

@@ -194,6 +194,7 @@ _H = c_void_p            # a handle
 
 # Callback types, defined once.
 _MODEL_FN = CFUNCTYPE(c_int, c_void_p, _PF, _PI32, c_size_t, c_size_t, _PF)
+_MODEL_COND_FN = CFUNCTYPE(c_int, c_void_p, _PF, _PI32, _PI32, c_size_t, c_size_t, _PF)
 _PROGRESS_FN = CFUNCTYPE(c_int, c_void_p, c_int32, c_int32)
 
 _SIGNATURES = {
@@ -237,6 +238,8 @@ _SIGNATURES = {
         [_PD, _PD, _PD, c_size_t, c_int, _PD], c_int),
     # model
     "diffuse_model_create": ([_PH, _MODEL_FN, c_void_p, c_size_t, c_int, c_int], c_int),
+    "diffuse_model_create_cond": ([_PH, _MODEL_COND_FN, c_void_p, c_size_t, c_int, c_int,
+                                   c_size_t], c_int),
     "diffuse_model_free": ([_H], None),
     "diffuse_model_output_dim": ([_H], c_size_t),
     "diffuse_model_set": ([_H, c_int, c_double], c_int),
@@ -250,7 +253,10 @@ _SIGNATURES = {
     "diffuse_sampler_set_progress": ([_H, _PROGRESS_FN, c_void_p], c_int),
     "diffuse_sampler_memory": ([_H], c_size_t),
     "diffuse_sampler_run": ([_H, _PF, c_uint64, c_uint64, c_size_t, _PF], c_int),
+    "diffuse_sampler_run_cond": ([_H, _PF, _PI32, c_uint64, c_uint64, c_size_t, _PF], c_int),
     "diffuse_sampler_step": ([_H, _PF, c_int32, c_uint64, c_uint64, c_size_t, _PF], c_int),
+    "diffuse_sampler_step_cond": ([_H, _PF, _PI32, c_int32, c_uint64, c_uint64, c_size_t, _PF],
+                                  c_int),
     "diffuse_sampler_invert": ([_H, _PF, c_size_t, _PF], c_int),
     # variational bound
     "diffuse_vlb_create": ([_PH, _H, _H, c_size_t], c_int),
@@ -259,6 +265,8 @@ _SIGNATURES = {
     "diffuse_vlb_get": ([_H, c_int, _PD], c_int),
     "diffuse_vlb_set_progress": ([_H, _PROGRESS_FN, c_void_p], c_int),
     "diffuse_vlb_run": ([_H, _PF, c_uint64, c_uint64, c_size_t, _PD, _PD, _PD, _PD, _PD], c_int),
+    "diffuse_vlb_run_cond": ([_H, _PF, _PI32, c_uint64, c_uint64, c_size_t, _PD, _PD, _PD, _PD,
+                              _PD], c_int),
     "diffuse_prior_bpd": ([_H, _PF, c_size_t, c_size_t, _PD], c_int),
     # reference denoisers, training and checkpoints
     "diffuse_net_create_mlp": (
@@ -470,6 +478,11 @@ MODEL_CLIP_MIN = 2
 MODEL_CLIP_MAX = 3
 MODEL_THRESHOLD_PERCENTILE = 4
 MODEL_THRESHOLD_MAX = 5
+MODEL_CLASSES = 6
+MODEL_UNCONDITIONAL = 7
+
+LABEL_NONE = -1
+MAX_CLASSES = 16777216
 
 SAMPLER_DDPM = 0
 SAMPLER_DDIM = 1
@@ -477,6 +490,8 @@ SAMPLER_DPMPP_2M = 2
 SAMPLER_ETA = 1
 SAMPLER_NUM_THREADS = 2
 SAMPLER_LAMBDA_MIN = 3
+SAMPLER_GUIDANCE = 4
+SAMPLER_GUIDANCE_RESCALE = 5
 
 RNG_STEP_INITIAL = 0xFFFFFFFF
 
@@ -545,8 +560,9 @@ _VAR_NAMES = {"fixed_small": 0, "fixed_large": 1, "learned": 2, "learned_range":
 _CDF_NAMES = {"tanh": 0, "exact": 1}
 _SAMPLER_KINDS = {"ddpm": 0, "ddim": 1, "dpmpp_2m": 2}
 _MODEL_PARAMS = {"clip_x0": 1, "clip_min": 2, "clip_max": 3, "threshold_percentile": 4,
-                 "threshold_max": 5}
-_SAMPLER_PARAMS = {"eta": 1, "num_threads": 2, "lambda_min": 3}
+                 "threshold_max": 5, "classes": 6, "unconditional": 7}
+_SAMPLER_PARAMS = {"eta": 1, "num_threads": 2, "lambda_min": 3, "guidance": 4,
+                   "guidance_rescale": 5}
 _VLB_PARAMS = {"cdf": 1, "num_threads": 2}
 _WHICH_NAMES = {"weights": 0, "ema": 1}
 _NET_PARAMS = {"num_threads": 1}
@@ -763,6 +779,14 @@ def _data_shape(x, batch, dim):
     return (batch, dim) if _np is not None else (batch * dim,)
 
 
+def _labels(labels, batch):
+    """labels as an int32 array of batch entries."""
+    la = _arr(labels, "i", "labels")
+    if la.n != batch:
+        raise ValueError(f"labels holds {la.n} values, not batch = {batch}")
+    return la
+
+
 def _new_handle(fname, *args):
     out = c_void_p()
     _check(_f(fname)(byref(out), *args))
@@ -836,9 +860,10 @@ class _DeferSigint:
         return False
 
 
-def _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr):
+def _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr, l_ptr=None):
     """One model call: views (numpy) or lists of the inputs, fn, and its
-    result copied into out."""
+    result copied into out.  With l_ptr (a conditional model) fn also gets
+    the labels."""
     out_dim = dim * out_factor
     np = _np
     if np is not None:
@@ -846,7 +871,13 @@ def _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr):
         x.flags.writeable = False
         t = np.ctypeslib.as_array(t_ptr, shape=(batch,))
         t.flags.writeable = False
-        r = np.asarray(fn(x, t), dtype=np.float32)
+        if l_ptr is None:
+            r = fn(x, t)
+        else:
+            labels = np.ctypeslib.as_array(l_ptr, shape=(batch,))
+            labels.flags.writeable = False
+            r = fn(x, t, labels)
+        r = np.asarray(r, dtype=np.float32)
         if r.size != batch * out_dim:
             raise ValueError(f"the model returned {r.size} values (shape {r.shape}); "
                              f"expected batch * output_dim = {batch} * {out_dim}")
@@ -855,7 +886,8 @@ def _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr):
     else:
         flat = x_ptr[:batch * dim]
         x = [flat[b * dim:(b + 1) * dim] for b in range(batch)]
-        vals, _ = _flatten(fn(x, t_ptr[:batch]), float)
+        r = fn(x, t_ptr[:batch]) if l_ptr is None else fn(x, t_ptr[:batch], l_ptr[:batch])
+        vals, _ = _flatten(r, float)
         if len(vals) != batch * out_dim:
             raise ValueError(f"the model returned {len(vals)} values; expected "
                              f"batch * output_dim = {batch} * {out_dim}")
@@ -888,6 +920,24 @@ def _model_trampoline(fn, out_factor):
             return CALLBACK_EXCEPTION
 
     box.cfunc = _MODEL_FN(model_tramp)
+    return box
+
+
+def _model_cond_trampoline(fn, out_factor):
+    box = _Trampoline()
+
+    def model_cond_tramp(user, x_ptr, t_ptr, l_ptr, batch, dim, out_ptr):
+        try:
+            _raise_deferred_interrupt()
+            _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr, l_ptr)
+            _raise_deferred_interrupt()
+            return 0
+        except BaseException as e:  # noqa: B036 -- stored and re-raised after the C call
+            _forget_views(e.__traceback__)
+            box.store(e)
+            return CALLBACK_EXCEPTION
+
+    box.cfunc = _MODEL_COND_FN(model_cond_tramp)
     return box
 
 
@@ -1072,6 +1122,11 @@ class Model(_Handle):
     """A denoising model: a Python callable f(x_t, t) -> out (see the module
     docstring) with its data dimension, prediction kind and variance type.
 
+    With classes=K the model is class-conditional (diffuse_model_create_cond):
+    f(x_t, t, labels) gets the labels too, each in [0, K) or LABEL_NONE;
+    unconditional=True declares that f was trained with dropped labels, which
+    LABEL_NONE and guidance need.
+
     Samplers and VLB evaluators copy the model when they are created; they
     keep the callback alive themselves, so the Model may be closed after.
 
@@ -1083,16 +1138,26 @@ class Model(_Handle):
     _box = None
     net_max_batch = None  # for a net's model: the largest batch the net runs
 
-    def __init__(self, fn, dim, prediction=PRED_EPS, variance=VAR_FIXED_SMALL):
+    def __init__(self, fn, dim, prediction=PRED_EPS, variance=VAR_FIXED_SMALL, classes=None,
+                 unconditional=None):
         if not callable(fn):
-            raise TypeError("fn must be callable as fn(x_t, t)")
+            raise TypeError("fn must be callable as fn(x_t, t), or fn(x_t, t, labels) "
+                            "with classes")
         pred = _code(prediction, _PRED_NAMES, "prediction")
         var = _code(variance, _VAR_NAMES, "variance")
+        factor = 2 if var in (VAR_LEARNED, VAR_LEARNED_RANGE) else 1
         self.fn = fn
         self.dim = _size(dim, "dim")
-        self._box = _model_trampoline(fn, 2 if var in (VAR_LEARNED, VAR_LEARNED_RANGE) else 1)
-        self._adopt(_new_handle("diffuse_model_create", self._box.cfunc, None, self.dim, pred,
-                                var))
+        if classes is None:
+            self._box = _model_trampoline(fn, factor)
+            self._adopt(_new_handle("diffuse_model_create", self._box.cfunc, None, self.dim,
+                                    pred, var))
+        else:
+            self._box = _model_cond_trampoline(fn, factor)
+            self._adopt(_new_handle("diffuse_model_create_cond", self._box.cfunc, None,
+                                    self.dim, pred, var, _size(classes, "classes")))
+        if unconditional is not None:
+            self.set("unconditional", 1 if unconditional else 0)
         self.prediction, self.variance = pred, var
 
     @classmethod
@@ -1219,9 +1284,10 @@ class Sampler(_Engine):
         """Bytes the sampler holds, workspace included."""
         return int(_f("diffuse_sampler_memory")(self._handle()))
 
-    def run(self, x_T=None, seed=0, first_sample=0, batch=None):
+    def run(self, x_T=None, seed=0, first_sample=0, batch=None, labels=None):
         """The whole chain from x_T [batch][dim] (or from the generator's noise
-        for `batch` samples when x_T is None) to x0, returned."""
+        for `batch` samples when x_T is None) to x0, returned.  labels: [batch]
+        class labels (LABEL_NONE allowed) for a conditional model."""
         h = self._handle()
         seed, first = _uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample")
         if x_T is None:
@@ -1235,19 +1301,29 @@ class Sampler(_Engine):
             batch, ptr = nb, xa.ptr
         self._check_batch(batch)
         out = _empty("f", _data_shape(xa, batch, self.dim))
-        self._run(_f("diffuse_sampler_run"), h, ptr, seed, first, batch, out.ptr)
+        if labels is None:
+            self._run(_f("diffuse_sampler_run"), h, ptr, seed, first, batch, out.ptr)
+        else:
+            la = _labels(labels, batch)
+            self._run(_f("diffuse_sampler_run_cond"), h, ptr, la.ptr, seed, first, batch,
+                      out.ptr)
         return _result(out)
 
-    def step(self, x_t, t, seed=0, first_sample=0):
-        """One step from schedule index t: returns x_{t-1} [batch][dim]."""
+    def step(self, x_t, t, seed=0, first_sample=0, labels=None):
+        """One step from schedule index t: returns x_{t-1} [batch][dim].
+        labels as in run()."""
         h = self._handle()
         xa = _arr(x_t, "f", "x_t")
         batch = _rows_of(xa.n, self.dim, "x_t")
         self._check_batch(batch)
         out = _empty("f", _data_shape(xa, batch, self.dim))
-        self._run(_f("diffuse_sampler_step"), h, xa.ptr, _int(t, 32, "t"),
-                  _uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample"), batch,
-                  out.ptr)
+        args = (_int(t, 32, "t"), _uint(seed, 64, "seed"),
+                _uint(first_sample, 64, "first_sample"), batch, out.ptr)
+        if labels is None:
+            self._run(_f("diffuse_sampler_step"), h, xa.ptr, *args)
+        else:
+            la = _labels(labels, batch)
+            self._run(_f("diffuse_sampler_step_cond"), h, xa.ptr, la.ptr, *args)
         return _result(out)
 
     def invert(self, x0):
@@ -1280,9 +1356,10 @@ class Vlb(_Engine):
         self.max_batch = max_batch
         self._init_engine(model, h)
 
-    def run(self, x0, seed=0, first_sample=0):
+    def run(self, x0, seed=0, first_sample=0, labels=None):
         """Evaluate the bound for x0 [batch][dim] (data in [-1, 1] on the 8-bit
-        grid); returns a VlbResult of per-sample arrays."""
+        grid); returns a VlbResult of per-sample arrays.  labels: [batch]
+        class labels for a conditional model."""
         h = self._handle()
         xa = _arr(x0, "f", "x0")
         batch = _rows_of(xa.n, self.dim, "x0")
@@ -1291,9 +1368,13 @@ class Vlb(_Engine):
         total, prior = _empty("d", (batch,)), _empty("d", (batch,))
         shape = (batch, T) if _np is not None else (batch * T,)
         terms, x0_mse, eps_mse = _empty("d", shape), _empty("d", shape), _empty("d", shape)
-        self._run(_f("diffuse_vlb_run"), h, xa.ptr, _uint(seed, 64, "seed"),
-                  _uint(first_sample, 64, "first_sample"), batch, total.ptr, prior.ptr,
-                  terms.ptr, x0_mse.ptr, eps_mse.ptr)
+        args = (_uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample"), batch,
+                total.ptr, prior.ptr, terms.ptr, x0_mse.ptr, eps_mse.ptr)
+        if labels is None:
+            self._run(_f("diffuse_vlb_run"), h, xa.ptr, *args)
+        else:
+            la = _labels(labels, batch)
+            self._run(_f("diffuse_vlb_run_cond"), h, xa.ptr, la.ptr, *args)
         return VlbResult(_result(total), _result(prior), _result(terms), _result(x0_mse),
                          _result(eps_mse))
 

@@ -1050,8 +1050,8 @@ static int row_model_set(void)
     EXPECT(diffuse_model_set(NULL, DIFFUSE_MODEL_CLIP_X0, 1.0), DIFFUSE_EINVAL);
     EXPECT_MSG(diffuse_model_set(m, 0, 1.0), DIFFUSE_EINVAL,
                "unknown parameter 0 (libdiffuse " DIFFUSE_VERSION_STRING ")");
-    EXPECT_MSG(diffuse_model_set(m, 6, 1.0), DIFFUSE_EINVAL,
-               "unknown parameter 6 (libdiffuse " DIFFUSE_VERSION_STRING ")");
+    EXPECT_MSG(diffuse_model_set(m, 99, 1.0), DIFFUSE_EINVAL,
+               "unknown parameter 99 (libdiffuse " DIFFUSE_VERSION_STRING ")");
     EXPECT(diffuse_model_set(m, -1, 1.0), DIFFUSE_EINVAL);
     EXPECT(diffuse_model_set(m, DIFFUSE_MODEL_CLIP_X0, 0.5), DIFFUSE_EINVAL);
     EXPECT(diffuse_model_set(m, DIFFUSE_MODEL_CLIP_X0, 2.0), DIFFUSE_EINVAL);
@@ -1093,7 +1093,7 @@ static int row_model_get(void)
     EXPECT(diffuse_model_get(NULL, DIFFUSE_MODEL_CLIP_X0, &v), DIFFUSE_EINVAL);
     EXPECT(diffuse_model_get(m, DIFFUSE_MODEL_CLIP_X0, NULL), DIFFUSE_EINVAL);
     EXPECT(diffuse_model_get(m, 0, &v), DIFFUSE_EINVAL);
-    EXPECT(diffuse_model_get(m, 6, &v), DIFFUSE_EINVAL);
+    EXPECT(diffuse_model_get(m, 99, &v), DIFFUSE_EINVAL);
     EXPECT(diffuse_model_get(m, -1, &v), DIFFUSE_EINVAL);
     CHECK(untouched(&v, sizeof v));
     diffuse_model_free(m);
@@ -1232,7 +1232,7 @@ static int row_sampler_create(void)
                DIFFUSE_EINVAL)
     TRY_SAMPLER(NULL, m, DIFFUSE_SAMPLER_DDPM, BATCH);
     TRY_SAMPLER(s, NULL, DIFFUSE_SAMPLER_DDPM, BATCH);
-    TRY_SAMPLER(s, m, 2, BATCH);
+    TRY_SAMPLER(s, m, 99, BATCH);
     TRY_SAMPLER(s, m, -1, BATCH);
     TRY_SAMPLER(s, m, DIFFUSE_SAMPLER_DDIM, 0);
     TRY_SAMPLER(s, m, DIFFUSE_SAMPLER_DDIM, SIZE_MAX);
@@ -1272,6 +1272,48 @@ static int reenter_sampler_set(void *h)
     return diffuse_sampler_set((diffuse_sampler *)h, DIFFUSE_SAMPLER_ETA, 0.5);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Rows: class-conditional models, labels and guidance                      */
+
+/* The conditional toy: the toy denoiser, plus the labels of the last call
+ * and the rows seen. */
+typedef struct {
+    toy base;
+    int32_t labels[2 * BATCH];
+    size_t rows;
+} ctoy;
+
+static int ctoy_fn(void *user, const float *x_t, const int32_t *t, const int32_t *labels,
+                   size_t batch, size_t dim, float *out)
+{
+    ctoy *c = (ctoy *)user;
+    if (batch <= 2 * BATCH)
+        memcpy(c->labels, labels, batch * sizeof *labels);
+    c->rows += batch;
+    return toy_fn(&c->base, x_t, t, batch, dim, out);
+}
+
+enum { CLASSES = 3 };
+
+/* A sampler (kind) on a conditional toy with CLASSES classes; unconditional
+ * sets DIFFUSE_MODEL_UNCONDITIONAL. */
+static diffuse_sampler *ctoy_sampler(ctoy *c, int kind, int unconditional)
+{
+    diffuse_schedule *s = small_schedule();
+    diffuse_model *m = NULL;
+    diffuse_sampler *sp = NULL;
+    memset(c, 0, sizeof *c);
+    if (s != NULL &&
+        diffuse_model_create_cond(&m, ctoy_fn, c, DIM, DIFFUSE_PRED_EPS,
+                                  DIFFUSE_VAR_FIXED_SMALL, CLASSES) == DIFFUSE_OK &&
+        diffuse_model_set(m, DIFFUSE_MODEL_UNCONDITIONAL, unconditional) == DIFFUSE_OK &&
+        diffuse_sampler_create(&sp, s, m, kind, BATCH) != DIFFUSE_OK)
+        sp = NULL;
+    diffuse_model_free(m);
+    diffuse_schedule_free(s);
+    return sp;
+}
+
 static int row_sampler_set(void)
 {
     int nf = 0;
@@ -1306,6 +1348,32 @@ static int row_sampler_set(void)
     /* ETA on a DDPM sampler, even a valid value. */
     EXPECT(diffuse_sampler_set(ddpm, DIFFUSE_SAMPLER_ETA, 0.5), DIFFUSE_EINVAL);
     EXPECT(diffuse_sampler_set(ddpm, DIFFUSE_SAMPLER_ETA, 0.0), DIFFUSE_EINVAL);
+    /* Guidance on a model without classes; LAMBDA_MIN on DDIM. */
+    EXPECT_MSG(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_GUIDANCE, 2.0), DIFFUSE_EINVAL,
+               "needs a conditional model");
+    EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_GUIDANCE_RESCALE, 0.5), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_LAMBDA_MIN, -5.0), DIFFUSE_EINVAL);
+    {
+        ctoy c;
+        diffuse_sampler *cs = ctoy_sampler(&c, DIFFUSE_SAMPLER_DDIM, 1);
+        CHECK(cs != NULL);
+        if (cs != NULL) {
+            EXPECT(diffuse_sampler_set(cs, DIFFUSE_SAMPLER_GUIDANCE, -0.5), DIFFUSE_EINVAL);
+            EXPECT(diffuse_sampler_set(cs, DIFFUSE_SAMPLER_GUIDANCE, -1e-300), DIFFUSE_EINVAL);
+            EXPECT(diffuse_sampler_set(cs, DIFFUSE_SAMPLER_GUIDANCE, NAN), DIFFUSE_EINVAL);
+            EXPECT_MSG(diffuse_sampler_set(cs, DIFFUSE_SAMPLER_GUIDANCE, INFINITY),
+                       DIFFUSE_EINVAL, "w must be finite and >= 0");
+            EXPECT(diffuse_sampler_set(cs, DIFFUSE_SAMPLER_GUIDANCE_RESCALE, 1.5),
+                   DIFFUSE_EINVAL);
+            EXPECT(diffuse_sampler_set(cs, DIFFUSE_SAMPLER_GUIDANCE_RESCALE, NAN),
+                   DIFFUSE_EINVAL);
+            EXPECT(diffuse_sampler_get(cs, DIFFUSE_SAMPLER_GUIDANCE, &v), DIFFUSE_OK);
+            CHECK(v == 1.0);
+            EXPECT(diffuse_sampler_get(cs, DIFFUSE_SAMPLER_GUIDANCE_RESCALE, &v), DIFFUSE_OK);
+            CHECK(v == 0.0);
+            diffuse_sampler_free(cs);
+        }
+    }
     /* From inside the progress and the model callbacks. */
     p.re.fn = reenter_sampler_set;
     p.re.handle = ddim;
@@ -1344,7 +1412,7 @@ static int row_sampler_get(void)
     EXPECT(diffuse_sampler_get(NULL, DIFFUSE_SAMPLER_ETA, &v), DIFFUSE_EINVAL);
     EXPECT(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_ETA, NULL), DIFFUSE_EINVAL);
     EXPECT(diffuse_sampler_get(sp, 0, &v), DIFFUSE_EINVAL);
-    EXPECT(diffuse_sampler_get(sp, 3, &v), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_get(sp, 99, &v), DIFFUSE_EINVAL);
     EXPECT(diffuse_sampler_get(sp, -1, &v), DIFFUSE_EINVAL);
     CHECK(untouched(&v, sizeof v));
     diffuse_sampler_free(sp);
@@ -2649,6 +2717,175 @@ done:
 /* ---------------------------------------------------------------------- */
 /* The table                                                                */
 
+static int row_model_create_cond(void)
+{
+    int nf = 0;
+    diffuse_model *m;
+    ctoy c;
+    double v = 0;
+    memset(&c, 0, sizeof c);
+    EXPECT(diffuse_model_create_cond(NULL, ctoy_fn, &c, DIM, DIFFUSE_PRED_EPS,
+                                     DIFFUSE_VAR_FIXED_SMALL, 2), DIFFUSE_EINVAL);
+#define TRY_CMODEL(fn, d, p, v_, k)                                           \
+    TRY_CREATE(diffuse_model, m, diffuse_model_create_cond(&m, (fn), &c, (d), (p), (v_), (k)), \
+               DIFFUSE_EINVAL)
+    TRY_CMODEL(NULL, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_CMODEL(ctoy_fn, 0, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_CMODEL(ctoy_fn, DIM, 3, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_CMODEL(ctoy_fn, DIM, DIFFUSE_PRED_EPS, 4, 2);
+    TRY_CMODEL(ctoy_fn, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 0);
+    TRY_CMODEL(ctoy_fn, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL,
+               (size_t)DIFFUSE_MAX_CLASSES + 1);
+    TRY_CMODEL(ctoy_fn, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, SIZE_MAX);
+#undef TRY_CMODEL
+    CHECK(c.rows == 0);
+    /* a fresh conditional model: its classes, and no unconditional model */
+    EXPECT(diffuse_model_create_cond(&m, ctoy_fn, &c, DIM, DIFFUSE_PRED_EPS,
+                                     DIFFUSE_VAR_FIXED_SMALL, CLASSES), DIFFUSE_OK);
+    if (m == NULL)
+        return nf + 1;
+    EXPECT(diffuse_model_get(m, DIFFUSE_MODEL_CLASSES, &v), DIFFUSE_OK);
+    CHECK(v == CLASSES);
+    EXPECT(diffuse_model_get(m, DIFFUSE_MODEL_UNCONDITIONAL, &v), DIFFUSE_OK);
+    CHECK(v == 0);
+    diffuse_model_free(m);
+    return nf;
+}
+
+static int row_sampler_run_cond(void)
+{
+    int nf = 0;
+    ctoy c;
+    toy u;
+    prog p;
+    diffuse_sampler *strict = ctoy_sampler(&c, DIFFUSE_SAMPLER_DDIM, 0);
+    diffuse_sampler *plain = toy_sampler(&u, &p, DIFFUSE_SAMPLER_DDIM);
+    float x0[BATCH * DIM];
+    int32_t lab[BATCH];
+    size_t b;
+    CHECK(strict != NULL && plain != NULL);
+    if (strict == NULL || plain == NULL)
+        return nf;
+    for (b = 0; b < BATCH; b++)
+        lab[b] = (int32_t)(b % CLASSES);
+    poison(x0, sizeof x0);
+    EXPECT(diffuse_sampler_run_cond(NULL, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, NULL), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, 0, x0), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH + 1, x0), DIFFUSE_EINVAL);
+    /* labels out of range, in the last row */
+    lab[BATCH - 1] = CLASSES;
+    EXPECT_MSG(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL,
+               "label 3 of sample 1 is outside [0, 3)");
+    lab[BATCH - 1] = -2;
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL);
+    lab[BATCH - 1] = INT32_MAX;
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL);
+    lab[BATCH - 1] = INT32_MIN;
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL);
+    /* "no label" (or NULL labels, or any guidance but 1) on a model without
+     * unconditional training */
+    lab[BATCH - 1] = DIFFUSE_LABEL_NONE;
+    EXPECT_MSG(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL,
+               "no unconditional training");
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, NULL, 1, 0, BATCH, x0), DIFFUSE_EINVAL);
+    lab[BATCH - 1] = 1;
+    EXPECT(diffuse_sampler_set(strict, DIFFUSE_SAMPLER_GUIDANCE, 3.0), DIFFUSE_OK);
+    EXPECT_MSG(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL,
+               "needs the unconditional model");
+    EXPECT(diffuse_sampler_set(strict, DIFFUSE_SAMPLER_GUIDANCE, 0.0), DIFFUSE_OK);
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL);
+    /* a label for a model without classes */
+    EXPECT_MSG(diffuse_sampler_run_cond(plain, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_EINVAL,
+               "the model has no classes");
+    UNTOUCHED(x0);
+    CHECK(c.rows == 0 && u.calls == 0);
+    /* valid: labels 0 .. 2 at w = 1 reach the callback, batch rows per call */
+    EXPECT(diffuse_sampler_set(strict, DIFFUSE_SAMPLER_GUIDANCE, 1.0), DIFFUSE_OK);
+    EXPECT(diffuse_sampler_run_cond(strict, NULL, lab, 1, 0, BATCH, x0), DIFFUSE_OK);
+    CHECK(c.rows == (size_t)BATCH * T_SMALL);
+    CHECK(c.labels[0] == 0 && c.labels[1] == 1);
+    /* NULL labels on a plain model: the same as diffuse_sampler_run() */
+    EXPECT(diffuse_sampler_run_cond(plain, NULL, NULL, 1, 0, BATCH, x0), DIFFUSE_OK);
+    diffuse_sampler_free(strict);
+    diffuse_sampler_free(plain);
+    return nf;
+}
+
+static int row_sampler_step_cond(void)
+{
+    int nf = 0;
+    ctoy c;
+    diffuse_sampler *strict = ctoy_sampler(&c, DIFFUSE_SAMPLER_DDPM, 0);
+    float xt[BATCH * DIM], xp[BATCH * DIM];
+    int32_t lab[BATCH] = {2, CLASSES};
+    size_t i;
+    CHECK(strict != NULL);
+    if (strict == NULL)
+        return nf;
+    for (i = 0; i < BATCH * DIM; i++)
+        xt[i] = 0.25f;
+    poison(xp, sizeof xp);
+    EXPECT(diffuse_sampler_step_cond(NULL, xt, lab, 5, 1, 0, BATCH, xp), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_step_cond(strict, NULL, lab, 5, 1, 0, BATCH, xp), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_step_cond(strict, xt, lab, 5, 1, 0, BATCH, NULL), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_step_cond(strict, xt, lab, T_SMALL, 1, 0, BATCH, xp),
+           DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_sampler_step_cond(strict, xt, lab, 5, 1, 0, BATCH, xp), DIFFUSE_EINVAL,
+               "outside [0, 3)");
+    lab[1] = DIFFUSE_LABEL_NONE;
+    EXPECT_MSG(diffuse_sampler_step_cond(strict, xt, lab, 5, 1, 0, BATCH, xp), DIFFUSE_EINVAL,
+               "no unconditional training");
+    UNTOUCHED(xp);
+    CHECK(c.rows == 0);
+    lab[1] = 1;
+    EXPECT(diffuse_sampler_step_cond(strict, xt, lab, 5, 1, 0, BATCH, xp), DIFFUSE_OK);
+    CHECK(c.rows == BATCH && c.labels[0] == 2 && c.labels[1] == 1);
+    diffuse_sampler_free(strict);
+    return nf;
+}
+
+static int row_vlb_run_cond(void)
+{
+    int nf = 0;
+    ctoy c;
+    diffuse_schedule *s = small_schedule();
+    diffuse_model *m = NULL;
+    diffuse_vlb *v = NULL;
+    float x0[BATCH * DIM];
+    double total[BATCH];
+    int32_t lab[BATCH] = {2, -7};
+    size_t i;
+    memset(&c, 0, sizeof c);
+    CHECK(s != NULL &&
+          diffuse_model_create_cond(&m, ctoy_fn, &c, DIM, DIFFUSE_PRED_EPS,
+                                    DIFFUSE_VAR_FIXED_SMALL, CLASSES) == DIFFUSE_OK &&
+          diffuse_vlb_create(&v, s, m, BATCH) == DIFFUSE_OK);
+    diffuse_model_free(m);
+    diffuse_schedule_free(s);
+    if (v == NULL)
+        return nf;
+    for (i = 0; i < BATCH * DIM; i++)
+        x0[i] = (float)((int)(i * 37 % 255) - 127) / 127.5f;
+    poison(total, sizeof total);
+    EXPECT(diffuse_vlb_run_cond(NULL, x0, lab, 1, 0, BATCH, total, NULL, NULL, NULL, NULL),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_vlb_run_cond(v, x0, lab, 1, 0, BATCH, NULL, NULL, NULL, NULL, NULL),
+           DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_vlb_run_cond(v, x0, lab, 1, 0, BATCH, total, NULL, NULL, NULL, NULL),
+               DIFFUSE_EINVAL, "label -7 of sample 1");
+    EXPECT_MSG(diffuse_vlb_run_cond(v, x0, NULL, 1, 0, BATCH, total, NULL, NULL, NULL, NULL),
+               DIFFUSE_EINVAL, "no unconditional training");
+    UNTOUCHED(total);
+    CHECK(c.rows == 0);
+    lab[1] = 0;
+    EXPECT(diffuse_vlb_run_cond(v, x0, lab, 1, 0, BATCH, total, NULL, NULL, NULL, NULL),
+           DIFFUSE_OK);
+    CHECK(c.rows == (size_t)BATCH * T_SMALL && c.labels[0] == 2);
+    diffuse_vlb_free(v);
+    return nf;
+}
+
 static const struct {
     const char *name;
     int (*run)(void);
@@ -2685,6 +2922,7 @@ static const struct {
     {"diffuse_standard_normal_cdf", row_standard_normal_cdf},
     {"diffuse_discretized_gaussian_log_likelihood", row_discretized_gaussian_log_likelihood},
     {"diffuse_model_create", row_model_create},
+    {"diffuse_model_create_cond", row_model_create_cond},
     {"diffuse_model_free", row_model_free},
     {"diffuse_model_output_dim", row_model_output_dim},
     {"diffuse_model_set", row_model_set},
@@ -2699,7 +2937,9 @@ static const struct {
     {"diffuse_sampler_set_progress", row_sampler_set_progress},
     {"diffuse_sampler_memory", row_sampler_memory},
     {"diffuse_sampler_run", row_sampler_run},
+    {"diffuse_sampler_run_cond", row_sampler_run_cond},
     {"diffuse_sampler_step", row_sampler_step},
+    {"diffuse_sampler_step_cond", row_sampler_step_cond},
     {"diffuse_sampler_invert", row_sampler_invert},
     {"diffuse_vlb_create", row_vlb_create},
     {"diffuse_vlb_free", row_vlb_free},
@@ -2707,6 +2947,7 @@ static const struct {
     {"diffuse_vlb_get", row_vlb_get},
     {"diffuse_vlb_set_progress", row_vlb_set_progress},
     {"diffuse_vlb_run", row_vlb_run},
+    {"diffuse_vlb_run_cond", row_vlb_run_cond},
     {"diffuse_net_create_mlp", row_net_create_mlp},
     {"diffuse_net_create_unet", row_net_create_unet},
     {"diffuse_net_free", row_net_free},

@@ -2504,6 +2504,62 @@ class NoNumpyTest(Base):
 # Every declared function is called through the binding
 # ---------------------------------------------------------------------------
 
+class ConditionalTest(Base):
+    """Labels and classifier-free guidance through the binding: the labels reach
+    the Python model, guidance calls it once on 2 x batch rows, and the label
+    errors come back as DiffuseError."""
+
+    def test_labels_guidance_and_errors(self):
+        calls = []
+
+        def fn(x, t, labels):
+            calls.append(list(labels))
+            # the prediction depends on the label: its value, or 0 for none
+            return [[float(max(lab, 0))] * 2 for lab in labels]
+
+        with ld.Schedule.cosine(10) as s, s.respace("5") as r, \
+                ld.Model(fn, 2, classes=3) as m:
+            self.assertEqual(m.get("classes"), 3.0)
+            self.assertEqual(m.get(ld.MODEL_UNCONDITIONAL), 0.0)
+            with ld.Sampler(r, m, "dpmpp_2m", 2) as smp:
+                out = smp.run(seed=1, batch=2, labels=[2, 1])
+                self.assertEqual(len(calls), 5)
+                self.assertEqual(calls[0], [2, 1])
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.run, seed=1, batch=2,
+                                        labels=[3, 0], contains="outside [0, 3)")
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.run, seed=1, batch=2,
+                                        contains="no unconditional training")
+                smp.set("guidance", 2.5)
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.run, seed=1, batch=2,
+                                        labels=[0, 1], contains="unconditional model")
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.set, "guidance", -1.0,
+                                        contains="finite and >= 0")
+                with self.assertRaises(ValueError):
+                    smp.run(seed=1, batch=2, labels=[0])
+            self.assertEqual(out.size if hasattr(out, "size") else len(out), 4)
+            m.set("unconditional", 1)
+            calls.clear()
+            with ld.Sampler(r, m, "ddim", 2) as smp:
+                smp.set("guidance", 2.5)
+                smp.set("guidance_rescale", 0.5)
+                self.assertEqual(smp.get("guidance"), 2.5)
+                smp.run(seed=1, batch=2, labels=[2, ld.LABEL_NONE])
+                self.assertEqual(len(calls), 5)
+                self.assertEqual(calls[0], [2, ld.LABEL_NONE, ld.LABEL_NONE, ld.LABEL_NONE])
+            with ld.Vlb(r, m, 2) as v:
+                res = v.run([[0.0, 0.5], [0.5, 0.0]], labels=[0, 2])
+                self.assertEqual(len(res.total), 2)
+        with ld.Model(lambda x, t: x, 2) as plain, ld.Schedule.cosine(10) as s:
+            self.assertEqual(plain.get("classes"), 0.0)
+            self.assertDiffuseError(ld.DIFFUSE_EINVAL, plain.set, "unconditional", 0)
+            with ld.Sampler(s, plain, "ddim", 1) as smp:
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.run, seed=1, batch=1,
+                                        labels=[0], contains="no classes")
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.set, "guidance", 2.0,
+                                        contains="conditional model")
+        self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Model, lambda x, t, lab: x, 2, classes=0)
+
+
 class CoverageTest(Base):
 
     def test_every_declared_function_is_called_through_the_binding(self):
@@ -2568,6 +2624,14 @@ class CoverageTest(Base):
                     v.get("cdf")
                     v.set_progress(None)
                     v.run(x0)
+            with ld.Model(lambda x, t, lab: [[0.0] * 2 for _ in x], 2, classes=3,
+                          unconditional=True) as cm:
+                with ld.Sampler(r, cm, "ddim", 2) as smp:
+                    smp.set("guidance", 2.0)
+                    smp.run(seed=1, batch=2, labels=[0, ld.LABEL_NONE])
+                    smp.step(x0, 1, labels=[2, 1])
+                with ld.Vlb(r, cm, 2) as v:
+                    v.run(x0, labels=[1, 2])
             ld.timesteps_from_spec(100, "10")
         ld.Net.unet(1, 2, 2, 2, 1, max_batch=1).close()
         with ld.Schedule.cosine(10) as s, ld.Net.mlp(2, width=4, depth=1, max_batch=2) as net, \
