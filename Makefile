@@ -62,7 +62,8 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
 # static archive, which also gives them the hidden diffuse__ functions.
 TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
-TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%) \
+             $(O)/tests/test_fuzz_checkpoint
 
 .PHONY: all lib tests examples check check-sanitize check-tsan demo bench fuzz install uninstall clean meson \
         abi-baseline digits
@@ -106,8 +107,6 @@ $(O)/tests/%: tests/%.c tests/harness.h $(O)/libdiffuse.so
 $(O)/tests/%: tests/internal/%.c tests/harness.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) $< -o $@ $(STATIC) -lm -pthread
-
-TEST_BINS += $(O)/tests/test_fuzz_checkpoint
 
 # The checkpoint loader's fuzz target replayed over tests/fuzz/corpus/checkpoint
 # without libFuzzer (zstd's regression driver); tests/run.sh runs it.

@@ -1071,6 +1071,17 @@ DIFFUSE_API int diffuse_prior_bpd(const diffuse_schedule *s, const float *x0, si
  * for Conv2d and Linear (uniform in +-1/sqrt(fan_in), fan_in = 9 in for a
  * Conv), drawn from the library's generator; GN gamma 1, beta 0.
  *
+ * Class conditioning: diffuse_net_set(n, DIFFUSE_NET_CLASSES, K) gives
+ * either net a class embedding table [K + 1][E] (E = W for the MLP, 4c for
+ * the U-Net), appended after the parameters above; row k is added to the
+ * time embedding of samples labelled k (the MLP's e, the U-Net's e before
+ * its SiLU), and row K serves DIFFUSE_LABEL_NONE.  New rows start at zero,
+ * so the outputs do not change until the table is trained.  Such a net
+ * takes labels (diffuse_net_forward_cond(), diffuse_trainer_step_cond())
+ * and its diffuse_net_model() is a conditional model whose UNCONDITIONAL is
+ * 1 once the net has been trained on rows without a label
+ * (DIFFUSE_NET_UNCOND_ROWS > 0, e.g. with DIFFUSE_TRAINER_LABEL_DROPOUT).
+ *
  * A net is used by one thread at a time.  Models, trainers and samplers
  * built on it hold a reference, so it may be freed before them.
  */
@@ -1157,9 +1168,16 @@ DIFFUSE_API size_t diffuse_net_param_count(const diffuse_net *n);
 #define DIFFUSE_NET_WIDTH_PIXELS 13   /* image width in pixels */
 #define DIFFUSE_NET_BASE_CHANNELS 14  /* c */
 #define DIFFUSE_NET_GROUPS 15         /* group norm groups G */
+#define DIFFUSE_NET_CLASSES 16        /* class embedding rows K (0: none, default); settable
+                                         while nothing else holds the net */
+#define DIFFUSE_NET_UNCOND_ROWS 17    /* read-only: rows trained with DIFFUSE_LABEL_NONE */
 
-/** Set a net parameter (NUM_THREADS).  Errors: DIFFUSE_EINVAL (NULL,
- * unknown or read-only parameter, bad value).  Since: 1.0. */
+/** Set a net parameter: NUM_THREADS, or CLASSES (an integer in [0,
+ * DIFFUSE_MAX_CLASSES]: the weights, EMA and kept rows stay, the parameter
+ * count changes; refused while a model, sampler or trainer holds the net).
+ * Errors: DIFFUSE_EINVAL (NULL, unknown or read-only parameter, bad value,
+ * CLASSES while held), DIFFUSE_ENOMEM; the net is unchanged on error.
+ * Since: 1.0. */
 DIFFUSE_API int diffuse_net_set(diffuse_net *n, int param, double value);
 
 /** Read a net parameter, e.g. the kind and sizes of a net loaded from a
@@ -1193,6 +1211,17 @@ DIFFUSE_API int diffuse_net_set_params(diffuse_net *n, int which, const float *i
  */
 DIFFUSE_API int diffuse_net_forward(diffuse_net *n, int which, const float *x_t,
                                     const int32_t *t, size_t batch, float *out);
+
+/**
+ * diffuse_net_forward() with class labels: labels [batch], each in [0,
+ * CLASSES) or DIFFUSE_LABEL_NONE, or NULL for DIFFUSE_LABEL_NONE everywhere
+ * (diffuse_net_forward() is this call with NULL).  Errors: as
+ * diffuse_net_forward(), plus DIFFUSE_EINVAL for a label out of range (any
+ * label but DIFFUSE_LABEL_NONE on a net without classes).  Since: 1.0.
+ */
+DIFFUSE_API int diffuse_net_forward_cond(diffuse_net *n, int which, const float *x_t,
+                                         const int32_t *t, const int32_t *labels,
+                                         size_t batch, float *out);
 
 /**
  * A model handle whose callback runs this net with the given weights, for
@@ -1242,6 +1271,10 @@ typedef struct diffuse_trainer diffuse_trainer;
 #define DIFFUSE_TRAINER_TIMESTEPS 11       /* DIFFUSE_TIMESTEPS_*; default uniform */
 #define DIFFUSE_TRAINER_NUM_THREADS 12     /* OpenMP threads; 0: default */
 #define DIFFUSE_TRAINER_STEP 13            /* steps taken so far (read-only) */
+#define DIFFUSE_TRAINER_LABEL_DROPOUT 14   /* probability in [0, 1] of training a labelled
+                                              row as DIFFUSE_LABEL_NONE (classifier-free
+                                              guidance training); default 0; nets with
+                                              classes only */
 
 /**
  * Create a trainer for net on schedule s (a full training schedule; the
@@ -1284,6 +1317,22 @@ DIFFUSE_API int diffuse_trainer_get(const diffuse_trainer *tr, int param, double
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_trainer_step(diffuse_trainer *tr, const float *x0,
                                                        size_t batch, uint64_t seed,
                                                        double *loss);
+
+/**
+ * diffuse_trainer_step() with class labels for a net with classes: labels
+ * [batch] in [0, CLASSES) or DIFFUSE_LABEL_NONE (NULL: none;
+ * diffuse_trainer_step() is this call with NULL).  Each labelled row of step
+ * k is trained without its label with probability LABEL_DROPOUT, drawn
+ * from (seed, sample k * 2^32 + b); the rows trained without a label are
+ * added to the net's DIFFUSE_NET_UNCOND_ROWS.  Errors: as
+ * diffuse_trainer_step(), plus DIFFUSE_EINVAL for a label out of range.
+ * Since: 1.0.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_trainer_step_cond(diffuse_trainer *tr,
+                                                            const float *x0,
+                                                            const int32_t *labels,
+                                                            size_t batch, uint64_t seed,
+                                                            double *loss);
 
 /**
  * The checkpoint format version this library writes; it reads this version

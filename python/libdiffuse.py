@@ -281,12 +281,14 @@ _SIGNATURES = {
     "diffuse_net_get_params": ([_H, c_int, _PF, c_size_t], c_int),
     "diffuse_net_set_params": ([_H, c_int, _PF, c_size_t], c_int),
     "diffuse_net_forward": ([_H, c_int, _PF, _PI32, c_size_t, _PF], c_int),
+    "diffuse_net_forward_cond": ([_H, c_int, _PF, _PI32, _PI32, c_size_t, _PF], c_int),
     "diffuse_net_model": ([_H, c_int, _PH], c_int),
     "diffuse_trainer_create": ([_PH, _H, _H, c_size_t], c_int),
     "diffuse_trainer_free": ([_H], None),
     "diffuse_trainer_set": ([_H, c_int, c_double], c_int),
     "diffuse_trainer_get": ([_H, c_int, _PD], c_int),
     "diffuse_trainer_step": ([_H, _PF, c_size_t, c_uint64, _PD], c_int),
+    "diffuse_trainer_step_cond": ([_H, _PF, _PI32, c_size_t, c_uint64, _PD], c_int),
     "diffuse_checkpoint_format_version": ([], c_int),
     "diffuse_checkpoint_save": ([c_char_p, _H, _H], c_int),
     "diffuse_checkpoint_load": ([c_char_p, c_size_t, _PH, _H, c_size_t, _PH], c_int),
@@ -515,6 +517,8 @@ NET_HEIGHT = 12
 NET_WIDTH_PIXELS = 13
 NET_BASE_CHANNELS = 14
 NET_GROUPS = 15
+NET_CLASSES = 16
+NET_UNCOND_ROWS = 17
 
 NET_KIND_MLP = 1
 NET_KIND_UNET = 2
@@ -539,6 +543,7 @@ TRAINER_MIN_SNR_GAMMA = 10
 TRAINER_TIMESTEPS = 11
 TRAINER_NUM_THREADS = 12
 TRAINER_STEP = 13
+TRAINER_LABEL_DROPOUT = 14
 
 # What a trampoline returns to the library when the Python callable raised.
 # Any non-zero value stops the run; this one shows up in the C message
@@ -565,7 +570,7 @@ _SAMPLER_PARAMS = {"eta": 1, "num_threads": 2, "lambda_min": 3, "guidance": 4,
                    "guidance_rescale": 5}
 _VLB_PARAMS = {"cdf": 1, "num_threads": 2}
 _WHICH_NAMES = {"weights": 0, "ema": 1}
-_NET_PARAMS = {"num_threads": 1}
+_NET_PARAMS = {"num_threads": 1, "classes": 16}
 # Read-only net parameters: those of every net, then those of one kind.
 _NET_ARCH = {"dim": 2, "output_dim": 3, "emb_dim": 6, "prediction": 7, "variance": 8,
              "max_batch": 9}
@@ -579,7 +584,7 @@ _TIMESTEP_SAMPLER_NAMES = {"uniform": 0, "loss_second_moment": 1}
 _TRAINER_PARAMS = {
     "lr": 1, "beta1": 2, "beta2": 3, "eps": 4, "weight_decay": 5, "adamw": 6, "grad_clip": 7,
     "ema_decay": 8, "loss": 9, "min_snr_gamma": 10, "timesteps": 11, "num_threads": 12,
-    "step": 13,
+    "step": 13, "label_dropout": 14,
 }
 
 
@@ -1466,9 +1471,26 @@ class Net(_Handle):
         return int(_f("diffuse_net_param_count")(self._handle()))
 
     def set(self, param, value):
-        """Set a net parameter: NET_NUM_THREADS or "num_threads" (0: default)."""
+        """Set a net parameter: NET_NUM_THREADS or "num_threads" (0: default), or
+        NET_CLASSES / "classes" (a class embedding for that many classes; only
+        while no model, sampler or trainer holds the net)."""
         _check(_f("diffuse_net_set")(self._handle(), _code(param, _NET_PARAMS, "parameter"),
                                      float(value)))
+
+    def _get(self, key):
+        value = c_double()
+        _check(_f("diffuse_net_get")(self._handle(), key, byref(value)))
+        return int(value.value)
+
+    @property
+    def classes(self):
+        """Class embedding rows (0: the net takes no labels); settable with set()."""
+        return self._get(NET_CLASSES)
+
+    @property
+    def uncond_rows(self):
+        """Rows this net was trained on without a label (LABEL_NONE)."""
+        return self._get(NET_UNCOND_ROWS)
 
     def get_params(self, which=NET_WEIGHTS):
         """A copy of the weights (or, with which="ema", their EMA): float32 [param_count]."""
@@ -1490,11 +1512,12 @@ class Net(_Handle):
             raise ValueError(f"values has {a.n} elements; the net has {n} parameters")
         _check(_f("diffuse_net_set_params")(h, w, a.ptr, n))
 
-    def forward(self, x_t, t, which=NET_WEIGHTS):
+    def forward(self, x_t, t, which=NET_WEIGHTS, labels=None):
         """net(x_t, t): x_t [batch][dim] (any shape of batch * dim values,
         e.g. a U-Net's [batch][channels][height][width_pixels]), t [batch]
         original training timesteps (or one integer for every row); returns
-        [batch][output_dim]."""
+        [batch][output_dim].  labels: [batch] class labels for a net with
+        classes (LABEL_NONE allowed)."""
         h = self._handle()
         w = _code(which, _WHICH_NAMES, "which")
         xa = _arr(x_t, "f", "x_t")
@@ -1507,7 +1530,11 @@ class Net(_Handle):
             raise ValueError(f"t has {ta.n} elements; x_t has {batch} rows")
         shape = (batch, self.output_dim) if _np is not None else (batch * self.output_dim,)
         out = _empty("f", shape)
-        _check(_f("diffuse_net_forward")(h, w, xa.ptr, ta.ptr, batch, out.ptr))
+        if labels is None:
+            _check(_f("diffuse_net_forward")(h, w, xa.ptr, ta.ptr, batch, out.ptr))
+        else:
+            la = _labels(labels, batch)
+            _check(_f("diffuse_net_forward_cond")(h, w, xa.ptr, ta.ptr, la.ptr, batch, out.ptr))
         return _result(out)
 
     def model(self, which=NET_WEIGHTS):
@@ -1601,19 +1628,28 @@ class Trainer(_Handle):
     min_snr_gamma = _trainer_property("min_snr_gamma", float, "min-SNR gamma; 0: off")
     timesteps = _trainer_property("timesteps", int, "TIMESTEPS_* (default uniform)")
     num_threads = _trainer_property("num_threads", int, "OpenMP threads; 0: default")
+    label_dropout = _trainer_property("label_dropout", float,
+                                      "probability of training a labelled row without its "
+                                      "label (default 0; nets with classes)")
     step_count = _trainer_property("step", int, "steps taken so far (read-only)",
                                    writable=False)
 
-    def step(self, x0, seed=0):
+    def step(self, x0, seed=0, labels=None):
         """One training step on the batch x0 [batch][dim]; returns the batch's
         mean loss.  Step k draws row b's timestep and noise from (seed,
-        sample k * 2^32 + b): the same seed may be passed at every step."""
+        sample k * 2^32 + b): the same seed may be passed at every step.
+        labels: [batch] class labels for a net with classes."""
         h = self._handle()
         xa = _arr(x0, "f", "x0")
         batch = _rows_of(xa.n, self.dim, "x0")
         loss = c_double()
-        _check(_f("diffuse_trainer_step")(h, xa.ptr, batch, _uint(seed, 64, "seed"),
-                                          byref(loss)))
+        if labels is None:
+            _check(_f("diffuse_trainer_step")(h, xa.ptr, batch, _uint(seed, 64, "seed"),
+                                              byref(loss)))
+        else:
+            la = _labels(labels, batch)
+            _check(_f("diffuse_trainer_step_cond")(h, xa.ptr, la.ptr, batch,
+                                                   _uint(seed, 64, "seed"), byref(loss)))
         return loss.value
 
     def __repr__(self):

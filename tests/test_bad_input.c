@@ -2032,8 +2032,27 @@ static int row_net_set(void)
     EXPECT(diffuse_net_set(NULL, DIFFUSE_NET_NUM_THREADS, 1.0), DIFFUSE_EINVAL);
     EXPECT_MSG(diffuse_net_set(n, 0, 1.0), DIFFUSE_EINVAL,
                "unknown parameter 0 (libdiffuse " DIFFUSE_VERSION_STRING ")");
-    EXPECT(diffuse_net_set(n, 16, 1.0), DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_set(n, 99, 1.0), DIFFUSE_EINVAL);
     EXPECT(diffuse_net_set(n, -1, 1.0), DIFFUSE_EINVAL);
+    /* CLASSES: integers in [0, DIFFUSE_MAX_CLASSES], not while held; the
+     * trained-without-label count is read-only. */
+    EXPECT(diffuse_net_set(n, DIFFUSE_NET_CLASSES, -1.0), DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_set(n, DIFFUSE_NET_CLASSES, 2.5), DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_set(n, DIFFUSE_NET_CLASSES, NAN), DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_set(n, DIFFUSE_NET_CLASSES, (double)DIFFUSE_MAX_CLASSES + 1.0),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_set(n, DIFFUSE_NET_UNCOND_ROWS, 0.0), DIFFUSE_EINVAL);
+    {
+        diffuse_model *held = NULL;
+        double k = -1;
+        size_t before = diffuse_net_param_count(n);
+        CHECK(diffuse_net_model(n, DIFFUSE_NET_EMA, &held) == DIFFUSE_OK);
+        EXPECT_MSG(diffuse_net_set(n, DIFFUSE_NET_CLASSES, 3.0), DIFFUSE_EINVAL,
+                   "while no model, sampler or trainer holds the net");
+        diffuse_model_free(held);
+        CHECK(diffuse_net_param_count(n) == before);
+        CHECK(diffuse_net_get(n, DIFFUSE_NET_CLASSES, &k) == DIFFUSE_OK && k == 0);
+    }
     /* Every description of the net is read-only, also with its current value. */
     for (param = DIFFUSE_NET_DIM; param <= DIFFUSE_NET_GROUPS; param++) {
         double cur_v = 1.0;
@@ -2068,7 +2087,7 @@ static int row_net_get(void)
     EXPECT(diffuse_net_get(NULL, DIFFUSE_NET_DIM, &v), DIFFUSE_EINVAL);
     EXPECT(diffuse_net_get(mlp, DIFFUSE_NET_DIM, NULL), DIFFUSE_EINVAL);
     EXPECT(diffuse_net_get(mlp, 0, &v), DIFFUSE_EINVAL);
-    EXPECT(diffuse_net_get(mlp, 16, &v), DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_get(mlp, 99, &v), DIFFUSE_EINVAL);
     EXPECT(diffuse_net_get(unet, -1, &v), DIFFUSE_EINVAL);
     /* A parameter of the other kind of net. */
     for (param = DIFFUSE_NET_CHANNELS; param <= DIFFUSE_NET_GROUPS; param++)
@@ -2242,7 +2261,7 @@ static diffuse_trainer *small_trainer(diffuse_net *n)
     return tr;
 }
 
-#define TRAINER_PARAMS 13
+#define TRAINER_PARAMS 14
 
 static int row_trainer_set(void)
 {
@@ -2284,6 +2303,10 @@ static int row_trainer_set(void)
         {DIFFUSE_TRAINER_NUM_THREADS, -1.0},
         {DIFFUSE_TRAINER_NUM_THREADS, 4097.0},
         {DIFFUSE_TRAINER_NUM_THREADS, 1.5},
+        {DIFFUSE_TRAINER_LABEL_DROPOUT, 0.1}, /* the net has no classes */
+        {DIFFUSE_TRAINER_LABEL_DROPOUT, -0.1},
+        {DIFFUSE_TRAINER_LABEL_DROPOUT, 1.5},
+        {DIFFUSE_TRAINER_LABEL_DROPOUT, NAN},
         {DIFFUSE_TRAINER_STEP, 5.0}, /* read-only */
         {DIFFUSE_TRAINER_STEP, 0.0},
         {0, 1.0},
@@ -2886,6 +2909,85 @@ static int row_vlb_run_cond(void)
     return nf;
 }
 
+static int row_net_forward_cond(void)
+{
+    int nf = 0;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL), *plain = small_mlp(DIFFUSE_VAR_FIXED_SMALL);
+    float x[2 * DIM] = {0}, out[2 * DIM];
+    const int32_t t[2] = {0, 1};
+    int32_t lab[2] = {1, 3};
+    CHECK(n != NULL && plain != NULL);
+    if (n == NULL || plain == NULL) {
+        diffuse_net_free(n);
+        diffuse_net_free(plain);
+        return nf;
+    }
+    CHECK(diffuse_net_set(n, DIFFUSE_NET_CLASSES, 3.0) == DIFFUSE_OK);
+    poison(out, sizeof out);
+    EXPECT(diffuse_net_forward_cond(NULL, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_cond(n, DIFFUSE_NET_WEIGHTS, NULL, t, lab, 2, out),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_cond(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, NULL),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_cond(n, 2, x, t, lab, 2, out), DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_cond(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 0, out), DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_net_forward_cond(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out),
+               DIFFUSE_EINVAL, "label 3 of sample 1 is outside [0, 3)");
+    lab[1] = -2;
+    EXPECT(diffuse_net_forward_cond(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out), DIFFUSE_EINVAL);
+    lab[1] = 0;
+    EXPECT_MSG(diffuse_net_forward_cond(plain, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out),
+               DIFFUSE_EINVAL, "the net has no classes");
+    UNTOUCHED(out);
+    lab[1] = DIFFUSE_LABEL_NONE;
+    EXPECT(diffuse_net_forward_cond(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out), DIFFUSE_OK);
+    EXPECT(diffuse_net_forward_cond(plain, DIFFUSE_NET_WEIGHTS, x, t, NULL, 2, out),
+           DIFFUSE_OK);
+    diffuse_net_free(n);
+    diffuse_net_free(plain);
+    return nf;
+}
+
+static int row_trainer_step_cond(void)
+{
+    int nf = 0;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL);
+    diffuse_trainer *tr = NULL;
+    float x0[2 * DIM] = {0.1f, -0.2f, 0.3f, -0.4f, 0.5f, -0.6f, 0.7f, -0.8f};
+    int32_t lab[2] = {0, 2};
+    double loss, rows = -1;
+    CHECK(n != NULL && diffuse_net_set(n, DIFFUSE_NET_CLASSES, 2.0) == DIFFUSE_OK);
+    tr = small_trainer(n);
+    CHECK(tr != NULL);
+    if (n == NULL || tr == NULL) {
+        diffuse_trainer_free(tr);
+        diffuse_net_free(n);
+        return nf;
+    }
+    poison(&loss, sizeof loss);
+    EXPECT(diffuse_trainer_step_cond(NULL, x0, lab, 2, 1, &loss), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_step_cond(tr, NULL, lab, 2, 1, &loss), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_step_cond(tr, x0, lab, 0, 1, &loss), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_step_cond(tr, x0, lab, 3, 1, &loss), DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_trainer_step_cond(tr, x0, lab, 2, 1, &loss), DIFFUSE_EINVAL,
+               "label 2 of sample 1 is outside [0, 2)");
+    CHECK(untouched(&loss, sizeof loss));
+    CHECK(diffuse_net_get(n, DIFFUSE_NET_UNCOND_ROWS, &rows) == DIFFUSE_OK && rows == 0);
+    /* one labelled and one unlabelled row: one row without a label counted */
+    lab[1] = DIFFUSE_LABEL_NONE;
+    EXPECT(diffuse_trainer_step_cond(tr, x0, lab, 2, 1, &loss), DIFFUSE_OK);
+    CHECK(diffuse_net_get(n, DIFFUSE_NET_UNCOND_ROWS, &rows) == DIFFUSE_OK && rows == 1);
+    /* every label dropped at probability 1 */
+    lab[1] = 1;
+    EXPECT(diffuse_trainer_set(tr, DIFFUSE_TRAINER_LABEL_DROPOUT, 1.0), DIFFUSE_OK);
+    EXPECT(diffuse_trainer_step_cond(tr, x0, lab, 2, 1, &loss), DIFFUSE_OK);
+    CHECK(diffuse_net_get(n, DIFFUSE_NET_UNCOND_ROWS, &rows) == DIFFUSE_OK && rows == 3);
+    diffuse_trainer_free(tr);
+    diffuse_net_free(n);
+    return nf;
+}
+
 static const struct {
     const char *name;
     int (*run)(void);
@@ -2957,12 +3059,14 @@ static const struct {
     {"diffuse_net_get_params", row_net_get_params},
     {"diffuse_net_set_params", row_net_set_params},
     {"diffuse_net_forward", row_net_forward},
+    {"diffuse_net_forward_cond", row_net_forward_cond},
     {"diffuse_net_model", row_net_model},
     {"diffuse_trainer_create", row_trainer_create},
     {"diffuse_trainer_free", row_trainer_free},
     {"diffuse_trainer_set", row_trainer_set},
     {"diffuse_trainer_get", row_trainer_get},
     {"diffuse_trainer_step", row_trainer_step},
+    {"diffuse_trainer_step_cond", row_trainer_step_cond},
     {"diffuse_checkpoint_save", row_checkpoint_save},
     {"diffuse_checkpoint_load", row_checkpoint_load},
 };

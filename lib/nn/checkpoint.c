@@ -50,11 +50,22 @@
  *   trainer.loss_history_next   u32 [T]   next slot per t (< 10)
  *   schedule.betas              f64 [T]   the trainer's schedule
  *   schedule.timesteps          i32 [T]   its original indices
+ *   net.classes                 u64 x     DIFFUSE_NET_CLASSES, 1 .. 2^24;
+ *                                         only for a net with classes
+ *                                         (then net.params holds the class
+ *                                         embedding [classes + 1][E] last)
+ *   net.uncond_rows             u64 x     DIFFUSE_NET_UNCOND_ROWS, with
+ *                                         net.classes only
+ *   trainer.label_dropout       f64 x     DIFFUSE_TRAINER_LABEL_DROPOUT;
+ *                                         written when not 0
  *
  * The U-Net records and net.kind 2 were added to version 1 without a new
  * version: a reader that predates them refuses a U-Net file with
  * DIFFUSE_EFORMAT (the MLP records are missing, the kind is unknown), and
- * every MLP file reads as before (an MLP's bytes did not change).
+ * every MLP file reads as before (an MLP's bytes did not change).  The
+ * class records came the same way: a reader that predates them skips
+ * net.classes and refuses the file, whose net.params is longer than the
+ * architecture it knows; a net without classes is written as before.
  *
  * The writer emits the records in the order of the known-record table below
  * (KNOWN); the loader accepts them in any order.
@@ -197,9 +208,11 @@ enum {
     R_LR, R_BETA1, R_BETA2, R_EPS, R_WD, R_ADAMW, R_CLIP, R_EMA_DECAY, R_LOSS, R_MIN_SNR,
     R_TIMESTEPS_KIND, R_THREADS,
     R_STEP, R_M, R_V, R_HIST, R_HIST_N, R_HIST_POS, R_BETAS, R_SCHED_T,
+    R_CLASSES, R_UNCOND, R_DROPOUT,
     R_COUNT
 };
 #define R_FIRST_TRAINER R_LR
+#define R_LAST_TRAINER R_SCHED_T /* the records a trainer state always has */
 _Static_assert(R_THREADS - R_LR == DIFFUSE_TRAINER_NUM_THREADS - DIFFUSE_TRAINER_LR,
                "one record per trainer parameter, in the order of their numbers");
 
@@ -241,6 +254,9 @@ static const struct {
     {"trainer.loss_history_next", T_U32, 1},
     {"schedule.betas", T_F64, 1},
     {"schedule.timesteps", T_I32, 1},
+    {"net.classes", T_U64, 0},
+    {"net.uncond_rows", T_U64, 0},
+    {"trainer.label_dropout", T_F64, 0},
 };
 
 static void put32(unsigned char *b, uint32_t v)
@@ -448,8 +464,14 @@ static void emit(writer *w, const diffuse_net *n, const diffuse_trainer *tr)
     w_f32s(w, n->params, n->n_params);
     w_head(w, R_EMA, d);
     w_f32s(w, n->ema, n->n_params);
+    if (n->classes > 0) {
+        w_u64(w, R_CLASSES, n->classes);
+        w_u64(w, R_UNCOND, n->uncond_rows);
+    }
     if (tr == NULL)
         return;
+    if (tr->label_dropout != 0.0)
+        w_f64(w, R_DROPOUT, tr->label_dropout);
     w_f64(w, R_LR, tr->lr);
     w_f64(w, R_BETA1, tr->beta1);
     w_f64(w, R_BETA2, tr->beta2);
@@ -730,6 +752,7 @@ typedef struct {
     uint32_t kind;
     uint64_t dim, width, depth, emb, out_dim, n_params;
     uint64_t channels, height, width_pixels, base, groups; /* U-Net */
+    uint64_t classes, uncond_rows;                          /* 0 without classes */
     int prediction, variance;
 } arch;
 
@@ -825,7 +848,31 @@ static int check_unet(const record *R, arch *a)
     sh.c = (size_t)a->base;
     sh.G = (size_t)a->groups;
     sh.out_C = a->variance >= DIFFUSE_VAR_LEARNED ? 2 * sh.C : sh.C;
+    sh.classes = 0;
     a->n_params = diffuse__unet_layout(&sh).total;
+    return DIFFUSE_OK;
+}
+
+/* The class records: both or neither; classes in [1, 2^24]; the class
+ * embedding [classes + 1][E] added to the parameter count. */
+static int check_classes(const record *R, arch *a)
+{
+    uint64_t E;
+    if (!R[R_CLASSES].present && !R[R_UNCOND].present)
+        return DIFFUSE_OK;
+    DIFFUSE_TRY(need(R, R_CLASSES));
+    DIFFUSE_TRY(need(R, R_UNCOND));
+    a->classes = get64(R[R_CLASSES].data);
+    a->uncond_rows = get64(R[R_UNCOND].data);
+    if (a->classes < 1 || a->classes > DIFFUSE_MAX_CLASSES)
+        return BAD("record 'net.classes' is %llu, outside [1, %lu]",
+                   (unsigned long long)a->classes, (unsigned long)DIFFUSE_MAX_CLASSES);
+    E = a->kind == DIFFUSE_NET_KIND_UNET ? 4 * a->base : a->width;
+    /* E and classes are at most 2^24 (E 2^14 for a U-Net): no overflow */
+    if ((a->classes + 1) * E > PARAM_LIMIT - a->n_params)
+        return BAD("a class embedding of %llu x %llu values is more than a checkpoint holds",
+                   (unsigned long long)(a->classes + 1), (unsigned long long)E);
+    a->n_params += (a->classes + 1) * E;
     return DIFFUSE_OK;
 }
 
@@ -863,6 +910,7 @@ static int check_net(const record *R, arch *a)
         DIFFUSE_TRY(check_mlp(R, a));
     else
         DIFFUSE_TRY(check_unet(R, a));
+    DIFFUSE_TRY(check_classes(R, a));
     DIFFUSE_TRY(need_len(R, R_PARAMS, a->n_params, "the architecture"));
     DIFFUSE_TRY(need_len(R, R_EMA, a->n_params, "the architecture"));
     DIFFUSE_TRY(check_f32(R, R_PARAMS, a->n_params, 0));
@@ -907,12 +955,21 @@ static int check_trainer(const record *R, const arch *a, int *has, uint64_t *T_o
     const int learned_var = a->variance >= DIFFUSE_VAR_LEARNED;
     uint64_t T, i;
     int r, n = 0;
-    for (r = R_FIRST_TRAINER; r < R_COUNT; r++)
+    for (r = R_FIRST_TRAINER; r <= R_LAST_TRAINER; r++)
         n += R[r].present;
     *has = n > 0;
-    if (n == 0)
+    if (n == 0) {
+        if (R[R_DROPOUT].present)
+            return BAD("record 'trainer.label_dropout' without a trainer state");
         return DIFFUSE_OK;
-    for (r = R_FIRST_TRAINER; r < R_COUNT; r++)
+    }
+    if (R[R_DROPOUT].present) {
+        double p = get_f64(R[R_DROPOUT].data);
+        if (!(p >= 0.0 && p <= 1.0) || a->classes == 0)
+            return BAD("record 'trainer.label_dropout': %g is not a valid value%s", p,
+                       a->classes == 0 ? " (the net has no classes)" : "");
+    }
+    for (r = R_FIRST_TRAINER; r <= R_LAST_TRAINER; r++)
         if (!R[r].present)
             return BAD("incomplete trainer state: missing record '%s'", KNOWN[r].name);
     for (r = R_LR; r <= R_THREADS; r++) {
@@ -1072,6 +1129,14 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
         DIFFUSE_TRY(diffuse_net_create_mlp(&net, (size_t)a.dim, (size_t)a.width,
                                            (size_t)a.depth, (size_t)a.emb, a.prediction,
                                            a.variance, max_batch, 0));
+    if (a.classes > 0) {
+        rc = diffuse_net_set(net, DIFFUSE_NET_CLASSES, (double)a.classes);
+        if (rc != DIFFUSE_OK) {
+            diffuse_net_free(net);
+            return rc;
+        }
+        net->uncond_rows = a.uncond_rows;
+    }
     read_f32s(net->params, R[R_PARAMS].data, net->n_params);
     read_f32s(net->ema, R[R_EMA].data, net->n_params);
     if (tr_out != NULL) {
@@ -1089,6 +1154,14 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
                 return BAD("record '%s': %g is not a valid value", KNOWN[r].name,
                            hyper_value(R, r));
             }
+        }
+        if (R[R_DROPOUT].present &&
+            diffuse_trainer_set(tr, DIFFUSE_TRAINER_LABEL_DROPOUT, get_f64(R[R_DROPOUT].data)) !=
+                DIFFUSE_OK) {
+            diffuse_trainer_free(tr);
+            diffuse_net_free(net);
+            return BAD("record 'trainer.label_dropout': %g is not a valid value",
+                       get_f64(R[R_DROPOUT].data));
         }
         tr->step = get64(R[R_STEP].data);
         read_f32s(tr->m, R[R_M].data, net->n_params);

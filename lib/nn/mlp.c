@@ -8,15 +8,15 @@
 #include "mlp_impl.h"
 
 void diffuse__mlp_forward(const diffuse__mlp_shape *sh, const float *P, const float *x,
-                          const float *t, size_t B, float *acts, float *out, float *work,
-                          int nt)
+                          const float *t, const int32_t *lab, size_t B, float *acts,
+                          float *out, float *work, int nt)
 {
-    mlp_forward_f(sh, P, x, t, B, acts, out, work, nt);
+    mlp_forward_f(sh, P, x, t, lab, B, acts, out, work, nt);
 }
 
 void diffuse__mlp_backward(const diffuse__mlp_shape *sh, const float *P, const float *x,
-                           size_t B, float *acts, const float *dout, float *G, float *work,
-                           float *scratch, int nt)
+                           const int32_t *lab, size_t B, float *acts, const float *dout,
+                           float *G, float *work, float *scratch, int nt)
 {
-    mlp_backward_f(sh, P, x, B, acts, dout, G, NULL, work, scratch, nt);
+    mlp_backward_f(sh, P, x, lab, B, acts, dout, G, NULL, work, scratch, nt);
 }

@@ -2,16 +2,20 @@
 #ifndef DIFFUSE_NN_MLP_H
 #define DIFFUSE_NN_MLP_H
 
+#include "classes.h"
+
 #include <stddef.h>
 
 typedef struct {
     size_t dim, out_dim, width, depth, emb;
+    size_t classes; /* class embedding rows (plus one for no label); 0: none */
 } diffuse__mlp_shape;
 
 /* Offsets of each tensor in the flat parameter vector (the documented
- * order): time Linear 1 and 2, input Linear, blocks, output Linear. */
+ * order): time Linear 1 and 2, input Linear, blocks, output Linear, then
+ * the class embedding [classes + 1][W] when the net has classes. */
 typedef struct {
-    size_t t1_w, t1_b, t2_w, t2_b, in_w, in_b, blocks, block_size, out_w, out_b, total;
+    size_t t1_w, t1_b, t2_w, t2_b, in_w, in_b, blocks, block_size, out_w, out_b, cls, total;
     size_t width;
 } diffuse__mlp_layout_t;
 
@@ -33,7 +37,8 @@ static inline diffuse__mlp_offsets diffuse__mlp_layout(const diffuse__mlp_shape 
     o.block_size = 2 * (W * W + W);
     o.out_w = o.blocks + s->depth * o.block_size;
     o.out_b = o.out_w + s->out_dim * W;
-    o.total = o.out_b + s->out_dim;
+    o.cls = o.out_b + s->out_dim;
+    o.total = o.cls + (s->classes > 0 ? (s->classes + 1) * W : 0);
     return o;
 }
 
@@ -51,12 +56,13 @@ static inline size_t diffuse__mlp_act_count(const diffuse__mlp_shape *s, size_t 
     return B * (s->emb + s->width * (3 + (s->depth + 1) + 3 * s->depth + 1));
 }
 
-/* mlp.c: the float instantiation of mlp_impl.h. */
+/* mlp.c: the float instantiation of mlp_impl.h.  lab: [B] labels (in
+ * [0, classes) or DIFFUSE_LABEL_NONE) when sh->classes > 0, else unused. */
 void diffuse__mlp_forward(const diffuse__mlp_shape *sh, const float *P, const float *x,
-                          const float *t, size_t B, float *acts, float *out, float *work,
-                          int nt);
+                          const float *t, const int32_t *lab, size_t B, float *acts,
+                          float *out, float *work, int nt);
 void diffuse__mlp_backward(const diffuse__mlp_shape *sh, const float *P, const float *x,
-                           size_t B, float *acts, const float *dout, float *G, float *work,
-                           float *scratch, int nt);
+                           const int32_t *lab, size_t B, float *acts, const float *dout,
+                           float *G, float *work, float *scratch, int nt);
 
 #endif

@@ -34,11 +34,13 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
     return a;
 }
 
-/* out[B][out_dim] = mlp(x[B][dim], t[B]) with parameters P; saves
- * activations for the backward pass. */
+/* out[B][out_dim] = mlp(x[B][dim], t[B], lab[B]) with parameters P; saves
+ * activations for the backward pass.  With classes, the label's class
+ * embedding row is added to the time embedding (lab unused otherwise). */
 static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
-                                const MLP_REAL *x, const MLP_REAL *t, size_t B,
-                                MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work, int nt)
+                                const MLP_REAL *x, const MLP_REAL *t, const int32_t *lab,
+                                size_t B, MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work,
+                                int nt)
 {
     const size_t W = sh->width, E = sh->emb, L = sh->depth;
     diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
@@ -61,6 +63,10 @@ static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
         memcpy(a.s1 + b * W, a.s1, W * sizeof *a.s1);
         memcpy(a.temb + b * W, a.temb, W * sizeof *a.temb);
     }
+    if (sh->classes > 0)
+        for (b = 0; b < B; b++)
+            MLP_L(diffuse__add)(a.temb + b * W, P + o.cls + diffuse__class_row(lab[b], sh->classes) * W,
+                                W, a.temb + b * W);
     MLP_L(diffuse__linear_forward)(x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, work, nt);
     MLP_L(diffuse__add)(a.h, a.temb, B * W, a.h);
     for (l = 0; l < L; l++) {
@@ -84,7 +90,8 @@ static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
  * G (param_count) is ACCUMULATED into; dx [B][dim] is overwritten when not
  * NULL.  scratch: 3 B W values after the layers' work. */
 static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
-                                 const MLP_REAL *x, size_t B, MLP_REAL *acts,
+                                 const MLP_REAL *x, const int32_t *lab, size_t B,
+                                 MLP_REAL *acts,
                                  const MLP_REAL *dout, MLP_REAL *G, MLP_REAL *dx,
                                  MLP_REAL *work, MLP_REAL *scratch, int nt)
 {
@@ -108,7 +115,11 @@ static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P
         MLP_L(diffuse__silu_backward)(h, d2, B * W, d2);
         MLP_L(diffuse__add)(dh, d2, B * W, dh);
     }
-    /* h_0 = Linear_in(x) + temb */
+    /* h_0 = Linear_in(x) + temb (+ the class row) */
+    if (sh->classes > 0)
+        for (i = 0; i < B; i++)
+            MLP_L(diffuse__add)(G + o.cls + diffuse__class_row(lab[i], sh->classes) * W,
+                                dh + i * W, W, G + o.cls + diffuse__class_row(lab[i], sh->classes) * W);
     MLP_L(diffuse__linear_backward)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w,
                                     G + o.in_b, work, nt);
     MLP_L(diffuse__linear_backward)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, G + o.t2_b,
@@ -116,5 +127,4 @@ static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P
     MLP_L(diffuse__silu_backward)(a.a1, d1, B * W, d1);
     MLP_L(diffuse__linear_backward)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w,
                                     G + o.t1_b, work, nt);
-    (void)i;
 }

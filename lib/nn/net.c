@@ -84,7 +84,8 @@ static int net_alloc(const char *func, diffuse_net **out, int kind, size_t dim,
                      size_t n_params, size_t acts, size_t work, size_t scratch, int mt)
 {
     const size_t np_pad = diffuse__pad16(n_params);
-    const size_t total = 3 * np_pad + diffuse__pad16(acts) + diffuse__pad16(max_batch) + diffuse__pad16(work) + scratch;
+    const size_t total = 3 * np_pad + diffuse__pad16(acts) + 2 * diffuse__pad16(max_batch) +
+                         diffuse__pad16(work) + scratch;
     diffuse_net *n;
     *out = NULL;
     n = (diffuse_net *)diffuse__malloc(sizeof *n);
@@ -112,8 +113,12 @@ static int net_alloc(const char *func, diffuse_net **out, int kind, size_t dim,
     n->grads = n->ema + np_pad;
     n->acts = n->grads + np_pad;
     n->tf = n->acts + diffuse__pad16(acts);
-    n->work = n->tf + diffuse__pad16(max_batch);
+    n->lab = (int32_t *)(void *)(n->tf + diffuse__pad16(max_batch));
+    n->work = n->tf + 2 * diffuse__pad16(max_batch);
     n->scratch = n->work + diffuse__pad16(work);
+    n->acts_n = acts;
+    n->work_n = work;
+    n->scratch_n = scratch;
     n->max_threads = mt;
     n->num_threads = 0;
     atomic_init(&n->refs, 1);
@@ -146,6 +151,7 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
     sh.width = width;
     sh.depth = depth;
     sh.emb = emb_dim;
+    sh.classes = 0;
     o = diffuse__mlp_layout(&sh);
     /* Sizes in floats; the limits above keep the products far from overflow
      * on 64-bit size_t, and the check below catches a 32-bit one. */
@@ -153,7 +159,8 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
     acts = diffuse__mlp_act_count(&sh, max_batch);
     work = diffuse__linear_work_floats(mt);
     scratch = 3 * max_batch * width;
-    total = 3 * np_pad + diffuse__pad16(acts) + diffuse__pad16(max_batch) + diffuse__pad16(work) + scratch;
+    total = 3 * np_pad + diffuse__pad16(acts) + 2 * diffuse__pad16(max_batch) +
+            diffuse__pad16(work) + scratch;
     if (total / 3 < np_pad || total > SIZE_MAX / sizeof(float) / 2)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "the net is too large to allocate");
     DIFFUSE_TRY(net_alloc(__func__, &n, DIFFUSE_NET_KIND_MLP, dim, sh.out_dim, prediction,
@@ -229,6 +236,7 @@ int diffuse_net_create_unet(diffuse_net **out, size_t channels, size_t height, s
     sh.c = base_channels;
     sh.G = groups;
     sh.out_C = variance >= DIFFUSE_VAR_LEARNED ? 2 * channels : channels;
+    sh.classes = 0;
     /* The layers' work (SIZE_MAX if it overflows), then an upper bound of
      * every region in floats, in double (exact sizes may overflow size_t:
      * max_batch c H W reaches 2^60): parameters 3 x about 150 c^2 + 30 c C,
@@ -302,13 +310,105 @@ size_t diffuse_net_param_count(const diffuse_net *n)
     return n ? n->n_params : 0;
 }
 
+/* The width E of a class embedding row: the MLP's width, the U-Net's 4c. */
+static size_t class_width(const diffuse_net *n)
+{
+    return n->kind == DIFFUSE_NET_KIND_UNET ? 4 * n->unet.c : n->mlp.width;
+}
+
+/* Give the net `classes` class embedding rows plus the "no label" row (none
+ * for 0): a new block with the weights and EMA kept, the rows both tables
+ * have kept (the "no label" row moves to the end), new rows zero, so the
+ * net's outputs for the kept labels do not change. */
+static int set_classes(const char *func, diffuse_net *n, size_t classes)
+{
+    const size_t E = class_width(n), old_k = n->classes;
+    const size_t base = n->n_params - (old_k > 0 ? (old_k + 1) * E : 0);
+    size_t n_params, np_pad, total, r;
+    float *block, *params, *ema;
+    if (atomic_load(&n->refs) != 1)
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "CLASSES can change only while no model, sampler or trainer "
+                             "holds the net");
+    if (classes > DIFFUSE_MAX_CLASSES || (classes > 0 && (classes + 1) > (SIZE_MAX / 8 - base) / E))
+        return diffuse__fail(DIFFUSE_EINVAL, func, "CLASSES = %zu is above %lu", classes,
+                             (unsigned long)DIFFUSE_MAX_CLASSES);
+    n_params = base + (classes > 0 ? (classes + 1) * E : 0);
+    np_pad = diffuse__pad16(n_params);
+    total = 3 * np_pad + diffuse__pad16(n->acts_n) + 2 * diffuse__pad16(n->max_batch) +
+            diffuse__pad16(n->work_n) + n->scratch_n;
+    if (total > SIZE_MAX / sizeof(float) / 2)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "the net is too large to allocate");
+    block = (float *)diffuse__malloc(total * sizeof(float));
+    if (block == NULL)
+        return diffuse__fail(DIFFUSE_ENOMEM, func, "cannot allocate %zu bytes for the net",
+                             total * sizeof(float));
+    params = block;
+    ema = block + np_pad;
+    memset(block, 0, 3 * np_pad * sizeof(float)); /* new rows and the gradients zero */
+    memcpy(params, n->params, base * sizeof(float));
+    memcpy(ema, n->ema, base * sizeof(float));
+    if (old_k > 0 && classes > 0) {
+        for (r = 0; r < old_k && r < classes; r++) {
+            memcpy(params + base + r * E, n->params + base + r * E, E * sizeof(float));
+            memcpy(ema + base + r * E, n->ema + base + r * E, E * sizeof(float));
+        }
+        memcpy(params + base + classes * E, n->params + base + old_k * E, E * sizeof(float));
+        memcpy(ema + base + classes * E, n->ema + base + old_k * E, E * sizeof(float));
+    } else {
+        n->uncond_rows = 0;
+    }
+    diffuse__free(n->params);
+    n->params = params;
+    n->ema = ema;
+    n->grads = ema + np_pad;
+    n->acts = n->grads + np_pad;
+    n->tf = n->acts + diffuse__pad16(n->acts_n);
+    n->lab = (int32_t *)(void *)(n->tf + diffuse__pad16(n->max_batch));
+    n->work = n->tf + 2 * diffuse__pad16(n->max_batch);
+    n->scratch = n->work + diffuse__pad16(n->work_n);
+    n->n_params = n_params;
+    n->classes = classes;
+    n->mlp.classes = n->kind == DIFFUSE_NET_KIND_MLP ? classes : 0;
+    n->unet.classes = n->kind == DIFFUSE_NET_KIND_UNET ? classes : 0;
+    return DIFFUSE_OK;
+}
+
+int diffuse__net_check_labels(const char *func, const diffuse_net *n, const int32_t *labels,
+                              size_t batch)
+{
+    size_t b;
+    if (labels == NULL)
+        return DIFFUSE_OK;
+    for (b = 0; b < batch; b++) {
+        int32_t l = labels[b];
+        if (l == DIFFUSE_LABEL_NONE)
+            continue;
+        if (n->classes == 0)
+            return diffuse__fail(DIFFUSE_EINVAL, func,
+                                 "label %ld of sample %zu: the net has no classes", (long)l, b);
+        if (l < 0 || (size_t)l >= n->classes)
+            return diffuse__fail(DIFFUSE_EINVAL, func,
+                                 "label %ld of sample %zu is outside [0, %zu) and not "
+                                 "DIFFUSE_LABEL_NONE", (long)l, b, n->classes);
+    }
+    return DIFFUSE_OK;
+}
+
 int diffuse_net_set(diffuse_net *n, int param, double value)
 {
     if (n == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "net is NULL");
     if ((param >= DIFFUSE_NET_DIM && param <= DIFFUSE_NET_MAX_BATCH) ||
-        (param >= DIFFUSE_NET_KIND && param <= DIFFUSE_NET_GROUPS))
+        (param >= DIFFUSE_NET_KIND && param <= DIFFUSE_NET_GROUPS) ||
+        param == DIFFUSE_NET_UNCOND_ROWS)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d describes the net and is read-only", param);
+    if (param == DIFFUSE_NET_CLASSES) {
+        if (!(value >= 0.0 && value <= (double)DIFFUSE_MAX_CLASSES) || value != floor(value))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "CLASSES takes an integer in [0, %lu], not %g",
+                         (unsigned long)DIFFUSE_MAX_CLASSES, value);
+        return set_classes(__func__, n, (size_t)value);
+    }
     if (param != DIFFUSE_NET_NUM_THREADS)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
@@ -345,6 +445,8 @@ int diffuse_net_get(const diffuse_net *n, int param, double *value)
     case DIFFUSE_NET_VARIANCE: *value = n->variance; return DIFFUSE_OK;
     case DIFFUSE_NET_MAX_BATCH: *value = (double)n->max_batch; return DIFFUSE_OK;
     case DIFFUSE_NET_KIND: *value = n->kind; return DIFFUSE_OK;
+    case DIFFUSE_NET_CLASSES: *value = (double)n->classes; return DIFFUSE_OK;
+    case DIFFUSE_NET_UNCOND_ROWS: *value = (double)n->uncond_rows; return DIFFUSE_OK;
     case DIFFUSE_NET_WIDTH:
     case DIFFUSE_NET_DEPTH:
         if (unet)
@@ -415,23 +517,23 @@ void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x,
                                  float *out, int nt)
 {
     if (n->kind == DIFFUSE_NET_KIND_UNET)
-        diffuse__unet_forward(&n->unet, P, x, n->tf, B, n->acts, out, n->work, nt);
+        diffuse__unet_forward(&n->unet, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
     else
-        diffuse__mlp_forward(&n->mlp, P, x, n->tf, B, n->acts, out, n->work, nt);
+        diffuse__mlp_forward(&n->mlp, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
 }
 
 void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float *dout, int nt)
 {
     if (n->kind == DIFFUSE_NET_KIND_UNET)
-        diffuse__unet_backward(&n->unet, n->params, x, B, n->acts, dout, n->grads, n->work,
-                               n->scratch, nt);
+        diffuse__unet_backward(&n->unet, n->params, x, n->lab, B, n->acts, dout, n->grads,
+                               n->work, n->scratch, nt);
     else
-        diffuse__mlp_backward(&n->mlp, n->params, x, B, n->acts, dout, n->grads, n->work,
-                              n->scratch, nt);
+        diffuse__mlp_backward(&n->mlp, n->params, x, n->lab, B, n->acts, dout, n->grads,
+                              n->work, n->scratch, nt);
 }
 
 static int run_forward(const char *func, diffuse_net *n, int which, const float *x,
-                       const int32_t *t, size_t batch, float *out)
+                       const int32_t *t, const int32_t *labels, size_t batch, float *out)
 {
     const float *P;
     size_t b;
@@ -443,8 +545,11 @@ static int run_forward(const char *func, diffuse_net *n, int which, const float 
     if (batch == 0 || batch > n->max_batch)
         return diffuse__fail(DIFFUSE_EINVAL, func, "batch = %zu is outside [1, max_batch = %zu]",
                              batch, n->max_batch);
-    for (b = 0; b < batch; b++)
+    DIFFUSE_TRY(diffuse__net_check_labels(func, n, labels, batch));
+    for (b = 0; b < batch; b++) {
         n->tf[b] = (float)t[b];
+        n->lab[b] = labels != NULL ? labels[b] : DIFFUSE_LABEL_NONE;
+    }
     diffuse__net_forward_params(n, P, x, batch, out, diffuse__net_threads(n, 0));
     return DIFFUSE_OK;
 }
@@ -452,21 +557,45 @@ static int run_forward(const char *func, diffuse_net *n, int which, const float 
 int diffuse_net_forward(diffuse_net *n, int which, const float *x_t, const int32_t *t,
                         size_t batch, float *out)
 {
-    return run_forward(__func__, n, which, x_t, t, batch, out);
+    return run_forward(__func__, n, which, x_t, t, NULL, batch, out);
+}
+
+int diffuse_net_forward_cond(diffuse_net *n, int which, const float *x_t, const int32_t *t,
+                             const int32_t *labels, size_t batch, float *out)
+{
+    return run_forward(__func__, n, which, x_t, t, labels, batch, out);
 }
 
 static int model_weights(void *user, const float *x, const int32_t *t, size_t batch,
                          size_t dim, float *out)
 {
     (void)dim;
-    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_WEIGHTS, x, t, batch, out);
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_WEIGHTS, x, t, NULL, batch,
+                       out);
 }
 
 static int model_ema(void *user, const float *x, const int32_t *t, size_t batch, size_t dim,
                      float *out)
 {
     (void)dim;
-    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_EMA, x, t, batch, out);
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_EMA, x, t, NULL, batch,
+                       out);
+}
+
+static int model_weights_cond(void *user, const float *x, const int32_t *t,
+                              const int32_t *labels, size_t batch, size_t dim, float *out)
+{
+    (void)dim;
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_WEIGHTS, x, t, labels,
+                       batch, out);
+}
+
+static int model_ema_cond(void *user, const float *x, const int32_t *t, const int32_t *labels,
+                          size_t batch, size_t dim, float *out)
+{
+    (void)dim;
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_EMA, x, t, labels, batch,
+                       out);
 }
 
 int diffuse_net_model(diffuse_net *n, int which, diffuse_model **out)
@@ -479,8 +608,15 @@ int diffuse_net_model(diffuse_net *n, int which, diffuse_model **out)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "net is NULL");
     if (which_params(n, which) == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown weights %d", which);
-    DIFFUSE_TRY(diffuse_model_create(&m, which == DIFFUSE_NET_EMA ? model_ema : model_weights, n,
-                                     n->dim, n->prediction, n->variance));
+    if (n->classes == 0) {
+        DIFFUSE_TRY(diffuse_model_create(&m, which == DIFFUSE_NET_EMA ? model_ema : model_weights,
+                                         n, n->dim, n->prediction, n->variance));
+    } else {
+        DIFFUSE_TRY(diffuse_model_create_cond(
+            &m, which == DIFFUSE_NET_EMA ? model_ema_cond : model_weights_cond, n, n->dim,
+            n->prediction, n->variance, n->classes));
+        m->unconditional = n->uncond_rows > 0; /* trained with dropped labels */
+    }
     m->retain = diffuse__net_retain;
     m->release = diffuse__net_release;
     m->max_batch = n->max_batch;

@@ -21,6 +21,10 @@ struct diffuse_net {
     float *params, *ema, *grads; /* [n_params] each */
     float *acts;                 /* saved activations for max_batch rows */
     float *tf;                   /* [max_batch] timesteps as floats */
+    int32_t *lab;                /* [max_batch] labels of the forward (classes > 0) */
+    size_t classes;              /* class embedding rows (DIFFUSE_NET_CLASSES); 0: none */
+    uint64_t uncond_rows;        /* rows trained with DIFFUSE_LABEL_NONE */
+    size_t acts_n, work_n, scratch_n; /* region sizes in floats, for reallocation */
     float *work;                 /* layer and GEMM scratch */
     float *scratch;              /* backward scratch (the net's own size) */
     int max_threads;             /* the work buffer is sized for this many */
@@ -40,12 +44,17 @@ int diffuse__unet_check(const char *func, size_t channels, size_t height, size_t
 int diffuse__net_threads(const diffuse_net *n, int requested);
 
 /* Forward with the given parameter array for B rows (activations saved),
- * timesteps already in n->tf. */
+ * timesteps already in n->tf and, with classes, labels in n->lab. */
 void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x, size_t B,
                                  float *out, int nt);
 
-/* Backward after a forward with n->params on x: accumulates into n->grads. */
+/* Backward after a forward with n->params on x (the same n->lab):
+ * accumulates into n->grads. */
 void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float *dout, int nt);
+
+/* Check labels [batch] against the net (NULL: all DIFFUSE_LABEL_NONE). */
+int diffuse__net_check_labels(const char *func, const diffuse_net *n, const int32_t *labels,
+                              size_t batch);
 
 void diffuse__net_retain(void *net);
 void diffuse__net_release(void *net);

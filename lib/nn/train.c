@@ -72,6 +72,7 @@ int diffuse_trainer_create(diffuse_trainer **out, diffuse_net *net, const diffus
     tr->adamw = 1;
     tr->grad_clip = 0.0;
     tr->ema_decay = 0.999;
+    tr->label_dropout = 0.0;
     tr->loss = DIFFUSE_LOSS_MSE;
     tr->min_snr = 0.0;
     tr->timesteps = DIFFUSE_TIMESTEPS_UNIFORM;
@@ -162,6 +163,13 @@ int diffuse_trainer_set(diffuse_trainer *tr, int param, double value)
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_NUM_THREADS:
         return diffuse__parse_threads(__func__, value, &tr->num_threads);
+    case DIFFUSE_TRAINER_LABEL_DROPOUT:
+        if (!(value >= 0.0 && value <= 1.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LABEL_DROPOUT = %g is outside [0, 1]", value);
+        if (tr->net->classes == 0 && value != 0.0)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LABEL_DROPOUT needs a net with classes");
+        tr->label_dropout = value;
+        return DIFFUSE_OK;
     case DIFFUSE_TRAINER_STEP:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "STEP is read-only");
     default:
@@ -188,6 +196,7 @@ int diffuse_trainer_get(const diffuse_trainer *tr, int param, double *value)
     case DIFFUSE_TRAINER_TIMESTEPS: *value = tr->timesteps; return DIFFUSE_OK;
     case DIFFUSE_TRAINER_NUM_THREADS: *value = tr->num_threads; return DIFFUSE_OK;
     case DIFFUSE_TRAINER_STEP: *value = (double)tr->step; return DIFFUSE_OK;
+    case DIFFUSE_TRAINER_LABEL_DROPOUT: *value = tr->label_dropout; return DIFFUSE_OK;
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
@@ -338,24 +347,54 @@ static double row_loss(const diffuse_trainer *tr, const float *x0_all, size_t b,
     return w_mse * (use_mse ? mse / (double)dim : 0.0) + w_vb * vb / ((double)dim * DIFFUSE_LN2);
 }
 
-int diffuse_trainer_step(diffuse_trainer *tr, const float *x0, size_t batch, uint64_t seed,
-                         double *loss)
+/* The labels of a step: the caller's (NULL: none), each dropped to
+ * DIFFUSE_LABEL_NONE with probability label_dropout by a uniform draw from
+ * (seed, sample step * 2^32 + b, LABEL_STREAM); into n->lab.  Returns the
+ * number of rows without a label. */
+static uint64_t step_labels(diffuse_trainer *tr, const int32_t *labels, size_t batch,
+                            uint64_t seed)
+{
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    diffuse_net *n = tr->net;
+    uint64_t none = 0;
+    size_t b;
+    for (b = 0; b < batch; b++) {
+        int32_t l = labels != NULL ? labels[b] : DIFFUSE_LABEL_NONE;
+        if (l != DIFFUSE_LABEL_NONE && tr->label_dropout > 0.0) {
+            const uint64_t sample = (tr->step << 32) | b;
+            const uint32_t ctr[4] = {0, LABEL_STREAM, (uint32_t)sample, (uint32_t)(sample >> 32)};
+            uint32_t w[4];
+            diffuse__philox4x32_10(ctr, key, w);
+            if (((double)w[0] + 0.5) * (1.0 / 4294967296.0) < tr->label_dropout)
+                l = DIFFUSE_LABEL_NONE;
+        }
+        n->lab[b] = l;
+        none += l == DIFFUSE_LABEL_NONE;
+    }
+    return none;
+}
+
+static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
+                     const int32_t *labels, size_t batch, uint64_t seed, double *loss)
 {
     diffuse_net *n;
     const diffuse_schedule *S;
     size_t b, i, P, dim;
     double total = 0.0, norm2 = 0.0, bc1, bc2, clip_scale = 1.0;
+    uint64_t unlabelled;
     int nt;
     if (tr == NULL || x0 == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", tr == NULL ? "trainer" : "x0");
+        return diffuse__fail(DIFFUSE_EINVAL, func, "%s is NULL", tr == NULL ? "trainer" : "x0");
     if (batch == 0 || batch > tr->max_batch)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "batch = %zu is outside [1, max_batch = %zu]", batch,
-                     tr->max_batch);
+        return diffuse__fail(DIFFUSE_EINVAL, func, "batch = %zu is outside [1, max_batch = %zu]",
+                             batch, tr->max_batch);
     n = tr->net;
+    DIFFUSE_TRY(diffuse__net_check_labels(func, n, labels, batch));
     S = tr->sched;
     P = n->n_params;
     dim = n->dim;
     nt = diffuse__net_threads(n, tr->num_threads);
+    unlabelled = step_labels(tr, labels, batch, seed);
     sample_timesteps(tr, batch, seed);
     for (b = 0; b < batch; b++) {
         const int32_t t = tr->t[b];
@@ -374,16 +413,17 @@ int diffuse_trainer_step(diffuse_trainer *tr, const float *x0, size_t batch, uin
     }
     total /= (double)batch;
     if (!isfinite(total))
-        DIFFUSE_FAIL(DIFFUSE_ENUMERIC, "loss is not finite at step %llu; weights unchanged",
-                     (unsigned long long)tr->step);
+        return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                             "loss is not finite at step %llu; weights unchanged",
+                             (unsigned long long)tr->step);
     memset(n->grads, 0, P * sizeof *n->grads);
     diffuse__net_backward(n, tr->x_t, batch, tr->dout, nt);
     for (i = 0; i < P; i++)
         norm2 += (double)n->grads[i] * (double)n->grads[i];
     if (!isfinite(norm2))
-        DIFFUSE_FAIL(DIFFUSE_ENUMERIC,
-                     "gradient norm is not finite at step %llu; weights unchanged",
-                     (unsigned long long)tr->step);
+        return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                             "gradient norm is not finite at step %llu; weights unchanged",
+                             (unsigned long long)tr->step);
     /* The step is accepted: record the losses, then update. */
     for (b = 0; b < batch; b++) {
         size_t t = (size_t)tr->t[b];
@@ -395,6 +435,8 @@ int diffuse_trainer_step(diffuse_trainer *tr, const float *x0, size_t batch, uin
     if (tr->grad_clip > 0.0 && sqrt(norm2) > tr->grad_clip)
         clip_scale = tr->grad_clip / (sqrt(norm2) + 1e-6);
     tr->step++;
+    if (n->classes > 0)
+        n->uncond_rows += unlabelled;
     bc1 = 1.0 - pow(tr->beta1, (double)tr->step);
     bc2 = 1.0 - pow(tr->beta2, (double)tr->step);
     {
@@ -422,4 +464,16 @@ int diffuse_trainer_step(diffuse_trainer *tr, const float *x0, size_t batch, uin
     if (loss != NULL)
         *loss = total;
     return DIFFUSE_OK;
+}
+
+int diffuse_trainer_step(diffuse_trainer *tr, const float *x0, size_t batch, uint64_t seed,
+                         double *loss)
+{
+    return step_impl(__func__, tr, x0, NULL, batch, seed, loss);
+}
+
+int diffuse_trainer_step_cond(diffuse_trainer *tr, const float *x0, const int32_t *labels,
+                              size_t batch, uint64_t seed, double *loss)
+{
+    return step_impl(__func__, tr, x0, labels, batch, seed, loss);
 }

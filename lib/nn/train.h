@@ -8,12 +8,14 @@
 #define UNIFORM_MIX 0.001   /* uniform probability mixed into importance sampling */
 #define NOISE_STREAM 0xFFFFFFFEu
 #define TIMESTEP_STREAM 0xFFFFFFFDu
+#define LABEL_STREAM 0xFFFFFFFBu    /* label dropout draws */
 
 struct diffuse_trainer {
     diffuse_net *net;
     diffuse_schedule *sched;
     size_t max_batch, T;
     double lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay, min_snr;
+    double label_dropout;   /* probability of training a row without its label */
     int adamw, loss, timesteps, num_threads;
     uint64_t step;
     float *m, *v;           /* Adam moments [n_params] */

@@ -11,17 +11,17 @@
 #include "unet_impl.h"
 
 void diffuse__unet_forward(const diffuse__unet_shape *sh, const float *P, const float *x,
-                           const float *t, size_t B, float *acts, float *out, float *work,
-                           int nt)
+                           const float *t, const int32_t *lab, size_t B, float *acts,
+                           float *out, float *work, int nt)
 {
-    unet_forward_f(sh, P, x, t, B, acts, out, work, nt);
+    unet_forward_f(sh, P, x, t, lab, B, acts, out, work, nt);
 }
 
 void diffuse__unet_backward(const diffuse__unet_shape *sh, const float *P, const float *x,
-                            size_t B, float *acts, const float *dout, float *G, float *work,
-                            float *scratch, int nt)
+                            const int32_t *lab, size_t B, float *acts, const float *dout,
+                            float *G, float *work, float *scratch, int nt)
 {
-    unet_backward_f(sh, P, x, B, acts, dout, G, NULL, work, scratch, nt);
+    unet_backward_f(sh, P, x, lab, B, acts, dout, G, NULL, work, scratch, nt);
 }
 
 static size_t max_size(size_t a, size_t b)

@@ -4,12 +4,15 @@
 #ifndef DIFFUSE_NN_UNET_H
 #define DIFFUSE_NN_UNET_H
 
+#include "classes.h"
+
 #include <stddef.h>
 
 /* C image channels, H x W pixels (both even), c base channels, G groups
  * (dividing c), out_C output channels (C, or 2C with a learned variance). */
 typedef struct {
     size_t C, H, W, c, G, out_C;
+    size_t classes; /* class embedding rows (plus one for no label); 0: none */
 } diffuse__unet_shape;
 
 /* Offsets of one ResBlock's tensors: GN 1, Conv 1, the time Linear, GN 2,
@@ -23,7 +26,7 @@ typedef struct {
 typedef struct {
     size_t t1_w, t1_b, t2_w, t2_b, in_w, in_b;
     diffuse__unet_block_offsets blk[3];
-    size_t down_w, down_b, up_w, up_b, out_g, out_bt, out_w, out_b, total;
+    size_t down_w, down_b, up_w, up_b, out_g, out_bt, out_w, out_b, cls, total;
 } diffuse__unet_offsets;
 
 /* Channels of ResBlock k. */
@@ -71,7 +74,8 @@ static inline diffuse__unet_offsets diffuse__unet_layout(const diffuse__unet_sha
     o.out_bt = o.out_g + c;
     o.out_w = o.out_bt + c;
     o.out_b = o.out_w + s->out_C * c * 9;
-    o.total = o.out_b + s->out_C;
+    o.cls = o.out_b + s->out_C; /* the class embedding [classes + 1][4c] */
+    o.total = o.cls + (s->classes > 0 ? (s->classes + 1) * E : 0);
     return o;
 }
 
@@ -101,11 +105,11 @@ static inline size_t diffuse__unet_scratch_count(const diffuse__unet_shape *s, s
  * diffuse__conv3x3_work_floats / diffuse__linear_work_floats of the net's
  * layers for nt threads. */
 void diffuse__unet_forward(const diffuse__unet_shape *sh, const float *P, const float *x,
-                           const float *t, size_t B, float *acts, float *out, float *work,
-                           int nt);
+                           const float *t, const int32_t *lab, size_t B, float *acts,
+                           float *out, float *work, int nt);
 void diffuse__unet_backward(const diffuse__unet_shape *sh, const float *P, const float *x,
-                            size_t B, float *acts, const float *dout, float *G, float *work,
-                            float *scratch, int nt);
+                            const int32_t *lab, size_t B, float *acts, const float *dout,
+                            float *G, float *work, float *scratch, int nt);
 /* The work floats the net's layers need with nt threads (SIZE_MAX on
  * overflow). */
 size_t diffuse__unet_work_floats(const diffuse__unet_shape *sh, int nt);

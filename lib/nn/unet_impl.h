@@ -102,11 +102,13 @@ static void UNET_FN(unet_block_forward)(const diffuse__unet_shape *sh, const UNE
     UNET_L(diffuse__add)(b->out, hin, n, b->out);
 }
 
-/* out[B][out_C][H][W] = unet(x[B][C][H][W], t[B]) with parameters P; saves
- * activations for the backward pass. */
+/* out[B][out_C][H][W] = unet(x[B][C][H][W], t[B], lab[B]) with parameters P;
+ * saves activations for the backward pass.  With classes, the label's class
+ * embedding row is added to the time embedding e (lab unused otherwise). */
 static void UNET_FN(unet_forward)(const diffuse__unet_shape *sh, const UNET_REAL *P,
-                                  const UNET_REAL *x, const UNET_REAL *t, size_t B,
-                                  UNET_REAL *acts, UNET_REAL *out, UNET_REAL *work, int nt)
+                                  const UNET_REAL *x, const UNET_REAL *t, const int32_t *lab,
+                                  size_t B, UNET_REAL *acts, UNET_REAL *out, UNET_REAL *work,
+                                  int nt)
 {
     const size_t c = sh->c, E = 4 * c, H = sh->H, W = sh->W, HW = H * W;
     const diffuse__unet_offsets o = diffuse__unet_layout(sh);
@@ -115,7 +117,10 @@ static void UNET_FN(unet_forward)(const diffuse__unet_shape *sh, const UNET_REAL
     int k;
     /* A sampler gives every row the same t: run the time branch on one row
      * and copy it (the GEMM's sums do not depend on the number of rows). */
-    for (b = 1; b < B && t[b] == t[0]; b++)
+    for (b = 1; b < B && t[b] == t[0] &&
+                (sh->classes == 0 || diffuse__class_row(lab[b], sh->classes) ==
+                                         diffuse__class_row(lab[0], sh->classes));
+         b++)
         ;
     if (b == B)
         Bt = 1;
@@ -123,6 +128,10 @@ static void UNET_FN(unet_forward)(const diffuse__unet_shape *sh, const UNET_REAL
     UNET_L(diffuse__linear_forward)(a.emb0, Bt, c, P + o.t1_w, P + o.t1_b, E, a.a1, work, nt);
     UNET_L(diffuse__silu_forward)(a.a1, Bt * E, a.s1);
     UNET_L(diffuse__linear_forward)(a.s1, Bt, E, P + o.t2_w, P + o.t2_b, E, a.e, work, nt);
+    if (sh->classes > 0)
+        for (b = 0; b < Bt; b++)
+            UNET_L(diffuse__add)(a.e + b * E, P + o.cls + diffuse__class_row(lab[b], sh->classes) * E,
+                                 E, a.e + b * E);
     UNET_L(diffuse__silu_forward)(a.e, Bt * E, a.se);
     for (k = 0; k < 3; k++)
         UNET_L(diffuse__linear_forward)(a.se, Bt, E, P + o.blk[k].e_w, P + o.blk[k].e_b,
@@ -199,7 +208,8 @@ static void UNET_FN(unet_block_backward)(const diffuse__unet_shape *sh, const UN
  * G (param_count) is ACCUMULATED into; dx [B][C][H][W] is overwritten when
  * not NULL.  scratch: diffuse__unet_scratch_count(sh, B) values. */
 static void UNET_FN(unet_backward)(const diffuse__unet_shape *sh, const UNET_REAL *P,
-                                   const UNET_REAL *x, size_t B, UNET_REAL *acts,
+                                   const UNET_REAL *x, const int32_t *lab, size_t B,
+                                   UNET_REAL *acts,
                                    const UNET_REAL *dout, UNET_REAL *G, UNET_REAL *dx,
                                    UNET_REAL *work, UNET_REAL *scratch, int nt)
 {
@@ -237,8 +247,14 @@ static void UNET_FN(unet_backward)(const diffuse__unet_shape *sh, const UNET_REA
     /* h0 = Conv_in(x) */
     UNET_L(diffuse__conv3x3_backward)(x, B, sh->C, H, W, P + o.in_w, c, 1, Q, dx, G + o.in_w,
                                       G + o.in_b, work, nt);
-    /* e = Linear2(SiLU(Linear1(emb))), used as SiLU(e) */
+    /* e = Linear2(SiLU(Linear1(emb))) (+ the class row), used as SiLU(e) */
     UNET_L(diffuse__silu_backward)(a.e, dse, B * E, dse);
+    if (sh->classes > 0) {
+        size_t b;
+        for (b = 0; b < B; b++)
+            UNET_L(diffuse__add)(G + o.cls + diffuse__class_row(lab[b], sh->classes) * E,
+                                 dse + b * E, E, G + o.cls + diffuse__class_row(lab[b], sh->classes) * E);
+    }
     UNET_L(diffuse__linear_backward)(a.s1, B, E, P + o.t2_w, E, dse, dtmp, G + o.t2_w,
                                      G + o.t2_b, work, nt);
     UNET_L(diffuse__silu_backward)(a.a1, dtmp, B * E, dtmp);

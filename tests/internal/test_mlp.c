@@ -28,11 +28,12 @@ static double urand(unsigned *s)
 }
 
 static double loss_d(const diffuse__mlp_shape *sh, const double *P, const double *x,
-                     const double *t, size_t B, const double *r, double *acts, double *out)
+                     const double *t, const int32_t *lab, size_t B, const double *r,
+                     double *acts, double *out)
 {
     size_t i;
     double L = 0.0;
-    mlp_forward_d(sh, P, x, t, B, acts, out, NULL, 1);
+    mlp_forward_d(sh, P, x, t, lab, B, acts, out, NULL, 1);
     for (i = 0; i < B * sh->out_dim; i++)
         L += r[i] * out[i];
     return L;
@@ -40,13 +41,17 @@ static double loss_d(const diffuse__mlp_shape *sh, const double *P, const double
 
 /* Every parameter gradient and dx of L = sum(r .* out): |analytic - fd| <=
  * 1e-6 max(|fd|, 1e-4), fd by central differences with h = 1e-6 (error
- * ~1e-10 here from rounding, ~1e-12 from truncation). */
+ * ~1e-10 here from rounding, ~1e-12 from truncation).  The third shape has
+ * 3 classes, rows labelled 2, "no label" and 0: the class embedding rows
+ * those labels use get their gradients, row 1 none. */
 static void test_mlp_backward_finite_differences(void)
 {
-    const diffuse__mlp_shape shapes[2] = {{3, 3, 5, 2, 4}, {2, 4, 6, 1, 5}};
+    const diffuse__mlp_shape shapes[3] = {{3, 3, 5, 2, 4, 0}, {2, 4, 6, 1, 5, 0},
+                                          {3, 3, 5, 2, 4, 3}};
+    const int32_t lab[3] = {2, DIFFUSE_LABEL_NONE, 0};
     unsigned seed = 12345u;
     int k;
-    for (k = 0; k < 2; k++) {
+    for (k = 0; k < 3; k++) {
         const diffuse__mlp_shape *sh = &shapes[k];
         const size_t B = 3, NP = diffuse__mlp_layout(sh).total;
         double *P = (double *)malloc(NP * sizeof(double)), *G = (double *)calloc(NP, sizeof(double));
@@ -63,14 +68,14 @@ static void test_mlp_backward_finite_differences(void)
             x[i] = urand(&seed);
         for (i = 0; i < B * sh->out_dim; i++)
             r[i] = urand(&seed);
-        (void)loss_d(sh, P, x, t, B, r, acts, out);
-        mlp_backward_d(sh, P, x, B, acts, r, G, dx, NULL, scratch, 1);
+        (void)loss_d(sh, P, x, t, lab, B, r, acts, out);
+        mlp_backward_d(sh, P, x, lab, B, acts, r, G, dx, NULL, scratch, 1);
         for (i = 0; i < NP; i++) {
             double keep = P[i], h = 1e-6, lp, lm, fd;
             P[i] = keep + h;
-            lp = loss_d(sh, P, x, t, B, r, acts, out);
+            lp = loss_d(sh, P, x, t, lab, B, r, acts, out);
             P[i] = keep - h;
-            lm = loss_d(sh, P, x, t, B, r, acts, out);
+            lm = loss_d(sh, P, x, t, lab, B, r, acts, out);
             P[i] = keep;
             fd = (lp - lm) / (2 * h);
             if (!(fabs(G[i] - fd) <= 1e-6 * fmax(fabs(fd), 1e-4)))
@@ -81,9 +86,9 @@ static void test_mlp_backward_finite_differences(void)
         for (i = 0; i < B * sh->dim; i++) {
             double keep = x[i], h = 1e-6, lp, lm, fd;
             x[i] = keep + h;
-            lp = loss_d(sh, P, x, t, B, r, acts, out);
+            lp = loss_d(sh, P, x, t, lab, B, r, acts, out);
             x[i] = keep - h;
-            lm = loss_d(sh, P, x, t, B, r, acts, out);
+            lm = loss_d(sh, P, x, t, lab, B, r, acts, out);
             x[i] = keep;
             fd = (lp - lm) / (2 * h);
             ASSERT_NEAR(dx[i], fd, 1e-6 * fmax(fabs(fd), 1e-4));
@@ -98,43 +103,57 @@ static void test_mlp_backward_finite_differences(void)
 }
 
 /* The public net against the double instantiation on the same weights:
- * float rounding only (relative 1e-5 of the output scale). */
+ * float rounding only (relative 1e-5 of the output scale); then the same
+ * net with 3 classes (random class rows, labels 1, none, 0, 2, 1). */
 static void test_net_forward_matches_double(void)
 {
     diffuse_net *n = NULL;
-    diffuse__mlp_shape sh = {4, 8, 16, 2, 8};
+    diffuse__mlp_shape sh = {4, 8, 16, 2, 8, 0};
     const size_t B = 5;
     size_t NP, i;
     float *pf, xf[5 * 4], outf[5 * 8];
     double *pd, *acts, xd[5 * 4], outd[5 * 8], td[5];
-    int32_t t[5] = {0, 1, 250, 500, 999};
+    int32_t t[5] = {0, 1, 250, 500, 999}, lab[5] = {1, DIFFUSE_LABEL_NONE, 0, 2, 1};
     unsigned seed = 7u;
+    int cond;
     ASSERT_OK(diffuse_net_create_mlp(&n, 4, 16, 2, 8, DIFFUSE_PRED_EPS, DIFFUSE_VAR_LEARNED, 8, 3));
-    NP = diffuse_net_param_count(n);
-    ASSERT_EQ(NP, diffuse__mlp_layout(&sh).total);
-    pf = (float *)malloc(NP * sizeof(float));
-    pd = (double *)malloc(NP * sizeof(double));
-    acts = (double *)malloc(diffuse__mlp_act_count(&sh, B) * sizeof(double));
-    ASSERT_TRUE(pf && pd && acts);
-    ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, pf, NP));
-    for (i = 0; i < NP; i++) {
-        pd[i] = pf[i];
-        /* PyTorch's default init: |w| <= 1/sqrt(fan_in) <= 1/sqrt(2) here */
-        ASSERT_TRUE(fabsf(pf[i]) <= 0.7072f);
+    for (cond = 0; cond < 2; cond++) {
+        if (cond) {
+            ASSERT_OK(diffuse_net_set(n, DIFFUSE_NET_CLASSES, 3));
+            sh.classes = 3;
+        }
+        NP = diffuse_net_param_count(n);
+        ASSERT_EQ(NP, diffuse__mlp_layout(&sh).total);
+        pf = (float *)malloc(NP * sizeof(float));
+        pd = (double *)malloc(NP * sizeof(double));
+        acts = (double *)malloc(diffuse__mlp_act_count(&sh, B) * sizeof(double));
+        ASSERT_TRUE(pf && pd && acts);
+        ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, pf, NP));
+        for (i = 0; i < NP; i++) {
+            if (i >= diffuse__mlp_layout(&sh).cls) { /* the class rows start at zero */
+                ASSERT_TRUE(pf[i] == 0.0f);
+                pf[i] = (float)urand(&seed);
+            }
+            pd[i] = pf[i];
+            /* PyTorch's default init: |w| <= 1/sqrt(fan_in) <= 1/sqrt(2) here */
+            ASSERT_TRUE(fabsf(pf[i]) <= (i < diffuse__mlp_layout(&sh).cls ? 0.7072f : 1.0f));
+        }
+        ASSERT_OK(diffuse_net_set_params(n, DIFFUSE_NET_WEIGHTS, pf, NP));
+        for (i = 0; i < B * 4; i++) {
+            xf[i] = (float)urand(&seed);
+            xd[i] = xf[i];
+        }
+        for (i = 0; i < B; i++)
+            td[i] = t[i];
+        ASSERT_OK(diffuse_net_forward_cond(n, DIFFUSE_NET_WEIGHTS, xf, t, cond ? lab : NULL, B,
+                                           outf));
+        mlp_forward_d(&sh, pd, xd, td, lab, B, acts, outd, NULL, 1);
+        for (i = 0; i < B * 8; i++)
+            ASSERT_NEAR(outf[i], outd[i], 1e-5 * (1.0 + fabs(outd[i])));
+        free(pf);
+        free(pd);
+        free(acts);
     }
-    for (i = 0; i < B * 4; i++) {
-        xf[i] = (float)urand(&seed);
-        xd[i] = xf[i];
-    }
-    for (i = 0; i < B; i++)
-        td[i] = t[i];
-    ASSERT_OK(diffuse_net_forward(n, DIFFUSE_NET_WEIGHTS, xf, t, B, outf));
-    mlp_forward_d(&sh, pd, xd, td, B, acts, outd, NULL, 1);
-    for (i = 0; i < B * 8; i++)
-        ASSERT_NEAR(outf[i], outd[i], 1e-5 * (1.0 + fabs(outd[i])));
-    free(pf);
-    free(pd);
-    free(acts);
     diffuse_net_free(n);
 }
 
@@ -174,7 +193,7 @@ static void test_net_api_errors(void)
             ASSERT_OK(diffuse_net_get(n, keys[k], &v));
             ASSERT_TRUE(v == want[k]);
         }
-        ASSERT_STATUS(diffuse_net_get(n, 16, &want[0] == NULL ? NULL : &(double){0}),
+        ASSERT_STATUS(diffuse_net_get(n, 99, &want[0] == NULL ? NULL : &(double){0}),
                       DIFFUSE_EINVAL);
     }
     ASSERT_STATUS(diffuse_net_model(n, 3, &m), DIFFUSE_EINVAL);

@@ -44,6 +44,7 @@ typedef struct {
     diffuse__unet_shape sh;
     size_t B, NP, dim, out_dim;
     double *P, *G, *acts, *out, *r, *work, *scratch, *x, *dx, *t;
+    int32_t lab[4]; /* labels of the rows (with classes) */
 } dnet;
 
 static int dnet_init(dnet *d, diffuse__unet_shape sh, size_t B)
@@ -89,7 +90,7 @@ static double loss_d(dnet *d)
 {
     size_t i;
     double L = 0.0;
-    unet_forward_d(&d->sh, d->P, d->x, d->t, d->B, d->acts, d->out, d->work, 1);
+    unet_forward_d(&d->sh, d->P, d->x, d->t, d->lab, d->B, d->acts, d->out, d->work, 1);
     for (i = 0; i < d->B * d->out_dim; i++)
         L += d->r[i] * d->out[i];
     return L;
@@ -113,24 +114,60 @@ static double fd4(dnet *d, double *p, double h)
     return (8.0 * (l1p - l1m) - (l2p - l2m)) / (12.0 * h);
 }
 
+/* Marks the entries (NP parameters, then the inputs: n in all) that the
+ * finite-difference check covers and returns their count: all of them, or
+ * in quick mode (DIFFUSE_TEST_QUICK=1, make check-valgrind) every input and
+ * the first, middle and last value of every parameter tensor.  The tensors
+ * start at the fields of diffuse__unet_offsets (all size_t, blk[] too). */
+_Static_assert(sizeof(diffuse__unet_offsets) % sizeof(size_t) == 0,
+               "diffuse__unet_offsets holds size_t offsets only");
+static size_t fd_select(const diffuse__unet_offsets *o, size_t NP, size_t n, unsigned char *sel)
+{
+    enum { NS = sizeof(diffuse__unet_offsets) / sizeof(size_t) };
+    size_t starts[NS], i, j, count = 0;
+    memset(sel, 1, n);
+    if (!harness_quick())
+        return n;
+    memcpy(starts, o, sizeof starts);
+    memset(sel, 0, NP);
+    for (i = 0; i < NS; i++) {
+        size_t a = starts[i], b = NP;
+        for (j = 0; j < NS; j++) /* the tensor ends at the next start */
+            if (starts[j] > a && starts[j] < b)
+                b = starts[j];
+        if (a < b)
+            sel[a] = sel[a + (b - a) / 2] = sel[b - 1] = 1;
+    }
+    for (i = 0; i < n; i++)
+        count += sel[i];
+    return count;
+}
+
 /* Every parameter gradient and dx of L = sum(r .* out) on tiny nets (batch
  * 2), against 4-point central differences with h = 1e-4: |analytic - fd| <=
  * 1e-6 max(|fd|, 1e-3 s), s the largest |fd| of the whole check (a floor
  * for gradients that are zero up to rounding).  Observed: below 1e-9.
+ * Quick mode checks the entries fd_select() picks, with the same bound (s
+ * over those entries).
  * Shapes: C=1, 4x6, c=4, G=2 with distinct t; C=2, 4x4, c=2, G=1 with a
  * learned variance (4 output channels) and equal t (the time branch run
- * once and copied). */
+ * once and copied); the same two with classes (3 classes, labels 2 and "no
+ * label"; 2 classes, both rows labelled 1: the time branch still run once).
+ */
 static void test_unet_backward_finite_differences(void)
 {
-    const diffuse__unet_shape shapes[2] = {{1, 4, 6, 4, 2, 1}, {2, 4, 4, 2, 1, 4}};
-    const double ts[2][2] = {{3.0, 517.0}, {250.0, 250.0}};
+    const diffuse__unet_shape shapes[4] = {{1, 4, 6, 4, 2, 1, 0}, {2, 4, 4, 2, 1, 4, 0},
+                                           {1, 4, 6, 4, 2, 1, 3}, {2, 4, 4, 2, 1, 4, 2}};
+    const double ts[4][2] = {{3.0, 517.0}, {250.0, 250.0}, {3.0, 517.0}, {250.0, 250.0}};
+    const int32_t labs[4][2] = {{0, 0}, {0, 0}, {2, DIFFUSE_LABEL_NONE}, {1, 1}};
     unsigned seed = 20240611u;
     int k;
-    for (k = 0; k < 2; k++) {
+    for (k = 0; k < 4; k++) {
         dnet d;
         diffuse__unet_offsets o;
         double *fd = NULL, scale = 0.0, worst = 0.0;
-        size_t i, n_fd;
+        unsigned char *sel = NULL;
+        size_t i, n_fd, n_sel;
         ASSERT_TRUE(dnet_init(&d, shapes[k], 2) == 0);
         o = diffuse__unet_layout(&d.sh);
         for (i = 0; i < d.NP; i++)
@@ -151,33 +188,46 @@ static void test_unet_backward_finite_differences(void)
             d.r[i] = urand(&seed);
         d.t[0] = ts[k][0];
         d.t[1] = ts[k][1];
+        d.lab[0] = labs[k][0];
+        d.lab[1] = labs[k][1];
         (void)loss_d(&d);
-        unet_backward_d(&d.sh, d.P, d.x, d.B, d.acts, d.r, d.G, d.dx, d.work, d.scratch, 1);
+        unet_backward_d(&d.sh, d.P, d.x, d.lab, d.B, d.acts, d.r, d.G, d.dx, d.work, d.scratch,
+                        1);
         n_fd = d.NP + d.B * d.dim;
-        fd = (double *)malloc(n_fd * sizeof(double));
-        ASSERT_TRUE(fd != NULL);
+        fd = (double *)calloc(n_fd, sizeof(double));
+        sel = (unsigned char *)malloc(n_fd);
+        ASSERT_TRUE(fd != NULL && sel != NULL);
+        n_sel = fd_select(&o, d.NP, n_fd, sel);
         for (i = 0; i < d.NP; i++)
-            fd[i] = fd4(&d, d.P + i, 1e-4);
+            if (sel[i])
+                fd[i] = fd4(&d, d.P + i, 1e-4);
         for (i = 0; i < d.B * d.dim; i++)
-            fd[d.NP + i] = fd4(&d, d.x + i, 1e-4);
+            if (sel[d.NP + i])
+                fd[d.NP + i] = fd4(&d, d.x + i, 1e-4);
         for (i = 0; i < n_fd; i++)
             scale = fmax(scale, fabs(fd[i]));
         ASSERT_TRUE(scale > 0.0);
         for (i = 0; i < n_fd; i++) {
             const double g = i < d.NP ? d.G[i] : d.dx[i - d.NP];
+            if (!sel[i])
+                continue;
             const double tol = 1e-6 * fmax(fabs(fd[i]), 1e-3 * scale);
             worst = fmax(worst, fabs(g - fd[i]) / fmax(fabs(fd[i]), 1e-3 * scale));
             if (!(fabs(g - fd[i]) <= tol)) {
                 printf("  shape %d %s %zu: analytic %.12g fd %.12g (seed 20240611)\n", k,
                        i < d.NP ? "param" : "x", i < d.NP ? i : i - d.NP, g, fd[i]);
                 free(fd);
+                free(sel);
                 dnet_free(&d);
                 ASSERT_TRUE(0);
             }
         }
         printf("# shape %d: %zu parameters, %zu inputs, worst relative error %.3g\n", k, d.NP,
                d.B * d.dim, worst);
+        if (n_sel < n_fd)
+            printf("  quick: %zu of the %zu entries checked\n", n_sel, n_fd);
         free(fd);
+        free(sel);
         dnet_free(&d);
     }
 }
@@ -210,6 +260,7 @@ static void test_unet_float_matches_double(void)
         sh.c = c;
         sh.G = G;
         sh.out_C = keys[v] >= DIFFUSE_VAR_LEARNED ? 2 * C : C;
+        sh.classes = 0;
         ASSERT_TRUE(dnet_init(&d, sh, B) == 0);
         NP = diffuse_net_param_count(n);
         ASSERT_EQ(NP, d.NP);
@@ -249,9 +300,10 @@ static void test_unet_float_matches_double(void)
             const diffuse__unet_offsets o = diffuse__unet_layout(&sh);
             /* tensor boundaries, in parameter order */
             size_t cuts[64], nc = 0, j;
-            diffuse__unet_forward(&sh, pf, xf, tf, B, actsf, of, workf, 1);
-            diffuse__unet_backward(&sh, pf, xf, B, actsf, rf, gf, workf, scr, 1);
-            unet_backward_d(&d.sh, d.P, d.x, d.B, d.acts, d.r, d.G, NULL, d.work, d.scratch, 1);
+            diffuse__unet_forward(&sh, pf, xf, tf, NULL, B, actsf, of, workf, 1);
+            diffuse__unet_backward(&sh, pf, xf, NULL, B, actsf, rf, gf, workf, scr, 1);
+            unet_backward_d(&d.sh, d.P, d.x, NULL, d.B, d.acts, d.r, d.G, NULL, d.work,
+                            d.scratch, 1);
             cuts[nc++] = o.t1_w;
             cuts[nc++] = o.t1_b;
             cuts[nc++] = o.t2_w;
@@ -307,7 +359,7 @@ static void test_unet_initialization(void)
 {
     diffuse_net *n = NULL, *n2 = NULL;
     const size_t C = 2, c = 8;
-    diffuse__unet_shape sh = {2, 6, 4, 8, 4, 2};
+    diffuse__unet_shape sh = {2, 6, 4, 8, 4, 2, 0};
     diffuse__unet_offsets o = diffuse__unet_layout(&sh);
     size_t NP, i, k;
     float *p, *e;
@@ -466,8 +518,8 @@ static void test_unet_api_errors(void)
     ASSERT_STATUS(diffuse_net_get(n, DIFFUSE_NET_WIDTH, &v), DIFFUSE_EINVAL);
     ASSERT_MESSAGE_HAS("does not describe a U-Net");
     ASSERT_STATUS(diffuse_net_get(n, DIFFUSE_NET_DEPTH, &v), DIFFUSE_EINVAL);
-    ASSERT_STATUS(diffuse_net_get(n, 16, &v), DIFFUSE_EINVAL);
-    ASSERT_MESSAGE_HAS("unknown parameter 16");
+    ASSERT_STATUS(diffuse_net_get(n, 99, &v), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("unknown parameter 99");
     ASSERT_STATUS(diffuse_net_forward(n, 0, x, t, 3, out), DIFFUSE_EINVAL);
     ASSERT_STATUS(diffuse_net_forward(n, 0, x, t, 0, out), DIFFUSE_EINVAL);
     ASSERT_STATUS(diffuse_net_forward(n, 2, x, t, 2, out), DIFFUSE_EINVAL);

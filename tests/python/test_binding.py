@@ -2560,6 +2560,51 @@ class ConditionalTest(Base):
         self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Model, lambda x, t, lab: x, 2, classes=0)
 
 
+class ConditionalNetTest(Base):
+    """A net with classes through the binding: the class table, labels in
+    forward and training, dropped labels counted, the conditional model, and
+    a checkpoint round trip."""
+
+    def test_conditional_net(self):
+        with ld.Schedule.cosine(20) as s, ld.Net.mlp(2, width=8, depth=1, max_batch=4) as net, \
+                tempfile.TemporaryDirectory() as tmp:
+            plain_count = net.param_count
+            self.assertEqual(net.classes, 0)
+            net.set("classes", 3)
+            self.assertEqual(net.classes, 3)
+            self.assertEqual(net.param_count, plain_count + 4 * 8)
+            x, t = [[0.1, -0.2], [0.3, 0.4]], [5, 6]
+            a = net.forward(x, t, labels=[0, 2])
+            b = net.forward(x, t)  # no labels: LABEL_NONE; rows start equal (zero table)
+            self.assertEqual(list(a.ravel() if hasattr(a, "ravel") else a),
+                             list(b.ravel() if hasattr(b, "ravel") else b))
+            self.assertDiffuseError(ld.DIFFUSE_EINVAL, net.forward, x, t, labels=[0, 3],
+                                    contains="outside [0, 3)")
+            with ld.Trainer(net, s, 4) as tr:
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, net.set, "classes", 5,
+                                        contains="holds the net")
+                tr.label_dropout = 0.5
+                for k in range(20):
+                    tr.step([[0.5, 0.5], [-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5]], seed=3,
+                            labels=[0, 1, 2, 0])
+                dropped = net.uncond_rows
+                self.assertTrue(10 < dropped < 70, dropped)  # 80 rows at p = 0.5
+                with net.model("ema") as m:
+                    self.assertEqual(m.get("classes"), 3.0)
+                    self.assertEqual(m.get("unconditional"), 1.0)
+                path = os.path.join(tmp, "c.ckpt")
+                ld.checkpoint_save(path, net, tr)
+                net2, tr2 = ld.checkpoint_load(path, 4, s, 4)
+                with net2, tr2:
+                    self.assertEqual(net2.classes, 3)
+                    self.assertEqual(net2.uncond_rows, dropped)
+                    self.assertEqual(tr2.label_dropout, 0.5)
+                    got = net2.forward(x, t, labels=[1, 2], which="ema")
+                    want = net.forward(x, t, labels=[1, 2], which="ema")
+                    self.assertEqual(list(got.ravel() if hasattr(got, "ravel") else got),
+                                     list(want.ravel() if hasattr(want, "ravel") else want))
+
+
 class CoverageTest(Base):
 
     def test_every_declared_function_is_called_through_the_binding(self):
@@ -2642,6 +2687,11 @@ class CoverageTest(Base):
             net.forward([[0.0, 0.0]], [1])
             with net.model("ema") as m, ld.Sampler(s, m, "ddim", 2) as smp:
                 smp.run(seed=1, batch=2)
+            with ld.Net.mlp(2, width=4, depth=1, max_batch=2) as cnet:
+                cnet.set("classes", 2)
+                cnet.forward([[0.0, 0.0]], [1], labels=[1])
+                with ld.Trainer(cnet, s, 2) as ctr:
+                    ctr.step([[0.0, 1.0], [1.0, 0.0]], seed=1, labels=[0, ld.LABEL_NONE])
             with ld.Trainer(net, s, 2) as tr:
                 tr.set("lr", 1e-3)
                 tr.get("step")
