@@ -7,6 +7,12 @@
  * Each program prints one line per test ("ok", "FAIL" or "skip") and a last
  * line "N passed, N failed, N skipped"; tests/run.sh adds those up.  The exit
  * status is 1 if any test failed, 0 otherwise.
+ *
+ * harness_quick() is true when the environment variable DIFFUSE_TEST_QUICK
+ * is 1 (make check-valgrind sets it): reduced sizes for slow runners such as
+ * valgrind; the assertions stay the same kind, with tolerances derived for
+ * the reduced sizes.  A case that cannot stay honest at a reduced size skips
+ * with its reason instead.  Unset, every test runs at its full size.
  */
 #ifndef DIFFUSE_TEST_HARNESS_H
 #define DIFFUSE_TEST_HARNESS_H
@@ -14,6 +20,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int harness_passed, harness_failed, harness_skipped;
@@ -36,6 +43,14 @@ static char harness_skip_reason[256];
         }                                                                    \
         fflush(stdout);                                                      \
     } while (0)
+
+/* Inline so that a test that does not call it gets no unused-function
+ * warning. */
+static inline int harness_quick(void)
+{
+    const char *v = getenv("DIFFUSE_TEST_QUICK");
+    return v != NULL && strcmp(v, "1") == 0;
+}
 
 static int harness_finish(void)
 {
