@@ -19,9 +19,17 @@
 typedef struct {
     const char *dist, *png, *checkpoint;
     long steps, batch, width, depth, samples, ddpm_steps, ddim_steps;
-    double lr;
+    double lr, guidance;
+    int conditional;
     unsigned long long seed;
 } options;
+
+/* Classes of a distribution in conditional mode: gmm's 8 components,
+ * moons' 2 moons; 0 for the others. */
+static int classes_of(const char *dist)
+{
+    return strcmp(dist, "gmm") == 0 ? 8 : strcmp(dist, "moons") == 0 ? 2 : 0;
+}
 
 static void usage(FILE *f)
 {
@@ -38,6 +46,10 @@ static void usage(FILE *f)
             "  --samples N        samples to draw with each sampler (default 2000)\n"
             "  --ddpm-steps N     DDPM steps, respaced from 1000 (default 1000)\n"
             "  --ddim-steps N     DDIM steps, respaced from 1000 (default 50)\n"
+            "  --conditional      train with labels (gmm: its 8 components, moons: the two\n"
+            "                     moons; 10%% dropped) and sample class by class\n"
+            "  --guidance W       classifier-free guidance weight with --conditional\n"
+            "                     (default 1: the conditional model alone)\n"
             "  --seed N           seed of everything random (default 1)\n"
             "  --png FILE         output picture (default toy2d.png)\n"
             "  --checkpoint FILE  output checkpoint (default toy2d.ckpt; '-' for none)\n"
@@ -58,6 +70,8 @@ static int parse(int argc, char **argv, options *o)
     o->ddpm_steps = 1000;
     o->ddim_steps = 50;
     o->lr = 2e-3;
+    o->guidance = 1.0;
+    o->conditional = 0;
     o->seed = 1;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -65,6 +79,10 @@ static int parse(int argc, char **argv, options *o)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
+        }
+        if (strcmp(a, "--conditional") == 0) {
+            o->conditional = 1;
+            continue;
         }
         if (v == NULL) {
             fprintf(stderr, "toy2d: %s needs a value (see --help)\n", a);
@@ -78,6 +96,14 @@ static int parse(int argc, char **argv, options *o)
             o->checkpoint = v;
         else if (strcmp(a, "--lr") == 0)
             o->lr = atof(v);
+        else if (strcmp(a, "--guidance") == 0) {
+            char *end;
+            o->guidance = strtod(v, &end);
+            if (*end != '\0' || !(o->guidance >= 0.0 && o->guidance < 1e6)) {
+                fprintf(stderr, "toy2d: --guidance needs a weight >= 0, not '%s'\n", v);
+                return -1;
+            }
+        }
         else if (strcmp(a, "--seed") == 0)
             o->seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--steps") == 0)
@@ -113,6 +139,10 @@ static int parse(int argc, char **argv, options *o)
         fprintf(stderr, "toy2d: unknown distribution '%s' (see --help)\n", o->dist);
         return -1;
     }
+    if (o->conditional && classes_of(o->dist) == 0) {
+        fprintf(stderr, "toy2d: --conditional needs gmm or moons\n");
+        return -1;
+    }
     if (o->ddpm_steps > 1000 || o->ddim_steps > 1000) {
         fprintf(stderr, "toy2d: at most 1000 sampling steps\n");
         return -1;
@@ -121,8 +151,10 @@ static int parse(int argc, char **argv, options *o)
 }
 
 /* n points of the distribution, scaled to about [-1, 1]^2, drawn from the
- * library's generator (stream: seed, sample first + i, step 0x70). */
-static void draw(const char *dist, unsigned long long seed, size_t first, size_t n, float *out)
+ * library's generator (stream: seed, sample first + i, step 0x70); with
+ * lab, each point's class (see classes_of) too. */
+static void draw(const char *dist, unsigned long long seed, size_t first, size_t n, float *out,
+                 int32_t *lab)
 {
     size_t i;
     for (i = 0; i < n; i++) {
@@ -132,6 +164,8 @@ static void draw(const char *dist, unsigned long long seed, size_t first, size_t
         u = 0.5 * erfc(-(double)z[2] / sqrt(2.0)); /* uniform in (0, 1) */
         if (strcmp(dist, "moons") == 0) {
             double th = PI * 0.5 * erfc(-(double)z[3] / sqrt(2.0));
+            if (lab != NULL)
+                lab[i] = u < 0.5 ? 0 : 1;
             if (u < 0.5) {
                 x = cos(th);
                 y = sin(th);
@@ -147,6 +181,8 @@ static void draw(const char *dist, unsigned long long seed, size_t first, size_t
             y = t * sin(t) / 15.0 + 0.03 * z[1];
         } else if (strcmp(dist, "gmm") == 0) {
             double k = floor(8.0 * u), a = (k > 7 ? 7 : k) * PI / 4.0;
+            if (lab != NULL)
+                lab[i] = (int32_t)(k > 7 ? 7 : k);
             x = 0.8 * cos(a) + 0.08 * z[0];
             y = 0.8 * sin(a) + 0.08 * z[1];
         } else { /* checkerboard: 4x4 cells on [-1, 1]^2, alternate ones filled */
@@ -198,6 +234,27 @@ static void plot(unsigned char *rgb, size_t W, size_t panel, size_t side, const 
     }
 }
 
+/* The share of samples whose nearest data point (of n_data, with labels)
+ * has the sample's label. */
+static double label_agreement(const float *smp, const int32_t *want, size_t n, const float *data,
+                              const int32_t *data_lab, size_t n_data)
+{
+    size_t i, j, agree = 0;
+    for (i = 0; i < n; i++) {
+        double best = HUGE_VAL;
+        int32_t got = -1;
+        for (j = 0; j < n_data; j++) {
+            double d = hypot((double)smp[2 * i] - data[2 * j], (double)smp[2 * i + 1] - data[2 * j + 1]);
+            if (d < best) {
+                best = d;
+                got = data_lab[j];
+            }
+        }
+        agree += got == want[i];
+    }
+    return (double)agree / (double)n;
+}
+
 static int fail(const char *what, int rc)
 {
     fprintf(stderr, "toy2d: %s failed: %s (%s)\n", what, diffuse_strerror(rc),
@@ -215,7 +272,7 @@ static double now(void)
 /* Draw o->samples points with a sampler of the given kind on n_steps
  * respaced steps (EMA weights, x0 clipped to [-1.5, 1.5]). */
 static int sample(const options *o, diffuse_net *net, const diffuse_schedule *s, int kind,
-                  long n_steps, float *out, double *seconds)
+                  long n_steps, const int32_t *labels, float *out, double *seconds)
 {
     diffuse_schedule *fast = NULL;
     diffuse_model *m = NULL;
@@ -239,9 +296,11 @@ static int sample(const options *o, diffuse_net *net, const diffuse_schedule *s,
         rc = diffuse_model_set(m, DIFFUSE_MODEL_CLIP_MAX, 1.5);
     if (rc == DIFFUSE_OK)
         rc = diffuse_sampler_create(&smp, fast, m, kind, (size_t)o->samples);
+    if (rc == DIFFUSE_OK && labels != NULL)
+        rc = diffuse_sampler_set(smp, DIFFUSE_SAMPLER_GUIDANCE, o->guidance);
     if (rc == DIFFUSE_OK)
-        rc = diffuse_sampler_run(smp, NULL, o->seed + 1000 + (unsigned)kind, 0,
-                                 (size_t)o->samples, out);
+        rc = diffuse_sampler_run_cond(smp, NULL, labels, o->seed + 1000 + (unsigned)kind, 0,
+                                      (size_t)o->samples, out);
     *seconds = now() - t0;
     diffuse_sampler_free(smp);
     diffuse_model_free(m);
@@ -258,33 +317,43 @@ int main(int argc, char **argv)
     diffuse_net *net = NULL;
     diffuse_trainer *tr = NULL;
     float *batch = NULL, *data = NULL, *ddpm = NULL, *ddim = NULL;
+    int32_t *bl = NULL, *sl = NULL, *dl = NULL;
     unsigned char *rgb = NULL;
     const size_t side = 320, W = 3 * side;
     double t0, loss = 0, avg = 0, t_ddpm, t_ddim, ed_ddpm, ed_ddim, ed_data;
     size_t n_eval;
     long k;
-    int rc, status = 1;
+    int rc, status = 1, K;
+    size_t max_batch;
     if (parse(argc, argv, &o) != 0)
         return 2;
+    K = o.conditional ? classes_of(o.dist) : 0;
+    /* guidance runs the net on twice the sampled batch */
+    max_batch = (size_t)(o.samples > o.batch ? o.samples : o.batch) * (K > 0 ? 2 : 1);
+    bl = (int32_t *)malloc((size_t)o.batch * sizeof(int32_t));
+    sl = (int32_t *)malloc((size_t)o.samples * sizeof(int32_t));
+    dl = (int32_t *)malloc((size_t)o.samples * 2 * sizeof(int32_t));
     batch = (float *)malloc((size_t)o.batch * 2 * sizeof(float));
     data = (float *)malloc((size_t)o.samples * 4 * sizeof(float));
     ddpm = (float *)malloc((size_t)o.samples * 2 * sizeof(float));
     ddim = (float *)malloc((size_t)o.samples * 2 * sizeof(float));
     rgb = (unsigned char *)malloc(W * side * 3);
-    if (!batch || !data || !ddpm || !ddim || !rgb) {
+    if (!batch || !data || !ddpm || !ddim || !rgb || !bl || !sl || !dl) {
         fprintf(stderr, "toy2d: out of memory\n");
         goto done;
     }
     memset(rgb, 255, W * side * 3);
-    printf("toy2d: %s, %ld steps of batch %ld, MLP width %ld depth %ld, libdiffuse %s%s\n",
-           o.dist, o.steps, o.batch, o.width, o.depth, diffuse_version_string(),
-           diffuse_has_openmp() ? " (OpenMP)" : "");
+    printf("toy2d: %s%s, %ld steps of batch %ld, MLP width %ld depth %ld, libdiffuse %s%s\n",
+           o.dist, K > 0 ? " (conditional)" : "", o.steps, o.batch, o.width, o.depth,
+           diffuse_version_string(), diffuse_has_openmp() ? " (OpenMP)" : "");
     if ((rc = diffuse_schedule_create_cosine(&s, 1000, 0.008, 0.999)) != DIFFUSE_OK ||
         (rc = diffuse_net_create_mlp(&net, 2, (size_t)o.width, (size_t)o.depth, 32,
-                                     DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL,
-                                     (size_t)(o.samples > o.batch ? o.samples : o.batch),
+                                     DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, max_batch,
                                      o.seed)) != DIFFUSE_OK ||
+        (K > 0 && (rc = diffuse_net_set(net, DIFFUSE_NET_CLASSES, K)) != DIFFUSE_OK) ||
         (rc = diffuse_trainer_create(&tr, net, s, (size_t)o.batch)) != DIFFUSE_OK ||
+        (K > 0 && (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_LABEL_DROPOUT, 0.1)) !=
+                      DIFFUSE_OK) ||
         (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_LR, o.lr)) != DIFFUSE_OK ||
         (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_EMA_DECAY, 0.995)) != DIFFUSE_OK ||
         (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_GRAD_CLIP, 1.0)) != DIFFUSE_OK) {
@@ -293,8 +362,9 @@ int main(int argc, char **argv)
     }
     t0 = now();
     for (k = 1; k <= o.steps; k++) {
-        draw(o.dist, o.seed, (size_t)(k - 1) * (size_t)o.batch, (size_t)o.batch, batch);
-        if ((rc = diffuse_trainer_step(tr, batch, (size_t)o.batch, o.seed, &loss)) != DIFFUSE_OK) {
+        draw(o.dist, o.seed, (size_t)(k - 1) * (size_t)o.batch, (size_t)o.batch, batch, bl);
+        if ((rc = diffuse_trainer_step_cond(tr, batch, K > 0 ? bl : NULL, (size_t)o.batch, o.seed,
+                                            &loss)) != DIFFUSE_OK) {
             status = fail("training step", rc);
             goto done;
         }
@@ -306,14 +376,16 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
     }
-    if ((rc = sample(&o, net, s, DIFFUSE_SAMPLER_DDPM, o.ddpm_steps, ddpm, &t_ddpm)) !=
-            DIFFUSE_OK ||
-        (rc = sample(&o, net, s, DIFFUSE_SAMPLER_DDIM, o.ddim_steps, ddim, &t_ddim)) !=
-            DIFFUSE_OK) {
+    for (k = 0; k < o.samples; k++) /* class by class, in turn */
+        sl[k] = K > 0 ? (int32_t)(k % K) : DIFFUSE_LABEL_NONE;
+    if ((rc = sample(&o, net, s, DIFFUSE_SAMPLER_DDPM, o.ddpm_steps, K > 0 ? sl : NULL, ddpm,
+                     &t_ddpm)) != DIFFUSE_OK ||
+        (rc = sample(&o, net, s, DIFFUSE_SAMPLER_DDIM, o.ddim_steps, K > 0 ? sl : NULL, ddim,
+                     &t_ddim)) != DIFFUSE_OK) {
         status = fail("sampling", rc);
         goto done;
     }
-    draw(o.dist, o.seed + 7777, 0, 2 * (size_t)o.samples, data);
+    draw(o.dist, o.seed + 7777, 0, 2 * (size_t)o.samples, data, dl);
     n_eval = o.samples > 1000 ? 1000 : (size_t)o.samples;
     ed_data = energy_distance(data, data + 2 * (size_t)o.samples, n_eval);
     ed_ddpm = energy_distance(ddpm, data, n_eval);
@@ -322,6 +394,11 @@ int main(int argc, char **argv)
            o.ddim_steps, t_ddim);
     printf("energy distance to fresh data (%zu points): DDPM %.4f, DDIM %.4f "
            "(data vs data %.4f)\n", n_eval, ed_ddpm, ed_ddim, ed_data);
+    if (K > 0) /* conditional: the energy distance mixes the classes as the data do */
+        printf("samples nearest to data of their own class (guidance %g): DDPM %.1f%%, "
+               "DDIM %.1f%%\n", o.guidance,
+               100 * label_agreement(ddpm, sl, n_eval, data, dl, n_eval),
+               100 * label_agreement(ddim, sl, n_eval, data, dl, n_eval));
     plot(rgb, W, 0, side, data, (size_t)o.samples, blue);
     plot(rgb, W, 1, side, ddpm, (size_t)o.samples, red);
     plot(rgb, W, 2, side, ddim, (size_t)o.samples, green);
@@ -344,6 +421,9 @@ done:
     diffuse_net_free(net);
     diffuse_schedule_free(s);
     free(batch);
+    free(bl);
+    free(sl);
+    free(dl);
     free(data);
     free(ddpm);
     free(ddim);

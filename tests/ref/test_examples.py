@@ -141,6 +141,18 @@ def test_toy2d():
             # prior (energy distance ~0.3 for N(0, I) against this mixture)
             ok = 0 <= dd < 0.02 and 0 <= ddpm < 0.1 and 0 <= ddim < 0.1
             report("example_toy2d_numbers", ok, m.group(0))
+        # conditional mode: samples of class k land among the data of class k
+        pc = run([exe, "--dist", "gmm", "--conditional", "--guidance", "2", "--steps", "600",
+                  "--batch", "128", "--width", "64", "--depth", "2", "--samples", "400",
+                  "--ddpm-steps", "50", "--ddim-steps", "20", "--png", png, "--checkpoint", "-"])
+        mc = re.search(r"samples nearest to data of their own class \(guidance 2\): "
+                       r"DDPM ([\d.]+)%, DDIM ([\d.]+)%", pc.stdout)
+        # 8 classes: chance is 12.5%; 600 steps separate them (about 99% seen)
+        report("example_toy2d_conditional", pc.returncode == 0 and mc is not None and
+               min(map(float, mc.groups())) >= 80.0, pc.stdout + pc.stderr)
+        bad = run([exe, "--dist", "swissroll", "--conditional"])
+        report("example_toy2d_conditional_refused", bad.returncode == 2 and
+               "gmm or moons" in bad.stderr, bad.stderr)
         count = load_checkpoint(ckpt)
         report("example_toy2d_checkpoint_loads", count > 0 and f"({count} parameters" in p.stdout,
                f"load: {count} (a negative value is a status)")
@@ -233,29 +245,56 @@ def test_digits():
         png, ckpt = os.path.join(tmp, "d.png"), os.path.join(tmp, "d.ckpt")
         p = run([exe, "--data", data, "--steps", "60", "--batch", "16", "--channels", "8",
                  "--ema", "0.9", "--grid", "3", "--sample-steps", "10", "--eval", "6",
-                 "--eval-steps", "20", "--png", png, "--checkpoint", ckpt])
+                 "--eval-steps", "20", "--classify", "4", "--png", png, "--checkpoint", ckpt])
         out = p.stdout + p.stderr
         report("example_digits_runs", p.returncode == 0 and "step    60/60" in p.stdout and
-               "120 training digits, 6 held out" in p.stdout, out)
+               "120 training digits at 14x14, 6 held out" in p.stdout and
+               "10 classes (labels dropped with probability 0.1)" in p.stdout, out)
         try:
             w, h_, raw = read_png(png)
-            side = 3 * 56 + 4 * 4
-            # grey gutters (96) around grey-level tiles
-            report("example_digits_png", (w, h_) == (side, side) and b"\x60\x60\x60" in raw,
-                   f"size {w}x{h_}, wanted {side}x{side}")
+            # 3 rows of 10 classes, 56-pixel cells, 4-pixel grey (96) gutters
+            want = (10 * 56 + 11 * 4, 3 * 56 + 4 * 4)
+            report("example_digits_png", (w, h_) == want and b"\x60\x60\x60" in raw,
+                   f"size {w}x{h_}, wanted {want[0]}x{want[1]}")
         except Exception as e:  # noqa: BLE001 - reported as a failure
             report("example_digits_png", False, repr(e))
         m = re.search(r"bits/dim on 6 held-out digits, trained \(EMA, 20-step bound\): "
                       r"([\d.]+) \(untrained ([\d.]+)\)", p.stdout)
-        if m is None:
+        mc = re.search(r"bits/dim given the labels: ([\d.]+)", p.stdout)
+        if m is None or mc is None:
             report("example_digits_bits_per_dim", False, out)
         else:
             after, before = map(float, m.groups())
             # positive and finite, and training lowers the bound
-            report("example_digits_bits_per_dim", 0 < after < before < 1e9, m.group(0))
+            report("example_digits_bits_per_dim",
+                   0 < after < before < 1e9 and 0 < float(mc.group(1)) < 1e9, m.group(0))
+        # the classifier table: ten classes, rates in [0, 100] %
+        rows = re.findall(r"^\s*(\d)\s+([\d.]+)%\s+([\d.]+)%$", p.stdout, re.M)
+        report("example_digits_classify", len(rows) == 10 and
+               all(0 <= float(a) <= 100 and 0 <= float(b) <= 100 for _, a, b in rows), out)
         count = load_checkpoint(ckpt)
         report("example_digits_checkpoint_loads", count > 0 and f"U-Net: {count} parameters"
                in p.stdout, f"load: {count} (a negative value is a status)")
+        # one class at 28 x 28 with DPM-Solver++, and an unconditional model
+        png2 = os.path.join(tmp, "d2.png")
+        p = run([exe, "--data", data, "--steps", "5", "--batch", "8", "--channels", "8",
+                 "--size", "28", "--class", "7", "--grid", "2", "--sampler", "dpmpp",
+                 "--sample-steps", "5", "--eval", "0", "--png", png2, "--checkpoint", "-"])
+        ok = p.returncode == 0 and "at 28x28" in p.stdout and "(one class) with DPM-Solver++" \
+            in p.stdout
+        try:
+            ok = ok and read_png(png2)[:2] == (2 * 56 + 3 * 4, 2 * 56 + 3 * 4)
+        except Exception:  # noqa: BLE001 - reported as a failure
+            ok = False
+        report("example_digits_class_28_dpmpp", ok, p.stdout + p.stderr)
+        p = run([exe, "--data", data, "--steps", "5", "--batch", "8", "--channels", "8",
+                 "--dropout", "1", "--grid", "2", "--sample-steps", "5", "--eval", "2",
+                 "--eval-steps", "5", "--png", png2, "--checkpoint", "-"])
+        report("example_digits_unconditional", p.returncode == 0 and "unconditional" in p.stdout,
+               p.stdout + p.stderr)
+        bad = run([exe, "--data", data, "--class", "10"])
+        report("example_digits_bad_class", bad.returncode == 2 and "--class" in bad.stderr,
+               bad.stderr)
 
 
 test_quickstart()
