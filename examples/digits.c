@@ -368,7 +368,11 @@ static int respace(const diffuse_schedule *s, long n, int trailing, diffuse_sche
 }
 
 /* Mean bits/dim of the bound over n held-out digits with the given weights:
- * with labels (NULL: the unconditional model). */
+ * with labels (NULL: the unconditional model).  x0 is clipped to [-1, 1],
+ * as Improved DDPM's image_nll.py evaluates (clip_denoised): unclipped, an
+ * eps model's x0 at the cosine schedule's last steps (abar ~ 1e-5) carries
+ * its error times 1/sqrt(abar), and on a 100-step bound that one term
+ * dominates. */
 static int bits_per_dim(const options *o, diffuse_net *net, int which, int untrained,
                         const diffuse_schedule *s, const float *x0, const int32_t *labels,
                         size_t n, double *bpd)
@@ -383,6 +387,8 @@ static int bits_per_dim(const options *o, diffuse_net *net, int which, int untra
         rc = respace(s, o->eval_steps, 0, &fast);
     if (rc == DIFFUSE_OK)
         rc = diffuse_net_model(net, which, &m);
+    if (rc == DIFFUSE_OK)
+        rc = diffuse_model_set(m, DIFFUSE_MODEL_CLIP_X0, 1);
     /* Untrained, the class table is zero: "no label" is every label alike,
      * so the unconditional bound is defined before any training. */
     if (rc == DIFFUSE_OK && untrained && o->dropout < 1.0)
