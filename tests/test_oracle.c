@@ -24,6 +24,12 @@
  * library's: diffuse_timesteps_from_spec has its own tests).  Every random
  * test prints its seed first, and its statistical checks repeat it on
  * failure.
+ *
+ * Quick mode (DIFFUSE_TEST_QUICK=1, make check-valgrind) draws fewer samples
+ * (set in main): 2000 instead of 20000 for the sample moments, 500 instead
+ * of 4000 for the variational bound.  The samples are the first ones of the
+ * full run, and every statistical bound is computed from the count in use
+ * (its standard errors), so the checks are the same, with less power.
  */
 #include "diffuse.h"
 #include "harness.h"
@@ -232,6 +238,7 @@ static void chain_moments(const chain *c, int ddpm, double eta, double mu, doubl
 /* ------------------------------------------------------------------------ */
 
 enum { SD = 4, NSAMP = 20000, SBATCH = 1000 };
+static size_t g_nsamp = NSAMP; /* NSAMP, or fewer in quick mode */
 static const double S_MU[SD] = {0.3, -0.5, 0.0, 0.8};
 static const double S_SD[SD] = {0.5, 0.2, 1.0, 0.05};
 
@@ -250,13 +257,15 @@ static void oracle_setup(oracle *o, size_t dim, const double *mu, const double *
 }
 
 /*
- * NSAMP samples from a sampler (x_T from the generator); per dimension, the
- * sample mean and variance against the closed-form moments (m, v) of the
- * discrete chain (chain_moments): within 5 standard errors,
- * se(mean) = sqrt(v / N), se(var) = v sqrt(2 / (N - 1)); the samples are
- * exactly Gaussian (every step is affine in Gaussians; float rounding is
- * ~1e-7 relative).  This is the sharp check: a wrong coefficient, variance
- * or noise stream moves the variance by far more than 5 se (1%..5%).
+ * N = g_nsamp samples (NSAMP; 2000 in quick mode) from a sampler (x_T from
+ * the generator); per dimension, the sample mean and variance against the
+ * closed-form moments (m, v) of the discrete chain (chain_moments): within
+ * 5 standard errors, se(mean) = sqrt(v / N), se(var) = v sqrt(2 / (N - 1));
+ * the samples are exactly Gaussian (every step is affine in Gaussians; float
+ * rounding is ~1e-7 relative).  This is the sharp check: a wrong
+ * coefficient, variance or noise stream moves the variance by far more than
+ * 5 se (1%..5%; in quick mode 5 se of the variance is 16%, so only errors
+ * that large are caught there).
  * Then, as the issue asks, against the data's mu and s^2 within the same
  * 5 se plus the allowance |m - mu|, |v - s^2|: the chain's discretization
  * bias, derived in closed form (values in the comments of each test and in
@@ -270,9 +279,9 @@ static void sample_moments_check(const char *label, int kind, double eta, const 
     diffuse_sampler *sp = NULL;
     static chain c;
     oracle o;
-    float *x = (float *)malloc((size_t)NSAMP * SD * sizeof(float));
+    float *x = (float *)malloc(g_nsamp * SD * sizeof(float));
     size_t n, d;
-    printf("  %s: seed %llu, %d samples\n", label, (unsigned long long)seed, NSAMP);
+    printf("  %s: seed %llu, %zu samples\n", label, (unsigned long long)seed, g_nsamp);
     if (spec != NULL) {
         ASSERT_OK(make_spaced(spec, 50, &s, &c));
     } else {
@@ -286,20 +295,20 @@ static void sample_moments_check(const char *label, int kind, double eta, const 
     ASSERT_OK(diffuse_sampler_create(&sp, s, m, kind, SBATCH));
     if (kind == DIFFUSE_SAMPLER_DDIM)
         ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ETA, eta));
-    for (n = 0; n < NSAMP; n += SBATCH)
+    for (n = 0; n < g_nsamp; n += SBATCH)
         ASSERT_OK(diffuse_sampler_run(sp, NULL, seed, n, SBATCH, x + n * SD));
-    ASSERT_EQ(o.calls, (long)(NSAMP / SBATCH) * (long)c.n);
+    ASSERT_EQ(o.calls, (long)(g_nsamp / SBATCH) * (long)c.n);
     for (d = 0; d < SD; d++) {
         double mean = 0.0, var = 0.0, cm, cv, se_m, se_v;
-        for (n = 0; n < NSAMP; n++)
+        for (n = 0; n < g_nsamp; n++)
             mean += (double)x[n * SD + d];
-        mean /= NSAMP;
-        for (n = 0; n < NSAMP; n++)
+        mean /= (double)g_nsamp;
+        for (n = 0; n < g_nsamp; n++)
             var += ((double)x[n * SD + d] - mean) * ((double)x[n * SD + d] - mean);
-        var /= NSAMP - 1;
+        var /= (double)(g_nsamp - 1);
         chain_moments(&c, kind == DIFFUSE_SAMPLER_DDPM, eta, S_MU[d], S_SD[d], &cm, &cv);
-        se_m = sqrt(cv / NSAMP);
-        se_v = cv * sqrt(2.0 / (NSAMP - 1));
+        se_m = sqrt(cv / (double)g_nsamp);
+        se_v = cv * sqrt(2.0 / (double)(g_nsamp - 1));
         printf("  %s d%zu: mean %.5f (chain %.5f, data %.2f, 5se %.1e)  var %.6f (chain %.6f, "
                "data %.6f, 5se %.1e, chain bias %+.2f%%)\n",
                label, d, mean, cm, S_MU[d], 5 * se_m, var, cv, S_SD[d] * S_SD[d], 5 * se_v,
@@ -360,6 +369,7 @@ static void test_oracle_ddim1_moments(void)
 /* ------------------------------------------------------------------------ */
 
 enum { VD = 4, VN = 4000, VBATCH = 500 };
+static size_t g_vn = VN, g_vbatch = VBATCH; /* or fewer in quick mode */
 /* s >> bin width (2/255), and at least 3.75 s from the edges, so the edge
  * bins (whose mass the Gaussian oracle does not know to be a point) carry
  * probability below 1e-4 per dimension. */
@@ -392,7 +402,7 @@ static int make_grid_data(uint64_t seed, float *x0, double *nll, size_t *edges)
 {
     size_t n, d;
     *edges = 0;
-    for (n = 0; n < VN; n++) {
+    for (n = 0; n < g_vn; n++) {
         float z[VD];
         /* Step word 0xFFFFFFFE: diffuse_vlb_run draws x_t with the step words
          * 0 .. 999 of the same seed and sample, which must stay independent
@@ -551,8 +561,9 @@ typedef struct {
 } vlb_stats;
 
 /*
- * Runs diffuse_vlb_run on VN samples of grid data with the oracle of the
- * given variance type on the full 1000-step schedule, with exact CDFs, and
+ * Runs diffuse_vlb_run on g_vn samples (VN; 500 in quick mode, in batches
+ * of 250) of grid data with the oracle of the given variance type on the
+ * full 1000-step schedule, with exact CDFs, and
  * checks the bookkeeping identities: prior + sum(terms) == total, prior ==
  * diffuse_prior_bpd == its closed form.  Fills the statistics.
  */
@@ -563,13 +574,15 @@ static void vlb_run_check(int variance, uint64_t seed, vlb_stats *st, int *ok)
     diffuse_model *m = NULL;
     diffuse_vlb *v = NULL;
     oracle o;
-    float *x0 = (float *)malloc(VN * VD * sizeof(float));
-    double *nll = (double *)malloc(VN * sizeof(double));
-    double *total = (double *)malloc(VN * sizeof(double));
-    double *prior = (double *)malloc(VN * sizeof(double));
-    double *prior2 = (double *)malloc(VN * sizeof(double));
-    double *terms = (double *)malloc((size_t)VN * TB * sizeof(double));
-    double *kls = (double *)malloc(VN * sizeof(double));
+    const size_t vn = g_vn, vb = g_vbatch;
+    const double dn = (double)vn;
+    float *x0 = (float *)malloc(vn * VD * sizeof(float));
+    double *nll = (double *)malloc(vn * sizeof(double));
+    double *total = (double *)malloc(vn * sizeof(double));
+    double *prior = (double *)malloc(vn * sizeof(double));
+    double *prior2 = (double *)malloc(vn * sizeof(double));
+    double *terms = (double *)malloc(vn * TB * sizeof(double));
+    double *kls = (double *)malloc(vn * sizeof(double));
     double g2 = 0.0, k2 = 0.0, dec2 = 0.0;
     enum { NMSE = 6 };
     static const size_t mse_t[NMSE] = {0, 1, 10, 100, 500, 999};
@@ -579,19 +592,19 @@ static void vlb_run_check(int variance, uint64_t seed, vlb_stats *st, int *ok)
     *ok = 0;
     memset(st, 0, sizeof *st);
     printf("  vlb variance type %d: seed %llu, %d samples\n", variance,
-           (unsigned long long)seed, VN);
+           (unsigned long long)seed, (int)vn);
     ASSERT_TRUE(s && x0 && nll && total && prior && prior2 && terms && kls);
     ASSERT_OK(make_grid_data(seed, x0, nll, &edges));
-    ASSERT_TRUE(edges <= 2 + VN * VD / 2000);
+    ASSERT_TRUE(edges <= 2 + vn * VD / 2000);
     oracle_setup(&o, VD, V_MU, V_SD, &g_full, variance == DIFFUSE_VAR_LEARNED);
     ASSERT_OK(diffuse_model_create(&m, oracle_fn, &o, VD, DIFFUSE_PRED_EPS, variance));
-    ASSERT_OK(diffuse_vlb_create(&v, s, m, VBATCH));
+    ASSERT_OK(diffuse_vlb_create(&v, s, m, vb));
     ASSERT_OK(diffuse_vlb_set(v, DIFFUSE_VLB_CDF, DIFFUSE_CDF_EXACT));
-    for (n = 0; n < VN; n += VBATCH) {
+    for (n = 0; n < vn; n += vb) {
         size_t b, jj;
-        ASSERT_OK(diffuse_vlb_run(v, x0 + n * VD, seed, n, VBATCH, total + n, prior + n,
+        ASSERT_OK(diffuse_vlb_run(v, x0 + n * VD, seed, n, vb, total + n, prior + n,
                                   terms + n * TB, xmse, emse));
-        for (b = 0; b < VBATCH; b++)
+        for (b = 0; b < vb; b++)
             for (jj = 0; jj < NMSE; jj++) {
                 double a = xmse[b * TB + mse_t[jj]], e = emse[b * TB + mse_t[jj]];
                 xs[jj] += a;
@@ -599,8 +612,8 @@ static void vlb_run_check(int variance, uint64_t seed, vlb_stats *st, int *ok)
                 es[jj] += e;
                 es2[jj] += e * e;
             }
-        /* Deterministic: rows 0 and VBATCH-1 of each batch at a few steps. */
-        for (b = 0; b < VBATCH; b += VBATCH - 1)
+        /* Deterministic: rows 0 and vb-1 of each batch at a few steps. */
+        for (b = 0; b < vb; b += vb - 1)
             for (jj = 0; jj < NMSE; jj++) {
                 const size_t tj = mse_t[jj], g = n + b;
                 double rt, rx, re;
@@ -619,9 +632,9 @@ static void vlb_run_check(int variance, uint64_t seed, vlb_stats *st, int *ok)
     for (j = 0; j < NMSE; j++) {
         const size_t tj = mse_t[j];
         const double w2_12 = (2.0 / 255.0) * (2.0 / 255.0) / 12.0;
-        double ex = 0.0, ee = 0.0, mx = xs[j] / VN, mev = es[j] / VN;
-        double sx = sqrt((xs2[j] / VN - mx * mx) / (VN - 1));
-        double se_e = sqrt((es2[j] / VN - mev * mev) / (VN - 1));
+        double ex = 0.0, ee = 0.0, mx = xs[j] / dn, mev = es[j] / dn;
+        double sx = sqrt((xs2[j] / dn - mx * mx) / (dn - 1));
+        double se_e = sqrt((es2[j] / dn - mev * mev) / (dn - 1));
         size_t d;
         for (d = 0; d < VD; d++) {
             double s2 = V_SD[d] * V_SD[d], ab = g_full.ab[tj], om = g_full.om[tj];
@@ -632,8 +645,8 @@ static void vlb_run_check(int variance, uint64_t seed, vlb_stats *st, int *ok)
         CHECK_NEAR_SEED(mx, ex, 5 * sx, seed);
         CHECK_NEAR_SEED(mev, ee, 5 * se_e, seed);
     }
-    ASSERT_OK(diffuse_prior_bpd(s, x0, VN, VD, prior2));
-    for (n = 0; n < VN; n++) {
+    ASSERT_OK(diffuse_prior_bpd(s, x0, vn, VD, prior2));
+    for (n = 0; n < vn; n++) {
         double sum = prior[n], pc = 0.0;
         size_t d;
         for (t = 0; t < TB; t++)
@@ -650,29 +663,29 @@ static void vlb_run_check(int variance, uint64_t seed, vlb_stats *st, int *ok)
         CHECK_NEAR_SEED(prior[n], pc / VD / LN2, 1e-9 * fabs(prior[n]) + 1e-15, seed);
         kls[n] = total[n] - prior[n] - terms[n * TB];
     }
-    for (n = 0; n < VN; n++) {
-        st->nll += nll[n] / VN;
-        st->total += total[n] / VN;
-        st->gap += (total[n] - nll[n]) / VN;
-        st->kl += kls[n] / VN;
-        st->dec += terms[n * TB] / VN;
+    for (n = 0; n < vn; n++) {
+        st->nll += nll[n] / dn;
+        st->total += total[n] / dn;
+        st->gap += (total[n] - nll[n]) / dn;
+        st->kl += kls[n] / dn;
+        st->dec += terms[n * TB] / dn;
     }
-    for (n = 0; n < VN; n++) {
+    for (n = 0; n < vn; n++) {
         g2 += (total[n] - nll[n] - st->gap) * (total[n] - nll[n] - st->gap);
         k2 += (kls[n] - st->kl) * (kls[n] - st->kl);
         dec2 += (terms[n * TB] - st->dec) * (terms[n * TB] - st->dec);
     }
-    st->gap_se = sqrt(g2 / (VN - 1) / VN);
-    st->kl_se = sqrt(k2 / (VN - 1) / VN);
-    st->dec_se = sqrt(dec2 / (VN - 1) / VN);
+    st->gap_se = sqrt(g2 / (dn - 1) / dn);
+    st->kl_se = sqrt(k2 / (dn - 1) / dn);
+    st->dec_se = sqrt(dec2 / (dn - 1) / dn);
     st->dec_exp = expected_decoder(variance);
     for (t = 1; t < TB; t++) {
         double mt = 0.0, m2 = 0.0, e = expected_term(&g_full, t, variance), se, z;
-        for (n = 0; n < VN; n++)
-            mt += terms[n * TB + t] / VN;
-        for (n = 0; n < VN; n++)
+        for (n = 0; n < vn; n++)
+            mt += terms[n * TB + t] / dn;
+        for (n = 0; n < vn; n++)
             m2 += (terms[n * TB + t] - mt) * (terms[n * TB + t] - mt);
-        se = sqrt(m2 / (VN - 1) / VN);
+        se = sqrt(m2 / (dn - 1) / dn);
         z = fabs(mt - e) / (se + 1e-9 * fabs(e) + 1e-15);
         if (z > st->worst_t_z) {
             st->worst_t_z = z;
@@ -1252,6 +1265,14 @@ static void test_oracle_ddim1_equals_ddpm(void)
 
 int main(void)
 {
+    if (harness_quick()) {
+        g_nsamp = 2000;
+        g_vn = 500;
+        g_vbatch = 250;
+        printf("  quick: %zu samples for the moments (full size %d), %zu for the bound (full "
+               "size %d), bounds from these counts\n",
+               g_nsamp, NSAMP, g_vn, VN);
+    }
     chains_init();
     RUN(test_oracle_ddpm_moments);
     RUN(test_oracle_ddim0_moments);

@@ -19,6 +19,23 @@ static int zero_model(void *user, const float *x, const int32_t *t, size_t batch
     return 0;
 }
 
+/* The same for DIFFUSE_VAR_LEARNED_RANGE: each row of 2 dim outputs is the
+ * eps half, then the variance half (v = 0, the middle of the range), so that
+ * every output the library reads is written. */
+static int learned_model(void *user, const float *x, const int32_t *t, size_t batch,
+                         size_t dim, float *out)
+{
+    size_t b, i;
+    (void)user;
+    (void)t;
+    for (b = 0; b < batch; b++)
+        for (i = 0; i < dim; i++) {
+            out[b * 2 * dim + i] = 0.5f * x[b * dim + i];
+            out[b * 2 * dim + dim + i] = 0.0f;
+        }
+    return 0;
+}
+
 static int quiet_progress(void *user, int32_t step, int32_t total)
 {
     (void)user;
@@ -42,7 +59,7 @@ static void test_sampler_step_allocates_nothing(void)
     ASSERT_OK(diffuse_schedule_create_linear(&s, 1000, 1e-4, 0.02));
     ASSERT_OK(diffuse_timesteps_from_spec(1000, "25", keep, 1000, &n));
     ASSERT_OK(diffuse_schedule_respace(&r, s, keep, n));
-    ASSERT_OK(diffuse_model_create(&m, zero_model, NULL, 32, DIFFUSE_PRED_EPS,
+    ASSERT_OK(diffuse_model_create(&m, learned_model, NULL, 32, DIFFUSE_PRED_EPS,
                                    DIFFUSE_VAR_LEARNED_RANGE));
     ASSERT_OK(diffuse_model_set(m, DIFFUSE_MODEL_THRESHOLD_PERCENTILE, 0.9));
     ASSERT_OK(diffuse_sampler_create(&ddpm, r, m, DIFFUSE_SAMPLER_DDPM, 4));

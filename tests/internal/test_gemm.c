@@ -19,6 +19,10 @@
  *
  * Links the static archive, for the hidden diffuse__ functions.  Seeded
  * tests print their seed when they fail.
+ *
+ * Quick mode (DIFFUSE_TEST_QUICK=1, make check-valgrind) runs fewer of the
+ * large shapes (see quick_shapes and bit_quick), each checked the same way;
+ * every small shape is kept.
  */
 #include "diffuse.h"
 #include "internal.h"
@@ -278,11 +282,20 @@ static int reference_suite(float *work)
         {5, 7, 1000},   {1, 513, 385},   {513, 1, 385},   {37, 1100, 19},  {29, 67, 769},
         {256, 64, 64},  {256, 128, 512}, {13, 600, 200},  {300, 31, 7},
     };
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    /* Quick mode: 64^3 (past the tiles), the K-block (385, 769, 1000) and
+     * column-block (513, 1100) crossings, tall, wide and deep-skinny: 3.2M
+     * of the 47M multiply-adds (per transpose). */
+    static const size_t quick_shapes[] = {0, 8, 9, 10, 11, 12, 13, 14, 18};
+    const int quick = harness_quick();
+    const size_t nshapes =
+        quick ? sizeof quick_shapes / sizeof quick_shapes[0] : sizeof shapes / sizeof shapes[0];
+    for (size_t q = 0; q < nshapes; q++) {
+        const size_t s = quick ? quick_shapes[q] : q;
         for (int t = 0; t < 4; t++, v++)
             if (check_one(t >> 1, t & 1, shapes[s][0], shapes[s][1], shapes[s][2],
                           (size_t)(v % 2) * 5, alphas[v % NAB], betas[v % NAB], work, 1) != 0)
                 return -1;
+    }
     return 0;
 }
 
@@ -319,6 +332,20 @@ static const size_t bit_shapes[][3] = {
 };
 #define NBIT (sizeof bit_shapes / sizeof bit_shapes[0])
 
+/* Quick mode: the shapes of 2^21 to 2^22 multiply-adds (still split by two
+ * threads) and the small ones, not the 4M..26M ones. */
+static const size_t bit_quick[] = {3, 4, 5, 6, 8, 9};
+
+static size_t bit_count(void)
+{
+    return harness_quick() ? sizeof bit_quick / sizeof bit_quick[0] : NBIT;
+}
+
+static size_t bit_at(size_t q)
+{
+    return harness_quick() ? bit_quick[q] : q;
+}
+
 static void test_sgemm_threads_bit_identical(void)
 {
 #ifndef _OPENMP
@@ -331,7 +358,8 @@ static void test_sgemm_threads_bit_identical(void)
         if (!diffuse__sgemm_kernel_available(kernel_names[kern]))
             continue;
         ASSERT_EQ(diffuse__sgemm_force(kernel_names[kern]), 0);
-        for (size_t s = 0; s < NBIT; s++) {
+        for (size_t q = 0; q < bit_count(); q++) {
+            const size_t s = bit_at(q);
             for (int t = 0; t < 4; t++) {
                 struct problem p;
                 ASSERT_EQ(problem_make(&p, t >> 1, t & 1, bit_shapes[s][0], bit_shapes[s][1],
@@ -411,7 +439,8 @@ static void test_sgemm_repeat_bit_identical(void)
     float *work = alloc_work();
     ASSERT_TRUE(work != NULL);
     test_seed = rng_state = 0x7265706561740000ull;
-    for (size_t s = 0; s < NBIT; s++) {
+    for (size_t q = 0; q < bit_count(); q++) {
+        const size_t s = bit_at(q);
         struct problem p;
         ASSERT_EQ(problem_make(&p, (int)(s & 1), (int)((s >> 1) & 1), bit_shapes[s][0],
                                bit_shapes[s][1], bit_shapes[s][2], 1, 0.5f, -0.5f),
@@ -446,7 +475,8 @@ static void test_sgemm_kernels_match_portable(void)
         if (strcmp(name, "portable") == 0 || !diffuse__sgemm_kernel_available(name))
             continue;
         compared++;
-        for (size_t s = 0; s < NBIT; s++) {
+        for (size_t q = 0; q < bit_count(); q++) {
+            const size_t s = bit_at(q);
             for (int t = 0; t < 4; t++) {
                 struct problem p;
                 ASSERT_EQ(problem_make(&p, t >> 1, t & 1, bit_shapes[s][0], bit_shapes[s][1],

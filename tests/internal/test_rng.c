@@ -275,8 +275,11 @@ static void test_diffuse_normal_fill_streams_differ(void)
 /* Distribution                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* 2,000,000 normals: ROWS samples of COLS elements each, one step. */
-enum { ROWS = 4, COLS = 500000, NTOT = ROWS * COLS };
+/* 2,000,000 normals: ROWS samples of dist_cols elements each, one step; in
+ * quick mode (DIFFUSE_TEST_QUICK=1, make check-valgrind) 200,000, with every
+ * bound below computed from the count (set in main). */
+enum { ROWS = 4 };
+static size_t dist_cols = 500000, dist_n = ROWS * 500000;
 static const uint64_t dist_seed = UINT64_C(0x9e3779b97f4a7c15);
 static const uint64_t dist_first_sample = UINT64_C(0x00000001fffffffe); /* crosses 2^32 */
 static const uint32_t dist_step = 42;
@@ -286,12 +289,12 @@ static int dist_fill(void)
 {
     if (dist_data != NULL)
         return DIFFUSE_OK;
-    dist_data = malloc(sizeof(float) * NTOT);
+    dist_data = malloc(sizeof(float) * dist_n);
     if (dist_data == NULL)
         return DIFFUSE_ENOMEM;
     for (int r = 0; r < ROWS; r++) {
         int rc = diffuse_normal_fill(dist_seed, dist_first_sample + (uint64_t)r, dist_step,
-                                     dist_data + (size_t)r * COLS, COLS);
+                                     dist_data + (size_t)r * dist_cols, dist_cols);
         if (rc != DIFFUSE_OK)
             return rc;
     }
@@ -307,20 +310,21 @@ static int dist_fill(void)
  *  - skewness:    Var(g1) = 6/N                 -> SE = sqrt(6/N)  = 1.73e-3
  *  - excess kurtosis: Var(g2) = 24/N            -> SE = sqrt(24/N) = 3.46e-3
  * A correct generator exceeds 5 SE on one statistic with probability ~5.7e-7.
- * The data are fixed by the seed, so the test is deterministic.
+ * The data are fixed by the seed, so the test is deterministic.  Quick mode:
+ * N = 2e5, each SE sqrt(10) times larger.
  */
 static void test_diffuse_normal_fill_moments(void)
 {
-    const double N = (double)NTOT;
+    const double N = (double)dist_n;
     double s1 = 0.0, m2 = 0.0, m3 = 0.0, m4 = 0.0;
     test_seed = dist_seed;
     ASSERT_OK(dist_fill());
-    for (size_t i = 0; i < NTOT; i++)
+    for (size_t i = 0; i < dist_n; i++)
         s1 += dist_data[i];
     {
         const double mean = s1 / N;
         double var, skew, kurt;
-        for (size_t i = 0; i < NTOT; i++) {
+        for (size_t i = 0; i < dist_n; i++) {
             double d = (double)dist_data[i] - mean, d2 = d * d;
             m2 += d2;
             m3 += d2 * d;
@@ -339,7 +343,7 @@ static void test_diffuse_normal_fill_moments(void)
     }
     /* Every value is finite and inside the range Box-Muller can reach:
      * |z| <= r_max = sqrt(-2 log(2^-33)) = 6.7636. */
-    for (size_t i = 0; i < NTOT; i++) {
+    for (size_t i = 0; i < dist_n; i++) {
         if (!(fabs((double)dist_data[i]) <= 6.7637))
             HARNESS_FAIL_("element %zu = %.9g", i, (double)dist_data[i]);
     }
@@ -359,11 +363,12 @@ static int cmp_float(const void *a, const void *b)
  * lambda = sqrt(ln(2 / alpha) / 2) = 1.94947 (the second term is ~1e-13), so
  * the critical value is D = 1.94947 / sqrt(2e6) = 1.3785e-3.  Rounding to
  * float (relative 6e-8, density <= 0.4) and the Box-Muller tail cut at 6.76
- * (mass ~1e-11) move D by under 1e-7.
+ * (mass ~1e-11) move D by under 1e-7.  Quick mode: n = 2e5, critical
+ * D = 1.94947 / sqrt(2e5) = 4.359e-3.
  */
 static void test_diffuse_normal_fill_kolmogorov_smirnov(void)
 {
-    const double n = (double)NTOT;
+    const double n = (double)dist_n;
     const double lambda = sqrt(log(2.0 / 1e-3) / 2.0);
     const double d_crit = lambda / sqrt(n);
     double d = 0.0;
@@ -371,11 +376,11 @@ static void test_diffuse_normal_fill_kolmogorov_smirnov(void)
     test_seed = dist_seed;
     ASSERT_NEAR(lambda, 1.94947, 1e-5);
     ASSERT_OK(dist_fill());
-    sorted = malloc(sizeof(float) * NTOT);
+    sorted = malloc(sizeof(float) * dist_n);
     ASSERT_TRUE(sorted != NULL);
-    memcpy(sorted, dist_data, sizeof(float) * NTOT);
-    qsort(sorted, NTOT, sizeof(float), cmp_float);
-    for (size_t i = 0; i < NTOT; i++) {
+    memcpy(sorted, dist_data, sizeof(float) * dist_n);
+    qsort(sorted, dist_n, sizeof(float), cmp_float);
+    for (size_t i = 0; i < dist_n; i++) {
         double f = 0.5 * erfc(-(double)sorted[i] * 0.70710678118654752440);
         double lo = f - (double)i / n, hi = (double)(i + 1) / n - f;
         if (lo > d)
@@ -385,8 +390,8 @@ static void test_diffuse_normal_fill_kolmogorov_smirnov(void)
     }
     free(sorted);
     if (!(d < d_crit))
-        HARNESS_FAIL_("KS statistic D = %.6g >= critical %.6g (alpha = 1e-3, n = %d)", d, d_crit,
-                      NTOT);
+        HARNESS_FAIL_("KS statistic D = %.6g >= critical %.6g (alpha = 1e-3, n = %zu)", d, d_crit,
+                      dist_n);
 }
 
 /* Pearson correlation of x[i] and y[i], i < n. */
@@ -413,10 +418,11 @@ static double correlation(const float *x, const float *y, size_t n)
  * sample correlation of m pairs has SE = 1/sqrt(m).
  *  - lags 1..4 within each row (lag 1 pairs z0/z1, which share r, and z1/z2,
  *    from different Box-Muller pairs; lag 4 pairs the same lane of
- *    consecutive blocks): m = 4 (COLS - lag) ~ 2e6, 5 SE = 3.5e-3;
- *  - samples 0 and 1 of the same step, element by element: m = COLS = 5e5,
+ *    consecutive blocks): m = 4 (dist_cols - lag) ~ 2e6, 5 SE = 3.5e-3;
+ *  - samples 0 and 1 of the same step, element by element: m = dist_cols = 5e5,
  *    5 SE = 7.1e-3;
  *  - steps 42 and 43 of the same sample: likewise.
+ * Quick mode: m ten times smaller, each 5 SE sqrt(10) times larger.
  */
 static void test_diffuse_normal_fill_correlation(void)
 {
@@ -426,8 +432,8 @@ static void test_diffuse_normal_fill_correlation(void)
         /* Pool the rows: sum the products over all rows, then normalize. */
         double sxy = 0.0, sxx = 0.0, syy = 0.0, sx = 0.0, sy = 0.0, m = 0.0, r;
         for (int row = 0; row < ROWS; row++) {
-            const float *x = dist_data + (size_t)row * COLS;
-            for (size_t i = 0; i + lag < COLS; i++) {
+            const float *x = dist_data + (size_t)row * dist_cols;
+            for (size_t i = 0; i + lag < dist_cols; i++) {
                 double a = x[i], b = x[i + lag];
                 sx += a;
                 sy += b;
@@ -443,26 +449,26 @@ static void test_diffuse_normal_fill_correlation(void)
                           5.0 / sqrt(m));
     }
     {
-        double r = correlation(dist_data, dist_data + COLS, COLS);
-        if (!(fabs(r) <= 5.0 / sqrt((double)COLS)))
+        double r = correlation(dist_data, dist_data + dist_cols, dist_cols);
+        if (!(fabs(r) <= 5.0 / sqrt((double)dist_cols)))
             HARNESS_FAIL_("samples 0 and 1: correlation %.6g exceeds 5 SE = %.6g", r,
-                          5.0 / sqrt((double)COLS));
+                          5.0 / sqrt((double)dist_cols));
     }
     {
-        float *other = malloc(sizeof(float) * COLS);
+        float *other = malloc(sizeof(float) * dist_cols);
         double r;
         ASSERT_TRUE(other != NULL);
-        if (diffuse_normal_fill(dist_seed, dist_first_sample, dist_step + 1, other, COLS) !=
+        if (diffuse_normal_fill(dist_seed, dist_first_sample, dist_step + 1, other, dist_cols) !=
             DIFFUSE_OK) {
             free(other);
             HARNESS_FAIL_("fill failed: %s", diffuse_last_error());
         }
-        r = correlation(dist_data, other, COLS);
+        r = correlation(dist_data, other, dist_cols);
         free(other);
-        if (!(fabs(r) <= 5.0 / sqrt((double)COLS)))
+        if (!(fabs(r) <= 5.0 / sqrt((double)dist_cols)))
             HARNESS_FAIL_("steps %lu and %lu: correlation %.6g exceeds 5 SE = %.6g",
                           (unsigned long)dist_step, (unsigned long)dist_step + 1, r,
-                          5.0 / sqrt((double)COLS));
+                          5.0 / sqrt((double)dist_cols));
     }
 }
 
@@ -511,6 +517,11 @@ static void test_diffuse_rng_version(void)
 
 int main(void)
 {
+    if (harness_quick()) {
+        dist_cols = 50000;
+        dist_n = ROWS * dist_cols;
+        printf("  quick: %zu normals for the distribution tests (full size 2000000)\n", dist_n);
+    }
     RUN(test_philox4x32_10_kat);
     RUN(test_philox4x32_10_stateless);
     RUN(test_diffuse_rng_version);
