@@ -1227,9 +1227,12 @@ DIFFUSE_API int diffuse_net_forward_cond(diffuse_net *n, int which, const float 
  * A model handle whose callback runs this net with the given weights, for
  * samplers and VLB evaluators; it has the net's dim, prediction and
  * variance, and samplers or VLB evaluators built on it are refused a
- * max_batch above the net's.  The net's workspace is shared by everything
- * built on it: those handles, like the net, are used by one thread at a
- * time.  Errors: DIFFUSE_EINVAL, DIFFUSE_ENOMEM.  Ownership: release with
+ * max_batch above the net's (guidance needs 2 x the sampled batch).  For a
+ * net with classes it is a conditional model with the net's CLASSES, and
+ * UNCONDITIONAL 1 when DIFFUSE_NET_UNCOND_ROWS > 0 (the count when the model
+ * is made).  The net's workspace is shared by everything built on it: those
+ * handles, like the net, are used by one thread at a time.  Errors:
+ * DIFFUSE_EINVAL, DIFFUSE_ENOMEM.  Ownership: release with
  * diffuse_model_free(); it keeps the net alive.  Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_model(diffuse_net *n, int which,

@@ -1338,6 +1338,9 @@ class SamplerTest(Base):
         # function" and lost.
         code = textwrap.dedent("""
             import os, signal, sys, threading, time
+            # a shell's background job inherits SIGINT ignored: start from
+            # Python's own handler, as an interactive program has it
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             sys.path.insert(0, sys.argv[1])
             import libdiffuse as ld
             heavy = ld._np is not None
