@@ -910,28 +910,13 @@ def _forget_views(tb):
         tb = tb.tb_next
 
 
-def _model_trampoline(fn, out_factor):
+def _model_trampoline(fn, out_factor, cond=False):
+    """The C callback for a Python model: diffuse_model_fn, or with cond the
+    labelled diffuse_model_cond_fn (one more pointer, the labels)."""
     box = _Trampoline()
 
-    def model_tramp(user, x_ptr, t_ptr, batch, dim, out_ptr):
-        try:
-            _raise_deferred_interrupt()
-            _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr)
-            _raise_deferred_interrupt()
-            return 0
-        except BaseException as e:  # noqa: B036 -- stored and re-raised after the C call
-            _forget_views(e.__traceback__)
-            box.store(e)
-            return CALLBACK_EXCEPTION
-
-    box.cfunc = _MODEL_FN(model_tramp)
-    return box
-
-
-def _model_cond_trampoline(fn, out_factor):
-    box = _Trampoline()
-
-    def model_cond_tramp(user, x_ptr, t_ptr, l_ptr, batch, dim, out_ptr):
+    def model_tramp(user, x_ptr, t_ptr, *rest):
+        l_ptr, (batch, dim, out_ptr) = (rest[0], rest[1:]) if cond else (None, rest)
         try:
             _raise_deferred_interrupt()
             _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr, l_ptr)
@@ -942,7 +927,7 @@ def _model_cond_trampoline(fn, out_factor):
             box.store(e)
             return CALLBACK_EXCEPTION
 
-    box.cfunc = _MODEL_COND_FN(model_cond_tramp)
+    box.cfunc = (_MODEL_COND_FN if cond else _MODEL_FN)(model_tramp)
     return box
 
 
@@ -1158,7 +1143,7 @@ class Model(_Handle):
             self._adopt(_new_handle("diffuse_model_create", self._box.cfunc, None, self.dim,
                                     pred, var))
         else:
-            self._box = _model_cond_trampoline(fn, factor)
+            self._box = _model_trampoline(fn, factor, cond=True)
             self._adopt(_new_handle("diffuse_model_create_cond", self._box.cfunc, None,
                                     self.dim, pred, var, _size(classes, "classes")))
         if unconditional is not None:
