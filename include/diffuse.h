@@ -53,7 +53,7 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define DIFFUSE_VERSION_MAJOR 1
-#define DIFFUSE_VERSION_MINOR 0
+#define DIFFUSE_VERSION_MINOR 1
 #define DIFFUSE_VERSION_PATCH 0
 #define DIFFUSE_VERSION_NUMBER \
     (DIFFUSE_VERSION_MAJOR * 10000 + DIFFUSE_VERSION_MINOR * 100 + DIFFUSE_VERSION_PATCH)
