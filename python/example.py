@@ -9,7 +9,7 @@ and x_t = sqrt(abar) x0 + sqrt(1 - abar) eps,
     E[eps | x_t] = sqrt(1 - abar) * sum_k r_k(x_t) (x_t - sqrt(abar) mu_k) / D,
     D = abar s^2 + 1 - abar,   r_k ∝ w_k N(x_t; sqrt(abar) mu_k, D I).
 
-libdiffuse calls it through the binding (python/libdiffuse.py) with numpy
+libdiffuse calls it through the binding (python/libdiffuse/) with numpy
 views of x_t [batch][2] and of the original training timesteps t [batch].
 The program prints an ASCII density of the samples and how many fell near
 each component, and ends with "ok" when the proportions match the weights.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tests of the Python binding python/libdiffuse.py.
+"""Tests of the Python binding python/libdiffuse/.
 
 Two ways to run it:
 

@@ -129,7 +129,7 @@ __all__ = [
 
 _SONAME = "libdiffuse.so.1"
 _DEV_NAME = "libdiffuse.so"
-_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _IN_TREE_DIRS = ("out", "build")  # make build, then meson build
 REQUIRED_MAJOR = 1
 
