@@ -1259,21 +1259,33 @@ typedef struct diffuse_trainer diffuse_trainer;
                                                   p_t ~ sqrt(mean L_t^2), mixed with 0.001
                                                   uniform; losses weighted 1 / (T p_t) */
 
-/* Trainer parameters for diffuse_trainer_set(); numbers never reused. */
-#define DIFFUSE_TRAINER_LR 1               /* learning rate; default 1e-3 */
-#define DIFFUSE_TRAINER_BETA1 2            /* Adam beta1; default 0.9 */
-#define DIFFUSE_TRAINER_BETA2 3            /* Adam beta2; default 0.999 */
-#define DIFFUSE_TRAINER_EPS 4              /* Adam epsilon; default 1e-8 */
-#define DIFFUSE_TRAINER_WEIGHT_DECAY 5     /* default 0 */
+/* Trainer parameters for diffuse_trainer_set(); numbers never reused.  The
+ * ranges (checked by the setter and by diffuse_checkpoint_load()) keep every
+ * update computable: Adam moves a weight by about LR per step, so an LR
+ * above 10 only ever destroys a net whose weights are of order 1 (useful
+ * values are 1e-5 to 1e-2); an EPS below 1e-30 has no effect (sqrt of the
+ * smallest float is 3.7e-23); AdamW shrinks weights by LR * WEIGHT_DECAY per
+ * step. */
+#define DIFFUSE_TRAINER_LR 1               /* learning rate in [0, 10]; default 1e-3
+                                              (Since 1.1: values above 10 are refused) */
+#define DIFFUSE_TRAINER_BETA1 2            /* Adam beta1 in [0, 1); default 0.9 */
+#define DIFFUSE_TRAINER_BETA2 3            /* Adam beta2 in [0, 1); default 0.999 */
+#define DIFFUSE_TRAINER_EPS 4              /* Adam epsilon in [1e-30, 1]; default 1e-8
+                                              (Since 1.1: the range) */
+#define DIFFUSE_TRAINER_WEIGHT_DECAY 5     /* in [0, 10]; default 0 (Since 1.1: the
+                                              upper bound) */
 #define DIFFUSE_TRAINER_ADAMW 6            /* 1: decoupled weight decay (AdamW, default);
                                               0: L2 added to the gradient (Adam) */
-#define DIFFUSE_TRAINER_GRAD_CLIP 7        /* max global gradient norm; 0: off (default) */
-#define DIFFUSE_TRAINER_EMA_DECAY 8        /* default 0.999 */
+#define DIFFUSE_TRAINER_GRAD_CLIP 7        /* max global gradient norm, finite >= 0;
+                                              0: off (default) */
+#define DIFFUSE_TRAINER_EMA_DECAY 8        /* in [0, 1]; default 0.999 */
 #define DIFFUSE_TRAINER_LOSS 9             /* DIFFUSE_LOSS_*; default MSE */
-#define DIFFUSE_TRAINER_MIN_SNR_GAMMA 10   /* min-SNR weighting gamma; 0: off (default) */
+#define DIFFUSE_TRAINER_MIN_SNR_GAMMA 10   /* min-SNR weighting gamma, finite >= 0;
+                                              0: off (default) */
 #define DIFFUSE_TRAINER_TIMESTEPS 11       /* DIFFUSE_TIMESTEPS_*; default uniform */
 #define DIFFUSE_TRAINER_NUM_THREADS 12     /* OpenMP threads; 0: default */
-#define DIFFUSE_TRAINER_STEP 13            /* steps taken so far (read-only) */
+#define DIFFUSE_TRAINER_STEP 13            /* steps taken so far (read-only); at most
+                                              2^53, so that it reads exactly as a double */
 #define DIFFUSE_TRAINER_LABEL_DROPOUT 14   /* probability in [0, 1] of training a labelled
                                               row as DIFFUSE_LABEL_NONE (classifier-free
                                               guidance training); default 0; nets with
@@ -1313,9 +1325,18 @@ DIFFUSE_API int diffuse_trainer_get(const diffuse_trainer *tr, int param, double
  * same weights whatever the thread count.
  * @param x0    [batch][dim] training data.
  * @param loss  receives the batch's mean loss (weighted as optimized), or NULL.
- * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch),
- * DIFFUSE_ENUMERIC (a non-finite loss or gradient: the weights are left as
- * they were).  Since: 1.0.
+ * A step never leaves a non-finite value behind: when the update would make
+ * any weight, EMA weight or Adam moment overflow float, the step fails and
+ * the net and trainer (weights, EMA weights, moments, step count, loss
+ * history) stay bit for bit as they were.  The check costs no extra pass
+ * while the last update's magnitudes prove the new one finite, and
+ * allocates nothing.
+ * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch, a trainer that
+ * has taken 2^53 steps),
+ * DIFFUSE_ENUMERIC (a non-finite loss or gradient, or an update that
+ * overflows: "<what> of parameter N (of P) overflows float at step K", what
+ * being the Adam first or second moment, the weight or the EMA weight;
+ * the net and trainer are left as they were).  Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_trainer_step(diffuse_trainer *tr, const float *x0,
                                                        size_t batch, uint64_t seed,
@@ -1355,8 +1376,11 @@ DIFFUSE_API int diffuse_checkpoint_format_version(void);
  * MLP).  The file is written to a temporary file in the same directory,
  * flushed to disk, and renamed over path, so path never holds a partial
  * checkpoint; a new file gets mode 0600, an overwritten one keeps its mode.
+ * A state with a non-finite weight, EMA weight, Adam moment or recorded
+ * loss is not saved (Since 1.1): the loader would refuse it.
  * Errors: DIFFUSE_EINVAL (NULL path or net, tr not training net, a
- * checkpoint over 2 GiB),
+ * checkpoint over 2 GiB), DIFFUSE_ENUMERIC (a non-finite state; path is
+ * left as it was),
  * DIFFUSE_EIO (the file cannot be written; path is left as it was),
  * DIFFUSE_ENOMEM.  Since: 1.0.
  */
@@ -1369,7 +1393,12 @@ DIFFUSE_API int diffuse_checkpoint_save(const char *path, const diffuse_net *net
  * trainer_batch, restored so that training continues bit for bit as if it
  * had not stopped.  s must have the betas and timesteps the checkpoint
  * recorded (bit for bit).  Records with unknown names are skipped, so a
- * later 1.x library may add optional records.
+ * later 1.x library may add optional records.  Every trainer value read
+ * from the file is checked as strictly as diffuse_trainer_set() checks it,
+ * the step count is at most 2^53, and the Adam moments and loss history must
+ * be finite.  With tr_out NULL those trainer values are not read (only the
+ * trainer records' presence and lengths are checked), so the net of a file
+ * whose trainer state is damaged still loads (Since 1.1).
  * Errors: DIFFUSE_EINVAL (NULL or empty path, NULL net_out, max_batch
  * outside [1, 2^24], trainer_batch outside [1, max_batch] with tr_out,
  * tr_out without s or without trainer state in the file, s with other betas

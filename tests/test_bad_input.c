@@ -2276,6 +2276,8 @@ static int row_trainer_set(void)
         {DIFFUSE_TRAINER_LR, -1e-3},
         {DIFFUSE_TRAINER_LR, NAN},
         {DIFFUSE_TRAINER_LR, INFINITY},
+        {DIFFUSE_TRAINER_LR, 1e39},   /* above the documented 10 */
+        {DIFFUSE_TRAINER_LR, 10.5},
         {DIFFUSE_TRAINER_BETA1, -0.1},
         {DIFFUSE_TRAINER_BETA1, 1.0},
         {DIFFUSE_TRAINER_BETA1, NAN},
@@ -2283,8 +2285,11 @@ static int row_trainer_set(void)
         {DIFFUSE_TRAINER_BETA2, -INFINITY},
         {DIFFUSE_TRAINER_EPS, -1e-8},
         {DIFFUSE_TRAINER_EPS, NAN},
+        {DIFFUSE_TRAINER_EPS, 1e-31}, /* below the documented 1e-30 */
+        {DIFFUSE_TRAINER_EPS, 1.5},   /* above 1 */
         {DIFFUSE_TRAINER_WEIGHT_DECAY, -0.1},
         {DIFFUSE_TRAINER_WEIGHT_DECAY, NAN},
+        {DIFFUSE_TRAINER_WEIGHT_DECAY, 11.0}, /* above the documented 10 */
         {DIFFUSE_TRAINER_ADAMW, 0.5},
         {DIFFUSE_TRAINER_ADAMW, 2.0},
         {DIFFUSE_TRAINER_GRAD_CLIP, -1.0},

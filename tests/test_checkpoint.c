@@ -1067,12 +1067,54 @@ static void test_checkpoint_crafted_content(void)
     fix_header(o, n);
     ASSERT_STATUS(load_bytes(o, n, 1), DIFFUSE_EFORMAT);
     free(o);
+    /* an infinite second moment: the trainer is refused, the net alone
+     * (whose weights are fine) still loads */
+    ASSERT_TRUE(find(t, tlen, "trainer.adam_v", &r));
+    o = splice(t, tlen, 0, 0, NULL, 0, &n);
+    wr32(o + r.data + 4 * 3, 0x7F800000u);
+    fix_header(o, n);
+    ASSERT_STATUS(load_bytes(o, n, 1), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("trainer.adam_v");
+    ASSERT_OK(load_bytes(o, n, 0));
+    free(o);
+    /* a step count whose next step would wrap to 0 (Adam's bias correction
+     * would divide by 1 - beta^0 = 0), and the first one above 2^53 */
+    ASSERT_TRUE(find(t, tlen, "trainer.step", &r));
+    o = splice(t, tlen, 0, 0, NULL, 0, &n);
+    wr64(o + r.data, UINT64_MAX);
+    fix_header(o, n);
+    ASSERT_STATUS(load_bytes(o, n, 1), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("trainer.step");
+    ASSERT_OK(load_bytes(o, n, 0));
+    wr64(o + r.data, ((uint64_t)1 << 53) + 1);
+    fix_header(o, n);
+    ASSERT_STATUS(load_bytes(o, n, 1), DIFFUSE_EFORMAT);
+    wr64(o + r.data, (uint64_t)1 << 53);
+    fix_header(o, n);
+    ASSERT_OK(load_bytes(o, n, 1));
+    free(o);
+    /* hyperparameters outside the setters' ranges: LR above 10, EPS below
+     * 1e-30 */
+    ASSERT_TRUE(find(t, tlen, "trainer.lr", &r));
+    o = splice(t, tlen, 0, 0, NULL, 0, &n);
+    wr64(o + r.data, 0x4808B5B9A8F5D8F8u); /* about 1e39 */
+    fix_header(o, n);
+    ASSERT_STATUS(load_bytes(o, n, 1), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("trainer.lr");
+    free(o);
+    ASSERT_TRUE(find(t, tlen, "trainer.eps", &r));
+    o = splice(t, tlen, 0, 0, NULL, 0, &n);
+    wr64(o + r.data, 0x3800000000000000u); /* 2^-127, about 5.9e-39 */
+    fix_header(o, n);
+    ASSERT_STATUS(load_bytes(o, n, 1), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("trainer.eps");
+    free(o);
     ASSERT_TRUE(find(t, tlen, "trainer.lr", &r));
     o = splice(t, tlen, 0, 0, NULL, 0, &n);
     wr64(o + r.data, 0xBFF0000000000000u); /* -1.0 */
     fix_header(o, n);
     ASSERT_STATUS(load_bytes(o, n, 1), DIFFUSE_EFORMAT);
-    ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
+    ASSERT_OK(load_bytes(o, n, 0)); /* the net alone does not read trainer values */
     free(o);
     ASSERT_TRUE(find(t, tlen, "trainer.beta2", &r));
     o = splice(t, tlen, 0, 0, NULL, 0, &n);

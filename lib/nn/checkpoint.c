@@ -513,11 +513,53 @@ static void w_header(writer *w, uint64_t plen, uint32_t crc)
     w_bytes(w, h, sizeof h, 0);
 }
 
+/* The first non-finite value of x[0 .. n-1], or n. */
+static size_t first_nonfinite_f32(const float *x, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return i;
+    return n;
+}
+
+/* Refuse (as func, DIFFUSE_ENUMERIC) a state the loader would reject: a
+ * non-finite weight, EMA weight, Adam moment or recorded loss. */
+static int check_finite_state(const char *func, const diffuse_net *net,
+                              const diffuse_trainer *tr)
+{
+    const size_t P = net->n_params;
+    const float *arr[4];
+    const char *names[4] = {"weight", "EMA weight", "Adam first moment", "Adam second moment"};
+    size_t k, i, n = tr != NULL ? 4 : 2;
+    arr[0] = net->params;
+    arr[1] = net->ema;
+    arr[2] = tr != NULL ? tr->m : NULL;
+    arr[3] = tr != NULL ? tr->v : NULL;
+    for (k = 0; k < n; k++) {
+        i = first_nonfinite_f32(arr[k], P);
+        if (i < P)
+            return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                 "%s %zu is %g: refusing to save a non-finite state (nothing "
+                                 "written)",
+                                 names[k], i, (double)arr[k][i]);
+    }
+    if (tr != NULL)
+        for (i = 0; i < tr->T * HISTORY; i++)
+            if (!isfinite(tr->hist[i]))
+                return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                     "loss history value %zu is %g: refusing to save a "
+                                     "non-finite state (nothing written)",
+                                     i, tr->hist[i]);
+    return DIFFUSE_OK;
+}
+
 /* The first pass: payload length and CRC.  Fails (as func) above the size
  * limit. */
 static int measure(const char *func, const diffuse_net *net, const diffuse_trainer *tr,
                    writer *w0)
 {
+    DIFFUSE_TRY(check_finite_state(func, net, tr));
     memset(w0, 0, sizeof *w0);
     emit(w0, net, tr);
     if (w0->plen > DIFFUSE__CKPT_MAX_BYTES - DIFFUSE__CKPT_HEADER)
@@ -927,30 +969,16 @@ static double hyper_value(const record *R, int r)
 /* The ranges diffuse_trainer_set() accepts (param: DIFFUSE_TRAINER_*). */
 static int hyper_ok(int param, double v, int learned_var)
 {
-    if (!isfinite(v))
+    if (!diffuse__trainer_value_ok(param, v))
         return 0;
-    switch (param) {
-    case DIFFUSE_TRAINER_LR:
-    case DIFFUSE_TRAINER_WEIGHT_DECAY:
-    case DIFFUSE_TRAINER_GRAD_CLIP:
-    case DIFFUSE_TRAINER_MIN_SNR_GAMMA: return v >= 0.0;
-    case DIFFUSE_TRAINER_BETA1:
-    case DIFFUSE_TRAINER_BETA2: return v >= 0.0 && v < 1.0;
-    case DIFFUSE_TRAINER_EPS: return v > 0.0;
-    case DIFFUSE_TRAINER_ADAMW: return v == 0.0 || v == 1.0;
-    case DIFFUSE_TRAINER_EMA_DECAY: return v >= 0.0 && v <= 1.0;
-    case DIFFUSE_TRAINER_LOSS:
-        return v == DIFFUSE_LOSS_MSE || v == DIFFUSE_LOSS_KL ||
-               (v == DIFFUSE_LOSS_HYBRID && learned_var);
-    case DIFFUSE_TRAINER_TIMESTEPS:
-        return v == DIFFUSE_TIMESTEPS_UNIFORM || v == DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT;
-    case DIFFUSE_TRAINER_NUM_THREADS: return v >= 0.0 && v <= 4096.0 && v == floor(v);
-    default: return 0;
-    }
+    return param != DIFFUSE_TRAINER_LOSS || v != DIFFUSE_LOSS_HYBRID || learned_var;
 }
 
-/* The trainer records: *has 0 when none is present (T unset). */
-static int check_trainer(const record *R, const arch *a, int *has, uint64_t *T_out)
+/* The trainer records: *has 0 when none is present (T unset).  With values
+ * 0 (a net loaded alone) only their presence and lengths are checked, so that
+ * a damaged trainer state does not cost the user the net's weights. */
+static int check_trainer(const record *R, const arch *a, int values, int *has,
+                         uint64_t *T_out)
 {
     const int learned_var = a->variance >= DIFFUSE_VAR_LEARNED;
     uint64_t T, i;
@@ -963,7 +991,7 @@ static int check_trainer(const record *R, const arch *a, int *has, uint64_t *T_o
             return BAD("record 'trainer.label_dropout' without a trainer state");
         return DIFFUSE_OK;
     }
-    if (R[R_DROPOUT].present) {
+    if (R[R_DROPOUT].present && values) {
         double p = get_f64(R[R_DROPOUT].data);
         if (!(p >= 0.0 && p <= 1.0) || a->classes == 0)
             return BAD("record 'trainer.label_dropout': %g is not a valid value%s", p,
@@ -972,7 +1000,7 @@ static int check_trainer(const record *R, const arch *a, int *has, uint64_t *T_o
     for (r = R_FIRST_TRAINER; r <= R_LAST_TRAINER; r++)
         if (!R[r].present)
             return BAD("incomplete trainer state: missing record '%s'", KNOWN[r].name);
-    for (r = R_LR; r <= R_THREADS; r++) {
+    for (r = R_LR; r <= R_THREADS && values; r++) {
         double v = hyper_value(R, r);
         if (!hyper_ok(r - R_LR + DIFFUSE_TRAINER_LR, v, learned_var))
             return BAD("record '%s': %g is not a valid value%s", KNOWN[r].name, v,
@@ -980,10 +1008,15 @@ static int check_trainer(const record *R, const arch *a, int *has, uint64_t *T_o
                                                                  "learned variance)"
                                                                : "");
     }
+    if (values && get64(R[R_STEP].data) > DIFFUSE__TRAINER_MAX_STEP)
+        return BAD("record 'trainer.step': %llu is above the trainer's limit of 2^53 steps",
+                   (unsigned long long)get64(R[R_STEP].data));
     DIFFUSE_TRY(need_len(R, R_M, a->n_params, "the architecture"));
     DIFFUSE_TRY(need_len(R, R_V, a->n_params, "the architecture"));
-    DIFFUSE_TRY(check_f32(R, R_M, a->n_params, 0));
-    DIFFUSE_TRY(check_f32(R, R_V, a->n_params, 1));
+    if (values) {
+        DIFFUSE_TRY(check_f32(R, R_M, a->n_params, 0));
+        DIFFUSE_TRY(check_f32(R, R_V, a->n_params, 1));
+    }
     T = R[R_BETAS].dims[0];
     if (T > DIFFUSE_MAX_STEPS)
         return BAD("the schedule has %llu steps, above %d", (unsigned long long)T,
@@ -995,7 +1028,7 @@ static int check_trainer(const record *R, const arch *a, int *has, uint64_t *T_o
     if (R[R_HIST].dims[1] != HISTORY)
         return BAD("record '%s' keeps %llu losses per step, not %d", KNOWN[R_HIST].name,
                    (unsigned long long)R[R_HIST].dims[1], HISTORY);
-    for (i = 0; i < T; i++) {
+    for (i = 0; i < T && values; i++) {
         double b = get_f64(R[R_BETAS].data + 8 * i);
         int32_t t = get_i32(R[R_SCHED_T].data + 4 * i);
         uint32_t hn = get32(R[R_HIST_N].data + 4 * i), hp = get32(R[R_HIST_POS].data + 4 * i);
@@ -1008,7 +1041,7 @@ static int check_trainer(const record *R, const arch *a, int *has, uint64_t *T_o
             return BAD("loss history of step %llu: count %lu, next slot %lu are inconsistent",
                        (unsigned long long)i, (unsigned long)hn, (unsigned long)hp);
     }
-    for (i = 0; i < T * HISTORY; i++) {
+    for (i = 0; i < T * HISTORY && values; i++) {
         double l = get_f64(R[R_HIST].data + 8 * i);
         if (!isfinite(l))
             return BAD("loss history value %llu is %g", (unsigned long long)i, l);
@@ -1113,7 +1146,7 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
     memset(&a, 0, sizeof a);
     DIFFUSE_TRY(read_records(buf + DIFFUSE__CKPT_HEADER, len - DIFFUSE__CKPT_HEADER, R));
     DIFFUSE_TRY(check_net(R, &a));
-    DIFFUSE_TRY(check_trainer(R, &a, &has_tr, &T));
+    DIFFUSE_TRY(check_trainer(R, &a, tr_out != NULL, &has_tr, &T));
     if (tr_out != NULL) {
         if (!has_tr)
             return diffuse__fail(DIFFUSE_EINVAL, LOAD, "the checkpoint holds no trainer state");

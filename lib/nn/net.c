@@ -368,6 +368,7 @@ static int set_classes(const char *func, diffuse_net *n, size_t classes)
     n->work = n->tf + 2 * diffuse__pad16(n->max_batch);
     n->scratch = n->work + diffuse__pad16(n->work_n);
     n->n_params = n_params;
+    n->gen++;
     n->classes = classes;
     n->mlp.classes = n->kind == DIFFUSE_NET_KIND_MLP ? classes : 0;
     n->unet.classes = n->kind == DIFFUSE_NET_KIND_UNET ? classes : 0;
@@ -510,6 +511,7 @@ int diffuse_net_set_params(diffuse_net *n, int which, const float *in, size_t co
         if (!isfinite(in[i]))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %zu is %g", i, (double)in[i]);
     memcpy(P, in, count * sizeof *P);
+    n->gen++;
     return DIFFUSE_OK;
 }
 

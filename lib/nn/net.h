@@ -24,6 +24,7 @@ struct diffuse_net {
     int32_t *lab;                /* [max_batch] labels of the forward (classes > 0) */
     size_t classes;              /* class embedding rows (DIFFUSE_NET_CLASSES); 0: none */
     uint64_t uncond_rows;        /* rows trained with DIFFUSE_LABEL_NONE */
+    uint64_t gen;                /* bumped whenever params or ema change */
     size_t acts_n, work_n, scratch_n; /* region sizes in floats, for reallocation */
     float *work;                 /* layer and GEMM scratch */
     float *scratch;              /* backward scratch (the net's own size) */

@@ -78,6 +78,9 @@ int diffuse_trainer_create(diffuse_trainer **out, diffuse_net *net, const diffus
     tr->timesteps = DIFFUSE_TIMESTEPS_UNIFORM;
     tr->num_threads = 0;
     tr->step = 0;
+    tr->max_p = tr->max_e = tr->max_m = tr->max_v = 0.0;
+    tr->bound_gen = 0;
+    tr->bound_ok = 0; /* the first step checks each element */
     *out = tr;
     return DIFFUSE_OK;
 }
@@ -98,6 +101,36 @@ static int learned(const diffuse_trainer *tr)
            tr->net->variance == DIFFUSE_VAR_LEARNED_RANGE;
 }
 
+/* The documented ranges (include/diffuse.h, "Trainer parameters"). */
+#define LR_MAX 10.0
+#define WEIGHT_DECAY_MAX 10.0
+#define EPS_MIN 1e-30
+#define EPS_MAX 1.0
+
+int diffuse__trainer_value_ok(int param, double v)
+{
+    if (!isfinite(v))
+        return 0;
+    switch (param) {
+    case DIFFUSE_TRAINER_LR: return v >= 0.0 && v <= LR_MAX;
+    case DIFFUSE_TRAINER_BETA1:
+    case DIFFUSE_TRAINER_BETA2: return v >= 0.0 && v < 1.0;
+    case DIFFUSE_TRAINER_EPS: return v >= EPS_MIN && v <= EPS_MAX;
+    case DIFFUSE_TRAINER_WEIGHT_DECAY: return v >= 0.0 && v <= WEIGHT_DECAY_MAX;
+    case DIFFUSE_TRAINER_ADAMW: return v == 0.0 || v == 1.0;
+    case DIFFUSE_TRAINER_GRAD_CLIP:
+    case DIFFUSE_TRAINER_MIN_SNR_GAMMA: return v >= 0.0;
+    case DIFFUSE_TRAINER_EMA_DECAY:
+    case DIFFUSE_TRAINER_LABEL_DROPOUT: return v >= 0.0 && v <= 1.0;
+    case DIFFUSE_TRAINER_LOSS:
+        return v == DIFFUSE_LOSS_MSE || v == DIFFUSE_LOSS_HYBRID || v == DIFFUSE_LOSS_KL;
+    case DIFFUSE_TRAINER_TIMESTEPS:
+        return v == DIFFUSE_TIMESTEPS_UNIFORM || v == DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT;
+    case DIFFUSE_TRAINER_NUM_THREADS: return v >= 0.0 && v <= 4096.0 && v == floor(v);
+    default: return 0;
+    }
+}
+
 int diffuse_trainer_set(diffuse_trainer *tr, int param, double value)
 {
     if (tr == NULL)
@@ -106,13 +139,13 @@ int diffuse_trainer_set(diffuse_trainer *tr, int param, double value)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d: value %g is not finite", param, value);
     switch (param) {
     case DIFFUSE_TRAINER_LR:
-        if (!(value >= 0.0))
-            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LR = %g must be >= 0", value);
+        if (!diffuse__trainer_value_ok(param, value))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LR = %g is outside [0, %g]", value, LR_MAX);
         tr->lr = value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_BETA1:
     case DIFFUSE_TRAINER_BETA2:
-        if (!(value >= 0.0 && value < 1.0))
+        if (!diffuse__trainer_value_ok(param, value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "Adam beta = %g is outside [0, 1)", value);
         if (param == DIFFUSE_TRAINER_BETA1)
             tr->beta1 = value;
@@ -120,51 +153,52 @@ int diffuse_trainer_set(diffuse_trainer *tr, int param, double value)
             tr->beta2 = value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_EPS:
-        if (!(value > 0.0))
-            DIFFUSE_FAIL(DIFFUSE_EINVAL, "EPS = %g must be > 0", value);
+        if (!diffuse__trainer_value_ok(param, value))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "EPS = %g is outside [%g, %g]", value, EPS_MIN, EPS_MAX);
         tr->eps = value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_WEIGHT_DECAY:
-        if (!(value >= 0.0))
-            DIFFUSE_FAIL(DIFFUSE_EINVAL, "WEIGHT_DECAY = %g must be >= 0", value);
+        if (!diffuse__trainer_value_ok(param, value))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "WEIGHT_DECAY = %g is outside [0, %g]", value,
+                         WEIGHT_DECAY_MAX);
         tr->weight_decay = value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_ADAMW:
-        if (value != 0.0 && value != 1.0)
+        if (!diffuse__trainer_value_ok(param, value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "ADAMW takes 0 or 1, not %g", value);
         tr->adamw = value != 0.0;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_GRAD_CLIP:
-        if (!(value >= 0.0))
+        if (!diffuse__trainer_value_ok(param, value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "GRAD_CLIP = %g must be >= 0", value);
         tr->grad_clip = value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_EMA_DECAY:
-        if (!(value >= 0.0 && value <= 1.0))
+        if (!diffuse__trainer_value_ok(param, value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "EMA_DECAY = %g is outside [0, 1]", value);
         tr->ema_decay = value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_LOSS:
-        if (value != DIFFUSE_LOSS_MSE && value != DIFFUSE_LOSS_HYBRID && value != DIFFUSE_LOSS_KL)
+        if (!diffuse__trainer_value_ok(param, value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown loss %g", value);
         if (value == DIFFUSE_LOSS_HYBRID && !learned(tr))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "the hybrid loss needs a learned variance");
         tr->loss = (int)value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_MIN_SNR_GAMMA:
-        if (!(value >= 0.0))
+        if (!diffuse__trainer_value_ok(param, value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "MIN_SNR_GAMMA = %g must be >= 0", value);
         tr->min_snr = value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_TIMESTEPS:
-        if (value != DIFFUSE_TIMESTEPS_UNIFORM && value != DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT)
+        if (!diffuse__trainer_value_ok(param, value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown timestep sampler %g", value);
         tr->timesteps = (int)value;
         return DIFFUSE_OK;
     case DIFFUSE_TRAINER_NUM_THREADS:
         return diffuse__parse_threads(__func__, value, &tr->num_threads);
     case DIFFUSE_TRAINER_LABEL_DROPOUT:
-        if (!(value >= 0.0 && value <= 1.0))
+        if (!diffuse__trainer_value_ok(param, value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "LABEL_DROPOUT = %g is outside [0, 1]", value);
         if (tr->net->classes == 0 && value != 0.0)
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "LABEL_DROPOUT needs a net with classes");
@@ -374,13 +408,62 @@ static uint64_t step_labels(diffuse_trainer *tr, const int32_t *labels, size_t b
     return none;
 }
 
+/* The coefficients of one Adam / AdamW update with the EMA. */
+typedef struct {
+    double lr, b1, b2, eps, wd, ema, clip, bc1, sbc2;
+    int adamw;
+} adam_coef;
+
+/* The new moments, weight and EMA value of one parameter, in double (both
+ * the checking pass and the committing pass call this, so they agree). */
+static inline void adam_elem(const adam_coef *c, float g, float p, float m, float v, float e,
+                             double *nm, double *nv, double *np, double *ne)
+{
+    double gi = (double)g * c->clip, pi = (double)p, mi, vi;
+    if (!c->adamw)
+        gi += c->wd * pi;
+    mi = c->b1 * (double)m + (1.0 - c->b1) * gi;
+    vi = c->b2 * (double)v + (1.0 - c->b2) * gi * gi;
+    if (c->adamw)
+        pi *= 1.0 - c->lr * c->wd;
+    pi -= c->lr / c->bc1 * mi / (sqrt(vi) / c->sbc2 + c->eps);
+    *nm = mi;
+    *nv = vi;
+    *np = pi;
+    *ne = c->ema * (double)e + (1.0 - c->ema) * (double)(float)pi;
+}
+
+/* A bound well inside float's range (FLT_MAX is about 3.4e38): the bounds
+ * below are computed in double with relative errors near 1e-15, and each
+ * element's own arithmetic likewise, so a bound under SAFE_MAX proves that
+ * every rounded value is finite. */
+#define SAFE_MAX 1e38
+
+/* 1 when the maxima of the last update prove that this update leaves every
+ * value finite: |g| <= gmax; |m'| <= b1 |m| + (1 - b1) |g|;
+ * v' <= b2 v + (1 - b2) g^2; the Adam step is at most lr / bc1 |m'| / eps;
+ * |e'| <= max(|e|, |p'|).  0 (check each element) otherwise. */
+static int update_provably_finite(const diffuse_trainer *tr, const adam_coef *c, double gmax)
+{
+    double G, M, V, S, Pn, E;
+    if (!tr->bound_ok || tr->bound_gen != tr->net->gen)
+        return 0;
+    G = gmax + (c->adamw ? 0.0 : c->wd * tr->max_p);
+    M = c->b1 * tr->max_m + (1.0 - c->b1) * G;
+    V = c->b2 * tr->max_v + (1.0 - c->b2) * G * G;
+    S = c->lr / c->bc1 * M / c->eps;
+    Pn = tr->max_p * (c->adamw ? fabs(1.0 - c->lr * c->wd) : 1.0) + S;
+    E = tr->max_e > Pn ? tr->max_e : Pn;
+    return M < SAFE_MAX && V < SAFE_MAX && Pn < SAFE_MAX && E < SAFE_MAX;
+}
+
 static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
                      const int32_t *labels, size_t batch, uint64_t seed, double *loss)
 {
     diffuse_net *n;
     const diffuse_schedule *S;
     size_t b, i, P, dim;
-    double total = 0.0, norm2 = 0.0, bc1, bc2, clip_scale = 1.0;
+    double total = 0.0, norm2 = 0.0, gmax = 0.0, clip_scale = 1.0, grad_clip;
     uint64_t unlabelled;
     int nt;
     if (tr == NULL || x0 == NULL)
@@ -388,7 +471,11 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
     if (batch == 0 || batch > tr->max_batch)
         return diffuse__fail(DIFFUSE_EINVAL, func, "batch = %zu is outside [1, max_batch = %zu]",
                              batch, tr->max_batch);
+    if (tr->step >= DIFFUSE__TRAINER_MAX_STEP)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "the trainer has taken %llu steps, the most "
+                             "it counts", (unsigned long long)tr->step);
     n = tr->net;
+    grad_clip = tr->grad_clip;
     DIFFUSE_TRY(diffuse__net_check_labels(func, n, labels, batch));
     S = tr->sched;
     P = n->n_params;
@@ -418,48 +505,93 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
                              (unsigned long long)tr->step);
     memset(n->grads, 0, P * sizeof *n->grads);
     diffuse__net_backward(n, tr->x_t, batch, tr->dout, nt);
-    for (i = 0; i < P; i++)
-        norm2 += (double)n->grads[i] * (double)n->grads[i];
+    for (i = 0; i < P; i++) {
+        const double gi = (double)n->grads[i];
+        norm2 += gi * gi;
+        gmax = fabs(gi) > gmax ? fabs(gi) : gmax;
+    }
     if (!isfinite(norm2))
         return diffuse__fail(DIFFUSE_ENUMERIC, func,
                              "gradient norm is not finite at step %llu; weights unchanged",
                              (unsigned long long)tr->step);
-    /* The step is accepted: record the losses, then update. */
-    for (b = 0; b < batch; b++) {
-        size_t t = (size_t)tr->t[b];
-        tr->hist[t * HISTORY + tr->hist_pos[t]] = tr->row_l[b];
-        tr->hist_pos[t] = (tr->hist_pos[t] + 1) % HISTORY;
-        if (tr->hist_n[t] < HISTORY)
-            tr->hist_n[t]++;
-    }
-    if (tr->grad_clip > 0.0 && sqrt(norm2) > tr->grad_clip)
-        clip_scale = tr->grad_clip / (sqrt(norm2) + 1e-6);
-    tr->step++;
-    if (n->classes > 0)
-        n->uncond_rows += unlabelled;
-    bc1 = 1.0 - pow(tr->beta1, (double)tr->step);
-    bc2 = 1.0 - pow(tr->beta2, (double)tr->step);
+    if (grad_clip > 0.0 && sqrt(norm2) > grad_clip)
+        clip_scale = grad_clip / (sqrt(norm2) + 1e-6);
     {
-        const double lr = tr->lr, b1 = tr->beta1, b2 = tr->beta2, eps = tr->eps;
-        const double wd = tr->weight_decay, ema = tr->ema_decay, sbc2 = sqrt(bc2);
-        const int adamw = tr->adamw;
+        adam_coef c;
+        const uint64_t next = tr->step + 1;
         float *p = n->params, *m = tr->m, *v = tr->v, *g = n->grads, *e = n->ema;
-        (void)nt;
-        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (P >= 65536)")
-        for (i = 0; i < P; i++) {
-            double gi = (double)g[i] * clip_scale, pi = (double)p[i], mi, vi;
-            if (!adamw)
-                gi += wd * pi;
-            mi = b1 * (double)m[i] + (1.0 - b1) * gi;
-            vi = b2 * (double)v[i] + (1.0 - b2) * gi * gi;
-            if (adamw)
-                pi *= 1.0 - lr * wd;
-            pi -= lr / bc1 * mi / (sqrt(vi) / sbc2 + eps);
-            m[i] = (float)mi;
-            v[i] = (float)vi;
-            p[i] = (float)pi;
-            e[i] = (float)(ema * (double)e[i] + (1.0 - ema) * (double)p[i]);
+        double mp = 0.0, me = 0.0, mm = 0.0, mv = 0.0;
+        c.lr = tr->lr;
+        c.b1 = tr->beta1;
+        c.b2 = tr->beta2;
+        c.eps = tr->eps;
+        c.wd = tr->weight_decay;
+        c.ema = tr->ema_decay;
+        c.adamw = tr->adamw;
+        c.clip = clip_scale;
+        c.bc1 = 1.0 - pow(c.b1, (double)next);
+        c.sbc2 = sqrt(1.0 - pow(c.b2, (double)next));
+        /* Nothing is committed unless every new weight, EMA value and moment
+         * is finite in float: proven from the maxima of the last update when
+         * they are known, else checked element by element first. */
+        if (!update_provably_finite(tr, &c, gmax * clip_scale)) {
+            size_t bad = P;
+            DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(min: bad) if (P >= 65536)")
+            for (i = 0; i < P; i++) {
+                double nm, nv, np, ne;
+                adam_elem(&c, g[i], p[i], m[i], v[i], e[i], &nm, &nv, &np, &ne);
+                if (!(isfinite((float)nm) && isfinite((float)nv) && isfinite((float)np) &&
+                      isfinite((float)ne)) && i < bad)
+                    bad = i;
+            }
+            if (bad < P) {
+                double nm, nv, np, ne;
+                const char *what;
+                adam_elem(&c, g[bad], p[bad], m[bad], v[bad], e[bad], &nm, &nv, &np, &ne);
+                what = !isfinite((float)nm)   ? "Adam first moment"
+                       : !isfinite((float)nv) ? "Adam second moment"
+                       : !isfinite((float)np) ? "weight"
+                                              : "EMA weight";
+                return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                     "%s of parameter %zu (of %zu) overflows float at step "
+                                     "%llu; net and trainer unchanged",
+                                     what, bad, P, (unsigned long long)tr->step);
+            }
         }
+        /* The step is accepted: record the losses, then update. */
+        for (b = 0; b < batch; b++) {
+            size_t t = (size_t)tr->t[b];
+            tr->hist[t * HISTORY + tr->hist_pos[t]] = tr->row_l[b];
+            tr->hist_pos[t] = (tr->hist_pos[t] + 1) % HISTORY;
+            if (tr->hist_n[t] < HISTORY)
+                tr->hist_n[t]++;
+        }
+        tr->step = next;
+        if (n->classes > 0)
+            n->uncond_rows += unlabelled;
+        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(max: mp, me, mm, mv) if (P >= 65536)")
+        for (i = 0; i < P; i++) {
+            double nm, nv, np, ne;
+            adam_elem(&c, g[i], p[i], m[i], v[i], e[i], &nm, &nv, &np, &ne);
+            m[i] = (float)nm;
+            v[i] = (float)nv;
+            p[i] = (float)np;
+            e[i] = (float)ne;
+            nm = fabs(nm);
+            np = fabs(np);
+            ne = fabs(ne);
+            mm = nm > mm ? nm : mm;
+            mv = nv > mv ? nv : mv;
+            mp = np > mp ? np : mp;
+            me = ne > me ? ne : me;
+        }
+        n->gen++;
+        tr->bound_gen = n->gen;
+        tr->bound_ok = 1;
+        tr->max_p = mp;
+        tr->max_e = me;
+        tr->max_m = mm;
+        tr->max_v = mv;
     }
     if (loss != NULL)
         *loss = total;

@@ -28,6 +28,23 @@ struct diffuse_trainer {
     uint32_t *hist_pos;     /* [T] next slot */
     double *prob;           /* [T] importance sampling distribution (CDF) */
     double *row_l;          /* [max_batch] unweighted losses of the current step */
+    /* Largest magnitudes of the weights, EMA weights and Adam moments after
+     * this trainer's last update (valid while bound_ok and the net's gen is
+     * bound_gen): a step proves from them that its update stays finite in
+     * float without a separate checking pass. */
+    double max_p, max_e, max_m, max_v;
+    uint64_t bound_gen;
+    int bound_ok;
 };
+
+/* The range diffuse_trainer_set() accepts for a numeric parameter param with
+ * value v (NUM_THREADS, LOSS, TIMESTEPS, ADAMW, LABEL_DROPOUT included, but
+ * not the net-dependent conditions: HYBRID needs a learned variance and
+ * LABEL_DROPOUT > 0 a net with classes).  Returns 1 when accepted. */
+int diffuse__trainer_value_ok(int param, double v);
+
+/* The largest step count a trainer holds: DIFFUSE_TRAINER_STEP reads it
+ * exactly as a double. */
+#define DIFFUSE__TRAINER_MAX_STEP ((uint64_t)1 << 53)
 
 #endif
