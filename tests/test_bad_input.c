@@ -264,6 +264,37 @@ static int row_checkpoint_format_version(void)
     return nf;
 }
 
+static int row_checkpoint_set(void)
+{
+    int nf = 0;
+    double v = 0.0;
+    EXPECT_MSG(diffuse_checkpoint_set(0, 1.0), DIFFUSE_EINVAL,
+               "unknown parameter 0 (libdiffuse " DIFFUSE_VERSION_STRING ")");
+    EXPECT(diffuse_checkpoint_set(-1, 1.0), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, 0.0), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, 2.5), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, NAN), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, -INFINITY), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, 9.3e18), DIFFUSE_EINVAL);
+    CHECK(diffuse_checkpoint_get(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, &v) == DIFFUSE_OK &&
+          v == (double)DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE);
+    return nf;
+}
+
+static int row_checkpoint_get(void)
+{
+    int nf = 0;
+    double v;
+    poison(&v, sizeof v);
+    EXPECT(diffuse_checkpoint_get(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, NULL), DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_checkpoint_get(0, &v), DIFFUSE_EINVAL,
+               "unknown parameter 0 (libdiffuse " DIFFUSE_VERSION_STRING ")");
+    EXPECT(diffuse_checkpoint_get(99, &v), DIFFUSE_EINVAL);
+    CHECK(diffuse_checkpoint_get(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, &v) == DIFFUSE_OK &&
+          v == 1073741824.0);
+    return nf;
+}
+
 static int row_strerror(void)
 {
     int nf = 0;
@@ -3004,6 +3035,8 @@ static const struct {
     {"diffuse_last_error", row_last_error},
     {"diffuse_rng_version", row_rng_version},
     {"diffuse_checkpoint_format_version", row_checkpoint_format_version},
+    {"diffuse_checkpoint_set", row_checkpoint_set},
+    {"diffuse_checkpoint_get", row_checkpoint_get},
     {"diffuse_set_allocator", row_set_allocator},
     {"diffuse_normal_fill", row_normal_fill},
     {"diffuse_schedule_create_linear", row_schedule_create_linear},

@@ -89,6 +89,10 @@
  *    trainer parameters as diffuse_trainer_set() takes them, losses finite,
  *    history counters consistent, betas in (0, 1] (1 only last), timesteps
  *    increasing from >= 0.
+ *  - The workspace the net needs for max_batch rows (and, with tr_out, the
+ *    trainer's for trainer_batch rows) at most DIFFUSE_CHECKPOINT_MAX_WORKSPACE
+ *    bytes (diffuse_checkpoint_set()): everything else a load allocates is
+ *    backed by the file's own bytes.
  * Then, with tr_out: DIFFUSE_EINVAL unless the file holds trainer state and
  * s has its betas and timesteps bit for bit.
  *
@@ -99,11 +103,13 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "checkpoint.h"
+#include "layers.h"
 #include "train.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1084,6 +1090,119 @@ static void read_f32s(float *out, const unsigned char *p, size_t n)
         out[i] = get_f32(p + 4 * i);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The workspace cap                                                        */
+
+/* DIFFUSE_CHECKPOINT_MAX_WORKSPACE: process-wide, read by every load. */
+static _Atomic uint64_t max_workspace = DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE;
+#define MAX_WORKSPACE_LIMIT ((uint64_t)1 << 62)
+
+int diffuse_checkpoint_set(int param, double value)
+{
+    switch (param) {
+    case DIFFUSE_CHECKPOINT_MAX_WORKSPACE:
+        if (!(value >= 1.0 && value <= (double)MAX_WORKSPACE_LIMIT) || value != floor(value))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL,
+                         "MAX_WORKSPACE = %g is not a whole number of bytes in [1, 2^62]", value);
+        atomic_store(&max_workspace, (uint64_t)value);
+        return DIFFUSE_OK;
+    default:
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
+                     DIFFUSE_VERSION_STRING);
+    }
+}
+
+int diffuse_checkpoint_get(int param, double *value)
+{
+    if (value == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "value is NULL");
+    switch (param) {
+    case DIFFUSE_CHECKPOINT_MAX_WORKSPACE:
+        *value = (double)atomic_load(&max_workspace);
+        return DIFFUSE_OK;
+    default:
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
+                     DIFFUSE_VERSION_STRING);
+    }
+}
+
+/* The bytes a load of architecture a allocates beyond what the file's own
+ * bytes back (the weights, EMA, gradients, Adam moments, schedule and loss
+ * history are at most a few times the file's size): the net's activations,
+ * backward scratch and layer work for max_batch rows, and the trainer's
+ * batch buffers for trainer_batch rows (0: no trainer).  Computed in double
+ * from the same size functions the net uses (layer work counted for one
+ * thread); HUGE_VAL where a per-row size would not fit a size_t. */
+static double workspace_bytes(const arch *a, size_t max_batch, size_t trainer_batch)
+{
+    const double B = (double)max_batch;
+    double floats;
+    if (a->kind == DIFFUSE_NET_KIND_UNET) {
+        diffuse__unet_shape sh;
+        size_t work;
+        /* a row's activations are below 64 c H W values */
+        if ((double)a->base * (double)a->height * (double)a->width_pixels * 64.0 >
+            (double)(SIZE_MAX / 2))
+            return HUGE_VAL;
+        sh.C = (size_t)a->channels;
+        sh.H = (size_t)a->height;
+        sh.W = (size_t)a->width_pixels;
+        sh.c = (size_t)a->base;
+        sh.G = (size_t)a->groups;
+        sh.out_C = a->variance >= DIFFUSE_VAR_LEARNED ? 2 * sh.C : sh.C;
+        sh.classes = 0;
+        work = diffuse__unet_work_floats(&sh, 1);
+        if (work == SIZE_MAX)
+            return HUGE_VAL;
+        floats = B * ((double)diffuse__unet_act_count(&sh, 1) +
+                      (double)diffuse__unet_scratch_count(&sh, 1)) +
+                 (double)work;
+    } else {
+        diffuse__mlp_shape sh;
+        if ((double)a->width * (4.0 * (double)a->depth + 6.0) + (double)a->emb >
+            (double)(SIZE_MAX / 2))
+            return HUGE_VAL;
+        sh.dim = (size_t)a->dim;
+        sh.out_dim = (size_t)a->out_dim;
+        sh.width = (size_t)a->width;
+        sh.depth = (size_t)a->depth;
+        sh.emb = (size_t)a->emb;
+        sh.classes = 0;
+        floats = B * ((double)diffuse__mlp_act_count(&sh, 1) + 3.0 * (double)a->width) +
+                 (double)diffuse__linear_work_floats(1);
+    }
+    floats += 2.0 * B; /* timesteps, labels */
+    /* the trainer's x_t, noise [dim], out, dout [out_dim]; two doubles and
+     * a timestep per row */
+    floats += (double)trainer_batch * (2.0 * (double)a->dim + 2.0 * (double)a->out_dim + 5.0);
+    return floats * (double)sizeof(float);
+}
+
+/* Refuse, before anything is allocated, a file whose net (and trainer) would
+ * need more workspace than DIFFUSE_CHECKPOINT_MAX_WORKSPACE: a U-Net's
+ * parameters do not grow with its image size, so a few kilobytes can
+ * describe a net that needs gigabytes per row. */
+static int check_workspace(const arch *a, size_t max_batch, size_t trainer_batch)
+{
+    const double need = workspace_bytes(a, max_batch, trainer_batch);
+    const uint64_t cap = atomic_load(&max_workspace);
+    char what[96];
+    if (need <= (double)cap)
+        return DIFFUSE_OK;
+    if (a->kind == DIFFUSE_NET_KIND_UNET)
+        snprintf(what, sizeof what, "U-Net for %llu x %llu x %llu images",
+                 (unsigned long long)a->channels, (unsigned long long)a->height,
+                 (unsigned long long)a->width_pixels);
+    else
+        snprintf(what, sizeof what, "MLP of width %llu and depth %llu",
+                 (unsigned long long)a->width, (unsigned long long)a->depth);
+    return BAD("the %s needs %.4g bytes of workspace for max_batch = %zu%s, above "
+               "DIFFUSE_CHECKPOINT_MAX_WORKSPACE = %llu (diffuse_checkpoint_set() raises it "
+               "for a file you trust)",
+               what, need, max_batch, trainer_batch > 0 ? " with its trainer" : "",
+               (unsigned long long)cap);
+}
+
 static int check_args(size_t max_batch, diffuse_net **net_out, const diffuse_schedule *s,
                       size_t trainer_batch, diffuse_trainer **tr_out)
 {
@@ -1147,6 +1266,7 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
     DIFFUSE_TRY(read_records(buf + DIFFUSE__CKPT_HEADER, len - DIFFUSE__CKPT_HEADER, R));
     DIFFUSE_TRY(check_net(R, &a));
     DIFFUSE_TRY(check_trainer(R, &a, tr_out != NULL, &has_tr, &T));
+    DIFFUSE_TRY(check_workspace(&a, max_batch, tr_out != NULL ? trainer_batch : 0));
     if (tr_out != NULL) {
         if (!has_tr)
             return diffuse__fail(DIFFUSE_EINVAL, LOAD, "the checkpoint holds no trainer state");

@@ -121,6 +121,7 @@ __all__ = [
     "p_mean_variance", "normal_kl", "standard_normal_cdf",
     "discretized_gaussian_log_likelihood", "prior_bpd",
     "Net", "Trainer", "checkpoint_format_version", "checkpoint_save", "checkpoint_load",
+    "checkpoint_set", "checkpoint_get",
 ]
 
 # ---------------------------------------------------------------------------
@@ -292,6 +293,8 @@ _SIGNATURES = {
     "diffuse_checkpoint_format_version": ([], c_int),
     "diffuse_checkpoint_save": ([c_char_p, _H, _H], c_int),
     "diffuse_checkpoint_load": ([c_char_p, c_size_t, _PH, _H, c_size_t, _PH], c_int),
+    "diffuse_checkpoint_set": ([c_int, c_double], c_int),
+    "diffuse_checkpoint_get": ([c_int, _PD], c_int),
     # randomness
     "diffuse_rng_version": ([], c_int),
     "diffuse_normal_fill": ([c_uint64, c_uint64, c_uint32, _PF, c_size_t], c_int),
@@ -485,6 +488,8 @@ MODEL_UNCONDITIONAL = 7
 
 LABEL_NONE = -1
 MAX_CLASSES = 16777216
+CHECKPOINT_MAX_WORKSPACE = 1
+CHECKPOINT_DEFAULT_MAX_WORKSPACE = 1073741824
 
 SAMPLER_DDPM = 0
 SAMPLER_DDIM = 1
@@ -1885,3 +1890,18 @@ def checkpoint_load(path, max_batch, schedule=None, trainer_batch=0):
     if trainer is not None:
         trainer.dim = net.dim
     return net, trainer
+
+
+def checkpoint_set(param, value):
+    """Set a process-wide checkpoint setting: CHECKPOINT_MAX_WORKSPACE, the
+    most bytes of workspace checkpoint_load() may allocate beyond what the
+    file's bytes back (default CHECKPOINT_DEFAULT_MAX_WORKSPACE, 1 GiB).
+    Since libdiffuse 1.1."""
+    _check(_f("diffuse_checkpoint_set")(int(param), float(value)))
+
+
+def checkpoint_get(param):
+    """The value of a process-wide checkpoint setting (see checkpoint_set)."""
+    out = c_double()
+    _check(_f("diffuse_checkpoint_get")(int(param), byref(out)))
+    return out.value

@@ -2224,6 +2224,30 @@ class CheckpointTest(Base):
     def test_format_version(self):
         self.assertEqual(ld.checkpoint_format_version(), 1)
 
+    def test_max_workspace_setting(self):
+        # A 1 x 64 x 64 U-Net with c = 8 needs megabytes of workspace per row:
+        # refused under a 1 MiB cap, loaded under the default one.
+        key = ld.CHECKPOINT_MAX_WORKSPACE
+        self.assertEqual(ld.checkpoint_get(key), ld.CHECKPOINT_DEFAULT_MAX_WORKSPACE)
+        path = self.dir / "unet.ckpt"
+        with ld.Net.unet(1, 64, 64, 8, 4, max_batch=2) as net:
+            ld.checkpoint_save(path, net)
+        try:
+            ld.checkpoint_set(key, 1 << 20)
+            self.assertEqual(ld.checkpoint_get(key), 1 << 20)
+            with self.assertRaises(ld.DiffuseError) as cm:
+                ld.checkpoint_load(path, 4)
+            self.assertEqual(cm.exception.status, ld.DIFFUSE_EFORMAT)
+            self.assertIn("DIFFUSE_CHECKPOINT_MAX_WORKSPACE = 1048576", str(cm.exception))
+            with self.assertRaises(ld.DiffuseError):
+                ld.checkpoint_set(key, 0)
+            with self.assertRaises(ld.DiffuseError):
+                ld.checkpoint_set(99, 1)
+        finally:
+            ld.checkpoint_set(key, ld.CHECKPOINT_DEFAULT_MAX_WORKSPACE)
+        net, _ = ld.checkpoint_load(path, 4)
+        net.close()
+
     def _trainer(self, s, seed=1):
         net = ld.Net.mlp(2, width=32, depth=1, emb_dim=8, max_batch=64, seed=seed)
         tr = ld.Trainer(net, s, 64)
@@ -2700,6 +2724,8 @@ class CoverageTest(Base):
                 tr.get("step")
                 tr.step([[0.0, 1.0], [1.0, 0.0]], seed=1)
                 ld.checkpoint_format_version()
+                ld.checkpoint_set(ld.CHECKPOINT_MAX_WORKSPACE, ld.checkpoint_get(
+                    ld.CHECKPOINT_MAX_WORKSPACE))
                 path = os.path.join(tmp, "c.ckpt")
                 ld.checkpoint_save(path, net, tr)
                 net2, tr2 = ld.checkpoint_load(path, 2, s)
