@@ -446,8 +446,12 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
         size_t tr, tc;
         choose_grid(nstrips, npan, (size_t)nt, &tr, &tc);
         /* One part per iteration; a part uses the buffers of its own slot,
-         * so a team smaller than nt is still correct. */
-        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static)")
+         * so a team smaller than nt is still correct.  The team has
+         * num_threads threads even when there are fewer parts: libgomp
+         * keeps the last team and reuses it only for a region of the same
+         * size, and any other size allocates (see DIFFUSE_PAR_FOR). */
+        const int team = num_threads;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
         for (int t = 0; t < nt; t++) {
             struct job part;
             if (part_job(&jb, work, (size_t)t, tr, tc, &part))

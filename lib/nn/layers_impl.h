@@ -263,8 +263,8 @@ static void LAYER_NAME(layer_im2col)(const LAYER_REAL *x, size_t Cin, size_t H, 
     int par = nth > 1 && rows * P >= LAYER_PAR_MIN_;
     (void)nth;
     (void)par;
-    DIFFUSE_OMP("omp parallel for num_threads(nth) if(par) schedule(static)")
-    for (size_t r = 0; r < rows; r++) {
+    size_t r;
+    DIFFUSE_PAR_FOR(nth, par, r, rows, {
         const size_t ci = r / 9, ky = (r % 9) / 3, kx = r % 3;
         const LAYER_REAL *xc = x + ci * H * Wd;
         LAYER_REAL *dst = col + r * P;
@@ -292,7 +292,7 @@ static void LAYER_NAME(layer_im2col)(const LAYER_REAL *x, size_t Cin, size_t H, 
         }
         if (oy1 < Ho)
             memset(dst + oy1 * Wo, 0, (Ho - oy1) * Wo * sizeof *dst);
-    }
+    });
 }
 
 /* dx[ci] = sum over the taps (ky, kx in row-major order) of the column rows
@@ -305,8 +305,8 @@ static void LAYER_NAME(layer_col2im)(const LAYER_REAL *col, size_t Cin, size_t H
     int par = nth > 1 && Cin * 9 * P >= LAYER_PAR_MIN_;
     (void)nth;
     (void)par;
-    DIFFUSE_OMP("omp parallel for num_threads(nth) if(par) schedule(static)")
-    for (size_t ci = 0; ci < Cin; ci++) {
+    size_t ci;
+    DIFFUSE_PAR_FOR(nth, par, ci, Cin, {
         LAYER_REAL *xc = dx + ci * H * Wd;
         size_t k;
         memset(xc, 0, H * Wd * sizeof *xc);
@@ -331,7 +331,7 @@ static void LAYER_NAME(layer_col2im)(const LAYER_REAL *col, size_t Cin, size_t H
                 }
             }
         }
-    }
+    });
 }
 
 void LAYER_NAME(diffuse__conv3x3_forward)(const LAYER_REAL *x, size_t B, size_t Cin, size_t H,

@@ -445,8 +445,7 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
         const int adamw = tr->adamw;
         float *p = n->params, *m = tr->m, *v = tr->v, *g = n->grads, *e = n->ema;
         (void)nt;
-        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (P >= 65536)")
-        for (i = 0; i < P; i++) {
+        DIFFUSE_PAR_FOR(nt, P >= 65536, i, P, {
             double gi = (double)g[i] * clip_scale, pi = (double)p[i], mi, vi;
             if (!adamw)
                 gi += wd * pi;
@@ -459,7 +458,7 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
             v[i] = (float)vi;
             p[i] = (float)pi;
             e[i] = (float)(ema * (double)e[i] + (1.0 - ema) * (double)p[i]);
-        }
+        });
     }
     if (loss != NULL)
         *loss = total;
