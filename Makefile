@@ -247,21 +247,18 @@ $(O)/examples/%: examples/%.c examples/png.c examples/png.h $(O)/libdiffuse.so
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/png.c -o $@ -L$(O) \
 	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
 
-# Benchmarks against peers in the same process (numpy from Debian).  OpenBLAS
-# tuning variables are unset for the benchmark command alone.
-# bench_mlp.py at 2 threads needs the OpenMP build: make OPENMP=1 O=out-omp bench.
-# At 2 threads torch runs once with OpenBLAS on 1 thread and once on 2 (its
-# threads and OpenBLAS's can compete for the cores): compare with its best.
+# Benchmarks against peers (numpy, torch from Debian; ONNX Runtime from npm:
+# cd bench/ort && npm install --ignore-scripts).  OpenBLAS tuning variables
+# are unset for the benchmark command alone.  bench_mlp.py and bench_unet.py
+# run 1 and 2 threads in one go (2 threads from the OpenMP build in
+# out-omp: make OPENMP=1 O=out-omp lib), each peer pinned and at its best.
 bench: lib
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_normal.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/bench_gemm.py \
 	    --build-dir $(O)/bench_gemm
-	for n in "1 1" "2 1" "2 2"; do set -- $$n; \
-	    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=$$1 \
-	        OPENBLAS_NUM_THREADS=$$2 LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 \
-	        /usr/bin/python3 bench/bench_mlp.py $$1; \
-	done
+	LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_mlp.py
+	LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_unet.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_samplers.py
 

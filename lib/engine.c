@@ -239,6 +239,16 @@ int diffuse__parse_threads(const char *func, double value, int *out)
     return DIFFUSE_OK;
 }
 
+int diffuse__default_threads(void)
+{
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+    return n > 0 ? n : 1;
+#else
+    return 1;
+#endif
+}
+
 int diffuse__engine_threads(const diffuse__engine *e)
 {
 #ifdef _OPENMP

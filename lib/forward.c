@@ -40,8 +40,7 @@ int diffuse_q_sample_seeded(const diffuse_schedule *s, const float *x0, const in
                      "sample", dim);
     /* Rows are independent (each has its own noise stream and output row),
      * so the result does not depend on the number of threads. */
-    DIFFUSE_OMP("omp parallel for schedule(static) if (batch * dim >= 32768)")
-    for (b = 0; b < batch; b++) {
+    DIFFUSE_PAR_FOR(diffuse__default_threads(), batch * dim >= 32768, b, batch, {
         double a = s->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t[b]];
         double c = s->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t[b]];
         size_t row = b * dim, i;
@@ -52,7 +51,7 @@ int diffuse_q_sample_seeded(const diffuse_schedule *s, const float *x0, const in
         (void)diffuse_normal_fill(seed, first_sample + b, step, eps, dim);
         for (i = 0; i < dim; i++)
             x_t[row + i] = (float)(a * (double)x0[row + i] + c * (double)eps[i]);
-    }
+    });
     return DIFFUSE_OK;
 }
 

@@ -25,6 +25,42 @@
 #  define DIFFUSE_OMP(directive)
 #endif
 
+/*
+ * for (i = 0; i < n; i++) BODY, split over a team of nt threads
+ * (schedule(static)) when nt > 1 and cond holds, and otherwise run in the
+ * calling thread WITHOUT entering an OpenMP construct.  This is not
+ * `#pragma omp parallel for if(cond)`: libgomp allocates and frees a team
+ * for every region that runs serialized (an if() that is false, or one
+ * thread), which breaks the "a step allocates nothing" promise.  A region
+ * that runs with the same nt as the previous one reuses libgomp's cached
+ * team, so keep nt the same for every region of one call (the handle's
+ * thread count).  i must be declared by the caller; BODY is a braced block.
+ */
+#ifdef _OPENMP
+#  define DIFFUSE_PAR_FOR(nt, cond, i, n, ...)                                \
+    do {                                                                      \
+        const int diffuse_par_nt_ = (nt);                                     \
+        if (diffuse_par_nt_ > 1 && (cond)) {                                  \
+            _Pragma("omp parallel for num_threads(diffuse_par_nt_) schedule(static)") \
+            for (i = 0; i < (n); i++)                                         \
+                __VA_ARGS__                                                   \
+        } else {                                                              \
+            for (i = 0; i < (n); i++)                                         \
+                __VA_ARGS__                                                   \
+        }                                                                     \
+    } while (0)
+#else
+#  define DIFFUSE_PAR_FOR(nt, cond, i, n, ...)                                \
+    do {                                                                      \
+        (void)(nt);                                                           \
+        for (i = 0; i < (n); i++)                                             \
+            __VA_ARGS__                                                       \
+    } while (0)
+#endif
+
+/* engine.c: omp_get_max_threads() in an OpenMP build (at least 1), else 1. */
+int diffuse__default_threads(void);
+
 /* status.c: record the thread-local message and return code.  The message
  * is "<function>: <detail>". */
 int diffuse__fail(int code, const char *func, const char *fmt, ...) DIFFUSE_PRINTF(3, 4);
@@ -47,6 +83,13 @@ void diffuse__free(void *ptr);
 
 /* rng.c: one Philox4x32-10 block. */
 void diffuse__philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+/* rng.c, for tests: diffuse_normal_fill() through box_muller() (libm) alone,
+ * without the vectorized path; and the vectorized path's unrounded value
+ * r cos(theta), r sin(theta) for one pair of words (returns 0, z zero,
+ * where the build has no vectorized path). */
+int diffuse__normal_fill_reference(uint64_t seed, uint64_t sample, uint32_t step, float *out,
+                                   size_t n);
+int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2]);
 
 /* vlb_terms.c: scalar forms of the public elementwise functions. */
 double diffuse__normal_kl(double mean1, double logvar1, double mean2, double logvar2);

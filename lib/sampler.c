@@ -172,11 +172,15 @@ static int reverse_step(const char *func, diffuse_sampler *sp, const float *xin,
     const int ddpm = sp->kind == DIFFUSE_SAMPLER_DDPM;
     const int noisy = t > 0 && (ddpm || eta > 0.0);
     const int nt = diffuse__engine_threads(e);
+    /* a fixed variance is the same for every element: its exp once a step */
+    const int fixed_var =
+        m->variance == DIFFUSE_VAR_FIXED_SMALL || m->variance == DIFFUSE_VAR_FIXED_LARGE;
+    const double sd_fixed =
+        fixed_var ? exp(0.5 * diffuse__model_logvar(m, S, t, log_beta, NULL, 0)) : 0.0;
     size_t b;
     DIFFUSE_TRY(diffuse__engine_call_model(func, e, xin, t, batch, "sampling", step, total));
     (void)nt;
-    DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (batch * dim >= 4096)")
-    for (b = 0; b < batch; b++) {
+    DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
         const float *x = xin + b * dim, *o = e->model_out + b * m->out_dim;
         float *x0 = e->x0 + b * dim, *z = e->noise + b * dim, *y = xout + b * dim;
         size_t i;
@@ -188,7 +192,9 @@ static int reverse_step(const char *func, diffuse_sampler *sp, const float *xin,
             if (ddpm) {
                 v = c1 * (double)x0[i] + c2 * (double)x[i];
                 if (noisy)
-                    v += exp(0.5 * diffuse__model_logvar(m, S, t, log_beta, o, i)) * (double)z[i];
+                    v += (fixed_var ? sd_fixed
+                                    : exp(0.5 * diffuse__model_logvar(m, S, t, log_beta, o, i))) *
+                         (double)z[i];
             } else {
                 /* eps re-derived from the (clipped) x0; where abar = 0 it is x_t. */
                 double eps = abar == 0.0 ? (double)x[i] : (sr * (double)x[i] - (double)x0[i]) / srm1;
@@ -198,7 +204,7 @@ static int reverse_step(const char *func, diffuse_sampler *sp, const float *xin,
             }
             y[i] = (float)v;
         }
-    }
+    });
     return DIFFUSE_OK;
 }
 
@@ -246,8 +252,7 @@ static int dpmpp_step(const char *func, diffuse_sampler *sp, const float *xin, i
     size_t b;
     DIFFUSE_TRY(diffuse__engine_call_model(func, e, xin, t, batch, "sampling", step, total));
     (void)nt;
-    DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (batch * dim >= 4096)")
-    for (b = 0; b < batch; b++) {
+    DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
         const float *x = xin + b * dim, *o = e->model_out + b * m->out_dim;
         float *x0 = e->x0 + b * dim, *d_prev = prev + b * dim, *y = xout + b * dim;
         size_t i;
@@ -259,7 +264,7 @@ static int dpmpp_step(const char *func, diffuse_sampler *sp, const float *xin, i
             y[i] = (float)(ratio * (double)x[i] + gain * d);
             d_prev[i] = x0[i];
         }
-    }
+    });
     *h_prev = h;
     return DIFFUSE_OK;
 }
@@ -393,8 +398,7 @@ int diffuse_sampler_invert(diffuse_sampler *s, const float *x0, size_t batch, fl
         if (rc != DIFFUSE_OK)
             break;
         (void)nt;
-        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (batch * dim >= 4096)")
-        for (b = 0; b < batch; b++) {
+        DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
             const float *x = cur + b * dim, *o = e->model_out + b * e->model.out_dim;
             float *xh = e->x0 + b * dim, *y = next + b * dim;
             size_t i;
@@ -404,7 +408,7 @@ int diffuse_sampler_invert(diffuse_sampler *s, const float *x0, size_t batch, fl
                 double eps = abar == 0.0 ? (double)x[i] : (sr * (double)x[i] - (double)xh[i]) / srm1;
                 y[i] = (float)(a_next * (double)xh[i] + s_next * eps);
             }
-        }
+        });
         tmp = cur;
         cur = next;
         next = tmp;

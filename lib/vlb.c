@@ -164,20 +164,18 @@ static int vlb_impl(const char *func, diffuse_vlb *v, const float *x0, const int
         const int mode = v->cdf_mode;
         /* x_t ~ q(x_t | x0), row by row with its own noise stream. */
         (void)nt;
-        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (batch * dim >= 4096)")
-        for (b = 0; b < batch; b++) {
+        DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
             const float *xr = x0 + b * dim;
             float *z = e->noise + b * dim, *y = e->x_a + b * dim;
             size_t i;
             (void)diffuse_normal_fill(seed, first_sample + b, word, z, dim);
             for (i = 0; i < dim; i++)
                 y[i] = (float)(sa * (double)xr[i] + s1m * (double)z[i]);
-        }
+        });
         rc = diffuse__engine_call_model(func, e, e->x_a, t, batch, "VLB", k + 1, T);
         if (rc != DIFFUSE_OK)
             break;
-        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) if (batch * dim >= 4096)")
-        for (b = 0; b < batch; b++) {
+        DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
             const float *xr = x0 + b * dim, *xt = e->x_a + b * dim, *z = e->noise + b * dim;
             const float *o = e->model_out + b * e->model.out_dim;
             float *xh = e->x0 + b * dim;
@@ -200,7 +198,7 @@ static int vlb_impl(const char *func, diffuse_vlb *v, const float *x0, const int
             r_terms[b * T + (size_t)t] = term / (double)dim / DIFFUSE_LN2;
             r_x0[b * T + (size_t)t] = mse0 / (double)dim;
             r_eps[b * T + (size_t)t] = mse_eps / (double)dim;
-        }
+        });
         rc = diffuse__engine_progress(func, e, k + 1, T);
         if (rc != DIFFUSE_OK)
             break;

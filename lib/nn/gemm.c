@@ -25,6 +25,7 @@
 #include "internal.h"
 #include "nn/gemm.h"
 #include "nn/gemm_kernels.h"
+#include "nn/silu.h"
 
 #include <assert.h>
 #include <stdatomic.h>
@@ -213,7 +214,51 @@ struct job {
     size_t ldc;
     float *bbuf, *abuf;
     int first_mode;
+    int has_ep;
+    struct diffuse__gemm_ep ep; /* pointers at this job's C(0, 0) */
 };
+
+/* dst[q] = a[q] + b[q] for q < n, 16 lanes at a time (an add per element,
+ * as the scalar loop). */
+#if defined(__GNUC__) || defined(__clang__)
+typedef float ep_v16 __attribute__((vector_size(64), aligned(4)));
+#endif
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void ep_add(float *dst, const float *a, const float *b, size_t n)
+{
+    size_t q = 0;
+#if defined(__GNUC__) || defined(__clang__)
+    for (; q + 16 <= n; q += 16) {
+        ep_v16 va, vb;
+        memcpy(&va, a + q, sizeof va);
+        memcpy(&vb, b + q, sizeof vb);
+        va = va + vb;
+        memcpy(dst + q, &va, sizeof va);
+    }
+#endif
+    for (; q < n; q++)
+        dst[q] = a[q] + b[q];
+}
+
+/* The epilogue over rows i .. i + h - 1 and columns j .. j + w - 1 of the
+ * job's C (a strip of whole panels, still in cache): the bias after the
+ * first K block, the residual and the activation after the last. */
+static void strip_epilogue(const struct job *jb, size_t i, size_t j, size_t h, size_t w,
+                           int first, int last)
+{
+    const struct diffuse__gemm_ep *ep = &jb->ep;
+    for (size_t r = 0; r < h; r++) {
+        float *c = jb->C + (i + r) * jb->ldc + j;
+        if (first && ep->bias != NULL)
+            ep_add(c, ep->bias + j, c, w); /* bias + product, as C preset to the bias */
+        if (last && ep->res != NULL)
+            ep_add(c, c, ep->res + (i + r) * ep->ldr + j, w);
+        if (last && ep->act != NULL)
+            diffuse__silu_fast_forward(c, w, ep->act + (i + r) * ep->ldact + j);
+    }
+}
 
 /* Panel of columns j .. j + w - 1 (w <= NR) of op(B), rows p0 .. p0 + kc - 1:
  * dst[p * NR + jj], zero for jj >= w. */
@@ -323,6 +368,8 @@ static void gemm_part(const struct job *jb)
                               jb->C + i * jb->ldc + j0 + j, jb->ldc, h,
                               n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
                 }
+                if (jb->has_ep)
+                    strip_epilogue(jb, i, j0, h, n, p0 == 0, p0 + kc >= K);
             }
         }
     }
@@ -383,6 +430,12 @@ static int part_job(const struct job *jb, float *work, size_t t, size_t tr, size
     out->A = jb->trans_a ? jb->A + i0 : jb->A + i0 * jb->lda;
     out->B = jb->trans_b ? jb->B + j0 * jb->ldb : jb->B + j0;
     out->C = jb->C + i0 * jb->ldc + j0;
+    if (jb->ep.bias != NULL)
+        out->ep.bias = jb->ep.bias + j0;
+    if (jb->ep.res != NULL)
+        out->ep.res = jb->ep.res + i0 * jb->ep.ldr + j0;
+    if (jb->ep.act != NULL)
+        out->ep.act = jb->ep.act + i0 * jb->ep.ldact + j0;
     out->bbuf = work + t * SLOT_FLOATS;
     out->abuf = out->bbuf + BBUF_FLOATS;
     return 1;
@@ -408,11 +461,29 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
                     const float *A, size_t lda, const float *B, size_t ldb, float beta,
                     float *C, size_t ldc, float *work, int num_threads)
 {
+    diffuse__sgemm_ep(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work,
+                      num_threads, NULL);
+}
+
+void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                       const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                       float *C, size_t ldc, float *work, int num_threads,
+                       const struct diffuse__gemm_ep *ep)
+{
+    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0};
     if (M == 0 || N == 0)
         return;
     assert(C != NULL && ldc >= N);
+    assert(ep == NULL || ep->bias == NULL || (beta == 0.0f && alpha == 1.0f));
     if (K == 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc);
+        if (ep != NULL) {
+            struct job whole;
+            whole.C = C;
+            whole.ldc = ldc;
+            whole.ep = *ep;
+            strip_epilogue(&whole, 0, 0, M, N, 1, 1);
+        }
         return;
     }
     assert(A != NULL && B != NULL && work != NULL);
@@ -435,6 +506,8 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
     jb.ldc = ldc;
     jb.bbuf = work;
     jb.abuf = work + BBUF_FLOATS;
+    jb.has_ep = ep != NULL;
+    jb.ep = ep != NULL ? *ep : none;
     jb.first_mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
                     : beta == 1.0f ? DIFFUSE__GEMM_ADD
                                    : DIFFUSE__GEMM_SCALE;
@@ -446,8 +519,12 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
         size_t tr, tc;
         choose_grid(nstrips, npan, (size_t)nt, &tr, &tc);
         /* One part per iteration; a part uses the buffers of its own slot,
-         * so a team smaller than nt is still correct. */
-        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static)")
+         * so a team smaller than nt is still correct.  The team has
+         * num_threads threads even when there are fewer parts: libgomp
+         * keeps the last team and reuses it only for a region of the same
+         * size, and any other size allocates (see DIFFUSE_PAR_FOR). */
+        const int team = num_threads;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
         for (int t = 0; t < nt; t++) {
             struct job part;
             if (part_job(&jb, work, (size_t)t, tr, tc, &part))

@@ -46,6 +46,31 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
                     const float *A, size_t lda, const float *B, size_t ldb, float beta,
                     float *C, size_t ldc, float *work, int num_threads);
 
+/*
+ * An epilogue for diffuse__sgemm_ep, applied to each tile of C while it is
+ * still in cache (any member may be NULL, ignored):
+ *   bias[N]: C(i, j) = bias[j] + product, the same bits as C preset to the
+ *            bias and beta = 1 (needs beta == 0 and alpha == 1);
+ *   res:     then C(i, j) += res[i * ldr + j] (ldr 0: one row for all);
+ *   act:     then act[i * ldact + j] = silu(C(i, j)) (silu.c's, the bits of
+ *            diffuse__silu_forward_f).
+ * The bits of C and act equal those of the separate passes, whatever the
+ * thread count.
+ */
+struct diffuse__gemm_ep {
+    const float *bias;
+    const float *res;
+    size_t ldr;
+    float *act;
+    size_t ldact;
+};
+
+/* diffuse__sgemm followed by the epilogue ep (NULL: none). */
+void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                       const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                       float *C, size_t ldc, float *work, int num_threads,
+                       const struct diffuse__gemm_ep *ep);
+
 /* Size in floats of the work area diffuse__sgemm needs for num_threads
  * threads (num_threads <= 1 counts as 1).  It is the same for every kernel,
  * so a work area stays valid if the kernel is forced afterwards. */

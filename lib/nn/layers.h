@@ -30,6 +30,12 @@
     /* y[B][O] = x[B][I] W[O][I]^T + bias[O] (bias may be NULL). */                           \
     void diffuse__linear_forward##S(const REAL *x, size_t B, size_t I, const REAL *W,         \
                                     const REAL *bias, size_t O, REAL *y, REAL *work, int nt); \
+    /* linear_forward, then y += res[b * ldr] row by row when res (ldr 0: one row for       \
+     * all), then act = silu(y) when act: the bits of the separate passes, fused into the     \
+     * GEMM's output pass in the float build. */                                              \
+    void diffuse__linear_forward_ep##S(const REAL *x, size_t B, size_t I, const REAL *W,      \
+                                       const REAL *bias, size_t O, REAL *y, const REAL *res,  \
+                                       size_t ldr, REAL *act, REAL *work, int nt);            \
     /* dx = dy W (if dx), dW += dy^T x (if dW), db += column sums of dy (if db). */           \
     void diffuse__linear_backward##S(const REAL *x, size_t B, size_t I, const REAL *W,        \
                                      size_t O, const REAL *dy, REAL *dx, REAL *dW, REAL *db,  \

@@ -119,6 +119,27 @@ void LAYER_NAME(diffuse__linear_forward)(const LAYER_REAL *x, size_t B, size_t I
     LAYER_NAME(layer_gemm)(0, 1, B, O, I, x, I, W, I, 1, y, O, work, nt);
 }
 
+void LAYER_NAME(diffuse__linear_forward_ep)(const LAYER_REAL *x, size_t B, size_t I,
+                                            const LAYER_REAL *W, const LAYER_REAL *bias,
+                                            size_t O, LAYER_REAL *y, const LAYER_REAL *res,
+                                            size_t ldr, LAYER_REAL *act, LAYER_REAL *work,
+                                            int nt)
+{
+    size_t b;
+#ifdef LAYER_GEMM_EP
+    if (B > 0 && O > 0 && I > 0) {
+        LAYER_GEMM_EP(x, B, I, W, bias, O, y, res, ldr, act, work, nt);
+        return;
+    }
+#endif
+    LAYER_NAME(diffuse__linear_forward)(x, B, I, W, bias, O, y, work, nt);
+    if (res != NULL)
+        for (b = 0; b < B; b++)
+            LAYER_NAME(diffuse__add)(y + b * O, res + b * ldr, O, y + b * O);
+    if (act != NULL)
+        LAYER_NAME(diffuse__silu_forward)(y, B * O, act);
+}
+
 void LAYER_NAME(diffuse__linear_backward)(const LAYER_REAL *x, size_t B, size_t I,
                                           const LAYER_REAL *W, size_t O, const LAYER_REAL *dy,
                                           LAYER_REAL *dx, LAYER_REAL *dW, LAYER_REAL *db,
@@ -129,12 +150,20 @@ void LAYER_NAME(diffuse__linear_backward)(const LAYER_REAL *x, size_t B, size_t 
         LAYER_NAME(layer_gemm)(0, 0, B, I, O, dy, O, W, I, 0, dx, I, work, nt);
     if (dW != NULL) /* dW[O][I] += dy^T x */
         LAYER_NAME(layer_gemm)(1, 0, O, I, B, dy, O, x, I, 1, dW, I, work, nt);
-    if (db != NULL)
-        for (o = 0; o < O; o++) {
-            double s = 0.0;
-            for (b = 0; b < B; b++)
-                s += (double)dy[b * O + o];
-            db[o] = (LAYER_REAL)((double)db[o] + s);
+    if (db != NULL) /* each column summed over b in order, 64 columns at a time */
+        for (o = 0; o < O; o += 64) {
+            const size_t w = O - o < 64 ? O - o : 64;
+            double s[64];
+            size_t q;
+            for (q = 0; q < w; q++)
+                s[q] = 0.0;
+            for (b = 0; b < B; b++) {
+                const LAYER_REAL *row = dy + b * O + o;
+                for (q = 0; q < w; q++)
+                    s[q] += (double)row[q];
+            }
+            for (q = 0; q < w; q++)
+                db[o + q] = (LAYER_REAL)((double)db[o + q] + s[q]);
         }
 }
 
@@ -263,8 +292,8 @@ static void LAYER_NAME(layer_im2col)(const LAYER_REAL *x, size_t Cin, size_t H, 
     int par = nth > 1 && rows * P >= LAYER_PAR_MIN_;
     (void)nth;
     (void)par;
-    DIFFUSE_OMP("omp parallel for num_threads(nth) if(par) schedule(static)")
-    for (size_t r = 0; r < rows; r++) {
+    size_t r;
+    DIFFUSE_PAR_FOR(nth, par, r, rows, {
         const size_t ci = r / 9, ky = (r % 9) / 3, kx = r % 3;
         const LAYER_REAL *xc = x + ci * H * Wd;
         LAYER_REAL *dst = col + r * P;
@@ -292,7 +321,7 @@ static void LAYER_NAME(layer_im2col)(const LAYER_REAL *x, size_t Cin, size_t H, 
         }
         if (oy1 < Ho)
             memset(dst + oy1 * Wo, 0, (Ho - oy1) * Wo * sizeof *dst);
-    }
+    });
 }
 
 /* dx[ci] = sum over the taps (ky, kx in row-major order) of the column rows
@@ -305,8 +334,8 @@ static void LAYER_NAME(layer_col2im)(const LAYER_REAL *col, size_t Cin, size_t H
     int par = nth > 1 && Cin * 9 * P >= LAYER_PAR_MIN_;
     (void)nth;
     (void)par;
-    DIFFUSE_OMP("omp parallel for num_threads(nth) if(par) schedule(static)")
-    for (size_t ci = 0; ci < Cin; ci++) {
+    size_t ci;
+    DIFFUSE_PAR_FOR(nth, par, ci, Cin, {
         LAYER_REAL *xc = dx + ci * H * Wd;
         size_t k;
         memset(xc, 0, H * Wd * sizeof *xc);
@@ -331,7 +360,7 @@ static void LAYER_NAME(layer_col2im)(const LAYER_REAL *col, size_t Cin, size_t H
                 }
             }
         }
-    }
+    });
 }
 
 void LAYER_NAME(diffuse__conv3x3_forward)(const LAYER_REAL *x, size_t B, size_t Cin, size_t H,

@@ -14,6 +14,13 @@ void diffuse__mlp_forward(const diffuse__mlp_shape *sh, const float *P, const fl
     mlp_forward_f(sh, P, x, t, lab, B, acts, out, work, nt);
 }
 
+void diffuse__mlp_infer(const diffuse__mlp_shape *sh, const float *P, const float *x,
+                        const float *t, const int32_t *lab, size_t B, float *acts, float *out,
+                        float *work, int nt)
+{
+    mlp_forward_mode_f(sh, P, x, t, lab, B, acts, out, work, nt, 0);
+}
+
 void diffuse__mlp_backward(const diffuse__mlp_shape *sh, const float *P, const float *x,
                            const int32_t *lab, size_t B, float *acts, const float *dout,
                            float *G, float *work, float *scratch, int nt)

@@ -61,6 +61,11 @@ static inline size_t diffuse__mlp_act_count(const diffuse__mlp_shape *s, size_t 
 void diffuse__mlp_forward(const diffuse__mlp_shape *sh, const float *P, const float *x,
                           const float *t, const int32_t *lab, size_t B, float *acts,
                           float *out, float *work, int nt);
+/* diffuse__mlp_forward without the activations a backward pass needs (the
+ * same out, bit for bit). */
+void diffuse__mlp_infer(const diffuse__mlp_shape *sh, const float *P, const float *x,
+                        const float *t, const int32_t *lab, size_t B, float *acts, float *out,
+                        float *work, int nt);
 void diffuse__mlp_backward(const diffuse__mlp_shape *sh, const float *P, const float *x,
                            const int32_t *lab, size_t B, float *acts, const float *dout,
                            float *G, float *work, float *scratch, int nt);

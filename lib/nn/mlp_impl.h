@@ -36,54 +36,71 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
 
 /* out[B][out_dim] = mlp(x[B][dim], t[B], lab[B]) with parameters P; saves
  * activations for the backward pass.  With classes, the label's class
- * embedding row is added to the time embedding (lab unused otherwise). */
-static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
-                                const MLP_REAL *x, const MLP_REAL *t, const int32_t *lab,
-                                size_t B, MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work,
-                                int nt)
+ * embedding row is added to the time embedding (lab unused otherwise).
+ * keep_rows 0 (inference): when every row has the same t, the time branch's
+ * activations are left in row 0 only (the backward pass needs every row).
+ * Bias, residual and SiLU go through the fused linear layer, which gives
+ * the bits of the separate passes. */
+static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
+                                     const MLP_REAL *x, const MLP_REAL *t, const int32_t *lab,
+                                     size_t B, MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work,
+                                     int nt, int keep_rows)
 {
     const size_t W = sh->width, E = sh->emb, L = sh->depth;
     diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
     MLP_FN(mlp_acts) a = MLP_FN(mlp_acts_at)(sh, acts, B);
     size_t l;
-    size_t b, Bt = B;
+    size_t b, Bt = B, ldt = W;
     /* A sampler gives every row the same t: run the time branch on one row
-     * and copy it (the GEMM's sums do not depend on the number of rows). */
+     * (the GEMM's sums do not depend on the number of rows). */
     for (b = 1; b < B && t[b] == t[0]; b++)
         ;
     if (b == B)
         Bt = 1;
     MLP_L(diffuse__timestep_embedding)(t, Bt, E, a.emb0);
-    MLP_L(diffuse__linear_forward)(a.emb0, Bt, E, P + o.t1_w, P + o.t1_b, W, a.a1, work, nt);
-    MLP_L(diffuse__silu_forward)(a.a1, Bt * W, a.s1);
+    MLP_L(diffuse__linear_forward_ep)(a.emb0, Bt, E, P + o.t1_w, P + o.t1_b, W, a.a1, NULL, 0,
+                                      a.s1, work, nt);
     MLP_L(diffuse__linear_forward)(a.s1, Bt, W, P + o.t2_w, P + o.t2_b, W, a.temb, work, nt);
-    for (b = Bt; b < B; b++) { /* the backward pass reads every row */
-        memcpy(a.emb0 + b * E, a.emb0, E * sizeof *a.emb0);
-        memcpy(a.a1 + b * W, a.a1, W * sizeof *a.a1);
-        memcpy(a.s1 + b * W, a.s1, W * sizeof *a.s1);
-        memcpy(a.temb + b * W, a.temb, W * sizeof *a.temb);
+    if (Bt < B && (keep_rows || sh->classes > 0)) {
+        for (b = Bt; b < B; b++) { /* the backward pass reads every row */
+            memcpy(a.emb0 + b * E, a.emb0, E * sizeof *a.emb0);
+            memcpy(a.a1 + b * W, a.a1, W * sizeof *a.a1);
+            memcpy(a.s1 + b * W, a.s1, W * sizeof *a.s1);
+            memcpy(a.temb + b * W, a.temb, W * sizeof *a.temb);
+        }
+        Bt = B;
     }
+    if (Bt < B)
+        ldt = 0; /* one row of temb for every row */
     if (sh->classes > 0)
         for (b = 0; b < B; b++)
             MLP_L(diffuse__add)(a.temb + b * W, P + o.cls + diffuse__class_row(lab[b], sh->classes) * W,
                                 W, a.temb + b * W);
-    MLP_L(diffuse__linear_forward)(x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, work, nt);
-    MLP_L(diffuse__add)(a.h, a.temb, B * W, a.h);
+    /* h_0 = Linear_in(x) + temb; then SiLU(h_0), the first block's input
+     * (or the output layer's when there is no block) */
+    MLP_L(diffuse__linear_forward_ep)(x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, a.temb, ldt,
+                                      L > 0 ? a.sa : a.sh, work, nt);
     for (l = 0; l < L; l++) {
         const MLP_REAL *h = a.h + l * B * W;
         MLP_REAL *sa = a.sa + l * B * W, *u = a.u + l * B * W, *su = a.su + l * B * W;
         MLP_REAL *hn = a.h + (l + 1) * B * W;
-        MLP_L(diffuse__silu_forward)(h, B * W, sa);
-        MLP_L(diffuse__linear_forward)(sa, B, W, P + diffuse__mlp_block(&o, l, 0), P + diffuse__mlp_block(&o, l, 1), W, u, work,
-                                       nt);
-        MLP_L(diffuse__silu_forward)(u, B * W, su);
-        MLP_L(diffuse__linear_forward)(su, B, W, P + diffuse__mlp_block(&o, l, 2), P + diffuse__mlp_block(&o, l, 3), W, hn, work,
-                                       nt);
-        MLP_L(diffuse__add)(hn, h, B * W, hn);
+        MLP_L(diffuse__linear_forward_ep)(sa, B, W, P + diffuse__mlp_block(&o, l, 0),
+                                          P + diffuse__mlp_block(&o, l, 1), W, u, NULL, 0, su,
+                                          work, nt);
+        MLP_L(diffuse__linear_forward_ep)(su, B, W, P + diffuse__mlp_block(&o, l, 2),
+                                          P + diffuse__mlp_block(&o, l, 3), W, hn, h, W,
+                                          l + 1 < L ? sa + B * W : a.sh, work, nt);
     }
-    MLP_L(diffuse__silu_forward)(a.h + L * B * W, B * W, a.sh);
     MLP_L(diffuse__linear_forward)(a.sh, B, W, P + o.out_w, P + o.out_b, sh->out_dim, out, work,
                                    nt);
+}
+
+static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
+                                const MLP_REAL *x, const MLP_REAL *t, const int32_t *lab,
+                                size_t B, MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work,
+                                int nt)
+{
+    MLP_FN(mlp_forward_mode)(sh, P, x, t, lab, B, acts, out, work, nt, 1);
 }
 
 /* Gradients of sum(dout .* out) after mlp_forward on the same inputs:

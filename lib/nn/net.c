@@ -524,6 +524,17 @@ void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x,
         diffuse__mlp_forward(&n->mlp, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
 }
 
+/* diffuse__net_forward_params for inference: the same out, without what
+ * only a backward pass reads. */
+static void net_infer_params(diffuse_net *n, const float *P, const float *x, size_t B,
+                             float *out, int nt)
+{
+    if (n->kind == DIFFUSE_NET_KIND_UNET)
+        diffuse__unet_forward(&n->unet, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
+    else
+        diffuse__mlp_infer(&n->mlp, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
+}
+
 void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float *dout, int nt)
 {
     if (n->kind == DIFFUSE_NET_KIND_UNET)
@@ -552,7 +563,7 @@ static int run_forward(const char *func, diffuse_net *n, int which, const float 
         n->tf[b] = (float)t[b];
         n->lab[b] = labels != NULL ? labels[b] : DIFFUSE_LABEL_NONE;
     }
-    diffuse__net_forward_params(n, P, x, batch, out, diffuse__net_threads(n, 0));
+    net_infer_params(n, P, x, batch, out, diffuse__net_threads(n, 0));
     return DIFFUSE_OK;
 }
 

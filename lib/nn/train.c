@@ -433,6 +433,35 @@ static inline void adam_elem(const adam_coef *c, float g, float p, float m, floa
     *ne = c->ema * (double)e + (1.0 - c->ema) * (double)(float)pi;
 }
 
+/* 1 when the update of one element leaves every value finite in float. */
+static inline int adam_elem_finite(const adam_coef *c, float g, float p, float m, float v,
+                                   float e)
+{
+    double nm, nv, np, ne;
+    adam_elem(c, g, p, m, v, e, &nm, &nv, &np, &ne);
+    return isfinite((float)nm) && isfinite((float)nv) && isfinite((float)np) &&
+           isfinite((float)ne);
+}
+
+/* Commit one element's update and raise the running maxima of |p|, |e|, |m|, v. */
+static inline void adam_elem_commit(const adam_coef *c, float g, float *p, float *m, float *v,
+                                    float *e, double *mp, double *me, double *mm, double *mv)
+{
+    double nm, nv, np, ne;
+    adam_elem(c, g, *p, *m, *v, *e, &nm, &nv, &np, &ne);
+    *m = (float)nm;
+    *v = (float)nv;
+    *p = (float)np;
+    *e = (float)ne;
+    nm = fabs(nm);
+    np = fabs(np);
+    ne = fabs(ne);
+    *mm = nm > *mm ? nm : *mm;
+    *mv = nv > *mv ? nv : *mv;
+    *mp = np > *mp ? np : *mp;
+    *me = ne > *me ? ne : *me;
+}
+
 /* A bound well inside float's range (FLT_MAX is about 3.4e38): the bounds
  * below are computed in double with relative errors near 1e-15, and each
  * element's own arithmetic likewise, so a bound under SAFE_MAX proves that
@@ -536,13 +565,16 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
          * they are known, else checked element by element first. */
         if (!update_provably_finite(tr, &c, gmax * clip_scale)) {
             size_t bad = P;
-            DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(min: bad) if (P >= 65536)")
-            for (i = 0; i < P; i++) {
-                double nm, nv, np, ne;
-                adam_elem(&c, g[i], p[i], m[i], v[i], e[i], &nm, &nv, &np, &ne);
-                if (!(isfinite((float)nm) && isfinite((float)nv) && isfinite((float)np) &&
-                      isfinite((float)ne)) && i < bad)
-                    bad = i;
+            /* Serialized OpenMP regions allocate a team in libgomp: enter one only to share. */
+            if (nt > 1 && P >= 65536) {
+                DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(min: bad)")
+                for (i = 0; i < P; i++)
+                    if (!adam_elem_finite(&c, g[i], p[i], m[i], v[i], e[i]) && i < bad)
+                        bad = i;
+            } else {
+                for (i = 0; i < P && bad == P; i++)
+                    if (!adam_elem_finite(&c, g[i], p[i], m[i], v[i], e[i]))
+                        bad = i;
             }
             if (bad < P) {
                 double nm, nv, np, ne;
@@ -569,21 +601,13 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
         tr->step = next;
         if (n->classes > 0)
             n->uncond_rows += unlabelled;
-        DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(max: mp, me, mm, mv) if (P >= 65536)")
-        for (i = 0; i < P; i++) {
-            double nm, nv, np, ne;
-            adam_elem(&c, g[i], p[i], m[i], v[i], e[i], &nm, &nv, &np, &ne);
-            m[i] = (float)nm;
-            v[i] = (float)nv;
-            p[i] = (float)np;
-            e[i] = (float)ne;
-            nm = fabs(nm);
-            np = fabs(np);
-            ne = fabs(ne);
-            mm = nm > mm ? nm : mm;
-            mv = nv > mv ? nv : mv;
-            mp = np > mp ? np : mp;
-            me = ne > me ? ne : me;
+        if (nt > 1 && P >= 65536) {
+            DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(max: mp, me, mm, mv)")
+            for (i = 0; i < P; i++)
+                adam_elem_commit(&c, g[i], &p[i], &m[i], &v[i], &e[i], &mp, &me, &mm, &mv);
+        } else {
+            for (i = 0; i < P; i++)
+                adam_elem_commit(&c, g[i], &p[i], &m[i], &v[i], &e[i], &mp, &me, &mm, &mv);
         }
         n->gen++;
         tr->bound_gen = n->gen;

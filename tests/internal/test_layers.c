@@ -692,6 +692,46 @@ static void test_threads_bitwise(void)
     }
 }
 
+/* The fused linear layer (bias, residual, SiLU in the GEMM's output pass)
+ * gives the bits of linear_forward, add and silu_forward run one after the
+ * other, at 1 and 4 threads: shapes with one and several K blocks (K up to
+ * 800 > the GEMM's 384-deep block), several column blocks (O = 1100 > 512),
+ * a one-row residual (ldr 0) and no bias. */
+static void test_linear_fused_bitwise(void)
+{
+    static const size_t cfg[][4] = {/* B, I, O, bias */
+                                    {64, 96, 80, 1},
+                                    {37, 800, 33, 1},
+                                    {9, 40, 1100, 1},
+                                    {300, 256, 256, 0}};
+    for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
+        const size_t B = cfg[k][0], I = cfg[k][1], O = cfg[k][2];
+        float *x = to_f(drand_vec(B * I, -1, 1), B * I), *W = to_f(drand_vec(O * I, -1, 1), O * I);
+        float *bias = cfg[k][3] ? to_f(drand_vec(O, -1, 1), O) : NULL;
+        float *res = to_f(drand_vec(B * O, -2, 2), B * O);
+        float *w = fvec(diffuse__linear_work_floats(4));
+        float *yr = fvec(B * O), *ar = fvec(B * O), *y = fvec(B * O), *a = fvec(B * O);
+        for (int one_row = 0; one_row < 2; one_row++) {
+            const size_t ldr = one_row ? 0 : O;
+            diffuse__linear_forward_f(x, B, I, W, bias, O, yr, w, 1);
+            for (size_t b = 0; b < B; b++)
+                diffuse__add_f(yr + b * O, res + b * ldr, O, yr + b * O);
+            diffuse__silu_forward_f(yr, B * O, ar);
+            for (int nt = 1; nt <= 4; nt += 3) {
+                memset(y, 0xff, B * O * sizeof *y); /* NaN: the fused layer must not read y */
+                diffuse__linear_forward_ep_f(x, B, I, W, bias, O, y, res, ldr, a, w, nt);
+                if (memcmp(y, yr, B * O * sizeof *y) != 0 || memcmp(a, ar, B * O * sizeof *a) != 0)
+                    HARNESS_FAIL_("shape %zu, ldr %zu, %d threads: fused bits differ", k, ldr, nt);
+                /* without residual and activation: linear_forward's bits */
+                diffuse__linear_forward_ep_f(x, B, I, W, bias, O, y, NULL, 0, NULL, w, nt);
+                diffuse__linear_forward_f(x, B, I, W, bias, O, a, w, 1);
+                if (memcmp(y, a, B * O * sizeof *y) != 0)
+                    HARNESS_FAIL_("shape %zu, %d threads: plain fused bits differ", k, nt);
+            }
+        }
+    }
+}
+
 /* The float linear layer against the double one, errors measured as in
  * test_conv_float. */
 static void test_linear_float(void)
@@ -1082,6 +1122,7 @@ int main(void)
         RUN_SEEDED(test_linear_float);
         RUN_SEEDED(test_conv_float);
         RUN_SEEDED(test_threads_bitwise);
+        RUN_SEEDED(test_linear_fused_bitwise);
     }
     diffuse__sgemm_force(NULL);
     RUN_SEEDED(test_upsample);

@@ -7,6 +7,7 @@
 #include "nn/mlp.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "naive_dgemm.h"
 
@@ -157,6 +158,48 @@ static void test_net_forward_matches_double(void)
     diffuse_net_free(n);
 }
 
+/* Inference (diffuse__mlp_infer: the time branch left in one row, the
+ * epilogues fused) gives the bits of the training forward pass, with one t
+ * for all rows and with mixed t, with and without classes, and at 1 and 3
+ * threads; the training forward gives the same bits at 1 and 3 threads. */
+static void test_mlp_infer_bitwise(void)
+{
+    diffuse__mlp_shape sh = {3, 6, 40, 2, 16, 0};
+    enum { B = 23 };
+    float x[B * 3], t[B], out_a[B * 6], out_b[B * 6], *P, *acts, *work;
+    int32_t lab[B];
+    unsigned seed = 99u;
+    size_t NP, i;
+    for (int cls = 0; cls < 2; cls++) {
+        sh.classes = cls ? 4 : 0;
+        NP = diffuse__mlp_layout(&sh).total;
+        P = malloc(NP * sizeof *P);
+        acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
+        work = aligned_alloc(64, diffuse__linear_work_floats(3) * sizeof *work);
+        ASSERT_TRUE(P && acts && work);
+        for (i = 0; i < NP; i++)
+            P[i] = (float)(0.3 * urand(&seed));
+        for (i = 0; i < B * 3; i++)
+            x[i] = (float)urand(&seed);
+        for (i = 0; i < B; i++)
+            lab[i] = (int32_t)(i % 5) - 1; /* -1: no label */
+        for (int same = 0; same < 2; same++) {
+            for (i = 0; i < B; i++)
+                t[i] = same ? 417.0f : (float)(i * 37 % 1000);
+            diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out_a, work, 1);
+            for (int nt = 1; nt <= 3; nt += 2) {
+                diffuse__mlp_infer(&sh, P, x, t, lab, B, acts, out_b, work, nt);
+                ASSERT_TRUE(memcmp(out_a, out_b, sizeof out_a) == 0);
+                diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out_b, work, nt);
+                ASSERT_TRUE(memcmp(out_a, out_b, sizeof out_a) == 0);
+            }
+        }
+        free(P);
+        free(acts);
+        free(work);
+    }
+}
+
 static void test_net_api_errors(void)
 {
     diffuse_net *n = (diffuse_net *)&n;
@@ -220,6 +263,7 @@ static void test_net_api_errors(void)
 int main(void)
 {
     RUN(test_mlp_backward_finite_differences);
+    RUN(test_mlp_infer_bitwise);
     RUN(test_net_forward_matches_double);
     RUN(test_net_api_errors);
     return harness_finish();

@@ -143,6 +143,85 @@ static void test_diffuse_normal_fill_matches_reference(void)
     }
 }
 
+/* The vectorized path of diffuse_normal_fill() gives box_muller()'s bits:
+ * many streams (2^22 elements; 2^16 in quick mode), of lengths that end in
+ * every position of a 32-element chunk, against the libm-only reference. */
+static void test_diffuse_normal_fill_fast_path_bit_identical(void)
+{
+    const size_t total = harness_quick() ? ((size_t)1 << 16) : ((size_t)1 << 22);
+    const size_t len = 4096 + 37;
+    float *a = malloc(len * sizeof *a), *b = malloc(len * sizeof *b);
+    size_t done = 0;
+    uint64_t k = 0;
+    ASSERT_TRUE(a != NULL && b != NULL);
+    while (done < total) {
+        const uint64_t seed = UINT64_C(0x9e3779b97f4a7c15) * (k + 1);
+        const uint64_t sample = k * UINT64_C(0x100000001);
+        const uint32_t step = (uint32_t)(k * 2654435761u);
+        const size_t n = len - (size_t)(k % 64);
+        test_seed = seed;
+        ASSERT_OK(diffuse_normal_fill(seed, sample, step, a, n));
+        ASSERT_OK(diffuse__normal_fill_reference(seed, sample, step, b, n));
+        for (size_t i = 0; i < n; i++)
+            if (float_bits(a[i]) != float_bits(b[i])) {
+                double x = a[i], y = b[i];
+                free(a);
+                free(b);
+                HARNESS_FAIL_("stream %llu element %zu: %.9g, libm path %.9g",
+                              (unsigned long long)k, i, x, y);
+            }
+        done += n;
+        k++;
+    }
+    free(a);
+    free(b);
+}
+
+/* The error bound the vectorized path's check rests on (lib/rng.c): its
+ * unrounded r cos(theta) and r sin(theta) within 2^-48 relative of the
+ * same expressions in long double (64-bit significand), over random words
+ * and the edge words (u1 at its ends, theta at multiples of pi/4). */
+static void test_diffuse_normal_fast_pair_error_bound(void)
+{
+    const size_t n = harness_quick() ? 20000 : 1000000;
+    static const uint32_t edges[] = {0u, 1u, 2u, 0x3fffffffu, 0x40000000u, 0x40000001u,
+                                     0x5a827999u, 0x7fffffffu, 0x80000000u, 0x80000001u,
+                                     0xb504f333u, 0xbfffffffu, 0xc0000000u, 0xc0000001u,
+                                     0x20000000u, 0x60000000u, 0xa0000000u, 0xe0000000u,
+                                     0xfffffffeu, 0xffffffffu};
+    const size_t ne = sizeof edges / sizeof edges[0];
+    double worst = 0.0;
+    uint64_t state = UINT64_C(0x853c49e6748fea9b);
+    double z[2];
+    if (!diffuse__normal_fast_pair(0, 0, z))
+        SKIP("this build has no vectorized normal path");
+    if (sizeof(long double) <= sizeof(double))
+        SKIP("long double is not wider than double here");
+    for (size_t i = 0; i < n + ne * ne; i++) {
+        uint32_t wa, wb;
+        if (i < ne * ne) {
+            wa = edges[i / ne];
+            wb = edges[i % ne];
+        } else {
+            state = state * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
+            wa = (uint32_t)(state >> 32);
+            wb = (uint32_t)state;
+        }
+        double u1 = ((double)wa + 0.5) * (1.0 / 4294967296.0);
+        double theta = (2.0 * 3.141592653589793) * ((double)wb * (1.0 / 4294967296.0));
+        long double r = sqrtl(-2.0L * logl((long double)u1));
+        long double want[2] = {r * cosl((long double)theta), r * sinl((long double)theta)};
+        ASSERT_TRUE(diffuse__normal_fast_pair(wa, wb, z));
+        for (int j = 0; j < 2; j++) {
+            double e = (double)(fabsl((long double)z[j] - want[j]) / fabsl(want[j]));
+            if (!(e <= worst))
+                worst = e;
+        }
+    }
+    printf("  worst relative error %.3g (2^%.1f)\n", worst, log2(worst));
+    ASSERT_TRUE(worst < 0x1p-48);
+}
+
 /* (seed 0, sample 0, step 0) block 0 is Philox at counter 0, key 0: the first
  * KAT vector.  Its words, written out here, anchor the stream to the published
  * answer without going through the library's block function at all. */
@@ -527,6 +606,8 @@ int main(void)
     RUN(test_diffuse_rng_version);
     RUN_SEEDED(test_diffuse_normal_fill_kat_anchor);
     RUN_SEEDED(test_diffuse_normal_fill_matches_reference);
+    RUN_SEEDED(test_diffuse_normal_fill_fast_path_bit_identical);
+    RUN(test_diffuse_normal_fast_pair_error_bound);
     RUN_SEEDED(test_diffuse_normal_fill_frozen_values);
     RUN_SEEDED(test_diffuse_normal_fill_prefix_invariance);
     RUN_SEEDED(test_diffuse_normal_fill_streams_differ);
