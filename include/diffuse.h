@@ -1453,6 +1453,44 @@ DIFFUSE_API int diffuse_checkpoint_set(int param, double value);
  * Since: 1.1.
  */
 DIFFUSE_API int diffuse_checkpoint_get(int param, double *value);
+/** The longest text diffuse_checkpoint_save_meta() stores, in bytes. */
+#define DIFFUSE_CHECKPOINT_META_MAX 65536
+
+/**
+ * diffuse_checkpoint_save() with a text stored beside the net: the caller's
+ * own description of the checkpoint (the libdiffuse command-line program
+ * writes the training schedule and settings as "key=value" lines).  The
+ * library treats the text as opaque bytes and reads it back with
+ * diffuse_checkpoint_read_meta(); diffuse_checkpoint_load() ignores it, and
+ * a 1.0 library loads the file as if the text were not there (it is an
+ * optional record, "meta.text").
+ * @param meta  a NUL-terminated string of at most DIFFUSE_CHECKPOINT_META_MAX
+ *              bytes (not counting the NUL); copied into the file.
+ * Errors: those of diffuse_checkpoint_save(), and DIFFUSE_EINVAL for meta
+ * NULL or too long (nothing written).  Thread-safety as
+ * diffuse_checkpoint_save().  Since: 1.1.
+ */
+DIFFUSE_API int diffuse_checkpoint_save_meta(const char *path, const diffuse_net *net,
+                                             const diffuse_trainer *tr, const char *meta);
+
+/**
+ * Read the text a checkpoint was saved with by diffuse_checkpoint_save_meta().
+ *
+ * The whole file is checked as diffuse_checkpoint_load() checks it.  A valid
+ * checkpoint without a text (diffuse_checkpoint_save(), any 1.0 file) gives
+ * the empty string.
+ * @param out      receives the text and a terminating NUL; with out NULL and
+ *                 cap 0 the call is a size query.
+ * @param cap      capacity of out in bytes; must be at least *len_out + 1.
+ * @param len_out  receives the text's length without the NUL, also when cap
+ *                 is too small.
+ * Errors: DIFFUSE_EINVAL (NULL or empty path, NULL len_out, out NULL with
+ * cap > 0, cap too small: out is not written), DIFFUSE_EIO (unreadable
+ * file), DIFFUSE_EFORMAT (not a valid checkpoint, or a malformed text
+ * record), DIFFUSE_ENOMEM.  Thread-safe.  Since: 1.1.
+ */
+DIFFUSE_API int diffuse_checkpoint_read_meta(const char *path, char *out, size_t cap,
+                                             size_t *len_out);
 
 /* ------------------------------------------------------------------------ */
 /* Randomness                                                                */

@@ -52,11 +52,13 @@ run_one() {
     return 0
 }
 
-# run_build NAME LIBDIR TESTDIR: every test program of one build (in
-# TESTDIR), and the Python tests against its shared library (in LIBDIR).
+# run_build NAME LIBDIR TESTDIR CLI: every test program of one build (in
+# TESTDIR), the Python tests against its shared library (in LIBDIR), and
+# the end-to-end tests of its diffuse program (CLI).
 run_build() {
     name=$1
     dir=$2
+    cli=$4
     for t in $(find "$3" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort); do
         run_one "$name: $(basename "$t")" "$t"
     done
@@ -64,6 +66,11 @@ run_build() {
         [ -f "$py" ] || continue
         run_one "$name: $(basename "$py")" env LIBDIFFUSE_PATH="$dir/libdiffuse.so.1" \
             "$PYTHON" "$py"
+    done
+    for py in tests/cli/test_*.py; do
+        [ -f "$py" ] || continue
+        run_one "$name: $(basename "$py")" env LIBDIFFUSE_PATH="$dir/libdiffuse.so.1" \
+            DIFFUSE_CLI="$cli" "$PYTHON" "$py"
     done
     if [ -f tests/python/test_binding.py ]; then
         run_one "$name: test_binding.py without numpy" env LIBDIFFUSE_NO_NUMPY=1 \
@@ -90,10 +97,10 @@ if [ "${SANITIZE:-}" = 1 ]; then
     exit
 fi
 
-run_build make "$O" "$O/tests"
+run_build make "$O" "$O/tests" "$O/bin/diffuse"
 if [ -f "$MB/build.ninja" ]; then
     MESON_BUILD=$MB
-    run_build meson "$MB" "$MB"
+    run_build meson "$MB" "$MB" "$MB/diffuse"
 else
     MESON_BUILD=
     echo "== meson"

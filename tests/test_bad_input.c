@@ -3024,6 +3024,70 @@ static int row_trainer_step_cond(void)
     return nf;
 }
 
+static int row_checkpoint_save_meta(void)
+{
+    int nf = 0;
+    char path[128], *big;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL), *other = small_mlp(DIFFUSE_VAR_LEARNED);
+    diffuse_trainer *tr_other = small_trainer(other);
+    struct stat st;
+    CHECK(n != NULL && tr_other != NULL);
+    if (!ckpt_setup() || n == NULL || tr_other == NULL) {
+        nf++;
+        goto done;
+    }
+    ckpt_path(path, sizeof path, "meta.ckpt");
+    EXPECT_MSG(diffuse_checkpoint_save_meta(path, n, NULL, NULL), DIFFUSE_EINVAL,
+               "diffuse_checkpoint_save_meta: meta is NULL");
+    EXPECT(diffuse_checkpoint_save_meta(NULL, n, NULL, "a=b"), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_save_meta(path, NULL, NULL, "a=b"), DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_checkpoint_save_meta(path, n, tr_other, "a=b"), DIFFUSE_EINVAL,
+               "diffuse_checkpoint_save_meta");
+    big = (char *)malloc(DIFFUSE_CHECKPOINT_META_MAX + 2);
+    CHECK(big != NULL);
+    if (big != NULL) {
+        memset(big, 'x', DIFFUSE_CHECKPOINT_META_MAX + 1);
+        big[DIFFUSE_CHECKPOINT_META_MAX + 1] = '\0';
+        EXPECT(diffuse_checkpoint_save_meta(path, n, NULL, big), DIFFUSE_EINVAL);
+        free(big);
+    }
+    CHECK(stat(path, &st) != 0);
+done:
+    diffuse_trainer_free(tr_other);
+    diffuse_net_free(other);
+    diffuse_net_free(n);
+    return nf;
+}
+
+static int row_checkpoint_read_meta(void)
+{
+    int nf = 0;
+    char path[128], buf[16];
+    size_t len = 77;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL);
+    CHECK(n != NULL);
+    if (!ckpt_setup() || n == NULL) {
+        nf++;
+        goto done;
+    }
+    ckpt_path(path, sizeof path, "meta-read.ckpt");
+    CHECK(diffuse_checkpoint_save_meta(path, n, NULL, "0123456789abcdef") == DIFFUSE_OK);
+    EXPECT(diffuse_checkpoint_read_meta(NULL, buf, sizeof buf, &len), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_read_meta("", buf, sizeof buf, &len), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_read_meta(path, buf, sizeof buf, NULL), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_read_meta(path, NULL, 5, &len), DIFFUSE_EINVAL);
+    /* 16 bytes and the NUL do not fit 16 */
+    buf[0] = 'q';
+    EXPECT_MSG(diffuse_checkpoint_read_meta(path, buf, sizeof buf, &len), DIFFUSE_EINVAL,
+               "diffuse_checkpoint_read_meta: cap = 16");
+    CHECK(len == 16 && buf[0] == 'q');
+    EXPECT_MSG(diffuse_checkpoint_read_meta(ckpt_dir, buf, sizeof buf, &len), DIFFUSE_EIO,
+               "diffuse_checkpoint_read_meta");
+done:
+    diffuse_net_free(n);
+    return nf;
+}
+
 static const struct {
     const char *name;
     int (*run)(void);
@@ -3107,6 +3171,8 @@ static const struct {
     {"diffuse_trainer_step_cond", row_trainer_step_cond},
     {"diffuse_checkpoint_save", row_checkpoint_save},
     {"diffuse_checkpoint_load", row_checkpoint_load},
+    {"diffuse_checkpoint_save_meta", row_checkpoint_save_meta},
+    {"diffuse_checkpoint_read_meta", row_checkpoint_read_meta},
 };
 
 #define NROWS (sizeof rows / sizeof rows[0])

@@ -58,6 +58,12 @@
  *                                         net.classes only
  *   trainer.label_dropout       f64 x     DIFFUSE_TRAINER_LABEL_DROPOUT;
  *                                         written when not 0
+ *   meta.text                   u32 [W]   the caller's text of
+ *                                         diffuse_checkpoint_save_meta():
+ *                                         its bytes 4 to a word, the first
+ *                                         in the low byte, then zero bytes
+ *                                         up to the word boundary (at least
+ *                                         one); no zero byte inside the text
  *
  * The U-Net records and net.kind 2 were added to version 1 without a new
  * version: a reader that predates them refuses a U-Net file with
@@ -66,6 +72,9 @@
  * class records came the same way: a reader that predates them skips
  * net.classes and refuses the file, whose net.params is longer than the
  * architecture it knows; a net without classes is written as before.
+ *
+ * meta.text came the same way (1.1): a 1.0 reader skips it as an unknown
+ * name, and a file without it reads as before.
  *
  * The writer emits the records in the order of the known-record table below
  * (KNOWN); the loader accepts them in any order.
@@ -214,7 +223,7 @@ enum {
     R_LR, R_BETA1, R_BETA2, R_EPS, R_WD, R_ADAMW, R_CLIP, R_EMA_DECAY, R_LOSS, R_MIN_SNR,
     R_TIMESTEPS_KIND, R_THREADS,
     R_STEP, R_M, R_V, R_HIST, R_HIST_N, R_HIST_POS, R_BETAS, R_SCHED_T,
-    R_CLASSES, R_UNCOND, R_DROPOUT,
+    R_CLASSES, R_UNCOND, R_DROPOUT, R_META,
     R_COUNT
 };
 #define R_FIRST_TRAINER R_LR
@@ -263,6 +272,7 @@ static const struct {
     {"net.classes", T_U64, 0},
     {"net.uncond_rows", T_U64, 0},
     {"trainer.label_dropout", T_F64, 0},
+    {"meta.text", T_U32, 1},
 };
 
 static void put32(unsigned char *b, uint32_t v)
@@ -509,6 +519,25 @@ static void emit(writer *w, const diffuse_net *n, const diffuse_trainer *tr)
     w_i32s(w, tr->sched->timesteps, tr->T);
 }
 
+/* The meta.text record of a text (nothing for NULL). */
+static void emit_meta(writer *w, const char *meta)
+{
+    uint64_t d[1];
+    size_t n, i;
+    if (meta == NULL)
+        return;
+    n = strlen(meta);
+    d[0] = n / 4 + 1;
+    w_head(w, R_META, d);
+    for (i = 0; i < 4 * (size_t)d[0]; i += 4) {
+        unsigned char b[4] = {0, 0, 0, 0};
+        size_t k;
+        for (k = 0; k < 4 && i + k < n; k++)
+            b[k] = (unsigned char)meta[i + k];
+        w_bytes(w, b, 4, 1);
+    }
+}
+
 static void w_header(writer *w, uint64_t plen, uint32_t crc)
 {
     unsigned char h[DIFFUSE__CKPT_HEADER];
@@ -563,11 +592,12 @@ static int check_finite_state(const char *func, const diffuse_net *net,
 /* The first pass: payload length and CRC.  Fails (as func) above the size
  * limit. */
 static int measure(const char *func, const diffuse_net *net, const diffuse_trainer *tr,
-                   writer *w0)
+                   const char *meta, writer *w0)
 {
     DIFFUSE_TRY(check_finite_state(func, net, tr));
     memset(w0, 0, sizeof *w0);
     emit(w0, net, tr);
+    emit_meta(w0, meta);
     if (w0->plen > DIFFUSE__CKPT_MAX_BYTES - DIFFUSE__CKPT_HEADER)
         return diffuse__fail(DIFFUSE_EINVAL, func,
                              "the checkpoint would take %llu bytes, above the format's limit "
@@ -587,7 +617,7 @@ int diffuse__checkpoint_serialize(const diffuse_net *net, const diffuse_trainer 
     *len = 0;
     if (tr != NULL && tr->net != net)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "the trainer trains another net");
-    DIFFUSE_TRY(measure(__func__, net, tr, &w0));
+    DIFFUSE_TRY(measure(__func__, net, tr, NULL, &w0));
     total = (size_t)w0.plen + DIFFUSE__CKPT_HEADER;
     *len = total;
     if (buf == NULL)
@@ -632,7 +662,10 @@ static void sync_dir(const char *path, char *buf)
     }
 }
 
-int diffuse_checkpoint_save(const char *path, const diffuse_net *net, const diffuse_trainer *tr)
+/* diffuse_checkpoint_save() and diffuse_checkpoint_save_meta() (as func),
+ * with the meta.text record when meta is not NULL. */
+static int save_file(const char *func, const char *path, const diffuse_net *net,
+                     const diffuse_trainer *tr, const char *meta)
 {
     writer w0, w;
     char *tmp, msg[128];
@@ -642,23 +675,23 @@ int diffuse_checkpoint_save(const char *path, const diffuse_net *net, const diff
     FILE *f;
     struct stat st;
     if (path == NULL || net == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", path == NULL ? "path" : "net");
+        return diffuse__fail(DIFFUSE_EINVAL, func, "%s is NULL", path == NULL ? "path" : "net");
     if (path[0] == '\0')
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "path is empty");
+        return diffuse__fail(DIFFUSE_EINVAL, func, "path is empty");
     if (tr != NULL && tr->net != net)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "the trainer trains another net");
-    DIFFUSE_TRY(measure(__func__, net, tr, &w0));
+        return diffuse__fail(DIFFUSE_EINVAL, func, "the trainer trains another net");
+    DIFFUSE_TRY(measure(func, net, tr, meta, &w0));
     pl = strlen(path);
     tmp = (char *)diffuse__malloc(pl + sizeof ".XXXXXX");
     if (tmp == NULL)
-        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate the temporary file's name");
+        return diffuse__fail(DIFFUSE_ENOMEM, func, "cannot allocate the temporary file's name");
     memcpy(tmp, path, pl);
     memcpy(tmp + pl, ".XXXXXX", sizeof ".XXXXXX");
     fd = mkstemp(tmp);
     if (fd < 0) {
         e = errno;
         diffuse__free(tmp);
-        DIFFUSE_FAIL(DIFFUSE_EIO, "cannot create a temporary file next to '%s': %s", path,
+        return diffuse__fail(DIFFUSE_EIO, func, "cannot create a temporary file next to '%s': %s", path,
                      errno_text(e, msg, sizeof msg));
     }
     /* mkstemp makes the file 0600; a checkpoint that replaces a file keeps
@@ -675,6 +708,7 @@ int diffuse_checkpoint_save(const char *path, const diffuse_net *net, const diff
         w.f = f;
         w_header(&w, w0.plen, w0.crc);
         emit(&w, net, tr);
+        emit_meta(&w, meta);
         if (w.err != 0) {
             e = w.err;
             stage = "write";
@@ -702,12 +736,28 @@ int diffuse_checkpoint_save(const char *path, const diffuse_net *net, const diff
     if (stage != NULL) {
         (void)unlink(tmp);
         diffuse__free(tmp);
-        DIFFUSE_FAIL(DIFFUSE_EIO, "cannot %s '%s': %s (nothing written)", stage, path,
+        return diffuse__fail(DIFFUSE_EIO, func, "cannot %s '%s': %s (nothing written)", stage, path,
                      errno_text(e, msg, sizeof msg));
     }
     sync_dir(path, tmp);
     diffuse__free(tmp);
     return DIFFUSE_OK;
+}
+
+int diffuse_checkpoint_save(const char *path, const diffuse_net *net, const diffuse_trainer *tr)
+{
+    return save_file(__func__, path, net, tr, NULL);
+}
+
+int diffuse_checkpoint_save_meta(const char *path, const diffuse_net *net,
+                                 const diffuse_trainer *tr, const char *meta)
+{
+    if (meta == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "meta is NULL");
+    if (strlen(meta) > DIFFUSE_CHECKPOINT_META_MAX)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "meta holds %zu bytes, above the limit of %d",
+                     strlen(meta), DIFFUSE_CHECKPOINT_META_MAX);
+    return save_file(__func__, path, net, tr, meta);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1201,6 +1251,34 @@ static int check_workspace(const arch *a, size_t max_batch, size_t trainer_batch
                "for a file you trust)",
                what, need, max_batch, trainer_batch > 0 ? " with its trainer" : "",
                (unsigned long long)cap);
+/* meta.text: the text, then at least one zero byte, zeros to the end. */
+static int check_meta(const record *R, size_t *text_len)
+{
+    const unsigned char *b = R[R_META].data;
+    uint64_t words, k, n = 0;
+    *text_len = 0;
+    if (!R[R_META].present)
+        return DIFFUSE_OK;
+    words = R[R_META].dims[0];
+    if (words > DIFFUSE_CHECKPOINT_META_MAX / 4 + 1)
+        return BAD("record 'meta.text' holds %llu words, above the limit of %d",
+                   (unsigned long long)words, DIFFUSE_CHECKPOINT_META_MAX / 4 + 1);
+    while (n < 4 * words && b[n] != 0)
+        n++;
+    if (n == 4 * words)
+        return BAD("record 'meta.text' is not terminated by a zero byte");
+    if (n > DIFFUSE_CHECKPOINT_META_MAX)
+        return BAD("record 'meta.text' holds %llu bytes, above the limit of %d",
+                   (unsigned long long)n, DIFFUSE_CHECKPOINT_META_MAX);
+    for (k = n; k < 4 * words; k++)
+        if (b[k] != 0)
+            return BAD("record 'meta.text' has a nonzero byte after its end (offset %llu)",
+                       (unsigned long long)k);
+    if (4 * words - n > 4)
+        return BAD("record 'meta.text' has %llu bytes of padding, above 4",
+                   (unsigned long long)(4 * words - n));
+    *text_len = (size_t)n;
+    return DIFFUSE_OK;
 }
 
 static int check_args(size_t max_batch, diffuse_net **net_out, const diffuse_schedule *s,
@@ -1229,6 +1307,7 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
     uint64_t plen, T = 0;
     uint32_t version, crc, got;
     int has_tr = 0, rc, r;
+    size_t meta_len;
     diffuse_net *net = NULL;
     diffuse_trainer *tr = NULL;
     if (net_out != NULL)
@@ -1267,6 +1346,7 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
     DIFFUSE_TRY(check_net(R, &a));
     DIFFUSE_TRY(check_trainer(R, &a, tr_out != NULL, &has_tr, &T));
     DIFFUSE_TRY(check_workspace(&a, max_batch, tr_out != NULL ? trainer_batch : 0));
+    DIFFUSE_TRY(check_meta(R, &meta_len));
     if (tr_out != NULL) {
         if (!has_tr)
             return diffuse__fail(DIFFUSE_EINVAL, LOAD, "the checkpoint holds no trainer state");
@@ -1437,4 +1517,58 @@ int diffuse_checkpoint_load(const char *path, size_t max_batch, diffuse_net **ne
     rc = diffuse__checkpoint_parse(buf, len, max_batch, net_out, s, trainer_batch, tr_out);
     diffuse__free(buf);
     return rc;
+}
+
+int diffuse__checkpoint_meta(const unsigned char *buf, size_t len, char *out, size_t cap,
+                             size_t *len_out)
+{
+    record R[R_COUNT];
+    diffuse_net *net = NULL;
+    size_t n;
+    /* the whole file is checked as the loader checks it */
+    DIFFUSE_TRY(diffuse__checkpoint_parse(buf, len, 1, &net, NULL, 0, NULL));
+    diffuse_net_free(net);
+    memset(R, 0, sizeof R);
+    DIFFUSE_TRY(read_records(buf + DIFFUSE__CKPT_HEADER, len - DIFFUSE__CKPT_HEADER, R));
+    DIFFUSE_TRY(check_meta(R, &n));
+    *len_out = n;
+    if (out == NULL && cap == 0)
+        return DIFFUSE_OK;
+    if (cap <= n)
+        return diffuse__fail(DIFFUSE_EINVAL, "diffuse_checkpoint_read_meta",
+                             "cap = %zu but the text and its terminating zero take %zu bytes",
+                             cap, n + 1);
+    if (n > 0)
+        memcpy(out, R[R_META].data, n);
+    out[n] = '\0';
+    return DIFFUSE_OK;
+}
+
+int diffuse_checkpoint_read_meta(const char *path, char *out, size_t cap, size_t *len_out)
+{
+    unsigned char *buf;
+    size_t len;
+    int rc;
+    if (path == NULL || path[0] == '\0')
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "path is %s", path == NULL ? "NULL" : "empty");
+    if (len_out == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "len_out is NULL");
+    *len_out = 0;
+    if (out == NULL && cap > 0)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL with cap = %zu", cap);
+    rc = read_all(path, &buf, &len);
+    if (rc == DIFFUSE_OK) {
+        rc = diffuse__checkpoint_meta(buf, len, out, cap, len_out);
+        diffuse__free(buf);
+    }
+    if (rc != DIFFUSE_OK) {
+        /* the shared reader and parser speak as the loader: speak as this
+         * function */
+        const char *m = diffuse_last_error();
+        const char *colon = strchr(m, ':');
+        char copy[512];
+        snprintf(copy, sizeof copy, "%s", colon != NULL ? colon + 2 : m);
+        return diffuse__fail(rc, __func__, "%s", copy);
+    }
+    return DIFFUSE_OK;
 }

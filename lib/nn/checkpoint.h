@@ -33,4 +33,10 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
                               diffuse_net **net_out, const diffuse_schedule *s,
                               size_t trainer_batch, diffuse_trainer **tr_out);
 
+/* diffuse_checkpoint_read_meta() from memory: the whole file is checked as
+ * diffuse__checkpoint_parse() checks it, then meta.text is copied (see the
+ * public function for out, cap and len_out). */
+int diffuse__checkpoint_meta(const unsigned char *buf, size_t len, char *out, size_t cap,
+                             size_t *len_out);
+
 #endif

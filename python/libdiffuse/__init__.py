@@ -295,6 +295,9 @@ _SIGNATURES = {
     "diffuse_checkpoint_load": ([c_char_p, c_size_t, _PH, _H, c_size_t, _PH], c_int),
     "diffuse_checkpoint_set": ([c_int, c_double], c_int),
     "diffuse_checkpoint_get": ([c_int, _PD], c_int),
+    # since 1.1
+    "diffuse_checkpoint_save_meta": ([c_char_p, _H, _H, c_char_p], c_int),
+    "diffuse_checkpoint_read_meta": ([c_char_p, c_char_p, c_size_t, POINTER(c_size_t)], c_int),
     # randomness
     "diffuse_rng_version": ([], c_int),
     "diffuse_normal_fill": ([c_uint64, c_uint64, c_uint32, _PF, c_size_t], c_int),
@@ -444,6 +447,7 @@ DIFFUSE_ECANCELED = -6
 DIFFUSE_EMODEL = -7
 
 MAX_STEPS = 16777216
+CHECKPOINT_META_MAX = 65536
 
 TABLE_BETAS = 0
 TABLE_ALPHAS = 1
@@ -1859,12 +1863,34 @@ def _fspath(path):
     return p
 
 
-def checkpoint_save(path, net, trainer=None):
+def checkpoint_save(path, net, trainer=None, meta=None):
     """Save net (architecture, weights, EMA) and, if given, the state of the
-    trainer training it, atomically (a temporary file renamed over path)."""
+    trainer training it, atomically (a temporary file renamed over path).
+    meta (str, since 1.1): a text stored beside them (at most
+    CHECKPOINT_META_MAX bytes of UTF-8, no NUL), read back by
+    checkpoint_read_meta()."""
     p = _fspath(path)
     th = trainer._handle() if trainer is not None else None
-    _check(_f("diffuse_checkpoint_save")(p, net._handle(), th))
+    if meta is None:
+        _check(_f("diffuse_checkpoint_save")(p, net._handle(), th))
+        return
+    if not isinstance(meta, str):
+        raise TypeError(f"meta must be a str, not {type(meta).__name__}")
+    m = meta.encode("utf-8")
+    if b"\0" in m:
+        raise ValueError("meta contains a NUL character")
+    _check(_f("diffuse_checkpoint_save_meta")(p, net._handle(), th, m))
+
+
+def checkpoint_read_meta(path):
+    """The text a checkpoint was saved with (checkpoint_save(meta=...)), or
+    "" when it has none (since 1.1)."""
+    p = _fspath(path)
+    n = c_size_t(0)
+    _check(_f("diffuse_checkpoint_read_meta")(p, None, 0, byref(n)))
+    buf = ctypes.create_string_buffer(n.value + 1)
+    _check(_f("diffuse_checkpoint_read_meta")(p, buf, n.value + 1, byref(n)))
+    return buf.raw[:n.value].decode("utf-8", errors="replace")
 
 
 def checkpoint_load(path, max_batch, schedule=None, trainer_batch=0):

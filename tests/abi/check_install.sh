@@ -161,17 +161,19 @@ else
     else
         staged "$stage" > "$tmp/files"
         cat > "$tmp/want" <<EOF
+usr/bin/diffuse
 usr/include/diffuse.h
 usr/lib/libdiffuse.a
 usr/lib/libdiffuse.so
 usr/lib/libdiffuse.so.$major
 usr/lib/libdiffuse.so.$version
 usr/lib/pkgconfig/libdiffuse.pc
+usr/share/man/man1/diffuse.1
 EOF
         if cmp -s "$tmp/files" "$tmp/want"; then
-            ok "make install DESTDIR=... $mflags: the six expected files"
+            ok "make install DESTDIR=... $mflags: the eight expected files"
         else
-            fail "make install DESTDIR=... $mflags: the six expected files" \
+            fail "make install DESTDIR=... $mflags: the eight expected files" \
                 "$(diff "$tmp/want" "$tmp/files" | grep '^[<>]' |
                    sed -e 's/^</missing:/' -e 's/^>/unexpected:/')"
         fi
@@ -182,6 +184,13 @@ EOF
             ok "make install rebuilt nothing"
         fi
         use make "$stage" "$stage/usr/lib/pkgconfig" "$OPENMP"
+        # The installed program runs against the installed library.
+        if out=$(LD_LIBRARY_PATH="$stage/usr/lib" "$stage/usr/bin/diffuse" --version 2>&1) &&
+                [ "${out#diffuse $version}" != "$out" ]; then
+            ok "make install: the installed diffuse runs ($out)"
+        else
+            fail "make install: the installed diffuse runs" "$out"
+        fi
 
         if ! $MAKE --no-print-directory uninstall DESTDIR="$stage" $mflags \
                 > "$tmp/make.log" 2>&1; then
@@ -213,6 +222,8 @@ else
         pcfile=$(find "$stage" -name libdiffuse.pc | head -n 1)
         staged "$stage" | sed 's|^.*/||' | sort > "$tmp/files"
         cat > "$tmp/want" <<EOF
+diffuse
+diffuse.1
 diffuse.h
 libdiffuse.a
 libdiffuse.pc
@@ -222,9 +233,9 @@ libdiffuse.so.$version
 EOF
         if cmp -s "$tmp/files" "$tmp/want" && [ -n "$pcfile" ] &&
                 [ "$(basename "$(dirname "$pcfile")")" = pkgconfig ]; then
-            ok "meson install --destdir ...: the six expected files"
+            ok "meson install --destdir ...: the eight expected files"
         else
-            fail "meson install --destdir ...: the six expected files" "$(staged "$stage")"
+            fail "meson install --destdir ...: the eight expected files" "$(staged "$stage")"
         fi
         if [ -z "$pcfile" ]; then
             fail "meson: libdiffuse.pc installed" "no libdiffuse.pc under the stage"

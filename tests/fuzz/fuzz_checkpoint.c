@@ -16,7 +16,10 @@
  * trainer attempt); an output is not NULL after a failure; a loaded net and
  * trainer do not serialize to bytes that parse back to the same bytes; a
  * forward pass or a training step of what was loaded fails otherwise than
- * with ENUMERIC.
+ * with ENUMERIC; the text reader (diffuse__checkpoint_meta(), behind
+ * diffuse_checkpoint_read_meta()) accepts what the net-only load accepts
+ * and refuses what it refuses, and gives a text without a zero byte whose
+ * size query agrees with the copy.
  */
 #include "nn/checkpoint.h"
 #include "nn/train.h"
@@ -110,6 +113,30 @@ static void exercise(diffuse_net *net, diffuse_trainer *tr)
     free(out);
 }
 
+/* The text reader agrees with the net-only load (status rc_load; EINVAL
+ * there only for a trainer that does not fit the corpus schedule). */
+static void check_meta(const unsigned char *data, size_t size, int rc_load)
+{
+    size_t n = 7, n2 = 9;
+    char *text;
+    int rc = diffuse__checkpoint_meta(data, size, NULL, 0, &n);
+    if (rc == DIFFUSE_ENOMEM || rc_load == DIFFUSE_ENOMEM)
+        return;
+    FUZZ_CHECK(rc == DIFFUSE_OK || rc == DIFFUSE_EFORMAT);
+    FUZZ_CHECK((rc == DIFFUSE_OK) == (rc_load == DIFFUSE_OK));
+    if (rc != DIFFUSE_OK)
+        return;
+    FUZZ_CHECK(n <= DIFFUSE_CHECKPOINT_META_MAX);
+    text = (char *)malloc(n + 1);
+    FUZZ_CHECK(text != NULL);
+    if (n > 0)
+        FUZZ_CHECK(diffuse__checkpoint_meta(data, size, text, n, &n2) == DIFFUSE_EINVAL &&
+                   n2 == n);
+    FUZZ_CHECK(diffuse__checkpoint_meta(data, size, text, n + 1, &n2) == DIFFUSE_OK);
+    FUZZ_CHECK(n2 == n && strlen(text) == n);
+    free(text);
+}
+
 /* One input as it is; returns the status of the load (with a trainer when
  * the input holds one that fits the corpus schedule, else the net alone). */
 static int parse_one(const unsigned char *data, size_t size)
@@ -127,6 +154,7 @@ static int parse_one(const unsigned char *data, size_t size)
         FUZZ_CHECK(rc == DIFFUSE_OK || rc == DIFFUSE_EFORMAT || rc == DIFFUSE_ENOMEM);
         FUZZ_CHECK(rc == DIFFUSE_OK ? net != NULL : net == NULL);
     }
+    check_meta(data, size, rc);
     if (rc == DIFFUSE_OK) {
         check_reserialize(net, tr);
         exercise(net, tr);

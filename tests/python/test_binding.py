@@ -2246,6 +2246,27 @@ class CheckpointTest(Base):
         finally:
             ld.checkpoint_set(key, ld.CHECKPOINT_DEFAULT_MAX_WORKSPACE)
         net, _ = ld.checkpoint_load(path, 4)
+    def test_meta_text_round_trip(self):
+        # checkpoint_save(meta=) and checkpoint_read_meta(): the text comes
+        # back as it went in; a plain checkpoint has ""; bad texts refused.
+        net = ld.Net.mlp(2, width=8, depth=1, emb_dim=4, max_batch=2, seed=1)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m.ckpt")
+            ld.checkpoint_save(path, net)
+            self.assertEqual(ld.checkpoint_read_meta(path), "")
+            for text in ("", "k=v", "schedule=cosine\ntimesteps=1000\n", "\u00e9t\u00e9=1"):
+                ld.checkpoint_save(path, net, meta=text)
+                self.assertEqual(ld.checkpoint_read_meta(path), text)
+            with self.assertRaises(TypeError):
+                ld.checkpoint_save(path, net, meta=b"x")
+            with self.assertRaises(ValueError):
+                ld.checkpoint_save(path, net, meta="a\0b")
+            with self.assertRaises(ld.DiffuseError) as cm:
+                ld.checkpoint_save(path, net, meta="x" * (ld.CHECKPOINT_META_MAX + 1))
+            self.assertEqual(cm.exception.status, ld.DIFFUSE_EINVAL)
+            with self.assertRaises(ld.DiffuseError) as cm:
+                ld.checkpoint_read_meta(os.path.join(tmp, "missing.ckpt"))
+            self.assertEqual(cm.exception.status, ld.DIFFUSE_EIO)
         net.close()
 
     def _trainer(self, s, seed=1):
@@ -2731,6 +2752,8 @@ class CoverageTest(Base):
                 net2, tr2 = ld.checkpoint_load(path, 2, s)
                 tr2.close()
                 net2.close()
+                ld.checkpoint_save(path, net, tr, meta="a=1")
+                ld.checkpoint_read_meta(path)
 
 
 # ---------------------------------------------------------------------------
