@@ -1,0 +1,382 @@
+/*
+ * Improved DDPM's U-Net: forward and backward passes over a plan
+ * (lib/nn/iddpm.h), written once over a scalar type.  The includer defines:
+ *   IDDPM_REAL     the scalar type (float in the library, double in tests);
+ *   IDDPM_L(name)  the layer function of that type (name##_f or name##_d),
+ *                  from layers.h and iddpm_layers.h;
+ *   IDDPM_FN(name) the name of the function defined here for that type.
+ * Nothing here allocates: parameters, activations (pl->n_acts values),
+ * scratch (pl->n_scratch) and the layers' work are the caller's.
+ *
+ * The saved activations are each block's output, a ResBlock's first conv
+ * output r (with the embedding added, without scale-shift) and embedding
+ * projection, an attention block's qkv, softmax weights and attention
+ * output, and every group norm's statistics; the backward pass recomputes
+ * the rest (norm outputs, SiLUs, dropout masks, concatenations, upsampled
+ * maps) into scratch.
+ */
+#include "iddpm.h"
+#include "classes.h"
+
+#include <string.h>
+
+/* The input of block k: x for the first, else the previous block's output
+ * (a RES with a skip input concatenates its skip in scratch). */
+static const IDDPM_REAL *IDDPM_FN(iddpm_in)(const diffuse__iddpm_plan *pl, const IDDPM_REAL *x,
+                                             const IDDPM_REAL *acts, size_t k)
+{
+    return k == 0 ? x : acts + pl->ops[k - 1].a_out;
+}
+
+/* dst[b] = [prev[b] (cp values), skip[b] (cs values)] for B rows. */
+static void IDDPM_FN(iddpm_cat)(const IDDPM_REAL *prev, size_t cp, const IDDPM_REAL *skip,
+                                size_t cs, size_t B, IDDPM_REAL *dst)
+{
+    size_t b;
+    for (b = 0; b < B; b++) {
+        memcpy(dst + b * (cp + cs), prev + b * cp, cp * sizeof *dst);
+        memcpy(dst + b * (cp + cs) + cp, skip + b * cs, cs * sizeof *dst);
+    }
+}
+
+static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
+                                        const IDDPM_REAL *P, const IDDPM_REAL *in, size_t B,
+                                        IDDPM_REAL *acts, IDDPM_REAL *scratch,
+                                        const diffuse__iddpm_drop *dr, IDDPM_REAL *work, int nt)
+{
+    const diffuse__iddpm_op *o = &pl->ops[k];
+    const diffuse__iddpm_config *c = &pl->cfg;
+    const size_t HW = o->H * o->W, G = c->G, mb = pl->max_batch;
+    const size_t ce = c->scale_shift ? 2 * o->co : o->co;
+    IDDPM_REAL *A = scratch + pl->s_buf[0], *Bf = scratch + pl->s_buf[1];
+    IDDPM_REAL *Cf = scratch + pl->s_buf[2];
+    IDDPM_REAL *r = acts + o->a_r, *e = acts + o->a_e, *out = acts + o->a_out;
+    IDDPM_REAL *st1 = acts + o->a_st1, *st2 = acts + o->a_st2;
+    IDDPM_L(diffuse__groupnorm_forward)(in, B, o->ci, HW, G, P + o->p_gn1, P + o->p_gn1 + o->ci,
+                                        A, st1, st1 + mb * G);
+    IDDPM_L(diffuse__silu_forward)(A, B * o->ci * HW, A);
+    IDDPM_L(diffuse__conv3x3_forward)(A, B, o->ci, o->H, o->W, P + o->p_c1,
+                                      P + o->p_c1 + o->co * o->ci * 9, o->co, 1, r, work, nt);
+    IDDPM_L(diffuse__linear_forward)(acts + pl->a_se, B, pl->E, P + o->p_e,
+                                     P + o->p_e + ce * pl->E, ce, e, work, nt);
+    if (!c->scale_shift)
+        IDDPM_L(diffuse__add_channel)(r, e, B, o->co, HW);
+    IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
+                                        Bf, st2, st2 + mb * G);
+    if (c->scale_shift)
+        IDDPM_L(diffuse__scale_shift_forward)(Bf, e, B, o->co, HW, Bf);
+    IDDPM_L(diffuse__silu_forward)(Bf, B * o->co * HW, Bf);
+    if (dr->on && c->dropout > 0.0)
+        IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->step,
+                                          DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf);
+    IDDPM_L(diffuse__conv3x3_forward)(Bf, B, o->co, o->H, o->W, P + o->p_c2,
+                                      P + o->p_c2 + o->co * o->co * 9, o->co, 1, out, work, nt);
+    if (o->ci != o->co) {
+        IDDPM_L(diffuse__conv1x1_forward)(in, B, o->ci, HW, P + o->p_sk,
+                                          P + o->p_sk + o->co * o->ci, o->co, Cf, work, nt);
+        IDDPM_L(diffuse__add)(out, Cf, B * o->co * HW, out);
+    } else {
+        IDDPM_L(diffuse__add)(out, in, B * o->co * HW, out);
+    }
+}
+
+/* dy: the gradient of the output (kept); dx: the input's (overwritten). */
+static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k,
+                                         const IDDPM_REAL *P, const IDDPM_REAL *in, size_t B,
+                                         IDDPM_REAL *acts, IDDPM_REAL *scratch,
+                                         const IDDPM_REAL *dy, IDDPM_REAL *dx, IDDPM_REAL *Gr,
+                                         const diffuse__iddpm_drop *dr, IDDPM_REAL *work,
+                                         int nt)
+{
+    const diffuse__iddpm_op *o = &pl->ops[k];
+    const diffuse__iddpm_config *c = &pl->cfg;
+    const size_t HW = o->H * o->W, G = c->G, mb = pl->max_batch;
+    const size_t ce = c->scale_shift ? 2 * o->co : o->co, no = B * o->co * HW;
+    IDDPM_REAL *A = scratch + pl->s_buf[0], *Bf = scratch + pl->s_buf[1];
+    IDDPM_REAL *Cf = scratch + pl->s_buf[2], *D = scratch + pl->s_buf[3];
+    IDDPM_REAL *de = scratch + pl->s_de, *dtmp = scratch + pl->s_dtmp;
+    IDDPM_REAL *dse = scratch + pl->s_dse;
+    const IDDPM_REAL *r = acts + o->a_r, *e = acts + o->a_e;
+    IDDPM_REAL *st1 = acts + o->a_st1, *st2 = acts + o->a_st2;
+    const IDDPM_REAL *U1;
+    /* recompute the second conv's input */
+    IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
+                                        A, st2, st2 + mb * G);
+    U1 = A;
+    if (c->scale_shift) {
+        IDDPM_L(diffuse__scale_shift_forward)(A, e, B, o->co, HW, Bf);
+        U1 = Bf;
+    }
+    IDDPM_L(diffuse__silu_forward)(U1, no, Cf);
+    if (dr->on && c->dropout > 0.0)
+        IDDPM_L(diffuse__dropout_forward)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->step,
+                                          DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf);
+    IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->co, o->H, o->W, P + o->p_c2, o->co, 1, dy, D,
+                                       Gr + o->p_c2, Gr + o->p_c2 + o->co * o->co * 9, work, nt);
+    if (dr->on && c->dropout > 0.0)
+        IDDPM_L(diffuse__dropout_backward)(D, B, o->co * HW, c->dropout, dr->seed, dr->step,
+                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D);
+    IDDPM_L(diffuse__silu_backward)(U1, D, no, D);
+    if (c->scale_shift)
+        IDDPM_L(diffuse__scale_shift_backward)(A, e, D, B, o->co, HW, D, de);
+    IDDPM_L(diffuse__groupnorm_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G, D,
+                                         A, Gr + o->p_gn2, Gr + o->p_gn2 + o->co);
+    if (!c->scale_shift)
+        IDDPM_L(diffuse__add_channel_backward)(A, B, o->co, HW, de, 0);
+    IDDPM_L(diffuse__linear_backward)(acts + pl->a_se, B, pl->E, P + o->p_e, ce, de, dtmp,
+                                      Gr + o->p_e, Gr + o->p_e + ce * pl->E, work, nt);
+    IDDPM_L(diffuse__add)(dse, dtmp, B * pl->E, dse);
+    /* the first conv, its input recomputed */
+    IDDPM_L(diffuse__groupnorm_forward)(in, B, o->ci, HW, G, P + o->p_gn1, P + o->p_gn1 + o->ci,
+                                        Bf, st1, st1 + mb * G);
+    IDDPM_L(diffuse__silu_forward)(Bf, B * o->ci * HW, Cf);
+    IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->ci, o->H, o->W, P + o->p_c1, o->co, 1, A, D,
+                                       Gr + o->p_c1, Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
+    IDDPM_L(diffuse__silu_backward)(Bf, D, B * o->ci * HW, D);
+    IDDPM_L(diffuse__groupnorm_backward)(in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G, D,
+                                         dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci);
+    if (o->ci != o->co) {
+        IDDPM_L(diffuse__conv1x1_backward)(in, B, o->ci, HW, P + o->p_sk, o->co, dy, D,
+                                           Gr + o->p_sk, Gr + o->p_sk + o->co * o->ci, work, nt);
+        IDDPM_L(diffuse__add)(dx, D, B * o->ci * HW, dx);
+    } else {
+        IDDPM_L(diffuse__add)(dx, dy, no, dx);
+    }
+}
+
+static void IDDPM_FN(iddpm_attn_forward)(const diffuse__iddpm_plan *pl, size_t k,
+                                         const IDDPM_REAL *P, const IDDPM_REAL *in, size_t B,
+                                         IDDPM_REAL *acts, IDDPM_REAL *scratch,
+                                         IDDPM_REAL *work, int nt)
+{
+    const diffuse__iddpm_op *o = &pl->ops[k];
+    const size_t C = o->co, T = o->H * o->W, G = pl->cfg.G, mb = pl->max_batch;
+    IDDPM_REAL *A = scratch + pl->s_buf[0];
+    IDDPM_REAL *st = acts + o->a_st1, *qkv = acts + o->a_qkv, *a = acts + o->a_a;
+    IDDPM_REAL *out = acts + o->a_out;
+    IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A, st,
+                                        st + mb * G);
+    IDDPM_L(diffuse__conv1x1_forward)(A, B, C, T, P + o->p_c1, P + o->p_c1 + 3 * C * C, 3 * C,
+                                      qkv, work, nt);
+    IDDPM_L(diffuse__qkv_attention_forward)(qkv, B, C, T, o->heads, acts + o->a_wts, a, work,
+                                            nt);
+    IDDPM_L(diffuse__conv1x1_forward)(a, B, C, T, P + o->p_c2, P + o->p_c2 + C * C, C, out,
+                                      work, nt);
+    IDDPM_L(diffuse__add)(out, in, B * C * T, out);
+}
+
+static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t k,
+                                          const IDDPM_REAL *P, const IDDPM_REAL *in, size_t B,
+                                          IDDPM_REAL *acts, IDDPM_REAL *scratch,
+                                          const IDDPM_REAL *dy, IDDPM_REAL *dx, IDDPM_REAL *Gr,
+                                          IDDPM_REAL *work, int nt)
+{
+    const diffuse__iddpm_op *o = &pl->ops[k];
+    const size_t C = o->co, T = o->H * o->W, G = pl->cfg.G, mb = pl->max_batch;
+    IDDPM_REAL *A = scratch + pl->s_buf[0], *Bf = scratch + pl->s_buf[1];
+    IDDPM_REAL *Cf = scratch + pl->s_buf[2], *D = scratch + pl->s_buf[3];
+    IDDPM_REAL *st = acts + o->a_st1;
+    const IDDPM_REAL *qkv = acts + o->a_qkv, *a = acts + o->a_a;
+    IDDPM_L(diffuse__conv1x1_backward)(a, B, C, T, P + o->p_c2, C, dy, Bf, Gr + o->p_c2,
+                                       Gr + o->p_c2 + C * C, work, nt);
+    IDDPM_L(diffuse__qkv_attention_backward)(qkv, acts + o->a_wts, Bf, B, C, T, o->heads, Cf,
+                                             scratch + pl->s_dlog, work, nt);
+    IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A, st,
+                                        st + mb * G);
+    IDDPM_L(diffuse__conv1x1_backward)(A, B, C, T, P + o->p_c1, 3 * C, Cf, D, Gr + o->p_c1,
+                                       Gr + o->p_c1 + 3 * C * C, work, nt);
+    IDDPM_L(diffuse__groupnorm_backward)(in, B, C, T, G, P + o->p_gn1, st, st + mb * G, D, dx,
+                                         Gr + o->p_gn1, Gr + o->p_gn1 + C);
+    IDDPM_L(diffuse__add)(dx, dy, B * C * T, dx);
+}
+
+/* out[B][out_C][H][W] = net(x, t, lab); saves what the backward pass
+ * reads.  t: the timesteps as the caller gives them (scaled here by
+ * time_scale). */
+static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classes,
+                                    const IDDPM_REAL *P, const IDDPM_REAL *x,
+                                    const IDDPM_REAL *t, const int32_t *lab, size_t B,
+                                    IDDPM_REAL *acts, IDDPM_REAL *scratch, IDDPM_REAL *out,
+                                    const diffuse__iddpm_drop *dr, IDDPM_REAL *work, int nt)
+{
+    const diffuse__iddpm_config *c = &pl->cfg;
+    const size_t E = pl->E, mc = c->mc, G = c->G, mb = pl->max_batch;
+    IDDPM_REAL *ts = scratch + pl->s_ts, *A = scratch + pl->s_buf[0];
+    IDDPM_REAL *Xc = scratch + pl->s_buf[4];
+    size_t b, k;
+    for (b = 0; b < B; b++)
+        ts[b] = c->time_scale == 1.0 ? t[b] : (IDDPM_REAL)((double)t[b] * c->time_scale);
+    IDDPM_L(diffuse__timestep_embedding)(ts, B, mc, acts + pl->a_emb0);
+    IDDPM_L(diffuse__linear_forward)(acts + pl->a_emb0, B, mc, P + pl->p_t1, P + pl->p_t1 + E * mc,
+                                     E, acts + pl->a_a1, work, nt);
+    IDDPM_L(diffuse__silu_forward)(acts + pl->a_a1, B * E, acts + pl->a_s1);
+    IDDPM_L(diffuse__linear_forward)(acts + pl->a_s1, B, E, P + pl->p_t2, P + pl->p_t2 + E * E, E,
+                                     acts + pl->a_e, work, nt);
+    if (classes > 0)
+        for (b = 0; b < B; b++)
+            IDDPM_L(diffuse__add)(acts + pl->a_e + b * E,
+                                  P + pl->n_params + diffuse__class_row(lab[b], classes) * E, E,
+                                  acts + pl->a_e + b * E);
+    IDDPM_L(diffuse__silu_forward)(acts + pl->a_e, B * E, acts + pl->a_se);
+    for (k = 0; k < pl->n_ops; k++) {
+        const diffuse__iddpm_op *o = &pl->ops[k];
+        const IDDPM_REAL *in = IDDPM_FN(iddpm_in)(pl, x, acts, k);
+        const size_t HW = o->H * o->W;
+        switch (o->type) {
+        case DIFFUSE__IDDPM_CONV_IN:
+            IDDPM_L(diffuse__conv3x3_forward)(x, B, o->ci, o->H, o->W, P + o->p_c1,
+                                              P + o->p_c1 + o->co * o->ci * 9, o->co, 1,
+                                              acts + o->a_out, work, nt);
+            break;
+        case DIFFUSE__IDDPM_RES:
+            if (o->skip_src >= 0) {
+                const diffuse__iddpm_op *s = &pl->ops[o->skip_src];
+                IDDPM_FN(iddpm_cat)(in, o->ci_prev * HW, acts + s->a_out,
+                                    (o->ci - o->ci_prev) * HW, B, Xc);
+                in = Xc;
+            }
+            IDDPM_FN(iddpm_res_forward)(pl, k, P, in, B, acts, scratch, dr, work, nt);
+            break;
+        case DIFFUSE__IDDPM_ATTN:
+            IDDPM_FN(iddpm_attn_forward)(pl, k, P, in, B, acts, scratch, work, nt);
+            break;
+        case DIFFUSE__IDDPM_DOWN:
+            if (c->conv_resample)
+                IDDPM_L(diffuse__conv3x3_forward)(in, B, o->ci, o->H, o->W, P + o->p_c1,
+                                                  P + o->p_c1 + o->co * o->ci * 9, o->co, 2,
+                                                  acts + o->a_out, work, nt);
+            else
+                IDDPM_L(diffuse__avgpool2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out);
+            break;
+        default: /* UP */
+            if (c->conv_resample) {
+                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, A);
+                IDDPM_L(diffuse__conv3x3_forward)(A, B, o->ci, 2 * o->H, 2 * o->W, P + o->p_c1,
+                                                  P + o->p_c1 + o->co * o->ci * 9, o->co, 1,
+                                                  acts + o->a_out, work, nt);
+            } else {
+                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out);
+            }
+            break;
+        }
+    }
+    {
+        const diffuse__iddpm_op *o = &pl->ops[pl->n_ops - 1];
+        const size_t ch = o->co, HW = c->H * c->W;
+        IDDPM_REAL *st = acts + pl->a_out_st;
+        IDDPM_L(diffuse__groupnorm_forward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
+                                            P + pl->p_out_gn + ch, A, st, st + mb * G);
+        IDDPM_L(diffuse__silu_forward)(A, B * ch * HW, A);
+        IDDPM_L(diffuse__conv3x3_forward)(A, B, ch, c->H, c->W, P + pl->p_out_c,
+                                          P + pl->p_out_c + c->out_C * ch * 9, c->out_C, 1, out,
+                                          work, nt);
+    }
+}
+
+/* Gradients of sum(dout .* out) after iddpm_forward on the same inputs
+ * (and the same dropout state): accumulated into Gr; dx [B][C][H][W]
+ * overwritten when not NULL. */
+static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t classes,
+                                     const IDDPM_REAL *P, const IDDPM_REAL *x,
+                                     const int32_t *lab, size_t B, IDDPM_REAL *acts,
+                                     IDDPM_REAL *scratch, const IDDPM_REAL *dout,
+                                     IDDPM_REAL *Gr, IDDPM_REAL *dx,
+                                     const diffuse__iddpm_drop *dr, IDDPM_REAL *work, int nt)
+{
+    const diffuse__iddpm_config *c = &pl->cfg;
+    const size_t E = pl->E, mc = c->mc, G = c->G, mb = pl->max_batch;
+    IDDPM_REAL *A = scratch + pl->s_buf[0], *Bf = scratch + pl->s_buf[1];
+    IDDPM_REAL *Cf = scratch + pl->s_buf[2], *Xc = scratch + pl->s_buf[4];
+    IDDPM_REAL *g[3];
+    IDDPM_REAL *dse = scratch + pl->s_dse, *dtmp = scratch + pl->s_dtmp;
+    IDDPM_REAL *dy;
+    size_t k, b;
+    g[0] = scratch + pl->s_buf[5];
+    g[1] = scratch + pl->s_buf[6];
+    g[2] = scratch + pl->s_buf[7];
+    memset(dse, 0, B * E * sizeof *dse);
+    {
+        const diffuse__iddpm_op *o = &pl->ops[pl->n_ops - 1];
+        const size_t ch = o->co, HW = c->H * c->W;
+        IDDPM_REAL *st = acts + pl->a_out_st;
+        IDDPM_L(diffuse__groupnorm_forward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
+                                            P + pl->p_out_gn + ch, A, st, st + mb * G);
+        IDDPM_L(diffuse__silu_forward)(A, B * ch * HW, Bf);
+        IDDPM_L(diffuse__conv3x3_backward)(Bf, B, ch, c->H, c->W, P + pl->p_out_c, c->out_C, 1,
+                                           dout, Cf, Gr + pl->p_out_c,
+                                           Gr + pl->p_out_c + c->out_C * ch * 9, work, nt);
+        IDDPM_L(diffuse__silu_backward)(A, Cf, B * ch * HW, Cf);
+        IDDPM_L(diffuse__groupnorm_backward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn, st,
+                                             st + mb * G, Cf, g[0], Gr + pl->p_out_gn,
+                                             Gr + pl->p_out_gn + ch);
+    }
+    dy = g[0];
+    for (k = pl->n_ops; k-- > 0;) {
+        const diffuse__iddpm_op *o = &pl->ops[k];
+        const IDDPM_REAL *in = IDDPM_FN(iddpm_in)(pl, x, acts, k);
+        const size_t HW = o->H * o->W;
+        IDDPM_REAL *other = dy == g[0] ? g[1] : g[0];
+        if (o->is_skip) /* the gradient the concatenation gave this output */
+            IDDPM_L(diffuse__add)(dy, scratch + o->s_dskip, B * o->n_out, dy);
+        switch (o->type) {
+        case DIFFUSE__IDDPM_CONV_IN:
+            IDDPM_L(diffuse__conv3x3_backward)(x, B, o->ci, o->H, o->W, P + o->p_c1, o->co, 1, dy,
+                                               dx, Gr + o->p_c1, Gr + o->p_c1 + o->co * o->ci * 9,
+                                               work, nt);
+            break;
+        case DIFFUSE__IDDPM_RES:
+            if (o->skip_src >= 0) {
+                const diffuse__iddpm_op *s = &pl->ops[o->skip_src];
+                const size_t cp = o->ci_prev * HW, cs = (o->ci - o->ci_prev) * HW;
+                IDDPM_FN(iddpm_cat)(in, cp, acts + s->a_out, cs, B, Xc);
+                IDDPM_FN(iddpm_res_backward)(pl, k, P, Xc, B, acts, scratch, dy, g[2], Gr, dr,
+                                             work, nt);
+                /* split: the previous block's part, the skip's part */
+                for (b = 0; b < B; b++) {
+                    memcpy(other + b * cp, g[2] + b * (cp + cs), cp * sizeof *other);
+                    memcpy(scratch + s->s_dskip + b * cs, g[2] + b * (cp + cs) + cp,
+                           cs * sizeof *other);
+                }
+            } else {
+                IDDPM_FN(iddpm_res_backward)(pl, k, P, in, B, acts, scratch, dy, other, Gr, dr,
+                                             work, nt);
+            }
+            break;
+        case DIFFUSE__IDDPM_ATTN:
+            IDDPM_FN(iddpm_attn_backward)(pl, k, P, in, B, acts, scratch, dy, other, Gr, work, nt);
+            break;
+        case DIFFUSE__IDDPM_DOWN:
+            if (c->conv_resample)
+                IDDPM_L(diffuse__conv3x3_backward)(in, B, o->ci, o->H, o->W, P + o->p_c1, o->co,
+                                                   2, dy, other, Gr + o->p_c1,
+                                                   Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
+            else
+                IDDPM_L(diffuse__avgpool2_backward)(dy, B, o->ci, o->H, o->W, other);
+            break;
+        default: /* UP */
+            if (c->conv_resample) {
+                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, A);
+                IDDPM_L(diffuse__conv3x3_backward)(A, B, o->ci, 2 * o->H, 2 * o->W, P + o->p_c1,
+                                                   o->co, 1, dy, Bf, Gr + o->p_c1,
+                                                   Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
+                IDDPM_L(diffuse__upsample2_backward)(Bf, B, o->ci, o->H, o->W, other);
+            } else {
+                IDDPM_L(diffuse__upsample2_backward)(dy, B, o->ci, o->H, o->W, other);
+            }
+            break;
+        }
+        dy = other;
+    }
+    /* the time branch: e (+ the class row) is used as SiLU(e) */
+    IDDPM_L(diffuse__silu_backward)(acts + pl->a_e, dse, B * E, dse);
+    if (classes > 0)
+        for (b = 0; b < B; b++) {
+            IDDPM_REAL *row = Gr + pl->n_params + diffuse__class_row(lab[b], classes) * E;
+            IDDPM_L(diffuse__add)(row, dse + b * E, E, row);
+        }
+    IDDPM_L(diffuse__linear_backward)(acts + pl->a_s1, B, E, P + pl->p_t2, E, dse, dtmp,
+                                      Gr + pl->p_t2, Gr + pl->p_t2 + E * E, work, nt);
+    IDDPM_L(diffuse__silu_backward)(acts + pl->a_a1, dtmp, B * E, dtmp);
+    IDDPM_L(diffuse__linear_backward)(acts + pl->a_emb0, B, mc, P + pl->p_t1, E, dtmp, NULL,
+                                      Gr + pl->p_t1, Gr + pl->p_t1 + E * mc, work, nt);
+}

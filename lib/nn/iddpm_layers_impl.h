@@ -1,0 +1,316 @@
+/*
+ * The layers of lib/nn/iddpm_layers.h, written once over a scalar type.  The
+ * includer defines LAYER_REAL, LAYER_NAME(n) and LAYER_GEMM as for
+ * layers_impl.h (this file may follow layers_impl.h in the same translation
+ * unit: its helpers carry other names).  No include guard; every name it
+ * defines carries the type's suffix.
+ *
+ * Determinism: every sum runs in one fixed order (GEMMs with a fixed K
+ * order, double accumulators elsewhere); nothing depends on nt but the
+ * GEMM's partition of its output.
+ */
+#include "internal.h"
+#include "nn/iddpm_layers.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef IDDPM_LAYERS_IMPL_COMMON_
+#define IDDPM_LAYERS_IMPL_COMMON_
+#define IDDPM_EXP_(v) (_Generic((v), float: expf, default: exp)(v))
+#endif
+
+/* C[M][N] = alpha op(A) op(B) (+ C when accumulate), degenerate sizes here. */
+static void LAYER_NAME(il_gemm)(int ta, int tb, size_t M, size_t N, size_t K, LAYER_REAL alpha,
+                                const LAYER_REAL *A, size_t lda, const LAYER_REAL *Bm,
+                                size_t ldb, int accumulate, LAYER_REAL *C, size_t ldc,
+                                LAYER_REAL *work, int nt)
+{
+    size_t i;
+    if (M == 0 || N == 0)
+        return;
+    if (K == 0) {
+        if (!accumulate)
+            for (i = 0; i < M; i++)
+                memset(C + i * ldc, 0, N * sizeof *C);
+        return;
+    }
+    LAYER_GEMM(ta, tb, M, N, K, alpha, A, lda, Bm, ldb,
+               accumulate ? (LAYER_REAL)1 : (LAYER_REAL)0, C, ldc, work, nt);
+}
+
+/* Sum of x[0..n) in double, four partial sums combined in a fixed order. */
+static double LAYER_NAME(il_sum)(const LAYER_REAL *x, size_t n)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += (double)x[i];
+        s1 += (double)x[i + 1];
+        s2 += (double)x[i + 2];
+        s3 += (double)x[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += (double)x[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* Sum of x[i] y[i] in double, in the order of il_sum. */
+static double LAYER_NAME(il_dot)(const LAYER_REAL *x, const LAYER_REAL *y, size_t n)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += (double)x[i] * (double)y[i];
+        s1 += (double)x[i + 1] * (double)y[i + 1];
+        s2 += (double)x[i + 2] * (double)y[i + 2];
+        s3 += (double)x[i + 3] * (double)y[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += (double)x[i] * (double)y[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1x1 convolution                                                           */
+/* ------------------------------------------------------------------------ */
+
+void LAYER_NAME(diffuse__conv1x1_forward)(const LAYER_REAL *x, size_t B, size_t Ci, size_t HW,
+                                          const LAYER_REAL *W, const LAYER_REAL *bias,
+                                          size_t Co, LAYER_REAL *y, LAYER_REAL *work, int nt)
+{
+    size_t b, c, p;
+    for (b = 0; b < B; b++) {
+        LAYER_REAL *yb = y + b * Co * HW;
+        if (bias != NULL)
+            for (c = 0; c < Co; c++)
+                for (p = 0; p < HW; p++)
+                    yb[c * HW + p] = bias[c];
+        LAYER_NAME(il_gemm)(0, 0, Co, HW, Ci, (LAYER_REAL)1, W, Ci, x + b * Ci * HW, HW,
+                            bias != NULL, yb, HW, work, nt);
+    }
+}
+
+void LAYER_NAME(diffuse__conv1x1_backward)(const LAYER_REAL *x, size_t B, size_t Ci, size_t HW,
+                                           const LAYER_REAL *W, size_t Co,
+                                           const LAYER_REAL *dy, LAYER_REAL *dx,
+                                           LAYER_REAL *dW, LAYER_REAL *db, LAYER_REAL *work,
+                                           int nt)
+{
+    size_t b, c;
+    if (db != NULL)
+        for (c = 0; c < Co; c++) {
+            double s = 0.0;
+            for (b = 0; b < B; b++)
+                s += LAYER_NAME(il_sum)(dy + (b * Co + c) * HW, HW);
+            db[c] = (LAYER_REAL)((double)db[c] + s);
+        }
+    for (b = 0; b < B; b++) {
+        const LAYER_REAL *dyb = dy + b * Co * HW;
+        if (dW != NULL) /* dW[Co][Ci] += dy_b[Co][HW] x_b[Ci][HW]^T */
+            LAYER_NAME(il_gemm)(0, 1, Co, Ci, HW, (LAYER_REAL)1, dyb, HW, x + b * Ci * HW, HW,
+                                1, dW, Ci, work, nt);
+        if (dx != NULL) /* dx_b[Ci][HW] = W[Co][Ci]^T dy_b[Co][HW] */
+            LAYER_NAME(il_gemm)(1, 0, Ci, HW, Co, (LAYER_REAL)1, W, Ci, dyb, HW, 0,
+                                dx + b * Ci * HW, HW, work, nt);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2x2 average pooling                                                       */
+/* ------------------------------------------------------------------------ */
+
+void LAYER_NAME(diffuse__avgpool2_forward)(const LAYER_REAL *x, size_t B, size_t C, size_t H,
+                                           size_t Wd, LAYER_REAL *y)
+{
+    const size_t n = B * C, Ho = H / 2, Wo = Wd / 2;
+    size_t c, i, j;
+    for (c = 0; c < n; c++) {
+        const LAYER_REAL *xc = x + c * H * Wd;
+        LAYER_REAL *yc = y + c * Ho * Wo;
+        for (i = 0; i < Ho; i++) {
+            const LAYER_REAL *r0 = xc + 2 * i * Wd, *r1 = r0 + Wd;
+            for (j = 0; j < Wo; j++)
+                yc[i * Wo + j] = ((r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1])) *
+                                 (LAYER_REAL)0.25;
+        }
+    }
+}
+
+void LAYER_NAME(diffuse__avgpool2_backward)(const LAYER_REAL *dy, size_t B, size_t C, size_t H,
+                                            size_t Wd, LAYER_REAL *dx)
+{
+    const size_t n = B * C, Ho = H / 2, Wo = Wd / 2;
+    size_t c, i, j;
+    for (c = 0; c < n; c++) {
+        const LAYER_REAL *dyc = dy + c * Ho * Wo;
+        LAYER_REAL *dxc = dx + c * H * Wd;
+        for (i = 0; i < Ho; i++) {
+            LAYER_REAL *r0 = dxc + 2 * i * Wd, *r1 = r0 + Wd;
+            for (j = 0; j < Wo; j++) {
+                const LAYER_REAL g = dyc[i * Wo + j] * (LAYER_REAL)0.25;
+                r0[2 * j] = g;
+                r0[2 * j + 1] = g;
+                r1[2 * j] = g;
+                r1[2 * j + 1] = g;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scale and shift                                                           */
+/* ------------------------------------------------------------------------ */
+
+void LAYER_NAME(diffuse__scale_shift_forward)(const LAYER_REAL *x, const LAYER_REAL *ss,
+                                              size_t B, size_t C, size_t HW, LAYER_REAL *y)
+{
+    size_t b, c, p;
+    for (b = 0; b < B; b++)
+        for (c = 0; c < C; c++) {
+            const LAYER_REAL s1 = (LAYER_REAL)1 + ss[b * 2 * C + c], sh = ss[b * 2 * C + C + c];
+            const LAYER_REAL *xc = x + (b * C + c) * HW;
+            LAYER_REAL *yc = y + (b * C + c) * HW;
+            for (p = 0; p < HW; p++)
+                yc[p] = xc[p] * s1 + sh;
+        }
+}
+
+void LAYER_NAME(diffuse__scale_shift_backward)(const LAYER_REAL *x, const LAYER_REAL *ss,
+                                               const LAYER_REAL *dy, size_t B, size_t C,
+                                               size_t HW, LAYER_REAL *dx, LAYER_REAL *dss)
+{
+    size_t b, c, p;
+    for (b = 0; b < B; b++)
+        for (c = 0; c < C; c++) {
+            const LAYER_REAL s1 = (LAYER_REAL)1 + ss[b * 2 * C + c];
+            const LAYER_REAL *xc = x + (b * C + c) * HW, *dyc = dy + (b * C + c) * HW;
+            LAYER_REAL *dxc = dx + (b * C + c) * HW;
+            dss[b * 2 * C + c] = (LAYER_REAL)LAYER_NAME(il_dot)(dyc, xc, HW);
+            dss[b * 2 * C + C + c] = (LAYER_REAL)LAYER_NAME(il_sum)(dyc, HW);
+            for (p = 0; p < HW; p++)
+                dxc[p] = dyc[p] * s1;
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dropout                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* y = mask (x / (1 - p)), the mask of iddpm_layers.h (also the backward). */
+static void LAYER_NAME(il_dropout)(const LAYER_REAL *x, size_t B, size_t n, double p,
+                                   uint64_t seed, uint64_t step, uint32_t stream, LAYER_REAL *y)
+{
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    const LAYER_REAL scale = p < 1.0 ? (LAYER_REAL)(1.0 / (1.0 - p)) : (LAYER_REAL)0;
+    size_t b, i;
+    if (!(p > 0.0)) {
+        if (y != x)
+            memcpy(y, x, B * n * sizeof *y);
+        return;
+    }
+    for (b = 0; b < B; b++) {
+        const uint64_t sample = (step << 32) | (uint64_t)b;
+        const LAYER_REAL *xb = x + b * n;
+        LAYER_REAL *yb = y + b * n;
+        uint32_t w[4];
+        for (i = 0; i < n; i++) {
+            if (i % 4 == 0) {
+                const uint32_t ctr[4] = {(uint32_t)(i / 4), stream, (uint32_t)sample,
+                                         (uint32_t)(sample >> 32)};
+                diffuse__philox4x32_10(ctr, key, w);
+            }
+            yb[i] = ((double)w[i % 4] + 0.5) * (1.0 / 4294967296.0) < p ? (LAYER_REAL)0
+                                                                         : xb[i] * scale;
+        }
+    }
+}
+
+void LAYER_NAME(diffuse__dropout_forward)(const LAYER_REAL *x, size_t B, size_t n, double p,
+                                          uint64_t seed, uint64_t step, uint32_t stream,
+                                          LAYER_REAL *y)
+{
+    LAYER_NAME(il_dropout)(x, B, n, p, seed, step, stream, y);
+}
+
+void LAYER_NAME(diffuse__dropout_backward)(const LAYER_REAL *dy, size_t B, size_t n, double p,
+                                           uint64_t seed, uint64_t step, uint32_t stream,
+                                           LAYER_REAL *dx)
+{
+    LAYER_NAME(il_dropout)(dy, B, n, p, seed, step, stream, dx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* QKV attention                                                             */
+/* ------------------------------------------------------------------------ */
+
+void LAYER_NAME(diffuse__qkv_attention_forward)(const LAYER_REAL *qkv, size_t B, size_t C,
+                                                size_t T, size_t heads, LAYER_REAL *wts,
+                                                LAYER_REAL *a, LAYER_REAL *work, int nt)
+{
+    const size_t ch = C / heads;
+    /* Improved DDPM scales q and k by ch^(-1/4) each: the product by 1/sqrt(ch). */
+    const LAYER_REAL sc = (LAYER_REAL)(1.0 / sqrt((double)ch));
+    size_t b, h, t, s;
+    for (b = 0; b < B; b++)
+        for (h = 0; h < heads; h++) {
+            const LAYER_REAL *q = qkv + (b * 3 * C + h * 3 * ch) * T, *k = q + ch * T,
+                             *v = k + ch * T;
+            LAYER_REAL *w = wts + (b * heads + h) * T * T;
+            /* logits[t][s] = sc sum_c q[c][t] k[c][s] */
+            LAYER_NAME(il_gemm)(1, 0, T, T, ch, sc, q, T, k, T, 0, w, T, work, nt);
+            for (t = 0; t < T; t++) {
+                LAYER_REAL *row = w + t * T, m = row[0];
+                double sum = 0.0;
+                LAYER_REAL inv;
+                for (s = 1; s < T; s++)
+                    if (row[s] > m)
+                        m = row[s];
+                for (s = 0; s < T; s++) {
+                    row[s] = IDDPM_EXP_(row[s] - m);
+                    sum += (double)row[s];
+                }
+                inv = (LAYER_REAL)(1.0 / sum);
+                for (s = 0; s < T; s++)
+                    row[s] *= inv;
+            }
+            /* a[c][t] = sum_s v[c][s] w[t][s] */
+            LAYER_NAME(il_gemm)(0, 1, ch, T, T, (LAYER_REAL)1, v, T, w, T, 0,
+                                a + (b * C + h * ch) * T, T, work, nt);
+        }
+}
+
+void LAYER_NAME(diffuse__qkv_attention_backward)(const LAYER_REAL *qkv, const LAYER_REAL *wts,
+                                                 const LAYER_REAL *da, size_t B, size_t C,
+                                                 size_t T, size_t heads, LAYER_REAL *dqkv,
+                                                 LAYER_REAL *dlog, LAYER_REAL *work, int nt)
+{
+    const size_t ch = C / heads;
+    const LAYER_REAL sc = (LAYER_REAL)(1.0 / sqrt((double)ch));
+    size_t b, h, t, s;
+    for (b = 0; b < B; b++)
+        for (h = 0; h < heads; h++) {
+            const size_t qo = (b * 3 * C + h * 3 * ch) * T;
+            const LAYER_REAL *q = qkv + qo, *k = q + ch * T, *v = k + ch * T;
+            LAYER_REAL *dq = dqkv + qo, *dk = dq + ch * T, *dv = dk + ch * T;
+            const LAYER_REAL *w = wts + (b * heads + h) * T * T;
+            const LAYER_REAL *dab = da + (b * C + h * ch) * T;
+            /* dv[c][s] = sum_t da[c][t] w[t][s] */
+            LAYER_NAME(il_gemm)(0, 0, ch, T, T, (LAYER_REAL)1, dab, T, w, T, 0, dv, T, work, nt);
+            /* dw[t][s] = sum_c da[c][t] v[c][s] */
+            LAYER_NAME(il_gemm)(1, 0, T, T, ch, (LAYER_REAL)1, dab, T, v, T, 0, dlog, T, work,
+                                nt);
+            /* through the softmax: dl = w (dw - sum_s w dw) */
+            for (t = 0; t < T; t++) {
+                const LAYER_REAL *wr = w + t * T;
+                LAYER_REAL *dr = dlog + t * T;
+                const LAYER_REAL d = (LAYER_REAL)LAYER_NAME(il_dot)(wr, dr, T);
+                for (s = 0; s < T; s++)
+                    dr[s] = wr[s] * (dr[s] - d);
+            }
+            /* dq[c][t] = sc sum_s k[c][s] dl[t][s]; dk[c][s] = sc sum_t q[c][t] dl[t][s] */
+            LAYER_NAME(il_gemm)(0, 1, ch, T, T, sc, k, T, dlog, T, 0, dq, T, work, nt);
+            LAYER_NAME(il_gemm)(0, 0, ch, T, T, sc, q, T, dlog, T, 0, dk, T, work, nt);
+        }
+}

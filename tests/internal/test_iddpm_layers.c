@@ -1,0 +1,387 @@
+/*
+ * Tests of the layers of Improved DDPM's U-Net (lib/nn/iddpm_layers.h).
+ *
+ * The layer code is instantiated here for double over a naive GEMM; the
+ * library's float instantiation comes from the static archive.
+ *  - Gradients: every backward pass against the 4-point central difference
+ *    (8 (L(+h) - L(-h)) - (L(+2h) - L(-2h))) / (12 h), h = 1e-5 max(1, |p|),
+ *    of L = sum(r .* y), r random, in double.  Error per array:
+ *    max |g - d| / max |d| <= 1e-6 (the layers are smooth; observed ~1e-10).
+ *    Group norm with scale-shift is checked as the composition the net uses
+ *    (GN -> y (1 + scale) + shift), so the existing group norm's backward
+ *    meets the new layer's.
+ *  - Forward values against direct loops (1x1 conv, average pool, softmax
+ *    attention computed from its definition with exp()).
+ *  - Dropout: the drop fraction against p within 6 binomial standard
+ *    deviations, kept values exactly x / (1 - p), the mask a pure function
+ *    of (seed, step, row, element, stream): the same for a row whatever the
+ *    batch it sits in, changed by step, seed or stream; the backward pass
+ *    applies the same mask.
+ *  - float against double on float-representable inputs: max |y_f - y_d| /
+ *    max |y_d| <= 1e-5.
+ */
+#include "internal.h"
+#include "harness.h"
+#include "nn/iddpm_layers.h"
+#include "nn/layers.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "naive_dgemm.h"
+
+DIFFUSE_LAYER_DECLS(double, _d)
+DIFFUSE_IDDPM_LAYER_DECLS(double, _d)
+
+#define LAYER_REAL double
+#define LAYER_NAME(n) n##_d
+#define LAYER_GEMM naive_dgemm
+#include "nn/layers_impl.h"
+#include "nn/iddpm_layers_impl.h"
+
+#define FD_TOL 1e-6
+#define F_TOL 1e-5
+
+static unsigned rs = 12345u;
+
+static double urand(void)
+{
+    rs = rs * 1103515245u + 12345u;
+    return ((rs >> 8) & 0xffffff) / 16777216.0 * 2.0 - 1.0;
+}
+
+/* n random values in [-1, 1), float-representable. */
+static double *rnd(size_t n)
+{
+    double *a = (double *)malloc((n ? n : 1) * sizeof *a);
+    size_t i;
+    for (i = 0; i < n; i++)
+        a[i] = (double)(float)urand();
+    return a;
+}
+
+static double *zeros(size_t n)
+{
+    return (double *)calloc(n ? n : 1, sizeof(double));
+}
+
+static float *to_f(const double *a, size_t n)
+{
+    float *f = (float *)malloc((n ? n : 1) * sizeof *f);
+    size_t i;
+    for (i = 0; i < n; i++)
+        f[i] = (float)a[i];
+    return f;
+}
+
+static double dotd(const double *a, const double *b, size_t n)
+{
+    double s = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static double rel_err_fd(const float *a, const double *b, size_t n)
+{
+    double md = 0.0, mb = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - b[i]));
+        mb = fmax(mb, fabs(b[i]));
+    }
+    return mb > 0.0 ? md / mb : md;
+}
+
+/* Checks grad[0..n) against central differences of LOSS in arr[i]. */
+#define FD_CHECK(name, arr, n, grad, LOSS)                                                   \
+    do {                                                                                     \
+        double md_ = 0.0, mg_ = 0.0;                                                         \
+        size_t i_;                                                                           \
+        for (i_ = 0; i_ < (n); i_++) {                                                       \
+            const double keep_ = (arr)[i_], h_ = 1e-5 * fmax(1.0, fabs(keep_));              \
+            double l1p_, l1m_, l2p_, l2m_, d_;                                               \
+            (arr)[i_] = keep_ + h_;                                                          \
+            l1p_ = (LOSS);                                                                   \
+            (arr)[i_] = keep_ - h_;                                                          \
+            l1m_ = (LOSS);                                                                   \
+            (arr)[i_] = keep_ + 2 * h_;                                                      \
+            l2p_ = (LOSS);                                                                   \
+            (arr)[i_] = keep_ - 2 * h_;                                                      \
+            l2m_ = (LOSS);                                                                   \
+            (arr)[i_] = keep_;                                                               \
+            d_ = (8.0 * (l1p_ - l1m_) - (l2p_ - l2m_)) / (12.0 * h_);                        \
+            md_ = fmax(md_, fabs(d_ - (grad)[i_]));                                          \
+            mg_ = fmax(mg_, fabs(d_));                                                       \
+        }                                                                                    \
+        if (!(mg_ > 0.0 && md_ <= FD_TOL * mg_))                                             \
+            HARNESS_FAIL_("%s: max |g - fd| = %.3g, max |fd| = %.3g", name, md_, mg_);       \
+    } while (0)
+
+/* ---------------------------------------------------------------------- */
+
+enum { CB = 2, CI = 3, CO = 4, CHW = 5 };
+static double *c_x, *c_W, *c_b, *c_r, c_y[CB * CO * CHW];
+
+static double conv1x1_loss(void)
+{
+    diffuse__conv1x1_forward_d(c_x, CB, CI, CHW, c_W, c_b, CO, c_y, NULL, 1);
+    return dotd(c_r, c_y, CB * CO * CHW);
+}
+
+static void test_conv1x1(void)
+{
+    double *dx = zeros(CB * CI * CHW), *dW = zeros(CO * CI), *db = zeros(CO);
+    size_t b, o, i, p;
+    double md = 0.0;
+    c_x = rnd(CB * CI * CHW);
+    c_W = rnd(CO * CI);
+    c_b = rnd(CO);
+    c_r = rnd(CB * CO * CHW);
+    conv1x1_loss();
+    for (b = 0; b < CB; b++)
+        for (o = 0; o < CO; o++)
+            for (p = 0; p < CHW; p++) {
+                double s = c_b[o];
+                for (i = 0; i < CI; i++)
+                    s += c_W[o * CI + i] * c_x[(b * CI + i) * CHW + p];
+                md = fmax(md, fabs(s - c_y[(b * CO + o) * CHW + p]));
+            }
+    ASSERT_TRUE(md < 1e-14);
+    diffuse__conv1x1_backward_d(c_x, CB, CI, CHW, c_W, CO, c_r, dx, dW, db, NULL, 1);
+    FD_CHECK("conv1x1 dx", c_x, (size_t)(CB * CI * CHW), dx, conv1x1_loss());
+    FD_CHECK("conv1x1 dW", c_W, (size_t)(CO * CI), dW, conv1x1_loss());
+    FD_CHECK("conv1x1 db", c_b, (size_t)CO, db, conv1x1_loss());
+    {
+        float *xf = to_f(c_x, CB * CI * CHW), *Wf = to_f(c_W, CO * CI), *bf = to_f(c_b, CO);
+        float yf[CB * CO * CHW];
+        float *work = (float *)diffuse__malloc(diffuse__linear_work_floats(1) * sizeof(float));
+        diffuse__conv1x1_forward_f(xf, CB, CI, CHW, Wf, bf, CO, yf, work, 1);
+        conv1x1_loss();
+        ASSERT_TRUE(rel_err_fd(yf, c_y, CB * CO * CHW) <= F_TOL);
+        diffuse__free(work);
+        free(xf);
+        free(Wf);
+        free(bf);
+    }
+    free(dx);
+    free(dW);
+    free(db);
+    free(c_x);
+    free(c_W);
+    free(c_b);
+    free(c_r);
+}
+
+/* ---------------------------------------------------------------------- */
+
+enum { PB = 2, PC = 2, PH = 4, PW = 6 };
+static double *p_x, *p_r, p_y[PB * PC * PH * PW / 4];
+
+static double pool_loss(void)
+{
+    diffuse__avgpool2_forward_d(p_x, PB, PC, PH, PW, p_y);
+    return dotd(p_r, p_y, PB * PC * PH * PW / 4);
+}
+
+static void test_avgpool2(void)
+{
+    double *dx = zeros(PB * PC * PH * PW);
+    size_t c, i, j;
+    p_x = rnd(PB * PC * PH * PW);
+    p_r = rnd(PB * PC * PH * PW / 4);
+    pool_loss();
+    for (c = 0; c < PB * PC; c++)
+        for (i = 0; i < PH / 2; i++)
+            for (j = 0; j < PW / 2; j++) {
+                const double *x = p_x + c * PH * PW;
+                double want = (x[2 * i * PW + 2 * j] + x[2 * i * PW + 2 * j + 1] +
+                               x[(2 * i + 1) * PW + 2 * j] + x[(2 * i + 1) * PW + 2 * j + 1]) /
+                              4.0;
+                ASSERT_NEAR(p_y[(c * (PH / 2) + i) * (PW / 2) + j], want, 1e-15);
+            }
+    diffuse__avgpool2_backward_d(p_r, PB, PC, PH, PW, dx);
+    FD_CHECK("avgpool2 dx", p_x, (size_t)(PB * PC * PH * PW), dx, pool_loss());
+    free(dx);
+    free(p_x);
+    free(p_r);
+}
+
+/* ---------------------------------------------------------------------- */
+
+enum { SB = 2, SC = 4, SG = 2, SHW = 6 };
+static double *s_x, *s_g, *s_bt, *s_ss, *s_r, s_n[SB * SC * SHW], s_y[SB * SC * SHW];
+static double s_m[SB * SG], s_rs[SB * SG];
+
+static double ss_loss(void)
+{
+    diffuse__groupnorm_forward_d(s_x, SB, SC, SHW, SG, s_g, s_bt, s_n, s_m, s_rs);
+    diffuse__scale_shift_forward_d(s_n, s_ss, SB, SC, SHW, s_y);
+    return dotd(s_r, s_y, SB * SC * SHW);
+}
+
+/* GroupNorm followed by scale-shift, the ResBlock's use_scale_shift_norm. */
+static void test_groupnorm_scale_shift(void)
+{
+    double *dx = zeros(SB * SC * SHW), *dg = zeros(SC), *db = zeros(SC);
+    double *dss = zeros(SB * 2 * SC), dn[SB * SC * SHW];
+    size_t b, c, p;
+    s_x = rnd(SB * SC * SHW);
+    s_g = rnd(SC);
+    s_bt = rnd(SC);
+    s_ss = rnd(SB * 2 * SC);
+    s_r = rnd(SB * SC * SHW);
+    ss_loss();
+    for (b = 0; b < SB; b++)
+        for (c = 0; c < SC; c++)
+            for (p = 0; p < SHW; p++) {
+                const size_t i = (b * SC + c) * SHW;
+                ASSERT_NEAR(s_y[i + p],
+                            s_n[i + p] * (1.0 + s_ss[b * 2 * SC + c]) + s_ss[b * 2 * SC + SC + c],
+                            1e-15);
+            }
+    diffuse__scale_shift_backward_d(s_n, s_ss, s_r, SB, SC, SHW, dn, dss);
+    diffuse__groupnorm_backward_d(s_x, SB, SC, SHW, SG, s_g, s_m, s_rs, dn, dx, dg, db);
+    FD_CHECK("scale-shift dx", s_x, (size_t)(SB * SC * SHW), dx, ss_loss());
+    FD_CHECK("scale-shift dgamma", s_g, (size_t)SC, dg, ss_loss());
+    FD_CHECK("scale-shift dbeta", s_bt, (size_t)SC, db, ss_loss());
+    FD_CHECK("scale-shift dss", s_ss, (size_t)(SB * 2 * SC), dss, ss_loss());
+    free(dx);
+    free(dg);
+    free(db);
+    free(dss);
+    free(s_x);
+    free(s_g);
+    free(s_bt);
+    free(s_ss);
+    free(s_r);
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void test_dropout(void)
+{
+    enum { N = 10000, B = 4 };
+    const double p = 0.3;
+    double *x = rnd((size_t)B * N), *y = zeros((size_t)B * N), *y2 = zeros((size_t)B * N);
+    double *dy = rnd((size_t)B * N), *dx = zeros((size_t)B * N);
+    size_t i, dropped = 0;
+    double frac, sd;
+    float *xf, *yf;
+    for (i = 0; i < (size_t)B * N; i++)
+        if (x[i] == 0.0)
+            x[i] = 0.5;
+    diffuse__dropout_forward_d(x, B, N, p, 77, 5, 0xFFF00003u, y);
+    for (i = 0; i < (size_t)B * N; i++) {
+        if (y[i] == 0.0)
+            dropped++;
+        else
+            ASSERT_TRUE(y[i] == x[i] * (1.0 / (1.0 - p)));
+    }
+    frac = (double)dropped / (double)(B * N);
+    sd = sqrt(p * (1.0 - p) / (double)(B * N));
+    ASSERT_TRUE(fabs(frac - p) < 6.0 * sd);
+    /* row 1 of a batch of 2 is row 1 of the batch of 4 */
+    diffuse__dropout_forward_d(x, 2, N, p, 77, 5, 0xFFF00003u, y2);
+    ASSERT_TRUE(memcmp(y, y2, 2 * N * sizeof *y) == 0);
+    /* step, seed and stream change the mask */
+    diffuse__dropout_forward_d(x, 1, N, p, 77, 6, 0xFFF00003u, y2);
+    ASSERT_TRUE(memcmp(y, y2, N * sizeof *y) != 0);
+    diffuse__dropout_forward_d(x, 1, N, p, 78, 5, 0xFFF00003u, y2);
+    ASSERT_TRUE(memcmp(y, y2, N * sizeof *y) != 0);
+    diffuse__dropout_forward_d(x, 1, N, p, 77, 5, 0xFFF00004u, y2);
+    ASSERT_TRUE(memcmp(y, y2, N * sizeof *y) != 0);
+    /* the backward pass: the same mask and scale on dy */
+    diffuse__dropout_backward_d(dy, B, N, p, 77, 5, 0xFFF00003u, dx);
+    for (i = 0; i < (size_t)B * N; i++)
+        ASSERT_TRUE(dx[i] == (y[i] == 0.0 ? 0.0 : dy[i] * (1.0 / (1.0 - p))));
+    /* the float layer drops the same elements */
+    xf = to_f(x, (size_t)B * N);
+    yf = (float *)malloc((size_t)B * N * sizeof *yf);
+    diffuse__dropout_forward_f(xf, B, N, p, 77, 5, 0xFFF00003u, yf);
+    for (i = 0; i < (size_t)B * N; i++)
+        ASSERT_TRUE((yf[i] == 0.0f) == (y[i] == 0.0));
+    /* p = 0 is the identity */
+    diffuse__dropout_forward_d(x, B, N, 0.0, 77, 5, 0xFFF00003u, y2);
+    ASSERT_TRUE(memcmp(x, y2, (size_t)B * N * sizeof *y) == 0);
+    free(xf);
+    free(yf);
+    free(x);
+    free(y);
+    free(y2);
+    free(dy);
+    free(dx);
+}
+
+/* ---------------------------------------------------------------------- */
+
+enum { AB = 2, AC = 6, AT = 5, AH = 2 };
+static double *a_qkv, *a_r, a_w[AB * AH * AT * AT], a_a[AB * AC * AT];
+
+static double attn_loss(void)
+{
+    diffuse__qkv_attention_forward_d(a_qkv, AB, AC, AT, AH, a_w, a_a, NULL, 1);
+    return dotd(a_r, a_a, AB * AC * AT);
+}
+
+static void test_qkv_attention(void)
+{
+    const size_t ch = AC / AH;
+    double *dqkv = zeros(AB * 3 * AC * AT), dlog[AT * AT];
+    size_t b, h, t, s, c;
+    a_qkv = rnd(AB * 3 * AC * AT);
+    for (c = 0; c < AB * 3 * AC * AT; c++)
+        a_qkv[c] *= 3.0; /* logits of a few units: a peaked softmax */
+    a_r = rnd(AB * AC * AT);
+    attn_loss();
+    /* the definition, head h reading channels [3 ch h, 3 ch (h + 1)) */
+    for (b = 0; b < AB; b++)
+        for (h = 0; h < AH; h++) {
+            const double *q = a_qkv + (b * 3 * AC + h * 3 * ch) * AT, *k = q + ch * AT,
+                         *v = k + ch * AT;
+            for (t = 0; t < AT; t++) {
+                double lg[AT], z = 0.0;
+                for (s = 0; s < AT; s++) {
+                    double d = 0.0;
+                    for (c = 0; c < ch; c++)
+                        d += (q[c * AT + t] / pow((double)ch, 0.25)) *
+                             (k[c * AT + s] / pow((double)ch, 0.25));
+                    lg[s] = exp(d);
+                    z += lg[s];
+                }
+                for (c = 0; c < ch; c++) {
+                    double o = 0.0;
+                    for (s = 0; s < AT; s++)
+                        o += lg[s] / z * v[c * AT + s];
+                    ASSERT_NEAR(a_a[(b * AC + h * ch + c) * AT + t], o, 1e-13);
+                }
+            }
+        }
+    diffuse__qkv_attention_backward_d(a_qkv, a_w, a_r, AB, AC, AT, AH, dqkv, dlog, NULL, 1);
+    FD_CHECK("attention dqkv", a_qkv, (size_t)(AB * 3 * AC * AT), dqkv, attn_loss());
+    {
+        float *qf = to_f(a_qkv, AB * 3 * AC * AT), wf[AB * AH * AT * AT], af[AB * AC * AT];
+        float *work = (float *)diffuse__malloc(diffuse__linear_work_floats(1) * sizeof(float));
+        diffuse__qkv_attention_forward_f(qf, AB, AC, AT, AH, wf, af, work, 1);
+        attn_loss();
+        ASSERT_TRUE(rel_err_fd(af, a_a, AB * AC * AT) <= F_TOL);
+        diffuse__free(work);
+        free(qf);
+    }
+    free(dqkv);
+    free(a_qkv);
+    free(a_r);
+}
+
+int main(void)
+{
+    RUN(test_conv1x1);
+    RUN(test_avgpool2);
+    RUN(test_groupnorm_scale_shift);
+    RUN(test_dropout);
+    RUN(test_qkv_attention);
+    return harness_finish();
+}
