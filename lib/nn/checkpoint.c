@@ -1251,6 +1251,8 @@ static int check_workspace(const arch *a, size_t max_batch, size_t trainer_batch
                "for a file you trust)",
                what, need, max_batch, trainer_batch > 0 ? " with its trainer" : "",
                (unsigned long long)cap);
+}
+
 /* meta.text: the text, then at least one zero byte, zeros to the end. */
 static int check_meta(const record *R, size_t *text_len)
 {
