@@ -179,13 +179,27 @@ DIFFUSE_API int diffuse_set_allocator(diffuse_alloc_fn alloc, diffuse_free_fn re
  *
  * Validation shared by every constructor: 1 <= T <= DIFFUSE_MAX_STEPS; every
  * beta finite and in (0, 1]; beta = 1 only at the last step; alphas_cumprod
- * strictly decreasing (a beta so small that 1 - beta rounds to 1 is refused).
+ * strictly decreasing (a beta so small that 1 - beta rounds to 1 is refused)
+ * and, except where a last beta of 1 makes it exactly 0, at least
+ * DIFFUSE_MIN_ALPHAS_CUMPROD (Since 1.1: a chain that decays further, such as
+ * 1070 betas of 0.5, is refused instead of underflowing).
  * A failure is DIFFUSE_EINVAL with the offending index in the message.
  */
 typedef struct diffuse_schedule diffuse_schedule;
 
 /** The largest number of steps a schedule may have (2^24). */
 #define DIFFUSE_MAX_STEPS 16777216
+
+/**
+ * The smallest alphas_cumprod a schedule may hold, other than the exact 0
+ * of a last beta of 1 (zero terminal SNR).  With abar >= 1e-30,
+ * sqrt(1 / abar) <= 1e15, so every table is finite where abar > 0, and the
+ * x0 an eps prediction gives, x / sqrt(abar) - eps sqrt(1 / abar - 1), is
+ * finite in float whenever |x_t| and |eps| are below 1e23.  Common
+ * schedules stay far above it (Improved DDPM's cosine schedule with
+ * T = 10000 ends at about 2.4e-11).  Since: 1.1.
+ */
+#define DIFFUSE_MIN_ALPHAS_CUMPROD 1e-30
 
 /**
  * Linear betas scaled as in Improved DDPM:
@@ -875,8 +889,15 @@ DIFFUSE_API size_t diffuse_sampler_memory(const diffuse_sampler *s);
  * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch, first_sample +
  * batch overflowing, a call from inside one of this sampler's callbacks),
  * DIFFUSE_EMODEL (the callback failed), DIFFUSE_ENUMERIC (NaN or infinity
- * in its output), DIFFUSE_ECANCELED (the progress callback); the message
- * names the step.  x0 is written only on success.  Since: 1.0.
+ * in its output: "model output is ..."; or, Since 1.1, finite model outputs
+ * that the library's own arithmetic turned into a value float cannot hold,
+ * such as an x0 = x / sqrt(abar) - eps sqrt(1/abar - 1) above 3.4e38 or a
+ * guidance weight that overflows: "the library's arithmetic overflowed
+ * float ..." or "classifier-free guidance overflowed float ..."; every step,
+ * diffuse_sampler_step() and diffuse_sampler_invert() included, checks its
+ * result, so no call returns DIFFUSE_OK with a non-finite sample),
+ * DIFFUSE_ECANCELED (the progress callback); the message names the step.
+ * x0 is written only on success.  Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_run(diffuse_sampler *s, const float *x_T,
                                                       uint64_t seed, uint64_t first_sample,

@@ -209,11 +209,31 @@ int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float
             for (i = 0; i < e->dim; i++)
                 if (!isfinite(c[i]))
                     return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                         "classifier-free guidance overflowed float: the "
                                          "guided output is %g at %s step %zu of %zu "
-                                         "(timestep %ld), sample %zu, element %zu (w = %g)",
+                                         "(timestep %ld), sample %zu, element %zu (w = %g; "
+                                         "the model's outputs were finite)",
                                          (double)c[i], what, step, total, (long)orig, b, i,
                                          e->guidance);
         }
+    return DIFFUSE_OK;
+}
+
+int diffuse__engine_check_result(const char *func, const diffuse__engine *e, const float *y,
+                                 int32_t t, size_t batch, const char *what, size_t step,
+                                 size_t total)
+{
+    const size_t n = batch * e->dim;
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(y[i]))
+            return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                 "the library's arithmetic overflowed float at %s step %zu of "
+                                 "%zu (timestep %ld, alphas_cumprod %.3g): sample %zu, "
+                                 "element %zu is %g; the model's outputs were finite",
+                                 what, step, total, (long)e->sched->timesteps[t],
+                                 e->sched->tables[DIFFUSE_TABLE_ALPHAS_CUMPROD][t], i / e->dim,
+                                 i % e->dim, (double)y[i]);
     return DIFFUSE_OK;
 }
 

@@ -96,6 +96,14 @@ int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float
                                int32_t t, size_t batch, const char *what, size_t step,
                                size_t total);
 
+/* Check the [batch][dim] result y of a step at schedule index t, computed by
+ * the library from finite model outputs: DIFFUSE_ENUMERIC, with a message
+ * that says the library's own arithmetic overflowed float, if any value is
+ * not finite.  what/step/total name the place in messages. */
+int diffuse__engine_check_result(const char *func, const diffuse__engine *e, const float *y,
+                                 int32_t t, size_t batch, const char *what, size_t step,
+                                 size_t total);
+
 /* Report progress after step done of total; DIFFUSE_ECANCELED if the
  * callback asks to stop. */
 int diffuse__engine_progress(const char *func, diffuse__engine *e, size_t done, size_t total);

@@ -205,7 +205,7 @@ static int reverse_step(const char *func, diffuse_sampler *sp, const float *xin,
             y[i] = (float)v;
         }
     });
-    return DIFFUSE_OK;
+    return diffuse__engine_check_result(func, e, xout, t, batch, "sampling", step, total);
 }
 
 /* Half the log signal-to-noise ratio at schedule index t,
@@ -266,7 +266,7 @@ static int dpmpp_step(const char *func, diffuse_sampler *sp, const float *xin, i
         }
     });
     *h_prev = h;
-    return DIFFUSE_OK;
+    return diffuse__engine_check_result(func, e, xout, t, batch, "sampling", step, total);
 }
 
 static int step_impl(const char *func, diffuse_sampler *s, const float *x_t,
@@ -409,6 +409,10 @@ int diffuse_sampler_invert(diffuse_sampler *s, const float *x0, size_t batch, fl
                 y[i] = (float)(a_next * (double)xh[i] + s_next * eps);
             }
         });
+        rc = diffuse__engine_check_result(__func__, e, next, t, batch, "inversion", k + 1,
+                                          T - 1);
+        if (rc != DIFFUSE_OK)
+            break;
         tmp = cur;
         cur = next;
         next = tmp;

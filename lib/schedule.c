@@ -125,6 +125,11 @@ static int schedule_fill(const char *func, diffuse_schedule *s, const double *be
             abar[t] = exp(l);
             omab[t] = -expm1(l);
         }
+        if (!(betas[t] == 1.0 && t + 1 == T) && !(abar[t] >= DIFFUSE_MIN_ALPHAS_CUMPROD))
+            return diffuse__fail(DIFFUSE_EINVAL, func,
+                                 "alphas_cumprod at step %zu is %.3g, below %g, the smallest a "
+                                 "schedule may hold (only a last beta of 1 may reach 0)",
+                                 t, abar[t], DIFFUSE_MIN_ALPHAS_CUMPROD);
         if (!(abar[t] < (t ? abar[t - 1] : 1.0)) && !(betas[t] == 1.0 && t + 1 == T))
             return diffuse__fail(DIFFUSE_EINVAL, func,
                                  "alphas_cumprod is not strictly decreasing at step %zu "

@@ -251,6 +251,162 @@ static void test_trainer_extreme_settings_stay_finite(void)
     diffuse_schedule_free(s);
 }
 
+/* ---------------------------------------------------------------------- */
+/* 2. Schedules that underflow                                              */
+
+/* Every constructor refuses a chain whose alphas_cumprod falls below
+ * DIFFUSE_MIN_ALPHAS_CUMPROD, naming the step: with betas of 0.5,
+ * abar_t = 2^-(t+1) < 1e-30 first at t = 99 (2^-100 = 7.9e-31). */
+static void test_schedule_underflow_refused(void)
+{
+    static double betas[1070];
+    diffuse_schedule *s = (diffuse_schedule *)&s;
+    size_t i;
+    for (i = 0; i < 1070; i++)
+        betas[i] = 0.5;
+    ASSERT_STATUS(diffuse_schedule_create_betas(&s, betas, 1070), DIFFUSE_EINVAL);
+    ASSERT_TRUE(s == NULL);
+    ASSERT_MESSAGE_HAS("diffuse_schedule_create_betas: alphas_cumprod at step 99 ");
+    ASSERT_STATUS(diffuse_schedule_create_betas(&s, betas, 997), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("step 99 ");
+    ASSERT_STATUS(diffuse_schedule_create_betas(&s, betas, 100), DIFFUSE_EINVAL);
+    /* 99 steps end at 2^-99 = 1.6e-30, above the floor */
+    ASSERT_OK(diffuse_schedule_create_betas(&s, betas, 99));
+    diffuse_schedule_free(s);
+    /* the last beta may be 1 (abar exactly 0) */
+    betas[98] = 1.0;
+    ASSERT_OK(diffuse_schedule_create_betas(&s, betas, 99));
+    diffuse_schedule_free(s);
+    betas[98] = 0.5;
+    ASSERT_STATUS(diffuse_schedule_create_linear(&s, 1372, 0.02, 1.0), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("diffuse_schedule_create_linear: alphas_cumprod at step");
+    ASSERT_TRUE(DIFFUSE_MIN_ALPHAS_CUMPROD == 1e-30);
+}
+
+/* Every accepted schedule's tables are finite where abar > 0 (the header:
+ * SQRT_RECIP and SQRT_RECIPM1 are +inf only where abar = 0), checked near the
+ * floor, on standard schedules and on zero terminal SNR ones. */
+static void test_schedule_tables_consistent(void)
+{
+    static double betas[99], tb[DIFFUSE_TABLE_COUNT_V1][4000];
+    diffuse_schedule *list[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    size_t i, k, t;
+    int table;
+    for (i = 0; i < 99; i++)
+        betas[i] = 0.5;
+    ASSERT_OK(diffuse_schedule_create_betas(&list[0], betas, 99));
+    ASSERT_OK(diffuse_schedule_create_cosine(&list[1], 4000, 0.008, 0.999));
+    ASSERT_OK(diffuse_schedule_rescale_zero_snr(&list[2], list[1]));
+    ASSERT_OK(diffuse_schedule_create_linear(&list[3], 1000, 1e-4, 0.02));
+    ASSERT_OK(diffuse_schedule_rescale_zero_snr(&list[4], list[3]));
+    ASSERT_OK(diffuse_schedule_create_sigmoid(&list[5], 1000, -3, 3, 1, 0.999));
+    for (k = 0; k < 6; k++) {
+        const size_t T = diffuse_schedule_length(list[k]);
+        for (table = 0; table < DIFFUSE_TABLE_COUNT_V1; table++)
+            ASSERT_OK(diffuse_schedule_table(list[k], table, tb[table], T));
+        for (t = 0; t < T; t++) {
+            const double abar = tb[DIFFUSE_TABLE_ALPHAS_CUMPROD][t];
+            ASSERT_TRUE(abar == 0.0 ? t == T - 1 : abar >= DIFFUSE_MIN_ALPHAS_CUMPROD);
+            for (table = 0; table < DIFFUSE_TABLE_COUNT_V1; table++) {
+                const double v = tb[table][t];
+                if (abar == 0.0 && (table == DIFFUSE_TABLE_SQRT_RECIP_ALPHAS_CUMPROD ||
+                                    table == DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD)) {
+                    ASSERT_TRUE(v == INFINITY);
+                } else if (!isfinite(v)) {
+                    printf("  schedule %zu, table %d, step %zu: %g (abar %g)\n", k, table, t, v,
+                           abar);
+                    ASSERT_TRUE(isfinite(v));
+                }
+            }
+            /* sqrt(1/abar - 1) against its definition where abar is tiny */
+            if (abar > 0.0 && abar < 1e-20)
+                ASSERT_REL(tb[DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD][t],
+                           sqrt((1.0 - abar) / abar), 1e-12);
+        }
+    }
+    /* Improved DDPM parity at the zero-SNR end is kept */
+    ASSERT_TRUE(tb[DIFFUSE_TABLE_ALPHAS_CUMPROD][0] > 0.0);
+    for (k = 0; k < 6; k++)
+        diffuse_schedule_free(list[k]);
+}
+
+/* The zero-terminal-SNR rescale of a base whose last beta is so small that
+ * the rescaled abar before the end would underflow is refused (naming the
+ * step) rather than giving abar = 0 at two steps. */
+static void test_rescale_zero_snr_underflow_refused(void)
+{
+    static double betas[96];
+    diffuse_schedule *base = NULL, *r = (diffuse_schedule *)&r;
+    size_t i;
+    for (i = 0; i < 95; i++)
+        betas[i] = 0.5;
+    betas[95] = 1e-12;
+    ASSERT_OK(diffuse_schedule_create_betas(&base, betas, 96));
+    ASSERT_STATUS(diffuse_schedule_rescale_zero_snr(&r, base), DIFFUSE_EINVAL);
+    ASSERT_TRUE(r == NULL);
+    ASSERT_MESSAGE_HAS("diffuse_schedule_rescale_zero_snr: alphas_cumprod at step 94 ");
+    diffuse_schedule_free(base);
+}
+
+/* An eps model that ignores x and returns a large finite value: the x0 it
+ * implies, x / sqrt(abar) - eps sqrt(1/abar - 1), overflows float at the
+ * noisy end.  The model's output is finite, so it is the library's
+ * arithmetic that overflowed: every sampler says so with DIFFUSE_ENUMERIC;
+ * none returns OK with a non-finite sample. */
+static int big_eps(void *user, const float *x_t, const int32_t *t, size_t batch, size_t dim,
+                   float *out)
+{
+    size_t i;
+    (void)x_t;
+    (void)t;
+    for (i = 0; i < batch * dim; i++)
+        out[i] = *(const float *)user * (i % 2 ? 1.0f : -1.0f);
+    return 0;
+}
+
+static void test_samplers_never_ok_with_nonfinite(void)
+{
+    static const int kinds[3] = {DIFFUSE_SAMPLER_DDPM, DIFFUSE_SAMPLER_DDIM,
+                                 DIFFUSE_SAMPLER_DPMPP_2M};
+    static double betas[99];
+    diffuse_schedule *s[2] = {NULL, NULL};
+    float out[4 * 3], level[2] = {3e38f, 1.0f};
+    size_t i, k, sc, lv;
+    for (i = 0; i < 99; i++)
+        betas[i] = 0.5;
+    ASSERT_OK(diffuse_schedule_create_cosine(&s[0], 1000, 0.008, 0.999));
+    ASSERT_OK(diffuse_schedule_create_betas(&s[1], betas, 99)); /* ends at 1.6e-30 */
+    for (sc = 0; sc < 2; sc++)
+        for (lv = 0; lv < 2; lv++)
+            for (k = 0; k < 3; k++) {
+                diffuse_model *m = NULL;
+                diffuse_sampler *sp = NULL;
+                int rc;
+                ASSERT_OK(diffuse_model_create(&m, big_eps, &level[lv], 3, DIFFUSE_PRED_EPS,
+                                               DIFFUSE_VAR_FIXED_SMALL));
+                ASSERT_OK(diffuse_sampler_create(&sp, s[sc], m, kinds[k], 4));
+                rc = diffuse_sampler_run(sp, NULL, 5, 0, 4, out);
+                if (rc == DIFFUSE_OK) {
+                    ASSERT_TRUE(all_finite(out, 12));
+                } else {
+                    ASSERT_STATUS(rc, DIFFUSE_ENUMERIC);
+                    ASSERT_MESSAGE_HAS("diffuse_sampler_run: the library's arithmetic "
+                                       "overflowed float");
+                    ASSERT_MESSAGE_HAS("the model's outputs were finite");
+                }
+                /* a model output of 3e38 overflows x0 at the first step */
+                if (lv == 0)
+                    ASSERT_STATUS(rc, DIFFUSE_ENUMERIC);
+                /* an ordinary eps near the floor: x0 ~ 1e15 stays finite */
+                if (lv == 1 && sc == 1)
+                    ASSERT_OK(rc);
+                diffuse_sampler_free(sp);
+                diffuse_model_free(m);
+            }
+    diffuse_schedule_free(s[0]);
+    diffuse_schedule_free(s[1]);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/diffuse-nonfinite-XXXXXX";
@@ -265,6 +421,10 @@ int main(void)
     RUN(test_trainer_step_overflow_first_step_message);
     RUN(test_trainer_set_ranges);
     RUN(test_trainer_extreme_settings_stay_finite);
+    RUN(test_schedule_underflow_refused);
+    RUN(test_schedule_tables_consistent);
+    RUN(test_rescale_zero_snr_underflow_refused);
+    RUN(test_samplers_never_ok_with_nonfinite);
     rc = harness_finish();
     (void)unlink(in_dir(path, sizeof path, "good.ckpt"));
     (void)unlink(in_dir(path, sizeof path, "before.ckpt"));
