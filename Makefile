@@ -135,8 +135,10 @@ fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
 	@mkdir -p $(O)/fuzz/crashes
 	@for t in $(FUZZ_TARGETS); do \
 	    mkdir -p $(O)/fuzz/$$t; \
-	    echo "== fuzz_$$t, $(FUZZ_SECONDS) s"; \
-	    $(O)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    big=$$(for f in tests/fuzz/corpus/$$t/*; do wc -c < "$$f"; done | sort -n | tail -n 1); \
+	    len=$$((2 * $${big:-0})); [ "$$len" -ge 4096 ] || len=4096; \
+	    echo "== fuzz_$$t, $(FUZZ_SECONDS) s, -max_len=$$len (twice the largest seed)"; \
+	    $(O)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$len \
 	        -artifact_prefix=$(O)/fuzz/crashes/ $(O)/fuzz/$$t tests/fuzz/corpus/$$t \
 	        || exit 1; \
 	done
@@ -231,10 +233,18 @@ digits: $(O)/examples/digits
 	@[ -f data/mnist/train-images-idx3-ubyte ] || python3 examples/fetch_mnist.py --out data/mnist
 	$(O)/examples/digits --data data/mnist --png digits.png --checkpoint digits.ckpt
 
+# The C++ example needs a C++ compiler: without one (a machine with gcc
+# only) it is skipped with one line, and tests/ref/test_examples.py skips it.
 $(O)/examples/quickstart_cpp: examples/quickstart.cpp $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -O2 -std=c++11 -Iinclude -Wall -Wextra -Wpedantic \
-	    $(if $(filter 1,$(WERROR)),-Werror) $< -o $@ -L$(O) -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
+	@if command -v $(firstword $(CXX)) >/dev/null 2>&1; then \
+	    echo "$(CXX) $(CXXFLAGS) -O2 -std=c++11 ... $< -o $@"; \
+	    $(CXX) $(CXXFLAGS) -O2 -std=c++11 -Iinclude -Wall -Wextra -Wpedantic \
+	        $(if $(filter 1,$(WERROR)),-Werror) $< -o $@ -L$(O) -Wl,-rpath,'$$ORIGIN/..' \
+	        -ldiffuse -lm; \
+	else \
+	    echo "skip $@: no C++ compiler ($(firstword $(CXX)) not found)"; \
+	fi
 
 $(O)/examples/digits: examples/digits.c examples/idx.c examples/idx.h examples/png.c \
                       examples/png.h $(O)/libdiffuse.so
