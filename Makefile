@@ -64,8 +64,10 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
 # static archive, which also gives them the hidden diffuse__ functions.
 TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
+# The structured fuzz targets, replayed over their corpora by replay_any.c.
+STRUCT_FUZZ := schedule sampler ckpt_struct
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%) \
-             $(O)/tests/test_fuzz_checkpoint
+             $(O)/tests/test_fuzz_checkpoint $(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%)
 
 .PHONY: all lib tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
         abi-baseline digits check-digits
@@ -117,19 +119,33 @@ $(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c \
 	    -o $@ $(STATIC) -lm -pthread
 
+# The structured fuzz targets (schedules, samplers with hostile model
+# outputs, checkpoint records rewritten with a valid CRC) replayed over
+# tests/fuzz/corpus/<name> without libFuzzer.
+# (A static pattern rule: tests/internal/test_fuzz_spec.c keeps its own.)
+$(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%): $(O)/tests/test_fuzz_%: tests/fuzz/replay_any.c \
+        tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h tests/fuzz/fuzz_checkpoint.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) -DFUZZ_CORPUS='"tests/fuzz/corpus/$*"' \
+	    tests/fuzz/replay_any.c tests/fuzz/fuzz_$*.c -o $@ $(STATIC) -lm -pthread
+
 # Optional: the libFuzzer builds (clang) of the checkpoint loader, the
-# timestep-list parsers and the examples' IDX reader, each run for FUZZ_SECONDS from its seed corpus; new
+# timestep-list parsers, the examples' IDX reader, the schedule
+# constructors, the samplers (hostile model outputs) and the checkpoint
+# records (structured, valid CRC), each run for FUZZ_SECONDS from its seed corpus; new
 # inputs go to $(O)/fuzz/<name>, crashes to $(O)/fuzz/crashes.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := checkpoint spec idx
-$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) include/diffuse.h $(wildcard lib/*.h lib/nn/*.h)
+FUZZ_TARGETS := checkpoint spec idx schedule sampler ckpt_struct
+$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h $(LIB_SRCS) include/diffuse.h \
+                  $(wildcard lib/*.h lib/nn/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	    $(LIB_SRCS) $< -o $@ -lm
 
 $(O)/fuzz/fuzz_idx: examples/idx.c examples/idx.h
+$(O)/fuzz/fuzz_ckpt_struct: tests/fuzz/fuzz_checkpoint.c
 
 fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
 	@mkdir -p $(O)/fuzz/crashes
