@@ -69,8 +69,10 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
 # static archive, which also gives them the hidden diffuse__ functions.
 TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
+# The structured fuzz targets, replayed over their corpora by replay_any.c.
+STRUCT_FUZZ := schedule sampler ckpt_struct
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%) \
-             $(O)/tests/test_fuzz_checkpoint
+             $(O)/tests/test_fuzz_checkpoint $(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%)
 
 .PHONY: all lib cli tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
         abi-baseline digits check-digits
@@ -122,14 +124,27 @@ $(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c \
 	    -o $@ $(STATIC) -lm -pthread
 
+# The structured fuzz targets (schedules, samplers with hostile model
+# outputs, checkpoint records rewritten with a valid CRC) replayed over
+# tests/fuzz/corpus/<name> without libFuzzer.
+# (A static pattern rule: tests/internal/test_fuzz_spec.c keeps its own.)
+$(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%): $(O)/tests/test_fuzz_%: tests/fuzz/replay_any.c \
+        tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h tests/fuzz/fuzz_checkpoint.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) -DFUZZ_CORPUS='"tests/fuzz/corpus/$*"' \
+	    tests/fuzz/replay_any.c tests/fuzz/fuzz_$*.c -o $@ $(STATIC) -lm -pthread
+
 # Optional: the libFuzzer builds (clang) of the checkpoint loader, the
-# timestep-list parsers, the examples' IDX reader, the diffuse program's .npy reader and
-# the PNG reader, each run for FUZZ_SECONDS from its seed corpus; new
-# inputs go to $(O)/fuzz/<name>, crashes to $(O)/fuzz/crashes.
+# timestep-list parsers, the examples' IDX reader, the diffuse program's .npy
+# reader, the PNG reader, the schedule constructors, the samplers (hostile
+# model outputs) and the checkpoint records (structured, valid CRC), each run
+# for FUZZ_SECONDS from its seed corpus; new inputs go to $(O)/fuzz/<name>,
+# crashes to $(O)/fuzz/crashes.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := checkpoint spec idx npy png
-$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) include/diffuse.h $(wildcard lib/*.h lib/nn/*.h)
+FUZZ_TARGETS := checkpoint spec idx npy png schedule sampler ckpt_struct
+$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h $(LIB_SRCS) include/diffuse.h \
+                  $(wildcard lib/*.h lib/nn/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -138,13 +153,16 @@ $(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) include/diffuse.h $(wildcard l
 $(O)/fuzz/fuzz_idx: examples/idx.c examples/idx.h
 $(O)/fuzz/fuzz_npy: cli/npy.c cli/npy.h
 $(O)/fuzz/fuzz_png: examples/png.c examples/png.h
+$(O)/fuzz/fuzz_ckpt_struct: tests/fuzz/fuzz_checkpoint.c
 
 fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
 	@mkdir -p $(O)/fuzz/crashes
 	@for t in $(FUZZ_TARGETS); do \
 	    mkdir -p $(O)/fuzz/$$t; \
-	    echo "== fuzz_$$t, $(FUZZ_SECONDS) s"; \
-	    $(O)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    big=$$(for f in tests/fuzz/corpus/$$t/*; do wc -c < "$$f"; done | sort -n | tail -n 1); \
+	    len=$$((2 * $${big:-0})); [ "$$len" -ge 4096 ] || len=4096; \
+	    echo "== fuzz_$$t, $(FUZZ_SECONDS) s, -max_len=$$len (twice the largest seed)"; \
+	    $(O)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$len \
 	        -artifact_prefix=$(O)/fuzz/crashes/ $(O)/fuzz/$$t tests/fuzz/corpus/$$t \
 	        || exit 1; \
 	done
@@ -252,10 +270,18 @@ digits: $(O)/examples/digits
 	@[ -f data/mnist/train-images-idx3-ubyte ] || python3 examples/fetch_mnist.py --out data/mnist
 	$(O)/examples/digits --data data/mnist --png digits.png --checkpoint digits.ckpt
 
+# The C++ example needs a C++ compiler: without one (a machine with gcc
+# only) it is skipped with one line, and tests/ref/test_examples.py skips it.
 $(O)/examples/quickstart_cpp: examples/quickstart.cpp $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -O2 -std=c++11 -Iinclude -Wall -Wextra -Wpedantic \
-	    $(if $(filter 1,$(WERROR)),-Werror) $< -o $@ -L$(O) -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
+	@if command -v $(firstword $(CXX)) >/dev/null 2>&1; then \
+	    echo "$(CXX) $(CXXFLAGS) -O2 -std=c++11 ... $< -o $@"; \
+	    $(CXX) $(CXXFLAGS) -O2 -std=c++11 -Iinclude -Wall -Wextra -Wpedantic \
+	        $(if $(filter 1,$(WERROR)),-Werror) $< -o $@ -L$(O) -Wl,-rpath,'$$ORIGIN/..' \
+	        -ldiffuse -lm; \
+	else \
+	    echo "skip $@: no C++ compiler ($(firstword $(CXX)) not found)"; \
+	fi
 
 $(O)/examples/digits: examples/digits.c examples/idx.c examples/idx.h examples/png.c \
                       examples/png.h $(O)/libdiffuse.so

@@ -1399,10 +1399,22 @@ DIFFUSE_API int diffuse_checkpoint_format_version(void);
  * checkpoint; a new file gets mode 0600, an overwritten one keeps its mode.
  * A state with a non-finite weight, EMA weight, Adam moment or recorded
  * loss is not saved (Since 1.1): the loader would refuse it.
+ * Since 1.1 an existing path must be a regular file: a symbolic link (not
+ * followed), directory, FIFO, socket or device is refused with DIFFUSE_EIO
+ * and left as it is.  Since 1.1 the temporary file is named
+ * "<path>.tmp-<host>-<pid>.XXXXXX" (host: gethostname() with characters
+ * outside [A-Za-z0-9_] replaced by '_', at most 64; pid: the saving
+ * process; XXXXXX: mkstemp's), and a save first removes the temporary files
+ * of the same path whose host is this machine's and whose pid is no live
+ * process (left by a save that was killed); the files of live processes,
+ * of this process and of other hosts are kept.  (Within one host, a process
+ * in another PID namespace may look dead: its save can then fail with
+ * DIFFUSE_EIO, and path is still never left partial.)
  * Errors: DIFFUSE_EINVAL (NULL path or net, tr not training net, a
  * checkpoint over 2 GiB), DIFFUSE_ENUMERIC (a non-finite state; path is
  * left as it was),
- * DIFFUSE_EIO (the file cannot be written; path is left as it was),
+ * DIFFUSE_EIO (the file cannot be written, or path is not a regular file;
+ * path is left as it was),
  * DIFFUSE_ENOMEM.  Since: 1.0.
  */
 DIFFUSE_API int diffuse_checkpoint_save(const char *path, const diffuse_net *net,

@@ -1297,12 +1297,11 @@ static void test_checkpoint_save_io_errors(void)
     snprintf(path, sizeof path, "%s/no/such/dir/x.ckpt", scratch);
     ASSERT_STATUS(diffuse_checkpoint_save(path, n, NULL), DIFFUSE_EIO);
     ASSERT_MESSAGE_HAS("No such file or directory");
-    /* a path that is a directory: the rename fails after the write, and
-     * the temporary file is removed */
+    /* a path that is a directory: refused (no temporary file made) */
     in_dir(sub, sizeof sub, "adir");
     ASSERT_TRUE(mkdir(sub, 0700) == 0);
     ASSERT_STATUS(diffuse_checkpoint_save(sub, n, NULL), DIFFUSE_EIO);
-    ASSERT_MESSAGE_HAS("rename");
+    ASSERT_MESSAGE_HAS("is a directory, not a regular file");
     ASSERT_EQ(count_entries(scratch, "adir"), 1);
     /* a path under a regular file */
     f = fopen(in_dir(file, sizeof file, "plain"), "wb");

@@ -107,7 +107,9 @@
  *
  * Files are read whole (at most 2 GiB) and parsed from memory; saving makes
  * two passes over the state (length and CRC, then the bytes), so it
- * allocates nothing but the temporary file's name.
+ * allocates nothing but the temporary file's name.  It replaces only a
+ * regular file (never a symlink, FIFO or device), and first removes the
+ * temporary files that killed saves of the same path left (remove_stale()).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -115,9 +117,12 @@
 #include "layers.h"
 #include "train.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -662,16 +667,100 @@ static void sync_dir(const char *path, char *buf)
     }
 }
 
+/* What a file that is not a regular file is, for a message. */
+static const char *file_kind(mode_t m)
+{
+    return S_ISLNK(m) ? "a symbolic link" : S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO"
+           : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+           : S_ISSOCK(m) ? "a socket" : "a special file";
+}
+
+/* Temporary files are named "<path>.tmp-<host>-<pid>.XXXXXX" (mkstemp
+ * fills the X's), host being gethostname() with every character outside
+ * [A-Za-z0-9_] replaced by '_' and cut to TMP_HOST_MAX characters. */
+#define TMP_HOST_MAX 64
+
+static void tmp_host(char *out)
+{
+    char h[256];
+    size_t i;
+    if (gethostname(h, sizeof h) != 0)
+        h[0] = '\0';
+    h[sizeof h - 1] = '\0';
+    for (i = 0; h[i] != '\0' && i < TMP_HOST_MAX; i++) {
+        const char c = h[i];
+        out[i] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+                     ? c
+                     : '_';
+    }
+    out[i] = '\0';
+}
+
+/* Remove the temporary files that saves of path killed before their rename
+ * left behind: entries "<base>.tmp-<host>-<pid>.<6 characters>" of path's
+ * directory with this machine's host name and the pid of no live process
+ * (kill(pid, 0) fails with ESRCH).  The files of a live process (this one
+ * included: another thread may be saving the same path) and of other hosts
+ * are kept.  Best effort: errors are ignored.  buf holds at least
+ * strlen(path) + 258 bytes. */
+static void remove_stale(const char *path, const char *host, char *buf)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash != NULL ? slash + 1 : path;
+    const size_t bl = strlen(base), hl = strlen(host);
+    const size_t dl = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    DIR *d;
+    struct dirent *ent;
+    if (slash == NULL)
+        strcpy(buf, ".");
+    else {
+        memcpy(buf, path, dl);
+        buf[dl] = '\0';
+    }
+    d = opendir(buf);
+    if (d == NULL)
+        return;
+    while ((ent = readdir(d)) != NULL) {
+        const char *n = ent->d_name, *p;
+        unsigned long pid = 0;
+        size_t digits = 0;
+        if (strncmp(n, base, bl) != 0 || strncmp(n + bl, ".tmp-", 5) != 0 ||
+            strncmp(n + bl + 5, host, hl) != 0 || n[bl + 5 + hl] != '-')
+            continue;
+        for (p = n + bl + 6 + hl; *p >= '0' && *p <= '9' && digits < 10; p++, digits++)
+            pid = 10 * pid + (unsigned long)(*p - '0');
+        if (digits == 0 || *p != '.' || strlen(p + 1) != 6 || pid == 0 || pid > INT_MAX ||
+            (pid_t)pid == getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        if (slash == NULL)
+            (void)unlink(n);
+        else {
+            buf[dl] = '\0';
+            if (dl == 1 && buf[0] == '/')
+                snprintf(buf + 1, 257, "%s", n);
+            else {
+                buf[dl] = '/';
+                snprintf(buf + dl + 1, 257, "%s", n);
+            }
+            (void)unlink(buf);
+            buf[dl] = '\0';
+        }
+    }
+    (void)closedir(d);
+}
+
 /* diffuse_checkpoint_save() and diffuse_checkpoint_save_meta() (as func),
  * with the meta.text record when meta is not NULL. */
 static int save_file(const char *func, const char *path, const diffuse_net *net,
                      const diffuse_trainer *tr, const char *meta)
 {
     writer w0, w;
-    char *tmp, msg[128];
+    char *tmp, *scratch, msg[128], host[TMP_HOST_MAX + 1];
     const char *stage = NULL;
     size_t pl;
-    int fd, e = 0;
+    int fd, e = 0, have_st;
     FILE *f;
     struct stat st;
     if (path == NULL || net == NULL)
@@ -682,11 +771,22 @@ static int save_file(const char *func, const char *path, const diffuse_net *net,
         return diffuse__fail(DIFFUSE_EINVAL, func, "the trainer trains another net");
     DIFFUSE_TRY(measure(func, net, tr, meta, &w0));
     pl = strlen(path);
-    tmp = (char *)diffuse__malloc(pl + sizeof ".XXXXXX");
+    /* Only a regular file is replaced: the rename would put a regular file
+     * in the place of a symlink, FIFO or device (lstat: a symlink is not
+     * followed). */
+    have_st = lstat(path, &st) == 0;
+    if (have_st && !S_ISREG(st.st_mode))
+        return diffuse__fail(DIFFUSE_EIO, func, "'%s' is %s, not a regular file: not replaced",
+                             path, file_kind(st.st_mode));
+    tmp_host(host);
+    /* the temporary file's name, then room for a directory entry's path */
+    tmp = (char *)diffuse__malloc(2 * pl + strlen(host) + 300);
     if (tmp == NULL)
         return diffuse__fail(DIFFUSE_ENOMEM, func, "cannot allocate the temporary file's name");
-    memcpy(tmp, path, pl);
-    memcpy(tmp + pl, ".XXXXXX", sizeof ".XXXXXX");
+    scratch = tmp + pl + strlen(host) + 40;
+    remove_stale(path, host, scratch);
+    snprintf(tmp, pl + strlen(host) + 40, "%s.tmp-%s-%lu.XXXXXX", path, host,
+             (unsigned long)getpid());
     fd = mkstemp(tmp);
     if (fd < 0) {
         e = errno;
@@ -696,7 +796,7 @@ static int save_file(const char *func, const char *path, const diffuse_net *net,
     }
     /* mkstemp makes the file 0600; a checkpoint that replaces a file keeps
      * that file's permissions. */
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+    if (have_st)
         (void)fchmod(fd, st.st_mode & 0777);
     f = fdopen(fd, "wb");
     if (f == NULL) {

@@ -803,7 +803,7 @@ def _labels(labels, batch):
 
 def _new_handle(fname, *args):
     out = c_void_p()
-    _check(_f(fname)(byref(out), *args))
+    _check(_hcall(_f(fname), byref(out), *args))
     return out.value
 
 
@@ -993,13 +993,78 @@ def _call(boxes, func, *args):
 # Handles
 # ---------------------------------------------------------------------------
 
+class _InFlight:
+    """The calls in flight on one handle, on any thread: close() waits for
+    them to end before it frees the C handle, so that no thread is ever inside
+    a C call with a freed pointer (ctypes releases the GIL during the call).
+    One instance per handle, the same code for every handle class."""
+    __slots__ = ("cv", "count", "threads")
+
+    def __init__(self):
+        self.cv = threading.Condition(threading.Lock())
+        self.count = 0      # holds, all threads together
+        self.threads = {}   # thread ident -> its holds
+
+
+class _Using:
+    """with _using(a, b, ...) as (ha, hb, ...): the raw pointers of open
+    handles, each held (close() waits) until the block ends; None passes
+    through as None."""
+    __slots__ = ("objs", "held")
+
+    def __init__(self, objs):
+        self.objs = objs
+        self.held = []
+
+    def __enter__(self):
+        ptrs = []
+        try:
+            for o in self.objs:
+                if o is None:
+                    ptrs.append(None)
+                else:
+                    ptrs.append(o._acquire())
+                    self.held.append(o)
+        except BaseException:
+            self.__exit__()
+            raise
+        return ptrs
+
+    def __exit__(self, *exc):
+        held, self.held = self.held, []
+        for o in reversed(held):
+            o._release()
+
+
+def _using(*handles):
+    return _Using(handles)
+
+
+def _hcall(func, *args):
+    """func(*args) with every _Handle among args replaced by its pointer and
+    held for the duration of the call."""
+    hs = [a for a in args if isinstance(a, _Handle)]
+    if not hs:
+        return func(*args)
+    with _Using(hs) as ptrs:
+        it = iter(ptrs)
+        return func(*[next(it) if isinstance(a, _Handle) else a for a in args])
+
+
 class _Handle:
-    """Base of the handle classes: close(), context manager, __del__."""
+    """Base of the handle classes: close(), context manager, __del__, and the
+    guard that makes them safe across threads: every call that passes the C
+    handle holds it (_use, _using, _hcall), and close() waits for those holds
+    to end, on every thread, before it frees the handle.  A close from a
+    thread that is itself inside a call using the handle (from a callback)
+    raises RuntimeError instead of waiting for itself."""
     _free_name = None
     _h = None
+    _guard = None
 
     def _adopt(self, h):
         self._free = _f(self._free_name)  # kept so that __del__ works at shutdown
+        self._guard = _InFlight()
         self._h = h
 
     @property
@@ -1007,15 +1072,58 @@ class _Handle:
         return not self._h
 
     def _handle(self):
+        """The raw pointer, unheld: only for a check that the handle is open."""
         if not self._h:
             raise ValueError(f"{type(self).__name__} is closed")
         return self._h
 
+    def _acquire(self):
+        g = self._guard
+        if g is None:
+            raise ValueError(f"{type(self).__name__} is closed")
+        with g.cv:
+            h = self._h
+            if not h:
+                raise ValueError(f"{type(self).__name__} is closed")
+            tid = threading.get_ident()
+            g.threads[tid] = g.threads.get(tid, 0) + 1
+            g.count += 1
+        return h
+
+    def _release(self):
+        g = self._guard
+        with g.cv:
+            tid = threading.get_ident()
+            n = g.threads[tid] - 1
+            if n:
+                g.threads[tid] = n
+            else:
+                del g.threads[tid]
+            g.count -= 1
+            if g.count == 0:
+                g.cv.notify_all()
+
+    def _use(self):
+        """with self._use() as h: the pointer, held until the block ends."""
+        return _UseOne(self)
+
     def close(self):
-        """Release the C handle (idempotent)."""
-        h, self._h = self._h, None
-        if h:
-            self._free(h)
+        """Release the C handle (idempotent).  Calls already running on other
+        threads with this handle finish first (close waits for them); calls
+        that start after close has begun raise ValueError ("closed")."""
+        g = self._guard
+        if g is None:
+            return
+        with g.cv:
+            if not self._h:
+                return
+            if threading.get_ident() in g.threads:
+                raise RuntimeError(f"cannot close a {type(self).__name__} from inside a call "
+                                   "that uses it (one of its callbacks)")
+            h, self._h = self._h, None  # from here on new calls see it closed
+            while g.count:
+                g.cv.wait()
+        self._free(h)
 
     def __enter__(self):
         return self
@@ -1028,6 +1136,19 @@ class _Handle:
             self.close()
         except Exception:
             pass
+
+
+class _UseOne:
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __enter__(self):
+        return self.obj._acquire()
+
+    def __exit__(self, *exc):
+        self.obj._release()
 
 
 class Schedule(_Handle):
@@ -1072,7 +1193,7 @@ class Schedule(_Handle):
 
     def rescale_zero_snr(self):
         """A new schedule with zero terminal SNR (Lin et al. 2023)."""
-        return Schedule(_new_handle("diffuse_schedule_rescale_zero_snr", self._handle()))
+        return Schedule(_new_handle("diffuse_schedule_rescale_zero_snr", self))
 
     def respace(self, timesteps):
         """A new schedule keeping the given steps (indices into this schedule),
@@ -1080,12 +1201,12 @@ class Schedule(_Handle):
         if isinstance(timesteps, (str, bytes)):
             timesteps = timesteps_from_spec(self.length, timesteps)
         ts = _arr(timesteps, "i", "timesteps")
-        return Schedule(_new_handle("diffuse_schedule_respace", self._handle(), ts.ptr, ts.n))
+        return Schedule(_new_handle("diffuse_schedule_respace", self, ts.ptr, ts.n))
 
     @property
     def length(self):
         """Number of steps T (for a respaced schedule, the number kept)."""
-        return int(_f("diffuse_schedule_length")(self._handle()))
+        return int(_hcall(_f("diffuse_schedule_length"), self))
 
     def __len__(self):
         return self.length
@@ -1093,13 +1214,13 @@ class Schedule(_Handle):
     @property
     def base_length(self):
         """Number of steps of the original training chain."""
-        return int(_f("diffuse_schedule_base_length")(self._handle()))
+        return int(_hcall(_f("diffuse_schedule_base_length"), self))
 
     def timesteps(self):
         """The original training index of each step, int32 [T]."""
         n = self.length
         out = _empty("i", (n,))
-        _check(_f("diffuse_schedule_timesteps")(self._handle(), out.ptr, n))
+        _check(_hcall(_f("diffuse_schedule_timesteps"), self, out.ptr, n))
         return _result(out)
 
     def table(self, table):
@@ -1108,7 +1229,7 @@ class Schedule(_Handle):
         tid = _code(table, _TABLE_NAMES, "table")
         n = self.length
         out = _empty("d", (n,))
-        _check(_f("diffuse_schedule_table")(self._handle(), tid, out.ptr, n))
+        _check(_hcall(_f("diffuse_schedule_table"), self, tid, out.ptr, n))
         return _result(out)
 
     def __repr__(self):
@@ -1171,17 +1292,17 @@ class Model(_Handle):
     @property
     def output_dim(self):
         """Values per row the callback returns: dim, or 2 dim with a learned variance."""
-        return int(_f("diffuse_model_output_dim")(self._handle()))
+        return int(_hcall(_f("diffuse_model_output_dim"), self))
 
     def set(self, param, value):
         """Set a MODEL_* parameter (or its name: "clip_x0", "clip_min", ...)."""
-        _check(_f("diffuse_model_set")(self._handle(), _code(param, _MODEL_PARAMS, "parameter"),
+        _check(_hcall(_f("diffuse_model_set"), self, _code(param, _MODEL_PARAMS, "parameter"),
                                        float(value)))
 
     def get(self, param):
         """Read a MODEL_* parameter, as a float."""
         v = c_double()
-        _check(_f("diffuse_model_get")(self._handle(), _code(param, _MODEL_PARAMS, "parameter"),
+        _check(_hcall(_f("diffuse_model_get"), self, _code(param, _MODEL_PARAMS, "parameter"),
                                        byref(v)))
         return v.value
 
@@ -1192,16 +1313,14 @@ class Model(_Handle):
 
 class _Engine(_Handle):
     """What Sampler and Vlb share: the model's callback kept alive, the
-    progress callback, set/get, and the guard against closing from inside a
-    callback."""
-    _busy = 0
+    progress callback, set/get.  (Closing from inside a callback raises
+    RuntimeError: _Handle.close.)"""
     _params = {}
     _prefix = ""
 
     def _init_engine(self, model, h):
         self._model_box = model._box  # C keeps model's fn pointer: keep the CFUNCTYPE
         self._progress_box = None
-        self._busy = 0
         self.dim = model.dim
         self._net_max_batch = model.net_max_batch
         self._adopt(h)
@@ -1214,49 +1333,39 @@ class _Engine(_Handle):
             raise ValueError(f"batch = {batch} is above max_batch = {lim} of the net that "
                              "runs this model")
 
-    def close(self):
-        if self._busy:
-            raise RuntimeError(f"cannot close a {type(self).__name__} from inside its own "
-                               "callback")
-        super().close()
-
     def set(self, param, value):
         """Set a parameter by constant or name (see the class docstring)."""
-        _check(_f(self._prefix + "set")(self._handle(), _code(param, self._params, "parameter"),
+        _check(_hcall(_f(self._prefix + "set"), self, _code(param, self._params, "parameter"),
                                         float(value)))
 
     def get(self, param):
         """Read a parameter, as a float."""
         v = c_double()
-        _check(_f(self._prefix + "get")(self._handle(), _code(param, self._params, "parameter"),
+        _check(_hcall(_f(self._prefix + "get"), self, _code(param, self._params, "parameter"),
                                         byref(v)))
         return v.value
 
     def set_progress(self, fn):
         """Register fn(step, total) -> stop, called after each step (None removes it).
         A truthy or non-zero integer return stops the run with DIFFUSE_ECANCELED."""
-        h = self._handle()
-        if fn is None:
-            _check(_f(self._prefix + "set_progress")(h, _PROGRESS_FN(), None))  # NULL
-            self._progress_box = None
-            return
-        if not callable(fn):
-            raise TypeError("fn must be callable as fn(step, total)")
-        box = _progress_trampoline(fn)
-        _check(_f(self._prefix + "set_progress")(h, box.cfunc, None))
-        self._progress_box = box  # referenced for as long as C may call it
+        with self._use() as h:
+            if fn is None:
+                _check(_f(self._prefix + "set_progress")(h, _PROGRESS_FN(), None))  # NULL
+                self._progress_box = None
+                return
+            if not callable(fn):
+                raise TypeError("fn must be callable as fn(step, total)")
+            box = _progress_trampoline(fn)
+            _check(_f(self._prefix + "set_progress")(h, box.cfunc, None))
+            self._progress_box = box  # referenced for as long as C may call it
 
     def _run(self, func, *args):
         # Local references: should a callback replace the progress callback
         # during the run (the library refuses it; a refusal must not drop
         # the running CFUNCTYPE either), the old one outlives its own call.
         boxes = (self._model_box, self._progress_box)
-        self._busy += 1
-        try:
-            with _DeferSigint():
-                _call(boxes, func, *args)
-        finally:
-            self._busy -= 1
+        with _DeferSigint():
+            _call(boxes, func, *args)
 
 
 class Sampler(_Engine):
@@ -1273,7 +1382,7 @@ class Sampler(_Engine):
 
     def __init__(self, schedule, model, kind, max_batch=1):
         k = _code(kind, _SAMPLER_KINDS, "sampler kind")
-        h = _new_handle("diffuse_sampler_create", schedule._handle(), model._handle(), k,
+        h = _new_handle("diffuse_sampler_create", schedule, model, k,
                         _size(max_batch, "max_batch"))
         self.kind, self.max_batch = k, max_batch
         self._init_engine(model, h)
@@ -1281,59 +1390,59 @@ class Sampler(_Engine):
     @property
     def memory(self):
         """Bytes the sampler holds, workspace included."""
-        return int(_f("diffuse_sampler_memory")(self._handle()))
+        return int(_hcall(_f("diffuse_sampler_memory"), self))
 
     def run(self, x_T=None, seed=0, first_sample=0, batch=None, labels=None):
         """The whole chain from x_T [batch][dim] (or from the generator's noise
         for `batch` samples when x_T is None) to x0, returned.  labels: [batch]
         class labels (LABEL_NONE allowed) for a conditional model."""
-        h = self._handle()
-        seed, first = _uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample")
-        if x_T is None:
-            batch = 1 if batch is None else _size(batch, "batch")
-            xa, ptr = None, None
-        else:
-            xa = _arr(x_T, "f", "x_T")
-            nb = _rows_of(xa.n, self.dim, "x_T")
-            if batch is not None and batch != nb:
-                raise ValueError(f"x_T holds {nb} rows of dim {self.dim}, not batch = {batch}")
-            batch, ptr = nb, xa.ptr
-        self._check_batch(batch)
-        out = _empty("f", _data_shape(xa, batch, self.dim))
-        if labels is None:
-            self._run(_f("diffuse_sampler_run"), h, ptr, seed, first, batch, out.ptr)
-        else:
-            la = _labels(labels, batch)
-            self._run(_f("diffuse_sampler_run_cond"), h, ptr, la.ptr, seed, first, batch,
-                      out.ptr)
-        return _result(out)
+        with self._use() as h:
+            seed, first = _uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample")
+            if x_T is None:
+                batch = 1 if batch is None else _size(batch, "batch")
+                xa, ptr = None, None
+            else:
+                xa = _arr(x_T, "f", "x_T")
+                nb = _rows_of(xa.n, self.dim, "x_T")
+                if batch is not None and batch != nb:
+                    raise ValueError(f"x_T holds {nb} rows of dim {self.dim}, not batch = {batch}")
+                batch, ptr = nb, xa.ptr
+            self._check_batch(batch)
+            out = _empty("f", _data_shape(xa, batch, self.dim))
+            if labels is None:
+                self._run(_f("diffuse_sampler_run"), h, ptr, seed, first, batch, out.ptr)
+            else:
+                la = _labels(labels, batch)
+                self._run(_f("diffuse_sampler_run_cond"), h, ptr, la.ptr, seed, first, batch,
+                          out.ptr)
+            return _result(out)
 
     def step(self, x_t, t, seed=0, first_sample=0, labels=None):
         """One step from schedule index t: returns x_{t-1} [batch][dim].
         labels as in run()."""
-        h = self._handle()
-        xa = _arr(x_t, "f", "x_t")
-        batch = _rows_of(xa.n, self.dim, "x_t")
-        self._check_batch(batch)
-        out = _empty("f", _data_shape(xa, batch, self.dim))
-        args = (_int(t, 32, "t"), _uint(seed, 64, "seed"),
-                _uint(first_sample, 64, "first_sample"), batch, out.ptr)
-        if labels is None:
-            self._run(_f("diffuse_sampler_step"), h, xa.ptr, *args)
-        else:
-            la = _labels(labels, batch)
-            self._run(_f("diffuse_sampler_step_cond"), h, xa.ptr, la.ptr, *args)
-        return _result(out)
+        with self._use() as h:
+            xa = _arr(x_t, "f", "x_t")
+            batch = _rows_of(xa.n, self.dim, "x_t")
+            self._check_batch(batch)
+            out = _empty("f", _data_shape(xa, batch, self.dim))
+            args = (_int(t, 32, "t"), _uint(seed, 64, "seed"),
+                    _uint(first_sample, 64, "first_sample"), batch, out.ptr)
+            if labels is None:
+                self._run(_f("diffuse_sampler_step"), h, xa.ptr, *args)
+            else:
+                la = _labels(labels, batch)
+                self._run(_f("diffuse_sampler_step_cond"), h, xa.ptr, la.ptr, *args)
+            return _result(out)
 
     def invert(self, x0):
         """DDIM inversion: x0 [batch][dim] to the sample at the last step."""
-        h = self._handle()
-        xa = _arr(x0, "f", "x0")
-        batch = _rows_of(xa.n, self.dim, "x0")
-        self._check_batch(batch)
-        out = _empty("f", _data_shape(xa, batch, self.dim))
-        self._run(_f("diffuse_sampler_invert"), h, xa.ptr, batch, out.ptr)
-        return _result(out)
+        with self._use() as h:
+            xa = _arr(x0, "f", "x0")
+            batch = _rows_of(xa.n, self.dim, "x0")
+            self._check_batch(batch)
+            out = _empty("f", _data_shape(xa, batch, self.dim))
+            self._run(_f("diffuse_sampler_invert"), h, xa.ptr, batch, out.ptr)
+            return _result(out)
 
 
 VlbResult = collections.namedtuple("VlbResult", "total prior terms x0_mse eps_mse")
@@ -1349,7 +1458,7 @@ class Vlb(_Engine):
     _prefix = "diffuse_vlb_"
 
     def __init__(self, schedule, model, max_batch=1):
-        h = _new_handle("diffuse_vlb_create", schedule._handle(), model._handle(),
+        h = _new_handle("diffuse_vlb_create", schedule, model,
                         _size(max_batch, "max_batch"))
         self.T = schedule.length
         self.max_batch = max_batch
@@ -1359,23 +1468,23 @@ class Vlb(_Engine):
         """Evaluate the bound for x0 [batch][dim] (data in [-1, 1] on the 8-bit
         grid); returns a VlbResult of per-sample arrays.  labels: [batch]
         class labels for a conditional model."""
-        h = self._handle()
-        xa = _arr(x0, "f", "x0")
-        batch = _rows_of(xa.n, self.dim, "x0")
-        self._check_batch(batch)
-        T = self.T
-        total, prior = _empty("d", (batch,)), _empty("d", (batch,))
-        shape = (batch, T) if _np is not None else (batch * T,)
-        terms, x0_mse, eps_mse = _empty("d", shape), _empty("d", shape), _empty("d", shape)
-        args = (_uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample"), batch,
-                total.ptr, prior.ptr, terms.ptr, x0_mse.ptr, eps_mse.ptr)
-        if labels is None:
-            self._run(_f("diffuse_vlb_run"), h, xa.ptr, *args)
-        else:
-            la = _labels(labels, batch)
-            self._run(_f("diffuse_vlb_run_cond"), h, xa.ptr, la.ptr, *args)
-        return VlbResult(_result(total), _result(prior), _result(terms), _result(x0_mse),
-                         _result(eps_mse))
+        with self._use() as h:
+            xa = _arr(x0, "f", "x0")
+            batch = _rows_of(xa.n, self.dim, "x0")
+            self._check_batch(batch)
+            T = self.T
+            total, prior = _empty("d", (batch,)), _empty("d", (batch,))
+            shape = (batch, T) if _np is not None else (batch * T,)
+            terms, x0_mse, eps_mse = _empty("d", shape), _empty("d", shape), _empty("d", shape)
+            args = (_uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample"), batch,
+                    total.ptr, prior.ptr, terms.ptr, x0_mse.ptr, eps_mse.ptr)
+            if labels is None:
+                self._run(_f("diffuse_vlb_run"), h, xa.ptr, *args)
+            else:
+                la = _labels(labels, batch)
+                self._run(_f("diffuse_vlb_run_cond"), h, xa.ptr, la.ptr, *args)
+            return VlbResult(_result(total), _result(prior), _result(terms), _result(x0_mse),
+                             _result(eps_mse))
 
 
 # ---------------------------------------------------------------------------
@@ -1418,11 +1527,11 @@ class Net(_Handle):
         super()._adopt(handle)
         get = _f("diffuse_net_get")
         value = c_double()
-        _check(get(self._handle(), NET_KIND, byref(value)))
+        _check(_hcall(get, self, NET_KIND, byref(value)))
         kind = int(value.value)
         self.kind = _NET_KIND_NAMES.get(kind, kind)
         for name, key in list(_NET_ARCH.items()) + list(_NET_KIND_ARCH.get(kind, {}).items()):
-            _check(get(self._handle(), key, byref(value)))
+            _check(_hcall(get, self, key, byref(value)))
             setattr(self, name, int(value.value))
 
     @classmethod
@@ -1462,18 +1571,18 @@ class Net(_Handle):
     @property
     def param_count(self):
         """Number of trainable parameters."""
-        return int(_f("diffuse_net_param_count")(self._handle()))
+        return int(_hcall(_f("diffuse_net_param_count"), self))
 
     def set(self, param, value):
         """Set a net parameter: NET_NUM_THREADS or "num_threads" (0: default), or
         NET_CLASSES / "classes" (a class embedding for that many classes; only
         while no model, sampler or trainer holds the net)."""
-        _check(_f("diffuse_net_set")(self._handle(), _code(param, _NET_PARAMS, "parameter"),
+        _check(_hcall(_f("diffuse_net_set"), self, _code(param, _NET_PARAMS, "parameter"),
                                      float(value)))
 
     def _get(self, key):
         value = c_double()
-        _check(_f("diffuse_net_get")(self._handle(), key, byref(value)))
+        _check(_hcall(_f("diffuse_net_get"), self, key, byref(value)))
         return int(value.value)
 
     @property
@@ -1488,23 +1597,23 @@ class Net(_Handle):
 
     def get_params(self, which=NET_WEIGHTS):
         """A copy of the weights (or, with which="ema", their EMA): float32 [param_count]."""
-        h = self._handle()
-        w = _code(which, _WHICH_NAMES, "which")
-        n = self.param_count
-        out = _empty("f", (n,))
-        _check(_f("diffuse_net_get_params")(h, w, out.ptr, n))
-        return _result(out)
+        with self._use() as h:
+            w = _code(which, _WHICH_NAMES, "which")
+            n = self.param_count
+            out = _empty("f", (n,))
+            _check(_f("diffuse_net_get_params")(h, w, out.ptr, n))
+            return _result(out)
 
     def set_params(self, values, which=NET_WEIGHTS):
         """Replace the weights (or their EMA) with param_count float32 values
         (a non-finite value is refused and nothing changes)."""
-        h = self._handle()
-        w = _code(which, _WHICH_NAMES, "which")
-        a = _arr(values, "f", "values")
-        n = self.param_count
-        if a.n != n:
-            raise ValueError(f"values has {a.n} elements; the net has {n} parameters")
-        _check(_f("diffuse_net_set_params")(h, w, a.ptr, n))
+        with self._use() as h:
+            w = _code(which, _WHICH_NAMES, "which")
+            a = _arr(values, "f", "values")
+            n = self.param_count
+            if a.n != n:
+                raise ValueError(f"values has {a.n} elements; the net has {n} parameters")
+            _check(_f("diffuse_net_set_params")(h, w, a.ptr, n))
 
     def forward(self, x_t, t, which=NET_WEIGHTS, labels=None):
         """net(x_t, t): x_t [batch][dim] (any shape of batch * dim values,
@@ -1512,33 +1621,33 @@ class Net(_Handle):
         original training timesteps (or one integer for every row); returns
         [batch][output_dim].  labels: [batch] class labels for a net with
         classes (LABEL_NONE allowed)."""
-        h = self._handle()
-        w = _code(which, _WHICH_NAMES, "which")
-        xa = _arr(x_t, "f", "x_t")
-        batch = _rows_of(xa.n, self.dim, "x_t")
-        if isinstance(t, numbers.Integral):
-            ta = _arr([int(t)] * batch, "i", "t")
-        else:
-            ta = _arr(t, "i", "t")
-        if ta.n != batch:
-            raise ValueError(f"t has {ta.n} elements; x_t has {batch} rows")
-        shape = (batch, self.output_dim) if _np is not None else (batch * self.output_dim,)
-        out = _empty("f", shape)
-        if labels is None:
-            _check(_f("diffuse_net_forward")(h, w, xa.ptr, ta.ptr, batch, out.ptr))
-        else:
-            la = _labels(labels, batch)
-            _check(_f("diffuse_net_forward_cond")(h, w, xa.ptr, ta.ptr, la.ptr, batch, out.ptr))
-        return _result(out)
+        with self._use() as h:
+            w = _code(which, _WHICH_NAMES, "which")
+            xa = _arr(x_t, "f", "x_t")
+            batch = _rows_of(xa.n, self.dim, "x_t")
+            if isinstance(t, numbers.Integral):
+                ta = _arr([int(t)] * batch, "i", "t")
+            else:
+                ta = _arr(t, "i", "t")
+            if ta.n != batch:
+                raise ValueError(f"t has {ta.n} elements; x_t has {batch} rows")
+            shape = (batch, self.output_dim) if _np is not None else (batch * self.output_dim,)
+            out = _empty("f", shape)
+            if labels is None:
+                _check(_f("diffuse_net_forward")(h, w, xa.ptr, ta.ptr, batch, out.ptr))
+            else:
+                la = _labels(labels, batch)
+                _check(_f("diffuse_net_forward_cond")(h, w, xa.ptr, ta.ptr, la.ptr, batch, out.ptr))
+            return _result(out)
 
     def model(self, which=NET_WEIGHTS):
         """A Model that runs this net with the given weights, for Sampler and
         Vlb.  It keeps the net alive by itself (close it when done)."""
-        h = self._handle()
-        w = _code(which, _WHICH_NAMES, "which")
-        out = c_void_p()  # the handle comes last here
-        _check(_f("diffuse_net_model")(h, w, byref(out)))
-        return Model._of_net(out.value, self)
+        with self._use() as h:
+            w = _code(which, _WHICH_NAMES, "which")
+            out = c_void_p()  # the handle comes last here
+            _check(_f("diffuse_net_model")(h, w, byref(out)))
+            return Model._of_net(out.value, self)
 
     def __repr__(self):
         if not self._h:
@@ -1579,7 +1688,7 @@ class Trainer(_Handle):
 
     def __init__(self, net, schedule, max_batch=None):
         mb = net.max_batch if max_batch is None else _size(max_batch, "max_batch")
-        h = _new_handle("diffuse_trainer_create", net._handle(), schedule._handle(), mb)
+        h = _new_handle("diffuse_trainer_create", net, schedule, mb)
         self._init(h, net, mb)
 
     def _init(self, h, net, max_batch):
@@ -1601,13 +1710,13 @@ class Trainer(_Handle):
             if code not in names:
                 raise TypeError(f"trainer parameter {param!r} takes a number, not {value!r}")
             value = _code(value, *names[code])
-        _check(_f("diffuse_trainer_set")(self._handle(), code, float(value)))
+        _check(_hcall(_f("diffuse_trainer_set"), self, code, float(value)))
 
     def get(self, param):
         """Read a parameter, as a float."""
         v = c_double()
-        _check(_f("diffuse_trainer_get")(self._handle(),
-                                         _code(param, _TRAINER_PARAMS, "parameter"), byref(v)))
+        _check(_hcall(_f("diffuse_trainer_get"), self,
+                      _code(param, _TRAINER_PARAMS, "parameter"), byref(v)))
         return v.value
 
     lr = _trainer_property("lr", float, "learning rate (default 1e-3)")
@@ -1633,18 +1742,18 @@ class Trainer(_Handle):
         mean loss.  Step k draws row b's timestep and noise from (seed,
         sample k * 2^32 + b): the same seed may be passed at every step.
         labels: [batch] class labels for a net with classes."""
-        h = self._handle()
-        xa = _arr(x0, "f", "x0")
-        batch = _rows_of(xa.n, self.dim, "x0")
-        loss = c_double()
-        if labels is None:
-            _check(_f("diffuse_trainer_step")(h, xa.ptr, batch, _uint(seed, 64, "seed"),
-                                              byref(loss)))
-        else:
-            la = _labels(labels, batch)
-            _check(_f("diffuse_trainer_step_cond")(h, xa.ptr, la.ptr, batch,
-                                                   _uint(seed, 64, "seed"), byref(loss)))
-        return loss.value
+        with self._use() as h:
+            xa = _arr(x0, "f", "x0")
+            batch = _rows_of(xa.n, self.dim, "x0")
+            loss = c_double()
+            if labels is None:
+                _check(_f("diffuse_trainer_step")(h, xa.ptr, batch, _uint(seed, 64, "seed"),
+                                                  byref(loss)))
+            else:
+                la = _labels(labels, batch)
+                _check(_f("diffuse_trainer_step_cond")(h, xa.ptr, la.ptr, batch,
+                                                       _uint(seed, 64, "seed"), byref(loss)))
+            return loss.value
 
     def __repr__(self):
         if not self._h:
@@ -1678,7 +1787,7 @@ def q_sample(schedule, x0, t, noise):
     na = _arr(noise, "f", "noise")
     _same_size(na, batch * dim, "noise")
     out = _empty("f", _data_shape(xa, batch, dim))
-    _check(_f("diffuse_q_sample")(schedule._handle(), xa.ptr, ta.ptr, na.ptr, batch, dim,
+    _check(_hcall(_f("diffuse_q_sample"), schedule, xa.ptr, ta.ptr, na.ptr, batch, dim,
                                   out.ptr))
     return _result(out)
 
@@ -1689,8 +1798,8 @@ def q_sample_seeded(schedule, x0, t, seed, first_sample=0, step=0):
     xa, ta, batch, dim = _xt(x0, t)
     shape = _data_shape(xa, batch, dim)
     out, noise = _empty("f", shape), _empty("f", shape)
-    _check(_f("diffuse_q_sample_seeded")(
-        schedule._handle(), xa.ptr, ta.ptr, _uint(seed, 64, "seed"),
+    _check(_hcall(
+        _f("diffuse_q_sample_seeded"), schedule, xa.ptr, ta.ptr, _uint(seed, 64, "seed"),
         _uint(first_sample, 64, "first_sample"), _uint(step, 32, "step"), batch, dim, out.ptr,
         noise.ptr))
     return _result(out), _result(noise)
@@ -1701,7 +1810,7 @@ def q_mean_variance(schedule, x0, t):
     xa, ta, batch, dim = _xt(x0, t)
     mean = _empty("f", _data_shape(xa, batch, dim))
     var, logvar = _empty("d", (batch,)), _empty("d", (batch,))
-    _check(_f("diffuse_q_mean_variance")(schedule._handle(), xa.ptr, ta.ptr, batch, dim,
+    _check(_hcall(_f("diffuse_q_mean_variance"), schedule, xa.ptr, ta.ptr, batch, dim,
                                          mean.ptr, var.ptr, logvar.ptr))
     return _result(mean), _result(var), _result(logvar)
 
@@ -1714,7 +1823,7 @@ def q_posterior(schedule, x0, x_t, t):
     _same_size(xt, batch * dim, "x_t")
     mean = _empty("f", _data_shape(xa, batch, dim))
     var, logvar = _empty("d", (batch,)), _empty("d", (batch,))
-    _check(_f("diffuse_q_posterior")(schedule._handle(), xa.ptr, xt.ptr, ta.ptr, batch, dim,
+    _check(_hcall(_f("diffuse_q_posterior"), schedule, xa.ptr, xt.ptr, ta.ptr, batch, dim,
                                      mean.ptr, var.ptr, logvar.ptr))
     return _result(mean), _result(var), _result(logvar)
 
@@ -1728,7 +1837,7 @@ def predict_convert(schedule, from_kind, to_kind, x_t, t, prediction):
     xt = _arr(x_t, "f", "x_t")
     _same_size(xt, batch * dim, "x_t")
     out = _empty("f", _data_shape(pa, batch, dim))
-    _check(_f("diffuse_predict_convert")(schedule._handle(), fk, tk, xt.ptr, ta.ptr, pa.ptr,
+    _check(_hcall(_f("diffuse_predict_convert"), schedule, fk, tk, xt.ptr, ta.ptr, pa.ptr,
                                          batch, dim, out.ptr))
     return _result(out)
 
@@ -1779,7 +1888,7 @@ def p_mean_variance(model, schedule, x_t, t, model_out):
     _same_size(mo, batch * model.output_dim, "model_out")
     shape = _data_shape(xa, batch, dim)
     mean, logvar, x0 = _empty("f", shape), _empty("f", shape), _empty("f", shape)
-    _check(_f("diffuse_p_mean_variance")(model._handle(), schedule._handle(), xa.ptr, ta.ptr,
+    _check(_hcall(_f("diffuse_p_mean_variance"), model, schedule, xa.ptr, ta.ptr,
                                          mo.ptr, batch, mean.ptr, logvar.ptr, x0.ptr))
     return _result(mean), _result(logvar), _result(x0)
 
@@ -1841,7 +1950,7 @@ def prior_bpd(schedule, x0, batch=None):
     batch = xa.rows() if batch is None else _size(batch, "batch")
     dim = _dim(xa.n, batch, "x0")
     out = _empty("d", (batch,))
-    _check(_f("diffuse_prior_bpd")(schedule._handle(), xa.ptr, batch, dim, out.ptr))
+    _check(_hcall(_f("diffuse_prior_bpd"), schedule, xa.ptr, batch, dim, out.ptr))
     return _result(out)
 
 
@@ -1870,16 +1979,15 @@ def checkpoint_save(path, net, trainer=None, meta=None):
     CHECKPOINT_META_MAX bytes of UTF-8, no NUL), read back by
     checkpoint_read_meta()."""
     p = _fspath(path)
-    th = trainer._handle() if trainer is not None else None
     if meta is None:
-        _check(_f("diffuse_checkpoint_save")(p, net._handle(), th))
+        _check(_hcall(_f("diffuse_checkpoint_save"), p, net, trainer))
         return
     if not isinstance(meta, str):
         raise TypeError(f"meta must be a str, not {type(meta).__name__}")
     m = meta.encode("utf-8")
     if b"\0" in m:
         raise ValueError("meta contains a NUL character")
-    _check(_f("diffuse_checkpoint_save_meta")(p, net._handle(), th, m))
+    _check(_hcall(_f("diffuse_checkpoint_save_meta"), p, net, trainer, m))
 
 
 def checkpoint_read_meta(path):
@@ -1909,7 +2017,7 @@ def checkpoint_load(path, max_batch, schedule=None, trainer_batch=0):
         _check(_f("diffuse_checkpoint_load")(p, mb, byref(net_h), None, 0, None))
     else:
         tb = mb if trainer_batch == 0 else _size(trainer_batch, "trainer_batch")
-        _check(_f("diffuse_checkpoint_load")(p, mb, byref(net_h), schedule._handle(), tb,
+        _check(_hcall(_f("diffuse_checkpoint_load"), p, mb, byref(net_h), schedule, tb,
                                              byref(tr_h)))
     net = Net(net_h.value)  # owned from here on: freed by close() or __del__
     trainer = Trainer._wrap(tr_h.value, net, tb) if tr_h.value else None

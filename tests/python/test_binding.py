@@ -44,6 +44,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 import traceback
 import unittest
 
@@ -2210,6 +2211,190 @@ class TrainerTest(Base):
             self.assertIn("closed", repr(tr))
             with self.assertRaises(ValueError):
                 tr.step([[0.0, 1.0]])
+
+
+# ---------------------------------------------------------------------------
+# Handles across threads: close() while other threads are inside calls
+# ---------------------------------------------------------------------------
+
+_HAMMER = r"""
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import libdiffuse as ld
+
+# Each handle class: threads call the handle in a loop while the main thread
+# closes it (one thread for the handles that one thread at a time may use:
+# Net, Sampler, Vlb, Trainer; three for Schedule and Model).  Large tables
+# and nets (their memory is unmapped when freed), so that a call on a freed
+# handle would crash.  A call must either give the
+# right answer or raise ValueError("... is closed"); close must return.
+def flat(a):  # numpy array or (without numpy) flat list -> list of floats
+    return [float(v) for v in (a.ravel() if hasattr(a, "ravel") else a)]
+
+T = 60000
+ref_sched = ld.Schedule.cosine(T)
+ref_table = list(ref_sched.table("alphas_cumprod"))
+ref_sched.close()
+results = {}
+
+def hammer(name, make, use, check, threads=3, rounds=4):
+    done = bad = 0
+    for r in range(rounds):
+        obj, extra = make()
+        errors = []
+        started = threading.Barrier(threads + 1)
+        def worker():
+            nonlocal done
+            started.wait()
+            while True:
+                try:
+                    out = use(obj)
+                except ValueError as e:
+                    if "closed" not in str(e):
+                        errors.append(repr(e))
+                    return
+                except BaseException as e:
+                    errors.append(repr(e))
+                    return
+                if not check(out):
+                    errors.append("wrong result")
+                    return
+                done += 1
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        started.wait()
+        time.sleep(0.02 * (r + 1))
+        obj.close()
+        for t in ts:
+            t.join(30)
+            if t.is_alive():
+                errors.append("a thread did not finish")
+        for e in extra:
+            e.close()
+        if errors:
+            bad += 1
+            print(name, "round", r, errors[:3])
+    results[name] = (done, bad)
+
+def make_sched():
+    return ld.Schedule.cosine(T), ()
+hammer("Schedule", make_sched, lambda s: s.table("alphas_cumprod"),
+       lambda out: list(out) == ref_table)
+
+def make_model():
+    return ld.Model(lambda x, t: x, 2), ()
+hammer("Model", make_model, lambda m: m.output_dim, lambda out: out == 2)
+
+small = ld.Schedule.linear(20, 1e-4, 0.005)
+def make_net():
+    return ld.Net.mlp(2, width=512, depth=4, emb_dim=16, max_batch=8, seed=3), ()
+x = [[0.5, -0.5]] * 8
+with ld.Net.mlp(2, width=512, depth=4, emb_dim=16, max_batch=8, seed=3) as n0:
+    ref_fwd = flat(n0.forward(x, 5))
+hammer("Net", make_net, lambda n: n.forward(x, 5),
+       lambda out: flat(out) == ref_fwd, threads=1)
+
+def make_sampler():
+    net = ld.Net.mlp(2, width=256, depth=2, emb_dim=16, max_batch=8, seed=4)
+    m = net.model()
+    return ld.Sampler(small, m, "ddim", 8), (m, net)
+with ld.Net.mlp(2, width=256, depth=2, emb_dim=16, max_batch=8, seed=4) as n1, \
+        n1.model() as m1, ld.Sampler(small, m1, "ddim", 8) as s1:
+    ref_run = flat(s1.run(batch=8, seed=9))
+hammer("Sampler", make_sampler, lambda s: s.run(batch=8, seed=9),
+       lambda out: flat(out) == ref_run, threads=1)
+
+def make_vlb():
+    net = ld.Net.mlp(2, width=256, depth=2, emb_dim=16, max_batch=8, seed=4)
+    m = net.model()
+    return ld.Vlb(small, m, 8), (m, net)
+hammer("Vlb", make_vlb, lambda v: v.run(x, seed=1).total,
+       lambda out: all(b == b for b in flat(out)), threads=1)
+
+def make_trainer():
+    net = ld.Net.mlp(2, width=256, depth=2, emb_dim=16, max_batch=8, seed=4)
+    return ld.Trainer(net, small, 8), (net,)
+hammer("Trainer", make_trainer, lambda tr: tr.step(x, seed=1), lambda out: out == out, threads=1)
+small.close()
+for name, (done, bad) in results.items():
+    print(name, done, bad)
+sys.exit(1 if any(bad for done, bad in results.values()) else 0)
+"""
+
+
+class ThreadCloseTest(Base):
+    """close() of any handle while other threads are inside calls that use it
+    (issue 12): the interpreter used to die with SIGSEGV.  Run in a child
+    process, so that a crash is reported as one failed test."""
+
+    def test_close_while_other_threads_call_every_handle_class(self):
+        env = dict(os.environ)
+        p = subprocess.run([sys.executable, "-c", _HAMMER, PYDIR], env=env,
+                           capture_output=True, text=True, timeout=120)
+        out = (p.stdout + p.stderr).strip()
+        self.assertEqual(p.returncode, 0, f"exit status {p.returncode} (negative: a "
+                         f"signal, -11 SIGSEGV):\n{out[-3000:]}")
+        counts = {}
+        for line in p.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+        self.assertEqual(sorted(counts), ["Model", "Net", "Sampler", "Schedule", "Trainer",
+                                          "Vlb"], out)
+        for name, done in counts.items():
+            self.assertGreater(done, 0, f"{name}: no call completed before the close")
+
+    def test_close_waits_for_a_call_in_flight(self):
+        # A sampler run whose Python model sleeps: close() from another thread
+        # returns only after the run has ended, and the run's result is whole.
+        entered = threading.Event()
+        order = []
+
+        def slow(x_t, t):
+            entered.set()
+            time.sleep(0.05)
+            return [[0.0] * 2 for _ in range(len(x_t))]
+
+        with ld.Schedule.linear(50) as s, ld.Model(slow, 2) as m:
+            smp = ld.Sampler(s, m, "ddim", 2)
+            result = []
+
+            def run():
+                result.append(smp.run(batch=2, seed=3))
+                order.append("run")
+
+            t = threading.Thread(target=run)
+            t.start()
+            self.assertTrue(entered.wait(10))
+            smp.close()
+            order.append("close")
+            t.join(10)
+            self.assertEqual(order, ["run", "close"])
+            self.assertTrue(smp.closed)
+            self.assertEqual(len(result), 1)
+            with self.assertRaises(ValueError) as cm:
+                smp.run(batch=2)
+            self.assertIn("closed", str(cm.exception))
+
+    def test_close_from_inside_a_call_that_uses_it_raises(self):
+        # From a callback of a call on the same handle, close would wait for
+        # itself: it raises RuntimeError and the handle stays open.
+        with ld.Schedule.linear(50) as s:
+            box = {}
+
+            def model(x_t, t):
+                try:
+                    box["net"].close()
+                except RuntimeError as e:
+                    box["err"] = str(e)
+                return [[0.0] * 2 for _ in range(len(x_t))]
+
+            with ld.Model(model, 2) as m, ld.Sampler(s, m, "ddim", 2) as smp:
+                box["net"] = smp
+                smp.run(batch=2)
+                self.assertIn("from inside", box["err"])
+                self.assertFalse(smp.closed)
 
 
 class CheckpointTest(Base):
