@@ -90,6 +90,11 @@ void diffuse__philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32
 int diffuse__normal_fill_reference(uint64_t seed, uint64_t sample, uint32_t step, float *out,
                                    size_t n);
 int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2]);
+/* rng.c: diffuse_normal_fill() of rows first_sample .. first_sample + rows
+ * - 1 into out[rows][dim], the same bits; short rows (dim < 32) go 8 rows
+ * at a time through the vectorized path. */
+int diffuse__normal_fill_rows(uint64_t seed, uint64_t first_sample, uint32_t step,
+                              float *out, size_t rows, size_t dim);
 
 /* vlb_terms.c: scalar forms of the public elementwise functions. */
 double diffuse__normal_kl(double mean1, double logvar1, double mean2, double logvar2);

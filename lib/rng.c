@@ -376,6 +376,62 @@ RNG_CLONES static void fill_chunks(const philox_schedule *ks, uint32_t c1, uint3
         }
     }
 }
+
+/* Rows r0 .. r0 + 7 of a [rows][dim] array, rows r0 + l for sample
+ * first + r0 + l, lanes l < live: block j of each row's stream in lane l,
+ * its elements 4 j .. 4 j + 3 (those below dim) stored. */
+RNG_CLONES static void fill_rows8(const philox_schedule *ks, uint32_t step, uint64_t first,
+                                  size_t dim, float *out, size_t live)
+{
+    const vul lo32 = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu,
+                      0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
+    vul c2, c3;
+    for (int l = 0; l < RNG_LANES; l++) {
+        const uint64_t sample = first + (uint64_t)l;
+        c2[l] = (uint32_t)sample;
+        c3[l] = (uint32_t)(sample >> 32);
+    }
+    for (size_t j = 0; 4 * j < dim; j++) {
+        vul x0 = lo32 & (uint32_t)j, x1 = lo32 & step, x2 = c2, x3 = c3;
+        vd zc[2], zs[2];
+        vf8 f[4];
+        vl ok;
+        for (int r = 0; r < PHILOX_ROUNDS; r++) {
+            const vul p0 = x0 * PHILOX_M0, p1 = x2 * PHILOX_M1;
+            const vul y0 = (p1 >> 32) ^ x1 ^ (lo32 & ks->k[r][0]);
+            const vul y2 = (p0 >> 32) ^ x3 ^ (lo32 & ks->k[r][1]);
+            x1 = p1 & lo32;
+            x3 = p0 & lo32;
+            x0 = y0;
+            x2 = y2;
+        }
+        fast_pairs(words_to_double(x0), words_to_double(x1), &zc[0], &zs[0]);
+        fast_pairs(words_to_double(x2), words_to_double(x3), &zc[1], &zs[1]);
+        ok = round_checked(zc[0], &f[0]) & round_checked(zs[0], &f[1]) &
+             round_checked(zc[1], &f[2]) & round_checked(zs[1], &f[3]);
+        {
+            float v[4][RNG_LANES];
+            int64_t okv[RNG_LANES];
+            uint64_t w[4][RNG_LANES];
+            const size_t m = dim - 4 * j < 4 ? dim - 4 * j : 4;
+            for (int i = 0; i < 4; i++)
+                memcpy(v[i], &f[i], sizeof v[i]);
+            memcpy(okv, &ok, sizeof okv);
+            memcpy(w[0], &x0, sizeof w[0]);
+            memcpy(w[1], &x1, sizeof w[1]);
+            memcpy(w[2], &x2, sizeof w[2]);
+            memcpy(w[3], &x3, sizeof w[3]);
+            for (size_t l = 0; l < live; l++) {
+                float z[4] = {v[0][l], v[1][l], v[2][l], v[3][l]};
+                if (!okv[l]) {
+                    box_muller((uint32_t)w[0][l], (uint32_t)w[1][l], z);
+                    box_muller((uint32_t)w[2][l], (uint32_t)w[3][l], z + 2);
+                }
+                memcpy(out + l * dim + 4 * j, z, m * sizeof z[0]);
+            }
+        }
+    }
+}
 #endif
 
 static int normal_fill(const char *func, uint64_t seed, uint64_t sample, uint32_t step,
@@ -436,6 +492,30 @@ int diffuse__normal_fill_reference(uint64_t seed, uint64_t sample, uint32_t step
                                    size_t n)
 {
     return normal_fill(__func__, seed, sample, step, out, n, 0);
+}
+
+int diffuse__normal_fill_rows(uint64_t seed, uint64_t first_sample, uint32_t step,
+                              float *out, size_t rows, size_t dim)
+{
+    if (rows == 0 || dim == 0)
+        return DIFFUSE_OK;
+    if (out == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
+    if ((uint64_t)dim > DIFFUSE_NORMAL_FILL_MAX || first_sample > UINT64_MAX - (uint64_t)rows)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "dim = %zu or rows = %zu out of range", dim, rows);
+#ifdef RNG_FAST
+    if (dim < 32) { /* short rows: 8 rows at a time, one block of each per lane */
+        philox_schedule ks;
+        philox_key_schedule(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
+        for (size_t r = 0; r < rows; r += RNG_LANES)
+            fill_rows8(&ks, step, first_sample + r, dim, out + r * dim,
+                       rows - r < RNG_LANES ? rows - r : RNG_LANES);
+        return DIFFUSE_OK;
+    }
+#endif
+    for (size_t r = 0; r < rows; r++)
+        DIFFUSE_TRY(normal_fill(__func__, seed, first_sample + r, step, out + r * dim, dim, 1));
+    return DIFFUSE_OK;
 }
 
 int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2])

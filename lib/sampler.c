@@ -177,15 +177,19 @@ static int reverse_step(const char *func, diffuse_sampler *sp, const float *xin,
         m->variance == DIFFUSE_VAR_FIXED_SMALL || m->variance == DIFFUSE_VAR_FIXED_LARGE;
     const double sd_fixed =
         fixed_var ? exp(0.5 * diffuse__model_logvar(m, S, t, log_beta, NULL, 0)) : 0.0;
+    /* short rows: their noise 8 rows at a time (the same bits) */
+    const int rows_noise = noisy && dim < 32;
     size_t b;
     DIFFUSE_TRY(diffuse__engine_call_model(func, e, xin, t, batch, "sampling", step, total));
+    if (rows_noise) /* arguments validated: cannot fail */
+        (void)diffuse__normal_fill_rows(seed, first, word, e->noise, batch, dim);
     (void)nt;
     DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
         const float *x = xin + b * dim, *o = e->model_out + b * m->out_dim;
         float *x0 = e->x0 + b * dim, *z = e->noise + b * dim, *y = xout + b * dim;
         size_t i;
         diffuse__predict_x0_row(m, S, t, x, o, x0, e->scratch ? e->scratch + b * dim : NULL);
-        if (noisy) /* arguments validated: cannot fail */
+        if (noisy && !rows_noise) /* arguments validated: cannot fail */
             (void)diffuse_normal_fill(seed, first + b, word, z, dim);
         for (i = 0; i < dim; i++) {
             double v;

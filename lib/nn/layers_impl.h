@@ -157,11 +157,18 @@ void LAYER_NAME(diffuse__linear_backward)(const LAYER_REAL *x, size_t B, size_t 
             size_t q;
             for (q = 0; q < w; q++)
                 s[q] = 0.0;
-            for (b = 0; b < B; b++) {
-                const LAYER_REAL *row = dy + b * O + o;
-                for (q = 0; q < w; q++)
-                    s[q] += (double)row[q];
-            }
+            if (w == 64) /* a constant trip count, which the compiler vectorizes */
+                for (b = 0; b < B; b++) {
+                    const LAYER_REAL *row = dy + b * O + o;
+                    for (q = 0; q < 64; q++)
+                        s[q] += (double)row[q];
+                }
+            else
+                for (b = 0; b < B; b++) {
+                    const LAYER_REAL *row = dy + b * O + o;
+                    for (q = 0; q < w; q++)
+                        s[q] += (double)row[q];
+                }
             for (q = 0; q < w; q++)
                 db[o + q] = (LAYER_REAL)((double)db[o + q] + s[q]);
         }
