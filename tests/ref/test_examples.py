@@ -150,6 +150,25 @@ def test_toy2d():
         # 8 classes: chance is 12.5%; 600 steps separate them (about 99% seen)
         report("example_toy2d_conditional", pc.returncode == 0 and mc is not None and
                min(map(float, mc.groups())) >= 80.0, pc.stdout + pc.stderr)
+        # --stop-after then --resume gives the uninterrupted run's checkpoint,
+        # byte for byte (the learning-rate decay follows --steps in both)
+        small = ["--dist", "gmm", "--steps", "300", "--batch", "64", "--width", "32",
+                 "--depth", "1", "--samples", "300", "--ddpm-steps", "20", "--ddim-steps", "10",
+                 "--png", png]
+        ca, cb, cc = (os.path.join(tmp, n) for n in ("a.ckpt", "b.ckpt", "c.ckpt"))
+        pa = run([exe] + small + ["--checkpoint", ca, "--check"])
+        pb = run([exe] + small + ["--checkpoint", cb, "--stop-after", "120"])
+        pr = run([exe] + small + ["--checkpoint", cc, "--resume", cb])
+        same = all(os.path.exists(f) for f in (ca, cc)) and \
+            open(ca, "rb").read() == open(cc, "rb").read()
+        report("example_toy2d_resume_bit_identical", pb.returncode == 0 and pr.returncode == 0
+               and "resuming" in pr.stdout and same, pb.stdout + pr.stdout + pr.stderr)
+        # the quality measure fails an undertrained mixture (300 short steps
+        # give a ring, not 8 modes): FAIL printed, exit status 3 with --check
+        mq = re.findall(r"quality \((DDPM|DDIM)\): ([\d.]+)% .* (\d)/8 modes covered: (PASS|FAIL)",
+                        pa.stdout)
+        report("example_toy2d_quality_fails_undertrained", pa.returncode == 3 and len(mq) == 2
+               and "FAIL" in [q[3] for q in mq], pa.stdout + pa.stderr)
         bad = run([exe, "--dist", "swissroll", "--conditional"])
         report("example_toy2d_conditional_refused", bad.returncode == 2 and
                "gmm or moons" in bad.stderr, bad.stderr)
