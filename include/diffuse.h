@@ -1155,6 +1155,103 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_create_unet(diffuse_net **out, siz
                                                           int prediction, int variance,
                                                           size_t max_batch, uint64_t seed);
 
+/**
+ * Create Improved DDPM's U-Net (openai/improved-diffusion's UNetModel) for
+ * images [batch][channels][height][width], dim = channels * height * width,
+ * with mc = model_channels, E = 4 mc (time_embed_dim), L levels
+ * (len(channel_mult)), GN = group norm (groups groups, eps 1e-5, affine,
+ * statistics in double, values in float), SiLU, and Conv3 / Conv1 the 3x3
+ * (padding 1) and 1x1 convolutions with a bias:
+ *   e = Linear(E, E)(SiLU(Linear(mc, E)(emb_mc(t * time_scale)))) (+ the
+ *       class row, see DIFFUSE_NET_CLASSES), emb_mc the sinusoidal
+ *       embedding of the MLP above;
+ *   input blocks: Conv3(C -> mc)(x); then for each level l (rate 2^l,
+ *       ch = mc channel_mult[l]) num_res_blocks times ResBlock(-> ch),
+ *       followed by AttentionBlock(num_heads) where the level has
+ *       attention, and, except after the last level, Downsample; the
+ *       output of each of these blocks (ResBlock with its attention as one)
+ *       is kept as a skip, in order;
+ *   middle: ResBlock, AttentionBlock(num_heads), ResBlock;
+ *   output blocks: for each level from the last to the first,
+ *       num_res_blocks + 1 times ResBlock(-> ch) of the concatenation
+ *       [h, the last skip left] along channels, then AttentionBlock(
+ *       num_heads_upsample) where the level has attention, and Upsample
+ *       after the last block of every level but the first;
+ *   out = Conv3(ch0 -> C_out)(SiLU(GN(h))), C_out = C or 2C with a learned
+ *       variance (prediction channels first, as models give them).
+ * ResBlock(ci -> co)(h, e): r = Conv3(ci -> co)(SiLU(GN(h))); with
+ *   use_scale_shift_norm, [scale, shift] = Linear(E, 2 co)(SiLU(e)) and
+ *   u = GN(r) (1 + scale) + shift; without it, u = GN(r + Linear(E, co)(
+ *   SiLU(e))); out = skip(h) + Conv3(co -> co)(Dropout(SiLU(u))), skip the
+ *   identity when ci = co, else Conv1(ci -> co).
+ * AttentionBlock(heads)(h) over the T = H W positions: qkv = Conv1(ch ->
+ *   3 ch)(GN(h)), read as heads blocks of 3 d channels (d = ch / heads:
+ *   q, k, v [d][T] in turn); w = softmax_s(q[.][t] . k[.][s] / sqrt(d));
+ *   a = v w^T per head, heads concatenated; h + Conv1(ch -> ch)(a).
+ * Downsample: Conv3 with stride 2 (conv_resample) or 2x2 average pooling;
+ * Upsample: nearest 2x, then Conv3 (conv_resample).
+ * Dropout (probability dropout) acts only in training steps: element i of
+ * row b in ResBlock number k (counting every block of the net from 0) is
+ * dropped when ((w + 0.5) 2^-32) < dropout, w = word i % 4 of
+ * Philox4x32-10 with key = the step's seed and counter (i / 4, 0xFFF00000 +
+ * k, sample, sample >> 32), sample = step 2^32 + b (step: the trainer's
+ * DIFFUSE_TRAINER_STEP); kept values are divided by 1 - dropout.  A
+ * training step is thus a pure function of the state and the step's seed.
+ *
+ * Parameters, in the order of diffuse_net_get_params(), are UNetModel's
+ * state_dict order with label_emb.weight left out: time_embed's two
+ * Linears; then every block in the order above, each tensor in PyTorch's
+ * layout (Conv weight [out][in][k][k] then bias [out], Linear weight
+ * [out][in] then bias, GN weight (gamma) then bias (beta)): a ResBlock's
+ * in GN, in Conv3, emb Linear, out GN, out Conv3, then skip Conv1 (ci !=
+ * co); an AttentionBlock's GN, qkv Conv1, proj_out Conv1; a Downsample's or
+ * Upsample's Conv3 (none without conv_resample); then out's GN and Conv3;
+ * then, with classes, the class table [K + 1][E] (label_emb's rows, then
+ * the "no label" row).  Initialization: PyTorch's default for Conv and
+ * Linear (uniform in +-1/sqrt(fan_in)) from the library's generator, GN 1
+ * and 0, and zero for the convs UNetModel zero-initializes (every
+ * ResBlock's out Conv3, every proj_out, the output Conv3): the net's
+ * output starts at 0.
+ *
+ * @param channels, height, width  the image: C >= 1, H and W multiples of
+ *        2^(L-1), C H W <= 2^24.
+ * @param model_channels  mc, 1 .. 4096, divisible by groups.
+ * @param options  NULL or "" for the defaults, or space-separated key=value
+ *        pairs (lists comma-separated, numbers in C-locale decimal), keys:
+ *        num_res_blocks (0 .. 16; default 2), channel_mult (1 to 8 values
+ *        in 1 .. 64; default 1,2,2,2), attention_resolutions (downsample
+ *        rates 2^l of levels l < L, as UNetModel takes them, e.g. 2,4 for
+ *        improved-diffusion's --attention_resolutions 16,8 at 32x32; empty
+ *        for none; default 2,4), num_heads (default 4; divides the channels
+ *        of every level with attention and of the last level),
+ *        num_heads_upsample (-1: num_heads, the default), use_scale_shift_norm
+ *        (0 or 1; default 1), dropout ([0, 1); default 0), conv_resample (0
+ *        or 1; default 1), num_classes (0 .. 2^24: as diffuse_net_set(n,
+ *        DIFFUSE_NET_CLASSES, K); default 0), groups (the group norms'
+ *        groups; default 32), time_scale (> 0; default 1: the net embeds
+ *        t * time_scale, with t the original training index; Improved DDPM's
+ *        rescale_timesteps with T training steps is 1000 / T).  These
+ *        defaults are improved-diffusion's script defaults at 32x32.
+ * @param prediction, variance  DIFFUSE_PRED_*, DIFFUSE_VAR_* (learned
+ *        kinds double the output channels: improved-diffusion's learn_sigma).
+ * @param max_batch  largest batch, 1 .. 2^24: the weights, their EMA and
+ *        the whole workspace (activations, scratch) are allocated here, so
+ *        forward, sampling and training calls allocate nothing.
+ * @param seed  initialization seed.
+ * Errors: DIFFUSE_EINVAL with a message naming the problem (an unknown
+ * option or a bad value, model_channels not divisible by the groups, heads
+ * not dividing a level's channels, an image size not divisible by the
+ * downsampling, an attention rate without a level, a net too large),
+ * DIFFUSE_ENOMEM; *out NULL on failure.  Ownership: diffuse_net_free().
+ * Since: 1.1.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_create_iddpm(diffuse_net **out, size_t channels,
+                                                           size_t height, size_t width,
+                                                           size_t model_channels,
+                                                           const char *options, int prediction,
+                                                           int variance, size_t max_batch,
+                                                           uint64_t seed);
+
 /** Release the caller's reference to a net.  NULL is a no-op.  Since: 1.0. */
 DIFFUSE_API void diffuse_net_free(diffuse_net *n);
 
@@ -1168,6 +1265,7 @@ DIFFUSE_API size_t diffuse_net_param_count(const diffuse_net *n);
 /* Net kinds, the value of DIFFUSE_NET_KIND; values never reused. */
 #define DIFFUSE_NET_KIND_MLP 1  /* diffuse_net_create_mlp() */
 #define DIFFUSE_NET_KIND_UNET 2 /* diffuse_net_create_unet() */
+#define DIFFUSE_NET_KIND_IDDPM 3 /* diffuse_net_create_iddpm() (Since: 1.1) */
 
 /* Net parameters for diffuse_net_set() and diffuse_net_get(); numbers never
  * reused.  All but NUM_THREADS are read-only descriptions of the net.  MLP
@@ -1192,8 +1290,22 @@ DIFFUSE_API size_t diffuse_net_param_count(const diffuse_net *n);
 #define DIFFUSE_NET_CLASSES 16        /* class embedding rows K (0: none, default); settable
                                          while nothing else holds the net */
 #define DIFFUSE_NET_UNCOND_ROWS 17    /* read-only: rows trained with DIFFUSE_LABEL_NONE */
+/* Improved DDPM U-Net only (Since: 1.1), besides CHANNELS, HEIGHT,
+ * WIDTH_PIXELS, BASE_CHANNELS (model_channels), GROUPS and EMB_DIM
+ * (model_channels), which describe it too: */
+#define DIFFUSE_NET_NUM_RES_BLOCKS 18
+#define DIFFUSE_NET_LEVELS 19             /* L = len(channel_mult) */
+#define DIFFUSE_NET_NUM_HEADS 20
+#define DIFFUSE_NET_NUM_HEADS_UPSAMPLE 21 /* as used (num_heads for -1) */
+#define DIFFUSE_NET_SCALE_SHIFT 22        /* use_scale_shift_norm, 0 or 1 */
+#define DIFFUSE_NET_DROPOUT 23            /* settable: a probability in [0, 1) */
+#define DIFFUSE_NET_CONV_RESAMPLE 24      /* 0 or 1 */
+#define DIFFUSE_NET_TIME_SCALE 25         /* settable: finite, > 0 (see create_iddpm) */
+#define DIFFUSE_NET_CHANNEL_MULT(l) (32 + (l)) /* channel_mult[l], level l in [0, 8) */
+#define DIFFUSE_NET_ATTENTION(l) (40 + (l))    /* 1 if level l (rate 2^l) has attention */
 
-/** Set a net parameter: NUM_THREADS, or CLASSES (an integer in [0,
+/** Set a net parameter: NUM_THREADS, DROPOUT and TIME_SCALE (an Improved
+ * DDPM U-Net's; Since: 1.1), or CLASSES (an integer in [0,
  * DIFFUSE_MAX_CLASSES]: the weights, EMA and kept rows stay, the parameter
  * count changes; refused while a model, sampler or trainer holds the net).
  * Errors: DIFFUSE_EINVAL (NULL, unknown or read-only parameter, bad value,

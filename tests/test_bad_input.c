@@ -2036,6 +2036,44 @@ static int row_net_create_unet(void)
     return nf;
 }
 
+static int row_net_create_iddpm(void)
+{
+    int nf = 0;
+    diffuse_net *n;
+    const size_t big = ((size_t)1 << 24) + 1;
+    EXPECT(diffuse_net_create_iddpm(NULL, 1, 8, 8, 32, NULL, DIFFUSE_PRED_EPS,
+                                    DIFFUSE_VAR_FIXED_SMALL, 2, 1),
+           DIFFUSE_EINVAL);
+#define TRY_IDDPM(C, H, W, c, opt, p, v, mb)                                  \
+    TRY_CREATE(diffuse_net, n,                                                \
+               diffuse_net_create_iddpm(&n, (C), (H), (W), (c), (opt), (p), (v), (mb), 1), \
+               DIFFUSE_EINVAL)
+    TRY_IDDPM(0, 8, 8, 32, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 0, 8, 32, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 12, 8, 32, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(SIZE_MAX, 8, 8, 32, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, SIZE_MAX - 7, SIZE_MAX - 7, 32, NULL, DIFFUSE_PRED_EPS,
+              DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(big, 8, 8, 32, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 0, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 4128, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 48, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, "num_heads=3", DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, "no_such_option=1", DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, "channel_mult=", DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, "channel_mult=1,2,2,2,2,2,2,2,2", DIFFUSE_PRED_EPS,
+              DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, "dropout=nan", DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, "time_scale=1e999", DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, "num_classes=-2", DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, NULL, 3, DIFFUSE_VAR_FIXED_SMALL, 2);
+    TRY_IDDPM(1, 8, 8, 32, NULL, DIFFUSE_PRED_EPS, 4, 2);
+    TRY_IDDPM(1, 8, 8, 32, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 0);
+    TRY_IDDPM(1, 8, 8, 32, NULL, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, big);
+#undef TRY_IDDPM
+    return nf;
+}
+
 static int row_net_free(void)
 {
     int nf = 0;
@@ -3154,6 +3192,7 @@ static const struct {
     {"diffuse_vlb_run_cond", row_vlb_run_cond},
     {"diffuse_net_create_mlp", row_net_create_mlp},
     {"diffuse_net_create_unet", row_net_create_unet},
+    {"diffuse_net_create_iddpm", row_net_create_iddpm},
     {"diffuse_net_free", row_net_free},
     {"diffuse_net_param_count", row_net_param_count},
     {"diffuse_net_set", row_net_set},

@@ -823,10 +823,17 @@ static void test_checkpoint_unet_crafted_and_kindless_mlp(void)
     /* an unknown kind */
     ASSERT_TRUE(find(b, len, "net.kind", &r));
     o = splice(b, len, 0, 0, NULL, 0, &n);
+    wr32(o + r.data, 4);
+    fix_header(o, n);
+    ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
+    ASSERT_MESSAGE_HAS("unknown net kind 4");
+    free(o);
+    /* kind 3 (an Improved DDPM U-Net) without its records */
+    o = splice(b, len, 0, 0, NULL, 0, &n);
     wr32(o + r.data, 3);
     fix_header(o, n);
     ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
-    ASSERT_MESSAGE_HAS("unknown net kind 3");
+    ASSERT_MESSAGE_HAS("missing record 'net.num_res_blocks'");
     free(o);
     free(mb);
     free(b);

@@ -64,6 +64,18 @@
  *                                         in the low byte, then zero bytes
  *                                         up to the word boundary (at least
  *                                         one); no zero byte inside the text
+ *   net.channels, .height,      u64 x     Improved DDPM U-Net (net.kind 3):
+ *     .width_pixels,                      diffuse_net_create_iddpm()'s sizes
+ *     .base_channels, .groups,            (base_channels: model_channels)
+ *     .num_res_blocks,                    and options; num_heads_upsample
+ *     .num_heads,                         as used (never -1)
+ *     .num_heads_upsample
+ *   net.channel_mult            u64 [L]   per level
+ *   net.attention_levels        u32 [L]   1 where the level has attention
+ *   net.use_scale_shift_norm,   u32 x     0 or 1
+ *     net.conv_resample
+ *   net.dropout, net.time_scale f64 x
+ * (added in 1.1 the same way: an older reader refuses kind 3.)
  *
  * The U-Net records and net.kind 2 were added to version 1 without a new
  * version: a reader that predates them refuses a U-Net file with
@@ -229,6 +241,8 @@ enum {
     R_TIMESTEPS_KIND, R_THREADS,
     R_STEP, R_M, R_V, R_HIST, R_HIST_N, R_HIST_POS, R_BETAS, R_SCHED_T,
     R_CLASSES, R_UNCOND, R_DROPOUT, R_META,
+    R_NRB, R_MULT, R_ATTN, R_HEADS, R_HEADS_UP, R_SCALE_SHIFT, R_CONV_RESAMPLE, R_NET_DROPOUT,
+    R_TIME_SCALE,
     R_COUNT
 };
 #define R_FIRST_TRAINER R_LR
@@ -278,6 +292,15 @@ static const struct {
     {"net.uncond_rows", T_U64, 0},
     {"trainer.label_dropout", T_F64, 0},
     {"meta.text", T_U32, 1},
+    {"net.num_res_blocks", T_U64, 0},
+    {"net.channel_mult", T_U64, 1},
+    {"net.attention_levels", T_U32, 1},
+    {"net.num_heads", T_U64, 0},
+    {"net.num_heads_upsample", T_U64, 0},
+    {"net.use_scale_shift_norm", T_U32, 0},
+    {"net.conv_resample", T_U32, 0},
+    {"net.dropout", T_F64, 0},
+    {"net.time_scale", T_F64, 0},
 };
 
 static void put32(unsigned char *b, uint32_t v)
@@ -461,13 +484,50 @@ static void w_f64(writer *w, int r, double v)
     w_f64s(w, &v, 1);
 }
 
+/* n u64 values (the element bytes of a record whose head is written). */
+static void w_u64s_(writer *w, const uint64_t *x, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char b[8];
+        put64(b, x[i]);
+        w_bytes(w, b, 8, 1);
+    }
+}
+
 /* The payload of a net and, when tr is not NULL, its trainer. */
 static void emit(writer *w, const diffuse_net *n, const diffuse_trainer *tr)
 {
     uint64_t d[2];
     w_u32(w, R_KIND, (uint32_t)n->kind);
     w_u64(w, R_DIM, n->dim);
-    if (n->kind == DIFFUSE_NET_KIND_UNET) {
+    if (n->kind == DIFFUSE_NET_KIND_IDDPM) {
+        const diffuse__iddpm_config *c = &n->iddpm->cfg;
+        uint64_t m[DIFFUSE__IDDPM_MAX_LEVELS];
+        uint32_t at[DIFFUSE__IDDPM_MAX_LEVELS];
+        size_t l;
+        w_u64(w, R_CHANNELS, c->C);
+        w_u64(w, R_HEIGHT, c->H);
+        w_u64(w, R_WIDTH_PIXELS, c->W);
+        w_u64(w, R_BASE, c->mc);
+        w_u64(w, R_GROUPS, c->G);
+        w_u64(w, R_NRB, c->nrb);
+        for (l = 0; l < c->levels; l++) {
+            m[l] = c->mult[l];
+            at[l] = (c->attn_mask >> l) & 1u;
+        }
+        d[0] = c->levels;
+        w_head(w, R_MULT, d);
+        w_u64s_(w, m, c->levels);
+        w_head(w, R_ATTN, d);
+        w_u32s(w, at, c->levels);
+        w_u64(w, R_HEADS, c->heads);
+        w_u64(w, R_HEADS_UP, c->heads_up ? c->heads_up : c->heads);
+        w_u32(w, R_SCALE_SHIFT, (uint32_t)c->scale_shift);
+        w_u32(w, R_CONV_RESAMPLE, (uint32_t)c->conv_resample);
+        w_f64(w, R_NET_DROPOUT, c->dropout);
+        w_f64(w, R_TIME_SCALE, c->time_scale);
+    } else if (n->kind == DIFFUSE_NET_KIND_UNET) {
         w_u64(w, R_CHANNELS, n->unet.C);
         w_u64(w, R_HEIGHT, n->unet.H);
         w_u64(w, R_WIDTH_PIXELS, n->unet.W);
@@ -951,6 +1011,7 @@ typedef struct {
     uint64_t dim, width, depth, emb, out_dim, n_params;
     uint64_t channels, height, width_pixels, base, groups; /* U-Net */
     uint64_t classes, uncond_rows;                          /* 0 without classes */
+    diffuse__iddpm_config iddpm;                            /* kind IDDPM */
     int prediction, variance;
 } arch;
 
@@ -983,6 +1044,9 @@ static int check_f32(const record *R, int r, uint64_t n, int nonneg)
 /* The records of the MLP and those of the U-Net: a file holds one set. */
 static const int MLP_RECORDS[] = {R_WIDTH, R_DEPTH, R_EMB};
 static const int UNET_RECORDS[] = {R_CHANNELS, R_HEIGHT, R_WIDTH_PIXELS, R_BASE, R_GROUPS};
+static const int IDDPM_RECORDS[] = {R_CHANNELS, R_HEIGHT, R_WIDTH_PIXELS, R_BASE, R_GROUPS,
+                                    R_NRB, R_MULT, R_ATTN, R_HEADS, R_HEADS_UP, R_SCALE_SHIFT,
+                                    R_CONV_RESAMPLE, R_NET_DROPOUT, R_TIME_SCALE};
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 static int check_mlp(const record *R, arch *a)
@@ -1051,6 +1115,75 @@ static int check_unet(const record *R, arch *a)
     return DIFFUSE_OK;
 }
 
+/* An Improved DDPM U-Net's records: its options as diffuse_net_create_iddpm()
+ * takes them; the parameter count from its plan. */
+static int check_iddpm(const record *R, arch *a)
+{
+    diffuse__iddpm_config *c = &a->iddpm;
+    diffuse__iddpm_plan *pl = NULL;
+    uint64_t v[6], L = R[R_MULT].dims[0], l;
+    int rc;
+    const int sizes[] = {R_CHANNELS, R_HEIGHT, R_WIDTH_PIXELS, R_BASE, R_GROUPS, R_NRB};
+    for (l = 0; l < 6; l++) {
+        v[l] = get64(R[sizes[l]].data);
+        if (v[l] > SIZE_LIMIT)
+            return BAD("record '%s' is %llu, above 2^24", KNOWN[sizes[l]].name,
+                       (unsigned long long)v[l]);
+    }
+    if (L < 1 || L > DIFFUSE__IDDPM_MAX_LEVELS)
+        return BAD("record 'net.channel_mult' has %llu levels, not 1 to %d",
+                   (unsigned long long)L, DIFFUSE__IDDPM_MAX_LEVELS);
+    DIFFUSE_TRY(need_len(R, R_ATTN, L, "net.channel_mult"));
+    diffuse__iddpm_defaults(c);
+    c->C = (size_t)v[0];
+    c->H = (size_t)v[1];
+    c->W = (size_t)v[2];
+    c->mc = (size_t)v[3];
+    c->G = (size_t)v[4];
+    c->nrb = (size_t)v[5];
+    c->levels = (size_t)L;
+    c->attn_mask = 0;
+    for (l = 0; l < L; l++) {
+        uint64_t m = get64(R[R_MULT].data + 8 * l);
+        uint32_t at = get32(R[R_ATTN].data + 4 * l);
+        if (m < 1 || m > DIFFUSE__IDDPM_MAX_MULT || at > 1)
+            return BAD("level %llu: channel_mult %llu, attention %lu are not valid values",
+                       (unsigned long long)l, (unsigned long long)m, (unsigned long)at);
+        c->mult[l] = (size_t)m;
+        c->attn_mask |= at << l;
+    }
+    v[0] = get64(R[R_HEADS].data);
+    v[1] = get64(R[R_HEADS_UP].data);
+    if (v[0] < 1 || v[0] > 4096 || v[1] < 1 || v[1] > 4096 || c->nrb > DIFFUSE__IDDPM_MAX_RES_BLOCKS ||
+        get32(R[R_SCALE_SHIFT].data) > 1 || get32(R[R_CONV_RESAMPLE].data) > 1)
+        return BAD("bad Improved DDPM U-Net options (heads %llu, %llu; num_res_blocks %llu)",
+                   (unsigned long long)v[0], (unsigned long long)v[1],
+                   (unsigned long long)c->nrb);
+    c->heads = (size_t)v[0];
+    c->heads_up = (size_t)v[1];
+    c->scale_shift = (int)get32(R[R_SCALE_SHIFT].data);
+    c->conv_resample = (int)get32(R[R_CONV_RESAMPLE].data);
+    c->dropout = get_f64(R[R_NET_DROPOUT].data);
+    c->time_scale = get_f64(R[R_TIME_SCALE].data);
+    c->out_C = a->variance >= DIFFUSE_VAR_LEARNED ? 2 * c->C : c->C;
+    if (diffuse__iddpm_check(LOAD, c) != DIFFUSE_OK)
+        return BAD("bad Improved DDPM U-Net: %s", diffuse_last_error());
+    if (a->dim != (uint64_t)c->C * c->H * c->W)
+        return BAD("record 'net.dim' is %llu but the image has %llu values",
+                   (unsigned long long)a->dim, (unsigned long long)(c->C * c->H * c->W));
+    a->base = c->mc;
+    a->out_dim = (uint64_t)c->out_C * c->H * c->W;
+    rc = diffuse__iddpm_plan_create(LOAD, c, 1, &pl);
+    if (rc != DIFFUSE_OK)
+        return rc == DIFFUSE_EINVAL ? BAD("bad Improved DDPM U-Net: %s", diffuse_last_error())
+                                    : rc;
+    a->n_params = pl->n_params;
+    diffuse__iddpm_plan_free(pl);
+    if (a->n_params > PARAM_LIMIT)
+        return BAD("the net has more parameters than a checkpoint holds");
+    return DIFFUSE_OK;
+}
+
 /* The class records: both or neither; classes in [1, 2^24]; the class
  * embedding [classes + 1][E] added to the parameter count. */
 static int check_classes(const record *R, arch *a)
@@ -1065,7 +1198,7 @@ static int check_classes(const record *R, arch *a)
     if (a->classes < 1 || a->classes > DIFFUSE_MAX_CLASSES)
         return BAD("record 'net.classes' is %llu, outside [1, %lu]",
                    (unsigned long long)a->classes, (unsigned long)DIFFUSE_MAX_CLASSES);
-    E = a->kind == DIFFUSE_NET_KIND_UNET ? 4 * a->base : a->width;
+    E = a->kind != DIFFUSE_NET_KIND_MLP ? 4 * a->base : a->width;
     /* E and classes are at most 2^24 (E 2^14 for a U-Net): no overflow */
     if ((a->classes + 1) * E > PARAM_LIMIT - a->n_params)
         return BAD("a class embedding of %llu x %llu values is more than a checkpoint holds",
@@ -1077,24 +1210,36 @@ static int check_classes(const record *R, arch *a)
 static int check_net(const record *R, arch *a)
 {
     static const int common[] = {R_DIM, R_PRED, R_VAR, R_PARAMS, R_EMA};
-    const int *mine, *others;
-    size_t n_mine, n_others, i;
+    const int *mine;
+    size_t n_mine, i, j;
     uint32_t pred, var;
     a->kind = R[R_KIND].present ? get32(R[R_KIND].data) : DIFFUSE_NET_KIND_MLP;
-    if (a->kind != DIFFUSE_NET_KIND_MLP && a->kind != DIFFUSE_NET_KIND_UNET)
+    if (a->kind != DIFFUSE_NET_KIND_MLP && a->kind != DIFFUSE_NET_KIND_UNET &&
+        a->kind != DIFFUSE_NET_KIND_IDDPM)
         return BAD("unknown net kind %lu", (unsigned long)a->kind);
     for (i = 0; i < N_OF(common); i++)
         DIFFUSE_TRY(need(R, common[i]));
-    mine = a->kind == DIFFUSE_NET_KIND_MLP ? MLP_RECORDS : UNET_RECORDS;
-    n_mine = a->kind == DIFFUSE_NET_KIND_MLP ? N_OF(MLP_RECORDS) : N_OF(UNET_RECORDS);
-    others = a->kind == DIFFUSE_NET_KIND_MLP ? UNET_RECORDS : MLP_RECORDS;
-    n_others = a->kind == DIFFUSE_NET_KIND_MLP ? N_OF(UNET_RECORDS) : N_OF(MLP_RECORDS);
+    mine = a->kind == DIFFUSE_NET_KIND_MLP    ? MLP_RECORDS
+           : a->kind == DIFFUSE_NET_KIND_UNET ? UNET_RECORDS
+                                              : IDDPM_RECORDS;
+    n_mine = a->kind == DIFFUSE_NET_KIND_MLP    ? N_OF(MLP_RECORDS)
+             : a->kind == DIFFUSE_NET_KIND_UNET ? N_OF(UNET_RECORDS)
+                                                : N_OF(IDDPM_RECORDS);
     for (i = 0; i < n_mine; i++)
         DIFFUSE_TRY(need(R, mine[i]));
-    for (i = 0; i < n_others; i++)
-        if (R[others[i]].present)
-            return BAD("record '%s' does not describe %s", KNOWN[others[i]].name,
-                       a->kind == DIFFUSE_NET_KIND_MLP ? "an MLP" : "a U-Net");
+    /* every kind-specific record (MLP_RECORDS, IDDPM_RECORDS cover them all)
+     * must be the kind's own */
+    for (j = 0; j < N_OF(MLP_RECORDS) + N_OF(IDDPM_RECORDS); j++) {
+        const int r = j < N_OF(MLP_RECORDS) ? MLP_RECORDS[j] : IDDPM_RECORDS[j - N_OF(MLP_RECORDS)];
+        int own = 0;
+        for (i = 0; i < n_mine; i++)
+            own |= mine[i] == r;
+        if (R[r].present && !own)
+            return BAD("record '%s' does not describe %s", KNOWN[r].name,
+                       a->kind == DIFFUSE_NET_KIND_MLP    ? "an MLP"
+                       : a->kind == DIFFUSE_NET_KIND_UNET ? "a U-Net"
+                                                          : "an Improved DDPM U-Net");
+    }
     a->dim = get64(R[R_DIM].data);
     pred = get32(R[R_PRED].data);
     var = get32(R[R_VAR].data);
@@ -1106,8 +1251,10 @@ static int check_net(const record *R, arch *a)
     a->variance = (int)var;
     if (a->kind == DIFFUSE_NET_KIND_MLP)
         DIFFUSE_TRY(check_mlp(R, a));
-    else
+    else if (a->kind == DIFFUSE_NET_KIND_UNET)
         DIFFUSE_TRY(check_unet(R, a));
+    else
+        DIFFUSE_TRY(check_iddpm(R, a));
     DIFFUSE_TRY(check_classes(R, a));
     DIFFUSE_TRY(need_len(R, R_PARAMS, a->n_params, "the architecture"));
     DIFFUSE_TRY(need_len(R, R_EMA, a->n_params, "the architecture"));
@@ -1287,7 +1434,17 @@ static double workspace_bytes(const arch *a, size_t max_batch, size_t trainer_ba
 {
     const double B = (double)max_batch;
     double floats;
-    if (a->kind == DIFFUSE_NET_KIND_UNET) {
+    if (a->kind == DIFFUSE_NET_KIND_IDDPM) {
+        /* the plan's sizes already count max_batch rows */
+        diffuse__iddpm_plan *pl = NULL;
+        size_t work;
+        if (diffuse__iddpm_plan_create(LOAD, &a->iddpm, max_batch, &pl) != DIFFUSE_OK)
+            return HUGE_VAL;
+        work = diffuse__iddpm_work_floats(pl, 1);
+        floats = work == SIZE_MAX ? HUGE_VAL
+                                  : (double)pl->n_acts + (double)pl->n_scratch + (double)work;
+        diffuse__iddpm_plan_free(pl);
+    } else if (a->kind == DIFFUSE_NET_KIND_UNET) {
         diffuse__unet_shape sh;
         size_t work;
         /* a row's activations are below 64 c H W values */
@@ -1339,7 +1496,10 @@ static int check_workspace(const arch *a, size_t max_batch, size_t trainer_batch
     char what[96];
     if (need <= (double)cap)
         return DIFFUSE_OK;
-    if (a->kind == DIFFUSE_NET_KIND_UNET)
+    if (a->kind == DIFFUSE_NET_KIND_IDDPM)
+        snprintf(what, sizeof what, "Improved DDPM U-Net for %zu x %zu x %zu images",
+                 a->iddpm.C, a->iddpm.H, a->iddpm.W);
+    else if (a->kind == DIFFUSE_NET_KIND_UNET)
         snprintf(what, sizeof what, "U-Net for %llu x %llu x %llu images",
                  (unsigned long long)a->channels, (unsigned long long)a->height,
                  (unsigned long long)a->width_pixels);
@@ -1455,7 +1615,10 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
         DIFFUSE_TRY(same_schedule(R, T, s));
     }
     /* Everything is checked: build. */
-    if (a.kind == DIFFUSE_NET_KIND_UNET)
+    if (a.kind == DIFFUSE_NET_KIND_IDDPM)
+        DIFFUSE_TRY(diffuse__net_create_iddpm_config(LOAD, &net, &a.iddpm, 0, a.prediction,
+                                                     a.variance, max_batch, 0));
+    else if (a.kind == DIFFUSE_NET_KIND_UNET)
         DIFFUSE_TRY(diffuse_net_create_unet(&net, (size_t)a.channels, (size_t)a.height,
                                             (size_t)a.width_pixels, (size_t)a.base,
                                             (size_t)a.groups, a.prediction, a.variance,

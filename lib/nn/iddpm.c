@@ -56,7 +56,7 @@ void diffuse__iddpm_defaults(diffuse__iddpm_config *cfg)
     cfg->mult[3] = 2;
     cfg->attn_mask = (1u << 1) | (1u << 2); /* rates 2 and 4: "16,8" at 32 x 32 */
     cfg->heads = 4;
-    cfg->heads_up = 4;
+    cfg->heads_up = 0; /* num_heads_upsample -1: num_heads */
     cfg->scale_shift = 1;
     cfg->conv_resample = 1;
     cfg->dropout = 0.0;

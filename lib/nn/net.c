@@ -285,6 +285,67 @@ int diffuse_net_create_unet(diffuse_net **out, size_t channels, size_t height, s
     return DIFFUSE_OK;
 }
 
+static int set_classes(const char *func, diffuse_net *n, size_t classes);
+
+int diffuse__net_create_iddpm_config(const char *func, diffuse_net **out,
+                                     const diffuse__iddpm_config *cfg, size_t classes,
+                                     int prediction, int variance, size_t max_batch,
+                                     uint64_t seed)
+{
+    diffuse__iddpm_plan *pl = NULL;
+    diffuse_net *n;
+    size_t work;
+    int mt = default_threads(), rc;
+    *out = NULL;
+    DIFFUSE_TRY(check_common(func, prediction, variance, max_batch));
+    DIFFUSE_TRY(diffuse__iddpm_check(func, cfg));
+    DIFFUSE_TRY(diffuse__iddpm_plan_create(func, cfg, max_batch, &pl));
+    work = diffuse__iddpm_work_floats(pl, mt);
+    if (work == SIZE_MAX || work > SIZE_MAX / 64) {
+        diffuse__iddpm_plan_free(pl);
+        return diffuse__fail(DIFFUSE_EINVAL, func, "the net is too large to allocate");
+    }
+    rc = net_alloc(func, &n, DIFFUSE_NET_KIND_IDDPM, cfg->C * cfg->H * cfg->W,
+                   cfg->out_C * cfg->H * cfg->W, prediction, variance, max_batch, pl->n_params,
+                   pl->n_acts, work, pl->n_scratch, mt);
+    if (rc != DIFFUSE_OK) {
+        diffuse__iddpm_plan_free(pl);
+        return rc;
+    }
+    n->iddpm = pl;
+    diffuse__iddpm_init(pl, n->params, seed, INIT_STREAM);
+    memcpy(n->ema, n->params, pl->n_params * sizeof(float));
+    if (classes > 0) {
+        rc = set_classes(func, n, classes);
+        if (rc != DIFFUSE_OK) {
+            diffuse_net_free(n);
+            return rc;
+        }
+    }
+    *out = n;
+    return DIFFUSE_OK;
+}
+
+int diffuse_net_create_iddpm(diffuse_net **out, size_t channels, size_t height, size_t width,
+                             size_t model_channels, const char *options, int prediction,
+                             int variance, size_t max_batch, uint64_t seed)
+{
+    diffuse__iddpm_config cfg;
+    size_t classes = 0;
+    if (out == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
+    *out = NULL;
+    diffuse__iddpm_defaults(&cfg);
+    cfg.C = channels;
+    cfg.H = height;
+    cfg.W = width;
+    cfg.mc = model_channels;
+    cfg.out_C = variance >= DIFFUSE_VAR_LEARNED ? 2 * channels : channels;
+    DIFFUSE_TRY(diffuse__iddpm_parse(__func__, options, &cfg, &classes));
+    return diffuse__net_create_iddpm_config(__func__, out, &cfg, classes, prediction, variance,
+                                            max_batch, seed);
+}
+
 void diffuse__net_retain(void *net)
 {
     atomic_fetch_add(&((diffuse_net *)net)->refs, 1);
@@ -295,6 +356,7 @@ void diffuse__net_release(void *net)
     diffuse_net *n = (diffuse_net *)net;
     if (atomic_fetch_sub(&n->refs, 1) == 1) {
         diffuse__free(n->params);
+        diffuse__iddpm_plan_free(n->iddpm);
         diffuse__free(n);
     }
 }
@@ -313,7 +375,9 @@ size_t diffuse_net_param_count(const diffuse_net *n)
 /* The width E of a class embedding row: the MLP's width, the U-Net's 4c. */
 static size_t class_width(const diffuse_net *n)
 {
-    return n->kind == DIFFUSE_NET_KIND_UNET ? 4 * n->unet.c : n->mlp.width;
+    return n->kind == DIFFUSE_NET_KIND_IDDPM  ? n->iddpm->E
+           : n->kind == DIFFUSE_NET_KIND_UNET ? 4 * n->unet.c
+                                              : n->mlp.width;
 }
 
 /* Give the net `classes` class embedding rows plus the "no label" row (none
@@ -410,6 +474,24 @@ int diffuse_net_set(diffuse_net *n, int param, double value)
                          (unsigned long)DIFFUSE_MAX_CLASSES, value);
         return set_classes(__func__, n, (size_t)value);
     }
+    if (param == DIFFUSE_NET_DROPOUT || param == DIFFUSE_NET_TIME_SCALE) {
+        if (n->kind != DIFFUSE_NET_KIND_IDDPM)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d describes an Improved DDPM U-Net only",
+                         param);
+        if (param == DIFFUSE_NET_DROPOUT) {
+            if (!(value >= 0.0 && value < 1.0))
+                DIFFUSE_FAIL(DIFFUSE_EINVAL, "DROPOUT = %g is outside [0, 1)", value);
+            n->iddpm->cfg.dropout = value;
+        } else {
+            if (!(value > 0.0 && isfinite(value)))
+                DIFFUSE_FAIL(DIFFUSE_EINVAL, "TIME_SCALE = %g must be finite and > 0", value);
+            n->iddpm->cfg.time_scale = value;
+        }
+        return DIFFUSE_OK;
+    }
+    if ((param >= DIFFUSE_NET_NUM_RES_BLOCKS && param <= DIFFUSE_NET_CONV_RESAMPLE) ||
+        (param >= DIFFUSE_NET_CHANNEL_MULT(0) && param < DIFFUSE_NET_ATTENTION(8)))
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d describes the net and is read-only", param);
     if (param != DIFFUSE_NET_NUM_THREADS)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
@@ -430,11 +512,60 @@ static const char *param_name(int param)
     }
 }
 
+/* The parameters of an Improved DDPM U-Net: 1 when param is one (*value
+ * set), 0 when it is not (-1: it describes another kind). */
+static int iddpm_get(const diffuse_net *n, int param, double *value)
+{
+    const diffuse__iddpm_config *c = n->iddpm != NULL ? &n->iddpm->cfg : NULL;
+    const int own = (param >= DIFFUSE_NET_NUM_RES_BLOCKS && param <= DIFFUSE_NET_TIME_SCALE) ||
+                    (param >= DIFFUSE_NET_CHANNEL_MULT(0) && param < DIFFUSE_NET_ATTENTION(8));
+    if (c == NULL)
+        return own ? -1 : 0;
+    if (param >= DIFFUSE_NET_CHANNEL_MULT(0) && param < DIFFUSE_NET_ATTENTION(8)) {
+        const size_t l = (size_t)(param - DIFFUSE_NET_CHANNEL_MULT(0)) % 8;
+        if (l >= c->levels)
+            return -1;
+        *value = param < DIFFUSE_NET_ATTENTION(0) ? (double)c->mult[l]
+                                                  : (double)((c->attn_mask >> l) & 1u);
+        return 1;
+    }
+    switch (param) {
+    case DIFFUSE_NET_NUM_RES_BLOCKS: *value = (double)c->nrb; return 1;
+    case DIFFUSE_NET_LEVELS: *value = (double)c->levels; return 1;
+    case DIFFUSE_NET_NUM_HEADS: *value = (double)c->heads; return 1;
+    case DIFFUSE_NET_NUM_HEADS_UPSAMPLE:
+        *value = (double)(c->heads_up ? c->heads_up : c->heads);
+        return 1;
+    case DIFFUSE_NET_SCALE_SHIFT: *value = c->scale_shift; return 1;
+    case DIFFUSE_NET_DROPOUT: *value = c->dropout; return 1;
+    case DIFFUSE_NET_CONV_RESAMPLE: *value = c->conv_resample; return 1;
+    case DIFFUSE_NET_TIME_SCALE: *value = c->time_scale; return 1;
+    case DIFFUSE_NET_EMB_DIM:
+    case DIFFUSE_NET_BASE_CHANNELS: *value = (double)c->mc; return 1;
+    case DIFFUSE_NET_CHANNELS: *value = (double)c->C; return 1;
+    case DIFFUSE_NET_HEIGHT: *value = (double)c->H; return 1;
+    case DIFFUSE_NET_WIDTH_PIXELS: *value = (double)c->W; return 1;
+    case DIFFUSE_NET_GROUPS: *value = (double)c->G; return 1;
+    case DIFFUSE_NET_WIDTH:
+    case DIFFUSE_NET_DEPTH: return -1;
+    default: return 0;
+    }
+}
+
 int diffuse_net_get(const diffuse_net *n, int param, double *value)
 {
     const int unet = n != NULL && n->kind == DIFFUSE_NET_KIND_UNET;
+    int own;
     if (n == NULL || value == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", n == NULL ? "net" : "value");
+    own = iddpm_get(n, param, value);
+    if (own > 0)
+        return DIFFUSE_OK;
+    if (own < 0)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "parameter %d does not describe %s", param,
+                     n->kind == DIFFUSE_NET_KIND_IDDPM ? "an Improved DDPM U-Net"
+                     : unet                            ? "a U-Net"
+                                                       : "an MLP");
     switch (param) {
     case DIFFUSE_NET_NUM_THREADS: *value = n->num_threads; return DIFFUSE_OK;
     case DIFFUSE_NET_DIM: *value = (double)n->dim; return DIFFUSE_OK;
@@ -518,7 +649,11 @@ int diffuse_net_set_params(diffuse_net *n, int which, const float *in, size_t co
 void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x, size_t B,
                                  float *out, int nt)
 {
-    if (n->kind == DIFFUSE_NET_KIND_UNET)
+    if (n->kind == DIFFUSE_NET_KIND_IDDPM) {
+        const diffuse__iddpm_drop dr = {n->train, n->train_seed, n->train_step};
+        diffuse__iddpm_forward(n->iddpm, n->classes, P, x, n->tf, n->lab, B, n->acts, n->scratch,
+                               out, &dr, n->work, nt);
+    } else if (n->kind == DIFFUSE_NET_KIND_UNET)
         diffuse__unet_forward(&n->unet, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
     else
         diffuse__mlp_forward(&n->mlp, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
@@ -537,7 +672,11 @@ static void net_infer_params(diffuse_net *n, const float *P, const float *x, siz
 
 void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float *dout, int nt)
 {
-    if (n->kind == DIFFUSE_NET_KIND_UNET)
+    if (n->kind == DIFFUSE_NET_KIND_IDDPM) {
+        const diffuse__iddpm_drop dr = {n->train, n->train_seed, n->train_step};
+        diffuse__iddpm_backward(n->iddpm, n->classes, n->params, x, n->lab, B, n->acts,
+                                n->scratch, dout, n->grads, &dr, n->work, nt);
+    } else if (n->kind == DIFFUSE_NET_KIND_UNET)
         diffuse__unet_backward(&n->unet, n->params, x, n->lab, B, n->acts, dout, n->grads,
                                n->work, n->scratch, nt);
     else
@@ -559,6 +698,7 @@ static int run_forward(const char *func, diffuse_net *n, int which, const float 
         return diffuse__fail(DIFFUSE_EINVAL, func, "batch = %zu is outside [1, max_batch = %zu]",
                              batch, n->max_batch);
     DIFFUSE_TRY(diffuse__net_check_labels(func, n, labels, batch));
+    n->train = 0; /* inference: no dropout */
     for (b = 0; b < batch; b++) {
         n->tf[b] = (float)t[b];
         n->lab[b] = labels != NULL ? labels[b] : DIFFUSE_LABEL_NONE;

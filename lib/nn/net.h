@@ -4,6 +4,7 @@
 #define DIFFUSE_NN_NET_H
 
 #include "engine.h"
+#include "iddpm.h"
 #include "mlp.h"
 #include "unet.h"
 
@@ -30,6 +31,9 @@ struct diffuse_net {
     float *scratch;              /* backward scratch (the net's own size) */
     int max_threads;             /* the work buffer is sized for this many */
     int num_threads;
+    diffuse__iddpm_plan *iddpm;  /* kind IDDPM: its plan (owned) */
+    int train;                   /* the next forward is a training step's (dropout on) */
+    uint64_t train_seed, train_step; /* that step's seed and DIFFUSE_TRAINER_STEP */
     atomic_int refs;
 };
 
@@ -40,6 +44,13 @@ struct diffuse_net {
  * with a message under func's name otherwise). */
 int diffuse__unet_check(const char *func, size_t channels, size_t height, size_t width,
                         size_t base_channels, size_t groups);
+
+/* diffuse_net_create_iddpm() from a parsed configuration (cfg's C, H, W, mc,
+ * out_C set), then `classes` class rows; messages under func's name. */
+int diffuse__net_create_iddpm_config(const char *func, diffuse_net **out,
+                                     const diffuse__iddpm_config *cfg, size_t classes,
+                                     int prediction, int variance, size_t max_batch,
+                                     uint64_t seed);
 
 /* Clamp a requested thread count to what the workspace supports. */
 int diffuse__net_threads(const diffuse_net *n, int requested);

@@ -522,6 +522,9 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
             tr->x_t[b * dim + i] = (float)(sa * (double)x0[b * dim + i] + s1m * (double)z[i]);
         n->tf[b] = (float)S->timesteps[t];
     }
+    n->train = 1; /* dropout on, its mask a function of (seed, step) */
+    n->train_seed = seed;
+    n->train_step = tr->step;
     diffuse__net_forward_params(n, n->params, tr->x_t, batch, tr->out, nt);
     for (b = 0; b < batch; b++) {
         tr->row_l[b] = row_loss(tr, x0, b, batch);

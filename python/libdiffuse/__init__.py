@@ -275,6 +275,9 @@ _SIGNATURES = {
     "diffuse_net_create_unet": (
         [_PH, c_size_t, c_size_t, c_size_t, c_size_t, c_size_t, c_int, c_int, c_size_t,
          c_uint64], c_int),
+    "diffuse_net_create_iddpm": (
+        [_PH, c_size_t, c_size_t, c_size_t, c_size_t, c_char_p, c_int, c_int, c_size_t,
+         c_uint64], c_int),
     "diffuse_net_free": ([_H], None),
     "diffuse_net_param_count": ([_H], c_size_t),
     "diffuse_net_set": ([_H, c_int, c_double], c_int),
@@ -531,6 +534,15 @@ NET_UNCOND_ROWS = 17
 
 NET_KIND_MLP = 1
 NET_KIND_UNET = 2
+NET_KIND_IDDPM = 3
+NET_NUM_RES_BLOCKS = 18
+NET_LEVELS = 19
+NET_NUM_HEADS = 20
+NET_NUM_HEADS_UPSAMPLE = 21
+NET_SCALE_SHIFT = 22
+NET_DROPOUT = 23
+NET_CONV_RESAMPLE = 24
+NET_TIME_SCALE = 25
 
 LOSS_MSE = 0
 LOSS_HYBRID = 1
@@ -579,15 +591,18 @@ _SAMPLER_PARAMS = {"eta": 1, "num_threads": 2, "lambda_min": 3, "guidance": 4,
                    "guidance_rescale": 5}
 _VLB_PARAMS = {"cdf": 1, "num_threads": 2}
 _WHICH_NAMES = {"weights": 0, "ema": 1}
-_NET_PARAMS = {"num_threads": 1, "classes": 16}
+_NET_PARAMS = {"num_threads": 1, "classes": 16, "dropout": 23, "time_scale": 25}
 # Read-only net parameters: those of every net, then those of one kind.
 _NET_ARCH = {"dim": 2, "output_dim": 3, "emb_dim": 6, "prediction": 7, "variance": 8,
              "max_batch": 9}
 _NET_KIND_ARCH = {
     1: {"width": 4, "depth": 5},
     2: {"channels": 11, "height": 12, "width_pixels": 13, "base_channels": 14, "groups": 15},
+    3: {"channels": 11, "height": 12, "width_pixels": 13, "model_channels": 14, "groups": 15,
+        "num_res_blocks": 18, "levels": 19, "num_heads": 20, "num_heads_upsample": 21,
+        "use_scale_shift_norm": 22, "conv_resample": 24},
 }
-_NET_KIND_NAMES = {1: "mlp", 2: "unet"}
+_NET_KIND_NAMES = {1: "mlp", 2: "unet", 3: "iddpm"}
 _LOSS_NAMES = {"mse": 0, "hybrid": 1, "kl": 2}
 _TIMESTEP_SAMPLER_NAMES = {"uniform": 0, "loss_second_moment": 1}
 _TRAINER_PARAMS = {
@@ -1738,6 +1753,29 @@ class Net(_Handle):
                         _uint(seed, 64, "seed"))
         return cls(h)
 
+    @classmethod
+    def iddpm(cls, channels, height, width_pixels, model_channels=128, options="",
+              prediction=PRED_EPS, variance=VAR_FIXED_SMALL, max_batch=64, seed=0):
+        """diffuse_net_create_iddpm (libdiffuse 1.1): Improved DDPM's U-Net
+        (improved-diffusion's UNetModel) for images [channels][height]
+        [width_pixels], its options as a "key=value ..." string (or a dict):
+        num_res_blocks, channel_mult, attention_resolutions (downsample
+        rates), num_heads, num_heads_upsample, use_scale_shift_norm, dropout,
+        conv_resample, num_classes, groups, time_scale."""
+        if isinstance(options, dict):
+            options = " ".join(
+                f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                for k, v in options.items())
+        pred = _code(prediction, _PRED_NAMES, "prediction")
+        var = _code(variance, _VAR_NAMES, "variance")
+        sizes = [_size(v, what) for v, what in ((channels, "channels"), (height, "height"),
+                                                (width_pixels, "width_pixels"),
+                                                (model_channels, "model_channels"),
+                                                (max_batch, "max_batch"))]
+        h = _new_handle("diffuse_net_create_iddpm", *sizes[:4], str(options).encode(), pred,
+                        var, sizes[4], _uint(seed, 64, "seed"))
+        return cls(h)
+
     @property
     def param_count(self):
         """Number of trainable parameters."""
@@ -1822,6 +1860,11 @@ class Net(_Handle):
     def __repr__(self):
         if not self._h:
             return "<libdiffuse.Net closed>"
+        if self.kind == "iddpm":
+            return (f"<libdiffuse.Net Improved DDPM U-Net "
+                    f"{self.channels}x{self.height}x{self.width_pixels} "
+                    f"model_channels={self.model_channels} levels={self.levels} "
+                    f"params={self.param_count}>")
         if self.kind == "unet":
             return (f"<libdiffuse.Net U-Net {self.channels}x{self.height}x{self.width_pixels} "
                     f"base_channels={self.base_channels} groups={self.groups} "

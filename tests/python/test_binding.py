@@ -1975,6 +1975,24 @@ class UNetTest(Base):
             self.assertIsNone(mlp.channels)
             self.assertIsNone(mlp.groups)
 
+    def test_iddpm_create_and_forward(self):
+        opts = {"num_res_blocks": 1, "channel_mult": (1, 2), "attention_resolutions": (2,),
+                "num_heads": 2, "groups": 4, "num_classes": 3, "time_scale": 0.25}
+        with ld.Net.iddpm(1, 8, 8, 8, opts, variance="learned_range", max_batch=2,
+                          seed=3) as net:
+            self.assertEqual(net.kind, "iddpm")
+            self.assertEqual((net.channels, net.model_channels, net.levels, net.num_heads,
+                              net.num_heads_upsample, net.use_scale_shift_norm,
+                              net.output_dim, net.classes),
+                             (1, 8, 2, 2, 2, 1, 128, 3))
+            self.assertIn("Improved DDPM U-Net 1x8x8", repr(net))
+            out = net.forward([0.5] * 128, [3, 7])
+            self.assertTrue(all(v == 0.0 for v in flat(out)), "zero-initialized output conv")
+        self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Net.iddpm, 1, 8, 8, 48,
+                                contains="not divisible by")
+        self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Net.iddpm, 1, 8, 8, 32, "nope=1",
+                                contains="unknown option 'nope'")
+
     def test_create_errors(self):
         E = ld.DIFFUSE_EINVAL
         self.assertDiffuseError(E, ld.Net.unet, 1, 5, 4, contains="even height and width")
@@ -3015,6 +3033,8 @@ class CoverageTest(Base):
                     v.run(x0, labels=[1, 2])
             ld.timesteps_from_spec(100, "10")
         ld.Net.unet(1, 2, 2, 2, 1, max_batch=1).close()
+        ld.Net.iddpm(1, 2, 2, 4, "channel_mult=1 attention_resolutions= groups=2 num_heads=1",
+                     max_batch=1).close()
         with ld.Schedule.cosine(10) as s, ld.Net.mlp(2, width=4, depth=1, max_batch=2) as net, \
                 tempfile.TemporaryDirectory() as tmp:
             net.param_count
