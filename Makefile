@@ -10,6 +10,7 @@
 #   make uninstall        remove exactly what install wrote
 #   make OPENMP=1         build with OpenMP (off by default)
 #   make WERROR=1         warnings are errors (CI sets this)
+#   make mpi              diffuse-mpi (mpi/), when mpicc is found (MPICC=...); part of all/check
 
 O ?= out
 
@@ -67,9 +68,9 @@ ITEST_SRCS := $(sort $(wildcard tests/internal/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%) \
              $(O)/tests/test_fuzz_checkpoint
 
-.PHONY: all lib tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
+.PHONY: all lib tests examples mpi check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
         abi-baseline digits check-digits
-all: lib examples
+all: lib examples mpi
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
 
@@ -165,7 +166,7 @@ meson:
 	    echo "meson not installed: the meson build will be skipped"; \
 	fi
 
-check: lib tests examples meson
+check: lib tests examples mpi meson
 	@O=$(O) CC="$(CC)" CXX="$(CXX)" OPENMP=$(OPENMP) MAKE="$(MAKE)" sh tests/run.sh
 
 # Every C test (and the fuzz corpus replay) under AddressSanitizer (with
@@ -247,6 +248,22 @@ $(O)/examples/%: examples/%.c examples/png.c examples/png.h $(O)/libdiffuse.so
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/png.c -o $@ -L$(O) \
 	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
 
+# diffuse-mpi: data-parallel training, sharded sampling and bits/dim over MPI
+# (mpi/diffuse_mpi.c, public API only).  Built when $(MPICC) is found
+# (Debian: apt-get install openmpi-bin libopenmpi-dev); tests/mpi/ runs it.
+MPICC ?= mpicc
+mpi: lib
+	@if command -v $(MPICC) >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory $(O)/mpi/diffuse-mpi; \
+	else \
+	    echo "$(MPICC) not found: diffuse-mpi (mpi/) is not built (apt-get install openmpi-bin libopenmpi-dev)"; \
+	fi
+
+$(O)/mpi/diffuse-mpi: mpi/diffuse_mpi.c include/diffuse.h $(O)/libdiffuse.so
+	@mkdir -p $(dir $@)
+	$(MPICC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< -o $@ -L$(O) \
+	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
+
 # Benchmarks against peers in the same process (numpy from Debian).  OpenBLAS
 # tuning variables are unset for the benchmark command alone.
 # bench_mlp.py at 2 threads needs the OpenMP build: make OPENMP=1 O=out-omp bench.
@@ -265,7 +282,7 @@ bench: lib
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_samplers.py
 
-install: lib examples
+install: lib examples mpi
 	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir) $(DESTDIR)$(pkgconfigdir)
 	install -m 644 include/diffuse.h $(DESTDIR)$(includedir)/diffuse.h
 	install -m 755 $(SHARED) $(DESTDIR)$(libdir)/
