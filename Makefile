@@ -16,6 +16,7 @@
 #                         PIP_FLAGS= adds pip options (e.g. --break-system-packages, --user)
 #   make OPENMP=1         build with OpenMP (off by default)
 #   make WERROR=1         warnings are errors (CI sets this)
+#   make mpi              diffuse-mpi (mpi/), when mpicc is found (MPICC=...); part of all/check
 
 O ?= out
 
@@ -77,9 +78,9 @@ STRUCT_FUZZ := schedule sampler ckpt_struct
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(O)/tests/%) $(ITEST_SRCS:tests/internal/%.c=$(O)/tests/%) \
              $(O)/tests/test_fuzz_checkpoint $(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%)
 
-.PHONY: all lib cli install-python tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
+.PHONY: all lib cli mpi install-python tests examples check check-sanitize check-tsan check-valgrind demo bench fuzz install uninstall clean meson \
         abi-baseline digits check-digits check-toy2d
-all: lib cli examples
+all: lib cli examples mpi
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
 
@@ -194,7 +195,7 @@ meson:
 	    echo "meson not installed: the meson build will be skipped"; \
 	fi
 
-check: lib cli tests examples meson
+check: lib cli tests examples mpi meson
 	@O=$(O) CC="$(CC)" CXX="$(CXX)" OPENMP=$(OPENMP) MAKE="$(MAKE)" sh tests/run.sh
 
 # Every C test (and the fuzz corpus replay) under AddressSanitizer (with
@@ -307,6 +308,22 @@ $(O)/examples/toy2d: examples/toy2d.c examples/toy2d_data.c examples/toy2d_data.
 $(O)/examples/%: examples/%.c examples/png.c examples/png.h $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/png.c -o $@ -L$(O) \
+	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
+
+# diffuse-mpi: data-parallel training, sharded sampling and bits/dim over MPI
+# (mpi/diffuse_mpi.c, public API only).  Built when $(MPICC) is found
+# (Debian: apt-get install openmpi-bin libopenmpi-dev); tests/mpi/ runs it.
+MPICC ?= mpicc
+mpi: lib
+	@if command -v $(MPICC) >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory $(O)/mpi/diffuse-mpi; \
+	else \
+	    echo "$(MPICC) not found: diffuse-mpi (mpi/) is not built (apt-get install openmpi-bin libopenmpi-dev)"; \
+	fi
+
+$(O)/mpi/diffuse-mpi: mpi/diffuse_mpi.c include/diffuse.h $(O)/libdiffuse.so
+	@mkdir -p $(dir $@)
+	$(MPICC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< -o $@ -L$(O) \
 	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
 
 # Benchmarks against peers (numpy, torch from Debian; ONNX Runtime from npm:

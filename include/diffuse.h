@@ -1491,6 +1491,116 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_trainer_step_cond(diffuse_trainer *tr,
                                                             size_t batch, uint64_t seed,
                                                             double *loss);
 
+/*
+ * Data-parallel training (Since: 1.1).  A step split in two so that a caller
+ * (an MPI program, threads, anything) can sum gradients between computing
+ * and applying them:
+ *
+ *   1. every worker holds the same net and trainer (same weights, moments,
+ *      step count, loss history) and calls diffuse_trainer_compute_grads()
+ *      on its slice, rows first_sample .. first_sample + count - 1 of a
+ *      global batch of global_batch rows;
+ *   2. the caller sums the workers' gradient buffers (diffuse_trainer_grads())
+ *      element by element into every worker's buffer, and gathers the
+ *      workers' row records (diffuse_trainer_records()) into one array in
+ *      global row order;
+ *   3. every worker calls diffuse_trainer_apply() with the gathered records.
+ *
+ * Row r of the global batch at step k draws its timestep, noise and label
+ * dropout from (seed, sample k * 2^32 + r) exactly as diffuse_trainer_step()
+ * draws row r, and its loss is divided by global_batch, so the slices'
+ * gradients sum to the gradient diffuse_trainer_step() computes for the whole
+ * batch.  The sum differs from it only by float rounding: the net's backward
+ * pass sums a weight's gradient over the rows in float, and split slices sum
+ * in another order (relative differences of order 1e-6 per element).  With a
+ * single slice (first_sample 0, count = global_batch) compute_grads + apply
+ * is diffuse_trainer_step(), bit for bit.
+ *
+ * Importance sampling (DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT) keeps its loss
+ * history in each trainer; apply() appends the losses of ALL the global
+ * batch's rows, from the gathered records, in global row order, exactly as a
+ * one-process step appends its batch's; every worker's history therefore
+ * stays the one-process history, and the next step draws the same timesteps
+ * on every worker.  DIFFUSE_NET_UNCOND_ROWS likewise counts the global
+ * batch's unlabelled rows.  With a fixed summation order of the gradients
+ * (for example rank 0, 1, 2, ... in turn) a run repeats bit for bit.
+ */
+
+/* Doubles per row record of diffuse_trainer_records(): the timestep index
+ * t, the importance weight, the row's unweighted loss, and 1 when the row
+ * was trained without a label (every row of a net without classes), else 0. */
+#define DIFFUSE_TRAINER_RECORD_WIDTH 4
+
+/**
+ * Compute the gradient of rows first_sample .. first_sample + count - 1 of a
+ * global batch of global_batch rows (see above) into the trainer's gradient
+ * buffer, without updating anything: the step count, weights, moments and
+ * loss history are unchanged until diffuse_trainer_apply().
+ * @param x0      [count][dim] the slice's training data.
+ * @param labels  [count] the slice's labels (nets with classes), or NULL.
+ * @param loss    receives the slice's share of the global batch's mean loss
+ *                (the sum over the slice of weight * loss / global_batch;
+ *                the shares of all slices sum to the global loss), or NULL.
+ * Allocates nothing.  Errors: DIFFUSE_EINVAL (NULL, count 0 or above
+ * max_batch, global_batch above 2^32 or a slice outside it, a label out of
+ * range, a trainer that has taken 2^53 steps), DIFFUSE_ENUMERIC (the slice's
+ * loss is not finite).  One thread at a time per trainer.  Since: 1.1.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_trainer_compute_grads(diffuse_trainer *tr,
+                                                                const float *x0,
+                                                                const int32_t *labels,
+                                                                size_t count, uint64_t seed,
+                                                                uint64_t first_sample,
+                                                                size_t global_batch,
+                                                                double *loss);
+
+/**
+ * The trainer's gradient buffer: *grads points to *n floats (the net's
+ * parameter count), in the order of diffuse_net_get_params().  It holds the
+ * gradient of the last diffuse_trainer_compute_grads(); the caller may
+ * overwrite it (with the sum over workers) before diffuse_trainer_apply().
+ * The pointer is the trainer's, valid while it lives; a step or another
+ * compute_grads overwrites the contents.  Errors: DIFFUSE_EINVAL (NULL).
+ * Since: 1.1.
+ */
+DIFFUSE_API int diffuse_trainer_grads(diffuse_trainer *tr, float **grads, size_t *n);
+
+/**
+ * Copy the row records of the pending slice (the last
+ * diffuse_trainer_compute_grads()) into records[count][
+ * DIFFUSE_TRAINER_RECORD_WIDTH]; count must be that call's count.
+ * Errors: DIFFUSE_EINVAL (NULL, no gradients pending, another count).
+ * Since: 1.1.
+ */
+DIFFUSE_API int diffuse_trainer_records(const diffuse_trainer *tr, double *records,
+                                        size_t count);
+
+/**
+ * Apply the gradient in the trainer's buffer as one step of global_batch
+ * rows: clip it, update the weights (Adam / AdamW) and the EMA, append the
+ * rows' losses to the importance sampler's history, add the unlabelled rows
+ * to DIFFUSE_NET_UNCOND_ROWS, and count the step.
+ * @param records  [global_batch][DIFFUSE_TRAINER_RECORD_WIDTH] every row's
+ *                 record in global row order (the slices' records
+ *                 concatenated); NULL when the pending slice is the whole
+ *                 global batch (its own records are used).
+ * @param loss     receives the global batch's mean loss, summed over the
+ *                 records in row order (so every worker gets the same bits,
+ *                 equal to what diffuse_trainer_step() reports), or NULL.
+ * The same guarantee as diffuse_trainer_step(): an update that would leave
+ * a non-finite value fails and leaves the net and trainer as they were (the
+ * gradients stay pending).  Allocates nothing.
+ * Errors: DIFFUSE_EINVAL (NULL trainer, no gradients pending or the net or
+ * trainer changed since they were computed, global_batch not the one they
+ * were computed for, NULL records for a partial slice, a malformed record,
+ * records whose rows of the pending slice are not this trainer's),
+ * DIFFUSE_ENUMERIC (a non-finite loss or gradient norm, or an update that
+ * overflows, as diffuse_trainer_step()).  Since: 1.1.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_trainer_apply(diffuse_trainer *tr,
+                                                        const double *records,
+                                                        size_t global_batch, double *loss);
+
 /**
  * The checkpoint format version this library writes; it reads this version
  * and older ones.  Since: 1.0.

@@ -127,6 +127,13 @@ else
 fi
 export MESON_BUILD
 
+# diffuse-mpi under mpiexec (make build only; each script skips, saying
+# why, when mpicc or mpiexec is missing).
+for script in tests/mpi/test_*.sh; do
+    [ -f "$script" ] || continue
+    run_one "$(basename "$script")" sh "$script"
+done
+
 for script in tests/abi/check_*.sh; do
     [ -f "$script" ] || continue
     run_one "$(basename "$script")" sh "$script"

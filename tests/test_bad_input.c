@@ -3122,6 +3122,139 @@ static int row_checkpoint_read_meta(void)
     EXPECT_MSG(diffuse_checkpoint_read_meta(ckpt_dir, buf, sizeof buf, &len), DIFFUSE_EIO,
                "diffuse_checkpoint_read_meta");
 done:
+/* The split step: errors leave the trainer, the weights and the outputs as
+ * they were. */
+static int row_trainer_compute_grads(void)
+{
+    int nf = 0, k;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL);
+    diffuse_trainer *tr = small_trainer(n);
+    float x0[2 * DIM] = {0.1f, -0.2f, 0.3f, -0.4f, 0.5f, -0.6f, 0.7f, -0.8f};
+    int32_t lab[2] = {0, 0};
+    double loss, step = -1;
+    CHECK(n != NULL && tr != NULL);
+    if (n == NULL || tr == NULL) {
+        diffuse_trainer_free(tr);
+        diffuse_net_free(n);
+        return nf;
+    }
+    poison(&loss, sizeof loss);
+    EXPECT(diffuse_trainer_compute_grads(NULL, x0, NULL, 2, 1, 0, 2, &loss), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_compute_grads(tr, NULL, NULL, 2, 1, 0, 2, &loss), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_compute_grads(tr, x0, NULL, 0, 1, 0, 2, &loss), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_compute_grads(tr, x0, NULL, 3, 1, 0, 3, &loss), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_compute_grads(tr, x0, NULL, 2, 1, 1, 2, &loss), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_compute_grads(tr, x0, NULL, 2, 1, UINT64_MAX, 2, &loss),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_compute_grads(tr, x0, NULL, 2, 1, 0, SIZE_MAX, &loss),
+           DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_trainer_compute_grads(tr, x0, lab, 2, 1, 0, 2, &loss), DIFFUSE_EINVAL,
+               "no classes");
+    for (k = 0; k < 2; k++) {
+        x0[1] = k == 0 ? NAN : INFINITY;
+        EXPECT(diffuse_trainer_compute_grads(tr, x0, NULL, 2, 1, 0, 4, &loss), DIFFUSE_ENUMERIC);
+    }
+    CHECK(untouched(&loss, sizeof loss));
+    /* nothing is pending after a failure */
+    CHECK(diffuse_trainer_apply(tr, NULL, 4, &loss) == DIFFUSE_EINVAL);
+    CHECK(diffuse_trainer_get(tr, DIFFUSE_TRAINER_STEP, &step) == DIFFUSE_OK && step == 0);
+    x0[1] = -0.2f;
+    EXPECT(diffuse_trainer_compute_grads(tr, x0, NULL, 2, 1, 2, 4, NULL), DIFFUSE_OK);
+    diffuse_trainer_free(tr);
+    diffuse_net_free(n);
+    return nf;
+}
+
+static int row_trainer_grads(void)
+{
+    int nf = 0;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL);
+    diffuse_trainer *tr = small_trainer(n);
+    float *g = NULL;
+    size_t len = 0;
+    CHECK(n != NULL && tr != NULL);
+    EXPECT(diffuse_trainer_grads(NULL, &g, &len), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_grads(tr, NULL, &len), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_grads(tr, &g, NULL), DIFFUSE_EINVAL);
+    CHECK(g == NULL && len == 0);
+    EXPECT(diffuse_trainer_grads(tr, &g, &len), DIFFUSE_OK);
+    CHECK(g != NULL && len == diffuse_net_param_count(n));
+    diffuse_trainer_free(tr);
+    diffuse_net_free(n);
+    return nf;
+}
+
+static int row_trainer_records(void)
+{
+    int nf = 0;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL);
+    diffuse_trainer *tr = small_trainer(n);
+    float x0[2 * DIM] = {0.1f, -0.2f, 0.3f, -0.4f, 0.5f, -0.6f, 0.7f, -0.8f};
+    double rec[2 * DIFFUSE_TRAINER_RECORD_WIDTH];
+    CHECK(n != NULL && tr != NULL);
+    if (n == NULL || tr == NULL) {
+        diffuse_trainer_free(tr);
+        diffuse_net_free(n);
+        return nf;
+    }
+    poison(rec, sizeof rec);
+    EXPECT_MSG(diffuse_trainer_records(tr, rec, 2), DIFFUSE_EINVAL, "no gradients pending");
+    SETUP(diffuse_trainer_compute_grads(tr, x0, NULL, 2, 1, 0, 2, NULL));
+    EXPECT(diffuse_trainer_records(NULL, rec, 2), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_records(tr, NULL, 2), DIFFUSE_EINVAL);
+    EXPECT(diffuse_trainer_records(tr, rec, 1), DIFFUSE_EINVAL);
+    CHECK(untouched(rec, sizeof rec));
+    EXPECT(diffuse_trainer_records(tr, rec, 2), DIFFUSE_OK);
+    /* weight 1 (uniform t), and unlabelled: the net has no classes */
+    CHECK(rec[1] == 1.0 && rec[3] == 1.0 && rec[0] >= 0.0 && rec[0] < T_SMALL);
+    diffuse_trainer_free(tr);
+    diffuse_net_free(n);
+    return nf;
+}
+
+static int row_trainer_apply(void)
+{
+    int nf = 0;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL);
+    diffuse_trainer *tr = small_trainer(n);
+    size_t pc = diffuse_net_param_count(n);
+    float x0[2 * DIM] = {0.1f, -0.2f, 0.3f, -0.4f, 0.5f, -0.6f, 0.7f, -0.8f};
+    float *w = (float *)malloc(pc * sizeof(float)), *now = (float *)malloc(pc * sizeof(float));
+    double rec[4 * DIFFUSE_TRAINER_RECORD_WIDTH], loss, step = -1;
+    CHECK(n != NULL && tr != NULL && w && now);
+    if (n == NULL || tr == NULL || !w || !now)
+        goto done;
+    SETUP(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, w, pc));
+    poison(&loss, sizeof loss);
+    EXPECT_MSG(diffuse_trainer_apply(tr, NULL, 2, &loss), DIFFUSE_EINVAL, "no gradients pending");
+    SETUP(diffuse_trainer_compute_grads(tr, x0, NULL, 2, 1, 2, 4, NULL));
+    SETUP(diffuse_trainer_records(tr, rec + 2 * DIFFUSE_TRAINER_RECORD_WIDTH, 2));
+    memcpy(rec, rec + 2 * DIFFUSE_TRAINER_RECORD_WIDTH, 2 * DIFFUSE_TRAINER_RECORD_WIDTH *
+           sizeof *rec);
+    EXPECT(diffuse_trainer_apply(NULL, rec, 4, &loss), DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_trainer_apply(tr, NULL, 4, &loss), DIFFUSE_EINVAL,
+               "not the whole global batch");
+    EXPECT(diffuse_trainer_apply(tr, rec, 2, &loss), DIFFUSE_EINVAL);
+    rec[0] = NAN;
+    EXPECT_MSG(diffuse_trainer_apply(tr, rec, 4, &loss), DIFFUSE_EINVAL, "malformed");
+    rec[0] = 0.0;
+    rec[1] = INFINITY;
+    EXPECT_MSG(diffuse_trainer_apply(tr, rec, 4, &loss), DIFFUSE_EINVAL, "malformed");
+    rec[1] = 1.0;
+    rec[2] = NAN;
+    EXPECT(diffuse_trainer_apply(tr, rec, 4, &loss), DIFFUSE_ENUMERIC);
+    rec[2] = 0.5;
+    CHECK(untouched(&loss, sizeof loss));
+    CHECK(diffuse_trainer_get(tr, DIFFUSE_TRAINER_STEP, &step) == DIFFUSE_OK && step == 0);
+    SETUP(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, now, pc));
+    CHECK(memcmp(now, w, pc * sizeof(float)) == 0);
+    EXPECT(diffuse_trainer_apply(tr, rec, 4, &loss), DIFFUSE_OK);
+    CHECK(diffuse_trainer_get(tr, DIFFUSE_TRAINER_STEP, &step) == DIFFUSE_OK && step == 1);
+    EXPECT(diffuse_trainer_apply(tr, rec, 4, &loss), DIFFUSE_EINVAL); /* applied already */
+done:
+    free(w);
+    free(now);
+    diffuse_trainer_free(tr);
     diffuse_net_free(n);
     return nf;
 }
@@ -3208,6 +3341,10 @@ static const struct {
     {"diffuse_trainer_get", row_trainer_get},
     {"diffuse_trainer_step", row_trainer_step},
     {"diffuse_trainer_step_cond", row_trainer_step_cond},
+    {"diffuse_trainer_compute_grads", row_trainer_compute_grads},
+    {"diffuse_trainer_grads", row_trainer_grads},
+    {"diffuse_trainer_records", row_trainer_records},
+    {"diffuse_trainer_apply", row_trainer_apply},
     {"diffuse_checkpoint_save", row_checkpoint_save},
     {"diffuse_checkpoint_load", row_checkpoint_load},
     {"diffuse_checkpoint_save_meta", row_checkpoint_save_meta},

@@ -71,7 +71,7 @@ typedef struct {
  * step only; the mask of block k uses stream DIFFUSE__IDDPM_DROP_STREAM + k. */
 typedef struct {
     int on;
-    uint64_t seed, step;
+    uint64_t seed, sample0; /* the sample index of row 0: step 2^32 + global row */
 } diffuse__iddpm_drop;
 #define DIFFUSE__IDDPM_DROP_STREAM 0xFFF00000u
 

@@ -67,7 +67,7 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
         IDDPM_L(diffuse__scale_shift_forward)(Bf, e, B, o->co, HW, Bf);
     IDDPM_L(diffuse__silu_forward)(Bf, B * o->co * HW, Bf);
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->step,
+        IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf);
     IDDPM_L(diffuse__conv3x3_forward)(Bf, B, o->co, o->H, o->W, P + o->p_c2,
                                       P + o->p_c2 + o->co * o->co * 9, o->co, 1, out, work, nt);
@@ -109,12 +109,12 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     }
     IDDPM_L(diffuse__silu_forward)(U1, no, Cf);
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_forward)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->step,
+        IDDPM_L(diffuse__dropout_forward)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf);
     IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->co, o->H, o->W, P + o->p_c2, o->co, 1, dy, D,
                                        Gr + o->p_c2, Gr + o->p_c2 + o->co * o->co * 9, work, nt);
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_backward)(D, B, o->co * HW, c->dropout, dr->seed, dr->step,
+        IDDPM_L(diffuse__dropout_backward)(D, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                            DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D);
     IDDPM_L(diffuse__silu_backward)(U1, D, no, D);
     if (c->scale_shift)

@@ -43,13 +43,15 @@
     /* Dropout with probability p (0 <= p <= 1) of x [B][n]: y = x / (1 - p) where kept,      \
      * 0 elsewhere (y may alias x).  Element i of row b is dropped when the uniform           \
      * u = (w + 0.5) 2^-32 < p, w = word i % 4 of Philox4x32-10 with key = seed and           \
-     * counter (i / 4, stream, sample, sample >> 32), sample = step 2^32 + b: a pure          \
-     * function of (seed, step, row, element, stream).  The backward pass applies the         \
+     * counter (i / 4, stream, sample, sample >> 32), sample = sample0 + b (the trainer      \
+     * passes step 2^32 + the global row of row 0): a pure function of (seed, sample,         \
+     * element, stream).  The backward pass applies the                                       \
      * same mask to dy (dx may alias dy). */                                                  \
     void diffuse__dropout_forward##S(const REAL *x, size_t B, size_t n, double p,             \
-                                     uint64_t seed, uint64_t step, uint32_t stream, REAL *y); \
+                                     uint64_t seed, uint64_t sample0, uint32_t stream,        \
+                                     REAL *y);                                                \
     void diffuse__dropout_backward##S(const REAL *dy, size_t B, size_t n, double p,           \
-                                      uint64_t seed, uint64_t step, uint32_t stream,          \
+                                      uint64_t seed, uint64_t sample0, uint32_t stream,       \
                                       REAL *dx);                                              \
     /* Improved DDPM's QKVAttention over T positions: qkv [B][3C][T] is read as heads         \
      * blocks of 3 ch channels (ch = C / heads), q, k, v [ch][T] in each;                     \

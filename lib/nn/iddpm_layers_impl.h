@@ -200,7 +200,8 @@ void LAYER_NAME(diffuse__scale_shift_backward)(const LAYER_REAL *x, const LAYER_
 
 /* y = mask (x / (1 - p)), the mask of iddpm_layers.h (also the backward). */
 static void LAYER_NAME(il_dropout)(const LAYER_REAL *x, size_t B, size_t n, double p,
-                                   uint64_t seed, uint64_t step, uint32_t stream, LAYER_REAL *y)
+                                   uint64_t seed, uint64_t sample0, uint32_t stream,
+                                   LAYER_REAL *y)
 {
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
     const LAYER_REAL scale = p < 1.0 ? (LAYER_REAL)(1.0 / (1.0 - p)) : (LAYER_REAL)0;
@@ -211,7 +212,7 @@ static void LAYER_NAME(il_dropout)(const LAYER_REAL *x, size_t B, size_t n, doub
         return;
     }
     for (b = 0; b < B; b++) {
-        const uint64_t sample = (step << 32) | (uint64_t)b;
+        const uint64_t sample = sample0 + (uint64_t)b;
         const LAYER_REAL *xb = x + b * n;
         LAYER_REAL *yb = y + b * n;
         uint32_t w[4];
@@ -228,17 +229,17 @@ static void LAYER_NAME(il_dropout)(const LAYER_REAL *x, size_t B, size_t n, doub
 }
 
 void LAYER_NAME(diffuse__dropout_forward)(const LAYER_REAL *x, size_t B, size_t n, double p,
-                                          uint64_t seed, uint64_t step, uint32_t stream,
+                                          uint64_t seed, uint64_t sample0, uint32_t stream,
                                           LAYER_REAL *y)
 {
-    LAYER_NAME(il_dropout)(x, B, n, p, seed, step, stream, y);
+    LAYER_NAME(il_dropout)(x, B, n, p, seed, sample0, stream, y);
 }
 
 void LAYER_NAME(diffuse__dropout_backward)(const LAYER_REAL *dy, size_t B, size_t n, double p,
-                                           uint64_t seed, uint64_t step, uint32_t stream,
+                                           uint64_t seed, uint64_t sample0, uint32_t stream,
                                            LAYER_REAL *dx)
 {
-    LAYER_NAME(il_dropout)(dy, B, n, p, seed, step, stream, dx);
+    LAYER_NAME(il_dropout)(dy, B, n, p, seed, sample0, stream, dx);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -650,7 +650,7 @@ void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x,
                                  float *out, int nt)
 {
     if (n->kind == DIFFUSE_NET_KIND_IDDPM) {
-        const diffuse__iddpm_drop dr = {n->train, n->train_seed, n->train_step};
+        const diffuse__iddpm_drop dr = {n->train, n->train_seed, n->train_sample0};
         diffuse__iddpm_forward(n->iddpm, n->classes, P, x, n->tf, n->lab, B, n->acts, n->scratch,
                                out, &dr, n->work, nt);
     } else if (n->kind == DIFFUSE_NET_KIND_UNET)
@@ -673,7 +673,7 @@ static void net_infer_params(diffuse_net *n, const float *P, const float *x, siz
 void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float *dout, int nt)
 {
     if (n->kind == DIFFUSE_NET_KIND_IDDPM) {
-        const diffuse__iddpm_drop dr = {n->train, n->train_seed, n->train_step};
+        const diffuse__iddpm_drop dr = {n->train, n->train_seed, n->train_sample0};
         diffuse__iddpm_backward(n->iddpm, n->classes, n->params, x, n->lab, B, n->acts,
                                 n->scratch, dout, n->grads, &dr, n->work, nt);
     } else if (n->kind == DIFFUSE_NET_KIND_UNET)

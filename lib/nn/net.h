@@ -33,7 +33,7 @@ struct diffuse_net {
     int num_threads;
     diffuse__iddpm_plan *iddpm;  /* kind IDDPM: its plan (owned) */
     int train;                   /* the next forward is a training step's (dropout on) */
-    uint64_t train_seed, train_step; /* that step's seed and DIFFUSE_TRAINER_STEP */
+    uint64_t train_seed, train_sample0; /* that step's seed; step 2^32 + global row of row 0 */
     atomic_int refs;
 };
 

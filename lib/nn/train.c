@@ -81,6 +81,9 @@ int diffuse_trainer_create(diffuse_trainer **out, diffuse_net *net, const diffus
     tr->max_p = tr->max_e = tr->max_m = tr->max_v = 0.0;
     tr->bound_gen = 0;
     tr->bound_ok = 0; /* the first step checks each element */
+    tr->grads_ready = 0; /* no gradients pending */
+    tr->grads_step = tr->grads_gen = tr->grads_first = 0;
+    tr->grads_count = tr->grads_global = 0;
     *out = tr;
     return DIFFUSE_OK;
 }
@@ -277,13 +280,13 @@ static double prob_at(const diffuse_trainer *tr, size_t t)
     return tr->prob[t] - (t ? tr->prob[t - 1] : 0.0);
 }
 
-static void sample_timesteps(diffuse_trainer *tr, size_t batch, uint64_t seed)
+static void sample_timesteps(diffuse_trainer *tr, size_t batch, uint64_t seed, uint64_t first)
 {
     int is = tr->timesteps == DIFFUSE_TIMESTEPS_LOSS_SECOND_MOMENT && importance_ready(tr);
     size_t b;
     for (b = 0; b < batch; b++) {
         uint32_t w[4];
-        timestep_words(seed, (tr->step << 32) | b, w);
+        timestep_words(seed, (tr->step << 32) | (first + b), w);
         if (!is) {
             tr->t[b] = (int32_t)(((uint64_t)w[0] * (uint64_t)tr->T) >> 32);
             tr->weight[b] = 1.0;
@@ -306,7 +309,7 @@ static void sample_timesteps(diffuse_trainer *tr, size_t batch, uint64_t seed)
 }
 
 /* Loss of row b and the gradient of (weight[b] / batch) * loss with respect
- * to the net's output row, into dout.  Returns the unweighted loss (what the
+ * to the net's output row, into dout (batch: the global batch).  Returns the unweighted loss (what the
  * importance sampler records). */
 static double row_loss(const diffuse_trainer *tr, const float *x0_all, size_t b, size_t batch)
 {
@@ -386,7 +389,7 @@ static double row_loss(const diffuse_trainer *tr, const float *x0_all, size_t b,
  * (seed, sample step * 2^32 + b, LABEL_STREAM); into n->lab.  Returns the
  * number of rows without a label. */
 static uint64_t step_labels(diffuse_trainer *tr, const int32_t *labels, size_t batch,
-                            uint64_t seed)
+                            uint64_t seed, uint64_t first)
 {
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
     diffuse_net *n = tr->net;
@@ -395,7 +398,7 @@ static uint64_t step_labels(diffuse_trainer *tr, const int32_t *labels, size_t b
     for (b = 0; b < batch; b++) {
         int32_t l = labels != NULL ? labels[b] : DIFFUSE_LABEL_NONE;
         if (l != DIFFUSE_LABEL_NONE && tr->label_dropout > 0.0) {
-            const uint64_t sample = (tr->step << 32) | b;
+            const uint64_t sample = (tr->step << 32) | (first + b);
             const uint32_t ctr[4] = {0, LABEL_STREAM, (uint32_t)sample, (uint32_t)(sample >> 32)};
             uint32_t w[4];
             diffuse__philox4x32_10(ctr, key, w);
@@ -486,57 +489,122 @@ static int update_provably_finite(const diffuse_trainer *tr, const adam_coef *c,
     return M < SAFE_MAX && V < SAFE_MAX && Pn < SAFE_MAX && E < SAFE_MAX;
 }
 
-static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
-                     const int32_t *labels, size_t batch, uint64_t seed, double *loss)
+/* The largest global batch: a row's sample index is step * 2^32 + row. */
+#define GLOBAL_BATCH_MAX ((uint64_t)1 << 32)
+
+/* Rows first .. first + count - 1 of a global batch of global rows: draw
+ * labels, t and noise from (seed, step * 2^32 + row), run the net, and leave
+ * the gradient of the slice's share of the global mean loss in n->grads.
+ * *partial receives sum over the slice of weight * loss, divided by global. */
+static int grads_impl(const char *func, diffuse_trainer *tr, const float *x0,
+                      const int32_t *labels, size_t count, uint64_t seed, uint64_t first,
+                      size_t global, double *partial)
 {
     diffuse_net *n;
     const diffuse_schedule *S;
-    size_t b, i, P, dim;
-    double total = 0.0, norm2 = 0.0, gmax = 0.0, clip_scale = 1.0, grad_clip;
-    uint64_t unlabelled;
+    size_t b, i, dim;
+    double total = 0.0;
     int nt;
     if (tr == NULL || x0 == NULL)
         return diffuse__fail(DIFFUSE_EINVAL, func, "%s is NULL", tr == NULL ? "trainer" : "x0");
-    if (batch == 0 || batch > tr->max_batch)
+    if (count == 0 || count > tr->max_batch)
         return diffuse__fail(DIFFUSE_EINVAL, func, "batch = %zu is outside [1, max_batch = %zu]",
-                             batch, tr->max_batch);
+                             count, tr->max_batch);
+    if ((uint64_t)global > GLOBAL_BATCH_MAX || first > (uint64_t)global ||
+        (uint64_t)count > (uint64_t)global - first)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "rows %llu .. %llu + %zu are not inside a "
+                             "global batch of %zu rows (at most 2^32)",
+                             (unsigned long long)first, (unsigned long long)first, count, global);
     if (tr->step >= DIFFUSE__TRAINER_MAX_STEP)
         return diffuse__fail(DIFFUSE_EINVAL, func, "the trainer has taken %llu steps, the most "
                              "it counts", (unsigned long long)tr->step);
     n = tr->net;
-    grad_clip = tr->grad_clip;
-    DIFFUSE_TRY(diffuse__net_check_labels(func, n, labels, batch));
+    DIFFUSE_TRY(diffuse__net_check_labels(func, n, labels, count));
+    tr->grads_ready = 0;
     S = tr->sched;
-    P = n->n_params;
     dim = n->dim;
     nt = diffuse__net_threads(n, tr->num_threads);
-    unlabelled = step_labels(tr, labels, batch, seed);
-    sample_timesteps(tr, batch, seed);
-    for (b = 0; b < batch; b++) {
+    (void)step_labels(tr, labels, count, seed, first);
+    sample_timesteps(tr, count, seed, first);
+    for (b = 0; b < count; b++) {
         const int32_t t = tr->t[b];
         const double sa = S->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t];
         const double s1m = S->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t];
         float *z = tr->noise + b * dim;
-        (void)diffuse_normal_fill(seed, (tr->step << 32) | b, NOISE_STREAM, z, dim);
+        (void)diffuse_normal_fill(seed, (tr->step << 32) | (first + b), NOISE_STREAM, z, dim);
         for (i = 0; i < dim; i++)
             tr->x_t[b * dim + i] = (float)(sa * (double)x0[b * dim + i] + s1m * (double)z[i]);
         n->tf[b] = (float)S->timesteps[t];
     }
-    n->train = 1; /* dropout on, its mask a function of (seed, step) */
+    n->train = 1; /* dropout on, its mask a function of (seed, step, global row) */
     n->train_seed = seed;
-    n->train_step = tr->step;
-    diffuse__net_forward_params(n, n->params, tr->x_t, batch, tr->out, nt);
-    for (b = 0; b < batch; b++) {
-        tr->row_l[b] = row_loss(tr, x0, b, batch);
+    n->train_sample0 = (tr->step << 32) | first;
+    diffuse__net_forward_params(n, n->params, tr->x_t, count, tr->out, nt);
+    for (b = 0; b < count; b++) {
+        tr->row_l[b] = row_loss(tr, x0, b, global);
         total += tr->weight[b] * tr->row_l[b];
     }
-    total /= (double)batch;
+    total /= (double)global;
     if (!isfinite(total))
         return diffuse__fail(DIFFUSE_ENUMERIC, func,
                              "loss is not finite at step %llu; weights unchanged",
                              (unsigned long long)tr->step);
-    memset(n->grads, 0, P * sizeof *n->grads);
-    diffuse__net_backward(n, tr->x_t, batch, tr->dout, nt);
+    memset(n->grads, 0, n->n_params * sizeof *n->grads);
+    diffuse__net_backward(n, tr->x_t, count, tr->dout, nt);
+    tr->grads_ready = 1;
+    tr->grads_step = tr->step;
+    tr->grads_gen = n->gen;
+    tr->grads_first = first;
+    tr->grads_count = count;
+    tr->grads_global = global;
+    *partial = total;
+    return DIFFUSE_OK;
+}
+
+/* Record r of the pending slice (r < grads_count) or of the caller's. */
+static double rec_t(const diffuse_trainer *tr, const double *rec, size_t r)
+{
+    return rec != NULL ? rec[r * RECORD_WIDTH] : (double)tr->t[r];
+}
+static double rec_weight(const diffuse_trainer *tr, const double *rec, size_t r)
+{
+    return rec != NULL ? rec[r * RECORD_WIDTH + 1] : tr->weight[r];
+}
+static double rec_loss(const diffuse_trainer *tr, const double *rec, size_t r)
+{
+    return rec != NULL ? rec[r * RECORD_WIDTH + 2] : tr->row_l[r];
+}
+static int rec_unlabelled(const diffuse_trainer *tr, const double *rec, size_t r)
+{
+    return rec != NULL ? rec[r * RECORD_WIDTH + 3] != 0.0
+                       : tr->net->lab[r] == DIFFUSE_LABEL_NONE;
+}
+
+/* Apply the gradient in n->grads (the global batch's, e.g. summed over
+ * ranks) with the global batch's records (NULL: the trainer's own, when its
+ * slice was the whole batch): clip, check, record the losses, Adam, EMA. */
+static int apply_impl(const char *func, diffuse_trainer *tr, const double *rec, size_t nrec,
+                      double *loss)
+{
+    diffuse_net *n;
+    size_t b, i, P;
+    double total = 0.0, norm2 = 0.0, gmax = 0.0, clip_scale = 1.0, grad_clip;
+    uint64_t unlabelled = 0;
+    int nt;
+    n = tr->net;
+    grad_clip = tr->grad_clip;
+    P = n->n_params;
+    nt = diffuse__net_threads(n, tr->num_threads);
+    (void)nt; /* used by the OpenMP pragmas only */
+    for (b = 0; b < nrec; b++) {
+        total += rec_weight(tr, rec, b) * rec_loss(tr, rec, b);
+        unlabelled += (uint64_t)rec_unlabelled(tr, rec, b);
+    }
+    total /= (double)nrec;
+    if (!isfinite(total))
+        return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                             "loss is not finite at step %llu; weights unchanged",
+                             (unsigned long long)tr->step);
     for (i = 0; i < P; i++) {
         const double gi = (double)n->grads[i];
         norm2 += gi * gi;
@@ -594,14 +662,15 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
             }
         }
         /* The step is accepted: record the losses, then update. */
-        for (b = 0; b < batch; b++) {
-            size_t t = (size_t)tr->t[b];
-            tr->hist[t * HISTORY + tr->hist_pos[t]] = tr->row_l[b];
+        for (b = 0; b < nrec; b++) {
+            size_t t = (size_t)rec_t(tr, rec, b);
+            tr->hist[t * HISTORY + tr->hist_pos[t]] = rec_loss(tr, rec, b);
             tr->hist_pos[t] = (tr->hist_pos[t] + 1) % HISTORY;
             if (tr->hist_n[t] < HISTORY)
                 tr->hist_n[t]++;
         }
         tr->step = next;
+        tr->grads_ready = 0;
         if (n->classes > 0)
             n->uncond_rows += unlabelled;
         if (nt > 1 && P >= 65536) {
@@ -623,6 +692,102 @@ static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
     if (loss != NULL)
         *loss = total;
     return DIFFUSE_OK;
+}
+
+static int step_impl(const char *func, diffuse_trainer *tr, const float *x0,
+                     const int32_t *labels, size_t batch, uint64_t seed, double *loss)
+{
+    double partial;
+    DIFFUSE_TRY(grads_impl(func, tr, x0, labels, batch, seed, 0, batch, &partial));
+    tr->grads_ready = 0; /* a step's gradients are not the caller's to apply */
+    return apply_impl(func, tr, NULL, batch, loss);
+}
+
+int diffuse_trainer_compute_grads(diffuse_trainer *tr, const float *x0, const int32_t *labels,
+                                  size_t count, uint64_t seed, uint64_t first_sample,
+                                  size_t global_batch, double *loss)
+{
+    double partial;
+    DIFFUSE_TRY(grads_impl(__func__, tr, x0, labels, count, seed, first_sample, global_batch,
+                           &partial));
+    if (loss != NULL)
+        *loss = partial;
+    return DIFFUSE_OK;
+}
+
+int diffuse_trainer_grads(diffuse_trainer *tr, float **grads, size_t *n)
+{
+    if (tr == NULL || grads == NULL || n == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", tr == NULL      ? "trainer"
+                                                   : grads == NULL ? "grads"
+                                                                   : "n");
+    *grads = tr->net->grads;
+    *n = tr->net->n_params;
+    return DIFFUSE_OK;
+}
+
+/* The pending gradients are still the ones compute_grads left. */
+static int pending(const char *func, const diffuse_trainer *tr)
+{
+    if (!tr->grads_ready || tr->grads_step != tr->step || tr->grads_gen != tr->net->gen)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "no gradients pending: call "
+                             "diffuse_trainer_compute_grads() first (the last one was applied, "
+                             "failed, or the net or trainer changed since)");
+    return DIFFUSE_OK;
+}
+
+int diffuse_trainer_records(const diffuse_trainer *tr, double *records, size_t count)
+{
+    size_t b;
+    if (tr == NULL || records == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", tr == NULL ? "trainer" : "records");
+    DIFFUSE_TRY(pending(__func__, tr));
+    if (count != tr->grads_count)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "count = %zu, but the pending slice has %zu rows", count,
+                     tr->grads_count);
+    for (b = 0; b < count; b++) {
+        records[b * RECORD_WIDTH] = (double)tr->t[b];
+        records[b * RECORD_WIDTH + 1] = tr->weight[b];
+        records[b * RECORD_WIDTH + 2] = tr->row_l[b];
+        records[b * RECORD_WIDTH + 3] = tr->net->lab[b] == DIFFUSE_LABEL_NONE ? 1.0 : 0.0;
+    }
+    return DIFFUSE_OK;
+}
+
+int diffuse_trainer_apply(diffuse_trainer *tr, const double *records, size_t global_batch,
+                          double *loss)
+{
+    size_t b;
+    if (tr == NULL)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "trainer is NULL");
+    DIFFUSE_TRY(pending(__func__, tr));
+    if (global_batch != tr->grads_global)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "global_batch = %zu, but the gradients were computed for "
+                     "a global batch of %zu", global_batch, tr->grads_global);
+    if (records == NULL) {
+        if (tr->grads_first != 0 || tr->grads_count != global_batch)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "records is NULL, but the pending slice (rows %llu .. "
+                         "%llu) is not the whole global batch of %zu",
+                         (unsigned long long)tr->grads_first,
+                         (unsigned long long)(tr->grads_first + tr->grads_count - 1),
+                         global_batch);
+        return apply_impl(__func__, tr, NULL, global_batch, loss);
+    }
+    for (b = 0; b < global_batch; b++) {
+        const double *r = records + b * RECORD_WIDTH;
+        if (!(r[0] >= 0.0 && r[0] < (double)tr->T && r[0] == floor(r[0])) ||
+            !(isfinite(r[1]) && r[1] > 0.0) || !(r[3] == 0.0 || r[3] == 1.0))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "record %zu (t %g, weight %g, flag %g) is malformed",
+                         b, r[0], r[1], r[3]);
+    }
+    for (b = 0; b < tr->grads_count; b++) {
+        const double *r = records + ((size_t)tr->grads_first + b) * RECORD_WIDTH;
+        if (r[0] != (double)tr->t[b] || r[1] != tr->weight[b])
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "record %llu is not this trainer's row %zu of its "
+                         "slice (t %g, not %d): records must be in global sample order",
+                         (unsigned long long)tr->grads_first + b, b, r[0], (int)tr->t[b]);
+    }
+    return apply_impl(__func__, tr, records, global_batch, loss);
 }
 
 int diffuse_trainer_step(diffuse_trainer *tr, const float *x0, size_t batch, uint64_t seed,

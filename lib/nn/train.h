@@ -35,7 +35,18 @@ struct diffuse_trainer {
     double max_p, max_e, max_m, max_v;
     uint64_t bound_gen;
     int bound_ok;
+    /* Gradients computed by diffuse_trainer_compute_grads() (or a step) and
+     * not yet applied: valid while grads_ready, the step is grads_step and
+     * the net's gen is grads_gen.  The slice covered rows grads_first ..
+     * grads_first + grads_count - 1 of a global batch of grads_global rows. */
+    int grads_ready;
+    uint64_t grads_step, grads_gen, grads_first;
+    size_t grads_count, grads_global;
 };
+
+/* Doubles per row record (diffuse_trainer_records()): the timestep index,
+ * the importance weight, the unweighted loss, 1 when trained unlabelled. */
+#define RECORD_WIDTH DIFFUSE_TRAINER_RECORD_WIDTH
 
 /* The range diffuse_trainer_set() accepts for a numeric parameter param with
  * value v (NUM_THREADS, LOSS, TIMESTEPS, ADAMW, LABEL_DROPOUT included, but

@@ -293,6 +293,12 @@ _SIGNATURES = {
     "diffuse_trainer_get": ([_H, c_int, _PD], c_int),
     "diffuse_trainer_step": ([_H, _PF, c_size_t, c_uint64, _PD], c_int),
     "diffuse_trainer_step_cond": ([_H, _PF, _PI32, c_size_t, c_uint64, _PD], c_int),
+    # the split step (1.1): bound for callers that all-reduce gradients themselves
+    "diffuse_trainer_compute_grads": (
+        [_H, _PF, _PI32, c_size_t, c_uint64, c_uint64, c_size_t, _PD], c_int),
+    "diffuse_trainer_grads": ([_H, POINTER(_PF), POINTER(c_size_t)], c_int),
+    "diffuse_trainer_records": ([_H, _PD, c_size_t], c_int),
+    "diffuse_trainer_apply": ([_H, _PD, c_size_t, _PD], c_int),
     "diffuse_checkpoint_format_version": ([], c_int),
     "diffuse_checkpoint_save": ([c_char_p, _H, _H], c_int),
     "diffuse_checkpoint_load": ([c_char_p, c_size_t, _PH, _H, c_size_t, _PH], c_int),
@@ -565,6 +571,7 @@ TRAINER_TIMESTEPS = 11
 TRAINER_NUM_THREADS = 12
 TRAINER_STEP = 13
 TRAINER_LABEL_DROPOUT = 14
+TRAINER_RECORD_WIDTH = 4  # doubles per row record of Trainer.records()
 
 # What a trampoline returns to the library when the Python callable raised.
 # Any non-zero value stops the run; this one shows up in the C message
@@ -1967,6 +1974,71 @@ class Trainer(_Handle):
                 _check(_f("diffuse_trainer_step_cond")(h, xa.ptr, la.ptr, batch,
                                                        _uint(seed, 64, "seed"), byref(loss)))
             return loss.value
+
+    # The split step (libdiffuse 1.1) for data-parallel training: every worker
+    # calls compute_grads() on its slice of the global batch, the workers' get_grads()
+    # are summed (in a fixed order) and given back with set_grads(), their records()
+    # concatenated in row order, and every worker calls apply(records, global_batch).
+
+    def compute_grads(self, x0, seed, first_sample, global_batch, labels=None):
+        """Gradient of rows first_sample .. first_sample + len(x0) - 1 of a global
+        batch of global_batch rows into the trainer's buffer; returns the slice's
+        share of the global mean loss.  Nothing is updated until apply()."""
+        h = self._handle()
+        xa = _arr(x0, "f", "x0")
+        count = _rows_of(xa.n, self.dim, "x0")
+        la = _labels(labels, count) if labels is not None else None
+        loss = c_double()
+        _check(_f("diffuse_trainer_compute_grads")(
+            h, xa.ptr, la.ptr if la is not None else None, count, _uint(seed, 64, "seed"),
+            _uint(first_sample, 64, "first_sample"), _size(global_batch, "global_batch"),
+            byref(loss)))
+        return loss.value
+
+    def _grad_buffer(self):
+        g = _PF()
+        n = c_size_t()
+        _check(_f("diffuse_trainer_grads")(self._handle(), byref(g), byref(n)))
+        return g, n.value
+
+    def get_grads(self):
+        """A copy of the trainer's gradient buffer (float32, one per parameter)."""
+        g, n = self._grad_buffer()
+        out = _empty("f", (n,))
+        if n:
+            ctypes.memmove(out.ptr, g, n * ctypes.sizeof(c_float))
+        return _result(out)
+
+    def set_grads(self, grads):
+        """Overwrite the trainer's gradient buffer (e.g. with the sum over workers)."""
+        g, n = self._grad_buffer()
+        ga = _arr(grads, "f", "grads")
+        if ga.n != n:
+            raise ValueError(f"grads has {ga.n} values, the net {n} parameters")
+        if n:
+            ctypes.memmove(g, ga.ptr, n * ctypes.sizeof(c_float))
+
+    def records(self, count):
+        """The pending slice's row records [count][TRAINER_RECORD_WIDTH]: t, importance
+        weight, unweighted loss, 1 when trained without a label."""
+        count = _size(count, "count")
+        out = _empty("d", (count, TRAINER_RECORD_WIDTH))
+        _check(_f("diffuse_trainer_records")(self._handle(), out.ptr, count))
+        return _result(out)
+
+    def apply(self, global_batch, records=None):
+        """Apply the gradient buffer as one step of global_batch rows, with every
+        row's record in row order (None: the pending slice is the whole batch);
+        returns the global batch's mean loss."""
+        global_batch = _size(global_batch, "global_batch")
+        ra = _arr(records, "d", "records") if records is not None else None
+        if ra is not None and ra.n != global_batch * TRAINER_RECORD_WIDTH:
+            raise ValueError(f"records has {ra.n} values, not {global_batch} rows of "
+                             f"{TRAINER_RECORD_WIDTH}")
+        loss = c_double()
+        _check(_f("diffuse_trainer_apply")(self._handle(), ra.ptr if ra is not None else None,
+                                           global_batch, byref(loss)))
+        return loss.value
 
     def __repr__(self):
         if not self._h:

@@ -274,7 +274,7 @@ static void test_dropout(void)
     for (i = 0; i < (size_t)B * N; i++)
         if (x[i] == 0.0)
             x[i] = 0.5;
-    diffuse__dropout_forward_d(x, B, N, p, 77, 5, 0xFFF00003u, y);
+    diffuse__dropout_forward_d(x, B, N, p, 77, (uint64_t)5 << 32, 0xFFF00003u, y);
     for (i = 0; i < (size_t)B * N; i++) {
         if (y[i] == 0.0)
             dropped++;
@@ -285,27 +285,30 @@ static void test_dropout(void)
     sd = sqrt(p * (1.0 - p) / (double)(B * N));
     ASSERT_TRUE(fabs(frac - p) < 6.0 * sd);
     /* row 1 of a batch of 2 is row 1 of the batch of 4 */
-    diffuse__dropout_forward_d(x, 2, N, p, 77, 5, 0xFFF00003u, y2);
+    diffuse__dropout_forward_d(x, 2, N, p, 77, (uint64_t)5 << 32, 0xFFF00003u, y2);
     ASSERT_TRUE(memcmp(y, y2, 2 * N * sizeof *y) == 0);
+    /* a slice that starts at global row 1 (sample0 + 1) gives row 1's mask */
+    diffuse__dropout_forward_d(x + N, 1, N, p, 77, ((uint64_t)5 << 32) + 1, 0xFFF00003u, y2);
+    ASSERT_TRUE(memcmp(y + N, y2, N * sizeof *y) == 0);
     /* step, seed and stream change the mask */
-    diffuse__dropout_forward_d(x, 1, N, p, 77, 6, 0xFFF00003u, y2);
+    diffuse__dropout_forward_d(x, 1, N, p, 77, (uint64_t)6 << 32, 0xFFF00003u, y2);
     ASSERT_TRUE(memcmp(y, y2, N * sizeof *y) != 0);
-    diffuse__dropout_forward_d(x, 1, N, p, 78, 5, 0xFFF00003u, y2);
+    diffuse__dropout_forward_d(x, 1, N, p, 78, (uint64_t)5 << 32, 0xFFF00003u, y2);
     ASSERT_TRUE(memcmp(y, y2, N * sizeof *y) != 0);
-    diffuse__dropout_forward_d(x, 1, N, p, 77, 5, 0xFFF00004u, y2);
+    diffuse__dropout_forward_d(x, 1, N, p, 77, (uint64_t)5 << 32, 0xFFF00004u, y2);
     ASSERT_TRUE(memcmp(y, y2, N * sizeof *y) != 0);
     /* the backward pass: the same mask and scale on dy */
-    diffuse__dropout_backward_d(dy, B, N, p, 77, 5, 0xFFF00003u, dx);
+    diffuse__dropout_backward_d(dy, B, N, p, 77, (uint64_t)5 << 32, 0xFFF00003u, dx);
     for (i = 0; i < (size_t)B * N; i++)
         ASSERT_TRUE(dx[i] == (y[i] == 0.0 ? 0.0 : dy[i] * (1.0 / (1.0 - p))));
     /* the float layer drops the same elements */
     xf = to_f(x, (size_t)B * N);
     yf = (float *)malloc((size_t)B * N * sizeof *yf);
-    diffuse__dropout_forward_f(xf, B, N, p, 77, 5, 0xFFF00003u, yf);
+    diffuse__dropout_forward_f(xf, B, N, p, 77, (uint64_t)5 << 32, 0xFFF00003u, yf);
     for (i = 0; i < (size_t)B * N; i++)
         ASSERT_TRUE((yf[i] == 0.0f) == (y[i] == 0.0));
     /* p = 0 is the identity */
-    diffuse__dropout_forward_d(x, B, N, 0.0, 77, 5, 0xFFF00003u, y2);
+    diffuse__dropout_forward_d(x, B, N, 0.0, 77, (uint64_t)5 << 32, 0xFFF00003u, y2);
     ASSERT_TRUE(memcmp(x, y2, (size_t)B * N * sizeof *y) == 0);
     free(xf);
     free(yf);

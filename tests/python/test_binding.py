@@ -2091,6 +2091,46 @@ class UNetTest(Base):
 
 class TrainerTest(Base):
 
+    def test_split_step(self):
+        # compute_grads + apply over the whole batch is step(), bit for bit; two
+        # half slices with summed gradients and concatenated records give the same
+        # loss and, within float rounding, the same weights
+        data = [[[0.1 * i - 0.3, 0.2 - 0.05 * i] for i in range(8)] for _ in range(3)]
+        with ld.Schedule.linear(100) as s:
+            nets = [ld.Net.mlp(2, width=8, max_batch=8, seed=4) for _ in range(4)]
+            trs = [ld.Trainer(n, s) for n in nets]
+            try:
+                for x in data:
+                    want = trs[0].step(x, seed=9)
+                    trs[1].compute_grads(x, 9, 0, 8)
+                    self.assertEqual(trs[1].apply(8), want)
+                    parts = [trs[2 + q].compute_grads(x[4 * q:4 * q + 4], 9, 4 * q, 8)
+                             for q in range(2)]
+                    self.assertAlmostEqual(sum(parts), want, delta=1e-12 * abs(want))
+                    recs = [flat(trs[2 + q].records(4)) for q in range(2)]
+                    g = [a + b for a, b in zip(flat(trs[2].get_grads()), flat(trs[3].get_grads()))]
+                    for q in range(2):
+                        trs[2 + q].set_grads(g)
+                    got = [trs[2 + q].apply(8, list(recs[0]) + list(recs[1])) for q in range(2)]
+                    self.assertEqual(got[0], got[1])
+                    self.assertAlmostEqual(got[0], want, delta=1e-3 * abs(want))
+                self.assertTrue(same_bits(nets[1].get_params("weights"),
+                                          nets[0].get_params("weights")))
+                self.assertTrue(same_bits(nets[2].get_params("weights"),
+                                          nets[3].get_params("weights")))
+                w0, w2 = flat(nets[0].get_params("weights")), flat(nets[2].get_params("weights"))
+                self.assertLessEqual(max(abs(a - b) for a, b in zip(w0, w2)),
+                                     1e-5 * max(abs(a) for a in w0))
+                with self.assertRaises(ld.DiffuseError):
+                    trs[1].apply(8)  # nothing pending
+                with self.assertRaises(ValueError):
+                    trs[1].apply(8, [0.0] * 3)
+            finally:
+                for t in trs:
+                    t.close()
+                for n in nets:
+                    n.close()
+
     def test_parameters_by_name_id_and_property(self):
         with ld.Schedule.linear(100) as s, ld.Net.mlp(2, width=8, max_batch=8) as net, \
                 ld.Trainer(net, s) as tr:
@@ -3052,6 +3092,10 @@ class CoverageTest(Base):
                 tr.set("lr", 1e-3)
                 tr.get("step")
                 tr.step([[0.0, 1.0], [1.0, 0.0]], seed=1)
+                tr.compute_grads([[0.0, 1.0]], 1, 1, 2)
+                rec = tr.records(1)
+                tr.set_grads(tr.get_grads())
+                tr.apply(2, list(flat(rec)) * 2)
                 ld.checkpoint_format_version()
                 ld.checkpoint_set(ld.CHECKPOINT_MAX_WORKSPACE, ld.checkpoint_get(
                     ld.CHECKPOINT_MAX_WORKSPACE))
