@@ -3122,6 +3122,10 @@ static int row_checkpoint_read_meta(void)
     EXPECT_MSG(diffuse_checkpoint_read_meta(ckpt_dir, buf, sizeof buf, &len), DIFFUSE_EIO,
                "diffuse_checkpoint_read_meta");
 done:
+    diffuse_net_free(n);
+    return nf;
+}
+
 /* The split step: errors leave the trainer, the weights and the outputs as
  * they were. */
 static int row_trainer_compute_grads(void)

@@ -664,10 +664,10 @@ void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x,
 static void net_infer_params(diffuse_net *n, const float *P, const float *x, size_t B,
                              float *out, int nt)
 {
-    if (n->kind == DIFFUSE_NET_KIND_UNET)
-        diffuse__unet_forward(&n->unet, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
-    else
+    if (n->kind == DIFFUSE_NET_KIND_MLP)
         diffuse__mlp_infer(&n->mlp, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
+    else /* the U-Nets have no separate inference pass */
+        diffuse__net_forward_params(n, P, x, B, out, nt);
 }
 
 void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float *dout, int nt)

@@ -150,7 +150,7 @@ static int fd_case(const diffuse__iddpm_config *cfg, size_t classes, int dropout
     d.lab[2] = classes > 1 ? 1 : 0;
     d.dr.on = dropout_on;
     d.dr.seed = 5;
-    d.dr.step = 2;
+    d.dr.sample0 = (uint64_t)2 << 32;
     loss_d(&d);
     iddpm_backward_d(d.pl, d.classes, d.P, d.x, d.lab, d.B, d.acts, d.scratch, d.r, d.G, d.dx,
                      &d.dr, d.work, 1);
@@ -328,7 +328,7 @@ static void test_iddpm_float_matches_double(void)
     d.lab[2] = 0;
     d.dr.on = 1;
     d.dr.seed = 9;
-    d.dr.step = 4;
+    d.dr.sample0 = (uint64_t)4 << 32;
     loss_d(&d);
     iddpm_backward_d(d.pl, d.classes, d.P, d.x, d.lab, d.B, d.acts, d.scratch, d.r, d.G, NULL,
                      &d.dr, d.work, 1);
