@@ -563,7 +563,11 @@ DIFFUSE_API int diffuse_standard_normal_cdf(const double *x, size_t n, int mode,
  * +infinity, and probabilities floored at 1e-12, as Improved DDPM's
  * discretized_gaussian_log_likelihood.  In DIFFUSE_CDF_EXACT mode a bin in a
  * tail is computed from the complementary CDF, so it keeps its digits.
- * Inputs off the grid are accepted and binned as above.  Since: 1.0.
+ * Inputs off the grid are accepted and binned as above.  Every finite
+ * input gives a finite result in both modes (Since 1.1: log_scale = -1e308
+ * or +1e308 and |x - mean| up to 1e308 included: a bin's edges are formed
+ * in the log domain where e^-log_scale is not a normal double); a NaN input
+ * gives NaN.  Since: 1.0.
  */
 DIFFUSE_API int diffuse_discretized_gaussian_log_likelihood(const double *x,
                                                             const double *mean,
@@ -1011,7 +1015,10 @@ DIFFUSE_API int diffuse_vlb_set_progress(diffuse_vlb *v, diffuse_progress_fn fn,
  * @param terms      [batch][T] output or NULL (T = schedule length).
  * @param x0_mse     [batch][T] output or NULL.
  * @param eps_mse    [batch][T] output or NULL.
- * Errors: as diffuse_sampler_run().  Outputs are written only on success.
+ * Errors: as diffuse_sampler_run(), including DIFFUSE_ENUMERIC when finite
+ * model outputs give a term, an MSE or a total that is not finite (for
+ * example a learned log-variance of -500: Since 1.1 refused, never returned
+ * as NaN).  Outputs are written only on success.
  * Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_vlb_run(diffuse_vlb *v, const float *x0,

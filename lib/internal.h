@@ -65,6 +65,20 @@ int diffuse__default_threads(void);
  * is "<function>: <detail>". */
 int diffuse__fail(int code, const char *func, const char *fmt, ...) DIFFUSE_PRINTF(3, 4);
 
+/* After a failure of an internal call to another public function, make
+ * the message start with func, the function the user called:
+ * "inner: detail" becomes "func: detail (in inner)".  Returns code. */
+int diffuse__reprefix(int code, const char *func);
+
+/* DIFFUSE_TRY for a call to another public function from the public
+ * function func: the message then names func. */
+#define DIFFUSE_TRY_AS(func, expr)                                     \
+    do {                                                              \
+        int diffuse_try_rc_ = (expr);                                 \
+        if (diffuse_try_rc_ != DIFFUSE_OK)                            \
+            return diffuse__reprefix(diffuse_try_rc_, (func));        \
+    } while (0)
+
 /* Set the message and return from the current function. */
 #define DIFFUSE_FAIL(code, ...) return diffuse__fail((code), __func__, __VA_ARGS__)
 /* Forward a failure status from a call whose message is already set. */

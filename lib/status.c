@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #define DIFFUSE_MESSAGE_SIZE 256
 
@@ -35,5 +36,30 @@ int diffuse__fail(int code, const char *func, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(diffuse_message + used, sizeof diffuse_message - (size_t)used, fmt, ap);
     va_end(ap);
+    return code;
+}
+
+int diffuse__reprefix(int code, const char *func)
+{
+    char detail[DIFFUSE_MESSAGE_SIZE], name[64], out[2 * DIFFUSE_MESSAGE_SIZE + 128];
+    const char *colon = strstr(diffuse_message, ": ");
+    size_t n = strlen(func);
+    if (strncmp(diffuse_message, func, n) == 0 && diffuse_message[n] == ':')
+        return code; /* already the caller's name */
+    /* "inner: detail" becomes "func: detail (in inner)" */
+    if (colon == NULL) {
+        memcpy(detail, diffuse_message, sizeof detail);
+        snprintf(out, sizeof out, "%.100s: %s", func, detail);
+    } else {
+        size_t inner = (size_t)(colon - diffuse_message);
+        if (inner > sizeof name - 1)
+            inner = sizeof name - 1;
+        memcpy(name, diffuse_message, inner);
+        name[inner] = '\0';
+        memcpy(detail, colon + 2, strlen(colon + 2) + 1);
+        snprintf(out, sizeof out, "%.100s: %s (in %s)", func, detail, name);
+    }
+    memcpy(diffuse_message, out, sizeof diffuse_message - 1);
+    diffuse_message[sizeof diffuse_message - 1] = '\0';
     return code;
 }

@@ -206,9 +206,30 @@ static int vlb_impl(const char *func, diffuse_vlb *v, const float *x0, const int
     e->busy = 0;
     if (rc != DIFFUSE_OK)
         return rc;
+    /* Every value is checked before anything is written: finite model
+     * outputs can still give an infinite KL or MSE (a learned log-variance
+     * of -500, an x0 beyond float), which is refused, not reported. */
     for (b = 0; b < batch; b++) {
         double sum = 0.0;
         r_prior[b] = prior_row(S, x0 + b * dim, dim);
+        for (k = 0; k < T; k++) {
+            const size_t j = b * T + k;
+            if (!isfinite(r_terms[j]) || !isfinite(r_x0[j]) || !isfinite(r_eps[j]))
+                return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                     "the library's arithmetic overflowed: sample %zu at "
+                                     "timestep %ld has VLB term %g, x0 MSE %g, eps MSE %g "
+                                     "(the model's outputs were finite)",
+                                     b, (long)S->timesteps[k], r_terms[j], r_x0[j], r_eps[j]);
+            sum += r_terms[j];
+        }
+        if (!isfinite(sum + r_prior[b]))
+            return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                 "the library's arithmetic overflowed: the bits/dim of sample "
+                                 "%zu is %g (prior term %g)",
+                                 b, sum + r_prior[b], r_prior[b]);
+    }
+    for (b = 0; b < batch; b++) {
+        double sum = 0.0;
         for (k = 0; k < T; k++)
             sum += r_terms[b * T + k];
         total[b] = sum + r_prior[b];

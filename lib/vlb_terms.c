@@ -137,7 +137,22 @@ static double log_mass_tanh(double a, double b)
         if (tails < 0.5)
             return log1p(-tails);
     }
-    d = SQRT_2_OVER_PI * (b - a) * (1.0 + 0.044715 * (a * a + a * b + b * b));
+    d = isinf(a) || isinf(b) ? HUGE_VAL /* not 0 * inf in a b */
+                             : SQRT_2_OVER_PI * (b - a) * (1.0 + 0.044715 * (a * a + a * b + b * b));
+    /* A wide bin reaching far into a tail (|y| > 30, or infinite where the
+     * cube overflowed): the sinh form would subtract logs of size |y|, so
+     * take the difference of the two CDF values in the tail they are small
+     * in, F(b) (1 - F(a) / F(b)), whose ratio is below e^-2 there. */
+    if (d > 1.0 && fmax(fabs(ya), fabs(yb)) > 30.0) {
+        if (b <= 0.0) {
+            double la = log_half_one_plus_tanh(ya), lb = log_half_one_plus_tanh(yb);
+            return lb + log1p(-exp(la - lb));
+        }
+        if (a >= 0.0) {
+            double la = log_half_one_plus_tanh(-ya), lb = log_half_one_plus_tanh(-yb);
+            return la + log1p(-exp(lb - la));
+        }
+    }
     return log_2sinh(d) - log_2cosh(ya) - log_2cosh(yb);
 }
 
@@ -187,13 +202,43 @@ static double log_cdf_exact(double x)
     return x > 0.0 ? log1p(-0.5 * erfc(x * INV_SQRT_2)) : log(cdf_exact(x));
 }
 
+/* A bin edge in standard units, (x - mean + off) / e^log_scale, off = +-1/255,
+ * without 0 * inf = NaN or a spurious overflow: by multiplication with
+ * e^-log_scale where that is a normal double, else in the log domain from
+ * the half difference (which cannot overflow for finite inputs). */
+static double bin_edge(double x, double mean, double off, double log_scale)
+{
+    double half, mag;
+    if (log_scale >= -700.0 && log_scale <= 700.0 && isfinite(x - mean))
+        return exp(-log_scale) * ((x - mean) + off);
+    half = 0.5 * x - 0.5 * mean + 0.5 * off;
+    if (half == 0.0)
+        return 0.0;
+    mag = exp(log(fabs(half)) + DIFFUSE_LN2 - log_scale);
+    return half < 0.0 ? -mag : mag;
+}
+
+/* log of the upper tail mass beyond u in the given mode (-inf at +inf). */
+static double log_upper_tail(double u, int mode)
+{
+    return mode == DIFFUSE_CDF_TANH ? log_half_one_plus_tanh(-tanh_arg(u)) : log_cdf_exact(-u);
+}
+
 double diffuse__discretized_log_likelihood(double x, double mean, double log_scale, int mode)
 {
     const double log_floor = log(PROB_FLOOR);
-    double inv = exp(-log_scale), centered = x - mean;
-    double plus_in = inv * (centered + BIN_HALF_WIDTH);
-    double minus_in = inv * (centered - BIN_HALF_WIDTH);
+    double plus_in = bin_edge(x, mean, BIN_HALF_WIDTH, log_scale);
+    double minus_in = bin_edge(x, mean, -BIN_HALF_WIDTH, log_scale);
     double lp;
+    if (isnan(plus_in) || isnan(minus_in)) /* x or mean NaN */
+        return NAN;
+    /* A middle bin wholly in one tail whose tail mass is below the floor
+     * has a floored mass: decided here, before the bin formulas meet
+     * infinite edges (inf - inf). */
+    if (x >= -0.999 && x <= 0.999 &&
+        ((minus_in > 0.0 && log_upper_tail(minus_in, mode) < log_floor) ||
+         (plus_in < 0.0 && log_upper_tail(-plus_in, mode) < log_floor)))
+        return log_floor;
     if (x < -0.999) { /* lowest bin: (-inf, x + 1/255] */
         lp = mode == DIFFUSE_CDF_TANH ? log_half_one_plus_tanh(tanh_arg(plus_in))
                                       : log_cdf_exact(plus_in);
@@ -225,8 +270,12 @@ int diffuse_discretized_gaussian_log_likelihood(const double *x, const double *m
  * form d/du sg(2 y(u)) = 2 sg(2y) sg(-2y) y'(u), y' = k (1 + 3 * 0.044715 u^2). */
 static double log_cdf_density(double u, int mode)
 {
+    if (!isfinite(u))
+        return -HUGE_VAL;
     if (mode == DIFFUSE_CDF_TANH) {
         double y = tanh_arg(u);
+        if (!isfinite(y)) /* |u| beyond ~1e102: the density is 0 */
+            return -HUGE_VAL;
         return DIFFUSE_LN2 + log_half_one_plus_tanh(y) + log_half_one_plus_tanh(-y) +
                log(SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * u * u));
     }
@@ -237,8 +286,9 @@ double diffuse__discretized_nll_grad(double x, double mean, double log_scale, in
                                      double *d_mean, double *d_log_scale)
 {
     const double log_floor = log(PROB_FLOOR);
-    double inv = exp(-log_scale), centered = x - mean;
-    double b = inv * (centered + BIN_HALF_WIDTH), a = inv * (centered - BIN_HALF_WIDTH);
+    double inv = exp(-(log_scale < -700.0 ? -700.0 : log_scale > 700.0 ? 700.0 : log_scale));
+    double b = bin_edge(x, mean, BIN_HALF_WIDTH, log_scale);
+    double a = bin_edge(x, mean, -BIN_HALF_WIDTH, log_scale);
     double lp = diffuse__discretized_log_likelihood(x, mean, log_scale, mode);
     /* ga, gb: density / P at a and b, with P the bin mass (exp(lp)). */
     double ga = 0.0, gb = 0.0;
@@ -258,7 +308,8 @@ double diffuse__discretized_nll_grad(double x, double mean, double log_scale, in
     /* log P = log(F(b) - F(a)) with F(a) = 0 for the lowest bin and F(b) = 1
      * for the highest; da/dmean = db/dmean = -inv, da/dls = -a, db/dls = -b. */
     *d_mean = -(inv * (ga - gb));
-    *d_log_scale = -(a * ga - b * gb);
+    /* a zero density at an infinite edge contributes nothing (not inf * 0) */
+    *d_log_scale = -((ga != 0.0 ? a * ga : 0.0) - (gb != 0.0 ? b * gb : 0.0));
     return -lp;
 }
 

@@ -407,6 +407,111 @@ static void test_samplers_never_ok_with_nonfinite(void)
     diffuse_schedule_free(s[1]);
 }
 
+/* ---------------------------------------------------------------------- */
+/* 5. The decoder likelihood and bits/dim never return NaN                  */
+
+/* Closed forms in the two limits, for both CDF modes: a scale below e^-240
+ * is a point mass at the mean (log P = 0 when the mean lies inside the bin,
+ * the floor log(1e-12) when outside), a scale above e^240 spreads the mass
+ * so thin that a middle bin is floored and an edge bin holds half of it
+ * (log 0.5).  Before the fix the tanh mode gave NaN for x = 0.5, mean = 0,
+ * log_scale <= -240. */
+static void test_discretized_log_likelihood_extremes(void)
+{
+    static const double xs[] = {-1.0, -0.5, 0.0, 0.5, 1.0};
+    static const double means[] = {-1e308, -3.0, -1.0, -0.5, 0.0, 0.001, 0.5, 0.99, 1.0, 3.0,
+                                   1e308};
+    static const double small[] = {-1e308, -1e4, -745.0, -709.0, -700.0, -500.0, -240.0};
+    static const double large[] = {240.0, 500.0, 700.0, 709.0, 745.0, 1e4, 1e308};
+    const double h = 1.0 / 255.0, floor_ = log(1e-12);
+    size_t i, j, k;
+    int mode;
+    for (mode = DIFFUSE_CDF_TANH; mode <= DIFFUSE_CDF_EXACT; mode++)
+        for (i = 0; i < sizeof xs / sizeof xs[0]; i++)
+            for (j = 0; j < sizeof means / sizeof means[0]; j++) {
+                const double x = xs[i], m = means[j];
+                const int lowest = x < -0.999, highest = x > 0.999;
+                double got, want;
+                for (k = 0; k < sizeof small / sizeof small[0]; k++) {
+                    int inside = lowest ? m < x + h : highest ? m > x - h
+                                                              : m > x - h && m < x + h;
+                    ASSERT_OK(diffuse_discretized_gaussian_log_likelihood(&x, &m, &small[k], 1,
+                                                                          mode, &got));
+                    want = inside ? 0.0 : floor_;
+                    if (!(fabs(got - want) <= 1e-12)) {
+                        printf("  mode %d x %g mean %g log_scale %g: %g, want %g\n", mode, x,
+                               m, small[k], got, want);
+                        ASSERT_TRUE(0);
+                    }
+                }
+                for (k = 0; k < sizeof large / sizeof large[0]; k++) {
+                    ASSERT_OK(diffuse_discretized_gaussian_log_likelihood(&x, &m, &large[k], 1,
+                                                                          mode, &got));
+                    /* with a finite mean of size 1e308 the edge bin's
+                     * standard units are 1e308 e^-700 ~ 1e4 still: skip */
+                    if ((lowest || highest) && fabs(m) > 1e300 && large[k] < 1e4)
+                        continue;
+                    want = lowest || highest ? log(0.5) : floor_;
+                    if (!(fabs(got - want) <= 1e-12)) {
+                        printf("  mode %d x %g mean %g log_scale %g: %g, want %g\n", mode, x,
+                               m, large[k], got, want);
+                        ASSERT_TRUE(0);
+                    }
+                }
+            }
+}
+
+/* A learned-variance eps model whose log-variance output is -500: the
+ * decoder's log-scale is -250 (and the KL terms huge but finite); bits/dim
+ * is either finite or refused with DIFFUSE_ENUMERIC, never NaN.  Before the
+ * fix it returned OK with a NaN total. */
+static int lv_model(void *user, const float *x_t, const int32_t *t, size_t batch, size_t dim,
+                    float *out)
+{
+    size_t b, i;
+    (void)x_t;
+    (void)t;
+    for (b = 0; b < batch; b++)
+        for (i = 0; i < dim; i++) {
+            out[b * 2 * dim + i] = 0.1f * (float)i;
+            out[b * 2 * dim + dim + i] = *(const float *)user;
+        }
+    return 0;
+}
+
+static void test_vlb_never_ok_with_nan(void)
+{
+    diffuse_schedule *s = NULL;
+    diffuse_model *m = NULL;
+    diffuse_vlb *v = NULL;
+    float x0[2 * 3] = {-1.0f, 0.0f, 1.0f, 0.5f, -0.5f, 0.0f};
+    float lv[2] = {-500.0f, -1.0f};
+    double total[2] = {-7.0, -7.0};
+    size_t k;
+    int rc, mode;
+    ASSERT_OK(diffuse_schedule_create_linear(&s, 10, 1e-6, 2e-4));
+    for (k = 0; k < 2; k++)
+        for (mode = DIFFUSE_CDF_TANH; mode <= DIFFUSE_CDF_EXACT; mode++) {
+            ASSERT_OK(diffuse_model_create(&m, lv_model, &lv[k], 3, DIFFUSE_PRED_EPS,
+                                           DIFFUSE_VAR_LEARNED));
+            ASSERT_OK(diffuse_vlb_create(&v, s, m, 2));
+            ASSERT_OK(diffuse_vlb_set(v, DIFFUSE_VLB_CDF, mode));
+            rc = diffuse_vlb_run(v, x0, 3, 0, 2, total, NULL, NULL, NULL, NULL);
+            if (rc == DIFFUSE_OK) {
+                ASSERT_TRUE(isfinite(total[0]) && isfinite(total[1]));
+            } else {
+                ASSERT_STATUS(rc, DIFFUSE_ENUMERIC);
+                ASSERT_MESSAGE_HAS("diffuse_vlb_run: the library's arithmetic overflowed");
+                ASSERT_TRUE(total[0] == -7.0); /* nothing written */
+            }
+            if (k == 1)
+                ASSERT_OK(rc);
+            diffuse_vlb_free(v);
+            diffuse_model_free(m);
+        }
+    diffuse_schedule_free(s);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/diffuse-nonfinite-XXXXXX";
@@ -425,6 +530,8 @@ int main(void)
     RUN(test_schedule_tables_consistent);
     RUN(test_rescale_zero_snr_underflow_refused);
     RUN(test_samplers_never_ok_with_nonfinite);
+    RUN(test_discretized_log_likelihood_extremes);
+    RUN(test_vlb_never_ok_with_nan);
     rc = harness_finish();
     (void)unlink(in_dir(path, sizeof path, "good.ckpt"));
     (void)unlink(in_dir(path, sizeof path, "before.ckpt"));

@@ -1619,19 +1619,19 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
         DIFFUSE_TRY(diffuse__net_create_iddpm_config(LOAD, &net, &a.iddpm, 0, a.prediction,
                                                      a.variance, max_batch, 0));
     else if (a.kind == DIFFUSE_NET_KIND_UNET)
-        DIFFUSE_TRY(diffuse_net_create_unet(&net, (size_t)a.channels, (size_t)a.height,
+        DIFFUSE_TRY_AS(LOAD, diffuse_net_create_unet(&net, (size_t)a.channels, (size_t)a.height,
                                             (size_t)a.width_pixels, (size_t)a.base,
                                             (size_t)a.groups, a.prediction, a.variance,
                                             max_batch, 0));
     else
-        DIFFUSE_TRY(diffuse_net_create_mlp(&net, (size_t)a.dim, (size_t)a.width,
+        DIFFUSE_TRY_AS(LOAD, diffuse_net_create_mlp(&net, (size_t)a.dim, (size_t)a.width,
                                            (size_t)a.depth, (size_t)a.emb, a.prediction,
                                            a.variance, max_batch, 0));
     if (a.classes > 0) {
         rc = diffuse_net_set(net, DIFFUSE_NET_CLASSES, (double)a.classes);
         if (rc != DIFFUSE_OK) {
             diffuse_net_free(net);
-            return rc;
+            return diffuse__reprefix(rc, LOAD);
         }
         net->uncond_rows = a.uncond_rows;
     }
@@ -1642,7 +1642,7 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
         rc = diffuse_trainer_create(&tr, net, s, trainer_batch);
         if (rc != DIFFUSE_OK) {
             diffuse_net_free(net);
-            return rc;
+            return diffuse__reprefix(rc, LOAD);
         }
         for (r = R_LR; r <= R_THREADS; r++) {
             if (diffuse_trainer_set(tr, r - R_LR + DIFFUSE_TRAINER_LR, hyper_value(R, r)) !=

@@ -762,10 +762,12 @@ int diffuse_net_model(diffuse_net *n, int which, diffuse_model **out)
     if (which_params(n, which) == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown weights %d", which);
     if (n->classes == 0) {
-        DIFFUSE_TRY(diffuse_model_create(&m, which == DIFFUSE_NET_EMA ? model_ema : model_weights,
-                                         n, n->dim, n->prediction, n->variance));
+        DIFFUSE_TRY_AS(__func__,
+                       diffuse_model_create(&m, which == DIFFUSE_NET_EMA ? model_ema
+                                                                         : model_weights,
+                                            n, n->dim, n->prediction, n->variance));
     } else {
-        DIFFUSE_TRY(diffuse_model_create_cond(
+        DIFFUSE_TRY_AS(__func__, diffuse_model_create_cond(
             &m, which == DIFFUSE_NET_EMA ? model_ema_cond : model_weights_cond, n, n->dim,
             n->prediction, n->variance, n->classes));
         m->unconditional = n->uncond_rows > 0; /* trained with dropped labels */

@@ -918,6 +918,52 @@ def case_dgll_offgrid_mp(case):
 
 
 @guarded
+def case_dgll_extreme_mp(case):
+    """The full finite range (issue 12): log_scale from -1e308 to 1e308 and
+    |x - mean| up to ~1e308, in both modes, against mpmath (whose exponent
+    range is unbounded, so e^-log_scale is exact there).  Every result must
+    be finite and within the usual tolerance; before 1.1 the tanh mode gave
+    NaN for x = 0.5, mean = 0, log_scale <= -240."""
+    xs = [-1.0, 1.0 / 127.5 - 1.0, -0.5, 0.0, 0.5, 1.0 - 1.0 / 127.5, 1.0]
+    # means whose bin edges fall exactly on x - mean +- 1/255 in double but
+    # not in exact arithmetic are left out: they are decided by rounding
+    means = [-1e308, -1e200, -3.0, -1.0, -0.5, -0.3, 0.0, 0.001, 0.5,
+             0.7, 1.0, 3.0, 1e200, 1e308]
+    # mpmath needs exp(-log_scale) as a number: up to |log_scale| = 1e5 here;
+    # the C test checks +-1e308 against the closed-form limits
+    log_scales = [-1e5, -745.0, -709.5, -700.5, -500.0, -240.0, -100.0,
+                  -30.0, 30.0, 100.0, 240.0, 500.0, 700.5, 709.5, 745.0, 1e5]
+    rows = [(x, m, ls) for x in xs for m in means for ls in log_scales]
+    for mode in (CDF_TANH, CDF_EXACT):  # finiteness alone at +-1e308
+        far = [(x, m, ls) for x in xs for m in means for ls in (-1e308, 1e308)]
+        x, m, s = (np.array(c) for c in zip(*far))
+        rc, out = lib_dgll(x, m, s, mode)
+        must_ok(case, rc, f"dgll mode {mode}")
+        case.check(all(math.isfinite(v) for v in out),
+                   f"mode {mode}: a non-finite result at log_scale = +-1e308")
+    for mode in (CDF_TANH, CDF_EXACT):
+        x, m, s = (np.array(c) for c in zip(*rows))
+        rc, out = lib_dgll(x, m, s, mode)
+        must_ok(case, rc, f"dgll mode {mode}")
+        bad = [i for i in range(len(rows)) if not math.isfinite(out[i])]
+        case.check(not bad, f"mode {mode}: {len(bad)} non-finite results, first "
+                            f"{rows[bad[0]] if bad else None} -> {out[bad[0]] if bad else None}")
+        cmp_ = Compare(case, f"discretized_log_likelihood[{MODE_NAMES[mode]}]",
+                       f"mode {mode} extreme scales and means")
+        beyond = 0
+        for i, r in enumerate(rows):
+            try:
+                ref = mp_dgll(*r, mode)
+            except OverflowError:  # an edge beyond what mpmath's erfc evaluates
+                beyond += 1
+                continue
+            cmp_.add(out[i], ref, _lbl_dgll(None, *r))
+        cmp_.done(max_show=6)
+        INFO.append(f"# dgll[{MODE_NAMES[mode]}] extreme range: {len(rows) - beyond} of "
+                    f"{len(rows)} points against mpmath ({beyond} beyond its erfc)")
+
+
+@guarded
 def case_dgll_naive_parity(case, mode):
     """losses.discretized_gaussian_log_likelihood in float64 over the whole grid,
     where it is well conditioned: each CDF value has an absolute error of a few
@@ -1165,6 +1211,7 @@ def main():
     for mode in (CDF_TANH, CDF_EXACT):
         run_case(f"dgll_{MODE_NAMES[mode]}_grid_mpmath", case_dgll_mp, mode, idx, needs_mp=True)
     run_case("dgll_offgrid_adversarial_mpmath", case_dgll_offgrid_mp, needs_mp=True)
+    run_case("dgll_extreme_range_mpmath", case_dgll_extreme_mp, needs_mp=True)
     for mode in (CDF_TANH, CDF_EXACT):
         run_case(f"dgll_{MODE_NAMES[mode]}_vs_losses_py_float64", case_dgll_naive_parity, mode)
     run_case("dgll_nan", case_dgll_nan)
