@@ -96,6 +96,18 @@ static void make_seeds(void)
     diffuse_net_free(net);
 }
 
+void fuzz_target_cleanup(void);
+
+/* The seeds and the corpus schedule, freed at the end of a replay. */
+void fuzz_target_cleanup(void)
+{
+    int i;
+    for (i = 0; i < n_seeds; i++)
+        free(seeds[i].bytes);
+    n_seeds = -1;
+    fuzz_checkpoint_cleanup();
+}
+
 /* Split a seed's payload into records (the seeds are well formed). */
 static size_t split(const seed *sd, rec *R)
 {

@@ -16,6 +16,12 @@
 #include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+void fuzz_target_cleanup(void);
+
+/* Nothing is kept between inputs. */
+void fuzz_target_cleanup(void)
+{
+}
 
 #define MAX_DIM 8
 #define MAX_BATCH 3

@@ -19,6 +19,8 @@
 #endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* Each target frees what it keeps between inputs (valgrind's leak check). */
+void fuzz_target_cleanup(void);
 
 static int passed, failed;
 
@@ -111,6 +113,7 @@ int main(int argc, char **argv)
         else
             replay_file(argv[i]);
     }
+    fuzz_target_cleanup();
     if (passed + failed == 0) {
         printf("FAIL no corpus file found\n");
         failed++;
