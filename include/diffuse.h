@@ -1198,7 +1198,9 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_create_unet(diffuse_net **out, siz
  * Downsample: Conv3 with stride 2 (conv_resample) or 2x2 average pooling;
  * Upsample: nearest 2x, then Conv3 (conv_resample).
  * Dropout (probability dropout) acts only in training steps: element i of
- * row b in ResBlock number k (counting every block of the net from 0) is
+ * row b in the ResBlock at position k (counting, from 0, every block in the
+ * order above: the input conv, each ResBlock, AttentionBlock, Downsample
+ * and Upsample) is
  * dropped when ((w + 0.5) 2^-32) < dropout, w = word i % 4 of
  * Philox4x32-10 with key = the step's seed and counter (i / 4, 0xFFF00000 +
  * k, sample, sample >> 32), sample = step 2^32 + b (step: the trainer's

@@ -638,6 +638,42 @@ static void test_iddpm_model_sampler(void)
     diffuse_schedule_free(s);
 }
 
+/* Training gives the same bits with 1 and 2 threads (with OpenMP; without
+ * it both run in one thread). */
+static void test_iddpm_thread_invariance(void)
+{
+    float x[4 * 64], *p1, *p2;
+    size_t np, k;
+    int nt;
+    float *pp[2];
+    (void)diffuse_normal_fill(12, 0, 0, x, 4 * 64);
+    np = 0;
+    p1 = p2 = NULL;
+    for (nt = 1; nt <= 2; nt++) {
+        diffuse_net *n = NULL;
+        diffuse_trainer *tr = NULL;
+        diffuse_schedule *s = NULL;
+        ASSERT_OK(diffuse_schedule_create_linear(&s, 50, 1e-4, 0.02));
+        ASSERT_OK(diffuse_net_create_iddpm(&n, 1, 8, 8, 8, SMALL, 0, 3, 4, 3));
+        ASSERT_OK(diffuse_trainer_create(&tr, n, s, 4));
+        ASSERT_OK(diffuse_trainer_set(tr, DIFFUSE_TRAINER_NUM_THREADS, nt));
+        ASSERT_OK(diffuse_trainer_set(tr, DIFFUSE_TRAINER_LOSS, DIFFUSE_LOSS_HYBRID));
+        for (k = 0; k < 3; k++)
+            ASSERT_OK(diffuse_trainer_step(tr, x, 4, k, NULL));
+        np = diffuse_net_param_count(n);
+        pp[nt - 1] = (float *)malloc(np * sizeof(float));
+        ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, pp[nt - 1], np));
+        diffuse_trainer_free(tr);
+        diffuse_net_free(n);
+        diffuse_schedule_free(s);
+    }
+    p1 = pp[0];
+    p2 = pp[1];
+    ASSERT_TRUE(memcmp(p1, p2, np * sizeof *p1) == 0);
+    free(p1);
+    free(p2);
+}
+
 int main(void)
 {
     if (diffuse_set_allocator(counting_alloc, counting_free, NULL) != DIFFUSE_OK) {
@@ -654,5 +690,6 @@ int main(void)
     RUN(test_iddpm_batch_invariance);
     RUN(test_iddpm_train_and_resume);
     RUN(test_iddpm_model_sampler);
+    RUN(test_iddpm_thread_invariance);
     return harness_finish();
 }
