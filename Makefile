@@ -267,9 +267,10 @@ $(O)/mpi/diffuse-mpi: mpi/diffuse_mpi.c include/diffuse.h $(O)/libdiffuse.so
 # Benchmarks against peers in the same process (numpy from Debian).  OpenBLAS
 # tuning variables are unset for the benchmark command alone.
 # bench_mlp.py at 2 threads needs the OpenMP build: make OPENMP=1 O=out-omp bench.
+# bench_mpi.sh: diffuse-mpi training at 1 and 2 ranks (skipped without mpiexec).
 # At 2 threads torch runs once with OpenBLAS on 1 thread and once on 2 (its
 # threads and OpenBLAS's can compete for the cores): compare with its best.
-bench: lib
+bench: lib mpi
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_normal.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/bench_gemm.py \
@@ -281,6 +282,7 @@ bench: lib
 	done
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_samplers.py
+	O=$(O) sh bench/bench_mpi.sh
 
 install: lib examples mpi
 	install -d $(DESTDIR)$(includedir) $(DESTDIR)$(libdir) $(DESTDIR)$(pkgconfigdir)
