@@ -331,7 +331,8 @@ $(O)/mpi/diffuse-mpi: mpi/diffuse_mpi.c include/diffuse.h $(O)/libdiffuse.so
 # are unset for the benchmark command alone.  bench_mlp.py and bench_unet.py
 # run 1 and 2 threads in one go (2 threads from the OpenMP build in
 # out-omp: make OPENMP=1 O=out-omp lib), each peer pinned and at its best.
-bench: lib
+# bench_mpi.sh: diffuse-mpi training at 1 and 2 ranks (skipped without mpiexec).
+bench: lib mpi
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_normal.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/bench_gemm.py \
@@ -340,6 +341,7 @@ bench: lib
 	LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_unet.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_samplers.py
+	O=$(O) sh bench/bench_mpi.sh
 
 # The library, its header and pkg-config file, the diffuse program and its
 # man page: what a user needs; the examples are not built.

@@ -9,10 +9,11 @@
  * Training: every rank holds the same net and trainer.  Each step the global
  * batch of --batch rows is cut into R contiguous slices (rank r takes rows
  * B r / R .. B (r + 1) / R - 1); each rank computes its slice's gradient with
- * diffuse_trainer_compute_grads(), rank 0 gathers the gradients and sums them
- * in rank order (in double, rounded once to float), broadcasts the sum, every
- * rank gathers all the rows' records in row order and applies the update
- * with diffuse_trainer_apply().  The sum's order is fixed, so a run repeats
+ * diffuse_trainer_compute_grads(); the gradients and row records are
+ * all-gathered (or, for large nets, gathered on rank 0 and the result
+ * broadcast), the gradients added in rank order (in double, rounded once to
+ * float), and every rank applies the update with diffuse_trainer_apply() and
+ * all the rows' records in row order.  The sum's order is fixed, so a run repeats
  * bit for bit with the same rank count; with one rank it is
  * diffuse_trainer_step() bit for bit.  The data of global row r at step k is
  * a pure function of (--data-seed, k, r), so it is the same whatever the
@@ -46,8 +47,8 @@
 #define DATA_STEP_WORD 0x5EEDu /* the generator's step word of the built-in data */
 
 typedef struct {
-    const char *cmd, *net, *data, *checkpoint, *out, *pid_dir, *sampler, *a, *b;
-    size_t T, batch, steps, every, n, sample_steps, log_every, threads, width, depth;
+    const char *cmd, *net, *reduce, *data, *checkpoint, *out, *pid_dir, *sampler, *a, *b;
+    size_t T, batch, steps, every, n, sample_steps, log_every, threads, width, depth, poll_us;
     uint64_t seed, data_seed, init_seed, first;
     double lr, tol;
     int resume, ema;
@@ -66,7 +67,12 @@ static void die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
-    MPI_Abort(MPI_COMM_WORLD, 2);
+    {
+        int up = 0;
+        MPI_Initialized(&up);
+        if (up)
+            MPI_Abort(MPI_COMM_WORLD, 2);
+    }
     exit(2);
 }
 
@@ -104,6 +110,11 @@ static void usage(void)
                 "  --out FILE          sample: float32 [N][dim]; bpd: float64 [N] (rank 0)\n"
                 "  --threads N         OpenMP threads per rank (0: default)    [0]\n"
                 "  --log-every K       train: print the loss every K steps     [0: never]\n"
+                "  --reduce auto|allgather|gather  train: all-gather the gradients and add them\n"
+                "                      on every rank, or gather on rank 0, add, broadcast (the\n"
+                "                      same bits; auto: all-gather up to 64 MiB)   [auto]\n"
+                "  --poll-us U         train: wait for messages by testing every U us and\n"
+                "                      sleeping in between (more ranks than cores)  [0: MPI_Wait]\n"
                 "  --pid-dir DIR       write DIR/rank<R>.pid (tests)\n");
 }
 
@@ -130,6 +141,7 @@ static void parse(int argc, char **argv, opts *o)
     int i;
     memset(o, 0, sizeof *o);
     o->net = "mlp";
+    o->reduce = "auto";
     o->T = 100;
     o->width = 64;
     o->depth = 2;
@@ -191,6 +203,10 @@ static void parse(int argc, char **argv, opts *o)
             o->checkpoint = v;
         else if (strcmp(k, "--every") == 0)
             o->every = parse_size(v);
+        else if (strcmp(k, "--reduce") == 0)
+            o->reduce = v;
+        else if (strcmp(k, "--poll-us") == 0)
+            o->poll_us = parse_size(v) > 100000 ? 100000 : parse_size(v);
         else if (strcmp(k, "--first") == 0)
             o->first = parse_size(v);
         else if (strcmp(k, "--n") == 0)
@@ -295,6 +311,27 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Wait for a nonblocking collective: MPI_Wait, or with poll_us > 0 a loop
+ * of MPI_Test and poll_us microsecond sleeps, which hands the core to the
+ * other ranks when there are more ranks than cores (MPI_Wait spins). */
+static void wait_for(MPI_Request *req, size_t poll_us)
+{
+    int done = 0;
+    if (poll_us == 0) {
+        MPI_Wait(req, MPI_STATUS_IGNORE);
+        return;
+    }
+    for (;;) {
+        struct timespec ts;
+        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (done)
+            return;
+        ts.tv_sec = 0;
+        ts.tv_nsec = (long)(poll_us * 1000);
+        nanosleep(&ts, NULL);
+    }
+}
+
 static diffuse_schedule *make_schedule(size_t T)
 {
     diffuse_schedule *s = NULL;
@@ -325,7 +362,8 @@ static int cmd_train(const opts *o)
     double *acc = NULL, step_d = 0.0, loss = 0.0, t0, t1;
     unsigned char *msg = NULL, *bc = NULL, *all = NULL;
     float *x = NULL, *g = NULL;
-    int unet;
+    int unet, gather_all;
+    MPI_Request req;
     if (o->batch < (size_t)nranks)
         die("%s", "--batch is smaller than the number of ranks");
     if (o->batch > (size_t)1 << 24)
@@ -361,20 +399,28 @@ static int cmd_train(const opts *o)
     check(diffuse_trainer_get(tr, DIFFUSE_TRAINER_STEP, &step_d), "diffuse_trainer_get");
     k0 = (size_t)step_d;
     /* Every buffer of the loop, allocated once.  One message per rank and
-     * step, gathered on rank 0: [count records (doubles), padded to local_max
-     * rows][P gradient floats]; one broadcast back: [all B records][the
-     * gradient sum].  Two collectives per step. */
+     * step: [count records (doubles), padded to local_max rows][P gradient
+     * floats]; bc: [all B records][the gradient sum]. */
     rec_bytes = local_max * DIFFUSE_TRAINER_RECORD_WIDTH * sizeof(double);
     msg_bytes = rec_bytes + P * sizeof(float);
     all_bytes = o->batch * DIFFUSE_TRAINER_RECORD_WIDTH * sizeof(double) + P * sizeof(float);
     x = malloc(local_max * dim * sizeof *x);
     msg = malloc(msg_bytes);
     bc = malloc(all_bytes);
-    if (rank == 0) {
+    /* Small messages (up to 64 MiB gathered): one all-gather per step, each
+     * rank adding in rank order; larger: gather on rank 0, add, broadcast. */
+    if (strcmp(o->reduce, "auto") == 0)
+        gather_all = (double)nranks * (double)msg_bytes <= 64.0 * 1024 * 1024;
+    else if (strcmp(o->reduce, "allgather") == 0 || strcmp(o->reduce, "gather") == 0)
+        gather_all = strcmp(o->reduce, "allgather") == 0;
+    else
+        die("unknown --reduce %s", o->reduce);
+    if (gather_all || rank == 0) {
         all = malloc((size_t)nranks * msg_bytes);
         acc = malloc(P * sizeof *acc);
     }
-    if (x == NULL || msg == NULL || bc == NULL || (rank == 0 && (all == NULL || acc == NULL)))
+    if (x == NULL || msg == NULL || bc == NULL ||
+        ((gather_all || rank == 0) && (all == NULL || acc == NULL)))
         die("%s", "out of memory");
     if ((size_t)nranks * msg_bytes > (size_t)INT32_MAX || all_bytes > (size_t)INT32_MAX)
         die("%s", "the net or the batch is too large for one MPI message");
@@ -398,11 +444,16 @@ static int cmd_train(const opts *o)
             check(diffuse_trainer_records(tr, (double *)(void *)msg, count),
                   "diffuse_trainer_records");
             memcpy(msg + rec_bytes, g, P * sizeof(float));
-            MPI_Gather(msg, (int)msg_bytes, MPI_BYTE, all, (int)msg_bytes, MPI_BYTE, 0,
-                       MPI_COMM_WORLD);
-            if (rank == 0) {
+            if (gather_all) /* every rank gets every message and adds them itself */
+                MPI_Iallgather(msg, (int)msg_bytes, MPI_BYTE, all, (int)msg_bytes, MPI_BYTE,
+                               MPI_COMM_WORLD, &req);
+            else
+                MPI_Igather(msg, (int)msg_bytes, MPI_BYTE, all, (int)msg_bytes, MPI_BYTE, 0,
+                            MPI_COMM_WORLD, &req);
+            wait_for(&req, o->poll_us);
+            if (gather_all || rank == 0) {
                 /* the records in row order, the gradients summed in rank order
-                 * (in double, rounded once) */
+                 * (in double, rounded once): the same bits on every rank */
                 for (q = 0; q < (size_t)nranks; q++) {
                     const unsigned char *m = all + q * msg_bytes;
                     const float *gq = (const float *)(const void *)(m + rec_bytes);
@@ -416,7 +467,10 @@ static int cmd_train(const opts *o)
                 for (i = 0; i < P; i++)
                     sum[i] = (float)acc[i];
             }
-            MPI_Bcast(bc, (int)all_bytes, MPI_BYTE, 0, MPI_COMM_WORLD);
+            if (!gather_all) {
+                MPI_Ibcast(bc, (int)all_bytes, MPI_BYTE, 0, MPI_COMM_WORLD, &req);
+                wait_for(&req, o->poll_us);
+            }
             memcpy(g, sum, P * sizeof(float));
             check(diffuse_trainer_apply(tr, rec, o->batch, &loss), "diffuse_trainer_apply");
         }
@@ -643,6 +697,10 @@ int main(int argc, char **argv)
 {
     opts o;
     int rc;
+    if (argc >= 2 && strcmp(argv[1], "diff") == 0) { /* a local comparison: no MPI */
+        parse(argc, argv, &o);
+        return cmd_diff(&o);
+    }
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
@@ -653,8 +711,6 @@ int main(int argc, char **argv)
         rc = cmd_sample(&o);
     else if (strcmp(o.cmd, "bpd") == 0)
         rc = cmd_bpd(&o);
-    else if (strcmp(o.cmd, "diff") == 0)
-        rc = rank == 0 ? cmd_diff(&o) : 0;
     else {
         usage();
         die("unknown subcommand %s", o.cmd);
