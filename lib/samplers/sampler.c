@@ -41,7 +41,7 @@ int diffuse_sampler_create(diffuse_sampler **out, const diffuse_schedule *s,
                            const diffuse_model *m, int kind, size_t max_batch)
 {
     diffuse_sampler *sp;
-    size_t n_tau, n_hist;
+    size_t n_tau, n_hist, bytes;
     unsigned char *block;
     int rc;
     if (out == NULL)
@@ -68,15 +68,16 @@ int diffuse_sampler_create(diffuse_sampler **out, const diffuse_schedule *s,
     }
     /* the plan (doubles: tau, s_from, s_to, stage of up to 2T evaluations,
      * the grid's T levels and times), then the multistep history (floats) */
-    n_tau = 8 * diffuse__pad16(2 * s->T) + 2 * diffuse__pad16(s->T);
+    n_tau = 4 * diffuse__pad16(2 * s->T) + 2 * diffuse__pad16(s->T);
     n_hist = family_of(kind)->multistep ? diffuse__pad16(max_batch * m->dim) : 0;
-    sp->bytes = n_tau * sizeof(double) + 2 * n_hist * sizeof(float);
-    block = (unsigned char *)diffuse__malloc(sp->bytes);
+    bytes = n_tau * sizeof(double) + 2 * n_hist * sizeof(float);
+    block = (unsigned char *)diffuse__malloc(bytes);
     if (block == NULL) {
         diffuse__engine_release(&sp->e);
         diffuse__free(sp);
-        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate %zu bytes of workspace", sp->bytes);
+        DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate %zu bytes of workspace", bytes);
     }
+    sp->bytes = bytes;
     sp->block = block;
     sp->tau = (double *)(void *)block;
     sp->s_from = sp->tau + diffuse__pad16(2 * s->T);
