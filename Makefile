@@ -66,7 +66,7 @@ SHARED := $(O)/libdiffuse.so.$(VERSION)
 STATIC := $(O)/libdiffuse.a
 PCFILE := $(O)/libdiffuse.pc
 
-LIB_SRCS := $(sort $(wildcard lib/*.c lib/nn/*.c))
+LIB_SRCS := $(sort $(wildcard lib/*.c lib/nn/*.c lib/samplers/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
 
 # Tests of the public API link the shared library; tests/internal/ link the
@@ -84,7 +84,7 @@ all: lib cli examples mpi
 
 lib: $(SHARED) $(O)/$(SONAME) $(O)/libdiffuse.so $(STATIC) $(PCFILE)
 
-$(O)/obj/%.o: %.c include/diffuse.h $(wildcard lib/*.h lib/nn/*.h)
+$(O)/obj/%.o: %.c include/diffuse.h $(wildcard lib/*.h lib/nn/*.h lib/samplers/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c $< -o $@
 
@@ -148,7 +148,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := checkpoint spec idx npy png schedule sampler ckpt_struct
 $(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h $(LIB_SRCS) include/diffuse.h \
-                  $(wildcard lib/*.h lib/nn/*.h)
+                  $(wildcard lib/*.h lib/nn/*.h lib/samplers/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

@@ -620,6 +620,25 @@ typedef int (*diffuse_model_cond_fn)(void *user, const float *x_t, const int32_t
                                      const int32_t *labels, size_t batch, size_t dim,
                                      float *out);
 
+/**
+ * A denoising network that takes float timesteps: as diffuse_model_fn, with
+ * @param t  [batch] the model time of each row: the original training
+ *           index, fractional where a sampler steps between indices
+ *           (sigma-space samplers), or t * 1000 / base_T with
+ *           DIFFUSE_MODEL_RESCALE_TIMESTEPS (Improved DDPM's
+ *           rescale_timesteps).  diffuse_sampler_timesteps() lists the
+ *           values a sampler passes.
+ * Since: 1.1.
+ */
+typedef int (*diffuse_model_float_fn)(void *user, const float *x_t, const float *t,
+                                      size_t batch, size_t dim, float *out);
+
+/** A class-conditional network with float timesteps: diffuse_model_cond_fn
+ * with t as in diffuse_model_float_fn.  Since: 1.1. */
+typedef int (*diffuse_model_cond_float_fn)(void *user, const float *x_t, const float *t,
+                                           const int32_t *labels, size_t batch, size_t dim,
+                                           float *out);
+
 /** A model handle (callback and configuration). */
 typedef struct diffuse_model diffuse_model;
 
@@ -664,6 +683,48 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_model_create_cond(diffuse_model **out,
                                                             int prediction, int variance,
                                                             size_t classes);
 
+/**
+ * Timesteps, int32 or float.  The int32 callbacks of diffuse_model_create()
+ * and _cond() keep their 1.0 meaning: the original training index.  Where a
+ * sampler evaluates the model between indices, an int32 callback receives
+ * the model time rounded to the nearest index, ties to even (numpy's
+ * round(), as diffusers rounds the timesteps of its Karras and exponential
+ * grids); the float callbacks below receive it exactly (as a float).  Every
+ * sampler of version 1.0 (DDPM, DDIM, DPM-Solver++) evaluates the model at
+ * original indices only, so both kinds see the same numbers there.
+ */
+
+/**
+ * A model whose callback takes float timesteps: as diffuse_model_create()
+ * in every other respect (errors, ownership, thread safety).  Set
+ * DIFFUSE_MODEL_RESCALE_TIMESTEPS for a network trained with Improved
+ * DDPM's rescale_timesteps.  Since: 1.1.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_model_create_float(diffuse_model **out,
+                                                             diffuse_model_float_fn fn,
+                                                             void *user, size_t dim,
+                                                             int prediction, int variance);
+
+/** A class-conditional model with float timesteps: as
+ * diffuse_model_create_cond().  Since: 1.1. */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_model_create_cond_float(
+    diffuse_model **out, diffuse_model_cond_float_fn fn, void *user, size_t dim,
+    int prediction, int variance, size_t classes);
+
+/**
+ * A model without a callback: the caller evaluates its network itself and
+ * hands each output to diffuse_sampler_step_output() ("own the loop", as
+ * diffusers' scheduler.step()).  It describes what the outputs are (dim,
+ * prediction, variance) and takes every model parameter (clipping,
+ * thresholding, RESCALE_TIMESTEPS for the listed timesteps).  A sampler
+ * created with it refuses run(), step() and invert() (they need a
+ * callback), and diffuse_vlb_create() refuses it.  Errors: as
+ * diffuse_model_create() (no callback to check).  Since: 1.1.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_model_create_external(diffuse_model **out,
+                                                                size_t dim, int prediction,
+                                                                int variance);
+
 /** Release a model.  NULL is a no-op.  Since: 1.0. */
 DIFFUSE_API void diffuse_model_free(diffuse_model *m);
 
@@ -685,10 +746,18 @@ DIFFUSE_API size_t diffuse_model_output_dim(const diffuse_model *m);
 #define DIFFUSE_MODEL_UNCONDITIONAL 7        /* 1: DIFFUSE_LABEL_NONE accepted (always for a
                                                 plain model); 0 or 1, default 0 for a
                                                 conditional model */
+#define DIFFUSE_MODEL_RESCALE_TIMESTEPS 8    /* since 1.1; 0 (default) or 1: the callback
+                                                (float-timestep and external models only)
+                                                sees t * 1000 / base_T, t the original index
+                                                (Improved DDPM's rescale_timesteps; also
+                                                under respacing, NUMERICS trap 12) */
+#define DIFFUSE_MODEL_FLOAT_TIMESTEPS 9      /* since 1.1; read-only: 1 for a float-timestep
+                                                or external model, 0 for an int32 one */
 
 /**
- * Set a model parameter.  Integer parameters (CLIP_X0, UNCONDITIONAL) take 0
- * or 1.
+ * Set a model parameter.  Integer parameters (CLIP_X0, UNCONDITIONAL,
+ * RESCALE_TIMESTEPS) take 0 or 1; RESCALE_TIMESTEPS 1 is refused for an
+ * int32-timestep model (since 1.1).
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter: "unknown parameter N
  * (libdiffuse X.Y.Z)", a value out of range or not finite, CLIP_MIN >=
  * CLIP_MAX after the change, CLASSES (read-only), UNCONDITIONAL 0 on a plain
@@ -757,9 +826,21 @@ typedef struct diffuse_sampler diffuse_sampler;
 #define DIFFUSE_SAMPLER_DDPM 0     /* x_{t-1} = mean + [t > 0] exp(log_var / 2) z */
 #define DIFFUSE_SAMPLER_DDIM 1     /* Song et al. with eta; eps re-derived from the clipped x0 */
 #define DIFFUSE_SAMPLER_DPMPP_2M 2 /* DPM-Solver++(2M), deterministic; see below */
+#define DIFFUSE_SAMPLER_EULER 3           /* since 1.1: Euler on a sigma grid; see below */
+#define DIFFUSE_SAMPLER_EULER_ANCESTRAL 4 /* since 1.1: Euler ancestral (ETA, default 1) */
+#define DIFFUSE_SAMPLER_HEUN 5            /* since 1.1: Heun, 2 model calls per step */
+
+/* Sigma grids of the sigma-space samplers (DIFFUSE_SAMPLER_SIGMA_GRID);
+ * values never reused.  Since: 1.1. */
+#define DIFFUSE_SIGMAS_SCHEDULE 0    /* every step of the sampler's schedule (default) */
+#define DIFFUSE_SIGMAS_KARRAS 1      /* Karras et al. (rho = 7) between the schedule's
+                                        smallest and largest sigma */
+#define DIFFUSE_SIGMAS_EXPONENTIAL 2 /* log-uniform between the same bounds */
 
 /* Sampler parameters for diffuse_sampler_set(); numbers never reused. */
-#define DIFFUSE_SAMPLER_ETA 1         /* DDIM eta in [0, 1]; default 0 */
+#define DIFFUSE_SAMPLER_ETA 1         /* DDIM eta >= 0 (finite; above 1 since 1.1, where
+                                         the schedule allows it: see diffuse_sampler_set());
+                                         default 0 */
 #define DIFFUSE_SAMPLER_NUM_THREADS 2 /* OpenMP threads inside a call, 0 .. 4096; 0
                                          (default): the OpenMP default; no effect
                                          without OpenMP */
@@ -769,6 +850,34 @@ typedef struct diffuse_sampler diffuse_sampler;
                                          default 1; conditional models only */
 #define DIFFUSE_SAMPLER_GUIDANCE_RESCALE 5 /* phi in [0, 1] of the guidance rescale;
                                               default 0 (off) */
+/* Since 1.1: */
+#define DIFFUSE_SAMPLER_SET_ALPHA_TO_ONE 6     /* DDIM: 1 (default): the last step goes to
+                                                  abar = 1 (Improved DDPM; diffusers'
+                                                  set_alpha_to_one=True); 0: to the training
+                                                  chain's alphas_cumprod[0] (diffusers'
+                                                  set_alpha_to_one=False, Stable Diffusion
+                                                  configs) */
+#define DIFFUSE_SAMPLER_CLIPPED_MODEL_OUTPUT 7 /* DDIM: 1 (default): eps re-derived from the
+                                                  clipped or thresholded x0 (Improved DDPM;
+                                                  diffusers' use_clipped_model_output=True);
+                                                  0: eps from the raw model output (diffusers'
+                                                  default) */
+#define DIFFUSE_SAMPLER_ORDER 8                /* DPM-Solver++: 1, 2 (default) or 3 */
+#define DIFFUSE_SAMPLER_LOWER_ORDER_FINAL 9    /* DPM-Solver++: 1 (default): with fewer than
+                                                  15 steps, the second-to-last step is of
+                                                  order 2 at most (diffusers'
+                                                  lower_order_final); 0: off */
+#define DIFFUSE_SAMPLER_NUM_STEPS 10           /* read-only: model evaluations of a
+                                                  trajectory (the steps k of
+                                                  diffuse_sampler_step_output()) */
+#define DIFFUSE_SAMPLER_POSITION 11            /* read-only: the step k the trajectory
+                                                  is at (steps taken since its start) */
+#define DIFFUSE_SAMPLER_SIGMA_GRID 12          /* sigma-space and DPM-Solver++ samplers: a
+                                                  DIFFUSE_SIGMAS_* value; default
+                                                  DIFFUSE_SIGMAS_SCHEDULE */
+#define DIFFUSE_SAMPLER_GRID_STEPS 13          /* the same samplers: the levels N of a
+                                                  Karras or exponential grid, an integer in
+                                                  [0, T]; 0 (default): T */
 
 /*
  * Classifier-free guidance (conditional models, diffuse_model_create_cond()
@@ -806,9 +915,28 @@ typedef struct diffuse_sampler diffuse_sampler;
  * (diffuse_timesteps_spacing(T, N, DIFFUSE_SPACING_TRAILING, ...)) starts
  * at the last training step, as the solver expects.
  *
+ * Orders (DIFFUSE_SAMPLER_ORDER, since 1.1): 1 is DDIM with eta 0 written
+ * in lambda; 2 is the form above; 3 is DPM-Solver++(3M), diffusers'
+ * third-order multistep update with r0 = h_{t+1} / h, r1 = h_{t+2} / h,
+ *   D1_0 = (D_t - D_{t+1}) / r0,  D1_1 = (D_{t+1} - D_{t+2}) / r1,
+ *   D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),  D2 = (D1_0 - D1_1) / (r0 + r1),
+ *   x_{t-1} = (sigma_{t-1} / sigma_t) x_t + alpha_{t-1} phi D_t
+ *             + alpha_{t-1} (1 - phi / h) D1 - alpha_{t-1} ((h - phi) / h^2 - 1/2) D2,
+ * phi = 1 - e^{-h}.  Each step uses the lowest of: ORDER, one more than
+ * the steps taken so far (a warm-up), 1 at the last step, and 2 at the
+ * second-to-last when LOWER_ORDER_FINAL is 1 and the trajectory has fewer
+ * than 15 steps (diffusers' rules).  ORDER 2 gives the same bits as
+ * version 1.0.
+ *
  * The log-SNR clip (DIFFUSE_SAMPLER_LAMBDA_MIN): leading steps whose lambda_t
  * is below the value are skipped, the initial noise standing for the first
- * step kept, as diffusers' lambda_min_clipped.  The cosine schedule's last
+ * step kept.  This is NOT what diffusers' lambda_min_clipped does: diffusers
+ * rebuilds its N-step grid below the clip (N steps between the clipped
+ * index and 0), where this sampler, which only knows the schedule it was
+ * given, drops the clipped steps from it (N - dropped steps).  To match
+ * diffusers, build the timestep list below the clip yourself and respace
+ * with it (version 1.0 documented this clip as "diffusers'"; the behaviour
+ * is unchanged, the words are fixed).  The cosine schedule's last
  * step has lambda near -10 (its beta is clipped at max_beta) while the next
  * trailing step of a short list sits near -2: a whole call is spent on a
  * stretch where the data prediction says little.  Set -5.1 (diffusers'
@@ -823,6 +951,47 @@ typedef struct diffuse_sampler diffuse_sampler;
  * previous one); diffuse_sampler_invert() works as for the other kinds.
  */
 
+/*
+ * Sigma-space samplers (since 1.1; Karras et al. 2022, arXiv:2206.00364):
+ * DIFFUSE_SAMPLER_EULER, _EULER_ANCESTRAL and _HEUN step on noise levels
+ * sigma = sqrt((1 - abar) / abar), from a grid of N levels down to sigma =
+ * 0.  The sample handed between steps (x_T, the states of
+ * diffuse_sampler_step_output(), the result) is always the one the model
+ * sees, x = X / sqrt(1 + sigma^2), X being the variance-exploding sample of
+ * the paper and of diffusers' Euler schedulers (diffusers' prev_sample is x
+ * times sqrt(1 + sigma^2), undone by its scale_model_input); x_T is standard
+ * normal as for the other kinds.  With D the model's x0 prediction at
+ * sigma (abar = 1 / (1 + sigma^2); clipping and thresholding apply) and
+ * d = (X - D) / sigma, a step from sigma to sigma' is
+ *   Euler:           X' = X + (sigma' - sigma) d;
+ *   Euler ancestral: sigma_up = min(sigma', ETA sqrt(sigma'^2 (sigma^2 -
+ *                    sigma'^2) / sigma^2)), sigma_down = sqrt(sigma'^2 -
+ *                    sigma_up^2), X' = X + (sigma_down - sigma) d + sigma_up z,
+ *                    z drawn with the step word k (the evaluation index);
+ *   Heun:            X~ = X + (sigma' - sigma) d, a second model call at
+ *                    (X~, sigma') giving d~, X' = X + (sigma' - sigma)(d +
+ *                    d~) / 2; the last step (sigma' = 0) is Euler.
+ * The last step lands on D.  Grids (DIFFUSE_SAMPLER_SIGMA_GRID): the
+ * schedule's own steps (N = T, integer model times), Karras (rho = 7) or
+ * exponential with N = GRID_STEPS levels between sigma_min (the schedule's
+ * index 0) and sigma_max (its last index): create the sampler on the full
+ * training schedule.  A level between two steps is evaluated at the
+ * fractional model time of diffusers' _sigma_to_t (the index interpolated
+ * linearly in log sigma between its neighbours, mapped to the original
+ * index); float-timestep models receive it exactly, int32 ones rounded
+ * (ties to even).  Model calls: N for Euler, 2N - 1 for Heun (NUM_STEPS;
+ * diffuse_sampler_timesteps() lists each call's time, Heun's second calls
+ * included).  Heun's two stages come in order in
+ * diffuse_sampler_step_output(); Euler takes any k.  Schedules ending at
+ * alphas_cumprod = 0 are refused (sigma infinite).
+ *
+ * DIFFUSE_SAMPLER_DPMPP_2M takes SIGMA_GRID and GRID_STEPS too ("DPM++ 2M
+ * Karras", and 3M with ORDER 3): on a Karras or exponential grid its
+ * formulas above use alpha = 1 / sqrt(1 + sigma^2), lambda = -log(sigma)
+ * of the grid's levels, the last step (to sigma 0) returning D; LAMBDA_MIN
+ * then has no effect (it clips the schedule grid only).
+ */
+
 /**
  * The step word of the generator used for the initial noise x_T; the noise of
  * the step at schedule index t uses the step word timesteps[t], the original
@@ -833,7 +1002,9 @@ typedef struct diffuse_sampler diffuse_sampler;
 /**
  * Create a sampler.
  * @param kind       DIFFUSE_SAMPLER_DDPM, DIFFUSE_SAMPLER_DDIM or
- *                   DIFFUSE_SAMPLER_DPMPP_2M (since 1.0).
+ *                   DIFFUSE_SAMPLER_DPMPP_2M (since 1.0);
+ *                   DIFFUSE_SAMPLER_EULER, _EULER_ANCESTRAL, _HEUN (since 1.1;
+ *                   refused on a schedule ending at alphas_cumprod = 0).
  * @param max_batch  the largest batch a call may pass, >= 1.
  * Errors: DIFFUSE_EINVAL (NULL, unknown kind, max_batch 0 or too large, an
  * eps model on a schedule with alphas_cumprod = 0, whose x0 is undefined),
@@ -851,14 +1022,28 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_create(diffuse_sampler **out,
 DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
 
 /**
- * Set a sampler parameter.  NUM_THREADS takes an integer in [0, 4096]; ETA a value
- * in [0, 1] (above 1 the DDIM coefficient sqrt(1 - abar_prev - sigma^2) can
- * be imaginary, so it is refused); LAMBDA_MIN any value but NaN and
- * +infinity; GUIDANCE a finite w >= 0; GUIDANCE_RESCALE a value in [0, 1].
+ * Set a sampler parameter.  NUM_THREADS takes an integer in [0, 4096]; ETA a
+ * finite value >= 0 (version 1.0: [0, 1]).  Above 1 the DDIM coefficient
+ * 1 - abar_prev - sigma^2 = (1 - abar_prev) (alpha_t (1 - abar_prev) +
+ * (1 - eta^2) beta_t) / (1 - abar_t) can go negative (NUMERICS trap 8,
+ * where diffusers returns NaN): an eta for which it is negative at any step
+ * of the sampler's schedule is refused, the message naming the step and
+ * the largest eta the schedule allows; SET_ALPHA_TO_ONE is checked the same
+ * way.  LAMBDA_MIN takes any value but NaN and +infinity (it changes
+ * NUM_STEPS and starts a new trajectory); GUIDANCE a finite w >= 0;
+ * GUIDANCE_RESCALE a value in [0, 1]; SIGMA_GRID a DIFFUSE_SIGMAS_* value
+ * and GRID_STEPS an integer in [0, T] (both change NUM_STEPS and start a new
+ * trajectory); ETA on Euler ancestral any finite value >= 0; SET_ALPHA_TO_ONE,
+ * CLIPPED_MODEL_OUTPUT and LOWER_ORDER_FINAL 0 or 1; ORDER 1, 2 or 3.
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter, value out of range, a
- * non-integer for an integer parameter, ETA on a sampler other than DDIM,
- * LAMBDA_MIN on one other than DPM-Solver++, GUIDANCE or GUIDANCE_RESCALE
- * with a model without classes, a call from inside one of this sampler's
+ * non-integer for an integer parameter, ETA, SET_ALPHA_TO_ONE or
+ * CLIPPED_MODEL_OUTPUT on a sampler other than DDIM, LAMBDA_MIN, ORDER or
+ * LOWER_ORDER_FINAL on one other than DPM-Solver++, SIGMA_GRID or
+ * GRID_STEPS on one other than Euler, Euler ancestral, Heun and
+ * DPM-Solver++, a Karras or exponential SIGMA_GRID on a schedule ending at
+ * alphas_cumprod = 0, GUIDANCE or
+ * GUIDANCE_RESCALE with a callback model without classes, NUM_STEPS or
+ * POSITION (read-only), a call from inside one of this sampler's
  * callbacks); the sampler is unchanged.
  * Since: 1.0.
  */
@@ -891,17 +1076,19 @@ DIFFUSE_API size_t diffuse_sampler_memory(const diffuse_sampler *s);
  * batch size, the row and the number of threads, provided the model's output
  * for a row does not depend on the other rows.
  * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch, first_sample +
- * batch overflowing, a call from inside one of this sampler's callbacks),
- * DIFFUSE_EMODEL (the callback failed), DIFFUSE_ENUMERIC (NaN or infinity
- * in its output: "model output is ..."; or, Since 1.1, finite model outputs
- * that the library's own arithmetic turned into a value float cannot hold,
- * such as an x0 = x / sqrt(abar) - eps sqrt(1/abar - 1) above 3.4e38 or a
- * guidance weight that overflows: "the library's arithmetic overflowed
- * float ..." or "classifier-free guidance overflowed float ..."; every step,
- * diffuse_sampler_step() and diffuse_sampler_invert() included, checks its
- * result, so no call returns DIFFUSE_OK with a non-finite sample),
- * DIFFUSE_ECANCELED (the progress callback); the message names the step.
- * x0 is written only on success.  Since: 1.0.
+ * batch overflowing, a call from inside one of this sampler's callbacks, an
+ * external model (since 1.1)), DIFFUSE_EMODEL (the callback failed),
+ * DIFFUSE_ENUMERIC (NaN or infinity in its output: "model output is ...";
+ * or, Since 1.1, finite model outputs that the library's own arithmetic
+ * turned into a value float cannot hold, such as an x0 = x / sqrt(abar) -
+ * eps sqrt(1/abar - 1) above 3.4e38 or a guidance weight that overflows:
+ * "the library's arithmetic overflowed float ..." or "classifier-free
+ * guidance overflowed float ..."; every step of every sampler,
+ * diffuse_sampler_step(), diffuse_sampler_step_output() and
+ * diffuse_sampler_invert() included, checks its result, so no call returns
+ * DIFFUSE_OK with a non-finite sample), DIFFUSE_ECANCELED (the progress
+ * callback); the message names the step.  x0 is written only on success.
+ * Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_run(diffuse_sampler *s, const float *x_T,
                                                       uint64_t seed, uint64_t first_sample,
@@ -927,7 +1114,9 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_run_cond(diffuse_sampler *s, c
  * One step from schedule index t: x_t to x_{t-1}.  Noise as in run().  The
  * progress callback is not called.
  * @param x_prev  [batch][dim] output; may be the same array as x_t.
- * Errors: as run(), plus t out of range and a DPM-Solver++ sampler (multistep).
+ * Errors: as run(), plus t out of range and a sampler other than DDPM and
+ * DDIM (DPM-Solver++ is multistep, sigma-space samplers step on their own
+ * grid: use run() or diffuse_sampler_step_output()).
  * x_prev is written only on success.
  * Since: 1.0.
  */
@@ -944,6 +1133,88 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_step_cond(diffuse_sampler *s,
                                                             uint64_t seed,
                                                             uint64_t first_sample, size_t batch,
                                                             float *x_prev);
+
+/*
+ * Caller-driven stepping ("own the loop", diffusers' set_timesteps() and
+ * step()).  A trajectory is NUM_STEPS model evaluations k = 0, 1, ...; the
+ * caller evaluates its network on the current sample at the model time
+ * listed by diffuse_sampler_timesteps() and hands the output to
+ * diffuse_sampler_step_output(), which returns the next sample and the
+ * predicted x0.  It runs the same step code as diffuse_sampler_run(): with
+ * the same outputs and noise, the samples are bit-identical.  The model
+ * given at creation may be a callback model or an external one
+ * (diffuse_model_create_external()); its prediction kind, variance kind,
+ * clipping and thresholding apply to the outputs the caller passes.
+ */
+
+/**
+ * The model time of each step of a trajectory, k = 0 .. NUM_STEPS - 1
+ * (descending): the original training index (fractional where a sampler
+ * steps between indices), times 1000 / base_T with the model's
+ * DIFFUSE_MODEL_RESCALE_TIMESTEPS; exactly what a float-timestep callback
+ * receives (an int32 callback receives it rounded, ties to even).
+ * @param n  must equal the sampler's NUM_STEPS (diffuse_sampler_get()).
+ * Errors: DIFFUSE_EINVAL (NULL, n wrong).  Thread safety: reads the
+ * sampler only.  Since: 1.1.
+ */
+DIFFUSE_API int diffuse_sampler_timesteps(const diffuse_sampler *s, float *out, size_t n);
+
+/**
+ * Start a new trajectory: forget the multistep history.  (Step k = 0 of
+ * diffuse_sampler_step_output() and every run() start one too.)
+ * Errors: DIFFUSE_EINVAL (NULL, a call from inside one of this sampler's
+ * callbacks).  Since: 1.1.
+ */
+DIFFUSE_API int diffuse_sampler_reset(diffuse_sampler *s);
+
+/**
+ * One caller-driven step: from the sample x_t at step k and the model
+ * output the caller computed on it, the next sample.
+ *
+ * @param k           the step, 0 .. NUM_STEPS - 1.  A multistep sampler
+ *                    (DPM-Solver++) keeps the predictions of earlier steps:
+ *                    its steps come in order, k = 0 starting a trajectory
+ *                    and each later call taking k = POSITION with the
+ *                    batch of step 0.  DDPM and DDIM take any k.
+ * @param x_t         [batch][dim] the sample the model saw.
+ * @param model_out   [batch][output_dim] the model's output at (x_t,
+ *                    timesteps[k]): the prediction (eps, x0 or v, as the
+ *                    model declares), then the learned-variance channels
+ *                    where it has them.
+ * @param uncond_out  NULL, or [batch][output_dim] the unconditional output
+ *                    at the same x_t for classifier-free guidance: the
+ *                    prediction stepped with is then u + w (c - u) with
+ *                    the sampler's GUIDANCE w and GUIDANCE_RESCALE, as in
+ *                    run_cond() (w = 1: model_out alone, w = 0: uncond_out
+ *                    alone; the variance channels are model_out's).
+ *                    GUIDANCE is settable on a conditional or an external
+ *                    model.
+ * @param noise       NULL, or [batch][dim] the standard normal noise of
+ *                    this step (diffusers' variance_noise), used in place
+ *                    of the generator's; ignored by steps that draw none
+ *                    (DDIM with eta 0, the last DDPM step, DPM-Solver++).
+ * @param seed, first_sample  the generator's key and the sample index of
+ *                    row 0 when noise is NULL: the noise is then the one
+ *                    run() draws, diffuse_normal_fill(seed, first_sample +
+ *                    b, original index of the step, ...).
+ * @param x_next      [batch][dim] output; may be the same array as x_t.
+ * @param x0          NULL or [batch][dim]: the predicted x0 of this step
+ *                    (after clipping or thresholding; diffusers'
+ *                    pred_original_sample).
+ * Outputs may not overlap inputs, except x_next == x_t.  Allocates
+ * nothing.  The progress callback is not called.
+ * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch, first_sample +
+ * batch overflowing, k out of range or out of order, a batch other than the
+ * trajectory's, noise not finite, a call from inside one of this sampler's
+ * callbacks), DIFFUSE_ENUMERIC (NaN or infinity in model_out or uncond_out,
+ * or in the guided output: the message names the sample and element);
+ * nothing is written and the trajectory is unchanged on error.
+ * Thread safety: one thread at a time per sampler.  Since: 1.1.
+ */
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_sampler_step_output(
+    diffuse_sampler *s, size_t k, const float *x_t, const float *model_out,
+    const float *uncond_out, const float *noise, uint64_t seed, uint64_t first_sample,
+    size_t batch, float *x_next, float *x0);
 
 /**
  * DDIM inversion (eta = 0): from x0, treated as the sample at step 0 as

@@ -34,7 +34,8 @@ int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_sch
     rows = diffuse__pad16(max_batch * m->dim);
     orow = diffuse__pad16((cond ? 2 : 1) * max_batch * m->out_dim);
     n_float = orow + 4 * rows + (m->threshold_percentile > 0.0 ? rows : 0) +
-              (cond ? 2 * rows : 0) + diffuse__pad16((cond ? 4 : 1) * max_batch);
+              (cond ? 2 * rows : 0) + diffuse__pad16((cond ? 4 : 1) * max_batch) +
+              diffuse__pad16((cond ? 2 : 1) * max_batch);
     if (n_extra > (SIZE_MAX - n_float * sizeof(float)) / sizeof(double))
         return diffuse__fail(DIFFUSE_EINVAL, func, "workspace size overflows");
     bytes = n_float * sizeof(float) + n_extra * sizeof(double);
@@ -59,6 +60,7 @@ int diffuse__engine_init(const char *func, diffuse__engine *e, const diffuse_sch
     e->t_buf = (int32_t *)(void *)(e->noise + rows + (e->scratch ? rows : 0) +
                                    (cond ? 2 * rows : 0));
     e->l_buf = cond ? e->t_buf + 2 * max_batch : NULL;
+    e->tf_buf = (float *)(void *)(e->t_buf + diffuse__pad16((cond ? 4 : 1) * max_batch));
     e->labels = NULL;
     e->guidance = 1.0;
     e->rescale = 0.0;
@@ -163,20 +165,73 @@ static void guide_row(float *c, const float *u, size_t dim, double w, double phi
         c[i] = (float)(k * ((double)u[i] + w * ((double)c[i] - (double)u[i])));
 }
 
-int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float *x,
-                               int32_t t, size_t batch, const char *what, size_t step,
-                               size_t total)
+/* Guide rows 0 .. batch-1 of out in place with the unconditional rows u,
+ * and check the result. */
+static int guide_rows(const char *func, diffuse__engine *e, float *out, const float *u,
+                      size_t batch, const char *what, size_t step, size_t total, double tau)
+{
+    const struct diffuse_model *m = &e->model;
+    size_t b, i;
+    for (b = 0; b < batch; b++) {
+        float *c = out + b * m->out_dim;
+        guide_row(c, u + b * m->out_dim, e->dim, e->guidance, e->rescale);
+        for (i = 0; i < e->dim; i++)
+            if (!isfinite(c[i]))
+                return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                     "classifier-free guidance overflowed float: the guided "
+                                     "output is %g at %s step %zu of %zu (timestep %.9g), "
+                                     "sample %zu, element %zu (w = %g; the model's outputs "
+                                     "were finite)",
+                                     (double)c[i], what, step, total, tau, b, i, e->guidance);
+    }
+    return DIFFUSE_OK;
+}
+
+/* The first non-finite entry of out [batch][out_dim] as a failure. */
+static int check_output(const char *func, const diffuse__engine *e, const char *name,
+                        const float *out, size_t rows, size_t batch, const char *what,
+                        size_t step, size_t total, double tau)
+{
+    const size_t n = rows * e->model.out_dim;
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(out[i]))
+            return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                 "%s is %g at %s step %zu of %zu (timestep %.9g), "
+                                 "sample %zu, element %zu",
+                                 name, (double)out[i], what, step, total, tau,
+                                 i / e->model.out_dim % batch, i % e->model.out_dim);
+    return DIFFUSE_OK;
+}
+
+float diffuse__model_time(const struct diffuse_model *m, size_t base_T, double tau)
+{
+    return (float)(m->rescale_timesteps ? tau * (1000.0 / (double)base_T) : tau);
+}
+
+int diffuse__engine_call_model_at(const char *func, diffuse__engine *e, const float *x,
+                                  double tau, size_t batch, const char *what, size_t step,
+                                  size_t total)
 {
     const struct diffuse_model *m = &e->model;
     const int guided = m->classes > 0 && e->guidance != 0.0 && e->guidance != 1.0;
-    const size_t rows = guided ? 2 * batch : batch, n = rows * m->out_dim;
-    int32_t orig = e->sched->timesteps[t];
-    size_t b, i;
+    const size_t rows = guided ? 2 * batch : batch;
+    const int32_t ti = (int32_t)rint(tau); /* int32 callbacks: half to even */
+    const float tf = diffuse__model_time(m, e->sched->base_T, tau);
+    const int flt = m->ffn != NULL || m->cond_ffn != NULL;
+    size_t b;
     int rc;
-    for (b = 0; b < rows; b++)
-        e->t_buf[b] = orig;
+    if (m->external)
+        return diffuse__fail(DIFFUSE_EINVAL, func,
+                             "the model has no callback (diffuse_model_create_external): "
+                             "step the sampler with diffuse_sampler_step_output()");
+    for (b = 0; b < rows; b++) {
+        e->t_buf[b] = ti;
+        e->tf_buf[b] = tf;
+    }
     if (m->classes == 0) {
-        rc = m->fn(m->user, x, e->t_buf, batch, e->dim, e->model_out);
+        rc = flt ? m->ffn(m->user, x, e->tf_buf, batch, e->dim, e->model_out)
+                 : m->fn(m->user, x, e->t_buf, batch, e->dim, e->model_out);
     } else {
         /* w = 0: the unconditional model alone; w = 1: the conditional one */
         for (b = 0; b < batch; b++)
@@ -188,34 +243,75 @@ int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float
             for (b = 0; b < batch; b++)
                 e->l_buf[batch + b] = DIFFUSE_LABEL_NONE;
         }
-        rc = m->cond_fn(m->user, guided ? e->x2 : x, e->t_buf, e->l_buf, rows, e->dim,
-                        e->model_out);
+        rc = flt ? m->cond_ffn(m->user, guided ? e->x2 : x, e->tf_buf, e->l_buf, rows, e->dim,
+                               e->model_out)
+                 : m->cond_fn(m->user, guided ? e->x2 : x, e->t_buf, e->l_buf, rows, e->dim,
+                              e->model_out);
     }
     if (rc != 0)
         return diffuse__fail(DIFFUSE_EMODEL, func,
-                             "model callback returned %d at %s step %zu of %zu (timestep %ld)",
-                             rc, what, step, total, (long)orig);
-    for (i = 0; i < n; i++)
-        if (!isfinite(e->model_out[i]))
-            return diffuse__fail(DIFFUSE_ENUMERIC, func,
-                                 "model output is %g at %s step %zu of %zu (timestep %ld), "
-                                 "sample %zu, element %zu",
-                                 (double)e->model_out[i], what, step, total, (long)orig,
-                                 i / e->model.out_dim % batch, i % e->model.out_dim);
+                             "model callback returned %d at %s step %zu of %zu (timestep %.9g)",
+                             rc, what, step, total, tau);
+    DIFFUSE_TRY(check_output(func, e, "model output", e->model_out, rows, batch, what, step, total,
+                             tau));
     if (guided)
-        for (b = 0; b < batch; b++) {
-            float *c = e->model_out + b * m->out_dim;
-            guide_row(c, c + batch * m->out_dim, e->dim, e->guidance, e->rescale);
-            for (i = 0; i < e->dim; i++)
-                if (!isfinite(c[i]))
-                    return diffuse__fail(DIFFUSE_ENUMERIC, func,
-                                         "classifier-free guidance overflowed float: the "
-                                         "guided output is %g at %s step %zu of %zu "
-                                         "(timestep %ld), sample %zu, element %zu (w = %g; "
-                                         "the model's outputs were finite)",
-                                         (double)c[i], what, step, total, (long)orig, b, i,
-                                         e->guidance);
-        }
+        DIFFUSE_TRY(guide_rows(func, e, e->model_out, e->model_out + batch * m->out_dim, batch,
+                               what, step, total, tau));
+    return DIFFUSE_OK;
+}
+
+int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float *x,
+                               int32_t t, size_t batch, const char *what, size_t step,
+                               size_t total)
+{
+    return diffuse__engine_call_model_at(func, e, x, (double)e->sched->timesteps[t], batch,
+                                         what, step, total);
+}
+
+int diffuse__engine_take_output(const char *func, diffuse__engine *e, const float *cond,
+                                const float *uncond, size_t batch, size_t step, size_t total,
+                                double tau, const float **out)
+{
+    const struct diffuse_model *m = &e->model;
+    DIFFUSE_TRY(check_output(func, e, "model_out", cond, batch, batch, "sampling", step, total, tau));
+    if (uncond != NULL)
+        DIFFUSE_TRY(check_output(func, e, "uncond_out", uncond, batch, batch, "sampling", step, total,
+                                 tau));
+    if (uncond == NULL || e->guidance == 1.0) {
+        *out = cond;
+        return DIFFUSE_OK;
+    }
+    if (e->guidance == 0.0) {
+        *out = uncond;
+        return DIFFUSE_OK;
+    }
+    memcpy(e->model_out, cond, batch * m->out_dim * sizeof *cond);
+    DIFFUSE_TRY(guide_rows(func, e, e->model_out, uncond, batch, "sampling", step, total, tau));
+    *out = e->model_out;
+    return DIFFUSE_OK;
+}
+
+int diffuse__engine_check_result_at(const char *func, const diffuse__engine *e, const float *y,
+                                    size_t batch, const char *what, size_t step, size_t total,
+                                    double tau, double abar)
+{
+    const size_t n = batch * e->dim;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (isfinite(y[i]))
+            continue;
+        if (isnan(abar)) /* a model time between schedule indices */
+            return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                                 "the library's arithmetic overflowed float at %s step %zu of "
+                                 "%zu (model time %.9g): sample %zu, element %zu is %g; the "
+                                 "model's outputs were finite",
+                                 what, step, total, tau, i / e->dim, i % e->dim, (double)y[i]);
+        return diffuse__fail(DIFFUSE_ENUMERIC, func,
+                             "the library's arithmetic overflowed float at %s step %zu of "
+                             "%zu (timestep %.9g, alphas_cumprod %.3g): sample %zu, "
+                             "element %zu is %g; the model's outputs were finite",
+                             what, step, total, tau, abar, i / e->dim, i % e->dim, (double)y[i]);
+    }
     return DIFFUSE_OK;
 }
 
@@ -223,18 +319,9 @@ int diffuse__engine_check_result(const char *func, const diffuse__engine *e, con
                                  int32_t t, size_t batch, const char *what, size_t step,
                                  size_t total)
 {
-    const size_t n = batch * e->dim;
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (!isfinite(y[i]))
-            return diffuse__fail(DIFFUSE_ENUMERIC, func,
-                                 "the library's arithmetic overflowed float at %s step %zu of "
-                                 "%zu (timestep %ld, alphas_cumprod %.3g): sample %zu, "
-                                 "element %zu is %g; the model's outputs were finite",
-                                 what, step, total, (long)e->sched->timesteps[t],
-                                 e->sched->tables[DIFFUSE_TABLE_ALPHAS_CUMPROD][t], i / e->dim,
-                                 i % e->dim, (double)y[i]);
-    return DIFFUSE_OK;
+    return diffuse__engine_check_result_at(func, e, y, batch, what, step, total,
+                                           (double)e->sched->timesteps[t],
+                                           e->sched->tables[DIFFUSE_TABLE_ALPHAS_CUMPROD][t]);
 }
 
 int diffuse__engine_progress(const char *func, diffuse__engine *e, size_t done, size_t total)

@@ -24,7 +24,17 @@ struct diffuse_model {
     void (*retain)(void *user);
     void (*release)(void *user);
     size_t max_batch; /* largest batch the callback accepts; 0: any */
+    /* Since 1.1: float-timestep callbacks (one of fn, cond_fn, ffn, cond_ffn
+     * is set, or none for an external model). */
+    diffuse_model_float_fn ffn;
+    diffuse_model_cond_float_fn cond_ffn;
+    int external;          /* no callback: the caller computes outputs */
+    int rescale_timesteps; /* float callbacks see t * 1000 / base_T */
 };
+
+/* What a float-timestep callback receives for the model time tau (an
+ * original index, maybe fractional) of a chain of base_T steps. */
+float diffuse__model_time(const struct diffuse_model *m, size_t base_T, double tau);
 
 /* model.c: per-row pieces of p(x_{t-1} | x_t). */
 
@@ -34,6 +44,12 @@ struct diffuse_model {
 void diffuse__predict_x0_row(const struct diffuse_model *m, const diffuse_schedule *s,
                              int32_t t, const float *x, const float *out_row, float *x0,
                              float *scratch);
+
+/* The same with the coefficients given: sqrt(abar), sqrt(1 - abar),
+ * sqrt(1 / abar), sqrt(1 / abar - 1) (a noise level between indices). */
+void diffuse__predict_x0_row_at(const struct diffuse_model *m, double sa, double s1m,
+                                double sr, double srm1, const float *x, const float *out_row,
+                                float *x0, float *scratch);
 
 /* log of beta_t, keeping its digits when beta_t is near 1. */
 double diffuse__log_beta(const diffuse_schedule *s, int32_t t);
@@ -59,6 +75,7 @@ typedef struct {
     float *scratch;    /* [max_batch][dim] thresholding, or NULL */
     int32_t *t_buf;    /* [max_batch] timesteps for the callback (2x when conditional) */
     int32_t *l_buf;    /* [2 max_batch] labels for the callback, or NULL (no classes) */
+    float *tf_buf;     /* [max_batch] (2x when conditional) float timesteps */
     float *x2;         /* [2 max_batch][dim] the guided call's input, or NULL */
     const int32_t *labels; /* the current run's labels, or NULL (DIFFUSE_LABEL_NONE) */
     double guidance;   /* w; 1: the conditional model alone */
@@ -96,10 +113,29 @@ int diffuse__engine_call_model(const char *func, diffuse__engine *e, const float
                                int32_t t, size_t batch, const char *what, size_t step,
                                size_t total);
 
-/* Check the [batch][dim] result y of a step at schedule index t, computed by
+/* The same at the model time tau (an original index of the training
+ * chain, maybe fractional): an int32 callback receives rint(tau) (round
+ * half to even), a float one diffuse__model_time(). */
+int diffuse__engine_call_model_at(const char *func, diffuse__engine *e, const float *x,
+                                  double tau, size_t batch, const char *what, size_t step,
+                                  size_t total);
+
+/* A caller-computed output: check cond (and uncond, when not NULL) for
+ * non-finite values, then *out = the output to step with: cond alone
+ * (uncond NULL or guidance 1), uncond alone (guidance 0), or the guided
+ * combination written to e->model_out.  step/total/tau name the place. */
+int diffuse__engine_take_output(const char *func, diffuse__engine *e, const float *cond,
+                                const float *uncond, size_t batch, size_t step, size_t total,
+                                double tau, const float **out);
+
+/* Check the [batch][dim] result y of a step at schedule index t (or, _at,
+ * at model time tau where alphas_cumprod is abar), computed by
  * the library from finite model outputs: DIFFUSE_ENUMERIC, with a message
  * that says the library's own arithmetic overflowed float, if any value is
  * not finite.  what/step/total name the place in messages. */
+int diffuse__engine_check_result_at(const char *func, const diffuse__engine *e, const float *y,
+                                    size_t batch, const char *what, size_t step, size_t total,
+                                    double tau, double abar);
 int diffuse__engine_check_result(const char *func, const diffuse__engine *e, const float *y,
                                  int32_t t, size_t batch, const char *what, size_t step,
                                  size_t total);

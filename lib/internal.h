@@ -130,6 +130,8 @@ struct diffuse_schedule {
     double *log_alphas;   /* [T] log(1 - beta_t), -inf where beta_t = 1 */
     double *tables[DIFFUSE_TABLE_COUNT_V1];
     int respaced;         /* 1 if built by diffuse_schedule_respace */
+    double base_abar0;    /* alphas_cumprod at original index 0 of the training chain */
+    double base_om_abar0; /* 1 - that, without cancellation */
 };
 
 /* Fails with EINVAL unless 1 <= T <= DIFFUSE_MAX_STEPS (schedule.c). */

@@ -65,6 +65,38 @@ int diffuse_model_create_cond(diffuse_model **out, diffuse_model_cond_fn fn, voi
     return DIFFUSE_OK;
 }
 
+int diffuse_model_create_float(diffuse_model **out, diffuse_model_float_fn fn, void *user,
+                               size_t dim, int prediction, int variance)
+{
+    DIFFUSE_TRY(model_new(__func__, out, fn != NULL, user, dim, prediction, variance));
+    (*out)->ffn = fn;
+    return DIFFUSE_OK;
+}
+
+int diffuse_model_create_cond_float(diffuse_model **out, diffuse_model_cond_float_fn fn,
+                                    void *user, size_t dim, int prediction, int variance,
+                                    size_t classes)
+{
+    if (out != NULL && (classes == 0 || classes > DIFFUSE_MAX_CLASSES)) {
+        *out = NULL;
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "classes = %zu is outside [1, %lu]", classes,
+                     (unsigned long)DIFFUSE_MAX_CLASSES);
+    }
+    DIFFUSE_TRY(model_new(__func__, out, fn != NULL, user, dim, prediction, variance));
+    (*out)->cond_ffn = fn;
+    (*out)->classes = classes;
+    (*out)->unconditional = 0;
+    return DIFFUSE_OK;
+}
+
+int diffuse_model_create_external(diffuse_model **out, size_t dim, int prediction,
+                                  int variance)
+{
+    DIFFUSE_TRY(model_new(__func__, out, 1, NULL, dim, prediction, variance));
+    (*out)->external = 1;
+    return DIFFUSE_OK;
+}
+
 void diffuse_model_free(diffuse_model *m)
 {
     if (m != NULL && m->release != NULL)
@@ -120,6 +152,17 @@ int diffuse_model_set(diffuse_model *m, int param, double value)
         return DIFFUSE_OK;
     case DIFFUSE_MODEL_CLASSES:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "CLASSES is read-only (set at creation)");
+    case DIFFUSE_MODEL_RESCALE_TIMESTEPS:
+        if (value != 0.0 && value != 1.0)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "RESCALE_TIMESTEPS takes 0 or 1, not %g", value);
+        if (value != 0.0 && (m->fn != NULL || m->cond_fn != NULL))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "RESCALE_TIMESTEPS needs a float-timestep model "
+                                         "(diffuse_model_create_float() or _external()): an "
+                                         "int32 callback cannot receive t * 1000 / T");
+        m->rescale_timesteps = value != 0.0;
+        return DIFFUSE_OK;
+    case DIFFUSE_MODEL_FLOAT_TIMESTEPS:
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "FLOAT_TIMESTEPS is read-only (set at creation)");
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
                      DIFFUSE_VERSION_STRING);
@@ -151,6 +194,12 @@ int diffuse_model_get(const diffuse_model *m, int param, double *value)
         return DIFFUSE_OK;
     case DIFFUSE_MODEL_UNCONDITIONAL:
         *value = m->unconditional;
+        return DIFFUSE_OK;
+    case DIFFUSE_MODEL_RESCALE_TIMESTEPS:
+        *value = m->rescale_timesteps;
+        return DIFFUSE_OK;
+    case DIFFUSE_MODEL_FLOAT_TIMESTEPS:
+        *value = m->fn == NULL && m->cond_fn == NULL;
         return DIFFUSE_OK;
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
@@ -220,11 +269,18 @@ void diffuse__predict_x0_row(const struct diffuse_model *m, const diffuse_schedu
                              int32_t t, const float *x, const float *out_row, float *x0,
                              float *scratch)
 {
+    diffuse__predict_x0_row_at(m, s->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t],
+                               s->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t],
+                               s->tables[DIFFUSE_TABLE_SQRT_RECIP_ALPHAS_CUMPROD][t],
+                               s->tables[DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD][t], x,
+                               out_row, x0, scratch);
+}
+
+void diffuse__predict_x0_row_at(const struct diffuse_model *m, double sa, double s1m,
+                                double sr, double srm1, const float *x, const float *out_row,
+                                float *x0, float *scratch)
+{
     const size_t dim = m->dim;
-    double sa = s->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t];
-    double s1m = s->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t];
-    double sr = s->tables[DIFFUSE_TABLE_SQRT_RECIP_ALPHAS_CUMPROD][t];
-    double srm1 = s->tables[DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD][t];
     size_t i;
     for (i = 0; i < dim; i++) {
         double xi = (double)x[i], p = (double)out_row[i];

@@ -187,6 +187,10 @@ static int schedule_finish(const char *func, diffuse_schedule **out, diffuse_sch
     int rc = check_betas(func, betas, s->T);
     if (rc == DIFFUSE_OK)
         rc = schedule_fill(func, s, betas, log_alphas);
+    if (rc == DIFFUSE_OK && !s->respaced) {
+        s->base_abar0 = s->tables[DIFFUSE_TABLE_ALPHAS_CUMPROD][0];
+        s->base_om_abar0 = s->tables[DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD][0];
+    }
     if (rc != DIFFUSE_OK) {
         diffuse__free(s);
         return rc;
@@ -481,6 +485,8 @@ int diffuse_schedule_respace(diffuse_schedule **out, const diffuse_schedule *bas
         kept[i] = base->timesteps[kept[i]];
     s->base_T = base->base_T;
     s->respaced = 1;
+    s->base_abar0 = base->base_abar0;
+    s->base_om_abar0 = base->base_om_abar0;
     return schedule_finish(__func__, out, s, s->tables[DIFFUSE_TABLE_BETAS], la);
 }
 
@@ -547,6 +553,8 @@ diffuse_schedule *diffuse__schedule_clone(const diffuse_schedule *s)
         return NULL;
     c->base_T = s->base_T;
     c->respaced = s->respaced;
+    c->base_abar0 = s->base_abar0;
+    c->base_om_abar0 = s->base_om_abar0;
     memcpy(c->timesteps, s->timesteps, s->T * sizeof *c->timesteps);
     memcpy(c->log_alphas, s->log_alphas, s->T * sizeof *c->log_alphas);
     for (i = 0; i < DIFFUSE_TABLE_COUNT_V1; i++)

@@ -25,6 +25,8 @@ int diffuse_vlb_create(diffuse_vlb **out, const diffuse_schedule *s, const diffu
     *out = NULL;
     if (s == NULL || m == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is NULL", s == NULL ? "schedule" : "model");
+    if (m->external)
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "the model has no callback (diffuse_model_create_external)");
     T = s->T;
     if (max_batch == 0 || max_batch > ((size_t)1 << 24) || max_batch > SIZE_MAX / 64 / (T + 1))
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "max_batch = %zu is 0 or too large", max_batch);

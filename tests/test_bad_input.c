@@ -1049,6 +1049,88 @@ static int row_model_create(void)
     return nf;
 }
 
+static int float_toy_fn(void *user, const float *x_t, const float *t, size_t batch,
+                        size_t dim, float *out)
+{
+    toy *m = (toy *)user;
+    size_t i;
+    (void)t;
+    m->calls++;
+    for (i = 0; i < batch * dim; i++)
+        out[i] = 0.5f * x_t[i];
+    return 0;
+}
+
+static int float_toy_cond_fn(void *user, const float *x_t, const float *t,
+                             const int32_t *labels, size_t batch, size_t dim, float *out)
+{
+    (void)labels;
+    return float_toy_fn(user, x_t, t, batch, dim, out);
+}
+
+static int row_model_create_float(void)
+{
+    int nf = 0;
+    diffuse_model *m;
+    toy u;
+    memset(&u, 0, sizeof u);
+    EXPECT(diffuse_model_create_float(NULL, float_toy_fn, &u, DIM, DIFFUSE_PRED_EPS,
+                                      DIFFUSE_VAR_FIXED_SMALL),
+           DIFFUSE_EINVAL);
+#define TRY_MODEL(fn, d, p, v)                                                \
+    TRY_CREATE(diffuse_model, m, diffuse_model_create_float(&m, (fn), &u, (d), (p), (v)), \
+               DIFFUSE_EINVAL)
+    TRY_MODEL(NULL, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL);
+    TRY_MODEL(float_toy_fn, 0, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL);
+    TRY_MODEL(float_toy_fn, ((size_t)1 << 30) + 1, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL);
+    TRY_MODEL(float_toy_fn, DIM, 3, DIFFUSE_VAR_FIXED_SMALL);
+    TRY_MODEL(float_toy_fn, DIM, DIFFUSE_PRED_EPS, 4);
+#undef TRY_MODEL
+    CHECK(u.calls == 0);
+    return nf;
+}
+
+static int row_model_create_cond_float(void)
+{
+    int nf = 0;
+    diffuse_model *m;
+    toy u;
+    memset(&u, 0, sizeof u);
+    EXPECT(diffuse_model_create_cond_float(NULL, float_toy_cond_fn, &u, DIM, DIFFUSE_PRED_EPS,
+                                           DIFFUSE_VAR_FIXED_SMALL, 3),
+           DIFFUSE_EINVAL);
+#define TRY_MODEL(fn, d, p, v, k)                                                        \
+    TRY_CREATE(diffuse_model, m,                                                         \
+               diffuse_model_create_cond_float(&m, (fn), &u, (d), (p), (v), (k)), DIFFUSE_EINVAL)
+    TRY_MODEL(NULL, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 3);
+    TRY_MODEL(float_toy_cond_fn, 0, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 3);
+    TRY_MODEL(float_toy_cond_fn, DIM, 3, DIFFUSE_VAR_FIXED_SMALL, 3);
+    TRY_MODEL(float_toy_cond_fn, DIM, DIFFUSE_PRED_EPS, 4, 3);
+    TRY_MODEL(float_toy_cond_fn, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL, 0);
+    TRY_MODEL(float_toy_cond_fn, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL,
+              (size_t)DIFFUSE_MAX_CLASSES + 1);
+#undef TRY_MODEL
+    CHECK(u.calls == 0);
+    return nf;
+}
+
+static int row_model_create_external(void)
+{
+    int nf = 0;
+    diffuse_model *m;
+    EXPECT(diffuse_model_create_external(NULL, DIM, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL),
+           DIFFUSE_EINVAL);
+    TRY_CREATE(diffuse_model, m,
+               diffuse_model_create_external(&m, 0, DIFFUSE_PRED_EPS, DIFFUSE_VAR_FIXED_SMALL),
+               DIFFUSE_EINVAL);
+    TRY_CREATE(diffuse_model, m,
+               diffuse_model_create_external(&m, DIM, 3, DIFFUSE_VAR_FIXED_SMALL),
+               DIFFUSE_EINVAL);
+    TRY_CREATE(diffuse_model, m, diffuse_model_create_external(&m, DIM, DIFFUSE_PRED_EPS, -1),
+               DIFFUSE_EINVAL);
+    return nf;
+}
+
 static int row_model_free(void)
 {
     int nf = 0;
@@ -1368,7 +1450,8 @@ static int row_sampler_set(void)
     EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_ETA, -0.1), DIFFUSE_EINVAL);
     EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_ETA, -1e-300), DIFFUSE_EINVAL);
     EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_ETA, -INFINITY), DIFFUSE_EINVAL);
-    EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_ETA, 1.0000001), DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_ETA, 1e6), DIFFUSE_EINVAL,
+               "negative at schedule index");
     EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_ETA, INFINITY), DIFFUSE_EINVAL);
     EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_ETA, NAN), DIFFUSE_EINVAL);
     EXPECT(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_NUM_THREADS, -1.0), DIFFUSE_EINVAL);
@@ -1594,6 +1677,101 @@ static int row_sampler_run(void)
         /* Calls 1, 2, ... are at timesteps 9, 8, ...: call 4 at 6, call 2 at 8. */
         nf += sampler_runtime_failures(sp, &u, &p, call_run, reenter_sampler_run, "timestep 6",
                                        "timestep 8", 1);
+        diffuse_sampler_free(sp);
+    }
+    return nf;
+}
+
+static int row_sampler_reset(void)
+{
+    int nf = 0;
+    toy u;
+    prog p;
+    diffuse_sampler *sp = toy_sampler(&u, &p, DIFFUSE_SAMPLER_DPMPP_2M);
+    double pos = -1;
+    CHECK(sp != NULL);
+    if (sp == NULL)
+        return nf;
+    EXPECT(diffuse_sampler_reset(NULL), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_reset(sp), DIFFUSE_OK);
+    EXPECT(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_POSITION, &pos), DIFFUSE_OK);
+    CHECK(pos == 0.0);
+    diffuse_sampler_free(sp);
+    return nf;
+}
+
+static int row_sampler_timesteps(void)
+{
+    int nf = 0;
+    toy u;
+    prog p;
+    diffuse_sampler *sp = toy_sampler(&u, &p, DIFFUSE_SAMPLER_DDIM);
+    float out[T_SMALL + 1];
+    CHECK(sp != NULL);
+    if (sp == NULL)
+        return nf;
+    poison(out, sizeof out);
+    EXPECT(diffuse_sampler_timesteps(NULL, out, T_SMALL), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_timesteps(sp, NULL, T_SMALL), DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_sampler_timesteps(sp, out, T_SMALL - 1), DIFFUSE_EINVAL, "NUM_STEPS");
+    EXPECT(diffuse_sampler_timesteps(sp, out, T_SMALL + 1), DIFFUSE_EINVAL);
+    EXPECT(diffuse_sampler_timesteps(sp, out, 0), DIFFUSE_EINVAL);
+    UNTOUCHED(out);
+    EXPECT(diffuse_sampler_timesteps(sp, out, T_SMALL), DIFFUSE_OK);
+    CHECK(out[0] == (float)(T_SMALL - 1) && out[T_SMALL - 1] == 0.0f);
+    diffuse_sampler_free(sp);
+    return nf;
+}
+
+static int row_sampler_step_output(void)
+{
+    int nf = 0, kind;
+    for (kind = DIFFUSE_SAMPLER_DDPM; kind <= DIFFUSE_SAMPLER_DPMPP_2M; kind++) {
+        toy u;
+        prog p;
+        diffuse_sampler *sp = toy_sampler(&u, &p, kind);
+        float xt[BATCH * DIM], mo[BATCH * DIM], xp[BATCH * DIM], x0[BATCH * DIM];
+        float bad[BATCH * DIM];
+        size_t i;
+        CHECK(sp != NULL);
+        if (sp == NULL)
+            return nf;
+        for (i = 0; i < BATCH * DIM; i++) {
+            xt[i] = 0.25f;
+            mo[i] = 0.125f;
+            bad[i] = 0.5f;
+        }
+        bad[DIM + 2] = NAN;
+        poison(xp, sizeof xp);
+        poison(x0, sizeof x0);
+#define SO(s_, k_, x_, m_, u_, n_, f_, b_, y_)                                              \
+        diffuse_sampler_step_output((s_), (k_), (x_), (m_), (u_), (n_), 1, (f_), (b_), (y_), x0)
+        EXPECT(SO(NULL, 0, xt, mo, NULL, NULL, 0, BATCH, xp), DIFFUSE_EINVAL);
+        EXPECT(SO(sp, 0, NULL, mo, NULL, NULL, 0, BATCH, xp), DIFFUSE_EINVAL);
+        EXPECT_MSG(SO(sp, 0, xt, NULL, NULL, NULL, 0, BATCH, xp), DIFFUSE_EINVAL, "model_out");
+        EXPECT(SO(sp, 0, xt, mo, NULL, NULL, 0, BATCH, NULL), DIFFUSE_EINVAL);
+        EXPECT(SO(sp, 0, xt, mo, NULL, NULL, 0, 0, xp), DIFFUSE_EINVAL);
+        EXPECT(SO(sp, 0, xt, mo, NULL, NULL, 0, BATCH + 1, xp), DIFFUSE_EINVAL);
+        EXPECT(SO(sp, 0, xt, mo, NULL, NULL, UINT64_MAX, BATCH, xp), DIFFUSE_EINVAL);
+        EXPECT_MSG(SO(sp, T_SMALL, xt, mo, NULL, NULL, 0, BATCH, xp), DIFFUSE_EINVAL, "k = 10");
+        EXPECT(SO(sp, SIZE_MAX, xt, mo, NULL, NULL, 0, BATCH, xp), DIFFUSE_EINVAL);
+        EXPECT_MSG(SO(sp, 0, xt, bad, NULL, NULL, 0, BATCH, xp), DIFFUSE_ENUMERIC,
+                   "sample 1, element 2");
+        EXPECT_MSG(SO(sp, 0, xt, mo, bad, NULL, 0, BATCH, xp), DIFFUSE_ENUMERIC, "uncond_out");
+        EXPECT_MSG(SO(sp, 0, xt, mo, NULL, bad, 0, BATCH, xp), DIFFUSE_EINVAL, "noise");
+        if (kind == DIFFUSE_SAMPLER_DPMPP_2M) {
+            /* out of order, or a batch other than step 0's */
+            EXPECT_MSG(SO(sp, 1, xt, mo, NULL, NULL, 0, BATCH, xp), DIFFUSE_EINVAL,
+                       "in order");
+            EXPECT(diffuse_sampler_step_output(sp, 0, xt, mo, NULL, NULL, 1, 0, BATCH, xt, NULL),
+                   DIFFUSE_OK);
+            EXPECT(SO(sp, 2, xt, mo, NULL, NULL, 0, BATCH, xp), DIFFUSE_EINVAL);
+            EXPECT_MSG(SO(sp, 1, xt, mo, NULL, NULL, 0, 1, xp), DIFFUSE_EINVAL, "started with");
+        }
+#undef SO
+        UNTOUCHED(xp);
+        UNTOUCHED(x0);
+        CHECK(u.calls == 0 && p.calls == 0);
         diffuse_sampler_free(sp);
     }
     return nf;
@@ -3302,6 +3480,9 @@ static const struct {
     {"diffuse_discretized_gaussian_log_likelihood", row_discretized_gaussian_log_likelihood},
     {"diffuse_model_create", row_model_create},
     {"diffuse_model_create_cond", row_model_create_cond},
+    {"diffuse_model_create_float", row_model_create_float},
+    {"diffuse_model_create_cond_float", row_model_create_cond_float},
+    {"diffuse_model_create_external", row_model_create_external},
     {"diffuse_model_free", row_model_free},
     {"diffuse_model_output_dim", row_model_output_dim},
     {"diffuse_model_set", row_model_set},
@@ -3320,6 +3501,9 @@ static const struct {
     {"diffuse_sampler_step", row_sampler_step},
     {"diffuse_sampler_step_cond", row_sampler_step_cond},
     {"diffuse_sampler_invert", row_sampler_invert},
+    {"diffuse_sampler_reset", row_sampler_reset},
+    {"diffuse_sampler_timesteps", row_sampler_timesteps},
+    {"diffuse_sampler_step_output", row_sampler_step_output},
     {"diffuse_vlb_create", row_vlb_create},
     {"diffuse_vlb_free", row_vlb_free},
     {"diffuse_vlb_set", row_vlb_set},

@@ -423,7 +423,9 @@ static void test_sampler_parameters(void)
     ASSERT_OK(diffuse_sampler_get(d, DIFFUSE_SAMPLER_ETA, &v));
     ASSERT_TRUE(v == 0.0);
     ASSERT_OK(diffuse_sampler_set(d, DIFFUSE_SAMPLER_ETA, 1.0));
-    ASSERT_STATUS(diffuse_sampler_set(d, DIFFUSE_SAMPLER_ETA, 1.0000001), DIFFUSE_EINVAL);
+    /* above 1 where 1 - abar_prev - sigma^2 stays >= 0 (since 1.1), else refused */
+    ASSERT_STATUS(diffuse_sampler_set(d, DIFFUSE_SAMPLER_ETA, 1e3), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("negative");
     ASSERT_STATUS(diffuse_sampler_set(d, DIFFUSE_SAMPLER_ETA, -0.1), DIFFUSE_EINVAL);
     ASSERT_STATUS(diffuse_sampler_set(d, DIFFUSE_SAMPLER_ETA, NAN), DIFFUSE_EINVAL);
     ASSERT_OK(diffuse_sampler_get(d, DIFFUSE_SAMPLER_ETA, &v));

@@ -85,6 +85,66 @@ static void test_sampler_step_allocates_nothing(void)
     ASSERT_EQ(live, 0);
 }
 
+/* Since 1.1: the caller-driven step (with guidance and caller noise, an
+ * external model, DPM-Solver++(3M) history), the timestep list, reset, and
+ * runs of the sigma-space samplers on a Karras grid allocate nothing. */
+static void test_caller_steps_and_sigma_samplers_allocate_nothing(void)
+{
+    diffuse_schedule *s = NULL, *r = NULL;
+    diffuse_model *m = NULL, *ext = NULL;
+    diffuse_sampler *dpm = NULL, *heun = NULL, *ea = NULL, *ddim = NULL;
+    int32_t keep[1000];
+    size_t n, k;
+    float x[4 * 32], y[4 * 32], out[4 * 64], unc[4 * 64], z[4 * 32], x0[4 * 32], t[25];
+    long before;
+    int i;
+    ASSERT_OK(diffuse_schedule_create_linear(&s, 1000, 1e-4, 0.02));
+    ASSERT_OK(diffuse_timesteps_from_spec(1000, "25", keep, 1000, &n));
+    ASSERT_OK(diffuse_schedule_respace(&r, s, keep, n));
+    ASSERT_OK(diffuse_model_create(&m, learned_model, NULL, 32, DIFFUSE_PRED_EPS,
+                                   DIFFUSE_VAR_LEARNED_RANGE));
+    ASSERT_OK(diffuse_model_create_external(&ext, 32, DIFFUSE_PRED_EPS,
+                                            DIFFUSE_VAR_LEARNED_RANGE));
+    ASSERT_OK(diffuse_model_set(ext, DIFFUSE_MODEL_THRESHOLD_PERCENTILE, 0.9));
+    ASSERT_OK(diffuse_sampler_create(&dpm, r, ext, DIFFUSE_SAMPLER_DPMPP_2M, 4));
+    ASSERT_OK(diffuse_sampler_set(dpm, DIFFUSE_SAMPLER_ORDER, 3));
+    ASSERT_OK(diffuse_sampler_set(dpm, DIFFUSE_SAMPLER_GUIDANCE, 3.0));
+    ASSERT_OK(diffuse_sampler_create(&ddim, r, ext, DIFFUSE_SAMPLER_DDIM, 4));
+    ASSERT_OK(diffuse_sampler_set(ddim, DIFFUSE_SAMPLER_ETA, 0.5));
+    ASSERT_OK(diffuse_sampler_create(&heun, s, m, DIFFUSE_SAMPLER_HEUN, 4));
+    ASSERT_OK(diffuse_sampler_set(heun, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_KARRAS));
+    ASSERT_OK(diffuse_sampler_set(heun, DIFFUSE_SAMPLER_GRID_STEPS, 6));
+    ASSERT_OK(diffuse_sampler_create(&ea, s, m, DIFFUSE_SAMPLER_EULER_ANCESTRAL, 4));
+    ASSERT_OK(diffuse_sampler_set(ea, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_EXPONENTIAL));
+    ASSERT_OK(diffuse_sampler_set(ea, DIFFUSE_SAMPLER_GRID_STEPS, 6));
+    for (i = 0; i < 4 * 32; i++) {
+        x[i] = (float)((i % 256) / 127.5 - 1.0);
+        z[i] = (float)((i % 7) - 3) / 3.0f;
+    }
+    for (i = 0; i < 4 * 64; i++) {
+        out[i] = (float)((i % 13) - 6) / 6.0f;
+        unc[i] = 0.5f * out[i];
+    }
+    before = calls;
+    ASSERT_OK(diffuse_sampler_timesteps(dpm, t, 25));
+    ASSERT_OK(diffuse_sampler_reset(dpm));
+    for (k = 0; k < 25; k++)
+        ASSERT_OK(diffuse_sampler_step_output(dpm, k, x, out, unc, NULL, 1, 0, 4, y, x0));
+    ASSERT_OK(diffuse_sampler_step_output(ddim, 3, x, out, NULL, z, 1, 0, 4, y, NULL));
+    ASSERT_OK(diffuse_sampler_run(heun, NULL, 1, 0, 4, y));
+    ASSERT_OK(diffuse_sampler_run(ea, x, 1, 0, 4, y));
+    ASSERT_EQ(calls - before, 0);
+    diffuse_sampler_free(ea);
+    diffuse_sampler_free(heun);
+    diffuse_sampler_free(ddim);
+    diffuse_sampler_free(dpm);
+    diffuse_model_free(ext);
+    diffuse_model_free(m);
+    diffuse_schedule_free(r);
+    diffuse_schedule_free(s);
+    ASSERT_EQ(live, 0);
+}
+
 /* Each constructor under allocation failure N = 1, 2, ...: ENOMEM, *out
  * NULL, nothing live, until it succeeds. */
 static void test_sampling_constructors_out_of_memory(void)
@@ -146,6 +206,7 @@ int main(void)
         return 1;
     }
     RUN(test_sampler_step_allocates_nothing);
+    RUN(test_caller_steps_and_sigma_samplers_allocate_nothing);
     RUN(test_sampling_constructors_out_of_memory);
     return harness_finish();
 }

@@ -122,6 +122,7 @@ __all__ = [
     "discretized_gaussian_log_likelihood", "prior_bpd",
     "Net", "Trainer", "checkpoint_format_version", "checkpoint_save", "checkpoint_load",
     "checkpoint_set", "checkpoint_get",
+    "Scheduler", "SchedulerOutput",
 ]
 
 # ---------------------------------------------------------------------------
@@ -196,6 +197,8 @@ _H = c_void_p            # a handle
 # Callback types, defined once.
 _MODEL_FN = CFUNCTYPE(c_int, c_void_p, _PF, _PI32, c_size_t, c_size_t, _PF)
 _MODEL_COND_FN = CFUNCTYPE(c_int, c_void_p, _PF, _PI32, _PI32, c_size_t, c_size_t, _PF)
+_MODEL_FLOAT_FN = CFUNCTYPE(c_int, c_void_p, _PF, _PF, c_size_t, c_size_t, _PF)
+_MODEL_COND_FLOAT_FN = CFUNCTYPE(c_int, c_void_p, _PF, _PF, _PI32, c_size_t, c_size_t, _PF)
 _PROGRESS_FN = CFUNCTYPE(c_int, c_void_p, c_int32, c_int32)
 
 _SIGNATURES = {
@@ -241,6 +244,11 @@ _SIGNATURES = {
     "diffuse_model_create": ([_PH, _MODEL_FN, c_void_p, c_size_t, c_int, c_int], c_int),
     "diffuse_model_create_cond": ([_PH, _MODEL_COND_FN, c_void_p, c_size_t, c_int, c_int,
                                    c_size_t], c_int),
+    "diffuse_model_create_float": ([_PH, _MODEL_FLOAT_FN, c_void_p, c_size_t, c_int, c_int],
+                                   c_int),
+    "diffuse_model_create_cond_float": ([_PH, _MODEL_COND_FLOAT_FN, c_void_p, c_size_t, c_int,
+                                         c_int, c_size_t], c_int),
+    "diffuse_model_create_external": ([_PH, c_size_t, c_int, c_int], c_int),
     "diffuse_model_free": ([_H], None),
     "diffuse_model_output_dim": ([_H], c_size_t),
     "diffuse_model_set": ([_H, c_int, c_double], c_int),
@@ -259,6 +267,10 @@ _SIGNATURES = {
     "diffuse_sampler_step_cond": ([_H, _PF, _PI32, c_int32, c_uint64, c_uint64, c_size_t, _PF],
                                   c_int),
     "diffuse_sampler_invert": ([_H, _PF, c_size_t, _PF], c_int),
+    "diffuse_sampler_timesteps": ([_H, _PF, c_size_t], c_int),
+    "diffuse_sampler_reset": ([_H], c_int),
+    "diffuse_sampler_step_output": ([_H, c_size_t, _PF, _PF, _PF, _PF, c_uint64, c_uint64,
+                                     c_size_t, _PF, _PF], c_int),
     # variational bound
     "diffuse_vlb_create": ([_PH, _H, _H, c_size_t], c_int),
     "diffuse_vlb_free": ([_H], None),
@@ -498,6 +510,8 @@ MODEL_THRESHOLD_PERCENTILE = 4
 MODEL_THRESHOLD_MAX = 5
 MODEL_CLASSES = 6
 MODEL_UNCONDITIONAL = 7
+MODEL_RESCALE_TIMESTEPS = 8
+MODEL_FLOAT_TIMESTEPS = 9
 
 LABEL_NONE = -1
 MAX_CLASSES = 16777216
@@ -507,11 +521,25 @@ CHECKPOINT_DEFAULT_MAX_WORKSPACE = 1073741824
 SAMPLER_DDPM = 0
 SAMPLER_DDIM = 1
 SAMPLER_DPMPP_2M = 2
+SAMPLER_EULER = 3
+SAMPLER_EULER_ANCESTRAL = 4
+SAMPLER_HEUN = 5
+SIGMAS_SCHEDULE = 0
+SIGMAS_KARRAS = 1
+SIGMAS_EXPONENTIAL = 2
 SAMPLER_ETA = 1
 SAMPLER_NUM_THREADS = 2
 SAMPLER_LAMBDA_MIN = 3
 SAMPLER_GUIDANCE = 4
 SAMPLER_GUIDANCE_RESCALE = 5
+SAMPLER_SET_ALPHA_TO_ONE = 6
+SAMPLER_CLIPPED_MODEL_OUTPUT = 7
+SAMPLER_ORDER = 8
+SAMPLER_LOWER_ORDER_FINAL = 9
+SAMPLER_NUM_STEPS = 10
+SAMPLER_POSITION = 11
+SAMPLER_SIGMA_GRID = 12
+SAMPLER_GRID_STEPS = 13
 
 RNG_STEP_INITIAL = 0xFFFFFFFF
 
@@ -591,11 +619,15 @@ _SPACING_NAMES = {"leading": 0, "trailing": 1, "linspace": 2}
 _PRED_NAMES = {"eps": 0, "epsilon": 0, "x0": 1, "sample": 1, "v": 2, "v_prediction": 2}
 _VAR_NAMES = {"fixed_small": 0, "fixed_large": 1, "learned": 2, "learned_range": 3}
 _CDF_NAMES = {"tanh": 0, "exact": 1}
-_SAMPLER_KINDS = {"ddpm": 0, "ddim": 1, "dpmpp_2m": 2}
+_SAMPLER_KINDS = {"ddpm": 0, "ddim": 1, "dpmpp_2m": 2, "euler": 3, "euler_ancestral": 4,
+                  "heun": 5}
 _MODEL_PARAMS = {"clip_x0": 1, "clip_min": 2, "clip_max": 3, "threshold_percentile": 4,
-                 "threshold_max": 5, "classes": 6, "unconditional": 7}
+                 "threshold_max": 5, "classes": 6, "unconditional": 7,
+                 "rescale_timesteps": 8, "float_timesteps": 9}
 _SAMPLER_PARAMS = {"eta": 1, "num_threads": 2, "lambda_min": 3, "guidance": 4,
-                   "guidance_rescale": 5}
+                   "guidance_rescale": 5, "set_alpha_to_one": 6, "clipped_model_output": 7,
+                   "order": 8, "lower_order_final": 9, "num_steps": 10, "position": 11,
+                   "sigma_grid": 12, "grid_steps": 13}
 _VLB_PARAMS = {"cdf": 1, "num_threads": 2}
 _WHICH_NAMES = {"weights": 0, "ema": 1}
 _NET_PARAMS = {"num_threads": 1, "classes": 16, "dropout": 23, "time_scale": 25}
@@ -982,9 +1014,10 @@ def _forget_views(tb):
         tb = tb.tb_next
 
 
-def _model_trampoline(fn, out_factor, cond=False):
+def _model_trampoline(fn, out_factor, cond=False, float_t=False):
     """The C callback for a Python model: diffuse_model_fn, or with cond the
-    labelled diffuse_model_cond_fn (one more pointer, the labels)."""
+    labelled diffuse_model_cond_fn (one more pointer, the labels); with
+    float_t their float-timestep twins."""
     box = _Trampoline()
 
     def model_tramp(user, x_ptr, t_ptr, *rest):
@@ -999,7 +1032,10 @@ def _model_trampoline(fn, out_factor, cond=False):
             box.store(e)
             return CALLBACK_EXCEPTION
 
-    box.cfunc = (_MODEL_COND_FN if cond else _MODEL_FN)(model_tramp)
+    if float_t:
+        box.cfunc = (_MODEL_COND_FLOAT_FN if cond else _MODEL_FLOAT_FN)(model_tramp)
+    else:
+        box.cfunc = (_MODEL_COND_FN if cond else _MODEL_FN)(model_tramp)
     return box
 
 
@@ -1335,14 +1371,19 @@ class Model(_Handle):
 
     Net.model() gives a Model whose "callback" is a reference net in C (fn is
     None); it holds its own reference to the net, so neither the Net object
-    nor the Model needs to stay open for the samplers built on it."""
+    nor the Model needs to stay open for the samplers built on it.
+
+    float_timesteps=True (since 1.1) gives f float timesteps (the original
+    index, fractional for sigma-space samplers; t * 1000 / T with
+    set("rescale_timesteps", 1)).  Model.external() describes a model
+    without a callback, for Sampler.step_output()."""
     _free_name = "diffuse_model_free"
     fn = None
     _box = None
     net_max_batch = None  # for a net's model: the largest batch the net runs
 
     def __init__(self, fn, dim, prediction=PRED_EPS, variance=VAR_FIXED_SMALL, classes=None,
-                 unconditional=None):
+                 unconditional=None, float_timesteps=False):
         if not callable(fn):
             raise TypeError("fn must be callable as fn(x_t, t), or fn(x_t, t, labels) "
                             "with classes")
@@ -1351,17 +1392,30 @@ class Model(_Handle):
         factor = 2 if var in (VAR_LEARNED, VAR_LEARNED_RANGE) else 1
         self.fn = fn
         self.dim = _size(dim, "dim")
+        suffix = "_float" if float_timesteps else ""
         if classes is None:
-            self._box = _model_trampoline(fn, factor)
-            self._adopt(_new_handle("diffuse_model_create", self._box.cfunc, None, self.dim,
-                                    pred, var))
+            self._box = _model_trampoline(fn, factor, float_t=bool(float_timesteps))
+            self._adopt(_new_handle("diffuse_model_create" + suffix, self._box.cfunc, None,
+                                    self.dim, pred, var))
         else:
-            self._box = _model_trampoline(fn, factor, cond=True)
-            self._adopt(_new_handle("diffuse_model_create_cond", self._box.cfunc, None,
+            self._box = _model_trampoline(fn, factor, cond=True, float_t=bool(float_timesteps))
+            self._adopt(_new_handle("diffuse_model_create_cond" + suffix, self._box.cfunc, None,
                                     self.dim, pred, var, _size(classes, "classes")))
         if unconditional is not None:
             self.set("unconditional", 1 if unconditional else 0)
         self.prediction, self.variance = pred, var
+
+    @classmethod
+    def external(cls, dim, prediction=PRED_EPS, variance=VAR_FIXED_SMALL):
+        """A model without a callback (diffuse_model_create_external): what the
+        caller's network outputs, for Sampler.step_output()."""
+        m = cls.__new__(cls)
+        pred = _code(prediction, _PRED_NAMES, "prediction")
+        var = _code(variance, _VAR_NAMES, "variance")
+        m.dim = _size(dim, "dim")
+        m._adopt(_new_handle("diffuse_model_create_external", m.dim, pred, var))
+        m.prediction, m.variance = pred, var
+        return m
 
     @classmethod
     def _of_net(cls, h, net):
@@ -1501,13 +1555,20 @@ class _Engine(_Handle):
 
 
 class Sampler(_Engine):
-    """A DDPM, DDIM or DPM-Solver++(2M) sampler (diffuse_sampler) over every
-    step of a schedule (respace the schedule for strided sampling).
+    """A sampler (diffuse_sampler) over every step of a schedule (respace the
+    schedule for strided sampling).
 
-    kind: SAMPLER_DDPM / SAMPLER_DDIM / SAMPLER_DPMPP_2M or "ddpm" / "ddim" /
-    "dpmpp_2m".  Parameters for set/get: SAMPLER_ETA ("eta", DDIM only, in
-    [0, 1]), SAMPLER_NUM_THREADS ("num_threads") and SAMPLER_LAMBDA_MIN
-    ("lambda_min", DPM-Solver++ only: the log-SNR clip, e.g. -5.1 for cosine)."""
+    kind: SAMPLER_DDPM / SAMPLER_DDIM / SAMPLER_DPMPP_2M (1.0) and
+    SAMPLER_EULER / SAMPLER_EULER_ANCESTRAL / SAMPLER_HEUN (1.1), or "ddpm",
+    "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun".  Parameters for
+    set/get by constant or name: "eta" (DDIM, Euler ancestral),
+    "num_threads", "lambda_min" (DPM-Solver++: the log-SNR clip, e.g. -5.1
+    for cosine), "guidance", "guidance_rescale", "set_alpha_to_one",
+    "clipped_model_output" (DDIM), "order", "lower_order_final"
+    (DPM-Solver++), "sigma_grid", "grid_steps" (sigma-space samplers and
+    DPM-Solver++), read-only "num_steps" and "position".  See diffuse.h.
+    timesteps(), step_output() and reset() drive it from the caller's own
+    model calls."""
     _free_name = "diffuse_sampler_free"
     _params = _SAMPLER_PARAMS
     _prefix = "diffuse_sampler_"
@@ -1573,6 +1634,52 @@ class Sampler(_Engine):
                 la = _labels(labels, batch)
                 self._run(_f("diffuse_sampler_step_cond"), h, xa.ptr, la.ptr, *args)
         return _result(out)
+
+    @property
+    def timesteps(self):
+        """The model time of each step k of a trajectory, float32 [NUM_STEPS],
+        descending: what the model must be called with (see step_output).  A
+        property, like Schedule.timesteps (calling it gives the same array)."""
+        with self._use() as h:
+            v = c_double()
+            _check(_f("diffuse_sampler_get")(h, SAMPLER_NUM_STEPS, byref(v)))
+            n = int(v.value)
+            out = _empty("f", (n,))
+            _check(_f("diffuse_sampler_timesteps")(h, out.ptr, n))
+        return _callable_result(_result(out))
+
+    def reset(self):
+        """Start a new trajectory (forget the multistep history)."""
+        _check(_hcall(_f("diffuse_sampler_reset"), self))
+
+    def step_output(self, k, x_t, model_out, uncond_out=None, noise=None, seed=0,
+                    first_sample=0):
+        """One caller-driven step (diffuse_sampler_step_output): x_t [batch][dim]
+        the sample at step k, model_out [batch][output_dim] the model's output on
+        it at timesteps[k] (uncond_out the unconditional one, for guidance;
+        noise [batch][dim] this step's noise, or None for the generator's).
+        Returns (x_next, x0): the next sample and the predicted x0."""
+        self._handle()
+        xa = _arr(x_t, "f", "x_t")
+        batch = _rows(xa, self.dim, "x_t")
+        ma = _arr(model_out, "f", "model_out")
+        ua = None if uncond_out is None else _arr(uncond_out, "f", "uncond_out")
+        na = None if noise is None else _arr(noise, "f", "noise")
+        if ma.n % batch or (ua is not None and ua.n != ma.n):
+            raise ValueError(f"model_out has {ma.n} elements (uncond_out "
+                             f"{None if ua is None else ua.n}): not batch = {batch} rows "
+                             "of the same width")
+        if na is not None:
+            _same_size(na, xa.n, "noise")
+        self._check_batch(batch)  # may remake the handle: before holding it
+        out = _empty("f", _data_shape(xa, batch, self.dim))
+        x0 = _empty("f", _data_shape(xa, batch, self.dim))
+        with self._use() as h:
+            _call((), _f("diffuse_sampler_step_output"), h, _size(k, "k"), xa.ptr, ma.ptr,
+                  None if ua is None else ua.ptr, None if na is None else na.ptr,
+                  _uint(seed, 64, "seed"), _uint(first_sample, 64, "first_sample"), batch,
+                  out.ptr, x0.ptr)
+        return _result(out), _result(x0)
 
     def invert(self, x0, progress=None):
         """DDIM inversion: x0 [batch][dim] to the sample at the last step.
@@ -2324,3 +2431,7 @@ def checkpoint_get(param):
     out = c_double()
     _check(_f("diffuse_checkpoint_get")(int(param), byref(out)))
     return out.value
+
+
+# The diffusers-style scheduler (its own module; it uses the names above).
+from .scheduler import Scheduler, SchedulerOutput  # noqa: E402

@@ -1247,11 +1247,11 @@ class SamplerTest(Base):
                 self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.set, "lambda_min", float("nan"))
                 self.assertDiffuseError(ld.DIFFUSE_EINVAL, smp.step, [0.0, 0.0], 3, seed=1,
                                         contains="multistep")
-            self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Sampler, s, m, 5, 1,
-                                    contains="unknown sampler kind 5")
+            self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Sampler, s, m, 99, 1,
+                                    contains="unknown sampler kind 99")
             self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Sampler, s, m, "ddim", 0)
             with self.assertRaises(ValueError):
-                ld.Sampler(s, m, "euler", 1)
+                ld.Sampler(s, m, "euler_x", 1)
         with ld.Schedule.cosine(10) as s, s.rescale_zero_snr() as z, \
                 ld.Model(lambda x, t: x, 2) as m:
             self.assertDiffuseError(ld.DIFFUSE_EINVAL, ld.Sampler, z, m, "ddim", 1)
@@ -2997,6 +2997,54 @@ class ShapeAndPackageTest(Base):
             with self.assertRaises(ld.DiffuseError) as cm:
                 smp.run(seed=1, batch=2, progress=lambda k, n: k == 3)
             self.assertEqual(cm.exception.status, ld.DIFFUSE_ECANCELED)
+def _flat(a):
+    """The values of a numpy array, a flat array.array or a list of rows."""
+    if hasattr(a, "ravel"):
+        return [float(v) for v in a.ravel()]
+    return [float(v) for row in a for v in (row if hasattr(row, "__iter__") else [row])]
+
+
+class CallerDrivenTest(Base):
+    """diffuse_sampler_step_output through the binding: the caller-driven loop
+    gives the run()'s samples bit for bit; float-timestep models see the
+    listed times (rescaled with rescale_timesteps)."""
+
+    def _loop(self, smp, model_fn, x, seed):
+        for k, t in enumerate(smp.timesteps()):
+            x, x0 = smp.step_output(k, x, model_fn(x, float(t)), seed=seed)
+        return x, x0
+
+    def test_step_output_equals_run(self):
+        def eps(x, t):  # a smooth stand-in network: any deterministic f(x, t)
+            return [0.5 * v * (1.0 + t / 1000.0) for v in _flat(x)]
+        with ld.Schedule.linear(1000) as s, s.respace([0, 250, 500, 750, 999]) as r:
+            for kind in ("ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun"):
+                with ld.Model(lambda x, t: eps(x, float(t[0])), 3, float_timesteps=True) as m, \
+                        ld.Model.external(3) as em, ld.Sampler(r, m, kind, 2) as smp, \
+                        ld.Sampler(r, em, kind, 2) as ext:
+                    ref = smp.run(seed=4, batch=2)
+                    xT = [[ld.normal_fill(4, b, ld.RNG_STEP_INITIAL, 3)[i] for i in range(3)]
+                          for b in range(2)]
+                    got, x0 = self._loop(ext, eps, xT, 4)
+                    self.assertEqual(_flat(got), _flat(ref), kind)
+                    self.assertEqual(len(_flat(x0)), 6)
+                    with self.assertRaises(ld.DiffuseError):
+                        ext.run(seed=4, batch=2)
+
+    def test_float_model_times_and_rescale(self):
+        seen = []
+
+        def f(x, t):
+            seen.append([float(v) for v in t])
+            return [[0.0] * 2 for _ in x]
+        with ld.Schedule.linear(4000) as s, s.respace([0, 1000, 3999]) as r, \
+                ld.Model(f, 2, float_timesteps=True) as m:
+            m.set("rescale_timesteps", 1)
+            self.assertEqual(m.get("float_timesteps"), 1.0)
+            with ld.Sampler(r, m, "ddim", 1) as smp:
+                self.assertEqual([float(v) for v in smp.timesteps()], [999.75, 250.0, 0.0])
+                smp.run(seed=1, batch=1)
+        self.assertEqual([v[0] for v in seen], [999.75, 250.0, 0.0])
 
 
 class CoverageTest(Base):
@@ -3071,6 +3119,15 @@ class CoverageTest(Base):
                     smp.step(x0, 1, labels=[2, 1])
                 with ld.Vlb(r, cm, 2) as v:
                     v.run(x0, labels=[1, 2])
+            with ld.Model(lambda x, t, lab: [[0.0] * 2 for _ in x], 2, classes=3,
+                          float_timesteps=True) as fm, ld.Sampler(r, fm, "ddim", 2) as smp:
+                smp.run(seed=1, batch=2, labels=[0, 1])
+            with ld.Model(lambda x, t: [[0.0] * 2 for _ in x], 2, float_timesteps=True) as fm, \
+                    ld.Model.external(2) as em, ld.Sampler(r, em, "dpmpp_2m", 2) as smp:
+                fm.set("rescale_timesteps", 1)
+                smp.timesteps()
+                smp.reset()
+                smp.step_output(0, x0, x0)
             ld.timesteps_from_spec(100, "10")
         ld.Net.unet(1, 2, 2, 2, 1, max_batch=1).close()
         ld.Net.iddpm(1, 2, 2, 4, "channel_mult=1 attention_resolutions= groups=2 num_heads=1",

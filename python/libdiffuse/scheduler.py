@@ -1,0 +1,316 @@
+"""A diffusers-style scheduler over libdiffuse's caller-driven stepping.
+
+    from libdiffuse.scheduler import Scheduler
+    sched = Scheduler.from_config(json.load(open("scheduler_config.json")))
+    sched.set_timesteps(25)
+    x = sched.init_noise(batch, shape, seed=0)          # or your own N(0, 1) noise
+    for t in sched.timesteps:
+        out = unet(sched.scale_model_input(x, t), t)     # your model, your device
+        x, x0 = sched.step(out, t, x)
+
+The scheduler kind comes from the config's "_class_name" (DDPMScheduler,
+DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+EulerAncestralDiscreteScheduler, HeunDiscreteScheduler) or the `kind`
+argument.  Every config key is either mapped to a libdiffuse setting or
+refused: an unknown key, or a value libdiffuse cannot honour, raises
+ValueError naming the key (keys starting with "_" are metadata and ignored).
+
+Differences from diffusers, all documented in the C header: the sample
+passed between steps is always the one the model sees (diffusers' Euler-family
+samples are it times sqrt(1 + sigma^2); here init_noise_sigma is 1 and
+scale_model_input returns the sample unchanged, so a pipeline written for
+diffusers runs as is); coefficients are computed in double; DDIM's previous
+step comes from the timestep list (NUMERICS trap 7); Karras and exponential
+grids span the whole training chain (diffusers takes their ends from the
+spaced timesteps, the same for timestep_spacing "linspace").
+
+step() takes numpy arrays, Python lists, or torch CPU tensors (float32,
+contiguous: no copy; the results are torch tensors then).
+"""
+
+import numbers
+import sys
+
+from . import (Model, Sampler, Schedule, timesteps_spacing, normal_fill, PRED_EPS, PRED_V,
+               PRED_X0, RNG_STEP_INITIAL, SIGMAS_EXPONENTIAL, SIGMAS_KARRAS, VAR_FIXED_LARGE,
+               VAR_FIXED_SMALL, VAR_LEARNED_RANGE)
+
+
+
+def _numpy():
+    """numpy as the binding uses it (None without numpy or with
+    LIBDIFFUSE_NO_NUMPY=1)."""
+    return sys.modules[__package__]._np
+
+_CLASS_KINDS = {
+    "DDPMScheduler": "ddpm",
+    "DDIMScheduler": "ddim",
+    "DPMSolverMultistepScheduler": "dpmpp_2m",
+    "EulerDiscreteScheduler": "euler",
+    "EulerAncestralDiscreteScheduler": "euler_ancestral",
+    "HeunDiscreteScheduler": "heun",
+}
+_SIGMA_KINDS = ("euler", "euler_ancestral", "heun")
+_PREDICTIONS = {"epsilon": PRED_EPS, "sample": PRED_X0, "v_prediction": PRED_V}
+_VARIANCES = {"fixed_small": VAR_FIXED_SMALL, "fixed_large": VAR_FIXED_LARGE,
+              "learned_range": VAR_LEARNED_RANGE}
+
+# Keys with the values libdiffuse honours only as diffusers' defaults: key ->
+# predicate on the value.
+_ONLY = {
+    "algorithm_type": lambda v: v == "dpmsolver++",
+    "solver_type": lambda v: v == "midpoint",
+    "final_sigmas_type": lambda v: v == "zero",
+    "interpolation_type": lambda v: v == "linear",
+    "timestep_type": lambda v: v == "discrete",
+    "sigma_min": lambda v: v is None,
+    "sigma_max": lambda v: v is None,
+    "lambda_min_clipped": lambda v: v is None or v == float("-inf"),
+    "variance_type_dpm": lambda v: v is None,
+    "euler_at_final": lambda v: v is False,
+    "use_lu_lambdas": lambda v: v is False,
+    "use_beta_sigmas": lambda v: v is False,
+    "skip_prk_steps": lambda v: True,
+}
+
+_KNOWN = {"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+          "prediction_type", "timestep_spacing", "steps_offset", "set_alpha_to_one",
+          "clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio",
+          "sample_max_value", "rescale_betas_zero_snr", "use_karras_sigmas",
+          "use_exponential_sigmas", "solver_order", "lower_order_final", "variance_type",
+          } | set(_ONLY)
+
+
+class SchedulerOutput(tuple):
+    """(prev_sample, pred_original_sample), also by those names."""
+
+    def __new__(cls, prev_sample, pred_original_sample):
+        return super().__new__(cls, (prev_sample, pred_original_sample))
+
+    prev_sample = property(lambda self: self[0])
+    pred_original_sample = property(lambda self: self[1])
+
+
+def _torch_of(x):
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        import torch
+        return torch
+    return None
+
+
+class Scheduler:
+    """A scheduler-style object; build it with Scheduler.from_config()."""
+
+    def __init__(self, kind="ddim", num_train_timesteps=1000, beta_schedule="linear",
+                 beta_start=0.0001, beta_end=0.02, trained_betas=None,
+                 prediction_type="epsilon", variance_type="fixed_small",
+                 timestep_spacing="leading", steps_offset=0, set_alpha_to_one=True,
+                 clip_sample=False, clip_sample_range=1.0, thresholding=False,
+                 dynamic_thresholding_ratio=0.995, sample_max_value=1.0,
+                 rescale_betas_zero_snr=False, sigmas="schedule", solver_order=2,
+                 lower_order_final=True, eta=0.0, seed=0):
+        self.kind = kind
+        self.T = int(num_train_timesteps)
+        if trained_betas is not None:
+            base = Schedule.from_betas(list(trained_betas))
+        elif beta_schedule == "linear":  # libdiffuse scales by 1000 / T: undo it
+            base = Schedule.linear(self.T, beta_start * self.T / 1000.0,
+                                   beta_end * self.T / 1000.0)
+        elif beta_schedule == "scaled_linear":
+            base = Schedule.scaled_linear(self.T, beta_start, beta_end)
+        elif beta_schedule == "squaredcos_cap_v2":
+            base = Schedule.cosine(self.T)
+        else:
+            raise ValueError(f"beta_schedule {beta_schedule!r} is not supported (linear, "
+                             "scaled_linear, squaredcos_cap_v2, or trained_betas)")
+        if rescale_betas_zero_snr:
+            z = base.rescale_zero_snr()
+            base.close()
+            base = z
+        self._base = base
+        if prediction_type not in _PREDICTIONS:
+            raise ValueError(f"prediction_type {prediction_type!r} is not supported "
+                             f"({', '.join(_PREDICTIONS)})")
+        if variance_type not in _VARIANCES:
+            raise ValueError(f"variance_type {variance_type!r} is not supported "
+                             f"({', '.join(_VARIANCES)})")
+        if timestep_spacing not in ("leading", "trailing", "linspace"):
+            raise ValueError(f"timestep_spacing {timestep_spacing!r} is not supported "
+                             "(leading, trailing, linspace)")
+        self._pred = _PREDICTIONS[prediction_type]
+        self._var = _VARIANCES[variance_type] if kind == "ddpm" else VAR_FIXED_SMALL
+        self._spacing, self._offset = timestep_spacing, int(steps_offset)
+        self._model_params = {}
+        if thresholding:
+            self._model_params["threshold_percentile"] = dynamic_thresholding_ratio
+            self._model_params["threshold_max"] = sample_max_value
+        elif clip_sample:
+            self._model_params.update(clip_x0=1, clip_min=-clip_sample_range,
+                                      clip_max=clip_sample_range)
+        self._sampler_params = {}
+        if kind == "ddim":
+            self._sampler_params.update(set_alpha_to_one=1 if set_alpha_to_one else 0,
+                                        clipped_model_output=0, eta=eta)
+        elif kind == "dpmpp_2m":
+            self._sampler_params.update(order=solver_order,
+                                        lower_order_final=1 if lower_order_final else 0)
+        elif kind == "euler_ancestral":
+            self._sampler_params["eta"] = 1.0 if eta == 0.0 else eta
+        self._sigmas = sigmas
+        self._seed = seed
+        self.init_noise_sigma = 1.0
+        self._sampler = self._schedule = None
+        self.timesteps = None
+
+    @classmethod
+    def from_config(cls, config, kind=None, **kwargs):
+        """A scheduler from a diffusers scheduler_config.json dict.  kind
+        overrides the config's "_class_name".  kwargs: eta (DDIM, Euler
+        ancestral), seed (the generator's, used when step() gets no noise)."""
+        cfg = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+        if kind is None:
+            name = config.get("_class_name")
+            if name not in _CLASS_KINDS:
+                raise ValueError(f"_class_name {name!r} is not supported: pass kind= or use "
+                                 f"one of {', '.join(_CLASS_KINDS)}")
+            kind = _CLASS_KINDS[name]
+        for k, v in cfg.items():
+            if k not in _KNOWN:
+                raise ValueError(f"unknown scheduler config key {k!r}")
+            if k in _ONLY and not _ONLY[k](v):
+                raise ValueError(f"config key {k!r} = {v!r} is not supported by libdiffuse")
+        if cfg.get("use_karras_sigmas") and cfg.get("use_exponential_sigmas"):
+            raise ValueError("config keys 'use_karras_sigmas' and 'use_exponential_sigmas' "
+                             "are exclusive")
+        sig = "schedule"
+        for key, grid in (("use_karras_sigmas", "karras"),
+                          ("use_exponential_sigmas", "exponential")):
+            if cfg.pop(key, False):
+                if kind not in _SIGMA_KINDS:
+                    raise ValueError(f"config key {key!r} is supported by the Euler and Heun "
+                                     "schedulers only")
+                sig = grid
+        if kind != "ddpm" and cfg.get("variance_type") not in (None, "fixed_small"):
+            raise ValueError(f"config key 'variance_type' = {cfg['variance_type']!r} is "
+                             "supported by DDPMScheduler only")
+        for key in set(_ONLY) & set(cfg):
+            del cfg[key]
+        if cfg.get("variance_type") is None:
+            cfg.pop("variance_type", None)
+        return cls(kind=kind, sigmas=sig, **cfg, **kwargs)
+
+    def set_timesteps(self, num_inference_steps):
+        """Build the sampler's timestep list for num_inference_steps steps."""
+        n = int(num_inference_steps)
+        self._close_sampler()
+        if self.kind in _SIGMA_KINDS and self._sigmas != "schedule":
+            self._schedule = None  # on the whole chain, GRID_STEPS = n
+        else:
+            keep = timesteps_spacing(self.T, n, self._spacing, self._offset)
+            self._schedule = self._base.respace(sorted(int(v) for v in keep))
+        self._n = n
+        self._model = Model.external(1, self._pred, self._var)
+        self._dim = self._batch = None
+        self._sampler = self._make(self._model)
+        self.timesteps = self._sampler.timesteps()
+        self._k = 0
+
+    def _make(self, model):
+        smp = Sampler(self._schedule or self._base, model, self.kind,
+                      max(1, self._batch or 1))
+        for k, v in self._sampler_params.items():
+            smp.set(k, v)
+        if self.kind in _SIGMA_KINDS and self._sigmas != "schedule":
+            smp.set("sigma_grid", SIGMAS_KARRAS if self._sigmas == "karras"
+                    else SIGMAS_EXPONENTIAL)
+            smp.set("grid_steps", self._n)
+        return smp
+
+    def _close_sampler(self):
+        for h in (self._sampler, getattr(self, "_model", None), self._schedule):
+            if h is not None:
+                h.close()
+        self._sampler = self._schedule = None
+
+    def scale_model_input(self, sample, timestep=None):
+        """The model's input: the sample itself (see the module docstring)."""
+        return sample
+
+    def init_noise(self, batch, shape, seed=None):
+        """Standard normal x_T of batch samples of the given shape, from the
+        generator (row b is sample index b), as the library's run() draws it."""
+        seed = self._seed if seed is None else seed
+        dim = 1
+        for d in shape:
+            dim *= int(d)
+        rows = [normal_fill(seed, b, RNG_STEP_INITIAL, dim) for b in range(batch)]
+        np = _numpy()
+        if np is None:
+            return [list(r) for r in rows]
+        return np.stack([np.asarray(r, dtype=np.float32) for r in rows]).reshape(
+            (batch,) + tuple(shape))
+
+    def step(self, model_output, timestep, sample, noise=None, uncond_output=None):
+        """One step: returns SchedulerOutput(prev_sample, pred_original_sample).
+        timestep must be the next entry of self.timesteps."""
+        if self._sampler is None:
+            raise RuntimeError("call set_timesteps() first")
+        k = self._k
+        if k >= len(self.timesteps):
+            raise ValueError("the trajectory is finished: call set_timesteps() again")
+        t = float(timestep.item() if hasattr(timestep, "item") else timestep)
+        if not isinstance(timestep, numbers.Number) and not hasattr(timestep, "item"):
+            raise TypeError("timestep must be a number")
+        if abs(t - float(self.timesteps[k])) > 1e-3 * max(1.0, abs(t)):
+            raise ValueError(f"timestep {t} is not the next one, timesteps[{k}] = "
+                             f"{float(self.timesteps[k])}")
+        torch = _torch_of(sample)
+        if torch is not None:
+            shape = tuple(sample.shape)
+            conv = lambda a: None if a is None else a.detach().to("cpu").contiguous().numpy()  # noqa: E731
+            sample_a, out_a = conv(sample), conv(model_output)
+            unc_a, noise_a = conv(uncond_output), conv(noise)
+        else:
+            sample_a, out_a, unc_a, noise_a = sample, model_output, uncond_output, noise
+            shape = None
+        batch = len(sample_a)
+        _np = _numpy()
+        if _np is not None:
+            sample_a = _np.ascontiguousarray(sample_a, dtype=_np.float32)
+            dim = sample_a.size // batch
+        else:
+            dim = len(sample_a[0])
+        if self._dim != dim or (self._batch or 0) < batch:
+            self._sampler.close()
+            self._model.close()
+            self._dim, self._batch = dim, batch
+            self._model = Model.external(dim, self._pred, self._var)
+            for key, v in self._model_params.items():
+                self._model.set(key, v)
+            self._sampler = self._make(self._model)
+        flat = (lambda a: None if a is None else _np.asarray(a, dtype=_np.float32).reshape(
+            batch, -1)) if _np is not None else (lambda a: a)
+        x_next, x0 = self._sampler.step_output(k, flat(sample_a), flat(out_a), flat(unc_a),
+                                               flat(noise_a), seed=self._seed)
+        self._k = k + 1
+        if _np is not None:
+            x_next = x_next.reshape(_np.shape(sample_a))
+            x0 = x0.reshape(_np.shape(sample_a))
+        if torch is not None:
+            x_next = torch.from_numpy(x_next).reshape(shape)
+            x0 = torch.from_numpy(x0).reshape(shape)
+        return SchedulerOutput(x_next, x0)
+
+    def close(self):
+        self._close_sampler()
+        if getattr(self, "_model", None) is not None:
+            self._model.close()
+        self._base.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""The diffusers-style scheduler (python/libdiffuse/scheduler.py).
+
+    LIBDIFFUSE_PATH=out/libdiffuse.so.1 /usr/bin/python3 tests/python/test_scheduler.py
+
+Truths: diffusers' published formulas written out here in numpy float64
+(timestep lists of each spacing, the DDIM step with set_alpha_to_one=False
+and use_clipped_model_output=False), the library's own run() for the
+caller-driven loop, and the config keys of diffusers' schedulers.  numpy is
+needed (skips otherwise); torch is optional (the tensor path skips without
+it).
+"""
+import math
+import os
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYDIR = os.path.join(os.path.dirname(os.path.dirname(HERE)), "python")
+if PYDIR not in sys.path:
+    sys.path.insert(0, PYDIR)
+
+try:
+    import libdiffuse as ld
+    from libdiffuse.scheduler import Scheduler
+except ImportError as _e:
+    print("FAIL import_libdiffuse")
+    print(f"    {_e}")
+    print("0 passed, 1 failed, 0 skipped")
+    sys.exit(1)
+
+try:
+    import numpy as np
+except ImportError:
+    np = None
+try:
+    import torch
+except ImportError:
+    torch = None
+
+needs_numpy = unittest.skipUnless(np is not None and ld._np is not None, "numpy not available")
+
+# Stable Diffusion v1's scheduler_config.json (DDIM, PNDM-era keys).
+SD_DDIM = {
+    "_class_name": "DDIMScheduler", "_diffusers_version": "0.21.0",
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "epsilon",
+    "set_alpha_to_one": False, "steps_offset": 1, "trained_betas": None,
+    "timestep_spacing": "leading", "thresholding": False, "rescale_betas_zero_snr": False,
+}
+
+
+def scaled_linear_abar(T=1000, b0=0.00085, b1=0.012):
+    betas = np.linspace(b0 ** 0.5, b1 ** 0.5, T, dtype=np.float64) ** 2
+    return np.cumprod(1.0 - betas)
+
+
+def eps_model(x, t):
+    """Any smooth deterministic network will do."""
+    return (0.3 * np.tanh(x) + 1e-4 * t).astype(np.float32)
+
+
+class SchedulerTest(unittest.TestCase):
+    """Scheduler.from_config and step() against diffusers' formulas."""
+
+    @needs_numpy
+    def test_sd_ddim_matches_diffusers_formulas(self):
+        with Scheduler.from_config(SD_DDIM) as s:
+            s.set_timesteps(20)
+            # leading: arange(N) * (T // N) + steps_offset, descending
+            want = (np.arange(20) * (1000 // 20) + 1)[::-1]
+            self.assertEqual([float(v) for v in s.timesteps], [float(v) for v in want])
+            abar = scaled_linear_abar()
+            rng = np.random.default_rng(1)
+            x = rng.standard_normal((3, 4)).astype(np.float32)
+            ref = x.astype(np.float64)
+            ts = list(want)
+            for i, t in enumerate(ts):
+                out = eps_model(x, t)
+                x, x0 = s.step(out, t, x)
+                # diffusers DDIMScheduler.step, eta 0: previous step from the
+                # list itself (here t - T // N anyway), final abar = abar[0]
+                a_t = abar[t]
+                a_p = abar[ts[i + 1]] if i + 1 < len(ts) else abar[0]
+                e = eps_model(ref.astype(np.float32), t).astype(np.float64)
+                x0_ref = (ref - math.sqrt(1 - a_t) * e) / math.sqrt(a_t)
+                ref = math.sqrt(a_p) * x0_ref + math.sqrt(1 - a_p) * e
+                np.testing.assert_allclose(x0, x0_ref, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(x, ref, rtol=1e-4, atol=1e-4)
+
+    def test_unknown_and_unsupported_keys_name_the_key(self):
+        for cfg, key in ((dict(SD_DDIM, frobnicate=1), "frobnicate"),
+                         (dict(SD_DDIM, beta_schedule="sigmoid"), "beta_schedule"),
+                         (dict(SD_DDIM, prediction_type="flow"), "prediction_type"),
+                         (dict(SD_DDIM, timestep_spacing="karras"), "timestep_spacing"),
+                         ({"_class_name": "DPMSolverMultistepScheduler",
+                           "algorithm_type": "dpmsolver"}, "algorithm_type"),
+                         ({"_class_name": "DPMSolverMultistepScheduler",
+                           "use_karras_sigmas": True}, "use_karras_sigmas"),
+                         ({"_class_name": "LCMScheduler"}, "_class_name")):
+            with self.assertRaises(ValueError) as cm:
+                Scheduler.from_config(cfg)
+            self.assertIn(key, str(cm.exception))
+
+    def test_spacings(self):
+        # diffusers' set_timesteps formulas (NUMERICS section 4)
+        for spacing, want in (("trailing", [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),
+                              ("linspace", [999, 888, 777, 666, 555, 444, 333, 222, 111, 0])):
+            cfg = {"_class_name": "DDPMScheduler", "timestep_spacing": spacing}
+            with Scheduler.from_config(cfg) as s:
+                s.set_timesteps(10)
+                self.assertEqual([float(v) for v in s.timesteps], [float(v) for v in want])
+
+    @needs_numpy
+    def test_step_loop_equals_run(self):
+        for cls, extra in (("DPMSolverMultistepScheduler", {"solver_order": 3}),
+                           ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
+                           ("EulerAncestralDiscreteScheduler", {}),
+                           ("HeunDiscreteScheduler", {"timestep_spacing": "trailing"})):
+            cfg = dict({"_class_name": cls, "beta_schedule": "scaled_linear",
+                        "beta_start": 0.00085, "beta_end": 0.012}, **extra)
+            with Scheduler.from_config(cfg, seed=7) as s:
+                s.set_timesteps(8)
+                x = s.init_noise(2, (3,))
+                for t in s.timesteps:
+                    x, x0 = s.step(eps_model(s.scale_model_input(x, t), float(t)), t, x)
+                # the same trajectory by the library's callback run
+                smp = s._sampler
+                with ld.Model(lambda xx, tt: eps_model(xx, float(tt[0])), 3,
+                              float_timesteps=True) as m, \
+                        ld.Sampler(s._schedule or s._base, m, s.kind, 2) as ref_s:
+                    for k, v in s._sampler_params.items():
+                        ref_s.set(k, v)
+                    if smp.get("sigma_grid"):
+                        ref_s.set("sigma_grid", smp.get("sigma_grid"))
+                        ref_s.set("grid_steps", smp.get("grid_steps"))
+                    ref = ref_s.run(seed=7, batch=2)
+                self.assertTrue(np.array_equal(np.asarray(x), np.asarray(ref)), cls)
+
+    def test_out_of_order_timestep_refused(self):
+        with Scheduler.from_config(SD_DDIM) as s:
+            s.set_timesteps(5)
+            with self.assertRaises(ValueError):
+                s.step([[0.0, 0.0]], 3, [[0.0, 0.0]])
+
+    @unittest.skipUnless(torch is not None and np is not None and ld._np is not None,
+                         "torch or numpy not available")
+    def test_torch_tensors_in_and_out(self):
+        with Scheduler.from_config({"_class_name": "EulerDiscreteScheduler"}) as s:
+            s.set_timesteps(4)
+            x = torch.from_numpy(s.init_noise(2, (2, 2)))
+            for t in s.timesteps:
+                out = torch.tanh(x) * 0.1
+                x, x0 = s.step(out, torch.tensor(float(t)), x)
+            self.assertIsInstance(x, torch.Tensor)
+            self.assertEqual(tuple(x.shape), (2, 2, 2))
+            self.assertTrue(bool(torch.isfinite(x).all()))
+
+
+class ExampleTest(unittest.TestCase):
+
+    @unittest.skipUnless(torch is not None and np is not None and ld._np is not None,
+                         "torch or numpy not available")
+    def test_example_torch_runs_and_agrees(self):
+        import subprocess
+        env = dict(os.environ)
+        env.setdefault("LIBDIFFUSE_PATH", ld._path)
+        for args in ([], ["--scheduler", "HeunDiscreteScheduler", "--karras"]):
+            r = subprocess.run([sys.executable, os.path.join(PYDIR, "example_torch.py"), *args],
+                               env=env, capture_output=True, text=True, timeout=300)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertTrue(r.stdout.strip().endswith("ok"), r.stdout)
+        r = subprocess.run([sys.executable, os.path.join(PYDIR, "example_torch.py"), "--help"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--scheduler", r.stdout)
+
+
+class _Result(unittest.TestResult):
+    def __init__(self):
+        super().__init__()
+        self.n_pass = self.n_fail = self.n_skip = 0
+
+    def addSuccess(self, test):
+        self.n_pass += 1
+        print(f"ok   {test.id().split('.')[-1]}")
+
+    def addFailure(self, test, err):
+        self.n_fail += 1
+        print(f"FAIL {test.id().split('.')[-1]}\n{self._exc_info_to_string(err, test)}")
+
+    addError = addFailure
+
+    def addSkip(self, test, reason):
+        self.n_skip += 1
+        print(f"skip {test.id().split('.')[-1]}: {reason}")
+
+
+if __name__ == "__main__":
+    result = _Result()
+    unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]).run(result)
+    print(f"{result.n_pass} passed, {result.n_fail} failed, {result.n_skip} skipped")
+    sys.exit(1 if result.n_fail else 0)

@@ -1,0 +1,405 @@
+/*
+ * Sigma-space samplers (DIFFUSE_SAMPLER_EULER, _EULER_ANCESTRAL, _HEUN, and
+ * DPM-Solver++ on Karras grids) and their grids against independent truths: the exact probability-flow ODE
+ * of Gaussian data (order of convergence), the exact moments of the
+ * Euler-ancestral chain (an affine Gaussian chain with the exact model),
+ * the Karras et al. grid formula and diffusers' _sigma_to_t written out
+ * here, and the callback-driven run (caller-driven stepping, batch split
+ * and thread count give the same bits).
+ *
+ * The Gaussian oracle: data x0 ~ N(MU, SDEV^2) per element; at noise level
+ * sigma (abar = 1 / (1 + sigma^2)) the exact eps is sqrt(1 - abar) (x -
+ * sqrt(abar) MU) / (abar SDEV^2 + 1 - abar).  The model receives a float
+ * time; it recovers sigma from it as diffusers' convention defines sigma
+ * between indices: log sigma linear in t between neighbouring indices.
+ */
+#include "diffuse.h"
+#include "harness.h"
+
+#include <stdlib.h>
+
+#define TB 1000
+#define MU 0.4
+#define SDEV 0.3
+
+typedef struct {
+    double lsig[TB]; /* log sigma of each training index */
+    double abar[TB];
+} oracle;
+
+static double oracle_sigma(const oracle *o, double t)
+{
+    int lo = (int)floor(t);
+    double w;
+    if (lo < 0)
+        lo = 0;
+    if (lo > TB - 2)
+        lo = TB - 2;
+    w = t - lo;
+    return exp((1 - w) * o->lsig[lo] + w * o->lsig[lo + 1]);
+}
+
+static void oracle_eps(const oracle *o, double t, const float *x, size_t n, float *out)
+{
+    double s = oracle_sigma(o, t), ab = 1 / (1 + s * s), D = ab * SDEV * SDEV + 1 - ab;
+    size_t i;
+    for (i = 0; i < n; i++)
+        out[i] = (float)(sqrt(1 - ab) * ((double)x[i] - sqrt(ab) * MU) / D);
+}
+
+static int float_fn(void *user, const float *x, const float *t, size_t batch, size_t dim,
+                    float *out)
+{
+    size_t b;
+    for (b = 0; b < batch; b++)
+        oracle_eps((const oracle *)user, (double)t[b], x + b * dim, dim, out + b * dim);
+    return 0;
+}
+
+static int oracle_init(oracle *o, diffuse_schedule **full)
+{
+    size_t j;
+    if (diffuse_schedule_create_linear(full, TB, 1e-4, 0.02) != DIFFUSE_OK ||
+        diffuse_schedule_table(*full, DIFFUSE_TABLE_ALPHAS_CUMPROD, o->abar, TB) != DIFFUSE_OK)
+        return -1;
+    for (j = 0; j < TB; j++)
+        o->lsig[j] = 0.5 * log((1 - o->abar[j]) / o->abar[j]);
+    return 0;
+}
+
+/* The exact flow from level s_from to s_to (abar = 1 / (1 + s^2)), then
+ * E[x0 | x] at s_to (where the samplers' last step lands). */
+static double exact_end(double x, double s_from, double s_to)
+{
+    double a1 = 1 / (1 + s_from * s_from), a2 = 1 / (1 + s_to * s_to);
+    double d1 = a1 * SDEV * SDEV + 1 - a1, d2 = a2 * SDEV * SDEV + 1 - a2;
+    double y = sqrt(a2) * MU + sqrt(d2 / d1) * (x - sqrt(a1) * MU);
+    return MU + sqrt(a2) * SDEV * SDEV * (y - sqrt(a2) * MU) / d2;
+}
+
+enum { NS = 512 };
+
+/*
+ * Max error over NS samples of kind on grid with n levels.  grid
+ * DIFFUSE_SIGMAS_SCHEDULE: a linspace respacing of n steps; Karras: the full
+ * schedule with GRID_STEPS n.
+ */
+static int solve_error(const oracle *o, const diffuse_schedule *full, int kind, int order,
+                       int grid, size_t n, double *err)
+{
+    static float xT[NS], xs[NS];
+    diffuse_schedule *fast = NULL;
+    diffuse_model *m = NULL;
+    diffuse_sampler *sp = NULL;
+    int32_t keep[TB];
+    double s_max, s_min;
+    size_t i;
+    int rc;
+    if (grid == DIFFUSE_SIGMAS_SCHEDULE) {
+        if (diffuse_timesteps_spacing(TB, n, DIFFUSE_SPACING_LINSPACE, 0, keep, n) ||
+            diffuse_schedule_respace(&fast, full, keep, n))
+            return -1;
+    }
+    if (diffuse_model_create_float(&m, float_fn, (void *)o, 1, DIFFUSE_PRED_EPS,
+                                   DIFFUSE_VAR_FIXED_SMALL) ||
+        diffuse_sampler_create(&sp, fast ? fast : full, m, kind, NS) ||
+        (kind == DIFFUSE_SAMPLER_DPMPP_2M && diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ORDER, order)))
+        return -1;
+    if (grid != DIFFUSE_SIGMAS_SCHEDULE &&
+        (diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, grid) ||
+         diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, (double)n)))
+        return -1;
+    s_max = exp(o->lsig[TB - 1]);
+    s_min = exp(o->lsig[0]);
+    for (i = 0; i < NS; i++)
+        (void)diffuse_normal_fill(5, i, DIFFUSE_RNG_STEP_INITIAL, xT + i, 1);
+    rc = diffuse_sampler_run(sp, xT, 5, 0, NS, xs);
+    *err = 0;
+    for (i = 0; i < NS && rc == DIFFUSE_OK; i++) {
+        double e = fabs((double)xs[i] - exact_end((double)xT[i], s_max, s_min));
+        *err = e > *err ? e : *err;
+    }
+    diffuse_sampler_free(sp);
+    diffuse_model_free(m);
+    diffuse_schedule_free(fast);
+    return rc;
+}
+
+/*
+ * Order of convergence, max error against the exact flow, n doubling four
+ * times; the observed order log2(e_n / e_2n) of the last doubling is
+ * asserted: Euler in [0.8, 1.2], Heun >= 1.8, on the schedule's own
+ * (linspace-respaced, n = 25 .. 200) grid and on Karras grids (n = 40 ..
+ * 320); DPM-Solver++(2M) >= 1.8 on Karras grids.  DPM-Solver++(3M) reaches
+ * order 3.2 on the linspace schedule grid (test_step_output.c) but only
+ * about 1.9 here (measured: 1.39, 1.79, 1.91 from n = 40 to 320, after 4.2
+ * and 3.5 from n = 10 to 40): something on this grid, not yet isolated
+ * (the first-order warm-up step of diffusers' lower_order_nums is the
+ * suspect), keeps its global error second order; asserted >= 1.8 so that a
+ * regression below second order is caught.
+ */
+static void test_order_of_convergence(void)
+{
+    static const size_t n_sched[] = {25, 50, 100, 200}, n_karras[] = {40, 80, 160, 320};
+    static const struct {
+        int kind, order, grid;
+        double lo, hi;
+        const char *name;
+    } cases[] = {
+        {DIFFUSE_SAMPLER_EULER, 0, DIFFUSE_SIGMAS_SCHEDULE, 0.8, 1.2, "Euler,  schedule"},
+        {DIFFUSE_SAMPLER_HEUN, 0, DIFFUSE_SIGMAS_SCHEDULE, 1.8, 9.0, "Heun,   schedule"},
+        {DIFFUSE_SAMPLER_EULER, 0, DIFFUSE_SIGMAS_KARRAS, 0.8, 1.2, "Euler,  Karras  "},
+        {DIFFUSE_SAMPLER_HEUN, 0, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "Heun,   Karras  "},
+        {DIFFUSE_SAMPLER_DPMPP_2M, 2, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "DPM++2M Karras "},
+        {DIFFUSE_SAMPLER_DPMPP_2M, 3, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "DPM++3M Karras "},
+    };
+    oracle o;
+    diffuse_schedule *full = NULL;
+    size_t c;
+    if (harness_quick())
+        SKIP("quick mode: 24 runs of up to 400 model calls each");
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const size_t *ns = cases[c].grid == DIFFUSE_SIGMAS_SCHEDULE ? n_sched : n_karras;
+        double e[4], q;
+        size_t j;
+        for (j = 0; j < 4; j++)
+            ASSERT_TRUE(solve_error(&o, full, cases[c].kind, cases[c].order, cases[c].grid,
+                                    ns[j], &e[j]) == 0);
+        printf("  %s: max error", cases[c].name);
+        for (j = 0; j < 4; j++)
+            printf(" %.2e", e[j]);
+        printf("; observed order");
+        for (j = 0; j + 1 < 4; j++)
+            printf(" %.2f", log2(e[j] / e[j + 1]));
+        printf("\n");
+        q = log2(e[2] / e[3]);
+        ASSERT_TRUE(q >= cases[c].lo && q <= cases[c].hi);
+    }
+    diffuse_schedule_free(full);
+}
+
+/*
+ * Euler ancestral with the exact model is an affine Gaussian chain,
+ * x' = a x + b + c z, its last step x' = D(x): mean and variance follow in
+ * closed form (double, from the sampler's own listed sigma levels).  NS2
+ * samples of 10 Karras levels, eta 1 and 0.5: sample mean and variance
+ * within 5 standard errors of the chain's.
+ */
+enum { NS2 = 8192 };
+
+static void test_euler_ancestral_moments(void)
+{
+    static float xs[NS2];
+    static const double etas[] = {1.0, 0.5};
+    oracle o;
+    diffuse_schedule *full = NULL;
+    size_t j;
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    for (j = 0; j < 2; j++) {
+        diffuse_model *m = NULL;
+        diffuse_sampler *sp = NULL;
+        float t[10];
+        double sig[11], mean = 0, var = 1, sm = 0, sv = 0, se_m, se_v;
+        size_t k, i, n = harness_quick() ? 1024 : NS2;
+        ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, 1, DIFFUSE_PRED_EPS,
+                                             DIFFUSE_VAR_FIXED_SMALL));
+        ASSERT_OK(diffuse_sampler_create(&sp, full, m, DIFFUSE_SAMPLER_EULER_ANCESTRAL, NS2));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_KARRAS));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, 10));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ETA, etas[j]));
+        ASSERT_OK(diffuse_sampler_timesteps(sp, t, 10));
+        ASSERT_OK(diffuse_sampler_run(sp, NULL, 11, 0, n, xs));
+        for (k = 0; k < 10; k++)
+            sig[k] = oracle_sigma(&o, (double)t[k]); /* the levels the model sees */
+        sig[10] = 0;
+        for (k = 0; k < 10; k++) {
+            double s = sig[k], s2 = sig[k + 1], c = sqrt(1 + s * s), c2 = sqrt(1 + s2 * s2);
+            double ab = 1 / (1 + s * s), Dv = ab * SDEV * SDEV + 1 - ab;
+            double g = sqrt(ab) * SDEV * SDEV / Dv, h = MU - sqrt(ab) * SDEV * SDEV * sqrt(ab) * MU / Dv;
+            double up = 0, down = 0, a, b, nz;
+            if (s2 == 0) { /* lands on D */
+                mean = g * mean + h;
+                var = g * g * var;
+                break;
+            }
+            up = etas[j] * sqrt(s2 * s2 * (s * s - s2 * s2) / (s * s));
+            up = up < s2 ? up : s2;
+            down = sqrt(s2 * s2 - up * up);
+            /* X = c x, D = g x + h: X' = X + (down - s)(X - D)/s + up z */
+            a = (c + (down - s) * (c - g) / s) / c2;
+            b = -(down - s) * h / s / c2;
+            nz = up / c2;
+            mean = a * mean + b;
+            var = a * a * var + nz * nz;
+        }
+        for (i = 0; i < n; i++)
+            sm += xs[i];
+        sm /= (double)n;
+        for (i = 0; i < n; i++)
+            sv += ((double)xs[i] - sm) * ((double)xs[i] - sm);
+        sv /= (double)(n - 1);
+        se_m = sqrt(var / (double)n);
+        se_v = var * sqrt(2.0 / (double)(n - 1));
+        printf("  eta %.1f: mean %.4f (chain %.4f), variance %.5f (chain %.5f; data %.5f)\n",
+               etas[j], sm, mean, sv, var, SDEV * SDEV);
+        ASSERT_NEAR(sm, mean, 5 * se_m);
+        ASSERT_NEAR(sv, var, 5 * se_v);
+        diffuse_sampler_free(sp);
+        diffuse_model_free(m);
+    }
+    diffuse_schedule_free(full);
+}
+
+/*
+ * The grids: Karras levels (the paper's formula, rho = 7) and exponential
+ * ones between sigma(0) and sigma(999), their model times by diffusers'
+ * _sigma_to_t (written out: the last index whose log sigma is <= the
+ * level's, clipped to T - 2, linear weight in log sigma clipped to [0, 1]),
+ * and the schedule grid's integer times; Heun lists 2N - 1 calls.
+ */
+static void test_grids_and_times(void)
+{
+    oracle o;
+    diffuse_schedule *full = NULL;
+    diffuse_model *m = NULL;
+    diffuse_sampler *sp = NULL, *hp = NULL;
+    float t[2 * TB];
+    double v;
+    int grid;
+    size_t i, N = 12;
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, 1, DIFFUSE_PRED_EPS,
+                                         DIFFUSE_VAR_FIXED_SMALL));
+    ASSERT_OK(diffuse_sampler_create(&sp, full, m, DIFFUSE_SAMPLER_EULER, 1));
+    ASSERT_OK(diffuse_sampler_create(&hp, full, m, DIFFUSE_SAMPLER_HEUN, 1));
+    ASSERT_OK(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_NUM_STEPS, &v));
+    ASSERT_TRUE(v == TB);
+    ASSERT_OK(diffuse_sampler_timesteps(sp, t, TB));
+    for (i = 0; i < TB; i++)
+        ASSERT_TRUE(t[i] == (float)(TB - 1 - i));
+    ASSERT_OK(diffuse_sampler_get(hp, DIFFUSE_SAMPLER_NUM_STEPS, &v));
+    ASSERT_TRUE(v == 2 * TB - 1);
+    for (grid = DIFFUSE_SIGMAS_KARRAS; grid <= DIFFUSE_SIGMAS_EXPONENTIAL; grid++) {
+        double smin = exp(o.lsig[0]), smax = exp(o.lsig[TB - 1]);
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, grid));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, (double)N));
+        ASSERT_OK(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_NUM_STEPS, &v));
+        ASSERT_TRUE(v == (double)N);
+        ASSERT_OK(diffuse_sampler_timesteps(sp, t, N));
+        for (i = 0; i < N; i++) {
+            double r = (double)i / (double)(N - 1), s, ls, w, want;
+            int lo = -1, j;
+            if (grid == DIFFUSE_SIGMAS_KARRAS)
+                s = pow(pow(smax, 1 / 7.0) + r * (pow(smin, 1 / 7.0) - pow(smax, 1 / 7.0)), 7.0);
+            else
+                s = exp(log(smax) + r * (log(smin) - log(smax)));
+            ls = log(s);
+            for (j = 0; j < TB; j++) /* cumsum(ls - lsig >= 0).argmax() */
+                if (ls - o.lsig[j] >= 0)
+                    lo = j;
+            lo = lo < 0 ? 0 : lo > TB - 2 ? TB - 2 : lo;
+            w = (o.lsig[lo] - ls) / (o.lsig[lo] - o.lsig[lo + 1]);
+            w = w < 0 ? 0 : w > 1 ? 1 : w;
+            want = (1 - w) * lo + w * (lo + 1);
+            ASSERT_NEAR((double)t[i], want, 1e-4 * (1 + want));
+        }
+        ASSERT_TRUE(fabs((double)t[0] - (TB - 1)) < 1e-3 && fabs((double)t[N - 1]) < 1e-3);
+    }
+    ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, TB + 1), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, 2.5), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, 3), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ETA, 0.5), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_sampler_step(sp, NULL, 0, 0, 0, 1, NULL), DIFFUSE_EINVAL);
+    diffuse_sampler_free(sp);
+    diffuse_sampler_free(hp);
+    diffuse_model_free(m);
+    diffuse_schedule_free(full);
+}
+
+/*
+ * Caller-driven stepping equals the callback run bit for bit (the caller's
+ * model call made with the listed times; Euler ancestral also with the
+ * library's noise passed as caller noise); a batch split into two calls
+ * with shifted sample indices and 1 or 2 threads give the same bits.
+ */
+static void test_bit_identity(void)
+{
+    enum { B = 6, DIM = 3 };
+    oracle o;
+    diffuse_schedule *full = NULL;
+    int kind;
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    for (kind = DIFFUSE_SAMPLER_DPMPP_2M; kind <= DIFFUSE_SAMPLER_HEUN; kind++) {
+        diffuse_model *m = NULL;
+        diffuse_sampler *sp = NULL;
+        float ref[B * DIM], x[B * DIM], out[B * DIM], z[B * DIM], t[2 * 8], part[B * DIM];
+        double nd;
+        size_t k, b, n;
+        int mode;
+        ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, DIM, DIFFUSE_PRED_EPS,
+                                             DIFFUSE_VAR_FIXED_SMALL));
+        ASSERT_OK(diffuse_sampler_create(&sp, full, m, kind, B));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_KARRAS));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, 8));
+        ASSERT_OK(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_NUM_STEPS, &nd));
+        n = (size_t)nd;
+        if (kind == DIFFUSE_SAMPLER_DPMPP_2M)
+            ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ORDER, 3));
+        ASSERT_TRUE(n == (kind == DIFFUSE_SAMPLER_HEUN ? 15u : 8u));
+        ASSERT_OK(diffuse_sampler_timesteps(sp, t, n));
+        ASSERT_OK(diffuse_sampler_run(sp, NULL, 3, 10, B, ref));
+        for (mode = 0; mode < 2; mode++) {
+            for (b = 0; b < B; b++)
+                (void)diffuse_normal_fill(3, 10 + b, DIFFUSE_RNG_STEP_INITIAL, x + b * DIM, DIM);
+            for (k = 0; k < n; k++) {
+                for (b = 0; b < B; b++) {
+                    oracle_eps(&o, (double)t[k], x + b * DIM, DIM, out + b * DIM);
+                    (void)diffuse_normal_fill(3, 10 + b, (uint32_t)k, z + b * DIM, DIM);
+                }
+                ASSERT_OK(diffuse_sampler_step_output(sp, k, x, out, NULL, mode ? z : NULL, 3,
+                                                      10, B, x, NULL));
+            }
+            ASSERT_TRUE(memcmp(ref, x, sizeof ref) == 0);
+        }
+        /* batch split and threads */
+        ASSERT_OK(diffuse_sampler_run(sp, NULL, 3, 10, 2, part));
+        ASSERT_OK(diffuse_sampler_run(sp, NULL, 3, 12, B - 2, part + 2 * DIM));
+        ASSERT_TRUE(memcmp(ref, part, sizeof ref) == 0);
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_NUM_THREADS, 2));
+        ASSERT_OK(diffuse_sampler_run(sp, NULL, 3, 10, B, part));
+        ASSERT_TRUE(memcmp(ref, part, sizeof ref) == 0);
+        diffuse_sampler_free(sp);
+        diffuse_model_free(m);
+    }
+    diffuse_schedule_free(full);
+}
+
+/* Zero-terminal-SNR schedules (sigma infinite) are refused by name. */
+static void test_zero_snr_refused(void)
+{
+    oracle o;
+    diffuse_schedule *full = NULL, *z = NULL;
+    diffuse_model *m = NULL;
+    diffuse_sampler *sp = NULL;
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    ASSERT_OK(diffuse_schedule_rescale_zero_snr(&z, full));
+    ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, 1, DIFFUSE_PRED_V,
+                                         DIFFUSE_VAR_FIXED_SMALL));
+    ASSERT_STATUS(diffuse_sampler_create(&sp, z, m, DIFFUSE_SAMPLER_EULER, 1), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("zero terminal SNR");
+    ASSERT_TRUE(sp == NULL);
+    diffuse_model_free(m);
+    diffuse_schedule_free(z);
+    diffuse_schedule_free(full);
+}
+
+int main(void)
+{
+    RUN(test_order_of_convergence);
+    RUN(test_euler_ancestral_moments);
+    RUN(test_grids_and_times);
+    RUN(test_bit_identity);
+    RUN(test_zero_snr_refused);
+    return harness_finish();
+}
