@@ -97,6 +97,18 @@ int diffuse__engine_check_run(const char *func, const diffuse__engine *e, size_t
     return DIFFUSE_OK;
 }
 
+int diffuse__engine_check_input(const char *func, const diffuse__engine *e, const char *name,
+                                const float *x, size_t batch)
+{
+    const size_t n = batch * e->dim;
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return diffuse__fail(DIFFUSE_EINVAL, func, "%s is %g at sample %zu, element %zu",
+                                 name, (double)x[i], i / e->dim, i % e->dim);
+    return DIFFUSE_OK;
+}
+
 int diffuse__engine_set_labels(const char *func, diffuse__engine *e, const int32_t *labels,
                                size_t batch)
 {

@@ -98,6 +98,11 @@ void diffuse__engine_release(diffuse__engine *e);
 int diffuse__engine_check_run(const char *func, const diffuse__engine *e, size_t batch,
                               uint64_t first_sample, const void *in, const void *out);
 
+/* DIFFUSE_EINVAL naming the first non-finite value of the input x
+ * [batch][dim] (called name in the message); nothing else is checked. */
+int diffuse__engine_check_input(const char *func, const diffuse__engine *e, const char *name,
+                                const float *x, size_t batch);
+
 /* Check a run's labels (NULL: all DIFFUSE_LABEL_NONE) against the model and
  * the guidance weight, and the guided batch against the model's limit; then
  * e->labels = labels. */

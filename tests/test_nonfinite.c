@@ -416,6 +416,42 @@ static void test_samplers_never_ok_with_nonfinite(void)
  * so thin that a middle bin is floored and an edge bin holds half of it
  * (log 0.5).  Before the fix the tanh mode gave NaN for x = 0.5, mean = 0,
  * log_scale <= -240. */
+/* A NaN or infinite starting sample is refused before any model call: the
+ * samplers never turn non-finite input into an OK result. */
+static void test_samplers_refuse_nonfinite_input(void)
+{
+    float zero = 0.0f;
+    const float bad[2] = {NAN, INFINITY};
+    diffuse_schedule *s = NULL;
+    diffuse_model *m = NULL;
+    diffuse_sampler *sp = NULL;
+    float x[4] = {0.1f, 0.2f, 0.3f, 0.4f}, out[4], x0[4], mo[4] = {0};
+    size_t j;
+    ASSERT_OK(diffuse_schedule_create_linear(&s, 100, 1e-4, 0.02));
+    ASSERT_OK(diffuse_model_create(&m, big_eps, &zero, 2, DIFFUSE_PRED_EPS,
+                                   DIFFUSE_VAR_FIXED_SMALL));
+    ASSERT_OK(diffuse_sampler_create(&sp, s, m, DIFFUSE_SAMPLER_DDIM, 2));
+    for (j = 0; j < 2; j++) {
+        x[3] = bad[j];
+        ASSERT_STATUS(diffuse_sampler_run(sp, x, 1, 0, 2, out), DIFFUSE_EINVAL);
+        ASSERT_MESSAGE_HAS("diffuse_sampler_run: x_T is ");
+        ASSERT_MESSAGE_HAS("sample 1, element 1");
+        ASSERT_STATUS(diffuse_sampler_step(sp, x, 10, 1, 0, 2, out), DIFFUSE_EINVAL);
+        ASSERT_MESSAGE_HAS("diffuse_sampler_step: x_t is ");
+        ASSERT_STATUS(diffuse_sampler_step_output(sp, 0, x, mo, NULL, NULL, 1, 0, 2, out, x0),
+                      DIFFUSE_EINVAL);
+        ASSERT_MESSAGE_HAS("diffuse_sampler_step_output: x_t is ");
+        ASSERT_STATUS(diffuse_sampler_invert(sp, x, 2, out), DIFFUSE_EINVAL);
+        ASSERT_MESSAGE_HAS("diffuse_sampler_invert: x0 is ");
+    }
+    x[3] = 0.4f;
+    ASSERT_OK(diffuse_sampler_run(sp, x, 1, 0, 2, out));
+    ASSERT_TRUE(all_finite(out, 4));
+    diffuse_sampler_free(sp);
+    diffuse_model_free(m);
+    diffuse_schedule_free(s);
+}
+
 static void test_discretized_log_likelihood_extremes(void)
 {
     static const double xs[] = {-1.0, -0.5, 0.0, 0.5, 1.0};
@@ -530,6 +566,7 @@ int main(void)
     RUN(test_schedule_tables_consistent);
     RUN(test_rescale_zero_snr_underflow_refused);
     RUN(test_samplers_never_ok_with_nonfinite);
+    RUN(test_samplers_refuse_nonfinite_input);
     RUN(test_discretized_log_likelihood_extremes);
     RUN(test_vlb_never_ok_with_nan);
     rc = harness_finish();

@@ -181,6 +181,7 @@ int diffuse_sampler_invert(diffuse_sampler *s, const float *x0, size_t batch, fl
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
     e = &s->e;
     DIFFUSE_TRY(diffuse__engine_check_run(__func__, e, batch, 0, x0, x_T));
+    DIFFUSE_TRY(diffuse__engine_check_input(__func__, e, "x0", x0, batch));
     if (e->model.external)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "the model has no callback (diffuse_model_create_external)");
     DIFFUSE_TRY(diffuse__engine_set_labels(__func__, e, NULL, batch));

@@ -376,6 +376,7 @@ static int step_impl(const char *func, diffuse_sampler *s, const float *x_t,
                                                                  : "a sigma-space sampler "
                                                                    "steps on its own grid");
     DIFFUSE_TRY(diffuse__engine_check_run(func, &s->e, batch, first_sample, x_t, x_prev));
+    DIFFUSE_TRY(diffuse__engine_check_input(func, &s->e, "x_t", x_t, batch));
     if (t < 0 || (size_t)t >= s->e.sched->T)
         return diffuse__fail(DIFFUSE_EINVAL, func, "t = %ld is outside [0, %zu]", (long)t,
                              s->e.sched->T - 1);
@@ -416,6 +417,8 @@ static int run_impl(const char *func, diffuse_sampler *s, const float *x_T,
     e = &s->e;
     DIFFUSE_TRY(diffuse__engine_check_run(func, e, batch, first_sample, x0, x0));
     DIFFUSE_TRY(refuse_external(func, s));
+    if (x_T != NULL)
+        DIFFUSE_TRY(diffuse__engine_check_input(func, e, "x_T", x_T, batch));
     DIFFUSE_TRY(diffuse__engine_set_labels(func, e, labels, batch));
     n = s->n;
     cur = e->x_a;
@@ -470,6 +473,7 @@ int diffuse_sampler_step_output(diffuse_sampler *s, size_t k, const float *x_t,
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "sampler is NULL");
     e = &s->e;
     DIFFUSE_TRY(diffuse__engine_check_run(__func__, e, batch, first_sample, x_t, x_next));
+    DIFFUSE_TRY(diffuse__engine_check_input(__func__, e, "x_t", x_t, batch));
     if (model_out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "model_out is NULL");
     if (k >= s->n)

@@ -2997,6 +2997,8 @@ class ShapeAndPackageTest(Base):
             with self.assertRaises(ld.DiffuseError) as cm:
                 smp.run(seed=1, batch=2, progress=lambda k, n: k == 3)
             self.assertEqual(cm.exception.status, ld.DIFFUSE_ECANCELED)
+
+
 def _flat(a):
     """The values of a numpy array, a flat array.array or a list of rows."""
     if hasattr(a, "ravel"):
@@ -3019,7 +3021,10 @@ class CallerDrivenTest(Base):
             return [0.5 * v * (1.0 + t / 1000.0) for v in _flat(x)]
         with ld.Schedule.linear(1000) as s, s.respace([0, 250, 500, 750, 999]) as r:
             for kind in ("ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun"):
-                with ld.Model(lambda x, t: eps(x, float(t[0])), 3, float_timesteps=True) as m, \
+                def rows(x, t):  # the model's result as [batch][3] rows
+                    v = eps(x, float(t[0]))
+                    return [v[i:i + 3] for i in range(0, len(v), 3)]
+                with ld.Model(rows, 3, float_timesteps=True) as m, \
                         ld.Model.external(3) as em, ld.Sampler(r, m, kind, 2) as smp, \
                         ld.Sampler(r, em, kind, 2) as ext:
                     ref = smp.run(seed=4, batch=2)
