@@ -1077,10 +1077,11 @@ DIFFUSE_API size_t diffuse_sampler_memory(const diffuse_sampler *s);
  * for a row does not depend on the other rows.
  * Errors: DIFFUSE_EINVAL (NULL, batch 0 or above max_batch, first_sample +
  * batch overflowing, a call from inside one of this sampler's callbacks, an
- * external model (since 1.1), a NaN or infinity in x_T (since 1.1; so too
- * x_t of diffuse_sampler_step() and diffuse_sampler_step_output() and x0 of
- * diffuse_sampler_invert())), DIFFUSE_EMODEL (the callback failed),
- * DIFFUSE_ENUMERIC (NaN or infinity in its output: "model output is ...";
+ * external model (since 1.1)), DIFFUSE_EMODEL (the callback failed),
+ * DIFFUSE_ENUMERIC (a NaN or infinity in x_T, refused before the first model
+ * call since 1.1: "x_T is ..."; so too x_t of diffuse_sampler_step() and
+ * diffuse_sampler_step_output() and x0 of diffuse_sampler_invert();
+ * NaN or infinity in the model's output: "model output is ...";
  * or, Since 1.1, finite model outputs that the library's own arithmetic
  * turned into a value float cannot hold, such as an x0 = x / sqrt(abar) -
  * eps sqrt(1/abar - 1) above 3.4e38 or a guidance weight that overflows:

@@ -104,7 +104,7 @@ int diffuse__engine_check_input(const char *func, const diffuse__engine *e, cons
     size_t i;
     for (i = 0; i < n; i++)
         if (!isfinite(x[i]))
-            return diffuse__fail(DIFFUSE_EINVAL, func, "%s is %g at sample %zu, element %zu",
+            return diffuse__fail(DIFFUSE_ENUMERIC, func, "%s is %g at sample %zu, element %zu",
                                  name, (double)x[i], i / e->dim, i % e->dim);
     return DIFFUSE_OK;
 }

@@ -98,7 +98,8 @@ void diffuse__engine_release(diffuse__engine *e);
 int diffuse__engine_check_run(const char *func, const diffuse__engine *e, size_t batch,
                               uint64_t first_sample, const void *in, const void *out);
 
-/* DIFFUSE_EINVAL naming the first non-finite value of the input x
+/* DIFFUSE_ENUMERIC (as 1.0 reported a NaN input through the model's output)
+ * naming the first non-finite value of the input x
  * [batch][dim] (called name in the message); nothing else is checked. */
 int diffuse__engine_check_input(const char *func, const diffuse__engine *e, const char *name,
                                 const float *x, size_t batch);
