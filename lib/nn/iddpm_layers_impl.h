@@ -21,42 +21,9 @@
 #define IDDPM_EXP_(v) (_Generic((v), float: expf, default: exp)(v))
 #endif
 
-/* C[M][N] = alpha op(A) op(B) (+ C when accumulate), degenerate sizes here. */
-static void LAYER_NAME(il_gemm)(int ta, int tb, size_t M, size_t N, size_t K, LAYER_REAL alpha,
-                                const LAYER_REAL *A, size_t lda, const LAYER_REAL *Bm,
-                                size_t ldb, int accumulate, LAYER_REAL *C, size_t ldc,
-                                LAYER_REAL *work, int nt)
-{
-    size_t i;
-    if (M == 0 || N == 0)
-        return;
-    if (K == 0) {
-        if (!accumulate)
-            for (i = 0; i < M; i++)
-                memset(C + i * ldc, 0, N * sizeof *C);
-        return;
-    }
-    LAYER_GEMM(ta, tb, M, N, K, alpha, A, lda, Bm, ldb,
-               accumulate ? (LAYER_REAL)1 : (LAYER_REAL)0, C, ldc, work, nt);
-}
+#include "nn/layers_common_impl.h"
 
-/* Sum of x[0..n) in double, four partial sums combined in a fixed order. */
-static double LAYER_NAME(il_sum)(const LAYER_REAL *x, size_t n)
-{
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += (double)x[i];
-        s1 += (double)x[i + 1];
-        s2 += (double)x[i + 2];
-        s3 += (double)x[i + 3];
-    }
-    for (; i < n; i++)
-        s0 += (double)x[i];
-    return (s0 + s1) + (s2 + s3);
-}
-
-/* Sum of x[i] y[i] in double, in the order of il_sum. */
+/* Sum of x[i] y[i] in double, in the order of layer_sum. */
 static double LAYER_NAME(il_dot)(const LAYER_REAL *x, const LAYER_REAL *y, size_t n)
 {
     double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
@@ -87,7 +54,7 @@ void LAYER_NAME(diffuse__conv1x1_forward)(const LAYER_REAL *x, size_t B, size_t 
             for (c = 0; c < Co; c++)
                 for (p = 0; p < HW; p++)
                     yb[c * HW + p] = bias[c];
-        LAYER_NAME(il_gemm)(0, 0, Co, HW, Ci, (LAYER_REAL)1, W, Ci, x + b * Ci * HW, HW,
+        LAYER_NAME(layer_gemm_alpha)(0, 0, Co, HW, Ci, (LAYER_REAL)1, W, Ci, x + b * Ci * HW, HW,
                             bias != NULL, yb, HW, work, nt);
     }
 }
@@ -103,16 +70,16 @@ void LAYER_NAME(diffuse__conv1x1_backward)(const LAYER_REAL *x, size_t B, size_t
         for (c = 0; c < Co; c++) {
             double s = 0.0;
             for (b = 0; b < B; b++)
-                s += LAYER_NAME(il_sum)(dy + (b * Co + c) * HW, HW);
+                s += LAYER_NAME(layer_sum)(dy + (b * Co + c) * HW, HW);
             db[c] = (LAYER_REAL)((double)db[c] + s);
         }
     for (b = 0; b < B; b++) {
         const LAYER_REAL *dyb = dy + b * Co * HW;
         if (dW != NULL) /* dW[Co][Ci] += dy_b[Co][HW] x_b[Ci][HW]^T */
-            LAYER_NAME(il_gemm)(0, 1, Co, Ci, HW, (LAYER_REAL)1, dyb, HW, x + b * Ci * HW, HW,
+            LAYER_NAME(layer_gemm_alpha)(0, 1, Co, Ci, HW, (LAYER_REAL)1, dyb, HW, x + b * Ci * HW, HW,
                                 1, dW, Ci, work, nt);
         if (dx != NULL) /* dx_b[Ci][HW] = W[Co][Ci]^T dy_b[Co][HW] */
-            LAYER_NAME(il_gemm)(1, 0, Ci, HW, Co, (LAYER_REAL)1, W, Ci, dyb, HW, 0,
+            LAYER_NAME(layer_gemm_alpha)(1, 0, Ci, HW, Co, (LAYER_REAL)1, W, Ci, dyb, HW, 0,
                                 dx + b * Ci * HW, HW, work, nt);
     }
 }
@@ -188,7 +155,7 @@ void LAYER_NAME(diffuse__scale_shift_backward)(const LAYER_REAL *x, const LAYER_
             const LAYER_REAL *xc = x + (b * C + c) * HW, *dyc = dy + (b * C + c) * HW;
             LAYER_REAL *dxc = dx + (b * C + c) * HW;
             dss[b * 2 * C + c] = (LAYER_REAL)LAYER_NAME(il_dot)(dyc, xc, HW);
-            dss[b * 2 * C + C + c] = (LAYER_REAL)LAYER_NAME(il_sum)(dyc, HW);
+            dss[b * 2 * C + C + c] = (LAYER_REAL)LAYER_NAME(layer_sum)(dyc, HW);
             for (p = 0; p < HW; p++)
                 dxc[p] = dyc[p] * s1;
         }
@@ -260,7 +227,7 @@ void LAYER_NAME(diffuse__qkv_attention_forward)(const LAYER_REAL *qkv, size_t B,
                              *v = k + ch * T;
             LAYER_REAL *w = wts + (b * heads + h) * T * T;
             /* logits[t][s] = sc sum_c q[c][t] k[c][s] */
-            LAYER_NAME(il_gemm)(1, 0, T, T, ch, sc, q, T, k, T, 0, w, T, work, nt);
+            LAYER_NAME(layer_gemm_alpha)(1, 0, T, T, ch, sc, q, T, k, T, 0, w, T, work, nt);
             for (t = 0; t < T; t++) {
                 LAYER_REAL *row = w + t * T, m = row[0];
                 double sum = 0.0;
@@ -277,7 +244,7 @@ void LAYER_NAME(diffuse__qkv_attention_forward)(const LAYER_REAL *qkv, size_t B,
                     row[s] *= inv;
             }
             /* a[c][t] = sum_s v[c][s] w[t][s] */
-            LAYER_NAME(il_gemm)(0, 1, ch, T, T, (LAYER_REAL)1, v, T, w, T, 0,
+            LAYER_NAME(layer_gemm_alpha)(0, 1, ch, T, T, (LAYER_REAL)1, v, T, w, T, 0,
                                 a + (b * C + h * ch) * T, T, work, nt);
         }
 }
@@ -298,9 +265,9 @@ void LAYER_NAME(diffuse__qkv_attention_backward)(const LAYER_REAL *qkv, const LA
             const LAYER_REAL *w = wts + (b * heads + h) * T * T;
             const LAYER_REAL *dab = da + (b * C + h * ch) * T;
             /* dv[c][s] = sum_t da[c][t] w[t][s] */
-            LAYER_NAME(il_gemm)(0, 0, ch, T, T, (LAYER_REAL)1, dab, T, w, T, 0, dv, T, work, nt);
+            LAYER_NAME(layer_gemm_alpha)(0, 0, ch, T, T, (LAYER_REAL)1, dab, T, w, T, 0, dv, T, work, nt);
             /* dw[t][s] = sum_c da[c][t] v[c][s] */
-            LAYER_NAME(il_gemm)(1, 0, T, T, ch, (LAYER_REAL)1, dab, T, v, T, 0, dlog, T, work,
+            LAYER_NAME(layer_gemm_alpha)(1, 0, T, T, ch, (LAYER_REAL)1, dab, T, v, T, 0, dlog, T, work,
                                 nt);
             /* through the softmax: dl = w (dw - sum_s w dw) */
             for (t = 0; t < T; t++) {
@@ -311,7 +278,7 @@ void LAYER_NAME(diffuse__qkv_attention_backward)(const LAYER_REAL *qkv, const LA
                     dr[s] = wr[s] * (dr[s] - d);
             }
             /* dq[c][t] = sc sum_s k[c][s] dl[t][s]; dk[c][s] = sc sum_t q[c][t] dl[t][s] */
-            LAYER_NAME(il_gemm)(0, 1, ch, T, T, sc, k, T, dlog, T, 0, dq, T, work, nt);
-            LAYER_NAME(il_gemm)(0, 0, ch, T, T, sc, q, T, dlog, T, 0, dk, T, work, nt);
+            LAYER_NAME(layer_gemm_alpha)(0, 1, ch, T, T, sc, k, T, dlog, T, 0, dq, T, work, nt);
+            LAYER_NAME(layer_gemm_alpha)(0, 0, ch, T, T, sc, q, T, dlog, T, 0, dk, T, work, nt);
         }
 }

@@ -40,41 +40,16 @@
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* C[M][N] (+)= op(A) op(B), with the degenerate sizes handled here (K = 0:
- * C = 0, or unchanged when accumulating) rather than in the GEMM. */
+#include "nn/layers_common_impl.h"
+
+/* C[M][N] (+)= op(A) op(B): layer_gemm_alpha with alpha 1. */
 static void LAYER_NAME(layer_gemm)(int ta, int tb, size_t M, size_t N, size_t K,
                                    const LAYER_REAL *A, size_t lda, const LAYER_REAL *Bm,
                                    size_t ldb, int accumulate, LAYER_REAL *C, size_t ldc,
                                    LAYER_REAL *work, int nt)
 {
-    size_t i;
-    if (M == 0 || N == 0)
-        return;
-    if (K == 0) {
-        if (!accumulate)
-            for (i = 0; i < M; i++)
-                memset(C + i * ldc, 0, N * sizeof *C);
-        return;
-    }
-    LAYER_GEMM(ta, tb, M, N, K, (LAYER_REAL)1, A, lda, Bm, ldb,
-               accumulate ? (LAYER_REAL)1 : (LAYER_REAL)0, C, ldc, work, nt);
-}
-
-/* Sum of x[0..n) in double: four partial sums over i mod 4, combined as
- * (s0 + s1) + (s2 + s3).  A fixed order. */
-static double LAYER_NAME(layer_sum)(const LAYER_REAL *x, size_t n)
-{
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += (double)x[i];
-        s1 += (double)x[i + 1];
-        s2 += (double)x[i + 2];
-        s3 += (double)x[i + 3];
-    }
-    for (; i < n; i++)
-        s0 += (double)x[i];
-    return (s0 + s1) + (s2 + s3);
+    LAYER_NAME(layer_gemm_alpha)(ta, tb, M, N, K, (LAYER_REAL)1, A, lda, Bm, ldb, accumulate, C,
+                                 ldc, work, nt);
 }
 
 /* Sum of (x[i] - m)^2 in double, in the same order as layer_sum. */

@@ -67,7 +67,7 @@ static diffuse_schedule *make_schedule(fuzz_in *in)
     diffuse_schedule *s = NULL, *r = NULL;
     const unsigned k = fuzz_byte(in);
     const size_t T = 2 + fuzz_byte(in) % 40;
-    int32_t idx[40];
+    int32_t idx[42]; /* T is at most 41 */
     size_t i, n;
     int rc = (k & 1) ? diffuse_schedule_create_cosine(&s, T, 0.008, 0.999)
                      : diffuse_schedule_create_linear(&s, T, 5e-4 * (double)T / 1000.0,

@@ -1,0 +1,51 @@
+/*
+ * Helpers shared by layers_impl.h and iddpm_layers_impl.h, over the
+ * includer's LAYER_REAL, LAYER_NAME(n) and LAYER_GEMM.  Both impl headers
+ * include it; the guard keeps one copy when one translation unit includes
+ * both (for one scalar type: a unit instantiates one type).
+ */
+#ifndef DIFFUSE_NN_LAYERS_COMMON_IMPL_H
+#define DIFFUSE_NN_LAYERS_COMMON_IMPL_H
+
+#include <stddef.h>
+#include <string.h>
+
+/* C[M][N] = alpha op(A) op(B) (+ C when accumulate), with the degenerate
+ * sizes handled here (K = 0: C = 0, or unchanged when accumulating) rather
+ * than in the GEMM. */
+static void LAYER_NAME(layer_gemm_alpha)(int ta, int tb, size_t M, size_t N, size_t K,
+                                         LAYER_REAL alpha, const LAYER_REAL *A, size_t lda,
+                                         const LAYER_REAL *Bm, size_t ldb, int accumulate,
+                                         LAYER_REAL *C, size_t ldc, LAYER_REAL *work, int nt)
+{
+    size_t i;
+    if (M == 0 || N == 0)
+        return;
+    if (K == 0) {
+        if (!accumulate)
+            for (i = 0; i < M; i++)
+                memset(C + i * ldc, 0, N * sizeof *C);
+        return;
+    }
+    LAYER_GEMM(ta, tb, M, N, K, alpha, A, lda, Bm, ldb,
+               accumulate ? (LAYER_REAL)1 : (LAYER_REAL)0, C, ldc, work, nt);
+}
+
+/* Sum of x[0..n) in double: four partial sums over i mod 4, combined as
+ * (s0 + s1) + (s2 + s3).  A fixed order. */
+static double LAYER_NAME(layer_sum)(const LAYER_REAL *x, size_t n)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += (double)x[i];
+        s1 += (double)x[i + 1];
+        s2 += (double)x[i + 2];
+        s3 += (double)x[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += (double)x[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+#endif
