@@ -1965,8 +1965,9 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_checkpoint_load(const char *path, size
  * not: a U-Net's parameter count does not depend on its image size, so a
  * file of a few kilobytes can describe a net that needs gigabytes per batch
  * row.  The workspace counted is the net's activations, backward scratch and
- * layer work (for one thread) for max_batch rows plus, with tr_out, the
- * trainer's batch buffers for trainer_batch rows; a load that needs more is
+ * layer work (for the OpenMP threads the net is built for) for max_batch
+ * rows plus, with tr_out, the trainer's batch buffers for trainer_batch
+ * rows; a load that needs more is
  * refused with DIFFUSE_EFORMAT before any allocation, with a message giving
  * both numbers.  A whole number of bytes in [1, 2^62]; default
  * DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE (1 GiB).  Raise it to load a

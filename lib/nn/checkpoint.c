@@ -1428,8 +1428,9 @@ int diffuse_checkpoint_get(int param, double *value)
  * history are at most a few times the file's size): the net's activations,
  * backward scratch and layer work for max_batch rows, and the trainer's
  * batch buffers for trainer_batch rows (0: no trainer).  Computed in double
- * from the same size functions the net uses (layer work counted for one
- * thread); HUGE_VAL where a per-row size would not fit a size_t. */
+ * from the same size functions the net uses (layer work for the threads the
+ * net is built for, as net.c sizes it); HUGE_VAL where a per-row size would
+ * not fit a size_t. */
 static double workspace_bytes(const arch *a, size_t max_batch, size_t trainer_batch)
 {
     const double B = (double)max_batch;
@@ -1440,7 +1441,7 @@ static double workspace_bytes(const arch *a, size_t max_batch, size_t trainer_ba
         size_t work;
         if (diffuse__iddpm_plan_create(LOAD, &a->iddpm, max_batch, &pl) != DIFFUSE_OK)
             return HUGE_VAL;
-        work = diffuse__iddpm_work_floats(pl, 1);
+        work = diffuse__iddpm_work_floats(pl, diffuse__default_threads());
         floats = work == SIZE_MAX ? HUGE_VAL
                                   : (double)pl->n_acts + (double)pl->n_scratch + (double)work;
         diffuse__iddpm_plan_free(pl);
@@ -1458,7 +1459,7 @@ static double workspace_bytes(const arch *a, size_t max_batch, size_t trainer_ba
         sh.G = (size_t)a->groups;
         sh.out_C = a->variance >= DIFFUSE_VAR_LEARNED ? 2 * sh.C : sh.C;
         sh.classes = 0;
-        work = diffuse__unet_work_floats(&sh, 1);
+        work = diffuse__unet_work_floats(&sh, diffuse__default_threads());
         if (work == SIZE_MAX)
             return HUGE_VAL;
         floats = B * ((double)diffuse__unet_act_count(&sh, 1) +
@@ -1476,7 +1477,7 @@ static double workspace_bytes(const arch *a, size_t max_batch, size_t trainer_ba
         sh.emb = (size_t)a->emb;
         sh.classes = 0;
         floats = B * ((double)diffuse__mlp_act_count(&sh, 1) + 3.0 * (double)a->width) +
-                 (double)diffuse__linear_work_floats(1);
+                 (double)diffuse__linear_work_floats(diffuse__default_threads());
     }
     floats += 2.0 * B; /* timesteps, labels */
     /* the trainer's x_t, noise [dim], out, dout [out_dim]; two doubles and

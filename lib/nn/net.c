@@ -44,16 +44,6 @@ static void init_linear(float *P, size_t w_off, size_t b_off, size_t in, size_t 
     init_uniform(P + b_off, out, b_off, bound, seed);
 }
 
-static int default_threads(void)
-{
-#ifdef _OPENMP
-    int n = omp_get_max_threads();
-    return n > 0 ? n : 1;
-#else
-    return 1;
-#endif
-}
-
 int diffuse__net_threads(const diffuse_net *n, int requested)
 {
     int want = requested > 0 ? requested : n->num_threads > 0 ? n->num_threads : n->max_threads;
@@ -136,7 +126,7 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
     diffuse__mlp_offsets o;
     size_t acts, work, scratch, total, l, np_pad;
     const size_t LIM = NET_LIMIT;
-    int mt = default_threads();
+    int mt = diffuse__default_threads();
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
     *out = NULL;
@@ -223,7 +213,7 @@ int diffuse_net_create_unet(diffuse_net **out, size_t channels, size_t height, s
     diffuse__unet_offsets o;
     size_t dim, acts, work, scratch, k;
     double bound;
-    int mt = default_threads();
+    int mt = diffuse__default_threads();
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
     *out = NULL;
@@ -295,7 +285,7 @@ int diffuse__net_create_iddpm_config(const char *func, diffuse_net **out,
     diffuse__iddpm_plan *pl = NULL;
     diffuse_net *n;
     size_t work;
-    int mt = default_threads(), rc;
+    int mt = diffuse__default_threads(), rc;
     *out = NULL;
     DIFFUSE_TRY(check_common(func, prediction, variance, max_batch));
     DIFFUSE_TRY(diffuse__iddpm_check(func, cfg));
