@@ -233,7 +233,9 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_linear(diffuse_schedul
  * code does).  Improved DDPM's defaults are s = 0.008, max_beta = 0.999.
  * @param s         offset, >= 0 and finite.
  * @param max_beta  clip, in (0, 1].
- * Errors: DIFFUSE_EINVAL (bad argument), DIFFUSE_ENOMEM.  Ownership: release
+ * Errors: DIFFUSE_EINVAL (bad argument; Since 1.1 also a beta that is not
+ * finite before the clip, e.g. s = 1e307, where T (1 + s) overflows),
+ * DIFFUSE_ENOMEM.  Ownership: release
  * with diffuse_schedule_free().  Thread-safe.  Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_cosine(diffuse_schedule **out,
@@ -262,7 +264,8 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_scaled_linear(
  * reference's defaults are start = -3, end = 3, temp = 1, max_beta = 0.999;
  * the last beta is then clipped (abar(1) = 0).
  * Errors: DIFFUSE_EINVAL (start >= end, temp <= 0, max_beta outside (0, 1],
- * not finite), DIFFUSE_ENOMEM.  Ownership: release with
+ * not finite; Since 1.1 also a beta that is not finite before the clip),
+ * DIFFUSE_ENOMEM.  Ownership: release with
  * diffuse_schedule_free().  Thread-safe.  Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_schedule_create_sigmoid(diffuse_schedule **out,

@@ -309,6 +309,12 @@ int diffuse_schedule_create_cosine(diffuse_schedule **out, size_t T, double s_of
         double mid = HALF_PI * (((double)(2 * t + 1) / (2.0 * (double)T) + s_off) / (1.0 + s_off));
         double m = -2.0 * sin(mid) * sin(HALF_PI / (2.0 * scale)) / cos_a;
         double beta = -m * (2.0 + m);
+        if (!isfinite(beta) || isnan(m)) { /* never clipped away */
+            diffuse__free(s);
+            DIFFUSE_FAIL(DIFFUSE_EINVAL,
+                         "beta[%zu] is %g: offset s = %g is too large for T = %zu (the "
+                         "angles underflow)", t, beta, s_off, T);
+        }
         if (beta < max_beta) {
             s->tables[DIFFUSE_TABLE_BETAS][t] = beta;
             s->log_alphas[t] = 2.0 * log1p(m);
@@ -358,6 +364,12 @@ int diffuse_schedule_create_sigmoid(diffuse_schedule **out, size_t T, double sta
         double cosh_ratio = exp((fabs(e) - fabs(x1)) / 2.0) * (1.0 + exp(-fabs(e))) /
                             (1.0 + exp(-fabs(x1)));
         double beta = sinh_ratio * cosh_ratio;
+        if (!isfinite(beta)) { /* never clipped away */
+            diffuse__free(s);
+            DIFFUSE_FAIL(DIFFUSE_EINVAL,
+                         "beta[%zu] is %g: start = %g, end = %g, temp = %g overflow the "
+                         "logistic differences", t, beta, start, end, temp);
+        }
         s->tables[DIFFUSE_TABLE_BETAS][t] = beta < max_beta ? beta : max_beta;
     }
     return schedule_finish(__func__, out, s, s->tables[DIFFUSE_TABLE_BETAS], NULL);

@@ -549,6 +549,28 @@ static void test_vlb_never_ok_with_nan(void)
     diffuse_schedule_free(s);
 }
 
+/* ---------------------------------------------------------------------- */
+/* 9. Non-finite intermediate values in the constructors                   */
+
+/* cosine(T = 100, s = 1e307): T (1 + s) overflows, every beta is NaN, and
+ * the max_beta clip used to turn them into 0.5 silently; now refused. */
+static void test_schedule_constructors_refuse_nonfinite_intermediates(void)
+{
+    diffuse_schedule *s = (diffuse_schedule *)&s;
+    ASSERT_STATUS(diffuse_schedule_create_cosine(&s, 100, 1e307, 0.5), DIFFUSE_EINVAL);
+    ASSERT_TRUE(s == NULL);
+    ASSERT_MESSAGE_HAS("diffuse_schedule_create_cosine: beta[0] is");
+    ASSERT_STATUS(diffuse_schedule_create_cosine(&s, 100, 1e306, 0.5), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_schedule_create_sigmoid(&s, 100, -1e308, 1e308, 1e-300, 0.5),
+                  DIFFUSE_EINVAL);
+    ASSERT_TRUE(s == NULL);
+    /* ordinary values still work */
+    ASSERT_OK(diffuse_schedule_create_cosine(&s, 100, 0.008, 0.5));
+    diffuse_schedule_free(s);
+    ASSERT_OK(diffuse_schedule_create_sigmoid(&s, 100, -3, 3, 1, 0.999));
+    diffuse_schedule_free(s);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/diffuse-nonfinite-XXXXXX";
@@ -570,6 +592,7 @@ int main(void)
     RUN(test_samplers_refuse_nonfinite_input);
     RUN(test_discretized_log_likelihood_extremes);
     RUN(test_vlb_never_ok_with_nan);
+    RUN(test_schedule_constructors_refuse_nonfinite_intermediates);
     rc = harness_finish();
     (void)unlink(in_dir(path, sizeof path, "good.ckpt"));
     (void)unlink(in_dir(path, sizeof path, "before.ckpt"));
