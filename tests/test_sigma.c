@@ -375,6 +375,40 @@ static void test_bit_identity(void)
     diffuse_schedule_free(full);
 }
 
+/* Thread count at a size where the step's parallel loop runs (batch * dim
+ * >= 4096): 1 and 4 threads give the same bits (a build without OpenMP
+ * skips: nothing to compare). */
+static void test_thread_invariance(void)
+{
+    enum { B = 32, DIM = 160 };
+    static float a[B * DIM], b[B * DIM];
+    oracle o;
+    diffuse_schedule *full = NULL;
+    int kind;
+    if (!diffuse_has_openmp())
+        SKIP("built without OpenMP: nothing to compare");
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    for (kind = DIFFUSE_SAMPLER_DPMPP_2M; kind <= DIFFUSE_SAMPLER_HEUN; kind++) {
+        diffuse_model *m = NULL;
+        diffuse_sampler *sp = NULL;
+        ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, DIM, DIFFUSE_PRED_EPS,
+                                             DIFFUSE_VAR_FIXED_SMALL));
+        ASSERT_OK(diffuse_sampler_create(&sp, full, m, kind, B));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_KARRAS));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, 6));
+        if (kind == DIFFUSE_SAMPLER_DPMPP_2M)
+            ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ORDER, 3));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_NUM_THREADS, 1));
+        ASSERT_OK(diffuse_sampler_run(sp, NULL, 9, 0, B, a));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_NUM_THREADS, 4));
+        ASSERT_OK(diffuse_sampler_run(sp, NULL, 9, 0, B, b));
+        ASSERT_TRUE(memcmp(a, b, sizeof a) == 0);
+        diffuse_sampler_free(sp);
+        diffuse_model_free(m);
+    }
+    diffuse_schedule_free(full);
+}
+
 /* Zero-terminal-SNR schedules (sigma infinite) are refused by name. */
 static void test_zero_snr_refused(void)
 {
@@ -400,6 +434,7 @@ int main(void)
     RUN(test_euler_ancestral_moments);
     RUN(test_grids_and_times);
     RUN(test_bit_identity);
+    RUN(test_thread_invariance);
     RUN(test_zero_snr_refused);
     return harness_finish();
 }
