@@ -1871,8 +1871,9 @@ DIFFUSE_API int diffuse_trainer_records(const diffuse_trainer *tr, double *recor
  *                 concatenated); NULL when the pending slice is the whole
  *                 global batch (its own records are used).
  * @param loss     receives the global batch's mean loss, summed over the
- *                 records in row order (so every worker gets the same bits,
- *                 equal to what diffuse_trainer_step() reports), or NULL.
+ *                 records in row order (so every worker gets the same bits;
+ *                 with one whole-batch slice, the bits diffuse_trainer_step()
+ *                 reports), or NULL.
  * The same guarantee as diffuse_trainer_step(): an update that would leave
  * a non-finite value fails and leaves the net and trainer as they were (the
  * gradients stay pending).  Allocates nothing.
