@@ -224,10 +224,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         case 2: { /* a dimension, the data resized to match (or not) */
             if (r->rank > 0) {
-                unsigned k = fuzz_byte(&in) % r->rank, fit = fuzz_byte(&in) & 1;
+                /* rank may say 5 (case 6); only 4 dimensions are stored */
+                const unsigned kept = r->rank > 4 ? 4u : r->rank;
+                unsigned k = fuzz_byte(&in) % kept, fit = fuzz_byte(&in) & 1;
                 uint64_t count = 1;
                 r->dims[k] = palette_value(&in, 5);
-                for (i = 0; i < r->rank; i++)
+                for (i = 0; i < kept; i++)
                     count = count > MAX_DATA ? count : count * r->dims[i];
                 if (fit)
                     resize(r, count > MAX_DATA ? MAX_DATA : (size_t)count * elem_size(r->type));
