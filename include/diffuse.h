@@ -1949,8 +1949,9 @@ DIFFUSE_API int diffuse_checkpoint_save(const char *path, const diffuse_net *net
  * a newer format, a bad CRC, or any malformed content: the loader reads
  * nothing out of bounds whatever the bytes; since 1.1 also a net whose
  * workspace for max_batch rows, with its trainer's for trainer_batch rows,
- * is above DIFFUSE_CHECKPOINT_MAX_WORKSPACE bytes, refused before anything
- * is allocated), DIFFUSE_ENOMEM.  *net_out and *tr_out are NULL on failure.
+ * is above DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE bytes, refused before
+ * anything is allocated: see diffuse_checkpoint_load_limit()),
+ * DIFFUSE_ENOMEM.  *net_out and *tr_out are NULL on failure.
  * Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_checkpoint_load(const char *path, size_t max_batch,
@@ -1959,43 +1960,35 @@ DIFFUSE_API DIFFUSE_NODISCARD int diffuse_checkpoint_load(const char *path, size
                                                           size_t trainer_batch,
                                                           diffuse_trainer **tr_out);
 
-/*
- * Process-wide checkpoint settings (diffuse_checkpoint_set/get).
+/** The workspace limit of diffuse_checkpoint_load(), in bytes (1 GiB). */
+#define DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE 1073741824
+
+/**
+ * diffuse_checkpoint_load() with a workspace limit of max_workspace bytes
+ * instead of DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE.
  *
- * DIFFUSE_CHECKPOINT_MAX_WORKSPACE: the most bytes of workspace a
- * diffuse_checkpoint_load() may allocate beyond what the file's own bytes
+ * The limit bounds what a load allocates beyond what the file's own bytes
  * back.  Weights, EMA, gradients and Adam moments are proportional to the
  * file's size, but a net's activations, backward scratch and layer work are
  * not: a U-Net's parameter count does not depend on its image size, so a
  * file of a few kilobytes can describe a net that needs gigabytes per batch
- * row.  The workspace counted is the net's activations, backward scratch and
- * layer work (for the OpenMP threads the net is built for) for max_batch
- * rows plus, with tr_out, the trainer's batch buffers for trainer_batch
- * rows; a load that needs more is
- * refused with DIFFUSE_EFORMAT before any allocation, with a message giving
- * both numbers.  A whole number of bytes in [1, 2^62]; default
- * DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE (1 GiB).  Raise it to load a
- * trusted file of a large net.  diffuse_net_create_unet() and
- * diffuse_net_create_mlp() are not limited by it.
+ * row.  The workspace counted is the net's activations, backward scratch
+ * and layer work (for the OpenMP threads the net is built for) for
+ * max_batch rows plus, with tr_out, the trainer's batch buffers for
+ * trainer_batch rows; a load that needs more is refused with
+ * DIFFUSE_EFORMAT before anything is allocated, with a message giving both
+ * numbers.  Pass a higher limit to load a trusted file of a large net, a
+ * lower one to bound what an untrusted file may cost.  (The limit is an
+ * argument, not a process-wide setting, so that two parts of one program
+ * cannot change each other's.)  diffuse_net_create_*() are not limited.
+ * Errors: as diffuse_checkpoint_load(), plus DIFFUSE_EINVAL for
+ * max_workspace outside [1, 2^62]; messages name this function.
+ * Thread-safe: concurrent loads share nothing.  Since: 1.1.
  */
-#define DIFFUSE_CHECKPOINT_MAX_WORKSPACE 1
-#define DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE 1073741824
+DIFFUSE_API DIFFUSE_NODISCARD int diffuse_checkpoint_load_limit(
+    const char *path, size_t max_batch, diffuse_net **net_out, const diffuse_schedule *s,
+    size_t trainer_batch, diffuse_trainer **tr_out, uint64_t max_workspace);
 
-/**
- * Set a process-wide checkpoint setting (DIFFUSE_CHECKPOINT_* above).  It
- * applies to every load that starts after the call returns.
- * Errors: DIFFUSE_EINVAL (unknown param, a value out of range or not a
- * whole number); nothing changed.  Thread-safe (an atomic store).
- * Since: 1.1.
- */
-DIFFUSE_API int diffuse_checkpoint_set(int param, double value);
-
-/**
- * Read a process-wide checkpoint setting into *value.
- * Errors: DIFFUSE_EINVAL (unknown param, NULL value).  Thread-safe.
- * Since: 1.1.
- */
-DIFFUSE_API int diffuse_checkpoint_get(int param, double *value);
 /** The longest text diffuse_checkpoint_save_meta() stores, in bytes. */
 #define DIFFUSE_CHECKPOINT_META_MAX 65536
 

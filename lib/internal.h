@@ -69,6 +69,10 @@ int diffuse__fail(int code, const char *func, const char *fmt, ...) DIFFUSE_PRIN
  * the message start with func, the function the user called:
  * "inner: detail" becomes "func: detail (in inner)".  Returns code. */
 int diffuse__reprefix(int code, const char *func);
+/* A message set under the name from (the shared body of two public
+ * functions) now names to instead, nothing else changed; any other message
+ * is reprefixed. */
+int diffuse__rename(int code, const char *from, const char *to);
 
 /* DIFFUSE_TRY for a call to another public function from the public
  * function func: the message then names func. */

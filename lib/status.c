@@ -39,6 +39,18 @@ int diffuse__fail(int code, const char *func, const char *fmt, ...)
     return code;
 }
 
+int diffuse__rename(int code, const char *from, const char *to)
+{
+    char out[DIFFUSE_MESSAGE_SIZE + 128];
+    const size_t n = strlen(from);
+    if (strncmp(diffuse_message, from, n) != 0 || diffuse_message[n] != ':')
+        return diffuse__reprefix(code, to);
+    snprintf(out, sizeof out, "%.100s%s", to, diffuse_message + n);
+    memcpy(diffuse_message, out, sizeof diffuse_message - 1);
+    diffuse_message[sizeof diffuse_message - 1] = '\0';
+    return code;
+}
+
 int diffuse__reprefix(int code, const char *func)
 {
     char detail[DIFFUSE_MESSAGE_SIZE], name[64], out[2 * DIFFUSE_MESSAGE_SIZE + 128];

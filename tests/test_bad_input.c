@@ -264,37 +264,6 @@ static int row_checkpoint_format_version(void)
     return nf;
 }
 
-static int row_checkpoint_set(void)
-{
-    int nf = 0;
-    double v = 0.0;
-    EXPECT_MSG(diffuse_checkpoint_set(0, 1.0), DIFFUSE_EINVAL,
-               "unknown parameter 0 (libdiffuse " DIFFUSE_VERSION_STRING ")");
-    EXPECT(diffuse_checkpoint_set(-1, 1.0), DIFFUSE_EINVAL);
-    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, 0.0), DIFFUSE_EINVAL);
-    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, 2.5), DIFFUSE_EINVAL);
-    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, NAN), DIFFUSE_EINVAL);
-    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, -INFINITY), DIFFUSE_EINVAL);
-    EXPECT(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, 9.3e18), DIFFUSE_EINVAL);
-    CHECK(diffuse_checkpoint_get(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, &v) == DIFFUSE_OK &&
-          v == (double)DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE);
-    return nf;
-}
-
-static int row_checkpoint_get(void)
-{
-    int nf = 0;
-    double v;
-    poison(&v, sizeof v);
-    EXPECT(diffuse_checkpoint_get(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, NULL), DIFFUSE_EINVAL);
-    EXPECT_MSG(diffuse_checkpoint_get(0, &v), DIFFUSE_EINVAL,
-               "unknown parameter 0 (libdiffuse " DIFFUSE_VERSION_STRING ")");
-    EXPECT(diffuse_checkpoint_get(99, &v), DIFFUSE_EINVAL);
-    CHECK(diffuse_checkpoint_get(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, &v) == DIFFUSE_OK &&
-          v == 1073741824.0);
-    return nf;
-}
-
 static int row_strerror(void)
 {
     int nf = 0;
@@ -2859,6 +2828,43 @@ static int load_fails_(int line, const char *what, const char *path, size_t max_
 #define LOAD_FAILS_TB(what, path, mb, s, tb, want) \
     (nf += load_fails_(__LINE__, (what), (path), (mb), 1, (s), (tb), 1, (want)))
 
+/* The limit's own errors; every other argument error is the plain load's
+ * (row_checkpoint_load), under this function's name. */
+static int row_checkpoint_load_limit(void)
+{
+    int nf = 0;
+    char good[128];
+    diffuse_net *n = NULL;
+    diffuse_schedule *s = small_schedule();
+    CHECK(s != NULL);
+    if (!ckpt_setup() || s == NULL) {
+        diffuse_schedule_free(s);
+        return nf + 1;
+    }
+    ckpt_path(good, sizeof good, "good.ckpt");
+    SETUP(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, 1u << 20));
+    diffuse_net_free(n);
+    n = (diffuse_net *)&n;
+    EXPECT_MSG(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, 0), DIFFUSE_EINVAL,
+               "diffuse_checkpoint_load_limit: max_workspace = 0 bytes is outside [1, 2^62]");
+    CHECK(n == NULL);
+    EXPECT(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, ((uint64_t)1 << 62) + 1),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, UINT64_MAX),
+           DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_checkpoint_load_limit(NULL, 2, &n, NULL, 0, NULL, 1u << 20),
+               DIFFUSE_EINVAL, "diffuse_checkpoint_load_limit: path is NULL");
+    EXPECT(diffuse_checkpoint_load_limit(good, 0, &n, NULL, 0, NULL, 1u << 20), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_load_limit(good, 2, NULL, NULL, 0, NULL, 1u << 20),
+           DIFFUSE_EINVAL);
+    /* one byte is less than any net needs */
+    EXPECT_MSG(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, 1), DIFFUSE_EFORMAT,
+               "diffuse_checkpoint_load_limit: the MLP");
+    CHECK(n == NULL);
+    diffuse_schedule_free(s);
+    return nf;
+}
+
 static int row_checkpoint_load(void)
 {
     int nf = 0;
@@ -3452,8 +3458,6 @@ static const struct {
     {"diffuse_last_error", row_last_error},
     {"diffuse_rng_version", row_rng_version},
     {"diffuse_checkpoint_format_version", row_checkpoint_format_version},
-    {"diffuse_checkpoint_set", row_checkpoint_set},
-    {"diffuse_checkpoint_get", row_checkpoint_get},
     {"diffuse_set_allocator", row_set_allocator},
     {"diffuse_normal_fill", row_normal_fill},
     {"diffuse_schedule_create_linear", row_schedule_create_linear},
@@ -3535,6 +3539,7 @@ static const struct {
     {"diffuse_trainer_apply", row_trainer_apply},
     {"diffuse_checkpoint_save", row_checkpoint_save},
     {"diffuse_checkpoint_load", row_checkpoint_load},
+    {"diffuse_checkpoint_load_limit", row_checkpoint_load_limit},
     {"diffuse_checkpoint_save_meta", row_checkpoint_save_meta},
     {"diffuse_checkpoint_read_meta", row_checkpoint_read_meta},
 };

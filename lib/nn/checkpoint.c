@@ -111,8 +111,8 @@
  *    history counters consistent, betas in (0, 1] (1 only last), timesteps
  *    increasing from >= 0.
  *  - The workspace the net needs for max_batch rows (and, with tr_out, the
- *    trainer's for trainer_batch rows) at most DIFFUSE_CHECKPOINT_MAX_WORKSPACE
- *    bytes (diffuse_checkpoint_set()): everything else a load allocates is
+ *    trainer's for trainer_batch rows) within the caller's limit (default
+ *    DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE): everything else a load allocates is
  *    backed by the file's own bytes.
  * Then, with tr_out: DIFFUSE_EINVAL unless the file holds trainer state and
  * s has its betas and timesteps bit for bit.
@@ -135,7 +135,6 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1390,38 +1389,8 @@ static void read_f32s(float *out, const unsigned char *p, size_t n)
 /* ---------------------------------------------------------------------- */
 /* The workspace cap                                                        */
 
-/* DIFFUSE_CHECKPOINT_MAX_WORKSPACE: process-wide, read by every load. */
-static _Atomic uint64_t max_workspace = DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE;
+/* The largest workspace cap diffuse_checkpoint_load_limit() accepts. */
 #define MAX_WORKSPACE_LIMIT ((uint64_t)1 << 62)
-
-int diffuse_checkpoint_set(int param, double value)
-{
-    switch (param) {
-    case DIFFUSE_CHECKPOINT_MAX_WORKSPACE:
-        if (!(value >= 1.0 && value <= (double)MAX_WORKSPACE_LIMIT) || value != floor(value))
-            DIFFUSE_FAIL(DIFFUSE_EINVAL,
-                         "MAX_WORKSPACE = %g is not a whole number of bytes in [1, 2^62]", value);
-        atomic_store(&max_workspace, (uint64_t)value);
-        return DIFFUSE_OK;
-    default:
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
-                     DIFFUSE_VERSION_STRING);
-    }
-}
-
-int diffuse_checkpoint_get(int param, double *value)
-{
-    if (value == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "value is NULL");
-    switch (param) {
-    case DIFFUSE_CHECKPOINT_MAX_WORKSPACE:
-        *value = (double)atomic_load(&max_workspace);
-        return DIFFUSE_OK;
-    default:
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,
-                     DIFFUSE_VERSION_STRING);
-    }
-}
 
 /* The bytes a load of architecture a allocates beyond what the file's own
  * bytes back (the weights, EMA, gradients, Adam moments, schedule and loss
@@ -1487,13 +1456,12 @@ static double workspace_bytes(const arch *a, size_t max_batch, size_t trainer_ba
 }
 
 /* Refuse, before anything is allocated, a file whose net (and trainer) would
- * need more workspace than DIFFUSE_CHECKPOINT_MAX_WORKSPACE: a U-Net's
+ * need more workspace than cap bytes: a U-Net's
  * parameters do not grow with its image size, so a few kilobytes can
  * describe a net that needs gigabytes per row. */
-static int check_workspace(const arch *a, size_t max_batch, size_t trainer_batch)
+static int check_workspace(const arch *a, size_t max_batch, size_t trainer_batch, uint64_t cap)
 {
     const double need = workspace_bytes(a, max_batch, trainer_batch);
-    const uint64_t cap = atomic_load(&max_workspace);
     char what[96];
     if (need <= (double)cap)
         return DIFFUSE_OK;
@@ -1507,9 +1475,9 @@ static int check_workspace(const arch *a, size_t max_batch, size_t trainer_batch
     else
         snprintf(what, sizeof what, "MLP of width %llu and depth %llu",
                  (unsigned long long)a->width, (unsigned long long)a->depth);
-    return BAD("the %s needs %.4g bytes of workspace for max_batch = %zu%s, above "
-               "DIFFUSE_CHECKPOINT_MAX_WORKSPACE = %llu (diffuse_checkpoint_set() raises it "
-               "for a file you trust)",
+    return BAD("the %s needs %.4g bytes of workspace for max_batch = %zu%s, above the "
+               "limit of %llu bytes (diffuse_checkpoint_load_limit() takes a higher one for "
+               "a file you trust)",
                what, need, max_batch, trainer_batch > 0 ? " with its trainer" : "",
                (unsigned long long)cap);
 }
@@ -1563,7 +1531,8 @@ static int check_args(size_t max_batch, diffuse_net **net_out, const diffuse_sch
 
 int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_batch,
                               diffuse_net **net_out, const diffuse_schedule *s,
-                              size_t trainer_batch, diffuse_trainer **tr_out)
+                              size_t trainer_batch, diffuse_trainer **tr_out,
+                              uint64_t max_workspace)
 {
     record R[R_COUNT];
     arch a;
@@ -1608,7 +1577,7 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
     DIFFUSE_TRY(read_records(buf + DIFFUSE__CKPT_HEADER, len - DIFFUSE__CKPT_HEADER, R));
     DIFFUSE_TRY(check_net(R, &a));
     DIFFUSE_TRY(check_trainer(R, &a, tr_out != NULL, &has_tr, &T));
-    DIFFUSE_TRY(check_workspace(&a, max_batch, tr_out != NULL ? trainer_batch : 0));
+    DIFFUSE_TRY(check_workspace(&a, max_batch, tr_out != NULL ? trainer_batch : 0, max_workspace));
     DIFFUSE_TRY(check_meta(R, &meta_len));
     if (tr_out != NULL) {
         if (!has_tr)
@@ -1765,9 +1734,10 @@ static int read_all(const char *path, unsigned char **out, size_t *len_out)
     return DIFFUSE_OK;
 }
 
-int diffuse_checkpoint_load(const char *path, size_t max_batch, diffuse_net **net_out,
-                            const diffuse_schedule *s, size_t trainer_batch,
-                            diffuse_trainer **tr_out)
+/* Both public loads: messages under the name diffuse_checkpoint_load. */
+static int load_file(const char *path, size_t max_batch, diffuse_net **net_out,
+                     const diffuse_schedule *s, size_t trainer_batch, diffuse_trainer **tr_out,
+                     uint64_t max_workspace)
 {
     unsigned char *buf;
     size_t len;
@@ -1777,12 +1747,34 @@ int diffuse_checkpoint_load(const char *path, size_t max_batch, diffuse_net **ne
     if (tr_out != NULL)
         *tr_out = NULL;
     if (path == NULL || path[0] == '\0')
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "path is %s", path == NULL ? "NULL" : "empty");
+        return diffuse__fail(DIFFUSE_EINVAL, LOAD, "path is %s",
+                             path == NULL ? "NULL" : "empty");
     DIFFUSE_TRY(check_args(max_batch, net_out, s, trainer_batch, tr_out));
+    if (max_workspace == 0 || max_workspace > MAX_WORKSPACE_LIMIT)
+        return diffuse__fail(DIFFUSE_EINVAL, LOAD,
+                             "max_workspace = %llu bytes is outside [1, 2^62]",
+                             (unsigned long long)max_workspace);
     DIFFUSE_TRY(read_all(path, &buf, &len));
-    rc = diffuse__checkpoint_parse(buf, len, max_batch, net_out, s, trainer_batch, tr_out);
+    rc = diffuse__checkpoint_parse(buf, len, max_batch, net_out, s, trainer_batch, tr_out,
+                                   max_workspace);
     diffuse__free(buf);
     return rc;
+}
+
+int diffuse_checkpoint_load(const char *path, size_t max_batch, diffuse_net **net_out,
+                            const diffuse_schedule *s, size_t trainer_batch,
+                            diffuse_trainer **tr_out)
+{
+    return load_file(path, max_batch, net_out, s, trainer_batch, tr_out,
+                     DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE);
+}
+
+int diffuse_checkpoint_load_limit(const char *path, size_t max_batch, diffuse_net **net_out,
+                                  const diffuse_schedule *s, size_t trainer_batch,
+                                  diffuse_trainer **tr_out, uint64_t max_workspace)
+{
+    const int rc = load_file(path, max_batch, net_out, s, trainer_batch, tr_out, max_workspace);
+    return rc == DIFFUSE_OK ? rc : diffuse__rename(rc, LOAD, __func__);
 }
 
 int diffuse__checkpoint_meta(const unsigned char *buf, size_t len, char *out, size_t cap,
@@ -1792,7 +1784,8 @@ int diffuse__checkpoint_meta(const unsigned char *buf, size_t len, char *out, si
     diffuse_net *net = NULL;
     size_t n;
     /* the whole file is checked as the loader checks it */
-    DIFFUSE_TRY(diffuse__checkpoint_parse(buf, len, 1, &net, NULL, 0, NULL));
+    DIFFUSE_TRY(diffuse__checkpoint_parse(buf, len, 1, &net, NULL, 0, NULL,
+                                          DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE));
     diffuse_net_free(net);
     memset(R, 0, sizeof R);
     DIFFUSE_TRY(read_records(buf + DIFFUSE__CKPT_HEADER, len - DIFFUSE__CKPT_HEADER, R));

@@ -25,13 +25,15 @@ uint32_t diffuse__crc32(uint32_t crc, const void *buf, size_t len);
 int diffuse__checkpoint_serialize(const diffuse_net *net, const diffuse_trainer *tr,
                                   unsigned char *buf, size_t cap, size_t *len);
 
-/* diffuse_checkpoint_load() from memory: the file's bytes buf[0 .. len-1]
- * (buf may be NULL when len is 0).  Same arguments after the buffer, same
- * errors (less EIO), messages under the name diffuse_checkpoint_load.  Reads
- * nothing outside buf whatever its bytes. */
+/* diffuse_checkpoint_load_limit() from memory: the file's bytes
+ * buf[0 .. len-1] (buf may be NULL when len is 0).  Same arguments after the
+ * buffer (max_workspace is not range-checked here), same errors (less EIO),
+ * messages under the name diffuse_checkpoint_load.  Reads nothing outside
+ * buf whatever its bytes. */
 int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_batch,
                               diffuse_net **net_out, const diffuse_schedule *s,
-                              size_t trainer_batch, diffuse_trainer **tr_out);
+                              size_t trainer_batch, diffuse_trainer **tr_out,
+                              uint64_t max_workspace);
 
 /* diffuse_checkpoint_read_meta() from memory: the whole file is checked as
  * diffuse__checkpoint_parse() checks it, then meta.text is copied (see the

@@ -121,7 +121,6 @@ __all__ = [
     "p_mean_variance", "normal_kl", "standard_normal_cdf",
     "discretized_gaussian_log_likelihood", "prior_bpd",
     "Net", "Trainer", "checkpoint_format_version", "checkpoint_save", "checkpoint_load",
-    "checkpoint_set", "checkpoint_get",
     "Scheduler", "SchedulerOutput",
 ]
 
@@ -314,8 +313,8 @@ _SIGNATURES = {
     "diffuse_checkpoint_format_version": ([], c_int),
     "diffuse_checkpoint_save": ([c_char_p, _H, _H], c_int),
     "diffuse_checkpoint_load": ([c_char_p, c_size_t, _PH, _H, c_size_t, _PH], c_int),
-    "diffuse_checkpoint_set": ([c_int, c_double], c_int),
-    "diffuse_checkpoint_get": ([c_int, _PD], c_int),
+    "diffuse_checkpoint_load_limit": ([c_char_p, c_size_t, _PH, _H, c_size_t, _PH, c_uint64],
+                                      c_int),
     # since 1.1
     "diffuse_checkpoint_save_meta": ([c_char_p, _H, _H, c_char_p], c_int),
     "diffuse_checkpoint_read_meta": ([c_char_p, c_char_p, c_size_t, POINTER(c_size_t)], c_int),
@@ -515,8 +514,7 @@ MODEL_FLOAT_TIMESTEPS = 9
 
 LABEL_NONE = -1
 MAX_CLASSES = 16777216
-CHECKPOINT_MAX_WORKSPACE = 1
-CHECKPOINT_DEFAULT_MAX_WORKSPACE = 1073741824
+CHECKPOINT_DEFAULT_MAX_WORKSPACE = 1073741824  # checkpoint_load()'s limit, bytes
 
 SAMPLER_DDPM = 0
 SAMPLER_DDIM = 1
@@ -2393,44 +2391,41 @@ def checkpoint_read_meta(path):
     return buf.raw[:n.value].decode("utf-8", errors="replace")
 
 
-def checkpoint_load(path, max_batch, schedule=None, trainer_batch=0):
+def checkpoint_load(path, max_batch, schedule=None, trainer_batch=0, max_workspace=None):
     """Load a checkpoint: returns (Net, Trainer or None).  The net runs
     batches up to max_batch.  With a schedule (it must have the betas the
     checkpoint recorded, bit for bit) the trainer's state is restored too,
     for batches up to trainer_batch (0: max_batch), so that training goes on
-    exactly as if it had not stopped."""
+    exactly as if it had not stopped.  max_workspace: the most bytes of
+    workspace the load may allocate beyond what the file's own bytes back
+    (None: the library's default, CHECKPOINT_DEFAULT_MAX_WORKSPACE);
+    a file whose net needs more is refused before anything is allocated.
+    Raise it for a trusted file of a large net (libdiffuse 1.1)."""
     p = _fspath(path)
     mb = _size(max_batch, "max_batch")
+    if max_workspace is None:
+        fn, extra = _f("diffuse_checkpoint_load"), ()
+    else:
+        if isinstance(max_workspace, bool) or not isinstance(max_workspace, int):
+            raise TypeError("max_workspace must be an int (bytes) or None, not %s"
+                            % type(max_workspace).__name__)
+        if not 1 <= max_workspace <= 1 << 62:
+            raise ValueError("max_workspace = %d bytes is outside [1, 2^62]" % max_workspace)
+        fn, extra = _f("diffuse_checkpoint_load_limit"), (max_workspace,)
     net_h, tr_h = c_void_p(), c_void_p()
     if schedule is None:
         if trainer_batch:
             raise ValueError("trainer_batch without a schedule: no trainer is loaded")
         tb = 0
-        _check(_f("diffuse_checkpoint_load")(p, mb, byref(net_h), None, 0, None))
+        _check(fn(p, mb, byref(net_h), None, 0, None, *extra))
     else:
         tb = mb if trainer_batch == 0 else _size(trainer_batch, "trainer_batch")
-        _check(_hcall(_f("diffuse_checkpoint_load"), p, mb, byref(net_h), schedule, tb,
-                                             byref(tr_h)))
+        _check(_hcall(fn, p, mb, byref(net_h), schedule, tb, byref(tr_h), *extra))
     net = Net(net_h.value)  # owned from here on: freed by close() or __del__
     trainer = Trainer._wrap(tr_h.value, net, tb) if tr_h.value else None
     if trainer is not None:
         trainer.dim = net.dim
     return net, trainer
-
-
-def checkpoint_set(param, value):
-    """Set a process-wide checkpoint setting: CHECKPOINT_MAX_WORKSPACE, the
-    most bytes of workspace checkpoint_load() may allocate beyond what the
-    file's bytes back (default CHECKPOINT_DEFAULT_MAX_WORKSPACE, 1 GiB).
-    Since libdiffuse 1.1."""
-    _check(_f("diffuse_checkpoint_set")(int(param), float(value)))
-
-
-def checkpoint_get(param):
-    """The value of a process-wide checkpoint setting (see checkpoint_set)."""
-    out = c_double()
-    _check(_f("diffuse_checkpoint_get")(int(param), byref(out)))
-    return out.value
 
 
 # The diffusers-style scheduler (its own module; it uses the names above).

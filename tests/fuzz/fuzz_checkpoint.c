@@ -34,6 +34,9 @@ int fuzz_checkpoint_one(const unsigned char *data, size_t size, char *msg, size_
 void fuzz_checkpoint_cleanup(void);
 
 #define FUZZ_MAX_BATCH 2
+/* The workspace limit of every parse: the library's default, lowered by
+ * fuzz_ckpt_struct, whose mutations reach large nets more often. */
+static uint64_t fuzz_max_workspace = DIFFUSE_CHECKPOINT_DEFAULT_MAX_WORKSPACE;
 
 #define FUZZ_CHECK(cond)                                                                   \
     do {                                                                                   \
@@ -74,8 +77,9 @@ static void check_reserialize(const diffuse_net *net, const diffuse_trainer *tr)
     FUZZ_CHECK(a != NULL);
     FUZZ_CHECK(diffuse__checkpoint_serialize(net, tr, a, len, &len) == DIFFUSE_OK);
     rc = tr != NULL ? diffuse__checkpoint_parse(a, len, FUZZ_MAX_BATCH, &n2, fuzz_schedule(),
-                                                FUZZ_MAX_BATCH, &t2)
-                    : diffuse__checkpoint_parse(a, len, FUZZ_MAX_BATCH, &n2, NULL, 0, NULL);
+                                                FUZZ_MAX_BATCH, &t2, fuzz_max_workspace)
+                    : diffuse__checkpoint_parse(a, len, FUZZ_MAX_BATCH, &n2, NULL, 0, NULL,
+                                                fuzz_max_workspace);
     if (rc == DIFFUSE_ENOMEM) {
         free(a);
         return;
@@ -144,13 +148,14 @@ static int parse_one(const unsigned char *data, size_t size)
     diffuse_net *net = (diffuse_net *)&net;
     diffuse_trainer *tr = (diffuse_trainer *)&tr;
     int rc = diffuse__checkpoint_parse(data, size, FUZZ_MAX_BATCH, &net, fuzz_schedule(),
-                                       FUZZ_MAX_BATCH, &tr);
+                                       FUZZ_MAX_BATCH, &tr, fuzz_max_workspace);
     FUZZ_CHECK(rc == DIFFUSE_OK || rc == DIFFUSE_EFORMAT || rc == DIFFUSE_EINVAL ||
                rc == DIFFUSE_ENOMEM);
     FUZZ_CHECK(rc == DIFFUSE_OK ? net != NULL && tr != NULL : net == NULL && tr == NULL);
     if (rc == DIFFUSE_EINVAL) {
         net = (diffuse_net *)&net;
-        rc = diffuse__checkpoint_parse(data, size, FUZZ_MAX_BATCH, &net, NULL, 0, NULL);
+        rc = diffuse__checkpoint_parse(data, size, FUZZ_MAX_BATCH, &net, NULL, 0, NULL,
+                                       fuzz_max_workspace);
         FUZZ_CHECK(rc == DIFFUSE_OK || rc == DIFFUSE_EFORMAT || rc == DIFFUSE_ENOMEM);
         FUZZ_CHECK(rc == DIFFUSE_OK ? net != NULL : net == NULL);
     }
@@ -159,7 +164,7 @@ static int parse_one(const unsigned char *data, size_t size)
          * the text reader checks the file as the net-only load does. */
         diffuse_net *alone = (diffuse_net *)&alone;
         int rc_alone = diffuse__checkpoint_parse(data, size, FUZZ_MAX_BATCH, &alone, NULL, 0,
-                                                 NULL);
+                                                 NULL, fuzz_max_workspace);
         FUZZ_CHECK(rc_alone == DIFFUSE_OK || rc_alone == DIFFUSE_EFORMAT ||
                    rc_alone == DIFFUSE_ENOMEM);
         FUZZ_CHECK(rc_alone == DIFFUSE_OK ? alone != NULL : alone == NULL);

@@ -67,8 +67,7 @@ static void make_seeds(void)
     diffuse_net *net = NULL;
     diffuse_trainer *tr = NULL;
     n_seeds = 0;
-    FUZZ_CHECK(diffuse_checkpoint_set(DIFFUSE_CHECKPOINT_MAX_WORKSPACE, 67108864.0) ==
-               DIFFUSE_OK);
+    fuzz_max_workspace = 67108864;
     FUZZ_CHECK(diffuse_net_create_mlp(&net, 2, 8, 1, 4, DIFFUSE_PRED_EPS,
                                       DIFFUSE_VAR_LEARNED_RANGE, FUZZ_MAX_BATCH, 1) ==
                DIFFUSE_OK);

@@ -2484,28 +2484,29 @@ class CheckpointTest(Base):
     def test_format_version(self):
         self.assertEqual(ld.checkpoint_format_version(), 1)
 
-    def test_max_workspace_setting(self):
+    def test_max_workspace_limit(self):
         # A 1 x 64 x 64 U-Net with c = 8 needs megabytes of workspace per row:
-        # refused under a 1 MiB cap, loaded under the default one.
-        key = ld.CHECKPOINT_MAX_WORKSPACE
-        self.assertEqual(ld.checkpoint_get(key), ld.CHECKPOINT_DEFAULT_MAX_WORKSPACE)
+        # refused under a 1 MiB limit, loaded under the default one; the
+        # limit of one call does not outlive it.
         path = self.dir / "unet.ckpt"
         with ld.Net.unet(1, 64, 64, 8, 4, max_batch=2) as net:
             ld.checkpoint_save(path, net)
-        try:
-            ld.checkpoint_set(key, 1 << 20)
-            self.assertEqual(ld.checkpoint_get(key), 1 << 20)
-            with self.assertRaises(ld.DiffuseError) as cm:
-                ld.checkpoint_load(path, 4)
-            self.assertEqual(cm.exception.status, ld.DIFFUSE_EFORMAT)
-            self.assertIn("DIFFUSE_CHECKPOINT_MAX_WORKSPACE = 1048576", str(cm.exception))
-            with self.assertRaises(ld.DiffuseError):
-                ld.checkpoint_set(key, 0)
-            with self.assertRaises(ld.DiffuseError):
-                ld.checkpoint_set(99, 1)
-        finally:
-            ld.checkpoint_set(key, ld.CHECKPOINT_DEFAULT_MAX_WORKSPACE)
+        with self.assertRaises(ld.DiffuseError) as cm:
+            ld.checkpoint_load(path, 4, max_workspace=1 << 20)
+        self.assertEqual(cm.exception.status, ld.DIFFUSE_EFORMAT)
+        self.assertIn("diffuse_checkpoint_load_limit: the U-Net", str(cm.exception))
+        self.assertIn("above the limit of 1048576 bytes", str(cm.exception))
+        with self.assertRaises(ValueError):
+            ld.checkpoint_load(path, 4, max_workspace=0)
+        with self.assertRaises(ValueError):
+            ld.checkpoint_load(path, 4, max_workspace=(1 << 62) + 1)
+        with self.assertRaises(TypeError):
+            ld.checkpoint_load(path, 4, max_workspace=1e9)
+        net, _ = ld.checkpoint_load(path, 4, max_workspace=1 << 26)
+        net.close()
         net, _ = ld.checkpoint_load(path, 4)
+        net.close()
+
     def test_meta_text_round_trip(self):
         # checkpoint_save(meta=) and checkpoint_read_meta(): the text comes
         # back as it went in; a plain checkpoint has ""; bad texts refused.
@@ -3159,11 +3160,12 @@ class CoverageTest(Base):
                 tr.set_grads(tr.get_grads())
                 tr.apply(2, list(flat(rec)) * 2)
                 ld.checkpoint_format_version()
-                ld.checkpoint_set(ld.CHECKPOINT_MAX_WORKSPACE, ld.checkpoint_get(
-                    ld.CHECKPOINT_MAX_WORKSPACE))
                 path = os.path.join(tmp, "c.ckpt")
                 ld.checkpoint_save(path, net, tr)
                 net2, tr2 = ld.checkpoint_load(path, 2, s)
+                tr2.close()
+                net2.close()
+                net2, tr2 = ld.checkpoint_load(path, 2, s, max_workspace=1 << 30)
                 tr2.close()
                 net2.close()
                 ld.checkpoint_save(path, net, tr, meta="a=1")
