@@ -332,7 +332,11 @@ $(O)/mpi/diffuse-mpi: mpi/diffuse_mpi.c include/diffuse.h $(O)/libdiffuse.so
 # run 1 and 2 threads in one go (2 threads from the OpenMP build in
 # out-omp: make OPENMP=1 O=out-omp lib), each peer pinned and at its best.
 # bench_mpi.sh: diffuse-mpi training at 1 and 2 ranks (skipped without mpiexec).
+# bench_loop.c: what DDPM and DDIM cost outside the model, against plain C loops.
 bench: lib mpi
+	$(CC) -O2 -std=c11 -Iinclude bench/bench_loop.c $(STATIC) $(OMP_FLAGS) -lm -pthread \
+	    -o $(O)/bench_loop
+	OMP_NUM_THREADS=1 $(O)/bench_loop
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 \
 	    LIBDIFFUSE_PATH=$(O)/libdiffuse.so.1 /usr/bin/python3 bench/bench_normal.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/bench_gemm.py \

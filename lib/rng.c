@@ -17,6 +17,7 @@
  * and the key gains the Weyl increments (W0, W1) between rounds.
  */
 #include "internal.h"
+#include "vec.h"
 
 #include <math.h>
 #include <string.h>
@@ -132,54 +133,13 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
  * each: they are box_muller()'s).  Without vector extensions every block
  * goes through box_muller().
  */
-#if defined(__GNUC__) || defined(__clang__)
+#ifdef DIFFUSE_VEC
 #  define RNG_FAST 1
-#  if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#    define RNG_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#  else
-#    define RNG_CLONES
-#  endif
-#  if defined(__clang__)
-#    pragma clang diagnostic ignored "-Wpsabi"
-#  elif defined(__GNUC__)
-#    pragma GCC diagnostic ignored "-Wpsabi"
-#  endif
-#  define RNG_INLINE static inline __attribute__((always_inline))
+#  define RNG_CLONES DIFFUSE_VEC_CLONES
+#  define RNG_INLINE DIFFUSE_VEC_INLINE
 
 #define RNG_LANES 8 /* pairs per vector */
 #define RNG_CHUNK_BLOCKS 8 /* blocks per chunk: 32 elements, 16 pairs */
-
-typedef double vd __attribute__((vector_size(64)));
-typedef int64_t vl __attribute__((vector_size(64)));
-typedef uint64_t vul __attribute__((vector_size(64)));
-typedef float vf8 __attribute__((vector_size(32)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
-
-RNG_INLINE vd vsplat(double v)
-{
-    vd r = {v, v, v, v, v, v, v, v};
-    return r;
-}
-
-RNG_INLINE vd vbits_d(vl b)
-{
-    vd r;
-    memcpy(&r, &b, sizeof r);
-    return r;
-}
-
-RNG_INLINE vl vd_bits(vd d)
-{
-    vl r;
-    memcpy(&r, &d, sizeof r);
-    return r;
-}
-
-/* m ? a : b, m all ones or all zeros per lane. */
-RNG_INLINE vd vsel(vl m, vd a, vd b)
-{
-    return vbits_d((vd_bits(a) & m) | (vd_bits(b) & ~m));
-}
 
 /* log(u1) for u1 = (w + 0.5) 2^-32, w the words as doubles (exact). */
 RNG_INLINE vd fast_log_u1(vd w)

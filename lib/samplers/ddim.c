@@ -1,6 +1,7 @@
 /* DDPM ancestral sampling, DDIM with eta (and its options), and DDIM
  * inversion. */
 #include "samplers/sampler.h"
+#include "vec.h"
 
 #include <math.h>
 #include <string.h>
@@ -83,6 +84,116 @@ int diffuse__ddim_check_eta(const char *func, const diffuse_sampler *sp, double 
 }
 
 /*
+ * The update of one step, element by element, when it needs no whole-row
+ * pass (no dynamic thresholding) and no per-element variance: x0 from the
+ * model output (clipped when the model clips), then DDPM's posterior mean
+ * plus sd z, or DDIM's sqrt(abar_prev) x0 + c eps plus sigma z.  The
+ * operations, their order and their rounding are those of the scalar
+ * formulas in step() below (double arithmetic, x0 rounded to float before
+ * use), so both give the same bits; this one does 8 elements at a time.
+ */
+typedef struct {
+    int pred;         /* DIFFUSE_PRED_* */
+    double px, po;    /* eps and v: x0 = px x + po o */
+    int clip;
+    float lo, hi;
+    int ddpm, noisy;
+    double c1, c2;    /* DDPM: mean = c1 x0 + c2 x */
+    double sd;        /* DDPM: exp(log_var / 2); DDIM: sigma */
+    int raw_eps;      /* DDIM: eps from the model output, not from x0 */
+    int abar0;        /* abar = 0: eps is x */
+    double sq_ab_prev, c_dir, sr, srm1, sa, s1m;
+} fast_update;
+
+#if defined(DIFFUSE_VEC) && !defined(DIFFUSE_NO_VEC)
+/* fast_update's numbers as vectors, and its choices, held in registers */
+typedef struct {
+    vd px, po, c1, c2, sd, sq_ab_prev, c_dir, sr, srm1, sa, s1m;
+    vf8 lo, hi;
+    int pred, clip, ddpm, noisy, raw_eps, abar0;
+} fast_update_v;
+
+DIFFUSE_VEC_INLINE void fast_update8(const fast_update_v *u, const float *xp, const float *op,
+                                     const float *zp, float *x0p, float *yp)
+{
+    const vd x = vload_f(xp), o = vload_f(op);
+    vd x0d, v;
+    vf8 x0f = u->pred == DIFFUSE_PRED_X0 ? vround_f(o) : vround_f(u->px * x + u->po * o);
+    if (u->clip) { /* x0 < lo ? lo : x0 > hi ? hi : x0, in float */
+        const vi8 below = x0f < u->lo, above = (x0f > u->hi) & ~below;
+        vi8 b, bl, bh;
+        memcpy(&b, &x0f, sizeof b);
+        memcpy(&bl, &u->lo, sizeof bl);
+        memcpy(&bh, &u->hi, sizeof bh);
+        b = (bl & below) | (bh & above) | (b & ~(below | above));
+        memcpy(&x0f, &b, sizeof x0f);
+    }
+    vstore_f(x0p, x0f);
+    x0d = __builtin_convertvector(x0f, vd);
+    if (u->ddpm) {
+        v = u->c1 * x0d + u->c2 * x;
+    } else {
+        vd eps;
+        if (!u->raw_eps) /* from the (clipped) x0; where abar = 0 it is x_t */
+            eps = u->abar0 ? x : (u->sr * x - x0d) / u->srm1;
+        else if (u->pred == DIFFUSE_PRED_EPS)
+            eps = o;
+        else if (u->pred == DIFFUSE_PRED_V)
+            eps = u->sa * o + u->s1m * x;
+        else
+            eps = u->abar0 ? x : (u->sr * x - o) / u->srm1;
+        v = u->sq_ab_prev * x0d + u->c_dir * eps;
+    }
+    if (u->noisy)
+        v = v + u->sd * vload_f(zp);
+    vstore_f(yp, vround_f(v));
+}
+
+/* n elements; z unused (may be NULL) unless noisy.  y may be x. */
+DIFFUSE_VEC_CLONES static void fast_update_run(const fast_update *p, size_t n, const float *x,
+                                               const float *o, const float *z, float *x0,
+                                               float *y)
+{
+    fast_update_v u;
+    size_t i;
+    u.px = vsplat(p->px);
+    u.po = vsplat(p->po);
+    u.c1 = vsplat(p->c1);
+    u.c2 = vsplat(p->c2);
+    u.sd = vsplat(p->sd);
+    u.sq_ab_prev = vsplat(p->sq_ab_prev);
+    u.c_dir = vsplat(p->c_dir);
+    u.sr = vsplat(p->sr);
+    u.srm1 = vsplat(p->srm1);
+    u.sa = vsplat(p->sa);
+    u.s1m = vsplat(p->s1m);
+    for (i = 0; i < 8; i++) {
+        u.lo[i] = p->lo;
+        u.hi[i] = p->hi;
+    }
+    u.pred = p->pred;
+    u.clip = p->clip;
+    u.ddpm = p->ddpm;
+    u.noisy = p->noisy;
+    u.raw_eps = p->raw_eps;
+    u.abar0 = p->abar0;
+    for (i = 0; i + 8 <= n; i += 8)
+        fast_update8(&u, x + i, o + i, u.noisy ? z + i : NULL, x0 + i, y + i);
+    if (i < n) { /* the tail through the same code, zero-padded */
+        float bx[8] = {0}, bo[8] = {0}, bz[8] = {0}, bx0[8], by[8];
+        const size_t r = n - i;
+        memcpy(bx, x + i, r * sizeof *bx);
+        memcpy(bo, o + i, r * sizeof *bo);
+        if (u.noisy)
+            memcpy(bz, z + i, r * sizeof *bz);
+        fast_update8(&u, bx, bo, bz, bx0, by);
+        memcpy(x0 + i, bx0, r * sizeof *bx0);
+        memcpy(y + i, by, r * sizeof *by);
+    }
+}
+#endif
+
+/*
  * One reverse step at schedule index t = n - 1 - k for rows 0 .. batch-1.
  * Rows are independent (own noise stream, own output), so the parallel loop
  * gives the same bits for any thread count.
@@ -128,6 +239,57 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
     if (rows_noise) /* arguments validated: cannot fail */
         (void)diffuse__normal_fill_rows(io->seed, io->first, word, e->noise, batch, dim);
     (void)nt;
+#if defined(DIFFUSE_VEC) && !defined(DIFFUSE_NO_VEC)
+    if (m->threshold_percentile <= 0.0 && (!ddpm || !noisy || fixed_var)) {
+        fast_update u;
+        u.pred = m->prediction;
+        u.px = m->prediction == DIFFUSE_PRED_V ? sa : sr;
+        u.po = m->prediction == DIFFUSE_PRED_V ? -s1m : -srm1;
+        u.clip = m->clip;
+        u.lo = (float)m->clip_min;
+        u.hi = (float)m->clip_max;
+        u.ddpm = ddpm;
+        u.noisy = noisy;
+        u.c1 = c1;
+        u.c2 = c2;
+        u.sd = ddpm ? sd_fixed : sigma;
+        u.raw_eps = raw_eps;
+        u.abar0 = abar == 0.0;
+        u.sq_ab_prev = sq_ab_prev;
+        u.c_dir = c_dir;
+        u.sr = sr;
+        u.srm1 = srm1;
+        u.sa = sa;
+        u.s1m = s1m;
+        if (m->out_dim == dim && (!noisy || io->noise != NULL || rows_noise)) {
+            /* one flat array: rows in blocks of about 4096 elements */
+            const size_t per = dim >= 4096 ? 1 : 4096 / dim;
+            const size_t blocks = (batch + per - 1) / per;
+            const float *z = !noisy ? NULL : io->noise != NULL ? io->noise : e->noise;
+            DIFFUSE_PAR_FOR(nt, blocks > 1, b, blocks, {
+                const size_t r0 = b * per, rows = batch - r0 < per ? batch - r0 : per;
+                fast_update_run(&u, rows * dim, io->x + r0 * dim, io->out + r0 * dim,
+                                z != NULL ? z + r0 * dim : NULL, e->x0 + r0 * dim,
+                                io->y + r0 * dim);
+            });
+        } else {
+            DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
+                const float *z = NULL;
+                if (noisy && io->noise != NULL) {
+                    z = io->noise + b * dim;
+                } else if (noisy) { /* arguments validated: cannot fail */
+                    if (!rows_noise)
+                        (void)diffuse_normal_fill(io->seed, io->first + b, word,
+                                                  e->noise + b * dim, dim);
+                    z = e->noise + b * dim;
+                }
+                fast_update_run(&u, dim, io->x + b * dim, io->out + b * m->out_dim, z,
+                                e->x0 + b * dim, io->y + b * dim);
+            });
+        }
+        return;
+    }
+#endif
     DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
         const float *x = io->x + b * dim, *o = io->out + b * m->out_dim;
         float *x0 = e->x0 + b * dim, *y = io->y + b * dim;
