@@ -270,7 +270,87 @@ static const char *const recorded[] = {
     "--groups", "--prediction", "--variance", "--loss", "--lr", "--ema-decay", "--grad-clip",
     "--weight-decay", "--batch", "--seed", "--label-dropout", "--schedule", "--timesteps",
     "--beta-start", "--beta-end", "--cosine-s", "--max-beta", "--sigmoid-start",
-    "--sigmoid-end", "--sigmoid-tau", "--zero-snr", NULL};
+    "--sigmoid-end", "--sigmoid-tau", "--zero-snr", "--num-channels", "--num-res-blocks",
+    "--channel-mult", "--attention-resolutions", "--num-heads", "--num-heads-upsample",
+    "--dropout", "--use-scale-shift-norm", "--conv-resample", "--rescale-timesteps",
+    "--learn-sigma", NULL};
+
+/* The net kinds of --net, as recorded in the checkpoint's "net" line. */
+static const char *const net_names[] = {"mlp", "unet", "iddpm", NULL};
+enum { NET_MLP, NET_UNET, NET_IDDPM };
+
+/* The options string of diffuse_net_create_iddpm() from improved-diffusion's
+ * flags (--attention-resolutions in pixels, as its scripts take them, turned
+ * into downsample rates H / r).  T: the training steps (rescale_timesteps:
+ * time_scale 1000 / T). */
+static void iddpm_options(const cli_opt *o, size_t H, size_t W, long T, char *buf, size_t cap)
+{
+    char mult[128], att[128] = "", list[128];
+    const char *cm = cli_get(o, "--channel-mult");
+    const char *ar = cli_get(o, "--attention-resolutions");
+    size_t levels = 1, i, used = 0;
+    long heads = cli_long(o, "--num-heads", 4, 1, 4096);
+    long heads_up = cli_long(o, "--num-heads-upsample", -1, -1, 4096);
+    long blocks = cli_long(o, "--num-res-blocks", 2, 0, 16);
+    long ss = cli_long(o, "--use-scale-shift-norm", 1, 0, 1);
+    long cr = cli_long(o, "--conv-resample", 1, 0, 1);
+    long rs = cli_long(o, "--rescale-timesteps", 1, 0, 1);
+    long groups = cli_long(o, "--groups", 32, 1, 4096);
+    double drop = cli_double(o, "--dropout", 0.0, 0.0, 0.999999);
+    if (heads_up == 0)
+        cli_fatal("--num-heads-upsample takes -1 (as --num-heads) or a count >= 1");
+    /* default channel_mult: 1,2,2,2 (improved-diffusion at 32x32), or as
+     * many of its levels as the image size allows (1,2,2 at 28x28) */
+    if (cm == NULL) {
+        size_t L = 4;
+        while (L > 1 && (H % ((size_t)1 << (L - 1)) != 0 || W % ((size_t)1 << (L - 1)) != 0))
+            L--;
+        snprintf(mult, sizeof mult, "%s", L == 4 ? "1,2,2,2" : L == 3 ? "1,2,2" : L == 2 ? "1,2" : "1");
+    } else {
+        if (strlen(cm) >= sizeof mult)
+            cli_fatal("--channel-mult '%s' is too long", cm);
+        snprintf(mult, sizeof mult, "%s", cm);
+    }
+    for (i = 0; mult[i] != '\0'; i++)
+        levels += mult[i] == ',';
+    /* attention: resolutions r (pixels) -> rates H / r; default the
+     * resolutions H/2 and H/4 where those levels exist (16,8 at 32x32) */
+    if (ar == NULL) {
+        if (levels > 1)
+            used += (size_t)snprintf(att + used, sizeof att - used, "2");
+        if (levels > 2)
+            used += (size_t)snprintf(att + used, sizeof att - used, ",4");
+    } else if (ar[0] != '\0') {
+        const char *q = ar;
+        if (strlen(ar) >= sizeof list)
+            cli_fatal("--attention-resolutions '%s' is too long", ar);
+        while (*q != '\0') {
+            char *end;
+            long r = strtol(q, &end, 10);
+            size_t rate;
+            if (end == q || (*end != ',' && *end != '\0') || r < 1)
+                cli_fatal("--attention-resolutions needs pixel sizes like 16,8, not '%s'", ar);
+            if (H % (size_t)r != 0 || (H / (size_t)r & (H / (size_t)r - 1)) != 0 ||
+                W % (H / (size_t)r) != 0)
+                cli_fatal("--attention-resolutions: %ld is not the image size %zu divided by "
+                          "a power of two",
+                          r, H);
+            rate = H / (size_t)r;
+            used += (size_t)snprintf(att + used, sizeof att - used, "%s%zu", used ? "," : "",
+                                     rate);
+            if (used >= sizeof att)
+                cli_fatal("--attention-resolutions '%s' is too long", ar);
+            q = *end == ',' ? end + 1 : end;
+        }
+    }
+    if ((size_t)snprintf(buf, cap,
+                         "num_res_blocks=%ld channel_mult=%s attention_resolutions=%s "
+                         "num_heads=%ld num_heads_upsample=%ld use_scale_shift_norm=%ld "
+                         "dropout=%.17g conv_resample=%ld groups=%ld time_scale=%.17g",
+                         blocks, mult, att, heads, heads_up, ss, drop, cr, groups,
+                         rs ? 1000.0 / (double)T : 1.0) >= cap)
+        cli_fatal("the U-Net options are too long");
+}
 
 static const char *meta_or(const cli_meta *m, const char *key, char *buf, size_t cap,
                            const char *def)
@@ -301,12 +381,34 @@ int cli_cmd_train(int argc, char **argv)
         {"--steps", "N", "train until step N (default 2000)", NULL},
         {"--save-every", "N", "also save every N steps (default: at the end only)", NULL},
         {"--batch", "N", "batch size (default 256 for 2-D data, 32 for images)", NULL},
-        {"--net", "KIND", "mlp (default for vectors) or unet (default for images)", NULL},
+        {"--net", "KIND", "mlp (default for vectors), unet (default for images) or iddpm "
+                          "(Improved DDPM's U-Net)",
+         NULL},
         {"--width", "N", "MLP hidden width (default 128)", NULL},
         {"--depth", "N", "MLP residual blocks (default 3)", NULL},
         {"--emb-dim", "N", "MLP time embedding size (default 32)", NULL},
         {"--base-channels", "N", "U-Net base channels (default 32)", NULL},
-        {"--groups", "N", "U-Net group-norm groups (default 8)", NULL},
+        {"--groups", "N", "U-Net group-norm groups (default 8; iddpm 32)", NULL},
+        {"--num-channels", "N", "iddpm: model channels (default 64)", NULL},
+        {"--num-res-blocks", "N", "iddpm: residual blocks per level (default 2)", NULL},
+        {"--channel-mult", "LIST", "iddpm: channel multiplier per level (default 1,2,2,2, "
+                                   "fewer levels where the size does not divide)",
+         NULL},
+        {"--attention-resolutions", "LIST", "iddpm: image sizes in pixels with attention, "
+                                            "'' for none (default H/2,H/4: 16,8 at 32x32)",
+         NULL},
+        {"--num-heads", "N", "iddpm: attention heads (default 4)", NULL},
+        {"--num-heads-upsample", "N", "iddpm: heads on the way up, -1 as --num-heads "
+                                      "(default)",
+         NULL},
+        {"--dropout", "P", "iddpm: dropout in the residual blocks (default 0)", NULL},
+        {"--use-scale-shift-norm", "0|1", "iddpm: FiLM-like time conditioning (default 1)",
+         NULL},
+        {"--conv-resample", "0|1", "iddpm: convolutions in up/downsampling (default 1)", NULL},
+        {"--rescale-timesteps", "0|1", "iddpm: embed t * 1000 / T (default 1)", NULL},
+        {"--learn-sigma", NULL, "learned variance: --variance learned_range --loss hybrid "
+                                "unless given (improved-diffusion's --learn_sigma True)",
+         NULL},
         {"--prediction", "KIND", "eps (default), x0 or v", NULL},
         {"--variance", "KIND", "fixed_small (default), fixed_large, learned, learned_range",
          NULL},
@@ -336,7 +438,7 @@ int cli_cmd_train(int argc, char **argv)
     long classes = 0, steps, save_every, batch, start = 0, k, i;
     unsigned long long seed;
     double avg = 0, loss;
-    int unet, rc;
+    int kind, rc;
     cli_progress p;
     cli_parse(argc, argv, o, NULL, 0, "diffuse train --data DATA --output CKPT [options]",
               "Train a denoiser (MLP or U-Net) and save it with its trainer state and "
@@ -375,13 +477,22 @@ int cli_cmd_train(int argc, char **argv)
         labels = cli_labels_load(labels_path, d.n, &classes);
     }
     /* settings: the checkpoint's on --resume, else the options */
-    unet = rm != NULL ? (meta_or(rm, "net", b2, sizeof b2, "mlp")[0] == 'u')
-                      : cli_get(o, "--net") != NULL
-                            ? cli_choice("net", cli_get(o, "--net"),
-                                         (const char *const[]){"mlp", "unet", NULL})
-                            : d.rank == 3;
-    if (unet && d.rank != 3)
+    kind = rm != NULL ? cli_choice("net in the checkpoint",
+                                   meta_or(rm, "net", b2, sizeof b2, "mlp"), net_names)
+           : cli_get(o, "--net") != NULL ? cli_choice("net", cli_get(o, "--net"), net_names)
+           : d.rank == 3                  ? NET_UNET
+                                          : NET_MLP;
+    if (kind != NET_MLP && d.rank != 3)
         cli_fatal("a U-Net needs image data [N][H][W] or [N][C][H][W]");
+    if (rm == NULL && kind != NET_IDDPM) {
+        static const char *const only[] = {
+            "--num-channels", "--num-res-blocks", "--channel-mult", "--attention-resolutions",
+            "--num-heads", "--num-heads-upsample", "--dropout", "--use-scale-shift-norm",
+            "--conv-resample", "--rescale-timesteps", NULL};
+        for (i = 0; only[i] != NULL; i++)
+            if (cli_get(o, only[i]) != NULL)
+                cli_fatal("%s is an option of --net iddpm", only[i]);
+    }
     (void)cli_schedule_from(&sc, o, rm, 1);
     s = cli_schedule_make(&sc);
     if (rm != NULL) {
@@ -428,15 +539,23 @@ int cli_cmd_train(int argc, char **argv)
             }
         }
     } else {
+        const int ls = cli_get(o, "--learn-sigma") != NULL;
         int pred = cli_choice("prediction",
                               cli_get(o, "--prediction") ? cli_get(o, "--prediction") : "eps",
                               cli_pred_names);
         int var = cli_choice("variance",
                              cli_get(o, "--variance") ? cli_get(o, "--variance")
+                             : ls                     ? "learned_range"
                                                       : "fixed_small",
                              cli_var_names);
-        int lossk = cli_choice("loss", cli_get(o, "--loss") ? cli_get(o, "--loss") : "mse",
+        int lossk = cli_choice("loss",
+                               cli_get(o, "--loss") ? cli_get(o, "--loss")
+                               : ls                 ? "hybrid"
+                                                    : "mse",
                                cli_loss_names);
+        char iopt[1024] = "";
+        if (ls && var < DIFFUSE_VAR_LEARNED)
+            cli_fatal("--learn-sigma goes with a learned --variance, not %s", cli_var_names[var]);
         double lr = cli_double(o, "--lr", 1e-3, 0, 10);
         double ema = cli_double(o, "--ema-decay", 0.995, 0, 1);
         double clip = cli_double(o, "--grad-clip", 1.0, 0, 1e30);
@@ -444,7 +563,12 @@ int cli_cmd_train(int argc, char **argv)
         double drop = cli_double(o, "--label-dropout", 0.1, 0, 1);
         batch = cli_long(o, "--batch", d.rank == 3 ? 32 : 256, 1, 1L << 20);
         seed = cli_u64(o, "--seed", 1);
-        if (unet) {
+        if (kind == NET_IDDPM) {
+            long mc = cli_long(o, "--num-channels", 64, 1, 4096);
+            iddpm_options(o, d.shape[1], d.shape[2], sc.T, iopt, sizeof iopt);
+            rc = diffuse_net_create_iddpm(&net, d.shape[0], d.shape[1], d.shape[2], (size_t)mc,
+                                          iopt, pred, var, (size_t)batch, seed);
+        } else if (kind == NET_UNET) {
             long c = cli_long(o, "--base-channels", 32, 1, 4096);
             long g = cli_long(o, "--groups", c % 8 == 0 ? 8 : 1, 1, 4096);
             rc = diffuse_net_create_unet(&net, d.shape[0], d.shape[1], d.shape[2], (size_t)c,
@@ -473,7 +597,9 @@ int cli_cmd_train(int argc, char **argv)
             cli_lib_fatal("bad training setting", rc);
         cli_meta_clear(&m);
         cli_meta_set(&m, "format", "diffuse-cli 1");
-        cli_meta_set(&m, "net", "%s", unet ? "unet" : "mlp");
+        cli_meta_set(&m, "net", "%s", net_names[kind]);
+        if (kind == NET_IDDPM)
+            cli_meta_set(&m, "iddpm", "%s", iopt);
         cli_schedule_to_meta(&sc, &m);
         cli_meta_set(&m, "prediction", "%s", cli_pred_names[pred]);
         cli_meta_set(&m, "variance", "%s", cli_var_names[var]);
@@ -515,7 +641,8 @@ int cli_cmd_train(int argc, char **argv)
         cli_fatal("'%s' is at step %ld, past --steps %ld", resume, start, steps);
     cli_schedule_describe(&sc, desc, sizeof desc);
     cli_note("%s: %s%s, %s, steps %ld .. %ld, batch %ld, %s", cli_cmd,
-             unet ? "U-Net" : "MLP", classes > 0 ? " with classes" : "", desc, start, steps,
+             kind == NET_IDDPM ? "Improved DDPM U-Net" : kind == NET_UNET ? "U-Net" : "MLP",
+             classes > 0 ? " with classes" : "", desc, start, steps,
              batch, d.builtin ? d.builtin : data_spec);
     x = (float *)cli_alloc((size_t)batch * d.dim, sizeof(float));
     bl = labels ? (int32_t *)cli_alloc((size_t)batch, sizeof(int32_t)) : NULL;
@@ -587,7 +714,7 @@ static void load_ckpt(const char *path, const cli_opt *o, size_t max_batch, load
     (void)diffuse_net_get(L->net, DIFFUSE_NET_KIND, &kind);
     (void)diffuse_net_get(L->net, DIFFUSE_NET_DIM, &v);
     L->dim = (size_t)v;
-    if (kind == DIFFUSE_NET_KIND_UNET) {
+    if (kind == DIFFUSE_NET_KIND_UNET || kind == DIFFUSE_NET_KIND_IDDPM) {
         (void)diffuse_net_get(L->net, DIFFUSE_NET_CHANNELS, &v);
         L->shape[0] = (size_t)v;
         (void)diffuse_net_get(L->net, DIFFUSE_NET_HEIGHT, &v);
@@ -979,6 +1106,41 @@ int cli_cmd_info(int argc, char **argv)
         (void)diffuse_net_get(net, DIFFUSE_NET_GROUPS, &G);
         printf("net: unet\nshape: %.0f x %.0f x %.0f\nbase channels: %.0f\ngroups: %.0f\n", C,
                H, W, c, G);
+    } else if (kind == DIFFUSE_NET_KIND_IDDPM) {
+        double C = 0, H = 0, W = 0, mc = 0, G = 0, L = 0, nrb = 0, nh = 0, nhu = 0, ss = 0;
+        double dr = 0, cr = 0, ts = 0, cm = 0, at = 0;
+        int l, first = 1;
+        (void)diffuse_net_get(net, DIFFUSE_NET_CHANNELS, &C);
+        (void)diffuse_net_get(net, DIFFUSE_NET_HEIGHT, &H);
+        (void)diffuse_net_get(net, DIFFUSE_NET_WIDTH_PIXELS, &W);
+        (void)diffuse_net_get(net, DIFFUSE_NET_BASE_CHANNELS, &mc);
+        (void)diffuse_net_get(net, DIFFUSE_NET_GROUPS, &G);
+        (void)diffuse_net_get(net, DIFFUSE_NET_LEVELS, &L);
+        (void)diffuse_net_get(net, DIFFUSE_NET_NUM_RES_BLOCKS, &nrb);
+        (void)diffuse_net_get(net, DIFFUSE_NET_NUM_HEADS, &nh);
+        (void)diffuse_net_get(net, DIFFUSE_NET_NUM_HEADS_UPSAMPLE, &nhu);
+        (void)diffuse_net_get(net, DIFFUSE_NET_SCALE_SHIFT, &ss);
+        (void)diffuse_net_get(net, DIFFUSE_NET_DROPOUT, &dr);
+        (void)diffuse_net_get(net, DIFFUSE_NET_CONV_RESAMPLE, &cr);
+        (void)diffuse_net_get(net, DIFFUSE_NET_TIME_SCALE, &ts);
+        printf("net: iddpm (Improved DDPM U-Net)\nshape: %.0f x %.0f x %.0f\n"
+               "model channels: %.0f\nchannel mult: ",
+               C, H, W, mc);
+        for (l = 0; l < (int)L && l < 8; l++) {
+            (void)diffuse_net_get(net, DIFFUSE_NET_CHANNEL_MULT(l), &cm);
+            printf("%s%.0f", l ? "," : "", cm);
+        }
+        printf("\nres blocks: %.0f\nattention resolutions: ", nrb);
+        for (l = 0; l < (int)L && l < 8; l++) {
+            (void)diffuse_net_get(net, DIFFUSE_NET_ATTENTION(l), &at);
+            if (at != 0) {
+                printf("%s%.0f", first ? "" : ",", H / (double)(1 << l));
+                first = 0;
+            }
+        }
+        printf("%s\nheads: %.0f (upsample %.0f)\nscale-shift norm: %.0f\ndropout: %g\n"
+               "conv resample: %.0f\ngroups: %.0f\ntime scale: %.17g\n",
+               first ? "none" : "", nh, nhu, ss, dr, cr, G, ts);
     } else {
         double D = 0, W = 0, Dp = 0, E = 0;
         (void)diffuse_net_get(net, DIFFUSE_NET_DIM, &D);

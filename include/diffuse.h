@@ -760,7 +760,8 @@ DIFFUSE_API size_t diffuse_model_output_dim(const diffuse_model *m);
 /**
  * Set a model parameter.  Integer parameters (CLIP_X0, UNCONDITIONAL,
  * RESCALE_TIMESTEPS) take 0 or 1; RESCALE_TIMESTEPS 1 is refused for an
- * int32-timestep model (since 1.1).
+ * int32-timestep model and for a net's model (diffuse_net_model(), which
+ * applies the net's own TIME_SCALE) (since 1.1).
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter: "unknown parameter N
  * (libdiffuse X.Y.Z)", a value out of range or not finite, CLIP_MIN >=
  * CLIP_MAX after the change, CLASSES (read-only), UNCONDITIONAL 0 on a plain
@@ -1643,6 +1644,25 @@ DIFFUSE_API int diffuse_net_forward_cond(diffuse_net *n, int which, const float 
                                          size_t batch, float *out);
 
 /**
+ * diffuse_net_forward_cond() with float timesteps: the net's time embedding
+ * takes t as a real number (sin and cos of t times its frequencies, after
+ * the Improved DDPM U-Net's TIME_SCALE), so a fractional t (a sigma-space
+ * sampler's model time between training indices) gives the net's output
+ * there; an integer-valued t gives exactly what diffuse_net_forward_cond()
+ * gives for that integer.  This is what the model of diffuse_net_model()
+ * calls.
+ * @param t       [batch] original training timesteps, each finite with
+ *                |t| <= 2^24.
+ * @param labels  [batch] or NULL, as diffuse_net_forward_cond().
+ * Errors: as diffuse_net_forward_cond(), plus DIFFUSE_EINVAL for a t not
+ * finite or beyond 2^24 (nothing is written).  Allocates nothing.
+ * Since: 1.1.
+ */
+DIFFUSE_API int diffuse_net_forward_float(diffuse_net *n, int which, const float *x_t,
+                                          const float *t, const int32_t *labels, size_t batch,
+                                          float *out);
+
+/**
  * A model handle whose callback runs this net with the given weights, for
  * samplers and VLB evaluators; it has the net's dim, prediction and
  * variance, and samplers or VLB evaluators built on it are refused a
@@ -1652,7 +1672,14 @@ DIFFUSE_API int diffuse_net_forward_cond(diffuse_net *n, int which, const float 
  * is made).  The net's workspace is shared by everything built on it: those
  * handles, like the net, are used by one thread at a time.  Errors:
  * DIFFUSE_EINVAL, DIFFUSE_ENOMEM.  Ownership: release with
- * diffuse_model_free(); it keeps the net alive.  Since: 1.0.
+ * diffuse_model_free(); it keeps the net alive.  Since 1.1 its callback
+ * takes float timesteps (DIFFUSE_MODEL_FLOAT_TIMESTEPS reads 1): samplers
+ * that evaluate the model between training indices (Euler, Heun, DPM++ on
+ * Karras or exponential grids) run the net at the fractional t, as
+ * diffuse_net_forward_float() does, where 1.0 rounded t to an index; at
+ * integer t the outputs are the same as 1.0's.  The net applies its own time
+ * convention (DIFFUSE_NET_TIME_SCALE), so the model refuses
+ * DIFFUSE_MODEL_RESCALE_TIMESTEPS.  Since: 1.0.
  */
 DIFFUSE_API DIFFUSE_NODISCARD int diffuse_net_model(diffuse_net *n, int which,
                                                     diffuse_model **out);

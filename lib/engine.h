@@ -30,6 +30,8 @@ struct diffuse_model {
     diffuse_model_cond_float_fn cond_ffn;
     int external;          /* no callback: the caller computes outputs */
     int rescale_timesteps; /* float callbacks see t * 1000 / base_T */
+    int net_time;          /* a net's model view: the net applies its own time
+                              convention, RESCALE_TIMESTEPS is refused */
 };
 
 /* What a float-timestep callback receives for the model time tau (an

@@ -159,6 +159,10 @@ int diffuse_model_set(diffuse_model *m, int param, double value)
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "RESCALE_TIMESTEPS needs a float-timestep model "
                                          "(diffuse_model_create_float() or _external()): an "
                                          "int32 callback cannot receive t * 1000 / T");
+        if (value != 0.0 && m->net_time)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "RESCALE_TIMESTEPS: the model runs a libdiffuse net, "
+                                         "which applies its own time scale "
+                                         "(DIFFUSE_NET_TIME_SCALE)");
         m->rescale_timesteps = value != 0.0;
         return DIFFUSE_OK;
     case DIFFUSE_MODEL_FLOAT_TIMESTEPS:

@@ -3207,6 +3207,46 @@ static int row_net_forward_cond(void)
     return nf;
 }
 
+static int row_net_forward_float(void)
+{
+    int nf = 0;
+    diffuse_net *n = small_mlp(DIFFUSE_VAR_FIXED_SMALL);
+    float x[2 * DIM] = {0}, out[2 * DIM];
+    float t[2] = {0.5f, 1.25f};
+    int32_t lab[2] = {1, 3};
+    CHECK(n != NULL);
+    if (n == NULL)
+        return nf;
+    CHECK(diffuse_net_set(n, DIFFUSE_NET_CLASSES, 3.0) == DIFFUSE_OK);
+    poison(out, sizeof out);
+    EXPECT(diffuse_net_forward_float(NULL, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, NULL, t, lab, 2, out),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, x, NULL, lab, 2, out),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, NULL),
+           DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_float(n, 2, x, t, lab, 2, out), DIFFUSE_EINVAL);
+    EXPECT(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 0, out),
+           DIFFUSE_EINVAL);
+    EXPECT_MSG(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out),
+               DIFFUSE_EINVAL, "label 3 of sample 1 is outside [0, 3)");
+    lab[1] = 0;
+    t[1] = INFINITY;
+    EXPECT_MSG(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out),
+               DIFFUSE_EINVAL, "t[1] = inf");
+    t[1] = 16777217.0f * 2.0f;
+    EXPECT_MSG(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out),
+               DIFFUSE_EINVAL, "outside [-2^24, 2^24]");
+    UNTOUCHED(out);
+    t[1] = -1.5f;
+    EXPECT(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, x, t, lab, 2, out), DIFFUSE_OK);
+    EXPECT(diffuse_net_forward_float(n, DIFFUSE_NET_WEIGHTS, x, t, NULL, 2, out), DIFFUSE_OK);
+    diffuse_net_free(n);
+    return nf;
+}
+
 static int row_trainer_step_cond(void)
 {
     int nf = 0;
@@ -3526,6 +3566,7 @@ static const struct {
     {"diffuse_net_set_params", row_net_set_params},
     {"diffuse_net_forward", row_net_forward},
     {"diffuse_net_forward_cond", row_net_forward_cond},
+    {"diffuse_net_forward_float", row_net_forward_float},
     {"diffuse_net_model", row_net_model},
     {"diffuse_trainer_create", row_trainer_create},
     {"diffuse_trainer_free", row_trainer_free},

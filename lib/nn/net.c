@@ -17,6 +17,9 @@
 
 /* Largest dim, width, emb_dim, max_batch (and a U-Net's dim). */
 #define NET_LIMIT ((size_t)1 << 24)
+/* The largest |t| of diffuse_net_forward_float(): 2^24, where floats still
+ * hold every integer. */
+#define DIFFUSE__NET_T_LIMIT 16777216.0f
 
 static void init_uniform(float *p, size_t n, size_t first, double bound, uint64_t seed)
 {
@@ -674,12 +677,15 @@ void diffuse__net_backward(diffuse_net *n, const float *x, size_t B, const float
                               n->work, n->scratch, nt);
 }
 
+/* Run the net on x [batch] at timesteps ti (int32) or tf (float; exactly
+ * one of them non-NULL). */
 static int run_forward(const char *func, diffuse_net *n, int which, const float *x,
-                       const int32_t *t, const int32_t *labels, size_t batch, float *out)
+                       const int32_t *ti, const float *tf, const int32_t *labels, size_t batch,
+                       float *out)
 {
     const float *P;
     size_t b;
-    if (n == NULL || x == NULL || t == NULL || out == NULL)
+    if (n == NULL || x == NULL || (ti == NULL && tf == NULL) || out == NULL)
         return diffuse__fail(DIFFUSE_EINVAL, func, "a pointer argument is NULL");
     P = which_params(n, which);
     if (P == NULL)
@@ -687,10 +693,16 @@ static int run_forward(const char *func, diffuse_net *n, int which, const float 
     if (batch == 0 || batch > n->max_batch)
         return diffuse__fail(DIFFUSE_EINVAL, func, "batch = %zu is outside [1, max_batch = %zu]",
                              batch, n->max_batch);
+    if (tf != NULL)
+        for (b = 0; b < batch; b++)
+            if (!(fabsf(tf[b]) <= DIFFUSE__NET_T_LIMIT))
+                return diffuse__fail(DIFFUSE_EINVAL, func,
+                                     "t[%zu] = %g is not finite or outside [-2^24, 2^24]", b,
+                                     (double)tf[b]);
     DIFFUSE_TRY(diffuse__net_check_labels(func, n, labels, batch));
     n->train = 0; /* inference: no dropout */
     for (b = 0; b < batch; b++) {
-        n->tf[b] = (float)t[b];
+        n->tf[b] = tf != NULL ? tf[b] : (float)ti[b];
         n->lab[b] = labels != NULL ? labels[b] : DIFFUSE_LABEL_NONE;
     }
     net_infer_params(n, P, x, batch, out, diffuse__net_threads(n, 0));
@@ -700,45 +712,54 @@ static int run_forward(const char *func, diffuse_net *n, int which, const float 
 int diffuse_net_forward(diffuse_net *n, int which, const float *x_t, const int32_t *t,
                         size_t batch, float *out)
 {
-    return run_forward(__func__, n, which, x_t, t, NULL, batch, out);
+    return run_forward(__func__, n, which, x_t, t, NULL, NULL, batch, out);
 }
 
 int diffuse_net_forward_cond(diffuse_net *n, int which, const float *x_t, const int32_t *t,
                              const int32_t *labels, size_t batch, float *out)
 {
-    return run_forward(__func__, n, which, x_t, t, labels, batch, out);
+    return run_forward(__func__, n, which, x_t, t, NULL, labels, batch, out);
 }
 
-static int model_weights(void *user, const float *x, const int32_t *t, size_t batch,
-                         size_t dim, float *out)
+int diffuse_net_forward_float(diffuse_net *n, int which, const float *x_t, const float *t,
+                              const int32_t *labels, size_t batch, float *out)
 {
-    (void)dim;
-    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_WEIGHTS, x, t, NULL, batch,
-                       out);
+    return run_forward(__func__, n, which, x_t, NULL, t, labels, batch, out);
 }
 
-static int model_ema(void *user, const float *x, const int32_t *t, size_t batch, size_t dim,
-                     float *out)
+/* The model view's callbacks: float timesteps, the sampler's model time
+ * exactly (fractional between indices on sigma grids); the net applies its
+ * own time convention (the Improved DDPM net's time_scale). */
+static int model_weights(void *user, const float *x, const float *t, size_t batch, size_t dim,
+                         float *out)
 {
     (void)dim;
-    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_EMA, x, t, NULL, batch,
-                       out);
-}
-
-static int model_weights_cond(void *user, const float *x, const int32_t *t,
-                              const int32_t *labels, size_t batch, size_t dim, float *out)
-{
-    (void)dim;
-    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_WEIGHTS, x, t, labels,
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_WEIGHTS, x, NULL, t, NULL,
                        batch, out);
 }
 
-static int model_ema_cond(void *user, const float *x, const int32_t *t, const int32_t *labels,
+static int model_ema(void *user, const float *x, const float *t, size_t batch, size_t dim,
+                     float *out)
+{
+    (void)dim;
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_EMA, x, NULL, t, NULL,
+                       batch, out);
+}
+
+static int model_weights_cond(void *user, const float *x, const float *t, const int32_t *labels,
+                              size_t batch, size_t dim, float *out)
+{
+    (void)dim;
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_WEIGHTS, x, NULL, t, labels,
+                       batch, out);
+}
+
+static int model_ema_cond(void *user, const float *x, const float *t, const int32_t *labels,
                           size_t batch, size_t dim, float *out)
 {
     (void)dim;
-    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_EMA, x, t, labels, batch,
-                       out);
+    return run_forward("net model", (diffuse_net *)user, DIFFUSE_NET_EMA, x, NULL, t, labels,
+                       batch, out);
 }
 
 int diffuse_net_model(diffuse_net *n, int which, diffuse_model **out)
@@ -753,11 +774,11 @@ int diffuse_net_model(diffuse_net *n, int which, diffuse_model **out)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown weights %d", which);
     if (n->classes == 0) {
         DIFFUSE_TRY_AS(__func__,
-                       diffuse_model_create(&m, which == DIFFUSE_NET_EMA ? model_ema
-                                                                         : model_weights,
-                                            n, n->dim, n->prediction, n->variance));
+                       diffuse_model_create_float(&m, which == DIFFUSE_NET_EMA ? model_ema
+                                                                               : model_weights,
+                                                  n, n->dim, n->prediction, n->variance));
     } else {
-        DIFFUSE_TRY_AS(__func__, diffuse_model_create_cond(
+        DIFFUSE_TRY_AS(__func__, diffuse_model_create_cond_float(
             &m, which == DIFFUSE_NET_EMA ? model_ema_cond : model_weights_cond, n, n->dim,
             n->prediction, n->variance, n->classes));
         m->unconditional = n->uncond_rows > 0; /* trained with dropped labels */
@@ -765,6 +786,7 @@ int diffuse_net_model(diffuse_net *n, int which, diffuse_model **out)
     m->retain = diffuse__net_retain;
     m->release = diffuse__net_release;
     m->max_batch = n->max_batch;
+    m->net_time = 1; /* the net scales its own time: no RESCALE_TIMESTEPS */
     diffuse__net_retain(n);
     *out = m;
     return DIFFUSE_OK;

@@ -297,6 +297,7 @@ _SIGNATURES = {
     "diffuse_net_set_params": ([_H, c_int, _PF, c_size_t], c_int),
     "diffuse_net_forward": ([_H, c_int, _PF, _PI32, c_size_t, _PF], c_int),
     "diffuse_net_forward_cond": ([_H, c_int, _PF, _PI32, _PI32, c_size_t, _PF], c_int),
+    "diffuse_net_forward_float": ([_H, c_int, _PF, _PF, _PI32, c_size_t, _PF], c_int),
     "diffuse_net_model": ([_H, c_int, _PH], c_int),
     "diffuse_trainer_create": ([_PH, _H, _H, c_size_t], c_int),
     "diffuse_trainer_free": ([_H], None),
@@ -781,6 +782,24 @@ def _arr(x, kind, what):
     arr = array.array(code, vals)
     buf, ptr = _from_buffer(arr, ctype, len(arr))
     return _Arr(arr, buf, ptr, len(arr), shape or (1,))
+
+
+def _float_times(t):
+    """Whether timesteps t are given as floats (a float, a float array, or a
+    sequence holding a float) rather than integers."""
+    if isinstance(t, numbers.Integral):
+        return False
+    if isinstance(t, numbers.Real):
+        return True
+    if _np is not None and isinstance(t, _np.ndarray):
+        return t.dtype.kind == "f"
+    if isinstance(t, array.array):
+        return t.typecode in "fd"
+    try:
+        return any(isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral)
+                   for v in t)
+    except TypeError:
+        return False
 
 
 def _empty(kind, shape):
@@ -1938,25 +1957,32 @@ class Net(_Handle):
     def forward(self, x_t, t, which=NET_WEIGHTS, labels=None):
         """net(x_t, t): x_t [batch][dim] (any shape of batch * dim values,
         e.g. a U-Net's [batch][channels][height][width_pixels]), t [batch]
-        original training timesteps (or one integer for every row); returns
-        [batch][output_dim].  labels: [batch] class labels for a net with
+        original training timesteps (or one number for every row); returns
+        [batch][output_dim].  Integer t run diffuse_net_forward(); float t
+        (a float, a float array, or a list holding a float) run
+        diffuse_net_forward_float(), which embeds fractional t exactly
+        (libdiffuse 1.1).  labels: [batch] class labels for a net with
         classes (LABEL_NONE allowed)."""
         with self._use() as h:
             w = _code(which, _WHICH_NAMES, "which")
             xa = _arr(x_t, "f", "x_t")
             batch = _rows(xa, self.dim, "x_t")
-            if isinstance(t, numbers.Integral):
-                ta = _arr([int(t)] * batch, "i", "t")
-            else:
-                ta = _arr(t, "i", "t")
+            flt = _float_times(t)
+            if isinstance(t, numbers.Real) and not hasattr(t, "__len__"):
+                t = [t] * batch
+            ta = _arr(t, "f" if flt else "i", "t")
             if ta.n != batch:
                 raise ValueError(f"t has {ta.n} elements; x_t has {batch} rows")
             shape = (batch, self.output_dim) if _np is not None else (batch * self.output_dim,)
             out = _empty("f", shape)
-            if labels is None:
+            la = _labels(labels, batch) if labels is not None else None
+            if flt:
+                _check(_f("diffuse_net_forward_float")(h, w, xa.ptr, ta.ptr,
+                                                       la.ptr if la is not None else None,
+                                                       batch, out.ptr))
+            elif la is None:
                 _check(_f("diffuse_net_forward")(h, w, xa.ptr, ta.ptr, batch, out.ptr))
             else:
-                la = _labels(labels, batch)
                 _check(_f("diffuse_net_forward_cond")(h, w, xa.ptr, ta.ptr, la.ptr, batch, out.ptr))
             return _result(out)
 

@@ -1784,6 +1784,20 @@ class NetTest(Base):
                 self.assertLess(np.abs(out - ref).max(), 1e-5 * (1 + np.abs(ref).max()),
                                 (out, ref))
             self.assertEqual(flat(net.forward(x[1:2], 17)), flat(out)[2:4], "row independent")
+            # float timesteps: integer values give the int32 forward's bits,
+            # fractional ones the net at that real t (numpy, float64)
+            self.assertEqual(flat(net.forward(x, [0.0, 17.0, 999.0])), flat(out))
+            tf = [0.5, 17.25, 998.75]
+            outf = net.forward(x, tf)
+            self.assertNotEqual(flat(outf), flat(out))
+            if HAVE_NUMPY:
+                ref = mlp_reference(net.get_params(), x, tf, 2, 8, 1, 6, 2)
+                self.assertLess(np.abs(outf - ref).max(), 1e-5 * (1 + np.abs(ref).max()),
+                                (outf, ref))
+                self.assertEqual(flat(net.forward(x, np.asarray(tf, np.float32))), flat(outf))
+            self.assertEqual(flat(net.forward(x[1:2], 17.25)), flat(outf)[2:4])
+            self.assertDiffuseError(ld.DIFFUSE_EINVAL, net.forward, x, [0.5, float("nan"), 1.0],
+                                    contains="t[1] = nan")
             self.assertEqual(flat(net.forward(x, t, "ema")), flat(out), "EMA = weights at first")
             E = ld.DIFFUSE_EINVAL
             self.assertDiffuseError(E, net.forward, [[0.0, 0.0]] * 5, [1] * 5,
@@ -3144,6 +3158,7 @@ class CoverageTest(Base):
             net.set("num_threads", 0)
             net.set_params(net.get_params("ema"), "weights")
             net.forward([[0.0, 0.0]], [1])
+            net.forward([[0.0, 0.0]], [1.5])
             with net.model("ema") as m, ld.Sampler(s, m, "ddim", 2) as smp:
                 smp.run(seed=1, batch=2)
             with ld.Net.mlp(2, width=4, depth=1, max_batch=2) as cnet:
