@@ -833,6 +833,8 @@ typedef struct diffuse_sampler diffuse_sampler;
 #define DIFFUSE_SAMPLER_EULER 3           /* since 1.1: Euler on a sigma grid; see below */
 #define DIFFUSE_SAMPLER_EULER_ANCESTRAL 4 /* since 1.1: Euler ancestral (ETA, default 1) */
 #define DIFFUSE_SAMPLER_HEUN 5            /* since 1.1: Heun, 2 model calls per step */
+#define DIFFUSE_SAMPLER_DPMPP_2M_SDE 6    /* since 1.1: DPM-Solver++(2M) SDE; see below */
+#define DIFFUSE_SAMPLER_UNIPC 7           /* since 1.1: UniPC (bh2, order 2); see below */
 
 /* Sigma grids of the sigma-space samplers (DIFFUSE_SAMPLER_SIGMA_GRID);
  * values never reused.  Since: 1.1. */
@@ -848,7 +850,8 @@ typedef struct diffuse_sampler diffuse_sampler;
 #define DIFFUSE_SAMPLER_NUM_THREADS 2 /* OpenMP threads inside a call, 0 .. 4096; 0
                                          (default): the OpenMP default; no effect
                                          without OpenMP */
-#define DIFFUSE_SAMPLER_LAMBDA_MIN 3  /* DPM-Solver++ only: the log-SNR clip; default
+#define DIFFUSE_SAMPLER_LAMBDA_MIN 3  /* DPM-Solver++ only (since 1.1 also its SDE
+                                         and UniPC): the log-SNR clip; default
                                          -infinity (off) */
 #define DIFFUSE_SAMPLER_GUIDANCE 4    /* classifier-free guidance weight w >= 0 (finite);
                                          default 1; conditional models only */
@@ -866,8 +869,11 @@ typedef struct diffuse_sampler diffuse_sampler;
                                                   diffusers' use_clipped_model_output=True);
                                                   0: eps from the raw model output (diffusers'
                                                   default) */
-#define DIFFUSE_SAMPLER_ORDER 8                /* DPM-Solver++: 1, 2 (default) or 3 */
-#define DIFFUSE_SAMPLER_LOWER_ORDER_FINAL 9    /* DPM-Solver++: 1 (default): with fewer than
+#define DIFFUSE_SAMPLER_ORDER 8                /* DPM-Solver++: 1, 2 (default) or 3;
+                                                  DPM-Solver++(2M) SDE and UniPC: 1 or 2
+                                                  (default) */
+#define DIFFUSE_SAMPLER_LOWER_ORDER_FINAL 9    /* DPM-Solver++ and its SDE (where ORDER is
+                                                  at most 2, no effect): 1 (default): with fewer than
                                                   15 steps, the second-to-last step is of
                                                   order 2 at most (diffusers'
                                                   lower_order_final); 0: off */
@@ -876,7 +882,8 @@ typedef struct diffuse_sampler diffuse_sampler;
                                                   diffuse_sampler_step_output()) */
 #define DIFFUSE_SAMPLER_POSITION 11            /* read-only: the step k the trajectory
                                                   is at (steps taken since its start) */
-#define DIFFUSE_SAMPLER_SIGMA_GRID 12          /* sigma-space and DPM-Solver++ samplers: a
+#define DIFFUSE_SAMPLER_SIGMA_GRID 12          /* sigma-space, DPM-Solver++ (2M, 3M, 2M
+                                                  SDE) and UniPC samplers: a
                                                   DIFFUSE_SIGMAS_* value; default
                                                   DIFFUSE_SIGMAS_SCHEDULE */
 #define DIFFUSE_SAMPLER_GRID_STEPS 13          /* the same samplers: the levels N of a
@@ -994,6 +1001,40 @@ typedef struct diffuse_sampler diffuse_sampler;
  * formulas above use alpha = 1 / sqrt(1 + sigma^2), lambda = -log(sigma)
  * of the grid's levels, the last step (to sigma 0) returning D; LAMBDA_MIN
  * then has no effect (it clips the schedule grid only).
+ *
+ * DIFFUSE_SAMPLER_DPMPP_2M_SDE (since 1.1): DPM-Solver++(2M) SDE, the
+ * stochastic solver of Lu et al. 2022 (SDE-DPM-Solver++, diffusers'
+ * algorithm_type "sde-dpmsolver++" with solver_type "midpoint",
+ * k-diffusion's sample_dpmpp_2m_sde with eta 1).  With the quantities
+ * above (D the first-order D_t, or the second-order combination of D_t and
+ * D_{t+1} when ORDER is 2, the default; ORDER 3 is refused),
+ *   x_{t-1} = (sigma_{t-1} / sigma_t) e^{-h} x_t + alpha_{t-1} (1 - e^{-2h}) D
+ *             + sigma_{t-1} sqrt(1 - e^{-2h}) z,
+ * the last step (to sigma 0) returning D.  z is the caller's noise of
+ * diffuse_sampler_step_output() or drawn from the generator with the step
+ * word k (the step's index in the trajectory, 0 .. NUM_STEPS - 1) and the
+ * row's sample index, so a run is bit-identical whatever the batch split
+ * and the thread count.  Same grids, LAMBDA_MIN and model calls (one per
+ * step) as DPM-Solver++.
+ *
+ * DIFFUSE_SAMPLER_UNIPC (since 1.1): UniPC (Zhao et al. 2023,
+ * arXiv:2302.04867), diffusers' UniPCMultistepScheduler with predict_x0
+ * and solver_type "bh2": a predictor (UniP, for ORDER 2 the DPM-Solver++(2M)
+ * step above) and a corrector (UniC) that, once the model output D_k at
+ * the predicted x_k is known, rebuilds the state at level k from the
+ * previous step's corrected state before predicting the next one; no
+ * extra model call.  With h = lambda_k - lambda_{k-1}, B = e^{-h} - 1,
+ *   x^c_k = (sigma_k / sigma_{k-1}) x^c_{k-1} - alpha_k B D_{k-1}
+ *           - alpha_k B (rho_0 (D_{k-2} - D_{k-1}) / r + rho_1 (D_k - D_{k-1})),
+ * r = (lambda_{k-2} - lambda_{k-1}) / h and [1 1; r 1] (rho_0, rho_1) =
+ * (g_1 / B, 2 g_2 / B), g_1 = B / (-h) - 1, g_2 = g_1 / (-h) - 1/2; of
+ * order 1 (after a first-order predictor: the second step, or ORDER 1)
+ * rho_0 = 0, rho_1 = 1/2.  UniPC of ORDER p is of order p + 1 (measured 3.0
+ * for the default 2 on Karras grids).  In diffuse_sampler_step_output()
+ * the x_t passed enters only through the model output (as in diffusers:
+ * the corrector starts from the handle's corrected state), and steps come
+ * in order.  LOWER_ORDER_FINAL is refused (the last step is first order
+ * anyway).  Deterministic: the seed only chooses x_T.
  */
 
 /**
@@ -1008,7 +1049,8 @@ typedef struct diffuse_sampler diffuse_sampler;
  * @param kind       DIFFUSE_SAMPLER_DDPM, DIFFUSE_SAMPLER_DDIM or
  *                   DIFFUSE_SAMPLER_DPMPP_2M (since 1.0);
  *                   DIFFUSE_SAMPLER_EULER, _EULER_ANCESTRAL, _HEUN (since 1.1;
- *                   refused on a schedule ending at alphas_cumprod = 0).
+ *                   refused on a schedule ending at alphas_cumprod = 0),
+ *                   DIFFUSE_SAMPLER_DPMPP_2M_SDE and _UNIPC (since 1.1).
  * @param max_batch  the largest batch a call may pass, >= 1.
  * Errors: DIFFUSE_EINVAL (NULL, unknown kind, max_batch 0 or too large, an
  * eps model on a schedule with alphas_cumprod = 0, whose x0 is undefined),
@@ -1038,13 +1080,15 @@ DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
  * GUIDANCE_RESCALE a value in [0, 1]; SIGMA_GRID a DIFFUSE_SIGMAS_* value
  * and GRID_STEPS an integer in [0, T] (both change NUM_STEPS and start a new
  * trajectory); ETA on Euler ancestral any finite value >= 0; SET_ALPHA_TO_ONE,
- * CLIPPED_MODEL_OUTPUT and LOWER_ORDER_FINAL 0 or 1; ORDER 1, 2 or 3.
+ * CLIPPED_MODEL_OUTPUT and LOWER_ORDER_FINAL 0 or 1; ORDER 1, 2 or 3
+ * (DPM-Solver++(2M) SDE and UniPC: 1 or 2).
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter, value out of range, a
  * non-integer for an integer parameter, ETA, SET_ALPHA_TO_ONE or
- * CLIPPED_MODEL_OUTPUT on a sampler other than DDIM, LAMBDA_MIN, ORDER or
- * LOWER_ORDER_FINAL on one other than DPM-Solver++, SIGMA_GRID or
- * GRID_STEPS on one other than Euler, Euler ancestral, Heun and
- * DPM-Solver++, a Karras or exponential SIGMA_GRID on a schedule ending at
+ * CLIPPED_MODEL_OUTPUT on a sampler other than DDIM, LAMBDA_MIN or ORDER
+ * on one other than DPM-Solver++, its SDE and UniPC, LOWER_ORDER_FINAL on
+ * one other than DPM-Solver++ and its SDE, SIGMA_GRID or GRID_STEPS on one
+ * other than Euler, Euler ancestral, Heun, DPM-Solver++, its SDE and
+ * UniPC, a Karras or exponential SIGMA_GRID on a schedule ending at
  * alphas_cumprod = 0, GUIDANCE or
  * GUIDANCE_RESCALE with a callback model without classes, NUM_STEPS or
  * POSITION (read-only), a call from inside one of this sampler's
@@ -1179,7 +1223,8 @@ DIFFUSE_API int diffuse_sampler_reset(diffuse_sampler *s);
  * output the caller computed on it, the next sample.
  *
  * @param k           the step, 0 .. NUM_STEPS - 1.  A multistep sampler
- *                    (DPM-Solver++) keeps the predictions of earlier steps:
+ *                    (DPM-Solver++, its SDE, UniPC, Heun's two stages)
+ *                    keeps the predictions of earlier steps:
  *                    its steps come in order, k = 0 starting a trajectory
  *                    and each later call taking k = POSITION with the
  *                    batch of step 0.  DDPM and DDIM take any k.
@@ -1199,11 +1244,14 @@ DIFFUSE_API int diffuse_sampler_reset(diffuse_sampler *s);
  * @param noise       NULL, or [batch][dim] the standard normal noise of
  *                    this step (diffusers' variance_noise), used in place
  *                    of the generator's; ignored by steps that draw none
- *                    (DDIM with eta 0, the last DDPM step, DPM-Solver++).
+ *                    (DDIM with eta 0, the last DDPM step, DPM-Solver++,
+ *                    UniPC, Euler, Heun).
  * @param seed, first_sample  the generator's key and the sample index of
  *                    row 0 when noise is NULL: the noise is then the one
  *                    run() draws, diffuse_normal_fill(seed, first_sample +
- *                    b, original index of the step, ...).
+ *                    b, step word, ...), the step word being the original
+ *                    index of the step for DDPM and DDIM, k for Euler
+ *                    ancestral and DPM-Solver++(2M) SDE (since 1.1).
  * @param x_next      [batch][dim] output; may be the same array as x_t.
  * @param x0          NULL or [batch][dim]: the predicted x0 of this step
  *                    (after clipping or thresholding; diffusers'

@@ -87,12 +87,13 @@ static void test_sampler_step_allocates_nothing(void)
 
 /* Since 1.1: the caller-driven step (with guidance and caller noise, an
  * external model, DPM-Solver++(3M) history), the timestep list, reset, and
- * runs of the sigma-space samplers on a Karras grid allocate nothing. */
+ * runs of the sigma-space samplers on a Karras grid, of DPM-Solver++(2M)
+ * SDE (its own noise) and UniPC allocate nothing. */
 static void test_caller_steps_and_sigma_samplers_allocate_nothing(void)
 {
     diffuse_schedule *s = NULL, *r = NULL;
     diffuse_model *m = NULL, *ext = NULL;
-    diffuse_sampler *dpm = NULL, *heun = NULL, *ea = NULL, *ddim = NULL;
+    diffuse_sampler *dpm = NULL, *heun = NULL, *ea = NULL, *ddim = NULL, *sde = NULL, *uni = NULL;
     int32_t keep[1000];
     size_t n, k;
     float x[4 * 32], y[4 * 32], out[4 * 64], unc[4 * 64], z[4 * 32], x0[4 * 32], t[25];
@@ -117,6 +118,10 @@ static void test_caller_steps_and_sigma_samplers_allocate_nothing(void)
     ASSERT_OK(diffuse_sampler_create(&ea, s, m, DIFFUSE_SAMPLER_EULER_ANCESTRAL, 4));
     ASSERT_OK(diffuse_sampler_set(ea, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_EXPONENTIAL));
     ASSERT_OK(diffuse_sampler_set(ea, DIFFUSE_SAMPLER_GRID_STEPS, 6));
+    ASSERT_OK(diffuse_sampler_create(&sde, s, m, DIFFUSE_SAMPLER_DPMPP_2M_SDE, 4));
+    ASSERT_OK(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_KARRAS));
+    ASSERT_OK(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_GRID_STEPS, 6));
+    ASSERT_OK(diffuse_sampler_create(&uni, r, m, DIFFUSE_SAMPLER_UNIPC, 4));
     for (i = 0; i < 4 * 32; i++) {
         x[i] = (float)((i % 256) / 127.5 - 1.0);
         z[i] = (float)((i % 7) - 3) / 3.0f;
@@ -133,7 +138,11 @@ static void test_caller_steps_and_sigma_samplers_allocate_nothing(void)
     ASSERT_OK(diffuse_sampler_step_output(ddim, 3, x, out, NULL, z, 1, 0, 4, y, NULL));
     ASSERT_OK(diffuse_sampler_run(heun, NULL, 1, 0, 4, y));
     ASSERT_OK(diffuse_sampler_run(ea, x, 1, 0, 4, y));
+    ASSERT_OK(diffuse_sampler_run(sde, NULL, 1, 0, 4, y));
+    ASSERT_OK(diffuse_sampler_run(uni, NULL, 1, 0, 4, y));
     ASSERT_EQ(calls - before, 0);
+    diffuse_sampler_free(uni);
+    diffuse_sampler_free(sde);
     diffuse_sampler_free(ea);
     diffuse_sampler_free(heun);
     diffuse_sampler_free(ddim);

@@ -103,7 +103,7 @@ static int solve_error(const oracle *o, const diffuse_schedule *full, int kind, 
     if (diffuse_model_create_float(&m, float_fn, (void *)o, 1, DIFFUSE_PRED_EPS,
                                    DIFFUSE_VAR_FIXED_SMALL) ||
         diffuse_sampler_create(&sp, fast ? fast : full, m, kind, NS) ||
-        (kind == DIFFUSE_SAMPLER_DPMPP_2M && diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ORDER, order)))
+        (order > 0 && diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ORDER, order)))
         return -1;
     if (grid != DIFFUSE_SIGMAS_SCHEDULE &&
         (diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, grid) ||
@@ -136,7 +136,12 @@ static int solve_error(const oracle *o, const diffuse_schedule *full, int kind, 
  * and 3.5 from n = 10 to 40): something on this grid, not yet isolated
  * (the first-order warm-up step of diffusers' lower_order_nums is the
  * suspect), keeps its global error second order; asserted >= 1.8 so that a
- * regression below second order is caught.
+ * regression below second order is caught.  UniPC (bh2) of ORDER p is of
+ * order p + 1 (its corrector raises the predictor's order by one, Zhao et
+ * al. 2023, Theorem 3.1): measured 2.01 for p = 1 and 2.98 for p = 2 on
+ * Karras grids, asserted [1.8, 2.3] and >= 2.7; p = 2 on the linspace
+ * schedule grid 1.34, 1.99, 2.22 (that grid's uneven log-SNR steps near
+ * t = 999, as for DPM-Solver++ in test_step_output.c), asserted >= 1.8.
  */
 static void test_order_of_convergence(void)
 {
@@ -152,6 +157,9 @@ static void test_order_of_convergence(void)
         {DIFFUSE_SAMPLER_HEUN, 0, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "Heun,   Karras  "},
         {DIFFUSE_SAMPLER_DPMPP_2M, 2, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "DPM++2M Karras "},
         {DIFFUSE_SAMPLER_DPMPP_2M, 3, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "DPM++3M Karras "},
+        {DIFFUSE_SAMPLER_UNIPC, 2, DIFFUSE_SIGMAS_SCHEDULE, 1.8, 9.0, "UniPC-2 schedule"},
+        {DIFFUSE_SAMPLER_UNIPC, 2, DIFFUSE_SIGMAS_KARRAS, 2.7, 9.0, "UniPC-2 Karras "},
+        {DIFFUSE_SAMPLER_UNIPC, 1, DIFFUSE_SIGMAS_KARRAS, 1.8, 2.3, "UniPC-1 Karras "},
     };
     oracle o;
     diffuse_schedule *full = NULL;
@@ -252,6 +260,198 @@ static void test_euler_ancestral_moments(void)
 }
 
 /*
+ * DPM-Solver++(2M) SDE with the exact model is an affine Gaussian chain in
+ * the state and the previous data prediction: x' = R x + G Dh + S z with
+ * Dh = D + w (D - D_prev) (w = h / (2 h_prev), 0 on the first step), D =
+ * g x + c, and the last step x' = D.  Its mean and covariance follow in
+ * closed form from the formulas (double, written here from the paper's
+ * SDE-DPM-Solver++ step with the levels the model saw).  NS2 samples of
+ * NL Karras levels drawn by the library's generator: sample mean and
+ * variance within 5 standard errors of the chain's.
+ */
+static void sde_chain(const oracle *o, const float *t, size_t n, double *mean, double *var)
+{
+    double mu[2] = {0, 0}, C[2][2] = {{1, 0}, {0, 0}}, hprev = 0;
+    size_t k;
+    for (k = 0; k < n; k++) {
+        double s = oracle_sigma(o, (double)t[k]);
+        double ab = 1 / (1 + s * s), Dv = ab * SDEV * SDEV + 1 - ab;
+        double g = sqrt(ab) * SDEV * SDEV / Dv, c = MU - g * sqrt(ab) * MU;
+        double M[2][2], off[2], Sn, R, G, w, h, N[2][2];
+        int i, j, l;
+        if (k + 1 == n) { /* lands on D */
+            *mean = g * mu[0] + c;
+            *var = g * g * C[0][0];
+            return;
+        }
+        {
+            double s2 = oracle_sigma(o, (double)t[k + 1]);
+            double a2 = 1 / sqrt(1 + s2 * s2), sv2 = s2 * a2, sv = s / sqrt(1 + s * s);
+            h = log(s / s2);
+            R = sv2 / sv * exp(-h);
+            G = a2 * (1 - exp(-2 * h));
+            Sn = sv2 * sqrt(1 - exp(-2 * h));
+        }
+        w = k == 0 ? 0 : 0.5 * h / hprev;
+        M[0][0] = R + G * (1 + w) * g;
+        M[0][1] = -G * w;
+        M[1][0] = g;
+        M[1][1] = 0;
+        off[0] = G * (1 + w) * c;
+        off[1] = c;
+        {
+            double m0 = M[0][0] * mu[0] + M[0][1] * mu[1] + off[0];
+            double m1 = M[1][0] * mu[0] + M[1][1] * mu[1] + off[1];
+            mu[0] = m0;
+            mu[1] = m1;
+        }
+        for (i = 0; i < 2; i++)
+            for (j = 0; j < 2; j++) {
+                N[i][j] = 0;
+                for (l = 0; l < 2; l++) {
+                    int q;
+                    for (q = 0; q < 2; q++)
+                        N[i][j] += M[i][l] * C[l][q] * M[j][q];
+                }
+            }
+        memcpy(C, N, sizeof C);
+        C[0][0] += Sn * Sn;
+        hprev = h;
+    }
+}
+
+enum { NL = 4 };
+
+static void test_sde_moments(void)
+{
+    static float xs[NS2];
+    oracle o;
+    diffuse_schedule *full = NULL;
+    diffuse_model *m = NULL;
+    diffuse_sampler *sp = NULL;
+    float t[NL];
+    double mean, var, sm = 0, sv = 0, se_m, se_v;
+    size_t i, n = harness_quick() ? 1024 : NS2;
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, 1, DIFFUSE_PRED_EPS,
+                                         DIFFUSE_VAR_FIXED_SMALL));
+    ASSERT_OK(diffuse_sampler_create(&sp, full, m, DIFFUSE_SAMPLER_DPMPP_2M_SDE, NS2));
+    ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_KARRAS));
+    ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, NL));
+    ASSERT_OK(diffuse_sampler_timesteps(sp, t, NL));
+    ASSERT_OK(diffuse_sampler_run(sp, NULL, 13, 0, n, xs));
+    sde_chain(&o, t, NL, &mean, &var);
+    for (i = 0; i < n; i++)
+        sm += xs[i];
+    sm /= (double)n;
+    for (i = 0; i < n; i++)
+        sv += ((double)xs[i] - sm) * ((double)xs[i] - sm);
+    sv /= (double)(n - 1);
+    se_m = sqrt(var / (double)n);
+    se_v = var * sqrt(2.0 / (double)(n - 1));
+    printf("  DPM++2M SDE: mean %.4f (chain %.4f), variance %.5f (chain %.5f; data %.5f)\n",
+           sm, mean, sv, var, SDEV * SDEV);
+    ASSERT_NEAR(sm, mean, 5 * se_m);
+    ASSERT_NEAR(sv, var, 5 * se_v);
+    /* the test resolves the chain from the exact law: with NL = 4 levels
+     * the chain's variance is more than 10 standard errors from the one
+     * the exact reverse SDE reaches (abar' SDEV^4 / (abar' SDEV^2 + 1 -
+     * abar'), the same as the data's up to the last step's D) */
+    {
+        double s0 = exp(o.lsig[0]), a0 = 1 / (1 + s0 * s0), d0 = a0 * SDEV * SDEV + 1 - a0;
+        ASSERT_TRUE(fabs(var - a0 * SDEV * SDEV * SDEV * SDEV / d0) > 10 * se_v);
+    }
+    diffuse_sampler_free(sp);
+    diffuse_model_free(m);
+    diffuse_schedule_free(full);
+}
+
+/*
+ * Weak order of DPM-Solver++(2M) SDE.  With the exact model the result is
+ * affine in x_T and the step noises z_k: x = b + A x_T + sum_k c_k z_k.
+ * One caller-driven trajectory of n + 2 independent elements reads b
+ * (x_T = sqrt(abar_max) MU, z = 0), A (x_T one larger) and each c_k (a
+ * unit noise at step k only), so the law of the result for x_T drawn from
+ * the true marginal at sigma_max, N(sqrt(abar) MU, abar SDEV^2 + 1 - abar),
+ * is known without sampling error: mean b (x_T at the marginal's mean),
+ * variance A^2 (abar SDEV^2 + 1 - abar) + sum c_k^2.  The exact reverse
+ * SDE carries that marginal to the one at sigma_min, and the last step's D
+ * maps it to N(MU, abar' SDEV^4 / (abar' SDEV^2 + 1 - abar')): the weak
+ * errors of mean and variance, n = 20 .. 160 doubling on Karras grids.
+ * Measured: variance order 1.58, 2.09, 2.07, asserted >= 1.8 on the last
+ * doubling; the mean error stays at float rounding (below 1e-6, asserted:
+ * the exponential integrator keeps the mean path of Gaussian data exactly,
+ * since with x = sqrt(abar) MU every D is MU and the step's coefficients
+ * sum to alpha').
+ */
+static int sde_weak_error(const oracle *o, const diffuse_schedule *full, size_t n,
+                          double *e_mean, double *e_var)
+{
+    enum { NMAX = 160 };
+    float x[NMAX + 2], out[NMAX + 2], z[NMAX + 2], t[NMAX];
+    diffuse_model *m = NULL;
+    diffuse_sampler *sp = NULL;
+    const size_t dim = n + 2;
+    double s_max = exp(o->lsig[TB - 1]), s_min = exp(o->lsig[0]);
+    double a1 = 1 / (1 + s_max * s_max), a2 = 1 / (1 + s_min * s_min);
+    double d1 = a1 * SDEV * SDEV + 1 - a1, d2 = a2 * SDEV * SDEV + 1 - a2, A, v;
+    size_t k, j;
+    int rc = 0;
+    if (n > NMAX)
+        return -1;
+    if (diffuse_model_create_float(&m, float_fn, (void *)o, dim, DIFFUSE_PRED_EPS,
+                                   DIFFUSE_VAR_FIXED_SMALL) ||
+        diffuse_sampler_create(&sp, full, m, DIFFUSE_SAMPLER_DPMPP_2M_SDE, 1) ||
+        diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_KARRAS) ||
+        diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, (double)n) ||
+        diffuse_sampler_timesteps(sp, t, n))
+        return -1;
+    for (j = 0; j < dim; j++)
+        x[j] = (float)(sqrt(a1) * MU + (j == 1 ? 1.0 : 0.0));
+    for (k = 0; k < n && rc == 0; k++) {
+        oracle_eps(o, (double)t[k], x, dim, out);
+        for (j = 0; j < dim; j++)
+            z[j] = j == 2 + k ? 1.0f : 0.0f;
+        rc = diffuse_sampler_step_output(sp, k, x, out, NULL, z, 0, 0, 1, x, NULL);
+    }
+    A = (double)x[1] - (double)x[0];
+    v = A * A * d1;
+    for (k = 0; k < n; k++)
+        v += ((double)x[2 + k] - (double)x[0]) * ((double)x[2 + k] - (double)x[0]);
+    *e_mean = fabs((double)x[0] - MU);
+    *e_var = fabs(v - a2 * SDEV * SDEV * SDEV * SDEV / d2);
+    diffuse_sampler_free(sp);
+    diffuse_model_free(m);
+    return rc;
+}
+
+static void test_sde_weak_order(void)
+{
+    static const size_t ns[] = {20, 40, 80, 160};
+    oracle o;
+    diffuse_schedule *full = NULL;
+    double em[4], ev[4];
+    size_t j;
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    for (j = 0; j < 4; j++)
+        ASSERT_TRUE(sde_weak_error(&o, full, ns[j], &em[j], &ev[j]) == 0);
+    printf("  DPM++2M SDE Karras: mean error");
+    for (j = 0; j < 4; j++)
+        printf(" %.2e", em[j]);
+    printf(", variance error");
+    for (j = 0; j < 4; j++)
+        printf(" %.2e", ev[j]);
+    printf("; observed order (mean, variance)");
+    for (j = 0; j + 1 < 4; j++)
+        printf(" (%.2f, %.2f)", log2(em[j] / em[j + 1]), log2(ev[j] / ev[j + 1]));
+    printf("\n");
+    for (j = 0; j < 4; j++)
+        ASSERT_TRUE(em[j] < 1e-6);
+    ASSERT_TRUE(log2(ev[2] / ev[3]) >= 1.8);
+    diffuse_schedule_free(full);
+}
+
+/*
  * The grids: Karras levels (the paper's formula, rho = 7) and exponential
  * ones between sigma(0) and sigma(999), their model times by diffusers'
  * _sigma_to_t (written out: the last index whose log sigma is <= the
@@ -330,7 +530,7 @@ static void test_bit_identity(void)
     diffuse_schedule *full = NULL;
     int kind;
     ASSERT_TRUE(oracle_init(&o, &full) == 0);
-    for (kind = DIFFUSE_SAMPLER_DPMPP_2M; kind <= DIFFUSE_SAMPLER_HEUN; kind++) {
+    for (kind = DIFFUSE_SAMPLER_DPMPP_2M; kind <= DIFFUSE_SAMPLER_UNIPC; kind++) {
         diffuse_model *m = NULL;
         diffuse_sampler *sp = NULL;
         float ref[B * DIM], x[B * DIM], out[B * DIM], z[B * DIM], t[2 * 8], part[B * DIM];
@@ -388,7 +588,7 @@ static void test_thread_invariance(void)
     if (!diffuse_has_openmp())
         SKIP("built without OpenMP: nothing to compare");
     ASSERT_TRUE(oracle_init(&o, &full) == 0);
-    for (kind = DIFFUSE_SAMPLER_DPMPP_2M; kind <= DIFFUSE_SAMPLER_HEUN; kind++) {
+    for (kind = DIFFUSE_SAMPLER_DPMPP_2M; kind <= DIFFUSE_SAMPLER_UNIPC; kind++) {
         diffuse_model *m = NULL;
         diffuse_sampler *sp = NULL;
         ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, DIM, DIFFUSE_PRED_EPS,
@@ -406,6 +606,45 @@ static void test_thread_invariance(void)
         diffuse_sampler_free(sp);
         diffuse_model_free(m);
     }
+    diffuse_schedule_free(full);
+}
+
+/* The options of the 1.1 multistep kinds: the SDE and UniPC take ORDER 1
+ * or 2 (3 refused, naming the kind), UniPC no LOWER_ORDER_FINAL (its
+ * last step is first order anyway), both SIGMA_GRID and LAMBDA_MIN;
+ * diffuse_sampler_step() refuses them (multistep). */
+static void test_new_kind_options(void)
+{
+    oracle o;
+    diffuse_schedule *full = NULL;
+    diffuse_model *m = NULL;
+    diffuse_sampler *sde = NULL, *uni = NULL, *bad = NULL;
+    float x = 0;
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, 1, DIFFUSE_PRED_EPS,
+                                         DIFFUSE_VAR_FIXED_SMALL));
+    ASSERT_OK(diffuse_sampler_create(&sde, full, m, DIFFUSE_SAMPLER_DPMPP_2M_SDE, 1));
+    ASSERT_OK(diffuse_sampler_create(&uni, full, m, DIFFUSE_SAMPLER_UNIPC, 1));
+    ASSERT_STATUS(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_ORDER, 3), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("SDE");
+    ASSERT_STATUS(diffuse_sampler_set(uni, DIFFUSE_SAMPLER_ORDER, 3), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("UniPC");
+    ASSERT_OK(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_ORDER, 1));
+    ASSERT_OK(diffuse_sampler_set(uni, DIFFUSE_SAMPLER_ORDER, 1));
+    ASSERT_OK(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_LOWER_ORDER_FINAL, 0));
+    ASSERT_STATUS(diffuse_sampler_set(uni, DIFFUSE_SAMPLER_LOWER_ORDER_FINAL, 0),
+                  DIFFUSE_EINVAL);
+    ASSERT_OK(diffuse_sampler_set(uni, DIFFUSE_SAMPLER_LAMBDA_MIN, -5.1));
+    ASSERT_OK(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_EXPONENTIAL));
+    ASSERT_STATUS(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_ETA, 0.5), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_sampler_step(uni, &x, 5, 0, 0, 1, &x), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("multistep");
+    ASSERT_STATUS(diffuse_sampler_create(&bad, full, m, DIFFUSE_SAMPLER_UNIPC + 1, 1),
+                  DIFFUSE_EINVAL);
+    ASSERT_TRUE(bad == NULL);
+    diffuse_sampler_free(sde);
+    diffuse_sampler_free(uni);
+    diffuse_model_free(m);
     diffuse_schedule_free(full);
 }
 
@@ -432,9 +671,12 @@ int main(void)
 {
     RUN(test_order_of_convergence);
     RUN(test_euler_ancestral_moments);
+    RUN(test_sde_moments);
+    RUN(test_sde_weak_order);
     RUN(test_grids_and_times);
     RUN(test_bit_identity);
     RUN(test_thread_invariance);
+    RUN(test_new_kind_options);
     RUN(test_zero_snr_refused);
     return harness_finish();
 }

@@ -1,6 +1,7 @@
 /*
  * DPM-Solver++ multistep (Lu et al. 2022, arXiv:2211.01095), data
- * prediction, orders 1, 2 and 3, on the schedule's discrete steps.
+ * prediction, orders 1, 2 and 3, its SDE variant DPM-Solver++(2M) SDE and
+ * UniPC (bh2), on the schedule's discrete steps or a sigma grid.
  */
 #include "samplers/sampler.h"
 
@@ -39,10 +40,46 @@ static void plan(diffuse_sampler *sp)
         sp->tau[k] = (double)S->timesteps[T - 1 - k];
 }
 
+/* The step from plan level k to k + 1 (levels 0 .. n - 1 the plan's, level
+ * n sigma = 0): h = lambda_{k+1} - lambda_k, ratio = sigma_{k+1} / sigma_k
+ * and the level's alpha_{k+1} and sigma_{k+1} (variance-preserving), written
+ * without cancellation; the last step has ratio 0, alpha 1, sigma 0, h
+ * infinite. */
+typedef struct {
+    double h, ratio, a_s, s_s;
+    int last;
+} transition;
+
+static transition transition_at(const diffuse_sampler *sp, size_t k)
+{
+    const diffuse_schedule *S = sp->e.sched;
+    const int grid = sp->sigma_grid != DIFFUSE_SIGMAS_SCHEDULE;
+    const int32_t t = grid ? 0 : (int32_t)(sp->n - 1 - k);
+    const double sg = grid ? sp->s_from[k] : 0.0, sg2 = grid ? sp->s_to[k] : 0.0;
+    transition r;
+    /* lambda = log(alpha / sigma) = -log(sigma_grid) on a grid */
+    const double lam_t = grid ? -log(sg) : diffuse__half_log_snr(S, t);
+    double lam_s;
+    r.last = grid ? sg2 == 0.0 : t == 0;
+    lam_s = r.last ? HUGE_VAL : grid ? -log(sg2) : diffuse__half_log_snr(S, t - 1);
+    r.h = lam_s - lam_t;
+    r.ratio = r.last ? 0.0
+              : grid ? sg2 / sg * sqrt((1.0 + sg * sg) / (1.0 + sg2 * sg2))
+                     : sqrt(S->tables[DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD][t - 1] /
+                            S->tables[DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD][t]);
+    r.a_s = r.last ? 1.0
+            : grid ? 1.0 / sqrt(1.0 + sg2 * sg2)
+                   : S->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t - 1];
+    r.s_s = r.last ? 0.0
+            : grid ? sg2 / sqrt(1.0 + sg2 * sg2)
+                   : S->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t - 1];
+    return r;
+}
+
 /*
- * One step from schedule index t = n - 1 - k to t - 1.  The model output
- * gives D_t, the predicted x0; with h = lambda_{t-1} - lambda_t,
- * alpha = sqrt(abar), sigma = sqrt(1 - abar):
+ * One step from plan level k (schedule index t = n - 1 - k, or the grid's
+ * k-th level) to the next.  The model output gives D_t, the predicted x0;
+ * with h = lambda_{t-1} - lambda_t, alpha = sqrt(abar), sigma = sqrt(1 - abar):
  *   order 1: x_{t-1} = (sigma_{t-1} / sigma_t) x_t + alpha_{t-1} (1 - e^{-h}) D_t
  *   order 2: D_t replaced by D_t + (1/(2 r0)) (D_t - D_{t+1}), r0 = h_{t+1} / h
  *            (Algorithm 2 of the paper; diffusers' "midpoint" form)
@@ -58,6 +95,28 @@ static void plan(diffuse_sampler *sp)
  * last step (to sigma = 0: x = D_0), and 2 at the second-to-last step when
  * LOWER_ORDER_FINAL is set and the trajectory has fewer than 15 steps (as
  * diffusers); a non-finite step size (zero terminal SNR) lowers it too.
+ *
+ * DPM-Solver++(2M) SDE (the paper's SDE-DPM-Solver++, section 5; diffusers'
+ * sde-dpmsolver++ with solver_type "midpoint", k-diffusion's
+ * sample_dpmpp_2m_sde with eta 1): the same D (orders 1 and 2), and
+ *   x_{t-1} = (sigma_{t-1} / sigma_t) e^{-h} x_t + alpha_{t-1} (1 - e^{-2h}) D
+ *             + sigma_{t-1} sqrt(1 - e^{-2h}) z,
+ * z standard normal (the caller's, or the generator's with step word k).
+ *
+ * UniPC (Zhao et al. 2023, arXiv:2302.04867; diffusers'
+ * UniPCMultistepScheduler with predict_x0, solver_type "bh2"), orders 1
+ * and 2: before the predictor, the corrector UniC rebuilds the state at
+ * level k from the corrected state x^c_{k-1} of the previous step, its
+ * output D_{k-1} and this step's D_k (no extra model call; the x_k the
+ * model saw enters only through D_k).  With h = lambda_k - lambda_{k-1},
+ * B = e^{-h} - 1 (bh2):
+ *   x^c_k = (sigma_k / sigma_{k-1}) x^c_{k-1} - alpha_k B D_{k-1}
+ *           - alpha_k B (rho_0 (D_{k-2} - D_{k-1}) / r + rho_1 (D_k - D_{k-1})),
+ * r = (lambda_{k-2} - lambda_{k-1}) / h, and (rho_0, rho_1) solving
+ * [1 1; r 1] rho = (b_1, b_2), b_1 = g_1 / B, b_2 = 2 g_2 / B, g_1 =
+ * B / (-h) - 1, g_2 = g_1 / (-h) - 1/2; the corrector's order is the
+ * previous predictor's, and of order 1 it is rho_0 = 0, rho_1 = 1/2.  The
+ * predictor UniP-2 with bh2 is the DPM-Solver++(2M) step above from x^c_k.
  */
 static void step(diffuse_sampler *sp, const diffuse__step_io *io)
 {
@@ -67,27 +126,42 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
     const size_t dim = e->dim, batch = io->batch;
     const int grid = sp->sigma_grid != DIFFUSE_SIGMAS_SCHEDULE;
     const int32_t t = grid ? 0 : (int32_t)(sp->n - 1 - io->k);
-    const double sg = grid ? sp->s_from[io->k] : 0.0, sg2 = grid ? sp->s_to[io->k] : 0.0;
-    const int last = grid ? sg2 == 0.0 : t == 0;
-    /* lambda = log(alpha / sigma) = -log(sigma_grid) on a grid */
-    const double lam_t = grid ? -log(sg) : diffuse__half_log_snr(S, t);
-    const double lam_s = last ? HUGE_VAL : grid ? -log(sg2) : diffuse__half_log_snr(S, t - 1);
-    const double h = lam_s - lam_t;
-    /* sigma_s / sigma_t and alpha_s (1 - e^{-h}), without cancellation */
-    const double ratio = last ? 0.0
-                         : grid ? sg2 / sg * sqrt((1.0 + sg * sg) / (1.0 + sg2 * sg2))
-                                : sqrt(S->tables[DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD][t - 1] /
-                                       S->tables[DIFFUSE_TABLE_ONE_MINUS_ALPHAS_CUMPROD][t]);
-    const double a_s = last ? 1.0
-                       : grid ? 1.0 / sqrt(1.0 + sg2 * sg2)
-                              : S->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t - 1];
-    const double gain = last ? 1.0 : a_s * -expm1(-h);
+    const double sg = grid ? sp->s_from[io->k] : 0.0;
+    const transition tr = transition_at(sp, io->k);
+    const int last = tr.last, sde = sp->kind == DIFFUSE_SAMPLER_DPMPP_2M_SDE;
+    const int unipc = sp->kind == DIFFUSE_SAMPLER_UNIPC;
+    const double h = tr.h;
+    /* sigma_s / sigma_t (times e^{-h} for the SDE) and alpha_s (1 - e^{-h})
+     * (1 - e^{-2h} for the SDE) */
+    const double ratio = sde && !last ? tr.ratio * exp(-h) : tr.ratio;
+    const double a_s = tr.a_s;
+    const double gain = last ? 1.0 : sde ? a_s * -expm1(-2.0 * h) : a_s * -expm1(-h);
+    const double s_noise = sde && !last ? tr.s_s * sqrt(-expm1(-2.0 * h)) : 0.0;
     const double cm = sqrt(1.0 + sg * sg); /* the model's abar = 1 / cm^2 on a grid */
     const int nt = diffuse__engine_threads(e);
-    int ord = sp->order;
+    int ord = sp->order, cord = 0;
     double w = 0.0, r0 = 0.0, r1 = 0.0, k1 = 0.0, k2 = 0.0;
-    float *h0 = sp->hist[0], *h1 = sp->hist[1];
+    double c_ratio = 0.0, c_x = 0.0, c_0 = 0.0, c_1 = 0.0; /* the corrector's */
+    float *h0 = sp->hist[0], *h1 = sp->hist[1], *xc = sp->xc;
     size_t b;
+    if (unipc && sp->nhist > 0) {
+        /* UniC from level k - 1, of the previous predictor's order */
+        const transition tc = transition_at(sp, io->k - 1);
+        const double hc = tc.h, B = expm1(-hc), g1 = B / -hc - 1.0, g2 = g1 / -hc - 0.5;
+        cord = sp->prev_order;
+        if (cord == 2 && !(isfinite(hc) && isfinite(sp->hstep[1])))
+            cord = 1;
+        c_ratio = tc.ratio;
+        c_x = -tc.a_s * B; /* times D_{k-1} */
+        if (cord == 2) {
+            const double r = -sp->hstep[1] / hc, b1 = g1 / B, b2 = 2.0 * g2 / B;
+            const double rho0 = (b1 - b2) / (1.0 - r), rho1 = b1 - rho0;
+            c_0 = -tc.a_s * B * rho0 / r; /* times D_{k-2} - D_{k-1} */
+            c_1 = -tc.a_s * B * rho1;     /* times D_k - D_{k-1} */
+        } else {
+            c_1 = -tc.a_s * B * 0.5;
+        }
+    }
     if ((size_t)ord > sp->nhist + 1)
         ord = (int)sp->nhist + 1;
     if (last)
@@ -111,25 +185,47 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
     DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
         const float *x = io->x + b * dim, *o = io->out + b * m->out_dim;
         float *x0 = e->x0 + b * dim, *y = io->y + b * dim;
-        float *m1 = h0 + b * dim, *m2 = h1 + b * dim;
+        float *m1 = h0 + b * dim, *m2 = h1 + b * dim, *xcb = xc ? xc + b * dim : NULL;
+        const float *z = NULL;
         size_t i;
         if (grid)
             diffuse__predict_x0_row_at(m, 1.0 / cm, sg / cm, cm, sg, x, o, x0,
                                        e->scratch ? e->scratch + b * dim : NULL);
         else
             diffuse__predict_x0_row(m, S, t, x, o, x0, e->scratch ? e->scratch + b * dim : NULL);
+        if (s_noise > 0.0) {
+            if (io->noise != NULL) {
+                z = io->noise + b * dim;
+            } else { /* step word: the evaluation index */
+                (void)diffuse_normal_fill(io->seed, io->first + b, (uint32_t)io->k,
+                                          e->noise + b * dim, dim);
+                z = e->noise + b * dim;
+            }
+        }
         for (i = 0; i < dim; i++) {
-            double d = (double)x0[i];
+            double d = (double)x0[i], xs = (double)x[i];
+            if (cord > 0) {
+                const double dp = (double)m1[i];
+                xs = c_ratio * (double)xcb[i] + c_x * dp + c_1 * (d - dp);
+                if (cord == 2)
+                    xs += c_0 * ((double)m2[i] - dp);
+            }
+            if (xcb != NULL)
+                xcb[i] = (float)xs;
             if (ord == 3) {
                 double d10 = (d - (double)m1[i]) / r0;
                 double d11 = ((double)m1[i] - (double)m2[i]) / r1;
                 double D1 = d10 + r0 / (r0 + r1) * (d10 - d11);
                 double D2 = (d10 - d11) / (r0 + r1);
-                y[i] = (float)(ratio * (double)x[i] + gain * d + k1 * D1 - k2 * D2);
+                y[i] = (float)(ratio * xs + gain * d + k1 * D1 - k2 * D2);
             } else {
+                double v;
                 if (ord == 2)
                     d += w * (d - (double)m1[i]);
-                y[i] = (float)(ratio * (double)x[i] + gain * d);
+                v = ratio * xs + gain * d;
+                if (z != NULL)
+                    v += s_noise * (double)z[i];
+                y[i] = (float)v;
             }
             m2[i] = x0[i]; /* the oldest buffer becomes the newest */
         }
@@ -138,6 +234,7 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
     sp->hist[1] = h0;
     sp->hstep[1] = sp->hstep[0];
     sp->hstep[0] = h;
+    sp->prev_order = ord;
     if (sp->nhist < 2)
         sp->nhist++;
 }

@@ -12,6 +12,8 @@ static const diffuse__family *family_of(int kind)
 {
     switch (kind) {
     case DIFFUSE_SAMPLER_DPMPP_2M:
+    case DIFFUSE_SAMPLER_DPMPP_2M_SDE:
+    case DIFFUSE_SAMPLER_UNIPC:
         return &diffuse__family_dpmpp;
     case DIFFUSE_SAMPLER_EULER:
     case DIFFUSE_SAMPLER_EULER_ANCESTRAL:
@@ -29,25 +31,34 @@ static int is_sigma_kind(int kind)
            kind == DIFFUSE_SAMPLER_HEUN;
 }
 
+/* DPM-Solver++ (2M, 3M), its SDE variant and UniPC: the multistep
+ * solvers in lambda, with ORDER, LAMBDA_MIN and the sigma grids. */
+static int is_dpm_kind(int kind)
+{
+    return kind == DIFFUSE_SAMPLER_DPMPP_2M || kind == DIFFUSE_SAMPLER_DPMPP_2M_SDE ||
+           kind == DIFFUSE_SAMPLER_UNIPC;
+}
+
 static void reset(diffuse_sampler *s)
 {
     s->pos = 0;
     s->traj_batch = 0;
     s->nhist = 0;
     s->hstep[0] = s->hstep[1] = 0.0;
+    s->prev_order = 0;
 }
 
 int diffuse_sampler_create(diffuse_sampler **out, const diffuse_schedule *s,
                            const diffuse_model *m, int kind, size_t max_batch)
 {
     diffuse_sampler *sp;
-    size_t n_tau, n_hist, bytes;
+    size_t n_tau, n_hist, n_bufs, bytes;
     unsigned char *block;
     int rc;
     if (out == NULL)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
     *out = NULL;
-    if (kind < DIFFUSE_SAMPLER_DDPM || kind > DIFFUSE_SAMPLER_HEUN)
+    if (kind < DIFFUSE_SAMPLER_DDPM || kind > DIFFUSE_SAMPLER_UNIPC)
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown sampler kind %d (libdiffuse %s)", kind,
                      DIFFUSE_VERSION_STRING);
     if (s == NULL || m == NULL)
@@ -70,7 +81,8 @@ int diffuse_sampler_create(diffuse_sampler **out, const diffuse_schedule *s,
      * the grid's T levels and times), then the multistep history (floats) */
     n_tau = 4 * diffuse__pad16(2 * s->T) + 2 * diffuse__pad16(s->T);
     n_hist = family_of(kind)->multistep ? diffuse__pad16(max_batch * m->dim) : 0;
-    bytes = n_tau * sizeof(double) + 2 * n_hist * sizeof(float);
+    n_bufs = kind == DIFFUSE_SAMPLER_UNIPC ? 3 : 2; /* UniPC: the corrected state too */
+    bytes = n_tau * sizeof(double) + n_bufs * n_hist * sizeof(float);
     block = (unsigned char *)diffuse__malloc(bytes);
     if (block == NULL) {
         diffuse__engine_release(&sp->e);
@@ -87,6 +99,7 @@ int diffuse_sampler_create(diffuse_sampler **out, const diffuse_schedule *s,
     sp->grid_t = sp->grid_s + diffuse__pad16(s->T);
     sp->hist[0] = n_hist ? (float *)(void *)(block + n_tau * sizeof(double)) : NULL;
     sp->hist[1] = n_hist ? sp->hist[0] + n_hist : NULL;
+    sp->xc = n_bufs == 3 ? sp->hist[1] + n_hist : NULL;
     sp->kind = kind;
     sp->eta = kind == DIFFUSE_SAMPLER_EULER_ANCESTRAL ? 1.0 : 0.0;
     sp->sigma_grid = DIFFUSE_SIGMAS_SCHEDULE;
@@ -141,9 +154,9 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
         s->eta = value;
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_SIGMA_GRID:
-        if (!is_sigma_kind(s->kind) && s->kind != DIFFUSE_SAMPLER_DPMPP_2M)
-            DIFFUSE_FAIL(DIFFUSE_EINVAL, "SIGMA_GRID applies to sigma-space and DPM-Solver++ "
-                                         "samplers only");
+        if (!is_sigma_kind(s->kind) && !is_dpm_kind(s->kind))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "SIGMA_GRID applies to sigma-space, DPM-Solver++ "
+                                         "and UniPC samplers only");
         if (value != DIFFUSE_SIGMAS_SCHEDULE && value != DIFFUSE_SIGMAS_KARRAS &&
             value != DIFFUSE_SIGMAS_EXPONENTIAL)
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown SIGMA_GRID %g (libdiffuse %s)", value,
@@ -159,9 +172,9 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
         reset(s);
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_GRID_STEPS:
-        if (!is_sigma_kind(s->kind) && s->kind != DIFFUSE_SAMPLER_DPMPP_2M)
-            DIFFUSE_FAIL(DIFFUSE_EINVAL, "GRID_STEPS applies to sigma-space and DPM-Solver++ "
-                                         "samplers only");
+        if (!is_sigma_kind(s->kind) && !is_dpm_kind(s->kind))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "GRID_STEPS applies to sigma-space, DPM-Solver++ "
+                                         "and UniPC samplers only");
         if (!(value >= 0.0 && value <= (double)s->e.sched->T) || value != floor(value))
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "GRID_STEPS takes an integer in [0, %zu] (the "
                                          "schedule's steps), not %g", s->e.sched->T, value);
@@ -188,8 +201,9 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
         }
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_LAMBDA_MIN:
-        if (s->kind != DIFFUSE_SAMPLER_DPMPP_2M)
-            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LAMBDA_MIN applies to DPM-Solver++ samplers only");
+        if (!is_dpm_kind(s->kind))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "LAMBDA_MIN applies to DPM-Solver++ samplers only "
+                                         "(and, since 1.1, UniPC)");
         if (isnan(value) || value == HUGE_VAL)
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "LAMBDA_MIN = %g is NaN or +infinity", value);
         s->lambda_min = value;
@@ -208,15 +222,23 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
         s->clipped_eps = value != 0.0;
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_ORDER:
-        if (s->kind != DIFFUSE_SAMPLER_DPMPP_2M)
-            DIFFUSE_FAIL(DIFFUSE_EINVAL, "ORDER applies to DPM-Solver++ samplers only");
-        if (value != 1.0 && value != 2.0 && value != 3.0)
+        if (!is_dpm_kind(s->kind))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "ORDER applies to DPM-Solver++ samplers only (and, "
+                                         "since 1.1, UniPC)");
+        if (s->kind == DIFFUSE_SAMPLER_DPMPP_2M && value != 1.0 && value != 2.0 &&
+            value != 3.0)
             DIFFUSE_FAIL(DIFFUSE_EINVAL, "ORDER takes 1, 2 or 3, not %g", value);
+        if (s->kind != DIFFUSE_SAMPLER_DPMPP_2M && value != 1.0 && value != 2.0)
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "ORDER takes 1 or 2 for %s samplers, not %g",
+                         s->kind == DIFFUSE_SAMPLER_UNIPC ? "UniPC" : "DPM-Solver++(2M) SDE",
+                         value);
         s->order = (int)value;
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_LOWER_ORDER_FINAL:
-        DIFFUSE_TRY(flag_param(__func__, s, DIFFUSE_SAMPLER_DPMPP_2M, "LOWER_ORDER_FINAL",
-                               "DPM-Solver++", value));
+        DIFFUSE_TRY(flag_param(__func__, s,
+                               s->kind == DIFFUSE_SAMPLER_DPMPP_2M_SDE ? s->kind
+                                                                       : DIFFUSE_SAMPLER_DPMPP_2M,
+                               "LOWER_ORDER_FINAL", "DPM-Solver++", value));
         s->lower_order_final = value != 0.0;
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_NUM_STEPS:
@@ -372,7 +394,7 @@ static int step_impl(const char *func, diffuse_sampler *s, const float *x_t,
                              "diffuse_sampler_step() takes a schedule index: DDPM and DDIM "
                              "only (%s): use diffuse_sampler_run() or "
                              "diffuse_sampler_step_output()",
-                             s->kind == DIFFUSE_SAMPLER_DPMPP_2M ? "DPM-Solver++ is multistep"
+                             is_dpm_kind(s->kind) ? "DPM-Solver++ and UniPC are multistep"
                                                                  : "a sigma-space sampler "
                                                                    "steps on its own grid");
     DIFFUSE_TRY(diffuse__engine_check_run(func, &s->e, batch, first_sample, x_t, x_prev));

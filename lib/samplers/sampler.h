@@ -37,6 +37,9 @@ struct diffuse_sampler {
     float *hist[2];  /* [max_batch][dim]: the data predictions of the last two
                         steps, newest first (multistep families), or NULL */
     double hstep[2]; /* their step sizes, newest first */
+    float *xc;       /* [max_batch][dim]: UniPC's corrected state of the last
+                        step (the corrector starts from it), or NULL */
+    int prev_order;  /* the order of the last step (UniPC's corrector) */
     void *block;     /* tau and hist */
     size_t bytes;    /* of block */
 };
@@ -69,7 +72,8 @@ extern const diffuse__family diffuse__family_ddpm_ddim;
 int diffuse__ddim_check_eta(const char *func, const diffuse_sampler *s, double eta,
                             int alpha_to_one);
 
-/* dpmsolver.c: DPM-Solver++ multistep, orders 1 to 3. */
+/* dpmsolver.c: DPM-Solver++ multistep, orders 1 to 3, DPM-Solver++(2M)
+ * SDE and UniPC (bh2). */
 extern const diffuse__family diffuse__family_dpmpp;
 
 /* sigma.c: Euler and Euler ancestral (memoryless), Heun (two stages). */

@@ -523,6 +523,8 @@ SAMPLER_DPMPP_2M = 2
 SAMPLER_EULER = 3
 SAMPLER_EULER_ANCESTRAL = 4
 SAMPLER_HEUN = 5
+SAMPLER_DPMPP_2M_SDE = 6
+SAMPLER_UNIPC = 7
 SIGMAS_SCHEDULE = 0
 SIGMAS_KARRAS = 1
 SIGMAS_EXPONENTIAL = 2
@@ -619,7 +621,7 @@ _PRED_NAMES = {"eps": 0, "epsilon": 0, "x0": 1, "sample": 1, "v": 2, "v_predicti
 _VAR_NAMES = {"fixed_small": 0, "fixed_large": 1, "learned": 2, "learned_range": 3}
 _CDF_NAMES = {"tanh": 0, "exact": 1}
 _SAMPLER_KINDS = {"ddpm": 0, "ddim": 1, "dpmpp_2m": 2, "euler": 3, "euler_ancestral": 4,
-                  "heun": 5}
+                  "heun": 5, "dpmpp_2m_sde": 6, "unipc": 7}
 _MODEL_PARAMS = {"clip_x0": 1, "clip_min": 2, "clip_max": 3, "threshold_percentile": 4,
                  "threshold_max": 5, "classes": 6, "unconditional": 7,
                  "rescale_timesteps": 8, "float_timesteps": 9}
@@ -1576,14 +1578,15 @@ class Sampler(_Engine):
     schedule for strided sampling).
 
     kind: SAMPLER_DDPM / SAMPLER_DDIM / SAMPLER_DPMPP_2M (1.0) and
-    SAMPLER_EULER / SAMPLER_EULER_ANCESTRAL / SAMPLER_HEUN (1.1), or "ddpm",
-    "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun".  Parameters for
+    SAMPLER_EULER / SAMPLER_EULER_ANCESTRAL / SAMPLER_HEUN /
+    SAMPLER_DPMPP_2M_SDE / SAMPLER_UNIPC (1.1), or "ddpm", "ddim",
+    "dpmpp_2m", "euler", "euler_ancestral", "heun", "dpmpp_2m_sde", "unipc".  Parameters for
     set/get by constant or name: "eta" (DDIM, Euler ancestral),
     "num_threads", "lambda_min" (DPM-Solver++: the log-SNR clip, e.g. -5.1
     for cosine), "guidance", "guidance_rescale", "set_alpha_to_one",
-    "clipped_model_output" (DDIM), "order", "lower_order_final"
-    (DPM-Solver++), "sigma_grid", "grid_steps" (sigma-space samplers and
-    DPM-Solver++), read-only "num_steps" and "position".  See diffuse.h.
+    "clipped_model_output" (DDIM), "order" (DPM-Solver++, its SDE, UniPC),
+    "lower_order_final" (DPM-Solver++), "sigma_grid", "grid_steps"
+    (sigma-space samplers, DPM-Solver++ and UniPC), read-only "num_steps" and "position".  See diffuse.h.
     timesteps(), step_output() and reset() drive it from the caller's own
     model calls."""
     _free_name = "diffuse_sampler_free"
