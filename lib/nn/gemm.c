@@ -170,6 +170,11 @@ static const struct diffuse__gemm_variant *current_variant(void)
     return &variant_portable;
 }
 
+const struct diffuse__gemm_variant *diffuse__gemm_variant_now(void)
+{
+    return current_variant();
+}
+
 const char *diffuse__sgemm_kernel_name(void)
 {
     return current_variant()->name;

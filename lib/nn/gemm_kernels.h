@@ -76,6 +76,10 @@ struct diffuse__gemm_variant {
     diffuse__gemm_pack_a_cols_fn *pack_a_cols;
 };
 
+/* The variant diffuse__sgemm uses now (gemm.c), for drivers of their own
+ * (conv.c's implicit GEMM) that call its micro-kernel directly. */
+const struct diffuse__gemm_variant *diffuse__gemm_variant_now(void);
+
 #if defined(__x86_64__) || defined(__i386__)
 #  define DIFFUSE__GEMM_X86 1
 extern const struct diffuse__gemm_variant diffuse__gemm_avx512;

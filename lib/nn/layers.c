@@ -1,6 +1,6 @@
 /*
  * The layers for float, the library's type: layers_impl.h instantiated over
- * diffuse__sgemm, and the scratch sizes of the layers that call it.
+ * diffuse__sgemm (all but the conv: conv.c), and the linear layer's scratch size.
  */
 #include "internal.h"
 #include "nn/gemm.h"
@@ -23,16 +23,9 @@
 #define LAYER_REAL float
 #define LAYER_NAME(n) n##_f
 #define LAYER_GEMM diffuse__sgemm
+/* The float conv is conv.c's. */
+#define LAYER_NO_CONV
 #include "nn/layers_impl.h"
-
-size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride, int nt)
-{
-    const size_t col = layer_conv_col_len_f(Cin, H, Wd, stride);
-    const size_t gemm = diffuse__sgemm_work_floats(nt);
-    if (col == SIZE_MAX || gemm > SIZE_MAX / sizeof(float) - col)
-        return SIZE_MAX;
-    return col + gemm;
-}
 
 size_t diffuse__linear_work_floats(int nt)
 {

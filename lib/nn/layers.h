@@ -51,8 +51,9 @@
     void diffuse__timestep_embedding##S(const REAL *t, size_t B, size_t dim, REAL *out);      \
     /* 3x3 convolution, padding 1, stride 1 or 2: x [B][Cin][H][W] -> y                       \
      * [B][Cout][Ho][Wo], Ho = (H - 1) / stride + 1; W [Cout][Cin][3][3]; bias may be NULL.   \
-     * Per sample: im2col, then y_b = W col (GEMM).  The backward pass overwrites dx and      \
-     * accumulates dW (dy_b col^T) and db; any of the three may be NULL. */                   \
+     * An implicit GEMM over the whole batch (conv.c; conv_impl.h: im2col per sample for     \
+     * the double build).  The backward pass overwrites dx and accumulates dW and db; any of  \
+     * the three may be NULL. */                                                              \
     void diffuse__conv3x3_forward##S(const REAL *x, size_t B, size_t Cin, size_t H, size_t Wd, \
                                      const REAL *W, const REAL *bias, size_t Cout, int stride, \
                                      REAL *y, REAL *work, int nt);                            \
@@ -85,8 +86,10 @@
 
 DIFFUSE_LAYER_DECLS(float, _f)
 
-/* Scratch floats for a conv3x3 call, forward or backward (im2col of one sample, rounded
- * up to 16 floats, plus the GEMM's); SIZE_MAX when the size overflows or stride < 1. */
+/* Scratch floats for a float conv3x3 call, forward or backward, with nt threads (per
+ * thread: packing buffers, and for stride 2 a column buffer of one sample); SIZE_MAX when
+ * the size overflows or stride < 1.  (The double build's reference conv takes
+ * layer_conv_col_len_d floats.) */
 size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride, int nt);
 /* Scratch floats for a linear call (the GEMM's). */
 size_t diffuse__linear_work_floats(int nt);

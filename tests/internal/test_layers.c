@@ -614,11 +614,23 @@ static void test_conv_backward(void)
  * that may cancel (e.g. dW of a 1x1 image over 3 samples), so each float
  * error is measured against the sums of the magnitudes of the terms: the
  * same layer in double on |x|, |W|, |b|, |r|. */
+/* Larger shapes for the float conv's implicit GEMM (no finite differences):
+ * two K blocks (Cin 9 = 432 > 384), output tiles across samples (Ho Wo not a
+ * multiple of 32), strips of 12 plus a remainder (Cout 40), several column
+ * blocks (B Ho Wo > 512), many samples in one tile (Ho Wo = 3), stride 2
+ * with many channels. */
+static const size_t conv_cfg_big[][6] = {
+    {3, 48, 9, 7, 13, 1}, {2, 5, 12, 11, 20, 2}, {4, 3, 10, 10, 40, 1},
+    {1, 2, 40, 30, 3, 1}, {12, 2, 1, 3, 2, 1},   {2, 40, 4, 5, 33, 2},
+};
+
 static void test_conv_float(void)
 {
+    const size_t n_small = sizeof conv_cfg / sizeof conv_cfg[0];
+    const size_t n_big = sizeof conv_cfg_big / sizeof conv_cfg_big[0];
     size_t k;
-    for (k = 0; k < sizeof conv_cfg / sizeof conv_cfg[0]; k++) {
-        conv_ctx c = conv_setup(conv_cfg[k]), a;
+    for (k = 0; k < n_small + n_big; k++) {
+        conv_ctx c = conv_setup(k < n_small ? conv_cfg[k] : conv_cfg_big[k - n_small]), a;
         const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
         float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);
         float *rf = to_f(c.r, c.ny), *yf = fvec(c.ny);
@@ -649,12 +661,14 @@ static void test_conv_float(void)
 }
 
 /* The float conv and linear layers give the same bits with 1 and 4 threads
- * (the parallel im2col/col2im path runs for the first conv size). */
+ * (the conv's passes split their columns among the threads for every size
+ * here; the stride-2 dx splits the samples). */
 static void test_threads_bitwise(void)
 {
-    static const size_t cfg[][6] = {{2, 16, 16, 16, 8, 1}, {2, 32, 21, 20, 8, 2}};
+    static const size_t cfg[][6] = {{2, 16, 16, 16, 8, 1}, {2, 32, 21, 20, 8, 2},
+                                    {3, 48, 13, 11, 40, 1}};
     size_t k;
-    for (k = 0; k < 2; k++) {
+    for (k = 0; k < 3; k++) {
         conv_ctx c = conv_setup(cfg[k]);
         const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
         float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);

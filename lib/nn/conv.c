@@ -1,0 +1,632 @@
+/*
+ * The 3x3 convolution for float (lib/nn/layers.h): an implicit GEMM.
+ *
+ * Every pass is one GEMM over the whole batch, run by a blocked driver of
+ * its own around diffuse__sgemm's micro-kernel (gemm_kernels.h), whose
+ * operands are packed straight from the images: no column buffer, no
+ * separate im2col pass, no memset.
+ *   forward:  y[b][co][p] = W[co][K] col[K][(b, p)] + bias[co]: M = Cout,
+ *             N = B Ho Wo, K = Cin 9; the B panels are im2col of x.
+ *   dW:       dW[co][k] += sum over (b, p) of dy[b][co][p] col[k][(b, p)]:
+ *             M = Cout, N = Cin 9, the K-sum over B Ho Wo; the A strips are
+ *             rows of dy, the B panels im2col^T of x.
+ *   dx:       stride 1: the forward on dy with the kernel transposed and
+ *             flipped, W'[ci][co][t] = W[co][ci][8 - t], packed from W.
+ *             Stride 2 (downsampling, a quarter of the pixels): per sample,
+ *             dcol = W^T dy_b and col2im (conv_impl.h), samples split
+ *             among the threads.
+ * The output columns of the forward GEMMs run over (sample, pixel); a tile
+ * whose columns cross from one sample into the next is computed into a
+ * small buffer (the same kernel call, so the same bits) and stored in two
+ * parts.
+ *
+ * Determinism: each element of an output gets the same sequence of
+ * operations whatever the thread count: the K-sum is split by K alone
+ * (gemm.c's rule), the threads split the output columns (whole panels) or
+ * the samples, and nothing is reduced across threads.
+ */
+#include "internal.h"
+#include "nn/gemm.h"
+#include "nn/gemm_kernels.h"
+#include "nn/layers.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#define LAYER_REAL float
+#define LAYER_NAME(n) n##_f
+#define LAYER_GEMM diffuse__sgemm
+#define LAYER_CONV_NO_ENTRY
+#include "nn/conv_impl.h"
+
+#define KC DIFFUSE__GEMM_KC
+#define KCP DIFFUSE__GEMM_KCP
+#define NB DIFFUSE__GEMM_NB
+#define MR_MAX DIFFUSE__GEMM_MR_MAX
+/* Widest NR of any kernel. */
+#define NR_MAX 32
+
+/* One thread's slot of the work area: its packed B block, its A strip, a
+ * tile for stores that cross samples, and the im2col rows that dW's
+ * panels are transposed from.  It also holds diffuse__sgemm's one-thread
+ * work (the stride-2 dx path): KC NB + an A strip. */
+#define SLOT_B ((size_t)KC * NB)
+#define SLOT_A ((size_t)(MR_MAX * KCP + 15) / 16 * 16)
+#define SLOT_T ((size_t)MR_MAX * NR_MAX)
+#define SLOT_X ((size_t)NR_MAX * KCP)
+/* The run tables of a K block's pixels (dW's panels): KC / 32 tables of
+ * at most 9 * 32 * (4 + 8) + 8 bytes, counted as floats. */
+#define SLOT_R ((size_t)(KC / 32) * (9 * 32 * 3 + 16))
+#define SLOT (SLOT_B + SLOT_A + SLOT_T + SLOT_X + SLOT_R)
+
+/* An image batch seen as the im2col matrix col[k][n], k = ci 9 + ky 3 + kx,
+ * n = b P + oy Wo + ox: x[b][ci][oy s + ky - 1][ox s + kx - 1], 0 outside. */
+struct geo {
+    const float *x;
+    size_t C, H, W, s, Ho, Wo, P, chw;
+};
+
+/* A operand kinds (rows of op(A), M x K). */
+#define A_W 0    /* A[i][k] = W[i * lda + k] */
+#define A_WFLIP 1 /* A[ci][co 9 + t] = W[(co acin + ci) 9 + 8 - t] */
+#define A_DY 2   /* A[co][(b, p)] = dy[b][co][p], dy with aM rows of aP */
+/* B operand kinds (op(B), K x N). */
+#define B_COL 0  /* op(B) = col of g */
+#define B_COLT 1 /* op(B) = col^T of g */
+
+struct cjob {
+    const struct diffuse__gemm_variant *v;
+    size_t M, N, K;
+    int akind;
+    const float *A;
+    size_t lda, acin, aP, aM;
+    int bkind;
+    struct geo g;
+    /* C(i, n) = C[(n / cseg) cstride + i ldc + n % cseg] */
+    float *C;
+    size_t ldc, cseg, cstride;
+    int mode;          /* DIFFUSE__GEMM_SET or _ADD for the first K block */
+    const float *bias; /* per row, added after the last K block, or NULL */
+};
+
+static size_t min_sz(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Rows k0 .. k0 + nk - 1 and columns n0 .. n0 + nn - 1 of col into
+ * dst[kk * ldd + j]. */
+static void im2col_rows(const struct geo *g, size_t k0, size_t nk, size_t n0, size_t nn,
+                        float *dst, size_t ldd)
+{
+    const size_t HW = g->H * g->W, s = g->s;
+    const size_t b0 = n0 / g->P, r0 = n0 % g->P, oyb = r0 / g->Wo, oxb = r0 % g->Wo;
+    size_t ci = k0 / 9, t = k0 % 9;
+    for (size_t kk = 0; kk < nk; kk++) {
+        const size_t ky = t / 3, kx = t % 3;
+        size_t oy0, oy1, ox0, ox1;
+        layer_conv_range_f(g->H, g->Ho, s, ky, &oy0, &oy1);
+        layer_conv_range_f(g->W, g->Wo, s, kx, &ox0, &ox1);
+        float *d = dst + kk * ldd;
+        const float *xc = g->x + b0 * g->chw + ci * HW;
+        size_t oy = oyb, ox = oxb, j = 0;
+        while (j < nn) {
+            const size_t len = min_sz(g->Wo - ox, nn - j), e = ox + len;
+            float *dd = d + j;
+            if (oy >= oy0 && oy < oy1) {
+                /* oy >= oy0 and o >= lo >= ox0 keep oy s + ky - 1 and
+                 * o s + kx - 1 from wrapping. */
+                const float *xr = xc + (oy * s + ky - 1) * g->W;
+                const size_t lo = ox0 < ox ? ox : ox0 > e ? e : ox0;
+                const size_t hi = ox1 < lo ? lo : ox1 > e ? e : ox1;
+                size_t o;
+                for (o = ox; o < lo; o++)
+                    dd[o - ox] = 0.0f;
+                if (s == 1) {
+                    const float *sr = xr + (lo + kx - 1);
+                    float *dr = dd + (lo - ox);
+                    const size_t m = hi - lo;
+                    for (o = 0; o < m; o++)
+                        dr[o] = sr[o];
+                } else {
+                    for (o = lo; o < hi; o++)
+                        dd[o - ox] = xr[o * s + kx - 1];
+                }
+                for (o = hi; o < e; o++)
+                    dd[o - ox] = 0.0f;
+            } else {
+                for (size_t o = 0; o < len; o++)
+                    dd[o] = 0.0f;
+            }
+            j += len;
+            ox = 0;
+            if (++oy == g->Ho) {
+                oy = 0;
+                xc += g->chw;
+            }
+        }
+        if (++t == 9) {
+            t = 0;
+            ci++;
+        }
+    }
+}
+
+#if defined(DIFFUSE__GEMM_X86) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define CONV_AVX512 1
+
+/* 32 columns n0 .. n0 + w - 1 (w <= 32) of col, stride 1, as segments, one
+ * per sample: within a sample, column n = b P + p of row (ci, ky, kx) reads
+ * x[b][ci] at the flat offset p + (ky - 1) W + kx - 1, so one contiguous
+ * load serves the whole segment, with the lanes whose tap falls outside
+ * the image (rows above or below, columns across the left or right edge)
+ * masked off.  For each tap t = ky 3 + kx and segment r: that lane mask
+ * and the offset in x, from channel 0 of the batch, of the element lane 0
+ * would read. */
+struct runtab {
+    uint32_t mask[9][32];
+    ptrdiff_t off[9][32];
+    size_t nrun;
+};
+
+_Static_assert(sizeof(struct runtab) <= (9 * 32 * 3 + 16) * sizeof(float),
+               "SLOT_R counts a run table as 9 * 32 * 3 + 16 floats");
+
+static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab *rt)
+{
+    const size_t Wd = g->W, H = g->H;
+    size_t n = n0, j = 0, nrun = 0, bcur = SIZE_MAX;
+    while (j < w) {
+        const size_t b = n / g->P, r = n % g->P, oy = r / Wd, ox = r % Wd;
+        const size_t len = min_sz(Wd - ox, w - j);
+        if (b != bcur) {
+            /* a new segment: lane L holds pixel r + (L - j) of sample b */
+            for (size_t tap = 0; tap < 9; tap++) {
+                const size_t ky = tap / 3, kx = tap % 3;
+                rt->mask[tap][nrun] = 0;
+                rt->off[tap][nrun] = (ptrdiff_t)(b * g->chw + r + kx) - 1 +
+                                     ((ptrdiff_t)ky - 1) * (ptrdiff_t)Wd - (ptrdiff_t)j;
+            }
+            bcur = b;
+            nrun++;
+        }
+        for (size_t tap = 0; tap < 9; tap++) {
+            const size_t ky = tap / 3, kx = tap % 3, iy = oy + ky - 1;
+            const size_t olo = kx == 0 ? 1 : 0, ohi = kx == 2 ? Wd - 1 : Wd;
+            const size_t lo = ox > olo ? ox : olo, hi = ox + len < ohi ? ox + len : ohi;
+            if (iy < H && lo < hi)
+                rt->mask[tap][nrun - 1] |=
+                    (uint32_t)((((uint64_t)1 << (hi - lo)) - 1u) << (j + lo - ox));
+        }
+        j += len;
+        n += len;
+    }
+    rt->nrun = nrun;
+}
+
+/* Rows k0 .. k0 + nk - 1 of col over the 32 columns of rt into
+ * dst[kk * ldd + jj] (32 floats a row, zero past the columns): two masked
+ * loads per run and two stores a row. */
+__attribute__((target("avx512f"))) static void
+im2col32_avx512(const struct geo *g, const struct runtab *rt, size_t k0, size_t nk, float *dst,
+                size_t ldd)
+{
+    const size_t HW = g->H * g->W, nrun = rt->nrun;
+    size_t ci = k0 / 9, t = k0 % 9;
+    for (size_t kk = 0; kk < nk; kk++) {
+        const uintptr_t xc = (uintptr_t)(g->x + ci * HW);
+        const uint32_t *mk = rt->mask[t];
+        const ptrdiff_t *of = rt->off[t];
+        /* The segments' lanes are disjoint: OR the zero-masked loads
+         * together (independent loads, not a chain of merging ones). */
+        __m512i v0 = _mm512_setzero_si512(), v1 = _mm512_setzero_si512();
+        for (size_t r = 0; r < nrun; r++) {
+            const uint32_t m = mk[r];
+            /* masked lanes are not read: lane 0's address may lie outside x */
+            const uintptr_t base = xc + (uintptr_t)(of[r] * (ptrdiff_t)sizeof(float));
+            v0 = _mm512_or_si512(
+                v0, _mm512_maskz_loadu_epi32((__mmask16)(m & 0xFFFFu), (const void *)base));
+            v1 = _mm512_or_si512(
+                v1, _mm512_maskz_loadu_epi32((__mmask16)(m >> 16), (const void *)(base + 64)));
+        }
+        _mm512_storeu_si512((void *)(dst + kk * ldd), v0);
+        _mm512_storeu_si512((void *)(dst + kk * ldd + 16), v1);
+        if (++t == 9) {
+            t = 0;
+            ci++;
+        }
+    }
+}
+#endif
+
+/* 1 when the job's panels come from im2col32_avx512. */
+static int job_avx512(const struct cjob *jb)
+{
+#ifdef CONV_AVX512
+    return jb->g.s == 1 && jb->v == &diffuse__gemm_avx512;
+#else
+    (void)jb;
+    return 0;
+#endif
+}
+
+/* Panel of columns j .. j + w - 1 (w <= NR) of op(B), rows p0 .. p0 + kc - 1:
+ * dst[p * NR + jj], zero for jj >= w.  xbuf: the slot's im2col rows; rts:
+ * for B_COLT with job_avx512, the run tables of the K block's pixels. */
+static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t w, float *dst,
+                   float *xbuf, const void *rts)
+{
+    const size_t nr = jb->v->nr;
+    const int fast = job_avx512(jb);
+    if (jb->bkind == B_COL) {
+#ifdef CONV_AVX512
+        if (fast) {
+            struct runtab rt;
+            runtab_build(&jb->g, j, w, &rt);
+            im2col32_avx512(&jb->g, &rt, p0, kc, dst, 32);
+            return;
+        }
+#endif
+        im2col_rows(&jb->g, p0, kc, j, w, dst, nr);
+        if (w < nr)
+            for (size_t p = 0; p < kc; p++)
+                memset(dst + p * nr + w, 0, (nr - w) * sizeof *dst);
+        return;
+    }
+    /* op(B)(p, jj) = col[j + jj][p0 + p]: im2col rows j .. j + w - 1, then
+     * transposed into the panel. */
+#ifdef CONV_AVX512
+    if (fast) {
+        const struct runtab *rt = rts;
+        for (size_t q = 0; q < kc; q += 32)
+            im2col32_avx512(&jb->g, rt + q / 32, j, w, xbuf + q, KCP);
+    } else
+#endif
+    {
+        (void)rts;
+        (void)fast;
+        im2col_rows(&jb->g, j, w, p0, kc, xbuf, KCP);
+    }
+    if (jb->v->pack_bt != NULL) {
+        jb->v->pack_bt(xbuf, KCP, 0, kc, 0, w, dst);
+        return;
+    }
+    for (size_t jj = 0; jj < nr; jj++) {
+        const float *sr = xbuf + jj * KCP;
+        for (size_t p = 0; p < kc; p++)
+            dst[p * nr + jj] = jj < w ? sr[p] : 0.0f;
+    }
+}
+
+/* Strip of rows i .. i + h - 1 of op(A), columns p0 .. p0 + kc - 1, in the
+ * kernel's ROWS layout (dst[r * KCP + p]), rows h .. MR - 1 zero. */
+static void pack_a(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t kc, float *dst)
+{
+    const size_t mr = jb->v->mr;
+    for (size_t r = 0; r < mr; r++) {
+        float *d = dst + r * KCP;
+        if (r >= h) {
+            memset(d, 0, kc * sizeof *d);
+        } else if (jb->akind == A_W) {
+            memcpy(d, jb->A + (i + r) * jb->lda + p0, kc * sizeof *d);
+        } else if (jb->akind == A_WFLIP) {
+            const size_t ci = i + r;
+            size_t co = p0 / 9, t = p0 % 9;
+            for (size_t p = 0; p < kc; p++) {
+                d[p] = jb->A[(co * jb->acin + ci) * 9 + 8 - t];
+                if (++t == 9) {
+                    t = 0;
+                    co++;
+                }
+            }
+        } else {
+            /* dy rows, one run per sample */
+            const size_t P = jb->aP, co = i + r;
+            size_t n = p0, p = 0;
+            while (p < kc) {
+                const size_t b = n / P, q = n % P, len = min_sz(P - q, kc - p);
+                memcpy(d + p, jb->A + (b * jb->aM + co) * P + q, len * sizeof *d);
+                p += len;
+                n += len;
+            }
+        }
+    }
+}
+
+/* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 of C, from the
+ * packed strip a and panel b over kc. */
+static void tile(const struct cjob *jb, size_t kc, const float *a, const float *b, size_t i,
+                 size_t h, size_t j, size_t w, int mode, int last, float *tbuf)
+{
+    const struct diffuse__gemm_variant *v = jb->v;
+    const size_t seg = j / jb->cseg, off = j % jb->cseg;
+    const float *bias = last ? jb->bias : NULL;
+    if (off + w <= jb->cseg) {
+        float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
+        v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, c, jb->ldc, h, w, 1.0f, 0.0f, mode);
+        if (bias != NULL)
+            for (size_t r = 0; r < h; r++) {
+                const float br = bias[i + r];
+                float *cr = c + r * jb->ldc;
+                for (size_t q = 0; q < w; q++)
+                    cr[q] += br;
+            }
+        return;
+    }
+    /* Across a sample boundary: the tile itself (C = product), then the same
+     * update as the kernel's in each part. */
+    v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, tbuf, v->nr, h, w, 1.0f, 0.0f, DIFFUSE__GEMM_SET);
+    for (size_t r = 0; r < h; r++) {
+        size_t q = 0;
+        while (q < w) {
+            const size_t n = j + q, sg = n / jb->cseg, o = n % jb->cseg;
+            const size_t len = min_sz(jb->cseg - o, w - q);
+            float *c = jb->C + sg * jb->cstride + (i + r) * jb->ldc + o;
+            const float *t = tbuf + r * v->nr + q;
+            for (size_t u = 0; u < len; u++) {
+                float val = t[u];
+                if (mode == DIFFUSE__GEMM_ADD)
+                    val = c[u] + val;
+                if (bias != NULL)
+                    val += bias[i + r];
+                c[u] = val;
+            }
+            q += len;
+        }
+    }
+}
+
+/* Columns n0 .. n1 - 1 of the job's C (n0 a multiple of NR), with the
+ * buffers of one slot. */
+static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+{
+    const struct diffuse__gemm_variant *v = jb->v;
+    const size_t mr = v->mr, nr = v->nr, M = jb->M, K = jb->K;
+    float *bbuf = slot, *abuf = slot + SLOT_B, *tbuf = abuf + SLOT_A, *xbuf = tbuf + SLOT_T;
+#ifdef CONV_AVX512
+    struct runtab *rts = (struct runtab *)(void *)(xbuf + SLOT_X);
+#else
+    void *rts = NULL;
+#endif
+    /* K blocks of nearly equal depth: a function of K alone. */
+    const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
+    for (size_t j0 = n0; j0 < n1; j0 += NB) {
+        const size_t n = min_sz(NB, n1 - j0), npan = (n + nr - 1) / nr;
+        for (size_t p0 = 0; p0 < K; p0 += kcb) {
+            const size_t kc = min_sz(kcb, K - p0);
+            const int mode = p0 == 0 ? jb->mode : DIFFUSE__GEMM_ADD, last = p0 + kc >= K;
+#ifdef CONV_AVX512
+            if (jb->bkind == B_COLT && job_avx512(jb))
+                for (size_t q = 0; q < kc; q += 32)
+                    runtab_build(&jb->g, p0 + q, min_sz(32, kc - q), rts + q / 32);
+#endif
+            for (size_t q = 0; q < npan; q++)
+                pack_b(jb, p0, kc, j0 + q * nr, min_sz(nr, n - q * nr), bbuf + q * kc * nr,
+                       xbuf, rts);
+            for (size_t i = 0; i < M; i += mr) {
+                const size_t h = min_sz(mr, M - i);
+                pack_a(jb, i, h, p0, kc, abuf);
+                for (size_t q = 0; q < npan; q++)
+                    tile(jb, kc, abuf, bbuf + q * kc * nr, i, h, j0 + q * nr,
+                         min_sz(nr, n - q * nr), mode, last, tbuf);
+            }
+        }
+    }
+}
+
+/* Threads for M N K multiply-adds and npan panels: at most nt, one per
+ * DIFFUSE__GEMM_MACS_PER_THREAD (as diffuse__sgemm), one per panel. */
+static int parts_for(size_t M, size_t N, size_t K, size_t npan, int nt)
+{
+    double most = (double)M * (double)N * (double)K / DIFFUSE__GEMM_MACS_PER_THREAD;
+    size_t p;
+    if (nt <= 1 || most < 2.0)
+        return 1;
+    p = most < (double)nt ? (size_t)most : (size_t)nt;
+    return (int)(p < npan ? p : npan);
+}
+
+/* The whole job: its columns cut into parts of whole panels, one per
+ * thread, each with its own slot of slots[]. */
+static void job_run(const struct cjob *jb, float *slots, int nt)
+{
+    const size_t nr = jb->v->nr, npan = (jb->N + nr - 1) / nr;
+    const int parts = parts_for(jb->M, jb->N, jb->K, npan, nt);
+    if (parts > 1) {
+        /* The team has nt threads even when there are fewer parts, so that
+         * libgomp reuses its cached team (see DIFFUSE_PAR_FOR). */
+        const int team = nt;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++) {
+            const size_t q0 = (size_t)t * npan / (size_t)parts;
+            const size_t q1 = (size_t)(t + 1) * npan / (size_t)parts;
+            job_part(jb, q0 * nr, min_sz(jb->N, q1 * nr), slots + (size_t)t * SLOT);
+        }
+        return;
+    }
+    job_part(jb, 0, jb->N, slots);
+}
+
+static struct geo geo_of(const float *x, size_t C, size_t H, size_t W, size_t s)
+{
+    struct geo g;
+    g.x = x;
+    g.C = C;
+    g.H = H;
+    g.W = W;
+    g.s = s;
+    g.Ho = layer_conv_out_f(H, s);
+    g.Wo = layer_conv_out_f(W, s);
+    g.P = g.Ho * g.Wo;
+    g.chw = C * H * W;
+    return g;
+}
+
+/* The column buffer of one thread in the stride-2 dx path (0 for stride 1). */
+static size_t col_floats(size_t Cin, size_t H, size_t Wd, size_t s)
+{
+    return s == 1 ? 0 : layer_conv_col_len_f(Cin, H, Wd, (int)s);
+}
+
+size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride, int nt)
+{
+    const size_t n = nt > 1 ? (size_t)nt : 1;
+    size_t col;
+    if (stride < 1 || layer_conv_col_len_f(Cin, H, Wd, stride) == SIZE_MAX)
+        return SIZE_MAX;
+    col = col_floats(Cin, H, Wd, (size_t)stride);
+    if (col + SLOT > SIZE_MAX / sizeof(float) / n)
+        return SIZE_MAX;
+    return n * (col + SLOT);
+}
+
+void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, size_t Wd,
+                                const float *W, const float *bias, size_t Cout, int stride,
+                                float *y, float *work, int nt)
+{
+    const int nth = nt > 1 ? nt : 1;
+    struct cjob jb;
+    size_t s, K;
+    if (stride < 1 || layer_conv_col_len_f(Cin, H, Wd, stride) == SIZE_MAX || B == 0 ||
+        Cout == 0 || H == 0 || Wd == 0)
+        return;
+    s = (size_t)stride;
+    K = Cin * 9;
+    jb.g = geo_of(x, Cin, H, Wd, s);
+    if (K == 0) {
+        for (size_t b = 0; b < B; b++)
+            for (size_t co = 0; co < Cout; co++) {
+                float *yc = y + (b * Cout + co) * jb.g.P;
+                for (size_t p = 0; p < jb.g.P; p++)
+                    yc[p] = bias != NULL ? bias[co] : 0.0f;
+            }
+        return;
+    }
+    jb.v = diffuse__gemm_variant_now();
+    jb.M = Cout;
+    jb.N = B * jb.g.P;
+    jb.K = K;
+    jb.akind = A_W;
+    jb.A = W;
+    jb.lda = K;
+    jb.acin = jb.aP = jb.aM = 0;
+    jb.bkind = B_COL;
+    jb.C = y;
+    jb.ldc = jb.g.P;
+    jb.cseg = jb.g.P;
+    jb.cstride = Cout * jb.g.P;
+    jb.mode = DIFFUSE__GEMM_SET;
+    jb.bias = bias;
+    job_run(&jb, work + (size_t)nth * col_floats(Cin, H, Wd, s), nth);
+}
+
+/* dx of a stride-2 conv for samples b0 .. b1 - 1: dcol = W^T dy_b, then
+ * col2im, with one column buffer and one slot. */
+static void dx_samples(const struct geo *g, size_t b0, size_t b1, const float *W, size_t Cout,
+                       const float *dy, float *dx, float *col, float *slot)
+{
+    const size_t K = g->C * 9;
+    for (size_t b = b0; b < b1; b++) {
+        layer_gemm_alpha_f(1, 0, K, g->P, Cout, 1.0f, W, K, dy + b * Cout * g->P, g->P, 0, col,
+                           g->P, slot, 1);
+        layer_col2im_f(col, g->C, g->H, g->W, g->s, g->Ho, g->Wo, dx + b * g->chw, 1);
+    }
+}
+
+/* dx of a stride-2 conv (downsampling: a quarter of the pixels), per
+ * sample, the samples split among the threads, each with its own column
+ * buffer and slot. */
+static void dx_by_sample(const struct geo *g, size_t B, const float *W, size_t Cout,
+                         const float *dy, float *dx, float *work, int nth)
+{
+    const size_t col = col_floats(g->C, g->H, g->W, g->s);
+    float *slots = work + (size_t)nth * col;
+    const double macs = (double)Cout * (double)g->C * 9.0 * (double)g->P * (double)B;
+    int parts = 1;
+    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+        parts = B < (size_t)nth ? (int)B : nth;
+    if (parts > 1) {
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            dx_samples(g, (size_t)t * B / (size_t)parts, (size_t)(t + 1) * B / (size_t)parts, W,
+                       Cout, dy, dx, work + (size_t)t * col, slots + (size_t)t * SLOT);
+        return;
+    }
+    dx_samples(g, 0, B, W, Cout, dy, dx, work, slots);
+}
+
+void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H, size_t Wd,
+                                 const float *W, size_t Cout, int stride, const float *dy,
+                                 float *dx, float *dW, float *db, float *work, int nt)
+{
+    const int nth = nt > 1 ? nt : 1;
+    struct cjob jb;
+    size_t s, K, P;
+    if (stride < 1 || layer_conv_col_len_f(Cin, H, Wd, stride) == SIZE_MAX || H == 0 ||
+        Wd == 0)
+        return;
+    s = (size_t)stride;
+    K = Cin * 9;
+    jb.g = geo_of(x, Cin, H, Wd, s);
+    P = jb.g.P;
+    if (db != NULL)
+        for (size_t co = 0; co < Cout; co++) {
+            double acc = 0.0;
+            for (size_t b = 0; b < B; b++)
+                acc += layer_sum_f(dy + (b * Cout + co) * P, P);
+            db[co] = (float)((double)db[co] + acc);
+        }
+    if (K == 0 || B == 0)
+        return;
+    jb.v = diffuse__gemm_variant_now();
+    jb.bias = NULL;
+    if (dW != NULL && Cout > 0) {
+        jb.M = Cout;
+        jb.N = K;
+        jb.K = B * P;
+        jb.akind = A_DY;
+        jb.A = dy;
+        jb.lda = 0;
+        jb.acin = 0;
+        jb.aP = P;
+        jb.aM = Cout;
+        jb.bkind = B_COLT;
+        jb.C = dW;
+        jb.ldc = K;
+        jb.cseg = K;
+        jb.cstride = 0;
+        jb.mode = DIFFUSE__GEMM_ADD;
+        job_run(&jb, work + (size_t)nth * col_floats(Cin, H, Wd, s), nth);
+    }
+    if (dx == NULL)
+        return;
+    if (Cout == 0) {
+        memset(dx, 0, B * Cin * H * Wd * sizeof *dx);
+        return;
+    }
+    if (s != 1) {
+        dx_by_sample(&jb.g, B, W, Cout, dy, dx, work, nth);
+        return;
+    }
+    /* stride 1: dx = conv(dy, W') with W'[ci][co][t] = W[co][ci][8 - t] */
+    jb.g = geo_of(dy, Cout, H, Wd, 1);
+    jb.M = Cin;
+    jb.N = B * H * Wd;
+    jb.K = Cout * 9;
+    jb.akind = A_WFLIP;
+    jb.A = W;
+    jb.lda = 0;
+    jb.acin = Cin;
+    jb.aP = jb.aM = 0;
+    jb.bkind = B_COL;
+    jb.C = dx;
+    jb.ldc = H * Wd;
+    jb.cseg = H * Wd;
+    jb.cstride = Cin * H * Wd;
+    jb.mode = DIFFUSE__GEMM_SET;
+    job_run(&jb, work, nth);
+}
