@@ -2842,7 +2842,7 @@ static int row_checkpoint_load_limit(void)
         return nf + 1;
     }
     ckpt_path(good, sizeof good, "good.ckpt");
-    SETUP(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, 1u << 20));
+    SETUP(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, 1u << 26));
     diffuse_net_free(n);
     n = (diffuse_net *)&n;
     EXPECT_MSG(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, 0), DIFFUSE_EINVAL,
@@ -2852,10 +2852,10 @@ static int row_checkpoint_load_limit(void)
            DIFFUSE_EINVAL);
     EXPECT(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, UINT64_MAX),
            DIFFUSE_EINVAL);
-    EXPECT_MSG(diffuse_checkpoint_load_limit(NULL, 2, &n, NULL, 0, NULL, 1u << 20),
+    EXPECT_MSG(diffuse_checkpoint_load_limit(NULL, 2, &n, NULL, 0, NULL, 1u << 26),
                DIFFUSE_EINVAL, "diffuse_checkpoint_load_limit: path is NULL");
-    EXPECT(diffuse_checkpoint_load_limit(good, 0, &n, NULL, 0, NULL, 1u << 20), DIFFUSE_EINVAL);
-    EXPECT(diffuse_checkpoint_load_limit(good, 2, NULL, NULL, 0, NULL, 1u << 20),
+    EXPECT(diffuse_checkpoint_load_limit(good, 0, &n, NULL, 0, NULL, 1u << 26), DIFFUSE_EINVAL);
+    EXPECT(diffuse_checkpoint_load_limit(good, 2, NULL, NULL, 0, NULL, 1u << 26),
            DIFFUSE_EINVAL);
     /* one byte is less than any net needs */
     EXPECT_MSG(diffuse_checkpoint_load_limit(good, 2, &n, NULL, 0, NULL, 1), DIFFUSE_EFORMAT,
