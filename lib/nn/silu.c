@@ -15,24 +15,18 @@
  */
 #include "internal.h"
 #include "nn/silu.h"
+#include "vec.h"
 
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#  define SILU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#  define SILU_CLONES
+/* The clones, and helpers that are static and always inlined (so the ABI
+ * of passing 64-byte vectors between functions, which -Wpsabi warns about,
+ * never applies), as lib/vec.h sets them up for every vectorized loop. */
+#ifndef DIFFUSE_VEC
+#  error "lib/nn/silu.c needs GCC or Clang vector extensions"
 #endif
-
-/* The helpers below are static and always inlined, so the ABI of passing
- * 64-byte vectors between functions, which -Wpsabi warns about, never
- * applies. */
-#if defined(__clang__)
-#  pragma clang diagnostic ignored "-Wpsabi"
-#elif defined(__GNUC__)
-#  pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-#define SILU_INLINE static inline __attribute__((always_inline))
+#define SILU_CLONES DIFFUSE_VEC_CLONES
+#define SILU_INLINE DIFFUSE_VEC_INLINE
 
 typedef float vf __attribute__((vector_size(64)));
 typedef int32_t vi __attribute__((vector_size(64)));
