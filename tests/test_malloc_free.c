@@ -4,7 +4,7 @@
  * allocation of the process goes through its counter: the library's, and
  * also libgomp's (which allocates a team for every parallel region that it
  * runs serialized), which diffuse_set_allocator cannot see.  After a
- * warm-up call, U-Net and MLP sampling runs (DDPM and DDIM), steps and
+ * warm-up call, U-Net (both kinds) and MLP sampling runs (DDPM and DDIM), steps and
  * training steps must make no call at all, at one thread and at two (the
  * OpenMP build, where CI runs it with OMP_NUM_THREADS=2).
  *
@@ -262,6 +262,50 @@ static void test_unet_allocates_nothing(void)
     free(x);
 }
 
+/* The Improved DDPM U-Net (attention, dropout, scale-shift norm, strided
+ * and upsampling convs, skip concatenation), small but with two levels. */
+static void test_iddpm_allocates_nothing(void)
+{
+    const size_t C = 1, H = harness_quick() ? 8 : 16, W = H, dim = C * H * W;
+    const size_t batch = harness_quick() ? 4 : 8;
+    const char *opts = "channel_mult=1,2 num_res_blocks=1 attention_resolutions=2 "
+                       "num_heads=2 dropout=0.1";
+    diffuse_schedule *s = NULL;
+    float *x, *y;
+    size_t k;
+    SKIP_UNLESS_INTERPOSED();
+    x = malloc(batch * dim * sizeof *x);
+    y = malloc(batch * dim * sizeof *y);
+    ASSERT_TRUE(x != NULL && y != NULL);
+    fill(x, batch * dim);
+    ASSERT_OK(diffuse_schedule_create_cosine(&s, 50, 0.008, 0.999));
+    for (k = 0; k < 2; k++) {
+        diffuse_net *net = NULL;
+        const int nt = threads_to_test[k];
+        long calls;
+        int rc;
+        ASSERT_OK(diffuse_net_create_iddpm(&net, C, H, W, 32, opts, DIFFUSE_PRED_EPS,
+                                           DIFFUSE_VAR_LEARNED_RANGE, batch, 3));
+        ASSERT_OK(diffuse_net_set(net, DIFFUSE_NET_NUM_THREADS, nt));
+        check_training(net, s, batch, x, nt, &calls, &rc);
+        ASSERT_OK(rc);
+        if (calls != 0) {
+            diffuse_net_free(net);
+            HARNESS_FAIL_("iDDPM U-Net training, %d thread(s): %ld malloc/free calls in 3 "
+                          "steps", nt, calls);
+        }
+        check_sampling(net, s, batch, nt, x, y, &calls, &rc);
+        diffuse_net_free(net);
+        ASSERT_OK(rc);
+        if (calls != 0)
+            HARNESS_FAIL_("iDDPM U-Net sampling, %d thread(s): %ld malloc/free calls", nt,
+                          calls);
+    }
+    diffuse_schedule_free(s);
+    free(y);
+    free(x);
+}
+
 static void test_mlp_allocates_nothing(void)
 {
     const size_t dim = 2, batch = harness_quick() ? 32 : 256;
@@ -304,6 +348,7 @@ static void test_mlp_allocates_nothing(void)
 int main(void)
 {
     RUN(test_unet_allocates_nothing);
+    RUN(test_iddpm_allocates_nothing);
     RUN(test_mlp_allocates_nothing);
     return harness_finish();
 }

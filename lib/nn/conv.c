@@ -54,9 +54,11 @@
 #define SLOT_A ((size_t)(MR_MAX * KCP + 15) / 16 * 16)
 #define SLOT_T ((size_t)MR_MAX * NR_MAX)
 #define SLOT_X ((size_t)NR_MAX * KCP)
-/* The run tables of a K block's pixels (dW's panels): KC / 32 tables of
- * at most 9 * 32 * (4 + 8) + 8 bytes, counted as floats. */
-#define SLOT_R ((size_t)(KC / 32) * (9 * 32 * 3 + 16))
+/* Run tables: of a K block's pixels (dW's panels, KC / 32) or of a column
+ * block's panels (NB / 32), each at most 9 * 32 * (4 + 8) + 8 bytes,
+ * counted as floats. */
+#define SLOT_NTAB ((size_t)(NB > KC ? NB : KC) / 32)
+#define SLOT_R (SLOT_NTAB * (9 * 32 * 3 + 16))
 #define SLOT (SLOT_B + SLOT_A + SLOT_T + SLOT_X + SLOT_R)
 
 /* An image batch seen as the im2col matrix col[k][n], k = ci 9 + ky 3 + kx,
@@ -205,33 +207,41 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
     rt->nrun = nrun;
 }
 
-/* Rows k0 .. k0 + nk - 1 of col over the 32 columns of rt into
- * dst[kk * ldd + jj] (32 floats a row, zero past the columns): two masked
- * loads per run and two stores a row. */
+/* Rows k0 .. k0 + nk - 1 of col over ngrp groups of 32 columns (run
+ * tables rts[0 .. ngrp - 1]): row kk of group q into dst[q * gstride + kk *
+ * ldd .. + 31] (zero past the group's columns).  Two masked loads per
+ * segment and two stores a row; each row runs over all the groups, so
+ * that x is read in address order (one stream per tap, which the
+ * hardware prefetcher follows), not channel after channel per group. */
 __attribute__((target("avx512f"))) static void
-im2col32_avx512(const struct geo *g, const struct runtab *rt, size_t k0, size_t nk, float *dst,
-                size_t ldd)
+im2col32_avx512(const struct geo *g, const struct runtab *rts, size_t ngrp, size_t k0,
+                size_t nk, float *dst, size_t gstride, size_t ldd)
 {
-    const size_t HW = g->H * g->W, nrun = rt->nrun;
+    const size_t HW = g->H * g->W;
     size_t ci = k0 / 9, t = k0 % 9;
     for (size_t kk = 0; kk < nk; kk++) {
         const uintptr_t xc = (uintptr_t)(g->x + ci * HW);
-        const uint32_t *mk = rt->mask[t];
-        const ptrdiff_t *of = rt->off[t];
-        /* The segments' lanes are disjoint: OR the zero-masked loads
-         * together (independent loads, not a chain of merging ones). */
-        __m512i v0 = _mm512_setzero_si512(), v1 = _mm512_setzero_si512();
-        for (size_t r = 0; r < nrun; r++) {
-            const uint32_t m = mk[r];
-            /* masked lanes are not read: lane 0's address may lie outside x */
-            const uintptr_t base = xc + (uintptr_t)(of[r] * (ptrdiff_t)sizeof(float));
-            v0 = _mm512_or_si512(
-                v0, _mm512_maskz_loadu_epi32((__mmask16)(m & 0xFFFFu), (const void *)base));
-            v1 = _mm512_or_si512(
-                v1, _mm512_maskz_loadu_epi32((__mmask16)(m >> 16), (const void *)(base + 64)));
+        for (size_t q = 0; q < ngrp; q++) {
+            const struct runtab *rt = rts + q;
+            const uint32_t *mk = rt->mask[t];
+            const ptrdiff_t *of = rt->off[t];
+            float *d = dst + q * gstride + kk * ldd;
+            /* The segments' lanes are disjoint: OR the zero-masked loads
+             * together (independent loads, not a chain of merging ones). */
+            __m512i v0 = _mm512_setzero_si512(), v1 = _mm512_setzero_si512();
+            for (size_t r = 0; r < rt->nrun; r++) {
+                const uint32_t m = mk[r];
+                /* masked lanes are not read: lane 0's address may lie
+                 * outside x */
+                const uintptr_t base = xc + (uintptr_t)(of[r] * (ptrdiff_t)sizeof(float));
+                v0 = _mm512_or_si512(v0, _mm512_maskz_loadu_epi32((__mmask16)(m & 0xFFFFu),
+                                                                  (const void *)base));
+                v1 = _mm512_or_si512(v1, _mm512_maskz_loadu_epi32((__mmask16)(m >> 16),
+                                                                  (const void *)(base + 64)));
+            }
+            _mm512_storeu_si512((void *)d, v0);
+            _mm512_storeu_si512((void *)(d + 16), v1);
         }
-        _mm512_storeu_si512((void *)(dst + kk * ldd), v0);
-        _mm512_storeu_si512((void *)(dst + kk * ldd + 16), v1);
         if (++t == 9) {
             t = 0;
             ci++;
@@ -252,22 +262,16 @@ static int job_avx512(const struct cjob *jb)
 }
 
 /* Panel of columns j .. j + w - 1 (w <= NR) of op(B), rows p0 .. p0 + kc - 1:
- * dst[p * NR + jj], zero for jj >= w.  xbuf: the slot's im2col rows; rts:
- * for B_COLT with job_avx512, the run tables of the K block's pixels. */
+ * dst[p * NR + jj], zero for jj >= w (B_COL with job_avx512 is packed by
+ * job_part instead, a block at a time).  xbuf: the slot's im2col rows;
+ * rts: for B_COLT with job_avx512, the run tables of the K block's
+ * pixels. */
 static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t w, float *dst,
                    float *xbuf, const void *rts)
 {
     const size_t nr = jb->v->nr;
     const int fast = job_avx512(jb);
     if (jb->bkind == B_COL) {
-#ifdef CONV_AVX512
-        if (fast) {
-            struct runtab rt;
-            runtab_build(&jb->g, j, w, &rt);
-            im2col32_avx512(&jb->g, &rt, p0, kc, dst, 32);
-            return;
-        }
-#endif
         im2col_rows(&jb->g, p0, kc, j, w, dst, nr);
         if (w < nr)
             for (size_t p = 0; p < kc; p++)
@@ -278,9 +282,8 @@ static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t
      * transposed into the panel. */
 #ifdef CONV_AVX512
     if (fast) {
-        const struct runtab *rt = rts;
-        for (size_t q = 0; q < kc; q += 32)
-            im2col32_avx512(&jb->g, rt + q / 32, j, w, xbuf + q, KCP);
+        im2col32_avx512(&jb->g, (const struct runtab *)rts, (kc + 31) / 32, j, w, xbuf, 32,
+                        KCP);
     } else
 #endif
     {
@@ -391,19 +394,33 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
 #endif
     /* K blocks of nearly equal depth: a function of K alone. */
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
+    const int fast = job_avx512(jb);
     for (size_t j0 = n0; j0 < n1; j0 += NB) {
         const size_t n = min_sz(NB, n1 - j0), npan = (n + nr - 1) / nr;
+#ifdef CONV_AVX512
+        /* B_COL: the panels' run tables, for every K block of this block */
+        if (fast && jb->bkind == B_COL)
+            for (size_t q = 0; q < npan; q++)
+                runtab_build(&jb->g, j0 + q * 32, min_sz(32, n - q * 32), rts + q);
+#endif
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
             const size_t kc = min_sz(kcb, K - p0);
             const int mode = p0 == 0 ? jb->mode : DIFFUSE__GEMM_ADD, last = p0 + kc >= K;
 #ifdef CONV_AVX512
-            if (jb->bkind == B_COLT && job_avx512(jb))
-                for (size_t q = 0; q < kc; q += 32)
-                    runtab_build(&jb->g, p0 + q, min_sz(32, kc - q), rts + q / 32);
+            if (fast && jb->bkind == B_COL) {
+                /* nr == 32: the block's panels at once */
+                im2col32_avx512(&jb->g, rts, npan, p0, kc, bbuf, kc * 32, 32);
+            } else {
+                if (fast)
+                    for (size_t q = 0; q < kc; q += 32)
+                        runtab_build(&jb->g, p0 + q, min_sz(32, kc - q), rts + q / 32);
+#else
+            {
 #endif
-            for (size_t q = 0; q < npan; q++)
-                pack_b(jb, p0, kc, j0 + q * nr, min_sz(nr, n - q * nr), bbuf + q * kc * nr,
-                       xbuf, rts);
+                for (size_t q = 0; q < npan; q++)
+                    pack_b(jb, p0, kc, j0 + q * nr, min_sz(nr, n - q * nr),
+                           bbuf + q * kc * nr, xbuf, rts);
+            }
             for (size_t i = 0; i < M; i += mr) {
                 const size_t h = min_sz(mr, M - i);
                 pack_a(jb, i, h, p0, kc, abuf);
