@@ -9,7 +9,11 @@
  * The reference U-Net has two resolutions, so its receptive field spans
  * about 25 pixels: the digits are trained at 14 x 14 (2 x 2 means of the
  * 28 x 28 images, rounded to 8 bits) by default, where it covers a whole
- * digit; --size 28 trains on the original pixels.
+ * digit; --size 28 trains on the original pixels.  --net iddpm trains
+ * Improved DDPM's U-Net instead, at 28 x 28 (model channels --channels,
+ * channel_mult 1,2,2, --res-blocks residual blocks per level, attention at
+ * 7 x 7), and reports bits/dim as Improved DDPM's image_nll.py computes it
+ * (the bound over the whole 1000-step chain, x0 clipped).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <diffuse.h>
@@ -27,10 +31,13 @@
 #define SIDE 28 /* the IDX files' digits */
 #define T_TRAIN 1000
 #define CLASSES 10
+#define IDDPM_STEPS 3000 /* --net iddpm's default training steps */
 
 typedef struct {
     const char *data, *png, *checkpoint, *sampler;
     long steps, batch, channels, limit, grid, sample_steps, eval, eval_steps, size, classify;
+    long res_blocks;
+    int iddpm; /* --net iddpm */
     long cls; /* --class: 0 .. 9, -1 for none (unconditional), -2 for one per column */
     double lr, ema, dropout, guidance;
     unsigned long long seed;
@@ -58,10 +65,15 @@ static void usage(FILE *f)
             "                      t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (uncompressed;\n"
             "                      the canonical MNIST files after gunzip work as they are)\n"
             "                      (default data/mnist)\n"
-            "  --size N            train and sample at N x N: 14 (2 x 2 means, default) or 28\n"
-            "  --steps N           training steps (default 6000)\n"
+            "  --net NAME          unet (the reference U-Net, default) or iddpm (Improved\n"
+            "                      DDPM's U-Net: channel_mult 1,2,2, attention at 7x7, 28x28)\n"
+            "  --size N            train and sample at N x N: 14 (2 x 2 means; default for\n"
+            "                      unet) or 28 (default for iddpm)\n"
+            "  --steps N           training steps (default 6000; iddpm %d)\n"
             "  --batch N           training batch (default 64)\n"
-            "  --channels N        U-Net base channels, a multiple of 8 (default 32)\n"
+            "  --channels N        U-Net base channels, a multiple of 8 (default 32; iddpm:\n"
+            "                      model channels, a multiple of 32)\n"
+            "  --res-blocks N      iddpm: residual blocks per level (default 2)\n"
             "  --lr X              learning rate (default 1e-3)\n"
             "  --ema X             EMA decay of the weights sampled from (default 0.999)\n"
             "  --dropout P         probability of training a digit without its label\n"
@@ -75,15 +87,17 @@ static void usage(FILE *f)
             "                      with --class (default 8)\n"
             "  --sampler NAME      ddim (default) or dpmpp (DPM-Solver++(2M))\n"
             "  --sample-steps N    sampling steps, trailing from 1000 (default 50)\n"
-            "  --eval N            held-out digits for bits/dim (default 32; 0: skip)\n"
-            "  --eval-steps N      steps of the bound, respaced from 1000 (default 100)\n"
+            "  --eval N            held-out digits for bits/dim (default 32, iddpm 8; 0: skip)\n"
+            "  --eval-steps N      steps of the bound, respaced from 1000 (default 100; iddpm\n"
+            "                      1000, the whole chain, as Improved DDPM's image_nll.py)\n"
             "  --classify N        sample N digits of each class and label them with a\n"
             "                      nearest-class-mean classifier of the training digits;\n"
             "                      print its per-class rates beside those on held-out digits\n"
             "  --seed N            seed of everything random (default 1)\n"
             "  --png FILE          output picture (default digits.png)\n"
             "  --checkpoint FILE   output checkpoint (default digits.ckpt; '-' for none)\n"
-            "  --help              this text\n");
+            "  --help              this text\n",
+            IDDPM_STEPS);
 }
 
 static int parse(int argc, char **argv, options *o)
@@ -93,19 +107,21 @@ static int parse(int argc, char **argv, options *o)
     o->png = "digits.png";
     o->checkpoint = "digits.ckpt";
     o->sampler = "ddim";
-    o->size = 14;
+    o->size = 0; /* by --net */
+    o->iddpm = 0;
+    o->res_blocks = 2;
     o->dropout = 0.1;
     o->guidance = 3.0;
     o->cls = -2;
     o->classify = 0;
-    o->steps = 6000;
+    o->steps = -1; /* by --net */
     o->batch = 64;
     o->channels = 32;
     o->limit = 0;
     o->grid = 8;
     o->sample_steps = 50;
-    o->eval = 32;
-    o->eval_steps = 100;
+    o->eval = -1; /* by --net */
+    o->eval_steps = 0; /* by --net */
     o->lr = 1e-3;
     o->ema = 0.999;
     o->seed = 1;
@@ -129,6 +145,13 @@ static int parse(int argc, char **argv, options *o)
             o->checkpoint = v;
         else if (strcmp(a, "--sampler") == 0)
             o->sampler = v;
+        else if (strcmp(a, "--net") == 0) {
+            if (strcmp(v, "unet") != 0 && strcmp(v, "iddpm") != 0) {
+                fprintf(stderr, "digits: unknown net '%s' (unet or iddpm)\n", v);
+                return -1;
+            }
+            o->iddpm = strcmp(v, "iddpm") == 0;
+        }
         else if (strcmp(a, "--lr") == 0)
             real = &o->lr;
         else if (strcmp(a, "--ema") == 0)
@@ -181,6 +204,8 @@ static int parse(int argc, char **argv, options *o)
             num = &o->size;
         else if (strcmp(a, "--classify") == 0)
             num = &o->classify;
+        else if (strcmp(a, "--res-blocks") == 0)
+            num = &o->res_blocks;
         else {
             fprintf(stderr, "digits: unknown option %s (see --help)\n", a);
             return -1;
@@ -207,8 +232,21 @@ static int parse(int argc, char **argv, options *o)
         }
         i++;
     }
-    if (o->channels % 8 != 0 || o->channels > 1024) {
-        fprintf(stderr, "digits: --channels must be a multiple of 8, at most 1024\n");
+    if (o->size == 0)
+        o->size = o->iddpm ? 28 : 14;
+    if (o->steps < 0)
+        o->steps = o->iddpm ? IDDPM_STEPS : 6000;
+    if (o->eval < 0) /* the whole chain costs 10 times a 100-step bound */
+        o->eval = o->iddpm ? 8 : 32;
+    if (o->eval_steps == 0)
+        o->eval_steps = o->iddpm ? T_TRAIN : 100;
+    if (o->channels % (o->iddpm ? 32 : 8) != 0 || o->channels > 1024) {
+        fprintf(stderr, "digits: --channels must be a multiple of %d, at most 1024\n",
+                o->iddpm ? 32 : 8);
+        return -1;
+    }
+    if (o->res_blocks > 16) {
+        fprintf(stderr, "digits: --res-blocks at most 16\n");
         return -1;
     }
     if (o->grid > 32 || o->batch > 4096 || o->eval > 4096) {
@@ -572,6 +610,27 @@ static int classify_report(const options *o, diffuse_net *net, const diffuse_sch
     return rc;
 }
 
+/* The denoiser: the reference U-Net, or Improved DDPM's U-Net with
+ * channel_mult 1,2,2 (1,2 at 14 x 14) and attention at 7 x 7; learned
+ * range variance (trained with the hybrid loss), classes added by main. */
+static int create_net(const options *o, size_t max_batch, diffuse_net **net)
+{
+    char opt[256];
+    const size_t side = side_of(o);
+    if (!o->iddpm)
+        return diffuse_net_create_unet(net, 1, side, side, (size_t)o->channels, 8,
+                                       DIFFUSE_PRED_EPS, DIFFUSE_VAR_LEARNED_RANGE, max_batch,
+                                       o->seed);
+    /* 7 x 7 is the downsample rate side / 7: 4 at 28 x 28, 2 at 14 x 14 */
+    snprintf(opt, sizeof opt,
+             "num_res_blocks=%ld channel_mult=%s attention_resolutions=%zu num_heads=4 "
+             "dropout=0 use_scale_shift_norm=1",
+             o->res_blocks, side == 28 ? "1,2,2" : "1,2", side / 7);
+    return diffuse_net_create_iddpm(net, 1, side, side, (size_t)o->channels, opt,
+                                    DIFFUSE_PRED_EPS, DIFFUSE_VAR_LEARNED_RANGE, max_batch,
+                                    o->seed);
+}
+
 int main(int argc, char **argv)
 {
     options o;
@@ -638,20 +697,22 @@ int main(int argc, char **argv)
         if (conditional)
             snprintf(kind, sizeof kind, "10 classes (labels dropped with probability %g)",
                      o.dropout);
-        printf("digits: %zu training digits at %zux%zu, %zu held out; U-Net base %ld channels, "
+        printf("digits: %zu training digits at %zux%zu, %zu held out; %s %ld channels, "
                "%s; %ld steps of batch %ld; libdiffuse %s%s\n", n_train, side_of(&o),
-               side_of(&o), n_eval, o.channels, kind, o.steps, o.batch,
+               side_of(&o), n_eval,
+               o.iddpm ? "Improved DDPM U-Net (channel_mult 1,2,2, attention at 7x7), model"
+                       : "U-Net base",
+               o.channels, kind, o.steps, o.batch,
                diffuse_version_string(), diffuse_has_openmp() ? " (OpenMP)" : "");
     }
     if ((rc = diffuse_schedule_create_cosine(&s, T_TRAIN, 0.008, 0.999)) != DIFFUSE_OK ||
-        (rc = diffuse_net_create_unet(&net, 1, side_of(&o), side_of(&o), (size_t)o.channels, 8,
-                                      DIFFUSE_PRED_EPS, DIFFUSE_VAR_LEARNED_RANGE, max_batch,
-                                      o.seed)) != DIFFUSE_OK ||
+        (rc = create_net(&o, max_batch, &net)) != DIFFUSE_OK ||
         (conditional && (rc = diffuse_net_set(net, DIFFUSE_NET_CLASSES, CLASSES)) != DIFFUSE_OK)) {
         status = fail("setup", rc);
         goto done;
     }
-    printf("U-Net: %zu parameters\n", diffuse_net_param_count(net));
+    printf("%s: %zu parameters\n", o.iddpm ? "Improved DDPM U-Net" : "U-Net",
+           diffuse_net_param_count(net));
     if (n_eval > 0) {
         if ((rc = bits_per_dim(&o, net, DIFFUSE_NET_WEIGHTS, 1, s, held, NULL, n_eval,
                                &bpd_before)) != DIFFUSE_OK) {
@@ -717,6 +778,9 @@ int main(int argc, char **argv)
         }
         printf("bits/dim on %zu held-out digits, trained (EMA, %ld-step bound): %.3f "
                "(untrained %.3f)\n", n_eval, o.eval_steps, bpd_after, bpd_before);
+        if (o.eval_steps == T_TRAIN)
+            printf("(the whole %d-step chain with x0 clipped to [-1, 1]: Improved DDPM's "
+                   "image_nll.py)\n", T_TRAIN);
         if (conditional)
             printf("bits/dim given the labels: %.3f\n", bpd_cond);
     }

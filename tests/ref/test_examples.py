@@ -311,6 +311,23 @@ def test_digits():
                  "--eval-steps", "5", "--png", png2, "--checkpoint", "-"])
         report("example_digits_unconditional", p.returncode == 0 and "unconditional" in p.stdout,
                p.stdout + p.stderr)
+        # Improved DDPM's U-Net at 28 x 28 (--net iddpm): one res block, a few
+        # steps; the net, its size in the checkpoint and a finite bound
+        ck3 = os.path.join(tmp, "d3.ckpt")
+        p = run([exe, "--data", data, "--net", "iddpm", "--res-blocks", "1", "--steps", "20",
+                 "--batch", "4", "--grid", "1", "--sample-steps", "4", "--eval", "2",
+                 "--eval-steps", "10", "--png", png2, "--checkpoint", ck3])
+        m = re.search(r"bits/dim on 2 held-out digits, trained \(EMA, 10-step bound\): "
+                      r"([\d.]+) \(untrained ([\d.]+)\)", p.stdout)
+        count = load_checkpoint(ck3)
+        report("example_digits_iddpm_28",
+               p.returncode == 0 and "at 28x28" in p.stdout and "Improved DDPM U-Net" in p.stdout
+               and count > 0 and f"Improved DDPM U-Net: {count} parameters" in p.stdout
+               and m is not None and 0 < float(m.group(1)) < 1e9
+               and read_png(png2)[:2] == (10 * 56 + 11 * 4, 56 + 2 * 4), p.stdout + p.stderr)
+        bad = run([exe, "--data", data, "--net", "iddpm", "--channels", "48"])
+        report("example_digits_iddpm_bad_channels",
+               bad.returncode == 2 and "multiple of 32" in bad.stderr, bad.stderr)
         bad = run([exe, "--data", data, "--class", "10"])
         report("example_digits_bad_class", bad.returncode == 2 and "--class" in bad.stderr,
                bad.stderr)
