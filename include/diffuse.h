@@ -926,13 +926,19 @@ typedef struct diffuse_sampler diffuse_sampler;
  * at the last training step, as the solver expects.
  *
  * Orders (DIFFUSE_SAMPLER_ORDER, since 1.1): 1 is DDIM with eta 0 written
- * in lambda; 2 is the form above; 3 is DPM-Solver++(3M), diffusers'
- * third-order multistep update with r0 = h_{t+1} / h, r1 = h_{t+2} / h,
+ * in lambda; 2 is the form above; 3 is DPM-Solver++(3M), with the
+ * differences of diffusers' third-order multistep update, r0 = h_{t+1} / h,
+ * r1 = h_{t+2} / h,
  *   D1_0 = (D_t - D_{t+1}) / r0,  D1_1 = (D_{t+1} - D_{t+2}) / r1,
  *   D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),  D2 = (D1_0 - D1_1) / (r0 + r1),
  *   x_{t-1} = (sigma_{t-1} / sigma_t) x_t + alpha_{t-1} phi D_t
- *             + alpha_{t-1} (1 - phi / h) D1 - alpha_{t-1} ((h - phi) / h^2 - 1/2) D2,
- * phi = 1 - e^{-h}.  Each step uses the lowest of: ORDER, one more than
+ *             + alpha_{t-1} (1 - phi / h) D1 + alpha_{t-1} (1 - 2 (h - phi) / h^2) D2,
+ * phi = 1 - e^{-h}: the Taylor coefficients of the exact step (D2 is
+ * h^2 D''/2 to third order).  diffusers and k-diffusion weight D2 by
+ * (1/2 - (h - phi) / h^2), half of this, which makes their "3M" a
+ * second-order method (measured 2.0 on Karras and uniform-lambda grids);
+ * this one measures 3.0 there, so its samples differ from diffusers' 3M
+ * by that term.  Each step uses the lowest of: ORDER, one more than
  * the steps taken so far (a warm-up), 1 at the last step, and 2 at the
  * second-to-last when LOWER_ORDER_FINAL is 1 and the trajectory has fewer
  * than 15 steps (diffusers' rules).  ORDER 2 gives the same bits as

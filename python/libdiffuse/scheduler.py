@@ -22,7 +22,9 @@ scale_model_input returns the sample unchanged, so a pipeline written for
 diffusers runs as is); coefficients are computed in double; DDIM's previous
 step comes from the timestep list (NUMERICS trap 7); Karras and exponential
 grids span the whole training chain (diffusers takes their ends from the
-spaced timesteps, the same for timestep_spacing "linspace").
+spaced timesteps, the same for timestep_spacing "linspace").  solver_order=3
+is DPM-Solver++(3M) with the Taylor weight of its second difference (twice
+diffusers'), third order where diffusers' is second (see diffuse.h).
 
 step() takes numpy arrays, Python lists, or torch CPU tensors (float32,
 contiguous: no copy; the results are torch tensors then).
