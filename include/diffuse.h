@@ -888,6 +888,14 @@ typedef struct diffuse_sampler diffuse_sampler;
 #define DIFFUSE_SAMPLER_GRID_STEPS 13          /* the same samplers: the levels N of a
                                                   Karras or exponential grid, an integer in
                                                   [0, T]; 0 (default): T */
+#define DIFFUSE_SAMPLER_SIGMA_MIN 14           /* the same samplers: the smallest level of
+                                                  a Karras or exponential grid, finite
+                                                  > 0 (diffusers' sigma_min), or 0
+                                                  (default): the schedule's sigma at
+                                                  index 0 */
+#define DIFFUSE_SAMPLER_SIGMA_MAX 15           /* the same: its largest level (diffusers'
+                                                  sigma_max), or 0 (default): the
+                                                  schedule's sigma at its last index */
 
 /*
  * Classifier-free guidance (conditional models, diffuse_model_create_cond()
@@ -951,7 +959,8 @@ typedef struct diffuse_sampler diffuse_sampler;
  * index and 0), where this sampler, which only knows the schedule it was
  * given, drops the clipped steps from it (N - dropped steps).  To match
  * diffusers, build the timestep list below the clip yourself and respace
- * with it (version 1.0 documented this clip as "diffusers'"; the behaviour
+ * with it (the Python binding's Scheduler does so for lambda_min_clipped
+ * since 1.1: last = T - #{t : lambda_t < clip}, the spacing over [0, last)) (version 1.0 documented this clip as "diffusers'"; the behaviour
  * is unchanged, the words are fixed).  The cosine schedule's last
  * step has lambda near -10 (its beta is clipped at max_beta) while the next
  * trailing step of a short list sits near -2: a whole call is spent on a
@@ -990,8 +999,12 @@ typedef struct diffuse_sampler diffuse_sampler;
  * The last step lands on D.  Grids (DIFFUSE_SAMPLER_SIGMA_GRID): the
  * schedule's own steps (N = T, integer model times), Karras (rho = 7) or
  * exponential with N = GRID_STEPS levels between sigma_min (the schedule's
- * index 0) and sigma_max (its last index): create the sampler on the full
- * training schedule.  A level between two steps is evaluated at the
+ * index 0, or SIGMA_MIN) and sigma_max (its last index, or SIGMA_MAX):
+ * create the sampler on the full training schedule (diffusers' Euler and
+ * Heun schedulers take the ends from their spaced timesteps: set SIGMA_MIN
+ * and SIGMA_MAX to the sigmas of the first and last spaced timestep; the
+ * Python Scheduler does).  Levels outside the schedule's range are
+ * evaluated at its end times, as diffusers' _sigma_to_t clamps.  A level between two steps is evaluated at the
  * fractional model time of diffusers' _sigma_to_t (the index interpolated
  * linearly in log sigma between its neighbours, mapped to the original
  * index); float-timestep models receive it exactly, int32 ones rounded
@@ -1084,7 +1097,9 @@ DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
  * NUM_STEPS and starts a new trajectory); GUIDANCE a finite w >= 0;
  * GUIDANCE_RESCALE a value in [0, 1]; SIGMA_GRID a DIFFUSE_SIGMAS_* value
  * and GRID_STEPS an integer in [0, T] (both change NUM_STEPS and start a new
- * trajectory); ETA on Euler ancestral any finite value >= 0; SET_ALPHA_TO_ONE,
+ * trajectory); SIGMA_MIN and SIGMA_MAX (since 1.1) 0 or a finite positive
+ * level, the ends they leave ordered (sigma_min < sigma_max; both start a
+ * new trajectory); ETA on Euler ancestral any finite value >= 0; SET_ALPHA_TO_ONE,
  * CLIPPED_MODEL_OUTPUT and LOWER_ORDER_FINAL 0 or 1; ORDER 1, 2 or 3
  * (DPM-Solver++(2M) SDE and UniPC: 1 or 2).
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter, value out of range, a
@@ -1093,7 +1108,8 @@ DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
  * on one other than DPM-Solver++, its SDE and UniPC, LOWER_ORDER_FINAL on
  * one other than DPM-Solver++ and its SDE, SIGMA_GRID or GRID_STEPS on one
  * other than Euler, Euler ancestral, Heun, DPM-Solver++, its SDE and
- * UniPC, a Karras or exponential SIGMA_GRID on a schedule ending at
+ * UniPC (so too SIGMA_MIN and SIGMA_MAX), a SIGMA_MIN at or above the
+ * grid's largest level or a SIGMA_MAX at or below its smallest, a Karras or exponential SIGMA_GRID on a schedule ending at
  * alphas_cumprod = 0, GUIDANCE or
  * GUIDANCE_RESCALE with a callback model without classes, NUM_STEPS or
  * POSITION (read-only), a call from inside one of this sampler's

@@ -478,17 +478,26 @@ static void test_grids_and_times(void)
         ASSERT_TRUE(t[i] == (float)(TB - 1 - i));
     ASSERT_OK(diffuse_sampler_get(hp, DIFFUSE_SAMPLER_NUM_STEPS, &v));
     ASSERT_TRUE(v == 2 * TB - 1);
-    for (grid = DIFFUSE_SIGMAS_KARRAS; grid <= DIFFUSE_SIGMAS_EXPONENTIAL; grid++) {
-        double smin = exp(o.lsig[0]), smax = exp(o.lsig[TB - 1]);
-        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, grid));
+    for (grid = DIFFUSE_SIGMAS_KARRAS; grid <= 2 * DIFFUSE_SIGMAS_EXPONENTIAL; grid++) {
+        /* grids 3 and 4: Karras and exponential between SIGMA_MIN = sigma(99)
+         * and SIGMA_MAX = sigma(900) (any two levels of the
+         * schedule: diffusers' Euler takes its spaced timesteps' ends) */
+        const int ends = grid > DIFFUSE_SIGMAS_EXPONENTIAL;
+        const int g = ends ? grid - DIFFUSE_SIGMAS_EXPONENTIAL : grid;
+        double smin = exp(o.lsig[ends ? 99 : 0]), smax = exp(o.lsig[ends ? 900 : TB - 1]);
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, g));
         ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, (double)N));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_MIN, ends ? smin : 0));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_MAX, ends ? smax : 0));
+        ASSERT_OK(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_SIGMA_MIN, &v));
+        ASSERT_TRUE(v == (ends ? smin : 0));
         ASSERT_OK(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_NUM_STEPS, &v));
         ASSERT_TRUE(v == (double)N);
         ASSERT_OK(diffuse_sampler_timesteps(sp, t, N));
         for (i = 0; i < N; i++) {
             double r = (double)i / (double)(N - 1), s, ls, w, want;
             int lo = -1, j;
-            if (grid == DIFFUSE_SIGMAS_KARRAS)
+            if (g == DIFFUSE_SIGMAS_KARRAS)
                 s = pow(pow(smax, 1 / 7.0) + r * (pow(smin, 1 / 7.0) - pow(smax, 1 / 7.0)), 7.0);
             else
                 s = exp(log(smax) + r * (log(smin) - log(smax)));
@@ -502,8 +511,17 @@ static void test_grids_and_times(void)
             want = (1 - w) * lo + w * (lo + 1);
             ASSERT_NEAR((double)t[i], want, 1e-4 * (1 + want));
         }
-        ASSERT_TRUE(fabs((double)t[0] - (TB - 1)) < 1e-3 && fabs((double)t[N - 1]) < 1e-3);
+        if (ends)
+            ASSERT_TRUE(fabs((double)t[0] - 900) < 1e-3 && fabs((double)t[N - 1] - 99) < 1e-3);
+        else
+            ASSERT_TRUE(fabs((double)t[0] - (TB - 1)) < 1e-3 && fabs((double)t[N - 1]) < 1e-3);
     }
+    ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_MIN, exp(o.lsig[500])));
+    ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_MAX, exp(o.lsig[400])),
+                  DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("SIGMA_MAX");
+    ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_MIN, -1), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_MIN, INFINITY), DIFFUSE_EINVAL);
     ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, TB + 1), DIFFUSE_EINVAL);
     ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, 2.5), DIFFUSE_EINVAL);
     ASSERT_STATUS(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, 3), DIFFUSE_EINVAL);

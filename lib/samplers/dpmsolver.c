@@ -23,7 +23,8 @@ static void plan(diffuse_sampler *sp)
     size_t T = S->T, k;
     if (sp->sigma_grid != DIFFUSE_SIGMAS_SCHEDULE) {
         size_t n = (size_t)diffuse__sigma_grid(S, sp->sigma_grid,
-                                               sp->grid_steps ? sp->grid_steps : T, sp->grid_s,
+                                               sp->grid_steps ? sp->grid_steps : T,
+                                               sp->grid_smin, sp->grid_smax, sp->grid_s,
                                                sp->grid_t);
         for (k = 0; k < n; k++) {
             sp->tau[k] = sp->grid_t[k];
