@@ -889,6 +889,14 @@ typedef struct diffuse_sampler diffuse_sampler;
 #define DIFFUSE_SAMPLER_GRID_STEPS 13          /* the same samplers: the levels N of a
                                                   Karras or exponential grid, an integer in
                                                   [0, T]; 0 (default): T */
+#define DIFFUSE_SAMPLER_SIGMA_MIN 14           /* the same samplers: the smallest level of
+                                                  a Karras or exponential grid, finite
+                                                  > 0 (diffusers' sigma_min), or 0
+                                                  (default): the schedule's sigma at
+                                                  index 0 */
+#define DIFFUSE_SAMPLER_SIGMA_MAX 15           /* the same: its largest level (diffusers'
+                                                  sigma_max), or 0 (default): the
+                                                  schedule's sigma at its last index */
 
 /*
  * Classifier-free guidance (conditional models, diffuse_model_create_cond()
@@ -927,13 +935,19 @@ typedef struct diffuse_sampler diffuse_sampler;
  * at the last training step, as the solver expects.
  *
  * Orders (DIFFUSE_SAMPLER_ORDER, since 1.1): 1 is DDIM with eta 0 written
- * in lambda; 2 is the form above; 3 is DPM-Solver++(3M), diffusers'
- * third-order multistep update with r0 = h_{t+1} / h, r1 = h_{t+2} / h,
+ * in lambda; 2 is the form above; 3 is DPM-Solver++(3M), with the
+ * differences of diffusers' third-order multistep update, r0 = h_{t+1} / h,
+ * r1 = h_{t+2} / h,
  *   D1_0 = (D_t - D_{t+1}) / r0,  D1_1 = (D_{t+1} - D_{t+2}) / r1,
  *   D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),  D2 = (D1_0 - D1_1) / (r0 + r1),
  *   x_{t-1} = (sigma_{t-1} / sigma_t) x_t + alpha_{t-1} phi D_t
- *             + alpha_{t-1} (1 - phi / h) D1 - alpha_{t-1} ((h - phi) / h^2 - 1/2) D2,
- * phi = 1 - e^{-h}.  Each step uses the lowest of: ORDER, one more than
+ *             + alpha_{t-1} (1 - phi / h) D1 + alpha_{t-1} (1 - 2 (h - phi) / h^2) D2,
+ * phi = 1 - e^{-h}: the Taylor coefficients of the exact step (D2 is
+ * h^2 D''/2 to third order).  diffusers and k-diffusion weight D2 by
+ * (1/2 - (h - phi) / h^2), half of this, which makes their "3M" a
+ * second-order method (measured 2.0 on Karras and uniform-lambda grids);
+ * this one measures 3.0 there, so its samples differ from diffusers' 3M
+ * by that term.  Each step uses the lowest of: ORDER, one more than
  * the steps taken so far (a warm-up), 1 at the last step, and 2 at the
  * second-to-last when LOWER_ORDER_FINAL is 1 and the trajectory has fewer
  * than 15 steps (diffusers' rules).  ORDER 2 gives the same bits as
@@ -946,7 +960,8 @@ typedef struct diffuse_sampler diffuse_sampler;
  * index and 0), where this sampler, which only knows the schedule it was
  * given, drops the clipped steps from it (N - dropped steps).  To match
  * diffusers, build the timestep list below the clip yourself and respace
- * with it (version 1.0 documented this clip as "diffusers'"; the behaviour
+ * with it (the Python binding's Scheduler does so for lambda_min_clipped
+ * since 1.1: last = T - #{t : lambda_t < clip}, the spacing over [0, last)) (version 1.0 documented this clip as "diffusers'"; the behaviour
  * is unchanged, the words are fixed).  The cosine schedule's last
  * step has lambda near -10 (its beta is clipped at max_beta) while the next
  * trailing step of a short list sits near -2: a whole call is spent on a
@@ -985,8 +1000,12 @@ typedef struct diffuse_sampler diffuse_sampler;
  * The last step lands on D.  Grids (DIFFUSE_SAMPLER_SIGMA_GRID): the
  * schedule's own steps (N = T, integer model times), Karras (rho = 7) or
  * exponential with N = GRID_STEPS levels between sigma_min (the schedule's
- * index 0) and sigma_max (its last index): create the sampler on the full
- * training schedule.  A level between two steps is evaluated at the
+ * index 0, or SIGMA_MIN) and sigma_max (its last index, or SIGMA_MAX):
+ * create the sampler on the full training schedule (diffusers' Euler and
+ * Heun schedulers take the ends from their spaced timesteps: set SIGMA_MIN
+ * and SIGMA_MAX to the sigmas of the first and last spaced timestep; the
+ * Python Scheduler does).  Levels outside the schedule's range are
+ * evaluated at its end times, as diffusers' _sigma_to_t clamps.  A level between two steps is evaluated at the
  * fractional model time of diffusers' _sigma_to_t (the index interpolated
  * linearly in log sigma between its neighbours, mapped to the original
  * index); float-timestep models receive it exactly, int32 ones rounded
@@ -1079,7 +1098,9 @@ DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
  * NUM_STEPS and starts a new trajectory); GUIDANCE a finite w >= 0;
  * GUIDANCE_RESCALE a value in [0, 1]; SIGMA_GRID a DIFFUSE_SIGMAS_* value
  * and GRID_STEPS an integer in [0, T] (both change NUM_STEPS and start a new
- * trajectory); ETA on Euler ancestral any finite value >= 0; SET_ALPHA_TO_ONE,
+ * trajectory); SIGMA_MIN and SIGMA_MAX (since 1.1) 0 or a finite positive
+ * level, the ends they leave ordered (sigma_min < sigma_max; both start a
+ * new trajectory); ETA on Euler ancestral any finite value >= 0; SET_ALPHA_TO_ONE,
  * CLIPPED_MODEL_OUTPUT and LOWER_ORDER_FINAL 0 or 1; ORDER 1, 2 or 3
  * (DPM-Solver++(2M) SDE and UniPC: 1 or 2).
  * Errors: DIFFUSE_EINVAL (NULL, unknown parameter, value out of range, a
@@ -1088,7 +1109,8 @@ DIFFUSE_API void diffuse_sampler_free(diffuse_sampler *s);
  * on one other than DPM-Solver++, its SDE and UniPC, LOWER_ORDER_FINAL on
  * one other than DPM-Solver++ and its SDE, SIGMA_GRID or GRID_STEPS on one
  * other than Euler, Euler ancestral, Heun, DPM-Solver++, its SDE and
- * UniPC, a Karras or exponential SIGMA_GRID on a schedule ending at
+ * UniPC (so too SIGMA_MIN and SIGMA_MAX), a SIGMA_MIN at or above the
+ * grid's largest level or a SIGMA_MAX at or below its smallest, a Karras or exponential SIGMA_GRID on a schedule ending at
  * alphas_cumprod = 0, GUIDANCE or
  * GUIDANCE_RESCALE with a callback model without classes, NUM_STEPS or
  * POSITION (read-only), a call from inside one of this sampler's

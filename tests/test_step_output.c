@@ -508,12 +508,13 @@ static int dpmpp_error(int order, size_t n, double *err)
 /*
  * DPM-Solver++ orders 1, 2 and 3: the max error against the exact flow on
  * linspace grids of N = 50, 100, 200, 400 steps, observed order log2(e_N /
- * e_2N) printed.  Asserted on the last doubling, where the multistep
- * methods are in their asymptotic regime on this grid (measured: 0.99, 1.97
- * and 3.2; the first doublings are lower because the linspace grid's
- * log-SNR steps are uneven near t = 999): order 1 in [0.8, 1.2], order 2
- * >= 1.8, order 3 >= 2.6.  (Beyond N = 400 the order-3 error approaches
- * the float32 floor and the observed order is no longer meaningful.)
+ * e_2N) printed.  Asserted on the last doubling (measured: 0.93, 1.97
+ * and 2.64): order 1 in [0.8, 1.2], order 2 >= 1.8, order 3 >= 2.5.  This
+ * grid of integer indices is not smooth in lambda (sigma ~ sqrt(t beta_0)
+ * near t = 0: the last steps stay large in lambda as N grows, and the
+ * rounding makes the step ratios jump); order 3 shows 3.0 on Karras grids
+ * (test_sigma.c), and in double precision on this grid it is 2.64, 2.68
+ * for N = 200 .. 800.
  */
 static void test_dpmpp_orders(void)
 {
@@ -539,7 +540,7 @@ static void test_dpmpp_orders(void)
         else if (order == 2)
             ASSERT_TRUE(q >= 1.8);
         else
-            ASSERT_TRUE(q >= 2.6);
+            ASSERT_TRUE(q >= 2.5);
     }
 }
 

@@ -182,6 +182,32 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
         family_of(s->kind)->plan(s);
         reset(s);
         return DIFFUSE_OK;
+    case DIFFUSE_SAMPLER_SIGMA_MIN:
+    case DIFFUSE_SAMPLER_SIGMA_MAX: {
+        const char *name = param == DIFFUSE_SAMPLER_SIGMA_MIN ? "SIGMA_MIN" : "SIGMA_MAX";
+        const double *tab = s->e.sched->tables[DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD];
+        double lo, hi;
+        if (!is_sigma_kind(s->kind) && !is_dpm_kind(s->kind))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s applies to sigma-space, DPM-Solver++ and UniPC "
+                                         "samplers only", name);
+        if (!(value >= 0.0 && isfinite(value)))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s = %g must be finite and >= 0 (0: the "
+                                         "schedule's)", name, value);
+        lo = param == DIFFUSE_SAMPLER_SIGMA_MIN ? value : s->grid_smin;
+        hi = param == DIFFUSE_SAMPLER_SIGMA_MAX ? value : s->grid_smax;
+        lo = lo == 0.0 ? tab[0] : lo;
+        hi = hi == 0.0 ? tab[s->e.sched->T - 1] : hi;
+        if (!(lo < hi))
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s = %g leaves the grid's ends at sigma_min %g >= "
+                                         "sigma_max %g", name, value, lo, hi);
+        if (param == DIFFUSE_SAMPLER_SIGMA_MIN)
+            s->grid_smin = value;
+        else
+            s->grid_smax = value;
+        family_of(s->kind)->plan(s);
+        reset(s);
+        return DIFFUSE_OK;
+    }
     case DIFFUSE_SAMPLER_NUM_THREADS:
         return diffuse__parse_threads(__func__, value, &s->e.num_threads);
     case DIFFUSE_SAMPLER_GUIDANCE:
@@ -294,6 +320,12 @@ int diffuse_sampler_get(const diffuse_sampler *s, int param, double *value)
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_POSITION:
         *value = (double)s->pos;
+        return DIFFUSE_OK;
+    case DIFFUSE_SAMPLER_SIGMA_MIN:
+        *value = s->grid_smin;
+        return DIFFUSE_OK;
+    case DIFFUSE_SAMPLER_SIGMA_MAX:
+        *value = s->grid_smax;
         return DIFFUSE_OK;
     default:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "unknown parameter %d (libdiffuse %s)", param,

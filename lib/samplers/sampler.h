@@ -32,6 +32,7 @@ struct diffuse_sampler {
     double *s_from, *s_to, *stage, *grid_s, *grid_t;
     int sigma_grid;    /* DIFFUSE_SIGMAS_* */
     size_t grid_steps; /* Karras / exponential levels; 0: the schedule's T */
+    double grid_smin, grid_smax; /* their ends; 0: the schedule's sigma(0), sigma(T-1) */
     /* The trajectory: the next step, its batch, and multistep history. */
     size_t pos, traj_batch, nhist;
     float *hist[2];  /* [max_batch][dim]: the data predictions of the last two
@@ -80,10 +81,11 @@ extern const diffuse__family diffuse__family_dpmpp;
 extern const diffuse__family diffuse__family_sigma;
 extern const diffuse__family diffuse__family_heun;
 /* The grid's levels sig[0 ..] (descending, without the final 0) and model
- * times tau; n levels for Karras and exponential grids, the schedule's T
+ * times tau; n levels for Karras and exponential grids between smin and
+ * smax (0: the schedule's smallest and largest sigma), the schedule's T
  * for DIFFUSE_SIGMAS_SCHEDULE.  Returns the number of levels. */
-int diffuse__sigma_grid(const diffuse_schedule *S, int grid, size_t n, double *sig,
-                        double *tau);
+int diffuse__sigma_grid(const diffuse_schedule *S, int grid, size_t n, double smin,
+                        double smax, double *sig, double *tau);
 
 /* Half the log signal-to-noise ratio at schedule index t,
  * lambda = log(sqrt(abar) / sqrt(1 - abar)); -infinity where abar = 0. */

@@ -66,11 +66,14 @@ static double sigma_to_tau(const diffuse_schedule *S, double sig)
     return (1.0 - w) * (double)S->timesteps[lo] + w * (double)S->timesteps[hi];
 }
 
-int diffuse__sigma_grid(const diffuse_schedule *S, int grid, size_t n, double *sig,
-                        double *tau)
+int diffuse__sigma_grid(const diffuse_schedule *S, int grid, size_t n, double smin,
+                        double smax, double *sig, double *tau)
 {
-    const double smin = sigma_at(S, 0), smax = sigma_at(S, S->T - 1);
     size_t i;
+    if (smin == 0.0)
+        smin = sigma_at(S, 0);
+    if (smax == 0.0)
+        smax = sigma_at(S, S->T - 1);
     if (grid == DIFFUSE_SIGMAS_SCHEDULE) {
         for (i = 0; i < S->T; i++) {
             sig[i] = sigma_at(S, S->T - 1 - i);
@@ -102,7 +105,8 @@ static void plan(diffuse_sampler *sp)
     double *gs = sp->grid_s, *gt = sp->grid_t;
     size_t n_grid, i, e = 0;
     n_grid = (size_t)diffuse__sigma_grid(S, sp->sigma_grid,
-                                         sp->grid_steps ? sp->grid_steps : T, gs, gt);
+                                         sp->grid_steps ? sp->grid_steps : T, sp->grid_smin,
+                                         sp->grid_smax, gs, gt);
     for (i = 0; i < n_grid; i++) {
         const double s = gs[i], s_next = i + 1 < n_grid ? gs[i + 1] : 0.0, t = gt[i];
         const double t_next = i + 1 < n_grid ? gt[i + 1] : 0.0;

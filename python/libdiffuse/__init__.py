@@ -541,6 +541,8 @@ SAMPLER_NUM_STEPS = 10
 SAMPLER_POSITION = 11
 SAMPLER_SIGMA_GRID = 12
 SAMPLER_GRID_STEPS = 13
+SAMPLER_SIGMA_MIN = 14
+SAMPLER_SIGMA_MAX = 15
 
 RNG_STEP_INITIAL = 0xFFFFFFFF
 
@@ -628,7 +630,7 @@ _MODEL_PARAMS = {"clip_x0": 1, "clip_min": 2, "clip_max": 3, "threshold_percenti
 _SAMPLER_PARAMS = {"eta": 1, "num_threads": 2, "lambda_min": 3, "guidance": 4,
                    "guidance_rescale": 5, "set_alpha_to_one": 6, "clipped_model_output": 7,
                    "order": 8, "lower_order_final": 9, "num_steps": 10, "position": 11,
-                   "sigma_grid": 12, "grid_steps": 13}
+                   "sigma_grid": 12, "grid_steps": 13, "sigma_min": 14, "sigma_max": 15}
 _VLB_PARAMS = {"cdf": 1, "num_threads": 2}
 _WHICH_NAMES = {"weights": 0, "ema": 1}
 _NET_PARAMS = {"num_threads": 1, "classes": 16, "dropout": 23, "time_scale": 25}
@@ -1586,7 +1588,9 @@ class Sampler(_Engine):
     for cosine), "guidance", "guidance_rescale", "set_alpha_to_one",
     "clipped_model_output" (DDIM), "order" (DPM-Solver++, its SDE, UniPC),
     "lower_order_final" (DPM-Solver++), "sigma_grid", "grid_steps"
-    (sigma-space samplers, DPM-Solver++ and UniPC), read-only "num_steps" and "position".  See diffuse.h.
+    (sigma-space samplers, DPM-Solver++ and UniPC), "sigma_min", "sigma_max"
+    (the same: the ends of a Karras or exponential grid, 0 for the
+    schedule's), read-only "num_steps" and "position".  See diffuse.h.
     timesteps(), step_output() and reset() drive it from the caller's own
     model calls."""
     _free_name = "diffuse_sampler_free"

@@ -9,9 +9,10 @@
         x, x0 = sched.step(out, t, x)
 
 The scheduler kind comes from the config's "_class_name" (DDPMScheduler,
-DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-EulerAncestralDiscreteScheduler, HeunDiscreteScheduler) or the `kind`
-argument.  Every config key is either mapped to a libdiffuse setting or
+DDIMScheduler, DPMSolverMultistepScheduler, with algorithm_type
+"sde-dpmsolver++" DPM-Solver++(2M) SDE, UniPCMultistepScheduler,
+EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
+HeunDiscreteScheduler) or the `kind` argument.  Every config key is either mapped to a libdiffuse setting or
 refused: an unknown key, or a value libdiffuse cannot honour, raises
 ValueError naming the key (keys starting with "_" are metadata and ignored).
 
@@ -20,14 +21,23 @@ passed between steps is always the one the model sees (diffusers' Euler-family
 samples are it times sqrt(1 + sigma^2); here init_noise_sigma is 1 and
 scale_model_input returns the sample unchanged, so a pipeline written for
 diffusers runs as is); coefficients are computed in double; DDIM's previous
-step comes from the timestep list (NUMERICS trap 7); Karras and exponential
-grids span the whole training chain (diffusers takes their ends from the
-spaced timesteps, the same for timestep_spacing "linspace").
+step comes from the timestep list (NUMERICS trap 7).  Grids follow
+diffusers: Euler and Heun take a Karras or exponential grid's ends from
+their spaced timesteps (the sampler's SIGMA_MIN / SIGMA_MAX), the multistep
+solvers span the whole training chain and list the model times rounded
+(DPM-Solver++ keeps them fractional for squaredcos_cap_v2, as diffusers);
+DPM-Solver++ and UniPC space their timesteps as diffusers' multistep
+schedulers do (N + 1 points, the last dropped, for linspace and leading),
+DPM-Solver++ below lambda_min_clipped (the grid rebuilt below the clip,
+as diffusers applies it).  solver_order=3
+is DPM-Solver++(3M) with the Taylor weight of its second difference (twice
+diffusers'), third order where diffusers' is second (see diffuse.h).
 
 step() takes numpy arrays, Python lists, or torch CPU tensors (float32,
 contiguous: no copy; the results are torch tensors then).
 """
 
+import math
 import numbers
 import sys
 
@@ -46,11 +56,13 @@ _CLASS_KINDS = {
     "DDPMScheduler": "ddpm",
     "DDIMScheduler": "ddim",
     "DPMSolverMultistepScheduler": "dpmpp_2m",
+    "UniPCMultistepScheduler": "unipc",
     "EulerDiscreteScheduler": "euler",
     "EulerAncestralDiscreteScheduler": "euler_ancestral",
     "HeunDiscreteScheduler": "heun",
 }
 _SIGMA_KINDS = ("euler", "euler_ancestral", "heun")
+_DPM_KINDS = ("dpmpp_2m", "dpmpp_2m_sde", "unipc")
 _PREDICTIONS = {"epsilon": PRED_EPS, "sample": PRED_X0, "v_prediction": PRED_V}
 _VARIANCES = {"fixed_small": VAR_FIXED_SMALL, "fixed_large": VAR_FIXED_LARGE,
               "learned_range": VAR_LEARNED_RANGE}
@@ -58,14 +70,21 @@ _VARIANCES = {"fixed_small": VAR_FIXED_SMALL, "fixed_large": VAR_FIXED_LARGE,
 # Keys with the values libdiffuse honours only as diffusers' defaults: key ->
 # predicate on the value.
 _ONLY = {
-    "algorithm_type": lambda v: v == "dpmsolver++",
-    "solver_type": lambda v: v == "midpoint",
+    "algorithm_type": lambda v: v in ("dpmsolver++", "sde-dpmsolver++"),
+    "solver_type": lambda v: v in ("midpoint", "bh2"),
+    "predict_x0": lambda v: v is True,
+    "disable_corrector": lambda v: not v,
+    "solver_p": lambda v: v is None,
+    "use_flow_sigmas": lambda v: v is False,
+    "flow_shift": lambda v: v is None or v == 1.0,
+    "use_dynamic_shifting": lambda v: v is False,
     "final_sigmas_type": lambda v: v == "zero",
     "interpolation_type": lambda v: v == "linear",
     "timestep_type": lambda v: v == "discrete",
     "sigma_min": lambda v: v is None,
     "sigma_max": lambda v: v is None,
-    "lambda_min_clipped": lambda v: v is None or v == float("-inf"),
+    "lambda_min_clipped": lambda v: v is None or (isinstance(v, numbers.Real) and
+                                                  not math.isnan(v) and v != float("inf")),
     "variance_type_dpm": lambda v: v is None,
     "euler_at_final": lambda v: v is False,
     "use_lu_lambdas": lambda v: v is False,
@@ -109,8 +128,11 @@ class Scheduler:
                  clip_sample=False, clip_sample_range=1.0, thresholding=False,
                  dynamic_thresholding_ratio=0.995, sample_max_value=1.0,
                  rescale_betas_zero_snr=False, sigmas="schedule", solver_order=2,
-                 lower_order_final=True, eta=0.0, seed=0):
+                 lower_order_final=True, eta=0.0, seed=0, lambda_min_clipped=None):
         self.kind = kind
+        self._beta_schedule = beta_schedule
+        self._lambda_min = (float("-inf") if lambda_min_clipped is None
+                            else float(lambda_min_clipped))
         self.T = int(num_train_timesteps)
         if trained_betas is not None:
             base = Schedule.from_betas(list(trained_betas))
@@ -152,9 +174,11 @@ class Scheduler:
         if kind == "ddim":
             self._sampler_params.update(set_alpha_to_one=1 if set_alpha_to_one else 0,
                                         clipped_model_output=0, eta=eta)
-        elif kind == "dpmpp_2m":
+        elif kind in ("dpmpp_2m", "dpmpp_2m_sde"):
             self._sampler_params.update(order=solver_order,
                                         lower_order_final=1 if lower_order_final else 0)
+        elif kind == "unipc":
+            self._sampler_params["order"] = solver_order
         elif kind == "euler_ancestral":
             self._sampler_params["eta"] = 1.0 if eta == 0.0 else eta
         self._sigmas = sigmas
@@ -175,11 +199,27 @@ class Scheduler:
                 raise ValueError(f"_class_name {name!r} is not supported: pass kind= or use "
                                  f"one of {', '.join(_CLASS_KINDS)}")
             kind = _CLASS_KINDS[name]
+        if kind == "dpmpp_2m" and cfg.get("algorithm_type") == "sde-dpmsolver++":
+            kind = "dpmpp_2m_sde"
         for k, v in cfg.items():
             if k not in _KNOWN:
                 raise ValueError(f"unknown scheduler config key {k!r}")
             if k in _ONLY and not _ONLY[k](v):
                 raise ValueError(f"config key {k!r} = {v!r} is not supported by libdiffuse")
+        if "algorithm_type" in cfg and kind not in ("dpmpp_2m", "dpmpp_2m_sde"):
+            raise ValueError("config key 'algorithm_type' belongs to DPMSolverMultistepScheduler")
+        if cfg.get("algorithm_type") == "sde-dpmsolver++" and kind != "dpmpp_2m_sde":
+            raise ValueError("config key 'algorithm_type' = 'sde-dpmsolver++' needs kind "
+                             "dpmpp_2m_sde")
+        if cfg.get("solver_type", "bh2" if kind == "unipc" else "midpoint") != (
+                "bh2" if kind == "unipc" else "midpoint"):
+            raise ValueError(f"config key 'solver_type' = {cfg['solver_type']!r} is not "
+                             f"supported for {kind} (libdiffuse has "
+                             f"{'bh2' if kind == 'unipc' else 'midpoint'})")
+        lmc = cfg.get("lambda_min_clipped")
+        if lmc is not None and lmc != float("-inf") and kind not in ("dpmpp_2m", "dpmpp_2m_sde"):
+            raise ValueError("config key 'lambda_min_clipped' belongs to "
+                             "DPMSolverMultistepScheduler")
         if cfg.get("use_karras_sigmas") and cfg.get("use_exponential_sigmas"):
             raise ValueError("config keys 'use_karras_sigmas' and 'use_exponential_sigmas' "
                              "are exclusive")
@@ -187,15 +227,19 @@ class Scheduler:
         for key, grid in (("use_karras_sigmas", "karras"),
                           ("use_exponential_sigmas", "exponential")):
             if cfg.pop(key, False):
-                if kind not in _SIGMA_KINDS:
-                    raise ValueError(f"config key {key!r} is supported by the Euler and Heun "
-                                     "schedulers only")
+                if kind not in _SIGMA_KINDS + _DPM_KINDS:
+                    raise ValueError(f"config key {key!r} is supported by the Euler, Heun, "
+                                     "DPM-Solver++ and UniPC schedulers only")
+                if key == "use_exponential_sigmas" and kind == "unipc":
+                    raise ValueError("config key 'use_exponential_sigmas' is not supported "
+                                     "for UniPC")
                 sig = grid
         if kind != "ddpm" and cfg.get("variance_type") not in (None, "fixed_small"):
             raise ValueError(f"config key 'variance_type' = {cfg['variance_type']!r} is "
                              "supported by DDPMScheduler only")
         for key in set(_ONLY) & set(cfg):
-            del cfg[key]
+            if key != "lambda_min_clipped":
+                del cfg[key]
         if cfg.get("variance_type") is None:
             cfg.pop("variance_type", None)
         return cls(kind=kind, sigmas=sig, **cfg, **kwargs)
@@ -204,8 +248,20 @@ class Scheduler:
         """Build the sampler's timestep list for num_inference_steps steps."""
         n = int(num_inference_steps)
         self._close_sampler()
-        if self.kind in _SIGMA_KINDS and self._sigmas != "schedule":
+        self._ends = (0.0, 0.0)
+        if self._sigmas != "schedule":
             self._schedule = None  # on the whole chain, GRID_STEPS = n
+            if self.kind in _SIGMA_KINDS:
+                # diffusers' Euler and Heun: the grid between the sigmas of
+                # their first and last spaced timestep
+                keep = [int(v) for v in self._euler_spacing(n)]
+                sig = self._base.table("sqrt_recipm1_alphas_cumprod")
+                lo, hi = min(keep), max(keep)
+                self._ends = (0.0 if lo == 0 else float(sig[lo]),
+                              0.0 if hi == self.T - 1 else float(sig[hi]))
+        elif self.kind in _DPM_KINDS:
+            keep = self._multistep_spacing(n)
+            self._schedule = self._base.respace(sorted(set(keep)))
         else:
             keep = timesteps_spacing(self.T, n, self._spacing, self._offset)
             self._schedule = self._base.respace(sorted(int(v) for v in keep))
@@ -213,18 +269,63 @@ class Scheduler:
         self._model = Model.external(1, self._pred, self._var)
         self._dim = self._batch = None
         self._sampler = self._make(self._model)
-        self.timesteps = self._sampler.timesteps()
+        ts = self._sampler.timesteps()
+        if self.kind in _DPM_KINDS and self._sigmas == "karras" and (
+                self.kind == "unipc" or self._beta_schedule != "squaredcos_cap_v2"):
+            # diffusers rounds the model times of these grids (the solver
+            # keeps the exact levels)
+            ts = [float(round(float(v))) for v in ts]
+            np_ = _numpy()
+            if np_ is not None:
+                ts = np_.asarray(ts, dtype=np_.float32)
+        self.timesteps = ts
         self._k = 0
+
+    def _euler_spacing(self, n):
+        """diffusers' Euler / Heun timesteps (float, descending)."""
+        T = self.T
+        if self._spacing == "linspace":
+            return [T - 1 - i * (T - 1) / (n - 1) if n > 1 else T - 1.0 for i in range(n)]
+        if self._spacing == "leading":
+            r = T // n
+            return [float(i * r + self._offset) for i in range(n - 1, -1, -1)]
+        r = T / n
+        return [float(round(T - i * r) - 1) for i in range(n)]
+
+    def _multistep_spacing(self, n):
+        """diffusers' DPMSolverMultistep / UniPCMultistep timesteps (int,
+        descending), below lambda_min_clipped for DPM-Solver++: the last
+        timestep is T minus the number of training steps whose lambda is
+        below the clip."""
+        T = self.T
+        last = T
+        if self.kind != "unipc" and self._lambda_min != float("-inf"):
+            ab = self._base.table("alphas_cumprod")
+            lam = [0.5 * (math.log(a) - math.log1p(-a)) if 0.0 < a < 1.0
+                   else (float("-inf") if a <= 0.0 else float("inf")) for a in ab]
+            last = T - sum(1 for v in lam if v < self._lambda_min)
+        if self._spacing == "linspace":
+            step = (last - 1) / n  # numpy's linspace: i * step, the end exact
+            pts = [round(i * step) for i in range(n)] + [last - 1]
+            return [int(v) for v in pts[::-1][:-1]]
+        if self._spacing == "leading":
+            r = last // (n + 1)
+            return [int(i * r + self._offset) for i in range(n, 0, -1)]
+        r = T / n
+        count = math.ceil(last / r)
+        return [int(round(last - i * r) - 1) for i in range(count)]
 
     def _make(self, model):
         smp = Sampler(self._schedule or self._base, model, self.kind,
                       max(1, self._batch or 1))
         for k, v in self._sampler_params.items():
             smp.set(k, v)
-        if self.kind in _SIGMA_KINDS and self._sigmas != "schedule":
+        if self._sigmas != "schedule":
             smp.set("sigma_grid", SIGMAS_KARRAS if self._sigmas == "karras"
                     else SIGMAS_EXPONENTIAL)
             smp.set("grid_steps", self._n)
+            smp.set("sigma_min", self._ends[0])
+            smp.set("sigma_max", self._ends[1])
         return smp
 
     def _close_sampler(self):

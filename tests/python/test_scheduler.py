@@ -95,7 +95,11 @@ class SchedulerTest(unittest.TestCase):
                          (dict(SD_DDIM, timestep_spacing="karras"), "timestep_spacing"),
                          ({"_class_name": "DPMSolverMultistepScheduler",
                            "algorithm_type": "dpmsolver"}, "algorithm_type"),
-                         ({"_class_name": "DPMSolverMultistepScheduler",
+                         ({"_class_name": "UniPCMultistepScheduler",
+                           "solver_type": "bh1"}, "solver_type"),
+                         ({"_class_name": "UniPCMultistepScheduler",
+                           "lambda_min_clipped": -5.1}, "lambda_min_clipped"),
+                         ({"_class_name": "DDIMScheduler",
                            "use_karras_sigmas": True}, "use_karras_sigmas"),
                          ({"_class_name": "LCMScheduler"}, "_class_name")):
             with self.assertRaises(ValueError) as cm:
@@ -116,6 +120,9 @@ class SchedulerTest(unittest.TestCase):
         for cls, extra in (("DPMSolverMultistepScheduler", {"solver_order": 3}),
                            ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
                            ("EulerAncestralDiscreteScheduler", {}),
+                           ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+                           ("DPMSolverMultistepScheduler", {"use_exponential_sigmas": True}),
+                           ("UniPCMultistepScheduler", {}),
                            ("HeunDiscreteScheduler", {"timestep_spacing": "trailing"})):
             cfg = dict({"_class_name": cls, "beta_schedule": "scaled_linear",
                         "beta_start": 0.00085, "beta_end": 0.012}, **extra)
@@ -134,8 +141,99 @@ class SchedulerTest(unittest.TestCase):
                     if smp.get("sigma_grid"):
                         ref_s.set("sigma_grid", smp.get("sigma_grid"))
                         ref_s.set("grid_steps", smp.get("grid_steps"))
+                        ref_s.set("sigma_min", smp.get("sigma_min"))
+                        ref_s.set("sigma_max", smp.get("sigma_max"))
                     ref = ref_s.run(seed=7, batch=2)
                 self.assertTrue(np.array_equal(np.asarray(x), np.asarray(ref)), cls)
+
+    @needs_numpy
+    def test_grids_match_diffusers(self):
+        """Karras grids as diffusers builds them, written out in numpy:
+        Euler / Heun between the sigmas of their spaced timesteps (leading
+        with steps_offset, trailing), DPM-Solver++ and UniPC over the whole
+        chain with the model times rounded; times by _sigma_to_t."""
+        abar = scaled_linear_abar()
+        sig = np.sqrt((1 - abar) / abar)
+        lsig = np.log(sig)
+
+        def sigma_to_t(s):
+            d = np.log(s) - lsig
+            lo = np.clip(np.cumsum(d >= 0).argmax(), 0, len(lsig) - 2) if (d >= 0).any() else 0
+            w = np.clip((lsig[lo] - np.log(s)) / (lsig[lo] - lsig[lo + 1]), 0, 1)
+            return (1 - w) * lo + w * (lo + 1)
+
+        def karras(lo, hi, n):
+            r = np.linspace(0, 1, n)
+            return (hi ** (1 / 7) + r * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7
+
+        n = 10
+        base = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+                "use_karras_sigmas": True}
+        for cls, extra, ts in (
+                ("EulerDiscreteScheduler", {"timestep_spacing": "leading", "steps_offset": 1},
+                 np.arange(n) * (1000 // n) + 1),
+                ("HeunDiscreteScheduler", {"timestep_spacing": "trailing"},
+                 np.arange(1000, 0, -1000 / n).round() - 1),
+                ("DPMSolverMultistepScheduler", {}, None),
+                ("UniPCMultistepScheduler", {}, None)):
+            cfg = dict(base, _class_name=cls, **extra)
+            with Scheduler.from_config(cfg) as s:
+                s.set_timesteps(n)
+                if ts is not None:
+                    lv = karras(sig[int(ts.min())], sig[int(ts.max())], n)
+                    want = np.array([sigma_to_t(v) for v in lv])
+                    got = np.asarray(s.timesteps, dtype=np.float64)
+                    if cls.startswith("Heun"):
+                        got = got[::2]  # first stages (the second ones repeat the next level)
+                    np.testing.assert_allclose(got, want, rtol=0, atol=2e-3, err_msg=cls)
+                else:
+                    want = np.array([sigma_to_t(v) for v in karras(sig[0], sig[-1], n)]).round()
+                    self.assertEqual([float(v) for v in s.timesteps], [float(v) for v in want],
+                                     cls)
+
+    @needs_numpy
+    def test_lambda_min_clipped_as_diffusers(self):
+        """diffusers' DPMSolverMultistep set_timesteps below the clip (cosine
+        schedule, lambda_min_clipped = -5.1), written out in numpy for each
+        spacing: last = T - #(lambda < clip), the grid rebuilt below it."""
+        with ld.Schedule.cosine(1000) as c:
+            abar = np.asarray(c.table("alphas_cumprod"), dtype=np.float64)
+        lam = 0.5 * (np.log(abar) - np.log1p(-abar))
+        clipped = int(np.searchsorted(lam[::-1], -5.1))
+        self.assertGreater(clipped, 0)
+        last = 1000 - clipped
+        n = 12
+        for spacing, want in (
+                ("linspace", np.linspace(0, last - 1, n + 1).round()[::-1][:-1]),
+                ("leading", (np.arange(0, n + 1) * (last // (n + 1))).round()[::-1][:-1]),
+                ("trailing", np.arange(last, 0, -1000 / n).round() - 1)):
+            cfg = {"_class_name": "DPMSolverMultistepScheduler",
+                   "beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1,
+                   "timestep_spacing": spacing}
+            with Scheduler.from_config(cfg) as s:
+                s.set_timesteps(n)
+                self.assertEqual([float(v) for v in s.timesteps],
+                                 [float(v) for v in sorted(set(want.tolist()), reverse=True)],
+                                 spacing)
+        # off (the default): the whole chain
+        with Scheduler.from_config({"_class_name": "DPMSolverMultistepScheduler",
+                                    "beta_schedule": "squaredcos_cap_v2",
+                                    "timestep_spacing": "trailing"}) as s:
+            s.set_timesteps(n)
+            self.assertEqual(float(s.timesteps[0]), 999.0)
+
+    def test_new_kinds_from_config(self):
+        with Scheduler.from_config({"_class_name": "DPMSolverMultistepScheduler",
+                                    "algorithm_type": "sde-dpmsolver++"}) as s:
+            self.assertEqual(s.kind, "dpmpp_2m_sde")
+        with Scheduler.from_config({"_class_name": "UniPCMultistepScheduler",
+                                    "solver_type": "bh2", "predict_x0": True,
+                                    "disable_corrector": []}) as s:
+            self.assertEqual(s.kind, "unipc")
+        with self.assertRaises(ValueError) as cm:
+            Scheduler.from_config({"_class_name": "UniPCMultistepScheduler",
+                                   "predict_x0": False})
+        self.assertIn("predict_x0", str(cm.exception))
 
     def test_out_of_order_timestep_refused(self):
         with Scheduler.from_config(SD_DDIM) as s:
