@@ -365,15 +365,21 @@ RNG_CLONES static void fill_rows8(const philox_schedule *ks, uint32_t step, uint
             x0 = y0;
             x2 = y2;
         }
+        /* the block's second pair only where the row uses it (a row of
+         * 1 or 2 elements, the 2-D toys, needs the first pair alone) */
+        const size_t m = dim - 4 * j < 4 ? dim - 4 * j : 4;
         fast_pairs(words_to_double(x0), words_to_double(x1), &zc[0], &zs[0]);
-        fast_pairs(words_to_double(x2), words_to_double(x3), &zc[1], &zs[1]);
-        ok = round_checked(zc[0], &f[0]) & round_checked(zs[0], &f[1]) &
-             round_checked(zc[1], &f[2]) & round_checked(zs[1], &f[3]);
+        ok = round_checked(zc[0], &f[0]) & round_checked(zs[0], &f[1]);
+        if (m > 2) {
+            fast_pairs(words_to_double(x2), words_to_double(x3), &zc[1], &zs[1]);
+            ok &= round_checked(zc[1], &f[2]) & round_checked(zs[1], &f[3]);
+        } else {
+            f[2] = f[3] = f[0]; /* not stored */
+        }
         {
             float v[4][RNG_LANES];
             int64_t okv[RNG_LANES];
             uint64_t w[4][RNG_LANES];
-            const size_t m = dim - 4 * j < 4 ? dim - 4 * j : 4;
             for (int i = 0; i < 4; i++)
                 memcpy(v[i], &f[i], sizeof v[i]);
             memcpy(okv, &ok, sizeof okv);
@@ -385,7 +391,8 @@ RNG_CLONES static void fill_rows8(const philox_schedule *ks, uint32_t step, uint
                 float z[4] = {v[0][l], v[1][l], v[2][l], v[3][l]};
                 if (!okv[l]) {
                     box_muller((uint32_t)w[0][l], (uint32_t)w[1][l], z);
-                    box_muller((uint32_t)w[2][l], (uint32_t)w[3][l], z + 2);
+                    if (m > 2)
+                        box_muller((uint32_t)w[2][l], (uint32_t)w[3][l], z + 2);
                 }
                 memcpy(out + l * dim + 4 * j, z, m * sizeof z[0]);
             }
