@@ -897,6 +897,12 @@ typedef struct diffuse_sampler diffuse_sampler;
 #define DIFFUSE_SAMPLER_SIGMA_MAX 15           /* the same: its largest level (diffusers'
                                                   sigma_max), or 0 (default): the
                                                   schedule's sigma at its last index */
+#define DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR 16   /* since 1.1: DIFFUSE_SAMPLER_DPMPP_2M (used
+                                                  by ORDER 3 steps only): 0 (default):
+                                                  diffusers' weight of the 3M second
+                                                  difference (its outputs, second order);
+                                                  1: the Taylor weight (third order); see
+                                                  below.  Other kinds refuse it */
 
 /*
  * Classifier-free guidance (conditional models, diffuse_model_create_cond()
@@ -941,12 +947,16 @@ typedef struct diffuse_sampler diffuse_sampler;
  *   D1_0 = (D_t - D_{t+1}) / r0,  D1_1 = (D_{t+1} - D_{t+2}) / r1,
  *   D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),  D2 = (D1_0 - D1_1) / (r0 + r1),
  *   x_{t-1} = (sigma_{t-1} / sigma_t) x_t + alpha_{t-1} phi D_t
- *             + alpha_{t-1} (1 - phi / h) D1 + alpha_{t-1} (1 - 2 (h - phi) / h^2) D2,
- * phi = 1 - e^{-h}: the Taylor coefficients of the exact step (D2 is
- * h^2 D''/2 to third order).  diffusers and k-diffusion weight D2 by
- * (1/2 - (h - phi) / h^2), half of this, which makes their "3M" a
- * second-order method (measured 2.0 on Karras and uniform-lambda grids);
- * this one measures 3.0 there, so its samples differ from diffusers' 3M
+ *             + alpha_{t-1} (1 - phi / h) D1 - alpha_{t-1} ((h - phi) / h^2 - 1/2) D2,
+ * phi = 1 - e^{-h}: diffusers' (and k-diffusion's) weights, the default,
+ * so that the samples agree with diffusers' 3M to float rounding.  That
+ * weight of D2 is half the Taylor coefficient of the exact step (D2 is
+ * h^2 D''/2 to third order, and the exact step weights it by
+ * alpha_{t-1} (1 - 2 (h - phi) / h^2)): it leaves an O(h^3) local error,
+ * so diffusers' "3M" is a second-order method (measured 1.9 - 2.0 on Karras
+ * grids).  DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR 1 (since 1.1) takes the
+ * Taylor coefficient, a third-order method (measured 3.0 on Karras grids),
+ * whose samples differ from diffusers' 3M
  * by that term.  Each step uses the lowest of: ORDER, one more than
  * the steps taken so far (a warm-up), 1 at the last step, and 2 at the
  * second-to-last when LOWER_ORDER_FINAL is 1 and the trajectory has fewer

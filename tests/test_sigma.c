@@ -17,6 +17,7 @@
 #include "harness.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define TB 1000
 #define MU 0.4
@@ -85,7 +86,7 @@ enum { NS = 512 };
  * schedule with GRID_STEPS n.
  */
 static int solve_error(const oracle *o, const diffuse_schedule *full, int kind, int order,
-                       int grid, size_t n, double *err)
+                       int taylor, int grid, size_t n, double *err)
 {
     static float xT[NS], xs[NS];
     diffuse_schedule *fast = NULL;
@@ -103,7 +104,8 @@ static int solve_error(const oracle *o, const diffuse_schedule *full, int kind, 
     if (diffuse_model_create_float(&m, float_fn, (void *)o, 1, DIFFUSE_PRED_EPS,
                                    DIFFUSE_VAR_FIXED_SMALL) ||
         diffuse_sampler_create(&sp, fast ? fast : full, m, kind, NS) ||
-        (order > 0 && diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ORDER, order)))
+        (order > 0 && diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ORDER, order)) ||
+        (taylor && diffuse_sampler_set(sp, DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR, 1)))
         return -1;
     if (grid != DIFFUSE_SIGMAS_SCHEDULE &&
         (diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, grid) ||
@@ -130,11 +132,14 @@ static int solve_error(const oracle *o, const diffuse_schedule *full, int kind, 
  * times; the observed order log2(e_n / e_2n) of the last doubling is
  * asserted: Euler in [0.8, 1.2], Heun >= 1.8, on the schedule's own
  * (linspace-respaced, n = 25 .. 200) grid and on Karras grids (n = 40 ..
- * 320); DPM-Solver++(2M) >= 1.8 on Karras grids; DPM-Solver++(3M) >= 2.7
- * (measured 3.15, 3.06, 3.08).  With diffusers' weight of its D2 term
- * (half the Taylor one, see dpmsolver.c) 3M measured 1.39, 1.79, 1.91
- * here: not the warm-up steps (an exact start for its first three steps
- * changed nothing), but an O(h^3) local error at every third-order step.  UniPC (bh2) of ORDER p is of
+ * 320); DPM-Solver++(2M) >= 1.8 on Karras grids.  DPM-Solver++(3M) with
+ * diffusers' weight of its D2 term (the default) is second order: measured
+ * 1.39, 1.79, 1.91 from n = 40 to 320 (after 4.2 and 3.5 from n = 10 to
+ * 40), asserted in [1.7, 2.3]; not the warm-up steps (an exact start for
+ * its first three steps changed nothing) but an O(h^3) local error at every
+ * third-order step, diffusers' weight being half the Taylor coefficient
+ * (dpmsolver.c).  With THIRD_ORDER_TAYLOR 1 it is third order: measured
+ * 3.15, 3.06, 3.08, asserted >= 2.7.  UniPC (bh2) of ORDER p is of
  * order p + 1 (its corrector raises the predictor's order by one, Zhao et
  * al. 2023, Theorem 3.1): measured 2.01 for p = 1 and 2.98 for p = 2 on
  * Karras grids, asserted [1.8, 2.3] and >= 2.7; p = 2 on the linspace
@@ -145,19 +150,20 @@ static void test_order_of_convergence(void)
 {
     static const size_t n_sched[] = {25, 50, 100, 200}, n_karras[] = {40, 80, 160, 320};
     static const struct {
-        int kind, order, grid;
+        int kind, order, taylor, grid;
         double lo, hi;
         const char *name;
     } cases[] = {
-        {DIFFUSE_SAMPLER_EULER, 0, DIFFUSE_SIGMAS_SCHEDULE, 0.8, 1.2, "Euler,  schedule"},
-        {DIFFUSE_SAMPLER_HEUN, 0, DIFFUSE_SIGMAS_SCHEDULE, 1.8, 9.0, "Heun,   schedule"},
-        {DIFFUSE_SAMPLER_EULER, 0, DIFFUSE_SIGMAS_KARRAS, 0.8, 1.2, "Euler,  Karras  "},
-        {DIFFUSE_SAMPLER_HEUN, 0, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "Heun,   Karras  "},
-        {DIFFUSE_SAMPLER_DPMPP_2M, 2, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "DPM++2M Karras "},
-        {DIFFUSE_SAMPLER_DPMPP_2M, 3, DIFFUSE_SIGMAS_KARRAS, 2.7, 9.0, "DPM++3M Karras "},
-        {DIFFUSE_SAMPLER_UNIPC, 2, DIFFUSE_SIGMAS_SCHEDULE, 1.8, 9.0, "UniPC-2 schedule"},
-        {DIFFUSE_SAMPLER_UNIPC, 2, DIFFUSE_SIGMAS_KARRAS, 2.7, 9.0, "UniPC-2 Karras "},
-        {DIFFUSE_SAMPLER_UNIPC, 1, DIFFUSE_SIGMAS_KARRAS, 1.8, 2.3, "UniPC-1 Karras "},
+        {DIFFUSE_SAMPLER_EULER, 0, 0, DIFFUSE_SIGMAS_SCHEDULE, 0.8, 1.2, "Euler,  schedule"},
+        {DIFFUSE_SAMPLER_HEUN, 0, 0, DIFFUSE_SIGMAS_SCHEDULE, 1.8, 9.0, "Heun,   schedule"},
+        {DIFFUSE_SAMPLER_EULER, 0, 0, DIFFUSE_SIGMAS_KARRAS, 0.8, 1.2, "Euler,  Karras  "},
+        {DIFFUSE_SAMPLER_HEUN, 0, 0, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "Heun,   Karras  "},
+        {DIFFUSE_SAMPLER_DPMPP_2M, 2, 0, DIFFUSE_SIGMAS_KARRAS, 1.8, 9.0, "DPM++2M Karras "},
+        {DIFFUSE_SAMPLER_DPMPP_2M, 3, 0, DIFFUSE_SIGMAS_KARRAS, 1.7, 2.3, "DPM++3M Karras "},
+        {DIFFUSE_SAMPLER_DPMPP_2M, 3, 1, DIFFUSE_SIGMAS_KARRAS, 2.7, 9.0, "3M Taylor Karras"},
+        {DIFFUSE_SAMPLER_UNIPC, 2, 0, DIFFUSE_SIGMAS_SCHEDULE, 1.8, 9.0, "UniPC-2 schedule"},
+        {DIFFUSE_SAMPLER_UNIPC, 2, 0, DIFFUSE_SIGMAS_KARRAS, 2.7, 9.0, "UniPC-2 Karras "},
+        {DIFFUSE_SAMPLER_UNIPC, 1, 0, DIFFUSE_SIGMAS_KARRAS, 1.8, 2.3, "UniPC-1 Karras "},
     };
     oracle o;
     diffuse_schedule *full = NULL;
@@ -170,7 +176,8 @@ static void test_order_of_convergence(void)
         double e[4], q;
         size_t j;
         for (j = 0; j < 4; j++)
-            ASSERT_TRUE(solve_error(&o, full, cases[c].kind, cases[c].order, cases[c].grid,
+            ASSERT_TRUE(solve_error(&o, full, cases[c].kind, cases[c].order, cases[c].taylor,
+                                    cases[c].grid,
                                     ns[j], &e[j]) == 0);
         printf("  %s: max error", cases[c].name);
         for (j = 0; j < 4; j++)
@@ -182,6 +189,108 @@ static void test_order_of_convergence(void)
         q = log2(e[2] / e[3]);
         ASSERT_TRUE(q >= cases[c].lo && q <= cases[c].hi);
     }
+    diffuse_schedule_free(full);
+}
+
+/*
+ * The DPM-Solver++(3M) step against diffusers' DPMSolverMultistepScheduler
+ * (algorithm_type "dpmsolver++", use_karras_sigmas), its
+ * multistep_dpm_solver_third_order_update re-derived here in double: on
+ * a Karras grid written out here (rho 7 between the schedule's sigma at
+ * index 0 and at its last index), alpha = 1 / sqrt(1 + s^2), sigma =
+ * s alpha, lambda = log alpha - log sigma, D = (x - sigma eps) / alpha;
+ * with h = lambda_to - lambda_0, h_0 = lambda_0 - lambda_1, h_1 = lambda_1
+ * - lambda_2 (the three newest levels), r0 = h_0 / h, r1 = h_1 / h,
+ *   D1_0 = (D_0 - D_1) / r0, D1_1 = (D_1 - D_2) / r1,
+ *   D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1), D2 = (D1_0 - D1_1) / (r0 + r1),
+ *   x' = (sigma_to / sigma_0) x - alpha_to (e^{-h} - 1) D_0
+ *        + alpha_to ((e^{-h} - 1) / h + 1) D1
+ *        - alpha_to ((e^{-h} - 1 + h) / h^2 - 1/2) D2.
+ * Every third-order step (k = 2 .. N - 2, LOWER_ORDER_FINAL 0) of the
+ * default sampler equals it to float rounding (2e-6 relative; the sampler
+ * keeps D in float); with THIRD_ORDER_TAYLOR 1 it equals the same step with
+ * the last weight alpha_to (1 - 2 (e^{-h} - 1 + h) / h^2), and the two
+ * references differ by far more than the tolerance on this coarse grid
+ * (so the comparison tells the weights apart).
+ */
+static void test_3m_step_is_diffusers(void)
+{
+    enum { B = 2, DIM = 3, N = 8, E = B * DIM };
+    oracle o;
+    diffuse_schedule *full = NULL;
+    double sig[N + 1], smin, smax, gap = 0;
+    int taylor;
+    size_t i, k;
+    ASSERT_TRUE(oracle_init(&o, &full) == 0);
+    smin = exp(o.lsig[0]);
+    smax = exp(o.lsig[TB - 1]);
+    for (i = 0; i < N; i++) {
+        double a = pow(smax, 1.0 / 7.0), b = pow(smin, 1.0 / 7.0);
+        sig[i] = pow(a + (double)i / (N - 1) * (b - a), 7.0);
+    }
+    sig[N] = 0;
+    for (taylor = 0; taylor <= 1; taylor++) {
+        diffuse_model *m = NULL;
+        diffuse_sampler *sp = NULL;
+        float x[E], out[E], y[E], t[N];
+        double D[3][E], v, worst = 0;
+        ASSERT_OK(diffuse_model_create_float(&m, float_fn, &o, DIM, DIFFUSE_PRED_EPS,
+                                             DIFFUSE_VAR_FIXED_SMALL));
+        ASSERT_OK(diffuse_sampler_create(&sp, full, m, DIFFUSE_SAMPLER_DPMPP_2M, B));
+        ASSERT_OK(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR, &v));
+        ASSERT_TRUE(v == 0);
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ORDER, 3));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_LOWER_ORDER_FINAL, 0));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_KARRAS));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GRID_STEPS, N));
+        ASSERT_OK(diffuse_sampler_set(sp, DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR, taylor));
+        ASSERT_OK(diffuse_sampler_get(sp, DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR, &v));
+        ASSERT_TRUE(v == taylor);
+        ASSERT_OK(diffuse_sampler_timesteps(sp, t, N));
+        for (i = 0; i < B; i++)
+            (void)diffuse_normal_fill(7, i, DIFFUSE_RNG_STEP_INITIAL, x + i * DIM, DIM);
+        for (k = 0; k < N; k++) {
+            double al0 = 1 / sqrt(1 + sig[k] * sig[k]), sg0 = sig[k] * al0;
+            oracle_eps(&o, (double)t[k], x, E, out);
+            memmove(D[1], D[0], 2 * sizeof D[0]);
+            for (i = 0; i < E; i++)
+                D[0][i] = ((double)x[i] - sg0 * (double)out[i]) / al0;
+            ASSERT_OK(diffuse_sampler_step_output(sp, k, x, out, NULL, NULL, 7, 0, B, y, NULL));
+            if (k >= 2 && k + 2 <= N) {
+                double lam[4], al = 1 / sqrt(1 + sig[k + 1] * sig[k + 1]), sg = sig[k + 1] * al;
+                double h, r0, r1, em;
+                size_t j;
+                for (j = 0; j < 4; j++) {
+                    double a = 1 / sqrt(1 + sig[k + 1 - j] * sig[k + 1 - j]);
+                    lam[j] = log(a) - log(sig[k + 1 - j] * a); /* lam[0]: the target */
+                }
+                h = lam[0] - lam[1];
+                r0 = (lam[1] - lam[2]) / h;
+                r1 = (lam[2] - lam[3]) / h;
+                em = exp(-h);
+                for (i = 0; i < E; i++) {
+                    double d10 = (D[0][i] - D[1][i]) / r0, d11 = (D[1][i] - D[2][i]) / r1;
+                    double d1 = d10 + r0 / (r0 + r1) * (d10 - d11), d2 = (d10 - d11) / (r0 + r1);
+                    double base = sg / sg0 * (double)x[i] - al * (em - 1) * D[0][i] +
+                                  al * ((em - 1) / h + 1) * d1;
+                    double ref_d = base - al * ((em - 1 + h) / (h * h) - 0.5) * d2;
+                    double ref_t = base + al * (1 - 2 * (em - 1 + h) / (h * h)) * d2;
+                    double ref = taylor ? ref_t : ref_d, e = fabs((double)y[i] - ref);
+                    ASSERT_TRUE(e <= 2e-6 * (1 + fabs(ref)));
+                    worst = e > worst ? e : worst;
+                    if (fabs(ref_d - ref_t) > gap)
+                        gap = fabs(ref_d - ref_t);
+                }
+            }
+            memcpy(x, y, sizeof x);
+        }
+        printf("  3M %s: max |step - reference| %.2e\n", taylor ? "Taylor   " : "(default)",
+               worst);
+        diffuse_sampler_free(sp);
+        diffuse_model_free(m);
+    }
+    printf("  the two weights' steps differ by up to %.2e\n", gap);
+    ASSERT_TRUE(gap > 1e-3);
     diffuse_schedule_free(full);
 }
 
@@ -651,6 +760,10 @@ static void test_new_kind_options(void)
     ASSERT_STATUS(diffuse_sampler_set(uni, DIFFUSE_SAMPLER_LOWER_ORDER_FINAL, 0),
                   DIFFUSE_EINVAL);
     ASSERT_OK(diffuse_sampler_set(uni, DIFFUSE_SAMPLER_LAMBDA_MIN, -5.1));
+    /* the 3M weight option is DPM-Solver++'s alone */
+    ASSERT_STATUS(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR, 1), DIFFUSE_EINVAL);
+    ASSERT_MESSAGE_HAS("THIRD_ORDER_TAYLOR");
+    ASSERT_STATUS(diffuse_sampler_set(uni, DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR, 0), DIFFUSE_EINVAL);
     ASSERT_OK(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_SIGMA_GRID, DIFFUSE_SIGMAS_EXPONENTIAL));
     ASSERT_STATUS(diffuse_sampler_set(sde, DIFFUSE_SAMPLER_ETA, 0.5), DIFFUSE_EINVAL);
     ASSERT_STATUS(diffuse_sampler_step(uni, &x, 5, 0, 0, 1, &x), DIFFUSE_EINVAL);
@@ -686,6 +799,7 @@ static void test_zero_snr_refused(void)
 int main(void)
 {
     RUN(test_order_of_convergence);
+    RUN(test_3m_step_is_diffusers);
     RUN(test_euler_ancestral_moments);
     RUN(test_sde_moments);
     RUN(test_sde_weak_order);

@@ -91,13 +91,14 @@ static transition transition_at(const diffuse_sampler *sp, size_t k)
  *            D2 = (D1_0 - D1_1) / (r0 + r1)           (= h^2 D'' / 2 + O(h^3)),
  *            x_{t-1} = (sigma_{t-1}/sigma_t) x_t + alpha_{t-1} phi D_t
  *                      + alpha_{t-1} (1 - phi / h) D1
- *                      + alpha_{t-1} (1 - 2 (h - phi) / h^2) D2,  phi = 1 - e^{-h},
- *            the coefficients of the exact integral alpha_{t-1} int_0^h
- *            e^{u-h} (D + u D' + u^2 D''/2) du.  diffusers (and
- *            k-diffusion's sample_dpmpp_3m_sde) weight D2 by half of that,
- *            (1/2 - (h - phi) / h^2), which leaves an O(h^3) local error and
- *            a second-order method (measured 2.0 on uniform-lambda and Karras
- *            grids, 3.0 with the coefficient here).
+ *                      - alpha_{t-1} ((h - phi) / h^2 - 1/2) D2,  phi = 1 - e^{-h}
+ *            (diffusers' weights, the default).  The exact integral
+ *            alpha_{t-1} int_0^h e^{u-h} (D + u D' + u^2 D''/2) du weights
+ *            D2 by (1 - 2 (h - phi) / h^2), twice diffusers' (and
+ *            k-diffusion's sample_dpmpp_3m_sde): their weight leaves an
+ *            O(h^3) local error, a second-order method (measured 1.9 - 2.0
+ *            on Karras grids); THIRD_ORDER_TAYLOR 1 takes the Taylor weight
+ *            (measured 3.0 there).
  * The order used is the lowest of ORDER, 1 + the steps of history, 1 at the
  * last step (to sigma = 0: x = D_0), and 2 at the second-to-last step when
  * LOWER_ORDER_FINAL is set and the trajectory has fewer than 15 steps (as
@@ -186,7 +187,9 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
         r0 = sp->hstep[0] / h;
         r1 = sp->hstep[1] / h;
         k1 = a_s * (1.0 - phi / h);
-        k2 = a_s * (2.0 * (h - phi) / (h * h) - 1.0);
+        /* diffusers' weight (default) or, THIRD_ORDER_TAYLOR, the Taylor one */
+        k2 = sp->taylor3 ? a_s * (2.0 * (h - phi) / (h * h) - 1.0)
+                         : a_s * ((h - phi) / (h * h) - 0.5);
     }
     (void)nt;
     DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {

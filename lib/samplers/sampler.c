@@ -267,6 +267,11 @@ int diffuse_sampler_set(diffuse_sampler *s, int param, double value)
                                "LOWER_ORDER_FINAL", "DPM-Solver++", value));
         s->lower_order_final = value != 0.0;
         return DIFFUSE_OK;
+    case DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR:
+        DIFFUSE_TRY(flag_param(__func__, s, DIFFUSE_SAMPLER_DPMPP_2M, "THIRD_ORDER_TAYLOR",
+                               "DPM-Solver++ (ORDER 3)", value));
+        s->taylor3 = value != 0.0;
+        return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_NUM_STEPS:
     case DIFFUSE_SAMPLER_POSITION:
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "%s is read-only",
@@ -308,6 +313,9 @@ int diffuse_sampler_get(const diffuse_sampler *s, int param, double *value)
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_LOWER_ORDER_FINAL:
         *value = s->lower_order_final;
+        return DIFFUSE_OK;
+    case DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR:
+        *value = s->taylor3;
         return DIFFUSE_OK;
     case DIFFUSE_SAMPLER_NUM_STEPS:
         *value = (double)s->n;

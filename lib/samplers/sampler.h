@@ -22,6 +22,7 @@ struct diffuse_sampler {
     double lambda_min; /* skip leading steps with log-SNR / 2 below it */
     int order;         /* 1, 2 or 3 */
     int lower_order_final;
+    int taylor3;       /* THIRD_ORDER_TAYLOR: the Taylor weight of 3M's D2 */
     /* The plan: n model evaluations, the k-th at model time tau[k] (an
      * original index of the training chain, maybe fractional). */
     size_t n;

@@ -543,6 +543,7 @@ SAMPLER_SIGMA_GRID = 12
 SAMPLER_GRID_STEPS = 13
 SAMPLER_SIGMA_MIN = 14
 SAMPLER_SIGMA_MAX = 15
+SAMPLER_THIRD_ORDER_TAYLOR = 16
 
 RNG_STEP_INITIAL = 0xFFFFFFFF
 
@@ -630,7 +631,8 @@ _MODEL_PARAMS = {"clip_x0": 1, "clip_min": 2, "clip_max": 3, "threshold_percenti
 _SAMPLER_PARAMS = {"eta": 1, "num_threads": 2, "lambda_min": 3, "guidance": 4,
                    "guidance_rescale": 5, "set_alpha_to_one": 6, "clipped_model_output": 7,
                    "order": 8, "lower_order_final": 9, "num_steps": 10, "position": 11,
-                   "sigma_grid": 12, "grid_steps": 13, "sigma_min": 14, "sigma_max": 15}
+                   "sigma_grid": 12, "grid_steps": 13, "sigma_min": 14, "sigma_max": 15,
+                   "third_order_taylor": 16}
 _VLB_PARAMS = {"cdf": 1, "num_threads": 2}
 _WHICH_NAMES = {"weights": 0, "ema": 1}
 _NET_PARAMS = {"num_threads": 1, "classes": 16, "dropout": 23, "time_scale": 25}
@@ -1590,7 +1592,9 @@ class Sampler(_Engine):
     "lower_order_final" (DPM-Solver++), "sigma_grid", "grid_steps"
     (sigma-space samplers, DPM-Solver++ and UniPC), "sigma_min", "sigma_max"
     (the same: the ends of a Karras or exponential grid, 0 for the
-    schedule's), read-only "num_steps" and "position".  See diffuse.h.
+    schedule's), "third_order_taylor" (DPM-Solver++ ORDER 3: 0, diffusers'
+    weight, default; 1, the third-order Taylor weight), read-only
+    "num_steps" and "position".  See diffuse.h.
     timesteps(), step_output() and reset() drive it from the caller's own
     model calls."""
     _free_name = "diffuse_sampler_free"

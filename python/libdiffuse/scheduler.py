@@ -30,8 +30,10 @@ DPM-Solver++ and UniPC space their timesteps as diffusers' multistep
 schedulers do (N + 1 points, the last dropped, for linspace and leading),
 DPM-Solver++ below lambda_min_clipped (the grid rebuilt below the clip,
 as diffusers applies it).  solver_order=3
-is DPM-Solver++(3M) with the Taylor weight of its second difference (twice
-diffusers'), third order where diffusers' is second (see diffuse.h).
+is DPM-Solver++(3M) with diffusers' weights (second order, as diffusers');
+the keyword argument third_order_taylor=True (not a diffusers key) takes the
+Taylor weight of its second difference instead, third order (the sampler's
+THIRD_ORDER_TAYLOR, see diffuse.h).
 
 step() takes numpy arrays, Python lists, or torch CPU tensors (float32,
 contiguous: no copy; the results are torch tensors then).
@@ -128,7 +130,8 @@ class Scheduler:
                  clip_sample=False, clip_sample_range=1.0, thresholding=False,
                  dynamic_thresholding_ratio=0.995, sample_max_value=1.0,
                  rescale_betas_zero_snr=False, sigmas="schedule", solver_order=2,
-                 lower_order_final=True, eta=0.0, seed=0, lambda_min_clipped=None):
+                 lower_order_final=True, eta=0.0, seed=0, lambda_min_clipped=None,
+                 third_order_taylor=False):
         self.kind = kind
         self._beta_schedule = beta_schedule
         self._lambda_min = (float("-inf") if lambda_min_clipped is None
@@ -177,6 +180,8 @@ class Scheduler:
         elif kind in ("dpmpp_2m", "dpmpp_2m_sde"):
             self._sampler_params.update(order=solver_order,
                                         lower_order_final=1 if lower_order_final else 0)
+            if third_order_taylor and kind == "dpmpp_2m":
+                self._sampler_params["third_order_taylor"] = 1
         elif kind == "unipc":
             self._sampler_params["order"] = solver_order
         elif kind == "euler_ancestral":
@@ -191,7 +196,9 @@ class Scheduler:
     def from_config(cls, config, kind=None, **kwargs):
         """A scheduler from a diffusers scheduler_config.json dict.  kind
         overrides the config's "_class_name".  kwargs: eta (DDIM, Euler
-        ancestral), seed (the generator's, used when step() gets no noise)."""
+        ancestral), seed (the generator's, used when step() gets no noise),
+        third_order_taylor (DPM-Solver++ with solver_order 3: True takes the
+        third-order Taylor weight instead of diffusers')."""
         cfg = {k: v for k, v in dict(config).items() if not k.startswith("_")}
         if kind is None:
             name = config.get("_class_name")

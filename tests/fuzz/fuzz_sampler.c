@@ -1,16 +1,21 @@
 /*
- * Fuzz target for the samplers with hostile model outputs: DDPM, DDIM and
- * DPM-Solver++(2M), every prediction and variance kind, clipping,
- * thresholding, DDIM eta, the log-SNR clip and classifier-free guidance,
- * on cosine and linear schedules (respaced, or rescaled to zero terminal
- * SNR), driven by a model whose outputs come from the input: NaN,
+ * Fuzz target for the samplers with hostile model outputs: every kind
+ * (DDPM, DDIM, DPM-Solver++ 1M/2M/3M, Euler, Euler ancestral, Heun,
+ * DPM-Solver++(2M) SDE, UniPC), every prediction and variance kind,
+ * clipping, thresholding, DDIM and Euler-ancestral eta, the log-SNR clip,
+ * the orders, LOWER_ORDER_FINAL, the 3M weight (THIRD_ORDER_TAYLOR), sigma
+ * grids with their steps and ends (SIGMA_MIN / SIGMA_MAX, hostile values
+ * too) and classifier-free guidance, on cosine and linear schedules
+ * (respaced, or rescaled to zero terminal SNR), driven by a model whose
+ * outputs come from the input: NaN,
  * infinities, 1e38, FLT_MAX, denormals, echoes of x_t and ordinary values,
  * and sometimes a failing status.
  *
  * Invariants (abort otherwise): a run returns DIFFUSE_OK, DIFFUSE_ENUMERIC,
  * DIFFUSE_EMODEL or DIFFUSE_EINVAL (the last only for a combination the
  * header refuses); it never returns DIFFUSE_OK with a non-finite sample;
- * the sampler is usable again after a failed run.
+ * the sampler is usable again after a failed run; a sampler option set
+ * returns DIFFUSE_OK or DIFFUSE_EINVAL, and get() returns an accepted value.
  */
 #include "diffuse.h"
 #include "fuzz_input.h"
@@ -89,6 +94,39 @@ static diffuse_schedule *make_schedule(fuzz_in *in)
     return s;
 }
 
+/* A sampler option: accepted or refused as invalid, nothing else; an
+ * accepted value reads back. */
+static void set_opt(diffuse_sampler *sp, int param, double value)
+{
+    double got = -1.0;
+    const int rc = diffuse_sampler_set(sp, param, value);
+    FUZZ_ASSERT(rc == DIFFUSE_OK || rc == DIFFUSE_EINVAL);
+    if (rc == DIFFUSE_OK && param != DIFFUSE_SAMPLER_GUIDANCE_RESCALE &&
+        param != DIFFUSE_SAMPLER_GUIDANCE) {
+        FUZZ_ASSERT(diffuse_sampler_get(sp, param, &got) == DIFFUSE_OK);
+        FUZZ_ASSERT(got == value);
+    }
+}
+
+/* A grid end: the schedule's sigma at an input-chosen index times a
+ * factor in [0.5, 2] (or exactly 0: the schedule's end), or, when hostile,
+ * any double of the input's palette. */
+static double grid_end(fuzz_in *in, const diffuse_schedule *s, int hostile)
+{
+    double sig[64];
+    const size_t T = diffuse_schedule_length(s);
+    unsigned b;
+    if (hostile)
+        return fuzz_double(in);
+    b = fuzz_byte(in);
+    if (b == 0)
+        return 0.0;
+    FUZZ_ASSERT(T <= 64); /* make_schedule: at most 41 */
+    FUZZ_ASSERT(diffuse_schedule_table(s, DIFFUSE_TABLE_SQRT_RECIPM1_ALPHAS_CUMPROD, sig, T) ==
+                DIFFUSE_OK);
+    return sig[b % T] * (0.5 + (double)(fuzz_byte(in) % 7) / 4.0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_in in = {data, size, 0};
@@ -98,11 +136,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     diffuse_sampler *sp = NULL;
     float x0[MAX_BATCH * MAX_DIM], xT[MAX_BATCH * MAX_DIM];
     int32_t labels[MAX_BATCH];
-    const unsigned kind = fuzz_byte(&in) % 3, pred = fuzz_byte(&in) % 3,
+    const unsigned kind = fuzz_byte(&in) % (DIFFUSE_SAMPLER_UNIPC + 1), pred = fuzz_byte(&in) % 3,
                    var = fuzz_byte(&in) % 4, opts = fuzz_byte(&in);
     const size_t dim = 1 + fuzz_byte(&in) % MAX_DIM, batch = 1 + fuzz_byte(&in) % MAX_BATCH;
     const int cond = (opts & 1) != 0;
     size_t i, round;
+    unsigned opts2;
     int rc;
     s = make_schedule(&in);
     st.in = &in;
@@ -125,13 +164,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         goto done;
     }
     if (opts & 16)
-        (void)diffuse_sampler_set(sp, DIFFUSE_SAMPLER_ETA, (double)(fuzz_byte(&in) % 5) / 4.0);
+        set_opt(sp, DIFFUSE_SAMPLER_ETA, (double)(fuzz_byte(&in) % 5) / 4.0);
     if (opts & 32)
-        (void)diffuse_sampler_set(sp, DIFFUSE_SAMPLER_LAMBDA_MIN, -5.1);
+        set_opt(sp, DIFFUSE_SAMPLER_LAMBDA_MIN, -5.1);
     if (cond && (opts & 64))
-        (void)diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GUIDANCE, fuzz_double(&in));
+        set_opt(sp, DIFFUSE_SAMPLER_GUIDANCE, fuzz_double(&in));
     if (cond && (opts & 128))
-        (void)diffuse_sampler_set(sp, DIFFUSE_SAMPLER_GUIDANCE_RESCALE, 0.7);
+        set_opt(sp, DIFFUSE_SAMPLER_GUIDANCE_RESCALE, 0.7);
+    opts2 = fuzz_byte(&in);
+    if (opts2 & 1)
+        set_opt(sp, DIFFUSE_SAMPLER_ORDER, (double)(fuzz_byte(&in) % 4));
+    if (opts2 & 2)
+        set_opt(sp, DIFFUSE_SAMPLER_LOWER_ORDER_FINAL, (double)(fuzz_byte(&in) % 3) / 2.0);
+    if (opts2 & 4)
+        set_opt(sp, DIFFUSE_SAMPLER_THIRD_ORDER_TAYLOR, (double)(fuzz_byte(&in) % 3) / 2.0);
+    if (opts2 & 8)
+        set_opt(sp, DIFFUSE_SAMPLER_SIGMA_GRID, (double)(fuzz_byte(&in) % 4));
+    if (opts2 & 16)
+        set_opt(sp, DIFFUSE_SAMPLER_GRID_STEPS, (double)(fuzz_byte(&in) % 48));
+    /* the grid's ends: a level of the schedule's range scaled by the input,
+     * or a hostile double (NaN, infinities, negative, huge: refused) */
+    if (opts2 & 32)
+        set_opt(sp, DIFFUSE_SAMPLER_SIGMA_MIN, grid_end(&in, s, opts2 & 128));
+    if (opts2 & 64)
+        set_opt(sp, DIFFUSE_SAMPLER_SIGMA_MAX, grid_end(&in, s, opts2 & 128));
     for (i = 0; i < batch; i++)
         labels[i] = (int32_t)(fuzz_byte(&in) % 4) - 1; /* -1: DIFFUSE_LABEL_NONE */
     /* x_T finite (large values allowed): a NaN x_T is returned as NaN

@@ -147,6 +147,61 @@ class SchedulerTest(unittest.TestCase):
                 self.assertTrue(np.array_equal(np.asarray(x), np.asarray(ref)), cls)
 
     @needs_numpy
+    def test_dpmpp_3m_step_is_diffusers(self):
+        """DPMSolverMultistepScheduler(solver_order=3, use_karras_sigmas=True,
+        lower_order_final=False): each step before the last is diffusers'
+        dpmsolver++ update of its order (1, 2, then 3: the third-order one
+        weights D2 by alpha (1/2 - (e^{-h} - 1 + h) / h^2)), written out here
+        in float64 from the scheduler's own previous sample; with
+        third_order_taylor=True the third-order steps weight D2 by alpha (1 -
+        2 (e^{-h} - 1 + h) / h^2) instead, which on this grid moves them far
+        beyond the tolerance."""
+        abar = scaled_linear_abar()
+        sig = np.sqrt((1 - abar) / abar)
+        n = 8
+        r = np.linspace(0, 1, n)
+        lv = (sig[-1] ** (1 / 7) + r * (sig[0] ** (1 / 7) - sig[-1] ** (1 / 7))) ** 7
+        al = 1 / np.sqrt(1 + lv ** 2)
+        lam = np.log(al) - np.log(lv * al)
+        cfg = {"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "scaled_linear",
+               "beta_start": 0.00085, "beta_end": 0.012, "solver_order": 3,
+               "use_karras_sigmas": True, "lower_order_final": False}
+        gaps = []
+        for taylor in (False, True):
+            with Scheduler.from_config(cfg, third_order_taylor=taylor) as s:
+                s.set_timesteps(n)
+                x = s.init_noise(2, (3,))
+                D = []
+                for k, t in enumerate(s.timesteps):
+                    xd = np.asarray(x, dtype=np.float64)
+                    eps = eps_model(x, float(t))
+                    D.insert(0, (xd - lv[k] * al[k] * eps.astype(np.float64)) / al[k])
+                    x, _ = s.step(eps, t, x)
+                    if k == n - 1:
+                        break
+                    h = lam[k + 1] - lam[k]
+                    em1 = math.expm1(-h)
+                    ref = lv[k + 1] * al[k + 1] / (lv[k] * al[k]) * xd - al[k + 1] * em1 * D[0]
+                    if k == 1:
+                        r0 = (lam[k] - lam[k - 1]) / h
+                        ref -= 0.5 * al[k + 1] * em1 * (D[0] - D[1]) / r0
+                    elif k >= 2:
+                        r0 = (lam[k] - lam[k - 1]) / h
+                        r1 = (lam[k - 1] - lam[k - 2]) / h
+                        d10, d11 = (D[0] - D[1]) / r0, (D[1] - D[2]) / r1
+                        d1 = d10 + r0 / (r0 + r1) * (d10 - d11)
+                        d2 = (d10 - d11) / (r0 + r1)
+                        ref += al[k + 1] * (em1 / h + 1) * d1
+                        w_d = -al[k + 1] * ((em1 + h) / h ** 2 - 0.5)
+                        w_t = al[k + 1] * (1 - 2 * (em1 + h) / h ** 2)
+                        gaps.append(np.abs((w_t - w_d) * d2).max())
+                        ref += (w_t if taylor else w_d) * d2
+                    np.testing.assert_allclose(np.asarray(x, dtype=np.float64), ref,
+                                               rtol=2e-6, atol=2e-6,
+                                               err_msg=f"step {k}, taylor {taylor}")
+        self.assertGreater(max(gaps), 1e-3)
+
+    @needs_numpy
     def test_grids_match_diffusers(self):
         """Karras grids as diffusers builds them, written out in numpy:
         Euler / Heun between the sigmas of their spaced timesteps (leading
