@@ -53,8 +53,7 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
     IDDPM_REAL *r = acts + o->a_r, *e = acts + o->a_e, *out = acts + o->a_out;
     IDDPM_REAL *st1 = acts + o->a_st1, *st2 = acts + o->a_st2;
     IDDPM_L(diffuse__groupnorm_forward)(in, B, o->ci, HW, G, P + o->p_gn1, P + o->p_gn1 + o->ci,
-                                        A, st1, st1 + mb * G);
-    IDDPM_L(diffuse__silu_forward)(A, B * o->ci * HW, A);
+                                        A, st1, st1 + mb * G, A, nt);
     IDDPM_L(diffuse__conv3x3_forward)(A, B, o->ci, o->H, o->W, P + o->p_c1,
                                       P + o->p_c1 + o->co * o->ci * 9, o->co, 1, r, work, nt);
     IDDPM_L(diffuse__linear_forward)(acts + pl->a_se, B, pl->E, P + o->p_e,
@@ -62,7 +61,7 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
     if (!c->scale_shift)
         IDDPM_L(diffuse__add_channel)(r, e, B, o->co, HW);
     IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
-                                        Bf, st2, st2 + mb * G);
+                                        Bf, st2, st2 + mb * G, NULL, nt);
     if (c->scale_shift)
         IDDPM_L(diffuse__scale_shift_forward)(Bf, e, B, o->co, HW, Bf);
     IDDPM_L(diffuse__silu_forward)(Bf, B * o->co * HW, Bf);
@@ -101,7 +100,7 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     const IDDPM_REAL *U1;
     /* recompute the second conv's input */
     IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
-                                        A, st2, st2 + mb * G);
+                                        A, st2, st2 + mb * G, NULL, nt);
     U1 = A;
     if (c->scale_shift) {
         IDDPM_L(diffuse__scale_shift_forward)(A, e, B, o->co, HW, Bf);
@@ -120,7 +119,7 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     if (c->scale_shift)
         IDDPM_L(diffuse__scale_shift_backward)(A, e, D, B, o->co, HW, D, de);
     IDDPM_L(diffuse__groupnorm_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G, D,
-                                         A, Gr + o->p_gn2, Gr + o->p_gn2 + o->co);
+                                         A, Gr + o->p_gn2, Gr + o->p_gn2 + o->co, nt);
     if (!c->scale_shift)
         IDDPM_L(diffuse__add_channel_backward)(A, B, o->co, HW, de, 0);
     IDDPM_L(diffuse__linear_backward)(acts + pl->a_se, B, pl->E, P + o->p_e, ce, de, dtmp,
@@ -128,13 +127,12 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     IDDPM_L(diffuse__add)(dse, dtmp, B * pl->E, dse);
     /* the first conv, its input recomputed */
     IDDPM_L(diffuse__groupnorm_forward)(in, B, o->ci, HW, G, P + o->p_gn1, P + o->p_gn1 + o->ci,
-                                        Bf, st1, st1 + mb * G);
-    IDDPM_L(diffuse__silu_forward)(Bf, B * o->ci * HW, Cf);
+                                        Bf, st1, st1 + mb * G, Cf, nt);
     IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->ci, o->H, o->W, P + o->p_c1, o->co, 1, A, D,
                                        Gr + o->p_c1, Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
     IDDPM_L(diffuse__silu_backward)(Bf, D, B * o->ci * HW, D);
     IDDPM_L(diffuse__groupnorm_backward)(in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G, D,
-                                         dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci);
+                                         dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, nt);
     if (o->ci != o->co) {
         IDDPM_L(diffuse__conv1x1_backward)(in, B, o->ci, HW, P + o->p_sk, o->co, dy, D,
                                            Gr + o->p_sk, Gr + o->p_sk + o->co * o->ci, work, nt);
@@ -155,7 +153,7 @@ static void IDDPM_FN(iddpm_attn_forward)(const diffuse__iddpm_plan *pl, size_t k
     IDDPM_REAL *st = acts + o->a_st1, *qkv = acts + o->a_qkv, *a = acts + o->a_a;
     IDDPM_REAL *out = acts + o->a_out;
     IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A, st,
-                                        st + mb * G);
+                                        st + mb * G, NULL, nt);
     IDDPM_L(diffuse__conv1x1_forward)(A, B, C, T, P + o->p_c1, P + o->p_c1 + 3 * C * C, 3 * C,
                                       qkv, work, nt);
     IDDPM_L(diffuse__qkv_attention_forward)(qkv, B, C, T, o->heads, acts + o->a_wts, a, work,
@@ -182,11 +180,11 @@ static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t 
     IDDPM_L(diffuse__qkv_attention_backward)(qkv, acts + o->a_wts, Bf, B, C, T, o->heads, Cf,
                                              scratch + pl->s_dlog, work, nt);
     IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A, st,
-                                        st + mb * G);
+                                        st + mb * G, NULL, nt);
     IDDPM_L(diffuse__conv1x1_backward)(A, B, C, T, P + o->p_c1, 3 * C, Cf, D, Gr + o->p_c1,
                                        Gr + o->p_c1 + 3 * C * C, work, nt);
     IDDPM_L(diffuse__groupnorm_backward)(in, B, C, T, G, P + o->p_gn1, st, st + mb * G, D, dx,
-                                         Gr + o->p_gn1, Gr + o->p_gn1 + C);
+                                         Gr + o->p_gn1, Gr + o->p_gn1 + C, nt);
     IDDPM_L(diffuse__add)(dx, dy, B * C * T, dx);
 }
 
@@ -265,8 +263,7 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
         const size_t ch = o->co, HW = c->H * c->W;
         IDDPM_REAL *st = acts + pl->a_out_st;
         IDDPM_L(diffuse__groupnorm_forward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
-                                            P + pl->p_out_gn + ch, A, st, st + mb * G);
-        IDDPM_L(diffuse__silu_forward)(A, B * ch * HW, A);
+                                            P + pl->p_out_gn + ch, A, st, st + mb * G, A, nt);
         IDDPM_L(diffuse__conv3x3_forward)(A, B, ch, c->H, c->W, P + pl->p_out_c,
                                           P + pl->p_out_c + c->out_C * ch * 9, c->out_C, 1, out,
                                           work, nt);
@@ -300,15 +297,14 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
         const size_t ch = o->co, HW = c->H * c->W;
         IDDPM_REAL *st = acts + pl->a_out_st;
         IDDPM_L(diffuse__groupnorm_forward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
-                                            P + pl->p_out_gn + ch, A, st, st + mb * G);
-        IDDPM_L(diffuse__silu_forward)(A, B * ch * HW, Bf);
+                                            P + pl->p_out_gn + ch, A, st, st + mb * G, Bf, nt);
         IDDPM_L(diffuse__conv3x3_backward)(Bf, B, ch, c->H, c->W, P + pl->p_out_c, c->out_C, 1,
                                            dout, Cf, Gr + pl->p_out_c,
                                            Gr + pl->p_out_c + c->out_C * ch * 9, work, nt);
         IDDPM_L(diffuse__silu_backward)(A, Cf, B * ch * HW, Cf);
         IDDPM_L(diffuse__groupnorm_backward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn, st,
                                              st + mb * G, Cf, g[0], Gr + pl->p_out_gn,
-                                             Gr + pl->p_out_gn + ch);
+                                             Gr + pl->p_out_gn + ch, nt);
     }
     dy = g[0];
     for (k = pl->n_ops; k-- > 0;) {

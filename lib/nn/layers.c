@@ -8,7 +8,11 @@
 
 #include <stdint.h>
 
+#include "nn/gn.h"
 #include "nn/silu.h"
+
+/* Group norm's loops go to the vectorized ones in gn.c. */
+#define LAYER_GN_VEC
 
 /* The float SiLU goes to the vectorized version in silu.c. */
 #define LAYER_SILU_FORWARD(x, n, y) (diffuse__silu_fast_forward((x), (n), (y)), 1)

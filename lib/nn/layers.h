@@ -68,14 +68,16 @@
                                         size_t Wd, REAL *dx);                                 \
     /* Group norm over (C / G) * HW elements per group (G must divide C), eps 1e-5,           \
      * biased variance (as PyTorch), statistics summed in double; affine per channel          \
-     * (gamma, beta may be NULL); saves mean and rstd [B][G] for the backward pass. */        \
+     * (gamma, beta may be NULL); saves mean and rstd [B][G] for the backward pass.          \
+     * act, when not NULL, also gets SiLU(y) (act may be y).  The (sample, group) pairs      \
+     * (the groups, backward) run on nt threads; results do not depend on nt. */              \
     void diffuse__groupnorm_forward##S(const REAL *x, size_t B, size_t C, size_t HW, size_t G, \
                                        const REAL *gamma, const REAL *beta, REAL *y,          \
-                                       REAL *mean, REAL *rstd);                               \
+                                       REAL *mean, REAL *rstd, REAL *act, int nt);            \
     void diffuse__groupnorm_backward##S(const REAL *x, size_t B, size_t C, size_t HW,         \
                                         size_t G, const REAL *gamma, const REAL *mean,        \
                                         const REAL *rstd, const REAL *dy, REAL *dx,           \
-                                        REAL *dgamma, REAL *dbeta);                           \
+                                        REAL *dgamma, REAL *dbeta, int nt);                   \
     /* y = a + b elementwise (y may alias a or b); its backward passes dy to both. */         \
     void diffuse__add##S(const REAL *a, const REAL *b, size_t n, REAL *y);                    \
     /* y[b][c][:] += v[b][c] (a per-channel vector, e.g. a time embedding), and its           \

@@ -46,28 +46,6 @@ static void LAYER_NAME(layer_gemm)(int ta, int tb, size_t M, size_t N, size_t K,
                                  ldc, work, nt);
 }
 
-/* Sum of (x[i] - m)^2 in double, in the same order as layer_sum. */
-static double LAYER_NAME(layer_sumsq_dev)(const LAYER_REAL *x, size_t n, double m)
-{
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, d;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        d = (double)x[i] - m;
-        s0 += d * d;
-        d = (double)x[i + 1] - m;
-        s1 += d * d;
-        d = (double)x[i + 2] - m;
-        s2 += d * d;
-        d = (double)x[i + 3] - m;
-        s3 += d * d;
-    }
-    for (; i < n; i++) {
-        d = (double)x[i] - m;
-        s0 += d * d;
-    }
-    return (s0 + s1) + (s2 + s3);
-}
-
 /* ------------------------------------------------------------------------ */
 /* Linear                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -257,6 +235,126 @@ void LAYER_NAME(diffuse__upsample2_backward)(const LAYER_REAL *dy, size_t B, siz
 /* Group norm                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* The group sums and elementwise passes: gn.c's vectorized float loops
+ * when the includer defines LAYER_GN_VEC (float), else these scalar ones,
+ * which sum in the same fixed order (16 lanes, element i into lane i mod
+ * 16, the tail into the low lanes; see nn/gn.h). */
+#ifndef LAYER_GN_VEC
+static double LAYER_NAME(gn_fold16)(double *l)
+{
+    size_t j;
+    for (j = 0; j < 8; j++)
+        l[j] += l[j + 8];
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+#endif
+
+static double LAYER_NAME(gn_sum)(const LAYER_REAL *x, size_t n)
+{
+#ifdef LAYER_GN_VEC
+    return diffuse__gn_sum_f(x, n);
+#else
+    double l[16] = {0.0};
+    size_t i;
+    for (i = 0; i < n; i++)
+        l[i % 16] += (double)x[i];
+    return LAYER_NAME(gn_fold16)(l);
+#endif
+}
+
+static double LAYER_NAME(gn_sumsq_dev)(const LAYER_REAL *x, size_t n, double m)
+{
+#ifdef LAYER_GN_VEC
+    return diffuse__gn_sumsq_dev_f(x, n, m);
+#else
+    double l[16] = {0.0}, d;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        d = (double)x[i] - m;
+        l[i % 16] += d * d;
+    }
+    return LAYER_NAME(gn_fold16)(l);
+#endif
+}
+
+static void LAYER_NAME(gn_affine)(const LAYER_REAL *x, size_t n, LAYER_REAL m, LAYER_REAL sc,
+                                  LAYER_REAL bt, LAYER_REAL *y)
+{
+#ifdef LAYER_GN_VEC
+    diffuse__gn_affine_f(x, n, m, sc, bt, y);
+#else
+    size_t i;
+    for (i = 0; i < n; i++)
+        y[i] = (x[i] - m) * sc + bt;
+#endif
+}
+
+static void LAYER_NAME(gn_bwd_sums)(const LAYER_REAL *x, const LAYER_REAL *dy, size_t n,
+                                    LAYER_REAL m, LAYER_REAL r, double *t1, double *t2)
+{
+#ifdef LAYER_GN_VEC
+    diffuse__gn_bwd_sums_f(x, dy, n, m, r, t1, t2);
+#else
+    double l1[16] = {0.0}, l2[16] = {0.0};
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const LAYER_REAL xh = (x[i] - m) * r;
+        l1[i % 16] += (double)dy[i];
+        l2[i % 16] += (double)dy[i] * (double)xh;
+    }
+    *t1 = LAYER_NAME(gn_fold16)(l1);
+    *t2 = LAYER_NAME(gn_fold16)(l2);
+#endif
+}
+
+static void LAYER_NAME(gn_bwd_dx)(const LAYER_REAL *x, const LAYER_REAL *dy, size_t n,
+                                  LAYER_REAL m, LAYER_REAL r, LAYER_REAL k1, LAYER_REAL k2,
+                                  LAYER_REAL k3, LAYER_REAL *dx)
+{
+#ifdef LAYER_GN_VEC
+    diffuse__gn_bwd_dx_f(x, dy, n, m, r, k1, k2, k3, dx);
+#else
+    size_t i;
+    for (i = 0; i < n; i++)
+        dx[i] = (k1 * dy[i] + k2) + k3 * ((x[i] - m) * r);
+#endif
+}
+
+/* Group norm runs its (sample, group) pairs in parallel (nt > 1) from this
+ * many elements: each pair's work is the same whoever runs it. */
+#define LAYER_GN_PAR_MIN_ ((size_t)1 << 14)
+
+/* One (sample, group) pair of the forward pass. */
+static void LAYER_NAME(gn_forward_pair)(const LAYER_REAL *x, size_t b, size_t g, size_t C,
+                                        size_t HW, size_t G, const LAYER_REAL *gamma,
+                                        const LAYER_REAL *beta, LAYER_REAL *y, LAYER_REAL *mean,
+                                        LAYER_REAL *rstd, LAYER_REAL *act)
+{
+    const size_t Cg = C / G, n = Cg * HW, off = (b * C + g * Cg) * HW;
+    const LAYER_REAL *xg = x + off;
+    double m = 0.0, v = 0.0;
+    LAYER_REAL mr, rr;
+    size_t c;
+    if (n > 0) {
+        m = LAYER_NAME(gn_sum)(xg, n) / (double)n;
+        v = LAYER_NAME(gn_sumsq_dev)(xg, n, m) / (double)n;
+    }
+    mr = (LAYER_REAL)m;
+    rr = (LAYER_REAL)(1.0 / sqrt(v + LAYER_GN_EPS_));
+    mean[b * G + g] = mr;
+    rstd[b * G + g] = rr;
+    for (c = 0; c < Cg; c++) {
+        const size_t ch = g * Cg + c;
+        const LAYER_REAL sc = gamma != NULL ? rr * gamma[ch] : rr;
+        const LAYER_REAL bt = beta != NULL ? beta[ch] : (LAYER_REAL)0;
+        LAYER_NAME(gn_affine)(xg + c * HW, HW, mr, sc, bt, y + off + c * HW);
+    }
+    /* SiLU is elementwise and position-independent: the group's slice,
+     * still in cache, gives the same values as one pass over the tensor. */
+    if (act != NULL)
+        LAYER_NAME(diffuse__silu_forward)(y + off, n, act + off);
+}
+
 /* Statistics in double, two passes (mean, then the mean squared deviation:
  * the biased variance, as PyTorch), saved rounded to LAYER_REAL; the output
  * is (x - mean) (rstd gamma_c) + beta_c with the saved values, so that the
@@ -264,108 +362,79 @@ void LAYER_NAME(diffuse__upsample2_backward)(const LAYER_REAL *dy, size_t B, siz
 void LAYER_NAME(diffuse__groupnorm_forward)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
                                             size_t G, const LAYER_REAL *gamma,
                                             const LAYER_REAL *beta, LAYER_REAL *y,
-                                            LAYER_REAL *mean, LAYER_REAL *rstd)
+                                            LAYER_REAL *mean, LAYER_REAL *rstd, LAYER_REAL *act,
+                                            int nt)
 {
-    size_t Cg, n, b, g, c, p;
+    const int nth = nt > 1 ? nt : 1;
+    size_t q;
     if (G == 0 || C % G != 0)
         return;
-    Cg = C / G;
-    n = Cg * HW;
-    for (b = 0; b < B; b++)
-        for (g = 0; g < G; g++) {
-            const size_t off = (b * C + g * Cg) * HW;
-            const LAYER_REAL *xg = x + off;
-            LAYER_REAL *yg = y + off;
-            double m = 0.0, v = 0.0;
-            LAYER_REAL mr, rr;
-            if (n > 0) {
-                m = LAYER_NAME(layer_sum)(xg, n) / (double)n;
-                v = LAYER_NAME(layer_sumsq_dev)(xg, n, m) / (double)n;
-            }
-            mr = (LAYER_REAL)m;
-            rr = (LAYER_REAL)(1.0 / sqrt(v + LAYER_GN_EPS_));
-            mean[b * G + g] = mr;
-            rstd[b * G + g] = rr;
-            for (c = 0; c < Cg; c++) {
-                const size_t ch = g * Cg + c;
-                const LAYER_REAL sc = gamma != NULL ? rr * gamma[ch] : rr;
-                const LAYER_REAL bt = beta != NULL ? beta[ch] : (LAYER_REAL)0;
-                const LAYER_REAL *xc = xg + c * HW;
-                LAYER_REAL *yc = yg + c * HW;
-                for (p = 0; p < HW; p++)
-                    yc[p] = (xc[p] - mr) * sc + bt;
-            }
+    DIFFUSE_PAR_FOR(nth, B * G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, q, B * G, {
+        LAYER_NAME(gn_forward_pair)(x, q / G, q % G, C, HW, G, gamma, beta, y, mean, rstd, act);
+    });
+}
+
+/* One group of the backward pass, over every sample b in order (so that
+ * dgamma, dbeta of its channels are summed over b in one fixed order). */
+static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
+                                          size_t G, size_t g, const LAYER_REAL *gamma,
+                                          const LAYER_REAL *mean, const LAYER_REAL *rstd,
+                                          const LAYER_REAL *dy, LAYER_REAL *dx,
+                                          LAYER_REAL *dgamma, LAYER_REAL *dbeta)
+{
+    const size_t Cg = C / G, n = Cg * HW;
+    size_t b, c;
+    for (b = 0; b < B; b++) {
+        const size_t off = (b * C + g * Cg) * HW;
+        const LAYER_REAL m = mean[b * G + g], r = rstd[b * G + g];
+        double sum_gdy = 0.0, sum_gdyxh = 0.0, a1, a2;
+        for (c = 0; c < Cg; c++) {
+            const size_t ch = g * Cg + c;
+            const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
+            double t1, t2;
+            LAYER_NAME(gn_bwd_sums)(x + off + c * HW, dy + off + c * HW, HW, m, r, &t1, &t2);
+            if (dbeta != NULL)
+                dbeta[ch] = (LAYER_REAL)((double)dbeta[ch] + t1);
+            if (dgamma != NULL)
+                dgamma[ch] = (LAYER_REAL)((double)dgamma[ch] + t2);
+            sum_gdy += gc * t1;
+            sum_gdyxh += gc * t2;
         }
+        if (dx == NULL)
+            continue;
+        a1 = sum_gdy / (double)n;
+        a2 = sum_gdyxh / (double)n;
+        for (c = 0; c < Cg; c++) {
+            const size_t ch = g * Cg + c;
+            const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
+            const LAYER_REAL k1 = (LAYER_REAL)(gc * (double)r);
+            const LAYER_REAL k2 = (LAYER_REAL)(-a1 * (double)r);
+            const LAYER_REAL k3 = (LAYER_REAL)(-a2 * (double)r);
+            LAYER_NAME(gn_bwd_dx)(x + off + c * HW, dy + off + c * HW, HW, m, r, k1, k2, k3,
+                                  dx + off + c * HW);
+        }
+    }
 }
 
 /* With x_hat = (x - mean) rstd and n = (C / G) HW per group:
  *   dbeta_c += sum dy,  dgamma_c += sum dy x_hat   (over b and the pixels),
- *   dx = rstd (gamma_c dy - mean_g(gamma dy) - x_hat mean_g(gamma dy x_hat)). */
+ *   dx = rstd (gamma_c dy - mean_g(gamma dy) - x_hat mean_g(gamma dy x_hat)).
+ * The groups run in parallel (nt > 1): each owns its channels' dgamma,
+ * dbeta and its slices of dx. */
 void LAYER_NAME(diffuse__groupnorm_backward)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
                                              size_t G, const LAYER_REAL *gamma,
                                              const LAYER_REAL *mean, const LAYER_REAL *rstd,
                                              const LAYER_REAL *dy, LAYER_REAL *dx,
-                                             LAYER_REAL *dgamma, LAYER_REAL *dbeta)
+                                             LAYER_REAL *dgamma, LAYER_REAL *dbeta, int nt)
 {
-    size_t Cg, n, b, g, c, p;
-    if (G == 0 || C % G != 0)
+    const int nth = nt > 1 ? nt : 1;
+    size_t g;
+    if (G == 0 || C % G != 0 || HW == 0)
         return;
-    Cg = C / G;
-    n = Cg * HW;
-    if (n == 0)
-        return;
-    for (b = 0; b < B; b++)
-        for (g = 0; g < G; g++) {
-            const size_t off = (b * C + g * Cg) * HW;
-            const LAYER_REAL m = mean[b * G + g], r = rstd[b * G + g];
-            double sum_gdy = 0.0, sum_gdyxh = 0.0, a1, a2;
-            for (c = 0; c < Cg; c++) {
-                const size_t ch = g * Cg + c;
-                const LAYER_REAL *xc = x + off + c * HW, *dyc = dy + off + c * HW;
-                const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
-                double s1[4] = {0.0, 0.0, 0.0, 0.0}, s2[4] = {0.0, 0.0, 0.0, 0.0};
-                double t1, t2;
-                p = 0;
-                for (; p + 4 <= HW; p += 4) {
-                    size_t q;
-                    for (q = 0; q < 4; q++) {
-                        const LAYER_REAL xh = (xc[p + q] - m) * r;
-                        s1[q] += (double)dyc[p + q];
-                        s2[q] += (double)dyc[p + q] * (double)xh;
-                    }
-                }
-                for (; p < HW; p++) {
-                    const LAYER_REAL xh = (xc[p] - m) * r;
-                    s1[0] += (double)dyc[p];
-                    s2[0] += (double)dyc[p] * (double)xh;
-                }
-                t1 = (s1[0] + s1[1]) + (s1[2] + s1[3]);
-                t2 = (s2[0] + s2[1]) + (s2[2] + s2[3]);
-                if (dbeta != NULL)
-                    dbeta[ch] = (LAYER_REAL)((double)dbeta[ch] + t1);
-                if (dgamma != NULL)
-                    dgamma[ch] = (LAYER_REAL)((double)dgamma[ch] + t2);
-                sum_gdy += gc * t1;
-                sum_gdyxh += gc * t2;
-            }
-            if (dx == NULL)
-                continue;
-            a1 = sum_gdy / (double)n;
-            a2 = sum_gdyxh / (double)n;
-            for (c = 0; c < Cg; c++) {
-                const size_t ch = g * Cg + c;
-                const LAYER_REAL *xc = x + off + c * HW, *dyc = dy + off + c * HW;
-                LAYER_REAL *dxc = dx + off + c * HW;
-                const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
-                const LAYER_REAL k1 = (LAYER_REAL)(gc * (double)r);
-                const LAYER_REAL k2 = (LAYER_REAL)(-a1 * (double)r);
-                const LAYER_REAL k3 = (LAYER_REAL)(-a2 * (double)r);
-                for (p = 0; p < HW; p++) {
-                    const LAYER_REAL xh = (xc[p] - m) * r;
-                    dxc[p] = (k1 * dyc[p] + k2) + k3 * xh;
-                }
-            }
-        }
+    DIFFUSE_PAR_FOR(nth, G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, g, G, {
+        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, g, gamma, mean, rstd, dy, dx, dgamma,
+                                      dbeta);
+    });
 }
 
 /* ------------------------------------------------------------------------ */

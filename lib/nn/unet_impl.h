@@ -89,14 +89,12 @@ static void UNET_FN(unet_block_forward)(const diffuse__unet_shape *sh, const UNE
     UNET_FN(unet_block_acts) *b = &a->blk[k];
     const size_t ch = diffuse__unet_block_channels(sh, k), HW = Hh * Wh, n = B * ch * HW;
     UNET_L(diffuse__groupnorm_forward)(hin, B, ch, HW, sh->G, P + q->gn1_g, P + q->gn1_b, b->g1,
-                                       b->m1, b->rs1);
-    UNET_L(diffuse__silu_forward)(b->g1, n, b->sg1);
+                                       b->m1, b->rs1, b->sg1, nt);
     UNET_L(diffuse__conv3x3_forward)(b->sg1, B, ch, Hh, Wh, P + q->c1_w, P + q->c1_b, ch, 1,
                                      b->r1, work, nt);
     UNET_L(diffuse__add_channel)(b->r1, a->v[k], B, ch, HW);
     UNET_L(diffuse__groupnorm_forward)(b->r1, B, ch, HW, sh->G, P + q->gn2_g, P + q->gn2_b,
-                                       b->g2, b->m2, b->rs2);
-    UNET_L(diffuse__silu_forward)(b->g2, n, b->sg2);
+                                       b->g2, b->m2, b->rs2, b->sg2, nt);
     UNET_L(diffuse__conv3x3_forward)(b->sg2, B, ch, Hh, Wh, P + q->c2_w, P + q->c2_b, ch, 1,
                                      b->out, work, nt);
     UNET_L(diffuse__add)(b->out, hin, n, b->out);
@@ -163,8 +161,7 @@ static void UNET_FN(unet_forward)(const diffuse__unet_shape *sh, const UNET_REAL
     UNET_FN(unet_block_forward)(sh, P, &o, &a, 2, a.s, B, H, W, work, nt);
     /* output */
     UNET_L(diffuse__groupnorm_forward)(a.blk[2].out, B, c, HW, sh->G, P + o.out_g, P + o.out_bt,
-                                       a.go, a.mo, a.rso);
-    UNET_L(diffuse__silu_forward)(a.go, B * c * HW, a.so);
+                                       a.go, a.mo, a.rso, a.so, nt);
     UNET_L(diffuse__conv3x3_forward)(a.so, B, c, H, W, P + o.out_w, P + o.out_b, sh->out_C, 1,
                                      out, work, nt);
 }
@@ -190,7 +187,7 @@ static void UNET_FN(unet_block_backward)(const diffuse__unet_shape *sh, const UN
                                       G + q->c2_w, G + q->c2_b, work, nt);
     UNET_L(diffuse__silu_backward)(b->g2, T1, n, T1);
     UNET_L(diffuse__groupnorm_backward)(b->r1, B, ch, HW, sh->G, P + q->gn2_g, b->m2, b->rs2, T1,
-                                        T2, G + q->gn2_g, G + q->gn2_b);
+                                        T2, G + q->gn2_g, G + q->gn2_b, nt);
     /* r1 = Conv1(SiLU(GN1(hin))) + Linear(SiLU(e)) per channel */
     UNET_L(diffuse__add_channel_backward)(T2, B, ch, HW, dv, 0);
     UNET_L(diffuse__linear_backward)(a->se, B, E, P + q->e_w, ch, dv, dtmp, G + q->e_w,
@@ -200,7 +197,7 @@ static void UNET_FN(unet_block_backward)(const diffuse__unet_shape *sh, const UN
                                       G + q->c1_w, G + q->c1_b, work, nt);
     UNET_L(diffuse__silu_backward)(b->g1, T1, n, T1);
     UNET_L(diffuse__groupnorm_backward)(hin, B, ch, HW, sh->G, P + q->gn1_g, b->m1, b->rs1, T1,
-                                        T2, G + q->gn1_g, G + q->gn1_b);
+                                        T2, G + q->gn1_g, G + q->gn1_b, nt);
     UNET_L(diffuse__add)(T2, D, n, T2);
 }
 
@@ -226,7 +223,7 @@ static void UNET_FN(unet_backward)(const diffuse__unet_shape *sh, const UNET_REA
                                       G + o.out_w, G + o.out_b, work, nt);
     UNET_L(diffuse__silu_backward)(a.go, Y, S, Y);
     UNET_L(diffuse__groupnorm_backward)(a.blk[2].out, B, c, HW, sh->G, P + o.out_g, a.mo, a.rso,
-                                        Y, Z, G + o.out_g, G + o.out_bt);
+                                        Y, Z, G + o.out_g, G + o.out_bt, nt);
     /* h3 = ResBlock(s): ds into X */
     UNET_FN(unet_block_backward)(sh, P, &o, &a, 2, a.s, B, H, W, Z, Y, X, dv, dtmp, dse, G,
                                  work, nt);

@@ -218,7 +218,7 @@ static double s_m[SB * SG], s_rs[SB * SG];
 
 static double ss_loss(void)
 {
-    diffuse__groupnorm_forward_d(s_x, SB, SC, SHW, SG, s_g, s_bt, s_n, s_m, s_rs);
+    diffuse__groupnorm_forward_d(s_x, SB, SC, SHW, SG, s_g, s_bt, s_n, s_m, s_rs, NULL, 1);
     diffuse__scale_shift_forward_d(s_n, s_ss, SB, SC, SHW, s_y);
     return dotd(s_r, s_y, SB * SC * SHW);
 }
@@ -244,7 +244,7 @@ static void test_groupnorm_scale_shift(void)
                             1e-15);
             }
     diffuse__scale_shift_backward_d(s_n, s_ss, s_r, SB, SC, SHW, dn, dss);
-    diffuse__groupnorm_backward_d(s_x, SB, SC, SHW, SG, s_g, s_m, s_rs, dn, dx, dg, db);
+    diffuse__groupnorm_backward_d(s_x, SB, SC, SHW, SG, s_g, s_m, s_rs, dn, dx, dg, db, 1);
     FD_CHECK("scale-shift dx", s_x, (size_t)(SB * SC * SHW), dx, ss_loss());
     FD_CHECK("scale-shift dgamma", s_g, (size_t)SC, dg, ss_loss());
     FD_CHECK("scale-shift dbeta", s_bt, (size_t)SC, db, ss_loss());

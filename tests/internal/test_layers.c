@@ -869,7 +869,7 @@ static double gn_loss(void *v)
 {
     gn_ctx *c = v;
     diffuse__groupnorm_forward_d(c->x, c->B, c->C, c->HW, c->G, c->gamma, c->beta, c->y, c->mean,
-                                 c->rstd);
+                                 c->rstd, NULL, 1);
     return dot(c->r, c->y, c->B * c->C * c->HW);
 }
 
@@ -906,7 +906,7 @@ static void test_groupnorm_forward(void)
         const size_t Cg = c.C / c.G, n = Cg * c.HW, N = c.B * c.C * c.HW;
         double *yn = dvec(N), *mn = dvec(c.B * c.G), *rn = dvec(c.B * c.G);
         /* Without affine: per-group mean 0 and (biased) variance v / (v + eps). */
-        diffuse__groupnorm_forward_d(c.x, c.B, c.C, c.HW, c.G, NULL, NULL, yn, mn, rn);
+        diffuse__groupnorm_forward_d(c.x, c.B, c.C, c.HW, c.G, NULL, NULL, yn, mn, rn, NULL, 1);
         gn_loss(&c); /* with gamma and beta */
         for (b = 0; b < c.B; b++)
             for (g = 0; g < c.G; g++) {
@@ -969,7 +969,7 @@ static void test_groupnorm_backward(void)
         size_t i;
         gn_loss(&c);
         diffuse__groupnorm_backward_d(c.x, c.B, c.C, c.HW, c.G, c.gamma, c.mean, c.rstd, c.r, dx,
-                                      dg, dbt);
+                                      dg, dbt, 1);
         CHECK_ERR(gn_dx_err(&c, dx), FD_TOL, "groupnorm dx, config %zu", k);
         CHECK_ERR(fd_err(gn_loss, &c, c.gamma, c.C, dg), FD_TOL, "groupnorm dgamma, config %zu", k);
         CHECK_ERR(fd_err(gn_loss, &c, c.beta, c.C, dbt), FD_TOL, "groupnorm dbeta, config %zu", k);
@@ -980,7 +980,7 @@ static void test_groupnorm_backward(void)
         for (i = 0; i < N; i++)
             dx2[i] = 1e300;
         diffuse__groupnorm_backward_d(c.x, c.B, c.C, c.HW, c.G, c.gamma, c.mean, c.rstd, c.r, dx2,
-                                      dg, dbt);
+                                      dg, dbt, 1);
         for (i = 0; i < c.C; i++) {
             dg1[i] *= 2.0;
             db1[i] *= 2.0;
@@ -990,7 +990,7 @@ static void test_groupnorm_backward(void)
         CHECK_ERR(rel_dd(dx2, dx, N), 0.0, "groupnorm dx overwritten, config %zu", k);
         /* dx alone (NULL dgamma, dbeta) */
         diffuse__groupnorm_backward_d(c.x, c.B, c.C, c.HW, c.G, c.gamma, c.mean, c.rstd, c.r, dx2,
-                                      NULL, NULL);
+                                      NULL, NULL, 1);
         CHECK_ERR(rel_dd(dx2, dx, N), 0.0, "groupnorm dx alone, config %zu", k);
     }
 }
@@ -1011,19 +1011,63 @@ static void test_groupnorm_float(void)
          * error is that of the float mean (~1e-7 |x|) over sqrt(v), not 1e-5. */
         const int small = c.C / c.G * c.HW <= 2;
         gn_loss(&c);
-        diffuse__groupnorm_forward_f(xf, c.B, c.C, c.HW, c.G, gf, bf, yf, mf, sf);
+        diffuse__groupnorm_forward_f(xf, c.B, c.C, c.HW, c.G, gf, bf, yf, mf, sf, NULL, 1);
         if (!small)
             CHECK_ERR(rel_fd(yf, c.y, N), F_TOL, "groupnorm float y, config %zu", k);
         CHECK_ERR(rel_fd(mf, c.mean, c.B * c.G), F_TOL, "groupnorm float mean, config %zu", k);
         CHECK_ERR(rel_fd(sf, c.rstd, c.B * c.G), F_TOL, "groupnorm float rstd, config %zu", k);
         diffuse__groupnorm_backward_d(c.x, c.B, c.C, c.HW, c.G, c.gamma, c.mean, c.rstd, c.r, dx,
-                                      dg, dbt);
-        diffuse__groupnorm_backward_f(xf, c.B, c.C, c.HW, c.G, gf, mf, sf, rf, dxf, dgf, dbf);
+                                      dg, dbt, 1);
+        diffuse__groupnorm_backward_f(xf, c.B, c.C, c.HW, c.G, gf, mf, sf, rf, dxf, dgf, dbf, 1);
         if (!small) {
             CHECK_ERR(rel_fd(dxf, dx, N), F_TOL, "groupnorm float dx, config %zu", k);
             CHECK_ERR(rel_fd(dgf, dg, c.C), F_TOL, "groupnorm float dgamma, config %zu", k);
         }
         CHECK_ERR(rel_fd(dbf, dbt, c.C), F_TOL, "groupnorm float dbeta, config %zu", k);
+    }
+}
+
+/* The float group norm gives the same bits with 1, 2 and 4 threads (the
+ * shapes are above its parallel threshold, 2^14 elements), and its fused
+ * SiLU output equals silu_forward over y bit for bit, in place too. */
+static void test_groupnorm_threads_bitwise(void)
+{
+    static const size_t cfg[][4] = {{3, 32, 221, 8}, {2, 64, 256, 32}, {1, 48, 400, 3}};
+    static const int nts[] = {1, 2, 4};
+    size_t k, t;
+    for (k = 0; k < 3; k++) {
+        const size_t B = cfg[k][0], C = cfg[k][1], HW = cfg[k][2], G = cfg[k][3];
+        const size_t N = B * C * HW;
+        float *x = to_f(drand_vec(N, -2, 3), N), *dy = to_f(drand_vec(N, -1, 1), N);
+        float *g = to_f(drand_vec(C, 0.5, 1.5), C), *bt = to_f(drand_vec(C, -1, 1), C);
+        float *dg0 = to_f(drand_vec(C, -1, 1), C), *db0 = to_f(drand_vec(C, -1, 1), C);
+        float *y1 = fvec(N), *a1 = fvec(N), *m1 = fvec(B * G), *r1 = fvec(B * G), *s = fvec(N);
+        float *dx1 = fvec(N), *dg1 = fvec(C), *db1 = fvec(C);
+        memcpy(dg1, dg0, C * sizeof *dg1);
+        memcpy(db1, db0, C * sizeof *db1);
+        diffuse__groupnorm_forward_f(x, B, C, HW, G, g, bt, y1, m1, r1, a1, 1);
+        diffuse__silu_forward_f(y1, N, s);
+        ASSERT_TRUE(memcmp(a1, s, N * sizeof *s) == 0);
+        diffuse__groupnorm_backward_f(x, B, C, HW, G, g, m1, r1, dy, dx1, dg1, db1, 1);
+        for (t = 1; t < 3; t++) {
+            const int nt = nts[t];
+            float *y = fvec(N), *a = fvec(N), *m = fvec(B * G), *r = fvec(B * G);
+            float *dx = fvec(N), *dg = fvec(C), *db = fvec(C);
+            memcpy(dg, dg0, C * sizeof *dg);
+            memcpy(db, db0, C * sizeof *db);
+            diffuse__groupnorm_forward_f(x, B, C, HW, G, g, bt, y, m, r, a, nt);
+            if (memcmp(y, y1, N * sizeof *y) != 0 || memcmp(a, a1, N * sizeof *a) != 0 ||
+                memcmp(m, m1, B * G * sizeof *m) != 0 || memcmp(r, r1, B * G * sizeof *r) != 0)
+                HARNESS_FAIL_("shape %zu, %d threads: forward bits differ", k, nt);
+            /* act == y: SiLU in place */
+            diffuse__groupnorm_forward_f(x, B, C, HW, G, g, bt, y, m, r, y, nt);
+            if (memcmp(y, a1, N * sizeof *y) != 0)
+                HARNESS_FAIL_("shape %zu, %d threads: in-place SiLU bits differ", k, nt);
+            diffuse__groupnorm_backward_f(x, B, C, HW, G, g, m1, r1, dy, dx, dg, db, nt);
+            if (memcmp(dx, dx1, N * sizeof *dx) != 0 || memcmp(dg, dg1, C * sizeof *dg) != 0 ||
+                memcmp(db, db1, C * sizeof *db) != 0)
+                HARNESS_FAIL_("shape %zu, %d threads: backward bits differ", k, nt);
+        }
     }
 }
 
@@ -1143,6 +1187,7 @@ int main(void)
     RUN_SEEDED(test_groupnorm_forward);
     RUN_SEEDED(test_groupnorm_backward);
     RUN_SEEDED(test_groupnorm_float);
+    RUN_SEEDED(test_groupnorm_threads_bitwise);
     RUN_SEEDED(test_add);
     RUN_SEEDED(test_add_channel);
     return harness_finish();

@@ -1,0 +1,146 @@
+/*
+ * Group norm's inner loops in float (see gn.h), with lib/vec.h's 8-lane
+ * vectors: the statistics are summed in double over 16 lanes (two 8-lane
+ * accumulators), which breaks the dependency chain of a scalar sum and lets
+ * the float -> double widening run 8 at a time.  Every clone does the same
+ * IEEE operations in the same order (-ffp-contract=off), so results do not
+ * depend on the machine.
+ */
+#include "internal.h"
+#include "nn/gn.h"
+#include "vec.h"
+
+#include <string.h>
+
+#ifndef DIFFUSE_VEC
+#  error "lib/nn/gn.c needs GCC or Clang vector extensions"
+#endif
+
+
+DIFFUSE_VEC_INLINE vf8 fsplat(float v)
+{
+    vf8 r = {v, v, v, v, v, v, v, v};
+    return r;
+}
+
+/* The fixed combination of 16 lanes (gn.h). */
+DIFFUSE_VEC_INLINE double gn_fold(const vd *a, const vd *b)
+{
+    double l[8];
+    const vd s = *a + *b;
+    memcpy(l, &s, sizeof l);
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+DIFFUSE_VEC_CLONES
+double diffuse__gn_sum_f(const float *x, size_t n)
+{
+    vd a = vsplat(0.0), b = vsplat(0.0);
+    double t[8];
+    size_t i = 0, j;
+    for (; i + 16 <= n; i += 16) {
+        a += vload_f(x + i);
+        b += vload_f(x + i + 8);
+    }
+    if (i + 8 <= n) {
+        a += vload_f(x + i);
+        i += 8;
+    }
+    memcpy(t, &a, sizeof t);
+    for (j = 0; i < n; i++, j++)
+        t[j] += (double)x[i];
+    memcpy(&a, t, sizeof t);
+    return gn_fold(&a, &b);
+}
+
+DIFFUSE_VEC_CLONES
+double diffuse__gn_sumsq_dev_f(const float *x, size_t n, double m)
+{
+    const vd mv = vsplat(m);
+    vd a = vsplat(0.0), b = vsplat(0.0), d;
+    double t[8], e;
+    size_t i = 0, j;
+    for (; i + 16 <= n; i += 16) {
+        d = vload_f(x + i) - mv;
+        a += d * d;
+        d = vload_f(x + i + 8) - mv;
+        b += d * d;
+    }
+    if (i + 8 <= n) {
+        d = vload_f(x + i) - mv;
+        a += d * d;
+        i += 8;
+    }
+    memcpy(t, &a, sizeof t);
+    for (j = 0; i < n; i++, j++) {
+        e = (double)x[i] - m;
+        t[j] += e * e;
+    }
+    memcpy(&a, t, sizeof t);
+    return gn_fold(&a, &b);
+}
+
+DIFFUSE_VEC_CLONES
+void diffuse__gn_affine_f(const float *x, size_t n, float m, float sc, float bt, float *y)
+{
+    const vf8 mv = fsplat(m), sv = fsplat(sc), bv = fsplat(bt);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const vf8 v = *(const vf8u *)(x + i);
+        *(vf8u *)(y + i) = (v - mv) * sv + bv;
+    }
+    for (; i < n; i++)
+        y[i] = (x[i] - m) * sc + bt;
+}
+
+DIFFUSE_VEC_CLONES
+void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, float r,
+                            double *s1, double *s2)
+{
+    const vf8 mv = fsplat(m), rv = fsplat(r);
+    vd a1 = vsplat(0.0), b1 = vsplat(0.0), a2 = vsplat(0.0), b2 = vsplat(0.0), g;
+    double t1[8], t2[8];
+    size_t i = 0, j;
+    for (; i + 16 <= n; i += 16) {
+        const vf8 x0 = *(const vf8u *)(x + i), x1 = *(const vf8u *)(x + i + 8);
+        g = vload_f(dy + i);
+        a1 += g;
+        a2 += g * __builtin_convertvector((x0 - mv) * rv, vd);
+        g = vload_f(dy + i + 8);
+        b1 += g;
+        b2 += g * __builtin_convertvector((x1 - mv) * rv, vd);
+    }
+    if (i + 8 <= n) {
+        const vf8 x0 = *(const vf8u *)(x + i);
+        g = vload_f(dy + i);
+        a1 += g;
+        a2 += g * __builtin_convertvector((x0 - mv) * rv, vd);
+        i += 8;
+    }
+    memcpy(t1, &a1, sizeof t1);
+    memcpy(t2, &a2, sizeof t2);
+    for (j = 0; i < n; i++, j++) {
+        const float xh = (x[i] - m) * r;
+        t1[j] += (double)dy[i];
+        t2[j] += (double)dy[i] * (double)xh;
+    }
+    memcpy(&a1, t1, sizeof t1);
+    memcpy(&a2, t2, sizeof t2);
+    *s1 = gn_fold(&a1, &b1);
+    *s2 = gn_fold(&a2, &b2);
+}
+
+DIFFUSE_VEC_CLONES
+void diffuse__gn_bwd_dx_f(const float *x, const float *dy, size_t n, float m, float r, float k1,
+                          float k2, float k3, float *dx)
+{
+    const vf8 mv = fsplat(m), rv = fsplat(r), k1v = fsplat(k1), k2v = fsplat(k2),
+               k3v = fsplat(k3);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const vf8 v = *(const vf8u *)(x + i), g = *(const vf8u *)(dy + i);
+        *(vf8u *)(dx + i) = (k1v * g + k2v) + k3v * ((v - mv) * rv);
+    }
+    for (; i < n; i++)
+        dx[i] = (k1 * dy[i] + k2) + k3 * ((x[i] - m) * r);
+}
