@@ -23,7 +23,9 @@ scale_model_input returns the sample unchanged, so a pipeline written for
 diffusers runs as is); coefficients are computed in double; DDIM's previous
 step comes from the timestep list (NUMERICS trap 7).  Grids follow
 diffusers: Euler and Heun take a Karras or exponential grid's ends from
-their spaced timesteps (the sampler's SIGMA_MIN / SIGMA_MAX), the multistep
+their spaced timesteps (the sampler's SIGMA_MIN / SIGMA_MAX; Euler's
+sigma_min / sigma_max config keys replace them, as in diffusers'
+EulerDiscreteScheduler; no effect without such a grid), the multistep
 solvers span the whole training chain and list the model times rounded
 (DPM-Solver++ keeps them fractional for squaredcos_cap_v2, as diffusers);
 DPM-Solver++ and UniPC space their timesteps as diffusers' multistep
@@ -83,8 +85,6 @@ _ONLY = {
     "final_sigmas_type": lambda v: v == "zero",
     "interpolation_type": lambda v: v == "linear",
     "timestep_type": lambda v: v == "discrete",
-    "sigma_min": lambda v: v is None,
-    "sigma_max": lambda v: v is None,
     "lambda_min_clipped": lambda v: v is None or (isinstance(v, numbers.Real) and
                                                   not math.isnan(v) and v != float("inf")),
     "variance_type_dpm": lambda v: v is None,
@@ -99,7 +99,7 @@ _KNOWN = {"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "tra
           "clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio",
           "sample_max_value", "rescale_betas_zero_snr", "use_karras_sigmas",
           "use_exponential_sigmas", "solver_order", "lower_order_final", "variance_type",
-          } | set(_ONLY)
+          "sigma_min", "sigma_max"} | set(_ONLY)
 
 
 class SchedulerOutput(tuple):
@@ -131,7 +131,7 @@ class Scheduler:
                  dynamic_thresholding_ratio=0.995, sample_max_value=1.0,
                  rescale_betas_zero_snr=False, sigmas="schedule", solver_order=2,
                  lower_order_final=True, eta=0.0, seed=0, lambda_min_clipped=None,
-                 third_order_taylor=False):
+                 third_order_taylor=False, sigma_min=None, sigma_max=None):
         self.kind = kind
         self._beta_schedule = beta_schedule
         self._lambda_min = (float("-inf") if lambda_min_clipped is None
@@ -186,6 +186,14 @@ class Scheduler:
             self._sampler_params["order"] = solver_order
         elif kind == "euler_ancestral":
             self._sampler_params["eta"] = 1.0 if eta == 0.0 else eta
+        for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+            if v is not None and (kind != "euler" or not isinstance(v, numbers.Real) or
+                                  not math.isfinite(v) or v <= 0):
+                raise ValueError(f"{name} = {v!r}: a finite sigma > 0 of the Euler "
+                                 "scheduler (EulerDiscreteScheduler) only")
+        # diffusers' EulerDiscreteScheduler: the ends of a Karras or
+        # exponential grid (None: the sigmas of the spaced timesteps)
+        self._grid_ends = (sigma_min, sigma_max)
         self._sigmas = sigmas
         self._seed = seed
         self.init_noise_sigma = 1.0
@@ -266,6 +274,9 @@ class Scheduler:
                 lo, hi = min(keep), max(keep)
                 self._ends = (0.0 if lo == 0 else float(sig[lo]),
                               0.0 if hi == self.T - 1 else float(sig[hi]))
+                # EulerDiscreteScheduler's sigma_min / sigma_max config keys
+                self._ends = tuple(self._ends[i] if self._grid_ends[i] is None
+                                   else float(self._grid_ends[i]) for i in range(2))
         elif self.kind in _DPM_KINDS:
             keep = self._multistep_spacing(n)
             self._schedule = self._base.respace(sorted(set(keep)))

@@ -202,6 +202,64 @@ class SchedulerTest(unittest.TestCase):
         self.assertGreater(max(gaps), 1e-3)
 
     @needs_numpy
+    def test_euler_sigma_min_max_as_diffusers(self):
+        """EulerDiscreteScheduler's sigma_min / sigma_max config keys: the
+        ends of its Karras (or exponential) grid in place of the sigmas of
+        the spaced timesteps, either one alone too, as diffusers'
+        _convert_to_karras; the times are diffusers' _sigma_to_t of the
+        levels (written out here); without a grid they change nothing; other
+        schedulers refuse a value (None is accepted, as configs write it)."""
+        abar = scaled_linear_abar()
+        sig = np.sqrt((1 - abar) / abar)
+        lsig = np.log(sig)
+
+        def sigma_to_t(v):
+            d = np.log(v) - lsig
+            lo = np.clip(np.cumsum(d >= 0).argmax(), 0, len(lsig) - 2) if (d >= 0).any() else 0
+            w = np.clip((lsig[lo] - np.log(v)) / (lsig[lo] - lsig[lo + 1]), 0, 1)
+            return (1 - w) * lo + w * (lo + 1)
+
+        n = 10
+        ts = np.arange(n) * (1000 // n) + 1  # leading, steps_offset 1
+        base = {"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear",
+                "beta_start": 0.00085, "beta_end": 0.012, "timestep_spacing": "leading",
+                "steps_offset": 1}
+        for karras in (True, False):
+            for lo, hi in ((0.1, 10.0), (None, 5.0), (0.05, None), (None, None)):
+                cfg = dict(base, sigma_min=lo, sigma_max=hi)
+                if karras:
+                    cfg["use_karras_sigmas"] = True
+                else:
+                    cfg["use_exponential_sigmas"] = True
+                with Scheduler.from_config(cfg) as s:
+                    s.set_timesteps(n)
+                    a = sig[int(ts.min())] if lo is None else lo
+                    b = sig[int(ts.max())] if hi is None else hi
+                    if karras:
+                        r = np.linspace(0, 1, n)
+                        lv = (b ** (1 / 7) + r * (a ** (1 / 7) - b ** (1 / 7))) ** 7
+                    else:
+                        lv = np.exp(np.linspace(math.log(b), math.log(a), n))
+                    want = np.array([sigma_to_t(v) for v in lv])
+                    got = np.asarray(s.timesteps, dtype=np.float64)
+                    np.testing.assert_allclose(got, want, rtol=0, atol=2e-3,
+                                               err_msg=f"{lo} {hi} karras {karras}")
+        with Scheduler.from_config(base) as s0, \
+                Scheduler.from_config(dict(base, sigma_min=0.1, sigma_max=10.0)) as s1:
+            s0.set_timesteps(n)
+            s1.set_timesteps(n)
+            self.assertEqual([float(v) for v in s0.timesteps], [float(v) for v in s1.timesteps])
+        for cls in ("DPMSolverMultistepScheduler", "HeunDiscreteScheduler"):
+            cfg = dict(base, _class_name=cls, sigma_min=None, sigma_max=None)
+            Scheduler.from_config(cfg).close()
+            cfg["sigma_min"] = 0.1
+            with self.assertRaises(ValueError):
+                Scheduler.from_config(cfg)
+        for bad in (0.0, -1.0, float("nan"), float("inf")):
+            with self.assertRaises(ValueError):
+                Scheduler.from_config(dict(base, use_karras_sigmas=True, sigma_min=bad))
+
+    @needs_numpy
     def test_grids_match_diffusers(self):
         """Karras grids as diffusers builds them, written out in numpy:
         Euler / Heun between the sigmas of their spaced timesteps (leading
