@@ -40,11 +40,12 @@ from _report import finish, report, skip  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# The bounds of the CNN measure.  Measured at the default budget (README,
-# "digits"): see the numbers there; the bounds leave a wide margin below them
-# and far above what a barely trained model reaches.
-SAMPLES_MEAN_BOUND = 0.80
-SAMPLES_CLASS_BOUND = 0.50
+# The bounds of the CNN measure.  Measured at the default budget (6,000
+# steps, README "digits"): samples 96.8% labelled as their class on average,
+# the lowest class (5) 86%, the classifier 98.1% on held-out real digits; 300
+# steps give 11% and 0%.  The bounds leave about 12 and 26 points of margin.
+SAMPLES_MEAN_BOUND = 0.85
+SAMPLES_CLASS_BOUND = 0.60
 CNN_REAL_BOUND = 0.97
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
