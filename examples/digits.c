@@ -34,7 +34,7 @@
 #define IDDPM_STEPS 3000 /* --net iddpm's default training steps */
 
 typedef struct {
-    const char *data, *png, *checkpoint, *sampler;
+    const char *data, *png, *checkpoint, *sampler, *samples;
     long steps, batch, channels, limit, grid, sample_steps, eval, eval_steps, size, classify;
     long res_blocks;
     int iddpm; /* --net iddpm */
@@ -93,6 +93,9 @@ static void usage(FILE *f)
             "  --classify N        sample N digits of each class and label them with a\n"
             "                      nearest-class-mean classifier of the training digits;\n"
             "                      print its per-class rates beside those on held-out digits\n"
+            "  --samples FILE      with --classify: also write the labelled samples to FILE\n"
+            "                      as a NumPy .npy array, float32 of shape (10, N, side,\n"
+            "                      side) in [-1, 1], [k] the samples of class k\n"
             "  --seed N            seed of everything random (default 1)\n"
             "  --png FILE          output picture (default digits.png)\n"
             "  --checkpoint FILE   output checkpoint (default digits.ckpt; '-' for none)\n"
@@ -105,6 +108,7 @@ static int parse(int argc, char **argv, options *o)
     int i;
     o->data = "data/mnist";
     o->png = "digits.png";
+    o->samples = NULL;
     o->checkpoint = "digits.ckpt";
     o->sampler = "ddim";
     o->size = 0; /* by --net */
@@ -141,6 +145,8 @@ static int parse(int argc, char **argv, options *o)
             o->data = v;
         else if (strcmp(a, "--png") == 0)
             o->png = v;
+        else if (strcmp(a, "--samples") == 0)
+            o->samples = v;
         else if (strcmp(a, "--checkpoint") == 0)
             o->checkpoint = v;
         else if (strcmp(a, "--sampler") == 0)
@@ -267,6 +273,10 @@ static int parse(int argc, char **argv, options *o)
     }
     if (o->classify > 1000) {
         fprintf(stderr, "digits: --classify at most 1000\n");
+        return -1;
+    }
+    if (o->samples != NULL && o->classify == 0) {
+        fprintf(stderr, "digits: --samples needs --classify N\n");
         return -1;
     }
     return 0;
@@ -558,6 +568,33 @@ static int ncm_label(const ncm *c, const float *x)
     return arg;
 }
 
+/* Opens FILE and writes the header of a NumPy .npy file (format 1.0) of
+ * little-endian float32 in C order, shape (a, b, c, d); the data follow. */
+static FILE *npy_open(const char *path, size_t a, size_t b, size_t c, size_t d)
+{
+    char head[128];
+    int len = snprintf(head, sizeof head,
+                       "{'descr': '<f4', 'fortran_order': False, 'shape': (%zu, %zu, %zu, %zu), }",
+                       a, b, c, d);
+    size_t total = 10 + (size_t)len + 1, pad = (64 - total % 64) % 64, k;
+    FILE *f = fopen(path, "wb");
+    const uint16_t one = 1;
+    if (f == NULL)
+        return NULL;
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc((int)((total - 10 + pad) & 0xffu), f);
+    fputc((int)((total - 10 + pad) >> 8), f);
+    fwrite(head, 1, (size_t)len, f);
+    for (k = 0; k < pad; k++)
+        fputc(' ', f);
+    fputc('\n', f);
+    if (*(const unsigned char *)&one != 1) { /* big-endian hosts: not written */
+        fclose(f);
+        return NULL;
+    }
+    return f;
+}
+
 /* --classify N: N samples of each class at the guidance weight, labelled by
  * the classifier, beside its rates on every held-out digit. */
 static int classify_report(const options *o, diffuse_net *net, const diffuse_schedule *s,
@@ -570,11 +607,20 @@ static int classify_report(const options *o, diffuse_net *net, const diffuse_sch
     int32_t *labels = (int32_t *)malloc(n * sizeof(int32_t));
     ncm c = {NULL, 0};
     int rc = DIFFUSE_OK;
+    FILE *npy = NULL;
     if (x == NULL || labels == NULL || ncm_fit(&c, train, n_train) != 0) {
         free(x);
         free(labels);
         free(c.mean);
         return DIFFUSE_ENOMEM;
+    }
+    if (o->samples != NULL &&
+        (npy = npy_open(o->samples, CLASSES, n, side_of(o), side_of(o))) == NULL) {
+        fprintf(stderr, "digits: cannot write %s\n", o->samples);
+        free(x);
+        free(labels);
+        free(c.mean);
+        return DIFFUSE_EIO;
     }
     for (i = 0; i < test->n; i++) {
         k = test->labels.data[i];
@@ -588,7 +634,14 @@ static int classify_report(const options *o, diffuse_net *net, const diffuse_sch
         rc = sample(o, net, s, labels, n, 100000 + k * n, x);
         for (i = 0; i < n && rc == DIFFUSE_OK; i++)
             right_s[k] += (size_t)(ncm_label(&c, x + i * dim) == (int)k);
+        if (rc == DIFFUSE_OK && npy != NULL && fwrite(x, sizeof(float), n * dim, npy) != n * dim)
+            rc = DIFFUSE_EIO;
     }
+    if (npy != NULL && fclose(npy) != 0 && rc == DIFFUSE_OK)
+        rc = DIFFUSE_EIO;
+    if (rc == DIFFUSE_OK && npy != NULL)
+        printf("wrote %s (%d x %zu samples, %zux%zu, float32 in [-1, 1])\n", o->samples,
+               CLASSES, n, side_of(o), side_of(o));
     if (rc == DIFFUSE_OK) {
         printf("nearest-class-mean classifier: share labelled as their class (guidance %g, "
                "%zu samples per class; %zu held-out digits)\n", o->guidance, n, test->n);

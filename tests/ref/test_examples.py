@@ -234,6 +234,33 @@ def test_fetch_mnist():
         report("example_fetch_mnist", ok, "; ".join(why) + p.stdout)
 
 
+def check_npy(path, shape):
+    """(ok, detail): path is a NumPy 1.0 .npy file of little-endian float32 in
+    C order with this shape, the values finite, in [-1, 1] and not all equal
+    (read with struct: numpy is not needed)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        return False, repr(e)
+    if raw[:8] != b"\x93NUMPY\x01\x00":
+        return False, f"magic {raw[:8]!r}"
+    hl = struct.unpack("<H", raw[8:10])[0]
+    head = raw[10:10 + hl].decode("latin1")
+    want = (f"{{'descr': '<f4', 'fortran_order': False, 'shape': "
+            f"({', '.join(str(d) for d in shape)}), }}")
+    if (10 + hl) % 64 != 0 or head.rstrip() != want or not head.endswith("\n"):
+        return False, f"header {head!r}"
+    n = 1
+    for d in shape:
+        n *= d
+    if len(raw) != 10 + hl + 4 * n:
+        return False, f"{len(raw) - 10 - hl} data bytes, wanted {4 * n}"
+    v = struct.unpack(f"<{n}f", raw[10 + hl:])
+    ok = all(-1.0 <= x <= 1.0 for x in v) and min(v) < max(v)
+    return ok, f"values in [{min(v)}, {max(v)}]"
+
+
 def test_digits():
     exe = find("digits")
     if exe is None:
@@ -264,7 +291,8 @@ def test_digits():
         png, ckpt = os.path.join(tmp, "d.png"), os.path.join(tmp, "d.ckpt")
         p = run([exe, "--data", data, "--steps", "60", "--batch", "16", "--channels", "8",
                  "--ema", "0.9", "--grid", "3", "--sample-steps", "10", "--eval", "6",
-                 "--eval-steps", "20", "--classify", "4", "--png", png, "--checkpoint", ckpt])
+                 "--eval-steps", "20", "--classify", "4", "--png", png, "--checkpoint", ckpt,
+                 "--samples", os.path.join(tmp, "s.npy")])
         out = p.stdout + p.stderr
         report("example_digits_runs", p.returncode == 0 and "step    60/60" in p.stdout and
                "120 training digits at 14x14, 6 held out" in p.stdout and
@@ -291,6 +319,12 @@ def test_digits():
         rows = re.findall(r"^\s*(\d)\s+([\d.]+)%\s+([\d.]+)%$", p.stdout, re.M)
         report("example_digits_classify", len(rows) == 10 and
                all(0 <= float(a) <= 100 and 0 <= float(b) <= 100 for _, a, b in rows), out)
+        report("example_digits_samples_npy", *check_npy(os.path.join(tmp, "s.npy"),
+                                                        (10, 4, 14, 14)))
+        nos = run([exe, "--data", data, "--samples", os.path.join(tmp, "t.npy")])
+        report("example_digits_samples_needs_classify", nos.returncode == 2 and
+               "--classify" in nos.stderr and not os.path.exists(os.path.join(tmp, "t.npy")),
+               nos.stderr)
         count = load_checkpoint(ckpt)
         report("example_digits_checkpoint_loads", count > 0 and f"U-Net: {count} parameters"
                in p.stdout, f"load: {count} (a negative value is a status)")
