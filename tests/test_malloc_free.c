@@ -222,127 +222,90 @@ static void check_sampling(diffuse_net *net, const diffuse_schedule *s, size_t b
     diffuse_schedule_free(r);
 }
 
-static void test_unet_allocates_nothing(void)
+/* Which net a test builds (the constructors take different shapes). */
+enum { NET_UNET, NET_IDDPM, NET_MLP };
+
+static int make_net(int kind, size_t batch, diffuse_net **net)
 {
-    /* Full size: products large enough for the GEMMs to use two threads. */
-    const size_t C = 1, H = harness_quick() ? 8 : 16, W = H, dim = C * H * W;
-    const size_t base = harness_quick() ? 8 : 32, batch = harness_quick() ? 4 : 8;
-    diffuse_schedule *s = NULL;
+    const int q = harness_quick();
+    switch (kind) {
+    case NET_UNET: /* full size: products large enough for the GEMMs to use two threads */
+        return diffuse_net_create_unet(net, 1, q ? 8 : 16, q ? 8 : 16, q ? 8 : 32, 4,
+                                       DIFFUSE_PRED_EPS, DIFFUSE_VAR_LEARNED_RANGE, batch, 3);
+    case NET_IDDPM: /* attention, dropout, scale-shift norm, strided and upsampling
+                     * convs, skip concatenation: small but with two levels */
+        return diffuse_net_create_iddpm(net, 1, q ? 8 : 16, q ? 8 : 16, 32,
+                                        "channel_mult=1,2 num_res_blocks=1 "
+                                        "attention_resolutions=2 num_heads=2 dropout=0.1",
+                                        DIFFUSE_PRED_EPS, DIFFUSE_VAR_LEARNED_RANGE, batch, 3);
+    default:
+        return diffuse_net_create_mlp(net, 2, q ? 32 : 128, 2, 16, DIFFUSE_PRED_EPS,
+                                      DIFFUSE_VAR_FIXED_SMALL, batch, 3);
+    }
+}
+
+/* Training steps and a sampling run of one kind of net, at 1 and 2
+ * threads, make no malloc/free call after their warm-up. */
+static void check_net(int kind, const char *what, size_t dim, size_t batch,
+                      const diffuse_schedule *s)
+{
     float *x, *y;
     size_t k;
-    SKIP_UNLESS_INTERPOSED();
     x = malloc(batch * dim * sizeof *x);
     y = malloc(batch * dim * sizeof *y);
     ASSERT_TRUE(x != NULL && y != NULL);
     fill(x, batch * dim);
-    ASSERT_OK(diffuse_schedule_create_cosine(&s, 50, 0.008, 0.999));
     for (k = 0; k < 2; k++) {
         diffuse_net *net = NULL;
         const int nt = threads_to_test[k];
         long calls;
         int rc;
-        ASSERT_OK(diffuse_net_create_unet(&net, C, H, W, base, 4, DIFFUSE_PRED_EPS,
-                                          DIFFUSE_VAR_LEARNED_RANGE, batch, 3));
+        ASSERT_OK(make_net(kind, batch, &net));
         ASSERT_OK(diffuse_net_set(net, DIFFUSE_NET_NUM_THREADS, nt));
         check_training(net, s, batch, x, nt, &calls, &rc);
         ASSERT_OK(rc);
         if (calls != 0) {
             diffuse_net_free(net);
-            HARNESS_FAIL_("U-Net training, %d thread(s): %ld malloc/free calls in 3 steps",
+            HARNESS_FAIL_("%s training, %d thread(s): %ld malloc/free calls in 3 steps", what,
                           nt, calls);
         }
         check_sampling(net, s, batch, nt, x, y, &calls, &rc);
         diffuse_net_free(net);
         ASSERT_OK(rc);
         if (calls != 0)
-            HARNESS_FAIL_("U-Net sampling, %d thread(s): %ld malloc/free calls", nt, calls);
+            HARNESS_FAIL_("%s sampling, %d thread(s): %ld malloc/free calls", what, nt, calls);
     }
-    diffuse_schedule_free(s);
     free(y);
     free(x);
 }
 
-/* The Improved DDPM U-Net (attention, dropout, scale-shift norm, strided
- * and upsampling convs, skip concatenation), small but with two levels. */
+static void test_unet_allocates_nothing(void)
+{
+    const size_t side = harness_quick() ? 8 : 16;
+    diffuse_schedule *s = NULL;
+    SKIP_UNLESS_INTERPOSED();
+    ASSERT_OK(diffuse_schedule_create_cosine(&s, 50, 0.008, 0.999));
+    check_net(NET_UNET, "U-Net", side * side, harness_quick() ? 4 : 8, s);
+    diffuse_schedule_free(s);
+}
+
 static void test_iddpm_allocates_nothing(void)
 {
-    const size_t C = 1, H = harness_quick() ? 8 : 16, W = H, dim = C * H * W;
-    const size_t batch = harness_quick() ? 4 : 8;
-    const char *opts = "channel_mult=1,2 num_res_blocks=1 attention_resolutions=2 "
-                       "num_heads=2 dropout=0.1";
+    const size_t side = harness_quick() ? 8 : 16;
     diffuse_schedule *s = NULL;
-    float *x, *y;
-    size_t k;
     SKIP_UNLESS_INTERPOSED();
-    x = malloc(batch * dim * sizeof *x);
-    y = malloc(batch * dim * sizeof *y);
-    ASSERT_TRUE(x != NULL && y != NULL);
-    fill(x, batch * dim);
     ASSERT_OK(diffuse_schedule_create_cosine(&s, 50, 0.008, 0.999));
-    for (k = 0; k < 2; k++) {
-        diffuse_net *net = NULL;
-        const int nt = threads_to_test[k];
-        long calls;
-        int rc;
-        ASSERT_OK(diffuse_net_create_iddpm(&net, C, H, W, 32, opts, DIFFUSE_PRED_EPS,
-                                           DIFFUSE_VAR_LEARNED_RANGE, batch, 3));
-        ASSERT_OK(diffuse_net_set(net, DIFFUSE_NET_NUM_THREADS, nt));
-        check_training(net, s, batch, x, nt, &calls, &rc);
-        ASSERT_OK(rc);
-        if (calls != 0) {
-            diffuse_net_free(net);
-            HARNESS_FAIL_("iDDPM U-Net training, %d thread(s): %ld malloc/free calls in 3 "
-                          "steps", nt, calls);
-        }
-        check_sampling(net, s, batch, nt, x, y, &calls, &rc);
-        diffuse_net_free(net);
-        ASSERT_OK(rc);
-        if (calls != 0)
-            HARNESS_FAIL_("iDDPM U-Net sampling, %d thread(s): %ld malloc/free calls", nt,
-                          calls);
-    }
+    check_net(NET_IDDPM, "iDDPM U-Net", side * side, harness_quick() ? 4 : 8, s);
     diffuse_schedule_free(s);
-    free(y);
-    free(x);
 }
 
 static void test_mlp_allocates_nothing(void)
 {
-    const size_t dim = 2, batch = harness_quick() ? 32 : 256;
-    const size_t width = harness_quick() ? 32 : 128;
     diffuse_schedule *s = NULL;
-    float *x, *y;
-    size_t k;
     SKIP_UNLESS_INTERPOSED();
-    x = malloc(batch * dim * sizeof *x);
-    y = malloc(batch * dim * sizeof *y);
-    ASSERT_TRUE(x != NULL && y != NULL);
-    fill(x, batch * dim);
     ASSERT_OK(diffuse_schedule_create_linear(&s, 100, 1e-4, 0.02));
-    for (k = 0; k < 2; k++) {
-        diffuse_net *net = NULL;
-        const int nt = threads_to_test[k];
-        long calls;
-        int rc;
-        ASSERT_OK(diffuse_net_create_mlp(&net, dim, width, 2, 16, DIFFUSE_PRED_EPS,
-                                         DIFFUSE_VAR_FIXED_SMALL, batch, 3));
-        ASSERT_OK(diffuse_net_set(net, DIFFUSE_NET_NUM_THREADS, nt));
-        check_training(net, s, batch, x, nt, &calls, &rc);
-        ASSERT_OK(rc);
-        if (calls != 0) {
-            diffuse_net_free(net);
-            HARNESS_FAIL_("MLP training, %d thread(s): %ld malloc/free calls in 3 steps", nt,
-                          calls);
-        }
-        check_sampling(net, s, batch, nt, x, y, &calls, &rc);
-        diffuse_net_free(net);
-        ASSERT_OK(rc);
-        if (calls != 0)
-            HARNESS_FAIL_("MLP sampling, %d thread(s): %ld malloc/free calls", nt, calls);
-    }
+    check_net(NET_MLP, "MLP", 2, harness_quick() ? 32 : 256, s);
     diffuse_schedule_free(s);
-    free(y);
-    free(x);
 }
 
 int main(void)
