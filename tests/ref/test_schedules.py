@@ -29,12 +29,13 @@ Environment: LIBDIFFUSE_PATH (required, path of libdiffuse.so.1),
 LIBDIFFUSE_TEST_SEED (optional, seed of the random betas; printed).
 """
 
-import ctypes
 import math
 import os
 import sys
-import traceback
 from ctypes import POINTER, byref, c_char_p, c_double, c_int, c_int32, c_size_t, c_void_p
+
+import _ctcase
+from _ctcase import last_error, strerror
 
 
 def _skip_all(reason):
@@ -78,36 +79,12 @@ SPACING_LEADING, SPACING_TRAILING, SPACING_LINSPACE = 0, 1, 2
 # Output bookkeeping
 # ---------------------------------------------------------------------------
 
-COUNTS = {"passed": 0, "failed": 0, "skipped": 0}
 INFO = []  # '#' lines printed before the summary
 WORST = {"rel": 0.0, "where": "none"}  # largest relative error seen in a passing comparison
 
 
-class Skip(Exception):
-    pass
-
-
-class Case:
-    """Collects the problems of one test case."""
-
-    def __init__(self, name):
-        self.name = name
-        self.problems = []
-
-    def fail(self, msg):
-        self.problems.append(msg)
-
-    def check(self, cond, msg):
-        if not cond:
-            self.fail(msg)
-        return bool(cond)
-
-    def rc(self, got, want, what):
-        if got != want:
-            self.fail(f"{what}: status {got} ({strerror(got)}), expected {want} "
-                      f"({strerror(want)}); last error: {last_error()!r}")
-            return False
-        return True
+class Case(_ctcase.Case):
+    """A case with the comparisons of schedule tables and timestep lists."""
 
     def ints(self, got, want, what):
         got = [int(v) for v in got]
@@ -170,34 +147,12 @@ def _abbrev(seq, k=8):
 
 
 def run_case(name, fn, *args):
-    case = Case(name)
-    try:
-        fn(case, *args)
-    except Skip as e:
-        COUNTS["skipped"] += 1
-        print(f"skip {name}: {e}")
-        return
-    except Exception:  # a crash in the test counts as a failure with its traceback
-        tb = traceback.format_exc().rstrip().splitlines()
-        case.fail("exception: " + " | ".join(tb[-3:]))
-    if case.problems:
-        COUNTS["failed"] += 1
-        print(f"FAIL {name}")
-        for p in case.problems:
-            print(f"    {p}")
-    else:
-        COUNTS["passed"] += 1
-        print(f"ok   {name}")
-    sys.stdout.flush()
+    _ctcase.run_case(name, fn, *args, case_class=Case)
 
 
 def finish():
-    for line in INFO:
-        print(line)
-    print(f"# largest relative error among passing table comparisons: "
-          f"{WORST['rel']:.3e} ({WORST['where']}); tolerance {RTOL:g}")
-    print(f"{COUNTS['passed']} passed, {COUNTS['failed']} failed, {COUNTS['skipped']} skipped")
-    sys.exit(1 if COUNTS["failed"] else 0)
+    _ctcase.finish(INFO + [f"# largest relative error among passing table comparisons: "
+                           f"{WORST['rel']:.3e} ({WORST['where']}); tolerance {RTOL:g}"])
 
 
 # ---------------------------------------------------------------------------
@@ -211,17 +166,8 @@ PI32 = POINTER(c_int32)
 
 def load_library(case):
     global lib
-    path = os.environ.get("LIBDIFFUSE_PATH")
-    if not path:
-        case.fail("LIBDIFFUSE_PATH is not set (path of libdiffuse.so.1)")
-        return
-    try:
-        handle = ctypes.CDLL(path)
-    except OSError as e:
-        case.fail(f"cannot load {path}: {e}")
-        return
     P = POINTER(c_void_p)
-    sigs = {
+    lib = _ctcase.load_library(case, {
         "diffuse_schedule_create_linear": (c_int, [P, c_size_t, c_double, c_double]),
         "diffuse_schedule_create_cosine": (c_int, [P, c_size_t, c_double, c_double]),
         "diffuse_schedule_create_scaled_linear": (c_int, [P, c_size_t, c_double, c_double]),
@@ -239,36 +185,7 @@ def load_library(case):
             c_int, [c_size_t, c_char_p, PI32, c_size_t, POINTER(c_size_t)]),
         "diffuse_timesteps_spacing": (
             c_int, [c_size_t, c_size_t, c_int, c_int32, PI32, c_size_t]),
-        "diffuse_last_error": (c_char_p, []),
-        "diffuse_strerror": (c_char_p, [c_int]),
-    }
-    missing = []
-    for name, (res, args) in sigs.items():
-        try:
-            f = getattr(handle, name)
-        except AttributeError:
-            missing.append(name)
-            continue
-        f.restype = res
-        f.argtypes = args
-    if missing:
-        case.fail(f"{path} lacks: {', '.join(missing)}")
-        return
-    lib = handle
-
-
-def strerror(rc):
-    if lib is None:
-        return "?"
-    s = lib.diffuse_strerror(rc)
-    return s.decode() if s else "NULL"
-
-
-def last_error():
-    if lib is None:
-        return ""
-    s = lib.diffuse_last_error()
-    return s.decode(errors="replace") if s is not None else None
+    })
 
 
 def dptr(a):

@@ -60,13 +60,14 @@ against mpmath instead of all of it; about 2x faster than the default, which
 takes ~10 s).
 """
 
-import ctypes
 import math
 import os
 import sys
 import time
-import traceback
-from ctypes import POINTER, c_char_p, c_double, c_int, c_size_t
+from ctypes import POINTER, c_double, c_int, c_size_t
+
+import _ctcase
+from _ctcase import last_error
 
 
 def _skip_all(reason):
@@ -101,73 +102,19 @@ MP_DPS = 50
 # Output bookkeeping
 # ---------------------------------------------------------------------------
 
-COUNTS = {"passed": 0, "failed": 0, "skipped": 0}
 INFO = []  # '#' lines printed before the summary
 WORST = {}  # function -> (rel, description), over every comparison made against mpmath
 
 
-class Skip(Exception):
-    pass
-
-
-class Case:
-    """Collects the problems of one test case."""
-
-    def __init__(self, name):
-        self.name = name
-        self.problems = []
-
-    def fail(self, msg):
-        self.problems.append(msg)
-
-    def check(self, cond, msg):
-        if not cond:
-            self.fail(msg)
-        return bool(cond)
-
-    def rc(self, got, want, what):
-        if got != want:
-            self.fail(f"{what}: status {got} ({strerror(got)}), expected {want} "
-                      f"({strerror(want)}); last error: {last_error()!r}")
-            return False
-        return True
-
-
 def run_case(name, fn, *args, needs_mp=False):
-    case = Case(name)
-    if needs_mp and not HAVE_MP:
-        COUNTS["skipped"] += 1
-        print(f"skip {name}: mpmath not installed (apt-get install python3-mpmath); "
-              f"no high-precision reference")
-        return
-    try:
-        fn(case, *args)
-    except Skip as e:
-        COUNTS["skipped"] += 1
-        print(f"skip {name}: {e}")
-        return
-    except Exception:  # a crash in the test counts as a failure with its traceback
-        tb = traceback.format_exc().rstrip().splitlines()
-        case.fail("exception: " + " | ".join(tb[-3:]))
-    if case.problems:
-        COUNTS["failed"] += 1
-        print(f"FAIL {name}")
-        for p in case.problems:
-            print(f"    {p}")
-    else:
-        COUNTS["passed"] += 1
-        print(f"ok   {name}")
-    sys.stdout.flush()
+    _ctcase.run_case(name, fn, *args, skip_reason=None if HAVE_MP or not needs_mp else
+                     "mpmath not installed (apt-get install python3-mpmath); "
+                     "no high-precision reference")
 
 
 def finish():
-    for func, (rel, where) in sorted(WORST.items()):
-        print(f"# worst relative error vs mpmath, {func}: {_fmt(rel)} ({where}); "
-              f"tolerance {RTOL:g}")
-    for line in INFO:
-        print(line)
-    print(f"{COUNTS['passed']} passed, {COUNTS['failed']} failed, {COUNTS['skipped']} skipped")
-    sys.exit(1 if COUNTS["failed"] else 0)
+    _ctcase.finish([f"# worst relative error vs mpmath, {func}: {_fmt(rel)} ({where}); "
+                    f"tolerance {RTOL:g}" for func, (rel, where) in sorted(WORST.items())] + INFO)
 
 
 def _fmt(x):
@@ -184,50 +131,12 @@ PD = POINTER(c_double)
 
 def load_library(case):
     global lib
-    path = os.environ.get("LIBDIFFUSE_PATH")
-    if not path:
-        case.fail("LIBDIFFUSE_PATH is not set (path of libdiffuse.so.1)")
-        return
-    try:
-        handle = ctypes.CDLL(path)
-    except OSError as e:
-        case.fail(f"cannot load {path}: {e}")
-        return
-    sigs = {
+    lib = _ctcase.load_library(case, {
         "diffuse_normal_kl": (c_int, [PD, PD, PD, PD, c_size_t, PD]),
         "diffuse_standard_normal_cdf": (c_int, [PD, c_size_t, c_int, PD]),
         "diffuse_discretized_gaussian_log_likelihood": (
             c_int, [PD, PD, PD, c_size_t, c_int, PD]),
-        "diffuse_last_error": (c_char_p, []),
-        "diffuse_strerror": (c_char_p, [c_int]),
-    }
-    missing = []
-    for name, (res, args) in sigs.items():
-        try:
-            f = getattr(handle, name)
-        except AttributeError:
-            missing.append(name)
-            continue
-        f.restype = res
-        f.argtypes = args
-    if missing:
-        case.fail(f"{path} lacks: {', '.join(missing)}")
-        return
-    lib = handle
-
-
-def strerror(rc):
-    if lib is None:
-        return "?"
-    s = lib.diffuse_strerror(rc)
-    return s.decode() if s else "NULL"
-
-
-def last_error():
-    if lib is None:
-        return ""
-    s = lib.diffuse_last_error()
-    return s.decode(errors="replace") if s is not None else None
+    })
 
 
 def dptr(a):
