@@ -32,6 +32,8 @@ except ImportError as e:
     results["skipped"] += 1
     finish()
 
+from _torchnet import timestep_embedding  # noqa: E402
+
 torch.set_num_threads(1)
 lib = ctypes.CDLL(os.environ.get("LIBDIFFUSE_PATH", "out/libdiffuse.so.1"))
 if not hasattr(lib, "diffuse_net_create_iddpm"):
@@ -185,12 +187,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(gn(ch, groups), nn.SiLU(), nn.Conv2d(ch, out_C, 3, padding=1))
 
     def forward(self, x, t, y=None):
-        half = self.mc // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
-        args = t[:, None].double() * freqs[None]
-        temb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(x.dtype)
-        if self.mc % 2:
-            temb = torch.cat([temb, torch.zeros_like(temb[:, :1])], dim=-1)
+        temb = timestep_embedding(t, self.mc).to(x.dtype)
         emb = self.time_embed(temb)
         if y is not None:
             emb = emb + self.label_emb(y)

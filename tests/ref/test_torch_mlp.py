@@ -8,7 +8,6 @@ Prints "ok"/"FAIL"/"skip" lines and "N passed, M failed, K skipped"; skips,
 saying so, when torch or numpy is absent.
 """
 import ctypes
-import math
 import os
 
 from _report import finish, report, results
@@ -21,9 +20,10 @@ except ImportError as e:
     results["skipped"] += 1
     finish()
 
+from _torchnet import c_float_p, compare_forward, timestep_embedding  # noqa: E402
+
 torch.set_num_threads(1)
 lib = ctypes.CDLL(os.environ.get("LIBDIFFUSE_PATH", "out/libdiffuse.so.1"))
-c_float_p = ctypes.POINTER(ctypes.c_float)
 lib.diffuse_net_create_mlp.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t,
                                        ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t,
                                        ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint64]
@@ -52,18 +52,7 @@ class TorchMLP(torch.nn.Module):
         self.out = torch.nn.Linear(width, out_dim)
 
     def embed(self, t):
-        # Improved DDPM's timestep_embedding: [cos, sin], zero column if odd.
-        # Evaluated in float64 and rounded once, as libdiffuse does: in
-        # float32, t * freq for t ~ 1000 carries ~6e-5 rad of rounding,
-        # which would dominate the comparison (reported separately below).
-        half = self.emb // 2
-        dtype = torch.float32 if self.float32_embedding else torch.float64
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype) / half)
-        args = t[:, None].to(dtype) * freqs[None]
-        e = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).float()
-        if self.emb % 2:
-            e = torch.cat([e, torch.zeros_like(e[:, :1])], dim=-1)
-        return e
+        return timestep_embedding(t, self.emb, self.float32_embedding)
 
     def forward(self, x, t):
         silu = torch.nn.functional.silu
@@ -102,29 +91,7 @@ def check_forward(name, dim, width, depth, emb, variance, batch):
         rng = np.random.default_rng(7)
         x = rng.standard_normal((batch, dim)).astype(np.float32)
         t = rng.integers(0, 1000, batch).astype(np.int32)
-        ours = np.empty((batch, out_dim), dtype=np.float32)
-        rc = lib.diffuse_net_forward(net, 0, x.ctypes.data_as(c_float_p),
-                                     t.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), batch,
-                                     ours.ctypes.data_as(c_float_p))
-        if rc != 0:
-            report(name, False, f"forward failed: {lib.diffuse_last_error().decode()}")
-            return
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))).numpy()
-        # float32 tolerance: both sides round at every layer; the differences
-        # grow with depth and width (sums of width terms), ~1e-6 relative.
-        # float32 tolerance: both sides round at every layer (sums of up to
-        # width terms), relative to the output scale.
-        scale = np.max(np.abs(ref))
-        err = np.max(np.abs(ours - ref)) / scale
-        report(name, err < 1e-5 and np.all(np.isfinite(ours)),
-               f"max |difference| / max |output| = {err:.3g}")
-        model.float32_embedding = True
-        with torch.no_grad():
-            ref32 = model(torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))).numpy()
-        err32 = np.max(np.abs(ours - ref32)) / scale
-        print(f"# {name}: max |difference| / max |output| = {err:.3g} "
-              f"(torch with a float32 embedding: {err32:.3g})")
+        compare_forward(lib, name, net, model, x, t, (batch, out_dim), "up to width terms")
     finally:
         lib.diffuse_net_free(net)
 

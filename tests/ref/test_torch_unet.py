@@ -23,9 +23,10 @@ except ImportError as e:
     results["skipped"] += 1
     finish()
 
+from _torchnet import c_float_p, compare_forward, timestep_embedding  # noqa: E402
+
 torch.set_num_threads(1)
 lib = ctypes.CDLL(os.environ.get("LIBDIFFUSE_PATH", "out/libdiffuse.so.1"))
-c_float_p = ctypes.POINTER(ctypes.c_float)
 lib.diffuse_net_create_unet.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t,
                                         ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t,
                                         ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
@@ -79,18 +80,7 @@ class TorchUNet(torch.nn.Module):
         self.out = torch.nn.Conv2d(c, out_C, 3, padding=1)
 
     def embed(self, t):
-        # Improved DDPM's timestep_embedding of size c, [cos, sin] (a zero
-        # column if c is odd), evaluated in float64 and rounded once, as
-        # libdiffuse does (see test_torch_mlp.py: in float32, t * freq for
-        # t ~ 1000 carries ~6e-5 rad of rounding; reported separately below).
-        half = self.c // 2
-        dtype = torch.float32 if self.float32_embedding else torch.float64
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype) / half)
-        args = t[:, None].to(dtype) * freqs[None]
-        e = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).float()
-        if self.c % 2:
-            e = torch.cat([e, torch.zeros_like(e[:, :1])], dim=-1)
-        return e
+        return timestep_embedding(t, self.c, self.float32_embedding)
 
     def forward(self, x, t):
         silu = torch.nn.functional.silu
@@ -153,33 +143,14 @@ def check_forward(name, C, H, W, c, G, variance, batch, same_t=False):
             t = np.full(batch, int(rng.integers(0, 1000)), dtype=np.int32)
         else:
             t = rng.integers(0, 1000, batch).astype(np.int32)
-        ours = np.empty((batch, out_C, H, W), dtype=np.float32)
         set_params = lib.diffuse_net_set_params
         set_params.argtypes = [ctypes.c_void_p, ctypes.c_int, c_float_p, ctypes.c_size_t]
         flat2 = np.ascontiguousarray(flat2, dtype=np.float32)
         if set_params(net, 0, flat2.ctypes.data_as(c_float_p), len(flat2)) != 0:
             report(name, False, f"set_params failed: {lib.diffuse_last_error().decode()}")
             return
-        rc = lib.diffuse_net_forward(net, 0, x.ctypes.data_as(c_float_p),
-                                     t.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), batch,
-                                     ours.ctypes.data_as(c_float_p))
-        if rc != 0:
-            report(name, False, f"forward failed: {lib.diffuse_last_error().decode()}")
-            return
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))).numpy()
-        # float32 tolerance: both sides round at every layer (sums of up to
-        # 9 x 2c terms per conv output), relative to the output scale.
-        scale = np.max(np.abs(ref))
-        err = np.max(np.abs(ours - ref)) / scale
-        report(name, err < 1e-5 and np.all(np.isfinite(ours)),
-               f"max |difference| / max |output| = {err:.3g}")
-        model.float32_embedding = True
-        with torch.no_grad():
-            ref32 = model(torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))).numpy()
-        err32 = np.max(np.abs(ours - ref32)) / scale
-        print(f"# {name}: max |difference| / max |output| = {err:.3g} "
-              f"(torch with a float32 embedding: {err32:.3g})")
+        compare_forward(lib, name, net, model, x, t, (batch, out_C, H, W),
+                        "up to 9 x 2c terms per conv output")
     finally:
         lib.diffuse_net_free(net)
 
