@@ -123,7 +123,7 @@ $(O)/tests/%: tests/internal/%.c tests/harness.h $(STATIC)
 
 # The checkpoint loader's fuzz target replayed over tests/fuzz/corpus/checkpoint
 # without libFuzzer (zstd's regression driver); tests/run.sh runs it.
-$(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c $(STATIC)
+$(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c examples/readall.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c \
 	    -o $@ $(STATIC) -lm -pthread
@@ -132,7 +132,7 @@ $(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.
 # outputs, checkpoint records rewritten with a valid CRC) replayed over
 # tests/fuzz/corpus/<name> without libFuzzer.
 # (A static pattern rule: tests/internal/test_fuzz_spec.c keeps its own.)
-$(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%): $(O)/tests/test_fuzz_%: tests/fuzz/replay_any.c \
+$(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%): $(O)/tests/test_fuzz_%: tests/fuzz/replay_any.c examples/readall.h \
         tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h tests/fuzz/fuzz_checkpoint.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) -DFUZZ_CORPUS='"tests/fuzz/corpus/$*"' \
@@ -154,9 +154,9 @@ $(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h $(LIB_SRCS) includ
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	    $(LIB_SRCS) $< -o $@ -lm
 
-$(O)/fuzz/fuzz_idx: examples/idx.c examples/idx.h
-$(O)/fuzz/fuzz_npy: cli/npy.c cli/npy.h
-$(O)/fuzz/fuzz_png: examples/png.c examples/png.h
+$(O)/fuzz/fuzz_idx: examples/idx.c examples/idx.h examples/readall.h
+$(O)/fuzz/fuzz_npy: cli/npy.c cli/npy.h examples/readall.h
+$(O)/fuzz/fuzz_png: examples/png.c examples/png.h examples/readall.h
 $(O)/fuzz/fuzz_ckpt_struct: tests/fuzz/fuzz_checkpoint.c
 
 fuzz: $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
@@ -245,7 +245,7 @@ check-valgrind: lib tests
 CLI := $(O)/bin/diffuse
 CLI_SRCS := cli/diffuse.c cli/common.c cli/npy.c examples/idx.c examples/png.c \
             examples/toy2d_data.c
-CLI_HDRS := cli/common.h cli/npy.h examples/idx.h examples/png.h examples/toy2d_data.h
+CLI_HDRS := cli/common.h cli/npy.h examples/idx.h examples/png.h examples/readall.h examples/toy2d_data.h
 cli: $(CLI)
 $(CLI): $(CLI_SRCS) $(CLI_HDRS) $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
@@ -305,18 +305,18 @@ $(O)/examples/quickstart_cpp: examples/quickstart.cpp $(O)/libdiffuse.so
 	fi
 
 $(O)/examples/digits: examples/digits.c examples/idx.c examples/idx.h examples/png.c \
-                      examples/png.h $(O)/libdiffuse.so
+                      examples/png.h examples/readall.h $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/idx.c examples/png.c -o $@ \
 	    -L$(O) -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
 
 $(O)/examples/toy2d: examples/toy2d.c examples/toy2d_data.c examples/toy2d_data.h examples/png.c \
-                     examples/png.h $(O)/libdiffuse.so
+                     examples/png.h examples/readall.h $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/toy2d_data.c examples/png.c -o $@ \
 	    -L$(O) -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm
 
-$(O)/examples/%: examples/%.c examples/png.c examples/png.h $(O)/libdiffuse.so
+$(O)/examples/%: examples/%.c examples/png.c examples/png.h examples/readall.h $(O)/libdiffuse.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -std=c11 -Iinclude $(WARNINGS) $< examples/png.c -o $@ -L$(O) \
 	    -Wl,-rpath,'$$ORIGIN/..' -ldiffuse -lm

@@ -1,5 +1,6 @@
 /* The .npy reader and writer: see npy.h. */
 #include "npy.h"
+#include "../examples/readall.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -248,35 +249,19 @@ int npy_read(const char *path, npy_array *out, char *err, size_t errlen)
 {
     FILE *f;
     unsigned char *b = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0;
     char why[200];
     int rc;
     clear(out);
     f = fopen(path, "rb");
     if (f == NULL)
         return fail(err, errlen, "cannot open '%s': %s", path, strerror(errno));
-    for (;;) {
-        size_t got;
-        if (n == cap) {
-            unsigned char *nb;
-            cap = cap ? 2 * cap : 65536;
-            nb = (unsigned char *)realloc(b, cap);
-            if (nb == NULL) {
-                free(b);
-                fclose(f);
-                return fail(err, errlen, "'%s': out of memory", path);
-            }
-            b = nb;
-        }
-        got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    if (ferror(f)) {
+    rc = read_all(f, (size_t)-1, &b, &n);
+    if (rc != READ_ALL_OK) {
         int e = errno;
-        free(b);
         fclose(f);
+        if (rc == READ_ALL_NOMEM)
+            return fail(err, errlen, "'%s': out of memory", path);
         return fail(err, errlen, "cannot read '%s': %s", path, strerror(e));
     }
     fclose(f);

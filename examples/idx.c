@@ -1,5 +1,6 @@
 /* IDX reader: see idx.h. */
 #include "idx.h"
+#include "readall.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -90,7 +91,7 @@ int idx_read(const char *path, idx_array *out, char *err, size_t errlen)
 {
     FILE *f;
     unsigned char *buf = NULL;
-    size_t len = 0, cap = 0;
+    size_t len = 0;
     int rc;
     memset(out, 0, sizeof *out);
     f = fopen(path, "rb");
@@ -98,34 +99,14 @@ int idx_read(const char *path, idx_array *out, char *err, size_t errlen)
         say(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    for (;;) { /* read to the end: works on pipes and files alike */
-        size_t got;
-        if (len == cap) {
-            unsigned char *grown;
-            if (cap >= IDX_MAX_BYTES) {
-                say(err, errlen, "%s: larger than %zu bytes", path, IDX_MAX_BYTES);
-                free(buf);
-                fclose(f);
-                return -1;
-            }
-            cap = cap ? 2 * cap : 1 << 16;
-            grown = (unsigned char *)realloc(buf, cap);
-            if (grown == NULL) {
-                say(err, errlen, "%s: out of memory", path);
-                free(buf);
-                fclose(f);
-                return -1;
-            }
-            buf = grown;
-        }
-        got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    if (ferror(f)) {
-        say(err, errlen, "%s: read error", path);
-        free(buf);
+    rc = read_all(f, IDX_MAX_BYTES, &buf, &len);
+    if (rc != READ_ALL_OK) {
+        if (rc == READ_ALL_TOO_BIG)
+            say(err, errlen, "%s: larger than %zu bytes", path, (size_t)IDX_MAX_BYTES);
+        else if (rc == READ_ALL_NOMEM)
+            say(err, errlen, "%s: out of memory", path);
+        else
+            say(err, errlen, "%s: read error", path);
         fclose(f);
         return -1;
     }

@@ -1,5 +1,6 @@
 /* A small PNG writer and reader: see png.h. */
 #include "png.h"
+#include "readall.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -537,32 +538,19 @@ int png_read(const char *path, unsigned char **pixels, size_t *width, size_t *he
 {
     FILE *f;
     unsigned char *b = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0;
     char why[200];
     int rc;
     *pixels = NULL;
     f = fopen(path, "rb");
     if (f == NULL)
         return png_fail(err, errlen, "cannot open '%s': %s", path, strerror(errno));
-    for (;;) {
-        size_t got;
-        if (n == cap) {
-            unsigned char *nb;
-            cap = cap ? 2 * cap : 65536;
-            nb = (unsigned char *)realloc(b, cap);
-            if (nb == NULL) {
-                free(b);
-                fclose(f);
-                return png_fail(err, errlen, "'%s': out of memory", path);
-            }
-            b = nb;
-        }
-        got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
+    rc = read_all(f, (size_t)-1, &b, &n);
     fclose(f);
+    if (rc == READ_ALL_NOMEM)
+        return png_fail(err, errlen, "'%s': out of memory", path);
+    if (rc != READ_ALL_OK)
+        return png_fail(err, errlen, "cannot read '%s'", path);
     rc = png_parse(b, n, pixels, width, height, channels, why, sizeof why);
     free(b);
     if (rc != 0)

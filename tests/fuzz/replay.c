@@ -13,6 +13,7 @@
  * "N passed, N failed, 0 skipped"; an empty corpus is a failure.
  */
 #include "diffuse.h"
+#include "../../examples/readall.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -29,33 +30,11 @@ static unsigned char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     unsigned char *b = NULL;
-    size_t cap = 0, n = 0;
     if (f == NULL)
         return NULL;
-    for (;;) {
-        size_t got;
-        if (n == cap) {
-            unsigned char *nb;
-            cap = cap ? 2 * cap : 4096;
-            nb = (unsigned char *)realloc(b, cap);
-            if (nb == NULL) {
-                free(b);
-                fclose(f);
-                return NULL;
-            }
-            b = nb;
-        }
-        got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    if (ferror(f)) {
-        free(b);
+    if (read_all(f, (size_t)-1, &b, len) != READ_ALL_OK)
         b = NULL;
-    }
     fclose(f);
-    *len = n;
     return b;
 }
 

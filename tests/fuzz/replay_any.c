@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../../examples/readall.h"
+
 #ifndef FUZZ_CORPUS
 #  error "FUZZ_CORPUS: the default corpus directory"
 #endif
@@ -28,27 +30,16 @@ static void replay_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     unsigned char *b = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0;
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    if (f == NULL) {
+    int rc = f == NULL ? READ_ALL_IO : read_all(f, (size_t)-1, &b, &n);
+    if (f != NULL)
+        fclose(f);
+    if (rc != READ_ALL_OK) {
         printf("FAIL %s: cannot read\n", path);
         failed++;
         return;
     }
-    for (;;) {
-        size_t got;
-        if (n == cap) {
-            unsigned char *nb = (unsigned char *)realloc(b, cap = cap ? 2 * cap : 4096);
-            if (nb == NULL)
-                break;
-            b = nb;
-        }
-        got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    fclose(f);
     printf("     %s (%zu bytes)\n", base, n);
     fflush(stdout);
     (void)LLVMFuzzerTestOneInput(b, n);
