@@ -123,7 +123,7 @@ $(O)/tests/%: tests/internal/%.c tests/harness.h $(STATIC)
 
 # The checkpoint loader's fuzz target replayed over tests/fuzz/corpus/checkpoint
 # without libFuzzer (zstd's regression driver); tests/run.sh runs it.
-$(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c examples/readall.h $(STATIC)
+$(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c examples/readall.h tests/fuzz/replay_walk.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.c \
 	    -o $@ $(STATIC) -lm -pthread
@@ -132,7 +132,7 @@ $(O)/tests/test_fuzz_checkpoint: tests/fuzz/replay.c tests/fuzz/fuzz_checkpoint.
 # outputs, checkpoint records rewritten with a valid CRC) replayed over
 # tests/fuzz/corpus/<name> without libFuzzer.
 # (A static pattern rule: tests/internal/test_fuzz_spec.c keeps its own.)
-$(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%): $(O)/tests/test_fuzz_%: tests/fuzz/replay_any.c examples/readall.h \
+$(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%): $(O)/tests/test_fuzz_%: tests/fuzz/replay_any.c examples/readall.h tests/fuzz/replay_walk.h \
         tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h tests/fuzz/fuzz_checkpoint.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(OMP_FLAGS) -DFUZZ_CORPUS='"tests/fuzz/corpus/$*"' \

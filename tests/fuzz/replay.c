@@ -14,17 +14,14 @@
  */
 #include "diffuse.h"
 #include "../../examples/readall.h"
+#include "replay_walk.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 int fuzz_checkpoint_one(const unsigned char *data, size_t size, char *msg, size_t msg_cap);
 void fuzz_checkpoint_cleanup(void);
-
-static int passed, failed;
 
 static unsigned char *read_file(const char *path, size_t *len)
 {
@@ -47,7 +44,7 @@ static void replay_file(const char *path)
     char msg[256];
     if (b == NULL) {
         printf("FAIL %s: cannot read\n", path);
-        failed++;
+        replay_failed++;
         return;
     }
     rc = fuzz_checkpoint_one(b, len, msg, sizeof msg);
@@ -57,82 +54,18 @@ static void replay_file(const char *path)
                                             : rc;
     if (rc == want) {
         printf("ok   %s (%s)\n", base, msg);
-        passed++;
+        replay_passed++;
     } else {
         printf("FAIL %s: status %d (%s), wanted %d; message: %s\n", base, rc,
                diffuse_strerror(rc), want, msg);
-        failed++;
+        replay_failed++;
     }
     fflush(stdout);
 }
 
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void replay_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char **names = NULL;
-    size_t n = 0, cap = 0, i;
-    if (d == NULL) {
-        printf("FAIL %s: cannot open the directory\n", dir);
-        failed++;
-        return;
-    }
-    while ((e = readdir(d)) != NULL) {
-        size_t L = strlen(dir) + strlen(e->d_name) + 2;
-        struct stat st;
-        char *p;
-        if (e->d_name[0] == '.')
-            continue;
-        p = (char *)malloc(L);
-        if (p == NULL)
-            break;
-        snprintf(p, L, "%s/%s", dir, e->d_name);
-        if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) {
-            free(p);
-            continue;
-        }
-        if (n == cap) {
-            char **nn = (char **)realloc(names, (cap = cap ? 2 * cap : 64) * sizeof *names);
-            if (nn == NULL) {
-                free(p);
-                break;
-            }
-            names = nn;
-        }
-        names[n++] = p;
-    }
-    closedir(d);
-    if (n > 0)
-        qsort(names, n, sizeof *names, by_name);
-    for (i = 0; i < n; i++) {
-        replay_file(names[i]);
-        free(names[i]);
-    }
-    free(names);
-}
-
 int main(int argc, char **argv)
 {
-    static const char *const fallback[] = {"tests/fuzz/corpus/checkpoint"};
-    const char *const *args = argc > 1 ? (const char *const *)(argv + 1) : fallback;
-    int n = argc > 1 ? argc - 1 : 1, i;
-    for (i = 0; i < n; i++) {
-        struct stat st;
-        if (stat(args[i], &st) == 0 && S_ISDIR(st.st_mode))
-            replay_dir(args[i]);
-        else
-            replay_file(args[i]);
-    }
+    replay_args(argc, argv, "tests/fuzz/corpus/checkpoint", replay_file);
     fuzz_checkpoint_cleanup();
-    if (passed + failed == 0) {
-        printf("FAIL no corpus file found\n");
-        failed++;
-    }
-    printf("%d passed, %d failed, 0 skipped\n", passed, failed);
-    return failed ? 1 : 0;
+    return replay_finish();
 }
