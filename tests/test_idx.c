@@ -10,7 +10,7 @@
 
 #include "fuzz/fuzz_idx.c"
 
-#include <dirent.h>
+#include "corpus_check.h"
 
 static const unsigned char labels5[] = {0, 0, 8, 1, 0, 0, 0, 5, 3, 1, 4, 1, 5};
 
@@ -116,32 +116,21 @@ static void test_idx_read_files(void)
     ASSERT_TRUE(strstr(err, "No such file") != NULL);
 }
 
+static int read_idx(const char *path, char *err, size_t errlen)
+{
+    idx_array a;
+    int rc = idx_read(path, &a, err, errlen);
+    if (rc == 0)
+        idx_free(&a);
+    return rc;
+}
+
 static void test_idx_corpus(void)
 {
     const char *dir = "tests/fuzz/corpus/idx";
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int files = 0, wrong = 0;
-    if (d == NULL)
+    int wrong, files = corpus_check(dir, read_idx, NULL, &wrong);
+    if (files < 0)
         SKIP("%s not found (run from the repository root)", dir);
-    while ((e = readdir(d)) != NULL) {
-        char path[512], err[256];
-        idx_array a;
-        int rc;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        rc = idx_read(path, &a, err, sizeof err);
-        if (rc == 0)
-            idx_free(&a);
-        if ((strncmp(e->d_name, "ok_", 3) == 0 && rc != 0) ||
-            (strncmp(e->d_name, "bad_", 4) == 0 && rc == 0)) {
-            printf("  %s: %s\n", e->d_name, rc == 0 ? "accepted" : err);
-            wrong++;
-        }
-        files++;
-    }
-    closedir(d);
     ASSERT_TRUE(files >= 10);
     ASSERT_EQ(wrong, 0);
 }

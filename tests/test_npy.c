@@ -11,7 +11,7 @@
 
 #include "fuzz/fuzz_npy.c"
 
-#include <dirent.h>
+#include "corpus_check.h"
 #include <unistd.h>
 
 /* A v1.0 file with the given header dict and data bytes. */
@@ -122,32 +122,21 @@ static void test_npy_write_read_back(void)
     ASSERT_TRUE(strstr(err, path) != NULL && strstr(err, "No such file") != NULL);
 }
 
+static int read_npy(const char *path, char *err, size_t errlen)
+{
+    npy_array a;
+    int rc = npy_read(path, &a, err, errlen);
+    if (rc == 0)
+        npy_free(&a);
+    return rc;
+}
+
 static void test_npy_corpus(void)
 {
     const char *dir = "tests/fuzz/corpus/npy";
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int files = 0, wrong = 0;
-    if (d == NULL)
+    int wrong, files = corpus_check(dir, read_npy, NULL, &wrong);
+    if (files < 0)
         SKIP("%s not found (run from the repository root)", dir);
-    while ((e = readdir(d)) != NULL) {
-        char path[512], err[256];
-        npy_array a;
-        int rc;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        rc = npy_read(path, &a, err, sizeof err);
-        if (rc == 0)
-            npy_free(&a);
-        if ((strncmp(e->d_name, "ok_", 3) == 0 && rc != 0) ||
-            (strncmp(e->d_name, "bad_", 4) == 0 && rc == 0)) {
-            printf("  %s: %s\n", e->d_name, rc == 0 ? "accepted" : err);
-            wrong++;
-        }
-        files++;
-    }
-    closedir(d);
     ASSERT_TRUE(files >= 10);
     ASSERT_EQ(wrong, 0);
 }

@@ -11,7 +11,7 @@
 
 #include "fuzz/fuzz_png.c"
 
-#include <dirent.h>
+#include "corpus_check.h"
 #include <unistd.h>
 
 static int check_pattern(const char *name, size_t w_want, size_t h_want, int c_want)
@@ -73,7 +73,18 @@ static void test_png_write_then_read(void)
     ASSERT_TRUE(strstr(err, path) != NULL && px == NULL);
 }
 
-static void test_png_read_corpus(void)
+static int read_png(const char *path, char *err, size_t errlen)
+{
+    unsigned char *px;
+    size_t w, h;
+    int c, rc = png_read(path, &px, &w, &h, &c, err, errlen);
+    if (rc == 0)
+        free(px);
+    return rc;
+}
+
+/* The refusals whose reason is known: the message must give it. */
+static int reason_given(const char *name, int rc, const char *err)
 {
     static const struct {
         const char *file, *reason;
@@ -89,49 +100,35 @@ static void test_png_read_corpus(void)
                {"bad_zero_width.png", "image size 0 x 2"},
                {"bad_huge.png", "image size 100000 x 100000"},
                {"bad_adler.png", "zlib checksum mismatch"}};
-    const char *dir = "tests/fuzz/corpus/png";
-    DIR *d = opendir(dir);
-    struct dirent *e;
     size_t k;
-    int files = 0, wrong = 0;
-    if (d == NULL)
-        SKIP("%s not found (run from the repository root)", dir);
-    while ((e = readdir(d)) != NULL) {
-        char path[512], err[256];
-        unsigned char *px;
-        size_t w, h;
-        int c, rc;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        rc = png_read(path, &px, &w, &h, &c, err, sizeof err);
-        if (rc == 0)
-            free(px);
-        if ((strncmp(e->d_name, "ok_", 3) == 0 && rc != 0) ||
-            (strncmp(e->d_name, "bad_", 4) == 0 && rc == 0)) {
-            printf("  %s: %s\n", e->d_name, rc == 0 ? "accepted" : err);
+    int wrong = 0;
+    for (k = 0; rc != 0 && k < sizeof bad / sizeof bad[0]; k++)
+        if (strcmp(name, bad[k].file) == 0 && strstr(err, bad[k].reason) == NULL) {
+            printf("  %s: \"%s\" lacks \"%s\"\n", name, err, bad[k].reason);
             wrong++;
         }
-        for (k = 0; rc != 0 && k < sizeof bad / sizeof bad[0]; k++)
-            if (strcmp(e->d_name, bad[k].file) == 0 && strstr(err, bad[k].reason) == NULL) {
-                printf("  %s: \"%s\" lacks \"%s\"\n", e->d_name, err, bad[k].reason);
-                wrong++;
-            }
-        files++;
-    }
-    closedir(d);
+    return wrong;
+}
+
+static void test_png_read_corpus(void)
+{
+    const char *dir = "tests/fuzz/corpus/png";
+    int wrong, files = corpus_check(dir, read_png, reason_given, &wrong);
+    if (files < 0)
+        SKIP("%s not found (run from the repository root)", dir);
     ASSERT_TRUE(files >= 15);
     ASSERT_EQ(wrong, 0);
 }
 
+/* A corpus file's bytes (malloc'd), or NULL. */
 static unsigned char *slurp(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "rb");
-    unsigned char *b;
+    unsigned char *b = NULL;
     if (f == NULL)
         return NULL;
-    b = (unsigned char *)malloc(1 << 16);
-    *n = b ? fread(b, 1, 1 << 16, f) : 0;
+    if (read_all(f, (size_t)1 << 20, &b, n) != READ_ALL_OK)
+        b = NULL;
     fclose(f);
     return b;
 }
