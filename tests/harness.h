@@ -52,6 +52,25 @@ static inline int harness_quick(void)
     return v != NULL && strcmp(v, "1") == 0;
 }
 
+/* dL/dp by the 4-point central difference (8 (L(p + h) - L(p - h)) -
+ * (L(p + 2h) - L(p - 2h))) / (12 h), truncation error O(h^4); loss(ctx)
+ * evaluates L at the current *p, which is restored on return. */
+static inline double harness_fd4(double (*loss)(void *), void *ctx, double *p, double h)
+{
+    const double keep = *p;
+    double l1p, l1m, l2p, l2m;
+    *p = keep + h;
+    l1p = loss(ctx);
+    *p = keep - h;
+    l1m = loss(ctx);
+    *p = keep + 2.0 * h;
+    l2p = loss(ctx);
+    *p = keep - 2.0 * h;
+    l2m = loss(ctx);
+    *p = keep;
+    return (8.0 * (l1p - l1m) - (l2p - l2m)) / (12.0 * h);
+}
+
 static int harness_finish(void)
 {
     printf("%d passed, %d failed, %d skipped\n", harness_passed, harness_failed,

@@ -94,8 +94,9 @@ static void dnet_free(dnet *d)
     free(d->t);
 }
 
-static double loss_d(dnet *d)
+static double loss_d(void *ctx)
 {
+    dnet *d = (dnet *)ctx;
     size_t i;
     double L = 0.0;
     iddpm_forward_d(d->pl, d->classes, d->P, d->x, d->t, d->lab, d->B, d->acts, d->scratch,
@@ -103,22 +104,6 @@ static double loss_d(dnet *d)
     for (i = 0; i < d->B * d->out_dim; i++)
         L += d->r[i] * d->out[i];
     return L;
-}
-
-static double fd4(dnet *d, double *p, double h)
-{
-    const double keep = *p;
-    double l1p, l1m, l2p, l2m;
-    *p = keep + h;
-    l1p = loss_d(d);
-    *p = keep - h;
-    l1m = loss_d(d);
-    *p = keep + 2 * h;
-    l2p = loss_d(d);
-    *p = keep - 2 * h;
-    l2m = loss_d(d);
-    *p = keep;
-    return (8.0 * (l1p - l1m) - (l2p - l2m)) / (12.0 * h);
 }
 
 /* Random parameters (no zero-initialized conv: every path carries a
@@ -158,7 +143,7 @@ static int fd_case(const diffuse__iddpm_config *cfg, size_t classes, int dropout
         const int is_x = i >= d.NP;
         double *p = is_x ? d.x + (i - d.NP) : d.P + i;
         const double g = is_x ? d.dx[i - d.NP] : d.G[i];
-        const double f = fd4(&d, p, 1e-5 * fmax(1.0, fabs(*p)));
+        const double f = harness_fd4(loss_d, &d, p, 1e-5 * fmax(1.0, fabs(*p)));
         md = fmax(md, fabs(f - g));
         mg = fmax(mg, fabs(f));
     }

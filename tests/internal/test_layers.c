@@ -198,18 +198,7 @@ static void fd_grad(double (*loss)(void *), void *ctx, double *p, size_t n, doub
 {
     size_t i;
     for (i = 0; i < n; i++) {
-        const double v = p[i], h = FD_H * fmax(1.0, fabs(v));
-        double l1, lm1, l2, lm2;
-        p[i] = v + h;
-        l1 = loss(ctx);
-        p[i] = v - h;
-        lm1 = loss(ctx);
-        p[i] = v + 2.0 * h;
-        l2 = loss(ctx);
-        p[i] = v - 2.0 * h;
-        lm2 = loss(ctx);
-        p[i] = v;
-        d[i] = (8.0 * (l1 - lm1) - (l2 - lm2)) / (12.0 * h);
+        d[i] = harness_fd4(loss, ctx, p + i, FD_H * fmax(1.0, fabs(p[i])));
     }
     loss(ctx); /* leave the outputs at p */
 }

@@ -86,32 +86,15 @@ static void dnet_free(dnet *d)
 }
 
 /* L = sum(r .* out). */
-static double loss_d(dnet *d)
+static double loss_d(void *ctx)
 {
+    dnet *d = (dnet *)ctx;
     size_t i;
     double L = 0.0;
     unet_forward_d(&d->sh, d->P, d->x, d->t, d->lab, d->B, d->acts, d->out, d->work, 1);
     for (i = 0; i < d->B * d->out_dim; i++)
         L += d->r[i] * d->out[i];
     return L;
-}
-
-/* The 4-point central difference of L in *p: (8 (L(+h) - L(-h)) - (L(+2h)
- * - L(-2h))) / (12 h), truncation error O(h^4). */
-static double fd4(dnet *d, double *p, double h)
-{
-    const double keep = *p;
-    double l1p, l1m, l2p, l2m;
-    *p = keep + h;
-    l1p = loss_d(d);
-    *p = keep - h;
-    l1m = loss_d(d);
-    *p = keep + 2 * h;
-    l2p = loss_d(d);
-    *p = keep - 2 * h;
-    l2m = loss_d(d);
-    *p = keep;
-    return (8.0 * (l1p - l1m) - (l2p - l2m)) / (12.0 * h);
 }
 
 /* Marks the entries (NP parameters, then the inputs: n in all) that the
@@ -200,10 +183,10 @@ static void test_unet_backward_finite_differences(void)
         n_sel = fd_select(&o, d.NP, n_fd, sel);
         for (i = 0; i < d.NP; i++)
             if (sel[i])
-                fd[i] = fd4(&d, d.P + i, 1e-4);
+                fd[i] = harness_fd4(loss_d, &d, d.P + i, 1e-4);
         for (i = 0; i < d.B * d.dim; i++)
             if (sel[d.NP + i])
-                fd[d.NP + i] = fd4(&d, d.x + i, 1e-4);
+                fd[d.NP + i] = harness_fd4(loss_d, &d, d.x + i, 1e-4);
         for (i = 0; i < n_fd; i++)
             scale = fmax(scale, fabs(fd[i]));
         ASSERT_TRUE(scale > 0.0);
