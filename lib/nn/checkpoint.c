@@ -399,99 +399,76 @@ static void w_head(writer *w, int r, const uint64_t *dims)
 
 #define CHUNK 512 /* elements converted per write */
 
-static void w_u32s(writer *w, const uint32_t *x, size_t n)
+/* n elements of `size` (4 or 8) bytes each at x (u32, i32, float; u64,
+ * double), their bit patterns little-endian: the element bytes of a record
+ * whose head is written. */
+static void w_words(writer *w, const void *x, size_t n, size_t size)
 {
-    unsigned char b[4 * CHUNK];
+    const unsigned char *src = (const unsigned char *)x;
+    unsigned char b[8 * CHUNK];
     while (n > 0) {
         size_t k = n < CHUNK ? n : CHUNK, i;
-        for (i = 0; i < k; i++)
-            put32(b + 4 * i, x[i]);
-        w_bytes(w, b, 4 * k, 1);
-        x += k;
+        for (i = 0; i < k; i++, src += size) {
+            if (size == 4) {
+                uint32_t u;
+                memcpy(&u, src, 4);
+                put32(b + 4 * i, u);
+            } else {
+                uint64_t u;
+                memcpy(&u, src, 8);
+                put64(b + 8 * i, u);
+            }
+        }
+        w_bytes(w, b, size * k, 1);
         n -= k;
     }
+}
+
+static void w_u32s(writer *w, const uint32_t *x, size_t n)
+{
+    w_words(w, x, n, 4);
 }
 
 static void w_i32s(writer *w, const int32_t *x, size_t n)
 {
-    unsigned char b[4 * CHUNK];
-    while (n > 0) {
-        size_t k = n < CHUNK ? n : CHUNK, i;
-        for (i = 0; i < k; i++)
-            put32(b + 4 * i, (uint32_t)x[i]);
-        w_bytes(w, b, 4 * k, 1);
-        x += k;
-        n -= k;
-    }
+    w_words(w, x, n, 4);
 }
 
 static void w_f32s(writer *w, const float *x, size_t n)
 {
-    unsigned char b[4 * CHUNK];
-    while (n > 0) {
-        size_t k = n < CHUNK ? n : CHUNK, i;
-        for (i = 0; i < k; i++) {
-            uint32_t u;
-            memcpy(&u, x + i, sizeof u);
-            put32(b + 4 * i, u);
-        }
-        w_bytes(w, b, 4 * k, 1);
-        x += k;
-        n -= k;
-    }
+    w_words(w, x, n, 4);
 }
 
 static void w_f64s(writer *w, const double *x, size_t n)
 {
-    unsigned char b[8 * CHUNK];
-    while (n > 0) {
-        size_t k = n < CHUNK ? n : CHUNK, i;
-        for (i = 0; i < k; i++) {
-            uint64_t u;
-            memcpy(&u, x + i, sizeof u);
-            put64(b + 8 * i, u);
-        }
-        w_bytes(w, b, 8 * k, 1);
-        x += k;
-        n -= k;
-    }
+    w_words(w, x, n, 8);
+}
+
+/* A one-element record r of `size` bytes at v. */
+static void w_one(writer *w, int r, const void *v, size_t size)
+{
+    w_head(w, r, NULL);
+    w_words(w, v, 1, size);
 }
 
 static void w_u64(writer *w, int r, uint64_t v)
 {
-    unsigned char b[8];
-    w_head(w, r, NULL);
-    put64(b, v);
-    w_bytes(w, b, 8, 1);
+    w_one(w, r, &v, 8);
 }
 
 static void w_u32(writer *w, int r, uint32_t v)
 {
-    w_head(w, r, NULL);
-    w_u32s(w, &v, 1);
+    w_one(w, r, &v, 4);
 }
 
 static void w_i32(writer *w, int r, int32_t v)
 {
-    w_head(w, r, NULL);
-    w_i32s(w, &v, 1);
+    w_one(w, r, &v, 4);
 }
 
 static void w_f64(writer *w, int r, double v)
 {
-    w_head(w, r, NULL);
-    w_f64s(w, &v, 1);
-}
-
-/* n u64 values (the element bytes of a record whose head is written). */
-static void w_u64s_(writer *w, const uint64_t *x, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n; i++) {
-        unsigned char b[8];
-        put64(b, x[i]);
-        w_bytes(w, b, 8, 1);
-    }
+    w_one(w, r, &v, 8);
 }
 
 /* The payload of a net and, when tr is not NULL, its trainer. */
@@ -517,7 +494,7 @@ static void emit(writer *w, const diffuse_net *n, const diffuse_trainer *tr)
         }
         d[0] = c->levels;
         w_head(w, R_MULT, d);
-        w_u64s_(w, m, c->levels);
+        w_words(w, m, c->levels, 8);
         w_head(w, R_ATTN, d);
         w_u32s(w, at, c->levels);
         w_u64(w, R_HEADS, c->heads);
