@@ -52,6 +52,44 @@ static inline int harness_quick(void)
     return v != NULL && strcmp(v, "1") == 0;
 }
 
+/* The bytes of the file at path in a malloc'd buffer (one spare byte after
+ * them; never NULL for an empty file) that the caller frees, their count in
+ * *len; NULL when the file cannot be read. */
+static inline unsigned char *harness_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *b = NULL;
+    long n;
+    *len = 0;
+    if (f == NULL)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        b = (unsigned char *)malloc((size_t)n + 1);
+        if (b != NULL && fread(b, 1, (size_t)n, f) != (size_t)n) {
+            free(b);
+            b = NULL;
+        }
+        if (b != NULL)
+            *len = (size_t)n;
+    }
+    fclose(f);
+    return b;
+}
+
+/* Writes n bytes to a new file at path (an old one is removed first:
+ * truncating it makes some file systems flush); 1 on success, else 0. */
+static inline int harness_write_file(const char *path, const unsigned char *b, size_t n)
+{
+    FILE *f;
+    int ok;
+    remove(path);
+    f = fopen(path, "wb");
+    if (f == NULL)
+        return 0;
+    ok = fwrite(b, 1, n, f) == n;
+    return fclose(f) == 0 && ok;
+}
+
 /* dL/dp by the 4-point central difference (8 (L(p + h) - L(p - h)) -
  * (L(p + 2h) - L(p - 2h))) / (12 h), truncation error O(h^4); loss(ctx)
  * evaluates L at the current *p, which is restored on return. */

@@ -2643,36 +2643,6 @@ static size_t ckpt_len;
 static unsigned char *unet_bytes; /* a good checkpoint of a U-Net */
 static size_t unet_len;
 
-static int write_bytes(const char *path, const unsigned char *b, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    int ok;
-    if (f == NULL)
-        return 0;
-    ok = fwrite(b, 1, n, f) == n;
-    return fclose(f) == 0 && ok;
-}
-
-static unsigned char *read_bytes(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *b = NULL;
-    long size;
-    if (f == NULL)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (b = (unsigned char *)malloc((size_t)size)) != NULL) {
-        if (fread(b, 1, (size_t)size, f) != (size_t)size) {
-            free(b);
-            b = NULL;
-        } else {
-            *n = (size_t)size;
-        }
-    }
-    fclose(f);
-    return b;
-}
-
 static void ckpt_path(char *buf, size_t cap, const char *name)
 {
     snprintf(buf, cap, "%s/%s", ckpt_dir, name);
@@ -2713,12 +2683,12 @@ static int ckpt_setup(void)
                diffuse_trainer_step(tr, x0, 2, 1, NULL) == DIFFUSE_OK) {
         ckpt_path(path, sizeof path, "unet.ckpt");
         if (diffuse_checkpoint_save(path, u, NULL) == DIFFUSE_OK)
-            unet_bytes = read_bytes(path, &unet_len);
+            unet_bytes = harness_read_file(path, &unet_len);
         ckpt_path(path, sizeof path, "net.ckpt");
         if (unet_bytes != NULL && diffuse_checkpoint_save(path, n, NULL) == DIFFUSE_OK) {
             ckpt_path(path, sizeof path, "good.ckpt");
             if (diffuse_checkpoint_save(path, n, tr) == DIFFUSE_OK)
-                ckpt_bytes = read_bytes(path, &ckpt_len);
+                ckpt_bytes = harness_read_file(path, &ckpt_len);
             ok = ckpt_bytes != NULL && ckpt_len > 24;
         }
     }
@@ -2786,7 +2756,7 @@ static int row_checkpoint_save(void)
         size_t len = 0;
         unsigned char *b;
         ckpt_path(bad, sizeof bad, "good.ckpt");
-        b = read_bytes(bad, &len);
+        b = harness_read_file(bad, &len);
         CHECK(b != NULL && len == ckpt_len && memcmp(b, ckpt_bytes, len) == 0);
         free(b);
     }
@@ -2911,7 +2881,7 @@ static int row_checkpoint_load(void)
     LOAD_FAILS("a directory", ckpt_dir, 2, 1, NULL, 0, DIFFUSE_EIO);
     /* Not a checkpoint. */
     ckpt_path(path, sizeof path, "bad.ckpt");
-    if (write_bytes(path, (const unsigned char *)"hello, world\n", 13))
+    if (harness_write_file(path, (const unsigned char *)"hello, world\n", 13))
         LOAD_FAILS("a text file", path, 2, 1, NULL, 0, DIFFUSE_EFORMAT);
     else
         FAILED("write bad.ckpt");
@@ -2928,7 +2898,7 @@ static int row_checkpoint_load(void)
         if (len >= ckpt_len)
             continue;
         snprintf(what, sizeof what, "truncated to %zu of %zu bytes", len, ckpt_len);
-        if (!write_bytes(path, ckpt_bytes, len)) {
+        if (!harness_write_file(path, ckpt_bytes, len)) {
             FAILED("write a truncated copy");
             break;
         }
@@ -2938,7 +2908,7 @@ static int row_checkpoint_load(void)
     /* One byte too many. */
     memcpy(b, ckpt_bytes, ckpt_len);
     b[ckpt_len] = 0;
-    if (write_bytes(path, b, ckpt_len + 1))
+    if (harness_write_file(path, b, ckpt_len + 1))
         LOAD_FAILS("one byte appended", path, 2, 1, s, 1, DIFFUSE_EFORMAT);
     /* Bit flips: every byte of the header (each bit position in turn), and
      * every 11th byte of the payload. */
@@ -2947,7 +2917,7 @@ static int row_checkpoint_load(void)
         memcpy(b, ckpt_bytes, ckpt_len);
         b[i] ^= (unsigned char)(1u << bit);
         snprintf(what, sizeof what, "bit %d of byte %zu flipped", bit, i);
-        if (!write_bytes(path, b, ckpt_len)) {
+        if (!harness_write_file(path, b, ckpt_len)) {
             FAILED("write a bit-flipped copy");
             break;
         }
@@ -2957,11 +2927,11 @@ static int row_checkpoint_load(void)
     /* The last byte, and a newer format version with a consistent file. */
     memcpy(b, ckpt_bytes, ckpt_len);
     b[ckpt_len - 1] ^= 0x80u;
-    if (write_bytes(path, b, ckpt_len))
+    if (harness_write_file(path, b, ckpt_len))
         LOAD_FAILS("the last byte flipped", path, 2, 1, s, 1, DIFFUSE_EFORMAT);
     memcpy(b, ckpt_bytes, ckpt_len);
     b[8] = (unsigned char)(diffuse_checkpoint_format_version() + 1);
-    if (write_bytes(path, b, ckpt_len)) {
+    if (harness_write_file(path, b, ckpt_len)) {
         stale_message();
         LOAD_FAILS("a newer format version", path, 2, 1, NULL, 0, DIFFUSE_EFORMAT);
         nf += check_message_(__LINE__, "newer");
@@ -2976,13 +2946,13 @@ static int row_checkpoint_load(void)
         CHECK(ub != NULL);
         for (i = 0; ub != NULL && i < unet_len; i += 13) {
             snprintf(what, sizeof what, "U-Net truncated to %zu of %zu bytes", i, unet_len);
-            if (!write_bytes(path, unet_bytes, i))
+            if (!harness_write_file(path, unet_bytes, i))
                 break;
             LOAD_FAILS(what, path, 2, 1, NULL, 0, DIFFUSE_EFORMAT);
             memcpy(ub, unet_bytes, unet_len);
             ub[i] ^= (unsigned char)(1u << (i % 8));
             snprintf(what, sizeof what, "U-Net bit %d of byte %zu flipped", (int)(i % 8), i);
-            if (!write_bytes(path, ub, unet_len))
+            if (!harness_write_file(path, ub, unet_len))
                 break;
             LOAD_FAILS(what, path, 2, 1, NULL, 0, DIFFUSE_EFORMAT);
         }

@@ -69,38 +69,6 @@ static void fix_header(unsigned char *b, size_t len)
     wr32(b + 20, crc_ref(b + HDR, len - HDR));
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *b = NULL;
-    long n;
-    *len = 0;
-    if (f == NULL)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        b = (unsigned char *)malloc((size_t)n + 1);
-        if (b != NULL && fread(b, 1, (size_t)n, f) != (size_t)n) {
-            free(b);
-            b = NULL;
-        }
-        *len = (size_t)n;
-    }
-    fclose(f);
-    return b;
-}
-
-static int spit(const char *path, const unsigned char *b, size_t n)
-{
-    FILE *f;
-    int ok;
-    unlink(path); /* a new file: truncating an old one makes some file systems flush */
-    f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    ok = fwrite(b, 1, n, f) == n;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
 /* One record of a well-formed payload (as the library writes it). */
 typedef struct {
     size_t off, len, data; /* in the file: record start, record bytes, first element */
@@ -356,7 +324,7 @@ static int load_bytes(const unsigned char *b, size_t len, int with_trainer)
     diffuse_net *n = (diffuse_net *)&n; /* non-NULL: must come back NULL on failure */
     diffuse_trainer *tr = (diffuse_trainer *)&tr;
     int rc;
-    if (spit(in_dir(path, sizeof path, "edited.ckpt"), b, len) != 0)
+    if (!harness_write_file(in_dir(path, sizeof path, "edited.ckpt"), b, len))
         return -1000;
     rc = with_trainer ? diffuse_checkpoint_load(path, 4, &n, sched, 4, &tr)
                       : diffuse_checkpoint_load(path, 4, &n, NULL, 0, NULL);
@@ -380,7 +348,7 @@ static void test_crc32_known_answer(void)
 static void test_checkpoint_header_layout(void)
 {
     size_t len;
-    unsigned char *b = slurp(net_path, &len);
+    unsigned char *b = harness_read_file(net_path, &len);
     ASSERT_EQ(diffuse_checkpoint_format_version(), 1);
     ASSERT_TRUE(b != NULL && len > HDR);
     ASSERT_TRUE(memcmp(b, "DIFFCKPT", 8) == 0);
@@ -403,7 +371,7 @@ static void test_checkpoint_records_layout(void)
         "trainer.loss_history_next", "schedule.betas", "schedule.timesteps"};
     rec_t recs[64];
     size_t len, n, i, P;
-    unsigned char *b = slurp(tr_path, &len);
+    unsigned char *b = harness_read_file(tr_path, &len);
     diffuse_net *net = NULL;
     diffuse_trainer *tr = NULL;
     float *w;
@@ -511,7 +479,7 @@ static void check_continue(const cfg *c, size_t N, size_t M, int expect_full_his
     if (expect_full_history) {
         /* the importance sampler is active from here on: every t has 10 losses */
         size_t len, i;
-        unsigned char *bytes = slurp(path, &len);
+        unsigned char *bytes = harness_read_file(path, &len);
         rec_t r;
         ASSERT_TRUE(bytes != NULL);
         ASSERT_TRUE(find(bytes, len, "trainer.loss_history_count", &r));
@@ -544,8 +512,8 @@ static void check_continue(const cfg *c, size_t N, size_t M, int expect_full_his
         unsigned char *ba, *bb;
         ASSERT_OK(diffuse_checkpoint_save(path, a, ta));
         ASSERT_OK(diffuse_checkpoint_save(in_dir(p2, sizeof p2, "continue2.ckpt"), b, tb));
-        ba = slurp(path, &la);
-        bb = slurp(p2, &lb);
+        ba = harness_read_file(path, &la);
+        bb = harness_read_file(p2, &lb);
         ASSERT_TRUE(ba != NULL && bb != NULL);
         ASSERT_TRUE(la == lb && memcmp(ba, bb, la) == 0);
         free(ba);
@@ -666,7 +634,7 @@ static void test_checkpoint_unet_roundtrip_and_continue(void)
     ASSERT_OK(make_unet(31, &a, &ta));
     ASSERT_OK(train_unet(ta, 0, 12));
     ASSERT_OK(diffuse_checkpoint_save(path, a, ta));
-    bytes = slurp(path, &len);
+    bytes = harness_read_file(path, &len);
     ASSERT_TRUE(bytes != NULL);
     ASSERT_TRUE(find(bytes, len, "net.kind", &r));
     ASSERT_EQ(rd32(bytes + r.data), DIFFUSE_NET_KIND_UNET);
@@ -713,8 +681,8 @@ static void test_checkpoint_unet_roundtrip_and_continue(void)
     ASSERT_TRUE(same_net(a, b));
     ASSERT_OK(diffuse_checkpoint_save(path, a, ta));
     ASSERT_OK(diffuse_checkpoint_save(in_dir(p2, sizeof p2, "unet2.ckpt"), b, tb));
-    bytes = slurp(path, &len);
-    bytes2 = slurp(p2, &lb);
+    bytes = harness_read_file(path, &len);
+    bytes2 = harness_read_file(p2, &lb);
     ASSERT_TRUE(bytes != NULL && bytes2 != NULL);
     ASSERT_TRUE(len == lb && memcmp(bytes, bytes2, len) == 0);
     free(bytes2);
@@ -751,7 +719,7 @@ static void test_checkpoint_unet_crafted_and_kindless_mlp(void)
     ASSERT_OK(diffuse_net_create_unet(&a, U_C, U_H, U_W, 4, 2, DIFFUSE_PRED_EPS,
                                       DIFFUSE_VAR_FIXED_SMALL, 2, 3));
     ASSERT_OK(diffuse_checkpoint_save(in_dir(path, sizeof path, "unet_net.ckpt"), a, NULL));
-    b = slurp(path, &len);
+    b = harness_read_file(path, &len);
     ASSERT_TRUE(b != NULL);
     ASSERT_OK(load_bytes(b, len, 0));
     /* sizes: odd height, groups not dividing, dim disagreeing, zero */
@@ -790,7 +758,7 @@ static void test_checkpoint_unet_crafted_and_kindless_mlp(void)
     ASSERT_STATUS(load_bytes(o, n, 0), DIFFUSE_EFORMAT);
     ASSERT_MESSAGE_HAS("missing record 'net.groups'");
     free(o);
-    mb = slurp(net_path, &mlen);
+    mb = harness_read_file(net_path, &mlen);
     ASSERT_TRUE(mb != NULL);
     ASSERT_TRUE(find(mb, mlen, "net.depth", &w));
     o = splice(b, len, len, 0, mb + w.off, w.len, &n);
@@ -812,7 +780,7 @@ static void test_checkpoint_unet_crafted_and_kindless_mlp(void)
     ASSERT_TRUE(find(mb, mlen, "net.kind", &w));
     o = splice(mb, mlen, w.off, w.len, NULL, 0, &n);
     ASSERT_OK(load_bytes(o, n, 0));
-    ASSERT_OK(spit(in_dir(path, sizeof path, "kindless.ckpt"), o, n) == 0 ? DIFFUSE_OK
+    ASSERT_OK(harness_write_file(in_dir(path, sizeof path, "kindless.ckpt"), o, n) ? DIFFUSE_OK
                                                                            : DIFFUSE_EIO);
     ASSERT_OK(diffuse_checkpoint_load(path, 4, &m, NULL, 0, NULL));
     ASSERT_OK(diffuse_checkpoint_load(net_path, 4, &m2, NULL, 0, NULL));
@@ -867,7 +835,7 @@ static void test_checkpoint_load_schedule_mismatch(void)
 static void check_truncations(const char *path, int with_trainer)
 {
     size_t len, L;
-    unsigned char *b = slurp(path, &len);
+    unsigned char *b = harness_read_file(path, &len);
     ASSERT_TRUE(b != NULL);
     ASSERT_OK(load_bytes(b, len, with_trainer));
     for (L = 0; L < len; L++) {
@@ -891,7 +859,7 @@ static void check_bit_flips(const char *path, int with_trainer, int every_bit)
 {
     size_t len, i;
     int k;
-    unsigned char *b = slurp(path, &len);
+    unsigned char *b = harness_read_file(path, &len);
     ASSERT_TRUE(b != NULL);
     for (i = 0; i < len; i++)
         for (k = 0; k < 8; k++) {
@@ -920,7 +888,7 @@ static void test_checkpoint_every_bit_flip(void)
 static void test_checkpoint_bad_magic_and_versions(void)
 {
     size_t len;
-    unsigned char *b = slurp(net_path, &len);
+    unsigned char *b = harness_read_file(net_path, &len);
     ASSERT_TRUE(b != NULL);
     memcpy(b, "DIFFCKPU", 8);
     ASSERT_STATUS(load_bytes(b, len, 0), DIFFUSE_EFORMAT);
@@ -946,7 +914,7 @@ static void test_checkpoint_bad_magic_and_versions(void)
 static void test_checkpoint_crafted_content(void)
 {
     size_t len, tlen, n;
-    unsigned char *b = slurp(net_path, &len), *t = slurp(tr_path, &tlen), *o;
+    unsigned char *b = harness_read_file(net_path, &len), *t = harness_read_file(tr_path, &tlen), *o;
     unsigned char rec[64];
     rec_t r;
     ASSERT_TRUE(b != NULL && t != NULL);
@@ -1184,7 +1152,7 @@ static void test_checkpoint_crafted_content(void)
 static void test_checkpoint_unknown_record_skipped(void)
 {
     size_t len, n;
-    unsigned char *b = slurp(tr_path, &len), *o;
+    unsigned char *b = harness_read_file(tr_path, &len), *o;
     unsigned char rec[32];
     diffuse_net *x = NULL, *y = NULL;
     char path[128];
@@ -1198,7 +1166,7 @@ static void test_checkpoint_unknown_record_skipped(void)
     wr32(rec + 24, 7);
     o = splice(b, len, HDR, 0, rec, 28, &n); /* first */
     ASSERT_OK(load_bytes(o, n, 1));
-    ASSERT_OK(spit(in_dir(path, sizeof path, "unknown.ckpt"), o, n) == 0 ? DIFFUSE_OK
+    ASSERT_OK(harness_write_file(in_dir(path, sizeof path, "unknown.ckpt"), o, n) ? DIFFUSE_OK
                                                                          : DIFFUSE_EIO);
     ASSERT_OK(diffuse_checkpoint_load(path, 4, &x, NULL, 0, NULL));
     ASSERT_OK(diffuse_checkpoint_load(tr_path, 4, &y, NULL, 0, NULL));
@@ -1275,7 +1243,7 @@ static void test_checkpoint_load_from_pipe(void)
     /* about 175 KB */
     ASSERT_OK(diffuse_net_create_mlp(&a, 4, 64, 2, 8, DIFFUSE_PRED_V, DIFFUSE_VAR_LEARNED, 1, 3));
     ASSERT_OK(diffuse_checkpoint_save(in_dir(file, sizeof file, "big.ckpt"), a, NULL));
-    job.bytes = slurp(file, &job.len);
+    job.bytes = harness_read_file(file, &job.len);
     job.path = in_dir(fifo, sizeof fifo, "pipe.ckpt");
     job.ok = 0;
     ASSERT_TRUE(job.bytes != NULL && job.len > 150000);
@@ -1427,12 +1395,12 @@ static void test_checkpoint_out_of_memory(void)
     }
     ASSERT_OK(rc);
     ASSERT_TRUE(N > 2);
-    b0 = slurp(tr_path, &l0);
+    b0 = harness_read_file(tr_path, &l0);
     fail_at = calls + 1;
     rc = diffuse_checkpoint_save(tr_path, n, tr);
     fail_at = 0;
     ASSERT_STATUS(rc, DIFFUSE_ENOMEM);
-    b1 = slurp(tr_path, &l1);
+    b1 = harness_read_file(tr_path, &l1);
     ASSERT_TRUE(b0 != NULL && b1 != NULL && l0 == l1 && memcmp(b0, b1, l0) == 0);
     free(b0);
     free(b1);

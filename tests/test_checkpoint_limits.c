@@ -28,36 +28,6 @@ static uint32_t crc_ref(const unsigned char *p, size_t n)
     return ~c;
 }
 
-static unsigned char *slurp(const char *p, size_t *n)
-{
-    FILE *f = fopen(p, "rb");
-    unsigned char *b;
-    long len;
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b = (unsigned char *)malloc((size_t)len + 1);
-    if (b != NULL && fread(b, 1, (size_t)len, f) != (size_t)len) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static int spill(const char *p, const unsigned char *b, size_t n)
-{
-    FILE *f = fopen(p, "wb");
-    int ok;
-    if (f == NULL)
-        return 0;
-    ok = fwrite(b, 1, n, f) == n;
-    return fclose(f) == 0 && ok;
-}
-
 /* Set the u64 scalar record `name` to v (the record must exist and be a
  * u64 scalar: name length, name, type 5, rank 0, 8 bytes). */
 static int set_u64(unsigned char *b, size_t n, const char *name, uint64_t v)
@@ -103,12 +73,12 @@ static int write_unet(size_t C, size_t H, size_t W, size_t c, int with_trainer,
     ok = diffuse_checkpoint_save(path, net, tr) == DIFFUSE_OK;
     diffuse_trainer_free(tr);
     diffuse_net_free(net);
-    if (!ok || (b = slurp(path, &n)) == NULL)
+    if (!ok || (b = harness_read_file(path, &n)) == NULL)
         return 0;
     ok = set_u64(b, n, "net.height", H) && set_u64(b, n, "net.width_pixels", W) &&
          set_u64(b, n, "net.dim", C * H * W);
     fix_crc(b, n);
-    ok = ok && spill(path, b, n);
+    ok = ok && harness_write_file(path, b, n);
     free(b);
     return ok;
 }

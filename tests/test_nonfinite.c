@@ -20,38 +20,14 @@ static const char *in_dir(char *buf, size_t size, const char *name)
     return buf;
 }
 
-/* The bytes of a file into *out (malloc'd), its length into *len. */
-static int slurp(const char *path, unsigned char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    long n;
-    *out = NULL;
-    if (f == NULL)
-        return -1;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return -1;
-    }
-    *out = (unsigned char *)malloc((size_t)n + 1);
-    if (*out == NULL || fread(*out, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(*out);
-        *out = NULL;
-        return -1;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return 0;
-}
-
 static int same_file(const char *a, const char *b)
 {
     unsigned char *x, *y;
     size_t nx, ny;
     int same;
-    if (slurp(a, &x, &nx) != 0)
+    if ((x = harness_read_file(a, &nx)) == NULL)
         return 0;
-    if (slurp(b, &y, &ny) != 0) {
+    if ((y = harness_read_file(b, &ny)) == NULL) {
         free(x);
         return 0;
     }

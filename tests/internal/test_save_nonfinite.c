@@ -11,29 +11,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int slurp(const char *path, unsigned char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    long n;
-    *out = NULL;
-    if (f == NULL)
-        return -1;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return -1;
-    }
-    *out = (unsigned char *)malloc((size_t)n + 1);
-    if (*out == NULL || fread(*out, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(*out);
-        *out = NULL;
-        return -1;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return 0;
-}
-
 static char dir[64];
 
 static void test_checkpoint_save_refuses_nonfinite_state(void)
@@ -55,7 +32,7 @@ static void test_checkpoint_save_refuses_nonfinite_state(void)
     ASSERT_OK(diffuse_trainer_step(tr, x0, 4, 1, NULL));
     snprintf(path, sizeof path, "%s/state.ckpt", dir);
     ASSERT_OK(diffuse_checkpoint_save(path, n, tr));
-    ASSERT_OK(slurp(path, &a, &la));
+    ASSERT_TRUE((a = harness_read_file(path, &la)) != NULL);
     for (k = 0; k < 5; k++) {
         float *arr = k == 0 ? n->params : k == 1 ? n->ema : k == 2 ? tr->m : tr->v;
         float keep;
@@ -84,7 +61,7 @@ static void test_checkpoint_save_refuses_nonfinite_state(void)
             tr->hist[0] = keep_h;
         if (k >= 2) /* the net-alone save above replaced the file: restore it */
             ASSERT_OK(diffuse_checkpoint_save(path, n, tr));
-        ASSERT_OK(slurp(path, &b, &lb));
+        ASSERT_TRUE((b = harness_read_file(path, &lb)) != NULL);
         ASSERT_TRUE(la == lb && memcmp(a, b, la) == 0);
         free(b);
         b = NULL;
