@@ -4,6 +4,7 @@
  * pass, gradient-norm clipping, Adam / AdamW and the EMA of the weights.
  */
 #include "train.h"
+#include "vec.h"
 
 #include <math.h>
 #include <string.h>
@@ -411,6 +412,9 @@ static uint64_t step_labels(diffuse_trainer *tr, const int32_t *labels, size_t b
     return none;
 }
 
+/* Elements per OpenMP chunk of the Adam update (a multiple of 8). */
+#define ADAM_CHUNK ((size_t)8192)
+
 /* The coefficients of one Adam / AdamW update with the EMA. */
 typedef struct {
     double lr, b1, b2, eps, wd, ema, clip, bc1, sbc2;
@@ -463,6 +467,68 @@ static inline void adam_elem_commit(const adam_coef *c, float g, float *p, float
     *mv = nv > *mv ? nv : *mv;
     *mp = np > *mp ? np : *mp;
     *me = ne > *me ? ne : *me;
+}
+
+/* The running maxima of an update: |p|, |e|, |m|, v. */
+typedef struct {
+    double p, e, m, v;
+} adam_max;
+
+/* adam_elem_commit over elements [0, n) of the arrays, raising *mx.  The
+ * vector path does each element's arithmetic exactly as adam_elem (the same
+ * IEEE double operations, in the same order; vsqrtpd and the divisions are
+ * correctly rounded as the scalar ones), 8 elements at a time; the maxima
+ * are exact, so their order does not matter. */
+DIFFUSE_VEC_CLONES
+static void adam_commit_range(const adam_coef *c, const float *g, float *p, float *m, float *v,
+                              float *e, size_t n, adam_max *mx)
+{
+    size_t i = 0;
+#ifdef DIFFUSE_VEC
+    if (n >= 8) {
+        const vd clip = vsplat(c->clip), b1 = vsplat(c->b1), b2 = vsplat(c->b2),
+                 ob1 = vsplat(1.0 - c->b1), ob2 = vsplat(1.0 - c->b2), wd = vsplat(c->wd),
+                 step = vsplat(c->lr / c->bc1), sbc2 = vsplat(c->sbc2), eps = vsplat(c->eps),
+                 decay = vsplat(1.0 - c->lr * c->wd), ema = vsplat(c->ema),
+                 oema = vsplat(1.0 - c->ema);
+        vd mp = vsplat(mx->p), me = vsplat(mx->e), mm = vsplat(mx->m), mv = vsplat(mx->v);
+        for (; i + 8 <= n; i += 8) {
+            vd gi = vload_f(g + i) * clip, pi = vload_f(p + i), mi, vi, r;
+            vf8 pf;
+            int l;
+            if (!c->adamw)
+                gi += wd * pi;
+            mi = b1 * vload_f(m + i) + ob1 * gi;
+            vi = b2 * vload_f(v + i) + ob2 * gi * gi;
+            if (c->adamw)
+                pi *= decay;
+            for (l = 0; l < 8; l++) /* vsqrtpd: correctly rounded, as sqrt() */
+                r[l] = __builtin_sqrt(vi[l]);
+            pi -= step * mi / (r / sbc2 + eps);
+            pf = vround_f(pi);
+            vstore_f(m + i, vround_f(mi));
+            vstore_f(v + i, vround_f(vi));
+            vstore_f(p + i, pf);
+            r = ema * vload_f(e + i) + oema * __builtin_convertvector(pf, vd);
+            vstore_f(e + i, vround_f(r));
+            mi = vsel(mi < 0.0, -mi, mi);
+            pi = vsel(pi < 0.0, -pi, pi);
+            r = vsel(r < 0.0, -r, r);
+            mm = vsel(mi > mm, mi, mm);
+            mv = vsel(vi > mv, vi, mv);
+            mp = vsel(pi > mp, pi, mp);
+            me = vsel(r > me, r, me);
+        }
+        for (int l = 0; l < 8; l++) {
+            mx->m = mm[l] > mx->m ? mm[l] : mx->m;
+            mx->v = mv[l] > mx->v ? mv[l] : mx->v;
+            mx->p = mp[l] > mx->p ? mp[l] : mx->p;
+            mx->e = me[l] > mx->e ? me[l] : mx->e;
+        }
+    }
+#endif
+    for (; i < n; i++)
+        adam_elem_commit(c, g[i], &p[i], &m[i], &v[i], &e[i], &mx->p, &mx->e, &mx->m, &mx->v);
 }
 
 /* A bound well inside float's range (FLT_MAX is about 3.4e38): the bounds
@@ -674,12 +740,27 @@ static int apply_impl(const char *func, diffuse_trainer *tr, const double *rec, 
         if (n->classes > 0)
             n->uncond_rows += unlabelled;
         if (nt > 1 && P >= 65536) {
+            /* Chunks of ADAM_CHUNK elements (a multiple of 8, so that every
+             * element takes the same path whatever the thread count). */
+            const size_t nch = (P + ADAM_CHUNK - 1) / ADAM_CHUNK;
+            size_t k;
             DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(max: mp, me, mm, mv)")
-            for (i = 0; i < P; i++)
-                adam_elem_commit(&c, g[i], &p[i], &m[i], &v[i], &e[i], &mp, &me, &mm, &mv);
+            for (k = 0; k < nch; k++) {
+                const size_t lo = k * ADAM_CHUNK, len = P - lo < ADAM_CHUNK ? P - lo : ADAM_CHUNK;
+                adam_max x = {mp, me, mm, mv};
+                adam_commit_range(&c, g + lo, p + lo, m + lo, v + lo, e + lo, len, &x);
+                mp = x.p;
+                me = x.e;
+                mm = x.m;
+                mv = x.v;
+            }
         } else {
-            for (i = 0; i < P; i++)
-                adam_elem_commit(&c, g[i], &p[i], &m[i], &v[i], &e[i], &mp, &me, &mm, &mv);
+            adam_max x = {mp, me, mm, mv};
+            adam_commit_range(&c, g, p, m, v, e, P, &x);
+            mp = x.p;
+            me = x.e;
+            mm = x.m;
+            mv = x.v;
         }
         n->gen++;
         tr->bound_gen = n->gen;
