@@ -30,6 +30,7 @@
 #include "nn/gemm_kernels.h"
 #include "nn/layers.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -248,6 +249,152 @@ im2col32_avx512(const struct geo *g, const struct runtab *rts, size_t ngrp, size
         }
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* Direct kernels: B read straight from the image                           */
+/* ------------------------------------------------------------------------ */
+
+/* The tile of rows 0 .. mr - 1 (R = 4, 8, 12 rows computed) and the 32
+ * columns of a run table of a stride-1 B_COL operand: acc[r][jj] = sum
+ * over k0 .. k0 + kc - 1 of a[(k - k0) MR + r] col[k][n0 + jj], the B
+ * values loaded from x with the run table's masks and offsets instead of
+ * from a packed panel.  Same arithmetic as the packed kernel
+ * (gemm_avx512.c: one FMA per step into one accumulator per element, k in
+ * increasing order, masked-off lanes zero), so the same bits.  The tile
+ * then updates C as the kernel does (SET / ADD on the first mr rows and nr
+ * columns), plus bias[r] when bias is not NULL (after the update, as
+ * tile() adds it). */
+#define DSTEP(r)                                                            \
+    {                                                                       \
+        const __m512 av = _mm512_set1_ps(a[r]);                            \
+        c##r##_0 = _mm512_fmadd_ps(av, b0, c##r##_0);                       \
+        c##r##_1 = _mm512_fmadd_ps(av, b1, c##r##_1);                       \
+    }
+#define DDECL(r) __m512 c##r##_0 = _mm512_setzero_ps(), c##r##_1 = _mm512_setzero_ps();
+#define DSTORE(r)                                                           \
+    if ((size_t)(r) < mr)                                                   \
+        dstore_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, mode,  \
+                   bias != NULL ? bias[r] : 0.0f, bias != NULL);
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+dstore_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1, int mode, float br,
+           int has_bias)
+{
+    if (mode == DIFFUSE__GEMM_ADD) {
+        x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), x0);
+        x1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), x1);
+    }
+    if (has_bias) {
+        const __m512 vb = _mm512_set1_ps(br);
+        x0 = _mm512_add_ps(x0, vb);
+        x1 = _mm512_add_ps(x1, vb);
+    }
+    _mm512_mask_storeu_ps(cr, m0, x0);
+    _mm512_mask_storeu_ps(cr + 16, m1, x1);
+}
+
+/* The K loop: channel by channel from (ci, t) = (k0 / 9, k0 % 9); LOADB
+ * sets b0, b1 for tap t from the channel base xc (a byte address). */
+#define DKERNEL_BODY(ROWS, LOADB)                                           \
+    ROWS(DDECL)                                                             \
+    size_t t = k0 % 9, left = kc;                                           \
+    uintptr_t xc = (uintptr_t)x + (k0 / 9) * HW * sizeof(float);            \
+    while (left > 0) {                                                      \
+        const size_t run_ = 9 - t < left ? 9 - t : left, tend = t + run_;   \
+        for (; t < tend; t++) {                                             \
+            __m512 b0, b1;                                                  \
+            LOADB                                                           \
+            ROWS(DSTEP)                                                     \
+            a += MR_MAX;                                                    \
+        }                                                                   \
+        left -= run_;                                                       \
+        if (t == 9) {                                                       \
+            t = 0;                                                          \
+            xc += HW * sizeof(float);                                       \
+        }                                                                   \
+    }                                                                       \
+    {                                                                       \
+        const size_t n0 = nr < 16 ? nr : 16, n1 = nr > 16 ? nr - 16 : 0;     \
+        const __mmask16 m0 = (__mmask16)((1u << n0) - 1u);                  \
+        const __mmask16 m1 = (__mmask16)((1u << n1) - 1u);                  \
+        ROWS(DSTORE)                                                        \
+    }
+
+#ifndef DPF
+#define DPF 256
+#endif
+/* One segment: a masked load per half from the segment's offset. */
+#define DLOAD1                                                              \
+    {                                                                       \
+        const uintptr_t src = xc + (uintptr_t)off1[t];                      \
+        _mm_prefetch((const char *)(src + DPF), _MM_HINT_T0);               \
+        b0 = _mm512_maskz_loadu_ps(m1lo[t], (const void *)src);              \
+        b1 = _mm512_maskz_loadu_ps(m1hi[t], (const void *)(src + 64));       \
+    }
+/* Several segments: their disjoint lanes ORed together. */
+#define DLOADN                                                              \
+    {                                                                       \
+        __m512i v0 = _mm512_setzero_si512(), v1 = _mm512_setzero_si512();     \
+        _mm_prefetch((const char *)(xc + (uintptr_t)(rt->off[t][0] * (ptrdiff_t)sizeof(float)) + DPF), \
+                     _MM_HINT_T0);                                          \
+        for (size_t r_ = 0; r_ < rt->nrun; r_++) {                          \
+            const uint32_t m_ = rt->mask[t][r_];                            \
+            const uintptr_t src =                                           \
+                xc + (uintptr_t)(rt->off[t][r_] * (ptrdiff_t)sizeof(float)); \
+            v0 = _mm512_or_si512(v0, _mm512_maskz_loadu_epi32((__mmask16)(m_ & 0xFFFFu), \
+                                                              (const void *)src)); \
+            v1 = _mm512_or_si512(v1, _mm512_maskz_loadu_epi32((__mmask16)(m_ >> 16),    \
+                                                              (const void *)(src + 64))); \
+        }                                                                   \
+        b0 = _mm512_castsi512_ps(v0);                                       \
+        b1 = _mm512_castsi512_ps(v1);                                       \
+    }
+
+#define DKERNEL_ARGS                                                        \
+    size_t kc, const float *a, const float *x, size_t HW, size_t k0,        \
+        const struct runtab *rt, float *c, size_t ldc, size_t mr, size_t nr, int mode, \
+        const float *bias
+
+/* One-segment tables: tap t's byte offset and half masks. */
+#define DTAB1                                                               \
+    ptrdiff_t off1[9];                                                      \
+    __mmask16 m1lo[9], m1hi[9];                                             \
+    for (size_t q_ = 0; q_ < 9; q_++) {                                     \
+        off1[q_] = rt->off[q_][0] * (ptrdiff_t)sizeof(float);               \
+        m1lo[q_] = (__mmask16)(rt->mask[q_][0] & 0xFFFFu);                  \
+        m1hi[q_] = (__mmask16)(rt->mask[q_][0] >> 16);                      \
+    }
+
+#define DROWS4(X) X(0) X(1) X(2) X(3)
+#define DROWS8(X) DROWS4(X) X(4) X(5) X(6) X(7)
+#define DROWS12(X) DROWS8(X) X(8) X(9) X(10) X(11)
+
+#define DKERNEL(name, ROWS)                                                 \
+    __attribute__((target("avx512f"))) static void name##_1(DKERNEL_ARGS)   \
+    {                                                                       \
+        DTAB1                                                               \
+        DKERNEL_BODY(ROWS, DLOAD1)                                          \
+    }                                                                       \
+    __attribute__((target("avx512f"))) static void name##_n(DKERNEL_ARGS)   \
+    {                                                                       \
+        DKERNEL_BODY(ROWS, DLOADN)                                          \
+    }
+DKERNEL(dkernel4, DROWS4)
+DKERNEL(dkernel8, DROWS8)
+DKERNEL(dkernel12, DROWS12)
+
+_Static_assert(MR_MAX == 12, "the direct kernels' A strips are 12 wide (COLS layout)");
+
+static void dkernel(DKERNEL_ARGS)
+{
+    const int one = rt->nrun == 1;
+    if (mr <= 4)
+        (one ? dkernel4_1 : dkernel4_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
+    else if (mr <= 8)
+        (one ? dkernel8_1 : dkernel8_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
+    else
+        (one ? dkernel12_1 : dkernel12_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
+}
 #endif
 
 /* 1 when the job's panels come from im2col32_avx512. */
@@ -337,6 +484,9 @@ static void pack_a(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t 
     }
 }
 
+static void store_split(const struct cjob *jb, const float *tbuf, size_t nr, size_t i, size_t h,
+                        size_t j, size_t w, int mode, const float *bias);
+
 /* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 of C, from the
  * packed strip a and panel b over kc. */
 static void tile(const struct cjob *jb, size_t kc, const float *a, const float *b, size_t i,
@@ -360,13 +510,23 @@ static void tile(const struct cjob *jb, size_t kc, const float *a, const float *
     /* Across a sample boundary: the tile itself (C = product), then the same
      * update as the kernel's in each part. */
     v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, tbuf, v->nr, h, w, 1.0f, 0.0f, DIFFUSE__GEMM_SET);
+    store_split(jb, tbuf, v->nr, i, h, j, w, mode, bias);
+}
+
+/* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 of C, computed
+ * into tbuf (row stride nr), stored across a sample boundary with the
+ * kernel's update (mode) and then bias[i + r] (when not NULL) in each
+ * part. */
+static void store_split(const struct cjob *jb, const float *tbuf, size_t nr, size_t i, size_t h,
+                        size_t j, size_t w, int mode, const float *bias)
+{
     for (size_t r = 0; r < h; r++) {
         size_t q = 0;
         while (q < w) {
             const size_t n = j + q, sg = n / jb->cseg, o = n % jb->cseg;
             const size_t len = min_sz(jb->cseg - o, w - q);
             float *c = jb->C + sg * jb->cstride + (i + r) * jb->ldc + o;
-            const float *t = tbuf + r * v->nr + q;
+            const float *t = tbuf + r * nr + q;
             for (size_t u = 0; u < len; u++) {
                 float val = t[u];
                 if (mode == DIFFUSE__GEMM_ADD)
@@ -378,6 +538,110 @@ static void tile(const struct cjob *jb, size_t kc, const float *a, const float *
             q += len;
         }
     }
+}
+
+#ifdef CONV_AVX512
+/* Rows i .. i + h - 1 of op(A) (A_W or A_WFLIP), columns p0 .. p0 + kc - 1,
+ * in the COLS layout of a 12-row strip: dst[p * 12 + r], rows h .. 11
+ * zero. */
+static void pack_a_cols(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t kc,
+                        float *dst)
+{
+    for (size_t p = 0; p < kc; p++)
+        for (size_t r = h; r < MR_MAX; r++)
+            dst[p * MR_MAX + r] = 0.0f;
+    if (jb->akind == A_W) {
+        for (size_t r = 0; r < h; r++) {
+            const float *src = jb->A + (i + r) * jb->lda + p0;
+            for (size_t p = 0; p < kc; p++)
+                dst[p * MR_MAX + r] = src[p];
+        }
+        return;
+    }
+    /* A_WFLIP: A[ci][co 9 + t] = W[(co acin + ci) 9 + 8 - t] */
+    size_t co = p0 / 9, t = p0 % 9;
+    for (size_t p = 0; p < kc; p++) {
+        const float *src = jb->A + (co * jb->acin + i) * 9 + 8 - t;
+        for (size_t r = 0; r < h; r++)
+            dst[p * MR_MAX + r] = src[r * 9];
+        if (++t == 9) {
+            t = 0;
+            co++;
+        }
+    }
+}
+
+/* Columns per block of the direct path: the block's image rows (a K
+ * block's channels, the block's columns and two image rows around them)
+ * stay in L2 while every row strip passes over them. */
+#define DNB 256
+_Static_assert(DNB <= NB && DNB % 32 == 0, "DNB: whole panels, run tables for NB / 32");
+
+/* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 (w <= 32) of
+ * C from the COLS strip a (K rows p0 .. p0 + kc - 1) and the image, by the
+ * direct kernel: the bits of tile() on the packed panel. */
+static void dtile(const struct cjob *jb, size_t kc, const float *a, size_t p0,
+                  const struct runtab *rt, size_t i, size_t h, size_t j, size_t w, int mode,
+                  int last, float *tbuf)
+{
+    const size_t seg = j / jb->cseg, off = j % jb->cseg, HW = jb->g.H * jb->g.W;
+    const float *bias = last ? jb->bias : NULL;
+    if (off + w <= jb->cseg) {
+        float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
+        dkernel(kc, a, jb->g.x, HW, p0, rt, c, jb->ldc, h, w, mode,
+                bias != NULL ? bias + i : NULL);
+        return;
+    }
+    dkernel(kc, a, jb->g.x, HW, p0, rt, tbuf, 32, h, w, DIFFUSE__GEMM_SET, NULL);
+    store_split(jb, tbuf, 32, i, h, j, w, mode, bias);
+}
+
+/* job_part for a stride-1 B_COL job on the AVX-512 kernel: no B panels,
+ * the direct kernel reads the image.  The A strips in the COLS layout,
+ * all of op(A) packed once into the slot's B area when it fits, else a
+ * strip at a time. */
+static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+{
+    const size_t M = jb->M, K = jb->K, nstrip = (M + MR_MAX - 1) / MR_MAX;
+    float *bbuf = slot, *abuf = slot + SLOT_B, *tbuf = abuf + SLOT_A, *xbuf = tbuf + SLOT_T;
+    struct runtab *rts = (struct runtab *)(void *)(xbuf + SLOT_X);
+    const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
+    const int whole = nstrip * MR_MAX * K <= SLOT_B;
+    if (whole)
+        for (size_t s = 0; s < nstrip; s++)
+            pack_a_cols(jb, s * MR_MAX, min_sz(MR_MAX, M - s * MR_MAX), 0, K,
+                        bbuf + s * MR_MAX * K);
+    for (size_t j0 = n0; j0 < n1; j0 += DNB) {
+        const size_t n = min_sz(DNB, n1 - j0), npan = (n + 31) / 32;
+        for (size_t q = 0; q < npan; q++)
+            runtab_build(&jb->g, j0 + q * 32, min_sz(32, n - q * 32), rts + q);
+        for (size_t p0 = 0; p0 < K; p0 += kcb) {
+            const size_t kc = min_sz(kcb, K - p0);
+            const int mode = p0 == 0 ? jb->mode : DIFFUSE__GEMM_ADD, last = p0 + kc >= K;
+            for (size_t i = 0; i < M; i += MR_MAX) {
+                const size_t h = min_sz(MR_MAX, M - i);
+                const float *a;
+                if (whole) {
+                    a = bbuf + i * K + p0 * MR_MAX;
+                } else {
+                    pack_a_cols(jb, i, h, p0, kc, abuf);
+                    a = abuf;
+                }
+                for (size_t q = 0; q < npan; q++)
+                    dtile(jb, kc, a, p0, rts + q, i, h, j0 + q * 32, min_sz(32, n - q * 32),
+                          mode, last, tbuf);
+            }
+        }
+    }
+}
+#endif
+
+/* 0: the direct kernel is off (tests compare it with the packed path). */
+static _Atomic int direct_on = 1;
+
+int diffuse__conv3x3_direct(int on)
+{
+    return atomic_exchange(&direct_on, on);
 }
 
 /* Columns n0 .. n1 - 1 of the job's C (n0 a multiple of NR), with the
@@ -395,6 +659,12 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
     /* K blocks of nearly equal depth: a function of K alone. */
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
     const int fast = job_avx512(jb);
+#ifdef CONV_AVX512
+    if (fast && jb->bkind == B_COL && atomic_load(&direct_on)) {
+        job_part_direct(jb, n0, n1, slot);
+        return;
+    }
+#endif
     for (size_t j0 = n0; j0 < n1; j0 += NB) {
         const size_t n = min_sz(NB, n1 - j0), npan = (n + nr - 1) / nr;
 #ifdef CONV_AVX512
