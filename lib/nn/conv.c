@@ -636,6 +636,157 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
 }
 #endif
 
+#ifdef CONV_AVX512
+/* ------------------------------------------------------------------------ */
+/* dW of a stride-1 conv: the taps as rows, the pixels as the K-sum         */
+/* ------------------------------------------------------------------------ */
+
+/* dW[co][ci 9 + t] += sum over the pixels (b, oy, ox) of
+ * xpad[b][ci][oy + ky][ox + kx] dy[b][co][oy][ox], t = ky 3 + kx, xpad
+ * the image with a border of zeros.  For one channel ci the 9 taps are the
+ * rows of a 9 x 32 tile over 32 output channels: each pixel step
+ * broadcasts 9 values of xpad (three rows, three neighbours each) and
+ * loads 32 values of dy transposed (dyT[pixel][co], packed by the GEMM's
+ * pack_bt): 18 FMAs, no im2col and no per-tap transpose.  The pixels go in
+ * bands of whole image rows of one sample (a function of the shape only);
+ * each band's 9 x 32 sums are added to a buffer acc[ci][t][co] in band
+ * order, and acc to dW at the end.  Threads take disjoint ranges of
+ * channels ci, so each output's sum is made by one thread, in the same
+ * order whatever the thread count. */
+
+/* Band height (output rows): about DWPIX pixels. */
+#define DWPIX 128
+
+__attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t Wd,
+                                                        const float *xp, const float *dT,
+                                                        float *acc)
+{
+    const size_t ld = Wd + 2;
+#define DWG_DECL(t) __m512 a##t##_0 = _mm512_setzero_ps(), a##t##_1 = _mm512_setzero_ps();
+#define DWG_FMA(t, src)                                                     \
+    {                                                                       \
+        const __m512 xv = _mm512_set1_ps(src);                              \
+        a##t##_0 = _mm512_fmadd_ps(xv, b0, a##t##_0);                       \
+        a##t##_1 = _mm512_fmadd_ps(xv, b1, a##t##_1);                       \
+    }
+#define DWG_OUT(t)                                                          \
+    _mm512_storeu_ps(acc + (t) * 32, _mm512_add_ps(_mm512_loadu_ps(acc + (t) * 32), a##t##_0)); \
+    _mm512_storeu_ps(acc + (t) * 32 + 16,                                   \
+                     _mm512_add_ps(_mm512_loadu_ps(acc + (t) * 32 + 16), a##t##_1));
+    DWG_DECL(0) DWG_DECL(1) DWG_DECL(2) DWG_DECL(3) DWG_DECL(4) DWG_DECL(5) DWG_DECL(6)
+    DWG_DECL(7) DWG_DECL(8)
+    for (size_t r = 0; r < nrows; r++) {
+        const float *x0 = xp + r * ld, *x1 = x0 + ld, *x2 = x1 + ld;
+        for (size_t ox = 0; ox < Wd; ox++) {
+            const __m512 b0 = _mm512_loadu_ps(dT), b1 = _mm512_loadu_ps(dT + 16);
+            DWG_FMA(0, x0[ox])
+            DWG_FMA(1, x0[ox + 1])
+            DWG_FMA(2, x0[ox + 2])
+            DWG_FMA(3, x1[ox])
+            DWG_FMA(4, x1[ox + 1])
+            DWG_FMA(5, x1[ox + 2])
+            DWG_FMA(6, x2[ox])
+            DWG_FMA(7, x2[ox + 1])
+            DWG_FMA(8, x2[ox + 2])
+            dT += 32;
+        }
+    }
+    DWG_OUT(0) DWG_OUT(1) DWG_OUT(2) DWG_OUT(3) DWG_OUT(4) DWG_OUT(5) DWG_OUT(6) DWG_OUT(7)
+    DWG_OUT(8)
+#undef DWG_DECL
+#undef DWG_FMA
+#undef DWG_OUT
+}
+
+/* Band height for a W-wide image of H rows. */
+static size_t dw_band(size_t H, size_t Wd)
+{
+    const size_t r = DWPIX / Wd;
+    return r < 1 ? 1 : r > H ? H : r;
+}
+
+/* Floats of one thread's buffers for channels ci0 .. ci0 + nc - 1:
+ * acc [nc][9][Coutp], the padded band [nc][(R + 2) (W + 2)] and dyT
+ * [R W][Coutp] (Coutp: Cout rounded up to 32). */
+static size_t dw_floats(size_t nc, size_t Cout, size_t H, size_t Wd)
+{
+    const size_t R = dw_band(H, Wd), Coutp = (Cout + 31) / 32 * 32;
+    return nc * 9 * Coutp + nc * (R + 2) * (Wd + 2) + R * Wd * Coutp;
+}
+
+/* Channels ci0 .. ci1 - 1 of dW, with one slot's B area. */
+static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo *g, size_t B,
+                        const float *dy, size_t Cout, float *dW, size_t ci0, size_t ci1,
+                        float *buf)
+{
+    const size_t H = g->H, Wd = g->W, P = g->P, HW = H * Wd, K = g->C * 9, nc = ci1 - ci0;
+    const size_t R = dw_band(H, Wd), Coutp = (Cout + 31) / 32 * 32, ld = Wd + 2;
+    const size_t bandp = (R + 2) * ld;
+    float *acc = buf, *xp = acc + nc * 9 * Coutp, *dT = xp + nc * bandp;
+    memset(acc, 0, nc * 9 * Coutp * sizeof *acc);
+    for (size_t b = 0; b < B; b++) {
+        const float *xb = g->x + b * g->chw, *yb = dy + b * Cout * P;
+        for (size_t oy0 = 0; oy0 < H; oy0 += R) {
+            const size_t nr = min_sz(R, H - oy0), np = nr * Wd;
+            /* the band's input rows oy0 - 1 .. oy0 + nr with a zero border */
+            for (size_t c = 0; c < nc; c++) {
+                float *d = xp + c * bandp;
+                const float *src = xb + (ci0 + c) * HW;
+                for (size_t r = 0; r < nr + 2; r++) {
+                    float *dr = d + r * ld;
+                    const size_t iy = oy0 + r - 1;
+                    if (iy >= H) {
+                        memset(dr, 0, ld * sizeof *dr);
+                        continue;
+                    }
+                    dr[0] = 0.0f;
+                    memcpy(dr + 1, src + iy * Wd, Wd * sizeof *dr);
+                    dr[Wd + 1] = 0.0f;
+                }
+            }
+            /* dyT of the band, 32 output channels a panel */
+            v->pack_bt(yb, P, oy0 * Wd, np, 0, Cout, dT);
+            for (size_t q = 0; q < Coutp; q += 32)
+                for (size_t c = 0; c < nc; c++)
+                    dwg_kernel(nr, Wd, xp + c * bandp, dT + q * np, acc + c * 9 * Coutp + q * 9);
+        }
+    }
+    for (size_t c = 0; c < nc; c++)
+        for (size_t q = 0; q < Coutp; q += 32)
+            for (size_t t = 0; t < 9; t++) {
+                const float *a = acc + c * 9 * Coutp + q * 9 + t * 32;
+                for (size_t j = 0; j < 32 && q + j < Cout; j++)
+                    dW[(q + j) * K + (ci0 + c) * 9 + t] += a[j];
+            }
+}
+
+/* The whole dW pass by dw_channels, the channels split among the
+ * threads.  0 when a thread's buffers do not fit its slot (the caller then
+ * runs the GEMM path). */
+static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g, size_t B,
+                     const float *dy, size_t Cout, float *dW, float *slots, int nth)
+{
+    const size_t Cin = g->C;
+    const double macs = (double)Cout * (double)Cin * 9.0 * (double)g->P * (double)B;
+    int parts = 1;
+    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+        parts = Cin < (size_t)nth ? (int)Cin : nth;
+    if (dw_floats((Cin + (size_t)parts - 1) / (size_t)parts, Cout, g->H, g->W) > SLOT_B)
+        return 0;
+    if (parts > 1) {
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            dw_channels(v, g, B, dy, Cout, dW, (size_t)t * Cin / (size_t)parts,
+                        (size_t)(t + 1) * Cin / (size_t)parts, slots + (size_t)t * SLOT);
+        return 1;
+    }
+    dw_channels(v, g, B, dy, Cout, dW, 0, Cin, slots);
+    return 1;
+}
+#endif
+
 /* 0: the direct kernel is off (tests compare it with the packed path). */
 static _Atomic int direct_on = 1;
 
@@ -871,6 +1022,14 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
         return;
     jb.v = diffuse__gemm_variant_now();
     jb.bias = NULL;
+#ifdef CONV_AVX512
+    if (dW != NULL && Cout > 0 && s == 1 && jb.v == &diffuse__gemm_avx512 &&
+        atomic_load(&direct_on) &&
+        dw_direct(jb.v, &jb.g, B, dy, Cout, dW, work + (size_t)nth * col_floats(Cin, H, Wd, s),
+                  nth)) {
+        /* done */
+    } else
+#endif
     if (dW != NULL && Cout > 0) {
         jb.M = Cout;
         jb.N = K;

@@ -752,7 +752,9 @@ static void test_linear_fused_bitwise(void)
  * with images of fewer than 32 pixels, three or more; Cin and Cout not
  * multiples of the 12-row strips (strips of 1, 2, 5 rows); a K block
  * starting inside a channel (Cin 43: two blocks of 194 = 21 * 9 + 5);
- * several column blocks; B = 1 .. 3; stride 2 beside.  Each output against
+ * several column blocks; B = 1 .. 3; stride 2 beside; dW by its own
+ * kernel (taps as rows, output channels padded to 32, bands of rows) with
+ * its channels split among the threads.  Each output against
  * the double reference (errors scaled as in test_conv_float), y and dx
  * bit for bit against the packed path, and every output bit for bit at
  * 1, 2 and 3 threads. */
@@ -763,7 +765,8 @@ static void test_conv_direct(void)
                                     {2, 17, 13, 13, 5, 1}, {3, 3, 28, 28, 17, 1},
                                     {2, 43, 6, 10, 7, 1},  {3, 4, 5, 5, 9, 1},
                                     {2, 26, 9, 9, 14, 1},  {1, 2, 1, 40, 3, 1},
-                                    {3, 2, 3, 2, 25, 1},   {2, 6, 13, 7, 14, 2},
+                                    {3, 2, 3, 2, 25, 1},   {2, 16, 20, 28, 24, 1},
+                                    {2, 6, 13, 7, 14, 2},
                                     {3, 13, 28, 28, 2, 2}};
     const int old = diffuse__conv3x3_direct(1);
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
