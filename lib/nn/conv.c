@@ -30,6 +30,7 @@
 #include "nn/gemm_kernels.h"
 #include "nn/layers.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -248,6 +249,152 @@ im2col32_avx512(const struct geo *g, const struct runtab *rts, size_t ngrp, size
         }
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* Direct kernels: B read straight from the image                           */
+/* ------------------------------------------------------------------------ */
+
+/* The tile of rows 0 .. mr - 1 (R = 4, 8, 12 rows computed) and the 32
+ * columns of a run table of a stride-1 B_COL operand: acc[r][jj] = sum
+ * over k0 .. k0 + kc - 1 of a[(k - k0) MR + r] col[k][n0 + jj], the B
+ * values loaded from x with the run table's masks and offsets instead of
+ * from a packed panel.  Same arithmetic as the packed kernel
+ * (gemm_avx512.c: one FMA per step into one accumulator per element, k in
+ * increasing order, masked-off lanes zero), so the same bits.  The tile
+ * then updates C as the kernel does (SET / ADD on the first mr rows and nr
+ * columns), plus bias[r] when bias is not NULL (after the update, as
+ * tile() adds it). */
+#define DSTEP(r)                                                            \
+    {                                                                       \
+        const __m512 av = _mm512_set1_ps(a[r]);                            \
+        c##r##_0 = _mm512_fmadd_ps(av, b0, c##r##_0);                       \
+        c##r##_1 = _mm512_fmadd_ps(av, b1, c##r##_1);                       \
+    }
+#define DDECL(r) __m512 c##r##_0 = _mm512_setzero_ps(), c##r##_1 = _mm512_setzero_ps();
+#define DSTORE(r)                                                           \
+    if ((size_t)(r) < mr)                                                   \
+        dstore_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, mode,  \
+                   bias != NULL ? bias[r] : 0.0f, bias != NULL);
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+dstore_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1, int mode, float br,
+           int has_bias)
+{
+    if (mode == DIFFUSE__GEMM_ADD) {
+        x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), x0);
+        x1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), x1);
+    }
+    if (has_bias) {
+        const __m512 vb = _mm512_set1_ps(br);
+        x0 = _mm512_add_ps(x0, vb);
+        x1 = _mm512_add_ps(x1, vb);
+    }
+    _mm512_mask_storeu_ps(cr, m0, x0);
+    _mm512_mask_storeu_ps(cr + 16, m1, x1);
+}
+
+/* The K loop: channel by channel from (ci, t) = (k0 / 9, k0 % 9); LOADB
+ * sets b0, b1 for tap t from the channel base xc (a byte address). */
+#define DKERNEL_BODY(ROWS, LOADB)                                           \
+    ROWS(DDECL)                                                             \
+    size_t t = k0 % 9, left = kc;                                           \
+    uintptr_t xc = (uintptr_t)x + (k0 / 9) * HW * sizeof(float);            \
+    while (left > 0) {                                                      \
+        const size_t run_ = 9 - t < left ? 9 - t : left, tend = t + run_;   \
+        for (; t < tend; t++) {                                             \
+            __m512 b0, b1;                                                  \
+            LOADB                                                           \
+            ROWS(DSTEP)                                                     \
+            a += MR_MAX;                                                    \
+        }                                                                   \
+        left -= run_;                                                       \
+        if (t == 9) {                                                       \
+            t = 0;                                                          \
+            xc += HW * sizeof(float);                                       \
+        }                                                                   \
+    }                                                                       \
+    {                                                                       \
+        const size_t n0 = nr < 16 ? nr : 16, n1 = nr > 16 ? nr - 16 : 0;     \
+        const __mmask16 m0 = (__mmask16)((1u << n0) - 1u);                  \
+        const __mmask16 m1 = (__mmask16)((1u << n1) - 1u);                  \
+        ROWS(DSTORE)                                                        \
+    }
+
+#ifndef DPF
+#define DPF 256
+#endif
+/* One segment: a masked load per half from the segment's offset. */
+#define DLOAD1                                                              \
+    {                                                                       \
+        const uintptr_t src = xc + (uintptr_t)off1[t];                      \
+        _mm_prefetch((const char *)(src + DPF), _MM_HINT_T0);               \
+        b0 = _mm512_maskz_loadu_ps(m1lo[t], (const void *)src);              \
+        b1 = _mm512_maskz_loadu_ps(m1hi[t], (const void *)(src + 64));       \
+    }
+/* Several segments: their disjoint lanes ORed together. */
+#define DLOADN                                                              \
+    {                                                                       \
+        __m512i v0 = _mm512_setzero_si512(), v1 = _mm512_setzero_si512();     \
+        _mm_prefetch((const char *)(xc + (uintptr_t)(rt->off[t][0] * (ptrdiff_t)sizeof(float)) + DPF), \
+                     _MM_HINT_T0);                                          \
+        for (size_t r_ = 0; r_ < rt->nrun; r_++) {                          \
+            const uint32_t m_ = rt->mask[t][r_];                            \
+            const uintptr_t src =                                           \
+                xc + (uintptr_t)(rt->off[t][r_] * (ptrdiff_t)sizeof(float)); \
+            v0 = _mm512_or_si512(v0, _mm512_maskz_loadu_epi32((__mmask16)(m_ & 0xFFFFu), \
+                                                              (const void *)src)); \
+            v1 = _mm512_or_si512(v1, _mm512_maskz_loadu_epi32((__mmask16)(m_ >> 16),    \
+                                                              (const void *)(src + 64))); \
+        }                                                                   \
+        b0 = _mm512_castsi512_ps(v0);                                       \
+        b1 = _mm512_castsi512_ps(v1);                                       \
+    }
+
+#define DKERNEL_ARGS                                                        \
+    size_t kc, const float *a, const float *x, size_t HW, size_t k0,        \
+        const struct runtab *rt, float *c, size_t ldc, size_t mr, size_t nr, int mode, \
+        const float *bias
+
+/* One-segment tables: tap t's byte offset and half masks. */
+#define DTAB1                                                               \
+    ptrdiff_t off1[9];                                                      \
+    __mmask16 m1lo[9], m1hi[9];                                             \
+    for (size_t q_ = 0; q_ < 9; q_++) {                                     \
+        off1[q_] = rt->off[q_][0] * (ptrdiff_t)sizeof(float);               \
+        m1lo[q_] = (__mmask16)(rt->mask[q_][0] & 0xFFFFu);                  \
+        m1hi[q_] = (__mmask16)(rt->mask[q_][0] >> 16);                      \
+    }
+
+#define DROWS4(X) X(0) X(1) X(2) X(3)
+#define DROWS8(X) DROWS4(X) X(4) X(5) X(6) X(7)
+#define DROWS12(X) DROWS8(X) X(8) X(9) X(10) X(11)
+
+#define DKERNEL(name, ROWS)                                                 \
+    __attribute__((target("avx512f"))) static void name##_1(DKERNEL_ARGS)   \
+    {                                                                       \
+        DTAB1                                                               \
+        DKERNEL_BODY(ROWS, DLOAD1)                                          \
+    }                                                                       \
+    __attribute__((target("avx512f"))) static void name##_n(DKERNEL_ARGS)   \
+    {                                                                       \
+        DKERNEL_BODY(ROWS, DLOADN)                                          \
+    }
+DKERNEL(dkernel4, DROWS4)
+DKERNEL(dkernel8, DROWS8)
+DKERNEL(dkernel12, DROWS12)
+
+_Static_assert(MR_MAX == 12, "the direct kernels' A strips are 12 wide (COLS layout)");
+
+static void dkernel(DKERNEL_ARGS)
+{
+    const int one = rt->nrun == 1;
+    if (mr <= 4)
+        (one ? dkernel4_1 : dkernel4_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
+    else if (mr <= 8)
+        (one ? dkernel8_1 : dkernel8_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
+    else
+        (one ? dkernel12_1 : dkernel12_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
+}
 #endif
 
 /* 1 when the job's panels come from im2col32_avx512. */
@@ -337,6 +484,9 @@ static void pack_a(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t 
     }
 }
 
+static void store_split(const struct cjob *jb, const float *tbuf, size_t nr, size_t i, size_t h,
+                        size_t j, size_t w, int mode, const float *bias);
+
 /* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 of C, from the
  * packed strip a and panel b over kc. */
 static void tile(const struct cjob *jb, size_t kc, const float *a, const float *b, size_t i,
@@ -360,13 +510,23 @@ static void tile(const struct cjob *jb, size_t kc, const float *a, const float *
     /* Across a sample boundary: the tile itself (C = product), then the same
      * update as the kernel's in each part. */
     v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, tbuf, v->nr, h, w, 1.0f, 0.0f, DIFFUSE__GEMM_SET);
+    store_split(jb, tbuf, v->nr, i, h, j, w, mode, bias);
+}
+
+/* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 of C, computed
+ * into tbuf (row stride nr), stored across a sample boundary with the
+ * kernel's update (mode) and then bias[i + r] (when not NULL) in each
+ * part. */
+static void store_split(const struct cjob *jb, const float *tbuf, size_t nr, size_t i, size_t h,
+                        size_t j, size_t w, int mode, const float *bias)
+{
     for (size_t r = 0; r < h; r++) {
         size_t q = 0;
         while (q < w) {
             const size_t n = j + q, sg = n / jb->cseg, o = n % jb->cseg;
             const size_t len = min_sz(jb->cseg - o, w - q);
             float *c = jb->C + sg * jb->cstride + (i + r) * jb->ldc + o;
-            const float *t = tbuf + r * v->nr + q;
+            const float *t = tbuf + r * nr + q;
             for (size_t u = 0; u < len; u++) {
                 float val = t[u];
                 if (mode == DIFFUSE__GEMM_ADD)
@@ -378,6 +538,261 @@ static void tile(const struct cjob *jb, size_t kc, const float *a, const float *
             q += len;
         }
     }
+}
+
+#ifdef CONV_AVX512
+/* Rows i .. i + h - 1 of op(A) (A_W or A_WFLIP), columns p0 .. p0 + kc - 1,
+ * in the COLS layout of a 12-row strip: dst[p * 12 + r], rows h .. 11
+ * zero. */
+static void pack_a_cols(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t kc,
+                        float *dst)
+{
+    for (size_t p = 0; p < kc; p++)
+        for (size_t r = h; r < MR_MAX; r++)
+            dst[p * MR_MAX + r] = 0.0f;
+    if (jb->akind == A_W) {
+        for (size_t r = 0; r < h; r++) {
+            const float *src = jb->A + (i + r) * jb->lda + p0;
+            for (size_t p = 0; p < kc; p++)
+                dst[p * MR_MAX + r] = src[p];
+        }
+        return;
+    }
+    /* A_WFLIP: A[ci][co 9 + t] = W[(co acin + ci) 9 + 8 - t] */
+    size_t co = p0 / 9, t = p0 % 9;
+    for (size_t p = 0; p < kc; p++) {
+        const float *src = jb->A + (co * jb->acin + i) * 9 + 8 - t;
+        for (size_t r = 0; r < h; r++)
+            dst[p * MR_MAX + r] = src[r * 9];
+        if (++t == 9) {
+            t = 0;
+            co++;
+        }
+    }
+}
+
+/* Columns per block of the direct path: the block's image rows (a K
+ * block's channels, the block's columns and two image rows around them)
+ * stay in L2 while every row strip passes over them. */
+#define DNB 256
+_Static_assert(DNB <= NB && DNB % 32 == 0, "DNB: whole panels, run tables for NB / 32");
+
+/* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 (w <= 32) of
+ * C from the COLS strip a (K rows p0 .. p0 + kc - 1) and the image, by the
+ * direct kernel: the bits of tile() on the packed panel. */
+static void dtile(const struct cjob *jb, size_t kc, const float *a, size_t p0,
+                  const struct runtab *rt, size_t i, size_t h, size_t j, size_t w, int mode,
+                  int last, float *tbuf)
+{
+    const size_t seg = j / jb->cseg, off = j % jb->cseg, HW = jb->g.H * jb->g.W;
+    const float *bias = last ? jb->bias : NULL;
+    if (off + w <= jb->cseg) {
+        float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
+        dkernel(kc, a, jb->g.x, HW, p0, rt, c, jb->ldc, h, w, mode,
+                bias != NULL ? bias + i : NULL);
+        return;
+    }
+    dkernel(kc, a, jb->g.x, HW, p0, rt, tbuf, 32, h, w, DIFFUSE__GEMM_SET, NULL);
+    store_split(jb, tbuf, 32, i, h, j, w, mode, bias);
+}
+
+/* job_part for a stride-1 B_COL job on the AVX-512 kernel: no B panels,
+ * the direct kernel reads the image.  The A strips in the COLS layout,
+ * all of op(A) packed once into the slot's B area when it fits, else a
+ * strip at a time. */
+static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+{
+    const size_t M = jb->M, K = jb->K, nstrip = (M + MR_MAX - 1) / MR_MAX;
+    float *bbuf = slot, *abuf = slot + SLOT_B, *tbuf = abuf + SLOT_A, *xbuf = tbuf + SLOT_T;
+    struct runtab *rts = (struct runtab *)(void *)(xbuf + SLOT_X);
+    const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
+    const int whole = nstrip * MR_MAX * K <= SLOT_B;
+    if (whole)
+        for (size_t s = 0; s < nstrip; s++)
+            pack_a_cols(jb, s * MR_MAX, min_sz(MR_MAX, M - s * MR_MAX), 0, K,
+                        bbuf + s * MR_MAX * K);
+    for (size_t j0 = n0; j0 < n1; j0 += DNB) {
+        const size_t n = min_sz(DNB, n1 - j0), npan = (n + 31) / 32;
+        for (size_t q = 0; q < npan; q++)
+            runtab_build(&jb->g, j0 + q * 32, min_sz(32, n - q * 32), rts + q);
+        for (size_t p0 = 0; p0 < K; p0 += kcb) {
+            const size_t kc = min_sz(kcb, K - p0);
+            const int mode = p0 == 0 ? jb->mode : DIFFUSE__GEMM_ADD, last = p0 + kc >= K;
+            for (size_t i = 0; i < M; i += MR_MAX) {
+                const size_t h = min_sz(MR_MAX, M - i);
+                const float *a;
+                if (whole) {
+                    a = bbuf + i * K + p0 * MR_MAX;
+                } else {
+                    pack_a_cols(jb, i, h, p0, kc, abuf);
+                    a = abuf;
+                }
+                for (size_t q = 0; q < npan; q++)
+                    dtile(jb, kc, a, p0, rts + q, i, h, j0 + q * 32, min_sz(32, n - q * 32),
+                          mode, last, tbuf);
+            }
+        }
+    }
+}
+#endif
+
+#ifdef CONV_AVX512
+/* ------------------------------------------------------------------------ */
+/* dW of a stride-1 conv: the taps as rows, the pixels as the K-sum         */
+/* ------------------------------------------------------------------------ */
+
+/* dW[co][ci 9 + t] += sum over the pixels (b, oy, ox) of
+ * xpad[b][ci][oy + ky][ox + kx] dy[b][co][oy][ox], t = ky 3 + kx, xpad
+ * the image with a border of zeros.  For one channel ci the 9 taps are the
+ * rows of a 9 x 32 tile over 32 output channels: each pixel step
+ * broadcasts 9 values of xpad (three rows, three neighbours each) and
+ * loads 32 values of dy transposed (dyT[pixel][co], packed by the GEMM's
+ * pack_bt): 18 FMAs, no im2col and no per-tap transpose.  The pixels go in
+ * bands of whole image rows of one sample (a function of the shape only);
+ * each band's 9 x 32 sums are added to a buffer acc[ci][t][co] in band
+ * order, and acc to dW at the end.  Threads take disjoint ranges of
+ * channels ci, so each output's sum is made by one thread, in the same
+ * order whatever the thread count. */
+
+/* Band height (output rows): about DWPIX pixels. */
+#define DWPIX 128
+
+__attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t Wd,
+                                                        const float *xp, const float *dT,
+                                                        float *acc)
+{
+    const size_t ld = Wd + 2;
+#define DWG_DECL(t) __m512 a##t##_0 = _mm512_setzero_ps(), a##t##_1 = _mm512_setzero_ps();
+#define DWG_FMA(t, src)                                                     \
+    {                                                                       \
+        const __m512 xv = _mm512_set1_ps(src);                              \
+        a##t##_0 = _mm512_fmadd_ps(xv, b0, a##t##_0);                       \
+        a##t##_1 = _mm512_fmadd_ps(xv, b1, a##t##_1);                       \
+    }
+#define DWG_OUT(t)                                                          \
+    _mm512_storeu_ps(acc + (t) * 32, _mm512_add_ps(_mm512_loadu_ps(acc + (t) * 32), a##t##_0)); \
+    _mm512_storeu_ps(acc + (t) * 32 + 16,                                   \
+                     _mm512_add_ps(_mm512_loadu_ps(acc + (t) * 32 + 16), a##t##_1));
+    DWG_DECL(0) DWG_DECL(1) DWG_DECL(2) DWG_DECL(3) DWG_DECL(4) DWG_DECL(5) DWG_DECL(6)
+    DWG_DECL(7) DWG_DECL(8)
+    for (size_t r = 0; r < nrows; r++) {
+        const float *x0 = xp + r * ld, *x1 = x0 + ld, *x2 = x1 + ld;
+        for (size_t ox = 0; ox < Wd; ox++) {
+            const __m512 b0 = _mm512_loadu_ps(dT), b1 = _mm512_loadu_ps(dT + 16);
+            DWG_FMA(0, x0[ox])
+            DWG_FMA(1, x0[ox + 1])
+            DWG_FMA(2, x0[ox + 2])
+            DWG_FMA(3, x1[ox])
+            DWG_FMA(4, x1[ox + 1])
+            DWG_FMA(5, x1[ox + 2])
+            DWG_FMA(6, x2[ox])
+            DWG_FMA(7, x2[ox + 1])
+            DWG_FMA(8, x2[ox + 2])
+            dT += 32;
+        }
+    }
+    DWG_OUT(0) DWG_OUT(1) DWG_OUT(2) DWG_OUT(3) DWG_OUT(4) DWG_OUT(5) DWG_OUT(6) DWG_OUT(7)
+    DWG_OUT(8)
+#undef DWG_DECL
+#undef DWG_FMA
+#undef DWG_OUT
+}
+
+/* Band height for a W-wide image of H rows. */
+static size_t dw_band(size_t H, size_t Wd)
+{
+    const size_t r = DWPIX / Wd;
+    return r < 1 ? 1 : r > H ? H : r;
+}
+
+/* Floats of one thread's buffers for channels ci0 .. ci0 + nc - 1:
+ * acc [nc][9][Coutp], the padded band [nc][(R + 2) (W + 2)] and dyT
+ * [R W][Coutp] (Coutp: Cout rounded up to 32). */
+static size_t dw_floats(size_t nc, size_t Cout, size_t H, size_t Wd)
+{
+    const size_t R = dw_band(H, Wd), Coutp = (Cout + 31) / 32 * 32;
+    return nc * 9 * Coutp + nc * (R + 2) * (Wd + 2) + R * Wd * Coutp;
+}
+
+/* Channels ci0 .. ci1 - 1 of dW, with one slot's B area. */
+static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo *g, size_t B,
+                        const float *dy, size_t Cout, float *dW, size_t ci0, size_t ci1,
+                        float *buf)
+{
+    const size_t H = g->H, Wd = g->W, P = g->P, HW = H * Wd, K = g->C * 9, nc = ci1 - ci0;
+    const size_t R = dw_band(H, Wd), Coutp = (Cout + 31) / 32 * 32, ld = Wd + 2;
+    const size_t bandp = (R + 2) * ld;
+    float *acc = buf, *xp = acc + nc * 9 * Coutp, *dT = xp + nc * bandp;
+    memset(acc, 0, nc * 9 * Coutp * sizeof *acc);
+    for (size_t b = 0; b < B; b++) {
+        const float *xb = g->x + b * g->chw, *yb = dy + b * Cout * P;
+        for (size_t oy0 = 0; oy0 < H; oy0 += R) {
+            const size_t nr = min_sz(R, H - oy0), np = nr * Wd;
+            /* the band's input rows oy0 - 1 .. oy0 + nr with a zero border */
+            for (size_t c = 0; c < nc; c++) {
+                float *d = xp + c * bandp;
+                const float *src = xb + (ci0 + c) * HW;
+                for (size_t r = 0; r < nr + 2; r++) {
+                    float *dr = d + r * ld;
+                    const size_t iy = oy0 + r - 1;
+                    if (iy >= H) {
+                        memset(dr, 0, ld * sizeof *dr);
+                        continue;
+                    }
+                    dr[0] = 0.0f;
+                    memcpy(dr + 1, src + iy * Wd, Wd * sizeof *dr);
+                    dr[Wd + 1] = 0.0f;
+                }
+            }
+            /* dyT of the band, 32 output channels a panel */
+            v->pack_bt(yb, P, oy0 * Wd, np, 0, Cout, dT);
+            for (size_t q = 0; q < Coutp; q += 32)
+                for (size_t c = 0; c < nc; c++)
+                    dwg_kernel(nr, Wd, xp + c * bandp, dT + q * np, acc + c * 9 * Coutp + q * 9);
+        }
+    }
+    for (size_t c = 0; c < nc; c++)
+        for (size_t q = 0; q < Coutp; q += 32)
+            for (size_t t = 0; t < 9; t++) {
+                const float *a = acc + c * 9 * Coutp + q * 9 + t * 32;
+                for (size_t j = 0; j < 32 && q + j < Cout; j++)
+                    dW[(q + j) * K + (ci0 + c) * 9 + t] += a[j];
+            }
+}
+
+/* The whole dW pass by dw_channels, the channels split among the
+ * threads.  0 when a thread's buffers do not fit its slot (the caller then
+ * runs the GEMM path). */
+static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g, size_t B,
+                     const float *dy, size_t Cout, float *dW, float *slots, int nth)
+{
+    const size_t Cin = g->C;
+    const double macs = (double)Cout * (double)Cin * 9.0 * (double)g->P * (double)B;
+    int parts = 1;
+    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+        parts = Cin < (size_t)nth ? (int)Cin : nth;
+    if (dw_floats((Cin + (size_t)parts - 1) / (size_t)parts, Cout, g->H, g->W) > SLOT_B)
+        return 0;
+    if (parts > 1) {
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            dw_channels(v, g, B, dy, Cout, dW, (size_t)t * Cin / (size_t)parts,
+                        (size_t)(t + 1) * Cin / (size_t)parts, slots + (size_t)t * SLOT);
+        return 1;
+    }
+    dw_channels(v, g, B, dy, Cout, dW, 0, Cin, slots);
+    return 1;
+}
+#endif
+
+/* 0: the direct kernel is off (tests compare it with the packed path). */
+static _Atomic int direct_on = 1;
+
+int diffuse__conv3x3_direct(int on)
+{
+    return atomic_exchange(&direct_on, on);
 }
 
 /* Columns n0 .. n1 - 1 of the job's C (n0 a multiple of NR), with the
@@ -395,6 +810,12 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
     /* K blocks of nearly equal depth: a function of K alone. */
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
     const int fast = job_avx512(jb);
+#ifdef CONV_AVX512
+    if (fast && jb->bkind == B_COL && atomic_load(&direct_on)) {
+        job_part_direct(jb, n0, n1, slot);
+        return;
+    }
+#endif
     for (size_t j0 = n0; j0 < n1; j0 += NB) {
         const size_t n = min_sz(NB, n1 - j0), npan = (n + nr - 1) / nr;
 #ifdef CONV_AVX512
@@ -601,6 +1022,14 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
         return;
     jb.v = diffuse__gemm_variant_now();
     jb.bias = NULL;
+#ifdef CONV_AVX512
+    if (dW != NULL && Cout > 0 && s == 1 && jb.v == &diffuse__gemm_avx512 &&
+        atomic_load(&direct_on) &&
+        dw_direct(jb.v, &jb.g, B, dy, Cout, dW, work + (size_t)nth * col_floats(Cin, H, Wd, s),
+                  nth)) {
+        /* done */
+    } else
+#endif
     if (dW != NULL && Cout > 0) {
         jb.M = Cout;
         jb.N = K;

@@ -93,6 +93,10 @@ DIFFUSE_LAYER_DECLS(float, _f)
  * the size overflows or stride < 1.  (The double build's reference conv takes
  * layer_conv_col_len_d floats.) */
 size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride, int nt);
+/* The float conv's direct kernel (stride-1 passes on AVX-512 read the image instead of
+ * packed panels; the same bits): on (1, the default) or off (0, the packed path), for
+ * tests.  Returns the previous setting.  Process-wide. */
+int diffuse__conv3x3_direct(int on);
 /* Scratch floats for a linear call (the GEMM's). */
 size_t diffuse__linear_work_floats(int nt);
 

@@ -735,6 +735,85 @@ static void test_linear_fused_bitwise(void)
     }
 }
 
+/* The direct stride-1 kernel (AVX-512: B read from the image with masked
+ * loads, no packed panels) on its edge cases: widths 7, 13, 28 and 40
+ * (not multiples of 16 or 32), output tiles straddling two samples and,
+ * with images of fewer than 32 pixels, three or more; Cin and Cout not
+ * multiples of the 12-row strips (strips of 1, 2, 5 rows); a K block
+ * starting inside a channel (Cin 43: two blocks of 194 = 21 * 9 + 5);
+ * several column blocks; B = 1 .. 3; stride 2 beside; dW by its own
+ * kernel (taps as rows, output channels padded to 32, bands of rows) with
+ * its channels split among the threads.  Each output against
+ * the double reference (errors scaled as in test_conv_float), y and dx
+ * bit for bit against the packed path, and every output bit for bit at
+ * 1, 2 and 3 threads. */
+static void test_conv_direct(void)
+{
+    static const size_t cfg[][6] = {/* B, Cin, H, W, Cout, stride */
+                                    {1, 5, 7, 7, 13, 1},   {3, 5, 7, 7, 13, 1},
+                                    {2, 17, 13, 13, 5, 1}, {3, 3, 28, 28, 17, 1},
+                                    {2, 43, 6, 10, 7, 1},  {3, 4, 5, 5, 9, 1},
+                                    {2, 26, 9, 9, 14, 1},  {1, 2, 1, 40, 3, 1},
+                                    {3, 2, 3, 2, 25, 1},   {2, 16, 20, 28, 24, 1},
+                                    {2, 6, 13, 7, 14, 2},
+                                    {3, 13, 28, 28, 2, 2}};
+    const int old = diffuse__conv3x3_direct(1);
+    for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
+        conv_ctx c = conv_setup(cfg[k]), a;
+        const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
+        float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);
+        float *rf = to_f(c.r, c.ny);
+        float *work = fvec(diffuse__conv3x3_work_floats(c.Cin, c.H, c.Wd, c.s, 3));
+        float *y[3], *dx[3], *dW[3], *db[3];
+        double *dxd = dvec(nx), *dWd = dvec(nw), *dbd = dvec(c.Cout);
+        double *sx = dvec(nx), *sW = dvec(nw), *sb = dvec(c.Cout);
+        for (int v = 0; v < 3; v++) {
+            y[v] = fvec(c.ny);
+            dx[v] = fvec(nx);
+            dW[v] = fvec(nw);
+            db[v] = fvec(c.Cout);
+        }
+        a = c;
+        a.x = abs_copy(c.x, nx);
+        a.W = abs_copy(c.W, nw);
+        a.b = abs_copy(c.b, c.Cout);
+        a.r = abs_copy(c.r, c.ny);
+        a.y = dvec(c.ny);
+        conv_loss(&a);
+        diffuse__conv3x3_backward_d(a.x, a.B, a.Cin, a.H, a.Wd, a.W, a.Cout, a.s, a.r, sx, sW, sb,
+                                    a.work, 1);
+        conv_loss(&c);
+        diffuse__conv3x3_backward_d(c.x, c.B, c.Cin, c.H, c.Wd, c.W, c.Cout, c.s, c.r, dxd, dWd,
+                                    dbd, c.work, 1);
+        /* v = 0: direct, 1 thread; 1: direct, 2 and then 3 threads; 2: packed */
+        for (int v = 0; v < 3; v++) {
+            diffuse__conv3x3_direct(v < 2);
+            for (int nt = v == 1 ? 2 : 1; nt <= (v == 1 ? 3 : 1); nt++) {
+                memset(dW[v], 0, nw * sizeof(float));
+                memset(db[v], 0, c.Cout * sizeof(float));
+                diffuse__conv3x3_forward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, bf, c.Cout, c.s, y[v],
+                                           work, nt);
+                diffuse__conv3x3_backward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, c.Cout, c.s, rf, dx[v],
+                                            dW[v], db[v], work, nt);
+                if (v == 1 && (memcmp(y[1], y[0], c.ny * sizeof(float)) != 0 ||
+                               memcmp(dx[1], dx[0], nx * sizeof(float)) != 0 ||
+                               memcmp(dW[1], dW[0], nw * sizeof(float)) != 0 ||
+                               memcmp(db[1], db[0], c.Cout * sizeof(float)) != 0))
+                    HARNESS_FAIL_("config %zu: %d threads differ from 1", k, nt);
+            }
+        }
+        CHECK_ERR(rel_fd_scaled(y[0], c.y, a.y, c.ny), F_TOL, "direct y, config %zu", k);
+        CHECK_ERR(rel_fd_scaled(dx[0], dxd, sx, nx), F_TOL, "direct dx, config %zu", k);
+        CHECK_ERR(rel_fd_scaled(dW[0], dWd, sW, nw), F_TOL, "direct dW, config %zu", k);
+        CHECK_ERR(rel_fd_scaled(db[0], dbd, sb, c.Cout), F_TOL, "direct db, config %zu", k);
+        if (memcmp(y[2], y[0], c.ny * sizeof(float)) != 0 ||
+            memcmp(dx[2], dx[0], nx * sizeof(float)) != 0)
+            HARNESS_FAIL_("config %zu: the direct kernel's bits differ from the packed path's",
+                          k);
+    }
+    diffuse__conv3x3_direct(old);
+}
+
 /* The float linear layer against the double one, errors measured as in
  * test_conv_float. */
 static void test_linear_float(void)
@@ -1168,6 +1247,7 @@ int main(void)
         printf("-- GEMM kernel %s\n", diffuse__sgemm_kernel_name());
         RUN_SEEDED(test_linear_float);
         RUN_SEEDED(test_conv_float);
+        RUN_SEEDED(test_conv_direct);
         RUN_SEEDED(test_threads_bitwise);
         RUN_SEEDED(test_linear_fused_bitwise);
     }
