@@ -113,6 +113,20 @@ int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2]);
  * at a time through the vectorized path. */
 int diffuse__normal_fill_rows(uint64_t seed, uint64_t first_sample, uint32_t step,
                               float *out, size_t rows, size_t dim);
+/* rng.c, for tests: the normal generator's code paths, each giving the same
+ * bits.  diffuse__rng_path_available() is 1 where this build and CPU run
+ * the path; the _path functions force one (DIFFUSE_EINVAL where it is not
+ * available); the functions above pick the fastest. */
+#define DIFFUSE__RNG_LIBM 0   /* box_muller() with libm alone (the reference) */
+#define DIFFUSE__RNG_VEC 1    /* portable vector extensions */
+#define DIFFUSE__RNG_AVX2 2   /* x86-64 AVX2 */
+#define DIFFUSE__RNG_AVX512 3 /* x86-64 AVX-512F */
+#define DIFFUSE__RNG_PATHS 4
+int diffuse__rng_path_available(int path);
+int diffuse__normal_fill_path(int path, uint64_t seed, uint64_t sample, uint32_t step,
+                              float *out, size_t n);
+int diffuse__normal_fill_rows_path(int path, uint64_t seed, uint64_t first_sample,
+                                   uint32_t step, float *out, size_t rows, size_t dim);
 
 /* vlb_terms.c: scalar forms of the public elementwise functions. */
 double diffuse__normal_kl(double mean1, double logvar1, double mean2, double logvar2);

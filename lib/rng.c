@@ -128,15 +128,22 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
  * pi/4; Taylor polynomials of sin to y^17 and cos to y^18 (truncation below
  * 2^-60 relative), and the quadrant k mod 4.
  *
- * Written with GCC/Clang vector extensions; target_clones compiles it for
- * AVX-512, AVX2 and the baseline on x86-64 Linux (results are the same on
- * each: they are box_muller()'s).  Without vector extensions every block
- * goes through box_muller().
+ * Written with GCC/Clang vector extensions (lib/rng_fill.h).  On x86-64 it
+ * is compiled three times: portable, AVX2 and AVX-512F, the last two with
+ * intrinsics for the 32 x 32 -> 64-bit Philox multiplies (vpmuludq; GCC
+ * emulates the vector-extension product with three of them), the square
+ * roots and the check's comparisons; rng_path() picks one per call from
+ * the CPU's features (results are the same on each: they are
+ * box_muller()'s).  Without vector extensions every block goes through
+ * box_muller().
  */
 #ifdef DIFFUSE_VEC
 #  define RNG_FAST 1
-#  define RNG_CLONES DIFFUSE_VEC_CLONES
 #  define RNG_INLINE DIFFUSE_VEC_INLINE
+#  if defined(__x86_64__) && !defined(DIFFUSE_NO_X86_DISPATCH)
+#    define RNG_X86 1
+#    include <immintrin.h>
+#  endif
 
 #define RNG_LANES 8 /* pairs per vector */
 #define RNG_CHUNK_BLOCKS 8 /* blocks per chunk: 32 elements, 16 pairs */
@@ -148,23 +155,24 @@ RNG_INLINE vd fast_log_u1(vd w)
     const vl bits = vd_bits(n);
     vl e = (bits >> 52) - 1023;          /* n = 2^e m, m in [1, 2) */
     vl big;
-    vd s, s2, p, ed;
+    vd s, s2, s4, s8, p, ed;
     vd m = vbits_d((bits & INT64_C(0x000fffffffffffff)) | INT64_C(0x3ff0000000000000));
     big = m > vsplat(1.4142135623730951);
     m = vsel(big, m * vsplat(0.5), m);
     e = e - big - 33; /* big is -1 where set */
     s = (m - vsplat(1.0)) / (m + vsplat(1.0));
     s2 = s * s;
-    p = vsplat(1.0 / 21.0);
-    p = p * s2 + vsplat(1.0 / 19.0);
-    p = p * s2 + vsplat(1.0 / 17.0);
-    p = p * s2 + vsplat(1.0 / 15.0);
-    p = p * s2 + vsplat(1.0 / 13.0);
-    p = p * s2 + vsplat(1.0 / 11.0);
-    p = p * s2 + vsplat(1.0 / 9.0);
-    p = p * s2 + vsplat(1.0 / 7.0);
-    p = p * s2 + vsplat(1.0 / 5.0);
-    p = p * s2 + vsplat(1.0 / 3.0);
+    /* sum of s2^k / (2k + 3), k = 0 .. 9, in Estrin's order (short chains) */
+    s4 = s2 * s2;
+    s8 = s4 * s4;
+    {
+        const vd q0 = vsplat(1.0 / 3.0) + s2 * vsplat(1.0 / 5.0);
+        const vd q1 = vsplat(1.0 / 7.0) + s2 * vsplat(1.0 / 9.0);
+        const vd q2 = vsplat(1.0 / 11.0) + s2 * vsplat(1.0 / 13.0);
+        const vd q3 = vsplat(1.0 / 15.0) + s2 * vsplat(1.0 / 17.0);
+        const vd q4 = vsplat(1.0 / 19.0) + s2 * vsplat(1.0 / 21.0);
+        p = ((q0 + s4 * q1) + s8 * (q2 + s4 * q3)) + (s8 * s8) * q4;
+    }
     p = (s * s2) * p; /* 2 atanh(s) = 2 s + 2 s^3 p */
     /* e as a double: the bits of 2^52 + 2^51 + e, less 2^52 + 2^51 (exact) */
     ed = vbits_d(e + INT64_C(0x4338000000000000)) - vsplat(6755399441055744.0);
@@ -181,29 +189,30 @@ RNG_INLINE void fast_sincos(vd theta, vd *c_out, vd *s_out)
     const vd k = kb - magic; /* nearest integer, 0 .. 4 */
     const vl q = vd_bits(kb) & 3;
     vd y = theta - k * vsplat(1.57079632673412561417e+00); /* exact */
-    vd y2, sp, cp, sn, cs;
+    vd y2, y4, y8, sp, cp, sn, cs;
     vl swap, negc, negs;
     y = y - k * vsplat(6.07710050630396597660e-11); /* exact product */
     y = y - k * vsplat(2.02226624871116645580e-21); /* exact product */
     y = y - k * vsplat(8.47842766036889956997e-32);
     y2 = y * y;
-    sp = vsplat(1.0 / 355687428096000.0); /* 1/17! */
-    sp = sp * y2 - vsplat(1.0 / 1307674368000.0);
-    sp = sp * y2 + vsplat(1.0 / 6227020800.0);
-    sp = sp * y2 - vsplat(1.0 / 39916800.0);
-    sp = sp * y2 + vsplat(1.0 / 362880.0);
-    sp = sp * y2 - vsplat(1.0 / 5040.0);
-    sp = sp * y2 + vsplat(1.0 / 120.0);
-    sp = sp * y2 - vsplat(1.0 / 6.0);
+    /* sp = sum of (-1)^(k+1) y2^k / (2k + 3)!, k = 0 .. 7; cp = sum of
+     * (-1)^(k+1) y2^k / (2k + 4)!, k = 0 .. 7 (minus the series past
+     * 1 - y2/2); Estrin's order */
+    y4 = y2 * y2;
+    y8 = y4 * y4;
+    {
+        const vd a0 = vsplat(-1.0 / 6.0) + y2 * vsplat(1.0 / 120.0);
+        const vd a1 = vsplat(-1.0 / 5040.0) + y2 * vsplat(1.0 / 362880.0);
+        const vd a2 = vsplat(-1.0 / 39916800.0) + y2 * vsplat(1.0 / 6227020800.0);
+        const vd a3 = vsplat(-1.0 / 1307674368000.0) + y2 * vsplat(1.0 / 355687428096000.0);
+        const vd b0 = vsplat(-1.0 / 24.0) + y2 * vsplat(1.0 / 720.0);
+        const vd b1 = vsplat(-1.0 / 40320.0) + y2 * vsplat(1.0 / 3628800.0);
+        const vd b2 = vsplat(-1.0 / 479001600.0) + y2 * vsplat(1.0 / 87178291200.0);
+        const vd b3 = vsplat(-1.0 / 20922789888000.0) + y2 * vsplat(1.0 / 6402373705728000.0);
+        sp = (a0 + y4 * a1) + y8 * (a2 + y4 * a3);
+        cp = (b0 + y4 * b1) + y8 * (b2 + y4 * b3);
+    }
     sn = y + (y * y2) * sp;
-    cp = vsplat(1.0 / 6402373705728000.0); /* 1/18! */
-    cp = cp * y2 - vsplat(1.0 / 20922789888000.0);
-    cp = cp * y2 + vsplat(1.0 / 87178291200.0);
-    cp = cp * y2 - vsplat(1.0 / 479001600.0);
-    cp = cp * y2 + vsplat(1.0 / 3628800.0);
-    cp = cp * y2 - vsplat(1.0 / 40320.0);
-    cp = cp * y2 + vsplat(1.0 / 720.0);
-    cp = cp * y2 - vsplat(1.0 / 24.0);
     cs = (vsplat(1.0) - vsplat(0.5) * y2) - (y2 * y2) * cp; /* cp holds minus the series */
     /* quadrant q: (cos, sin) = (c, s), (-s, c), (-c, -s), (s, -c) */
     swap = -(q & 1);
@@ -217,61 +226,37 @@ RNG_INLINE void fast_sincos(vd theta, vd *c_out, vd *s_out)
     }
 }
 
-/* z rounded to float, and whether that float is certainly box_muller()'s:
- * the distance from z to the nearest rounding boundary exceeds |z| 2^-36. */
-RNG_INLINE vl round_checked(vd z, vf8 *f_out)
+/* z rounded to float (*f_out), and the two sides of the check that the
+ * float is certainly box_muller()'s: kept where *lhs < *rhs, i.e. where the
+ * distance from z to the nearest rounding boundary exceeds |z| 2^-36. */
+RNG_INLINE void round_prep(vd z, vf8 *f_out, vd *lhs, vd *rhs)
 {
     const vf8 f = __builtin_convertvector(z, vf8);
     const vd fd = __builtin_convertvector(f, vd);
     vi8 fb;
     vf8 flo;
-    vd res, az, half;
+    vd az;
     memcpy(&fb, &f, sizeof fb);
     fb = (fb & 0x7fffffff) - 1; /* |f| one step toward zero */
     memcpy(&flo, &fb, sizeof flo);
     az = vbits_d(vd_bits(z) & INT64_MAX);
-    half = (vbits_d(vd_bits(fd) & INT64_MAX) - __builtin_convertvector(flo, vd)) * vsplat(0.5);
-    res = vbits_d(vd_bits(z - fd) & INT64_MAX);
+    /* f == 0 gives fb = -1 and a NaN half gap: not kept */
+    *rhs = (vbits_d(vd_bits(fd) & INT64_MAX) - __builtin_convertvector(flo, vd)) * vsplat(0.5);
+    *lhs = vbits_d(vd_bits(z - fd) & INT64_MAX) + az * vsplat(0x1p-36);
     *f_out = f;
-    /* f == 0 gives fb = -1 and a NaN half: not kept */
-    return res + az * vsplat(0x1p-36) < half;
 }
 
-/* The unrounded z of 8 pairs of words (as doubles). */
-RNG_INLINE void fast_pairs(vd wa, vd wb, vd *zc, vd *zs)
+/* The unrounded z of 8 pairs of words (as doubles), for the error-bound
+ * test. */
+static void fast_pairs(vd wa, vd wb, vd *zc, vd *zs)
 {
     vd r, cs, sn;
     const vd r2 = vsplat(-2.0) * fast_log_u1(wa);
-    for (int l = 0; l < RNG_LANES; l++) /* vsqrtpd: correctly rounded, as sqrt() */
-        r[l] = __builtin_sqrt(r2[l]);
+    for (int l = 0; l < RNG_LANES; l++)
+        r[l] = sqrt(r2[l]);
     fast_sincos(vsplat(DIFFUSE_TWO_PI) * (wb * vsplat(DIFFUSE_TWO_POW_M32)), &cs, &sn);
     *zc = r * cs;
     *zs = r * sn;
-}
-
-/* The words of 8 consecutive blocks j0 .. j0 + 7, word i of block j0 + l
- * in lane l of x[i]: the same rounds as philox_block, on 64-bit lanes that
- * hold 32-bit values. */
-RNG_INLINE void philox8(const philox_schedule *ks, uint32_t j0, uint32_t c1, uint32_t c2,
-                        uint32_t c3, vul x[4])
-{
-    const vul lo32 = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu,
-                      0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
-    const vul lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    vul x0 = (lane + j0) & lo32, x1 = lo32 & c1, x2 = lo32 & c2, x3 = lo32 & c3;
-    for (int r = 0; r < PHILOX_ROUNDS; r++) {
-        const vul p0 = x0 * PHILOX_M0, p1 = x2 * PHILOX_M1;
-        const vul y0 = (p1 >> 32) ^ x1 ^ (lo32 & ks->k[r][0]);
-        const vul y2 = (p0 >> 32) ^ x3 ^ (lo32 & ks->k[r][1]);
-        x1 = p1 & lo32;
-        x3 = p0 & lo32;
-        x0 = y0;
-        x2 = y2;
-    }
-    x[0] = x0;
-    x[1] = x1;
-    x[2] = x2;
-    x[3] = x3;
 }
 
 /* Lanes holding values below 2^32 as doubles, exactly (2^52 + x - 2^52). */
@@ -281,128 +266,167 @@ RNG_INLINE vd words_to_double(vul w)
     return vbits_d((vl)w | vd_bits(two52)) - two52;
 }
 
-/* Elements 32 c .. 32 c + 31 for every whole chunk c < chunks (blocks
- * 8 c .. 8 c + 7). */
-RNG_CLONES static void fill_chunks(const philox_schedule *ks, uint32_t c1, uint32_t c2,
-                                   uint32_t c3, float *out, size_t chunks)
+/* The 32 floats of a chunk, f[i] lane l holding element 4 l + i, stored in
+ * element order: o[4 l + i] = f[i][l]. */
+RNG_INLINE void store_chunk(float *o, const vf8 f[4])
 {
-    for (size_t c = 0; c < chunks; c++) {
-        vul x[4];
-        vd zc[2], zs[2];
-        vf8 f[4];
-        vl ok;
-        float *o = out + 32 * c;
-        philox8(ks, (uint32_t)(c * RNG_CHUNK_BLOCKS), c1, c2, c3, x);
-        /* pair h of block l: words x[2h], x[2h + 1]; elements 4 l + 2 h, 4 l + 2 h + 1 */
-        fast_pairs(words_to_double(x[0]), words_to_double(x[1]), &zc[0], &zs[0]);
-        fast_pairs(words_to_double(x[2]), words_to_double(x[3]), &zc[1], &zs[1]);
-        ok = round_checked(zc[0], &f[0]) & round_checked(zs[0], &f[1]) &
-             round_checked(zc[1], &f[2]) & round_checked(zs[1], &f[3]);
-        {
-            /* interleave: o[4 l + i] = f[i][l] */
-            const vf8 a = __builtin_shufflevector(f[0], f[1], 0, 8, 1, 9, 2, 10, 3, 11);
-            const vf8 b = __builtin_shufflevector(f[0], f[1], 4, 12, 5, 13, 6, 14, 7, 15);
-            const vf8 cc = __builtin_shufflevector(f[2], f[3], 0, 8, 1, 9, 2, 10, 3, 11);
-            const vf8 d = __builtin_shufflevector(f[2], f[3], 4, 12, 5, 13, 6, 14, 7, 15);
-            typedef double vd4 __attribute__((vector_size(32)));
-            vd4 ad, bd, cd, dd, r0, r1, r2, r3;
-            memcpy(&ad, &a, sizeof ad);
-            memcpy(&bd, &b, sizeof bd);
-            memcpy(&cd, &cc, sizeof cd);
-            memcpy(&dd, &d, sizeof dd);
-            /* a = (c0 s0) of lanes 0..3, cc = (c2 s2) of lanes 0..3: pairs of floats as doubles */
-            r0 = __builtin_shufflevector(ad, cd, 0, 4, 1, 5);
-            r1 = __builtin_shufflevector(ad, cd, 2, 6, 3, 7);
-            r2 = __builtin_shufflevector(bd, dd, 0, 4, 1, 5);
-            r3 = __builtin_shufflevector(bd, dd, 2, 6, 3, 7);
-            memcpy(o, &r0, sizeof r0);
-            memcpy(o + 8, &r1, sizeof r1);
-            memcpy(o + 16, &r2, sizeof r2);
-            memcpy(o + 24, &r3, sizeof r3);
-        }
-        {
-            int64_t okv[RNG_LANES];
-            uint64_t w[4][RNG_LANES];
-            memcpy(okv, &ok, sizeof okv);
-            for (int l = 0; l < RNG_LANES; l++) {
-                if (okv[l])
-                    continue;
-                /* a lane failed the check: box_muller() for both pairs of block l */
-                for (int i = 0; i < 4; i++)
-                    memcpy(w[i], &x[i], sizeof w[i]);
-                box_muller((uint32_t)w[0][l], (uint32_t)w[1][l], o + 4 * l);
-                box_muller((uint32_t)w[2][l], (uint32_t)w[3][l], o + 4 * l + 2);
-            }
-        }
-    }
+    typedef double vd4 __attribute__((vector_size(32)));
+    const vf8 a = __builtin_shufflevector(f[0], f[1], 0, 8, 1, 9, 2, 10, 3, 11);
+    const vf8 b = __builtin_shufflevector(f[0], f[1], 4, 12, 5, 13, 6, 14, 7, 15);
+    const vf8 cc = __builtin_shufflevector(f[2], f[3], 0, 8, 1, 9, 2, 10, 3, 11);
+    const vf8 d = __builtin_shufflevector(f[2], f[3], 4, 12, 5, 13, 6, 14, 7, 15);
+    vd4 ad, bd, cd, dd, r0, r1, r2, r3;
+    memcpy(&ad, &a, sizeof ad);
+    memcpy(&bd, &b, sizeof bd);
+    memcpy(&cd, &cc, sizeof cd);
+    memcpy(&dd, &d, sizeof dd);
+    /* a = (c0 s0) of lanes 0..3, cc = (c2 s2) of lanes 0..3: pairs of floats as doubles */
+    r0 = __builtin_shufflevector(ad, cd, 0, 4, 1, 5);
+    r1 = __builtin_shufflevector(ad, cd, 2, 6, 3, 7);
+    r2 = __builtin_shufflevector(bd, dd, 0, 4, 1, 5);
+    r3 = __builtin_shufflevector(bd, dd, 2, 6, 3, 7);
+    memcpy(o, &r0, sizeof r0);
+    memcpy(o + 8, &r1, sizeof r1);
+    memcpy(o + 16, &r2, sizeof r2);
+    memcpy(o + 24, &r3, sizeof r3);
 }
 
-/* Rows r0 .. r0 + 7 of a [rows][dim] array, rows r0 + l for sample
- * first + r0 + l, lanes l < live: block j of each row's stream in lane l,
- * its elements 4 j .. 4 j + 3 (those below dim) stored. */
-RNG_CLONES static void fill_rows8(const philox_schedule *ks, uint32_t step, uint64_t first,
-                                  size_t dim, float *out, size_t live)
+/* The portable copy: vector extensions only. */
+RNG_INLINE unsigned generic_less(vd a, vd b)
 {
-    const vul lo32 = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu,
-                      0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
-    vul c2, c3;
-    for (int l = 0; l < RNG_LANES; l++) {
-        const uint64_t sample = first + (uint64_t)l;
-        c2[l] = (uint32_t)sample;
-        c3[l] = (uint32_t)(sample >> 32);
-    }
-    for (size_t j = 0; 4 * j < dim; j++) {
-        vul x0 = lo32 & (uint32_t)j, x1 = lo32 & step, x2 = c2, x3 = c3;
-        vd zc[2], zs[2];
-        vf8 f[4];
-        vl ok;
-        for (int r = 0; r < PHILOX_ROUNDS; r++) {
-            const vul p0 = x0 * PHILOX_M0, p1 = x2 * PHILOX_M1;
-            const vul y0 = (p1 >> 32) ^ x1 ^ (lo32 & ks->k[r][0]);
-            const vul y2 = (p0 >> 32) ^ x3 ^ (lo32 & ks->k[r][1]);
-            x1 = p1 & lo32;
-            x3 = p0 & lo32;
-            x0 = y0;
-            x2 = y2;
-        }
-        /* the block's second pair only where the row uses it (a row of
-         * 1 or 2 elements, the 2-D toys, needs the first pair alone) */
-        const size_t m = dim - 4 * j < 4 ? dim - 4 * j : 4;
-        fast_pairs(words_to_double(x0), words_to_double(x1), &zc[0], &zs[0]);
-        ok = round_checked(zc[0], &f[0]) & round_checked(zs[0], &f[1]);
-        if (m > 2) {
-            fast_pairs(words_to_double(x2), words_to_double(x3), &zc[1], &zs[1]);
-            ok &= round_checked(zc[1], &f[2]) & round_checked(zs[1], &f[3]);
-        } else {
-            f[2] = f[3] = f[0]; /* not stored */
-        }
-        {
-            float v[4][RNG_LANES];
-            int64_t okv[RNG_LANES];
-            uint64_t w[4][RNG_LANES];
-            for (int i = 0; i < 4; i++)
-                memcpy(v[i], &f[i], sizeof v[i]);
-            memcpy(okv, &ok, sizeof okv);
-            memcpy(w[0], &x0, sizeof w[0]);
-            memcpy(w[1], &x1, sizeof w[1]);
-            memcpy(w[2], &x2, sizeof w[2]);
-            memcpy(w[3], &x3, sizeof w[3]);
-            for (size_t l = 0; l < live; l++) {
-                float z[4] = {v[0][l], v[1][l], v[2][l], v[3][l]};
-                if (!okv[l]) {
-                    box_muller((uint32_t)w[0][l], (uint32_t)w[1][l], z);
-                    if (m > 2)
-                        box_muller((uint32_t)w[2][l], (uint32_t)w[3][l], z + 2);
-                }
-                memcpy(out + l * dim + 4 * j, z, m * sizeof z[0]);
-            }
-        }
-    }
+    const vl c = a < b;
+    unsigned m = 0;
+    for (int l = 0; l < RNG_LANES; l++)
+        m |= (c[l] != 0 ? 1u : 0u) << l;
+    return m;
 }
+
+RNG_INLINE vd generic_sqrt(vd v)
+{
+    vd r;
+    for (int l = 0; l < RNG_LANES; l++) /* vsqrtpd where it exists: correctly rounded */
+        r[l] = __builtin_sqrt(v[l]);
+    return r;
+}
+
+#define RNG_NAME(f) f##_generic
+#define RNG_ATTR
+#define RNG_MUL32(x, m) ((x) * (uint64_t)(m))
+#define RNG_SQRT(v) generic_sqrt(v)
+#define RNG_LESS(a, b) generic_less(a, b)
+#include "rng_fill.h"
+#undef RNG_NAME
+#undef RNG_ATTR
+#undef RNG_MUL32
+#undef RNG_SQRT
+#undef RNG_LESS
+
+#ifdef RNG_X86
+/* AVX2: each 8-lane operation on two 4-lane halves.  GCC does not see that
+ * the 64-bit lane products are 32 x 32 bits and emulates them with three
+ * multiplies; vpmuludq does one. */
+#define RNG_AVX2 __attribute__((target("avx2")))
+typedef uint64_t rng_vu4 __attribute__((vector_size(32)));
+typedef double rng_vd4 __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) RNG_AVX2 vul avx2_mul32(vul x, uint32_t m)
+{
+    const __m256i mm = _mm256_set1_epi64x((long long)m);
+    const rng_vu4 lo = __builtin_shufflevector(x, x, 0, 1, 2, 3);
+    const rng_vu4 hi = __builtin_shufflevector(x, x, 4, 5, 6, 7);
+    const rng_vu4 plo = (rng_vu4)_mm256_mul_epu32((__m256i)lo, mm);
+    const rng_vu4 phi = (rng_vu4)_mm256_mul_epu32((__m256i)hi, mm);
+    return __builtin_shufflevector(plo, phi, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+
+static inline __attribute__((always_inline)) RNG_AVX2 vd avx2_sqrt(vd v)
+{
+    const rng_vd4 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+    const rng_vd4 hi = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    const rng_vd4 rlo = (rng_vd4)_mm256_sqrt_pd((__m256d)lo);
+    const rng_vd4 rhi = (rng_vd4)_mm256_sqrt_pd((__m256d)hi);
+    return __builtin_shufflevector(rlo, rhi, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+
+static inline __attribute__((always_inline)) RNG_AVX2 unsigned avx2_less(vd a, vd b)
+{
+    const rng_vd4 alo = __builtin_shufflevector(a, a, 0, 1, 2, 3);
+    const rng_vd4 ahi = __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    const rng_vd4 blo = __builtin_shufflevector(b, b, 0, 1, 2, 3);
+    const rng_vd4 bhi = __builtin_shufflevector(b, b, 4, 5, 6, 7);
+    const int mlo = _mm256_movemask_pd(_mm256_cmp_pd((__m256d)alo, (__m256d)blo, _CMP_LT_OQ));
+    const int mhi = _mm256_movemask_pd(_mm256_cmp_pd((__m256d)ahi, (__m256d)bhi, _CMP_LT_OQ));
+    return (unsigned)mlo | (unsigned)mhi << 4;
+}
+
+#define RNG_NAME(f) f##_avx2
+#define RNG_ATTR RNG_AVX2
+#define RNG_MUL32(x, m) avx2_mul32(x, m)
+#define RNG_SQRT(v) avx2_sqrt(v)
+#define RNG_LESS(a, b) avx2_less(a, b)
+#include "rng_fill.h"
+#undef RNG_NAME
+#undef RNG_ATTR
+#undef RNG_MUL32
+#undef RNG_SQRT
+#undef RNG_LESS
+
+/* AVX-512F: one instruction per 8-lane operation. */
+#define RNG_AVX512 __attribute__((target("avx512f")))
+#define RNG_NAME(f) f##_avx512
+#define RNG_ATTR RNG_AVX512
+#define RNG_MUL32(x, m) ((vul)_mm512_mul_epu32((__m512i)(x), _mm512_set1_epi64((long long)(m))))
+#define RNG_SQRT(v) ((vd)_mm512_sqrt_pd((__m512d)(v)))
+#define RNG_LESS(a, b) ((unsigned)_mm512_cmp_pd_mask((__m512d)(a), (__m512d)(b), _CMP_LT_OQ))
+#include "rng_fill.h"
+#undef RNG_NAME
+#undef RNG_ATTR
+#undef RNG_MUL32
+#undef RNG_SQRT
+#undef RNG_LESS
+#endif /* RNG_X86 */
 #endif
 
+/* The code paths of the normal generator (internal.h). */
+static int rng_path_available(int path)
+{
+    switch (path) {
+    case DIFFUSE__RNG_LIBM:
+        return 1;
+#ifdef RNG_FAST
+    case DIFFUSE__RNG_VEC:
+        return 1;
+#endif
+#ifdef RNG_X86
+    case DIFFUSE__RNG_AVX2:
+        return __builtin_cpu_supports("avx2");
+    case DIFFUSE__RNG_AVX512:
+        return __builtin_cpu_supports("avx512f");
+#endif
+    default:
+        return 0;
+    }
+}
+
+/* The fastest path this CPU runs (libgcc's CPU feature table, filled
+ * before main by its constructor, read-only afterwards: thread-safe). */
+static int rng_path(void)
+{
+#ifdef RNG_X86
+    if (__builtin_cpu_supports("avx512f"))
+        return DIFFUSE__RNG_AVX512;
+    if (__builtin_cpu_supports("avx2"))
+        return DIFFUSE__RNG_AVX2;
+#endif
+#ifdef RNG_FAST
+    return DIFFUSE__RNG_VEC;
+#else
+    return DIFFUSE__RNG_LIBM;
+#endif
+}
+
 static int normal_fill(const char *func, uint64_t seed, uint64_t sample, uint32_t step,
-                       float *out, size_t n, int fast)
+                       float *out, size_t n, int path)
 {
     philox_schedule ks;
     size_t blocks, rest;
@@ -424,13 +448,25 @@ static int normal_fill(const char *func, uint64_t seed, uint64_t sample, uint32_
     blocks = n / 4;
     size_t j0 = 0;
 #ifdef RNG_FAST
-    if (fast) {
+    if (path != DIFFUSE__RNG_LIBM) {
         const size_t chunks = blocks / RNG_CHUNK_BLOCKS;
-        fill_chunks(&ks, c1, c2, c3, out, chunks);
+        switch (path) {
+#ifdef RNG_X86
+        case DIFFUSE__RNG_AVX512:
+            fill_chunks_avx512(&ks, c1, c2, c3, out, chunks);
+            break;
+        case DIFFUSE__RNG_AVX2:
+            fill_chunks_avx2(&ks, c1, c2, c3, out, chunks);
+            break;
+#endif
+        default:
+            fill_chunks_generic(&ks, c1, c2, c3, out, chunks);
+            break;
+        }
         j0 = chunks * RNG_CHUNK_BLOCKS;
     }
 #else
-    (void)fast;
+    (void)path;
 #endif
     for (size_t j = j0; j < blocks; j++) {
         uint32_t w[4] = {(uint32_t)j, c1, c2, c3};
@@ -452,37 +488,79 @@ static int normal_fill(const char *func, uint64_t seed, uint64_t sample, uint32_
 
 int diffuse_normal_fill(uint64_t seed, uint64_t sample, uint32_t step, float *out, size_t n)
 {
-    return normal_fill(__func__, seed, sample, step, out, n, 1);
+    return normal_fill(__func__, seed, sample, step, out, n, rng_path());
 }
 
 int diffuse__normal_fill_reference(uint64_t seed, uint64_t sample, uint32_t step, float *out,
                                    size_t n)
 {
-    return normal_fill(__func__, seed, sample, step, out, n, 0);
+    return normal_fill(__func__, seed, sample, step, out, n, DIFFUSE__RNG_LIBM);
+}
+
+int diffuse__rng_path_available(int path)
+{
+    return rng_path_available(path);
+}
+
+int diffuse__normal_fill_path(int path, uint64_t seed, uint64_t sample, uint32_t step,
+                              float *out, size_t n)
+{
+    if (!rng_path_available(path))
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "path %d is not available here", path);
+    return normal_fill(__func__, seed, sample, step, out, n, path);
+}
+
+static int normal_fill_rows(const char *func, int path, uint64_t seed, uint64_t first_sample,
+                            uint32_t step, float *out, size_t rows, size_t dim)
+{
+    if (rows == 0 || dim == 0)
+        return DIFFUSE_OK;
+    if (out == NULL)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "out is NULL");
+    if ((uint64_t)dim > DIFFUSE_NORMAL_FILL_MAX || first_sample > UINT64_MAX - (uint64_t)rows)
+        return diffuse__fail(DIFFUSE_EINVAL, func, "dim = %zu or rows = %zu out of range", dim,
+                             rows);
+#ifdef RNG_FAST
+    if (dim < 32 && path != DIFFUSE__RNG_LIBM) {
+        /* short rows: 8 rows at a time, one block of each per lane */
+        philox_schedule ks;
+        philox_key_schedule(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
+        for (size_t r = 0; r < rows; r += RNG_LANES) {
+            const size_t live = rows - r < RNG_LANES ? rows - r : RNG_LANES;
+            switch (path) {
+#ifdef RNG_X86
+            case DIFFUSE__RNG_AVX512:
+                fill_rows8_avx512(&ks, step, first_sample + r, dim, out + r * dim, live);
+                break;
+            case DIFFUSE__RNG_AVX2:
+                fill_rows8_avx2(&ks, step, first_sample + r, dim, out + r * dim, live);
+                break;
+#endif
+            default:
+                fill_rows8_generic(&ks, step, first_sample + r, dim, out + r * dim, live);
+                break;
+            }
+        }
+        return DIFFUSE_OK;
+    }
+#endif
+    for (size_t r = 0; r < rows; r++)
+        DIFFUSE_TRY(normal_fill(func, seed, first_sample + r, step, out + r * dim, dim, path));
+    return DIFFUSE_OK;
 }
 
 int diffuse__normal_fill_rows(uint64_t seed, uint64_t first_sample, uint32_t step,
                               float *out, size_t rows, size_t dim)
 {
-    if (rows == 0 || dim == 0)
-        return DIFFUSE_OK;
-    if (out == NULL)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "out is NULL");
-    if ((uint64_t)dim > DIFFUSE_NORMAL_FILL_MAX || first_sample > UINT64_MAX - (uint64_t)rows)
-        DIFFUSE_FAIL(DIFFUSE_EINVAL, "dim = %zu or rows = %zu out of range", dim, rows);
-#ifdef RNG_FAST
-    if (dim < 32) { /* short rows: 8 rows at a time, one block of each per lane */
-        philox_schedule ks;
-        philox_key_schedule(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
-        for (size_t r = 0; r < rows; r += RNG_LANES)
-            fill_rows8(&ks, step, first_sample + r, dim, out + r * dim,
-                       rows - r < RNG_LANES ? rows - r : RNG_LANES);
-        return DIFFUSE_OK;
-    }
-#endif
-    for (size_t r = 0; r < rows; r++)
-        DIFFUSE_TRY(normal_fill(__func__, seed, first_sample + r, step, out + r * dim, dim, 1));
-    return DIFFUSE_OK;
+    return normal_fill_rows(__func__, rng_path(), seed, first_sample, step, out, rows, dim);
+}
+
+int diffuse__normal_fill_rows_path(int path, uint64_t seed, uint64_t first_sample,
+                                   uint32_t step, float *out, size_t rows, size_t dim)
+{
+    if (!rng_path_available(path))
+        DIFFUSE_FAIL(DIFFUSE_EINVAL, "path %d is not available here", path);
+    return normal_fill_rows(__func__, path, seed, first_sample, step, out, rows, dim);
 }
 
 int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2])

@@ -143,64 +143,147 @@ static void test_diffuse_normal_fill_matches_reference(void)
     }
 }
 
-/* The vectorized path of diffuse_normal_fill() gives box_muller()'s bits:
- * many streams (2^22 elements; 2^16 in quick mode), of lengths that end in
- * every position of a 32-element chunk, against the libm-only reference. */
+static const char *const path_names[DIFFUSE__RNG_PATHS] = {"libm", "vector", "AVX2",
+                                                           "AVX-512"};
+
+/* Every code path of diffuse_normal_fill() (portable vectors, AVX2, AVX-512
+ * where the CPU has them; forced one at a time) and the path the library
+ * picks give box_muller()'s bits: many streams (2^22 elements per path;
+ * 2^16 in quick mode), of lengths that end in every position of a 64-element
+ * double chunk, written at every float offset from a 64-byte boundary,
+ * against the libm-only reference. */
+static float *got_dummy(void)
+{
+    static float d[4];
+    return d;
+}
+
 static void test_diffuse_normal_fill_fast_path_bit_identical(void)
 {
     const size_t total = harness_quick() ? ((size_t)1 << 16) : ((size_t)1 << 22);
-    const size_t len = 4096 + 37;
-    float *a = malloc(len * sizeof *a), *b = malloc(len * sizeof *b);
-    size_t done = 0;
-    uint64_t k = 0;
+    const size_t len = 4096 + 77;
+    float *a = malloc((len + 16) * sizeof *a), *b = malloc(len * sizeof *b);
+    int tested = 0;
     ASSERT_TRUE(a != NULL && b != NULL);
-    while (done < total) {
-        const uint64_t seed = UINT64_C(0x9e3779b97f4a7c15) * (k + 1);
-        const uint64_t sample = k * UINT64_C(0x100000001);
-        const uint32_t step = (uint32_t)(k * 2654435761u);
-        const size_t n = len - (size_t)(k % 64);
-        test_seed = seed;
-        ASSERT_OK(diffuse_normal_fill(seed, sample, step, a, n));
-        ASSERT_OK(diffuse__normal_fill_reference(seed, sample, step, b, n));
-        for (size_t i = 0; i < n; i++)
-            if (float_bits(a[i]) != float_bits(b[i])) {
-                double x = a[i], y = b[i];
-                free(a);
-                free(b);
-                HARNESS_FAIL_("stream %llu element %zu: %.9g, libm path %.9g",
-                              (unsigned long long)k, i, x, y);
-            }
-        done += n;
-        k++;
+    for (int path = -1; path < DIFFUSE__RNG_PATHS; path++) {
+        size_t done = 0;
+        uint64_t k = 0;
+        if (path >= 0 && !diffuse__rng_path_available(path)) {
+            printf("  path %s: not available here\n", path_names[path]);
+            continue;
+        }
+        tested += path > DIFFUSE__RNG_LIBM;
+        while (done < total) {
+            const uint64_t seed = UINT64_C(0x9e3779b97f4a7c15) * (k + 1);
+            const uint64_t sample = k * UINT64_C(0x100000001);
+            const uint32_t step = (uint32_t)(k * 2654435761u);
+            const size_t n = len - (size_t)(k % 131);
+            float *o = a + (k % 16); /* 16 offsets: every float position in 64 bytes */
+            test_seed = seed;
+            for (size_t i = 0; i < n + 16 - (size_t)(k % 16); i++)
+                o[i] = -7.0f;
+            if (path < 0)
+                ASSERT_OK(diffuse_normal_fill(seed, sample, step, o, n));
+            else
+                ASSERT_OK(diffuse__normal_fill_path(path, seed, sample, step, o, n));
+            ASSERT_OK(diffuse__normal_fill_reference(seed, sample, step, b, n));
+            for (size_t i = 0; i < n; i++)
+                if (float_bits(o[i]) != float_bits(b[i])) {
+                    double x = o[i], y = b[i];
+                    free(a);
+                    free(b);
+                    HARNESS_FAIL_("path %d, stream %llu element %zu: %.9g, libm path %.9g",
+                                  path, (unsigned long long)k, i, x, y);
+                }
+            for (size_t i = n; i < n + 16 - (size_t)(k % 16); i++)
+                if (o[i] != -7.0f) {
+                    free(a);
+                    free(b);
+                    HARNESS_FAIL_("path %d, stream %llu: wrote element %zu of %zu", path,
+                                  (unsigned long long)k, i, n);
+                }
+            done += n;
+            k++;
+        }
     }
     free(a);
     free(b);
+    printf("  %d vectorized paths checked\n", tested);
+    ASSERT_STATUS(diffuse__normal_fill_path(DIFFUSE__RNG_PATHS, 1, 0, 0, got_dummy(), 4),
+                  DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse__normal_fill_path(-1, 1, 0, 0, got_dummy(), 4), DIFFUSE_EINVAL);
 }
 
 /* diffuse__normal_fill_rows gives every row's diffuse_normal_fill() bits
- * (the libm path): dims 1 .. 40 (short rows go 8 rows per vector), row
- * counts around the vector width, samples crossing 2^32. */
+ * (the libm path), on every path: dims 1 .. 40 (short rows go 8 rows per
+ * vector), row counts around the vector width, samples crossing 2^32, the
+ * array at odd float offsets. */
 static void test_normal_fill_rows_bit_identical(void)
 {
-    static const size_t counts[] = {1, 7, 8, 9, 37};
+    static const size_t counts[] = {1, 7, 8, 9, 16, 37};
     static const uint64_t firsts[] = {0, UINT64_C(0xfffffffd), UINT64_C(0x123456789)};
-    float got[37 * 40], want[40];
-    for (size_t dim = 1; dim <= 40; dim++)
-        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++)
-            for (size_t f = 0; f < sizeof firsts / sizeof firsts[0]; f++) {
-                const uint64_t seed = UINT64_C(0xdeadbeef00000001) + dim;
-                const size_t rows = counts[c];
-                test_seed = seed;
-                ASSERT_OK(diffuse__normal_fill_rows(seed, firsts[f], 77u, got, rows, dim));
-                for (size_t r = 0; r < rows; r++) {
-                    ASSERT_OK(diffuse__normal_fill_reference(seed, firsts[f] + r, 77u, want, dim));
-                    if (memcmp(got + r * dim, want, dim * sizeof *want) != 0)
-                        HARNESS_FAIL_("dim %zu, rows %zu, first %llu: row %zu differs", dim,
-                                      rows, (unsigned long long)firsts[f], r);
+    static float buf[37 * 40 + 8];
+    float want[40];
+    for (int path = -1; path < DIFFUSE__RNG_PATHS; path++) {
+        if (path >= 0 && !diffuse__rng_path_available(path))
+            continue;
+        for (size_t dim = 1; dim <= 40; dim++)
+            for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++)
+                for (size_t f = 0; f < sizeof firsts / sizeof firsts[0]; f++) {
+                    const uint64_t seed = UINT64_C(0xdeadbeef00000001) + dim;
+                    const size_t rows = counts[c], off = (dim + c + f) % 8;
+                    float *got = buf + off;
+                    test_seed = seed;
+                    for (size_t i = 0; i < rows * dim + 8 - off; i++)
+                        got[i] = -7.0f;
+                    if (path < 0)
+                        ASSERT_OK(diffuse__normal_fill_rows(seed, firsts[f], 77u, got, rows, dim));
+                    else
+                        ASSERT_OK(diffuse__normal_fill_rows_path(path, seed, firsts[f], 77u, got,
+                                                                 rows, dim));
+                    for (size_t r = 0; r < rows; r++) {
+                        ASSERT_OK(diffuse__normal_fill_reference(seed, firsts[f] + r, 77u, want,
+                                                                 dim));
+                        if (memcmp(got + r * dim, want, dim * sizeof *want) != 0)
+                            HARNESS_FAIL_("path %d, dim %zu, rows %zu, first %llu: row %zu "
+                                          "differs",
+                                          path, dim, rows, (unsigned long long)firsts[f], r);
+                    }
+                    for (size_t i = rows * dim; i < rows * dim + 8 - off; i++)
+                        if (got[i] != -7.0f)
+                            HARNESS_FAIL_("path %d, dim %zu, rows %zu: wrote element %zu", path,
+                                          dim, rows, i);
                 }
-            }
-    ASSERT_STATUS(diffuse__normal_fill_rows(1, UINT64_MAX, 0, got, 2, 3), DIFFUSE_EINVAL);
+    }
+    ASSERT_STATUS(diffuse__normal_fill_rows(1, UINT64_MAX, 0, buf, 2, 3), DIFFUSE_EINVAL);
     ASSERT_STATUS(diffuse__normal_fill_rows(1, 0, 0, NULL, 2, 3), DIFFUSE_EINVAL);
+    ASSERT_STATUS(diffuse__normal_fill_rows_path(DIFFUSE__RNG_PATHS, 1, 0, 0, buf, 2, 3),
+                  DIFFUSE_EINVAL);
+}
+
+/* The rows of the 2-D toys (dim 2, whole groups of 8 rows stored as one
+ * vector) over many steps and seeds, on every path, against the reference:
+ * the rare lanes that fail the check land in every position. */
+static void test_normal_fill_rows_dim2_many(void)
+{
+    const size_t rows = 1024, dim = 2;
+    const uint32_t steps = harness_quick() ? 8 : 200;
+    static float got[1024 * 2], want[2];
+    for (int path = 0; path < DIFFUSE__RNG_PATHS; path++) {
+        if (!diffuse__rng_path_available(path))
+            continue;
+        for (uint32_t t = 0; t < steps; t++) {
+            const uint64_t seed = 7 + (uint64_t)t * UINT64_C(0x100000003);
+            test_seed = seed;
+            ASSERT_OK(diffuse__normal_fill_rows_path(path, seed, 0, t, got, rows, dim));
+            for (size_t r = 0; r < rows; r++) {
+                ASSERT_OK(diffuse__normal_fill_reference(seed, r, t, want, dim));
+                if (memcmp(got + r * dim, want, sizeof want) != 0)
+                    HARNESS_FAIL_("path %d, step %lu, row %zu differs", path, (unsigned long)t,
+                                  r);
+            }
+        }
+    }
 }
 
 /* The error bound the vectorized path's check rests on (lib/rng.c): its
@@ -639,6 +722,7 @@ int main(void)
     RUN_SEEDED(test_diffuse_normal_fill_fast_path_bit_identical);
     RUN(test_diffuse_normal_fast_pair_error_bound);
     RUN_SEEDED(test_normal_fill_rows_bit_identical);
+    RUN_SEEDED(test_normal_fill_rows_dim2_many);
     RUN_SEEDED(test_diffuse_normal_fill_frozen_values);
     RUN_SEEDED(test_diffuse_normal_fill_prefix_invariance);
     RUN_SEEDED(test_diffuse_normal_fill_streams_differ);
