@@ -1,19 +1,19 @@
 /*
- * digits: train a class-conditional U-Net denoiser on MNIST digits read from
- * IDX files, with dropped labels (classifier-free guidance), sample a grid
- * of digits and write it as a PNG, report the variational bound in bits per
- * dimension on held-out digits before and after training, and optionally
- * score class-conditional samples with a nearest-class-mean classifier.
- * Everything runs in C; see --help.
+ * digits: train libdiffuse's conv U-Net denoiser on MNIST digits read from
+ * IDX files, class-conditional with dropped labels (classifier-free
+ * guidance), sample a grid of digits and write it as a PNG, report the
+ * variational bound in bits per dimension on held-out digits before and
+ * after training, and optionally score class-conditional samples with a
+ * nearest-class-mean classifier.  Everything runs in C; see --help.
  *
- * By default it trains Improved DDPM's U-Net (--net iddpm) at MNIST's own
- * 28 x 28: model channels --channels, channel_mult 1,2,2, --res-blocks
- * residual blocks per level, attention at 7 x 7; it reports bits/dim as
- * Improved DDPM's image_nll.py computes it (the bound over the whole
- * 1000-step chain, x0 clipped).  --net unet trains the small reference
- * U-Net instead; it has two resolutions, so its receptive field spans about
- * 25 pixels and it trains at 14 x 14 (2 x 2 means of the 28 x 28 images,
- * rounded to 8 bits) by default, where that covers a whole digit.
+ * The reference U-Net has two resolutions, so its receptive field spans
+ * about 25 pixels: the digits are trained at 14 x 14 (2 x 2 means of the
+ * 28 x 28 images, rounded to 8 bits) by default, where it covers a whole
+ * digit; --size 28 trains on the original pixels.  --net iddpm trains
+ * Improved DDPM's U-Net instead, at 28 x 28 (model channels --channels,
+ * channel_mult 1,2,2, --res-blocks residual blocks per level, attention at
+ * 7 x 7), and reports bits/dim as Improved DDPM's image_nll.py computes it
+ * (the bound over the whole 1000-step chain, x0 clipped).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <diffuse.h>
@@ -31,14 +31,7 @@
 #define SIDE 28 /* the IDX files' digits */
 #define T_TRAIN 1000
 #define CLASSES 10
-/* The iddpm net's defaults (the default net): a budget that trains legible
- * digits at 28 x 28 in a check-digits run of under 20 minutes on two cores
- * (README "digits") */
-#define IDDPM_STEPS 1200
-#define IDDPM_SAMPLE_STEPS 25
-#define IDDPM_RES_BLOCKS 1
-#define IDDPM_LR 2e-3
-#define IDDPM_EMA 0.995
+#define IDDPM_STEPS 3000 /* --net iddpm's default training steps */
 
 typedef struct {
     const char *data, *png, *checkpoint, *sampler, *samples;
@@ -64,7 +57,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: digits [options]\n"
-            "Trains a class-conditional U-Net denoiser on MNIST digits (IDX files),\n"
+            "Trains a class-conditional conv U-Net denoiser on MNIST digits (IDX files),\n"
             "samples a grid with classifier-free guidance, writes it as a PNG, and reports\n"
             "bits/dim on held-out digits before and after training.\n"
             "Get the data with: python3 examples/fetch_mnist.py\n\n"
@@ -72,18 +65,17 @@ static void usage(FILE *f)
             "                      t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (uncompressed;\n"
             "                      the canonical MNIST files after gunzip work as they are)\n"
             "                      (default data/mnist)\n"
-            "  --net NAME          iddpm (Improved DDPM's U-Net: channel_mult 1,2,2, attention\n"
-            "                      at 7x7; the default) or unet (the small reference U-Net)\n"
-            "  --size N            train and sample at N x N: 28 (default for iddpm) or 14\n"
-            "                      (2 x 2 means; default for unet)\n"
-            "  --steps N           training steps (default %d; unet 6000)\n"
+            "  --net NAME          unet (the reference U-Net, default) or iddpm (Improved\n"
+            "                      DDPM's U-Net: channel_mult 1,2,2, attention at 7x7, 28x28)\n"
+            "  --size N            train and sample at N x N: 14 (2 x 2 means; default for\n"
+            "                      unet) or 28 (default for iddpm)\n"
+            "  --steps N           training steps (default 6000; iddpm %d)\n"
             "  --batch N           training batch (default 64)\n"
-            "  --channels N        iddpm: model channels, a multiple of 32 (default 32);\n"
-            "                      unet: base channels, a multiple of 8 (default 32)\n"
-            "  --res-blocks N      iddpm: residual blocks per level (default %d)\n"
-            "  --lr X              learning rate (default %g; unet 1e-3)\n"
-            "  --ema X             EMA decay of the weights sampled from (default %g;\n"
-            "                      unet 0.999)\n"
+            "  --channels N        U-Net base channels, a multiple of 8 (default 32; iddpm:\n"
+            "                      model channels, a multiple of 32)\n"
+            "  --res-blocks N      iddpm: residual blocks per level (default 2)\n"
+            "  --lr X              learning rate (default 1e-3)\n"
+            "  --ema X             EMA decay of the weights sampled from (default 0.999)\n"
             "  --dropout P         probability of training a digit without its label\n"
             "                      (default 0.1; 1: an unconditional model)\n"
             "  --limit N           train on the first N training digits only (default all)\n"
@@ -94,10 +86,10 @@ static void usage(FILE *f)
             "  --grid N            N rows of samples: N x 10 (one class per column), or N x N\n"
             "                      with --class (default 8)\n"
             "  --sampler NAME      ddim (default) or dpmpp (DPM-Solver++(2M))\n"
-            "  --sample-steps N    sampling steps, trailing from 1000 (default %d; unet 50)\n"
-            "  --eval N            held-out digits for bits/dim (default 8; unet 32; 0: skip)\n"
-            "  --eval-steps N      steps of the bound, respaced from 1000 (default 1000, the\n"
-            "                      whole chain, as Improved DDPM's image_nll.py; unet 100)\n"
+            "  --sample-steps N    sampling steps, trailing from 1000 (default 50)\n"
+            "  --eval N            held-out digits for bits/dim (default 32, iddpm 8; 0: skip)\n"
+            "  --eval-steps N      steps of the bound, respaced from 1000 (default 100; iddpm\n"
+            "                      1000, the whole chain, as Improved DDPM's image_nll.py)\n"
             "  --classify N        sample N digits of each class and label them with a\n"
             "                      nearest-class-mean classifier of the training digits;\n"
             "                      print its per-class rates beside those on held-out digits\n"
@@ -108,7 +100,7 @@ static void usage(FILE *f)
             "  --png FILE          output picture (default digits.png)\n"
             "  --checkpoint FILE   output checkpoint (default digits.ckpt; '-' for none)\n"
             "  --help              this text\n",
-            IDDPM_STEPS, IDDPM_RES_BLOCKS, IDDPM_LR, IDDPM_EMA, IDDPM_SAMPLE_STEPS);
+            IDDPM_STEPS);
 }
 
 static int parse(int argc, char **argv, options *o)
@@ -120,8 +112,8 @@ static int parse(int argc, char **argv, options *o)
     o->checkpoint = "digits.ckpt";
     o->sampler = "ddim";
     o->size = 0; /* by --net */
-    o->iddpm = 1;
-    o->res_blocks = IDDPM_RES_BLOCKS;
+    o->iddpm = 0;
+    o->res_blocks = 2;
     o->dropout = 0.1;
     o->guidance = 3.0;
     o->cls = -2;
@@ -131,11 +123,11 @@ static int parse(int argc, char **argv, options *o)
     o->channels = 32;
     o->limit = 0;
     o->grid = 8;
-    o->sample_steps = 0; /* by --net */
+    o->sample_steps = 50;
     o->eval = -1; /* by --net */
     o->eval_steps = 0; /* by --net */
-    o->lr = 0; /* by --net */
-    o->ema = 0; /* by --net */
+    o->lr = 1e-3;
+    o->ema = 0.999;
     o->seed = 1;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -250,12 +242,6 @@ static int parse(int argc, char **argv, options *o)
         o->size = o->iddpm ? 28 : 14;
     if (o->steps < 0)
         o->steps = o->iddpm ? IDDPM_STEPS : 6000;
-    if (o->sample_steps == 0)
-        o->sample_steps = o->iddpm ? IDDPM_SAMPLE_STEPS : 50;
-    if (o->lr == 0)
-        o->lr = o->iddpm ? IDDPM_LR : 1e-3;
-    if (o->ema == 0)
-        o->ema = o->iddpm ? IDDPM_EMA : 0.999;
     if (o->eval < 0) /* the whole chain costs 10 times a 100-step bound */
         o->eval = o->iddpm ? 8 : 32;
     if (o->eval_steps == 0)
