@@ -113,12 +113,14 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
  * z, where libm's value zl is within e_l of it (glibc: log, sin and cos
  * within 1 ulp, sqrt and the products correctly rounded: e_l < 2^-50; the
  * fast path: e_f < 2^-48, measured below 2^-51 by tests/internal/test_rng.c
- * over 2^24 pairs).  Both round to the same float unless a rounding
- * boundary (the midpoint between two floats) lies within |z| (e_f + e_l) of
- * zf.  So each value is kept only when its distance to the nearest boundary
- * exceeds |zf| 2^-36, a safety factor of 2^12 over those bounds; any other
- * pair (about 1 in 4,000) is recomputed by box_muller() itself.  The output
- * is therefore box_muller()'s, whatever the vector width.
+ * over 10^6 random pairs and the edge words).  Both round to the same
+ * float unless a rounding boundary (the midpoint between two floats) lies
+ * within |z| (e_f + e_l) of zf.  So each value is kept only when its
+ * distance to the nearest boundary exceeds |zf| 2^-36, a safety factor of
+ * 2^12 over those bounds (checked on zf's bits: see round_check()); the
+ * block of any other value (about 1 in 500 blocks) is recomputed by
+ * box_muller() itself.  The output is therefore box_muller()'s, whatever
+ * the vector width or instruction set.
  *
  * The fast log: u1 = (2 w + 1) 2^-33 = 2^e m with m in [sqrt(1/2), sqrt(2)),
  * log u1 = e ln 2 + 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, with
@@ -141,8 +143,13 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
 #ifdef DIFFUSE_VEC
 #  define RNG_FAST 1
 #  define RNG_INLINE DIFFUSE_VEC_INLINE
-#  if defined(__x86_64__) && !defined(DIFFUSE_NO_X86_DISPATCH)
+/* The x86 copies need GCC: Clang refuses 8-lane (512-bit) vector arguments
+ * between functions of different targets, even always-inline helpers, so a
+ * Clang build keeps the portable copy alone. */
+#  if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+      !defined(DIFFUSE_NO_X86_DISPATCH)
 #    define RNG_X86 1
+#    define RNG_X86_AVX2 1
 #    include <immintrin.h>
 #  endif
 
@@ -328,7 +335,7 @@ RNG_INLINE vd generic_sqrt(vd v)
 #undef RNG_SQRT
 #undef RNG_LESS
 
-#ifdef RNG_X86
+#ifdef RNG_X86_AVX2
 /* AVX2: each 8-lane operation on two 4-lane halves.  GCC does not see that
  * the 64-bit lane products are 32 x 32 bits and emulates them with three
  * multiplies; vpmuludq does one. */
@@ -378,7 +385,9 @@ static inline __attribute__((always_inline)) RNG_AVX2 unsigned avx2_less(vl a, v
 #undef RNG_MUL32
 #undef RNG_SQRT
 #undef RNG_LESS
+#endif /* RNG_X86_AVX2 */
 
+#ifdef RNG_X86
 /* AVX-512F: one instruction per 8-lane operation. */
 #define RNG_AVX512 __attribute__((target("avx512f")))
 #define RNG_NAME(f) f##_avx512
@@ -405,9 +414,11 @@ static int rng_path_available(int path)
     case DIFFUSE__RNG_VEC:
         return 1;
 #endif
-#ifdef RNG_X86
+#ifdef RNG_X86_AVX2
     case DIFFUSE__RNG_AVX2:
         return __builtin_cpu_supports("avx2");
+#endif
+#ifdef RNG_X86
     case DIFFUSE__RNG_AVX512:
         return __builtin_cpu_supports("avx512f");
 #endif
@@ -423,6 +434,8 @@ static int rng_path(void)
 #ifdef RNG_X86
     if (__builtin_cpu_supports("avx512f"))
         return DIFFUSE__RNG_AVX512;
+#endif
+#ifdef RNG_X86_AVX2
     if (__builtin_cpu_supports("avx2"))
         return DIFFUSE__RNG_AVX2;
 #endif
@@ -446,6 +459,8 @@ static void fill_path(int path, const philox_schedule *ks, uint32_t c1, uint32_t
     case DIFFUSE__RNG_AVX512:
         fill_chunks_avx512(ks, c1, c2, c3, out, first, chunks);
         break;
+#endif
+#ifdef RNG_X86_AVX2
     case DIFFUSE__RNG_AVX2:
         fill_chunks_avx2(ks, c1, c2, c3, out, first, chunks);
         break;
@@ -561,6 +576,8 @@ static int normal_fill_rows(const char *func, int path, uint64_t seed, uint64_t 
             case DIFFUSE__RNG_AVX512:
                 r0 = fill_rows_small_avx512(&ks, step, first_sample, dim, out, rows);
                 break;
+#endif
+#ifdef RNG_X86_AVX2
             case DIFFUSE__RNG_AVX2:
                 r0 = fill_rows_small_avx2(&ks, step, first_sample, dim, out, rows);
                 break;
@@ -577,6 +594,8 @@ static int normal_fill_rows(const char *func, int path, uint64_t seed, uint64_t 
             case DIFFUSE__RNG_AVX512:
                 fill_rows8_avx512(&ks, step, first_sample + r, dim, out + r * dim, live);
                 break;
+#endif
+#ifdef RNG_X86_AVX2
             case DIFFUSE__RNG_AVX2:
                 fill_rows8_avx2(&ks, step, first_sample + r, dim, out + r * dim, live);
                 break;
