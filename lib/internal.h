@@ -128,6 +128,10 @@ int diffuse__normal_fill_path(int path, uint64_t seed, uint64_t sample, uint32_t
 int diffuse__normal_fill_rows_path(int path, uint64_t seed, uint64_t first_sample,
                                    uint32_t step, float *out, size_t rows, size_t dim);
 
+/* engine.c: 1 when the n floats at p are all finite (no NaN, no
+ * infinity), else 0; n = 0 gives 1. */
+int diffuse__all_finite(const float *p, size_t n);
+
 /* vlb_terms.c: scalar forms of the public elementwise functions. */
 double diffuse__normal_kl(double mean1, double logvar1, double mean2, double logvar2);
 double diffuse__discretized_log_likelihood(double x, double mean, double log_scale, int mode);

@@ -113,20 +113,23 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
  * z, where libm's value zl is within e_l of it (glibc: log, sin and cos
  * within 1 ulp, sqrt and the products correctly rounded: e_l < 2^-50; the
  * fast path: e_f < 2^-48, measured below 2^-51 by tests/internal/test_rng.c
- * over 2^24 pairs).  Both round to the same float unless a rounding
- * boundary (the midpoint between two floats) lies within |z| (e_f + e_l) of
- * zf.  So each value is kept only when its distance to the nearest boundary
- * exceeds |zf| 2^-36, a safety factor of 2^12 over those bounds; any other
- * pair (about 1 in 4,000) is recomputed by box_muller() itself.  The output
- * is therefore box_muller()'s, whatever the vector width.
+ * over 10^6 random pairs and the edge words).  Both round to the same
+ * float unless a rounding boundary (the midpoint between two floats) lies
+ * within |z| (e_f + e_l) of zf.  So each value is kept only when its
+ * distance to the nearest boundary exceeds |zf| 2^-36, a safety factor of
+ * 2^12 over those bounds (checked on zf's bits: see round_check()); the
+ * block of any other value (about 1 in 500 blocks) is recomputed by
+ * box_muller() itself.  The output is therefore box_muller()'s, whatever
+ * the vector width or instruction set.
  *
  * The fast log: u1 = (2 w + 1) 2^-33 = 2^e m with m in [sqrt(1/2), sqrt(2)),
- * log u1 = e ln 2 + 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by the
- * series of atanh to s^21 (truncation below 2^-58 relative), ln 2 in two
- * parts (Cody and Waite).  The fast sin/cos: theta = k pi/2 + y, k the
- * nearest integer, y from a three-part pi/2 (fdlibm's constants), |y| <=
- * pi/4; Taylor polynomials of sin to y^17 and cos to y^18 (truncation below
- * 2^-60 relative), and the quadrant k mod 4.
+ * log u1 = e ln 2 + 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, with
+ * fdlibm's minimax polynomial for 2 atanh(s) (e_log.c, within 2^-58.45),
+ * ln 2 in two parts (Cody and Waite).  The fast sin/cos: theta = k pi/2 +
+ * y, k the nearest integer, y from a four-part pi/2 (fdlibm's constants),
+ * |y| <= pi/4; fdlibm's minimax polynomials of sin (to y^13) and cos (to
+ * y^14) (k_sin.c, k_cos.c, within 2^-58), and the quadrant k mod 4.  The
+ * polynomials go in Estrin's order (short dependency chains).
  *
  * Written with GCC/Clang vector extensions (lib/rng_fill.h).  On x86-64 it
  * is compiled three times: portable, AVX2 and AVX-512F, the last two with
@@ -140,8 +143,13 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
 #ifdef DIFFUSE_VEC
 #  define RNG_FAST 1
 #  define RNG_INLINE DIFFUSE_VEC_INLINE
-#  if defined(__x86_64__) && !defined(DIFFUSE_NO_X86_DISPATCH)
+/* The x86 copies need GCC: Clang refuses 8-lane (512-bit) vector arguments
+ * between functions of different targets, even always-inline helpers, so a
+ * Clang build keeps the portable copy alone. */
+#  if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+      !defined(DIFFUSE_NO_X86_DISPATCH)
 #    define RNG_X86 1
+#    define RNG_X86_AVX2 1
 #    include <immintrin.h>
 #  endif
 
@@ -162,23 +170,22 @@ RNG_INLINE vd fast_log_u1(vd w)
     e = e - big - 33; /* big is -1 where set */
     s = (m - vsplat(1.0)) / (m + vsplat(1.0));
     s2 = s * s;
-    /* sum of s2^k / (2k + 3), k = 0 .. 9, in Estrin's order (short chains) */
+    /* 2 atanh(s) = 2 s + s R(s2): R of fdlibm's log (e_log.c: Lg1 .. Lg7,
+     * within 2^-58.45 of the series), in Estrin's order (short chains) */
     s4 = s2 * s2;
     s8 = s4 * s4;
     {
-        const vd q0 = vsplat(1.0 / 3.0) + s2 * vsplat(1.0 / 5.0);
-        const vd q1 = vsplat(1.0 / 7.0) + s2 * vsplat(1.0 / 9.0);
-        const vd q2 = vsplat(1.0 / 11.0) + s2 * vsplat(1.0 / 13.0);
-        const vd q3 = vsplat(1.0 / 15.0) + s2 * vsplat(1.0 / 17.0);
-        const vd q4 = vsplat(1.0 / 19.0) + s2 * vsplat(1.0 / 21.0);
-        p = ((q0 + s4 * q1) + s8 * (q2 + s4 * q3)) + (s8 * s8) * q4;
+        const vd q0 = vsplat(6.666666666666735130e-01) + s2 * vsplat(3.999999999940941908e-01);
+        const vd q1 = vsplat(2.857142874366239149e-01) + s2 * vsplat(2.222219843214978396e-01);
+        const vd q2 = vsplat(1.818357216161805012e-01) + s2 * vsplat(1.531383769920937332e-01);
+        p = (q0 + s4 * q1) + s8 * (q2 + s4 * vsplat(1.479819860511658591e-01));
     }
-    p = (s * s2) * p; /* 2 atanh(s) = 2 s + 2 s^3 p */
+    p = (s * s2) * p; /* s R(s2) */
     /* e as a double: the bits of 2^52 + 2^51 + e, less 2^52 + 2^51 (exact) */
     ed = vbits_d(e + INT64_C(0x4338000000000000)) - vsplat(6755399441055744.0);
     /* e ln2_hi exact (|e| <= 34, ln2_hi has 32 trailing zero bits) */
     return ed * vsplat(6.93147180369123816490e-01) +
-           ((vsplat(2.0) * s + vsplat(2.0) * p) + ed * vsplat(1.90821492927058770002e-10));
+           ((vsplat(2.0) * s + p) + ed * vsplat(1.90821492927058770002e-10));
 }
 
 /* cos and sin of theta in [0, 2 pi]. */
@@ -195,25 +202,23 @@ RNG_INLINE void fast_sincos(vd theta, vd *c_out, vd *s_out)
     y = y - k * vsplat(2.02226624871116645580e-21); /* exact product */
     y = y - k * vsplat(8.47842766036889956997e-32);
     y2 = y * y;
-    /* sp = sum of (-1)^(k+1) y2^k / (2k + 3)!, k = 0 .. 7; cp = sum of
-     * (-1)^(k+1) y2^k / (2k + 4)!, k = 0 .. 7 (minus the series past
-     * 1 - y2/2); Estrin's order */
+    /* sin y = y + y^3 S(y2), cos y = 1 - y2 / 2 + y2^2 C(y2): the
+     * polynomials of fdlibm's k_sin.c and k_cos.c (S1 .. S6, C1 .. C6,
+     * within 2^-58 of sin and cos on |y| <= pi/4), in Estrin's order */
     y4 = y2 * y2;
     y8 = y4 * y4;
     {
-        const vd a0 = vsplat(-1.0 / 6.0) + y2 * vsplat(1.0 / 120.0);
-        const vd a1 = vsplat(-1.0 / 5040.0) + y2 * vsplat(1.0 / 362880.0);
-        const vd a2 = vsplat(-1.0 / 39916800.0) + y2 * vsplat(1.0 / 6227020800.0);
-        const vd a3 = vsplat(-1.0 / 1307674368000.0) + y2 * vsplat(1.0 / 355687428096000.0);
-        const vd b0 = vsplat(-1.0 / 24.0) + y2 * vsplat(1.0 / 720.0);
-        const vd b1 = vsplat(-1.0 / 40320.0) + y2 * vsplat(1.0 / 3628800.0);
-        const vd b2 = vsplat(-1.0 / 479001600.0) + y2 * vsplat(1.0 / 87178291200.0);
-        const vd b3 = vsplat(-1.0 / 20922789888000.0) + y2 * vsplat(1.0 / 6402373705728000.0);
-        sp = (a0 + y4 * a1) + y8 * (a2 + y4 * a3);
-        cp = (b0 + y4 * b1) + y8 * (b2 + y4 * b3);
+        const vd a0 = vsplat(-1.66666666666666324348e-01) + y2 * vsplat(8.33333333332248946124e-03);
+        const vd a1 = vsplat(-1.98412698298579493134e-04) + y2 * vsplat(2.75573137070700676789e-06);
+        const vd a2 = vsplat(-2.50507602534068634195e-08) + y2 * vsplat(1.58969099521155010221e-10);
+        const vd b0 = vsplat(4.16666666666666019037e-02) + y2 * vsplat(-1.38888888888741095749e-03);
+        const vd b1 = vsplat(2.48015872894767294178e-05) + y2 * vsplat(-2.75573143513906633035e-07);
+        const vd b2 = vsplat(2.08757232129817482790e-09) + y2 * vsplat(-1.13596475577881948265e-11);
+        sp = (a0 + y4 * a1) + y8 * a2;
+        cp = (b0 + y4 * b1) + y8 * b2;
     }
     sn = y + (y * y2) * sp;
-    cs = (vsplat(1.0) - vsplat(0.5) * y2) - (y2 * y2) * cp; /* cp holds minus the series */
+    cs = (vsplat(1.0) - vsplat(0.5) * y2) + y4 * cp;
     /* quadrant q: (cos, sin) = (c, s), (-s, c), (-c, -s), (s, -c) */
     swap = -(q & 1);
     negc = -(((q + 1) >> 1) & 1); /* q = 1, 2 */
@@ -226,24 +231,28 @@ RNG_INLINE void fast_sincos(vd theta, vd *c_out, vd *s_out)
     }
 }
 
-/* z rounded to float (*f_out), and the two sides of the check that the
- * float is certainly box_muller()'s: kept where *lhs < *rhs, i.e. where the
- * distance from z to the nearest rounding boundary exceeds |z| 2^-36. */
-RNG_INLINE void round_prep(vd z, vf8 *f_out, vd *lhs, vd *rhs)
+/* Whether z (a double near a standard normal value) rounds to the same
+ * float as any double within |z| 2^-36 of it: where the low 29 bits of its
+ * significand, those a float drops, lie at least 2^17 units from 2^28, the
+ * midpoint between two floats (the only rounding boundary; 2^17 units of
+ * z's last place are at least |z| 2^-36, since |z| < 2^53 of them), and z
+ * is a normal float (|z| >= 2^-126; zero goes through box_muller()).
+ * round_check() gives d and a, and the float is kept where
+ * RNG_KEEP_D < d and RNG_KEEP_A < a. */
+#define RNG_KEEP_D ((INT64_C(1) << 18) - 1)
+#define RNG_KEEP_A (INT64_C(0x3810000000000000) - 1) /* the bits of 2^-126, less 1 */
+
+RNG_INLINE vl vsplat_l(int64_t v)
 {
-    const vf8 f = __builtin_convertvector(z, vf8);
-    const vd fd = __builtin_convertvector(f, vd);
-    vi8 fb;
-    vf8 flo;
-    vd az;
-    memcpy(&fb, &f, sizeof fb);
-    fb = (fb & 0x7fffffff) - 1; /* |f| one step toward zero */
-    memcpy(&flo, &fb, sizeof flo);
-    az = vbits_d(vd_bits(z) & INT64_MAX);
-    /* f == 0 gives fb = -1 and a NaN half gap: not kept */
-    *rhs = (vbits_d(vd_bits(fd) & INT64_MAX) - __builtin_convertvector(flo, vd)) * vsplat(0.5);
-    *lhs = vbits_d(vd_bits(z - fd) & INT64_MAX) + az * vsplat(0x1p-36);
-    *f_out = f;
+    vl r = {v, v, v, v, v, v, v, v};
+    return r;
+}
+
+RNG_INLINE void round_check(vd z, vl *d, vl *a)
+{
+    const vl bits = vd_bits(z);
+    *d = (bits - ((INT64_C(1) << 28) - (INT64_C(1) << 17))) & ((INT64_C(1) << 29) - 1);
+    *a = bits & INT64_MAX;
 }
 
 /* The unrounded z of 8 pairs of words (as doubles), for the error-bound
@@ -292,7 +301,12 @@ RNG_INLINE void store_chunk(float *o, const vf8 f[4])
 }
 
 /* The portable copy: vector extensions only. */
-RNG_INLINE unsigned generic_less(vd a, vd b)
+RNG_INLINE vul generic_mul32(vul x, uint32_t m)
+{
+    return (x & (uint64_t)0xffffffffu) * (uint64_t)m;
+}
+
+RNG_INLINE unsigned generic_less(vl a, vl b)
 {
     const vl c = a < b;
     unsigned m = 0;
@@ -311,7 +325,7 @@ RNG_INLINE vd generic_sqrt(vd v)
 
 #define RNG_NAME(f) f##_generic
 #define RNG_ATTR
-#define RNG_MUL32(x, m) ((x) * (uint64_t)(m))
+#define RNG_MUL32(x, m) generic_mul32(x, m)
 #define RNG_SQRT(v) generic_sqrt(v)
 #define RNG_LESS(a, b) generic_less(a, b)
 #include "rng_fill.h"
@@ -321,7 +335,7 @@ RNG_INLINE vd generic_sqrt(vd v)
 #undef RNG_SQRT
 #undef RNG_LESS
 
-#ifdef RNG_X86
+#ifdef RNG_X86_AVX2
 /* AVX2: each 8-lane operation on two 4-lane halves.  GCC does not see that
  * the 64-bit lane products are 32 x 32 bits and emulates them with three
  * multiplies; vpmuludq does one. */
@@ -348,14 +362,15 @@ static inline __attribute__((always_inline)) RNG_AVX2 vd avx2_sqrt(vd v)
     return __builtin_shufflevector(rlo, rhi, 0, 1, 2, 3, 4, 5, 6, 7);
 }
 
-static inline __attribute__((always_inline)) RNG_AVX2 unsigned avx2_less(vd a, vd b)
+static inline __attribute__((always_inline)) RNG_AVX2 unsigned avx2_less(vl a, vl b)
 {
-    const rng_vd4 alo = __builtin_shufflevector(a, a, 0, 1, 2, 3);
-    const rng_vd4 ahi = __builtin_shufflevector(a, a, 4, 5, 6, 7);
-    const rng_vd4 blo = __builtin_shufflevector(b, b, 0, 1, 2, 3);
-    const rng_vd4 bhi = __builtin_shufflevector(b, b, 4, 5, 6, 7);
-    const int mlo = _mm256_movemask_pd(_mm256_cmp_pd((__m256d)alo, (__m256d)blo, _CMP_LT_OQ));
-    const int mhi = _mm256_movemask_pd(_mm256_cmp_pd((__m256d)ahi, (__m256d)bhi, _CMP_LT_OQ));
+    typedef int64_t rng_vl4 __attribute__((vector_size(32)));
+    const rng_vl4 alo = __builtin_shufflevector(a, a, 0, 1, 2, 3);
+    const rng_vl4 ahi = __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    const rng_vl4 blo = __builtin_shufflevector(b, b, 0, 1, 2, 3);
+    const rng_vl4 bhi = __builtin_shufflevector(b, b, 4, 5, 6, 7);
+    const int mlo = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64((__m256i)blo, (__m256i)alo)));
+    const int mhi = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64((__m256i)bhi, (__m256i)ahi)));
     return (unsigned)mlo | (unsigned)mhi << 4;
 }
 
@@ -370,14 +385,16 @@ static inline __attribute__((always_inline)) RNG_AVX2 unsigned avx2_less(vd a, v
 #undef RNG_MUL32
 #undef RNG_SQRT
 #undef RNG_LESS
+#endif /* RNG_X86_AVX2 */
 
+#ifdef RNG_X86
 /* AVX-512F: one instruction per 8-lane operation. */
 #define RNG_AVX512 __attribute__((target("avx512f")))
 #define RNG_NAME(f) f##_avx512
 #define RNG_ATTR RNG_AVX512
 #define RNG_MUL32(x, m) ((vul)_mm512_mul_epu32((__m512i)(x), _mm512_set1_epi64((long long)(m))))
 #define RNG_SQRT(v) ((vd)_mm512_sqrt_pd((__m512d)(v)))
-#define RNG_LESS(a, b) ((unsigned)_mm512_cmp_pd_mask((__m512d)(a), (__m512d)(b), _CMP_LT_OQ))
+#define RNG_LESS(a, b) ((unsigned)_mm512_cmplt_epi64_mask((__m512i)(a), (__m512i)(b)))
 #include "rng_fill.h"
 #undef RNG_NAME
 #undef RNG_ATTR
@@ -397,9 +414,11 @@ static int rng_path_available(int path)
     case DIFFUSE__RNG_VEC:
         return 1;
 #endif
-#ifdef RNG_X86
+#ifdef RNG_X86_AVX2
     case DIFFUSE__RNG_AVX2:
         return __builtin_cpu_supports("avx2");
+#endif
+#ifdef RNG_X86
     case DIFFUSE__RNG_AVX512:
         return __builtin_cpu_supports("avx512f");
 #endif
@@ -415,6 +434,8 @@ static int rng_path(void)
 #ifdef RNG_X86
     if (__builtin_cpu_supports("avx512f"))
         return DIFFUSE__RNG_AVX512;
+#endif
+#ifdef RNG_X86_AVX2
     if (__builtin_cpu_supports("avx2"))
         return DIFFUSE__RNG_AVX2;
 #endif
@@ -424,6 +445,32 @@ static int rng_path(void)
     return DIFFUSE__RNG_LIBM;
 #endif
 }
+
+#ifdef RNG_FAST
+/* A partial last chunk of at least this many elements goes through the
+ * vectors (a whole chunk computed) rather than box_muller() block by block. */
+#define RNG_TAIL_MIN 8
+
+static void fill_path(int path, const philox_schedule *ks, uint32_t c1, uint32_t c2,
+                      uint32_t c3, float *out, size_t first, size_t chunks)
+{
+    switch (path) {
+#ifdef RNG_X86
+    case DIFFUSE__RNG_AVX512:
+        fill_chunks_avx512(ks, c1, c2, c3, out, first, chunks);
+        break;
+#endif
+#ifdef RNG_X86_AVX2
+    case DIFFUSE__RNG_AVX2:
+        fill_chunks_avx2(ks, c1, c2, c3, out, first, chunks);
+        break;
+#endif
+    default:
+        fill_chunks_generic(ks, c1, c2, c3, out, first, chunks);
+        break;
+    }
+}
+#endif
 
 static int normal_fill(const char *func, uint64_t seed, uint64_t sample, uint32_t step,
                        float *out, size_t n, int path)
@@ -450,18 +497,15 @@ static int normal_fill(const char *func, uint64_t seed, uint64_t sample, uint32_
 #ifdef RNG_FAST
     if (path != DIFFUSE__RNG_LIBM) {
         const size_t chunks = blocks / RNG_CHUNK_BLOCKS;
-        switch (path) {
-#ifdef RNG_X86
-        case DIFFUSE__RNG_AVX512:
-            fill_chunks_avx512(&ks, c1, c2, c3, out, chunks);
-            break;
-        case DIFFUSE__RNG_AVX2:
-            fill_chunks_avx2(&ks, c1, c2, c3, out, chunks);
-            break;
-#endif
-        default:
-            fill_chunks_generic(&ks, c1, c2, c3, out, chunks);
-            break;
+        const size_t tail = n - chunks * 32;
+        fill_path(path, &ks, c1, c2, c3, out, 0, chunks);
+        if (tail >= RNG_TAIL_MIN) {
+            /* the last, partial chunk through the vectors too: its first
+             * tail elements (the rest of the chunk is computed, not stored) */
+            float buf[32];
+            fill_path(path, &ks, c1, c2, c3, buf, chunks, 1);
+            memcpy(out + chunks * 32, buf, tail * sizeof buf[0]);
+            return DIFFUSE_OK;
         }
         j0 = chunks * RNG_CHUNK_BLOCKS;
     }
@@ -524,14 +568,34 @@ static int normal_fill_rows(const char *func, int path, uint64_t seed, uint64_t 
     if (dim < 32 && path != DIFFUSE__RNG_LIBM) {
         /* short rows: 8 rows at a time, one block of each per lane */
         philox_schedule ks;
+        size_t r0 = 0;
         philox_key_schedule(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
-        for (size_t r = 0; r < rows; r += RNG_LANES) {
+        if (dim <= 2) {
+            switch (path) {
+#ifdef RNG_X86
+            case DIFFUSE__RNG_AVX512:
+                r0 = fill_rows_small_avx512(&ks, step, first_sample, dim, out, rows);
+                break;
+#endif
+#ifdef RNG_X86_AVX2
+            case DIFFUSE__RNG_AVX2:
+                r0 = fill_rows_small_avx2(&ks, step, first_sample, dim, out, rows);
+                break;
+#endif
+            default:
+                r0 = fill_rows_small_generic(&ks, step, first_sample, dim, out, rows);
+                break;
+            }
+        }
+        for (size_t r = r0; r < rows; r += RNG_LANES) {
             const size_t live = rows - r < RNG_LANES ? rows - r : RNG_LANES;
             switch (path) {
 #ifdef RNG_X86
             case DIFFUSE__RNG_AVX512:
                 fill_rows8_avx512(&ks, step, first_sample + r, dim, out + r * dim, live);
                 break;
+#endif
+#ifdef RNG_X86_AVX2
             case DIFFUSE__RNG_AVX2:
                 fill_rows8_avx2(&ks, step, first_sample + r, dim, out + r * dim, live);
                 break;
