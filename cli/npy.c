@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 3, 4)))
+#endif
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;

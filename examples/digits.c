@@ -129,7 +129,7 @@ static int parse(int argc, char **argv, options *o)
     o->lr = 1e-3;
     o->ema = 0.999;
     o->seed = 1;
-    for (i = 1; i < argc; i++) {
+    for (i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long *num = NULL;
         double *real = NULL;
@@ -236,7 +236,6 @@ static int parse(int argc, char **argv, options *o)
                 return -1;
             }
         }
-        i++;
     }
     if (o->size == 0)
         o->size = o->iddpm ? 28 : 14;

@@ -13,6 +13,9 @@
  * MNIST file is 47 MB). */
 #define IDX_MAX_BYTES ((size_t)1 << 31)
 
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 3, 4)))
+#endif
 static void say(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;

@@ -124,6 +124,9 @@ int png_write_rgb(const char *path, const unsigned char *rgb, size_t width, size
 /* ---------------------------------------------------------------------- */
 /* Reading                                                                  */
 
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 3, 4)))
+#endif
 static int png_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
