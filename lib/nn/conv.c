@@ -1065,13 +1065,16 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
     K = Cin * 9;
     jb.g = geo_of(x, Cin, H, Wd, s);
     P = jb.g.P;
-    if (db != NULL)
-        for (size_t co = 0; co < Cout; co++) {
+    if (db != NULL) {
+        /* one output channel per iteration, on the threads */
+        size_t co;
+        DIFFUSE_PAR_FOR(nth, Cout > 1 && B * Cout * P >= ((size_t)1 << 15), co, Cout, {
             double acc = 0.0;
             for (size_t b = 0; b < B; b++)
                 acc += layer_sum_f(dy + (b * Cout + co) * P, P);
             db[co] = (float)((double)db[co] + acc);
-        }
+        });
+    }
     if (K == 0 || B == 0)
         return;
     jb.v = diffuse__gemm_variant_now();
