@@ -273,24 +273,35 @@ im2col32_avx512(const struct geo *g, const struct runtab *rts, size_t ngrp, size
 #define DDECL(r) __m512 c##r##_0 = _mm512_setzero_ps(), c##r##_1 = _mm512_setzero_ps();
 #define DSTORE(r)                                                           \
     if ((size_t)(r) < mr)                                                   \
-        dstore_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, mode,  \
+        dstore_row(c + (size_t)(r) * ldc, cb + (uintptr_t)((size_t)(r) * ldc * sizeof(float)), \
+                   c##r##_0, c##r##_1, ma0, ma1, mb0, mb1, mode,            \
                    bias != NULL ? bias[r] : 0.0f, bias != NULL);
 
+/* Lanes in ma0/ma1 (low, high half) go to cr, lanes in mb0/mb1 to the byte
+ * address cb2 + 4 lane (the next sample's row, shifted back by the lanes
+ * of the first part): C = (C + x or x) + bias, as tile() and store_split
+ * update. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dstore_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1, int mode, float br,
-           int has_bias)
+dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmask16 ma1,
+           __mmask16 mb0, __mmask16 mb1, int mode, float br, int has_bias)
 {
+    const float *cb = (const float *)cb2;
     if (mode == DIFFUSE__GEMM_ADD) {
-        x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), x0);
-        x1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), x1);
+        __m512 o0 = _mm512_maskz_loadu_ps(ma0, cr), o1 = _mm512_maskz_loadu_ps(ma1, cr + 16);
+        o0 = _mm512_mask_loadu_ps(o0, mb0, cb);
+        o1 = _mm512_mask_loadu_ps(o1, mb1, cb + 16);
+        x0 = _mm512_add_ps(o0, x0);
+        x1 = _mm512_add_ps(o1, x1);
     }
     if (has_bias) {
         const __m512 vb = _mm512_set1_ps(br);
         x0 = _mm512_add_ps(x0, vb);
         x1 = _mm512_add_ps(x1, vb);
     }
-    _mm512_mask_storeu_ps(cr, m0, x0);
-    _mm512_mask_storeu_ps(cr + 16, m1, x1);
+    _mm512_mask_storeu_ps(cr, ma0, x0);
+    _mm512_mask_storeu_ps(cr + 16, ma1, x1);
+    _mm512_mask_storeu_ps((float *)cb2, mb0, x0);
+    _mm512_mask_storeu_ps((float *)cb2 + 16, mb1, x1);
 }
 
 /* The K loop: channel by channel from (ci, t) = (k0 / 9, k0 % 9); LOADB
@@ -314,9 +325,13 @@ dstore_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1, int mode
         }                                                                   \
     }                                                                       \
     {                                                                       \
-        const size_t n0 = nr < 16 ? nr : 16, n1 = nr > 16 ? nr - 16 : 0;     \
-        const __mmask16 m0 = (__mmask16)((1u << n0) - 1u);                  \
-        const __mmask16 m1 = (__mmask16)((1u << n1) - 1u);                  \
+        const uint32_t all = nr >= 32 ? 0xFFFFFFFFu : (1u << nr) - 1u;       \
+        const uint32_t ma = c2 == NULL ? all : all & ((1u << w1) - 1u);      \
+        const uint32_t mb = all & ~ma;                                      \
+        const __mmask16 ma0 = (__mmask16)(ma & 0xFFFFu), ma1 = (__mmask16)(ma >> 16); \
+        const __mmask16 mb0 = (__mmask16)(mb & 0xFFFFu), mb1 = (__mmask16)(mb >> 16); \
+        const uintptr_t cb = c2 == NULL ? (uintptr_t)c                      \
+                                        : (uintptr_t)c2 - w1 * sizeof(float); \
         ROWS(DSTORE)                                                        \
     }
 
@@ -330,6 +345,18 @@ dstore_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1, int mode
         _mm_prefetch((const char *)(src + DPF), _MM_HINT_T0);               \
         b0 = _mm512_maskz_loadu_ps(m1lo[t], (const void *)src);              \
         b1 = _mm512_maskz_loadu_ps(m1hi[t], (const void *)(src + 64));       \
+    }
+/* Two segments: two masked loads per half, ORed. */
+#define DLOAD2                                                              \
+    {                                                                       \
+        const uintptr_t sa = xc + (uintptr_t)offa[t], sb = xc + (uintptr_t)offb[t]; \
+        _mm_prefetch((const char *)(sb + DPF), _MM_HINT_T0);                \
+        b0 = _mm512_castsi512_ps(                                           \
+            _mm512_or_si512(_mm512_maskz_loadu_epi32(mal[t], (const void *)sa), \
+                            _mm512_maskz_loadu_epi32(mbl[t], (const void *)sb))); \
+        b1 = _mm512_castsi512_ps(                                           \
+            _mm512_or_si512(_mm512_maskz_loadu_epi32(mah[t], (const void *)(sa + 64)), \
+                            _mm512_maskz_loadu_epi32(mbh[t], (const void *)(sb + 64)))); \
     }
 /* Several segments: their disjoint lanes ORed together. */
 #define DLOADN                                                              \
@@ -353,7 +380,7 @@ dstore_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1, int mode
 #define DKERNEL_ARGS                                                        \
     size_t kc, const float *a, const float *x, size_t HW, size_t k0,        \
         const struct runtab *rt, float *c, size_t ldc, size_t mr, size_t nr, int mode, \
-        const float *bias
+        const float *bias, float *c2, size_t w1
 
 /* One-segment tables: tap t's byte offset and half masks. */
 #define DTAB1                                                               \
@@ -365,6 +392,21 @@ dstore_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1, int mode
         m1hi[q_] = (__mmask16)(rt->mask[q_][0] >> 16);                      \
     }
 
+/* Two-segment tables. */
+#define DTAB2                                                               \
+    ptrdiff_t offa[9], offb[9];                                             \
+    __mmask16 mal[9], mah[9], mbl[9], mbh[9];                               \
+    for (size_t q_ = 0; q_ < 9; q_++) {                                     \
+        offa[q_] = rt->off[q_][0] * (ptrdiff_t)sizeof(float);               \
+        offb[q_] = rt->off[q_][1] * (ptrdiff_t)sizeof(float);               \
+        mal[q_] = (__mmask16)(rt->mask[q_][0] & 0xFFFFu);                   \
+        mah[q_] = (__mmask16)(rt->mask[q_][0] >> 16);                       \
+        mbl[q_] = (__mmask16)(rt->mask[q_][1] & 0xFFFFu);                   \
+        mbh[q_] = (__mmask16)(rt->mask[q_][1] >> 16);                       \
+    }
+
+typedef void diffuse__conv_dkernel_fn(DKERNEL_ARGS);
+
 #define DROWS4(X) X(0) X(1) X(2) X(3)
 #define DROWS8(X) DROWS4(X) X(4) X(5) X(6) X(7)
 #define DROWS12(X) DROWS8(X) X(8) X(9) X(10) X(11)
@@ -374,6 +416,11 @@ dstore_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1, int mode
     {                                                                       \
         DTAB1                                                               \
         DKERNEL_BODY(ROWS, DLOAD1)                                          \
+    }                                                                       \
+    __attribute__((target("avx512f"))) static void name##_2(DKERNEL_ARGS)   \
+    {                                                                       \
+        DTAB2                                                               \
+        DKERNEL_BODY(ROWS, DLOAD2)                                          \
     }                                                                       \
     __attribute__((target("avx512f"))) static void name##_n(DKERNEL_ARGS)   \
     {                                                                       \
@@ -387,13 +434,12 @@ _Static_assert(MR_MAX == 12, "the direct kernels' A strips are 12 wide (COLS lay
 
 static void dkernel(DKERNEL_ARGS)
 {
-    const int one = rt->nrun == 1;
-    if (mr <= 4)
-        (one ? dkernel4_1 : dkernel4_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
-    else if (mr <= 8)
-        (one ? dkernel8_1 : dkernel8_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
-    else
-        (one ? dkernel12_1 : dkernel12_n)(kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias);
+    diffuse__conv_dkernel_fn *const k4[3] = {dkernel4_1, dkernel4_2, dkernel4_n};
+    diffuse__conv_dkernel_fn *const k8[3] = {dkernel8_1, dkernel8_2, dkernel8_n};
+    diffuse__conv_dkernel_fn *const k12[3] = {dkernel12_1, dkernel12_2, dkernel12_n};
+    const size_t v = rt->nrun < 3 ? rt->nrun - 1 : 2;
+    (mr <= 4 ? k4 : mr <= 8 ? k8 : k12)[v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2,
+                                           w1);
 }
 #endif
 
@@ -586,13 +632,21 @@ static void dtile(const struct cjob *jb, size_t kc, const float *a, size_t p0,
 {
     const size_t seg = j / jb->cseg, off = j % jb->cseg, HW = jb->g.H * jb->g.W;
     const float *bias = last ? jb->bias : NULL;
+    float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
     if (off + w <= jb->cseg) {
-        float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
         dkernel(kc, a, jb->g.x, HW, p0, rt, c, jb->ldc, h, w, mode,
-                bias != NULL ? bias + i : NULL);
+                bias != NULL ? bias + i : NULL, NULL, 0);
         return;
     }
-    dkernel(kc, a, jb->g.x, HW, p0, rt, tbuf, 32, h, w, DIFFUSE__GEMM_SET, NULL);
+    if (rt->nrun == 2) {
+        /* two samples: the first cseg - off columns into this one, the
+         * rest from the start of the next */
+        dkernel(kc, a, jb->g.x, HW, p0, rt, c, jb->ldc, h, w, mode,
+                bias != NULL ? bias + i : NULL, jb->C + (seg + 1) * jb->cstride + i * jb->ldc,
+                jb->cseg - off);
+        return;
+    }
+    dkernel(kc, a, jb->g.x, HW, p0, rt, tbuf, 32, h, w, DIFFUSE__GEMM_SET, NULL, NULL, 0);
     store_split(jb, tbuf, 32, i, h, j, w, mode, bias);
 }
 
@@ -1011,13 +1065,16 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
     K = Cin * 9;
     jb.g = geo_of(x, Cin, H, Wd, s);
     P = jb.g.P;
-    if (db != NULL)
-        for (size_t co = 0; co < Cout; co++) {
+    if (db != NULL) {
+        /* one output channel per iteration, on the threads */
+        size_t co;
+        DIFFUSE_PAR_FOR(nth, Cout > 1 && B * Cout * P >= ((size_t)1 << 15), co, Cout, {
             double acc = 0.0;
             for (size_t b = 0; b < B; b++)
                 acc += layer_sum_f(dy + (b * Cout + co) * P, P);
             db[co] = (float)((double)db[co] + acc);
-        }
+        });
+    }
     if (K == 0 || B == 0)
         return;
     jb.v = diffuse__gemm_variant_now();

@@ -28,6 +28,56 @@ static const IDDPM_REAL *IDDPM_FN(iddpm_in)(const diffuse__iddpm_plan *pl, const
     return k == 0 ? x : acts + pl->ops[k - 1].a_out;
 }
 
+/* Elementwise passes on the net's nt threads: n elements in nt chunks of
+ * whole 64-element blocks (each element's result does not depend on the
+ * split: the same bits at any thread count), from IDDPM_PAR_MIN elements;
+ * below that, or with one thread, no OpenMP construct. */
+#ifndef IDDPM_PAR_MIN
+#define IDDPM_PAR_MIN ((size_t)1 << 15)
+#define IDDPM_CHUNK(t, parts, n) ((size_t)(t) * (((n) + 63) / 64) / (size_t)(parts) * 64)
+#endif
+#define IDDPM_PAR_CHUNKS(nt, n, i0, i1, ...)                                \
+    do {                                                                    \
+        const int parts_ = (nt) > 1 && (n) >= IDDPM_PAR_MIN ? (nt) : 1;     \
+        int t_;                                                             \
+        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
+            const size_t i0 = IDDPM_CHUNK(t_, parts_, n);                   \
+            const size_t e_ = IDDPM_CHUNK(t_ + 1, parts_, n);               \
+            const size_t i1 = e_ < (n) ? e_ : (n);                          \
+            if (i0 < i1)                                                    \
+                __VA_ARGS__                                                 \
+        });                                                                 \
+    } while (0)
+
+static void IDDPM_FN(par_silu_forward)(const IDDPM_REAL *x, size_t n, IDDPM_REAL *y, int nt)
+{
+    IDDPM_PAR_CHUNKS(nt, n, i0, i1, { IDDPM_L(diffuse__silu_forward)(x + i0, i1 - i0, y + i0); });
+}
+
+static void IDDPM_FN(par_silu_backward)(const IDDPM_REAL *x, const IDDPM_REAL *dy, size_t n,
+                                        IDDPM_REAL *dx, int nt)
+{
+    IDDPM_PAR_CHUNKS(nt, n, i0, i1,
+                     { IDDPM_L(diffuse__silu_backward)(x + i0, dy + i0, i1 - i0, dx + i0); });
+}
+
+static void IDDPM_FN(par_add)(const IDDPM_REAL *a, const IDDPM_REAL *b, size_t n, IDDPM_REAL *y,
+                              int nt)
+{
+    IDDPM_PAR_CHUNKS(nt, n, i0, i1, { IDDPM_L(diffuse__add)(a + i0, b + i0, i1 - i0, y + i0); });
+}
+
+/* scale_shift_forward split by samples. */
+static void IDDPM_FN(par_scale_shift_forward)(const IDDPM_REAL *x, const IDDPM_REAL *ss, size_t B,
+                                              size_t C, size_t HW, IDDPM_REAL *y, int nt)
+{
+    size_t b;
+    DIFFUSE_PAR_FOR(nt, B > 1 && B * C * HW >= IDDPM_PAR_MIN, b, B, {
+        IDDPM_L(diffuse__scale_shift_forward)(x + b * C * HW, ss + b * 2 * C, 1, C, HW,
+                                              y + b * C * HW);
+    });
+}
+
 /* dst[b] = [prev[b] (cp values), skip[b] (cs values)] for B rows. */
 static void IDDPM_FN(iddpm_cat)(const IDDPM_REAL *prev, size_t cp, const IDDPM_REAL *skip,
                                 size_t cs, size_t B, IDDPM_REAL *dst)
@@ -63,8 +113,8 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
     IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
                                         Bf, st2, st2 + mb * G, NULL, nt);
     if (c->scale_shift)
-        IDDPM_L(diffuse__scale_shift_forward)(Bf, e, B, o->co, HW, Bf);
-    IDDPM_L(diffuse__silu_forward)(Bf, B * o->co * HW, Bf);
+        IDDPM_FN(par_scale_shift_forward)(Bf, e, B, o->co, HW, Bf, nt);
+    IDDPM_FN(par_silu_forward)(Bf, B * o->co * HW, Bf, nt);
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf);
@@ -73,9 +123,9 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
     if (o->ci != o->co) {
         IDDPM_L(diffuse__conv1x1_forward)(in, B, o->ci, HW, P + o->p_sk,
                                           P + o->p_sk + o->co * o->ci, o->co, Cf, work, nt);
-        IDDPM_L(diffuse__add)(out, Cf, B * o->co * HW, out);
+        IDDPM_FN(par_add)(out, Cf, B * o->co * HW, out, nt);
     } else {
-        IDDPM_L(diffuse__add)(out, in, B * o->co * HW, out);
+        IDDPM_FN(par_add)(out, in, B * o->co * HW, out, nt);
     }
 }
 
@@ -103,10 +153,10 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
                                         A, st2, st2 + mb * G, NULL, nt);
     U1 = A;
     if (c->scale_shift) {
-        IDDPM_L(diffuse__scale_shift_forward)(A, e, B, o->co, HW, Bf);
+        IDDPM_FN(par_scale_shift_forward)(A, e, B, o->co, HW, Bf, nt);
         U1 = Bf;
     }
-    IDDPM_L(diffuse__silu_forward)(U1, no, Cf);
+    IDDPM_FN(par_silu_forward)(U1, no, Cf, nt);
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_forward)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf);
@@ -115,7 +165,7 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_backward)(D, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                            DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D);
-    IDDPM_L(diffuse__silu_backward)(U1, D, no, D);
+    IDDPM_FN(par_silu_backward)(U1, D, no, D, nt);
     if (c->scale_shift)
         IDDPM_L(diffuse__scale_shift_backward)(A, e, D, B, o->co, HW, D, de);
     IDDPM_L(diffuse__groupnorm_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G, D,
@@ -130,15 +180,15 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
                                         Bf, st1, st1 + mb * G, Cf, nt);
     IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->ci, o->H, o->W, P + o->p_c1, o->co, 1, A, D,
                                        Gr + o->p_c1, Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
-    IDDPM_L(diffuse__silu_backward)(Bf, D, B * o->ci * HW, D);
+    IDDPM_FN(par_silu_backward)(Bf, D, B * o->ci * HW, D, nt);
     IDDPM_L(diffuse__groupnorm_backward)(in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G, D,
                                          dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, nt);
     if (o->ci != o->co) {
         IDDPM_L(diffuse__conv1x1_backward)(in, B, o->ci, HW, P + o->p_sk, o->co, dy, D,
                                            Gr + o->p_sk, Gr + o->p_sk + o->co * o->ci, work, nt);
-        IDDPM_L(diffuse__add)(dx, D, B * o->ci * HW, dx);
+        IDDPM_FN(par_add)(dx, D, B * o->ci * HW, dx, nt);
     } else {
-        IDDPM_L(diffuse__add)(dx, dy, no, dx);
+        IDDPM_FN(par_add)(dx, dy, no, dx, nt);
     }
 }
 
@@ -160,7 +210,7 @@ static void IDDPM_FN(iddpm_attn_forward)(const diffuse__iddpm_plan *pl, size_t k
                                             nt);
     IDDPM_L(diffuse__conv1x1_forward)(a, B, C, T, P + o->p_c2, P + o->p_c2 + C * C, C, out,
                                       work, nt);
-    IDDPM_L(diffuse__add)(out, in, B * C * T, out);
+    IDDPM_FN(par_add)(out, in, B * C * T, out, nt);
 }
 
 static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t k,
@@ -185,7 +235,7 @@ static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t 
                                        Gr + o->p_c1 + 3 * C * C, work, nt);
     IDDPM_L(diffuse__groupnorm_backward)(in, B, C, T, G, P + o->p_gn1, st, st + mb * G, D, dx,
                                          Gr + o->p_gn1, Gr + o->p_gn1 + C, nt);
-    IDDPM_L(diffuse__add)(dx, dy, B * C * T, dx);
+    IDDPM_FN(par_add)(dx, dy, B * C * T, dx, nt);
 }
 
 /* out[B][out_C][H][W] = net(x, t, lab); saves what the backward pass
@@ -301,7 +351,7 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
         IDDPM_L(diffuse__conv3x3_backward)(Bf, B, ch, c->H, c->W, P + pl->p_out_c, c->out_C, 1,
                                            dout, Cf, Gr + pl->p_out_c,
                                            Gr + pl->p_out_c + c->out_C * ch * 9, work, nt);
-        IDDPM_L(diffuse__silu_backward)(A, Cf, B * ch * HW, Cf);
+        IDDPM_FN(par_silu_backward)(A, Cf, B * ch * HW, Cf, nt);
         IDDPM_L(diffuse__groupnorm_backward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn, st,
                                              st + mb * G, Cf, g[0], Gr + pl->p_out_gn,
                                              Gr + pl->p_out_gn + ch, nt);
@@ -313,7 +363,7 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
         const size_t HW = o->H * o->W;
         IDDPM_REAL *other = dy == g[0] ? g[1] : g[0];
         if (o->is_skip) /* the gradient the concatenation gave this output */
-            IDDPM_L(diffuse__add)(dy, scratch + o->s_dskip, B * o->n_out, dy);
+            IDDPM_FN(par_add)(dy, scratch + o->s_dskip, B * o->n_out, dy, nt);
         switch (o->type) {
         case DIFFUSE__IDDPM_CONV_IN:
             IDDPM_L(diffuse__conv3x3_backward)(x, B, o->ci, o->H, o->W, P + o->p_c1, o->co, 1, dy,
