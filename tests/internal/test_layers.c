@@ -469,6 +469,24 @@ static double conv_loss(void *v)
     return dot(c->r, c->y, c->ny);
 }
 
+/* The same convolution on |x|, |W|, |b| and |r| (its output in the copy's
+ * y, its gradients in sx, sW, sb): the scales that float rounding errors of
+ * c's results are measured against. */
+static conv_ctx conv_abs(const conv_ctx *c, double *sx, double *sW, double *sb)
+{
+    conv_ctx a = *c;
+    const size_t nx = c->B * c->Cin * c->H * c->Wd, nw = c->Cout * c->Cin * 9;
+    a.x = abs_copy(c->x, nx);
+    a.W = abs_copy(c->W, nw);
+    a.b = abs_copy(c->b, c->Cout);
+    a.r = abs_copy(c->r, c->ny);
+    a.y = dvec(c->ny);
+    conv_loss(&a);
+    diffuse__conv3x3_backward_d(a.x, a.B, a.Cin, a.H, a.Wd, a.W, a.Cout, a.s, a.r, sx, sW, sb,
+                                a.work, 1);
+    return a;
+}
+
 /* B, Cin, H, W, Cout, stride */
 static const size_t conv_cfg[][6] = {
     {2, 3, 5, 4, 2, 1}, {2, 3, 5, 4, 2, 2}, {1, 2, 6, 7, 3, 2}, {3, 1, 1, 1, 2, 1},
@@ -627,15 +645,7 @@ static void test_conv_float(void)
         float *dxf = fvec(nx), *dWf = fvec(nw), *dbf = fvec(c.Cout);
         double *dx = dvec(nx), *dW = dvec(nw), *db = dvec(c.Cout);
         double *sx = dvec(nx), *sW = dvec(nw), *sb = dvec(c.Cout);
-        a = c;
-        a.x = abs_copy(c.x, nx);
-        a.W = abs_copy(c.W, nw);
-        a.b = abs_copy(c.b, c.Cout);
-        a.r = abs_copy(c.r, c.ny);
-        a.y = dvec(c.ny);
-        conv_loss(&a);
-        diffuse__conv3x3_backward_d(a.x, a.B, a.Cin, a.H, a.Wd, a.W, a.Cout, a.s, a.r, sx, sW, sb,
-                                    a.work, 1);
+        a = conv_abs(&c, sx, sW, sb);
         conv_loss(&c);
         diffuse__conv3x3_forward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, bf, c.Cout, c.s, yf, workf, 1);
         CHECK_ERR(rel_fd_scaled(yf, c.y, a.y, c.ny), F_TOL, "conv float y, config %zu", k);
@@ -773,15 +783,7 @@ static void test_conv_direct(void)
             dW[v] = fvec(nw);
             db[v] = fvec(c.Cout);
         }
-        a = c;
-        a.x = abs_copy(c.x, nx);
-        a.W = abs_copy(c.W, nw);
-        a.b = abs_copy(c.b, c.Cout);
-        a.r = abs_copy(c.r, c.ny);
-        a.y = dvec(c.ny);
-        conv_loss(&a);
-        diffuse__conv3x3_backward_d(a.x, a.B, a.Cin, a.H, a.Wd, a.W, a.Cout, a.s, a.r, sx, sW, sb,
-                                    a.work, 1);
+        a = conv_abs(&c, sx, sW, sb);
         conv_loss(&c);
         diffuse__conv3x3_backward_d(c.x, c.B, c.Cin, c.H, c.Wd, c.W, c.Cout, c.s, c.r, dxd, dWd,
                                     dbd, c.work, 1);
