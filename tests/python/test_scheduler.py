@@ -55,6 +55,21 @@ def scaled_linear_abar(T=1000, b0=0.00085, b1=0.012):
     return np.cumprod(1.0 - betas)
 
 
+def sigma_to_t(lsig, v):
+    """diffusers' _sigma_to_t: the time of level v, interpolated linearly in
+    log sigma between the training chain's levels (lsig = their logs)."""
+    d = np.log(v) - lsig
+    lo = np.clip(np.cumsum(d >= 0).argmax(), 0, len(lsig) - 2) if (d >= 0).any() else 0
+    w = np.clip((lsig[lo] - np.log(v)) / (lsig[lo] - lsig[lo + 1]), 0, 1)
+    return (1 - w) * lo + w * (lo + 1)
+
+
+def karras_levels(lo, hi, n):
+    """Karras et al.'s n levels from hi down to lo (rho 7)."""
+    r = np.linspace(0, 1, n)
+    return (hi ** (1 / 7) + r * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7
+
+
 def eps_model(x, t):
     """Any smooth deterministic network will do."""
     return (0.3 * np.tanh(x) + 1e-4 * t).astype(np.float32)
@@ -213,12 +228,6 @@ class SchedulerTest(unittest.TestCase):
         sig = np.sqrt((1 - abar) / abar)
         lsig = np.log(sig)
 
-        def sigma_to_t(v):
-            d = np.log(v) - lsig
-            lo = np.clip(np.cumsum(d >= 0).argmax(), 0, len(lsig) - 2) if (d >= 0).any() else 0
-            w = np.clip((lsig[lo] - np.log(v)) / (lsig[lo] - lsig[lo + 1]), 0, 1)
-            return (1 - w) * lo + w * (lo + 1)
-
         n = 10
         ts = np.arange(n) * (1000 // n) + 1  # leading, steps_offset 1
         base = {"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear",
@@ -236,11 +245,10 @@ class SchedulerTest(unittest.TestCase):
                     a = sig[int(ts.min())] if lo is None else lo
                     b = sig[int(ts.max())] if hi is None else hi
                     if karras:
-                        r = np.linspace(0, 1, n)
-                        lv = (b ** (1 / 7) + r * (a ** (1 / 7) - b ** (1 / 7))) ** 7
+                        lv = karras_levels(a, b, n)
                     else:
                         lv = np.exp(np.linspace(math.log(b), math.log(a), n))
-                    want = np.array([sigma_to_t(v) for v in lv])
+                    want = np.array([sigma_to_t(lsig, v) for v in lv])
                     got = np.asarray(s.timesteps, dtype=np.float64)
                     np.testing.assert_allclose(got, want, rtol=0, atol=2e-3,
                                                err_msg=f"{lo} {hi} karras {karras}")
@@ -269,15 +277,6 @@ class SchedulerTest(unittest.TestCase):
         sig = np.sqrt((1 - abar) / abar)
         lsig = np.log(sig)
 
-        def sigma_to_t(s):
-            d = np.log(s) - lsig
-            lo = np.clip(np.cumsum(d >= 0).argmax(), 0, len(lsig) - 2) if (d >= 0).any() else 0
-            w = np.clip((lsig[lo] - np.log(s)) / (lsig[lo] - lsig[lo + 1]), 0, 1)
-            return (1 - w) * lo + w * (lo + 1)
-
-        def karras(lo, hi, n):
-            r = np.linspace(0, 1, n)
-            return (hi ** (1 / 7) + r * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7
 
         n = 10
         base = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
@@ -293,14 +292,15 @@ class SchedulerTest(unittest.TestCase):
             with Scheduler.from_config(cfg) as s:
                 s.set_timesteps(n)
                 if ts is not None:
-                    lv = karras(sig[int(ts.min())], sig[int(ts.max())], n)
-                    want = np.array([sigma_to_t(v) for v in lv])
+                    lv = karras_levels(sig[int(ts.min())], sig[int(ts.max())], n)
+                    want = np.array([sigma_to_t(lsig, v) for v in lv])
                     got = np.asarray(s.timesteps, dtype=np.float64)
                     if cls.startswith("Heun"):
                         got = got[::2]  # first stages (the second ones repeat the next level)
                     np.testing.assert_allclose(got, want, rtol=0, atol=2e-3, err_msg=cls)
                 else:
-                    want = np.array([sigma_to_t(v) for v in karras(sig[0], sig[-1], n)]).round()
+                    lv = karras_levels(sig[0], sig[-1], n)
+                    want = np.array([sigma_to_t(lsig, v) for v in lv]).round()
                     self.assertEqual([float(v) for v in s.timesteps], [float(v) for v in want],
                                      cls)
 
