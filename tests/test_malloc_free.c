@@ -279,24 +279,26 @@ static void check_net(int kind, const char *what, size_t dim, size_t batch,
     free(x);
 }
 
-static void test_unet_allocates_nothing(void)
+/* An image net at 8 x 8 (quick) or 16 x 16 on a 50-step cosine schedule. */
+static void check_image_net(int kind, const char *what)
 {
     const size_t side = harness_quick() ? 8 : 16;
     diffuse_schedule *s = NULL;
-    SKIP_UNLESS_INTERPOSED();
     ASSERT_OK(diffuse_schedule_create_cosine(&s, 50, 0.008, 0.999));
-    check_net(NET_UNET, "U-Net", side * side, harness_quick() ? 4 : 8, s);
+    check_net(kind, what, side * side, harness_quick() ? 4 : 8, s);
     diffuse_schedule_free(s);
+}
+
+static void test_unet_allocates_nothing(void)
+{
+    SKIP_UNLESS_INTERPOSED();
+    check_image_net(NET_UNET, "U-Net");
 }
 
 static void test_iddpm_allocates_nothing(void)
 {
-    const size_t side = harness_quick() ? 8 : 16;
-    diffuse_schedule *s = NULL;
     SKIP_UNLESS_INTERPOSED();
-    ASSERT_OK(diffuse_schedule_create_cosine(&s, 50, 0.008, 0.999));
-    check_net(NET_IDDPM, "iDDPM U-Net", side * side, harness_quick() ? 4 : 8, s);
-    diffuse_schedule_free(s);
+    check_image_net(NET_IDDPM, "iDDPM U-Net");
 }
 
 static void test_mlp_allocates_nothing(void)
