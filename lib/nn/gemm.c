@@ -348,6 +348,13 @@ static void gemm_part(const struct job *jb)
     const size_t mr = v->mr, nr = v->nr;
     const size_t M = jb->M, N = jb->N, K = jb->K;
     const int a_layout = jb->trans_a ? DIFFUSE__GEMM_A_COLS : DIFFUSE__GEMM_A_ROWS;
+#ifdef DIFFUSE__GEMM_X86
+    /* The AVX-512 kernel applies the epilogue's adds to the tile in
+     * registers, and reads op(A) = A where it lies (no packed copy of the
+     * strip) when the strip has 4, 8 or 12 rows. */
+    const int kernel_ep = v == &diffuse__gemm_avx512 && jb->alpha == 1.0f &&
+                          jb->first_mode != DIFFUSE__GEMM_SCALE;
+#endif
 
     /* K blocks of nearly equal depth: a function of K alone. */
     size_t nk = (K + KC - 1) / KC;
@@ -364,8 +371,35 @@ static void gemm_part(const struct job *jb)
                 pack_b_panel(jb, p0, kc, j0 + j, n - j < nr ? n - j : nr,
                              jb->bbuf + q * kc * nr);
             }
+            const int first = p0 == 0, last = p0 + kc >= K;
             for (size_t i = 0; i < M; i += mr) {
                 size_t h = M - i < mr ? M - i : mr;
+#ifdef DIFFUSE__GEMM_X86
+                if (kernel_ep) {
+                    const struct diffuse__gemm_ep *ep = &jb->ep;
+                    const float *as = jb->abuf;
+                    size_t a_rs = KCP;
+                    if (!jb->trans_a && h % 4 == 0) {
+                        as = jb->A + i * jb->lda + p0;
+                        a_rs = jb->lda;
+                    } else {
+                        pack_a_strip(jb, i, h, p0, kc, jb->abuf);
+                    }
+                    for (size_t q = 0; q < npan; q++) {
+                        size_t j = j0 + q * nr;
+                        diffuse__gemm_avx512_kernel_ep(
+                            kc, as, a_layout, a_rs, jb->bbuf + q * kc * nr,
+                            jb->C + i * jb->ldc + j, jb->ldc, h, n - q * nr < nr ? n - q * nr : nr,
+                            mode, first && ep->bias != NULL ? ep->bias + j : NULL,
+                            last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
+                    }
+                    if (jb->has_ep && last && ep->act != NULL)
+                        for (size_t r = 0; r < h; r++)
+                            diffuse__silu_fast_forward(jb->C + (i + r) * jb->ldc + j0, n,
+                                                       ep->act + (i + r) * ep->ldact + j0);
+                    continue;
+                }
+#endif
                 pack_a_strip(jb, i, h, p0, kc, jb->abuf);
                 for (size_t q = 0; q < npan; q++) {
                     size_t j = q * nr;
@@ -374,7 +408,7 @@ static void gemm_part(const struct job *jb)
                               n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
                 }
                 if (jb->has_ep)
-                    strip_epilogue(jb, i, j0, h, n, p0 == 0, p0 + kc >= K);
+                    strip_epilogue(jb, i, j0, h, n, first, last);
             }
         }
     }

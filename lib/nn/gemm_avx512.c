@@ -17,6 +17,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+
 #define T512 __attribute__((target("avx512f")))
 #define T512_INLINE static inline __attribute__((target("avx512f"), always_inline))
 
@@ -63,12 +64,12 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
         c##r##_1 = _mm512_fmadd_ps(av, b1, c##r##_1);                       \
     }
 #define STEP_COLS(r) STEP(r, a[r])
-#define STEP_ROWS(r) STEP(r, a[(r) * KCP])
+#define STEP_ROWS(r) STEP(r, a[(r) * a_rs])
 #define STORE(r)                                                            \
     if ((size_t)(r) < mr)                                                   \
         store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, alpha, beta, mode);
 
-#define KERNEL_BODY(ROWS)                                                   \
+#define KERNEL_LOOPS(ROWS)                                                   \
     ROWS(DECL)                                                              \
     ROWS(PF)                                                                \
     if (a_layout == DIFFUSE__GEMM_A_COLS) {                                 \
@@ -91,7 +92,10 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
     size_t n0 = nr < 16 ? nr : 16;                                          \
     size_t n1 = nr > 16 ? nr - 16 : 0;                                      \
     __mmask16 m0 = (__mmask16)((1u << n0) - 1u);                            \
-    __mmask16 m1 = (__mmask16)((1u << n1) - 1u);                            \
+    __mmask16 m1 = (__mmask16)((1u << n1) - 1u);
+
+#define KERNEL_BODY(ROWS)                                                   \
+    KERNEL_LOOPS(ROWS)                                                      \
     ROWS(STORE)
 
 #define ROWS4(X) X(0) X(1) X(2) X(3)
@@ -101,9 +105,12 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
     size_t kc, const float *a, int a_layout, const float *b, float *c, size_t ldc, size_t mr, \
         size_t nr, float alpha, float beta, int mode
 
-static T512 void kernel_4x32(KERNEL_ARGS) { KERNEL_BODY(ROWS4) }
-static T512 void kernel_8x32(KERNEL_ARGS) { KERNEL_BODY(ROWS8) }
-static T512 void kernel_12x32(KERNEL_ARGS) { KERNEL_BODY(ROWS12) }
+/* The packed ROWS layout: rows KCP floats apart. */
+#define KERNEL_PACKED_RS const size_t a_rs = KCP;
+
+static T512 void kernel_4x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS4) }
+static T512 void kernel_8x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS8) }
+static T512 void kernel_12x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS12) }
 
 static void kernel(KERNEL_ARGS)
 {
@@ -113,6 +120,59 @@ static void kernel(KERNEL_ARGS)
         kernel_8x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
     else
         kernel_12x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The kernel with the linear layer's epilogue on the register tile          */
+/* ------------------------------------------------------------------------ */
+
+/* One row of the tile: t = acc; bias + t; C + t (ADD); t + res; C = t.
+ * The operations and their order are those of the separate passes (gemm.c's
+ * strip_epilogue), so the bits are too. */
+T512_INLINE void store_row_ep(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1,
+                              int mode, const float *bias, const float *res)
+{
+    if (bias != NULL) {
+        x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, bias), x0);
+        x1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, bias + 16), x1);
+    }
+    if (mode == DIFFUSE__GEMM_ADD) {
+        x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), x0);
+        x1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), x1);
+    }
+    if (res != NULL) {
+        x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, res));
+        x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, res + 16));
+    }
+    _mm512_mask_storeu_ps(cr, m0, x0);
+    _mm512_mask_storeu_ps(cr + 16, m1, x1);
+}
+
+#define STORE_EP(r)                                                         \
+    if ((size_t)(r) < mr)                                                   \
+        store_row_ep(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, mode, bias,       \
+                     res != NULL ? res + (size_t)(r) * ldr : NULL);
+
+#define KERNEL_EP_ARGS                                                      \
+    size_t kc, const float *a, int a_layout, size_t a_rs, const float *b, float *c, size_t ldc, \
+        size_t mr, size_t nr, int mode, const float *bias, const float *res, size_t ldr
+
+#define KERNEL_EP_BODY(ROWS)                                                \
+    KERNEL_LOOPS(ROWS)                                                      \
+    ROWS(STORE_EP)
+
+static T512 void kernel_ep_4x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS4) }
+static T512 void kernel_ep_8x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS8) }
+static T512 void kernel_ep_12x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS12) }
+
+void diffuse__gemm_avx512_kernel_ep(KERNEL_EP_ARGS)
+{
+    if (mr <= 4)
+        kernel_ep_4x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+    else if (mr <= 8)
+        kernel_ep_8x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+    else
+        kernel_ep_12x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -161,6 +221,13 @@ static T512 void pack_bt_avx512(const float *B, size_t ldb, size_t p0, size_t kc
                 size_t h = kc - p < 16 ? kc - p : 16;
                 __mmask16 m = (__mmask16)((1u << h) - 1u);
                 __m512 r[16];
+                /* The 16 rows are 16 streams, which the hardware prefetcher
+                 * leaves mostly to the loads' latency: ask for the lines
+                 * four blocks ahead. */
+                if (p + 64 < kc)
+                    for (size_t i = 0; i < w; i++)
+                        _mm_prefetch((const char *)(B + (j0 + j + i) * ldb + p0 + p + 64),
+                                     _MM_HINT_T0);
                 for (size_t i = 0; i < 16; i++)
                     r[i] = i < w ? _mm512_maskz_loadu_ps(m, B + (j0 + j + i) * ldb + p0 + p)
                                  : _mm512_setzero_ps();
