@@ -49,11 +49,6 @@ static const IDDPM_REAL *IDDPM_FN(iddpm_in)(const diffuse__iddpm_plan *pl, const
         });                                                                 \
     } while (0)
 
-static void IDDPM_FN(par_silu_forward)(const IDDPM_REAL *x, size_t n, IDDPM_REAL *y, int nt)
-{
-    IDDPM_PAR_CHUNKS(nt, n, i0, i1, { IDDPM_L(diffuse__silu_forward)(x + i0, i1 - i0, y + i0); });
-}
-
 static void IDDPM_FN(par_silu_backward)(const IDDPM_REAL *x, const IDDPM_REAL *dy, size_t n,
                                         IDDPM_REAL *dx, int nt)
 {
@@ -65,17 +60,6 @@ static void IDDPM_FN(par_add)(const IDDPM_REAL *a, const IDDPM_REAL *b, size_t n
                               int nt)
 {
     IDDPM_PAR_CHUNKS(nt, n, i0, i1, { IDDPM_L(diffuse__add)(a + i0, b + i0, i1 - i0, y + i0); });
-}
-
-/* scale_shift_forward split by samples. */
-static void IDDPM_FN(par_scale_shift_forward)(const IDDPM_REAL *x, const IDDPM_REAL *ss, size_t B,
-                                              size_t C, size_t HW, IDDPM_REAL *y, int nt)
-{
-    size_t b;
-    DIFFUSE_PAR_FOR(nt, B > 1 && B * C * HW >= IDDPM_PAR_MIN, b, B, {
-        IDDPM_L(diffuse__scale_shift_forward)(x + b * C * HW, ss + b * 2 * C, 1, C, HW,
-                                              y + b * C * HW);
-    });
 }
 
 /* dst[b] = [prev[b] (cp values), skip[b] (cs values)] for B rows. */
@@ -110,11 +94,13 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
                                      P + o->p_e + ce * pl->E, ce, e, work, nt);
     if (!c->scale_shift)
         IDDPM_L(diffuse__add_channel)(r, e, B, o->co, HW);
-    IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
-                                        Bf, st2, st2 + mb * G, NULL, nt);
     if (c->scale_shift)
-        IDDPM_FN(par_scale_shift_forward)(Bf, e, B, o->co, HW, Bf, nt);
-    IDDPM_FN(par_silu_forward)(Bf, B * o->co * HW, Bf, nt);
+        IDDPM_L(diffuse__groupnorm_ss_forward)(r, B, o->co, HW, G, P + o->p_gn2,
+                                               P + o->p_gn2 + o->co, e, Bf, st2, st2 + mb * G,
+                                               Bf, Bf, nt);
+    else
+        IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2,
+                                            P + o->p_gn2 + o->co, Bf, st2, st2 + mb * G, Bf, nt);
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf);
@@ -149,14 +135,16 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     IDDPM_REAL *st1 = acts + o->a_st1, *st2 = acts + o->a_st2;
     const IDDPM_REAL *U1;
     /* recompute the second conv's input */
-    IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
-                                        A, st2, st2 + mb * G, NULL, nt);
     U1 = A;
     if (c->scale_shift) {
-        IDDPM_FN(par_scale_shift_forward)(A, e, B, o->co, HW, Bf, nt);
+        IDDPM_L(diffuse__groupnorm_ss_forward)(r, B, o->co, HW, G, P + o->p_gn2,
+                                               P + o->p_gn2 + o->co, e, A, st2, st2 + mb * G, Bf,
+                                               Cf, nt);
         U1 = Bf;
+    } else {
+        IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2,
+                                            P + o->p_gn2 + o->co, A, st2, st2 + mb * G, Cf, nt);
     }
-    IDDPM_FN(par_silu_forward)(U1, no, Cf, nt);
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_forward)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf);
