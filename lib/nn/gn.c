@@ -94,6 +94,25 @@ void diffuse__gn_affine_f(const float *x, size_t n, float m, float sc, float bt,
 }
 
 DIFFUSE_VEC_CLONES
+void diffuse__gn_affine_ss_f(const float *x, size_t n, float m, float sc, float bt, float s1,
+                             float sh, float *y, float *z)
+{
+    const vf8 mv = fsplat(m), sv = fsplat(sc), bv = fsplat(bt), s1v = fsplat(s1),
+               shv = fsplat(sh);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const vf8 v = (*(const vf8u *)(x + i) - mv) * sv + bv;
+        *(vf8u *)(y + i) = v;
+        *(vf8u *)(z + i) = v * s1v + shv;
+    }
+    for (; i < n; i++) {
+        const float v = (x[i] - m) * sc + bt;
+        y[i] = v;
+        z[i] = v * s1 + sh;
+    }
+}
+
+DIFFUSE_VEC_CLONES
 void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, float r,
                             double *s1, double *s2)
 {

@@ -17,6 +17,11 @@ double diffuse__gn_sum_f(const float *x, size_t n);
 double diffuse__gn_sumsq_dev_f(const float *x, size_t n, double m);
 /* y[i] = (x[i] - m) sc + bt in float (y may alias x). */
 void diffuse__gn_affine_f(const float *x, size_t n, float m, float sc, float bt, float *y);
+/* v = (x[i] - m) sc + bt, y[i] = v, z[i] = v s1 + sh, each rounded to float (the
+ * same bits as gn_affine followed by a scale-shift pass; y and z may alias x or
+ * each other, z written last). */
+void diffuse__gn_affine_ss_f(const float *x, size_t n, float m, float sc, float bt, float s1,
+                             float sh, float *y, float *z);
 /* With xh = (x[i] - m) r in float: *s1 = sum dy[i], *s2 = sum dy[i] xh, in double. */
 void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, float r,
                             double *s1, double *s2);

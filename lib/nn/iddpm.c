@@ -14,6 +14,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "nn/gn.h"
+
+/* Channel sums go to gn.c's vectorized loops (layers_common_impl.h). */
+#define LAYER_GN_VEC
 #define LAYER_REAL float
 #define LAYER_NAME(n) n##_f
 #define LAYER_GEMM diffuse__sgemm

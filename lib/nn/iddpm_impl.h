@@ -49,11 +49,6 @@ static const IDDPM_REAL *IDDPM_FN(iddpm_in)(const diffuse__iddpm_plan *pl, const
         });                                                                 \
     } while (0)
 
-static void IDDPM_FN(par_silu_forward)(const IDDPM_REAL *x, size_t n, IDDPM_REAL *y, int nt)
-{
-    IDDPM_PAR_CHUNKS(nt, n, i0, i1, { IDDPM_L(diffuse__silu_forward)(x + i0, i1 - i0, y + i0); });
-}
-
 static void IDDPM_FN(par_silu_backward)(const IDDPM_REAL *x, const IDDPM_REAL *dy, size_t n,
                                         IDDPM_REAL *dx, int nt)
 {
@@ -67,26 +62,40 @@ static void IDDPM_FN(par_add)(const IDDPM_REAL *a, const IDDPM_REAL *b, size_t n
     IDDPM_PAR_CHUNKS(nt, n, i0, i1, { IDDPM_L(diffuse__add)(a + i0, b + i0, i1 - i0, y + i0); });
 }
 
-/* scale_shift_forward split by samples. */
-static void IDDPM_FN(par_scale_shift_forward)(const IDDPM_REAL *x, const IDDPM_REAL *ss, size_t B,
-                                              size_t C, size_t HW, IDDPM_REAL *y, int nt)
+/* dst[b] = [prev[b] (cp values), skip[b] (cs values)] for B rows, the rows
+ * on the net's threads (copies: the same bits at any split). */
+static void IDDPM_FN(iddpm_cat)(const IDDPM_REAL *prev, size_t cp, const IDDPM_REAL *skip,
+                                size_t cs, size_t B, IDDPM_REAL *dst, int nt)
 {
     size_t b;
-    DIFFUSE_PAR_FOR(nt, B > 1 && B * C * HW >= IDDPM_PAR_MIN, b, B, {
-        IDDPM_L(diffuse__scale_shift_forward)(x + b * C * HW, ss + b * 2 * C, 1, C, HW,
-                                              y + b * C * HW);
+    DIFFUSE_PAR_FOR(nt, B > 1 && B * (cp + cs) >= IDDPM_PAR_MIN, b, B, {
+        memcpy(dst + b * (cp + cs), prev + b * cp, cp * sizeof *dst);
+        memcpy(dst + b * (cp + cs) + cp, skip + b * cs, cs * sizeof *dst);
     });
 }
 
-/* dst[b] = [prev[b] (cp values), skip[b] (cs values)] for B rows. */
-static void IDDPM_FN(iddpm_cat)(const IDDPM_REAL *prev, size_t cp, const IDDPM_REAL *skip,
-                                size_t cs, size_t B, IDDPM_REAL *dst)
+/* The inverse split: src[b] = [prev[b], skip[b]] into prev and skip. */
+static void IDDPM_FN(iddpm_split)(const IDDPM_REAL *src, size_t cp, size_t cs, size_t B,
+                                  IDDPM_REAL *prev, IDDPM_REAL *skip, int nt)
 {
     size_t b;
-    for (b = 0; b < B; b++) {
-        memcpy(dst + b * (cp + cs), prev + b * cp, cp * sizeof *dst);
-        memcpy(dst + b * (cp + cs) + cp, skip + b * cs, cs * sizeof *dst);
-    }
+    DIFFUSE_PAR_FOR(nt, B > 1 && B * (cp + cs) >= IDDPM_PAR_MIN, b, B, {
+        memcpy(prev + b * cp, src + b * (cp + cs), cp * sizeof *prev);
+        memcpy(skip + b * cs, src + b * (cp + cs) + cp, cs * sizeof *skip);
+    });
+}
+
+/* scale_shift_backward split by samples (each owns its rows of dx and dss). */
+static void IDDPM_FN(par_scale_shift_backward)(const IDDPM_REAL *x, const IDDPM_REAL *ss,
+                                               const IDDPM_REAL *dy, size_t B, size_t C,
+                                               size_t HW, IDDPM_REAL *dx, IDDPM_REAL *dss,
+                                               int nt)
+{
+    size_t b;
+    DIFFUSE_PAR_FOR(nt, B > 1 && B * C * HW >= IDDPM_PAR_MIN, b, B, {
+        IDDPM_L(diffuse__scale_shift_backward)(x + b * C * HW, ss + b * 2 * C, dy + b * C * HW,
+                                               1, C, HW, dx + b * C * HW, dss + b * 2 * C);
+    });
 }
 
 static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
@@ -110,11 +119,13 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
                                      P + o->p_e + ce * pl->E, ce, e, work, nt);
     if (!c->scale_shift)
         IDDPM_L(diffuse__add_channel)(r, e, B, o->co, HW);
-    IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
-                                        Bf, st2, st2 + mb * G, NULL, nt);
     if (c->scale_shift)
-        IDDPM_FN(par_scale_shift_forward)(Bf, e, B, o->co, HW, Bf, nt);
-    IDDPM_FN(par_silu_forward)(Bf, B * o->co * HW, Bf, nt);
+        IDDPM_L(diffuse__groupnorm_ss_forward)(r, B, o->co, HW, G, P + o->p_gn2,
+                                               P + o->p_gn2 + o->co, e, Bf, st2, st2 + mb * G,
+                                               Bf, Bf, nt);
+    else
+        IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2,
+                                            P + o->p_gn2 + o->co, Bf, st2, st2 + mb * G, Bf, nt);
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf);
@@ -149,14 +160,16 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     IDDPM_REAL *st1 = acts + o->a_st1, *st2 = acts + o->a_st2;
     const IDDPM_REAL *U1;
     /* recompute the second conv's input */
-    IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2, P + o->p_gn2 + o->co,
-                                        A, st2, st2 + mb * G, NULL, nt);
     U1 = A;
     if (c->scale_shift) {
-        IDDPM_FN(par_scale_shift_forward)(A, e, B, o->co, HW, Bf, nt);
+        IDDPM_L(diffuse__groupnorm_ss_forward)(r, B, o->co, HW, G, P + o->p_gn2,
+                                               P + o->p_gn2 + o->co, e, A, st2, st2 + mb * G, Bf,
+                                               Cf, nt);
         U1 = Bf;
+    } else {
+        IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2,
+                                            P + o->p_gn2 + o->co, A, st2, st2 + mb * G, Cf, nt);
     }
-    IDDPM_FN(par_silu_forward)(U1, no, Cf, nt);
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_forward)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf);
@@ -167,7 +180,7 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
                                            DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D);
     IDDPM_FN(par_silu_backward)(U1, D, no, D, nt);
     if (c->scale_shift)
-        IDDPM_L(diffuse__scale_shift_backward)(A, e, D, B, o->co, HW, D, de);
+        IDDPM_FN(par_scale_shift_backward)(A, e, D, B, o->co, HW, D, de, nt);
     IDDPM_L(diffuse__groupnorm_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G, D,
                                          A, Gr + o->p_gn2, Gr + o->p_gn2 + o->co, nt);
     if (!c->scale_shift)
@@ -280,7 +293,7 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
             if (o->skip_src >= 0) {
                 const diffuse__iddpm_op *s = &pl->ops[o->skip_src];
                 IDDPM_FN(iddpm_cat)(in, o->ci_prev * HW, acts + s->a_out,
-                                    (o->ci - o->ci_prev) * HW, B, Xc);
+                                    (o->ci - o->ci_prev) * HW, B, Xc, nt);
                 in = Xc;
             }
             IDDPM_FN(iddpm_res_forward)(pl, k, P, in, B, acts, scratch, dr, work, nt);
@@ -374,15 +387,11 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
             if (o->skip_src >= 0) {
                 const diffuse__iddpm_op *s = &pl->ops[o->skip_src];
                 const size_t cp = o->ci_prev * HW, cs = (o->ci - o->ci_prev) * HW;
-                IDDPM_FN(iddpm_cat)(in, cp, acts + s->a_out, cs, B, Xc);
+                IDDPM_FN(iddpm_cat)(in, cp, acts + s->a_out, cs, B, Xc, nt);
                 IDDPM_FN(iddpm_res_backward)(pl, k, P, Xc, B, acts, scratch, dy, g[2], Gr, dr,
                                              work, nt);
                 /* split: the previous block's part, the skip's part */
-                for (b = 0; b < B; b++) {
-                    memcpy(other + b * cp, g[2] + b * (cp + cs), cp * sizeof *other);
-                    memcpy(scratch + s->s_dskip + b * cs, g[2] + b * (cp + cs) + cp,
-                           cs * sizeof *other);
-                }
+                IDDPM_FN(iddpm_split)(g[2], cp, cs, B, other, scratch + s->s_dskip, nt);
             } else {
                 IDDPM_FN(iddpm_res_backward)(pl, k, P, in, B, acts, scratch, dy, other, Gr, dr,
                                              work, nt);

@@ -39,6 +39,30 @@ static double LAYER_NAME(il_dot)(const LAYER_REAL *x, const LAYER_REAL *y, size_
     return (s0 + s1) + (s2 + s3);
 }
 
+/* *s1 = sum dy[i], *s2 = sum dy[i] x[i], in double, in layer_sum's order (16
+ * lanes): the float build through gn.c's backward sums with mean 0 and rstd 1
+ * ((x - 0) 1 is x exactly). */
+static void LAYER_NAME(il_sum_dot)(const LAYER_REAL *x, const LAYER_REAL *dy, size_t n,
+                                   double *s1, double *s2)
+{
+#ifdef LAYER_GN_VEC
+    diffuse__gn_bwd_sums_f(x, dy, n, 0.0f, 1.0f, s1, s2);
+#else
+    double l1[16] = {0.0}, l2[16] = {0.0};
+    size_t i;
+    for (i = 0; i < n; i++) {
+        l1[i % 16] += (double)dy[i];
+        l2[i % 16] += (double)dy[i] * (double)x[i];
+    }
+    for (i = 0; i < 8; i++) {
+        l1[i] += l1[i + 8];
+        l2[i] += l2[i + 8];
+    }
+    *s1 = ((l1[0] + l1[1]) + (l1[2] + l1[3])) + ((l1[4] + l1[5]) + (l1[6] + l1[7]));
+    *s2 = ((l2[0] + l2[1]) + (l2[2] + l2[3])) + ((l2[4] + l2[5]) + (l2[6] + l2[7]));
+#endif
+}
+
 /* ------------------------------------------------------------------------ */
 /* 1x1 convolution                                                           */
 /* ------------------------------------------------------------------------ */
@@ -154,8 +178,10 @@ void LAYER_NAME(diffuse__scale_shift_backward)(const LAYER_REAL *x, const LAYER_
             const LAYER_REAL s1 = (LAYER_REAL)1 + ss[b * 2 * C + c];
             const LAYER_REAL *xc = x + (b * C + c) * HW, *dyc = dy + (b * C + c) * HW;
             LAYER_REAL *dxc = dx + (b * C + c) * HW;
-            dss[b * 2 * C + c] = (LAYER_REAL)LAYER_NAME(il_dot)(dyc, xc, HW);
-            dss[b * 2 * C + C + c] = (LAYER_REAL)LAYER_NAME(layer_sum)(dyc, HW);
+            double s_dy, s_dyx;
+            LAYER_NAME(il_sum_dot)(xc, dyc, HW, &s_dy, &s_dyx);
+            dss[b * 2 * C + c] = (LAYER_REAL)s_dyx;
+            dss[b * 2 * C + C + c] = (LAYER_REAL)s_dy;
             for (p = 0; p < HW; p++)
                 dxc[p] = dyc[p] * s1;
         }

@@ -74,6 +74,14 @@
     void diffuse__groupnorm_forward##S(const REAL *x, size_t B, size_t C, size_t HW, size_t G, \
                                        const REAL *gamma, const REAL *beta, REAL *y,          \
                                        REAL *mean, REAL *rstd, REAL *act, int nt);            \
+    /* Group norm followed by Improved DDPM's scale-shift, in one pass per (sample, group):  \
+     * y = the norm's output, z[b][c][:] = y[b][c][:] (1 + ss[b][c]) + ss[b][C + c]           \
+     * (ss [B][2C]), act (when not NULL) = SiLU(z); y, z and act may be one buffer.  The      \
+     * same bits as groupnorm_forward, scale_shift_forward and silu_forward in turn. */       \
+    void diffuse__groupnorm_ss_forward##S(const REAL *x, size_t B, size_t C, size_t HW,       \
+                                          size_t G, const REAL *gamma, const REAL *beta,      \
+                                          const REAL *ss, REAL *y, REAL *mean, REAL *rstd,    \
+                                          REAL *z, REAL *act, int nt);                        \
     void diffuse__groupnorm_backward##S(const REAL *x, size_t B, size_t C, size_t HW,         \
                                         size_t G, const REAL *gamma, const REAL *mean,        \
                                         const REAL *rstd, const REAL *dy, REAL *dx,           \

@@ -31,21 +31,23 @@ static void LAYER_NAME(layer_gemm_alpha)(int ta, int tb, size_t M, size_t N, siz
                accumulate ? (LAYER_REAL)1 : (LAYER_REAL)0, C, ldc, work, nt);
 }
 
-/* Sum of x[0..n) in double: four partial sums over i mod 4, combined as
- * (s0 + s1) + (s2 + s3).  A fixed order. */
+/* Sum of x[0..n) in double (a channel's sum for the bias, embedding and
+ * scale-shift gradients), in group norm's fixed order (nn/gn.h): 16 partial
+ * sums, element i into lane i mod 16, folded as gn.h says.  The float
+ * includers (LAYER_GN_VEC) run gn.c's vectorized loop. */
 static double LAYER_NAME(layer_sum)(const LAYER_REAL *x, size_t n)
 {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += (double)x[i];
-        s1 += (double)x[i + 1];
-        s2 += (double)x[i + 2];
-        s3 += (double)x[i + 3];
-    }
-    for (; i < n; i++)
-        s0 += (double)x[i];
-    return (s0 + s1) + (s2 + s3);
+#ifdef LAYER_GN_VEC
+    return diffuse__gn_sum_f(x, n);
+#else
+    double l[16] = {0.0};
+    size_t i;
+    for (i = 0; i < n; i++)
+        l[i % 16] += (double)x[i];
+    for (i = 0; i < 8; i++)
+        l[i] += l[i + 8];
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+#endif
 }
 
 #endif

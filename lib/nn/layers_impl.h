@@ -289,6 +289,22 @@ static void LAYER_NAME(gn_affine)(const LAYER_REAL *x, size_t n, LAYER_REAL m, L
 #endif
 }
 
+static void LAYER_NAME(gn_affine_ss)(const LAYER_REAL *x, size_t n, LAYER_REAL m,
+                                     LAYER_REAL sc, LAYER_REAL bt, LAYER_REAL s1, LAYER_REAL sh,
+                                     LAYER_REAL *y, LAYER_REAL *z)
+{
+#ifdef LAYER_GN_VEC
+    diffuse__gn_affine_ss_f(x, n, m, sc, bt, s1, sh, y, z);
+#else
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const LAYER_REAL v = (x[i] - m) * sc + bt;
+        y[i] = v;
+        z[i] = v * s1 + sh;
+    }
+#endif
+}
+
 static void LAYER_NAME(gn_bwd_sums)(const LAYER_REAL *x, const LAYER_REAL *dy, size_t n,
                                     LAYER_REAL m, LAYER_REAL r, double *t1, double *t2)
 {
@@ -327,8 +343,9 @@ static void LAYER_NAME(gn_bwd_dx)(const LAYER_REAL *x, const LAYER_REAL *dy, siz
 /* One (sample, group) pair of the forward pass. */
 static void LAYER_NAME(gn_forward_pair)(const LAYER_REAL *x, size_t b, size_t g, size_t C,
                                         size_t HW, size_t G, const LAYER_REAL *gamma,
-                                        const LAYER_REAL *beta, LAYER_REAL *y, LAYER_REAL *mean,
-                                        LAYER_REAL *rstd, LAYER_REAL *act)
+                                        const LAYER_REAL *beta, const LAYER_REAL *ss,
+                                        LAYER_REAL *y, LAYER_REAL *mean, LAYER_REAL *rstd,
+                                        LAYER_REAL *z, LAYER_REAL *act)
 {
     const size_t Cg = C / G, n = Cg * HW, off = (b * C + g * Cg) * HW;
     const LAYER_REAL *xg = x + off;
@@ -347,12 +364,18 @@ static void LAYER_NAME(gn_forward_pair)(const LAYER_REAL *x, size_t b, size_t g,
         const size_t ch = g * Cg + c;
         const LAYER_REAL sc = gamma != NULL ? rr * gamma[ch] : rr;
         const LAYER_REAL bt = beta != NULL ? beta[ch] : (LAYER_REAL)0;
-        LAYER_NAME(gn_affine)(xg + c * HW, HW, mr, sc, bt, y + off + c * HW);
+        if (ss != NULL) {
+            const LAYER_REAL s1 = (LAYER_REAL)1 + ss[b * 2 * C + ch], sh = ss[b * 2 * C + C + ch];
+            LAYER_NAME(gn_affine_ss)(xg + c * HW, HW, mr, sc, bt, s1, sh, y + off + c * HW,
+                                     z + off + c * HW);
+        } else {
+            LAYER_NAME(gn_affine)(xg + c * HW, HW, mr, sc, bt, y + off + c * HW);
+        }
     }
     /* SiLU is elementwise and position-independent: the group's slice,
      * still in cache, gives the same values as one pass over the tensor. */
     if (act != NULL)
-        LAYER_NAME(diffuse__silu_forward)(y + off, n, act + off);
+        LAYER_NAME(diffuse__silu_forward)((ss != NULL ? z : y) + off, n, act + off);
 }
 
 /* Statistics in double, two passes (mean, then the mean squared deviation:
@@ -370,7 +393,27 @@ void LAYER_NAME(diffuse__groupnorm_forward)(const LAYER_REAL *x, size_t B, size_
     if (G == 0 || C % G != 0)
         return;
     DIFFUSE_PAR_FOR(nth, B * G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, q, B * G, {
-        LAYER_NAME(gn_forward_pair)(x, q / G, q % G, C, HW, G, gamma, beta, y, mean, rstd, act);
+        LAYER_NAME(gn_forward_pair)(x, q / G, q % G, C, HW, G, gamma, beta, NULL, y, mean, rstd,
+                                    NULL, act);
+    });
+}
+
+/* The pairs as above, each through its norm, scale-shift and SiLU while its
+ * slice is in cache: the same operations, so the same bits, as the three
+ * passes one after the other. */
+void LAYER_NAME(diffuse__groupnorm_ss_forward)(const LAYER_REAL *x, size_t B, size_t C,
+                                               size_t HW, size_t G, const LAYER_REAL *gamma,
+                                               const LAYER_REAL *beta, const LAYER_REAL *ss,
+                                               LAYER_REAL *y, LAYER_REAL *mean, LAYER_REAL *rstd,
+                                               LAYER_REAL *z, LAYER_REAL *act, int nt)
+{
+    const int nth = nt > 1 ? nt : 1;
+    size_t q;
+    if (G == 0 || C % G != 0)
+        return;
+    DIFFUSE_PAR_FOR(nth, B * G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, q, B * G, {
+        LAYER_NAME(gn_forward_pair)(x, q / G, q % G, C, HW, G, gamma, beta, ss, y, mean, rstd, z,
+                                    act);
     });
 }
 

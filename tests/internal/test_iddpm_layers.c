@@ -260,6 +260,69 @@ static void test_groupnorm_scale_shift(void)
     free(s_r);
 }
 
+/* The fused group norm + scale-shift (+ SiLU) equals the three passes one
+ * after the other bit for bit: float (vectorized, on 1 and 2 threads, a
+ * shape above the norm's parallel threshold with a ragged HW, separate
+ * outputs and all three in one buffer) and double. */
+static void test_groupnorm_ss_fused(void)
+{
+    enum { B = 3, C = 32, HW = 221, G = 8, N = B * C * HW };
+    float *x = (float *)malloc(N * sizeof *x), *ss = (float *)malloc(B * 2 * C * sizeof *ss);
+    float *g = (float *)malloc(C * sizeof *g), *bt = (float *)malloc(C * sizeof *bt);
+    float *y0 = (float *)malloc(N * sizeof *y0), *z0 = (float *)malloc(N * sizeof *z0);
+    float *a0 = (float *)malloc(N * sizeof *a0), *y = (float *)malloc(N * sizeof *y);
+    float *z = (float *)malloc(N * sizeof *z), *a = (float *)malloc(N * sizeof *a);
+    float m0[B * G], r0[B * G], m[B * G], r[B * G];
+    double *xd = rnd(2 * 4 * 6), *ssd = rnd(2 * 2 * 4), *gd = rnd(4), *bd = rnd(4);
+    double yd0[48], zd0[48], ad0[48], yd[48], zd[48], ad[48], md[4], rd[4], md0[4], rd0[4];
+    size_t i;
+    int nt;
+    for (i = 0; i < N; i++)
+        x[i] = (float)(3.0 * urand() + 0.5);
+    for (i = 0; i < B * 2 * C; i++)
+        ss[i] = (float)urand();
+    for (i = 0; i < C; i++) {
+        g[i] = (float)(1.0 + 0.5 * urand());
+        bt[i] = (float)urand();
+    }
+    diffuse__groupnorm_forward_f(x, B, C, HW, G, g, bt, y0, m0, r0, NULL, 1);
+    diffuse__scale_shift_forward_f(y0, ss, B, C, HW, z0);
+    diffuse__silu_forward_f(z0, N, a0);
+    for (nt = 1; nt <= 2; nt++) {
+        memset(y, 0, N * sizeof *y);
+        diffuse__groupnorm_ss_forward_f(x, B, C, HW, G, g, bt, ss, y, m, r, z, a, nt);
+        ASSERT_TRUE(memcmp(y, y0, N * sizeof *y) == 0);
+        ASSERT_TRUE(memcmp(z, z0, N * sizeof *z) == 0);
+        ASSERT_TRUE(memcmp(a, a0, N * sizeof *a) == 0);
+        ASSERT_TRUE(memcmp(m, m0, sizeof m) == 0);
+        ASSERT_TRUE(memcmp(r, r0, sizeof r) == 0);
+        diffuse__groupnorm_ss_forward_f(x, B, C, HW, G, g, bt, ss, y, m, r, y, y, nt);
+        ASSERT_TRUE(memcmp(y, a0, N * sizeof *y) == 0);
+    }
+    diffuse__groupnorm_forward_d(xd, 2, 4, 6, 2, gd, bd, yd0, md0, rd0, NULL, 1);
+    diffuse__scale_shift_forward_d(yd0, ssd, 2, 4, 6, zd0);
+    diffuse__silu_forward_d(zd0, 48, ad0);
+    diffuse__groupnorm_ss_forward_d(xd, 2, 4, 6, 2, gd, bd, ssd, yd, md, rd, zd, ad, 1);
+    ASSERT_TRUE(memcmp(yd, yd0, sizeof yd) == 0);
+    ASSERT_TRUE(memcmp(zd, zd0, sizeof zd) == 0);
+    ASSERT_TRUE(memcmp(ad, ad0, sizeof ad) == 0);
+    ASSERT_TRUE(memcmp(md, md0, sizeof md) == 0 && memcmp(rd, rd0, sizeof rd) == 0);
+    free(x);
+    free(ss);
+    free(g);
+    free(bt);
+    free(y0);
+    free(z0);
+    free(a0);
+    free(y);
+    free(z);
+    free(a);
+    free(xd);
+    free(ssd);
+    free(gd);
+    free(bd);
+}
+
 /* ---------------------------------------------------------------------- */
 
 static void test_dropout(void)
@@ -384,6 +447,7 @@ int main(void)
     RUN(test_conv1x1);
     RUN(test_avgpool2);
     RUN(test_groupnorm_scale_shift);
+    RUN(test_groupnorm_ss_fused);
     RUN(test_dropout);
     RUN(test_qkv_attention);
     return harness_finish();
