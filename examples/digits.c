@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#define PI 3.14159265358979323846
 #define SIDE 28 /* the IDX files' digits */
 #define T_TRAIN 1000
 #define CLASSES 10
@@ -38,6 +39,8 @@ typedef struct {
     long steps, batch, channels, limit, grid, sample_steps, eval, eval_steps, size, classify;
     long res_blocks;
     int iddpm; /* --net iddpm */
+    int lr_cosine; /* --lr-decay cosine: the learning rate decays to 0 along a cosine */
+    int ema_warmup; /* --ema-warmup on: decay min(ema, (1 + k) / (10 + k)) at step k */
     long cls; /* --class: 0 .. 9, -1 for none (unconditional), -2 for one per column */
     double lr, ema, dropout, guidance;
     unsigned long long seed;
@@ -76,6 +79,10 @@ static void usage(FILE *f)
             "  --res-blocks N      iddpm: residual blocks per level (default 2)\n"
             "  --lr X              learning rate (default 1e-3)\n"
             "  --ema X             EMA decay of the weights sampled from (default 0.999)\n"
+            "  --ema-warmup on|off at step k the EMA decays by min(X, (1 + k) / (10 + k)),\n"
+            "                      so early averages forget the untrained weights (default off)\n"
+            "  --lr-decay NAME     none (a constant learning rate, default) or cosine (from\n"
+            "                      --lr to 0 along a cosine over the steps)\n"
             "  --dropout P         probability of training a digit without its label\n"
             "                      (default 0.1; 1: an unconditional model)\n"
             "  --limit N           train on the first N training digits only (default all)\n"
@@ -128,6 +135,8 @@ static int parse(int argc, char **argv, options *o)
     o->eval_steps = 0; /* by --net */
     o->lr = 1e-3;
     o->ema = 0.999;
+    o->ema_warmup = 0;
+    o->lr_cosine = 0;
     o->seed = 1;
     for (i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -158,7 +167,15 @@ static int parse(int argc, char **argv, options *o)
             }
             o->iddpm = strcmp(v, "iddpm") == 0;
         }
-        else if (strcmp(a, "--lr") == 0)
+        else if (strcmp(a, "--ema-warmup") == 0 || strcmp(a, "--lr-decay") == 0) {
+            int ema = strcmp(a, "--ema-warmup") == 0;
+            const char *on = ema ? "on" : "cosine", *off = ema ? "off" : "none";
+            if (strcmp(v, on) != 0 && strcmp(v, off) != 0) {
+                fprintf(stderr, "digits: %s takes %s or %s, not '%s'\n", a, on, off, v);
+                return -1;
+            }
+            *(ema ? &o->ema_warmup : &o->lr_cosine) = strcmp(v, on) == 0;
+        } else if (strcmp(a, "--lr") == 0)
             real = &o->lr;
         else if (strcmp(a, "--ema") == 0)
             real = &o->ema;
@@ -791,6 +808,17 @@ int main(int argc, char **argv)
     t0 = now();
     for (k = 1; k <= o.steps; k++) {
         long b;
+        double lr = o.lr, ema = o.ema;
+        if (o.lr_cosine)
+            lr = o.lr * 0.5 * (1.0 + cos(PI * (double)(k - 1) / (double)o.steps));
+        if (o.ema_warmup && (1.0 + (double)k) / (10.0 + (double)k) < ema)
+            ema = (1.0 + (double)k) / (10.0 + (double)k);
+        if ((o.lr_cosine && (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_LR, lr)) != DIFFUSE_OK) ||
+            (o.ema_warmup &&
+             (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_EMA_DECAY, ema)) != DIFFUSE_OK)) {
+            status = fail("training step", rc);
+            goto done;
+        }
         for (b = 0; b < o.batch; b++) {
             size_t j = (size_t)(splitmix64(&pick) % n_train);
             to_float(&train, j, batch + (size_t)b * dim);
