@@ -9,9 +9,8 @@
  * By default the denoiser is Improved DDPM's U-Net at MNIST's own 28 x 28
  * (model channels --channels, channel_mult 1,2,2, --res-blocks residual
  * blocks per level, attention at 7 x 7, learned range variance, the hybrid
- * loss), trained with a cosine learning-rate decay and an EMA warm-up, and
- * bits/dim are the bound over the whole 1000-step chain with x0 clipped, as
- * Improved DDPM's image_nll.py computes them.  --net unet trains the
+ * loss), and bits/dim are the bound over the whole 1000-step chain with x0
+ * clipped, as Improved DDPM's image_nll.py computes them.  --net unet trains the
  * library's small reference U-Net instead; its two resolutions give a
  * receptive field of about 25 pixels, so it trains at 14 x 14 (2 x 2 means
  * of the 28 x 28 images, rounded to 8 bits) by default.  --size 14 gives
@@ -34,7 +33,7 @@
 #define SIDE 28 /* the IDX files' digits */
 #define T_TRAIN 1000
 #define CLASSES 10
-#define IDDPM_STEPS 3000 /* --net iddpm's default training steps */
+#define IDDPM_STEPS 2400 /* --net iddpm's default training steps */
 
 typedef struct {
     const char *data, *png, *checkpoint, *sampler, *samples;
@@ -81,13 +80,13 @@ static void usage(FILE *f)
             "                      channels, a multiple of 8)\n"
             "  --res-blocks N      iddpm: residual blocks per level (default 1)\n"
             "  --lr X              learning rate (default 2e-3; unet 1e-3)\n"
-            "  --lr-decay NAME     cosine (from --lr to 0 along a cosine over the steps;\n"
-            "                      default) or none (constant; default for unet)\n"
+            "  --lr-decay NAME     none (constant, default) or cosine (from --lr to 0\n"
+            "                      along a cosine over the steps)\n"
             "  --ema X             EMA decay of the weights sampled from (default 0.995;\n"
             "                      unet 0.999)\n"
             "  --ema-warmup on|off at step k the EMA decays by min(X, (1 + k) / (10 + k)),\n"
             "                      so early averages forget the untrained weights (default\n"
-            "                      on; unet off)\n"
+            "                      off)\n"
             "  --dropout P         probability of training a digit without its label\n"
             "                      (default 0.1; 1: an unconditional model)\n"
             "  --limit N           train on the first N training digits only (default all)\n"
@@ -274,9 +273,9 @@ static int parse(int argc, char **argv, options *o)
     if (o->ema == 0)
         o->ema = o->iddpm ? 0.995 : 0.999;
     if (o->ema_warmup < 0)
-        o->ema_warmup = o->iddpm;
+        o->ema_warmup = 0;
     if (o->lr_cosine < 0)
-        o->lr_cosine = o->iddpm;
+        o->lr_cosine = 0;
     if (o->channels % (o->iddpm ? 32 : 8) != 0 || o->channels > 1024) {
         fprintf(stderr, "digits: --channels must be a multiple of %d, at most 1024\n",
                 o->iddpm ? 32 : 8);
