@@ -1,19 +1,20 @@
 /*
- * digits: train libdiffuse's conv U-Net denoiser on MNIST digits read from
- * IDX files, class-conditional with dropped labels (classifier-free
- * guidance), sample a grid of digits and write it as a PNG, report the
- * variational bound in bits per dimension on held-out digits before and
- * after training, and optionally score class-conditional samples with a
- * nearest-class-mean classifier.  Everything runs in C; see --help.
+ * digits: train a class-conditional denoiser on MNIST digits read from IDX
+ * files, with dropped labels (classifier-free guidance), sample a grid of
+ * digits and write it as a PNG, report the variational bound in bits per
+ * dimension on held-out digits before and after training, and optionally
+ * score class-conditional samples with a nearest-class-mean classifier.
+ * Everything runs in C; see --help.
  *
- * The reference U-Net has two resolutions, so its receptive field spans
- * about 25 pixels: the digits are trained at 14 x 14 (2 x 2 means of the
- * 28 x 28 images, rounded to 8 bits) by default, where it covers a whole
- * digit; --size 28 trains on the original pixels.  --net iddpm trains
- * Improved DDPM's U-Net instead, at 28 x 28 (model channels --channels,
- * channel_mult 1,2,2, --res-blocks residual blocks per level, attention at
- * 7 x 7), and reports bits/dim as Improved DDPM's image_nll.py computes it
- * (the bound over the whole 1000-step chain, x0 clipped).
+ * By default the denoiser is Improved DDPM's U-Net at MNIST's own 28 x 28
+ * (model channels --channels, channel_mult 1,2,2, --res-blocks residual
+ * blocks per level, attention at 7 x 7, learned range variance, the hybrid
+ * loss), and bits/dim are the bound over the whole 1000-step chain with x0
+ * clipped, as Improved DDPM's image_nll.py computes them.  --net unet trains the
+ * library's small reference U-Net instead; its two resolutions give a
+ * receptive field of about 25 pixels, so it trains at 14 x 14 (2 x 2 means
+ * of the 28 x 28 images, rounded to 8 bits) by default.  --size 14 gives
+ * either net a quick look.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <diffuse.h>
@@ -28,16 +29,19 @@
 #include <string.h>
 #include <time.h>
 
+#define PI 3.14159265358979323846
 #define SIDE 28 /* the IDX files' digits */
 #define T_TRAIN 1000
 #define CLASSES 10
-#define IDDPM_STEPS 3000 /* --net iddpm's default training steps */
+#define IDDPM_STEPS 2400 /* --net iddpm's default training steps */
 
 typedef struct {
     const char *data, *png, *checkpoint, *sampler, *samples;
     long steps, batch, channels, limit, grid, sample_steps, eval, eval_steps, size, classify;
     long res_blocks;
     int iddpm; /* --net iddpm */
+    int lr_cosine; /* --lr-decay cosine: the learning rate decays to 0 along a cosine */
+    int ema_warmup; /* --ema-warmup on: decay min(ema, (1 + k) / (10 + k)) at step k */
     long cls; /* --class: 0 .. 9, -1 for none (unconditional), -2 for one per column */
     double lr, ema, dropout, guidance;
     unsigned long long seed;
@@ -57,7 +61,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: digits [options]\n"
-            "Trains a class-conditional conv U-Net denoiser on MNIST digits (IDX files),\n"
+            "Trains a class-conditional U-Net denoiser on MNIST digits (IDX files),\n"
             "samples a grid with classifier-free guidance, writes it as a PNG, and reports\n"
             "bits/dim on held-out digits before and after training.\n"
             "Get the data with: python3 examples/fetch_mnist.py\n\n"
@@ -65,17 +69,24 @@ static void usage(FILE *f)
             "                      t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (uncompressed;\n"
             "                      the canonical MNIST files after gunzip work as they are)\n"
             "                      (default data/mnist)\n"
-            "  --net NAME          unet (the reference U-Net, default) or iddpm (Improved\n"
-            "                      DDPM's U-Net: channel_mult 1,2,2, attention at 7x7, 28x28)\n"
-            "  --size N            train and sample at N x N: 14 (2 x 2 means; default for\n"
-            "                      unet) or 28 (default for iddpm)\n"
-            "  --steps N           training steps (default 6000; iddpm %d)\n"
+            "  --net NAME          iddpm (Improved DDPM's U-Net: channel_mult 1,2,2 (1,2 at\n"
+            "                      14x14), attention at 7x7, default) or unet (the library's\n"
+            "                      small reference U-Net)\n"
+            "  --size N            train and sample at N x N: 28 (default for iddpm) or 14\n"
+            "                      (2 x 2 means; default for unet)\n"
+            "  --steps N           training steps (default %d; unet 6000)\n"
             "  --batch N           training batch (default 64)\n"
-            "  --channels N        U-Net base channels, a multiple of 8 (default 32; iddpm:\n"
-            "                      model channels, a multiple of 32)\n"
-            "  --res-blocks N      iddpm: residual blocks per level (default 2)\n"
-            "  --lr X              learning rate (default 1e-3)\n"
-            "  --ema X             EMA decay of the weights sampled from (default 0.999)\n"
+            "  --channels N        model channels, a multiple of 32 (default 32; unet: base\n"
+            "                      channels, a multiple of 8)\n"
+            "  --res-blocks N      iddpm: residual blocks per level (default 1)\n"
+            "  --lr X              learning rate (default 2e-3; unet 1e-3)\n"
+            "  --lr-decay NAME     none (constant, default) or cosine (from --lr to 0\n"
+            "                      along a cosine over the steps)\n"
+            "  --ema X             EMA decay of the weights sampled from (default 0.995;\n"
+            "                      unet 0.999)\n"
+            "  --ema-warmup on|off at step k the EMA decays by min(X, (1 + k) / (10 + k)),\n"
+            "                      so early averages forget the untrained weights (default\n"
+            "                      off)\n"
             "  --dropout P         probability of training a digit without its label\n"
             "                      (default 0.1; 1: an unconditional model)\n"
             "  --limit N           train on the first N training digits only (default all)\n"
@@ -86,10 +97,10 @@ static void usage(FILE *f)
             "  --grid N            N rows of samples: N x 10 (one class per column), or N x N\n"
             "                      with --class (default 8)\n"
             "  --sampler NAME      ddim (default) or dpmpp (DPM-Solver++(2M))\n"
-            "  --sample-steps N    sampling steps, trailing from 1000 (default 50)\n"
-            "  --eval N            held-out digits for bits/dim (default 32, iddpm 8; 0: skip)\n"
-            "  --eval-steps N      steps of the bound, respaced from 1000 (default 100; iddpm\n"
-            "                      1000, the whole chain, as Improved DDPM's image_nll.py)\n"
+            "  --sample-steps N    sampling steps, trailing from 1000 (default 25; unet 50)\n"
+            "  --eval N            held-out digits for bits/dim (default 8; unet 32; 0: skip)\n"
+            "  --eval-steps N      steps of the bound, respaced from 1000 (default 1000, the\n"
+            "                      whole chain, as Improved DDPM's image_nll.py; unet 100)\n"
             "  --classify N        sample N digits of each class and label them with a\n"
             "                      nearest-class-mean classifier of the training digits;\n"
             "                      print its per-class rates beside those on held-out digits\n"
@@ -112,8 +123,8 @@ static int parse(int argc, char **argv, options *o)
     o->checkpoint = "digits.ckpt";
     o->sampler = "ddim";
     o->size = 0; /* by --net */
-    o->iddpm = 0;
-    o->res_blocks = 2;
+    o->iddpm = 1;
+    o->res_blocks = 1;
     o->dropout = 0.1;
     o->guidance = 3.0;
     o->cls = -2;
@@ -123,11 +134,13 @@ static int parse(int argc, char **argv, options *o)
     o->channels = 32;
     o->limit = 0;
     o->grid = 8;
-    o->sample_steps = 50;
+    o->sample_steps = 0; /* by --net */
     o->eval = -1; /* by --net */
     o->eval_steps = 0; /* by --net */
-    o->lr = 1e-3;
-    o->ema = 0.999;
+    o->lr = 0; /* by --net */
+    o->ema = 0; /* by --net */
+    o->ema_warmup = -1; /* by --net */
+    o->lr_cosine = -1; /* by --net */
     o->seed = 1;
     for (i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -158,7 +171,15 @@ static int parse(int argc, char **argv, options *o)
             }
             o->iddpm = strcmp(v, "iddpm") == 0;
         }
-        else if (strcmp(a, "--lr") == 0)
+        else if (strcmp(a, "--ema-warmup") == 0 || strcmp(a, "--lr-decay") == 0) {
+            int ema = strcmp(a, "--ema-warmup") == 0;
+            const char *on = ema ? "on" : "cosine", *off = ema ? "off" : "none";
+            if (strcmp(v, on) != 0 && strcmp(v, off) != 0) {
+                fprintf(stderr, "digits: %s takes %s or %s, not '%s'\n", a, on, off, v);
+                return -1;
+            }
+            *(ema ? &o->ema_warmup : &o->lr_cosine) = strcmp(v, on) == 0;
+        } else if (strcmp(a, "--lr") == 0)
             real = &o->lr;
         else if (strcmp(a, "--ema") == 0)
             real = &o->ema;
@@ -245,6 +266,16 @@ static int parse(int argc, char **argv, options *o)
         o->eval = o->iddpm ? 8 : 32;
     if (o->eval_steps == 0)
         o->eval_steps = o->iddpm ? T_TRAIN : 100;
+    if (o->sample_steps == 0)
+        o->sample_steps = o->iddpm ? 25 : 50;
+    if (o->lr == 0)
+        o->lr = o->iddpm ? 2e-3 : 1e-3;
+    if (o->ema == 0)
+        o->ema = o->iddpm ? 0.995 : 0.999;
+    if (o->ema_warmup < 0)
+        o->ema_warmup = 0;
+    if (o->lr_cosine < 0)
+        o->lr_cosine = 0;
     if (o->channels % (o->iddpm ? 32 : 8) != 0 || o->channels > 1024) {
         fprintf(stderr, "digits: --channels must be a multiple of %d, at most 1024\n",
                 o->iddpm ? 32 : 8);
@@ -750,11 +781,15 @@ int main(int argc, char **argv)
             snprintf(kind, sizeof kind, "10 classes (labels dropped with probability %g)",
                      o.dropout);
         printf("digits: %zu training digits at %zux%zu, %zu held out; %s %ld channels, "
-               "%s; %ld steps of batch %ld; libdiffuse %s%s\n", n_train, side_of(&o),
-               side_of(&o), n_eval,
-               o.iddpm ? "Improved DDPM U-Net (channel_mult 1,2,2, attention at 7x7), model"
-                       : "U-Net base",
-               o.channels, kind, o.steps, o.batch,
+               "%s; %ld steps of batch %ld, lr %g%s, EMA %g%s; libdiffuse %s%s\n", n_train,
+               side_of(&o), side_of(&o), n_eval,
+               !o.iddpm               ? "U-Net base"
+               : side_of(&o) == 28    ? "Improved DDPM U-Net (channel_mult 1,2,2, attention at "
+                                        "7x7), model"
+                                      : "Improved DDPM U-Net (channel_mult 1,2, attention at "
+                                        "7x7), model",
+               o.channels, kind, o.steps, o.batch, o.lr,
+               o.lr_cosine ? " (cosine decay)" : "", o.ema, o.ema_warmup ? " (warm-up)" : "",
                diffuse_version_string(), diffuse_has_openmp() ? " (OpenMP)" : "");
     }
     if ((rc = diffuse_schedule_create_cosine(&s, T_TRAIN, 0.008, 0.999)) != DIFFUSE_OK ||
@@ -791,6 +826,17 @@ int main(int argc, char **argv)
     t0 = now();
     for (k = 1; k <= o.steps; k++) {
         long b;
+        double lr = o.lr, ema = o.ema;
+        if (o.lr_cosine)
+            lr = o.lr * 0.5 * (1.0 + cos(PI * (double)(k - 1) / (double)o.steps));
+        if (o.ema_warmup && (1.0 + (double)k) / (10.0 + (double)k) < ema)
+            ema = (1.0 + (double)k) / (10.0 + (double)k);
+        if ((o.lr_cosine && (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_LR, lr)) != DIFFUSE_OK) ||
+            (o.ema_warmup &&
+             (rc = diffuse_trainer_set(tr, DIFFUSE_TRAINER_EMA_DECAY, ema)) != DIFFUSE_OK)) {
+            status = fail("training step", rc);
+            goto done;
+        }
         for (b = 0; b < o.batch; b++) {
             size_t j = (size_t)(splitmix64(&pick) % n_train);
             to_float(&train, j, batch + (size_t)b * dim);

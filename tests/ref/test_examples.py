@@ -289,14 +289,16 @@ def test_digits():
         report("example_digits_gzip_refused", zipped.returncode != 0 and
                "gunzip" in zipped.stderr, zipped.stderr)
         png, ckpt = os.path.join(tmp, "d.png"), os.path.join(tmp, "d.ckpt")
-        p = run([exe, "--data", data, "--steps", "60", "--batch", "16", "--channels", "8",
+        p = run([exe, "--data", data, "--net", "unet", "--steps", "60", "--batch", "16",
+                 "--channels", "8",
                  "--ema", "0.9", "--grid", "3", "--sample-steps", "10", "--eval", "6",
                  "--eval-steps", "20", "--classify", "4", "--png", png, "--checkpoint", ckpt,
                  "--samples", os.path.join(tmp, "s.npy")])
         out = p.stdout + p.stderr
         report("example_digits_runs", p.returncode == 0 and "step    60/60" in p.stdout and
                "120 training digits at 14x14, 6 held out" in p.stdout and
-               "10 classes (labels dropped with probability 0.1)" in p.stdout, out)
+               "10 classes (labels dropped with probability 0.1)" in p.stdout and
+               "lr 0.001, EMA 0.9;" in p.stdout, out)
         try:
             w, h_, raw = read_png(png)
             # 3 rows of 10 classes, 56-pixel cells, 4-pixel grey (96) gutters
@@ -330,8 +332,8 @@ def test_digits():
                in p.stdout, f"load: {count} (a negative value is a status)")
         # one class at 28 x 28 with DPM-Solver++, and an unconditional model
         png2 = os.path.join(tmp, "d2.png")
-        p = run([exe, "--data", data, "--steps", "5", "--batch", "8", "--channels", "8",
-                 "--size", "28", "--class", "7", "--grid", "2", "--sampler", "dpmpp",
+        p = run([exe, "--data", data, "--net", "unet", "--steps", "5", "--batch", "8",
+                 "--channels", "8", "--size", "28", "--class", "7", "--grid", "2", "--sampler", "dpmpp",
                  "--sample-steps", "5", "--eval", "0", "--png", png2, "--checkpoint", "-"])
         ok = p.returncode == 0 and "at 28x28" in p.stdout and "(one class) with DPM-Solver++" \
             in p.stdout
@@ -340,28 +342,40 @@ def test_digits():
         except Exception:  # noqa: BLE001 - reported as a failure
             ok = False
         report("example_digits_class_28_dpmpp", ok, p.stdout + p.stderr)
-        p = run([exe, "--data", data, "--steps", "5", "--batch", "8", "--channels", "8",
-                 "--dropout", "1", "--grid", "2", "--sample-steps", "5", "--eval", "2",
+        p = run([exe, "--data", data, "--net", "unet", "--steps", "5", "--batch", "8",
+                 "--channels", "8", "--dropout", "1", "--grid", "2", "--sample-steps", "5", "--eval", "2",
                  "--eval-steps", "5", "--png", png2, "--checkpoint", "-"])
         report("example_digits_unconditional", p.returncode == 0 and "unconditional" in p.stdout,
                p.stdout + p.stderr)
-        # Improved DDPM's U-Net at 28 x 28 (--net iddpm): one res block, a few
-        # steps; the net, its size in the checkpoint and a finite bound
+        # the default net, Improved DDPM's U-Net at 28 x 28 with one res block
+        # per level: a few steps; the net, its size in the checkpoint and a
+        # finite bound
         ck3 = os.path.join(tmp, "d3.ckpt")
-        p = run([exe, "--data", data, "--net", "iddpm", "--res-blocks", "1", "--steps", "20",
-                 "--batch", "4", "--grid", "1", "--sample-steps", "4", "--eval", "2",
-                 "--eval-steps", "10", "--png", png2, "--checkpoint", ck3])
+        p = run([exe, "--data", data, "--steps", "20", "--batch", "4", "--grid", "1",
+                 "--sample-steps", "4", "--eval", "2", "--eval-steps", "10", "--png", png2,
+                 "--checkpoint", ck3])
         m = re.search(r"bits/dim on 2 held-out digits, trained \(EMA, 10-step bound\): "
                       r"([\d.]+) \(untrained ([\d.]+)\)", p.stdout)
         count = load_checkpoint(ck3)
         report("example_digits_iddpm_28",
                p.returncode == 0 and "at 28x28" in p.stdout and "Improved DDPM U-Net" in p.stdout
+               and "lr 0.002, EMA 0.995;" in p.stdout
                and count > 0 and f"Improved DDPM U-Net: {count} parameters" in p.stdout
                and m is not None and 0 < float(m.group(1)) < 1e9
                and read_png(png2)[:2] == (10 * 56 + 11 * 4, 56 + 2 * 4), p.stdout + p.stderr)
         bad = run([exe, "--data", data, "--net", "iddpm", "--channels", "48"])
         report("example_digits_iddpm_bad_channels",
                bad.returncode == 2 and "multiple of 32" in bad.stderr, bad.stderr)
+        for opt, val in (("--lr-decay", "linear"), ("--ema-warmup", "yes")):
+            bad = run([exe, "--data", data, opt, val])
+            report(f"example_digits_bad_{opt[2:].replace('-', '_')}",
+                   bad.returncode == 2 and opt in bad.stderr and val in bad.stderr, bad.stderr)
+        p = run([exe, "--data", data, "--steps", "2", "--batch", "4", "--grid", "1",
+                 "--sample-steps", "2", "--eval", "0", "--lr-decay", "cosine", "--ema-warmup",
+                 "on", "--lr", "1e-4", "--png", png2, "--checkpoint", "-"])
+        report("example_digits_schedule_on", p.returncode == 0 and
+               "lr 0.0001 (cosine decay), EMA 0.995 (warm-up);" in p.stdout,
+               p.stdout + p.stderr)
         bad = run([exe, "--data", data, "--class", "10"])
         report("example_digits_bad_class", bad.returncode == 2 and "--class" in bad.stderr,
                bad.stderr)

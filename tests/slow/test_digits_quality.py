@@ -23,9 +23,8 @@ plus --classify 100, and checks what it prints:
   - the sample grid PNG and the checkpoint exist.
 
 Environment: DIGITS (the example binary, default out/examples/digits),
-DIGITS_ARGS (extra arguments, e.g. "--steps 2000" for a quicker look;
-`make check-digits28` passes "--net iddpm": the same checks at 28 x 28 with
-Improved DDPM's U-Net, its bound over the whole 1000-step chain).
+DIGITS_ARGS (extra arguments, e.g. "--net unet" for the small U-Net at
+14 x 14, whose bounds these are too, or "--steps 300" to see the check fail).
 """
 import os
 import re
