@@ -54,12 +54,8 @@ static void LAYER_NAME(il_sum_dot)(const LAYER_REAL *x, const LAYER_REAL *dy, si
         l1[i % 16] += (double)dy[i];
         l2[i % 16] += (double)dy[i] * (double)x[i];
     }
-    for (i = 0; i < 8; i++) {
-        l1[i] += l1[i + 8];
-        l2[i] += l2[i + 8];
-    }
-    *s1 = ((l1[0] + l1[1]) + (l1[2] + l1[3])) + ((l1[4] + l1[5]) + (l1[6] + l1[7]));
-    *s2 = ((l2[0] + l2[1]) + (l2[2] + l2[3])) + ((l2[4] + l2[5]) + (l2[6] + l2[7]));
+    *s1 = LAYER_NAME(layer_fold16)(l1);
+    *s2 = LAYER_NAME(layer_fold16)(l2);
 #endif
 }
 

@@ -35,6 +35,17 @@ static void LAYER_NAME(layer_gemm_alpha)(int ta, int tb, size_t M, size_t N, siz
  * scale-shift gradients), in group norm's fixed order (nn/gn.h): 16 partial
  * sums, element i into lane i mod 16, folded as gn.h says.  The float
  * includers (LAYER_GN_VEC) run gn.c's vectorized loop. */
+#ifndef LAYER_GN_VEC
+/* The fold of 16 partial sums: lane j + 8 into lane j, then a pairwise tree. */
+static double LAYER_NAME(layer_fold16)(double *l)
+{
+    size_t j;
+    for (j = 0; j < 8; j++)
+        l[j] += l[j + 8];
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+#endif
+
 static double LAYER_NAME(layer_sum)(const LAYER_REAL *x, size_t n)
 {
 #ifdef LAYER_GN_VEC
@@ -44,9 +55,7 @@ static double LAYER_NAME(layer_sum)(const LAYER_REAL *x, size_t n)
     size_t i;
     for (i = 0; i < n; i++)
         l[i % 16] += (double)x[i];
-    for (i = 0; i < 8; i++)
-        l[i] += l[i + 8];
-    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    return LAYER_NAME(layer_fold16)(l);
 #endif
 }
 

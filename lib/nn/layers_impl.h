@@ -239,29 +239,6 @@ void LAYER_NAME(diffuse__upsample2_backward)(const LAYER_REAL *dy, size_t B, siz
  * when the includer defines LAYER_GN_VEC (float), else these scalar ones,
  * which sum in the same fixed order (16 lanes, element i into lane i mod
  * 16, the tail into the low lanes; see nn/gn.h). */
-#ifndef LAYER_GN_VEC
-static double LAYER_NAME(gn_fold16)(double *l)
-{
-    size_t j;
-    for (j = 0; j < 8; j++)
-        l[j] += l[j + 8];
-    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-}
-#endif
-
-static double LAYER_NAME(gn_sum)(const LAYER_REAL *x, size_t n)
-{
-#ifdef LAYER_GN_VEC
-    return diffuse__gn_sum_f(x, n);
-#else
-    double l[16] = {0.0};
-    size_t i;
-    for (i = 0; i < n; i++)
-        l[i % 16] += (double)x[i];
-    return LAYER_NAME(gn_fold16)(l);
-#endif
-}
-
 static double LAYER_NAME(gn_sumsq_dev)(const LAYER_REAL *x, size_t n, double m)
 {
 #ifdef LAYER_GN_VEC
@@ -273,7 +250,7 @@ static double LAYER_NAME(gn_sumsq_dev)(const LAYER_REAL *x, size_t n, double m)
         d = (double)x[i] - m;
         l[i % 16] += d * d;
     }
-    return LAYER_NAME(gn_fold16)(l);
+    return LAYER_NAME(layer_fold16)(l);
 #endif
 }
 
@@ -318,8 +295,8 @@ static void LAYER_NAME(gn_bwd_sums)(const LAYER_REAL *x, const LAYER_REAL *dy, s
         l1[i % 16] += (double)dy[i];
         l2[i % 16] += (double)dy[i] * (double)xh;
     }
-    *t1 = LAYER_NAME(gn_fold16)(l1);
-    *t2 = LAYER_NAME(gn_fold16)(l2);
+    *t1 = LAYER_NAME(layer_fold16)(l1);
+    *t2 = LAYER_NAME(layer_fold16)(l2);
 #endif
 }
 
@@ -353,7 +330,7 @@ static void LAYER_NAME(gn_forward_pair)(const LAYER_REAL *x, size_t b, size_t g,
     LAYER_REAL mr, rr;
     size_t c;
     if (n > 0) {
-        m = LAYER_NAME(gn_sum)(xg, n) / (double)n;
+        m = LAYER_NAME(layer_sum)(xg, n) / (double)n;
         v = LAYER_NAME(gn_sumsq_dev)(xg, n, m) / (double)n;
     }
     mr = (LAYER_REAL)m;
