@@ -248,17 +248,19 @@ static void ep_add(float *dst, const float *a, const float *b, size_t n)
 }
 
 /* The epilogue over rows i .. i + h - 1 and columns j .. j + w - 1 of the
- * job's C (a strip of whole panels, still in cache): the bias after the
- * first K block, the residual and the activation after the last. */
+ * job's C (a strip of whole panels, still in cache): the bias when bias
+ * (after the first K block), the residual when res and the activation when
+ * last (after the last); the register-tile kernel adds bias and residual
+ * itself and asks for the activation only. */
 static void strip_epilogue(const struct job *jb, size_t i, size_t j, size_t h, size_t w,
-                           int first, int last)
+                           int bias, int res, int last)
 {
     const struct diffuse__gemm_ep *ep = &jb->ep;
     for (size_t r = 0; r < h; r++) {
         float *c = jb->C + (i + r) * jb->ldc + j;
-        if (first && ep->bias != NULL)
+        if (bias && ep->bias != NULL)
             ep_add(c, ep->bias + j, c, w); /* bias + product, as C preset to the bias */
-        if (last && ep->res != NULL)
+        if (res && ep->res != NULL)
             ep_add(c, c, ep->res + (i + r) * ep->ldr + j, w);
         if (last && ep->act != NULL)
             diffuse__silu_fast_forward(c, w, ep->act + (i + r) * ep->ldact + j);
@@ -393,10 +395,8 @@ static void gemm_part(const struct job *jb)
                             mode, first && ep->bias != NULL ? ep->bias + j : NULL,
                             last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
                     }
-                    if (jb->has_ep && last && ep->act != NULL)
-                        for (size_t r = 0; r < h; r++)
-                            diffuse__silu_fast_forward(jb->C + (i + r) * jb->ldc + j0, n,
-                                                       ep->act + (i + r) * ep->ldact + j0);
+                    if (jb->has_ep) /* the adds are done: the activation only */
+                        strip_epilogue(jb, i, j0, h, n, 0, 0, last);
                     continue;
                 }
 #endif
@@ -408,7 +408,7 @@ static void gemm_part(const struct job *jb)
                               n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
                 }
                 if (jb->has_ep)
-                    strip_epilogue(jb, i, j0, h, n, first, last);
+                    strip_epilogue(jb, i, j0, h, n, first, last, last);
             }
         }
     }
@@ -521,7 +521,7 @@ void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
             whole.C = C;
             whole.ldc = ldc;
             whole.ep = *ep;
-            strip_epilogue(&whole, 0, 0, M, N, 1, 1);
+            strip_epilogue(&whole, 0, 0, M, N, 1, 1, 1);
         }
         return;
     }

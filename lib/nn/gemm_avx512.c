@@ -17,7 +17,6 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-
 #define T512 __attribute__((target("avx512f")))
 #define T512_INLINE static inline __attribute__((target("avx512f"), always_inline))
 

@@ -39,26 +39,6 @@ static double LAYER_NAME(il_dot)(const LAYER_REAL *x, const LAYER_REAL *y, size_
     return (s0 + s1) + (s2 + s3);
 }
 
-/* *s1 = sum dy[i], *s2 = sum dy[i] x[i], in double, in layer_sum's order (16
- * lanes): the float build through gn.c's backward sums with mean 0 and rstd 1
- * ((x - 0) 1 is x exactly). */
-static void LAYER_NAME(il_sum_dot)(const LAYER_REAL *x, const LAYER_REAL *dy, size_t n,
-                                   double *s1, double *s2)
-{
-#ifdef LAYER_GN_VEC
-    diffuse__gn_bwd_sums_f(x, dy, n, 0.0f, 1.0f, s1, s2);
-#else
-    double l1[16] = {0.0}, l2[16] = {0.0};
-    size_t i;
-    for (i = 0; i < n; i++) {
-        l1[i % 16] += (double)dy[i];
-        l2[i % 16] += (double)dy[i] * (double)x[i];
-    }
-    *s1 = LAYER_NAME(layer_fold16)(l1);
-    *s2 = LAYER_NAME(layer_fold16)(l2);
-#endif
-}
-
 /* ------------------------------------------------------------------------ */
 /* 1x1 convolution                                                           */
 /* ------------------------------------------------------------------------ */
@@ -175,7 +155,7 @@ void LAYER_NAME(diffuse__scale_shift_backward)(const LAYER_REAL *x, const LAYER_
             const LAYER_REAL *xc = x + (b * C + c) * HW, *dyc = dy + (b * C + c) * HW;
             LAYER_REAL *dxc = dx + (b * C + c) * HW;
             double s_dy, s_dyx;
-            LAYER_NAME(il_sum_dot)(xc, dyc, HW, &s_dy, &s_dyx);
+            LAYER_NAME(layer_bwd_sums)(xc, dyc, HW, (LAYER_REAL)0, (LAYER_REAL)1, &s_dy, &s_dyx);
             dss[b * 2 * C + c] = (LAYER_REAL)s_dyx;
             dss[b * 2 * C + C + c] = (LAYER_REAL)s_dy;
             for (p = 0; p < HW; p++)

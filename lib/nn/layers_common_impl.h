@@ -59,4 +59,26 @@ static double LAYER_NAME(layer_sum)(const LAYER_REAL *x, size_t n)
 #endif
 }
 
+/* *t1 = sum dy[i], *t2 = sum dy[i] (x[i] - m) r, in double, in layer_sum's
+ * order: group norm's backward sums, and with m = 0, r = 1 ((x - 0) 1 is x
+ * exactly) scale-shift's. */
+static inline void LAYER_NAME(layer_bwd_sums)(const LAYER_REAL *x, const LAYER_REAL *dy,
+                                              size_t n, LAYER_REAL m, LAYER_REAL r, double *t1,
+                                              double *t2)
+{
+#ifdef LAYER_GN_VEC
+    diffuse__gn_bwd_sums_f(x, dy, n, m, r, t1, t2);
+#else
+    double l1[16] = {0.0}, l2[16] = {0.0};
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const LAYER_REAL xh = (x[i] - m) * r;
+        l1[i % 16] += (double)dy[i];
+        l2[i % 16] += (double)dy[i] * (double)xh;
+    }
+    *t1 = LAYER_NAME(layer_fold16)(l1);
+    *t2 = LAYER_NAME(layer_fold16)(l2);
+#endif
+}
+
 #endif

@@ -282,24 +282,6 @@ static void LAYER_NAME(gn_affine_ss)(const LAYER_REAL *x, size_t n, LAYER_REAL m
 #endif
 }
 
-static void LAYER_NAME(gn_bwd_sums)(const LAYER_REAL *x, const LAYER_REAL *dy, size_t n,
-                                    LAYER_REAL m, LAYER_REAL r, double *t1, double *t2)
-{
-#ifdef LAYER_GN_VEC
-    diffuse__gn_bwd_sums_f(x, dy, n, m, r, t1, t2);
-#else
-    double l1[16] = {0.0}, l2[16] = {0.0};
-    size_t i;
-    for (i = 0; i < n; i++) {
-        const LAYER_REAL xh = (x[i] - m) * r;
-        l1[i % 16] += (double)dy[i];
-        l2[i % 16] += (double)dy[i] * (double)xh;
-    }
-    *t1 = LAYER_NAME(layer_fold16)(l1);
-    *t2 = LAYER_NAME(layer_fold16)(l2);
-#endif
-}
-
 static void LAYER_NAME(gn_bwd_dx)(const LAYER_REAL *x, const LAYER_REAL *dy, size_t n,
                                   LAYER_REAL m, LAYER_REAL r, LAYER_REAL k1, LAYER_REAL k2,
                                   LAYER_REAL k3, LAYER_REAL *dx)
@@ -412,7 +394,7 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t 
             const size_t ch = g * Cg + c;
             const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
             double t1, t2;
-            LAYER_NAME(gn_bwd_sums)(x + off + c * HW, dy + off + c * HW, HW, m, r, &t1, &t2);
+            LAYER_NAME(layer_bwd_sums)(x + off + c * HW, dy + off + c * HW, HW, m, r, &t1, &t2);
             if (dbeta != NULL)
                 dbeta[ch] = (LAYER_REAL)((double)dbeta[ch] + t1);
             if (dgamma != NULL)
