@@ -240,8 +240,14 @@ static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t 
     const IDDPM_REAL *qkv = acts + o->a_qkv, *a = acts + o->a_a;
     IDDPM_L(diffuse__conv1x1_backward)(a, B, C, T, P + o->p_c2, C, dy, Bf, Gr + o->p_c2,
                                        Gr + o->p_c2 + C * C, work, nt);
-    IDDPM_L(diffuse__qkv_attention_backward)(qkv, acts + o->a_wts, Bf, B, C, T, o->heads, Cf,
-                                             scratch + pl->s_dlog, work, nt);
+    /* the softmax gradients in A (free until the group norm below: room for
+     * a T x T block per thread when it holds several), else in s_dlog */
+    if (pl->max_batch * pl->row >= 2 * T * T)
+        IDDPM_L(diffuse__qkv_attention_backward)(qkv, acts + o->a_wts, Bf, B, C, T, o->heads, Cf,
+                                                 A, pl->max_batch * pl->row, work, nt);
+    else
+        IDDPM_L(diffuse__qkv_attention_backward)(qkv, acts + o->a_wts, Bf, B, C, T, o->heads, Cf,
+                                                 scratch + pl->s_dlog, T * T, work, nt);
     IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A, st,
                                         st + mb * G, NULL, nt);
     IDDPM_L(diffuse__conv1x1_backward)(A, B, C, T, P + o->p_c1, 3 * C, Cf, D, Gr + o->p_c1,

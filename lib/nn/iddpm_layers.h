@@ -60,10 +60,12 @@
     void diffuse__qkv_attention_forward##S(const REAL *qkv, size_t B, size_t C, size_t T,     \
                                            size_t heads, REAL *wts, REAL *a, REAL *work,      \
                                            int nt);                                           \
-    /* Given da [B][C][T]: dqkv [B][3C][T] (overwrite); dlog: T * T scratch values. */        \
+    /* Given da [B][C][T]: dqkv [B][3C][T] (overwrite); dlog: dlog_n >= T * T scratch       \
+     * values (with k T * T of them, up to k threads split the heads). */                   \
     void diffuse__qkv_attention_backward##S(const REAL *qkv, const REAL *wts, const REAL *da,  \
                                             size_t B, size_t C, size_t T, size_t heads,       \
-                                            REAL *dqkv, REAL *dlog, REAL *work, int nt);
+                                            REAL *dqkv, REAL *dlog, size_t dlog_n, REAL *work, \
+                                            int nt);
 
 DIFFUSE_IDDPM_LAYER_DECLS(float, _f)
 

@@ -10,6 +10,7 @@
  * GEMM's partition of its output.
  */
 #include "internal.h"
+#include "nn/gemm.h"
 #include "nn/iddpm_layers.h"
 
 #include <math.h>
@@ -43,12 +44,25 @@ static double LAYER_NAME(il_dot)(const LAYER_REAL *x, const LAYER_REAL *y, size_
 /* 1x1 convolution                                                           */
 /* ------------------------------------------------------------------------ */
 
-void LAYER_NAME(diffuse__conv1x1_forward)(const LAYER_REAL *x, size_t B, size_t Ci, size_t HW,
-                                          const LAYER_REAL *W, const LAYER_REAL *bias,
-                                          size_t Co, LAYER_REAL *y, LAYER_REAL *work, int nt)
+/* Work split among threads by samples (or heads): thread part t of parts
+ * runs its GEMMs in one thread on its own slot of the work area (the
+ * caller's area holds diffuse__sgemm_work_floats(nt) floats, nt slots of
+ * one thread's).  A GEMM's bits do not depend on its thread count (gemm.h),
+ * so the split gives the same bits as one thread.  Below IL_PAR_MIN
+ * multiply-adds in all, or with one thread, no OpenMP construct. */
+#ifndef IL_PAR_MIN
+#define IL_PAR_MIN ((double)(1 << 17))
+#define IL_PARTS(nt, n, macs) ((nt) > 1 && (n) > 1 && (macs) >= IL_PAR_MIN ? ((size_t)(nt) < (n) ? (size_t)(nt) : (n)) : 1)
+#define IL_SLOT(work, t) ((work) == NULL ? (work) : (work) + (size_t)(t) * diffuse__sgemm_work_floats(1))
+#define IL_LO(t, parts, n) ((size_t)(t) * (n) / (parts))
+#endif
+
+static void LAYER_NAME(il_conv1x1_rows)(const LAYER_REAL *x, size_t b0, size_t b1, size_t Ci,
+                                        size_t HW, const LAYER_REAL *W, const LAYER_REAL *bias,
+                                        size_t Co, LAYER_REAL *y, LAYER_REAL *work, int nt)
 {
     size_t b, c, p;
-    for (b = 0; b < B; b++) {
+    for (b = b0; b < b1; b++) {
         LAYER_REAL *yb = y + b * Co * HW;
         if (bias != NULL)
             for (c = 0; c < Co; c++)
@@ -59,13 +73,53 @@ void LAYER_NAME(diffuse__conv1x1_forward)(const LAYER_REAL *x, size_t B, size_t 
     }
 }
 
+void LAYER_NAME(diffuse__conv1x1_forward)(const LAYER_REAL *x, size_t B, size_t Ci, size_t HW,
+                                          const LAYER_REAL *W, const LAYER_REAL *bias,
+                                          size_t Co, LAYER_REAL *y, LAYER_REAL *work, int nt)
+{
+    const size_t parts = IL_PARTS(nt, B, (double)B * (double)Co * (double)Ci * (double)HW);
+    size_t t;
+    if (parts == 1) {
+        LAYER_NAME(il_conv1x1_rows)(x, 0, B, Ci, HW, W, bias, Co, y, work, nt);
+        return;
+    }
+    DIFFUSE_PAR_FOR(nt, 1, t, parts, {
+        LAYER_NAME(il_conv1x1_rows)(x, IL_LO(t, parts, B), IL_LO(t + 1, parts, B), Ci, HW, W,
+                                    bias, Co, y, IL_SLOT(work, t), 1);
+    });
+}
+
+/* dW rows [c0, c1) += sum over samples of dy_b x_b^T, sample by sample
+ * (each element's sum in sample order, as one thread would), then dx of
+ * samples [b0, b1). */
+static void LAYER_NAME(il_conv1x1_bwd_part)(const LAYER_REAL *x, size_t B, size_t Ci, size_t HW,
+                                            const LAYER_REAL *W, size_t Co, size_t c0,
+                                            size_t c1, size_t b0, size_t b1,
+                                            const LAYER_REAL *dy, LAYER_REAL *dx,
+                                            LAYER_REAL *dW, LAYER_REAL *work, int nt)
+{
+    size_t b;
+    if (dW != NULL && c1 > c0)
+        for (b = 0; b < B; b++) /* dW[Co][Ci] += dy_b[Co][HW] x_b[Ci][HW]^T */
+            LAYER_NAME(layer_gemm_alpha)(0, 1, c1 - c0, Ci, HW, (LAYER_REAL)1,
+                                         dy + b * Co * HW + c0 * HW, HW, x + b * Ci * HW, HW, 1,
+                                         dW + c0 * Ci, Ci, work, nt);
+    if (dx != NULL)
+        for (b = b0; b < b1; b++) /* dx_b[Ci][HW] = W[Co][Ci]^T dy_b[Co][HW] */
+            LAYER_NAME(layer_gemm_alpha)(1, 0, Ci, HW, Co, (LAYER_REAL)1, W, Ci,
+                                         dy + b * Co * HW, HW, 0, dx + b * Ci * HW, HW, work,
+                                         nt);
+}
+
 void LAYER_NAME(diffuse__conv1x1_backward)(const LAYER_REAL *x, size_t B, size_t Ci, size_t HW,
                                            const LAYER_REAL *W, size_t Co,
                                            const LAYER_REAL *dy, LAYER_REAL *dx,
                                            LAYER_REAL *dW, LAYER_REAL *db, LAYER_REAL *work,
                                            int nt)
 {
-    size_t b, c;
+    const size_t parts = IL_PARTS(nt, B < Co ? B : Co,
+                                  (double)B * (double)Co * (double)Ci * (double)HW);
+    size_t b, c, t;
     if (db != NULL)
         for (c = 0; c < Co; c++) {
             double s = 0.0;
@@ -73,15 +127,19 @@ void LAYER_NAME(diffuse__conv1x1_backward)(const LAYER_REAL *x, size_t B, size_t
                 s += LAYER_NAME(layer_sum)(dy + (b * Co + c) * HW, HW);
             db[c] = (LAYER_REAL)((double)db[c] + s);
         }
-    for (b = 0; b < B; b++) {
-        const LAYER_REAL *dyb = dy + b * Co * HW;
-        if (dW != NULL) /* dW[Co][Ci] += dy_b[Co][HW] x_b[Ci][HW]^T */
-            LAYER_NAME(layer_gemm_alpha)(0, 1, Co, Ci, HW, (LAYER_REAL)1, dyb, HW, x + b * Ci * HW, HW,
-                                1, dW, Ci, work, nt);
-        if (dx != NULL) /* dx_b[Ci][HW] = W[Co][Ci]^T dy_b[Co][HW] */
-            LAYER_NAME(layer_gemm_alpha)(1, 0, Ci, HW, Co, (LAYER_REAL)1, W, Ci, dyb, HW, 0,
-                                dx + b * Ci * HW, HW, work, nt);
+    if (parts == 1) {
+        /* one thread: sample by sample, dW then dx (the GEMMs may split) */
+        for (b = 0; b < B; b++)
+            LAYER_NAME(il_conv1x1_bwd_part)(x + b * Ci * HW, 1, Ci, HW, W, Co, 0, Co, 0, 1,
+                                            dy + b * Co * HW, dx == NULL ? NULL : dx + b * Ci * HW,
+                                            dW, work, nt);
+        return;
     }
+    DIFFUSE_PAR_FOR(nt, 1, t, parts, {
+        LAYER_NAME(il_conv1x1_bwd_part)(x, B, Ci, HW, W, Co, IL_LO(t, parts, Co),
+                                        IL_LO(t + 1, parts, Co), IL_LO(t, parts, B),
+                                        IL_LO(t + 1, parts, B), dy, dx, dW, IL_SLOT(work, t), 1);
+    });
 }
 
 /* ------------------------------------------------------------------------ */
@@ -215,72 +273,114 @@ void LAYER_NAME(diffuse__dropout_backward)(const LAYER_REAL *dy, size_t B, size_
 /* QKV attention                                                             */
 /* ------------------------------------------------------------------------ */
 
-void LAYER_NAME(diffuse__qkv_attention_forward)(const LAYER_REAL *qkv, size_t B, size_t C,
-                                                size_t T, size_t heads, LAYER_REAL *wts,
-                                                LAYER_REAL *a, LAYER_REAL *work, int nt)
+/* Heads [p0, p1) of the flat (sample, head) list; logits, softmax and the
+ * weighted sum of one head on one thread. */
+static void LAYER_NAME(il_attn_fwd_heads)(const LAYER_REAL *qkv, size_t C, size_t T,
+                                          size_t heads, size_t p0, size_t p1, LAYER_REAL *wts,
+                                          LAYER_REAL *a, LAYER_REAL *work, int nt)
 {
     const size_t ch = C / heads;
     /* Improved DDPM scales q and k by ch^(-1/4) each: the product by 1/sqrt(ch). */
     const LAYER_REAL sc = (LAYER_REAL)(1.0 / sqrt((double)ch));
-    size_t b, h, t, s;
-    for (b = 0; b < B; b++)
-        for (h = 0; h < heads; h++) {
-            const LAYER_REAL *q = qkv + (b * 3 * C + h * 3 * ch) * T, *k = q + ch * T,
-                             *v = k + ch * T;
-            LAYER_REAL *w = wts + (b * heads + h) * T * T;
-            /* logits[t][s] = sc sum_c q[c][t] k[c][s] */
-            LAYER_NAME(layer_gemm_alpha)(1, 0, T, T, ch, sc, q, T, k, T, 0, w, T, work, nt);
-            for (t = 0; t < T; t++) {
-                LAYER_REAL *row = w + t * T, m = row[0];
-                double sum = 0.0;
-                LAYER_REAL inv;
-                for (s = 1; s < T; s++)
-                    if (row[s] > m)
-                        m = row[s];
-                for (s = 0; s < T; s++) {
-                    row[s] = IDDPM_EXP_(row[s] - m);
-                    sum += (double)row[s];
-                }
-                inv = (LAYER_REAL)(1.0 / sum);
-                for (s = 0; s < T; s++)
-                    row[s] *= inv;
+    size_t pi, t, s;
+    for (pi = p0; pi < p1; pi++) {
+        const size_t b = pi / heads, h = pi % heads;
+        const LAYER_REAL *q = qkv + (b * 3 * C + h * 3 * ch) * T, *k = q + ch * T,
+                         *v = k + ch * T;
+        LAYER_REAL *w = wts + pi * T * T;
+        /* logits[t][s] = sc sum_c q[c][t] k[c][s] */
+        LAYER_NAME(layer_gemm_alpha)(1, 0, T, T, ch, sc, q, T, k, T, 0, w, T, work, nt);
+        for (t = 0; t < T; t++) {
+            LAYER_REAL *row = w + t * T, m = row[0];
+            double sum = 0.0;
+            LAYER_REAL inv;
+            for (s = 1; s < T; s++)
+                if (row[s] > m)
+                    m = row[s];
+            for (s = 0; s < T; s++) {
+                row[s] = IDDPM_EXP_(row[s] - m);
+                sum += (double)row[s];
             }
-            /* a[c][t] = sum_s v[c][s] w[t][s] */
-            LAYER_NAME(layer_gemm_alpha)(0, 1, ch, T, T, (LAYER_REAL)1, v, T, w, T, 0,
-                                a + (b * C + h * ch) * T, T, work, nt);
+            inv = (LAYER_REAL)(1.0 / sum);
+            for (s = 0; s < T; s++)
+                row[s] *= inv;
         }
+        /* a[c][t] = sum_s v[c][s] w[t][s] */
+        LAYER_NAME(layer_gemm_alpha)(0, 1, ch, T, T, (LAYER_REAL)1, v, T, w, T, 0,
+                                     a + (b * C + h * ch) * T, T, work, nt);
+    }
+}
+
+void LAYER_NAME(diffuse__qkv_attention_forward)(const LAYER_REAL *qkv, size_t B, size_t C,
+                                                size_t T, size_t heads, LAYER_REAL *wts,
+                                                LAYER_REAL *a, LAYER_REAL *work, int nt)
+{
+    const size_t n = B * heads;
+    const size_t parts = IL_PARTS(nt, n, 2.0 * (double)B * (double)C * (double)T * (double)T);
+    size_t t;
+    if (parts == 1) {
+        LAYER_NAME(il_attn_fwd_heads)(qkv, C, T, heads, 0, n, wts, a, work, nt);
+        return;
+    }
+    DIFFUSE_PAR_FOR(nt, 1, t, parts, {
+        LAYER_NAME(il_attn_fwd_heads)(qkv, C, T, heads, IL_LO(t, parts, n),
+                                      IL_LO(t + 1, parts, n), wts, a, IL_SLOT(work, t), 1);
+    });
+}
+
+static void LAYER_NAME(il_attn_bwd_heads)(const LAYER_REAL *qkv, const LAYER_REAL *wts,
+                                          const LAYER_REAL *da, size_t C, size_t T,
+                                          size_t heads, size_t p0, size_t p1, LAYER_REAL *dqkv,
+                                          LAYER_REAL *dlog, LAYER_REAL *work, int nt)
+{
+    const size_t ch = C / heads;
+    const LAYER_REAL sc = (LAYER_REAL)(1.0 / sqrt((double)ch));
+    size_t pi, t, s;
+    for (pi = p0; pi < p1; pi++) {
+        const size_t b = pi / heads, h = pi % heads;
+        const size_t qo = (b * 3 * C + h * 3 * ch) * T;
+        const LAYER_REAL *q = qkv + qo, *k = q + ch * T, *v = k + ch * T;
+        LAYER_REAL *dq = dqkv + qo, *dk = dq + ch * T, *dv = dk + ch * T;
+        const LAYER_REAL *w = wts + pi * T * T;
+        const LAYER_REAL *dab = da + (b * C + h * ch) * T;
+        /* dv[c][s] = sum_t da[c][t] w[t][s] */
+        LAYER_NAME(layer_gemm_alpha)(0, 0, ch, T, T, (LAYER_REAL)1, dab, T, w, T, 0, dv, T, work,
+                                     nt);
+        /* dw[t][s] = sum_c da[c][t] v[c][s] */
+        LAYER_NAME(layer_gemm_alpha)(1, 0, T, T, ch, (LAYER_REAL)1, dab, T, v, T, 0, dlog, T,
+                                     work, nt);
+        /* through the softmax: dl = w (dw - sum_s w dw) */
+        for (t = 0; t < T; t++) {
+            const LAYER_REAL *wr = w + t * T;
+            LAYER_REAL *dr = dlog + t * T;
+            const LAYER_REAL d = (LAYER_REAL)LAYER_NAME(il_dot)(wr, dr, T);
+            for (s = 0; s < T; s++)
+                dr[s] = wr[s] * (dr[s] - d);
+        }
+        /* dq[c][t] = sc sum_s k[c][s] dl[t][s]; dk[c][s] = sc sum_t q[c][t] dl[t][s] */
+        LAYER_NAME(layer_gemm_alpha)(0, 1, ch, T, T, sc, k, T, dlog, T, 0, dq, T, work, nt);
+        LAYER_NAME(layer_gemm_alpha)(0, 0, ch, T, T, sc, q, T, dlog, T, 0, dk, T, work, nt);
+    }
 }
 
 void LAYER_NAME(diffuse__qkv_attention_backward)(const LAYER_REAL *qkv, const LAYER_REAL *wts,
                                                  const LAYER_REAL *da, size_t B, size_t C,
                                                  size_t T, size_t heads, LAYER_REAL *dqkv,
-                                                 LAYER_REAL *dlog, LAYER_REAL *work, int nt)
+                                                 LAYER_REAL *dlog, size_t dlog_n,
+                                                 LAYER_REAL *work, int nt)
 {
-    const size_t ch = C / heads;
-    const LAYER_REAL sc = (LAYER_REAL)(1.0 / sqrt((double)ch));
-    size_t b, h, t, s;
-    for (b = 0; b < B; b++)
-        for (h = 0; h < heads; h++) {
-            const size_t qo = (b * 3 * C + h * 3 * ch) * T;
-            const LAYER_REAL *q = qkv + qo, *k = q + ch * T, *v = k + ch * T;
-            LAYER_REAL *dq = dqkv + qo, *dk = dq + ch * T, *dv = dk + ch * T;
-            const LAYER_REAL *w = wts + (b * heads + h) * T * T;
-            const LAYER_REAL *dab = da + (b * C + h * ch) * T;
-            /* dv[c][s] = sum_t da[c][t] w[t][s] */
-            LAYER_NAME(layer_gemm_alpha)(0, 0, ch, T, T, (LAYER_REAL)1, dab, T, w, T, 0, dv, T, work, nt);
-            /* dw[t][s] = sum_c da[c][t] v[c][s] */
-            LAYER_NAME(layer_gemm_alpha)(1, 0, T, T, ch, (LAYER_REAL)1, dab, T, v, T, 0, dlog, T, work,
-                                nt);
-            /* through the softmax: dl = w (dw - sum_s w dw) */
-            for (t = 0; t < T; t++) {
-                const LAYER_REAL *wr = w + t * T;
-                LAYER_REAL *dr = dlog + t * T;
-                const LAYER_REAL d = (LAYER_REAL)LAYER_NAME(il_dot)(wr, dr, T);
-                for (s = 0; s < T; s++)
-                    dr[s] = wr[s] * (dr[s] - d);
-            }
-            /* dq[c][t] = sc sum_s k[c][s] dl[t][s]; dk[c][s] = sc sum_t q[c][t] dl[t][s] */
-            LAYER_NAME(layer_gemm_alpha)(0, 1, ch, T, T, sc, k, T, dlog, T, 0, dq, T, work, nt);
-            LAYER_NAME(layer_gemm_alpha)(0, 0, ch, T, T, sc, q, T, dlog, T, 0, dk, T, work, nt);
-        }
+    const size_t n = B * heads, room = dlog_n / (T * T);
+    size_t parts = IL_PARTS(nt, n, 4.0 * (double)B * (double)C * (double)T * (double)T);
+    size_t t;
+    if (parts > room)
+        parts = room > 0 ? room : 1;
+    if (parts <= 1) {
+        LAYER_NAME(il_attn_bwd_heads)(qkv, wts, da, C, T, heads, 0, n, dqkv, dlog, work, nt);
+        return;
+    }
+    DIFFUSE_PAR_FOR(nt, 1, t, parts, {
+        LAYER_NAME(il_attn_bwd_heads)(qkv, wts, da, C, T, heads, IL_LO(t, parts, n),
+                                      IL_LO(t + 1, parts, n), dqkv, dlog + t * T * T,
+                                      IL_SLOT(work, t), 1);
+    });
 }

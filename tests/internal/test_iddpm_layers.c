@@ -426,7 +426,7 @@ static void test_qkv_attention(void)
                 }
             }
         }
-    diffuse__qkv_attention_backward_d(a_qkv, a_w, a_r, AB, AC, AT, AH, dqkv, dlog, NULL, 1);
+    diffuse__qkv_attention_backward_d(a_qkv, a_w, a_r, AB, AC, AT, AH, dqkv, dlog, AT * AT, NULL, 1);
     FD_CHECK("attention dqkv", a_qkv, (size_t)(AB * 3 * AC * AT), dqkv, attn_loss());
     {
         float *qf = to_f(a_qkv, AB * 3 * AC * AT), wf[AB * AH * AT * AT], af[AB * AC * AT];
@@ -442,6 +442,68 @@ static void test_qkv_attention(void)
     free(a_r);
 }
 
+/* The float 1x1 conv and attention large enough to be split among threads
+ * (by samples, by heads, by rows of dW): the same bits on 1 and 2 threads
+ * (the split runs only in an OpenMP build), and the double definitions
+ * checked above within float tolerance. */
+enum { SPL_B = 4, SPL_C = 64, SPL_H = 4, SPL_T = 49, SPL_O = 192 };
+
+static void test_split_float_layers(void)
+{
+    const size_t nx = SPL_B * SPL_C * SPL_T, ny = SPL_B * SPL_O * SPL_T, nw = SPL_O * SPL_C, nq = SPL_B * 3 * SPL_C * SPL_T;
+    const size_t nwts = SPL_B * SPL_H * SPL_T * SPL_T;
+    double *x = rnd(nx), *W = rnd(nw), *bias = rnd(SPL_O), *dy = rnd(ny), *qkv = rnd(nq);
+    double *da = rnd(nx), *yd = zeros(ny), *dxd = zeros(nx), *dWd = zeros(nw), *dbd = zeros(SPL_O);
+    double *wd = zeros(nwts), *ad = zeros(nx), *dqd = zeros(nq), *dlogd = zeros(SPL_T * SPL_T);
+    float *xf = to_f(x, nx), *Wf = to_f(W, nw), *bf = to_f(bias, SPL_O), *dyf = to_f(dy, ny);
+    float *qf = to_f(qkv, nq), *daf = to_f(da, nx);
+    float *out[2][7];
+    float *work = (float *)diffuse__malloc(diffuse__linear_work_floats(2) * sizeof(float));
+    float *dlog = (float *)malloc(2 * SPL_T * SPL_T * sizeof(float));
+    const size_t sizes[7] = {ny, nx, nw, SPL_O, nwts, nx, nq};
+    size_t i, j;
+    int nt;
+    ASSERT_TRUE(work != NULL && dlog != NULL);
+    for (i = 0; i < nq; i++)
+        qkv[i] *= 0.5;
+    for (i = 0; i < nq; i++)
+        qf[i] = (float)qkv[i];
+    diffuse__conv1x1_forward_d(x, SPL_B, SPL_C, SPL_T, W, bias, SPL_O, yd, NULL, 1);
+    diffuse__conv1x1_backward_d(x, SPL_B, SPL_C, SPL_T, W, SPL_O, dy, dxd, dWd, dbd, NULL, 1);
+    diffuse__qkv_attention_forward_d(qkv, SPL_B, SPL_C, SPL_T, SPL_H, wd, ad, NULL, 1);
+    diffuse__qkv_attention_backward_d(qkv, wd, da, SPL_B, SPL_C, SPL_T, SPL_H, dqd, dlogd, SPL_T * SPL_T, NULL, 1);
+    for (nt = 1; nt <= 2; nt++) {
+        float **o = out[nt - 1];
+        for (j = 0; j < 7; j++) {
+            o[j] = (float *)calloc(sizes[j], sizeof(float));
+            ASSERT_TRUE(o[j] != NULL);
+        }
+        diffuse__conv1x1_forward_f(xf, SPL_B, SPL_C, SPL_T, Wf, bf, SPL_O, o[0], work, nt);
+        diffuse__conv1x1_backward_f(xf, SPL_B, SPL_C, SPL_T, Wf, SPL_O, dyf, o[1], o[2], o[3], work, nt);
+        diffuse__qkv_attention_forward_f(qf, SPL_B, SPL_C, SPL_T, SPL_H, o[4], o[5], work, nt);
+        diffuse__qkv_attention_backward_f(qf, o[4], daf, SPL_B, SPL_C, SPL_T, SPL_H, o[6], dlog,
+                                          2 * SPL_T * SPL_T, work, nt);
+    }
+    for (j = 0; j < 7; j++)
+        if (memcmp(out[0][j], out[1][j], sizes[j] * sizeof(float)) != 0)
+            HARNESS_FAIL_("output %zu: 2 threads gave other bits than 1", j);
+    ASSERT_TRUE(rel_err_fd(out[0][0], yd, ny) <= F_TOL);
+    ASSERT_TRUE(rel_err_fd(out[0][1], dxd, nx) <= F_TOL);
+    ASSERT_TRUE(rel_err_fd(out[0][2], dWd, nw) <= F_TOL);
+    ASSERT_TRUE(rel_err_fd(out[0][3], dbd, SPL_O) <= F_TOL);
+    ASSERT_TRUE(rel_err_fd(out[0][4], wd, nwts) <= F_TOL);
+    ASSERT_TRUE(rel_err_fd(out[0][5], ad, nx) <= F_TOL);
+    ASSERT_TRUE(rel_err_fd(out[0][6], dqd, nq) <= 1e-4);
+    for (nt = 0; nt < 2; nt++)
+        for (j = 0; j < 7; j++)
+            free(out[nt][j]);
+    diffuse__free(work);
+    free(dlog);
+    free(x), free(W), free(bias), free(dy), free(qkv), free(da), free(yd), free(dxd);
+    free(dWd), free(dbd), free(wd), free(ad), free(dqd), free(dlogd);
+    free(xf), free(Wf), free(bf), free(dyf), free(qf), free(daf);
+}
+
 int main(void)
 {
     RUN(test_conv1x1);
@@ -450,5 +512,6 @@ int main(void)
     RUN(test_groupnorm_ss_fused);
     RUN(test_dropout);
     RUN(test_qkv_attention);
+    RUN(test_split_float_layers);
     return harness_finish();
 }
