@@ -12,8 +12,91 @@
  * GEMM's scratch).
  */
 #include "unet.h"
+#include "internal.h"
 
 #include <string.h>
+
+/* Elementwise and per-sample passes on the net's nt threads, from
+ * UNET_PAR_MIN values: elementwise ones in chunks of whole 64-value blocks,
+ * per-sample ones by whole samples.  Each value's result does not depend on
+ * the split (the same bits at any thread count); below UNET_PAR_MIN, or with
+ * one thread, no OpenMP construct. */
+#ifndef UNET_PAR_MIN
+#define UNET_PAR_MIN ((size_t)1 << 15)
+#define UNET_CHUNK(t, parts, n) ((size_t)(t) * (((n) + 63) / 64) / (size_t)(parts) * 64)
+#define UNET_PAR_CHUNKS(nt, n, i0, i1, ...)                                 \
+    do {                                                                    \
+        const int parts_ = (nt) > 1 && (n) >= UNET_PAR_MIN ? (nt) : 1;      \
+        int t_;                                                             \
+        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
+            const size_t i0 = UNET_CHUNK(t_, parts_, n);                    \
+            const size_t e_ = UNET_CHUNK(t_ + 1, parts_, n);                \
+            const size_t i1 = e_ < (n) ? e_ : (n);                          \
+            if (i0 < i1)                                                    \
+                __VA_ARGS__                                                 \
+        });                                                                 \
+    } while (0)
+/* samples [b0, b1) of B, each of per values */
+#define UNET_PAR_SAMPLES(nt, B, per, b0, b1, ...)                           \
+    do {                                                                    \
+        const int parts_ = (nt) > 1 && (B) > 1 && (B) * (per) >= UNET_PAR_MIN \
+                               ? ((size_t)(nt) < (B) ? (nt) : (int)(B))     \
+                               : 1;                                         \
+        int t_;                                                             \
+        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
+            const size_t b0 = (size_t)t_ * (B) / (size_t)parts_;            \
+            const size_t b1 = (size_t)(t_ + 1) * (B) / (size_t)parts_;      \
+            if (b0 < b1)                                                    \
+                __VA_ARGS__                                                 \
+        });                                                                 \
+    } while (0)
+#endif
+
+static void UNET_FN(par_add)(const UNET_REAL *x, const UNET_REAL *y, size_t n, UNET_REAL *z,
+                             int nt)
+{
+    UNET_PAR_CHUNKS(nt, n, i0, i1, { UNET_L(diffuse__add)(x + i0, y + i0, i1 - i0, z + i0); });
+}
+
+static void UNET_FN(par_silu_backward)(const UNET_REAL *x, const UNET_REAL *dy, size_t n,
+                                       UNET_REAL *dx, int nt)
+{
+    UNET_PAR_CHUNKS(nt, n, i0, i1,
+                    { UNET_L(diffuse__silu_backward)(x + i0, dy + i0, i1 - i0, dx + i0); });
+}
+
+static void UNET_FN(par_add_channel)(UNET_REAL *y, const UNET_REAL *v, size_t B, size_t C,
+                                     size_t HW, int nt)
+{
+    UNET_PAR_SAMPLES(nt, B, C * HW, b0, b1,
+                     { UNET_L(diffuse__add_channel)(y + b0 * C * HW, v + b0 * C, b1 - b0, C, HW); });
+}
+
+static void UNET_FN(par_add_channel_backward)(const UNET_REAL *dy, size_t B, size_t C,
+                                              size_t HW, UNET_REAL *dv, int nt)
+{
+    UNET_PAR_SAMPLES(nt, B, C * HW, b0, b1, {
+        UNET_L(diffuse__add_channel_backward)(dy + b0 * C * HW, b1 - b0, C, HW, dv + b0 * C, 0);
+    });
+}
+
+static void UNET_FN(par_upsample2_forward)(const UNET_REAL *x, size_t B, size_t C, size_t H,
+                                           size_t W, UNET_REAL *y, int nt)
+{
+    UNET_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
+        UNET_L(diffuse__upsample2_forward)(x + b0 * C * H * W, b1 - b0, C, H, W,
+                                           y + b0 * 4 * C * H * W);
+    });
+}
+
+static void UNET_FN(par_upsample2_backward)(const UNET_REAL *dy, size_t B, size_t C, size_t H,
+                                            size_t W, UNET_REAL *dx, int nt)
+{
+    UNET_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
+        UNET_L(diffuse__upsample2_backward)(dy + b0 * 4 * C * H * W, b1 - b0, C, H, W,
+                                            dx + b0 * C * H * W);
+    });
+}
 
 /* Saved activations of one ResBlock: [B][k][P] each, statistics [B][G]. */
 typedef struct {
@@ -92,12 +175,12 @@ static void UNET_FN(unet_block_forward)(const diffuse__unet_shape *sh, const UNE
                                        b->m1, b->rs1, b->sg1, nt);
     UNET_L(diffuse__conv3x3_forward)(b->sg1, B, ch, Hh, Wh, P + q->c1_w, P + q->c1_b, ch, 1,
                                      b->r1, work, nt);
-    UNET_L(diffuse__add_channel)(b->r1, a->v[k], B, ch, HW);
+    UNET_FN(par_add_channel)(b->r1, a->v[k], B, ch, HW, nt);
     UNET_L(diffuse__groupnorm_forward)(b->r1, B, ch, HW, sh->G, P + q->gn2_g, P + q->gn2_b,
                                        b->g2, b->m2, b->rs2, b->sg2, nt);
     UNET_L(diffuse__conv3x3_forward)(b->sg2, B, ch, Hh, Wh, P + q->c2_w, P + q->c2_b, ch, 1,
                                      b->out, work, nt);
-    UNET_L(diffuse__add)(b->out, hin, n, b->out);
+    UNET_FN(par_add)(b->out, hin, n, b->out, nt);
 }
 
 /* out[B][out_C][H][W] = unet(x[B][C][H][W], t[B], lab[B]) with parameters P;
@@ -154,10 +237,10 @@ static void UNET_FN(unet_forward)(const diffuse__unet_shape *sh, const UNET_REAL
                                      2 * c, 2, a.d, work, nt);
     UNET_FN(unet_block_forward)(sh, P, &o, &a, 1, a.d, B, H / 2, W / 2, work, nt);
     /* back to full resolution, with the skip */
-    UNET_L(diffuse__upsample2_forward)(a.blk[1].out, B, 2 * c, H / 2, W / 2, a.up);
+    UNET_FN(par_upsample2_forward)(a.blk[1].out, B, 2 * c, H / 2, W / 2, a.up, nt);
     UNET_L(diffuse__conv3x3_forward)(a.up, B, 2 * c, H, W, P + o.up_w, P + o.up_b, c, 1, a.s,
                                      work, nt);
-    UNET_L(diffuse__add)(a.s, a.blk[0].out, B * c * HW, a.s);
+    UNET_FN(par_add)(a.s, a.blk[0].out, B * c * HW, a.s, nt);
     UNET_FN(unet_block_forward)(sh, P, &o, &a, 2, a.s, B, H, W, work, nt);
     /* output */
     UNET_L(diffuse__groupnorm_forward)(a.blk[2].out, B, c, HW, sh->G, P + o.out_g, P + o.out_bt,
@@ -185,20 +268,20 @@ static void UNET_FN(unet_block_backward)(const diffuse__unet_shape *sh, const UN
     /* out = hin + Conv2(SiLU(GN2(r1))) */
     UNET_L(diffuse__conv3x3_backward)(b->sg2, B, ch, Hh, Wh, P + q->c2_w, ch, 1, D, T1,
                                       G + q->c2_w, G + q->c2_b, work, nt);
-    UNET_L(diffuse__silu_backward)(b->g2, T1, n, T1);
+    UNET_FN(par_silu_backward)(b->g2, T1, n, T1, nt);
     UNET_L(diffuse__groupnorm_backward)(b->r1, B, ch, HW, sh->G, P + q->gn2_g, b->m2, b->rs2, T1,
                                         T2, G + q->gn2_g, G + q->gn2_b, nt);
     /* r1 = Conv1(SiLU(GN1(hin))) + Linear(SiLU(e)) per channel */
-    UNET_L(diffuse__add_channel_backward)(T2, B, ch, HW, dv, 0);
+    UNET_FN(par_add_channel_backward)(T2, B, ch, HW, dv, nt);
     UNET_L(diffuse__linear_backward)(a->se, B, E, P + q->e_w, ch, dv, dtmp, G + q->e_w,
                                      G + q->e_b, work, nt);
     UNET_L(diffuse__add)(dse, dtmp, B * E, dse);
     UNET_L(diffuse__conv3x3_backward)(b->sg1, B, ch, Hh, Wh, P + q->c1_w, ch, 1, T2, T1,
                                       G + q->c1_w, G + q->c1_b, work, nt);
-    UNET_L(diffuse__silu_backward)(b->g1, T1, n, T1);
+    UNET_FN(par_silu_backward)(b->g1, T1, n, T1, nt);
     UNET_L(diffuse__groupnorm_backward)(hin, B, ch, HW, sh->G, P + q->gn1_g, b->m1, b->rs1, T1,
                                         T2, G + q->gn1_g, G + q->gn1_b, nt);
-    UNET_L(diffuse__add)(T2, D, n, T2);
+    UNET_FN(par_add)(T2, D, n, T2, nt);
 }
 
 /* Gradients of sum(dout .* out) after unet_forward on the same inputs:
@@ -221,7 +304,7 @@ static void UNET_FN(unet_backward)(const diffuse__unet_shape *sh, const UNET_REA
     /* out = Conv_out(SiLU(GN_out(h3))) */
     UNET_L(diffuse__conv3x3_backward)(a.so, B, c, H, W, P + o.out_w, sh->out_C, 1, dout, Y,
                                       G + o.out_w, G + o.out_b, work, nt);
-    UNET_L(diffuse__silu_backward)(a.go, Y, S, Y);
+    UNET_FN(par_silu_backward)(a.go, Y, S, Y, nt);
     UNET_L(diffuse__groupnorm_backward)(a.blk[2].out, B, c, HW, sh->G, P + o.out_g, a.mo, a.rso,
                                         Y, Z, G + o.out_g, G + o.out_bt, nt);
     /* h3 = ResBlock(s): ds into X */
@@ -230,14 +313,14 @@ static void UNET_FN(unet_backward)(const diffuse__unet_shape *sh, const UNET_REA
     /* s = Conv_up(Upsample2(h2)) + h1: the skip's gradient stays in X */
     UNET_L(diffuse__conv3x3_backward)(a.up, B, 2 * c, H, W, P + o.up_w, c, 1, X, Q, G + o.up_w,
                                       G + o.up_b, work, nt);
-    UNET_L(diffuse__upsample2_backward)(Q, B, 2 * c, H / 2, W / 2, Y);
+    UNET_FN(par_upsample2_backward)(Q, B, 2 * c, H / 2, W / 2, Y, nt);
     /* h2 = ResBlock(d): dd into Q */
     UNET_FN(unet_block_backward)(sh, P, &o, &a, 1, a.d, B, H / 2, W / 2, Y, Z, Q, dv, dtmp, dse,
                                  G, work, nt);
     /* d = Conv_down(h1), stride 2; dh1 = that + the skip's */
     UNET_L(diffuse__conv3x3_backward)(a.blk[0].out, B, c, H, W, P + o.down_w, 2 * c, 2, Q, Z,
                                       G + o.down_w, G + o.down_b, work, nt);
-    UNET_L(diffuse__add)(Z, X, S, Z);
+    UNET_FN(par_add)(Z, X, S, Z, nt);
     /* h1 = ResBlock(h0): dh0 into Q */
     UNET_FN(unet_block_backward)(sh, P, &o, &a, 0, a.h0, B, H, W, Z, Y, Q, dv, dtmp, dse, G,
                                  work, nt);
