@@ -433,6 +433,49 @@ static void test_unet_batch_and_thread_invariance(void)
     diffuse_net_free(n);
 }
 
+/* Training on 2 threads gives the bits of 1 (with OpenMP; without it both
+ * would run in one thread: the test returns), on a net whose elementwise and
+ * per-sample passes are large enough to be split (14 x 14, c = 16, batch 12:
+ * 37,632 values per full-resolution tensor). */
+static void test_unet_train_thread_invariance(void)
+{
+    enum { TB = 12, TD = 14 * 14 };
+    float *x = (float *)malloc(TB * TD * sizeof(float)), *pp[2] = {NULL, NULL};
+    size_t np = 0, k;
+    int nt;
+    ASSERT_TRUE(x != NULL);
+    if (harness_quick() || !diffuse_has_openmp()) { /* one thread only: nothing to compare */
+        free(x);
+        return;
+    }
+    (void)diffuse_normal_fill(21, 0, 0, x, TB * TD);
+    for (nt = 1; nt <= 2; nt++) {
+        diffuse_net *n = NULL;
+        diffuse_trainer *tr = NULL;
+        diffuse_schedule *s = NULL;
+        ASSERT_OK(diffuse_schedule_create_linear(&s, 50, 1e-4, 0.02));
+        ASSERT_OK(diffuse_net_create_unet(&n, 1, 14, 14, 16, 4, DIFFUSE_PRED_EPS,
+                                          DIFFUSE_VAR_LEARNED, TB, 5));
+        ASSERT_OK(diffuse_trainer_create(&tr, n, s, TB));
+        ASSERT_OK(diffuse_trainer_set(tr, DIFFUSE_TRAINER_NUM_THREADS, nt));
+        ASSERT_OK(diffuse_trainer_set(tr, DIFFUSE_TRAINER_LOSS, DIFFUSE_LOSS_HYBRID));
+        for (k = 0; k < 2; k++)
+            ASSERT_OK(diffuse_trainer_step(tr, x, TB, k, NULL));
+        np = diffuse_net_param_count(n);
+        pp[nt - 1] = (float *)malloc(np * sizeof(float));
+        ASSERT_TRUE(pp[nt - 1] != NULL);
+        ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, pp[nt - 1], np));
+        diffuse_trainer_free(tr);
+        diffuse_net_free(n);
+        diffuse_schedule_free(s);
+    }
+    if (memcmp(pp[0], pp[1], np * sizeof(float)) != 0)
+        HARNESS_FAIL_("2 threads trained other weights than 1");
+    free(pp[0]);
+    free(pp[1]);
+    free(x);
+}
+
 static void test_unet_api_errors(void)
 {
     diffuse_net *n = (diffuse_net *)&n;
@@ -593,6 +636,7 @@ int main(void)
     RUN(test_unet_float_matches_double);
     RUN(test_unet_initialization);
     RUN(test_unet_batch_and_thread_invariance);
+    RUN(test_unet_train_thread_invariance);
     RUN(test_unet_api_errors);
     RUN(test_unet_allocation);
     return harness_finish();
