@@ -34,6 +34,29 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
     return a;
 }
 
+/* Linear layer k of the net (in the order of diffuse__mlp_pack) with the
+ * optional epilogue: through the weights pre-packed in pb[k] when the
+ * includer defines MLP_LINEAR_PACKED and pb is not NULL (the same bits). */
+static void MLP_FN(mlp_linear)(const struct diffuse__gemm_packed_b *pb, size_t k,
+                               const MLP_REAL *x, size_t B, size_t I, const MLP_REAL *Wt,
+                               const MLP_REAL *bias, size_t O, MLP_REAL *y, const MLP_REAL *res,
+                               size_t ldr, MLP_REAL *act, MLP_REAL *work, int nt)
+{
+#ifdef MLP_LINEAR_PACKED
+    if (pb != NULL && B > 0 && I > 0 && O > 0) {
+        MLP_LINEAR_PACKED(&pb[k], x, B, I, Wt, bias, O, y, res, ldr, act, work, nt);
+        return;
+    }
+#else
+    (void)pb;
+    (void)k;
+#endif
+    if (res == NULL && act == NULL)
+        MLP_L(diffuse__linear_forward)(x, B, I, Wt, bias, O, y, work, nt);
+    else
+        MLP_L(diffuse__linear_forward_ep)(x, B, I, Wt, bias, O, y, res, ldr, act, work, nt);
+}
+
 /* out[B][out_dim] = mlp(x[B][dim], t[B], lab[B]) with parameters P; saves
  * activations for the backward pass.  With classes, the label's class
  * embedding row is added to the time embedding (lab unused otherwise).
@@ -44,7 +67,8 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
 static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
                                      const MLP_REAL *x, const MLP_REAL *t, const int32_t *lab,
                                      size_t B, MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work,
-                                     int nt, int keep_rows)
+                                     int nt, int keep_rows,
+                                     const struct diffuse__gemm_packed_b *pb)
 {
     const size_t W = sh->width, E = sh->emb, L = sh->depth;
     diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
@@ -58,9 +82,10 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
     if (b == B)
         Bt = 1;
     MLP_L(diffuse__timestep_embedding)(t, Bt, E, a.emb0);
-    MLP_L(diffuse__linear_forward_ep)(a.emb0, Bt, E, P + o.t1_w, P + o.t1_b, W, a.a1, NULL, 0,
-                                      a.s1, work, nt);
-    MLP_L(diffuse__linear_forward)(a.s1, Bt, W, P + o.t2_w, P + o.t2_b, W, a.temb, work, nt);
+    MLP_FN(mlp_linear)(pb, 0, a.emb0, Bt, E, P + o.t1_w, P + o.t1_b, W, a.a1, NULL, 0, a.s1,
+                       work, nt);
+    MLP_FN(mlp_linear)(pb, 1, a.s1, Bt, W, P + o.t2_w, P + o.t2_b, W, a.temb, NULL, 0, NULL,
+                       work, nt);
     if (Bt < B && (keep_rows || sh->classes > 0)) {
         for (b = Bt; b < B; b++) { /* the backward pass reads every row */
             memcpy(a.emb0 + b * E, a.emb0, E * sizeof *a.emb0);
@@ -78,21 +103,20 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
                                 W, a.temb + b * W);
     /* h_0 = Linear_in(x) + temb; then SiLU(h_0), the first block's input
      * (or the output layer's when there is no block) */
-    MLP_L(diffuse__linear_forward_ep)(x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, a.temb, ldt,
-                                      L > 0 ? a.sa : a.sh, work, nt);
+    MLP_FN(mlp_linear)(pb, 2, x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, a.temb, ldt,
+                       L > 0 ? a.sa : a.sh, work, nt);
     for (l = 0; l < L; l++) {
         const MLP_REAL *h = a.h + l * B * W;
         MLP_REAL *sa = a.sa + l * B * W, *u = a.u + l * B * W, *su = a.su + l * B * W;
         MLP_REAL *hn = a.h + (l + 1) * B * W;
-        MLP_L(diffuse__linear_forward_ep)(sa, B, W, P + diffuse__mlp_block(&o, l, 0),
-                                          P + diffuse__mlp_block(&o, l, 1), W, u, NULL, 0, su,
-                                          work, nt);
-        MLP_L(diffuse__linear_forward_ep)(su, B, W, P + diffuse__mlp_block(&o, l, 2),
-                                          P + diffuse__mlp_block(&o, l, 3), W, hn, h, W,
-                                          l + 1 < L ? sa + B * W : a.sh, work, nt);
+        MLP_FN(mlp_linear)(pb, 3 + 2 * l, sa, B, W, P + diffuse__mlp_block(&o, l, 0),
+                           P + diffuse__mlp_block(&o, l, 1), W, u, NULL, 0, su, work, nt);
+        MLP_FN(mlp_linear)(pb, 4 + 2 * l, su, B, W, P + diffuse__mlp_block(&o, l, 2),
+                           P + diffuse__mlp_block(&o, l, 3), W, hn, h, W,
+                           l + 1 < L ? sa + B * W : a.sh, work, nt);
     }
-    MLP_L(diffuse__linear_forward)(a.sh, B, W, P + o.out_w, P + o.out_b, sh->out_dim, out, work,
-                                   nt);
+    MLP_FN(mlp_linear)(pb, 3 + 2 * L, a.sh, B, W, P + o.out_w, P + o.out_b, sh->out_dim, out,
+                       NULL, 0, NULL, work, nt);
 }
 
 static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
@@ -100,7 +124,7 @@ static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
                                 size_t B, MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work,
                                 int nt)
 {
-    MLP_FN(mlp_forward_mode)(sh, P, x, t, lab, B, acts, out, work, nt, 1);
+    MLP_FN(mlp_forward_mode)(sh, P, x, t, lab, B, acts, out, work, nt, 1, NULL);
 }
 
 /* Gradients of sum(dout .* out) after mlp_forward on the same inputs:
