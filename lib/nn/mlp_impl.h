@@ -8,6 +8,7 @@
  * diffuse.h.  Nothing here allocates: activations and scratch are the
  * caller's (sizes from diffuse__mlp_act_count / diffuse__mlp_work_count).
  */
+#include "internal.h"
 #include "mlp.h"
 
 #include <string.h>
@@ -127,6 +128,58 @@ static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
     MLP_FN(mlp_forward_mode)(sh, P, x, t, lab, B, acts, out, work, nt, 1, NULL);
 }
 
+/* Elementwise passes of the backward pass cut into chunks of this many
+ * values, on the net's threads when there are at least two chunks' worth
+ * per thread (the bits do not depend on the cut: each value is computed
+ * alone). */
+#define MLP_CHUNK ((size_t)4096)
+
+/* out = silu'(x) .* d (out may be d), then acc += out when acc is not NULL,
+ * chunk by chunk (the chunk still in L1 for the add): the bits of
+ * diffuse__silu_backward over all n followed by diffuse__add. */
+static void MLP_FN(mlp_silu_bwd)(const MLP_REAL *x, const MLP_REAL *d, size_t n, MLP_REAL *out,
+                                 MLP_REAL *acc, int nt)
+{
+    const size_t nch = (n + MLP_CHUNK - 1) / MLP_CHUNK;
+    size_t c;
+    DIFFUSE_PAR_FOR(nt, nch >= 4, c, nch, {
+        const size_t lo = c * MLP_CHUNK, len = n - lo < MLP_CHUNK ? n - lo : MLP_CHUNK;
+        MLP_L(diffuse__silu_backward)(x + lo, d + lo, len, out + lo);
+        if (acc != NULL)
+            MLP_L(diffuse__add)(acc + lo, out + lo, len, acc + lo);
+    });
+}
+
+/* db[o] += sum over b of dy[b][o], each column summed in order in double
+ * (the sums of diffuse__linear_backward), 64 columns per task on the net's
+ * threads. */
+static void MLP_FN(mlp_bias_grad)(const MLP_REAL *dy, size_t B, size_t O, MLP_REAL *db, int nt)
+{
+    const size_t ng = (O + 63) / 64;
+    size_t g;
+    DIFFUSE_PAR_FOR(nt, ng >= 2 && B * O >= 65536, g, ng, {
+        const size_t o = g * 64, w = O - o < 64 ? O - o : 64;
+        double acc[64];
+        size_t q, b;
+        for (q = 0; q < w; q++)
+            acc[q] = 0.0;
+        if (w == 64) /* a constant trip count, which the compiler vectorizes */
+            for (b = 0; b < B; b++) {
+                const MLP_REAL *row = dy + b * O + o;
+                for (q = 0; q < 64; q++)
+                    acc[q] += (double)row[q];
+            }
+        else
+            for (b = 0; b < B; b++) {
+                const MLP_REAL *row = dy + b * O + o;
+                for (q = 0; q < w; q++)
+                    acc[q] += (double)row[q];
+            }
+        for (q = 0; q < w; q++)
+            db[o + q] = (MLP_REAL)((double)db[o + q] + acc[q]);
+    });
+}
+
 /* Gradients of sum(dout .* out) after mlp_forward on the same inputs:
  * G (param_count) is ACCUMULATED into; dx [B][dim] is overwritten when not
  * NULL.  scratch: 3 B W values after the layers' work. */
@@ -143,29 +196,34 @@ static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P
     size_t l, i;
     /* out = Linear(SiLU(h_L)) */
     MLP_L(diffuse__linear_backward)(a.sh, B, W, P + o.out_w, sh->out_dim, dout, d1, G + o.out_w,
-                                    G + o.out_b, work, nt);
-    MLP_L(diffuse__silu_backward)(a.h + L * B * W, d1, B * W, dh);
+                                    NULL, work, nt);
+    MLP_FN(mlp_bias_grad)(dout, B, sh->out_dim, G + o.out_b, nt);
+    MLP_FN(mlp_silu_bwd)(a.h + L * B * W, d1, B * W, dh, NULL, nt);
     for (l = L; l-- > 0;) {
         const MLP_REAL *h = a.h + l * B * W;
         /* h_{l+1} = h_l + Linear2(SiLU(Linear1(SiLU(h_l)))) */
         MLP_L(diffuse__linear_backward)(a.su + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 2), W, dh, d1,
-                                        G + diffuse__mlp_block(&o, l, 2), G + diffuse__mlp_block(&o, l, 3), work, nt);
-        MLP_L(diffuse__silu_backward)(a.u + l * B * W, d1, B * W, d1);
+                                        G + diffuse__mlp_block(&o, l, 2), NULL, work, nt);
+        MLP_FN(mlp_bias_grad)(dh, B, W, G + diffuse__mlp_block(&o, l, 3), nt);
+        MLP_FN(mlp_silu_bwd)(a.u + l * B * W, d1, B * W, d1, NULL, nt);
         MLP_L(diffuse__linear_backward)(a.sa + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 0), W, d1, d2,
-                                        G + diffuse__mlp_block(&o, l, 0), G + diffuse__mlp_block(&o, l, 1), work, nt);
-        MLP_L(diffuse__silu_backward)(h, d2, B * W, d2);
-        MLP_L(diffuse__add)(dh, d2, B * W, dh);
+                                        G + diffuse__mlp_block(&o, l, 0), NULL, work, nt);
+        MLP_FN(mlp_bias_grad)(d1, B, W, G + diffuse__mlp_block(&o, l, 1), nt);
+        MLP_FN(mlp_silu_bwd)(h, d2, B * W, d2, dh, nt); /* then dh += d2 */
     }
     /* h_0 = Linear_in(x) + temb (+ the class row) */
     if (sh->classes > 0)
         for (i = 0; i < B; i++)
             MLP_L(diffuse__add)(G + o.cls + diffuse__class_row(lab[i], sh->classes) * W,
                                 dh + i * W, W, G + o.cls + diffuse__class_row(lab[i], sh->classes) * W);
-    MLP_L(diffuse__linear_backward)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w,
-                                    G + o.in_b, work, nt);
-    MLP_L(diffuse__linear_backward)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, G + o.t2_b,
+    MLP_L(diffuse__linear_backward)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w, NULL,
                                     work, nt);
-    MLP_L(diffuse__silu_backward)(a.a1, d1, B * W, d1);
-    MLP_L(diffuse__linear_backward)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w,
-                                    G + o.t1_b, work, nt);
+    MLP_FN(mlp_bias_grad)(dh, B, W, G + o.in_b, nt);
+    MLP_L(diffuse__linear_backward)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, NULL, work,
+                                    nt);
+    MLP_FN(mlp_bias_grad)(dh, B, W, G + o.t2_b, nt);
+    MLP_FN(mlp_silu_bwd)(a.a1, d1, B * W, d1, NULL, nt);
+    MLP_L(diffuse__linear_backward)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w, NULL,
+                                    work, nt);
+    MLP_FN(mlp_bias_grad)(d1, B, W, G + o.t1_b, nt);
 }

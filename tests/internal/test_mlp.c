@@ -358,6 +358,57 @@ static void test_net_packed_weights_follow_changes(void)
     free(E);
 }
 
+/* The backward pass at a size where its SiLU derivative, residual adds and
+ * bias sums are cut into chunks and column groups on the net's threads:
+ * the same gradient bits at 1, 2 and 3 threads, and each output bias
+ * gradient the in-order double sum of its dout column. */
+static void test_mlp_backward_threads_bitwise(void)
+{
+    diffuse__mlp_shape sh = {2, 2, 256, 2, 16, 0};
+    enum { B = 256 };
+    const size_t NP = diffuse__mlp_layout(&sh).total, W = sh.width;
+    const diffuse__mlp_offsets o = diffuse__mlp_layout(&sh);
+    float *P = malloc(NP * sizeof *P), *G1 = calloc(NP, sizeof *G1), *G2 = malloc(NP * sizeof *G2);
+    float *acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
+    float *work = aligned_alloc(64, diffuse__linear_work_floats(3) * sizeof *work);
+    float *scratch = malloc(3 * B * W * sizeof *scratch);
+    float x[B * 2], t[B], out[B * 2], dout[B * 2];
+    int32_t lab[B];
+    unsigned seed = 21u;
+    size_t i;
+    ASSERT_TRUE(P && G1 && G2 && acts && work && scratch);
+    for (i = 0; i < NP; i++)
+        P[i] = (float)(0.1 * urand(&seed));
+    for (i = 0; i < B * 2; i++) {
+        x[i] = (float)urand(&seed);
+        dout[i] = (float)urand(&seed);
+    }
+    for (i = 0; i < B; i++) {
+        t[i] = (float)(i * 7 % 1000);
+        lab[i] = 0;
+    }
+    diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out, work, 1);
+    diffuse__mlp_backward(&sh, P, x, lab, B, acts, dout, G1, work, scratch, 1);
+    for (size_t j = 0; j < 2; j++) {
+        double sum = 0.0;
+        for (i = 0; i < B; i++)
+            sum += (double)dout[i * 2 + j];
+        ASSERT_TRUE(G1[o.out_b + j] == (float)sum);
+    }
+    for (int nt = 2; nt <= 3; nt++) {
+        memset(G2, 0, NP * sizeof *G2);
+        diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out, work, nt);
+        diffuse__mlp_backward(&sh, P, x, lab, B, acts, dout, G2, work, scratch, nt);
+        ASSERT_TRUE(memcmp(G1, G2, NP * sizeof *G1) == 0);
+    }
+    free(P);
+    free(G1);
+    free(G2);
+    free(acts);
+    free(work);
+    free(scratch);
+}
+
 static void test_net_api_errors(void)
 {
     diffuse_net *n = (diffuse_net *)&n;
@@ -423,6 +474,7 @@ int main(void)
     RUN(test_mlp_backward_finite_differences);
     RUN(test_mlp_infer_bitwise);
     RUN(test_mlp_infer_packed);
+    RUN(test_mlp_backward_threads_bitwise);
     RUN(test_net_packed_weights_follow_changes);
     RUN(test_net_forward_matches_double);
     RUN(test_net_api_errors);
