@@ -6,6 +6,7 @@
 #include "train.h"
 #include "vec.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -671,10 +672,37 @@ static int apply_impl(const char *func, diffuse_trainer *tr, const double *rec, 
         return diffuse__fail(DIFFUSE_ENUMERIC, func,
                              "loss is not finite at step %llu; weights unchanged",
                              (unsigned long long)tr->step);
-    for (i = 0; i < P; i++) {
-        const double gi = (double)n->grads[i];
-        norm2 += gi * gi;
-        gmax = fabs(gi) > gmax ? fabs(gi) : gmax;
+    if (grad_clip > 0.0) {
+        /* The norm in this order: clipping scales by it. */
+        for (i = 0; i < P; i++) {
+            const double gi = (double)n->grads[i];
+            norm2 += gi * gi;
+            gmax = fabs(gi) > gmax ? fabs(gi) : gmax;
+        }
+    } else {
+        /* Without clipping the norm only says whether every gradient is
+         * finite (a sum of at most 2^40 float squares stays below double's
+         * range): the largest |g| and a non-finite flag, which no order
+         * changes, in float lanes and on the net's threads. */
+        const float *g = n->grads;
+        float gm = 0.0f;
+        int bad = 0;
+        if (nt > 1 && P >= 65536) {
+            DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(max: gm) reduction(|: bad)")
+            for (i = 0; i < P; i++) {
+                const float a = fabsf(g[i]);
+                bad |= !(a <= FLT_MAX);
+                gm = a > gm ? a : gm;
+            }
+        } else {
+            for (i = 0; i < P; i++) {
+                const float a = fabsf(g[i]);
+                bad |= !(a <= FLT_MAX);
+                gm = a > gm ? a : gm;
+            }
+        }
+        gmax = (double)gm;
+        norm2 = bad ? (double)NAN : 0.0;
     }
     if (!isfinite(norm2))
         return diffuse__fail(DIFFUSE_ENUMERIC, func,
