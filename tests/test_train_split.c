@@ -471,6 +471,64 @@ static void test_split_errors(void)
     replica_free(&a);
 }
 
+/* A gradient with one non-finite value (Inf, -Inf or NaN at the first, a
+ * middle or the last parameter) is refused by diffuse_trainer_apply() as a
+ * non-finite gradient norm, with and without clipping, at 1 and 2 threads
+ * (a net big enough for the threaded check), leaving the weights as they
+ * were; the same gradient made finite again is applied. */
+static void test_nonfinite_gradient_refused(void)
+{
+    const float bad[3] = {INFINITY, -INFINITY, NAN};
+    float x[2 * 8];
+    size_t i;
+    for (i = 0; i < 16; i++)
+        x[i] = (float)sin(0.7 * (double)i);
+    for (int clip = 0; clip < 2; clip++)
+        for (int nt = 1; nt <= 2; nt++) {
+            diffuse_schedule *s = NULL;
+            diffuse_net *net = NULL;
+            diffuse_trainer *tr = NULL;
+            float *g, *before, *after;
+            size_t n, P;
+            double loss;
+            ASSERT_OK(diffuse_schedule_create_cosine(&s, 100, 0.008, 0.999));
+            ASSERT_OK(diffuse_net_create_mlp(&net, 2, 256, 1, 16, 0, 0, 8, 3));
+            ASSERT_OK(diffuse_trainer_create(&tr, net, s, 8));
+            ASSERT_OK(diffuse_trainer_set(tr, DIFFUSE_TRAINER_GRAD_CLIP, clip ? 1.0 : 0.0));
+            ASSERT_OK(diffuse_trainer_set(tr, DIFFUSE_TRAINER_NUM_THREADS, nt));
+            P = diffuse_net_param_count(net);
+            ASSERT_TRUE(P >= 65536);
+            before = malloc(P * sizeof *before);
+            after = malloc(P * sizeof *after);
+            ASSERT_TRUE(before && after);
+            for (int v = 0; v < 3; v++)
+                for (int w = 0; w < 3; w++) {
+                    const size_t pos = w == 0 ? 0 : w == 1 ? P / 2 + 7 : P - 1;
+                    float keep;
+                    ASSERT_OK(diffuse_trainer_compute_grads(tr, x, NULL, 8, 5u + (unsigned)v, 0,
+                                                            8, &loss));
+                    ASSERT_OK(diffuse_trainer_grads(tr, &g, &n));
+                    ASSERT_EQ(n, P);
+                    ASSERT_OK(diffuse_net_get_params(net, DIFFUSE_NET_WEIGHTS, before, P));
+                    keep = g[pos];
+                    g[pos] = bad[v];
+                    ASSERT_STATUS(diffuse_trainer_apply(tr, NULL, 8, &loss), DIFFUSE_ENUMERIC);
+                    ASSERT_MESSAGE_HAS("gradient norm is not finite");
+                    ASSERT_OK(diffuse_net_get_params(net, DIFFUSE_NET_WEIGHTS, after, P));
+                    ASSERT_TRUE(memcmp(before, after, P * sizeof *before) == 0);
+                    g[pos] = keep;
+                    ASSERT_OK(diffuse_trainer_apply(tr, NULL, 8, &loss));
+                    ASSERT_OK(diffuse_net_get_params(net, DIFFUSE_NET_WEIGHTS, after, P));
+                    ASSERT_TRUE(memcmp(before, after, P * sizeof *before) != 0);
+                }
+            free(before);
+            free(after);
+            diffuse_trainer_free(tr);
+            diffuse_net_free(net);
+            diffuse_schedule_free(s);
+        }
+}
+
 int main(void)
 {
     RUN(test_split_step_allocates_nothing); /* first: the allocator hooks go in before
@@ -479,5 +537,6 @@ int main(void)
     RUN(test_slices_sum_to_the_batch);
     RUN(test_importance_history_is_global);
     RUN(test_split_errors);
+    RUN(test_nonfinite_gradient_refused);
     return harness_finish();
 }

@@ -1584,6 +1584,7 @@ int diffuse__checkpoint_parse(const unsigned char *buf, size_t len, size_t max_b
     }
     read_f32s(net->params, R[R_PARAMS].data, net->n_params);
     read_f32s(net->ema, R[R_EMA].data, net->n_params);
+    net->gen++; /* new weights: nothing derived from the old ones stays valid */
     if (tr_out != NULL) {
         size_t i;
         rc = diffuse_trainer_create(&tr, net, s, trainer_batch);

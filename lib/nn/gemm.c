@@ -218,6 +218,7 @@ struct job {
     float *C;
     size_t ldc;
     float *bbuf, *abuf;
+    const float *bpk; /* pre-packed op(B) (diffuse__sgemm_pack_b), at this job's column 0, or NULL */
     int first_mode;
     int has_ep;
     struct diffuse__gemm_ep ep; /* pointers at this job's C(0, 0) */
@@ -368,10 +369,18 @@ static void gemm_part(const struct job *jb)
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
             size_t kc = K - p0 < kcb ? K - p0 : kcb;
             int mode = p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
-            for (size_t q = 0; q < npan; q++) {
-                size_t j = q * nr;
-                pack_b_panel(jb, p0, kc, j0 + j, n - j < nr ? n - j : nr,
-                             jb->bbuf + q * kc * nr);
+            /* Panel q of this block: kc rows of nr floats from b0 + q * bstep. */
+            const float *b0 = jb->bbuf;
+            size_t bstep = kc * nr;
+            if (jb->bpk != NULL) {
+                b0 = jb->bpk + j0 * K + p0 * nr; /* panels of all K rows, (j0 / nr) * K * nr */
+                bstep = K * nr;
+            } else {
+                for (size_t q = 0; q < npan; q++) {
+                    size_t j = q * nr;
+                    pack_b_panel(jb, p0, kc, j0 + j, n - j < nr ? n - j : nr,
+                                 jb->bbuf + q * kc * nr);
+                }
             }
             const int first = p0 == 0, last = p0 + kc >= K;
             for (size_t i = 0; i < M; i += mr) {
@@ -390,7 +399,7 @@ static void gemm_part(const struct job *jb)
                     for (size_t q = 0; q < npan; q++) {
                         size_t j = j0 + q * nr;
                         diffuse__gemm_avx512_kernel_ep(
-                            kc, as, a_layout, a_rs, jb->bbuf + q * kc * nr,
+                            kc, as, a_layout, a_rs, b0 + q * bstep,
                             jb->C + i * jb->ldc + j, jb->ldc, h, n - q * nr < nr ? n - q * nr : nr,
                             mode, first && ep->bias != NULL ? ep->bias + j : NULL,
                             last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
@@ -403,7 +412,7 @@ static void gemm_part(const struct job *jb)
                 pack_a_strip(jb, i, h, p0, kc, jb->abuf);
                 for (size_t q = 0; q < npan; q++) {
                     size_t j = q * nr;
-                    v->kernel(kc, jb->abuf, a_layout, jb->bbuf + q * kc * nr,
+                    v->kernel(kc, jb->abuf, a_layout, b0 + q * bstep,
                               jb->C + i * jb->ldc + j0 + j, jb->ldc, h,
                               n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
                 }
@@ -469,6 +478,8 @@ static int part_job(const struct job *jb, float *work, size_t t, size_t tr, size
     out->A = jb->trans_a ? jb->A + i0 : jb->A + i0 * jb->lda;
     out->B = jb->trans_b ? jb->B + j0 * jb->ldb : jb->B + j0;
     out->C = jb->C + i0 * jb->ldc + j0;
+    if (jb->bpk != NULL)
+        out->bpk = jb->bpk + j0 * jb->K;
     if (jb->ep.bias != NULL)
         out->ep.bias = jb->ep.bias + j0;
     if (jb->ep.res != NULL)
@@ -504,10 +515,10 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
                       num_threads, NULL);
 }
 
-void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
-                       const float *A, size_t lda, const float *B, size_t ldb, float beta,
-                       float *C, size_t ldc, float *work, int num_threads,
-                       const struct diffuse__gemm_ep *ep)
+static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                      const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                      float *C, size_t ldc, float *work, int num_threads,
+                      const struct diffuse__gemm_ep *ep, const struct diffuse__gemm_packed_b *pb)
 {
     struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0};
     if (M == 0 || N == 0)
@@ -545,6 +556,9 @@ void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
     jb.ldc = ldc;
     jb.bbuf = work;
     jb.abuf = work + BBUF_FLOATS;
+    jb.bpk = NULL;
+    if (pb != NULL && pb->variant == (const void *)jb.v && pb->N == N && pb->K == K)
+        jb.bpk = pb->data;
     jb.has_ep = ep != NULL;
     jb.ep = ep != NULL ? *ep : none;
     jb.first_mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
@@ -575,4 +589,60 @@ void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
     (void)num_threads;
 #endif
     gemm_part(&jb);
+}
+
+void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                       const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                       float *C, size_t ldc, float *work, int num_threads,
+                       const struct diffuse__gemm_ep *ep)
+{
+    sgemm_run(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work, num_threads,
+              ep, NULL);
+}
+
+void diffuse__sgemm_ep_packed(int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                              float alpha, const float *A, size_t lda, const float *B,
+                              size_t ldb, float beta, float *C, size_t ldc, float *work,
+                              int num_threads, const struct diffuse__gemm_ep *ep,
+                              const struct diffuse__gemm_packed_b *pb)
+{
+    sgemm_run(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work, num_threads,
+              ep, pb);
+}
+
+size_t diffuse__sgemm_packed_b_floats(size_t N, size_t K)
+{
+    return (N + DIFFUSE__GEMM_NR_MAX - 1) / DIFFUSE__GEMM_NR_MAX * DIFFUSE__GEMM_NR_MAX * K;
+}
+
+void diffuse__sgemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb,
+                           float *dst, struct diffuse__gemm_packed_b *pb)
+{
+    struct job jb;
+    memset(&jb, 0, sizeof jb);
+    jb.v = current_variant();
+    jb.trans_b = trans_b != 0;
+    jb.N = N;
+    jb.K = K;
+    jb.B = B;
+    jb.ldb = ldb;
+    const size_t nr = jb.v->nr;
+    /* The K blocks of gemm_part, so that each block's panel is what it
+     * would have packed itself. */
+    size_t nk = K > 0 ? (K + KC - 1) / KC : 1;
+    size_t kcb = K > 0 ? (K + nk - 1) / nk : 1;
+    for (size_t j = 0; j < N; j += nr)
+        for (size_t p0 = 0; p0 < K; p0 += kcb) {
+            size_t kc = K - p0 < kcb ? K - p0 : kcb;
+            pack_b_panel(&jb, p0, kc, j, N - j < nr ? N - j : nr, dst + j * K + p0 * nr);
+        }
+    pb->data = dst;
+    pb->N = N;
+    pb->K = K;
+    pb->variant = jb.v;
+}
+
+const void *diffuse__sgemm_variant_key(void)
+{
+    return current_variant();
 }

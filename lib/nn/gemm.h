@@ -71,6 +71,34 @@ void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
                        float *C, size_t ldc, float *work, int num_threads,
                        const struct diffuse__gemm_ep *ep);
 
+/*
+ * op(B) packed once for many products with the same B (constant weights):
+ * diffuse__sgemm_pack_b fills data (diffuse__sgemm_packed_b_floats(N, K)
+ * floats, 64-byte aligned, the caller's) with the panels the kernel chosen
+ * now reads, and records N, K and that kernel.  diffuse__sgemm_ep_packed is
+ * diffuse__sgemm_ep with the same arguments (B and ldb included) reading
+ * the panels from pb instead of packing B again, when pb was packed for
+ * this N and K by the kernel in use (otherwise it packs B as usual): the
+ * same bits either way.  The caller must pack again after B changes.
+ */
+struct diffuse__gemm_packed_b {
+    const float *data;
+    size_t N, K;
+    const void *variant;
+};
+
+size_t diffuse__sgemm_packed_b_floats(size_t N, size_t K);
+void diffuse__sgemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb,
+                           float *data, struct diffuse__gemm_packed_b *pb);
+void diffuse__sgemm_ep_packed(int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                              float alpha, const float *A, size_t lda, const float *B,
+                              size_t ldb, float beta, float *C, size_t ldc, float *work,
+                              int num_threads, const struct diffuse__gemm_ep *ep,
+                              const struct diffuse__gemm_packed_b *pb);
+/* Identifies the kernel diffuse__sgemm uses now (compare with a
+ * diffuse__gemm_packed_b's variant to know whether it is still valid). */
+const void *diffuse__sgemm_variant_key(void);
+
 /* Size in floats of the work area diffuse__sgemm needs for num_threads
  * threads (num_threads <= 1 counts as 1).  It is the same for every kernel,
  * so a work area stays valid if the kernel is forced afterwards. */

@@ -38,6 +38,9 @@
  * 2 * this many run in the calling thread.  Has no effect on the bits. */
 #define DIFFUSE__GEMM_MACS_PER_THREAD 1048576.0
 
+/* Largest NR of any kernel (pre-packed B sizes: NB is a multiple of it). */
+#define DIFFUSE__GEMM_NR_MAX 32
+
 /* Largest MR of any kernel (sizes the per-thread A strip). */
 #define DIFFUSE__GEMM_MR_MAX 12
 

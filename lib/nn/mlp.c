@@ -5,6 +5,12 @@
 #define MLP_REAL float
 #define MLP_L(name) name##_f
 #define MLP_FN(name) name##_f
+#define MLP_LINEAR_PACKED(pk, x, B, I, W, bias, O, y, res, ldr, act, work, nt)               \
+    do {                                                                                   \
+        struct diffuse__gemm_ep ep_ = {(bias), (res), (ldr), (act), (O)};                  \
+        diffuse__sgemm_ep_packed(0, 1, (B), (O), (I), 1.0f, (x), (I), (W), (I), 0.0f, (y),  \
+                                 (O), (work), (nt), &ep_, (pk));                           \
+    } while (0)
 #include "mlp_impl.h"
 
 void diffuse__mlp_forward(const diffuse__mlp_shape *sh, const float *P, const float *x,
@@ -16,9 +22,54 @@ void diffuse__mlp_forward(const diffuse__mlp_shape *sh, const float *P, const fl
 
 void diffuse__mlp_infer(const diffuse__mlp_shape *sh, const float *P, const float *x,
                         const float *t, const int32_t *lab, size_t B, float *acts, float *out,
-                        float *work, int nt)
+                        float *work, int nt, const struct diffuse__gemm_packed_b *pb)
 {
-    mlp_forward_mode_f(sh, P, x, t, lab, B, acts, out, work, nt, 0);
+    mlp_forward_mode_f(sh, P, x, t, lab, B, acts, out, work, nt, 0, pb);
+}
+
+/* (N, K) of linear layer k and its weights' offset in P. */
+static void mlp_linear_shape(const diffuse__mlp_shape *sh, size_t k, size_t *N, size_t *K,
+                             size_t *off)
+{
+    const diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
+    const size_t W = sh->width, L = sh->depth;
+    *N = W;
+    *K = W;
+    if (k == 0) {
+        *K = sh->emb;
+        *off = o.t1_w;
+    } else if (k == 1) {
+        *off = o.t2_w;
+    } else if (k == 2) {
+        *K = sh->dim;
+        *off = o.in_w;
+    } else if (k < 3 + 2 * L) {
+        *off = diffuse__mlp_block(&o, (k - 3) / 2, (k - 3) % 2 == 0 ? 0 : 2);
+    } else {
+        *N = sh->out_dim;
+        *off = o.out_w;
+    }
+}
+
+size_t diffuse__mlp_packed_floats(const diffuse__mlp_shape *sh)
+{
+    size_t k, total = 0, N, K, off;
+    for (k = 0; k < diffuse__mlp_linear_count(sh); k++) {
+        mlp_linear_shape(sh, k, &N, &K, &off);
+        total += diffuse__sgemm_packed_b_floats(N, K);
+    }
+    return total;
+}
+
+void diffuse__mlp_pack(const diffuse__mlp_shape *sh, const float *P, float *data,
+                       struct diffuse__gemm_packed_b *pb)
+{
+    size_t k, N, K, off;
+    for (k = 0; k < diffuse__mlp_linear_count(sh); k++) {
+        mlp_linear_shape(sh, k, &N, &K, &off);
+        diffuse__sgemm_pack_b(1, N, K, P + off, K, data, &pb[k]);
+        data += diffuse__sgemm_packed_b_floats(N, K);
+    }
 }
 
 void diffuse__mlp_backward(const diffuse__mlp_shape *sh, const float *P, const float *x,

@@ -3,6 +3,7 @@
 #define DIFFUSE_NN_MLP_H
 
 #include "classes.h"
+#include "gemm.h"
 
 #include <stddef.h>
 
@@ -56,16 +57,33 @@ static inline size_t diffuse__mlp_act_count(const diffuse__mlp_shape *s, size_t 
     return B * (s->emb + s->width * (3 + (s->depth + 1) + 3 * s->depth + 1));
 }
 
+/* The net's linear layers, in the order of diffuse__mlp_pack: time 1, time
+ * 2, input, block l's first and second (3 + 2 l, 4 + 2 l), output. */
+static inline size_t diffuse__mlp_linear_count(const diffuse__mlp_shape *s)
+{
+    return 4 + 2 * s->depth;
+}
+
+/* mlp.c: floats diffuse__mlp_pack needs for every layer's packed weights
+ * (each layer's share a multiple of 32 floats, so 64-byte alignment holds
+ * for each when data is 64-byte aligned). */
+size_t diffuse__mlp_packed_floats(const diffuse__mlp_shape *sh);
+/* Pack the weights of P for the GEMM kernel in use: pb[diffuse__mlp_linear_count]
+ * describes each layer's panels in data.  Valid until P changes or another
+ * kernel is forced (diffuse__mlp_infer then packs as usual). */
+void diffuse__mlp_pack(const diffuse__mlp_shape *sh, const float *P, float *data,
+                       struct diffuse__gemm_packed_b *pb);
+
 /* mlp.c: the float instantiation of mlp_impl.h.  lab: [B] labels (in
  * [0, classes) or DIFFUSE_LABEL_NONE) when sh->classes > 0, else unused. */
 void diffuse__mlp_forward(const diffuse__mlp_shape *sh, const float *P, const float *x,
                           const float *t, const int32_t *lab, size_t B, float *acts,
                           float *out, float *work, int nt);
 /* diffuse__mlp_forward without the activations a backward pass needs (the
- * same out, bit for bit). */
+ * same out, bit for bit); pb: P's weights from diffuse__mlp_pack, or NULL. */
 void diffuse__mlp_infer(const diffuse__mlp_shape *sh, const float *P, const float *x,
                         const float *t, const int32_t *lab, size_t B, float *acts, float *out,
-                        float *work, int nt);
+                        float *work, int nt, const struct diffuse__gemm_packed_b *pb);
 void diffuse__mlp_backward(const diffuse__mlp_shape *sh, const float *P, const float *x,
                            const int32_t *lab, size_t B, float *acts, const float *dout,
                            float *G, float *work, float *scratch, int nt);

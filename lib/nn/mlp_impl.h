@@ -8,6 +8,7 @@
  * diffuse.h.  Nothing here allocates: activations and scratch are the
  * caller's (sizes from diffuse__mlp_act_count / diffuse__mlp_work_count).
  */
+#include "internal.h"
 #include "mlp.h"
 
 #include <string.h>
@@ -34,6 +35,29 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
     return a;
 }
 
+/* Linear layer k of the net (in the order of diffuse__mlp_pack) with the
+ * optional epilogue: through the weights pre-packed in pb[k] when the
+ * includer defines MLP_LINEAR_PACKED and pb is not NULL (the same bits). */
+static void MLP_FN(mlp_linear)(const struct diffuse__gemm_packed_b *pb, size_t k,
+                               const MLP_REAL *x, size_t B, size_t I, const MLP_REAL *Wt,
+                               const MLP_REAL *bias, size_t O, MLP_REAL *y, const MLP_REAL *res,
+                               size_t ldr, MLP_REAL *act, MLP_REAL *work, int nt)
+{
+#ifdef MLP_LINEAR_PACKED
+    if (pb != NULL && B > 0 && I > 0 && O > 0) {
+        MLP_LINEAR_PACKED(&pb[k], x, B, I, Wt, bias, O, y, res, ldr, act, work, nt);
+        return;
+    }
+#else
+    (void)pb;
+    (void)k;
+#endif
+    if (res == NULL && act == NULL)
+        MLP_L(diffuse__linear_forward)(x, B, I, Wt, bias, O, y, work, nt);
+    else
+        MLP_L(diffuse__linear_forward_ep)(x, B, I, Wt, bias, O, y, res, ldr, act, work, nt);
+}
+
 /* out[B][out_dim] = mlp(x[B][dim], t[B], lab[B]) with parameters P; saves
  * activations for the backward pass.  With classes, the label's class
  * embedding row is added to the time embedding (lab unused otherwise).
@@ -44,7 +68,8 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
 static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
                                      const MLP_REAL *x, const MLP_REAL *t, const int32_t *lab,
                                      size_t B, MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work,
-                                     int nt, int keep_rows)
+                                     int nt, int keep_rows,
+                                     const struct diffuse__gemm_packed_b *pb)
 {
     const size_t W = sh->width, E = sh->emb, L = sh->depth;
     diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
@@ -58,9 +83,10 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
     if (b == B)
         Bt = 1;
     MLP_L(diffuse__timestep_embedding)(t, Bt, E, a.emb0);
-    MLP_L(diffuse__linear_forward_ep)(a.emb0, Bt, E, P + o.t1_w, P + o.t1_b, W, a.a1, NULL, 0,
-                                      a.s1, work, nt);
-    MLP_L(diffuse__linear_forward)(a.s1, Bt, W, P + o.t2_w, P + o.t2_b, W, a.temb, work, nt);
+    MLP_FN(mlp_linear)(pb, 0, a.emb0, Bt, E, P + o.t1_w, P + o.t1_b, W, a.a1, NULL, 0, a.s1,
+                       work, nt);
+    MLP_FN(mlp_linear)(pb, 1, a.s1, Bt, W, P + o.t2_w, P + o.t2_b, W, a.temb, NULL, 0, NULL,
+                       work, nt);
     if (Bt < B && (keep_rows || sh->classes > 0)) {
         for (b = Bt; b < B; b++) { /* the backward pass reads every row */
             memcpy(a.emb0 + b * E, a.emb0, E * sizeof *a.emb0);
@@ -78,21 +104,20 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
                                 W, a.temb + b * W);
     /* h_0 = Linear_in(x) + temb; then SiLU(h_0), the first block's input
      * (or the output layer's when there is no block) */
-    MLP_L(diffuse__linear_forward_ep)(x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, a.temb, ldt,
-                                      L > 0 ? a.sa : a.sh, work, nt);
+    MLP_FN(mlp_linear)(pb, 2, x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, a.temb, ldt,
+                       L > 0 ? a.sa : a.sh, work, nt);
     for (l = 0; l < L; l++) {
         const MLP_REAL *h = a.h + l * B * W;
         MLP_REAL *sa = a.sa + l * B * W, *u = a.u + l * B * W, *su = a.su + l * B * W;
         MLP_REAL *hn = a.h + (l + 1) * B * W;
-        MLP_L(diffuse__linear_forward_ep)(sa, B, W, P + diffuse__mlp_block(&o, l, 0),
-                                          P + diffuse__mlp_block(&o, l, 1), W, u, NULL, 0, su,
-                                          work, nt);
-        MLP_L(diffuse__linear_forward_ep)(su, B, W, P + diffuse__mlp_block(&o, l, 2),
-                                          P + diffuse__mlp_block(&o, l, 3), W, hn, h, W,
-                                          l + 1 < L ? sa + B * W : a.sh, work, nt);
+        MLP_FN(mlp_linear)(pb, 3 + 2 * l, sa, B, W, P + diffuse__mlp_block(&o, l, 0),
+                           P + diffuse__mlp_block(&o, l, 1), W, u, NULL, 0, su, work, nt);
+        MLP_FN(mlp_linear)(pb, 4 + 2 * l, su, B, W, P + diffuse__mlp_block(&o, l, 2),
+                           P + diffuse__mlp_block(&o, l, 3), W, hn, h, W,
+                           l + 1 < L ? sa + B * W : a.sh, work, nt);
     }
-    MLP_L(diffuse__linear_forward)(a.sh, B, W, P + o.out_w, P + o.out_b, sh->out_dim, out, work,
-                                   nt);
+    MLP_FN(mlp_linear)(pb, 3 + 2 * L, a.sh, B, W, P + o.out_w, P + o.out_b, sh->out_dim, out,
+                       NULL, 0, NULL, work, nt);
 }
 
 static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
@@ -100,7 +125,59 @@ static void MLP_FN(mlp_forward)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
                                 size_t B, MLP_REAL *acts, MLP_REAL *out, MLP_REAL *work,
                                 int nt)
 {
-    MLP_FN(mlp_forward_mode)(sh, P, x, t, lab, B, acts, out, work, nt, 1);
+    MLP_FN(mlp_forward_mode)(sh, P, x, t, lab, B, acts, out, work, nt, 1, NULL);
+}
+
+/* Elementwise passes of the backward pass cut into chunks of this many
+ * values, on the net's threads when there are at least two chunks' worth
+ * per thread (the bits do not depend on the cut: each value is computed
+ * alone). */
+#define MLP_CHUNK ((size_t)4096)
+
+/* out = silu'(x) .* d (out may be d), then acc += out when acc is not NULL,
+ * chunk by chunk (the chunk still in L1 for the add): the bits of
+ * diffuse__silu_backward over all n followed by diffuse__add. */
+static void MLP_FN(mlp_silu_bwd)(const MLP_REAL *x, const MLP_REAL *d, size_t n, MLP_REAL *out,
+                                 MLP_REAL *acc, int nt)
+{
+    const size_t nch = (n + MLP_CHUNK - 1) / MLP_CHUNK;
+    size_t c;
+    DIFFUSE_PAR_FOR(nt, nch >= 4, c, nch, {
+        const size_t lo = c * MLP_CHUNK, len = n - lo < MLP_CHUNK ? n - lo : MLP_CHUNK;
+        MLP_L(diffuse__silu_backward)(x + lo, d + lo, len, out + lo);
+        if (acc != NULL)
+            MLP_L(diffuse__add)(acc + lo, out + lo, len, acc + lo);
+    });
+}
+
+/* db[o] += sum over b of dy[b][o], each column summed in order in double
+ * (the sums of diffuse__linear_backward), 64 columns per task on the net's
+ * threads. */
+static void MLP_FN(mlp_bias_grad)(const MLP_REAL *dy, size_t B, size_t O, MLP_REAL *db, int nt)
+{
+    const size_t ng = (O + 63) / 64;
+    size_t g;
+    DIFFUSE_PAR_FOR(nt, ng >= 2 && B * O >= 65536, g, ng, {
+        const size_t o = g * 64, w = O - o < 64 ? O - o : 64;
+        double acc[64];
+        size_t q, b;
+        for (q = 0; q < w; q++)
+            acc[q] = 0.0;
+        if (w == 64) /* a constant trip count, which the compiler vectorizes */
+            for (b = 0; b < B; b++) {
+                const MLP_REAL *row = dy + b * O + o;
+                for (q = 0; q < 64; q++)
+                    acc[q] += (double)row[q];
+            }
+        else
+            for (b = 0; b < B; b++) {
+                const MLP_REAL *row = dy + b * O + o;
+                for (q = 0; q < w; q++)
+                    acc[q] += (double)row[q];
+            }
+        for (q = 0; q < w; q++)
+            db[o + q] = (MLP_REAL)((double)db[o + q] + acc[q]);
+    });
 }
 
 /* Gradients of sum(dout .* out) after mlp_forward on the same inputs:
@@ -119,29 +196,34 @@ static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P
     size_t l, i;
     /* out = Linear(SiLU(h_L)) */
     MLP_L(diffuse__linear_backward)(a.sh, B, W, P + o.out_w, sh->out_dim, dout, d1, G + o.out_w,
-                                    G + o.out_b, work, nt);
-    MLP_L(diffuse__silu_backward)(a.h + L * B * W, d1, B * W, dh);
+                                    NULL, work, nt);
+    MLP_FN(mlp_bias_grad)(dout, B, sh->out_dim, G + o.out_b, nt);
+    MLP_FN(mlp_silu_bwd)(a.h + L * B * W, d1, B * W, dh, NULL, nt);
     for (l = L; l-- > 0;) {
         const MLP_REAL *h = a.h + l * B * W;
         /* h_{l+1} = h_l + Linear2(SiLU(Linear1(SiLU(h_l)))) */
         MLP_L(diffuse__linear_backward)(a.su + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 2), W, dh, d1,
-                                        G + diffuse__mlp_block(&o, l, 2), G + diffuse__mlp_block(&o, l, 3), work, nt);
-        MLP_L(diffuse__silu_backward)(a.u + l * B * W, d1, B * W, d1);
+                                        G + diffuse__mlp_block(&o, l, 2), NULL, work, nt);
+        MLP_FN(mlp_bias_grad)(dh, B, W, G + diffuse__mlp_block(&o, l, 3), nt);
+        MLP_FN(mlp_silu_bwd)(a.u + l * B * W, d1, B * W, d1, NULL, nt);
         MLP_L(diffuse__linear_backward)(a.sa + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 0), W, d1, d2,
-                                        G + diffuse__mlp_block(&o, l, 0), G + diffuse__mlp_block(&o, l, 1), work, nt);
-        MLP_L(diffuse__silu_backward)(h, d2, B * W, d2);
-        MLP_L(diffuse__add)(dh, d2, B * W, dh);
+                                        G + diffuse__mlp_block(&o, l, 0), NULL, work, nt);
+        MLP_FN(mlp_bias_grad)(d1, B, W, G + diffuse__mlp_block(&o, l, 1), nt);
+        MLP_FN(mlp_silu_bwd)(h, d2, B * W, d2, dh, nt); /* then dh += d2 */
     }
     /* h_0 = Linear_in(x) + temb (+ the class row) */
     if (sh->classes > 0)
         for (i = 0; i < B; i++)
             MLP_L(diffuse__add)(G + o.cls + diffuse__class_row(lab[i], sh->classes) * W,
                                 dh + i * W, W, G + o.cls + diffuse__class_row(lab[i], sh->classes) * W);
-    MLP_L(diffuse__linear_backward)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w,
-                                    G + o.in_b, work, nt);
-    MLP_L(diffuse__linear_backward)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, G + o.t2_b,
+    MLP_L(diffuse__linear_backward)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w, NULL,
                                     work, nt);
-    MLP_L(diffuse__silu_backward)(a.a1, d1, B * W, d1);
-    MLP_L(diffuse__linear_backward)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w,
-                                    G + o.t1_b, work, nt);
+    MLP_FN(mlp_bias_grad)(dh, B, W, G + o.in_b, nt);
+    MLP_L(diffuse__linear_backward)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, NULL, work,
+                                    nt);
+    MLP_FN(mlp_bias_grad)(dh, B, W, G + o.t2_b, nt);
+    MLP_FN(mlp_silu_bwd)(a.a1, d1, B * W, d1, NULL, nt);
+    MLP_L(diffuse__linear_backward)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w, NULL,
+                                    work, nt);
+    MLP_FN(mlp_bias_grad)(d1, B, W, G + o.t1_b, nt);
 }

@@ -170,6 +170,24 @@ int diffuse_net_create_mlp(diffuse_net **out, size_t dim, size_t width, size_t d
     }
     init_linear(n->params, o.out_w, o.out_b, width, sh.out_dim, seed);
     memcpy(n->ema, n->params, o.total * sizeof(float));
+    /* The packed weights of inference (net_infer_params), after the layer
+     * descriptions. */
+    {
+        const size_t nl = diffuse__mlp_linear_count(&sh);
+        const size_t head = diffuse__pad16((nl * sizeof *n->pk + sizeof(float) - 1) / sizeof(float));
+        const size_t pkf = diffuse__mlp_packed_floats(&sh);
+        if (pkf > SIZE_MAX / sizeof(float) / 2 - head) {
+            diffuse__net_release(n);
+            DIFFUSE_FAIL(DIFFUSE_EINVAL, "the net is too large to allocate");
+        }
+        n->pk = (struct diffuse__gemm_packed_b *)diffuse__malloc((head + pkf) * sizeof(float));
+        if (n->pk == NULL) {
+            diffuse__net_release(n);
+            DIFFUSE_FAIL(DIFFUSE_ENOMEM, "cannot allocate %zu bytes for the net",
+                         (head + pkf) * sizeof(float));
+        }
+        n->pk_data = (float *)(void *)n->pk + head;
+    }
     *out = n;
     return DIFFUSE_OK;
 }
@@ -349,6 +367,7 @@ void diffuse__net_release(void *net)
     diffuse_net *n = (diffuse_net *)net;
     if (atomic_fetch_sub(&n->refs, 1) == 1) {
         diffuse__free(n->params);
+        diffuse__free(n->pk);
         diffuse__iddpm_plan_free(n->iddpm);
         diffuse__free(n);
     }
@@ -657,8 +676,18 @@ void diffuse__net_forward_params(diffuse_net *n, const float *P, const float *x,
 static void net_infer_params(diffuse_net *n, const float *P, const float *x, size_t B,
                              float *out, int nt)
 {
-    if (n->kind == DIFFUSE_NET_KIND_MLP)
-        diffuse__mlp_infer(&n->mlp, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt);
+    if (n->kind == DIFFUSE_NET_KIND_MLP) {
+        /* The weights stay constant through a sampling run: pack them once
+         * (again after any change of the parameters, P or the kernel). */
+        if (n->pk != NULL && (n->pk_src != P || n->pk_gen != n->gen ||
+                              n->pk[0].variant != diffuse__sgemm_variant_key())) {
+            diffuse__mlp_pack(&n->mlp, P, n->pk_data, n->pk);
+            n->pk_src = P;
+            n->pk_gen = n->gen;
+        }
+        diffuse__mlp_infer(&n->mlp, P, x, n->tf, n->lab, B, n->acts, out, n->work, nt,
+                           n->pk);
+    }
     else /* the U-Nets have no separate inference pass */
         diffuse__net_forward_params(n, P, x, B, out, nt);
 }

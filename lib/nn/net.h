@@ -26,6 +26,12 @@ struct diffuse_net {
     size_t classes;              /* class embedding rows (DIFFUSE_NET_CLASSES); 0: none */
     uint64_t uncond_rows;        /* rows trained with DIFFUSE_LABEL_NONE */
     uint64_t gen;                /* bumped whenever params or ema change */
+    /* kind MLP: the weights of pk_src packed for the GEMM (diffuse__mlp_pack)
+     * at generation pk_gen, for inference; pk_src NULL when none is valid. */
+    float *pk_data;
+    struct diffuse__gemm_packed_b *pk;
+    const float *pk_src;
+    uint64_t pk_gen;
     size_t acts_n, work_n, scratch_n; /* region sizes in floats, for reallocation */
     float *work;                 /* layer and GEMM scratch */
     float *scratch;              /* backward scratch (the net's own size) */

@@ -6,6 +6,7 @@
 #include "train.h"
 #include "vec.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -646,6 +647,36 @@ static int rec_unlabelled(const diffuse_trainer *tr, const double *rec, size_t r
                        : tr->net->lab[r] == DIFFUSE_LABEL_NONE;
 }
 
+/* The largest |g[i]| over n values, as the bits of a float: |x|'s bits
+ * order as the values do, and bits above 0x7f7fffff (FLT_MAX) mean an Inf
+ * or a NaN.  Exact, so no order matters. */
+DIFFUSE_VEC_CLONES
+static uint32_t abs_bits_max(const float *g, size_t n)
+{
+    size_t i = 0;
+    uint32_t mx = 0;
+#ifdef DIFFUSE_VEC
+    typedef uint32_t vu16 __attribute__((vector_size(64)));
+    vu16 m = {0};
+    for (; i + 16 <= n; i += 16) {
+        vu16 v, gt;
+        memcpy(&v, g + i, sizeof v);
+        v &= 0x7fffffffu;
+        gt = (vu16)(v > m);
+        m = (v & gt) | (m & ~gt);
+    }
+    for (int q = 0; q < 16; q++)
+        mx = m[q] > mx ? m[q] : mx;
+#endif
+    for (; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, g + i, sizeof b);
+        b &= 0x7fffffffu;
+        mx = b > mx ? b : mx;
+    }
+    return mx;
+}
+
 /* Apply the gradient in n->grads (the global batch's, e.g. summed over
  * ranks) with the global batch's records (NULL: the trainer's own, when its
  * slice was the whole batch): clip, check, record the losses, Adam, EMA. */
@@ -671,10 +702,37 @@ static int apply_impl(const char *func, diffuse_trainer *tr, const double *rec, 
         return diffuse__fail(DIFFUSE_ENUMERIC, func,
                              "loss is not finite at step %llu; weights unchanged",
                              (unsigned long long)tr->step);
-    for (i = 0; i < P; i++) {
-        const double gi = (double)n->grads[i];
-        norm2 += gi * gi;
-        gmax = fabs(gi) > gmax ? fabs(gi) : gmax;
+    if (grad_clip > 0.0) {
+        /* The norm in this order: clipping scales by it. */
+        for (i = 0; i < P; i++) {
+            const double gi = (double)n->grads[i];
+            norm2 += gi * gi;
+            gmax = fabs(gi) > gmax ? fabs(gi) : gmax;
+        }
+    } else {
+        /* Without clipping the norm only says whether every gradient is
+         * finite (a sum of at most 2^40 float squares stays below double's
+         * range): the largest |g| and a non-finite flag, which no order
+         * changes, in float lanes and on the net's threads. */
+        const float *g = n->grads;
+        uint32_t mx = 0;
+        float gm;
+        if (nt > 1 && P >= 65536) {
+            const size_t nch = (P + ADAM_CHUNK - 1) / ADAM_CHUNK;
+            size_t k;
+            DIFFUSE_OMP("omp parallel for num_threads(nt) schedule(static) reduction(max: mx)")
+            for (k = 0; k < nch; k++) {
+                const size_t lo = k * ADAM_CHUNK, len = P - lo < ADAM_CHUNK ? P - lo : ADAM_CHUNK;
+                const uint32_t cm = abs_bits_max(g + lo, len);
+                mx = cm > mx ? cm : mx;
+            }
+        } else {
+            mx = abs_bits_max(g, P);
+        }
+        memcpy(&gm, &mx, sizeof gm);
+        gmax = (double)gm;
+        const int bad = mx > 0x7f7fffffu; /* an Inf or a NaN */
+        norm2 = bad ? (double)NAN : 0.0;
     }
     if (!isfinite(norm2))
         return diffuse__fail(DIFFUSE_ENUMERIC, func,

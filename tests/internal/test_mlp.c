@@ -6,8 +6,10 @@
 #include "nn/layers.h"
 #include "nn/mlp.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "naive_dgemm.h"
 
@@ -188,7 +190,7 @@ static void test_mlp_infer_bitwise(void)
                 t[i] = same ? 417.0f : (float)(i * 37 % 1000);
             diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out_a, work, 1);
             for (int nt = 1; nt <= 3; nt += 2) {
-                diffuse__mlp_infer(&sh, P, x, t, lab, B, acts, out_b, work, nt);
+                diffuse__mlp_infer(&sh, P, x, t, lab, B, acts, out_b, work, nt, NULL);
                 ASSERT_TRUE(memcmp(out_a, out_b, sizeof out_a) == 0);
                 diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out_b, work, nt);
                 ASSERT_TRUE(memcmp(out_a, out_b, sizeof out_a) == 0);
@@ -198,6 +200,213 @@ static void test_mlp_infer_bitwise(void)
         free(acts);
         free(work);
     }
+}
+
+/* Inference through pre-packed weights (diffuse__mlp_pack) gives the bits
+ * of the training forward pass, for every kernel this CPU runs, at 1 and 2
+ * threads, with widths that leave partial panels (40, 6 outputs) and one
+ * deep enough for two K blocks (400 > DIFFUSE__GEMM_KC) and wide enough to
+ * be split between threads; weights packed by another kernel are not used
+ * (the same bits as without). */
+static void test_mlp_infer_packed(void)
+{
+    static const char *kernels[] = {"avx512", "avx2", "portable"};
+    static const size_t widths[] = {40, 400};
+    enum { B = 37 };
+    for (size_t wi = 0; wi < 2; wi++) {
+        diffuse__mlp_shape sh = {3, 6, widths[wi], 2, 16, 0};
+        const size_t NP = diffuse__mlp_layout(&sh).total, nl = diffuse__mlp_linear_count(&sh);
+        float x[B * 3], t[B], out_a[B * 6], out_b[B * 6];
+        int32_t lab[B];
+        float *P = malloc(NP * sizeof *P);
+        float *acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
+        float *work = aligned_alloc(64, diffuse__linear_work_floats(2) * sizeof *work);
+        size_t pkf = (diffuse__mlp_packed_floats(&sh) + 15) / 16 * 16;
+        float *pk = aligned_alloc(64, pkf * sizeof *pk);
+        struct diffuse__gemm_packed_b *pb = malloc(nl * sizeof *pb);
+        unsigned seed = 5u + (unsigned)wi;
+        size_t i;
+        const char *other = NULL;
+        ASSERT_TRUE(P && acts && work && pk && pb);
+        for (i = 0; i < NP; i++)
+            P[i] = (float)(0.3 * urand(&seed));
+        for (i = 0; i < B * 3; i++)
+            x[i] = (float)urand(&seed);
+        for (i = 0; i < B; i++) {
+            t[i] = 250.0f;
+            lab[i] = 0;
+        }
+        for (size_t k = 0; k < 3; k++) {
+            if (!diffuse__sgemm_kernel_available(kernels[k]))
+                continue;
+            ASSERT_TRUE(diffuse__sgemm_force(kernels[k]) == 0);
+            diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out_a, work, 1);
+            if (other != NULL) { /* packed for another kernel: ignored */
+                ASSERT_TRUE(diffuse__sgemm_force(other) == 0);
+                diffuse__mlp_pack(&sh, P, pk, pb);
+                ASSERT_TRUE(diffuse__sgemm_force(kernels[k]) == 0);
+                memset(out_b, 0xff, sizeof out_b);
+                diffuse__mlp_infer(&sh, P, x, t, lab, B, acts, out_b, work, 1, pb);
+                ASSERT_TRUE(memcmp(out_a, out_b, sizeof out_a) == 0);
+            }
+            diffuse__mlp_pack(&sh, P, pk, pb);
+            ASSERT_TRUE(pb[0].variant == diffuse__sgemm_variant_key());
+            for (int nt = 1; nt <= 2; nt++) {
+                memset(out_b, 0xff, sizeof out_b);
+                diffuse__mlp_infer(&sh, P, x, t, lab, B, acts, out_b, work, nt, pb);
+                ASSERT_TRUE(memcmp(out_a, out_b, sizeof out_a) == 0);
+            }
+            other = kernels[k];
+        }
+        ASSERT_TRUE(diffuse__sgemm_force(NULL) == 0);
+        free(P);
+        free(acts);
+        free(work);
+        free(pk);
+        free(pb);
+    }
+}
+
+/* The net's packed weights follow every change of the parameters: after a
+ * forward pass, new weights (diffuse_net_set_params, either set, a trainer
+ * step, a loaded checkpoint) give the output of a fresh net holding those
+ * weights that never ran before. */
+static void fresh_forward(const float *P, const float *E, const float *x, const int32_t *t,
+                          size_t B, int which, float *out)
+{
+    diffuse_net *f = NULL;
+    ASSERT_OK(diffuse_net_create_mlp(&f, 2, 48, 2, 8, 0, 0, 16, 77));
+    ASSERT_OK(diffuse_net_set_params(f, DIFFUSE_NET_WEIGHTS, P, diffuse_net_param_count(f)));
+    ASSERT_OK(diffuse_net_set_params(f, DIFFUSE_NET_EMA, E, diffuse_net_param_count(f)));
+    ASSERT_OK(diffuse_net_forward(f, which, x, t, B, out));
+    diffuse_net_free(f);
+}
+
+static void test_net_packed_weights_follow_changes(void)
+{
+    enum { B = 16 };
+    diffuse_net *n = NULL, *c = NULL, *l = NULL;
+    diffuse_schedule *s = NULL;
+    diffuse_trainer *tr = NULL;
+    float x[B * 2], x0[B * 2], out1[B * 2], out2[B * 2], want[B * 2];
+    int32_t t[B];
+    unsigned seed = 11u;
+    size_t i, NP;
+    float *P, *E;
+    char path[] = "/tmp/diffuse_test_mlp_pk_XXXXXX";
+    int fd;
+    ASSERT_OK(diffuse_net_create_mlp(&n, 2, 48, 2, 8, 0, 0, 16, 1));
+    NP = diffuse_net_param_count(n);
+    P = malloc(NP * sizeof *P);
+    E = malloc(NP * sizeof *E);
+    ASSERT_TRUE(P && E);
+    for (i = 0; i < B * 2; i++) {
+        x[i] = (float)urand(&seed);
+        x0[i] = (float)urand(&seed);
+    }
+    for (i = 0; i < B; i++)
+        t[i] = 300;
+    ASSERT_OK(diffuse_net_forward(n, DIFFUSE_NET_WEIGHTS, x, t, B, out1));
+    /* new weights, then new EMA weights */
+    for (i = 0; i < NP; i++) {
+        P[i] = (float)(0.2 * urand(&seed));
+        E[i] = (float)(0.2 * urand(&seed));
+    }
+    ASSERT_OK(diffuse_net_set_params(n, DIFFUSE_NET_WEIGHTS, P, NP));
+    ASSERT_OK(diffuse_net_set_params(n, DIFFUSE_NET_EMA, E, NP));
+    ASSERT_OK(diffuse_net_forward(n, DIFFUSE_NET_WEIGHTS, x, t, B, out2));
+    ASSERT_TRUE(memcmp(out1, out2, sizeof out1) != 0);
+    fresh_forward(P, E, x, t, B, DIFFUSE_NET_WEIGHTS, want);
+    ASSERT_TRUE(memcmp(want, out2, sizeof want) == 0);
+    ASSERT_OK(diffuse_net_forward(n, DIFFUSE_NET_EMA, x, t, B, out2));
+    fresh_forward(P, E, x, t, B, DIFFUSE_NET_EMA, want);
+    ASSERT_TRUE(memcmp(want, out2, sizeof want) == 0);
+    for (i = 0; i < NP; i++)
+        E[i] = -E[i];
+    ASSERT_OK(diffuse_net_set_params(n, DIFFUSE_NET_EMA, E, NP));
+    ASSERT_OK(diffuse_net_forward(n, DIFFUSE_NET_EMA, x, t, B, out1));
+    fresh_forward(P, E, x, t, B, DIFFUSE_NET_EMA, want);
+    ASSERT_TRUE(memcmp(want, out1, sizeof want) == 0);
+    ASSERT_TRUE(memcmp(out1, out2, sizeof out1) != 0);
+    /* a trainer step changes the weights in place */
+    ASSERT_OK(diffuse_schedule_create_cosine(&s, 1000, 0.008, 0.999));
+    ASSERT_OK(diffuse_trainer_create(&tr, n, s, B));
+    ASSERT_OK(diffuse_trainer_step(tr, x0, B, 3, NULL));
+    ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, P, NP));
+    ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_EMA, E, NP));
+    ASSERT_OK(diffuse_net_forward(n, DIFFUSE_NET_WEIGHTS, x, t, B, out2));
+    fresh_forward(P, E, x, t, B, DIFFUSE_NET_WEIGHTS, want);
+    ASSERT_TRUE(memcmp(want, out2, sizeof want) == 0);
+    /* a checkpoint of another net, loaded after this one ran */
+    ASSERT_OK(diffuse_net_create_mlp(&c, 2, 48, 2, 8, 0, 0, 16, 2));
+    fd = mkstemp(path);
+    ASSERT_TRUE(fd >= 0);
+    close(fd);
+    ASSERT_OK(diffuse_checkpoint_save(path, c, NULL));
+    ASSERT_OK(diffuse_checkpoint_load(path, 16, &l, NULL, 0, NULL));
+    remove(path);
+    ASSERT_OK(diffuse_net_forward(l, DIFFUSE_NET_WEIGHTS, x, t, B, out1));
+    ASSERT_OK(diffuse_net_forward(c, DIFFUSE_NET_WEIGHTS, x, t, B, want));
+    ASSERT_TRUE(memcmp(want, out1, sizeof want) == 0);
+    ASSERT_TRUE(memcmp(out1, out2, sizeof out1) != 0);
+    diffuse_trainer_free(tr);
+    diffuse_schedule_free(s);
+    diffuse_net_free(n);
+    diffuse_net_free(c);
+    diffuse_net_free(l);
+    free(P);
+    free(E);
+}
+
+/* The backward pass at a size where its SiLU derivative, residual adds and
+ * bias sums are cut into chunks and column groups on the net's threads:
+ * the same gradient bits at 1, 2 and 3 threads, and each output bias
+ * gradient the in-order double sum of its dout column. */
+static void test_mlp_backward_threads_bitwise(void)
+{
+    diffuse__mlp_shape sh = {2, 2, 256, 2, 16, 0};
+    enum { B = 256 };
+    const size_t NP = diffuse__mlp_layout(&sh).total, W = sh.width;
+    const diffuse__mlp_offsets o = diffuse__mlp_layout(&sh);
+    float *P = malloc(NP * sizeof *P), *G1 = calloc(NP, sizeof *G1), *G2 = malloc(NP * sizeof *G2);
+    float *acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
+    float *work = aligned_alloc(64, diffuse__linear_work_floats(3) * sizeof *work);
+    float *scratch = malloc(3 * B * W * sizeof *scratch);
+    float x[B * 2], t[B], out[B * 2], dout[B * 2];
+    int32_t lab[B];
+    unsigned seed = 21u;
+    size_t i;
+    ASSERT_TRUE(P && G1 && G2 && acts && work && scratch);
+    for (i = 0; i < NP; i++)
+        P[i] = (float)(0.1 * urand(&seed));
+    for (i = 0; i < B * 2; i++) {
+        x[i] = (float)urand(&seed);
+        dout[i] = (float)urand(&seed);
+    }
+    for (i = 0; i < B; i++) {
+        t[i] = (float)(i * 7 % 1000);
+        lab[i] = 0;
+    }
+    diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out, work, 1);
+    diffuse__mlp_backward(&sh, P, x, lab, B, acts, dout, G1, work, scratch, 1);
+    for (size_t j = 0; j < 2; j++) {
+        double sum = 0.0;
+        for (i = 0; i < B; i++)
+            sum += (double)dout[i * 2 + j];
+        ASSERT_TRUE(G1[o.out_b + j] == (float)sum);
+    }
+    for (int nt = 2; nt <= 3; nt++) {
+        memset(G2, 0, NP * sizeof *G2);
+        diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out, work, nt);
+        diffuse__mlp_backward(&sh, P, x, lab, B, acts, dout, G2, work, scratch, nt);
+        ASSERT_TRUE(memcmp(G1, G2, NP * sizeof *G1) == 0);
+    }
+    free(P);
+    free(G1);
+    free(G2);
+    free(acts);
+    free(work);
+    free(scratch);
 }
 
 static void test_net_api_errors(void)
@@ -264,6 +473,9 @@ int main(void)
 {
     RUN(test_mlp_backward_finite_differences);
     RUN(test_mlp_infer_bitwise);
+    RUN(test_mlp_infer_packed);
+    RUN(test_mlp_backward_threads_bitwise);
+    RUN(test_net_packed_weights_follow_changes);
     RUN(test_net_forward_matches_double);
     RUN(test_net_api_errors);
     return harness_finish();
