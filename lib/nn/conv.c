@@ -411,6 +411,8 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
 
 typedef void diffuse__conv_dkernel_fn(DKERNEL_ARGS);
 
+#define DROWS1(X) X(0)
+#define DROWS2(X) X(0) X(1)
 #define DROWS4(X) X(0) X(1) X(2) X(3)
 #define DROWS8(X) DROWS4(X) X(4) X(5) X(6) X(7)
 #define DROWS12(X) DROWS8(X) X(8) X(9) X(10) X(11)
@@ -430,6 +432,8 @@ typedef void diffuse__conv_dkernel_fn(DKERNEL_ARGS);
     {                                                                       \
         DKERNEL_BODY(ROWS, DLOADN)                                          \
     }
+DKERNEL(dkernel1, DROWS1)
+DKERNEL(dkernel2, DROWS2)
 DKERNEL(dkernel4, DROWS4)
 DKERNEL(dkernel8, DROWS8)
 DKERNEL(dkernel12, DROWS12)
@@ -441,8 +445,12 @@ static void dkernel(DKERNEL_ARGS)
     diffuse__conv_dkernel_fn *const k4[3] = {dkernel4_1, dkernel4_2, dkernel4_n};
     diffuse__conv_dkernel_fn *const k8[3] = {dkernel8_1, dkernel8_2, dkernel8_n};
     diffuse__conv_dkernel_fn *const k12[3] = {dkernel12_1, dkernel12_2, dkernel12_n};
+    diffuse__conv_dkernel_fn *const k1[3] = {dkernel1_1, dkernel1_2, dkernel1_n};
+    diffuse__conv_dkernel_fn *const k2[3] = {dkernel2_1, dkernel2_2, dkernel2_n};
     const size_t v = rt->nrun < 3 ? rt->nrun - 1 : 2;
-    (mr <= 4 ? k4 : mr <= 8 ? k8 : k12)[v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2,
+    /* strips of 1 and 2 rows (a 1- or 2-channel output conv) by kernels of
+     * their height: the same steps per element, so the same bits */
+    (mr <= 1 ? k1 : mr <= 2 ? k2 : mr <= 4 ? k4 : mr <= 8 ? k8 : k12)[v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2,
                                            w1);
 }
 #endif
@@ -818,6 +826,108 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
             }
 }
 
+/* dW of a stride-1 conv with few output channels (Cout <= DWS_COUT, e.g.
+ * the 1-channel output conv), where dwg_kernel's 32-wide tiles would be
+ * mostly padding: the pixels as the vector lanes instead.  For input
+ * channel ci and output channels co .. co + NCO - 1 (NCO = 1 or 2), 9 NCO
+ * accumulators of 16 lanes: for each output row and chunk of 16 pixels,
+ * the 9 taps' input values are masked loads from x (lanes outside the
+ * image or past the row read as 0) and each meets dy[co] of the chunk in
+ * one FMA.  Lane L of a tap's accumulator sums the pixels ox = 16 j + L
+ * over the samples, the rows and the chunks j, in that order; at the end
+ * its 16 lanes are summed (_mm512_reduce_add_ps: a fixed tree) and added
+ * to dW.  The order depends on the shape alone; threads take disjoint
+ * channels ci. */
+#define DWS_COUT 8
+#define DWS_ACC(c, t) acc##c##_##t
+#define DWS_DECL(c) __m512 DWS_ACC(c, 0) = _mm512_setzero_ps(), DWS_ACC(c, 1) = _mm512_setzero_ps(), \
+    DWS_ACC(c, 2) = _mm512_setzero_ps(), DWS_ACC(c, 3) = _mm512_setzero_ps(),                      \
+    DWS_ACC(c, 4) = _mm512_setzero_ps(), DWS_ACC(c, 5) = _mm512_setzero_ps(),                      \
+    DWS_ACC(c, 6) = _mm512_setzero_ps(), DWS_ACC(c, 7) = _mm512_setzero_ps(),                      \
+    DWS_ACC(c, 8) = _mm512_setzero_ps();
+#define DWS_FMA(c, t, xv, dv) DWS_ACC(c, t) = _mm512_fmadd_ps(xv, dv, DWS_ACC(c, t));
+#define DWS_ROW0(c, dv) DWS_FMA(c, 0, xa, dv) DWS_FMA(c, 1, xb, dv) DWS_FMA(c, 2, xe, dv)
+#define DWS_ROW1(c, dv) DWS_FMA(c, 3, xa, dv) DWS_FMA(c, 4, xb, dv) DWS_FMA(c, 5, xe, dv)
+#define DWS_ROW2(c, dv) DWS_FMA(c, 6, xa, dv) DWS_FMA(c, 7, xb, dv) DWS_FMA(c, 8, xe, dv)
+#define DWS_OUT(c)                                                          \
+    {                                                                       \
+        float *d_ = dW + (co + (c)) * K + ci * 9;                           \
+        d_[0] += _mm512_reduce_add_ps(DWS_ACC(c, 0));                       \
+        d_[1] += _mm512_reduce_add_ps(DWS_ACC(c, 1));                       \
+        d_[2] += _mm512_reduce_add_ps(DWS_ACC(c, 2));                       \
+        d_[3] += _mm512_reduce_add_ps(DWS_ACC(c, 3));                       \
+        d_[4] += _mm512_reduce_add_ps(DWS_ACC(c, 4));                       \
+        d_[5] += _mm512_reduce_add_ps(DWS_ACC(c, 5));                       \
+        d_[6] += _mm512_reduce_add_ps(DWS_ACC(c, 6));                       \
+        d_[7] += _mm512_reduce_add_ps(DWS_ACC(c, 7));                       \
+        d_[8] += _mm512_reduce_add_ps(DWS_ACC(c, 8));                       \
+    }
+#define DWS_TAPROW(ky)                                                      \
+    {                                                                       \
+        const size_t iy_ = oy + ky - 1;                                     \
+        if (iy_ < H) {                                                      \
+            const float *xr_ = xc + iy_ * Wd + ox;                          \
+            const __m512 xa = _mm512_maskz_loadu_ps(m0, xr_ - 1);           \
+            const __m512 xb = _mm512_maskz_loadu_ps(m1, xr_);               \
+            const __m512 xe = _mm512_maskz_loadu_ps(m2, xr_ + 1);           \
+            DWS_ROW##ky(0, d0)                                              \
+            if (nco_ == 2) {                                                \
+                DWS_ROW##ky(1, d1)                                          \
+            }                                                               \
+        }                                                                   \
+    }
+#define DWS_KERNEL(name, NCO)                                               \
+    __attribute__((target("avx512f"))) static void name(                   \
+        const struct geo *g, size_t B, const float *dy, size_t Cout, float *dW, size_t ci, \
+        size_t co)                                                          \
+    {                                                                       \
+        const size_t H = g->H, Wd = g->W, P = g->P, K = g->C * 9;           \
+        const int nco_ = NCO;                                               \
+        DWS_DECL(0)                                                         \
+        DWS_DECL(1)                                                         \
+        for (size_t b = 0; b < B; b++) {                                    \
+            const float *xc = g->x + b * g->chw + ci * H * Wd;              \
+            const float *y0 = dy + (b * Cout + co) * P;                     \
+            const float *y1 = y0 + (NCO == 2 ? P : 0);                      \
+            for (size_t oy = 0; oy < H; oy++)                               \
+                for (size_t ox = 0; ox < Wd; ox += 16) {                    \
+                    const size_t n_ = Wd - ox < 16 ? Wd - ox : 16;          \
+                    const __mmask16 m1 = (__mmask16)((1u << n_) - 1u);      \
+                    /* kx = 0 reads ox - 1: not at ox = 0; kx = 2 reads     \
+                     * ox + 1: not at ox = Wd - 1 */                        \
+                    const __mmask16 m0 = ox == 0 ? (__mmask16)(m1 & ~1u) : m1; \
+                    const __mmask16 m2 =                                    \
+                        ox + n_ == Wd ? (__mmask16)(m1 & ~(1u << (n_ - 1))) : m1; \
+                    const __m512 d0 = _mm512_maskz_loadu_ps(m1, y0 + oy * Wd + ox); \
+                    const __m512 d1 = _mm512_maskz_loadu_ps(m1, y1 + oy * Wd + ox); \
+                    (void)d1;                                               \
+                    DWS_TAPROW(0)                                           \
+                    DWS_TAPROW(1)                                           \
+                    DWS_TAPROW(2)                                           \
+                }                                                           \
+        }                                                                   \
+        DWS_OUT(0)                                                          \
+        if (nco_ == 2) {                                                     \
+            DWS_OUT(1)                                                      \
+        }                                                                   \
+    }
+DWS_KERNEL(dws_kernel1, 1)
+DWS_KERNEL(dws_kernel2, 2)
+
+/* Channels ci0 .. ci1 - 1 of dW by dws_kernel, the output channels in
+ * pairs. */
+static void dws_channels(const struct geo *g, size_t B, const float *dy, size_t Cout, float *dW,
+                         size_t ci0, size_t ci1)
+{
+    for (size_t ci = ci0; ci < ci1; ci++)
+        for (size_t co = 0; co < Cout; co += 2) {
+            if (co + 1 < Cout)
+                dws_kernel2(g, B, dy, Cout, dW, ci, co);
+            else
+                dws_kernel1(g, B, dy, Cout, dW, ci, co);
+        }
+}
+
 /* The whole dW pass by dw_channels, the channels split among the
  * threads.  0 when a thread's buffers do not fit its slot (the caller then
  * runs the GEMM path). */
@@ -829,6 +939,21 @@ static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g,
     int parts = 1;
     if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
         parts = Cin < (size_t)nth ? (int)Cin : nth;
+    if (Cout <= DWS_COUT) {
+        if (parts > 1) {
+            const int team = nth;
+            (void)team;
+            DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+            for (int t = 0; t < parts; t++)
+                dws_channels(g, B, dy, Cout, dW, (size_t)t * Cin / (size_t)parts,
+                             (size_t)(t + 1) * Cin / (size_t)parts);
+            return 1;
+        }
+        dws_channels(g, B, dy, Cout, dW, 0, Cin);
+        return 1;
+    }
+    (void)v;
+    (void)slots;
     if (dw_floats((Cin + (size_t)parts - 1) / (size_t)parts, Cout, g->H, g->W) > SLOT_B)
         return 0;
     if (parts > 1) {

@@ -64,7 +64,7 @@ DIFFUSE_LAYER_DECLS(double, _d)
 
 static unsigned long long base_seed = 0x6c61796572735eedULL, test_seed, rng_state;
 
-static void *allocs[512];
+static void *allocs[1024];
 static int n_allocs;
 
 #define RUN_SEEDED(fn)                                                        \
@@ -752,8 +752,11 @@ static void test_linear_fused_bitwise(void)
  * multiples of the 12-row strips (strips of 1, 2, 5 rows); a K block
  * starting inside a channel (Cin 43: two blocks of 194 = 21 * 9 + 5);
  * several column blocks; B = 1 .. 3; stride 2 beside; dW by its own
- * kernel (taps as rows, output channels padded to 32, bands of rows) with
- * its channels split among the threads.  Each output against
+ * kernel (taps as rows, output channels padded to 32, bands of rows) or,
+ * for Cout <= 8 (Cout 1, 2, 3, 5, 7 here), by the pixel-lane kernel (odd
+ * widths, rows shorter than 16), with its channels split among the
+ * threads; Cin = 1 and Cout = 1 (the nets' first and last convs).  Each
+ * output against
  * the double reference (errors scaled as in test_conv_float), y and dx
  * bit for bit against the packed path, and every output bit for bit at
  * 1, 2 and 3 threads. */
@@ -766,7 +769,9 @@ static void test_conv_direct(void)
                                     {2, 26, 9, 9, 14, 1},  {1, 2, 1, 40, 3, 1},
                                     {3, 2, 3, 2, 25, 1},   {2, 16, 20, 28, 24, 1},
                                     {2, 6, 13, 7, 14, 2},
-                                    {3, 13, 28, 28, 2, 2}};
+                                    {3, 13, 28, 28, 2, 2}, {2, 5, 28, 28, 1, 1},
+                                    {3, 32, 7, 9, 1, 1},   {2, 1, 14, 14, 32, 1},
+                                    {2, 1, 5, 17, 1, 1}};
     const int old = diffuse__conv3x3_direct(1);
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         conv_ctx c = conv_setup(cfg[k]), a;
