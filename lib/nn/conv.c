@@ -71,6 +71,10 @@
 struct geo {
     const float *x;
     size_t C, H, W, s, Ho, Wo, P, chw;
+    /* the floats from one channel to the next: H W, or 4 P for a phase
+     * stack (ph = 1: see fwd_s2) */
+    size_t cs;
+    int ph;
 };
 
 /* A operand kinds (rows of op(A), M x K). */
@@ -180,6 +184,26 @@ struct runtab {
 _Static_assert(sizeof(struct runtab) <= (9 * 32 * 3 + 16) * sizeof(float),
                "SLOT_R counts a run table as 9 * 32 * 3 + 16 floats");
 
+/* Tap t = ky 3 + kx of g reads, for output pixel (oy, ox), the element
+ * base + (oy + dyo) W + ox + dxo of the channel (0 outside the image):
+ * base 0, dyo = ky - 1, dxo = kx - 1 for an image; for a phase stack the
+ * phase (py, px) (py = 0 for ky = 1, else 1; px likewise) at base
+ * (2 py + px) P, dyo = -1 for ky = 0, else 0 (dxo likewise). */
+static void tap_shift(const struct geo *g, size_t tap, ptrdiff_t *base, ptrdiff_t *dyo,
+                      ptrdiff_t *dxo)
+{
+    const size_t ky = tap / 3, kx = tap % 3;
+    if (!g->ph) {
+        *base = 0;
+        *dyo = (ptrdiff_t)ky - 1;
+        *dxo = (ptrdiff_t)kx - 1;
+        return;
+    }
+    *base = (ptrdiff_t)(((ky == 1 ? 0u : 2u) + (kx == 1 ? 0u : 1u)) * g->P);
+    *dyo = ky == 0 ? -1 : 0;
+    *dxo = kx == 0 ? -1 : 0;
+}
+
 static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab *rt)
 {
     const size_t Wd = g->W, H = g->H;
@@ -190,17 +214,21 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
         if (b != bcur) {
             /* a new segment: lane L holds pixel r + (L - j) of sample b */
             for (size_t tap = 0; tap < 9; tap++) {
-                const size_t ky = tap / 3, kx = tap % 3;
+                ptrdiff_t base, dyo, dxo;
+                tap_shift(g, tap, &base, &dyo, &dxo);
                 rt->mask[tap][nrun] = 0;
-                rt->off[tap][nrun] = (ptrdiff_t)(b * g->chw + r + kx) - 1 +
-                                     ((ptrdiff_t)ky - 1) * (ptrdiff_t)Wd - (ptrdiff_t)j;
+                rt->off[tap][nrun] = (ptrdiff_t)(b * g->chw + r) + base + dxo +
+                                     dyo * (ptrdiff_t)Wd - (ptrdiff_t)j;
             }
             bcur = b;
             nrun++;
         }
         for (size_t tap = 0; tap < 9; tap++) {
-            const size_t ky = tap / 3, kx = tap % 3, iy = oy + ky - 1;
-            const size_t olo = kx == 0 ? 1 : 0, ohi = kx == 2 ? Wd - 1 : Wd;
+            ptrdiff_t base, dyo, dxo;
+            tap_shift(g, tap, &base, &dyo, &dxo);
+            /* wraps to a huge value for oy + dyo < 0 */
+            const size_t iy = (size_t)((ptrdiff_t)oy + dyo);
+            const size_t olo = dxo < 0 ? 1 : 0, ohi = dxo > 0 ? Wd - 1 : Wd;
             const size_t lo = ox > olo ? ox : olo, hi = ox + len < ohi ? ox + len : ohi;
             if (iy < H && lo < hi)
                 rt->mask[tap][nrun - 1] |=
@@ -642,7 +670,7 @@ static void dtile(const struct cjob *jb, size_t kc, const float *a, size_t p0,
                   const struct runtab *rt, size_t i, size_t h, size_t j, size_t w, int mode,
                   int last, float *tbuf)
 {
-    const size_t seg = j / jb->cseg, off = j % jb->cseg, HW = jb->g.H * jb->g.W;
+    const size_t seg = j / jb->cseg, off = j % jb->cseg, HW = jb->g.cs;
     const float *bias = last ? jb->bias : NULL;
     float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
     if (off + w <= jb->cseg) {
@@ -723,11 +751,10 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
 /* Band height (output rows): about DWPIX pixels. */
 #define DWPIX 128
 
-__attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t Wd,
-                                                        const float *xp, const float *dT,
-                                                        float *acc)
+__attribute__((target("avx512f"), always_inline)) static inline void
+dwg_kernel_s(size_t nrows, size_t Wd, size_t ld, size_t s, const float *xp, const float *dT,
+             float *acc)
 {
-    const size_t ld = Wd + 2;
 #define DWG_DECL(t) __m512 a##t##_0 = _mm512_setzero_ps(), a##t##_1 = _mm512_setzero_ps();
 #define DWG_FMA(t, src)                                                     \
     {                                                                       \
@@ -742,18 +769,19 @@ __attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t W
     DWG_DECL(0) DWG_DECL(1) DWG_DECL(2) DWG_DECL(3) DWG_DECL(4) DWG_DECL(5) DWG_DECL(6)
     DWG_DECL(7) DWG_DECL(8)
     for (size_t r = 0; r < nrows; r++) {
-        const float *x0 = xp + r * ld, *x1 = x0 + ld, *x2 = x1 + ld;
+        const float *x0 = xp + r * s * ld, *x1 = x0 + ld, *x2 = x1 + ld;
         for (size_t ox = 0; ox < Wd; ox++) {
             const __m512 b0 = _mm512_loadu_ps(dT), b1 = _mm512_loadu_ps(dT + 16);
-            DWG_FMA(0, x0[ox])
-            DWG_FMA(1, x0[ox + 1])
-            DWG_FMA(2, x0[ox + 2])
-            DWG_FMA(3, x1[ox])
-            DWG_FMA(4, x1[ox + 1])
-            DWG_FMA(5, x1[ox + 2])
-            DWG_FMA(6, x2[ox])
-            DWG_FMA(7, x2[ox + 1])
-            DWG_FMA(8, x2[ox + 2])
+            const size_t o = ox * s;
+            DWG_FMA(0, x0[o])
+            DWG_FMA(1, x0[o + 1])
+            DWG_FMA(2, x0[o + 2])
+            DWG_FMA(3, x1[o])
+            DWG_FMA(4, x1[o + 1])
+            DWG_FMA(5, x1[o + 2])
+            DWG_FMA(6, x2[o])
+            DWG_FMA(7, x2[o + 1])
+            DWG_FMA(8, x2[o + 2])
             dT += 32;
         }
     }
@@ -764,20 +792,38 @@ __attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t W
 #undef DWG_OUT
 }
 
-/* Band height for a W-wide image of H rows. */
-static size_t dw_band(size_t H, size_t Wd)
+/* dwg_kernel_s for stride 1 and 2: nrows output rows of Wo pixels; xp the
+ * padded input rows from s * (first output row), ld floats apart. */
+__attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t Wo, size_t ld,
+                                                        size_t s, const float *xp,
+                                                        const float *dT, float *acc)
 {
-    const size_t r = DWPIX / Wd;
-    return r < 1 ? 1 : r > H ? H : r;
+    if (s == 1)
+        dwg_kernel_s(nrows, Wo, ld, 1, xp, dT, acc);
+    else
+        dwg_kernel_s(nrows, Wo, ld, 2, xp, dT, acc);
+}
+
+/* Band height (output rows) for an output of Ho rows of Wo pixels. */
+static size_t dw_band(size_t Ho, size_t Wo)
+{
+    const size_t r = DWPIX / Wo;
+    return r < 1 ? 1 : r > Ho ? Ho : r;
+}
+
+/* Padded input rows of a band of R output rows at stride s. */
+static size_t dw_band_in(size_t R, size_t s)
+{
+    return (R - 1) * s + 3;
 }
 
 /* Floats of one thread's buffers for channels ci0 .. ci0 + nc - 1:
- * acc [nc][9][Coutp], the padded band [nc][(R + 2) (W + 2)] and dyT
- * [R W][Coutp] (Coutp: Cout rounded up to 32). */
-static size_t dw_floats(size_t nc, size_t Cout, size_t H, size_t Wd)
+ * acc [nc][9][Coutp], the padded band [nc][((R - 1) s + 3) (W + 2)] and
+ * dyT [R Wo][Coutp] (Coutp: Cout rounded up to 32). */
+static size_t dw_floats(size_t nc, size_t Cout, const struct geo *g)
 {
-    const size_t R = dw_band(H, Wd), Coutp = (Cout + 31) / 32 * 32;
-    return nc * 9 * Coutp + nc * (R + 2) * (Wd + 2) + R * Wd * Coutp;
+    const size_t R = dw_band(g->Ho, g->Wo), Coutp = (Cout + 31) / 32 * 32;
+    return nc * 9 * Coutp + nc * dw_band_in(R, g->s) * (g->W + 2) + R * g->Wo * Coutp;
 }
 
 /* Channels ci0 .. ci1 - 1 of dW, with one slot's B area. */
@@ -786,21 +832,23 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
                         float *buf)
 {
     const size_t H = g->H, Wd = g->W, P = g->P, HW = H * Wd, K = g->C * 9, nc = ci1 - ci0;
-    const size_t R = dw_band(H, Wd), Coutp = (Cout + 31) / 32 * 32, ld = Wd + 2;
-    const size_t bandp = (R + 2) * ld;
+    const size_t s = g->s, Ho = g->Ho, Wo = g->Wo;
+    const size_t R = dw_band(Ho, Wo), Coutp = (Cout + 31) / 32 * 32, ld = Wd + 2;
+    const size_t bandp = dw_band_in(R, s) * ld;
     float *acc = buf, *xp = acc + nc * 9 * Coutp, *dT = xp + nc * bandp;
     memset(acc, 0, nc * 9 * Coutp * sizeof *acc);
     for (size_t b = 0; b < B; b++) {
         const float *xb = g->x + b * g->chw, *yb = dy + b * Cout * P;
-        for (size_t oy0 = 0; oy0 < H; oy0 += R) {
-            const size_t nr = min_sz(R, H - oy0), np = nr * Wd;
-            /* the band's input rows oy0 - 1 .. oy0 + nr with a zero border */
+        for (size_t oy0 = 0; oy0 < Ho; oy0 += R) {
+            const size_t nr = min_sz(R, Ho - oy0), np = nr * Wo, nin = dw_band_in(nr, s);
+            /* the band's input rows s oy0 - 1 .. s (oy0 + nr - 1) + 1 with a
+             * zero border (and zero rows past the image) */
             for (size_t c = 0; c < nc; c++) {
                 float *d = xp + c * bandp;
                 const float *src = xb + (ci0 + c) * HW;
-                for (size_t r = 0; r < nr + 2; r++) {
+                for (size_t r = 0; r < nin; r++) {
                     float *dr = d + r * ld;
-                    const size_t iy = oy0 + r - 1;
+                    const size_t iy = s * oy0 + r - 1;
                     if (iy >= H) {
                         memset(dr, 0, ld * sizeof *dr);
                         continue;
@@ -811,10 +859,11 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
                 }
             }
             /* dyT of the band, 32 output channels a panel */
-            v->pack_bt(yb, P, oy0 * Wd, np, 0, Cout, dT);
+            v->pack_bt(yb, P, oy0 * Wo, np, 0, Cout, dT);
             for (size_t q = 0; q < Coutp; q += 32)
                 for (size_t c = 0; c < nc; c++)
-                    dwg_kernel(nr, Wd, xp + c * bandp, dT + q * np, acc + c * 9 * Coutp + q * 9);
+                    dwg_kernel(nr, Wo, ld, s, xp + c * bandp, dT + q * np,
+                               acc + c * 9 * Coutp + q * 9);
         }
     }
     for (size_t c = 0; c < nc; c++)
@@ -939,7 +988,7 @@ static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g,
     int parts = 1;
     if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
         parts = Cin < (size_t)nth ? (int)Cin : nth;
-    if (Cout <= DWS_COUT) {
+    if (Cout <= DWS_COUT && g->s == 1) {
         if (parts > 1) {
             const int team = nth;
             (void)team;
@@ -954,7 +1003,7 @@ static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g,
     }
     (void)v;
     (void)slots;
-    if (dw_floats((Cin + (size_t)parts - 1) / (size_t)parts, Cout, g->H, g->W) > SLOT_B)
+    if (dw_floats((Cin + (size_t)parts - 1) / (size_t)parts, Cout, g) > SLOT_B)
         return 0;
     if (parts > 1) {
         const int team = nth;
@@ -1082,13 +1131,36 @@ static struct geo geo_of(const float *x, size_t C, size_t H, size_t W, size_t s)
     g.Wo = layer_conv_out_f(W, s);
     g.P = g.Ho * g.Wo;
     g.chw = C * H * W;
+    g.cs = H * W;
+    g.ph = 0;
     return g;
 }
 
-/* The column buffer of one thread in the stride-2 dx path (0 for stride 1). */
+/* Samples per group of the stride-2 forward's phase stacks: about S2_COLS
+ * output columns. */
+#define S2_COLS 256
+static size_t s2_group(size_t P)
+{
+    return P == 0 ? 1 : (S2_COLS + P - 1) / P;
+}
+
+/* The column buffer of one thread in the stride-2 passes (0 for stride 1):
+ * the dx path's column buffer, or the forward's phase stacks of a group of
+ * samples, the larger. */
 static size_t col_floats(size_t Cin, size_t H, size_t Wd, size_t s)
 {
-    return s == 1 ? 0 : layer_conv_col_len_f(Cin, H, Wd, (int)s);
+    size_t col, P, G;
+    if (s == 1)
+        return 0;
+    col = layer_conv_col_len_f(Cin, H, Wd, (int)s);
+    if (col == SIZE_MAX)
+        return col;
+    P = layer_conv_out_f(H, s) * layer_conv_out_f(Wd, s);
+    G = s2_group(P);
+    /* G P <= S2_COLS + P and Cin 4 P <= 4 col / 9: no overflow */
+    if (s == 2 && G * Cin * 4 * P > col)
+        col = (G * Cin * 4 * P + 15) / 16 * 16;
+    return col;
 }
 
 size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride, int nt)
@@ -1098,10 +1170,99 @@ size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride,
     if (stride < 1 || layer_conv_col_len_f(Cin, H, Wd, stride) == SIZE_MAX)
         return SIZE_MAX;
     col = col_floats(Cin, H, Wd, (size_t)stride);
+    if (col == SIZE_MAX)
+        return SIZE_MAX;
     if (col + SLOT > SIZE_MAX / sizeof(float) / n)
         return SIZE_MAX;
     return n * (col + SLOT);
 }
+
+#ifdef CONV_AVX512
+/* The stride-2 forward by the direct kernel.  A stride-2 3x3 conv reads
+ * x[2 oy + ky - 1][2 ox + kx - 1]: with the four phase images
+ * x_(py, px)[i][j] = x[2 i + py][2 j + px] (Ho x Wo, 0 past the image),
+ * tap (ky, kx) reads phase (ky != 1, kx != 1) at (oy - (ky == 0),
+ * ox - (kx == 0)): a stride-1 access, so the direct kernel reads it with
+ * the run tables of tap_shift.  The phases of a group of samples are
+ * stacked as ph[b][ci][2 py + px][Ho][Wo] in the thread's column buffer;
+ * each output element gets the same FMAs in the same order as on the
+ * packed path, so the same bits, whatever the groups and threads. */
+__attribute__((target("avx512f"))) static void s2_phases(const struct geo *g, size_t b0,
+                                                       size_t nb, float *ph)
+{
+    const size_t H = g->H, Wd = g->W, Ho = g->Ho, Wo = g->Wo, HW = H * Wd;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (size_t b = 0; b < nb; b++)
+        for (size_t ci = 0; ci < g->C; ci++) {
+            const float *xc = g->x + (b0 + b) * g->chw + ci * HW;
+            float *d = ph + (b * g->C + ci) * 4 * g->P;
+            /* row iy = 2 i + py: its even and odd columns, 16 at a time
+             * from 32 (masked loads: 0 past the row) */
+            for (size_t py = 0; py < 2; py++)
+                for (size_t i = 0; i < Ho; i++) {
+                    const size_t iy = 2 * i + py;
+                    float *d0 = d + (2 * py * Ho + i) * Wo, *d1 = d0 + Ho * Wo;
+                    if (iy >= H) {
+                        memset(d0, 0, Wo * sizeof *d0);
+                        memset(d1, 0, Wo * sizeof *d1);
+                        continue;
+                    }
+                    const float *xr = xc + iy * Wd;
+                    for (size_t j = 0; j < Wo; j += 16) {
+                        const size_t nin = min_sz(Wd - 2 * j, 32), nout = min_sz(Wo - j, 16);
+                        const uint32_t mi = (uint32_t)(((uint64_t)1 << nin) - 1u);
+                        const __mmask16 mo = (__mmask16)((1u << nout) - 1u);
+                        const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(mi & 0xFFFFu), xr + 2 * j);
+                        const __m512 hi =
+                            _mm512_maskz_loadu_ps((__mmask16)(mi >> 16), xr + 2 * j + 16);
+                        _mm512_mask_storeu_ps(d0 + j, mo, _mm512_permutex2var_ps(lo, ev, hi));
+                        _mm512_mask_storeu_ps(d1 + j, mo, _mm512_permutex2var_ps(lo, od, hi));
+                    }
+                }
+        }
+}
+
+static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *ph, float *slot)
+{
+    const size_t G = s2_group(jb0->g.P);
+    for (size_t b = b0; b < b1; b += G) {
+        const size_t nb = min_sz(G, b1 - b);
+        struct cjob jb = *jb0;
+        s2_phases(&jb0->g, b, nb, ph);
+        jb.g.x = ph;
+        jb.g.H = jb.g.Ho;
+        jb.g.W = jb.g.Wo;
+        jb.g.chw = jb.g.C * 4 * jb.g.P;
+        jb.g.cs = 4 * jb.g.P;
+        jb.g.ph = 1;
+        jb.N = nb * jb.g.P;
+        jb.C = jb0->C + b * jb0->cstride;
+        job_part_direct(&jb, 0, jb.N, slot);
+    }
+}
+
+static void fwd_s2(const struct cjob *jb, size_t B, float *work, int nth)
+{
+    const size_t col = col_floats(jb->g.C, jb->g.H, jb->g.W, 2);
+    float *slots = work + (size_t)nth * col;
+    const double macs = (double)jb->M * (double)jb->K * (double)jb->N;
+    int parts = 1;
+    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+        parts = B < (size_t)nth ? (int)B : nth;
+    if (parts > 1) {
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            fwd_s2_samples(jb, (size_t)t * B / (size_t)parts, (size_t)(t + 1) * B / (size_t)parts,
+                           work + (size_t)t * col, slots + (size_t)t * SLOT);
+        return;
+    }
+    fwd_s2_samples(jb, 0, B, work, slots);
+}
+#endif
 
 void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, size_t Wd,
                                 const float *W, const float *bias, size_t Cout, int stride,
@@ -1140,6 +1301,12 @@ void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, 
     jb.cstride = Cout * jb.g.P;
     jb.mode = DIFFUSE__GEMM_SET;
     jb.bias = bias;
+#ifdef CONV_AVX512
+    if (s == 2 && jb.v == &diffuse__gemm_avx512 && atomic_load(&direct_on)) {
+        fwd_s2(&jb, B, work, nth);
+        return;
+    }
+#endif
     job_run(&jb, work + (size_t)nth * col_floats(Cin, H, Wd, s), nth);
 }
 
@@ -1209,7 +1376,7 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
     jb.v = diffuse__gemm_variant_now();
     jb.bias = NULL;
 #ifdef CONV_AVX512
-    if (dW != NULL && Cout > 0 && s == 1 && jb.v == &diffuse__gemm_avx512 &&
+    if (dW != NULL && Cout > 0 && s <= 2 && jb.v == &diffuse__gemm_avx512 &&
         atomic_load(&direct_on) &&
         dw_direct(jb.v, &jb.g, B, dy, Cout, dW, work + (size_t)nth * col_floats(Cin, H, Wd, s),
                   nth)) {
