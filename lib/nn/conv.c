@@ -74,13 +74,17 @@ struct geo {
     /* the floats from one channel to the next: H W, or 4 P for a phase
      * stack (ph = 1: see fwd_s2) */
     size_t cs;
+    /* 0: an image; 1: a phase stack (fwd_s2); 2: dy read for the phase
+     * (py, px) of a stride-2 dx (dx_s2), ntap taps (else 9) */
     int ph;
+    size_t py, px, ntap;
 };
 
 /* A operand kinds (rows of op(A), M x K). */
 #define A_W 0    /* A[i][k] = W[i * lda + k] */
 #define A_WFLIP 1 /* A[ci][co 9 + t] = W[(co acin + ci) 9 + 8 - t] */
 #define A_DY 2   /* A[co][(b, p)] = dy[b][co][p], dy with aM rows of aP */
+#define A_WS2 3  /* A[ci][co nt + t] = W[(co acin + ci) 9 + tap t of g's phase] */
 /* B operand kinds (op(B), K x N). */
 #define B_COL 0  /* op(B) = col of g */
 #define B_COLT 1 /* op(B) = col^T of g */
@@ -178,7 +182,7 @@ static void im2col_rows(const struct geo *g, size_t k0, size_t nk, size_t n0, si
 struct runtab {
     uint32_t mask[9][32];
     ptrdiff_t off[9][32];
-    size_t nrun;
+    size_t nrun, ntap;
 };
 
 _Static_assert(sizeof(struct runtab) <= (9 * 32 * 3 + 16) * sizeof(float),
@@ -192,6 +196,16 @@ _Static_assert(sizeof(struct runtab) <= (9 * 32 * 3 + 16) * sizeof(float),
 static void tap_shift(const struct geo *g, size_t tap, ptrdiff_t *base, ptrdiff_t *dyo,
                       ptrdiff_t *dxo)
 {
+    if (g->ph == 2) {
+        /* dx phase (py, px): taps ky in {1} (py = 0) or {0, 2} (py = 1),
+         * likewise kx, t = (ky index) (kx count) + (kx index); ky = 0
+         * reads dy at oy = i + 1, the others at i */
+        const size_t nkx = g->px ? 2 : 1, iy = tap / nkx, ix = tap % nkx;
+        *base = 0;
+        *dyo = g->py && iy == 0 ? 1 : 0;
+        *dxo = g->px && ix == 0 ? 1 : 0;
+        return;
+    }
     const size_t ky = tap / 3, kx = tap % 3;
     if (!g->ph) {
         *base = 0;
@@ -213,7 +227,7 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
         const size_t len = min_sz(Wd - ox, w - j);
         if (b != bcur) {
             /* a new segment: lane L holds pixel r + (L - j) of sample b */
-            for (size_t tap = 0; tap < 9; tap++) {
+            for (size_t tap = 0; tap < g->ntap; tap++) {
                 ptrdiff_t base, dyo, dxo;
                 tap_shift(g, tap, &base, &dyo, &dxo);
                 rt->mask[tap][nrun] = 0;
@@ -223,7 +237,7 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
             bcur = b;
             nrun++;
         }
-        for (size_t tap = 0; tap < 9; tap++) {
+        for (size_t tap = 0; tap < g->ntap; tap++) {
             ptrdiff_t base, dyo, dxo;
             tap_shift(g, tap, &base, &dyo, &dxo);
             /* wraps to a huge value for oy + dyo < 0 */
@@ -238,6 +252,7 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
         n += len;
     }
     rt->nrun = nrun;
+    rt->ntap = g->ntap;
 }
 
 /* Rows k0 .. k0 + nk - 1 of col over ngrp groups of 32 columns (run
@@ -336,14 +351,16 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
     _mm512_mask_storeu_ps((float *)cb2 + 16, mb1, x1);
 }
 
-/* The K loop: channel by channel from (ci, t) = (k0 / 9, k0 % 9); LOADB
- * sets b0, b1 for tap t from the channel base xc (a byte address). */
+/* The K loop: channel by channel from (ci, t) = (k0 / nt, k0 % nt), nt
+ * taps a channel (9, or fewer for a phase of dx_s2); LOADB sets b0, b1 for
+ * tap t from the channel base xc (a byte address). */
 #define DKERNEL_BODY(ROWS, LOADB)                                           \
     ROWS(DDECL)                                                             \
-    size_t t = k0 % 9, left = kc;                                           \
-    uintptr_t xc = (uintptr_t)x + (k0 / 9) * HW * sizeof(float);            \
+    const size_t nt_ = rt->ntap;                                            \
+    size_t t = k0 % nt_, left = kc;                                         \
+    uintptr_t xc = (uintptr_t)x + (k0 / nt_) * HW * sizeof(float);          \
     while (left > 0) {                                                      \
-        const size_t run_ = 9 - t < left ? 9 - t : left, tend = t + run_;   \
+        const size_t run_ = nt_ - t < left ? nt_ - t : left, tend = t + run_; \
         for (; t < tend; t++) {                                             \
             __m512 b0, b1;                                                  \
             LOADB                                                           \
@@ -351,7 +368,7 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
             a += MR_MAX;                                                    \
         }                                                                   \
         left -= run_;                                                       \
-        if (t == 9) {                                                       \
+        if (t == nt_) {                                                     \
             t = 0;                                                          \
             xc += HW * sizeof(float);                                       \
         }                                                                   \
@@ -641,6 +658,23 @@ static void pack_a_cols(const struct cjob *jb, size_t i, size_t h, size_t p0, si
             const float *src = jb->A + (i + r) * jb->lda + p0;
             for (size_t p = 0; p < kc; p++)
                 dst[p * MR_MAX + r] = src[p];
+        }
+        return;
+    }
+    if (jb->akind == A_WS2) {
+        const size_t nt = jb->g.ntap, nkx = jb->g.px ? 2 : 1;
+        size_t co = p0 / nt, t = p0 % nt;
+        for (size_t p = 0; p < kc; p++) {
+            /* tap t: ky = 1 (py = 0) or 0, 2; kx likewise */
+            const size_t iy = t / nkx, ix = t % nkx;
+            const size_t ky = jb->g.py ? 2 * iy : 1, kx = jb->g.px ? 2 * ix : 1;
+            const float *src = jb->A + (co * jb->acin + i) * 9 + ky * 3 + kx;
+            for (size_t r = 0; r < h; r++)
+                dst[p * MR_MAX + r] = src[r * 9];
+            if (++t == nt) {
+                t = 0;
+                co++;
+            }
         }
         return;
     }
@@ -1133,6 +1167,8 @@ static struct geo geo_of(const float *x, size_t C, size_t H, size_t W, size_t s)
     g.chw = C * H * W;
     g.cs = H * W;
     g.ph = 0;
+    g.py = g.px = 0;
+    g.ntap = 9;
     return g;
 }
 
@@ -1347,6 +1383,110 @@ static void dx_by_sample(const struct geo *g, size_t B, const float *W, size_t C
     dx_samples(g, 0, B, W, Cout, dy, dx, work, slots);
 }
 
+#ifdef CONV_AVX512
+/* dx of a stride-2 conv by the direct kernel, phase by phase: dx at
+ * (2 i + py, 2 j + px) = sum over co and the taps (ky, kx) with ky = 1
+ * (py = 0) or ky in {0, 2} (py = 1), likewise kx, of W[co][ci][ky][kx]
+ * dy[co][i + (ky == 0)][j + (kx == 0)] (0 past dy's edge): for each phase
+ * a stride-1 product whose B operand is read from dy with shifts 0 or 1
+ * (tap_shift, ph = 2) and whose A is W's taps of that phase (A_WS2).  The
+ * four phases of a group of samples go to a phase stack
+ * ph[b][ci][2 py + px][Ho][Wo] in the thread's column buffer and are then
+ * interleaved into dx.  Each dx element is one sum over (co, tap) in that
+ * order, FMA by FMA; the order does not depend on the groups or threads. */
+__attribute__((target("avx512f"))) static void s2_unphase(const float *ph, size_t nb, size_t C,
+                                                        size_t H, size_t Wd, size_t Ho,
+                                                        size_t Wo, float *dx)
+{
+    const __m512i lo_i = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                           23);
+    const __m512i hi_i = _mm512_add_epi32(lo_i, _mm512_set1_epi32(8));
+    const size_t P = Ho * Wo;
+    for (size_t bc = 0; bc < nb * C; bc++) {
+        const float *src = ph + bc * 4 * P;
+        float *d = dx + bc * H * Wd;
+        for (size_t iy = 0; iy < H; iy++) {
+            const size_t py = iy % 2, i = iy / 2;
+            const float *e = src + (2 * py * Ho + i) * Wo, *o = e + P;
+            float *dr = d + iy * Wd;
+            for (size_t j = 0; j < Wo; j += 16) {
+                const size_t nout = min_sz(Wd - 2 * j, 32);
+                const uint32_t mo = (uint32_t)(((uint64_t)1 << nout) - 1u);
+                const __mmask16 mi = (__mmask16)((1u << min_sz(Wo - j, 16)) - 1u);
+                const __m512 ev = _mm512_maskz_loadu_ps(mi, e + j);
+                const __m512 ov = _mm512_maskz_loadu_ps(mi, o + j);
+                _mm512_mask_storeu_ps(dr + 2 * j, (__mmask16)(mo & 0xFFFFu),
+                                      _mm512_permutex2var_ps(ev, lo_i, ov));
+                _mm512_mask_storeu_ps(dr + 2 * j + 16, (__mmask16)(mo >> 16),
+                                      _mm512_permutex2var_ps(ev, hi_i, ov));
+            }
+        }
+    }
+}
+
+/* dx of samples b0 .. b1 - 1 (Cout x Ho x Wo outputs dy) in groups, with
+ * one phase-stack buffer and one slot. */
+static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, size_t Wd,
+                          const float *dy, size_t b0, size_t b1, float *ph, float *dx,
+                          float *slot)
+{
+    const size_t Ho = layer_conv_out_f(H, 2), Wo = layer_conv_out_f(Wd, 2), P = Ho * Wo;
+    const size_t G = s2_group(P);
+    for (size_t b = b0; b < b1; b += G) {
+        const size_t nb = min_sz(G, b1 - b);
+        for (size_t q = 0; q < 4; q++) {
+            struct cjob jb;
+            jb.v = &diffuse__gemm_avx512;
+            jb.g = geo_of(dy + b * Cout * P, Cout, Ho, Wo, 1);
+            jb.g.ph = 2;
+            jb.g.py = q / 2;
+            jb.g.px = q % 2;
+            jb.g.ntap = (jb.g.py ? 2u : 1u) * (jb.g.px ? 2u : 1u);
+            jb.M = Cin;
+            jb.N = nb * P;
+            jb.K = Cout * jb.g.ntap;
+            jb.akind = A_WS2;
+            jb.A = W;
+            jb.lda = 0;
+            jb.acin = Cin;
+            jb.aP = jb.aM = 0;
+            jb.bkind = B_COL;
+            jb.C = ph + q * P;
+            jb.ldc = 4 * P;
+            jb.cseg = P;
+            jb.cstride = Cin * 4 * P;
+            jb.mode = DIFFUSE__GEMM_SET;
+            jb.bias = NULL;
+            job_part_direct(&jb, 0, jb.N, slot);
+        }
+        s2_unphase(ph, nb, Cin, H, Wd, Ho, Wo, dx + b * Cin * H * Wd);
+    }
+}
+
+static void dx_s2(const float *W, size_t B, size_t Cin, size_t Cout, size_t H, size_t Wd,
+                  const float *dy, float *dx, float *work, int nth)
+{
+    const size_t col = col_floats(Cin, H, Wd, 2);
+    float *slots = work + (size_t)nth * col;
+    const double macs = (double)Cout * (double)Cin * 9.0 * (double)layer_conv_out_f(H, 2) *
+                        (double)layer_conv_out_f(Wd, 2) * (double)B;
+    int parts = 1;
+    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+        parts = B < (size_t)nth ? (int)B : nth;
+    if (parts > 1) {
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            dx_s2_samples(W, Cin, Cout, H, Wd, dy, (size_t)t * B / (size_t)parts,
+                          (size_t)(t + 1) * B / (size_t)parts, work + (size_t)t * col, dx,
+                          slots + (size_t)t * SLOT);
+        return;
+    }
+    dx_s2_samples(W, Cin, Cout, H, Wd, dy, 0, B, work, dx, slots);
+}
+#endif
+
 void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H, size_t Wd,
                                  const float *W, size_t Cout, int stride, const float *dy,
                                  float *dx, float *dW, float *db, float *work, int nt)
@@ -1408,6 +1548,12 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
         return;
     }
     if (s != 1) {
+#ifdef CONV_AVX512
+        if (s == 2 && jb.v == &diffuse__gemm_avx512 && atomic_load(&direct_on)) {
+            dx_s2(W, B, Cin, Cout, H, Wd, dy, dx, work, nth);
+            return;
+        }
+#endif
         dx_by_sample(&jb.g, B, W, Cout, dy, dx, work, nth);
         return;
     }
