@@ -357,8 +357,9 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
 #define DKERNEL_BODY(ROWS, LOADB)                                           \
     ROWS(DDECL)                                                             \
     const size_t nt_ = rt->ntap;                                            \
-    size_t t = k0 % nt_, left = kc;                                         \
-    uintptr_t xc = (uintptr_t)x + (k0 / nt_) * HW * sizeof(float);          \
+    /* (9: constant divisions, for the short K of small convs) */           \
+    size_t t = nt_ == 9 ? k0 % 9 : k0 % nt_, left = kc;                     \
+    uintptr_t xc = (uintptr_t)x + (nt_ == 9 ? k0 / 9 : k0 / nt_) * HW * sizeof(float); \
     while (left > 0) {                                                      \
         const size_t run_ = nt_ - t < left ? nt_ - t : left, tend = t + run_; \
         for (; t < tend; t++) {                                             \
