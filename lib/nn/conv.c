@@ -71,12 +71,20 @@
 struct geo {
     const float *x;
     size_t C, H, W, s, Ho, Wo, P, chw;
+    /* the floats from one channel to the next: H W, or 4 P for a phase
+     * stack (ph = 1: see fwd_s2) */
+    size_t cs;
+    /* 0: an image; 1: a phase stack (fwd_s2); 2: dy read for the phase
+     * (py, px) of a stride-2 dx (dx_s2), ntap taps (else 9) */
+    int ph;
+    size_t py, px, ntap;
 };
 
 /* A operand kinds (rows of op(A), M x K). */
 #define A_W 0    /* A[i][k] = W[i * lda + k] */
 #define A_WFLIP 1 /* A[ci][co 9 + t] = W[(co acin + ci) 9 + 8 - t] */
 #define A_DY 2   /* A[co][(b, p)] = dy[b][co][p], dy with aM rows of aP */
+#define A_WS2 3  /* A[ci][co nt + t] = W[(co acin + ci) 9 + tap t of g's phase] */
 /* B operand kinds (op(B), K x N). */
 #define B_COL 0  /* op(B) = col of g */
 #define B_COLT 1 /* op(B) = col^T of g */
@@ -174,11 +182,41 @@ static void im2col_rows(const struct geo *g, size_t k0, size_t nk, size_t n0, si
 struct runtab {
     uint32_t mask[9][32];
     ptrdiff_t off[9][32];
-    size_t nrun;
+    size_t nrun, ntap;
 };
 
 _Static_assert(sizeof(struct runtab) <= (9 * 32 * 3 + 16) * sizeof(float),
                "SLOT_R counts a run table as 9 * 32 * 3 + 16 floats");
+
+/* Tap t = ky 3 + kx of g reads, for output pixel (oy, ox), the element
+ * base + (oy + dyo) W + ox + dxo of the channel (0 outside the image):
+ * base 0, dyo = ky - 1, dxo = kx - 1 for an image; for a phase stack the
+ * phase (py, px) (py = 0 for ky = 1, else 1; px likewise) at base
+ * (2 py + px) P, dyo = -1 for ky = 0, else 0 (dxo likewise). */
+static void tap_shift(const struct geo *g, size_t tap, ptrdiff_t *base, ptrdiff_t *dyo,
+                      ptrdiff_t *dxo)
+{
+    if (g->ph == 2) {
+        /* dx phase (py, px): taps ky in {1} (py = 0) or {0, 2} (py = 1),
+         * likewise kx, t = (ky index) (kx count) + (kx index); ky = 0
+         * reads dy at oy = i + 1, the others at i */
+        const size_t nkx = g->px ? 2 : 1, iy = tap / nkx, ix = tap % nkx;
+        *base = 0;
+        *dyo = g->py && iy == 0 ? 1 : 0;
+        *dxo = g->px && ix == 0 ? 1 : 0;
+        return;
+    }
+    const size_t ky = tap / 3, kx = tap % 3;
+    if (!g->ph) {
+        *base = 0;
+        *dyo = (ptrdiff_t)ky - 1;
+        *dxo = (ptrdiff_t)kx - 1;
+        return;
+    }
+    *base = (ptrdiff_t)(((ky == 1 ? 0u : 2u) + (kx == 1 ? 0u : 1u)) * g->P);
+    *dyo = ky == 0 ? -1 : 0;
+    *dxo = kx == 0 ? -1 : 0;
+}
 
 static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab *rt)
 {
@@ -189,18 +227,22 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
         const size_t len = min_sz(Wd - ox, w - j);
         if (b != bcur) {
             /* a new segment: lane L holds pixel r + (L - j) of sample b */
-            for (size_t tap = 0; tap < 9; tap++) {
-                const size_t ky = tap / 3, kx = tap % 3;
+            for (size_t tap = 0; tap < g->ntap; tap++) {
+                ptrdiff_t base, dyo, dxo;
+                tap_shift(g, tap, &base, &dyo, &dxo);
                 rt->mask[tap][nrun] = 0;
-                rt->off[tap][nrun] = (ptrdiff_t)(b * g->chw + r + kx) - 1 +
-                                     ((ptrdiff_t)ky - 1) * (ptrdiff_t)Wd - (ptrdiff_t)j;
+                rt->off[tap][nrun] = (ptrdiff_t)(b * g->chw + r) + base + dxo +
+                                     dyo * (ptrdiff_t)Wd - (ptrdiff_t)j;
             }
             bcur = b;
             nrun++;
         }
-        for (size_t tap = 0; tap < 9; tap++) {
-            const size_t ky = tap / 3, kx = tap % 3, iy = oy + ky - 1;
-            const size_t olo = kx == 0 ? 1 : 0, ohi = kx == 2 ? Wd - 1 : Wd;
+        for (size_t tap = 0; tap < g->ntap; tap++) {
+            ptrdiff_t base, dyo, dxo;
+            tap_shift(g, tap, &base, &dyo, &dxo);
+            /* wraps to a huge value for oy + dyo < 0 */
+            const size_t iy = (size_t)((ptrdiff_t)oy + dyo);
+            const size_t olo = dxo < 0 ? 1 : 0, ohi = dxo > 0 ? Wd - 1 : Wd;
             const size_t lo = ox > olo ? ox : olo, hi = ox + len < ohi ? ox + len : ohi;
             if (iy < H && lo < hi)
                 rt->mask[tap][nrun - 1] |=
@@ -210,6 +252,7 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
         n += len;
     }
     rt->nrun = nrun;
+    rt->ntap = g->ntap;
 }
 
 /* Rows k0 .. k0 + nk - 1 of col over ngrp groups of 32 columns (run
@@ -308,14 +351,17 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
     _mm512_mask_storeu_ps((float *)cb2 + 16, mb1, x1);
 }
 
-/* The K loop: channel by channel from (ci, t) = (k0 / 9, k0 % 9); LOADB
- * sets b0, b1 for tap t from the channel base xc (a byte address). */
+/* The K loop: channel by channel from (ci, t) = (k0 / nt, k0 % nt), nt
+ * taps a channel (9, or fewer for a phase of dx_s2); LOADB sets b0, b1 for
+ * tap t from the channel base xc (a byte address). */
 #define DKERNEL_BODY(ROWS, LOADB)                                           \
     ROWS(DDECL)                                                             \
-    size_t t = k0 % 9, left = kc;                                           \
-    uintptr_t xc = (uintptr_t)x + (k0 / 9) * HW * sizeof(float);            \
+    const size_t nt_ = rt->ntap;                                            \
+    /* (9: constant divisions, for the short K of small convs) */           \
+    size_t t = nt_ == 9 ? k0 % 9 : k0 % nt_, left = kc;                     \
+    uintptr_t xc = (uintptr_t)x + (nt_ == 9 ? k0 / 9 : k0 / nt_) * HW * sizeof(float); \
     while (left > 0) {                                                      \
-        const size_t run_ = 9 - t < left ? 9 - t : left, tend = t + run_;   \
+        const size_t run_ = nt_ - t < left ? nt_ - t : left, tend = t + run_; \
         for (; t < tend; t++) {                                             \
             __m512 b0, b1;                                                  \
             LOADB                                                           \
@@ -323,7 +369,7 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
             a += MR_MAX;                                                    \
         }                                                                   \
         left -= run_;                                                       \
-        if (t == 9) {                                                       \
+        if (t == nt_) {                                                     \
             t = 0;                                                          \
             xc += HW * sizeof(float);                                       \
         }                                                                   \
@@ -411,6 +457,8 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
 
 typedef void diffuse__conv_dkernel_fn(DKERNEL_ARGS);
 
+#define DROWS1(X) X(0)
+#define DROWS2(X) X(0) X(1)
 #define DROWS4(X) X(0) X(1) X(2) X(3)
 #define DROWS8(X) DROWS4(X) X(4) X(5) X(6) X(7)
 #define DROWS12(X) DROWS8(X) X(8) X(9) X(10) X(11)
@@ -430,6 +478,8 @@ typedef void diffuse__conv_dkernel_fn(DKERNEL_ARGS);
     {                                                                       \
         DKERNEL_BODY(ROWS, DLOADN)                                          \
     }
+DKERNEL(dkernel1, DROWS1)
+DKERNEL(dkernel2, DROWS2)
 DKERNEL(dkernel4, DROWS4)
 DKERNEL(dkernel8, DROWS8)
 DKERNEL(dkernel12, DROWS12)
@@ -441,8 +491,12 @@ static void dkernel(DKERNEL_ARGS)
     diffuse__conv_dkernel_fn *const k4[3] = {dkernel4_1, dkernel4_2, dkernel4_n};
     diffuse__conv_dkernel_fn *const k8[3] = {dkernel8_1, dkernel8_2, dkernel8_n};
     diffuse__conv_dkernel_fn *const k12[3] = {dkernel12_1, dkernel12_2, dkernel12_n};
+    diffuse__conv_dkernel_fn *const k1[3] = {dkernel1_1, dkernel1_2, dkernel1_n};
+    diffuse__conv_dkernel_fn *const k2[3] = {dkernel2_1, dkernel2_2, dkernel2_n};
     const size_t v = rt->nrun < 3 ? rt->nrun - 1 : 2;
-    (mr <= 4 ? k4 : mr <= 8 ? k8 : k12)[v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2,
+    /* strips of 1 and 2 rows (a 1- or 2-channel output conv) by kernels of
+     * their height: the same steps per element, so the same bits */
+    (mr <= 1 ? k1 : mr <= 2 ? k2 : mr <= 4 ? k4 : mr <= 8 ? k8 : k12)[v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2,
                                            w1);
 }
 #endif
@@ -608,6 +662,23 @@ static void pack_a_cols(const struct cjob *jb, size_t i, size_t h, size_t p0, si
         }
         return;
     }
+    if (jb->akind == A_WS2) {
+        const size_t nt = jb->g.ntap, nkx = jb->g.px ? 2 : 1;
+        size_t co = p0 / nt, t = p0 % nt;
+        for (size_t p = 0; p < kc; p++) {
+            /* tap t: ky = 1 (py = 0) or 0, 2; kx likewise */
+            const size_t iy = t / nkx, ix = t % nkx;
+            const size_t ky = jb->g.py ? 2 * iy : 1, kx = jb->g.px ? 2 * ix : 1;
+            const float *src = jb->A + (co * jb->acin + i) * 9 + ky * 3 + kx;
+            for (size_t r = 0; r < h; r++)
+                dst[p * MR_MAX + r] = src[r * 9];
+            if (++t == nt) {
+                t = 0;
+                co++;
+            }
+        }
+        return;
+    }
     /* A_WFLIP: A[ci][co 9 + t] = W[(co acin + ci) 9 + 8 - t] */
     size_t co = p0 / 9, t = p0 % 9;
     for (size_t p = 0; p < kc; p++) {
@@ -634,7 +705,7 @@ static void dtile(const struct cjob *jb, size_t kc, const float *a, size_t p0,
                   const struct runtab *rt, size_t i, size_t h, size_t j, size_t w, int mode,
                   int last, float *tbuf)
 {
-    const size_t seg = j / jb->cseg, off = j % jb->cseg, HW = jb->g.H * jb->g.W;
+    const size_t seg = j / jb->cseg, off = j % jb->cseg, HW = jb->g.cs;
     const float *bias = last ? jb->bias : NULL;
     float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
     if (off + w <= jb->cseg) {
@@ -715,11 +786,10 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
 /* Band height (output rows): about DWPIX pixels. */
 #define DWPIX 128
 
-__attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t Wd,
-                                                        const float *xp, const float *dT,
-                                                        float *acc)
+__attribute__((target("avx512f"), always_inline)) static inline void
+dwg_kernel_s(size_t nrows, size_t Wd, size_t ld, size_t s, const float *xp, const float *dT,
+             float *acc)
 {
-    const size_t ld = Wd + 2;
 #define DWG_DECL(t) __m512 a##t##_0 = _mm512_setzero_ps(), a##t##_1 = _mm512_setzero_ps();
 #define DWG_FMA(t, src)                                                     \
     {                                                                       \
@@ -734,18 +804,19 @@ __attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t W
     DWG_DECL(0) DWG_DECL(1) DWG_DECL(2) DWG_DECL(3) DWG_DECL(4) DWG_DECL(5) DWG_DECL(6)
     DWG_DECL(7) DWG_DECL(8)
     for (size_t r = 0; r < nrows; r++) {
-        const float *x0 = xp + r * ld, *x1 = x0 + ld, *x2 = x1 + ld;
+        const float *x0 = xp + r * s * ld, *x1 = x0 + ld, *x2 = x1 + ld;
         for (size_t ox = 0; ox < Wd; ox++) {
             const __m512 b0 = _mm512_loadu_ps(dT), b1 = _mm512_loadu_ps(dT + 16);
-            DWG_FMA(0, x0[ox])
-            DWG_FMA(1, x0[ox + 1])
-            DWG_FMA(2, x0[ox + 2])
-            DWG_FMA(3, x1[ox])
-            DWG_FMA(4, x1[ox + 1])
-            DWG_FMA(5, x1[ox + 2])
-            DWG_FMA(6, x2[ox])
-            DWG_FMA(7, x2[ox + 1])
-            DWG_FMA(8, x2[ox + 2])
+            const size_t o = ox * s;
+            DWG_FMA(0, x0[o])
+            DWG_FMA(1, x0[o + 1])
+            DWG_FMA(2, x0[o + 2])
+            DWG_FMA(3, x1[o])
+            DWG_FMA(4, x1[o + 1])
+            DWG_FMA(5, x1[o + 2])
+            DWG_FMA(6, x2[o])
+            DWG_FMA(7, x2[o + 1])
+            DWG_FMA(8, x2[o + 2])
             dT += 32;
         }
     }
@@ -756,20 +827,38 @@ __attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t W
 #undef DWG_OUT
 }
 
-/* Band height for a W-wide image of H rows. */
-static size_t dw_band(size_t H, size_t Wd)
+/* dwg_kernel_s for stride 1 and 2: nrows output rows of Wo pixels; xp the
+ * padded input rows from s * (first output row), ld floats apart. */
+__attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t Wo, size_t ld,
+                                                        size_t s, const float *xp,
+                                                        const float *dT, float *acc)
 {
-    const size_t r = DWPIX / Wd;
-    return r < 1 ? 1 : r > H ? H : r;
+    if (s == 1)
+        dwg_kernel_s(nrows, Wo, ld, 1, xp, dT, acc);
+    else
+        dwg_kernel_s(nrows, Wo, ld, 2, xp, dT, acc);
+}
+
+/* Band height (output rows) for an output of Ho rows of Wo pixels. */
+static size_t dw_band(size_t Ho, size_t Wo)
+{
+    const size_t r = DWPIX / Wo;
+    return r < 1 ? 1 : r > Ho ? Ho : r;
+}
+
+/* Padded input rows of a band of R output rows at stride s. */
+static size_t dw_band_in(size_t R, size_t s)
+{
+    return (R - 1) * s + 3;
 }
 
 /* Floats of one thread's buffers for channels ci0 .. ci0 + nc - 1:
- * acc [nc][9][Coutp], the padded band [nc][(R + 2) (W + 2)] and dyT
- * [R W][Coutp] (Coutp: Cout rounded up to 32). */
-static size_t dw_floats(size_t nc, size_t Cout, size_t H, size_t Wd)
+ * acc [nc][9][Coutp], the padded band [nc][((R - 1) s + 3) (W + 2)] and
+ * dyT [R Wo][Coutp] (Coutp: Cout rounded up to 32). */
+static size_t dw_floats(size_t nc, size_t Cout, const struct geo *g)
 {
-    const size_t R = dw_band(H, Wd), Coutp = (Cout + 31) / 32 * 32;
-    return nc * 9 * Coutp + nc * (R + 2) * (Wd + 2) + R * Wd * Coutp;
+    const size_t R = dw_band(g->Ho, g->Wo), Coutp = (Cout + 31) / 32 * 32;
+    return nc * 9 * Coutp + nc * dw_band_in(R, g->s) * (g->W + 2) + R * g->Wo * Coutp;
 }
 
 /* Channels ci0 .. ci1 - 1 of dW, with one slot's B area. */
@@ -778,21 +867,23 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
                         float *buf)
 {
     const size_t H = g->H, Wd = g->W, P = g->P, HW = H * Wd, K = g->C * 9, nc = ci1 - ci0;
-    const size_t R = dw_band(H, Wd), Coutp = (Cout + 31) / 32 * 32, ld = Wd + 2;
-    const size_t bandp = (R + 2) * ld;
+    const size_t s = g->s, Ho = g->Ho, Wo = g->Wo;
+    const size_t R = dw_band(Ho, Wo), Coutp = (Cout + 31) / 32 * 32, ld = Wd + 2;
+    const size_t bandp = dw_band_in(R, s) * ld;
     float *acc = buf, *xp = acc + nc * 9 * Coutp, *dT = xp + nc * bandp;
     memset(acc, 0, nc * 9 * Coutp * sizeof *acc);
     for (size_t b = 0; b < B; b++) {
         const float *xb = g->x + b * g->chw, *yb = dy + b * Cout * P;
-        for (size_t oy0 = 0; oy0 < H; oy0 += R) {
-            const size_t nr = min_sz(R, H - oy0), np = nr * Wd;
-            /* the band's input rows oy0 - 1 .. oy0 + nr with a zero border */
+        for (size_t oy0 = 0; oy0 < Ho; oy0 += R) {
+            const size_t nr = min_sz(R, Ho - oy0), np = nr * Wo, nin = dw_band_in(nr, s);
+            /* the band's input rows s oy0 - 1 .. s (oy0 + nr - 1) + 1 with a
+             * zero border (and zero rows past the image) */
             for (size_t c = 0; c < nc; c++) {
                 float *d = xp + c * bandp;
                 const float *src = xb + (ci0 + c) * HW;
-                for (size_t r = 0; r < nr + 2; r++) {
+                for (size_t r = 0; r < nin; r++) {
                     float *dr = d + r * ld;
-                    const size_t iy = oy0 + r - 1;
+                    const size_t iy = s * oy0 + r - 1;
                     if (iy >= H) {
                         memset(dr, 0, ld * sizeof *dr);
                         continue;
@@ -803,10 +894,11 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
                 }
             }
             /* dyT of the band, 32 output channels a panel */
-            v->pack_bt(yb, P, oy0 * Wd, np, 0, Cout, dT);
+            v->pack_bt(yb, P, oy0 * Wo, np, 0, Cout, dT);
             for (size_t q = 0; q < Coutp; q += 32)
                 for (size_t c = 0; c < nc; c++)
-                    dwg_kernel(nr, Wd, xp + c * bandp, dT + q * np, acc + c * 9 * Coutp + q * 9);
+                    dwg_kernel(nr, Wo, ld, s, xp + c * bandp, dT + q * np,
+                               acc + c * 9 * Coutp + q * 9);
         }
     }
     for (size_t c = 0; c < nc; c++)
@@ -816,6 +908,108 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
                 for (size_t j = 0; j < 32 && q + j < Cout; j++)
                     dW[(q + j) * K + (ci0 + c) * 9 + t] += a[j];
             }
+}
+
+/* dW of a stride-1 conv with few output channels (Cout <= DWS_COUT, e.g.
+ * the 1-channel output conv), where dwg_kernel's 32-wide tiles would be
+ * mostly padding: the pixels as the vector lanes instead.  For input
+ * channel ci and output channels co .. co + NCO - 1 (NCO = 1 or 2), 9 NCO
+ * accumulators of 16 lanes: for each output row and chunk of 16 pixels,
+ * the 9 taps' input values are masked loads from x (lanes outside the
+ * image or past the row read as 0) and each meets dy[co] of the chunk in
+ * one FMA.  Lane L of a tap's accumulator sums the pixels ox = 16 j + L
+ * over the samples, the rows and the chunks j, in that order; at the end
+ * its 16 lanes are summed (_mm512_reduce_add_ps: a fixed tree) and added
+ * to dW.  The order depends on the shape alone; threads take disjoint
+ * channels ci. */
+#define DWS_COUT 8
+#define DWS_ACC(c, t) acc##c##_##t
+#define DWS_DECL(c) __m512 DWS_ACC(c, 0) = _mm512_setzero_ps(), DWS_ACC(c, 1) = _mm512_setzero_ps(), \
+    DWS_ACC(c, 2) = _mm512_setzero_ps(), DWS_ACC(c, 3) = _mm512_setzero_ps(),                      \
+    DWS_ACC(c, 4) = _mm512_setzero_ps(), DWS_ACC(c, 5) = _mm512_setzero_ps(),                      \
+    DWS_ACC(c, 6) = _mm512_setzero_ps(), DWS_ACC(c, 7) = _mm512_setzero_ps(),                      \
+    DWS_ACC(c, 8) = _mm512_setzero_ps();
+#define DWS_FMA(c, t, xv, dv) DWS_ACC(c, t) = _mm512_fmadd_ps(xv, dv, DWS_ACC(c, t));
+#define DWS_ROW0(c, dv) DWS_FMA(c, 0, xa, dv) DWS_FMA(c, 1, xb, dv) DWS_FMA(c, 2, xe, dv)
+#define DWS_ROW1(c, dv) DWS_FMA(c, 3, xa, dv) DWS_FMA(c, 4, xb, dv) DWS_FMA(c, 5, xe, dv)
+#define DWS_ROW2(c, dv) DWS_FMA(c, 6, xa, dv) DWS_FMA(c, 7, xb, dv) DWS_FMA(c, 8, xe, dv)
+#define DWS_OUT(c)                                                          \
+    {                                                                       \
+        float *d_ = dW + (co + (c)) * K + ci * 9;                           \
+        d_[0] += _mm512_reduce_add_ps(DWS_ACC(c, 0));                       \
+        d_[1] += _mm512_reduce_add_ps(DWS_ACC(c, 1));                       \
+        d_[2] += _mm512_reduce_add_ps(DWS_ACC(c, 2));                       \
+        d_[3] += _mm512_reduce_add_ps(DWS_ACC(c, 3));                       \
+        d_[4] += _mm512_reduce_add_ps(DWS_ACC(c, 4));                       \
+        d_[5] += _mm512_reduce_add_ps(DWS_ACC(c, 5));                       \
+        d_[6] += _mm512_reduce_add_ps(DWS_ACC(c, 6));                       \
+        d_[7] += _mm512_reduce_add_ps(DWS_ACC(c, 7));                       \
+        d_[8] += _mm512_reduce_add_ps(DWS_ACC(c, 8));                       \
+    }
+#define DWS_TAPROW(ky)                                                      \
+    {                                                                       \
+        const size_t iy_ = oy + ky - 1;                                     \
+        if (iy_ < H) {                                                      \
+            const float *xr_ = xc + iy_ * Wd + ox;                          \
+            const __m512 xa = _mm512_maskz_loadu_ps(m0, xr_ - 1);           \
+            const __m512 xb = _mm512_maskz_loadu_ps(m1, xr_);               \
+            const __m512 xe = _mm512_maskz_loadu_ps(m2, xr_ + 1);           \
+            DWS_ROW##ky(0, d0)                                              \
+            if (nco_ == 2) {                                                \
+                DWS_ROW##ky(1, d1)                                          \
+            }                                                               \
+        }                                                                   \
+    }
+#define DWS_KERNEL(name, NCO)                                               \
+    __attribute__((target("avx512f"))) static void name(                   \
+        const struct geo *g, size_t B, const float *dy, size_t Cout, float *dW, size_t ci, \
+        size_t co)                                                          \
+    {                                                                       \
+        const size_t H = g->H, Wd = g->W, P = g->P, K = g->C * 9;           \
+        const int nco_ = NCO;                                               \
+        DWS_DECL(0)                                                         \
+        DWS_DECL(1)                                                         \
+        for (size_t b = 0; b < B; b++) {                                    \
+            const float *xc = g->x + b * g->chw + ci * H * Wd;              \
+            const float *y0 = dy + (b * Cout + co) * P;                     \
+            const float *y1 = y0 + (NCO == 2 ? P : 0);                      \
+            for (size_t oy = 0; oy < H; oy++)                               \
+                for (size_t ox = 0; ox < Wd; ox += 16) {                    \
+                    const size_t n_ = Wd - ox < 16 ? Wd - ox : 16;          \
+                    const __mmask16 m1 = (__mmask16)((1u << n_) - 1u);      \
+                    /* kx = 0 reads ox - 1: not at ox = 0; kx = 2 reads     \
+                     * ox + 1: not at ox = Wd - 1 */                        \
+                    const __mmask16 m0 = ox == 0 ? (__mmask16)(m1 & ~1u) : m1; \
+                    const __mmask16 m2 =                                    \
+                        ox + n_ == Wd ? (__mmask16)(m1 & ~(1u << (n_ - 1))) : m1; \
+                    const __m512 d0 = _mm512_maskz_loadu_ps(m1, y0 + oy * Wd + ox); \
+                    const __m512 d1 = _mm512_maskz_loadu_ps(m1, y1 + oy * Wd + ox); \
+                    (void)d1;                                               \
+                    DWS_TAPROW(0)                                           \
+                    DWS_TAPROW(1)                                           \
+                    DWS_TAPROW(2)                                           \
+                }                                                           \
+        }                                                                   \
+        DWS_OUT(0)                                                          \
+        if (nco_ == 2) {                                                     \
+            DWS_OUT(1)                                                      \
+        }                                                                   \
+    }
+DWS_KERNEL(dws_kernel1, 1)
+DWS_KERNEL(dws_kernel2, 2)
+
+/* Channels ci0 .. ci1 - 1 of dW by dws_kernel, the output channels in
+ * pairs. */
+static void dws_channels(const struct geo *g, size_t B, const float *dy, size_t Cout, float *dW,
+                         size_t ci0, size_t ci1)
+{
+    for (size_t ci = ci0; ci < ci1; ci++)
+        for (size_t co = 0; co < Cout; co += 2) {
+            if (co + 1 < Cout)
+                dws_kernel2(g, B, dy, Cout, dW, ci, co);
+            else
+                dws_kernel1(g, B, dy, Cout, dW, ci, co);
+        }
 }
 
 /* The whole dW pass by dw_channels, the channels split among the
@@ -829,7 +1023,22 @@ static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g,
     int parts = 1;
     if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
         parts = Cin < (size_t)nth ? (int)Cin : nth;
-    if (dw_floats((Cin + (size_t)parts - 1) / (size_t)parts, Cout, g->H, g->W) > SLOT_B)
+    if (Cout <= DWS_COUT && g->s == 1) {
+        if (parts > 1) {
+            const int team = nth;
+            (void)team;
+            DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+            for (int t = 0; t < parts; t++)
+                dws_channels(g, B, dy, Cout, dW, (size_t)t * Cin / (size_t)parts,
+                             (size_t)(t + 1) * Cin / (size_t)parts);
+            return 1;
+        }
+        dws_channels(g, B, dy, Cout, dW, 0, Cin);
+        return 1;
+    }
+    (void)v;
+    (void)slots;
+    if (dw_floats((Cin + (size_t)parts - 1) / (size_t)parts, Cout, g) > SLOT_B)
         return 0;
     if (parts > 1) {
         const int team = nth;
@@ -957,13 +1166,38 @@ static struct geo geo_of(const float *x, size_t C, size_t H, size_t W, size_t s)
     g.Wo = layer_conv_out_f(W, s);
     g.P = g.Ho * g.Wo;
     g.chw = C * H * W;
+    g.cs = H * W;
+    g.ph = 0;
+    g.py = g.px = 0;
+    g.ntap = 9;
     return g;
 }
 
-/* The column buffer of one thread in the stride-2 dx path (0 for stride 1). */
+/* Samples per group of the stride-2 forward's phase stacks: about S2_COLS
+ * output columns. */
+#define S2_COLS 256
+static size_t s2_group(size_t P)
+{
+    return P == 0 ? 1 : (S2_COLS + P - 1) / P;
+}
+
+/* The column buffer of one thread in the stride-2 passes (0 for stride 1):
+ * the dx path's column buffer, or the forward's phase stacks of a group of
+ * samples, the larger. */
 static size_t col_floats(size_t Cin, size_t H, size_t Wd, size_t s)
 {
-    return s == 1 ? 0 : layer_conv_col_len_f(Cin, H, Wd, (int)s);
+    size_t col, P, G;
+    if (s == 1)
+        return 0;
+    col = layer_conv_col_len_f(Cin, H, Wd, (int)s);
+    if (col == SIZE_MAX)
+        return col;
+    P = layer_conv_out_f(H, s) * layer_conv_out_f(Wd, s);
+    G = s2_group(P);
+    /* G P <= S2_COLS + P and Cin 4 P <= 4 col / 9: no overflow */
+    if (s == 2 && G * Cin * 4 * P > col)
+        col = (G * Cin * 4 * P + 15) / 16 * 16;
+    return col;
 }
 
 size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride, int nt)
@@ -973,10 +1207,99 @@ size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride,
     if (stride < 1 || layer_conv_col_len_f(Cin, H, Wd, stride) == SIZE_MAX)
         return SIZE_MAX;
     col = col_floats(Cin, H, Wd, (size_t)stride);
+    if (col == SIZE_MAX)
+        return SIZE_MAX;
     if (col + SLOT > SIZE_MAX / sizeof(float) / n)
         return SIZE_MAX;
     return n * (col + SLOT);
 }
+
+#ifdef CONV_AVX512
+/* The stride-2 forward by the direct kernel.  A stride-2 3x3 conv reads
+ * x[2 oy + ky - 1][2 ox + kx - 1]: with the four phase images
+ * x_(py, px)[i][j] = x[2 i + py][2 j + px] (Ho x Wo, 0 past the image),
+ * tap (ky, kx) reads phase (ky != 1, kx != 1) at (oy - (ky == 0),
+ * ox - (kx == 0)): a stride-1 access, so the direct kernel reads it with
+ * the run tables of tap_shift.  The phases of a group of samples are
+ * stacked as ph[b][ci][2 py + px][Ho][Wo] in the thread's column buffer;
+ * each output element gets the same FMAs in the same order as on the
+ * packed path, so the same bits, whatever the groups and threads. */
+__attribute__((target("avx512f"))) static void s2_phases(const struct geo *g, size_t b0,
+                                                       size_t nb, float *ph)
+{
+    const size_t H = g->H, Wd = g->W, Ho = g->Ho, Wo = g->Wo, HW = H * Wd;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (size_t b = 0; b < nb; b++)
+        for (size_t ci = 0; ci < g->C; ci++) {
+            const float *xc = g->x + (b0 + b) * g->chw + ci * HW;
+            float *d = ph + (b * g->C + ci) * 4 * g->P;
+            /* row iy = 2 i + py: its even and odd columns, 16 at a time
+             * from 32 (masked loads: 0 past the row) */
+            for (size_t py = 0; py < 2; py++)
+                for (size_t i = 0; i < Ho; i++) {
+                    const size_t iy = 2 * i + py;
+                    float *d0 = d + (2 * py * Ho + i) * Wo, *d1 = d0 + Ho * Wo;
+                    if (iy >= H) {
+                        memset(d0, 0, Wo * sizeof *d0);
+                        memset(d1, 0, Wo * sizeof *d1);
+                        continue;
+                    }
+                    const float *xr = xc + iy * Wd;
+                    for (size_t j = 0; j < Wo; j += 16) {
+                        const size_t nin = min_sz(Wd - 2 * j, 32), nout = min_sz(Wo - j, 16);
+                        const uint32_t mi = (uint32_t)(((uint64_t)1 << nin) - 1u);
+                        const __mmask16 mo = (__mmask16)((1u << nout) - 1u);
+                        const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(mi & 0xFFFFu), xr + 2 * j);
+                        const __m512 hi =
+                            _mm512_maskz_loadu_ps((__mmask16)(mi >> 16), xr + 2 * j + 16);
+                        _mm512_mask_storeu_ps(d0 + j, mo, _mm512_permutex2var_ps(lo, ev, hi));
+                        _mm512_mask_storeu_ps(d1 + j, mo, _mm512_permutex2var_ps(lo, od, hi));
+                    }
+                }
+        }
+}
+
+static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *ph, float *slot)
+{
+    const size_t G = s2_group(jb0->g.P);
+    for (size_t b = b0; b < b1; b += G) {
+        const size_t nb = min_sz(G, b1 - b);
+        struct cjob jb = *jb0;
+        s2_phases(&jb0->g, b, nb, ph);
+        jb.g.x = ph;
+        jb.g.H = jb.g.Ho;
+        jb.g.W = jb.g.Wo;
+        jb.g.chw = jb.g.C * 4 * jb.g.P;
+        jb.g.cs = 4 * jb.g.P;
+        jb.g.ph = 1;
+        jb.N = nb * jb.g.P;
+        jb.C = jb0->C + b * jb0->cstride;
+        job_part_direct(&jb, 0, jb.N, slot);
+    }
+}
+
+static void fwd_s2(const struct cjob *jb, size_t B, float *work, int nth)
+{
+    const size_t col = col_floats(jb->g.C, jb->g.H, jb->g.W, 2);
+    float *slots = work + (size_t)nth * col;
+    const double macs = (double)jb->M * (double)jb->K * (double)jb->N;
+    int parts = 1;
+    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+        parts = B < (size_t)nth ? (int)B : nth;
+    if (parts > 1) {
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            fwd_s2_samples(jb, (size_t)t * B / (size_t)parts, (size_t)(t + 1) * B / (size_t)parts,
+                           work + (size_t)t * col, slots + (size_t)t * SLOT);
+        return;
+    }
+    fwd_s2_samples(jb, 0, B, work, slots);
+}
+#endif
 
 void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, size_t Wd,
                                 const float *W, const float *bias, size_t Cout, int stride,
@@ -1015,6 +1338,12 @@ void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, 
     jb.cstride = Cout * jb.g.P;
     jb.mode = DIFFUSE__GEMM_SET;
     jb.bias = bias;
+#ifdef CONV_AVX512
+    if (s == 2 && jb.v == &diffuse__gemm_avx512 && atomic_load(&direct_on)) {
+        fwd_s2(&jb, B, work, nth);
+        return;
+    }
+#endif
     job_run(&jb, work + (size_t)nth * col_floats(Cin, H, Wd, s), nth);
 }
 
@@ -1055,6 +1384,110 @@ static void dx_by_sample(const struct geo *g, size_t B, const float *W, size_t C
     dx_samples(g, 0, B, W, Cout, dy, dx, work, slots);
 }
 
+#ifdef CONV_AVX512
+/* dx of a stride-2 conv by the direct kernel, phase by phase: dx at
+ * (2 i + py, 2 j + px) = sum over co and the taps (ky, kx) with ky = 1
+ * (py = 0) or ky in {0, 2} (py = 1), likewise kx, of W[co][ci][ky][kx]
+ * dy[co][i + (ky == 0)][j + (kx == 0)] (0 past dy's edge): for each phase
+ * a stride-1 product whose B operand is read from dy with shifts 0 or 1
+ * (tap_shift, ph = 2) and whose A is W's taps of that phase (A_WS2).  The
+ * four phases of a group of samples go to a phase stack
+ * ph[b][ci][2 py + px][Ho][Wo] in the thread's column buffer and are then
+ * interleaved into dx.  Each dx element is one sum over (co, tap) in that
+ * order, FMA by FMA; the order does not depend on the groups or threads. */
+__attribute__((target("avx512f"))) static void s2_unphase(const float *ph, size_t nb, size_t C,
+                                                        size_t H, size_t Wd, size_t Ho,
+                                                        size_t Wo, float *dx)
+{
+    const __m512i lo_i = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                           23);
+    const __m512i hi_i = _mm512_add_epi32(lo_i, _mm512_set1_epi32(8));
+    const size_t P = Ho * Wo;
+    for (size_t bc = 0; bc < nb * C; bc++) {
+        const float *src = ph + bc * 4 * P;
+        float *d = dx + bc * H * Wd;
+        for (size_t iy = 0; iy < H; iy++) {
+            const size_t py = iy % 2, i = iy / 2;
+            const float *e = src + (2 * py * Ho + i) * Wo, *o = e + P;
+            float *dr = d + iy * Wd;
+            for (size_t j = 0; j < Wo; j += 16) {
+                const size_t nout = min_sz(Wd - 2 * j, 32);
+                const uint32_t mo = (uint32_t)(((uint64_t)1 << nout) - 1u);
+                const __mmask16 mi = (__mmask16)((1u << min_sz(Wo - j, 16)) - 1u);
+                const __m512 ev = _mm512_maskz_loadu_ps(mi, e + j);
+                const __m512 ov = _mm512_maskz_loadu_ps(mi, o + j);
+                _mm512_mask_storeu_ps(dr + 2 * j, (__mmask16)(mo & 0xFFFFu),
+                                      _mm512_permutex2var_ps(ev, lo_i, ov));
+                _mm512_mask_storeu_ps(dr + 2 * j + 16, (__mmask16)(mo >> 16),
+                                      _mm512_permutex2var_ps(ev, hi_i, ov));
+            }
+        }
+    }
+}
+
+/* dx of samples b0 .. b1 - 1 (Cout x Ho x Wo outputs dy) in groups, with
+ * one phase-stack buffer and one slot. */
+static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, size_t Wd,
+                          const float *dy, size_t b0, size_t b1, float *ph, float *dx,
+                          float *slot)
+{
+    const size_t Ho = layer_conv_out_f(H, 2), Wo = layer_conv_out_f(Wd, 2), P = Ho * Wo;
+    const size_t G = s2_group(P);
+    for (size_t b = b0; b < b1; b += G) {
+        const size_t nb = min_sz(G, b1 - b);
+        for (size_t q = 0; q < 4; q++) {
+            struct cjob jb;
+            jb.v = &diffuse__gemm_avx512;
+            jb.g = geo_of(dy + b * Cout * P, Cout, Ho, Wo, 1);
+            jb.g.ph = 2;
+            jb.g.py = q / 2;
+            jb.g.px = q % 2;
+            jb.g.ntap = (jb.g.py ? 2u : 1u) * (jb.g.px ? 2u : 1u);
+            jb.M = Cin;
+            jb.N = nb * P;
+            jb.K = Cout * jb.g.ntap;
+            jb.akind = A_WS2;
+            jb.A = W;
+            jb.lda = 0;
+            jb.acin = Cin;
+            jb.aP = jb.aM = 0;
+            jb.bkind = B_COL;
+            jb.C = ph + q * P;
+            jb.ldc = 4 * P;
+            jb.cseg = P;
+            jb.cstride = Cin * 4 * P;
+            jb.mode = DIFFUSE__GEMM_SET;
+            jb.bias = NULL;
+            job_part_direct(&jb, 0, jb.N, slot);
+        }
+        s2_unphase(ph, nb, Cin, H, Wd, Ho, Wo, dx + b * Cin * H * Wd);
+    }
+}
+
+static void dx_s2(const float *W, size_t B, size_t Cin, size_t Cout, size_t H, size_t Wd,
+                  const float *dy, float *dx, float *work, int nth)
+{
+    const size_t col = col_floats(Cin, H, Wd, 2);
+    float *slots = work + (size_t)nth * col;
+    const double macs = (double)Cout * (double)Cin * 9.0 * (double)layer_conv_out_f(H, 2) *
+                        (double)layer_conv_out_f(Wd, 2) * (double)B;
+    int parts = 1;
+    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+        parts = B < (size_t)nth ? (int)B : nth;
+    if (parts > 1) {
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            dx_s2_samples(W, Cin, Cout, H, Wd, dy, (size_t)t * B / (size_t)parts,
+                          (size_t)(t + 1) * B / (size_t)parts, work + (size_t)t * col, dx,
+                          slots + (size_t)t * SLOT);
+        return;
+    }
+    dx_s2_samples(W, Cin, Cout, H, Wd, dy, 0, B, work, dx, slots);
+}
+#endif
+
 void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H, size_t Wd,
                                  const float *W, size_t Cout, int stride, const float *dy,
                                  float *dx, float *dW, float *db, float *work, int nt)
@@ -1084,7 +1517,7 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
     jb.v = diffuse__gemm_variant_now();
     jb.bias = NULL;
 #ifdef CONV_AVX512
-    if (dW != NULL && Cout > 0 && s == 1 && jb.v == &diffuse__gemm_avx512 &&
+    if (dW != NULL && Cout > 0 && s <= 2 && jb.v == &diffuse__gemm_avx512 &&
         atomic_load(&direct_on) &&
         dw_direct(jb.v, &jb.g, B, dy, Cout, dW, work + (size_t)nth * col_floats(Cin, H, Wd, s),
                   nth)) {
@@ -1116,6 +1549,12 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
         return;
     }
     if (s != 1) {
+#ifdef CONV_AVX512
+        if (s == 2 && jb.v == &diffuse__gemm_avx512 && atomic_load(&direct_on)) {
+            dx_s2(W, B, Cin, Cout, H, Wd, dy, dx, work, nth);
+            return;
+        }
+#endif
         dx_by_sample(&jb.g, B, W, Cout, dy, dx, work, nth);
         return;
     }
