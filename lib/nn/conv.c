@@ -765,6 +765,16 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
 }
 #endif
 
+/* How many parts (threads) a pass of macs multiply-adds over n independent
+ * units (samples or channels) is cut into: one below two threads' worth of
+ * work, otherwise min(n, nth). */
+static int split_parts(int nth, double macs, size_t n)
+{
+    if (nth <= 1 || macs < 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+        return 1;
+    return n < (size_t)nth ? (int)n : nth;
+}
+
 #ifdef CONV_AVX512
 /* ------------------------------------------------------------------------ */
 /* dW of a stride-1 conv: the taps as rows, the pixels as the K-sum         */
@@ -1020,9 +1030,7 @@ static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g,
 {
     const size_t Cin = g->C;
     const double macs = (double)Cout * (double)Cin * 9.0 * (double)g->P * (double)B;
-    int parts = 1;
-    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
-        parts = Cin < (size_t)nth ? (int)Cin : nth;
+    const int parts = split_parts(nth, macs, Cin);
     if (Cout <= DWS_COUT && g->s == 1) {
         if (parts > 1) {
             const int team = nth;
@@ -1285,9 +1293,7 @@ static void fwd_s2(const struct cjob *jb, size_t B, float *work, int nth)
     const size_t col = col_floats(jb->g.C, jb->g.H, jb->g.W, 2);
     float *slots = work + (size_t)nth * col;
     const double macs = (double)jb->M * (double)jb->K * (double)jb->N;
-    int parts = 1;
-    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
-        parts = B < (size_t)nth ? (int)B : nth;
+    const int parts = split_parts(nth, macs, B);
     if (parts > 1) {
         const int team = nth;
         (void)team;
@@ -1369,9 +1375,7 @@ static void dx_by_sample(const struct geo *g, size_t B, const float *W, size_t C
     const size_t col = col_floats(g->C, g->H, g->W, g->s);
     float *slots = work + (size_t)nth * col;
     const double macs = (double)Cout * (double)g->C * 9.0 * (double)g->P * (double)B;
-    int parts = 1;
-    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
-        parts = B < (size_t)nth ? (int)B : nth;
+    const int parts = split_parts(nth, macs, B);
     if (parts > 1) {
         const int team = nth;
         (void)team;
@@ -1471,9 +1475,7 @@ static void dx_s2(const float *W, size_t B, size_t Cin, size_t Cout, size_t H, s
     float *slots = work + (size_t)nth * col;
     const double macs = (double)Cout * (double)Cin * 9.0 * (double)layer_conv_out_f(H, 2) *
                         (double)layer_conv_out_f(Wd, 2) * (double)B;
-    int parts = 1;
-    if (nth > 1 && macs >= 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
-        parts = B < (size_t)nth ? (int)B : nth;
+    const int parts = split_parts(nth, macs, B);
     if (parts > 1) {
         const int team = nth;
         (void)team;
