@@ -989,9 +989,9 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
                     const __mmask16 m1 = (__mmask16)((1u << n_) - 1u);      \
                     /* kx = 0 reads ox - 1: not at ox = 0; kx = 2 reads     \
                      * ox + 1: not at ox = Wd - 1 */                        \
-                    const __mmask16 m0 = ox == 0 ? (__mmask16)(m1 & ~1u) : m1; \
+                    const __mmask16 m0 = (__mmask16)(ox == 0 ? (m1 & ~1u) : m1); \
                     const __mmask16 m2 =                                    \
-                        ox + n_ == Wd ? (__mmask16)(m1 & ~(1u << (n_ - 1))) : m1; \
+                        (__mmask16)(ox + n_ == Wd ? (m1 & ~(1u << (n_ - 1))) : m1); \
                     const __m512 d0 = _mm512_maskz_loadu_ps(m1, y0 + oy * Wd + ox); \
                     const __m512 d1 = _mm512_maskz_loadu_ps(m1, y1 + oy * Wd + ox); \
                     (void)d1;                                               \
