@@ -193,8 +193,8 @@ _Static_assert(sizeof(struct runtab) <= (9 * 32 * 3 + 16) * sizeof(float),
  * base 0, dyo = ky - 1, dxo = kx - 1 for an image; for a phase stack the
  * phase (py, px) (py = 0 for ky = 1, else 1; px likewise) at base
  * (2 py + px) P, dyo = -1 for ky = 0, else 0 (dxo likewise). */
-static void tap_shift(const struct geo *g, size_t tap, ptrdiff_t *base, ptrdiff_t *dyo,
-                      ptrdiff_t *dxo)
+static inline void tap_shift(const struct geo *g, size_t tap, ptrdiff_t *base, ptrdiff_t *dyo,
+                             ptrdiff_t *dxo)
 {
     if (g->ph == 2) {
         /* dx phase (py, px): taps ky in {1} (py = 0) or {0, 2} (py = 1),
@@ -486,18 +486,20 @@ DKERNEL(dkernel12, DROWS12)
 
 _Static_assert(MR_MAX == 12, "the direct kernels' A strips are 12 wide (COLS layout)");
 
-static void dkernel(DKERNEL_ARGS)
+/* The kernels by strip height (1, 2, up to 4, up to 8, up to 12 rows) and
+ * segments (1, 2, more): strips of 1 and 2 rows (a 1- or 2-channel output
+ * conv) by kernels of their height, the same steps per element, so the
+ * same bits. */
+static diffuse__conv_dkernel_fn *const dkernels[5][3] = {
+    {dkernel1_1, dkernel1_2, dkernel1_n},    {dkernel2_1, dkernel2_2, dkernel2_n},
+    {dkernel4_1, dkernel4_2, dkernel4_n},    {dkernel8_1, dkernel8_2, dkernel8_n},
+    {dkernel12_1, dkernel12_2, dkernel12_n}};
+
+static inline void dkernel(DKERNEL_ARGS)
 {
-    diffuse__conv_dkernel_fn *const k4[3] = {dkernel4_1, dkernel4_2, dkernel4_n};
-    diffuse__conv_dkernel_fn *const k8[3] = {dkernel8_1, dkernel8_2, dkernel8_n};
-    diffuse__conv_dkernel_fn *const k12[3] = {dkernel12_1, dkernel12_2, dkernel12_n};
-    diffuse__conv_dkernel_fn *const k1[3] = {dkernel1_1, dkernel1_2, dkernel1_n};
-    diffuse__conv_dkernel_fn *const k2[3] = {dkernel2_1, dkernel2_2, dkernel2_n};
     const size_t v = rt->nrun < 3 ? rt->nrun - 1 : 2;
-    /* strips of 1 and 2 rows (a 1- or 2-channel output conv) by kernels of
-     * their height: the same steps per element, so the same bits */
-    (mr <= 1 ? k1 : mr <= 2 ? k2 : mr <= 4 ? k4 : mr <= 8 ? k8 : k12)[v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2,
-                                           w1);
+    const size_t hk = mr <= 1 ? 0 : mr <= 2 ? 1 : mr <= 4 ? 2 : mr <= 8 ? 3 : 4;
+    dkernels[hk][v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2, w1);
 }
 #endif
 
