@@ -193,8 +193,8 @@ _Static_assert(sizeof(struct runtab) <= (9 * 32 * 3 + 16) * sizeof(float),
  * base 0, dyo = ky - 1, dxo = kx - 1 for an image; for a phase stack the
  * phase (py, px) (py = 0 for ky = 1, else 1; px likewise) at base
  * (2 py + px) P, dyo = -1 for ky = 0, else 0 (dxo likewise). */
-static void tap_shift(const struct geo *g, size_t tap, ptrdiff_t *base, ptrdiff_t *dyo,
-                      ptrdiff_t *dxo)
+static inline void tap_shift(const struct geo *g, size_t tap, ptrdiff_t *base, ptrdiff_t *dyo,
+                             ptrdiff_t *dxo)
 {
     if (g->ph == 2) {
         /* dx phase (py, px): taps ky in {1} (py = 0) or {0, 2} (py = 1),
@@ -399,14 +399,13 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
 /* Two segments: two masked loads per half, ORed. */
 #define DLOAD2                                                              \
     {                                                                       \
-        const uintptr_t sa = xc + (uintptr_t)offa[t], sb = xc + (uintptr_t)offb[t]; \
+        const uintptr_t sa = xc + (uintptr_t)offa[t], sb = sa + dab;        \
         _mm_prefetch((const char *)(sb + DPF), _MM_HINT_T0);                \
-        b0 = _mm512_castsi512_ps(                                           \
-            _mm512_or_si512(_mm512_maskz_loadu_epi32(mal[t], (const void *)sa), \
-                            _mm512_maskz_loadu_epi32(mbl[t], (const void *)sb))); \
-        b1 = _mm512_castsi512_ps(                                           \
-            _mm512_or_si512(_mm512_maskz_loadu_epi32(mah[t], (const void *)(sa + 64)), \
-                            _mm512_maskz_loadu_epi32(mbh[t], (const void *)(sb + 64)))); \
+        b0 = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(_load_mask16(mal + t), (const void *)sa), \
+                                  _load_mask16(mbl + t), (const void *)sb); \
+        b1 = _mm512_mask_loadu_ps(                                          \
+            _mm512_maskz_loadu_ps(_load_mask16(mah + t), (const void *)(sa + 64)), \
+            _load_mask16(mbh + t), (const void *)(sb + 64));                \
     }
 /* Several segments: their disjoint lanes ORed together. */
 #define DLOADN                                                              \
@@ -442,13 +441,14 @@ dstore_row(float *cr, uintptr_t cb2, __m512 x0, __m512 x1, __mmask16 ma0, __mmas
         m1hi[q_] = (__mmask16)(rt->mask[q_][0] >> 16);                      \
     }
 
-/* Two-segment tables. */
+/* Two-segment tables: the second segment reads dab bytes after the first
+ * for every tap (the next sample, the same tap shift). */
 #define DTAB2                                                               \
-    ptrdiff_t offa[9], offb[9];                                             \
+    ptrdiff_t offa[9];                                                      \
     __mmask16 mal[9], mah[9], mbl[9], mbh[9];                               \
+    const uintptr_t dab = (uintptr_t)((rt->off[0][1] - rt->off[0][0]) * (ptrdiff_t)sizeof(float)); \
     for (size_t q_ = 0; q_ < 9; q_++) {                                     \
         offa[q_] = rt->off[q_][0] * (ptrdiff_t)sizeof(float);               \
-        offb[q_] = rt->off[q_][1] * (ptrdiff_t)sizeof(float);               \
         mal[q_] = (__mmask16)(rt->mask[q_][0] & 0xFFFFu);                   \
         mah[q_] = (__mmask16)(rt->mask[q_][0] >> 16);                       \
         mbl[q_] = (__mmask16)(rt->mask[q_][1] & 0xFFFFu);                   \
@@ -486,18 +486,20 @@ DKERNEL(dkernel12, DROWS12)
 
 _Static_assert(MR_MAX == 12, "the direct kernels' A strips are 12 wide (COLS layout)");
 
-static void dkernel(DKERNEL_ARGS)
+/* The kernels by strip height (1, 2, up to 4, up to 8, up to 12 rows) and
+ * segments (1, 2, more): strips of 1 and 2 rows (a 1- or 2-channel output
+ * conv) by kernels of their height, the same steps per element, so the
+ * same bits. */
+static diffuse__conv_dkernel_fn *const dkernels[5][3] = {
+    {dkernel1_1, dkernel1_2, dkernel1_n},    {dkernel2_1, dkernel2_2, dkernel2_n},
+    {dkernel4_1, dkernel4_2, dkernel4_n},    {dkernel8_1, dkernel8_2, dkernel8_n},
+    {dkernel12_1, dkernel12_2, dkernel12_n}};
+
+static inline void dkernel(DKERNEL_ARGS)
 {
-    diffuse__conv_dkernel_fn *const k4[3] = {dkernel4_1, dkernel4_2, dkernel4_n};
-    diffuse__conv_dkernel_fn *const k8[3] = {dkernel8_1, dkernel8_2, dkernel8_n};
-    diffuse__conv_dkernel_fn *const k12[3] = {dkernel12_1, dkernel12_2, dkernel12_n};
-    diffuse__conv_dkernel_fn *const k1[3] = {dkernel1_1, dkernel1_2, dkernel1_n};
-    diffuse__conv_dkernel_fn *const k2[3] = {dkernel2_1, dkernel2_2, dkernel2_n};
     const size_t v = rt->nrun < 3 ? rt->nrun - 1 : 2;
-    /* strips of 1 and 2 rows (a 1- or 2-channel output conv) by kernels of
-     * their height: the same steps per element, so the same bits */
-    (mr <= 1 ? k1 : mr <= 2 ? k2 : mr <= 4 ? k4 : mr <= 8 ? k8 : k12)[v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2,
-                                           w1);
+    const size_t hk = mr <= 1 ? 0 : mr <= 2 ? 1 : mr <= 4 ? 2 : mr <= 8 ? 3 : 4;
+    dkernels[hk][v](kc, a, x, HW, k0, rt, c, ldc, mr, nr, mode, bias, c2, w1);
 }
 #endif
 
@@ -725,6 +727,16 @@ static void dtile(const struct cjob *jb, size_t kc, const float *a, size_t p0,
     store_split(jb, tbuf, 32, i, h, j, w, mode, bias);
 }
 
+/* Height of the row strip from row i of M: 12, except that 16 rows left
+ * go as 8 + 8 (M = 64: 12 12 12 12 8 8, not 12 12 12 12 12 4), the 8-row
+ * kernel running near the FMA peak where the 4-row one is bound by its
+ * loads.  The same count of strips as 12-row strips, (M + 11) / 12. */
+static size_t dstrip_h(size_t M, size_t i)
+{
+    const size_t left = M - i;
+    return left == 16 ? 8 : min_sz(MR_MAX, left);
+}
+
 /* job_part for a stride-1 B_COL job on the AVX-512 kernel: no B panels,
  * the direct kernel reads the image.  The A strips in the COLS layout,
  * all of op(A) packed once into the slot's B area when it fits, else a
@@ -737,9 +749,11 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
     const int whole = nstrip * MR_MAX * K <= SLOT_B;
     if (whole)
-        for (size_t s = 0; s < nstrip; s++)
-            pack_a_cols(jb, s * MR_MAX, min_sz(MR_MAX, M - s * MR_MAX), 0, K,
-                        bbuf + s * MR_MAX * K);
+        for (size_t s = 0, i = 0; s < nstrip; s++) {
+            const size_t h = dstrip_h(M, i);
+            pack_a_cols(jb, i, h, 0, K, bbuf + s * MR_MAX * K);
+            i += h;
+        }
     for (size_t j0 = n0; j0 < n1; j0 += DNB) {
         const size_t n = min_sz(DNB, n1 - j0), npan = (n + 31) / 32;
         for (size_t q = 0; q < npan; q++)
@@ -747,11 +761,11 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
             const size_t kc = min_sz(kcb, K - p0);
             const int mode = p0 == 0 ? jb->mode : DIFFUSE__GEMM_ADD, last = p0 + kc >= K;
-            for (size_t i = 0; i < M; i += MR_MAX) {
-                const size_t h = min_sz(MR_MAX, M - i);
+            for (size_t i = 0, st = 0; i < M; i += dstrip_h(M, i), st++) {
+                const size_t h = dstrip_h(M, i);
                 const float *a;
                 if (whole) {
-                    a = bbuf + i * K + p0 * MR_MAX;
+                    a = bbuf + st * MR_MAX * K + p0 * MR_MAX;
                 } else {
                     pack_a_cols(jb, i, h, p0, kc, abuf);
                     a = abuf;

@@ -777,7 +777,9 @@ static void test_conv_direct(void)
                                     {3, 13, 28, 28, 2, 2}, {2, 5, 28, 28, 1, 1},
                                     {3, 32, 7, 9, 1, 1},   {2, 1, 14, 14, 32, 1},
                                     {2, 1, 5, 17, 1, 1},   {3, 12, 28, 28, 20, 2},
-                                    {7, 9, 14, 14, 13, 2}, {5, 3, 15, 9, 1, 2}};
+                                    {7, 9, 14, 14, 13, 2}, {5, 3, 15, 9, 1, 2},
+                                    /* 28 rows: strips 12 8 8 */
+                                    {3, 28, 7, 7, 28, 1}};
     const int old = diffuse__conv3x3_direct(1);
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         conv_ctx c = conv_setup(cfg[k]), a;
