@@ -16,7 +16,8 @@
  * element, fixed block order) whichever part of C it falls in.
  *
  * Threads: with num_threads > 1 (OpenMP builds), C is cut into
- * min(num_threads, M N K / DIFFUSE__GEMM_MACS_PER_THREAD) disjoint parts, a
+ * min(num_threads, work / DIFFUSE__GEMM_MACS_PER_THREAD) disjoint parts
+ * (work: M N K plus a cost per element of C, see threads_for), a
  * grid of whole strips and panels, and one parallel loop runs the blocked
  * loops on each part with its own slot of the work area.  No barrier
  * inside, nothing shared but the read-only A and B.  With num_threads <= 1
@@ -424,12 +425,23 @@ static void gemm_part(const struct job *jb)
 }
 
 #ifdef _OPENMP
-/* Threads for a product of M * N * K multiply-adds: at most num_threads,
- * and at most one per DIFFUSE__GEMM_MACS_PER_THREAD, since a fork and join
- * cost a few microseconds (about 1/3 of 2^20 multiply-adds on one core). */
-static int threads_for(size_t M, size_t N, size_t K, int num_threads)
+/* Work per element of C besides its K multiply-adds, counted in
+ * multiply-adds: storing it (and the bias and residual adds), and the SiLU
+ * of the epilogue when it has one (an exp and a divide, about the cost of
+ * 32 multiply-adds).  A product with a short K sum and many outputs (the
+ * MLP's input layer: K = 2, 1024 x 256 outputs and their SiLU) is then
+ * shared too, where M N K alone would keep it on one thread. */
+#define ELEM_COST 8.0
+#define ACT_COST 32.0
+
+/* Threads for a product of M * N * K multiply-adds plus the per-element
+ * work above: at most num_threads, and at most one per
+ * DIFFUSE__GEMM_MACS_PER_THREAD, since a fork and join cost a few
+ * microseconds (about 1/3 of 2^20 multiply-adds on one core). */
+static int threads_for(size_t M, size_t N, size_t K, int has_act, int num_threads)
 {
-    double most = (double)M * (double)N * (double)K / DIFFUSE__GEMM_MACS_PER_THREAD;
+    double per = (double)K + ELEM_COST + (has_act ? ACT_COST : 0.0);
+    double most = (double)M * (double)N * per / DIFFUSE__GEMM_MACS_PER_THREAD;
     if (num_threads <= 1 || most < 2.0)
         return 1;
     return most < (double)num_threads ? (int)most : num_threads;
@@ -566,7 +578,7 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
                                    : DIFFUSE__GEMM_SCALE;
 
 #ifdef _OPENMP
-    int nt = threads_for(M, N, K, num_threads);
+    int nt = threads_for(M, N, K, jb.ep.act != NULL, num_threads);
     if (nt > 1) {
         size_t nstrips = (M + jb.v->mr - 1) / jb.v->mr, npan = (N + jb.v->nr - 1) / jb.v->nr;
         size_t tr, tc;

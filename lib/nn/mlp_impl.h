@@ -35,6 +35,9 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
     return a;
 }
 
+/* Rows of the time embedding per task when the net has several threads. */
+#define MLP_EMB_ROWS ((size_t)128)
+
 /* Linear layer k of the net (in the order of diffuse__mlp_pack) with the
  * optional epilogue: through the weights pre-packed in pb[k] when the
  * includer defines MLP_LINEAR_PACKED and pb is not NULL (the same bits). */
@@ -82,7 +85,16 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
         ;
     if (b == B)
         Bt = 1;
-    MLP_L(diffuse__timestep_embedding)(t, Bt, E, a.emb0);
+    {   /* MLP_EMB_ROWS rows per task on the net's threads (rows are
+         * independent: the bits do not depend on the cut) */
+        const size_t nblk = (Bt + MLP_EMB_ROWS - 1) / MLP_EMB_ROWS;
+        size_t blk;
+        DIFFUSE_PAR_FOR(nt, nblk >= 2, blk, nblk, {
+            const size_t r0 = blk * MLP_EMB_ROWS;
+            MLP_L(diffuse__timestep_embedding)(t + r0, Bt - r0 < MLP_EMB_ROWS ? Bt - r0 : MLP_EMB_ROWS,
+                                               E, a.emb0 + r0 * E);
+        });
+    }
     MLP_FN(mlp_linear)(pb, 0, a.emb0, Bt, E, P + o.t1_w, P + o.t1_b, W, a.a1, NULL, 0, a.s1,
                        work, nt);
     MLP_FN(mlp_linear)(pb, 1, a.s1, Bt, W, P + o.t2_w, P + o.t2_b, W, a.temb, NULL, 0, NULL,

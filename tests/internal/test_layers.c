@@ -748,6 +748,74 @@ static void test_linear_fused_bitwise(void)
     }
 }
 
+/* Short K sums with many outputs (the MLP's input layer, K = 2; and the
+ * output layer's dx, K = 2 without an activation), which the GEMM shares
+ * among threads for their per-element work: y against the double sum
+ * x W^T + bias + res (relative 1e-6 of the terms' magnitudes), act against
+ * y / (1 + exp(-y)) in double (relative 1e-6), and the bits of the separate
+ * one-thread passes at 1, 2 and 3 threads. */
+static void test_linear_short_k_threads(void)
+{
+    static const size_t cfg[][3] = {/* B, I, O */ {1024, 2, 256}, {700, 3, 100}, {1024, 1, 2}};
+    for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
+        const size_t B = cfg[k][0], I = cfg[k][1], O = cfg[k][2];
+        double *xd = drand_vec(B * I, -2, 2), *Wd = drand_vec(O * I, -1, 1);
+        double *bd = drand_vec(O, -1, 1), *rd = drand_vec(B * O, -2, 2);
+        float *x = to_f(xd, B * I), *W = to_f(Wd, O * I), *bias = to_f(bd, O);
+        float *res = to_f(rd, B * O), *w = fvec(diffuse__linear_work_floats(3));
+        float *yr = fvec(B * O), *ar = fvec(B * O), *y = fvec(B * O), *a = fvec(B * O);
+        float *y1 = fvec(B * O), *a1 = fvec(B * O);
+        for (size_t b = 0; b < B; b++)
+            for (size_t o = 0; o < O; o++) {
+                double sum = bd[o] + rd[b * O + o], mag = fabs(bd[o]) + fabs(rd[b * O + o]);
+                for (size_t i = 0; i < I; i++) {
+                    sum += xd[b * I + i] * Wd[o * I + i];
+                    mag += fabs(xd[b * I + i] * Wd[o * I + i]);
+                }
+                yr[b * O + o] = (float)sum;
+                ar[b * O + o] = (float)mag; /* the scale of y's rounding */
+            }
+        for (int nt = 1; nt <= 3; nt++) {
+            diffuse__linear_forward_ep_f(x, B, I, W, bias, O, y, res, O, a, w, nt);
+            for (size_t q = 0; q < B * O; q++) {
+                const double v = (double)y[q], want_a = v / (1.0 + exp(-v));
+                if (fabs(v - (double)yr[q]) > 1e-6 * (double)ar[q] ||
+                    fabs((double)a[q] - want_a) > 1e-6 * (fabs(want_a) + 1e-30))
+                    HARNESS_FAIL_("shape %zu, %d threads, value %zu: y %.9g (want %.9g), "
+                                  "act %.9g (want %.9g)", k, nt, q, v, (double)yr[q],
+                                  (double)a[q], want_a);
+            }
+            if (nt == 1) {
+                /* the separate passes, one thread */
+                float *ys = fvec(B * O), *as = fvec(B * O);
+                diffuse__linear_forward_f(x, B, I, W, bias, O, ys, w, 1);
+                diffuse__add_f(ys, res, B * O, ys);
+                diffuse__silu_forward_f(ys, B * O, as);
+                ASSERT_TRUE(memcmp(y, ys, B * O * sizeof *y) == 0);
+                ASSERT_TRUE(memcmp(a, as, B * O * sizeof *a) == 0);
+                memcpy(y1, y, B * O * sizeof *y);
+                memcpy(a1, a, B * O * sizeof *a);
+            } else {
+                ASSERT_TRUE(memcmp(y, y1, B * O * sizeof *y) == 0);
+                ASSERT_TRUE(memcmp(a, a1, B * O * sizeof *a) == 0);
+            }
+            /* no epilogue: plain y = x W^T (the output layer's dx shape) */
+            diffuse__linear_forward_ep_f(x, B, I, W, NULL, O, y, NULL, 0, NULL, w, nt);
+            for (size_t b = 0; b < B; b++)
+                for (size_t o = 0; o < O; o++) {
+                    double sum = 0.0, mag = 0.0;
+                    for (size_t i = 0; i < I; i++) {
+                        sum += xd[b * I + i] * Wd[o * I + i];
+                        mag += fabs(xd[b * I + i] * Wd[o * I + i]);
+                    }
+                    if (fabs((double)y[b * O + o] - sum) > 1e-6 * mag)
+                        HARNESS_FAIL_("shape %zu, %d threads: plain y[%zu][%zu] %.9g, want "
+                                      "%.9g", k, nt, b, o, (double)y[b * O + o], sum);
+                }
+        }
+    }
+}
+
 /* The direct stride-1 kernel (AVX-512: B read from the image with masked
  * loads, no packed panels) on its edge cases: widths 7, 13, 28 and 40
  * (not multiples of 16 or 32), output tiles straddling two samples and,
@@ -1266,6 +1334,7 @@ int main(void)
         RUN_SEEDED(test_conv_direct);
         RUN_SEEDED(test_threads_bitwise);
         RUN_SEEDED(test_linear_fused_bitwise);
+        RUN_SEEDED(test_linear_short_k_threads);
     }
     diffuse__sgemm_force(NULL);
     RUN_SEEDED(test_upsample);
