@@ -789,6 +789,29 @@ static int split_parts(int nth, double macs, size_t n)
     return n < (size_t)nth ? (int)n : nth;
 }
 
+/* One part of a pass over samples: samples [b0, b1), with the part's own
+ * column buffer (col floats) and GEMM slot. */
+typedef void (*sample_part_fn)(const void *ctx, size_t b0, size_t b1, float *col, float *slot);
+
+/* Runs fn over the B samples, cut into split_parts parts among the threads;
+ * work holds nth column buffers of col floats, then nth slots. */
+static void by_sample_parts(sample_part_fn fn, const void *ctx, size_t B, double macs,
+                            size_t col, float *work, int nth)
+{
+    float *slots = work + (size_t)nth * col;
+    const int parts = split_parts(nth, macs, B);
+    if (parts > 1) {
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            fn(ctx, (size_t)t * B / (size_t)parts, (size_t)(t + 1) * B / (size_t)parts,
+               work + (size_t)t * col, slots + (size_t)t * SLOT);
+        return;
+    }
+    fn(ctx, 0, B, work, slots);
+}
+
 #ifdef CONV_AVX512
 /* ------------------------------------------------------------------------ */
 /* dW of a stride-1 conv: the taps as rows, the pixels as the K-sum         */
@@ -1302,22 +1325,15 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
     }
 }
 
+static void fwd_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+{
+    fwd_s2_samples(ctx, b0, b1, col, slot);
+}
+
 static void fwd_s2(const struct cjob *jb, size_t B, float *work, int nth)
 {
-    const size_t col = col_floats(jb->g.C, jb->g.H, jb->g.W, 2);
-    float *slots = work + (size_t)nth * col;
-    const double macs = (double)jb->M * (double)jb->K * (double)jb->N;
-    const int parts = split_parts(nth, macs, B);
-    if (parts > 1) {
-        const int team = nth;
-        (void)team;
-        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
-        for (int t = 0; t < parts; t++)
-            fwd_s2_samples(jb, (size_t)t * B / (size_t)parts, (size_t)(t + 1) * B / (size_t)parts,
-                           work + (size_t)t * col, slots + (size_t)t * SLOT);
-        return;
-    }
-    fwd_s2_samples(jb, 0, B, work, slots);
+    by_sample_parts(fwd_s2_part, jb, B, (double)jb->M * (double)jb->K * (double)jb->N,
+                    col_floats(jb->g.C, jb->g.H, jb->g.W, 2), work, nth);
 }
 #endif
 
@@ -1380,26 +1396,27 @@ static void dx_samples(const struct geo *g, size_t b0, size_t b1, const float *W
     }
 }
 
-/* dx of a stride-2 conv (downsampling: a quarter of the pixels), per
- * sample, the samples split among the threads, each with its own column
- * buffer and slot. */
+/* dx of a stride-2 conv by the packed GEMM and col2im (where the direct
+ * kernels do not run), per sample, the samples split among the threads. */
+struct dx_ctx {
+    const struct geo *g;
+    const float *W, *dy;
+    float *dx;
+    size_t Cout;
+};
+
+static void dx_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+{
+    const struct dx_ctx *c = ctx;
+    dx_samples(c->g, b0, b1, c->W, c->Cout, c->dy, c->dx, col, slot);
+}
+
 static void dx_by_sample(const struct geo *g, size_t B, const float *W, size_t Cout,
                          const float *dy, float *dx, float *work, int nth)
 {
-    const size_t col = col_floats(g->C, g->H, g->W, g->s);
-    float *slots = work + (size_t)nth * col;
-    const double macs = (double)Cout * (double)g->C * 9.0 * (double)g->P * (double)B;
-    const int parts = split_parts(nth, macs, B);
-    if (parts > 1) {
-        const int team = nth;
-        (void)team;
-        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
-        for (int t = 0; t < parts; t++)
-            dx_samples(g, (size_t)t * B / (size_t)parts, (size_t)(t + 1) * B / (size_t)parts, W,
-                       Cout, dy, dx, work + (size_t)t * col, slots + (size_t)t * SLOT);
-        return;
-    }
-    dx_samples(g, 0, B, W, Cout, dy, dx, work, slots);
+    const struct dx_ctx c = {g, W, dy, dx, Cout};
+    by_sample_parts(dx_part, &c, B, (double)Cout * (double)g->C * 9.0 * (double)g->P * (double)B,
+                    col_floats(g->C, g->H, g->W, g->s), work, nth);
 }
 
 #ifdef CONV_AVX512
@@ -1482,25 +1499,25 @@ static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, siz
     }
 }
 
+struct dx_s2_ctx {
+    const float *W, *dy;
+    float *dx;
+    size_t Cin, Cout, H, Wd;
+};
+
+static void dx_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+{
+    const struct dx_s2_ctx *c = ctx;
+    dx_s2_samples(c->W, c->Cin, c->Cout, c->H, c->Wd, c->dy, b0, b1, col, c->dx, slot);
+}
+
 static void dx_s2(const float *W, size_t B, size_t Cin, size_t Cout, size_t H, size_t Wd,
                   const float *dy, float *dx, float *work, int nth)
 {
-    const size_t col = col_floats(Cin, H, Wd, 2);
-    float *slots = work + (size_t)nth * col;
+    const struct dx_s2_ctx c = {W, dy, dx, Cin, Cout, H, Wd};
     const double macs = (double)Cout * (double)Cin * 9.0 * (double)layer_conv_out_f(H, 2) *
                         (double)layer_conv_out_f(Wd, 2) * (double)B;
-    const int parts = split_parts(nth, macs, B);
-    if (parts > 1) {
-        const int team = nth;
-        (void)team;
-        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
-        for (int t = 0; t < parts; t++)
-            dx_s2_samples(W, Cin, Cout, H, Wd, dy, (size_t)t * B / (size_t)parts,
-                          (size_t)(t + 1) * B / (size_t)parts, work + (size_t)t * col, dx,
-                          slots + (size_t)t * SLOT);
-        return;
-    }
-    dx_s2_samples(W, Cin, Cout, H, Wd, dy, 0, B, work, dx, slots);
+    by_sample_parts(dx_s2_part, &c, B, macs, col_floats(Cin, H, Wd, 2), work, nth);
 }
 #endif
 
