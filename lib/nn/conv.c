@@ -234,6 +234,12 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
                 rt->off[tap][nrun] = (ptrdiff_t)(b * g->chw + r) + base + dxo +
                                      dyo * (ptrdiff_t)Wd - (ptrdiff_t)j;
             }
+            /* the one- and two-segment kernels load all nine taps' entries:
+             * those past ntap (a phase of fewer taps) read nothing */
+            for (size_t tap = g->ntap; tap < 9; tap++) {
+                rt->mask[tap][nrun] = 0;
+                rt->off[tap][nrun] = 0;
+            }
             bcur = b;
             nrun++;
         }
