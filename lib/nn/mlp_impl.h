@@ -35,6 +35,14 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
     return a;
 }
 
+/* Rows per chunk of one-thread inference (mlp_forward_mode): a multiple of
+ * every kernel's strip height (4, 6, 12), since a short last strip
+ * runs a less efficient kernel in every chunk (64 rows = 5 x 12 + 4 spent
+ * 5% of a DDIM step in the 4-row kernel). */
+#ifndef MLP_INFER_ROWS
+#define MLP_INFER_ROWS ((size_t)96)
+#endif
+
 /* Rows of the time embedding per task when the net has several threads. */
 #define MLP_EMB_ROWS ((size_t)128)
 
@@ -114,6 +122,37 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
         for (b = 0; b < B; b++)
             MLP_L(diffuse__add)(a.temb + b * W, P + o.cls + diffuse__class_row(lab[b], sh->classes) * W,
                                 W, a.temb + b * W);
+    if (!keep_rows && nt <= 1 && B > MLP_INFER_ROWS) {
+        /* Inference on one thread: the rows in chunks of MLP_INFER_ROWS
+         * through every layer, so that a chunk's activations stay in cache
+         * (a GEMM row's sums do not depend on the other rows: the same
+         * bits).  Only what the next layer reads is kept, in four chunk
+         * buffers at a.h (room: (4 L + 2) B W floats from there): a block's
+         * first pre-activation is overwritten by its SiLU, and the residual
+         * stream alternates between two buffers. */
+        MLP_REAL *hc = a.h, *sa = hc + MLP_INFER_ROWS * W, *su = sa + MLP_INFER_ROWS * W,
+                 *hn = su + MLP_INFER_ROWS * W;
+        size_t r0;
+        for (r0 = 0; r0 < B; r0 += MLP_INFER_ROWS) {
+            const size_t R = B - r0 < MLP_INFER_ROWS ? B - r0 : MLP_INFER_ROWS;
+            MLP_FN(mlp_linear)(pb, 2, x + r0 * sh->dim, R, sh->dim, P + o.in_w, P + o.in_b, W,
+                               hc, a.temb + r0 * ldt, ldt, sa, work, nt);
+            for (l = 0; l < L; l++) {
+                MLP_REAL *sw;
+                MLP_FN(mlp_linear)(pb, 3 + 2 * l, sa, R, W, P + diffuse__mlp_block(&o, l, 0),
+                                   P + diffuse__mlp_block(&o, l, 1), W, su, NULL, 0, su, work,
+                                   nt);
+                MLP_FN(mlp_linear)(pb, 4 + 2 * l, su, R, W, P + diffuse__mlp_block(&o, l, 2),
+                                   P + diffuse__mlp_block(&o, l, 3), W, hn, hc, W, sa, work, nt);
+                sw = hc;
+                hc = hn;
+                hn = sw;
+            }
+            MLP_FN(mlp_linear)(pb, 3 + 2 * L, sa, R, W, P + o.out_w, P + o.out_b, sh->out_dim,
+                               out + r0 * sh->out_dim, NULL, 0, NULL, work, nt);
+        }
+        return;
+    }
     /* h_0 = Linear_in(x) + temb; then SiLU(h_0), the first block's input
      * (or the output layer's when there is no block) */
     MLP_FN(mlp_linear)(pb, 2, x, B, sh->dim, P + o.in_w, P + o.in_b, W, a.h, a.temb, ldt,

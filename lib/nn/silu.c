@@ -2,75 +2,385 @@
  * SiLU forward and backward in float for the nets, vectorized.
  *
  * libm's expf is called once per element otherwise and dominates a small
- * MLP's time.  Here exp is evaluated 16 lanes at a time with GCC/Clang
- * vector extensions: x = n ln 2 + r with n = round(x / ln 2) (two-constant
- * Cody-Waite reduction), e^r by its Taylor polynomial of degree 7 (relative
- * error below 3e-9 on |r| <= ln(2)/2), and 2^n built in the exponent bits.
- * Only exp(-|x|) is needed (the logistic is formed from it on either side),
- * and it is taken as 0 below -87, where float exp leaves the normal range.  On x86-64
- * Linux, target_clones compiles the loops for AVX-512, AVX2 and the baseline
- * and picks one at load time; every lane follows the same arithmetic, so a
- * value does not depend on its position or on the array's length (the tail
- * goes through the same vector code).
+ * MLP's time.  Here, with a = min(|x|, 160), e = exp(-a) in (0, 1] is
+ * taken as 2^n p(r): z = -a log2(e) rounded to float, n = z rounded to the
+ * nearest integer (-231 <= n <= 0), r = -a - n ln 2 by two fused
+ * multiply-adds (Cody-Waite: ln 2 split in a 10-bit high part and a low
+ * part), p a degree-6 polynomial fitted to e^r on |r| <= ln(2)/2 (relative
+ * error 2e-9; constant and linear coefficients exactly 1), evaluated by
+ * Horner with fused multiply-adds.  scale(v, n) = v 2^n rounded once (the
+ * subnormal range included).  With e = scale(p, n), d = 1 + e:
+ *   silu(x)  = x / d                     (x >= 0),
+ *            = scale(x p, n) / d         (x < 0: x e, rounded once),
+ *   silu'(x) = q (1 + x e q)             (x >= 0, q = 1 / d),
+ *            = scale(p q (1 + x q), n)   (x < 0: e q (1 + x q)),
+ * from sigmoid(x) = q or e q, 1 - sigmoid(x) = e q or q.
+ * exp(-160) is below half the smallest subnormal, so the clamp changes
+ * nothing for |x| < 2^80.  Larger |x|, infinities and NaN go through
+ * double and libm, lane by lane: silu(+inf) = +inf, silu(-inf) = NaN,
+ * silu'(+-inf) = NaN, NaN gives NaN (IEEE x sigmoid(x), as before).
+ *
+ * Three implementations of the same operations in the same order, so a
+ * value does not depend on the machine, on its position or on the array's
+ * length: AVX-512F (16 lanes; roundscale and scalef), AVX2+FMA (8 lanes;
+ * the shifter and two exact power-of-2 products) on x86-64 with GCC or
+ * Clang, picked at run time, and a scalar one with fmaf everywhere else
+ * (and for the ends of arrays on AVX2, and for the rare lanes above).
  */
 #include "internal.h"
 #include "nn/silu.h"
-#include "vec.h"
-#include "nn/silu_vec.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 
-/* The clones, and helpers that are static and always inlined (so the ABI
- * of passing 64-byte vectors between functions, which -Wpsabi warns about,
- * never applies), as lib/vec.h sets them up for every vectorized loop. */
-#ifndef DIFFUSE_VEC
-#  error "lib/nn/silu.c needs GCC or Clang vector extensions"
-#endif
-#define SILU_CLONES DIFFUSE_VEC_CLONES
+#define SILU_LIM 1e20f            /* beyond: the double path */
+#define SILU_CLAMP 160.0f
+#define SILU_LOG2E 1.44269504088896341f
+#define SILU_SHIFT 12582912.0f       /* 1.5 2^23: (z + S) - S rounds z to an integer */
+#define SILU_LN2_HI 0.693359375f     /* 10 significant bits: n * hi is exact */
+#define SILU_LN2_LO -2.12194440e-4f  /* ln 2 - hi */
+#define SILU_C6 1.3843771303072572e-3f
+#define SILU_C5 8.374154567718506e-3f
+#define SILU_C4 4.166800156235695e-2f
+#define SILU_C3 1.6666431725025177e-1f
+#define SILU_C2 4.999999403953552e-1f
 
-SILU_INLINE vf load(const float *p, size_t n)
+/* 2^k for -126 <= k <= 127. */
+static inline float pow2i(int32_t k)
 {
-    vf v = silu_splat(0.0f);
-    memcpy(&v, p, n * sizeof(float));
+    uint32_t bits = (uint32_t)(k + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* v 2^n rounded once, for -231 <= n <= 0 and |v| >= 0.5 where n < -126
+ * (then v 2^(n + 126) is a normal float, exactly). */
+static inline float scale_lane(float v, int32_t n)
+{
+    int32_t m = n < -126 ? -126 : 0;
+    return (v * pow2i(n - m)) * pow2i(m);
+}
+
+/* p and n of exp(-a) for 0 <= a <= SILU_CLAMP. */
+static inline float exp_parts(float a, int32_t *n_out)
+{
+    float t = -a;
+    float z = t * SILU_LOG2E;
+    float n = (z + SILU_SHIFT) - SILU_SHIFT;
+    float r = fmaf(-n, SILU_LN2_HI, t);
+    float p;
+    r = fmaf(-n, SILU_LN2_LO, r);
+    p = fmaf(SILU_C6, r, SILU_C5);
+    p = fmaf(p, r, SILU_C4);
+    p = fmaf(p, r, SILU_C3);
+    p = fmaf(p, r, SILU_C2);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    *n_out = (int32_t)n;
+    return p;
+}
+
+static inline int in_range(float x)
+{
+    return fabsf(x) <= SILU_LIM; /* false for NaN */
+}
+
+/* Outside the range (and NaN): double and libm, rounded once. */
+static float silu_wide(float x)
+{
+    double xd = x;
+    if (xd < 0.0) {
+        double e = exp(xd);
+        return (float)(xd * e / (1.0 + e));
+    }
+    return (float)(xd / (1.0 + exp(-xd)));
+}
+
+static float dsilu_wide(float x, float dy)
+{
+    double xd = x, s = 1.0 / (1.0 + exp(-xd));
+    return (float)((double)dy * (s * (1.0 + xd * (1.0 - s))));
+}
+
+static inline float silu_lane(float x)
+{
+    float a = fabsf(x), p, e;
+    int32_t n;
+    if (!in_range(x))
+        return silu_wide(x);
+    p = exp_parts(a < SILU_CLAMP ? a : SILU_CLAMP, &n);
+    e = scale_lane(p, n);
+    return (x >= 0.0f ? x : scale_lane(x * p, n)) / (1.0f + e);
+}
+
+static inline float dsilu_lane(float x, float dy)
+{
+    float a = fabsf(x), p, e, q;
+    int32_t n;
+    if (!in_range(x))
+        return dsilu_wide(x, dy);
+    p = exp_parts(a < SILU_CLAMP ? a : SILU_CLAMP, &n);
+    e = scale_lane(p, n);
+    q = 1.0f / (1.0f + e);
+    if (x >= 0.0f)
+        return dy * (q * fmaf(x, e * q, 1.0f));
+    return dy * scale_lane((p * q) * fmaf(x, q, 1.0f), n);
+}
+
+static void fwd_scalar(const float *x, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = silu_lane(x[i]);
+}
+
+static void bwd_scalar(const float *x, const float *dy, size_t n, float *dx)
+{
+    for (size_t i = 0; i < n; i++)
+        dx[i] = dsilu_lane(x[i], dy[i]);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#  define SILU_X86 1
+#  include <immintrin.h>
+
+#  define T512 __attribute__((target("avx512f")))
+#  define T512_INLINE static inline __attribute__((target("avx512f"), always_inline))
+#  define TAVX2 __attribute__((target("avx2,fma")))
+#  define TAVX2_INLINE static inline __attribute__((target("avx2,fma"), always_inline))
+
+/* 16 lanes of exp_parts (roundscale to nearest is the shifter's rounding)
+ * from x: *a = |x|, *p, *n, and the lanes of m with |x| <= SILU_LIM. */
+T512_INLINE __mmask16 parts16(__m512 x, __mmask16 m, __m512 *a, __m512 *p, __m512 *n)
+{
+    __m512 ax = _mm512_castsi512_ps(
+        _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
+    __m512 t = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_min_ps(ax, _mm512_set1_ps(SILU_CLAMP)));
+    __m512 z = _mm512_mul_ps(t, _mm512_set1_ps(SILU_LOG2E));
+    __m512 nn = _mm512_roundscale_ps(z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(SILU_LN2_HI), t);
+    __m512 q;
+    r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(SILU_LN2_LO), r);
+    q = _mm512_fmadd_ps(_mm512_set1_ps(SILU_C6), r, _mm512_set1_ps(SILU_C5));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(SILU_C4));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(SILU_C3));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(SILU_C2));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
+    *a = ax;
+    *p = q;
+    *n = nn;
+    return _mm512_mask_cmp_ps_mask(m, ax, _mm512_set1_ps(SILU_LIM), _CMP_LE_OQ);
+}
+
+/* One vector of 16 (m: the lanes present). */
+T512_INLINE void fwd16(const float *x, float *y, __mmask16 m, int full)
+{
+    __m512 v = full ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(m, x);
+    __m512 a, p, n, e, num, out;
+    __mmask16 slow = (__mmask16)(m & ~parts16(v, m, &a, &p, &n));
+    __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    e = _mm512_scalef_ps(p, n);
+    num = _mm512_mask_scalef_ps(v, neg, _mm512_mul_ps(v, p), n);
+    out = _mm512_div_ps(num, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    float xs[16];
+    if (slow)
+        _mm512_storeu_ps(xs, v); /* before y, which may be x, is written */
+    if (full)
+        _mm512_storeu_ps(y, out);
+    else
+        _mm512_mask_storeu_ps(y, m, out);
+    if (slow)
+        for (unsigned l = 0; l < 16; l++)
+            if (slow & (1u << l))
+                y[l] = silu_wide(xs[l]);
+}
+
+T512_INLINE void bwd16(const float *x, const float *dy, float *dx, __mmask16 m, int full)
+{
+    __m512 v = full ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(m, x);
+    __m512 g = full ? _mm512_loadu_ps(dy) : _mm512_maskz_loadu_ps(m, dy);
+    __m512 a, p, n, e, q, c, h, out;
+    __mmask16 slow = (__mmask16)(m & ~parts16(v, m, &a, &p, &n));
+    __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    e = _mm512_scalef_ps(p, n);
+    q = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    c = _mm512_mask_blend_ps(neg, _mm512_mul_ps(e, q), q);
+    h = _mm512_mask_blend_ps(neg, q, _mm512_mul_ps(p, q));
+    h = _mm512_mul_ps(h, _mm512_fmadd_ps(v, c, _mm512_set1_ps(1.0f)));
+    out = _mm512_mul_ps(g, _mm512_mask_scalef_ps(h, neg, h, n));
+    float xs[16], gs[16];
+    if (slow) {
+        _mm512_storeu_ps(xs, v);
+        _mm512_storeu_ps(gs, g);
+    }
+    if (full)
+        _mm512_storeu_ps(dx, out);
+    else
+        _mm512_mask_storeu_ps(dx, m, out);
+    if (slow)
+        for (unsigned l = 0; l < 16; l++)
+            if (slow & (1u << l))
+                dx[l] = dsilu_wide(xs[l], gs[l]);
+}
+
+T512 static void fwd_avx512(const float *x, size_t n, float *y)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        fwd16(x + i, y + i, (__mmask16)0xffff, 1);
+    if (i < n)
+        fwd16(x + i, y + i, (__mmask16)((1u << (n - i)) - 1u), 0);
+}
+
+T512 static void bwd_avx512(const float *x, const float *dy, size_t n, float *dx)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        bwd16(x + i, dy + i, dx + i, (__mmask16)0xffff, 1);
+    if (i < n)
+        bwd16(x + i, dy + i, dx + i, (__mmask16)((1u << (n - i)) - 1u), 0);
+}
+
+/* 8 lanes of exp_parts; nonzero when every |x| <= SILU_LIM. */
+TAVX2_INLINE int parts8(__m256 x, __m256 *p, __m256i *n)
+{
+    __m256 ax = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+    __m256 t = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_min_ps(ax, _mm256_set1_ps(SILU_CLAMP)));
+    __m256 z = _mm256_mul_ps(t, _mm256_set1_ps(SILU_LOG2E));
+    __m256 nn = _mm256_sub_ps(_mm256_add_ps(z, _mm256_set1_ps(SILU_SHIFT)),
+                              _mm256_set1_ps(SILU_SHIFT));
+    __m256 r = _mm256_fnmadd_ps(nn, _mm256_set1_ps(SILU_LN2_HI), t);
+    __m256 q;
+    r = _mm256_fnmadd_ps(nn, _mm256_set1_ps(SILU_LN2_LO), r);
+    q = _mm256_fmadd_ps(_mm256_set1_ps(SILU_C6), r, _mm256_set1_ps(SILU_C5));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(SILU_C4));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(SILU_C3));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(SILU_C2));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f));
+    *p = q;
+    *n = _mm256_cvtps_epi32(nn);
+    return _mm256_movemask_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(SILU_LIM), _CMP_LE_OQ)) == 0xff;
+}
+
+/* scale_lane, 8 lanes. */
+TAVX2_INLINE __m256 scale8(__m256 v, __m256i n)
+{
+    __m256i m = _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(-126), n),
+                                 _mm256_set1_epi32(-126));
+    __m256i b1 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(n, m), _mm256_set1_epi32(127)), 23);
+    __m256i b2 = _mm256_slli_epi32(_mm256_add_epi32(m, _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_castsi256_ps(b1)), _mm256_castsi256_ps(b2));
+}
+
+TAVX2 static void fwd_avx2(const float *x, size_t n, float *y)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i), p, e, num, neg;
+        __m256i k;
+        if (!parts8(v, &p, &k)) {
+            fwd_scalar(x + i, 8, y + i);
+            continue;
+        }
+        e = scale8(p, k);
+        neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+        num = _mm256_blendv_ps(v, scale8(_mm256_mul_ps(v, p), k), neg);
+        _mm256_storeu_ps(y + i, _mm256_div_ps(num, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+    }
+    fwd_scalar(x + i, n - i, y + i);
+}
+
+TAVX2 static void bwd_avx2(const float *x, const float *dy, size_t n, float *dx)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i), g = _mm256_loadu_ps(dy + i), p, e, q, c, h, neg;
+        __m256i k;
+        if (!parts8(v, &p, &k)) {
+            bwd_scalar(x + i, dy + i, 8, dx + i);
+            continue;
+        }
+        e = scale8(p, k);
+        q = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+        c = _mm256_blendv_ps(_mm256_mul_ps(e, q), q, neg);
+        h = _mm256_blendv_ps(q, _mm256_mul_ps(p, q), neg);
+        h = _mm256_mul_ps(h, _mm256_fmadd_ps(v, c, _mm256_set1_ps(1.0f)));
+        _mm256_storeu_ps(dx + i, _mm256_mul_ps(g, _mm256_blendv_ps(h, scale8(h, k), neg)));
+    }
+    bwd_scalar(x + i, dy + i, n - i, dx + i);
+}
+
+/* 2: AVX-512F, 1: AVX2 and FMA, 0: scalar. */
+static int isa(void)
+{
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = __builtin_cpu_supports("avx512f")                                ? 2
+            : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                                : 0;
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
     return v;
 }
+#endif
 
-SILU_CLONES
-void diffuse__silu_fast_forward(const float *x, size_t n, float *y)
+int diffuse__silu_impls(void)
 {
-    size_t i = 0;
-    vf v, sg, out;
-    for (; i + LANES <= n; i += LANES) { /* fixed-size copies become vector moves */
-        memcpy(&v, x + i, sizeof v);
-        sigmoid(&v, &sg);
-        out = v * sg;
-        memcpy(y + i, &out, sizeof out);
-    }
-    if (i < n) {
-        v = load(x + i, n - i);
-        sigmoid(&v, &sg);
-        out = v * sg;
-        memcpy(y + i, &out, (n - i) * sizeof(float));
-    }
+#ifdef SILU_X86
+    return isa() + 1;
+#else
+    return 1;
+#endif
 }
 
-SILU_CLONES
+void diffuse__silu_forward_impl(int impl, const float *x, size_t n, float *y)
+{
+#ifdef SILU_X86
+    switch (impl) {
+    case 2:
+        fwd_avx512(x, n, y);
+        return;
+    case 1:
+        fwd_avx2(x, n, y);
+        return;
+    default:
+        break;
+    }
+#endif
+    (void)impl;
+    fwd_scalar(x, n, y);
+}
+
+void diffuse__silu_backward_impl(int impl, const float *x, const float *dy, size_t n,
+                                 float *dx)
+{
+#ifdef SILU_X86
+    switch (impl) {
+    case 2:
+        bwd_avx512(x, dy, n, dx);
+        return;
+    case 1:
+        bwd_avx2(x, dy, n, dx);
+        return;
+    default:
+        break;
+    }
+#endif
+    (void)impl;
+    bwd_scalar(x, dy, n, dx);
+}
+
+void diffuse__silu_fast_forward(const float *x, size_t n, float *y)
+{
+    diffuse__silu_forward_impl(diffuse__silu_impls() - 1, x, n, y);
+}
+
 void diffuse__silu_fast_backward(const float *x, const float *dy, size_t n, float *dx)
 {
-    size_t i = 0;
-    vf v, g, s, out;
-    for (; i + LANES <= n; i += LANES) {
-        memcpy(&v, x + i, sizeof v);
-        memcpy(&g, dy + i, sizeof g);
-        sigmoid(&v, &s);
-        out = g * (s * (silu_splat(1.0f) + v * (silu_splat(1.0f) - s)));
-        memcpy(dx + i, &out, sizeof out);
-    }
-    if (i < n) {
-        v = load(x + i, n - i);
-        g = load(dy + i, n - i);
-        sigmoid(&v, &s);
-        out = g * (s * (silu_splat(1.0f) + v * (silu_splat(1.0f) - s)));
-        memcpy(dx + i, &out, (n - i) * sizeof(float));
-    }
+    diffuse__silu_backward_impl(diffuse__silu_impls() - 1, x, dy, n, dx);
 }

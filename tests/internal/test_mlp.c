@@ -161,19 +161,22 @@ static void test_net_forward_matches_double(void)
 }
 
 /* Inference (diffuse__mlp_infer: the time branch left in one row, the
- * epilogues fused) gives the bits of the training forward pass, with one t
- * for all rows and with mixed t, with and without classes, and at 1 and 3
- * threads; the training forward gives the same bits at 1 and 3 threads. */
+ * epilogues fused, on one thread the rows in chunks of MLP_INFER_ROWS = 96:
+ * B = 250 gives two whole chunks and a partial one) gives the bits of the
+ * training forward pass, with one t for all rows and with mixed t, with and
+ * without classes, depth 2 and 0, and at 1 and 3 threads; the training forward gives the
+ * same bits at 1 and 3 threads. */
 static void test_mlp_infer_bitwise(void)
 {
     diffuse__mlp_shape sh = {3, 6, 40, 2, 16, 0};
-    enum { B = 23 };
+    enum { B = 250 };
     float x[B * 3], t[B], out_a[B * 6], out_b[B * 6], *P, *acts, *work;
     int32_t lab[B];
     unsigned seed = 99u;
     size_t NP, i;
-    for (int cls = 0; cls < 2; cls++) {
-        sh.classes = cls ? 4 : 0;
+    for (int cls = 0; cls < 4; cls++) { /* depth 2, then 0 (no block) */
+        sh.classes = cls % 2 ? 4 : 0;
+        sh.depth = cls < 2 ? 2 : 0;
         NP = diffuse__mlp_layout(&sh).total;
         P = malloc(NP * sizeof *P);
         acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
@@ -212,7 +215,7 @@ static void test_mlp_infer_packed(void)
 {
     static const char *kernels[] = {"avx512", "avx2", "portable"};
     static const size_t widths[] = {40, 400};
-    enum { B = 37 };
+    enum { B = 137 }; /* one-thread inference: chunks of 96 and 41 rows */
     for (size_t wi = 0; wi < 2; wi++) {
         diffuse__mlp_shape sh = {3, 6, widths[wi], 2, 16, 0};
         const size_t NP = diffuse__mlp_layout(&sh).total, nl = diffuse__mlp_linear_count(&sh);
