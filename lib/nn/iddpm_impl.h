@@ -49,13 +49,6 @@ static const IDDPM_REAL *IDDPM_FN(iddpm_in)(const diffuse__iddpm_plan *pl, const
         });                                                                 \
     } while (0)
 
-static void IDDPM_FN(par_silu_backward)(const IDDPM_REAL *x, const IDDPM_REAL *dy, size_t n,
-                                        IDDPM_REAL *dx, int nt)
-{
-    IDDPM_PAR_CHUNKS(nt, n, i0, i1,
-                     { IDDPM_L(diffuse__silu_backward)(x + i0, dy + i0, i1 - i0, dx + i0); });
-}
-
 static void IDDPM_FN(par_add)(const IDDPM_REAL *a, const IDDPM_REAL *b, size_t n, IDDPM_REAL *y,
                               int nt)
 {
@@ -82,19 +75,6 @@ static void IDDPM_FN(iddpm_split)(const IDDPM_REAL *src, size_t cp, size_t cs, s
     DIFFUSE_PAR_FOR(nt, B > 1 && B * (cp + cs) >= IDDPM_PAR_MIN, b, B, {
         memcpy(prev + b * cp, src + b * (cp + cs), cp * sizeof *prev);
         memcpy(skip + b * cs, src + b * (cp + cs) + cp, cs * sizeof *skip);
-    });
-}
-
-/* scale_shift_backward split by samples (each owns its rows of dx and dss). */
-static void IDDPM_FN(par_scale_shift_backward)(const IDDPM_REAL *x, const IDDPM_REAL *ss,
-                                               const IDDPM_REAL *dy, size_t B, size_t C,
-                                               size_t HW, IDDPM_REAL *dx, IDDPM_REAL *dss,
-                                               int nt)
-{
-    size_t b;
-    DIFFUSE_PAR_FOR(nt, B > 1 && B * C * HW >= IDDPM_PAR_MIN, b, B, {
-        IDDPM_L(diffuse__scale_shift_backward)(x + b * C * HW, ss + b * 2 * C, dy + b * C * HW,
-                                               1, C, HW, dx + b * C * HW, dss + b * 2 * C);
     });
 }
 
@@ -151,7 +131,7 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     const diffuse__iddpm_op *o = &pl->ops[k];
     const diffuse__iddpm_config *c = &pl->cfg;
     const size_t HW = o->H * o->W, G = c->G, mb = pl->max_batch;
-    const size_t ce = c->scale_shift ? 2 * o->co : o->co, no = B * o->co * HW;
+    const size_t ce = c->scale_shift ? 2 * o->co : o->co;
     IDDPM_REAL *A = scratch + pl->s_buf[0], *Bf = scratch + pl->s_buf[1];
     IDDPM_REAL *Cf = scratch + pl->s_buf[2], *D = scratch + pl->s_buf[3];
     IDDPM_REAL *de = scratch + pl->s_de, *dtmp = scratch + pl->s_dtmp;
@@ -178,13 +158,11 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_backward)(D, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                            DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D);
-    IDDPM_FN(par_silu_backward)(U1, D, no, D, nt);
-    if (c->scale_shift)
-        IDDPM_FN(par_scale_shift_backward)(A, e, D, B, o->co, HW, D, de, nt);
-    IDDPM_L(diffuse__groupnorm_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G, D,
-                                         A, Gr + o->p_gn2, Gr + o->p_gn2 + o->co, nt);
-    if (!c->scale_shift)
-        IDDPM_L(diffuse__add_channel_backward)(A, B, o->co, HW, de, 0);
+    /* SiLU, scale-shift (or the embedding's add) and the norm, slice by slice */
+    IDDPM_L(diffuse__groupnorm_act_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G,
+                                             U1, A, c->scale_shift ? e : NULL, de, D, NULL, A,
+                                             Gr + o->p_gn2, Gr + o->p_gn2 + o->co,
+                                             c->scale_shift ? NULL : de, nt);
     IDDPM_L(diffuse__linear_backward)(acts + pl->a_se, B, pl->E, P + o->p_e, ce, de, dtmp,
                                       Gr + o->p_e, Gr + o->p_e + ce * pl->E, work, nt);
     IDDPM_L(diffuse__add)(dse, dtmp, B * pl->E, dse);
@@ -193,16 +171,13 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
                                         Bf, st1, st1 + mb * G, Cf, nt);
     IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->ci, o->H, o->W, P + o->p_c1, o->co, 1, A, D,
                                        Gr + o->p_c1, Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
-    IDDPM_FN(par_silu_backward)(Bf, D, B * o->ci * HW, D, nt);
-    IDDPM_L(diffuse__groupnorm_backward)(in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G, D,
-                                         dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, nt);
-    if (o->ci != o->co) {
-        IDDPM_L(diffuse__conv1x1_backward)(in, B, o->ci, HW, P + o->p_sk, o->co, dy, D,
+    /* the skip path's input gradient (into Cf, free now), added by the norm's backward */
+    if (o->ci != o->co)
+        IDDPM_L(diffuse__conv1x1_backward)(in, B, o->ci, HW, P + o->p_sk, o->co, dy, Cf,
                                            Gr + o->p_sk, Gr + o->p_sk + o->co * o->ci, work, nt);
-        IDDPM_FN(par_add)(dx, D, B * o->ci * HW, dx, nt);
-    } else {
-        IDDPM_FN(par_add)(dx, dy, no, dx, nt);
-    }
+    IDDPM_L(diffuse__groupnorm_act_backward)(in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G,
+                                             Bf, NULL, NULL, NULL, D, o->ci != o->co ? Cf : dy,
+                                             dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, NULL, nt);
 }
 
 static void IDDPM_FN(iddpm_attn_forward)(const diffuse__iddpm_plan *pl, size_t k,
@@ -252,9 +227,9 @@ static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t 
                                         st + mb * G, NULL, nt);
     IDDPM_L(diffuse__conv1x1_backward)(A, B, C, T, P + o->p_c1, 3 * C, Cf, D, Gr + o->p_c1,
                                        Gr + o->p_c1 + 3 * C * C, work, nt);
-    IDDPM_L(diffuse__groupnorm_backward)(in, B, C, T, G, P + o->p_gn1, st, st + mb * G, D, dx,
-                                         Gr + o->p_gn1, Gr + o->p_gn1 + C, nt);
-    IDDPM_FN(par_add)(dx, dy, B * C * T, dx, nt);
+    IDDPM_L(diffuse__groupnorm_act_backward)(in, B, C, T, G, P + o->p_gn1, st, st + mb * G, NULL,
+                                             NULL, NULL, NULL, D, dy, dx, Gr + o->p_gn1,
+                                             Gr + o->p_gn1 + C, NULL, nt);
 }
 
 /* out[B][out_C][H][W] = net(x, t, lab); saves what the backward pass
@@ -370,10 +345,10 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
         IDDPM_L(diffuse__conv3x3_backward)(Bf, B, ch, c->H, c->W, P + pl->p_out_c, c->out_C, 1,
                                            dout, Cf, Gr + pl->p_out_c,
                                            Gr + pl->p_out_c + c->out_C * ch * 9, work, nt);
-        IDDPM_FN(par_silu_backward)(A, Cf, B * ch * HW, Cf, nt);
-        IDDPM_L(diffuse__groupnorm_backward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn, st,
-                                             st + mb * G, Cf, g[0], Gr + pl->p_out_gn,
-                                             Gr + pl->p_out_gn + ch, nt);
+        IDDPM_L(diffuse__groupnorm_act_backward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
+                                                 st, st + mb * G, A, NULL, NULL, NULL, Cf, NULL,
+                                                 g[0], Gr + pl->p_out_gn, Gr + pl->p_out_gn + ch,
+                                                 NULL, nt);
     }
     dy = g[0];
     for (k = pl->n_ops; k-- > 0;) {
