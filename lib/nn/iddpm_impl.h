@@ -78,10 +78,25 @@ static void IDDPM_FN(iddpm_split)(const IDDPM_REAL *src, size_t cp, size_t cs, s
     });
 }
 
+/* Whether op k's norm can add a residual still missing from its input (the
+ * previous op's output) as it reads it: a ResBlock without a skip input or
+ * an attention block; k == n_ops: the output norm. */
+static int IDDPM_FN(iddpm_takes_res)(const diffuse__iddpm_plan *pl, size_t k)
+{
+    if (k >= pl->n_ops)
+        return 1;
+    return (pl->ops[k].type == DIFFUSE__IDDPM_RES && pl->ops[k].skip_src < 0) ||
+           pl->ops[k].type == DIFFUSE__IDDPM_ATTN;
+}
+
+/* pend (not NULL): the input (op k - 1's output) still lacks += pend, which
+ * the first norm adds.  *defer (not NULL): leave out the block's residual
+ * add and return its term there instead, for the next op's norm to add. */
 static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
                                         const IDDPM_REAL *P, const IDDPM_REAL *in, size_t B,
                                         IDDPM_REAL *acts, IDDPM_REAL *scratch,
-                                        const diffuse__iddpm_drop *dr, IDDPM_REAL *work, int nt)
+                                        const diffuse__iddpm_drop *dr, IDDPM_REAL *work, int nt,
+                                        const IDDPM_REAL *pend, const IDDPM_REAL **defer)
 {
     const diffuse__iddpm_op *o = &pl->ops[k];
     const diffuse__iddpm_config *c = &pl->cfg;
@@ -91,33 +106,37 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
     IDDPM_REAL *Cf = scratch + pl->s_buf[2];
     IDDPM_REAL *r = acts + o->a_r, *e = acts + o->a_e, *out = acts + o->a_out;
     IDDPM_REAL *st1 = acts + o->a_st1, *st2 = acts + o->a_st2;
-    IDDPM_L(diffuse__groupnorm_forward)(in, B, o->ci, HW, G, P + o->p_gn1, P + o->p_gn1 + o->ci,
-                                        A, st1, st1 + mb * G, A, nt);
+    if (pend != NULL) /* in is op k - 1's output */
+        IDDPM_L(diffuse__groupnorm_pre_forward)(acts + pl->ops[k - 1].a_out, pend, NULL, B, o->ci,
+                                                HW, G, P + o->p_gn1, P + o->p_gn1 + o->ci, NULL, A,
+                                                st1, st1 + mb * G, NULL, A, nt);
+    else
+        IDDPM_L(diffuse__groupnorm_forward)(in, B, o->ci, HW, G, P + o->p_gn1,
+                                            P + o->p_gn1 + o->ci, A, st1, st1 + mb * G, A, nt);
     IDDPM_L(diffuse__conv3x3_forward)(A, B, o->ci, o->H, o->W, P + o->p_c1,
                                       P + o->p_c1 + o->co * o->ci * 9, o->co, 1, r, work, nt);
     IDDPM_L(diffuse__linear_forward)(acts + pl->a_se, B, pl->E, P + o->p_e,
                                      P + o->p_e + ce * pl->E, ce, e, work, nt);
-    if (!c->scale_shift)
-        IDDPM_L(diffuse__add_channel)(r, e, B, o->co, HW);
     if (c->scale_shift)
         IDDPM_L(diffuse__groupnorm_ss_forward)(r, B, o->co, HW, G, P + o->p_gn2,
                                                P + o->p_gn2 + o->co, e, Bf, st2, st2 + mb * G,
                                                Bf, Bf, nt);
-    else
-        IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2,
-                                            P + o->p_gn2 + o->co, Bf, st2, st2 + mb * G, Bf, nt);
+    else /* r += e per channel, as the norm reads r */
+        IDDPM_L(diffuse__groupnorm_pre_forward)(r, NULL, e, B, o->co, HW, G, P + o->p_gn2,
+                                                P + o->p_gn2 + o->co, NULL, Bf, st2, st2 + mb * G,
+                                                NULL, Bf, nt);
     if (dr->on && c->dropout > 0.0)
         IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf);
     IDDPM_L(diffuse__conv3x3_forward)(Bf, B, o->co, o->H, o->W, P + o->p_c2,
                                       P + o->p_c2 + o->co * o->co * 9, o->co, 1, out, work, nt);
-    if (o->ci != o->co) {
+    if (o->ci != o->co)
         IDDPM_L(diffuse__conv1x1_forward)(in, B, o->ci, HW, P + o->p_sk,
                                           P + o->p_sk + o->co * o->ci, o->co, Cf, work, nt);
-        IDDPM_FN(par_add)(out, Cf, B * o->co * HW, out, nt);
-    } else {
-        IDDPM_FN(par_add)(out, in, B * o->co * HW, out, nt);
-    }
+    if (defer != NULL) /* Cf: untouched until the next norm has read it */
+        *defer = o->ci != o->co ? Cf : in;
+    else
+        IDDPM_FN(par_add)(out, o->ci != o->co ? Cf : in, B * o->co * HW, out, nt);
 }
 
 /* dy: the gradient of the output (kept); dx: the input's (overwritten). */
@@ -180,25 +199,35 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
                                              dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, NULL, nt);
 }
 
+/* pend, defer: as for iddpm_res_forward. */
 static void IDDPM_FN(iddpm_attn_forward)(const diffuse__iddpm_plan *pl, size_t k,
                                          const IDDPM_REAL *P, const IDDPM_REAL *in, size_t B,
                                          IDDPM_REAL *acts, IDDPM_REAL *scratch,
-                                         IDDPM_REAL *work, int nt)
+                                         IDDPM_REAL *work, int nt, const IDDPM_REAL *pend,
+                                         const IDDPM_REAL **defer)
 {
     const diffuse__iddpm_op *o = &pl->ops[k];
     const size_t C = o->co, T = o->H * o->W, G = pl->cfg.G, mb = pl->max_batch;
     IDDPM_REAL *A = scratch + pl->s_buf[0];
     IDDPM_REAL *st = acts + o->a_st1, *qkv = acts + o->a_qkv, *a = acts + o->a_a;
     IDDPM_REAL *out = acts + o->a_out;
-    IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A, st,
-                                        st + mb * G, NULL, nt);
+    if (pend != NULL)
+        IDDPM_L(diffuse__groupnorm_pre_forward)(acts + pl->ops[k - 1].a_out, pend, NULL, B, C, T,
+                                                G, P + o->p_gn1, P + o->p_gn1 + C, NULL, A, st,
+                                                st + mb * G, NULL, NULL, nt);
+    else
+        IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A,
+                                            st, st + mb * G, NULL, nt);
     IDDPM_L(diffuse__conv1x1_forward)(A, B, C, T, P + o->p_c1, P + o->p_c1 + 3 * C * C, 3 * C,
                                       qkv, work, nt);
     IDDPM_L(diffuse__qkv_attention_forward)(qkv, B, C, T, o->heads, acts + o->a_wts, a, work,
                                             nt);
     IDDPM_L(diffuse__conv1x1_forward)(a, B, C, T, P + o->p_c2, P + o->p_c2 + C * C, C, out,
                                       work, nt);
-    IDDPM_FN(par_add)(out, in, B * C * T, out, nt);
+    if (defer != NULL)
+        *defer = in;
+    else
+        IDDPM_FN(par_add)(out, in, B * C * T, out, nt);
 }
 
 static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t k,
@@ -245,6 +274,7 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
     const size_t E = pl->E, mc = c->mc, G = c->G, mb = pl->max_batch;
     IDDPM_REAL *ts = scratch + pl->s_ts, *A = scratch + pl->s_buf[0];
     IDDPM_REAL *Xc = scratch + pl->s_buf[4];
+    const IDDPM_REAL *pend = NULL;
     size_t b, k;
     for (b = 0; b < B; b++)
         ts[b] = c->time_scale == 1.0 ? t[b] : (IDDPM_REAL)((double)t[b] * c->time_scale);
@@ -264,6 +294,15 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
         const diffuse__iddpm_op *o = &pl->ops[k];
         const IDDPM_REAL *in = IDDPM_FN(iddpm_in)(pl, x, acts, k);
         const size_t HW = o->H * o->W;
+        /* a residual add op k - 1 left to this op's norm (pend) */
+        const IDDPM_REAL *now = pend;
+        const IDDPM_REAL **defer = IDDPM_FN(iddpm_takes_res)(pl, k + 1) ? &pend : NULL;
+        pend = NULL;
+        if (now != NULL && !IDDPM_FN(iddpm_takes_res)(pl, k)) {
+            IDDPM_FN(par_add)(acts + pl->ops[k - 1].a_out, now, B * pl->ops[k - 1].n_out,
+                              acts + pl->ops[k - 1].a_out, nt);
+            now = NULL;
+        }
         switch (o->type) {
         case DIFFUSE__IDDPM_CONV_IN:
             IDDPM_L(diffuse__conv3x3_forward)(x, B, o->ci, o->H, o->W, P + o->p_c1,
@@ -277,10 +316,11 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
                                     (o->ci - o->ci_prev) * HW, B, Xc, nt);
                 in = Xc;
             }
-            IDDPM_FN(iddpm_res_forward)(pl, k, P, in, B, acts, scratch, dr, work, nt);
+            IDDPM_FN(iddpm_res_forward)(pl, k, P, in, B, acts, scratch, dr, work, nt, now,
+                                        defer);
             break;
         case DIFFUSE__IDDPM_ATTN:
-            IDDPM_FN(iddpm_attn_forward)(pl, k, P, in, B, acts, scratch, work, nt);
+            IDDPM_FN(iddpm_attn_forward)(pl, k, P, in, B, acts, scratch, work, nt, now, defer);
             break;
         case DIFFUSE__IDDPM_DOWN:
             if (c->conv_resample)
@@ -306,8 +346,10 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
         const diffuse__iddpm_op *o = &pl->ops[pl->n_ops - 1];
         const size_t ch = o->co, HW = c->H * c->W;
         IDDPM_REAL *st = acts + pl->a_out_st;
-        IDDPM_L(diffuse__groupnorm_forward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
-                                            P + pl->p_out_gn + ch, A, st, st + mb * G, A, nt);
+        /* the last block's residual add, if it left it (pend), as the norm reads */
+        IDDPM_L(diffuse__groupnorm_pre_forward)(acts + o->a_out, pend, NULL, B, ch, HW, G,
+                                                P + pl->p_out_gn, P + pl->p_out_gn + ch, NULL, A,
+                                                st, st + mb * G, NULL, A, nt);
         IDDPM_L(diffuse__conv3x3_forward)(A, B, ch, c->H, c->W, P + pl->p_out_c,
                                           P + pl->p_out_c + c->out_C * ch * 9, c->out_C, 1, out,
                                           work, nt);
