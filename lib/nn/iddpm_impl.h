@@ -49,6 +49,74 @@ static const IDDPM_REAL *IDDPM_FN(iddpm_in)(const diffuse__iddpm_plan *pl, const
         });                                                                 \
     } while (0)
 
+/* samples [b0, b1) of B, each of per values, on the net's threads (whole
+ * samples: the same bits at any split), from IDDPM_PAR_MIN values */
+#define IDDPM_PAR_SAMPLES(nt, B, per, b0, b1, ...)                          \
+    do {                                                                    \
+        const int parts_ = (nt) > 1 && (B) > 1 && (B) * (per) >= IDDPM_PAR_MIN \
+                               ? ((size_t)(nt) < (B) ? (nt) : (int)(B))     \
+                               : 1;                                         \
+        int t_;                                                             \
+        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
+            const size_t b0 = (size_t)t_ * (B) / (size_t)parts_;            \
+            const size_t b1 = (size_t)(t_ + 1) * (B) / (size_t)parts_;      \
+            if (b0 < b1)                                                    \
+                __VA_ARGS__                                                 \
+        });                                                                 \
+    } while (0)
+
+static void IDDPM_FN(par_upsample2_forward)(const IDDPM_REAL *x, size_t B, size_t C, size_t H,
+                                            size_t W, IDDPM_REAL *y, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
+        IDDPM_L(diffuse__upsample2_forward)(x + b0 * C * H * W, b1 - b0, C, H, W,
+                                            y + b0 * 4 * C * H * W);
+    });
+}
+
+static void IDDPM_FN(par_upsample2_backward)(const IDDPM_REAL *dy, size_t B, size_t C, size_t H,
+                                             size_t W, IDDPM_REAL *dx, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
+        IDDPM_L(diffuse__upsample2_backward)(dy + b0 * 4 * C * H * W, b1 - b0, C, H, W,
+                                             dx + b0 * C * H * W);
+    });
+}
+
+static void IDDPM_FN(par_avgpool2_forward)(const IDDPM_REAL *x, size_t B, size_t C, size_t H,
+                                           size_t W, IDDPM_REAL *y, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, C * H * W, b0, b1, {
+        IDDPM_L(diffuse__avgpool2_forward)(x + b0 * C * H * W, b1 - b0, C, H, W,
+                                           y + b0 * C * (H / 2) * (W / 2));
+    });
+}
+
+static void IDDPM_FN(par_avgpool2_backward)(const IDDPM_REAL *dy, size_t B, size_t C, size_t H,
+                                            size_t W, IDDPM_REAL *dx, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, C * H * W, b0, b1, {
+        IDDPM_L(diffuse__avgpool2_backward)(dy + b0 * C * (H / 2) * (W / 2), b1 - b0, C, H, W,
+                                            dx + b0 * C * H * W);
+    });
+}
+
+/* Dropout of rows [b0, b1) with their own sample numbers (sample0 + b): the
+ * mask of each row whoever runs it. */
+static void IDDPM_FN(par_dropout)(const IDDPM_REAL *x, size_t B, size_t n, double p,
+                                  uint64_t seed, uint64_t sample0, uint32_t stream, IDDPM_REAL *y,
+                                  int bwd, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, n, b0, b1, {
+        if (bwd)
+            IDDPM_L(diffuse__dropout_backward)(x + b0 * n, b1 - b0, n, p, seed,
+                                               sample0 + (uint64_t)b0, stream, y + b0 * n);
+        else
+            IDDPM_L(diffuse__dropout_forward)(x + b0 * n, b1 - b0, n, p, seed,
+                                              sample0 + (uint64_t)b0, stream, y + b0 * n);
+    });
+}
+
 static void IDDPM_FN(par_add)(const IDDPM_REAL *a, const IDDPM_REAL *b, size_t n, IDDPM_REAL *y,
                               int nt)
 {
@@ -126,8 +194,8 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
                                                 P + o->p_gn2 + o->co, NULL, Bf, st2, st2 + mb * G,
                                                 NULL, Bf, nt);
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
-                                          DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf);
+        IDDPM_FN(par_dropout)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
+                              DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf, 0, nt);
     IDDPM_L(diffuse__conv3x3_forward)(Bf, B, o->co, o->H, o->W, P + o->p_c2,
                                       P + o->p_c2 + o->co * o->co * 9, o->co, 1, out, work, nt);
     if (o->ci != o->co)
@@ -170,13 +238,13 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
                                             P + o->p_gn2 + o->co, A, st2, st2 + mb * G, Cf, nt);
     }
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_forward)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
-                                          DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf);
+        IDDPM_FN(par_dropout)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
+                              DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf, 0, nt);
     IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->co, o->H, o->W, P + o->p_c2, o->co, 1, dy, D,
                                        Gr + o->p_c2, Gr + o->p_c2 + o->co * o->co * 9, work, nt);
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_backward)(D, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
-                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D);
+        IDDPM_FN(par_dropout)(D, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
+                              DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D, 1, nt);
     /* SiLU, scale-shift (or the embedding's add) and the norm, slice by slice */
     IDDPM_L(diffuse__groupnorm_act_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G,
                                              U1, A, c->scale_shift ? e : NULL, de, D, NULL, A,
@@ -328,16 +396,16 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
                                                   P + o->p_c1 + o->co * o->ci * 9, o->co, 2,
                                                   acts + o->a_out, work, nt);
             else
-                IDDPM_L(diffuse__avgpool2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out);
+                IDDPM_FN(par_avgpool2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out, nt);
             break;
         default: /* UP */
             if (c->conv_resample) {
-                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, A);
+                IDDPM_FN(par_upsample2_forward)(in, B, o->ci, o->H, o->W, A, nt);
                 IDDPM_L(diffuse__conv3x3_forward)(A, B, o->ci, 2 * o->H, 2 * o->W, P + o->p_c1,
                                                   P + o->p_c1 + o->co * o->ci * 9, o->co, 1,
                                                   acts + o->a_out, work, nt);
             } else {
-                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out);
+                IDDPM_FN(par_upsample2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out, nt);
             }
             break;
         }
@@ -429,17 +497,17 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
                                                    2, dy, other, Gr + o->p_c1,
                                                    Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
             else
-                IDDPM_L(diffuse__avgpool2_backward)(dy, B, o->ci, o->H, o->W, other);
+                IDDPM_FN(par_avgpool2_backward)(dy, B, o->ci, o->H, o->W, other, nt);
             break;
         default: /* UP */
             if (c->conv_resample) {
-                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, A);
+                IDDPM_FN(par_upsample2_forward)(in, B, o->ci, o->H, o->W, A, nt);
                 IDDPM_L(diffuse__conv3x3_backward)(A, B, o->ci, 2 * o->H, 2 * o->W, P + o->p_c1,
                                                    o->co, 1, dy, Bf, Gr + o->p_c1,
                                                    Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
-                IDDPM_L(diffuse__upsample2_backward)(Bf, B, o->ci, o->H, o->W, other);
+                IDDPM_FN(par_upsample2_backward)(Bf, B, o->ci, o->H, o->W, other, nt);
             } else {
-                IDDPM_L(diffuse__upsample2_backward)(dy, B, o->ci, o->H, o->W, other);
+                IDDPM_FN(par_upsample2_backward)(dy, B, o->ci, o->H, o->W, other, nt);
             }
             break;
         }
