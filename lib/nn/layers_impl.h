@@ -314,14 +314,10 @@ static void LAYER_NAME(gn_forward_pair)(const LAYER_REAL *x, size_t b, size_t g,
     double m = 0.0, v = 0.0;
     LAYER_REAL mr, rr;
     size_t c;
-    if (xw != NULL)
-        for (c = 0; c < Cg; c++) {
-            const size_t ch = g * Cg + c, o = off + c * HW;
-            if (res != NULL)
-                LAYER_NAME(diffuse__add)(xw + o, res + o, HW, xw + o);
-            if (vc != NULL)
-                LAYER_NAME(diffuse__add_channel)(xw + o, vc + b * C + ch, 1, 1, HW);
-        }
+    if (xw != NULL && res != NULL)
+        LAYER_NAME(diffuse__add)(xw + off, res + off, n, xw + off);
+    if (xw != NULL && vc != NULL)
+        LAYER_NAME(diffuse__add_channel)(xw + off, vc + b * C + g * Cg, 1, Cg, HW);
     if (n > 0) {
         m = LAYER_NAME(layer_sum)(xg, n) / (double)n;
         v = LAYER_NAME(gn_sumsq_dev)(xg, n, m) / (double)n;
@@ -407,17 +403,19 @@ void LAYER_NAME(diffuse__groupnorm_pre_forward)(LAYER_REAL *x, const LAYER_REAL 
     });
 }
 
-/* One group of the backward pass, over every sample b in order (so that
- * dgamma, dbeta of its channels are summed over b in one fixed order).
+/* Groups [g0, g1) of the backward pass, sample by sample (so that dgamma,
+ * dbeta of each channel are summed over b in one fixed order; the slices
+ * of one sample's groups lie next to each other in memory).
  * With u or ss (groupnorm_act_backward), each channel's slice of dy is
  * first taken back through the SiLU and the scale-shift into dyw (the
  * caller's dy itself), in cache; res and dv finish each slice of dx the
  * same way.  The elementwise steps are those of silu_backward,
  * scale_shift_backward, add and add_channel_backward on the slice. */
 static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
-                                          size_t G, size_t g, const LAYER_REAL *gamma,
-                                          const LAYER_REAL *mean, const LAYER_REAL *rstd,
-                                          const LAYER_REAL *u, const LAYER_REAL *yn,
+                                          size_t G, size_t g0, size_t g1,
+                                          const LAYER_REAL *gamma, const LAYER_REAL *mean,
+                                          const LAYER_REAL *rstd, const LAYER_REAL *u,
+                                          const LAYER_REAL *yn,
                                           const LAYER_REAL *ss, LAYER_REAL *dss,
                                           const LAYER_REAL *dy, LAYER_REAL *dyw,
                                           const LAYER_REAL *res, LAYER_REAL *dx,
@@ -425,20 +423,20 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t 
 {
     const size_t Cg = C / G, n = Cg * HW;
     const LAYER_REAL *dg = (u != NULL || ss != NULL) ? dyw : dy;
-    size_t b, c, p;
-    for (b = 0; b < B; b++) {
+    size_t b, c, p, g;
+    for (b = 0; b < B; b++)
+    for (g = g0; g < g1; g++) {
         const size_t off = (b * C + g * Cg) * HW;
         const LAYER_REAL m = mean[b * G + g], r = rstd[b * G + g];
         double sum_gdy = 0.0, sum_gdyxh = 0.0, a1, a2;
+        /* the SiLU over the group's whole slice (one call: fewer short tails) */
+        if (u != NULL)
+            LAYER_NAME(diffuse__silu_backward)(u + off, dy + off, n, dyw + off);
         for (c = 0; c < Cg; c++) {
             const size_t ch = g * Cg + c, o = off + c * HW;
             const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
-            const LAYER_REAL *d = dy + o;
+            const LAYER_REAL *d = (u != NULL ? dyw : dy) + o;
             double t1, t2;
-            if (u != NULL) {
-                LAYER_NAME(diffuse__silu_backward)(u + o, d, HW, dyw + o);
-                d = dyw + o;
-            }
             if (ss != NULL) {
                 const LAYER_REAL s1 = (LAYER_REAL)1 + ss[b * 2 * C + ch];
                 double s_dy, s_dyx;
@@ -469,11 +467,12 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t 
             const LAYER_REAL k2 = (LAYER_REAL)(-a1 * (double)r);
             const LAYER_REAL k3 = (LAYER_REAL)(-a2 * (double)r);
             LAYER_NAME(gn_bwd_dx)(x + o, dg + o, HW, m, r, k1, k2, k3, dx + o);
-            if (res != NULL)
-                LAYER_NAME(diffuse__add)(dx + o, res + o, HW, dx + o);
-            if (dv != NULL)
-                dv[b * C + ch] = (LAYER_REAL)LAYER_NAME(layer_sum)(dx + o, HW);
         }
+        if (res != NULL)
+            LAYER_NAME(diffuse__add)(dx + off, res + off, n, dx + off);
+        if (dv != NULL)
+            for (c = 0; c < Cg; c++)
+                dv[b * C + g * Cg + c] = (LAYER_REAL)LAYER_NAME(layer_sum)(dx + off + c * HW, HW);
     }
 }
 
@@ -488,13 +487,16 @@ void LAYER_NAME(diffuse__groupnorm_backward)(const LAYER_REAL *x, size_t B, size
                                              const LAYER_REAL *dy, LAYER_REAL *dx,
                                              LAYER_REAL *dgamma, LAYER_REAL *dbeta, int nt)
 {
-    const int nth = nt > 1 ? nt : 1;
-    size_t g;
+    const size_t parts = nt > 1 && G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_
+                             ? ((size_t)nt < G ? (size_t)nt : G)
+                             : 1;
+    size_t t;
     if (G == 0 || C % G != 0 || HW == 0)
         return;
-    DIFFUSE_PAR_FOR(nth, G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, g, G, {
-        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, g, gamma, mean, rstd, NULL, NULL, NULL,
-                                      NULL, dy, NULL, NULL, dx, dgamma, dbeta, NULL);
+    DIFFUSE_PAR_FOR((int)parts, parts > 1, t, parts, {
+        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, t * G / parts, (t + 1) * G / parts, gamma,
+                                      mean, rstd, NULL, NULL, NULL, NULL, dy, NULL, NULL, dx,
+                                      dgamma, dbeta, NULL);
     });
 }
 
@@ -506,13 +508,16 @@ void LAYER_NAME(diffuse__groupnorm_act_backward)(
     const LAYER_REAL *ss, LAYER_REAL *dss, LAYER_REAL *dy, const LAYER_REAL *res,
     LAYER_REAL *dx, LAYER_REAL *dgamma, LAYER_REAL *dbeta, LAYER_REAL *dv, int nt)
 {
-    const int nth = nt > 1 ? nt : 1;
-    size_t g;
+    const size_t parts = nt > 1 && G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_
+                             ? ((size_t)nt < G ? (size_t)nt : G)
+                             : 1;
+    size_t t;
     if (G == 0 || C % G != 0 || HW == 0)
         return;
-    DIFFUSE_PAR_FOR(nth, G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, g, G, {
-        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, g, gamma, mean, rstd, u, y, ss, dss, dy,
-                                      dy, res, dx, dgamma, dbeta, dv);
+    DIFFUSE_PAR_FOR((int)parts, parts > 1, t, parts, {
+        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, t * G / parts, (t + 1) * G / parts, gamma,
+                                      mean, rstd, u, y, ss, dss, dy, dy, res, dx, dgamma, dbeta,
+                                      dv);
     });
 }
 
@@ -522,9 +527,13 @@ void LAYER_NAME(diffuse__groupnorm_act_backward)(
 
 void LAYER_NAME(diffuse__add)(const LAYER_REAL *a, const LAYER_REAL *b, size_t n, LAYER_REAL *y)
 {
+#ifdef LAYER_GN_VEC /* gn.c's vector loop: the same sums */
+    diffuse__gn_add_f(a, b, n, y);
+#else
     size_t i;
     for (i = 0; i < n; i++)
         y[i] = a[i] + b[i];
+#endif
 }
 
 void LAYER_NAME(diffuse__add_channel)(LAYER_REAL *y, const LAYER_REAL *v, size_t B, size_t C,
@@ -535,8 +544,13 @@ void LAYER_NAME(diffuse__add_channel)(LAYER_REAL *y, const LAYER_REAL *v, size_t
     for (c = 0; c < n; c++) {
         const LAYER_REAL vc = v[c];
         LAYER_REAL *yc = y + c * HW;
+#ifdef LAYER_GN_VEC
+        diffuse__gn_addc_f(yc, HW, vc);
+        (void)p;
+#else
         for (p = 0; p < HW; p++)
             yc[p] += vc;
+#endif
     }
 }
 
