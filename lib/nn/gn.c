@@ -163,3 +163,30 @@ void diffuse__gn_bwd_dx_f(const float *x, const float *dy, size_t n, float m, fl
     for (; i < n; i++)
         dx[i] = (k1 * dy[i] + k2) + k3 * ((x[i] - m) * r);
 }
+
+DIFFUSE_VEC_CLONES
+void diffuse__gn_add_f(const float *a, const float *b, size_t n, float *y)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const vf8 a0 = *(const vf8u *)(a + i), a1 = *(const vf8u *)(a + i + 8);
+        const vf8 b0 = *(const vf8u *)(b + i), b1 = *(const vf8u *)(b + i + 8);
+        *(vf8u *)(y + i) = a0 + b0;
+        *(vf8u *)(y + i + 8) = a1 + b1;
+    }
+    for (; i + 8 <= n; i += 8)
+        *(vf8u *)(y + i) = *(const vf8u *)(a + i) + *(const vf8u *)(b + i);
+    for (; i < n; i++)
+        y[i] = a[i] + b[i];
+}
+
+DIFFUSE_VEC_CLONES
+void diffuse__gn_addc_f(float *y, size_t n, float v)
+{
+    const vf8 vv = fsplat(v);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        *(vf8u *)(y + i) = *(const vf8u *)(y + i) + vv;
+    for (; i < n; i++)
+        y[i] += v;
+}

@@ -28,5 +28,9 @@ void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, 
 /* dx[i] = (k1 dy[i] + k2) + k3 ((x[i] - m) r) in float (dx may alias dy). */
 void diffuse__gn_bwd_dx_f(const float *x, const float *dy, size_t n, float m, float r, float k1,
                           float k2, float k3, float *dx);
+/* y[i] = a[i] + b[i] (y may alias a or b). */
+void diffuse__gn_add_f(const float *a, const float *b, size_t n, float *y);
+/* y[i] += v. */
+void diffuse__gn_addc_f(float *y, size_t n, float v);
 
 #endif

@@ -49,11 +49,72 @@ static const IDDPM_REAL *IDDPM_FN(iddpm_in)(const diffuse__iddpm_plan *pl, const
         });                                                                 \
     } while (0)
 
-static void IDDPM_FN(par_silu_backward)(const IDDPM_REAL *x, const IDDPM_REAL *dy, size_t n,
-                                        IDDPM_REAL *dx, int nt)
+/* samples [b0, b1) of B, each of per values, on the net's threads (whole
+ * samples: the same bits at any split), from IDDPM_PAR_MIN values */
+#define IDDPM_PAR_SAMPLES(nt, B, per, b0, b1, ...)                          \
+    do {                                                                    \
+        const int parts_ = (nt) > 1 && (B) > 1 && (B) * (per) >= IDDPM_PAR_MIN \
+                               ? ((size_t)(nt) < (B) ? (nt) : (int)(B))     \
+                               : 1;                                         \
+        int t_;                                                             \
+        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
+            const size_t b0 = (size_t)t_ * (B) / (size_t)parts_;            \
+            const size_t b1 = (size_t)(t_ + 1) * (B) / (size_t)parts_;      \
+            if (b0 < b1)                                                    \
+                __VA_ARGS__                                                 \
+        });                                                                 \
+    } while (0)
+
+static void IDDPM_FN(par_upsample2_forward)(const IDDPM_REAL *x, size_t B, size_t C, size_t H,
+                                            size_t W, IDDPM_REAL *y, int nt)
 {
-    IDDPM_PAR_CHUNKS(nt, n, i0, i1,
-                     { IDDPM_L(diffuse__silu_backward)(x + i0, dy + i0, i1 - i0, dx + i0); });
+    IDDPM_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
+        IDDPM_L(diffuse__upsample2_forward)(x + b0 * C * H * W, b1 - b0, C, H, W,
+                                            y + b0 * 4 * C * H * W);
+    });
+}
+
+static void IDDPM_FN(par_upsample2_backward)(const IDDPM_REAL *dy, size_t B, size_t C, size_t H,
+                                             size_t W, IDDPM_REAL *dx, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
+        IDDPM_L(diffuse__upsample2_backward)(dy + b0 * 4 * C * H * W, b1 - b0, C, H, W,
+                                             dx + b0 * C * H * W);
+    });
+}
+
+static void IDDPM_FN(par_avgpool2_forward)(const IDDPM_REAL *x, size_t B, size_t C, size_t H,
+                                           size_t W, IDDPM_REAL *y, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, C * H * W, b0, b1, {
+        IDDPM_L(diffuse__avgpool2_forward)(x + b0 * C * H * W, b1 - b0, C, H, W,
+                                           y + b0 * C * (H / 2) * (W / 2));
+    });
+}
+
+static void IDDPM_FN(par_avgpool2_backward)(const IDDPM_REAL *dy, size_t B, size_t C, size_t H,
+                                            size_t W, IDDPM_REAL *dx, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, C * H * W, b0, b1, {
+        IDDPM_L(diffuse__avgpool2_backward)(dy + b0 * C * (H / 2) * (W / 2), b1 - b0, C, H, W,
+                                            dx + b0 * C * H * W);
+    });
+}
+
+/* Dropout of rows [b0, b1) with their own sample numbers (sample0 + b): the
+ * mask of each row whoever runs it. */
+static void IDDPM_FN(par_dropout)(const IDDPM_REAL *x, size_t B, size_t n, double p,
+                                  uint64_t seed, uint64_t sample0, uint32_t stream, IDDPM_REAL *y,
+                                  int bwd, int nt)
+{
+    IDDPM_PAR_SAMPLES(nt, B, n, b0, b1, {
+        if (bwd)
+            IDDPM_L(diffuse__dropout_backward)(x + b0 * n, b1 - b0, n, p, seed,
+                                               sample0 + (uint64_t)b0, stream, y + b0 * n);
+        else
+            IDDPM_L(diffuse__dropout_forward)(x + b0 * n, b1 - b0, n, p, seed,
+                                              sample0 + (uint64_t)b0, stream, y + b0 * n);
+    });
 }
 
 static void IDDPM_FN(par_add)(const IDDPM_REAL *a, const IDDPM_REAL *b, size_t n, IDDPM_REAL *y,
@@ -85,23 +146,25 @@ static void IDDPM_FN(iddpm_split)(const IDDPM_REAL *src, size_t cp, size_t cs, s
     });
 }
 
-/* scale_shift_backward split by samples (each owns its rows of dx and dss). */
-static void IDDPM_FN(par_scale_shift_backward)(const IDDPM_REAL *x, const IDDPM_REAL *ss,
-                                               const IDDPM_REAL *dy, size_t B, size_t C,
-                                               size_t HW, IDDPM_REAL *dx, IDDPM_REAL *dss,
-                                               int nt)
+/* Whether op k's norm can add a residual still missing from its input (the
+ * previous op's output) as it reads it: a ResBlock without a skip input or
+ * an attention block; k == n_ops: the output norm. */
+static int IDDPM_FN(iddpm_takes_res)(const diffuse__iddpm_plan *pl, size_t k)
 {
-    size_t b;
-    DIFFUSE_PAR_FOR(nt, B > 1 && B * C * HW >= IDDPM_PAR_MIN, b, B, {
-        IDDPM_L(diffuse__scale_shift_backward)(x + b * C * HW, ss + b * 2 * C, dy + b * C * HW,
-                                               1, C, HW, dx + b * C * HW, dss + b * 2 * C);
-    });
+    if (k >= pl->n_ops)
+        return 1;
+    return (pl->ops[k].type == DIFFUSE__IDDPM_RES && pl->ops[k].skip_src < 0) ||
+           pl->ops[k].type == DIFFUSE__IDDPM_ATTN;
 }
 
+/* pend (not NULL): the input (op k - 1's output) still lacks += pend, which
+ * the first norm adds.  *defer (not NULL): leave out the block's residual
+ * add and return its term there instead, for the next op's norm to add. */
 static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
                                         const IDDPM_REAL *P, const IDDPM_REAL *in, size_t B,
                                         IDDPM_REAL *acts, IDDPM_REAL *scratch,
-                                        const diffuse__iddpm_drop *dr, IDDPM_REAL *work, int nt)
+                                        const diffuse__iddpm_drop *dr, IDDPM_REAL *work, int nt,
+                                        const IDDPM_REAL *pend, const IDDPM_REAL **defer)
 {
     const diffuse__iddpm_op *o = &pl->ops[k];
     const diffuse__iddpm_config *c = &pl->cfg;
@@ -111,33 +174,37 @@ static void IDDPM_FN(iddpm_res_forward)(const diffuse__iddpm_plan *pl, size_t k,
     IDDPM_REAL *Cf = scratch + pl->s_buf[2];
     IDDPM_REAL *r = acts + o->a_r, *e = acts + o->a_e, *out = acts + o->a_out;
     IDDPM_REAL *st1 = acts + o->a_st1, *st2 = acts + o->a_st2;
-    IDDPM_L(diffuse__groupnorm_forward)(in, B, o->ci, HW, G, P + o->p_gn1, P + o->p_gn1 + o->ci,
-                                        A, st1, st1 + mb * G, A, nt);
+    if (pend != NULL) /* in is op k - 1's output */
+        IDDPM_L(diffuse__groupnorm_pre_forward)(acts + pl->ops[k - 1].a_out, pend, NULL, B, o->ci,
+                                                HW, G, P + o->p_gn1, P + o->p_gn1 + o->ci, NULL, A,
+                                                st1, st1 + mb * G, NULL, A, nt);
+    else
+        IDDPM_L(diffuse__groupnorm_forward)(in, B, o->ci, HW, G, P + o->p_gn1,
+                                            P + o->p_gn1 + o->ci, A, st1, st1 + mb * G, A, nt);
     IDDPM_L(diffuse__conv3x3_forward)(A, B, o->ci, o->H, o->W, P + o->p_c1,
                                       P + o->p_c1 + o->co * o->ci * 9, o->co, 1, r, work, nt);
     IDDPM_L(diffuse__linear_forward)(acts + pl->a_se, B, pl->E, P + o->p_e,
                                      P + o->p_e + ce * pl->E, ce, e, work, nt);
-    if (!c->scale_shift)
-        IDDPM_L(diffuse__add_channel)(r, e, B, o->co, HW);
     if (c->scale_shift)
         IDDPM_L(diffuse__groupnorm_ss_forward)(r, B, o->co, HW, G, P + o->p_gn2,
                                                P + o->p_gn2 + o->co, e, Bf, st2, st2 + mb * G,
                                                Bf, Bf, nt);
-    else
-        IDDPM_L(diffuse__groupnorm_forward)(r, B, o->co, HW, G, P + o->p_gn2,
-                                            P + o->p_gn2 + o->co, Bf, st2, st2 + mb * G, Bf, nt);
+    else /* r += e per channel, as the norm reads r */
+        IDDPM_L(diffuse__groupnorm_pre_forward)(r, NULL, e, B, o->co, HW, G, P + o->p_gn2,
+                                                P + o->p_gn2 + o->co, NULL, Bf, st2, st2 + mb * G,
+                                                NULL, Bf, nt);
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_forward)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
-                                          DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf);
+        IDDPM_FN(par_dropout)(Bf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
+                              DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Bf, 0, nt);
     IDDPM_L(diffuse__conv3x3_forward)(Bf, B, o->co, o->H, o->W, P + o->p_c2,
                                       P + o->p_c2 + o->co * o->co * 9, o->co, 1, out, work, nt);
-    if (o->ci != o->co) {
+    if (o->ci != o->co)
         IDDPM_L(diffuse__conv1x1_forward)(in, B, o->ci, HW, P + o->p_sk,
                                           P + o->p_sk + o->co * o->ci, o->co, Cf, work, nt);
-        IDDPM_FN(par_add)(out, Cf, B * o->co * HW, out, nt);
-    } else {
-        IDDPM_FN(par_add)(out, in, B * o->co * HW, out, nt);
-    }
+    if (defer != NULL) /* Cf: untouched until the next norm has read it */
+        *defer = o->ci != o->co ? Cf : in;
+    else
+        IDDPM_FN(par_add)(out, o->ci != o->co ? Cf : in, B * o->co * HW, out, nt);
 }
 
 /* dy: the gradient of the output (kept); dx: the input's (overwritten). */
@@ -151,7 +218,7 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     const diffuse__iddpm_op *o = &pl->ops[k];
     const diffuse__iddpm_config *c = &pl->cfg;
     const size_t HW = o->H * o->W, G = c->G, mb = pl->max_batch;
-    const size_t ce = c->scale_shift ? 2 * o->co : o->co, no = B * o->co * HW;
+    const size_t ce = c->scale_shift ? 2 * o->co : o->co;
     IDDPM_REAL *A = scratch + pl->s_buf[0], *Bf = scratch + pl->s_buf[1];
     IDDPM_REAL *Cf = scratch + pl->s_buf[2], *D = scratch + pl->s_buf[3];
     IDDPM_REAL *de = scratch + pl->s_de, *dtmp = scratch + pl->s_dtmp;
@@ -171,20 +238,18 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
                                             P + o->p_gn2 + o->co, A, st2, st2 + mb * G, Cf, nt);
     }
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_forward)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
-                                          DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf);
+        IDDPM_FN(par_dropout)(Cf, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
+                              DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, Cf, 0, nt);
     IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->co, o->H, o->W, P + o->p_c2, o->co, 1, dy, D,
                                        Gr + o->p_c2, Gr + o->p_c2 + o->co * o->co * 9, work, nt);
     if (dr->on && c->dropout > 0.0)
-        IDDPM_L(diffuse__dropout_backward)(D, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
-                                           DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D);
-    IDDPM_FN(par_silu_backward)(U1, D, no, D, nt);
-    if (c->scale_shift)
-        IDDPM_FN(par_scale_shift_backward)(A, e, D, B, o->co, HW, D, de, nt);
-    IDDPM_L(diffuse__groupnorm_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G, D,
-                                         A, Gr + o->p_gn2, Gr + o->p_gn2 + o->co, nt);
-    if (!c->scale_shift)
-        IDDPM_L(diffuse__add_channel_backward)(A, B, o->co, HW, de, 0);
+        IDDPM_FN(par_dropout)(D, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
+                              DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D, 1, nt);
+    /* SiLU, scale-shift (or the embedding's add) and the norm, slice by slice */
+    IDDPM_L(diffuse__groupnorm_act_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G,
+                                             U1, A, c->scale_shift ? e : NULL, de, D, NULL, A,
+                                             Gr + o->p_gn2, Gr + o->p_gn2 + o->co,
+                                             c->scale_shift ? NULL : de, nt);
     IDDPM_L(diffuse__linear_backward)(acts + pl->a_se, B, pl->E, P + o->p_e, ce, de, dtmp,
                                       Gr + o->p_e, Gr + o->p_e + ce * pl->E, work, nt);
     IDDPM_L(diffuse__add)(dse, dtmp, B * pl->E, dse);
@@ -193,37 +258,44 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
                                         Bf, st1, st1 + mb * G, Cf, nt);
     IDDPM_L(diffuse__conv3x3_backward)(Cf, B, o->ci, o->H, o->W, P + o->p_c1, o->co, 1, A, D,
                                        Gr + o->p_c1, Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
-    IDDPM_FN(par_silu_backward)(Bf, D, B * o->ci * HW, D, nt);
-    IDDPM_L(diffuse__groupnorm_backward)(in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G, D,
-                                         dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, nt);
-    if (o->ci != o->co) {
-        IDDPM_L(diffuse__conv1x1_backward)(in, B, o->ci, HW, P + o->p_sk, o->co, dy, D,
+    /* the skip path's input gradient (into Cf, free now), added by the norm's backward */
+    if (o->ci != o->co)
+        IDDPM_L(diffuse__conv1x1_backward)(in, B, o->ci, HW, P + o->p_sk, o->co, dy, Cf,
                                            Gr + o->p_sk, Gr + o->p_sk + o->co * o->ci, work, nt);
-        IDDPM_FN(par_add)(dx, D, B * o->ci * HW, dx, nt);
-    } else {
-        IDDPM_FN(par_add)(dx, dy, no, dx, nt);
-    }
+    IDDPM_L(diffuse__groupnorm_act_backward)(in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G,
+                                             Bf, NULL, NULL, NULL, D, o->ci != o->co ? Cf : dy,
+                                             dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, NULL, nt);
 }
 
+/* pend, defer: as for iddpm_res_forward. */
 static void IDDPM_FN(iddpm_attn_forward)(const diffuse__iddpm_plan *pl, size_t k,
                                          const IDDPM_REAL *P, const IDDPM_REAL *in, size_t B,
                                          IDDPM_REAL *acts, IDDPM_REAL *scratch,
-                                         IDDPM_REAL *work, int nt)
+                                         IDDPM_REAL *work, int nt, const IDDPM_REAL *pend,
+                                         const IDDPM_REAL **defer)
 {
     const diffuse__iddpm_op *o = &pl->ops[k];
     const size_t C = o->co, T = o->H * o->W, G = pl->cfg.G, mb = pl->max_batch;
     IDDPM_REAL *A = scratch + pl->s_buf[0];
     IDDPM_REAL *st = acts + o->a_st1, *qkv = acts + o->a_qkv, *a = acts + o->a_a;
     IDDPM_REAL *out = acts + o->a_out;
-    IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A, st,
-                                        st + mb * G, NULL, nt);
+    if (pend != NULL)
+        IDDPM_L(diffuse__groupnorm_pre_forward)(acts + pl->ops[k - 1].a_out, pend, NULL, B, C, T,
+                                                G, P + o->p_gn1, P + o->p_gn1 + C, NULL, A, st,
+                                                st + mb * G, NULL, NULL, nt);
+    else
+        IDDPM_L(diffuse__groupnorm_forward)(in, B, C, T, G, P + o->p_gn1, P + o->p_gn1 + C, A,
+                                            st, st + mb * G, NULL, nt);
     IDDPM_L(diffuse__conv1x1_forward)(A, B, C, T, P + o->p_c1, P + o->p_c1 + 3 * C * C, 3 * C,
                                       qkv, work, nt);
     IDDPM_L(diffuse__qkv_attention_forward)(qkv, B, C, T, o->heads, acts + o->a_wts, a, work,
                                             nt);
     IDDPM_L(diffuse__conv1x1_forward)(a, B, C, T, P + o->p_c2, P + o->p_c2 + C * C, C, out,
                                       work, nt);
-    IDDPM_FN(par_add)(out, in, B * C * T, out, nt);
+    if (defer != NULL)
+        *defer = in;
+    else
+        IDDPM_FN(par_add)(out, in, B * C * T, out, nt);
 }
 
 static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t k,
@@ -252,9 +324,9 @@ static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t 
                                         st + mb * G, NULL, nt);
     IDDPM_L(diffuse__conv1x1_backward)(A, B, C, T, P + o->p_c1, 3 * C, Cf, D, Gr + o->p_c1,
                                        Gr + o->p_c1 + 3 * C * C, work, nt);
-    IDDPM_L(diffuse__groupnorm_backward)(in, B, C, T, G, P + o->p_gn1, st, st + mb * G, D, dx,
-                                         Gr + o->p_gn1, Gr + o->p_gn1 + C, nt);
-    IDDPM_FN(par_add)(dx, dy, B * C * T, dx, nt);
+    IDDPM_L(diffuse__groupnorm_act_backward)(in, B, C, T, G, P + o->p_gn1, st, st + mb * G, NULL,
+                                             NULL, NULL, NULL, D, dy, dx, Gr + o->p_gn1,
+                                             Gr + o->p_gn1 + C, NULL, nt);
 }
 
 /* out[B][out_C][H][W] = net(x, t, lab); saves what the backward pass
@@ -270,6 +342,7 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
     const size_t E = pl->E, mc = c->mc, G = c->G, mb = pl->max_batch;
     IDDPM_REAL *ts = scratch + pl->s_ts, *A = scratch + pl->s_buf[0];
     IDDPM_REAL *Xc = scratch + pl->s_buf[4];
+    const IDDPM_REAL *pend = NULL;
     size_t b, k;
     for (b = 0; b < B; b++)
         ts[b] = c->time_scale == 1.0 ? t[b] : (IDDPM_REAL)((double)t[b] * c->time_scale);
@@ -289,6 +362,15 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
         const diffuse__iddpm_op *o = &pl->ops[k];
         const IDDPM_REAL *in = IDDPM_FN(iddpm_in)(pl, x, acts, k);
         const size_t HW = o->H * o->W;
+        /* a residual add op k - 1 left to this op's norm (pend) */
+        const IDDPM_REAL *now = pend;
+        const IDDPM_REAL **defer = IDDPM_FN(iddpm_takes_res)(pl, k + 1) ? &pend : NULL;
+        pend = NULL;
+        if (now != NULL && !IDDPM_FN(iddpm_takes_res)(pl, k)) {
+            IDDPM_FN(par_add)(acts + pl->ops[k - 1].a_out, now, B * pl->ops[k - 1].n_out,
+                              acts + pl->ops[k - 1].a_out, nt);
+            now = NULL;
+        }
         switch (o->type) {
         case DIFFUSE__IDDPM_CONV_IN:
             IDDPM_L(diffuse__conv3x3_forward)(x, B, o->ci, o->H, o->W, P + o->p_c1,
@@ -302,10 +384,11 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
                                     (o->ci - o->ci_prev) * HW, B, Xc, nt);
                 in = Xc;
             }
-            IDDPM_FN(iddpm_res_forward)(pl, k, P, in, B, acts, scratch, dr, work, nt);
+            IDDPM_FN(iddpm_res_forward)(pl, k, P, in, B, acts, scratch, dr, work, nt, now,
+                                        defer);
             break;
         case DIFFUSE__IDDPM_ATTN:
-            IDDPM_FN(iddpm_attn_forward)(pl, k, P, in, B, acts, scratch, work, nt);
+            IDDPM_FN(iddpm_attn_forward)(pl, k, P, in, B, acts, scratch, work, nt, now, defer);
             break;
         case DIFFUSE__IDDPM_DOWN:
             if (c->conv_resample)
@@ -313,16 +396,16 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
                                                   P + o->p_c1 + o->co * o->ci * 9, o->co, 2,
                                                   acts + o->a_out, work, nt);
             else
-                IDDPM_L(diffuse__avgpool2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out);
+                IDDPM_FN(par_avgpool2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out, nt);
             break;
         default: /* UP */
             if (c->conv_resample) {
-                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, A);
+                IDDPM_FN(par_upsample2_forward)(in, B, o->ci, o->H, o->W, A, nt);
                 IDDPM_L(diffuse__conv3x3_forward)(A, B, o->ci, 2 * o->H, 2 * o->W, P + o->p_c1,
                                                   P + o->p_c1 + o->co * o->ci * 9, o->co, 1,
                                                   acts + o->a_out, work, nt);
             } else {
-                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out);
+                IDDPM_FN(par_upsample2_forward)(in, B, o->ci, o->H, o->W, acts + o->a_out, nt);
             }
             break;
         }
@@ -331,8 +414,10 @@ static void IDDPM_FN(iddpm_forward)(const diffuse__iddpm_plan *pl, size_t classe
         const diffuse__iddpm_op *o = &pl->ops[pl->n_ops - 1];
         const size_t ch = o->co, HW = c->H * c->W;
         IDDPM_REAL *st = acts + pl->a_out_st;
-        IDDPM_L(diffuse__groupnorm_forward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
-                                            P + pl->p_out_gn + ch, A, st, st + mb * G, A, nt);
+        /* the last block's residual add, if it left it (pend), as the norm reads */
+        IDDPM_L(diffuse__groupnorm_pre_forward)(acts + o->a_out, pend, NULL, B, ch, HW, G,
+                                                P + pl->p_out_gn, P + pl->p_out_gn + ch, NULL, A,
+                                                st, st + mb * G, NULL, A, nt);
         IDDPM_L(diffuse__conv3x3_forward)(A, B, ch, c->H, c->W, P + pl->p_out_c,
                                           P + pl->p_out_c + c->out_C * ch * 9, c->out_C, 1, out,
                                           work, nt);
@@ -370,10 +455,10 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
         IDDPM_L(diffuse__conv3x3_backward)(Bf, B, ch, c->H, c->W, P + pl->p_out_c, c->out_C, 1,
                                            dout, Cf, Gr + pl->p_out_c,
                                            Gr + pl->p_out_c + c->out_C * ch * 9, work, nt);
-        IDDPM_FN(par_silu_backward)(A, Cf, B * ch * HW, Cf, nt);
-        IDDPM_L(diffuse__groupnorm_backward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn, st,
-                                             st + mb * G, Cf, g[0], Gr + pl->p_out_gn,
-                                             Gr + pl->p_out_gn + ch, nt);
+        IDDPM_L(diffuse__groupnorm_act_backward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
+                                                 st, st + mb * G, A, NULL, NULL, NULL, Cf, NULL,
+                                                 g[0], Gr + pl->p_out_gn, Gr + pl->p_out_gn + ch,
+                                                 NULL, nt);
     }
     dy = g[0];
     for (k = pl->n_ops; k-- > 0;) {
@@ -412,17 +497,17 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
                                                    2, dy, other, Gr + o->p_c1,
                                                    Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
             else
-                IDDPM_L(diffuse__avgpool2_backward)(dy, B, o->ci, o->H, o->W, other);
+                IDDPM_FN(par_avgpool2_backward)(dy, B, o->ci, o->H, o->W, other, nt);
             break;
         default: /* UP */
             if (c->conv_resample) {
-                IDDPM_L(diffuse__upsample2_forward)(in, B, o->ci, o->H, o->W, A);
+                IDDPM_FN(par_upsample2_forward)(in, B, o->ci, o->H, o->W, A, nt);
                 IDDPM_L(diffuse__conv3x3_backward)(A, B, o->ci, 2 * o->H, 2 * o->W, P + o->p_c1,
                                                    o->co, 1, dy, Bf, Gr + o->p_c1,
                                                    Gr + o->p_c1 + o->co * o->ci * 9, work, nt);
-                IDDPM_L(diffuse__upsample2_backward)(Bf, B, o->ci, o->H, o->W, other);
+                IDDPM_FN(par_upsample2_backward)(Bf, B, o->ci, o->H, o->W, other, nt);
             } else {
-                IDDPM_L(diffuse__upsample2_backward)(dy, B, o->ci, o->H, o->W, other);
+                IDDPM_FN(par_upsample2_backward)(dy, B, o->ci, o->H, o->W, other, nt);
             }
             break;
         }

@@ -82,10 +82,33 @@
                                           size_t G, const REAL *gamma, const REAL *beta,      \
                                           const REAL *ss, REAL *y, REAL *mean, REAL *rstd,    \
                                           REAL *z, REAL *act, int nt);                        \
+    /* x += res (when res), then x[b][c][:] += v[b][c] (when v, v [B][C]), then group norm   \
+     * of x as groupnorm_forward (ss NULL; z unused) or groupnorm_ss_forward (ss): the adds    \
+     * run slice by slice as each (sample, group) pair starts, in cache; the same bits as     \
+     * add, add_channel and the norm in turn. */                                              \
+    void diffuse__groupnorm_pre_forward##S(REAL *x, const REAL *res, const REAL *v, size_t B, \
+                                           size_t C, size_t HW, size_t G, const REAL *gamma,  \
+                                           const REAL *beta, const REAL *ss, REAL *y,         \
+                                           REAL *mean, REAL *rstd, REAL *z, REAL *act,        \
+                                           int nt);                                           \
     void diffuse__groupnorm_backward##S(const REAL *x, size_t B, size_t C, size_t HW,         \
                                         size_t G, const REAL *gamma, const REAL *mean,        \
                                         const REAL *rstd, const REAL *dy, REAL *dx,           \
                                         REAL *dgamma, REAL *dbeta, int nt);                   \
+    /* groupnorm_backward fused with the passes around it, slice by slice in cache (the     \
+     * same bits as the passes in turn).  dy: the gradient of SiLU(z) when u is not NULL      \
+     * (u = z), else of z; z = y (1 + ss[b][c]) + ss[b][C + c] when ss (ss [B][2C], y the     \
+     * norm's output), else z = y.  In turn: dy = SiLU'(u) dy (silu_backward); with ss,       \
+     * dss[b][c] = sum_p dy y, dss[b][C + c] = sum_p dy (overwrite) and dy = dy (1 + ss)      \
+     * (scale_shift_backward); dy is left holding the norm output's gradient.  Then the norm's \
+     * backward into dx (overwrite), dgamma, dbeta (+=); dx += res when res (add); dv[b][c] = \
+     * sum_p dx (overwrite, add_channel_backward) when dv.  u, y, ss, dss, res, dv, dx,       \
+     * dgamma, dbeta may be NULL (dss and y go with ss); dx may alias y or dy. */             \
+    void diffuse__groupnorm_act_backward##S(                                                  \
+        const REAL *x, size_t B, size_t C, size_t HW, size_t G, const REAL *gamma,            \
+        const REAL *mean, const REAL *rstd, const REAL *u, const REAL *y, const REAL *ss,     \
+        REAL *dss, REAL *dy, const REAL *res, REAL *dx, REAL *dgamma, REAL *dbeta, REAL *dv,  \
+        int nt);                                                                              \
     /* y = a + b elementwise (y may alias a or b); its backward passes dy to both. */         \
     void diffuse__add##S(const REAL *a, const REAL *b, size_t n, REAL *y);                    \
     /* y[b][c][:] += v[b][c] (a per-channel vector, e.g. a time embedding), and its           \

@@ -299,18 +299,25 @@ static void LAYER_NAME(gn_bwd_dx)(const LAYER_REAL *x, const LAYER_REAL *dy, siz
  * many elements: each pair's work is the same whoever runs it. */
 #define LAYER_GN_PAR_MIN_ ((size_t)1 << 14)
 
-/* One (sample, group) pair of the forward pass. */
+/* One (sample, group) pair of the forward pass.  xw (groupnorm_pre_forward:
+ * x itself, writable): each channel's slice first gets x += res (when res),
+ * then x += v[b][c] (when v), as add and add_channel would. */
 static void LAYER_NAME(gn_forward_pair)(const LAYER_REAL *x, size_t b, size_t g, size_t C,
                                         size_t HW, size_t G, const LAYER_REAL *gamma,
                                         const LAYER_REAL *beta, const LAYER_REAL *ss,
                                         LAYER_REAL *y, LAYER_REAL *mean, LAYER_REAL *rstd,
-                                        LAYER_REAL *z, LAYER_REAL *act)
+                                        LAYER_REAL *z, LAYER_REAL *act, LAYER_REAL *xw,
+                                        const LAYER_REAL *res, const LAYER_REAL *vc)
 {
     const size_t Cg = C / G, n = Cg * HW, off = (b * C + g * Cg) * HW;
     const LAYER_REAL *xg = x + off;
     double m = 0.0, v = 0.0;
     LAYER_REAL mr, rr;
     size_t c;
+    if (xw != NULL && res != NULL)
+        LAYER_NAME(diffuse__add)(xw + off, res + off, n, xw + off);
+    if (xw != NULL && vc != NULL)
+        LAYER_NAME(diffuse__add_channel)(xw + off, vc + b * C + g * Cg, 1, Cg, HW);
     if (n > 0) {
         m = LAYER_NAME(layer_sum)(xg, n) / (double)n;
         v = LAYER_NAME(gn_sumsq_dev)(xg, n, m) / (double)n;
@@ -353,7 +360,7 @@ void LAYER_NAME(diffuse__groupnorm_forward)(const LAYER_REAL *x, size_t B, size_
         return;
     DIFFUSE_PAR_FOR(nth, B * G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, q, B * G, {
         LAYER_NAME(gn_forward_pair)(x, q / G, q % G, C, HW, G, gamma, beta, NULL, y, mean, rstd,
-                                    NULL, act);
+                                    NULL, act, NULL, NULL, NULL);
     });
 }
 
@@ -372,29 +379,76 @@ void LAYER_NAME(diffuse__groupnorm_ss_forward)(const LAYER_REAL *x, size_t B, si
         return;
     DIFFUSE_PAR_FOR(nth, B * G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, q, B * G, {
         LAYER_NAME(gn_forward_pair)(x, q / G, q % G, C, HW, G, gamma, beta, ss, y, mean, rstd, z,
-                                    act);
+                                    act, NULL, NULL, NULL);
     });
 }
 
-/* One group of the backward pass, over every sample b in order (so that
- * dgamma, dbeta of its channels are summed over b in one fixed order). */
+/* The adds into x slice by slice, each just before its pair's norm reads
+ * it: the same bits as the passes one after the other. */
+void LAYER_NAME(diffuse__groupnorm_pre_forward)(LAYER_REAL *x, const LAYER_REAL *res,
+                                                const LAYER_REAL *v, size_t B, size_t C,
+                                                size_t HW, size_t G, const LAYER_REAL *gamma,
+                                                const LAYER_REAL *beta, const LAYER_REAL *ss,
+                                                LAYER_REAL *y, LAYER_REAL *mean,
+                                                LAYER_REAL *rstd, LAYER_REAL *z,
+                                                LAYER_REAL *act, int nt)
+{
+    const int nth = nt > 1 ? nt : 1;
+    size_t q;
+    if (G == 0 || C % G != 0)
+        return;
+    DIFFUSE_PAR_FOR(nth, B * G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, q, B * G, {
+        LAYER_NAME(gn_forward_pair)(x, q / G, q % G, C, HW, G, gamma, beta, ss, y, mean, rstd, z,
+                                    act, x, res, v);
+    });
+}
+
+/* Groups [g0, g1) of the backward pass, sample by sample (so that dgamma,
+ * dbeta of each channel are summed over b in one fixed order; the slices
+ * of one sample's groups lie next to each other in memory).
+ * With u or ss (groupnorm_act_backward), each channel's slice of dy is
+ * first taken back through the SiLU and the scale-shift into dyw (the
+ * caller's dy itself), in cache; res and dv finish each slice of dx the
+ * same way.  The elementwise steps are those of silu_backward,
+ * scale_shift_backward, add and add_channel_backward on the slice. */
 static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
-                                          size_t G, size_t g, const LAYER_REAL *gamma,
-                                          const LAYER_REAL *mean, const LAYER_REAL *rstd,
-                                          const LAYER_REAL *dy, LAYER_REAL *dx,
-                                          LAYER_REAL *dgamma, LAYER_REAL *dbeta)
+                                          size_t G, size_t g0, size_t g1,
+                                          const LAYER_REAL *gamma, const LAYER_REAL *mean,
+                                          const LAYER_REAL *rstd, const LAYER_REAL *u,
+                                          const LAYER_REAL *yn,
+                                          const LAYER_REAL *ss, LAYER_REAL *dss,
+                                          const LAYER_REAL *dy, LAYER_REAL *dyw,
+                                          const LAYER_REAL *res, LAYER_REAL *dx,
+                                          LAYER_REAL *dgamma, LAYER_REAL *dbeta, LAYER_REAL *dv)
 {
     const size_t Cg = C / G, n = Cg * HW;
-    size_t b, c;
-    for (b = 0; b < B; b++) {
+    const LAYER_REAL *dg = (u != NULL || ss != NULL) ? dyw : dy;
+    size_t b, c, p, g;
+    for (b = 0; b < B; b++)
+    for (g = g0; g < g1; g++) {
         const size_t off = (b * C + g * Cg) * HW;
         const LAYER_REAL m = mean[b * G + g], r = rstd[b * G + g];
         double sum_gdy = 0.0, sum_gdyxh = 0.0, a1, a2;
+        /* the SiLU over the group's whole slice (one call: fewer short tails) */
+        if (u != NULL)
+            LAYER_NAME(diffuse__silu_backward)(u + off, dy + off, n, dyw + off);
         for (c = 0; c < Cg; c++) {
-            const size_t ch = g * Cg + c;
+            const size_t ch = g * Cg + c, o = off + c * HW;
             const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
+            const LAYER_REAL *d = (u != NULL ? dyw : dy) + o;
             double t1, t2;
-            LAYER_NAME(layer_bwd_sums)(x + off + c * HW, dy + off + c * HW, HW, m, r, &t1, &t2);
+            if (ss != NULL) {
+                const LAYER_REAL s1 = (LAYER_REAL)1 + ss[b * 2 * C + ch];
+                double s_dy, s_dyx;
+                LAYER_NAME(layer_bwd_sums)(yn + o, d, HW, (LAYER_REAL)0, (LAYER_REAL)1, &s_dy,
+                                           &s_dyx);
+                dss[b * 2 * C + ch] = (LAYER_REAL)s_dyx;
+                dss[b * 2 * C + C + ch] = (LAYER_REAL)s_dy;
+                for (p = 0; p < HW; p++)
+                    dyw[o + p] = d[p] * s1;
+                d = dyw + o;
+            }
+            LAYER_NAME(layer_bwd_sums)(x + o, d, HW, m, r, &t1, &t2);
             if (dbeta != NULL)
                 dbeta[ch] = (LAYER_REAL)((double)dbeta[ch] + t1);
             if (dgamma != NULL)
@@ -407,14 +461,18 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t 
         a1 = sum_gdy / (double)n;
         a2 = sum_gdyxh / (double)n;
         for (c = 0; c < Cg; c++) {
-            const size_t ch = g * Cg + c;
+            const size_t ch = g * Cg + c, o = off + c * HW;
             const double gc = gamma != NULL ? (double)gamma[ch] : 1.0;
             const LAYER_REAL k1 = (LAYER_REAL)(gc * (double)r);
             const LAYER_REAL k2 = (LAYER_REAL)(-a1 * (double)r);
             const LAYER_REAL k3 = (LAYER_REAL)(-a2 * (double)r);
-            LAYER_NAME(gn_bwd_dx)(x + off + c * HW, dy + off + c * HW, HW, m, r, k1, k2, k3,
-                                  dx + off + c * HW);
+            LAYER_NAME(gn_bwd_dx)(x + o, dg + o, HW, m, r, k1, k2, k3, dx + o);
         }
+        if (res != NULL)
+            LAYER_NAME(diffuse__add)(dx + off, res + off, n, dx + off);
+        if (dv != NULL)
+            for (c = 0; c < Cg; c++)
+                dv[b * C + g * Cg + c] = (LAYER_REAL)LAYER_NAME(layer_sum)(dx + off + c * HW, HW);
     }
 }
 
@@ -429,13 +487,37 @@ void LAYER_NAME(diffuse__groupnorm_backward)(const LAYER_REAL *x, size_t B, size
                                              const LAYER_REAL *dy, LAYER_REAL *dx,
                                              LAYER_REAL *dgamma, LAYER_REAL *dbeta, int nt)
 {
-    const int nth = nt > 1 ? nt : 1;
-    size_t g;
+    const size_t parts = nt > 1 && G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_
+                             ? ((size_t)nt < G ? (size_t)nt : G)
+                             : 1;
+    size_t t;
     if (G == 0 || C % G != 0 || HW == 0)
         return;
-    DIFFUSE_PAR_FOR(nth, G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_, g, G, {
-        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, g, gamma, mean, rstd, dy, dx, dgamma,
-                                      dbeta);
+    DIFFUSE_PAR_FOR((int)parts, parts > 1, t, parts, {
+        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, t * G / parts, (t + 1) * G / parts, gamma,
+                                      mean, rstd, NULL, NULL, NULL, NULL, dy, NULL, NULL, dx,
+                                      dgamma, dbeta, NULL);
+    });
+}
+
+/* The backward pass of the norm and what follows it, group by group as
+ * above (each group owns its channels' slices of dy, dx, dss and dv). */
+void LAYER_NAME(diffuse__groupnorm_act_backward)(
+    const LAYER_REAL *x, size_t B, size_t C, size_t HW, size_t G, const LAYER_REAL *gamma,
+    const LAYER_REAL *mean, const LAYER_REAL *rstd, const LAYER_REAL *u, const LAYER_REAL *y,
+    const LAYER_REAL *ss, LAYER_REAL *dss, LAYER_REAL *dy, const LAYER_REAL *res,
+    LAYER_REAL *dx, LAYER_REAL *dgamma, LAYER_REAL *dbeta, LAYER_REAL *dv, int nt)
+{
+    const size_t parts = nt > 1 && G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_
+                             ? ((size_t)nt < G ? (size_t)nt : G)
+                             : 1;
+    size_t t;
+    if (G == 0 || C % G != 0 || HW == 0)
+        return;
+    DIFFUSE_PAR_FOR((int)parts, parts > 1, t, parts, {
+        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, t * G / parts, (t + 1) * G / parts, gamma,
+                                      mean, rstd, u, y, ss, dss, dy, dy, res, dx, dgamma, dbeta,
+                                      dv);
     });
 }
 
@@ -445,9 +527,13 @@ void LAYER_NAME(diffuse__groupnorm_backward)(const LAYER_REAL *x, size_t B, size
 
 void LAYER_NAME(diffuse__add)(const LAYER_REAL *a, const LAYER_REAL *b, size_t n, LAYER_REAL *y)
 {
+#ifdef LAYER_GN_VEC /* gn.c's vector loop: the same sums */
+    diffuse__gn_add_f(a, b, n, y);
+#else
     size_t i;
     for (i = 0; i < n; i++)
         y[i] = a[i] + b[i];
+#endif
 }
 
 void LAYER_NAME(diffuse__add_channel)(LAYER_REAL *y, const LAYER_REAL *v, size_t B, size_t C,
@@ -458,8 +544,13 @@ void LAYER_NAME(diffuse__add_channel)(LAYER_REAL *y, const LAYER_REAL *v, size_t
     for (c = 0; c < n; c++) {
         const LAYER_REAL vc = v[c];
         LAYER_REAL *yc = y + c * HW;
+#ifdef LAYER_GN_VEC
+        diffuse__gn_addc_f(yc, HW, vc);
+        (void)p;
+#else
         for (p = 0; p < HW; p++)
             yc[p] += vc;
+#endif
     }
 }
 

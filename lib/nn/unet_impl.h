@@ -58,28 +58,6 @@ static void UNET_FN(par_add)(const UNET_REAL *x, const UNET_REAL *y, size_t n, U
     UNET_PAR_CHUNKS(nt, n, i0, i1, { UNET_L(diffuse__add)(x + i0, y + i0, i1 - i0, z + i0); });
 }
 
-static void UNET_FN(par_silu_backward)(const UNET_REAL *x, const UNET_REAL *dy, size_t n,
-                                       UNET_REAL *dx, int nt)
-{
-    UNET_PAR_CHUNKS(nt, n, i0, i1,
-                    { UNET_L(diffuse__silu_backward)(x + i0, dy + i0, i1 - i0, dx + i0); });
-}
-
-static void UNET_FN(par_add_channel)(UNET_REAL *y, const UNET_REAL *v, size_t B, size_t C,
-                                     size_t HW, int nt)
-{
-    UNET_PAR_SAMPLES(nt, B, C * HW, b0, b1,
-                     { UNET_L(diffuse__add_channel)(y + b0 * C * HW, v + b0 * C, b1 - b0, C, HW); });
-}
-
-static void UNET_FN(par_add_channel_backward)(const UNET_REAL *dy, size_t B, size_t C,
-                                              size_t HW, UNET_REAL *dv, int nt)
-{
-    UNET_PAR_SAMPLES(nt, B, C * HW, b0, b1, {
-        UNET_L(diffuse__add_channel_backward)(dy + b0 * C * HW, b1 - b0, C, HW, dv + b0 * C, 0);
-    });
-}
-
 static void UNET_FN(par_upsample2_forward)(const UNET_REAL *x, size_t B, size_t C, size_t H,
                                            size_t W, UNET_REAL *y, int nt)
 {
@@ -162,25 +140,32 @@ static UNET_FN(unet_acts) UNET_FN(unet_acts_at)(const diffuse__unet_shape *sh, U
     return a;
 }
 
-/* ResBlock k on hin [B][k][Hh][Wh] into blk[k] (its output in blk[k].out). */
+/* ResBlock k on hin [B][k][Hh][Wh] into blk[k] (its output in blk[k].out).
+ * hin_res: when not NULL, hin still lacks a residual term (hin += hin_res),
+ * which the first norm adds as it reads hin.  defer: leave out the block's
+ * own residual (out += hin) for the caller's next norm to add. */
 static void UNET_FN(unet_block_forward)(const diffuse__unet_shape *sh, const UNET_REAL *P,
                                         const diffuse__unet_offsets *o, UNET_FN(unet_acts) *a,
-                                        int k, const UNET_REAL *hin, size_t B, size_t Hh,
-                                        size_t Wh, UNET_REAL *work, int nt)
+                                        int k, UNET_REAL *hin, const UNET_REAL *hin_res,
+                                        int defer, size_t B, size_t Hh, size_t Wh,
+                                        UNET_REAL *work, int nt)
 {
     const diffuse__unet_block_offsets *q = &o->blk[k];
     UNET_FN(unet_block_acts) *b = &a->blk[k];
     const size_t ch = diffuse__unet_block_channels(sh, k), HW = Hh * Wh, n = B * ch * HW;
-    UNET_L(diffuse__groupnorm_forward)(hin, B, ch, HW, sh->G, P + q->gn1_g, P + q->gn1_b, b->g1,
-                                       b->m1, b->rs1, b->sg1, nt);
+    UNET_L(diffuse__groupnorm_pre_forward)(hin, hin_res, NULL, B, ch, HW, sh->G, P + q->gn1_g,
+                                           P + q->gn1_b, NULL, b->g1, b->m1, b->rs1, NULL, b->sg1,
+                                           nt);
     UNET_L(diffuse__conv3x3_forward)(b->sg1, B, ch, Hh, Wh, P + q->c1_w, P + q->c1_b, ch, 1,
                                      b->r1, work, nt);
-    UNET_FN(par_add_channel)(b->r1, a->v[k], B, ch, HW, nt);
-    UNET_L(diffuse__groupnorm_forward)(b->r1, B, ch, HW, sh->G, P + q->gn2_g, P + q->gn2_b,
-                                       b->g2, b->m2, b->rs2, b->sg2, nt);
+    /* r1 += the block's embedding per channel, as the norm reads r1 */
+    UNET_L(diffuse__groupnorm_pre_forward)(b->r1, NULL, a->v[k], B, ch, HW, sh->G, P + q->gn2_g,
+                                           P + q->gn2_b, NULL, b->g2, b->m2, b->rs2, NULL, b->sg2,
+                                           nt);
     UNET_L(diffuse__conv3x3_forward)(b->sg2, B, ch, Hh, Wh, P + q->c2_w, P + q->c2_b, ch, 1,
                                      b->out, work, nt);
-    UNET_FN(par_add)(b->out, hin, n, b->out, nt);
+    if (!defer)
+        UNET_FN(par_add)(b->out, hin, n, b->out, nt);
 }
 
 /* out[B][out_C][H][W] = unet(x[B][C][H][W], t[B], lab[B]) with parameters P;
@@ -231,20 +216,20 @@ static void UNET_FN(unet_forward)(const diffuse__unet_shape *sh, const UNET_REAL
     /* full resolution */
     UNET_L(diffuse__conv3x3_forward)(x, B, sh->C, H, W, P + o.in_w, P + o.in_b, c, 1, a.h0,
                                      work, nt);
-    UNET_FN(unet_block_forward)(sh, P, &o, &a, 0, a.h0, B, H, W, work, nt);
+    UNET_FN(unet_block_forward)(sh, P, &o, &a, 0, a.h0, NULL, 0, B, H, W, work, nt);
     /* half resolution */
     UNET_L(diffuse__conv3x3_forward)(a.blk[0].out, B, c, H, W, P + o.down_w, P + o.down_b,
                                      2 * c, 2, a.d, work, nt);
-    UNET_FN(unet_block_forward)(sh, P, &o, &a, 1, a.d, B, H / 2, W / 2, work, nt);
+    UNET_FN(unet_block_forward)(sh, P, &o, &a, 1, a.d, NULL, 0, B, H / 2, W / 2, work, nt);
     /* back to full resolution, with the skip */
     UNET_FN(par_upsample2_forward)(a.blk[1].out, B, 2 * c, H / 2, W / 2, a.up, nt);
     UNET_L(diffuse__conv3x3_forward)(a.up, B, 2 * c, H, W, P + o.up_w, P + o.up_b, c, 1, a.s,
                                      work, nt);
-    UNET_FN(par_add)(a.s, a.blk[0].out, B * c * HW, a.s, nt);
-    UNET_FN(unet_block_forward)(sh, P, &o, &a, 2, a.s, B, H, W, work, nt);
+    /* s += h1 and h3 += s: each added by the norm that reads it next */
+    UNET_FN(unet_block_forward)(sh, P, &o, &a, 2, a.s, a.blk[0].out, 1, B, H, W, work, nt);
     /* output */
-    UNET_L(diffuse__groupnorm_forward)(a.blk[2].out, B, c, HW, sh->G, P + o.out_g, P + o.out_bt,
-                                       a.go, a.mo, a.rso, a.so, nt);
+    UNET_L(diffuse__groupnorm_pre_forward)(a.blk[2].out, a.s, NULL, B, c, HW, sh->G, P + o.out_g,
+                                           P + o.out_bt, NULL, a.go, a.mo, a.rso, NULL, a.so, nt);
     UNET_L(diffuse__conv3x3_forward)(a.so, B, c, H, W, P + o.out_w, P + o.out_b, sh->out_C, 1,
                                      out, work, nt);
 }
@@ -263,25 +248,23 @@ static void UNET_FN(unet_block_backward)(const diffuse__unet_shape *sh, const UN
 {
     const diffuse__unet_block_offsets *q = &o->blk[k];
     const UNET_FN(unet_block_acts) *b = &a->blk[k];
-    const size_t ch = diffuse__unet_block_channels(sh, k), HW = Hh * Wh, n = B * ch * HW;
+    const size_t ch = diffuse__unet_block_channels(sh, k), HW = Hh * Wh;
     const size_t E = 4 * sh->c;
     /* out = hin + Conv2(SiLU(GN2(r1))) */
     UNET_L(diffuse__conv3x3_backward)(b->sg2, B, ch, Hh, Wh, P + q->c2_w, ch, 1, D, T1,
                                       G + q->c2_w, G + q->c2_b, work, nt);
-    UNET_FN(par_silu_backward)(b->g2, T1, n, T1, nt);
-    UNET_L(diffuse__groupnorm_backward)(b->r1, B, ch, HW, sh->G, P + q->gn2_g, b->m2, b->rs2, T1,
-                                        T2, G + q->gn2_g, G + q->gn2_b, nt);
-    /* r1 = Conv1(SiLU(GN1(hin))) + Linear(SiLU(e)) per channel */
-    UNET_FN(par_add_channel_backward)(T2, B, ch, HW, dv, nt);
+    /* r1 = Conv1(SiLU(GN1(hin))) + Linear(SiLU(e)) per channel: dv from the norm's dx */
+    UNET_L(diffuse__groupnorm_act_backward)(b->r1, B, ch, HW, sh->G, P + q->gn2_g, b->m2, b->rs2,
+                                            b->g2, NULL, NULL, NULL, T1, NULL, T2, G + q->gn2_g,
+                                            G + q->gn2_b, dv, nt);
     UNET_L(diffuse__linear_backward)(a->se, B, E, P + q->e_w, ch, dv, dtmp, G + q->e_w,
                                      G + q->e_b, work, nt);
     UNET_L(diffuse__add)(dse, dtmp, B * E, dse);
     UNET_L(diffuse__conv3x3_backward)(b->sg1, B, ch, Hh, Wh, P + q->c1_w, ch, 1, T2, T1,
                                       G + q->c1_w, G + q->c1_b, work, nt);
-    UNET_FN(par_silu_backward)(b->g1, T1, n, T1, nt);
-    UNET_L(diffuse__groupnorm_backward)(hin, B, ch, HW, sh->G, P + q->gn1_g, b->m1, b->rs1, T1,
-                                        T2, G + q->gn1_g, G + q->gn1_b, nt);
-    UNET_FN(par_add)(T2, D, n, T2, nt);
+    UNET_L(diffuse__groupnorm_act_backward)(hin, B, ch, HW, sh->G, P + q->gn1_g, b->m1, b->rs1,
+                                            b->g1, NULL, NULL, NULL, T1, D, T2, G + q->gn1_g,
+                                            G + q->gn1_b, NULL, nt);
 }
 
 /* Gradients of sum(dout .* out) after unet_forward on the same inputs:
@@ -304,9 +287,9 @@ static void UNET_FN(unet_backward)(const diffuse__unet_shape *sh, const UNET_REA
     /* out = Conv_out(SiLU(GN_out(h3))) */
     UNET_L(diffuse__conv3x3_backward)(a.so, B, c, H, W, P + o.out_w, sh->out_C, 1, dout, Y,
                                       G + o.out_w, G + o.out_b, work, nt);
-    UNET_FN(par_silu_backward)(a.go, Y, S, Y, nt);
-    UNET_L(diffuse__groupnorm_backward)(a.blk[2].out, B, c, HW, sh->G, P + o.out_g, a.mo, a.rso,
-                                        Y, Z, G + o.out_g, G + o.out_bt, nt);
+    UNET_L(diffuse__groupnorm_act_backward)(a.blk[2].out, B, c, HW, sh->G, P + o.out_g, a.mo,
+                                            a.rso, a.go, NULL, NULL, NULL, Y, NULL, Z,
+                                            G + o.out_g, G + o.out_bt, NULL, nt);
     /* h3 = ResBlock(s): ds into X */
     UNET_FN(unet_block_backward)(sh, P, &o, &a, 2, a.s, B, H, W, Z, Y, X, dv, dtmp, dse, G,
                                  work, nt);

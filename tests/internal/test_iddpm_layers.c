@@ -323,6 +323,172 @@ static void test_groupnorm_ss_fused(void)
     free(bd);
 }
 
+/* groupnorm_pre_forward (x += res, x += v per channel, then the norm, slice
+ * by slice) equals add, add_channel and the norm in turn bit for bit, with
+ * and without scale-shift, on 1 and 2 threads; and in double. */
+static void test_groupnorm_pre_forward_fused(void)
+{
+    enum { B = 3, C = 32, HW = 221, G = 8, N = B * C * HW };
+    float *x = (float *)malloc(N * sizeof *x), *x0 = (float *)malloc(N * sizeof *x0);
+    float *x1 = (float *)malloc(N * sizeof *x1), *res = (float *)malloc(N * sizeof *res);
+    float *ss = (float *)malloc(B * 2 * C * sizeof *ss), *v = (float *)malloc(B * C * sizeof *v);
+    float *gm = (float *)malloc(C * sizeof *gm), *bt = (float *)malloc(C * sizeof *bt);
+    float *y0 = (float *)malloc(N * sizeof *y0), *z0 = (float *)malloc(N * sizeof *z0);
+    float *a0 = (float *)malloc(N * sizeof *a0), *y1 = (float *)malloc(N * sizeof *y1);
+    float *z1 = (float *)malloc(N * sizeof *z1), *a1 = (float *)malloc(N * sizeof *a1);
+    float m0[B * G], r0[B * G], m1[B * G], r1[B * G];
+    double *xd = rnd(48), *xd1 = (double *)malloc(48 * sizeof *xd1), *rsd = rnd(48);
+    double *vd = rnd(8), *ssd = rnd(16), *gd = rnd(4), *bd = rnd(4);
+    double yd0[48], zd0[48], ad0[48], yd1[48], zd1[48], ad1[48], md0[4], rd0[4], md1[4], rd1[4];
+    size_t i;
+    int nt, opt;
+    for (i = 0; i < N; i++) {
+        x[i] = (float)(3.0 * urand() + 0.5);
+        res[i] = (float)urand();
+    }
+    for (i = 0; i < B * 2 * C; i++)
+        ss[i] = (float)urand();
+    for (i = 0; i < B * C; i++)
+        v[i] = (float)urand();
+    for (i = 0; i < C; i++) {
+        gm[i] = (float)(1.0 + 0.5 * urand());
+        bt[i] = (float)urand();
+    }
+    /* opt bits: 1 res, 2 v, 4 scale-shift */
+    for (opt = 0; opt < 8; opt++)
+        for (nt = 1; nt <= 2; nt++) {
+            const float *rp = (opt & 1) ? res : NULL, *vp = (opt & 2) ? v : NULL;
+            memcpy(x0, x, N * sizeof *x);
+            memcpy(x1, x, N * sizeof *x);
+            if (rp != NULL)
+                diffuse__add_f(x0, rp, N, x0);
+            if (vp != NULL)
+                diffuse__add_channel_f(x0, vp, B, C, HW);
+            if (opt & 4)
+                diffuse__groupnorm_ss_forward_f(x0, B, C, HW, G, gm, bt, ss, y0, m0, r0, z0, a0, 1);
+            else
+                diffuse__groupnorm_forward_f(x0, B, C, HW, G, gm, bt, y0, m0, r0, a0, 1);
+            diffuse__groupnorm_pre_forward_f(x1, rp, vp, B, C, HW, G, gm, bt, (opt & 4) ? ss : NULL,
+                                             y1, m1, r1, z1, a1, nt);
+            ASSERT_TRUE(memcmp(x1, x0, N * sizeof *x0) == 0);
+            ASSERT_TRUE(memcmp(y1, y0, N * sizeof *y0) == 0);
+            ASSERT_TRUE(memcmp(a1, a0, N * sizeof *a0) == 0);
+            if (opt & 4)
+                ASSERT_TRUE(memcmp(z1, z0, N * sizeof *z0) == 0);
+            ASSERT_TRUE(memcmp(m1, m0, sizeof m0) == 0 && memcmp(r1, r0, sizeof r0) == 0);
+        }
+    memcpy(xd1, xd, 48 * sizeof *xd);
+    diffuse__add_d(xd, rsd, 48, xd);
+    diffuse__add_channel_d(xd, vd, 2, 4, 6);
+    diffuse__groupnorm_ss_forward_d(xd, 2, 4, 6, 2, gd, bd, ssd, yd0, md0, rd0, zd0, ad0, 1);
+    diffuse__groupnorm_pre_forward_d(xd1, rsd, vd, 2, 4, 6, 2, gd, bd, ssd, yd1, md1, rd1, zd1, ad1,
+                                     1);
+    ASSERT_TRUE(memcmp(xd1, xd, 48 * sizeof *xd) == 0 && memcmp(yd1, yd0, sizeof yd0) == 0);
+    ASSERT_TRUE(memcmp(zd1, zd0, sizeof zd0) == 0 && memcmp(ad1, ad0, sizeof ad0) == 0);
+    ASSERT_TRUE(memcmp(md1, md0, sizeof md0) == 0 && memcmp(rd1, rd0, sizeof rd0) == 0);
+    free(x), free(x0), free(x1), free(res), free(ss), free(v), free(gm), free(bt);
+    free(y0), free(z0), free(a0), free(y1), free(z1), free(a1);
+    free(xd), free(xd1), free(rsd), free(vd), free(ssd), free(gd), free(bd);
+}
+
+/* The fused backward (groupnorm_act_backward: SiLU, scale-shift, norm,
+ * residual add and per-channel sums slice by slice) equals the passes one
+ * after the other bit for bit: float on 1 and 2 threads (a shape above the
+ * norm's parallel threshold, a ragged HW), with and without each option,
+ * dx in its own buffer and on y; and double. */
+static void gn_act_unfused_f(const float *x, size_t B, size_t C, size_t HW, size_t G,
+                             const float *g, const float *m, const float *r, const float *u,
+                             const float *y, const float *ss, float *dss, float *dy,
+                             const float *res, float *dx, float *dg, float *db, float *dv)
+{
+    const size_t n = B * C * HW;
+    if (u != NULL)
+        diffuse__silu_backward_f(u, dy, n, dy);
+    if (ss != NULL)
+        diffuse__scale_shift_backward_f(y, ss, dy, B, C, HW, dy, dss);
+    diffuse__groupnorm_backward_f(x, B, C, HW, G, g, m, r, dy, dx, dg, db, 1);
+    if (res != NULL)
+        diffuse__add_f(dx, res, n, dx);
+    if (dv != NULL)
+        diffuse__add_channel_backward_f(dx, B, C, HW, dv, 0);
+}
+
+static void test_groupnorm_act_backward_fused(void)
+{
+    enum { B = 3, C = 32, HW = 221, G = 8, N = B * C * HW };
+    float *x = (float *)malloc(N * sizeof *x), *ss = (float *)malloc(B * 2 * C * sizeof *ss);
+    float *gm = (float *)malloc(C * sizeof *gm), *bt = (float *)malloc(C * sizeof *bt);
+    float *y = (float *)malloc(N * sizeof *y), *z = (float *)malloc(N * sizeof *z);
+    float *a = (float *)malloc(N * sizeof *a), *d0 = (float *)malloc(N * sizeof *d0);
+    float *res = (float *)malloc(N * sizeof *res), *dy0 = (float *)malloc(N * sizeof *dy0);
+    float *dy1 = (float *)malloc(N * sizeof *dy1), *dx0 = (float *)malloc(N * sizeof *dx0);
+    float *dx1 = (float *)malloc(N * sizeof *dx1);
+    float m[B * G], r[B * G], dss0[B * 2 * C], dss1[B * 2 * C], dv0[B * C], dv1[B * C];
+    float dg0[C], dg1[C], db0[C], db1[C];
+    double *xd = rnd(2 * 4 * 6), *ssd = rnd(2 * 2 * 4), *gd = rnd(4), *bd = rnd(4);
+    double *dd = rnd(48), *rsd = rnd(48);
+    double yd[48], zd[48], ad[48], md[4], rdd[4], dyd0[48], dyd1[48], dxd0[48], dxd1[48];
+    double dssd0[16], dssd1[16], dvd0[8], dvd1[8], dgd0[4], dgd1[4], dbd0[4], dbd1[4];
+    size_t i;
+    int nt, opt;
+    for (i = 0; i < N; i++) {
+        x[i] = (float)(3.0 * urand() + 0.5);
+        d0[i] = (float)urand();
+        res[i] = (float)urand();
+    }
+    for (i = 0; i < B * 2 * C; i++)
+        ss[i] = (float)urand();
+    for (i = 0; i < C; i++) {
+        gm[i] = (float)(1.0 + 0.5 * urand());
+        bt[i] = (float)urand();
+    }
+    diffuse__groupnorm_ss_forward_f(x, B, C, HW, G, gm, bt, ss, y, m, r, z, a, 1);
+    /* opt bits: 1 SiLU, 2 scale-shift, 4 residual, 8 per-channel sums, 16 dx on y */
+    for (opt = 0; opt < 32; opt++)
+        for (nt = 1; nt <= 2; nt++) {
+            const float *u = (opt & 1) ? ((opt & 2) ? z : y) : NULL;
+            const float *sp = (opt & 2) ? ss : NULL, *rp = (opt & 4) ? res : NULL;
+            float *dvp0 = (opt & 8) ? dv0 : NULL, *dvp1 = (opt & 8) ? dv1 : NULL;
+            float *ydup = (float *)malloc(N * sizeof *ydup), *dxp1 = (opt & 16) ? ydup : dx1;
+            memcpy(ydup, y, N * sizeof *y);
+            memcpy(dy0, d0, N * sizeof *dy0);
+            memcpy(dy1, d0, N * sizeof *dy1);
+            memset(dg0, 0, sizeof dg0), memset(db0, 0, sizeof db0);
+            memset(dg1, 0, sizeof dg1), memset(db1, 0, sizeof db1);
+            gn_act_unfused_f(x, B, C, HW, G, gm, m, r, u, y, sp, dss0, dy0, rp, dx0, dg0, db0,
+                             dvp0);
+            diffuse__groupnorm_act_backward_f(x, B, C, HW, G, gm, m, r, u, ydup, sp, dss1, dy1, rp,
+                                              dxp1, dg1, db1, dvp1, nt);
+            ASSERT_TRUE(memcmp(dxp1, dx0, N * sizeof *dx0) == 0);
+            ASSERT_TRUE(memcmp(dy1, dy0, N * sizeof *dy0) == 0);
+            ASSERT_TRUE(memcmp(dg1, dg0, sizeof dg0) == 0 && memcmp(db1, db0, sizeof db0) == 0);
+            if (opt & 2)
+                ASSERT_TRUE(memcmp(dss1, dss0, sizeof dss0) == 0);
+            if (opt & 8)
+                ASSERT_TRUE(memcmp(dv1, dv0, sizeof dv0) == 0);
+            free(ydup);
+        }
+    /* double: everything on */
+    diffuse__groupnorm_ss_forward_d(xd, 2, 4, 6, 2, gd, bd, ssd, yd, md, rdd, zd, ad, 1);
+    memcpy(dyd0, dd, sizeof dyd0);
+    memcpy(dyd1, dd, sizeof dyd1);
+    memset(dgd0, 0, sizeof dgd0), memset(dbd0, 0, sizeof dbd0);
+    memset(dgd1, 0, sizeof dgd1), memset(dbd1, 0, sizeof dbd1);
+    diffuse__silu_backward_d(zd, dyd0, 48, dyd0);
+    diffuse__scale_shift_backward_d(yd, ssd, dyd0, 2, 4, 6, dyd0, dssd0);
+    diffuse__groupnorm_backward_d(xd, 2, 4, 6, 2, gd, md, rdd, dyd0, dxd0, dgd0, dbd0, 1);
+    diffuse__add_d(dxd0, rsd, 48, dxd0);
+    diffuse__add_channel_backward_d(dxd0, 2, 4, 6, dvd0, 0);
+    diffuse__groupnorm_act_backward_d(xd, 2, 4, 6, 2, gd, md, rdd, zd, yd, ssd, dssd1, dyd1, rsd,
+                                      dxd1, dgd1, dbd1, dvd1, 1);
+    ASSERT_TRUE(memcmp(dxd1, dxd0, sizeof dxd0) == 0 && memcmp(dyd1, dyd0, sizeof dyd0) == 0);
+    ASSERT_TRUE(memcmp(dgd1, dgd0, sizeof dgd0) == 0 && memcmp(dbd1, dbd0, sizeof dbd0) == 0);
+    ASSERT_TRUE(memcmp(dssd1, dssd0, sizeof dssd0) == 0 && memcmp(dvd1, dvd0, sizeof dvd0) == 0);
+    free(x), free(ss), free(gm), free(bt), free(y), free(z), free(a), free(d0), free(res);
+    free(dy0), free(dy1), free(dx0), free(dx1);
+    free(xd), free(ssd), free(gd), free(bd), free(dd), free(rsd);
+}
+
 /* ---------------------------------------------------------------------- */
 
 static void test_dropout(void)
@@ -510,6 +676,8 @@ int main(void)
     RUN(test_avgpool2);
     RUN(test_groupnorm_scale_shift);
     RUN(test_groupnorm_ss_fused);
+    RUN(test_groupnorm_act_backward_fused);
+    RUN(test_groupnorm_pre_forward_fused);
     RUN(test_dropout);
     RUN(test_qkv_attention);
     RUN(test_split_float_layers);
