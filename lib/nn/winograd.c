@@ -13,8 +13,9 @@
  * layouts: U_k in strips of mr rows (the A_COLS layout), V_k in panels of
  * nr tiles.  U is transformed once per call (shared by the threads); a
  * block of tiles (npan panels) is sized so that its V and M fit one
- * thread's work area (about the L2 cache).  On AVX-512 the input and
- * output transforms run 16 tiles of a tile row per vector (the same
+ * thread's work area (about the L2 cache).  On AVX-512 the input
+ * transform runs 16 tiles of a tile row per vector, the output transform
+ * 16 consecutive tiles of the block whatever their rows (the same
  * operations as the scalar code, so the same bits).
  *
  * Rounding: V takes two roundings per element (|V| <= sum of |d| over the
@@ -315,43 +316,62 @@ __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffus
     }
 }
 
-/* y of one run, output channel co (as out_run_scalar), 16 tiles per
- * vector; the two output columns of each tile interleaved on store. */
-__attribute__((target("avx512f"))) static void out_run_avx512(const struct diffuse__wino *p,
-                                                             const struct run *r, size_t co,
-                                                             size_t ks, size_t T,
-                                                             const float *M)
+/* y of the n tiles of a block for output channel co (as out_run_scalar,
+ * run by run): 16 consecutive tiles per vector whatever their rows, then
+ * each run's part of the vector shifted to lane 0 and stored, the two
+ * output columns of each tile interleaved. */
+__attribute__((target("avx512f"))) static void out_block_avx512(const struct diffuse__wino *p,
+                                                               const struct run *rs,
+                                                               size_t nrun, size_t n,
+                                                               size_t co, size_t ks, size_t T,
+                                                               const float *M)
 {
-    const size_t H = p->H, W = p->W, oy = 2 * r->ty, ox = 2 * r->tx;
+    const size_t H = p->H, W = p->W;
     const __m512i lo_i = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
                                            23);
     const __m512i hi_i = _mm512_add_epi32(lo_i, _mm512_set1_epi32(8));
-    const __mmask16 ml = lanes(r->len);
-    const float *mc = M + co * T + r->j;
-    __m512 a[2][4], o[4];
-    for (size_t c = 0; c < 4; c++) {
-        const __m512 m0 = _mm512_maskz_loadu_ps(ml, mc + c * ks);
-        const __m512 m1 = _mm512_maskz_loadu_ps(ml, mc + (4 + c) * ks);
-        const __m512 m2 = _mm512_maskz_loadu_ps(ml, mc + (8 + c) * ks);
-        const __m512 m3 = _mm512_maskz_loadu_ps(ml, mc + (12 + c) * ks);
-        a[0][c] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-        a[1][c] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-    }
-    for (size_t i = 0; i < 2; i++) {
-        o[2 * i] = _mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]);
-        o[2 * i + 1] = _mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]);
-    }
-    if (p->bias != NULL) {
-        const __m512 bv = _mm512_set1_ps(p->bias[co]);
-        for (size_t q = 0; q < 4; q++)
-            o[q] = _mm512_add_ps(o[q], bv);
-    }
-    const size_t nout = min_z(W - ox, 2 * r->len);
-    const __mmask16 m0 = lanes(nout), m1 = lanes(nout > 16 ? nout - 16 : 0);
-    for (size_t i = 0; i < 2 && oy + i < H; i++) {
-        float *yr = p->y + (r->b * p->Cout + co) * H * W + (oy + i) * W + ox;
-        _mm512_mask_storeu_ps(yr, m0, _mm512_permutex2var_ps(o[2 * i], lo_i, o[2 * i + 1]));
-        _mm512_mask_storeu_ps(yr + 16, m1, _mm512_permutex2var_ps(o[2 * i], hi_i, o[2 * i + 1]));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const float *mc = M + co * T;
+    size_t i = 0;
+    for (size_t j0 = 0; j0 < n; j0 += 16) {
+        const __mmask16 ml = lanes(n - j0);
+        __m512 a[2][4], o[4];
+        for (size_t c = 0; c < 4; c++) {
+            const __m512 m0 = _mm512_maskz_loadu_ps(ml, mc + c * ks + j0);
+            const __m512 m1 = _mm512_maskz_loadu_ps(ml, mc + (4 + c) * ks + j0);
+            const __m512 m2 = _mm512_maskz_loadu_ps(ml, mc + (8 + c) * ks + j0);
+            const __m512 m3 = _mm512_maskz_loadu_ps(ml, mc + (12 + c) * ks + j0);
+            a[0][c] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+            a[1][c] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        }
+        for (size_t h = 0; h < 2; h++) {
+            o[2 * h] = _mm512_add_ps(_mm512_add_ps(a[h][0], a[h][1]), a[h][2]);
+            o[2 * h + 1] = _mm512_sub_ps(_mm512_sub_ps(a[h][1], a[h][2]), a[h][3]);
+        }
+        if (p->bias != NULL) {
+            const __m512 bv = _mm512_set1_ps(p->bias[co]);
+            for (size_t q = 0; q < 4; q++)
+                o[q] = _mm512_add_ps(o[q], bv);
+        }
+        /* the runs that meet tiles j0 .. j0 + 15 */
+        for (; i < nrun && rs[i].j < j0 + 16; i++) {
+            const struct run *r = rs + i;
+            const size_t s0 = r->j > j0 ? r->j : j0;
+            const size_t e0 = min_z(r->j + r->len, j0 + 16);
+            const size_t ox = 2 * (r->tx + (s0 - r->j)), oy = 2 * r->ty;
+            const size_t nout = min_z(W - ox, 2 * (e0 - s0));
+            const __mmask16 m0 = lanes(nout), m1 = lanes(nout > 16 ? nout - 16 : 0);
+            const __m512i sh = _mm512_add_epi32(iota, _mm512_set1_epi32((int)(s0 - j0)));
+            for (size_t h = 0; h < 2 && oy + h < H; h++) {
+                const __m512 u = _mm512_permutexvar_ps(sh, o[2 * h]);
+                const __m512 w = _mm512_permutexvar_ps(sh, o[2 * h + 1]);
+                float *yr = p->y + (r->b * p->Cout + co) * H * W + (oy + h) * W + ox;
+                _mm512_mask_storeu_ps(yr, m0, _mm512_permutex2var_ps(u, lo_i, w));
+                _mm512_mask_storeu_ps(yr + 16, m1, _mm512_permutex2var_ps(u, hi_i, w));
+            }
+            if (r->j + r->len > j0 + 16)
+                break; /* the run goes on in the next vector */
+        }
     }
 }
 #endif
@@ -399,15 +419,15 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                               Mk + s * mr * T + q * nr, T, min_z(mr, Cout - s * mr),
                               min_z(nr, n - q * nr), 1.0f, 0.0f, DIFFUSE__GEMM_SET);
         }
-        for (size_t co = 0; co < Cout; co++)
-            for (size_t i = 0; i < nrun; i++) {
+        for (size_t co = 0; co < Cout; co++) {
 #ifdef WINO_AVX512
-                if (vec) {
-                    out_run_avx512(p, rs + i, co, ks, T, M);
-                    continue;
-                }
-#endif
-                out_run_scalar(p, rs + i, co, ks, T, M);
+            if (vec) {
+                out_block_avx512(p, rs, nrun, n, co, ks, T, M);
+                continue;
             }
+#endif
+            for (size_t i = 0; i < nrun; i++)
+                out_run_scalar(p, rs + i, co, ks, T, M);
+        }
     }
 }
