@@ -834,7 +834,10 @@ static int wino_try(struct diffuse__wino *p, size_t B, float *work, int nth)
 {
     struct wino_ctx c;
     float *U = work + (size_t)nth * SLOT;
-    if (!diffuse__wino_plan(p, SLOT))
+    /* not the run tables at the slot's end: the direct kernels read the
+     * entries of taps they do not use (masked off), which must stay the
+     * offsets an earlier table left there, not floats */
+    if (!diffuse__wino_plan(p, SLOT - SLOT_R))
         return 0;
     diffuse__wino_weights(p, U);
     c.p = p;

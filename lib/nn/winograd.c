@@ -316,6 +316,94 @@ __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffus
     }
 }
 
+/* Lanes l < n of v to V's slots j + l of row ci of position k. */
+__attribute__((target("avx512f"))) static inline void put_at(float *Vk, size_t C, size_t ci,
+                                                            size_t j, size_t n, __m512 v)
+{
+    struct run r;
+    r.b = r.ty = r.tx = 0;
+    r.j = j;
+    r.len = n;
+    put16(Vk, C, ci, &r, v);
+}
+
+/* V of up to G consecutive runs (ng of them) of a narrow image (W <= 32 /
+ * G, G = 2 or 4), one run per group of 16 / G lanes: the same operations
+ * as in_run_avx512, with the lanes of all the groups in use. */
+__attribute__((target("avx512f"))) static void in_groups_avx512(const struct diffuse__wino *p,
+                                                               const struct run *rs,
+                                                               size_t G, size_t ng,
+                                                               size_t vks, float *V, size_t ci)
+{
+    const size_t C = p->C, H = p->H, W = p->W, tw = 16 / G, seg = 2 * tw;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i dn = _mm512_sub_epi32(iota, _mm512_set1_epi32(1));
+    const __m512i up = _mm512_add_epi32(iota, _mm512_set1_epi32(1));
+    __mmask16 first = 0, last = 0, keep = 0;
+    size_t n = 0;
+    __m512 d[4][4], t[4][4];
+    for (size_t g = 0; g < G; g++) {
+        first = (__mmask16)(first | (1u << (g * tw)));
+        last = (__mmask16)(last | (1u << (g * tw + tw - 1)));
+    }
+    for (size_t g = 0; g < ng; g++) {
+        keep = (__mmask16)(keep | (lanes(rs[g].len) << (g * tw)));
+        n += rs[g].len;
+    }
+    for (size_t i = 0; i < 4; i++) {
+        __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps(), pv = _mm512_setzero_ps();
+        __mmask16 pm = 0;
+        for (size_t g = 0; g < ng; g++) {
+            const struct run *r = rs + g;
+            const ptrdiff_t iy = 2 * (ptrdiff_t)r->ty - 1 + (ptrdiff_t)i;
+            const size_t x0 = 2 * r->tx, L = (g * seg) % 16;
+            if (iy < 0 || (size_t)iy >= H)
+                continue;
+            const float *row = p->x + (r->b * C + ci) * H * W + (size_t)iy * W;
+            const __mmask16 m = (__mmask16)(lanes(min_z(seg, W - x0)) << L);
+            if (ci + 2 < C)
+                _mm_prefetch((const char *)(row + 2 * H * W + x0), _MM_HINT_T0);
+            /* lane L + c holds column x0 + c */
+            if (g * seg < 16)
+                lo = _mm512_mask_loadu_ps(lo, m, row + x0 - L);
+            else
+                hi = _mm512_mask_loadu_ps(hi, m, row + x0 - L);
+            if (x0 > 0) {
+                pm = (__mmask16)(pm | (1u << (g * tw)));
+                pv = _mm512_mask_mov_ps(pv, (__mmask16)(1u << (g * tw)),
+                                        _mm512_set1_ps(row[x0 - 1]));
+            }
+        }
+        const __m512 e = _mm512_permutex2var_ps(lo, ev, hi);
+        const __m512 o = _mm512_permutex2var_ps(lo, od, hi);
+        d[i][0] = _mm512_mask_mov_ps(_mm512_maskz_permutexvar_ps((__mmask16)~first, dn, o), pm,
+                                     pv);
+        d[i][1] = e;
+        d[i][2] = o;
+        /* past a group's last tile: column 2 (tx + tw) >= W, zero */
+        d[i][3] = _mm512_maskz_permutexvar_ps((__mmask16)~last, up, e);
+    }
+    for (size_t c = 0; c < 4; c++) {
+        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
+        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
+        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
+        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        float *Vk = V + 4 * i * vks;
+        const size_t j = rs[0].j;
+        put_at(Vk, C, ci, j, n, _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][0], t[i][2])));
+        put_at(Vk + vks, C, ci, j, n,
+               _mm512_maskz_compress_ps(keep, _mm512_add_ps(t[i][1], t[i][2])));
+        put_at(Vk + 2 * vks, C, ci, j, n,
+               _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][2], t[i][1])));
+        put_at(Vk + 3 * vks, C, ci, j, n,
+               _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][1], t[i][3])));
+    }
+}
+
 /* y of the n tiles of a block for output channel co (as out_run_scalar,
  * run by run): 16 consecutive tiles per vector whatever their rows, then
  * each run's part of the vector shifted to lane 0 and stored, the two
@@ -400,7 +488,16 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                 for (size_t ci = 0; ci < C; ci++)
                     V[k * vks + (j / nr) * C * nr + ci * nr + j % nr] = 0.0f;
         /* channel by channel: the runs of a block read neighbouring rows */
-        for (size_t ci = 0; ci < C; ci++)
+        for (size_t ci = 0; ci < C; ci++) {
+#ifdef WINO_AVX512
+            if (vec && p->W <= 16) {
+                /* narrow images: two (W <= 16) or four (W <= 8) runs per vector */
+                const size_t G = p->W <= 8 ? 4 : 2;
+                for (size_t i = 0; i < nrun; i += G)
+                    in_groups_avx512(p, rs + i, G, min_z(G, nrun - i), vks, V, ci);
+                continue;
+            }
+#endif
             for (size_t i = 0; i < nrun; i++) {
 #ifdef WINO_AVX512
                 if (vec) {
@@ -410,6 +507,7 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
 #endif
                 in_run_scalar(p, rs + i, vks, V, ci);
             }
+        }
         for (size_t k = 0; k < 16; k++) {
             const float *Uk = U + k * nstrip * C * mr, *Vk = V + k * vks;
             float *Mk = M + k * ks;

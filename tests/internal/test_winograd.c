@@ -5,8 +5,8 @@
  *  - Forward and dx (the input gradient) through conv.c's float entry
  *    points against a plain double conv written here (loops over the
  *    taps), on odd and even sizes (5x9, 7x7, 14x14, 28x28, 6x11), channel
- *    counts that are and are not multiples of the micro-kernel's rows, and
- *    batches of 1 to 3, once per GEMM kernel this CPU can run (the AVX-512
+ *    counts that are and are not multiples of the micro-kernel's rows,
+ *    batches of 1 to 8 and blocks of tiles that end inside a tile row, once per GEMM kernel this CPU can run (the AVX-512
  *    kernel takes the vector transforms, the others the scalar ones).
  *    Tolerance, per output: |y_f - y_d| <= 9 (C + 10) eps_f32 S, with
  *    S = sum over the input channels of (sum of |x| over the tile's 4x4
@@ -109,7 +109,9 @@ static void check_shapes(const char *kernel)
 {
     static const struct shape full[] = {
         {2, 64, 32, 5, 9}, {3, 64, 64, 7, 7}, {1, 70, 33, 6, 11}, {2, 128, 64, 14, 14},
-        {1, 64, 40, 28, 28}, {2, 65, 100, 7, 7}, {1, 33, 64, 14, 14}};
+        {1, 64, 40, 28, 28}, {2, 65, 100, 7, 7}, {1, 33, 64, 14, 14},
+        /* tile blocks (96 or 32 tiles here) that end inside a tile row */
+        {3, 64, 48, 14, 14}, {8, 64, 48, 5, 9}, {4, 128, 128, 7, 5}};
     static const struct shape quick[] = {{2, 64, 32, 5, 9}, {1, 70, 33, 6, 11}};
     const int q = harness_quick();
     const struct shape *sh = q ? quick : full;
