@@ -29,6 +29,7 @@
 #include "nn/gemm.h"
 #include "nn/gemm_kernels.h"
 #include "nn/layers.h"
+#include "nn/winograd.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -818,6 +819,41 @@ static void by_sample_parts(sample_part_fn fn, const void *ctx, size_t B, double
     fn(ctx, 0, B, work, slots);
 }
 
+/* Winograd F(2x2, 3x3) (winograd.c) for a stride-1 pass where it pays:
+ * the weights transformed once into the area after the nth slots (see
+ * diffuse__conv3x3_work_floats), then the samples split among the
+ * threads, each part with its own slot.  Returns 0 (nothing done) where
+ * the direct path runs. */
+struct wino_ctx {
+    const struct diffuse__wino *p;
+    const float *U;
+};
+
+static void wino_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+{
+    const struct wino_ctx *c = ctx;
+    (void)col;
+    diffuse__wino_run(c->p, c->U, b0, b1, slot);
+}
+
+static int wino_try(struct diffuse__wino *p, size_t B, float *work, int nth)
+{
+    struct wino_ctx c;
+    float *U = work + (size_t)nth * SLOT;
+    /* not the run tables at the slot's end: the direct kernels read the
+     * entries of taps they do not use (masked off), which must stay the
+     * offsets an earlier table left there, not floats */
+    if (!diffuse__wino_plan(p, SLOT - SLOT_R))
+        return 0;
+    diffuse__wino_weights(p, U);
+    c.p = p;
+    c.U = U;
+    by_sample_parts(wino_part, &c, B,
+                    (double)p->Cout * (double)p->C * 9.0 * (double)(p->H * p->W) * (double)B, 0,
+                    work, nth);
+    return 1;
+}
+
 #ifdef CONV_AVX512
 /* ------------------------------------------------------------------------ */
 /* dW of a stride-1 conv: the taps as rows, the pixels as the K-sum         */
@@ -1251,18 +1287,22 @@ static size_t col_floats(size_t Cin, size_t H, size_t Wd, size_t s)
     return col;
 }
 
-size_t diffuse__conv3x3_work_floats(size_t Cin, size_t H, size_t Wd, int stride, int nt)
+size_t diffuse__conv3x3_work_floats(size_t Cin, size_t Cout, size_t H, size_t Wd, int stride,
+                                    int nt)
 {
     const size_t n = nt > 1 ? (size_t)nt : 1;
-    size_t col;
+    size_t col, u = 0;
     if (stride < 1 || layer_conv_col_len_f(Cin, H, Wd, stride) == SIZE_MAX)
         return SIZE_MAX;
     col = col_floats(Cin, H, Wd, (size_t)stride);
     if (col == SIZE_MAX)
         return SIZE_MAX;
-    if (col + SLOT > SIZE_MAX / sizeof(float) / n)
+    if (col + SLOT > SIZE_MAX / sizeof(float) / n / 2)
         return SIZE_MAX;
-    return n * (col + SLOT);
+    /* stride 1: the Winograd weights (wino_try), forward or dx */
+    if (stride == 1 && Cin <= 4096 && Cout <= 4096)
+        u = diffuse__wino_u_floats(Cin, Cout);
+    return n * (col + SLOT) + u;
 }
 
 #ifdef CONV_AVX512
@@ -1380,6 +1420,22 @@ void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, 
     jb.cstride = Cout * jb.g.P;
     jb.mode = DIFFUSE__GEMM_SET;
     jb.bias = bias;
+    if (s == 1) {
+        struct diffuse__wino p;
+        memset(&p, 0, sizeof p);
+        p.v = jb.v;
+        p.x = x;
+        p.C = Cin;
+        p.H = H;
+        p.W = Wd;
+        p.w = W;
+        p.flip = 0;
+        p.Cout = Cout;
+        p.bias = bias;
+        p.y = y;
+        if (wino_try(&p, B, work, nth))
+            return;
+    }
 #ifdef CONV_AVX512
     if (s == 2 && jb.v == &diffuse__gemm_avx512 && atomic_load(&direct_on)) {
         fwd_s2(&jb, B, work, nth);
@@ -1598,6 +1654,22 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
         return;
     }
     /* stride 1: dx = conv(dy, W') with W'[ci][co][t] = W[co][ci][8 - t] */
+    {
+        struct diffuse__wino p;
+        memset(&p, 0, sizeof p);
+        p.v = jb.v;
+        p.x = dy;
+        p.C = Cout;
+        p.H = H;
+        p.W = Wd;
+        p.w = W;
+        p.flip = 1;
+        p.Cout = Cin;
+        p.bias = NULL;
+        p.y = dx;
+        if (wino_try(&p, B, work, nth))
+            return;
+    }
     jb.g = geo_of(dy, Cout, H, Wd, 1);
     jb.M = Cin;
     jb.N = B * H * Wd;

@@ -545,24 +545,24 @@ size_t diffuse__iddpm_work_floats(const diffuse__iddpm_plan *pl, int nt)
         const diffuse__iddpm_op *o = &pl->ops[k];
         switch (o->type) {
         case DIFFUSE__IDDPM_CONV_IN:
-            w = max_size(w, diffuse__conv3x3_work_floats(o->ci, o->H, o->W, 1, nt));
+            w = max_size(w, diffuse__conv3x3_work_floats(o->ci, o->co, o->H, o->W, 1, nt));
             break;
         case DIFFUSE__IDDPM_RES:
-            w = max_size(w, diffuse__conv3x3_work_floats(o->ci, o->H, o->W, 1, nt));
-            w = max_size(w, diffuse__conv3x3_work_floats(o->co, o->H, o->W, 1, nt));
+            w = max_size(w, diffuse__conv3x3_work_floats(o->ci, o->co, o->H, o->W, 1, nt));
+            w = max_size(w, diffuse__conv3x3_work_floats(o->co, o->co, o->H, o->W, 1, nt));
             break;
         case DIFFUSE__IDDPM_DOWN:
-            w = max_size(w, diffuse__conv3x3_work_floats(o->ci, o->H, o->W, 2, nt));
+            w = max_size(w, diffuse__conv3x3_work_floats(o->ci, o->co, o->H, o->W, 2, nt));
             break;
         case DIFFUSE__IDDPM_UP:
-            w = max_size(w, diffuse__conv3x3_work_floats(o->ci, 2 * o->H, 2 * o->W, 1, nt));
+            w = max_size(w, diffuse__conv3x3_work_floats(o->ci, o->co, 2 * o->H, 2 * o->W, 1, nt));
             break;
         default:
             break;
         }
     }
     /* the output conv */
-    w = max_size(w, diffuse__conv3x3_work_floats(pl->ops[pl->n_ops - 1].co, c->H, c->W, 1, nt));
+    w = max_size(w, diffuse__conv3x3_work_floats(pl->ops[pl->n_ops - 1].co, c->out_C, c->H, c->W, 1, nt));
     return w;
 }
 

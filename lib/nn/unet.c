@@ -35,10 +35,10 @@ size_t diffuse__unet_work_floats(const diffuse__unet_shape *sh, int nt)
     /* Every conv of the net (Cin, H, W, stride); the output conv has the
      * blocks' shape.  SIZE_MAX (an overflow) stays the largest. */
     size_t w = diffuse__linear_work_floats(nt);
-    w = max_size(w, diffuse__conv3x3_work_floats(sh->C, H, W, 1, nt)); /* input */
-    w = max_size(w, diffuse__conv3x3_work_floats(c, H, W, 1, nt));     /* blocks 1, 3, out */
-    w = max_size(w, diffuse__conv3x3_work_floats(c, H, W, 2, nt));     /* down */
-    w = max_size(w, diffuse__conv3x3_work_floats(2 * c, H / 2, W / 2, 1, nt)); /* block 2 */
-    w = max_size(w, diffuse__conv3x3_work_floats(2 * c, H, W, 1, nt)); /* up */
+    w = max_size(w, diffuse__conv3x3_work_floats(sh->C, c, H, W, 1, nt)); /* input */
+    w = max_size(w, diffuse__conv3x3_work_floats(c, c > sh->out_C ? c : sh->out_C, H, W, 1, nt)); /* blocks 1, 3, out */
+    w = max_size(w, diffuse__conv3x3_work_floats(c, c, H, W, 2, nt));     /* down */
+    w = max_size(w, diffuse__conv3x3_work_floats(2 * c, 2 * c, H / 2, W / 2, 1, nt)); /* block 2 */
+    w = max_size(w, diffuse__conv3x3_work_floats(2 * c, c, H, W, 1, nt)); /* up */
     return w;
 }

@@ -526,7 +526,7 @@ static void test_conv_hand(void)
     const double want2[4] = {-8.5, 9.5, -20.5, 21.5};
     double y[9], *work = dvec(layer_conv_col_len_d(1, 3, 3, 1));
     float xf[9], Wf[9], bf = 0.5f, yf[9];
-    float *workf = fvec(diffuse__conv3x3_work_floats(1, 3, 3, 1, 1));
+    float *workf = fvec(diffuse__conv3x3_work_floats(1, 1, 3, 3, 1, 1));
     size_t i;
     diffuse__conv3x3_forward_d(x, 1, 1, 3, 3, W, &bias, 1, 1, y, work, 1);
     for (i = 0; i < 9; i++)
@@ -641,7 +641,7 @@ static void test_conv_float(void)
         const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
         float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);
         float *rf = to_f(c.r, c.ny), *yf = fvec(c.ny);
-        float *workf = fvec(diffuse__conv3x3_work_floats(c.Cin, c.H, c.Wd, c.s, 1));
+        float *workf = fvec(diffuse__conv3x3_work_floats(c.Cin, c.Cout, c.H, c.Wd, c.s, 1));
         float *dxf = fvec(nx), *dWf = fvec(nw), *dbf = fvec(c.Cout);
         double *dx = dvec(nx), *dW = dvec(nw), *db = dvec(c.Cout);
         double *sx = dvec(nx), *sW = dvec(nw), *sb = dvec(c.Cout);
@@ -675,8 +675,8 @@ static void test_threads_bitwise(void)
         const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
         float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);
         float *rf = to_f(c.r, c.ny);
-        float *w1 = fvec(diffuse__conv3x3_work_floats(c.Cin, c.H, c.Wd, c.s, 1));
-        float *w4 = fvec(diffuse__conv3x3_work_floats(c.Cin, c.H, c.Wd, c.s, 4));
+        float *w1 = fvec(diffuse__conv3x3_work_floats(c.Cin, c.Cout, c.H, c.Wd, c.s, 1));
+        float *w4 = fvec(diffuse__conv3x3_work_floats(c.Cin, c.Cout, c.H, c.Wd, c.s, 4));
         float *y1 = fvec(c.ny), *y4 = fvec(c.ny), *dx1 = fvec(nx), *dx4 = fvec(nx);
         float *dW1 = fvec(nw), *dW4 = fvec(nw), *db1 = fvec(c.Cout), *db4 = fvec(c.Cout);
         diffuse__conv3x3_forward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, bf, c.Cout, c.s, y1, w1, 1);
@@ -854,7 +854,7 @@ static void test_conv_direct(void)
         const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
         float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);
         float *rf = to_f(c.r, c.ny);
-        float *work = fvec(diffuse__conv3x3_work_floats(c.Cin, c.H, c.Wd, c.s, 3));
+        float *work = fvec(diffuse__conv3x3_work_floats(c.Cin, c.Cout, c.H, c.Wd, c.s, 3));
         float *y[3], *dx[3], *dW[3], *db[3];
         double *dxd = dvec(nx), *dWd = dvec(nw), *dbd = dvec(c.Cout);
         double *sx = dvec(nx), *sW = dvec(nw), *sb = dvec(c.Cout);
@@ -930,15 +930,15 @@ static void test_linear_float(void)
 static void test_conv_work_size(void)
 {
     const size_t g = diffuse__sgemm_work_floats(3);
-    ASSERT_TRUE(diffuse__conv3x3_work_floats(5, 7, 6, 1, 3) >= 5 * 9 * 7 * 6 + g);
-    ASSERT_TRUE(diffuse__conv3x3_work_floats(5, 7, 6, 2, 3) >= 5 * 9 * 4 * 3 + g);
-    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(SIZE_MAX / 8, 3, 3, 1, 1), SIZE_MAX);
-    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(1, SIZE_MAX, SIZE_MAX, 1, 1), SIZE_MAX);
-    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(1, (size_t)1 << 40, (size_t)1 << 20, 1, 1),
+    ASSERT_TRUE(diffuse__conv3x3_work_floats(5, 4, 7, 6, 1, 3) >= 5 * 9 * 7 * 6 + g);
+    ASSERT_TRUE(diffuse__conv3x3_work_floats(5, 4, 7, 6, 2, 3) >= 5 * 9 * 4 * 3 + g);
+    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(SIZE_MAX / 8, 2, 3, 3, 1, 1), SIZE_MAX);
+    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(1, 2, SIZE_MAX, SIZE_MAX, 1, 1), SIZE_MAX);
+    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(1, 2, (size_t)1 << 40, (size_t)1 << 20, 1, 1),
                   SIZE_MAX);
-    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(3, 8, 8, 0, 1), SIZE_MAX);
+    ASSERT_U64_EQ(diffuse__conv3x3_work_floats(3, 2, 8, 8, 0, 1), SIZE_MAX);
     /* The GEMM's part starts 64-byte aligned. */
-    ASSERT_EQ((diffuse__conv3x3_work_floats(3, 5, 7, 1, 3) - g) % 16, 0);
+    ASSERT_EQ((diffuse__conv3x3_work_floats(3, 2, 5, 7, 1, 3) - g) % 16, 0);
     ASSERT_EQ(layer_conv_col_len_d(3, 5, 7, 1) % 16, 0);
 }
 

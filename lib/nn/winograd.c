@@ -1,0 +1,531 @@
+/*
+ * Winograd F(2x2, 3x3) convolution, stride 1, padding 1 (winograd.h).
+ *
+ * With the 4x4 input patch d of a 2x2 output tile (rows 2 ty - 1 .. 2 ty + 2,
+ * columns 2 tx - 1 .. 2 tx + 2, zero outside the image) and a 3x3 kernel g:
+ *   V = B^T d B,  U = G g G^T,  y = A^T (sum over ci of U .* V) A,
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+ *   G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
+ *   A^T = [1 1 1 0; 0 1 -1 -1].
+ * The sum over ci, for each of the 16 positions k of the transformed tile,
+ * is a product M_k = U_k V_k of a [Cout x C] matrix by a [C x tiles] one,
+ * run by the GEMM micro-kernel on operands written straight in its packed
+ * layouts: U_k in strips of mr rows (the A_COLS layout), V_k in panels of
+ * nr tiles.  U is transformed once per call (shared by the threads); a
+ * block of tiles (npan panels) is sized so that its V and M fit one
+ * thread's work area (about the L2 cache).  On AVX-512 the input
+ * transform runs 16 tiles of a tile row per vector, the output transform
+ * 16 consecutive tiles of the block whatever their rows (the same
+ * operations as the scalar code, so the same bits).
+ *
+ * Rounding: V takes two roundings per element (|V| <= sum of |d| over the
+ * patch), U two (|U| <= sum of |g|), the K-sum one per input channel, the
+ * output four additions: per output, |error| stays below about
+ * 9 (C + 10) eps sum over ci of (sum over the patch of |d|)(sum of |g|),
+ * the bound tests/internal/test_winograd.c checks against a double conv.
+ */
+#include "nn/winograd.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+static _Atomic int wino_on = 1;
+
+int diffuse__conv3x3_winograd(int on)
+{
+    return atomic_exchange(&wino_on, on);
+}
+
+static size_t min_z(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Floats added to the distance between the 16 positions' matrices in V
+ * and M: 16 KB apart, their streams would share the L1 cache sets. */
+#define KPAD 16
+
+/* Floats of V and M for npan panels. */
+static size_t need(const struct diffuse__wino *p, size_t npan)
+{
+    const size_t T = npan * p->v->nr;
+    return 16 * (p->C * T + p->Cout * T + 2 * KPAD);
+}
+
+/* Input and output channels below which the direct kernels are as fast
+ * or faster (one thread, batch 64, AVX-512: at 28x28 and 14x14 with 32
+ * channels Winograd ran 0.85-0.93x the direct conv, with 64 in and 32 out
+ * 1.06-1.10x, with 64 and more 1.2-2.1x); the image convs stay direct. */
+#define WINO_MIN_C 64
+#define WINO_MIN_COUT 32
+
+int diffuse__wino_plan(struct diffuse__wino *p, size_t budget)
+{
+    size_t npan = 1;
+    if (!atomic_load(&wino_on) || p->C < WINO_MIN_C || p->Cout < WINO_MIN_COUT || p->H < 2 ||
+        p->W < 2 || p->C > 4096 || p->Cout > 4096 || need(p, 1) > budget)
+        return 0;
+    /* at most 4 panels: V_k and M_k of a block stay near the L1/L2 */
+    while (npan < 4 && need(p, npan + 1) <= budget)
+        npan++;
+    p->npan = npan;
+    return 1;
+}
+
+size_t diffuse__wino_u_floats(size_t C, size_t Cout)
+{
+    /* Cout rounded up to a multiple of any kernel's mr (<= MR_MAX) */
+    return (16 * C * (Cout + DIFFUSE__GEMM_MR_MAX - 1) + 15) / 16 * 16;
+}
+
+/* U[k][s][ci][r] = (G g G^T)[k] of kernel (s mr + r, ci), rows past Cout
+ * zero. */
+void diffuse__wino_weights(const struct diffuse__wino *p, float *U)
+{
+    const size_t mr = p->v->mr, C = p->C, nstrip = (p->Cout + mr - 1) / mr;
+    for (size_t s = 0; s < nstrip; s++)
+        for (size_t ci = 0; ci < C; ci++)
+            for (size_t r = 0; r < mr; r++) {
+                const size_t co = s * mr + r;
+                float g[9], t[4][3], u[16];
+                if (co >= p->Cout) {
+                    for (size_t k = 0; k < 16; k++)
+                        U[(k * nstrip + s) * C * mr + ci * mr + r] = 0.0f;
+                    continue;
+                }
+                if (p->flip) {
+                    const float *src = p->w + (ci * p->Cout + co) * 9;
+                    for (size_t q = 0; q < 9; q++)
+                        g[q] = src[8 - q];
+                } else {
+                    memcpy(g, p->w + (co * C + ci) * 9, sizeof g);
+                }
+                for (size_t j = 0; j < 3; j++) {
+                    const float e = g[j] + g[6 + j];
+                    t[0][j] = g[j];
+                    t[1][j] = 0.5f * (e + g[3 + j]);
+                    t[2][j] = 0.5f * (e - g[3 + j]);
+                    t[3][j] = g[6 + j];
+                }
+                for (size_t i = 0; i < 4; i++) {
+                    const float e = t[i][0] + t[i][2];
+                    u[4 * i + 0] = t[i][0];
+                    u[4 * i + 1] = 0.5f * (e + t[i][1]);
+                    u[4 * i + 2] = 0.5f * (e - t[i][1]);
+                    u[4 * i + 3] = t[i][2];
+                }
+                for (size_t k = 0; k < 16; k++)
+                    U[(k * nstrip + s) * C * mr + ci * mr + r] = u[k];
+            }
+}
+
+/* The 4x4 patch of channel xc at rows y0 .. y0 + 3, columns x0 .. x0 + 3
+ * (y0, x0 may be -1; zero outside the image). */
+static void load_patch(const float *xc, size_t H, size_t W, ptrdiff_t y0, ptrdiff_t x0,
+                       float d[16])
+{
+    if (y0 >= 0 && x0 >= 0 && (size_t)y0 + 4 <= H && (size_t)x0 + 4 <= W) {
+        for (size_t i = 0; i < 4; i++)
+            memcpy(d + 4 * i, xc + ((size_t)y0 + i) * W + (size_t)x0, 4 * sizeof(float));
+        return;
+    }
+    for (ptrdiff_t i = 0; i < 4; i++)
+        for (ptrdiff_t j = 0; j < 4; j++) {
+            const ptrdiff_t yy = y0 + i, xx = x0 + j;
+            d[4 * i + j] = yy >= 0 && xx >= 0 && (size_t)yy < H && (size_t)xx < W
+                               ? xc[(size_t)yy * W + (size_t)xx]
+                               : 0.0f;
+        }
+}
+
+/* A run: up to 16 tiles of one tile row, j the first one's slot in the
+ * block. */
+struct run {
+    size_t b, ty, tx, len, j;
+};
+
+/* The runs of the block of n tiles from u0 (tile u: sample b0 + u / ntile,
+ * then row-major), into rs (at most n runs); returns their number. */
+static size_t runs_of(const struct diffuse__wino *p, size_t b0, size_t u0, size_t n,
+                      struct run *rs)
+{
+    const size_t TW = (p->W + 1) / 2, ntile = (p->H + 1) / 2 * TW;
+    size_t nr = 0;
+    for (size_t j = 0; j < n;) {
+        const size_t u = u0 + j, tt = u % ntile;
+        struct run r;
+        r.b = b0 + u / ntile;
+        r.ty = tt / TW;
+        r.tx = tt % TW;
+        r.len = min_z(16, min_z(TW - r.tx, n - j));
+        r.j = j;
+        rs[nr++] = r;
+        j += r.len;
+    }
+    return nr;
+}
+
+/* Scalar V of one run: V[k][q][ci][jj] for tile slot q nr + jj. */
+static void in_run_scalar(const struct diffuse__wino *p, const struct run *r, size_t vks,
+                          float *V, size_t ci)
+{
+    const size_t C = p->C, H = p->H, W = p->W, nr = p->v->nr;
+    const float *xb = p->x + r->b * C * H * W;
+    for (size_t l = 0; l < r->len; l++) {
+            const size_t j = r->j + l;
+            float d[16], t[16];
+            float *o0 = V + (j / nr) * C * nr + ci * nr + j % nr;
+            load_patch(xb + ci * H * W, H, W, 2 * (ptrdiff_t)r->ty - 1,
+                       2 * (ptrdiff_t)(r->tx + l) - 1, d);
+            for (size_t c = 0; c < 4; c++) {
+                t[0 + c] = d[0 + c] - d[8 + c];
+                t[4 + c] = d[4 + c] + d[8 + c];
+                t[8 + c] = d[8 + c] - d[4 + c];
+                t[12 + c] = d[4 + c] - d[12 + c];
+            }
+            for (size_t i = 0; i < 4; i++) {
+                const float *tr = t + 4 * i;
+                float *o = o0 + 4 * i * vks;
+                o[0] = tr[0] - tr[2];
+                o[vks] = tr[1] + tr[2];
+                o[2 * vks] = tr[2] - tr[1];
+                o[3 * vks] = tr[1] - tr[3];
+            }
+        }
+}
+
+/* Scalar y of one run, output channel co, from M[k][co][j] (rows T floats
+ * apart, positions ks floats apart). */
+static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, size_t co,
+                           size_t ks, size_t T, const float *M)
+{
+    const size_t H = p->H, W = p->W;
+    const float *mc = M + co * T;
+    for (size_t l = 0; l < r->len; l++) {
+        const size_t j = r->j + l, oy = 2 * r->ty, ox = 2 * (r->tx + l);
+        float a[2][4], o[4];
+        for (size_t c = 0; c < 4; c++) {
+            const float m0 = mc[c * ks + j], m1 = mc[(4 + c) * ks + j];
+            const float m2 = mc[(8 + c) * ks + j], m3 = mc[(12 + c) * ks + j];
+            a[0][c] = (m0 + m1) + m2;
+            a[1][c] = (m1 - m2) - m3;
+        }
+        for (size_t i = 0; i < 2; i++) {
+            o[2 * i] = (a[i][0] + a[i][1]) + a[i][2];
+            o[2 * i + 1] = (a[i][1] - a[i][2]) - a[i][3];
+        }
+        if (p->bias != NULL)
+            for (size_t q = 0; q < 4; q++)
+                o[q] = o[q] + p->bias[co];
+        float *yc = p->y + (r->b * p->Cout + co) * H * W + oy * W + ox;
+        yc[0] = o[0];
+        if (ox + 1 < W)
+            yc[1] = o[1];
+        if (oy + 1 < H) {
+            yc[W] = o[2];
+            if (ox + 1 < W)
+                yc[W + 1] = o[3];
+        }
+    }
+}
+
+#if defined(DIFFUSE__GEMM_X86) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define WINO_AVX512 1
+
+static __mmask16 lanes(size_t n)
+{
+    return (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+}
+
+/* Lanes l < r->len of v to V's slots r->j + l of row ci of position k
+ * (nr = 32: a run may cross into the next panel). */
+__attribute__((target("avx512f"))) static inline void put16(float *Vk, size_t C, size_t ci,
+                                                           const struct run *r, __m512 v)
+{
+    const size_t q = r->j / 32, jj = r->j % 32;
+    float *d = Vk + q * C * 32 + ci * 32 + jj;
+    if (jj + r->len <= 32) {
+        _mm512_mask_storeu_ps(d, lanes(r->len), v);
+    } else {
+        const size_t n1 = 32 - jj;
+        _mm512_mask_storeu_ps(d, lanes(n1), v);
+        _mm512_mask_storeu_ps(Vk + (q + 1) * C * 32 + ci * 32, lanes(r->len - n1),
+                              _mm512_maskz_compress_ps((__mmask16)(lanes(r->len) & ~lanes(n1)),
+                                                       v));
+    }
+}
+
+/* V of one run, 16 tiles per vector: lane l holds tile tx + l.  Row iy of
+ * the patches as four vectors, columns 2 (tx + l) - 1 + c for c = 0..3. */
+__attribute__((target("avx512f"))) static void in_run_avx512(const struct diffuse__wino *p,
+                                                            const struct run *r, size_t vks,
+                                                            float *V, size_t ci)
+{
+    const size_t C = p->C, H = p->H, W = p->W, x0 = 2 * r->tx;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const size_t nin = W - x0;
+    const __mmask16 mlo = lanes(nin), mhi = lanes(nin > 16 ? nin - 16 : 0);
+    const float *xb = p->x + r->b * C * H * W;
+    {
+        const float *xc = xb + ci * H * W;
+        __m512 d[4][4], t[4][4];
+        for (size_t i = 0; i < 4; i++) {
+            const ptrdiff_t iy = 2 * (ptrdiff_t)r->ty - 1 + (ptrdiff_t)i;
+            if (iy < 0 || (size_t)iy >= H) {
+                d[i][0] = d[i][1] = d[i][2] = d[i][3] = _mm512_setzero_ps();
+                continue;
+            }
+            const float *row = xc + (size_t)iy * W;
+            if (ci + 2 < C) {
+                /* the same rows two channels on (the planes are far apart
+                 * for the hardware prefetcher) */
+                const char *pf = (const char *)(row + 2 * H * W + x0);
+                _mm_prefetch(pf, _MM_HINT_T0);
+                _mm_prefetch(pf + 64, _MM_HINT_T0);
+                if (nin > 32)
+                    _mm_prefetch(pf + 128, _MM_HINT_T0);
+            }
+            const __m512 lo = _mm512_maskz_loadu_ps(mlo, row + x0);
+            const __m512 hi = _mm512_maskz_loadu_ps(mhi, row + x0 + 16);
+            const __m512 e = _mm512_permutex2var_ps(lo, ev, hi);
+            const __m512 o = _mm512_permutex2var_ps(lo, od, hi);
+            const __m512 pv = _mm512_set1_ps(x0 > 0 ? row[x0 - 1] : 0.0f);
+            const __m512 nv = _mm512_set1_ps(x0 + 32 < W ? row[x0 + 32] : 0.0f);
+            d[i][0] = _mm512_castsi512_ps(
+                _mm512_alignr_epi32(_mm512_castps_si512(o), _mm512_castps_si512(pv), 15));
+            d[i][1] = e;
+            d[i][2] = o;
+            d[i][3] = _mm512_castsi512_ps(
+                _mm512_alignr_epi32(_mm512_castps_si512(nv), _mm512_castps_si512(e), 1));
+        }
+        for (size_t c = 0; c < 4; c++) {
+            t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
+            t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
+            t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
+            t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
+        }
+        for (size_t i = 0; i < 4; i++) {
+            float *Vk = V + 4 * i * vks;
+            put16(Vk, C, ci, r, _mm512_sub_ps(t[i][0], t[i][2]));
+            put16(Vk + vks, C, ci, r, _mm512_add_ps(t[i][1], t[i][2]));
+            put16(Vk + 2 * vks, C, ci, r, _mm512_sub_ps(t[i][2], t[i][1]));
+            put16(Vk + 3 * vks, C, ci, r, _mm512_sub_ps(t[i][1], t[i][3]));
+        }
+    }
+}
+
+/* Lanes l < n of v to V's slots j + l of row ci of position k. */
+__attribute__((target("avx512f"))) static inline void put_at(float *Vk, size_t C, size_t ci,
+                                                            size_t j, size_t n, __m512 v)
+{
+    struct run r;
+    r.b = r.ty = r.tx = 0;
+    r.j = j;
+    r.len = n;
+    put16(Vk, C, ci, &r, v);
+}
+
+/* V of up to G consecutive runs (ng of them) of a narrow image (W <= 32 /
+ * G, G = 2 or 4), one run per group of 16 / G lanes: the same operations
+ * as in_run_avx512, with the lanes of all the groups in use. */
+__attribute__((target("avx512f"))) static void in_groups_avx512(const struct diffuse__wino *p,
+                                                               const struct run *rs,
+                                                               size_t G, size_t ng,
+                                                               size_t vks, float *V, size_t ci)
+{
+    const size_t C = p->C, H = p->H, W = p->W, tw = 16 / G, seg = 2 * tw;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i dn = _mm512_sub_epi32(iota, _mm512_set1_epi32(1));
+    const __m512i up = _mm512_add_epi32(iota, _mm512_set1_epi32(1));
+    __mmask16 first = 0, last = 0, keep = 0;
+    size_t n = 0;
+    __m512 d[4][4], t[4][4];
+    for (size_t g = 0; g < G; g++) {
+        first = (__mmask16)(first | (1u << (g * tw)));
+        last = (__mmask16)(last | (1u << (g * tw + tw - 1)));
+    }
+    for (size_t g = 0; g < ng; g++) {
+        keep = (__mmask16)(keep | (lanes(rs[g].len) << (g * tw)));
+        n += rs[g].len;
+    }
+    for (size_t i = 0; i < 4; i++) {
+        __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps(), pv = _mm512_setzero_ps();
+        __mmask16 pm = 0;
+        for (size_t g = 0; g < ng; g++) {
+            const struct run *r = rs + g;
+            const ptrdiff_t iy = 2 * (ptrdiff_t)r->ty - 1 + (ptrdiff_t)i;
+            const size_t x0 = 2 * r->tx, L = (g * seg) % 16;
+            if (iy < 0 || (size_t)iy >= H)
+                continue;
+            const float *row = p->x + (r->b * C + ci) * H * W + (size_t)iy * W;
+            const __mmask16 m = (__mmask16)(lanes(min_z(seg, W - x0)) << L);
+            if (ci + 2 < C)
+                _mm_prefetch((const char *)(row + 2 * H * W + x0), _MM_HINT_T0);
+            /* lane L + c holds column x0 + c */
+            if (g * seg < 16)
+                lo = _mm512_mask_loadu_ps(lo, m, row + x0 - L);
+            else
+                hi = _mm512_mask_loadu_ps(hi, m, row + x0 - L);
+            if (x0 > 0) {
+                pm = (__mmask16)(pm | (1u << (g * tw)));
+                pv = _mm512_mask_mov_ps(pv, (__mmask16)(1u << (g * tw)),
+                                        _mm512_set1_ps(row[x0 - 1]));
+            }
+        }
+        const __m512 e = _mm512_permutex2var_ps(lo, ev, hi);
+        const __m512 o = _mm512_permutex2var_ps(lo, od, hi);
+        d[i][0] = _mm512_mask_mov_ps(_mm512_maskz_permutexvar_ps((__mmask16)~first, dn, o), pm,
+                                     pv);
+        d[i][1] = e;
+        d[i][2] = o;
+        /* past a group's last tile: column 2 (tx + tw) >= W, zero */
+        d[i][3] = _mm512_maskz_permutexvar_ps((__mmask16)~last, up, e);
+    }
+    for (size_t c = 0; c < 4; c++) {
+        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
+        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
+        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
+        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        float *Vk = V + 4 * i * vks;
+        const size_t j = rs[0].j;
+        put_at(Vk, C, ci, j, n, _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][0], t[i][2])));
+        put_at(Vk + vks, C, ci, j, n,
+               _mm512_maskz_compress_ps(keep, _mm512_add_ps(t[i][1], t[i][2])));
+        put_at(Vk + 2 * vks, C, ci, j, n,
+               _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][2], t[i][1])));
+        put_at(Vk + 3 * vks, C, ci, j, n,
+               _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][1], t[i][3])));
+    }
+}
+
+/* y of the n tiles of a block for output channel co (as out_run_scalar,
+ * run by run): 16 consecutive tiles per vector whatever their rows, then
+ * each run's part of the vector shifted to lane 0 and stored, the two
+ * output columns of each tile interleaved. */
+__attribute__((target("avx512f"))) static void out_block_avx512(const struct diffuse__wino *p,
+                                                               const struct run *rs,
+                                                               size_t nrun, size_t n,
+                                                               size_t co, size_t ks, size_t T,
+                                                               const float *M)
+{
+    const size_t H = p->H, W = p->W;
+    const __m512i lo_i = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                           23);
+    const __m512i hi_i = _mm512_add_epi32(lo_i, _mm512_set1_epi32(8));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const float *mc = M + co * T;
+    size_t i = 0;
+    for (size_t j0 = 0; j0 < n; j0 += 16) {
+        const __mmask16 ml = lanes(n - j0);
+        __m512 a[2][4], o[4];
+        for (size_t c = 0; c < 4; c++) {
+            const __m512 m0 = _mm512_maskz_loadu_ps(ml, mc + c * ks + j0);
+            const __m512 m1 = _mm512_maskz_loadu_ps(ml, mc + (4 + c) * ks + j0);
+            const __m512 m2 = _mm512_maskz_loadu_ps(ml, mc + (8 + c) * ks + j0);
+            const __m512 m3 = _mm512_maskz_loadu_ps(ml, mc + (12 + c) * ks + j0);
+            a[0][c] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+            a[1][c] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        }
+        for (size_t h = 0; h < 2; h++) {
+            o[2 * h] = _mm512_add_ps(_mm512_add_ps(a[h][0], a[h][1]), a[h][2]);
+            o[2 * h + 1] = _mm512_sub_ps(_mm512_sub_ps(a[h][1], a[h][2]), a[h][3]);
+        }
+        if (p->bias != NULL) {
+            const __m512 bv = _mm512_set1_ps(p->bias[co]);
+            for (size_t q = 0; q < 4; q++)
+                o[q] = _mm512_add_ps(o[q], bv);
+        }
+        /* the runs that meet tiles j0 .. j0 + 15 */
+        for (; i < nrun && rs[i].j < j0 + 16; i++) {
+            const struct run *r = rs + i;
+            const size_t s0 = r->j > j0 ? r->j : j0;
+            const size_t e0 = min_z(r->j + r->len, j0 + 16);
+            const size_t ox = 2 * (r->tx + (s0 - r->j)), oy = 2 * r->ty;
+            const size_t nout = min_z(W - ox, 2 * (e0 - s0));
+            const __mmask16 m0 = lanes(nout), m1 = lanes(nout > 16 ? nout - 16 : 0);
+            const __m512i sh = _mm512_add_epi32(iota, _mm512_set1_epi32((int)(s0 - j0)));
+            for (size_t h = 0; h < 2 && oy + h < H; h++) {
+                const __m512 u = _mm512_permutexvar_ps(sh, o[2 * h]);
+                const __m512 w = _mm512_permutexvar_ps(sh, o[2 * h + 1]);
+                float *yr = p->y + (r->b * p->Cout + co) * H * W + (oy + h) * W + ox;
+                _mm512_mask_storeu_ps(yr, m0, _mm512_permutex2var_ps(u, lo_i, w));
+                _mm512_mask_storeu_ps(yr + 16, m1, _mm512_permutex2var_ps(u, hi_i, w));
+            }
+            if (r->j + r->len > j0 + 16)
+                break; /* the run goes on in the next vector */
+        }
+    }
+}
+#endif
+
+void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0, size_t b1,
+                       float *work)
+{
+    const struct diffuse__gemm_variant *v = p->v;
+    const size_t mr = v->mr, nr = v->nr, C = p->C, Cout = p->Cout, T = p->npan * nr;
+    const size_t ntile = (p->H + 1) / 2 * ((p->W + 1) / 2), nt = (b1 - b0) * ntile;
+    const size_t nstrip = (Cout + mr - 1) / mr, vks = C * T + KPAD, ks = Cout * T + KPAD;
+    float *V = work, *M = V + 16 * vks;
+    /* the runs of a block: at most T (one tile each) */
+    struct run rs[4 * DIFFUSE__GEMM_NR_MAX];
+#ifdef WINO_AVX512
+    const int vec = v == &diffuse__gemm_avx512 && nr == 32;
+#endif
+    if (b1 <= b0)
+        return;
+    for (size_t u0 = 0; u0 < nt; u0 += T) {
+        const size_t n = min_z(T, nt - u0), npan = (n + nr - 1) / nr;
+        const size_t nrun = runs_of(p, b0, u0, n, rs);
+        /* the slots of the last panel past n: zero (the kernel reads them) */
+        for (size_t j = n; j < npan * nr; j++)
+            for (size_t k = 0; k < 16; k++)
+                for (size_t ci = 0; ci < C; ci++)
+                    V[k * vks + (j / nr) * C * nr + ci * nr + j % nr] = 0.0f;
+        /* channel by channel: the runs of a block read neighbouring rows */
+        for (size_t ci = 0; ci < C; ci++) {
+#ifdef WINO_AVX512
+            if (vec && p->W <= 16) {
+                /* narrow images: two (W <= 16) or four (W <= 8) runs per vector */
+                const size_t G = p->W <= 8 ? 4 : 2;
+                for (size_t i = 0; i < nrun; i += G)
+                    in_groups_avx512(p, rs + i, G, min_z(G, nrun - i), vks, V, ci);
+                continue;
+            }
+#endif
+            for (size_t i = 0; i < nrun; i++) {
+#ifdef WINO_AVX512
+                if (vec) {
+                    in_run_avx512(p, rs + i, vks, V, ci);
+                    continue;
+                }
+#endif
+                in_run_scalar(p, rs + i, vks, V, ci);
+            }
+        }
+        for (size_t k = 0; k < 16; k++) {
+            const float *Uk = U + k * nstrip * C * mr, *Vk = V + k * vks;
+            float *Mk = M + k * ks;
+            for (size_t q = 0; q < npan; q++)
+                for (size_t s = 0; s < nstrip; s++)
+                    v->kernel(C, Uk + s * C * mr, DIFFUSE__GEMM_A_COLS, Vk + q * C * nr,
+                              Mk + s * mr * T + q * nr, T, min_z(mr, Cout - s * mr),
+                              min_z(nr, n - q * nr), 1.0f, 0.0f, DIFFUSE__GEMM_SET);
+        }
+        for (size_t co = 0; co < Cout; co++) {
+#ifdef WINO_AVX512
+            if (vec) {
+                out_block_avx512(p, rs, nrun, n, co, ks, T, M);
+                continue;
+            }
+#endif
+            for (size_t i = 0; i < nrun; i++)
+                out_run_scalar(p, rs + i, co, ks, T, M);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+/*
+ * Tests of the Winograd F(2x2, 3x3) path of the float 3x3 conv
+ * (lib/nn/winograd.c, called by conv.c for stride 1 where it pays).
+ *
+ *  - Forward and dx (the input gradient) through conv.c's float entry
+ *    points against a plain double conv written here (loops over the
+ *    taps), on odd and even sizes (5x9, 7x7, 14x14, 28x28, 6x11), channel
+ *    counts that are and are not multiples of the micro-kernel's rows,
+ *    batches of 1 to 8 and blocks of tiles that end inside a tile row, once per GEMM kernel this CPU can run (the AVX-512
+ *    kernel takes the vector transforms, the others the scalar ones).
+ *    Tolerance, per output: |y_f - y_d| <= 9 (C + 10) eps_f32 S, with
+ *    S = sum over the input channels of (sum of |x| over the tile's 4x4
+ *    input patch) (sum of the 9 |w|): each transformed input is within
+ *    the patch sum (two roundings), each transformed weight within the
+ *    kernel sum (two roundings), the product over C channels adds C
+ *    roundings, and the output transform sums at most 9 such products
+ *    with 4 more roundings.  A wrong index or transform gives errors of
+ *    the size of y itself, far above this bound.
+ *  - The plan accepts these shapes (so the Winograd path, not the direct
+ *    one, is what is checked), and the hook diffuse__conv3x3_winograd(0)
+ *    turns it off.
+ *  - The same bits with 1, 2 and 3 threads (the OpenMP build splits the
+ *    samples).
+ */
+#include "internal.h"
+#include "harness.h"
+#include "nn/gemm.h"
+#include "nn/layers.h"
+#include "nn/winograd.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static float urand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(rng_state >> 40) / (double)(1u << 24) * 2.0 - 1.0);
+}
+
+static float *fvec(size_t n)
+{
+    float *p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+    if (p == NULL)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        p[i] = urand();
+    return p;
+}
+
+/* y[b][co][i][j] = bias[co] + sum over ci, taps of w(co, ci, ky, kx)
+ * x[b][ci][i + ky - 1][j + kx - 1], in double; w(co, ci, ky, kx) =
+ * W[(co C + ci) 9 + 3 ky + kx] (flip 0) or W[(ci Co + co) 9 + 8 - 3 ky - kx]
+ * (flip 1: the dx conv).  bound: the tolerance of the header comment. */
+static void conv_ref(const float *x, size_t B, size_t C, size_t H, size_t Wd, const float *W,
+                     int flip, const float *bias, size_t Co, double *y, double *bound)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t co = 0; co < Co; co++)
+            for (size_t i = 0; i < H; i++)
+                for (size_t j = 0; j < Wd; j++) {
+                    double acc = bias != NULL ? bias[co] : 0.0, s = 0.0;
+                    const ptrdiff_t ty = (ptrdiff_t)(i / 2) * 2, tx = (ptrdiff_t)(j / 2) * 2;
+                    for (size_t ci = 0; ci < C; ci++) {
+                        const float *xc = x + (b * C + ci) * H * Wd;
+                        double sw = 0.0, sp = 0.0;
+                        for (int t = 0; t < 9; t++) {
+                            const int ky = t / 3, kx = t % 3;
+                            const float w = flip ? W[(ci * Co + co) * 9 + (size_t)(8 - t)]
+                                                 : W[(co * C + ci) * 9 + (size_t)t];
+                            const ptrdiff_t yy = (ptrdiff_t)i + ky - 1, xx = (ptrdiff_t)j + kx - 1;
+                            sw += fabs((double)w);
+                            if (yy >= 0 && xx >= 0 && (size_t)yy < H && (size_t)xx < Wd)
+                                acc += (double)w * (double)xc[(size_t)yy * Wd + (size_t)xx];
+                        }
+                        for (ptrdiff_t u = ty - 1; u < ty + 3; u++)
+                            for (ptrdiff_t v = tx - 1; v < tx + 3; v++)
+                                if (u >= 0 && v >= 0 && (size_t)u < H && (size_t)v < Wd)
+                                    sp += fabs((double)xc[(size_t)u * Wd + (size_t)v]);
+                        s += sw * sp;
+                    }
+                    y[((b * Co + co) * H + i) * Wd + j] = acc;
+                    bound[((b * Co + co) * H + i) * Wd + j] =
+                        9.0 * ((double)C + 10.0) * (double)FLT_EPSILON * s;
+                }
+}
+
+/* Worst |got - ref| / bound over n outputs (<= 1 passes). */
+static double worst(const float *got, const double *ref, const double *bound, size_t n)
+{
+    double w = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs((double)got[i] - ref[i]) / bound[i];
+        if (!(e <= w))
+            w = e;
+    }
+    return w;
+}
+
+struct shape {
+    size_t B, Cin, Cout, H, W;
+};
+
+static void check_shapes(const char *kernel)
+{
+    static const struct shape full[] = {
+        {2, 64, 32, 5, 9}, {3, 64, 64, 7, 7}, {1, 70, 33, 6, 11}, {2, 128, 64, 14, 14},
+        {1, 64, 40, 28, 28}, {2, 65, 100, 7, 7}, {1, 33, 64, 14, 14},
+        /* tile blocks (96 or 32 tiles here) that end inside a tile row */
+        {3, 64, 48, 14, 14}, {8, 64, 48, 5, 9}, {4, 128, 128, 7, 5}};
+    static const struct shape quick[] = {{2, 64, 32, 5, 9}, {1, 70, 33, 6, 11}};
+    const int q = harness_quick();
+    const struct shape *sh = q ? quick : full;
+    const size_t ns = q ? sizeof quick / sizeof quick[0] : sizeof full / sizeof full[0];
+    const int old = diffuse__conv3x3_winograd(1);
+    if (!diffuse__sgemm_kernel_available(kernel)) {
+        diffuse__conv3x3_winograd(old);
+        SKIP("the %s GEMM kernel does not run on this CPU", kernel);
+    }
+    ASSERT_TRUE(diffuse__sgemm_force(kernel) == 0);
+    for (size_t k = 0; k < ns; k++) {
+        const size_t B = sh[k].B, Ci = sh[k].Cin, Co = sh[k].Cout, H = sh[k].H, Wd = sh[k].W;
+        const size_t nx = B * Ci * H * Wd, ny = B * Co * H * Wd;
+        float *x = fvec(nx), *W = fvec(Co * Ci * 9), *bias = fvec(Co), *dy = fvec(ny);
+        float *work = fvec(diffuse__conv3x3_work_floats(Ci, Co, H, Wd, 1, 3));
+        float *y[3], *dx[3];
+        double *yr = malloc(ny * sizeof(double)), *yb = malloc(ny * sizeof(double));
+        double *dxr = malloc(nx * sizeof(double)), *dxb = malloc(nx * sizeof(double));
+        struct diffuse__wino pf, pd;
+        if (yr == NULL || yb == NULL || dxr == NULL || dxb == NULL)
+            abort();
+        /* the plan takes the forward (C = Ci) where Ci >= 64, and the dx
+         * (C = Co) where Co >= 64 */
+        memset(&pf, 0, sizeof pf);
+        pf.v = diffuse__gemm_variant_now();
+        pf.C = Ci;
+        pf.Cout = Co;
+        pf.H = H;
+        pf.W = Wd;
+        pd = pf;
+        pd.C = Co;
+        pd.Cout = Ci;
+        ASSERT_TRUE(diffuse__wino_plan(&pf, (size_t)1 << 22) == (Ci >= 64));
+        ASSERT_TRUE(diffuse__wino_plan(&pd, (size_t)1 << 22) == (Co >= 64));
+        for (int t = 0; t < 3; t++) {
+            y[t] = fvec(ny);
+            dx[t] = fvec(nx);
+            diffuse__conv3x3_forward_f(x, B, Ci, H, Wd, W, bias, Co, 1, y[t], work, t + 1);
+            diffuse__conv3x3_backward_f(x, B, Ci, H, Wd, W, Co, 1, dy, dx[t], NULL, NULL, work,
+                                        t + 1);
+        }
+        conv_ref(x, B, Ci, H, Wd, W, 0, bias, Co, yr, yb);
+        conv_ref(dy, B, Co, H, Wd, W, 1, NULL, Ci, dxr, dxb);
+        {
+            const double ey = worst(y[0], yr, yb, ny), ex = worst(dx[0], dxr, dxb, nx);
+            if (!(ey <= 1.0) || !(ex <= 1.0))
+                HARNESS_FAIL_("%s, shape %zu: error / bound %.3g (y), %.3g (dx)", kernel, k, ey,
+                              ex);
+        }
+        for (int t = 1; t < 3; t++)
+            if (memcmp(y[t], y[0], ny * sizeof(float)) != 0 ||
+                memcmp(dx[t], dx[0], nx * sizeof(float)) != 0)
+                HARNESS_FAIL_("%s, shape %zu: %d threads differ from 1", kernel, k, t + 1);
+        /* the hook: off gives the direct conv, whose bits differ here */
+        if (Ci >= 64) {
+            diffuse__conv3x3_winograd(0);
+            diffuse__conv3x3_forward_f(x, B, Ci, H, Wd, W, bias, Co, 1, y[1], work, 1);
+            diffuse__conv3x3_winograd(1);
+            ASSERT_TRUE(worst(y[1], yr, yb, ny) <= 1.0);
+            ASSERT_TRUE(memcmp(y[1], y[0], ny * sizeof(float)) != 0);
+        }
+        for (int t = 0; t < 3; t++) {
+            free(y[t]);
+            free(dx[t]);
+        }
+        free(x);
+        free(W);
+        free(bias);
+        free(dy);
+        free(work);
+        free(yr);
+        free(yb);
+        free(dxr);
+        free(dxb);
+    }
+    diffuse__sgemm_force(NULL);
+    diffuse__conv3x3_winograd(old);
+}
+
+static void test_winograd_avx512(void) { check_shapes("avx512"); }
+static void test_winograd_avx2(void) { check_shapes("avx2"); }
+static void test_winograd_portable(void) { check_shapes("portable"); }
+
+/* Below the channel thresholds, and for tiny images, the direct conv runs. */
+static void test_winograd_plan_limits(void)
+{
+    struct diffuse__wino p;
+    memset(&p, 0, sizeof p);
+    p.v = diffuse__gemm_variant_now();
+    p.C = 64;
+    p.Cout = 64;
+    p.H = p.W = 14;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 1);
+    ASSERT_TRUE(p.npan >= 1 && p.npan <= 4);
+    p.C = 3;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+    p.C = 64;
+    p.Cout = 1;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+    p.Cout = 64;
+    p.H = 1;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+    p.H = 14;
+    ASSERT_TRUE(diffuse__wino_plan(&p, 100) == 0);
+    ASSERT_TRUE(diffuse__conv3x3_winograd(0) == 1);
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+    ASSERT_TRUE(diffuse__conv3x3_winograd(1) == 0);
+}
+
+int main(void)
+{
+    RUN(test_winograd_plan_limits);
+    RUN(test_winograd_avx512);
+    RUN(test_winograd_avx2);
+    RUN(test_winograd_portable);
+    return harness_finish();
+}
