@@ -843,14 +843,26 @@ static int wino_try(struct diffuse__wino *p, size_t B, float *work, int nth)
     /* not the run tables at the slot's end: the direct kernels read the
      * entries of taps they do not use (masked off), which must stay the
      * offsets an earlier table left there, not floats */
+    const double macs = (double)p->Cout * (double)p->C * 9.0 * (double)(p->H * p->W) * (double)B;
+    const int parts = split_parts(nth, macs, B);
     if (!diffuse__wino_plan(p, SLOT - SLOT_R))
         return 0;
-    diffuse__wino_weights(p, U);
+    if (parts > 1) {
+        /* the weights too on the threads that split the samples below:
+         * each part a range of (strip, channel) pairs, the same bits */
+        const size_t nq = diffuse__wino_weight_pairs(p);
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            diffuse__wino_weights_range(p, U, (size_t)t * nq / (size_t)parts,
+                                        (size_t)(t + 1) * nq / (size_t)parts);
+    } else {
+        diffuse__wino_weights(p, U);
+    }
     c.p = p;
     c.U = U;
-    by_sample_parts(wino_part, &c, B,
-                    (double)p->Cout * (double)p->C * 9.0 * (double)(p->H * p->W) * (double)B, 0,
-                    work, nth);
+    by_sample_parts(wino_part, &c, B, macs, 0, work, nth);
     return 1;
 }
 

@@ -79,44 +79,60 @@ size_t diffuse__wino_u_floats(size_t C, size_t Cout)
 }
 
 /* U[k][s][ci][r] = (G g G^T)[k] of kernel (s mr + r, ci), rows past Cout
- * zero. */
-void diffuse__wino_weights(const struct diffuse__wino *p, float *U)
+ * zero, for the (strip, channel) pairs q = s C + ci in [q0, q1).  The mr
+ * kernels of a pair go side by side (the loops over r vectorize, and U's
+ * rows are written whole); each value is made by the same operations in
+ * the same order whatever the range, so any cut gives the same U. */
+void diffuse__wino_weights_range(const struct diffuse__wino *p, float *U, size_t q0, size_t q1)
 {
     const size_t mr = p->v->mr, C = p->C, nstrip = (p->Cout + mr - 1) / mr;
-    for (size_t s = 0; s < nstrip; s++)
-        for (size_t ci = 0; ci < C; ci++)
-            for (size_t r = 0; r < mr; r++) {
-                const size_t co = s * mr + r;
-                float g[9], t[4][3], u[16];
-                if (co >= p->Cout) {
-                    for (size_t k = 0; k < 16; k++)
-                        U[(k * nstrip + s) * C * mr + ci * mr + r] = 0.0f;
-                    continue;
-                }
-                if (p->flip) {
-                    const float *src = p->w + (ci * p->Cout + co) * 9;
-                    for (size_t q = 0; q < 9; q++)
-                        g[q] = src[8 - q];
-                } else {
-                    memcpy(g, p->w + (co * C + ci) * 9, sizeof g);
-                }
-                for (size_t j = 0; j < 3; j++) {
-                    const float e = g[j] + g[6 + j];
-                    t[0][j] = g[j];
-                    t[1][j] = 0.5f * (e + g[3 + j]);
-                    t[2][j] = 0.5f * (e - g[3 + j]);
-                    t[3][j] = g[6 + j];
-                }
-                for (size_t i = 0; i < 4; i++) {
-                    const float e = t[i][0] + t[i][2];
-                    u[4 * i + 0] = t[i][0];
-                    u[4 * i + 1] = 0.5f * (e + t[i][1]);
-                    u[4 * i + 2] = 0.5f * (e - t[i][1]);
-                    u[4 * i + 3] = t[i][2];
-                }
-                for (size_t k = 0; k < 16; k++)
-                    U[(k * nstrip + s) * C * mr + ci * mr + r] = u[k];
+    for (size_t q = q0; q < q1 && q < nstrip * C; q++) {
+        const size_t s = q / C, ci = q % C;
+        float g[9][DIFFUSE__GEMM_MR_MAX], t[4][3][DIFFUSE__GEMM_MR_MAX];
+        float *u = U + s * C * mr + ci * mr;
+        const size_t ku = nstrip * C * mr; /* from U_k to U_k+1 */
+        for (size_t r = 0; r < mr; r++) {
+            const size_t co = s * mr + r;
+            if (co >= p->Cout) { /* zero rows: the transforms of zeros are +0 */
+                for (size_t k = 0; k < 9; k++)
+                    g[k][r] = 0.0f;
+            } else if (p->flip) {
+                const float *src = p->w + (ci * p->Cout + co) * 9;
+                for (size_t k = 0; k < 9; k++)
+                    g[k][r] = src[8 - k];
+            } else {
+                const float *src = p->w + (co * C + ci) * 9;
+                for (size_t k = 0; k < 9; k++)
+                    g[k][r] = src[k];
             }
+        }
+        for (size_t j = 0; j < 3; j++)
+            for (size_t r = 0; r < mr; r++) {
+                const float e = g[j][r] + g[6 + j][r];
+                t[0][j][r] = g[j][r];
+                t[1][j][r] = 0.5f * (e + g[3 + j][r]);
+                t[2][j][r] = 0.5f * (e - g[3 + j][r]);
+                t[3][j][r] = g[6 + j][r];
+            }
+        for (size_t i = 0; i < 4; i++)
+            for (size_t r = 0; r < mr; r++) {
+                const float e = t[i][0][r] + t[i][2][r];
+                u[(4 * i + 0) * ku + r] = t[i][0][r];
+                u[(4 * i + 1) * ku + r] = 0.5f * (e + t[i][1][r]);
+                u[(4 * i + 2) * ku + r] = 0.5f * (e - t[i][1][r]);
+                u[(4 * i + 3) * ku + r] = t[i][2][r];
+            }
+    }
+}
+
+size_t diffuse__wino_weight_pairs(const struct diffuse__wino *p)
+{
+    return (p->Cout + p->v->mr - 1) / p->v->mr * p->C;
+}
+
+void diffuse__wino_weights(const struct diffuse__wino *p, float *U)
+{
+    diffuse__wino_weights_range(p, U, 0, diffuse__wino_weight_pairs(p));
 }
 
 /* The 4x4 patch of channel xc at rows y0 .. y0 + 3, columns x0 .. x0 + 3

@@ -55,6 +55,13 @@ size_t diffuse__wino_u_floats(size_t C, size_t Cout);
 /* The transformed weights of p into U (diffuse__wino_u_floats floats). */
 void diffuse__wino_weights(const struct diffuse__wino *p, float *U);
 
+/* The same for a part: the (strip of mr output channels, input channel)
+ * pairs q in [q0, q1) of diffuse__wino_weight_pairs(p); parts that cover
+ * all pairs give the bits of diffuse__wino_weights (threads may run
+ * disjoint parts at once). */
+size_t diffuse__wino_weight_pairs(const struct diffuse__wino *p);
+void diffuse__wino_weights_range(const struct diffuse__wino *p, float *U, size_t q0, size_t q1);
+
 /* Samples b0 .. b1 - 1 with the transformed weights U and one thread's
  * work area (the budget given to diffuse__wino_plan, 64-byte aligned). */
 void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0, size_t b1,

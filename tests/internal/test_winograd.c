@@ -20,7 +20,9 @@
  *    one, is what is checked), and the hook diffuse__conv3x3_winograd(0)
  *    turns it off.
  *  - The same bits with 1, 2 and 3 threads (the OpenMP build splits the
- *    samples).
+ *    samples, and the weight transform by (strip, channel) pairs).
+ *  - The transformed weights against G g G^T in double, and the same bits
+ *    from any cut of the pairs into parts.
  */
 #include "internal.h"
 #include "harness.h"
@@ -221,8 +223,92 @@ static void test_winograd_plan_limits(void)
     ASSERT_TRUE(diffuse__conv3x3_winograd(1) == 0);
 }
 
+/* The transformed weights, whole and cut into parts of (strip, channel)
+ * pairs as the threads take them (conv.c): every cut gives the bits of the
+ * whole, and each U value is G g G^T of its kernel (G the rows (1, 0, 0),
+ * (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1)) computed here in double,
+ * within 4 float roundings of the kernel's sum of |g| (two per side);
+ * rows past Cout are +0. */
+static void check_weights(const char *kernel)
+{
+    static const double Gm[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    static const size_t shapes[][2] = {{64, 64}, {70, 33}, {3, 100}, {1, 1}};
+    if (!diffuse__sgemm_kernel_available(kernel))
+        SKIP("the %s GEMM kernel does not run on this CPU", kernel);
+    ASSERT_TRUE(diffuse__sgemm_force(kernel) == 0);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int flip = 0; flip < 2; flip++) {
+            struct diffuse__wino p;
+            const size_t C = shapes[k][0], Co = shapes[k][1];
+            const size_t nu = diffuse__wino_u_floats(C, Co);
+            float *w = fvec(C * Co * 9), *U = fvec(nu), *V = fvec(nu);
+            size_t mr, nstrip, nq;
+            memset(&p, 0, sizeof p);
+            p.v = diffuse__gemm_variant_now();
+            p.C = C;
+            p.Cout = Co;
+            p.w = w;
+            p.flip = flip;
+            mr = p.v->mr;
+            nstrip = (Co + mr - 1) / mr;
+            nq = diffuse__wino_weight_pairs(&p);
+            ASSERT_TRUE(nq == nstrip * C);
+            diffuse__wino_weights(&p, U);
+            for (size_t parts = 1; parts <= 5; parts++) {
+                for (size_t i = 0; i < nu; i++)
+                    V[i] = -1.0f;
+                /* in reverse order: no part may rely on another's output */
+                for (size_t t = parts; t-- > 0;)
+                    diffuse__wino_weights_range(&p, V, t * nq / parts, (t + 1) * nq / parts);
+                if (memcmp(U, V, nstrip * mr * C * 16 * sizeof *U) != 0)
+                    HARNESS_FAIL_("%s: C %zu Cout %zu flip %d: %zu parts differ from one", kernel,
+                                  C, Co, flip, parts);
+            }
+            for (size_t s = 0; s < nstrip; s++)
+                for (size_t ci = 0; ci < C; ci++)
+                    for (size_t r = 0; r < mr; r++) {
+                        const size_t co = s * mr + r;
+                        double g[3][3], sg = 0.0;
+                        for (int q = 0; q < 9; q++) {
+                            g[q / 3][q % 3] =
+                                co >= Co ? 0.0
+                                : flip   ? (double)w[(ci * Co + co) * 9 + (size_t)(8 - q)]
+                                         : (double)w[(co * C + ci) * 9 + (size_t)q];
+                            sg += fabs(g[q / 3][q % 3]);
+                        }
+                        for (int a = 0; a < 4; a++)
+                            for (int b = 0; b < 4; b++) {
+                                double ref = 0.0;
+                                const float got =
+                                    U[((size_t)(4 * a + b) * nstrip + s) * C * mr + ci * mr + r];
+                                for (int i = 0; i < 3; i++)
+                                    for (int j = 0; j < 3; j++)
+                                        ref += Gm[a][i] * g[i][j] * Gm[b][j];
+                                if (co >= Co ? !(got == 0.0f && !signbit(got))
+                                             : !(fabs((double)got - ref) <=
+                                                 4.0 * (double)FLT_EPSILON * sg))
+                                    HARNESS_FAIL_("%s: C %zu Cout %zu flip %d: U[%d][co %zu][ci "
+                                                  "%zu] = %.9g, expected %.9g",
+                                                  kernel, C, Co, flip, 4 * a + b, co, ci,
+                                                  (double)got, ref);
+                            }
+                    }
+            free(w);
+            free(U);
+            free(V);
+        }
+    diffuse__sgemm_force(NULL);
+}
+
+static void test_winograd_weights_avx512(void) { check_weights("avx512"); }
+static void test_winograd_weights_avx2(void) { check_weights("avx2"); }
+static void test_winograd_weights_portable(void) { check_weights("portable"); }
+
 int main(void)
 {
+    RUN(test_winograd_weights_avx512);
+    RUN(test_winograd_weights_avx2);
+    RUN(test_winograd_weights_portable);
     RUN(test_winograd_plan_limits);
     RUN(test_winograd_avx512);
     RUN(test_winograd_avx2);
