@@ -40,11 +40,11 @@ from _report import finish, report, skip  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # The bounds of the CNN measure.  Measured at the default budget (Improved
-# DDPM's U-Net at 28 x 28, 2,400 steps, README "digits"): samples 91.5%
-# labelled as their class on average, the lowest classes (5, 7) 83%, the
-# classifier 98.4% on held-out real digits (92.1% and 85% before the conv
-# gradients' new summation order); 1,800 steps give 85.7% and 63%,
-# 800 steps 24% and 7%.  The bounds leave about 6 and 23 points of margin.
+# DDPM's U-Net at 28 x 28, 2,400 steps, README "digits"): samples 93.0%
+# labelled as their class on average, the lowest class (5) 86%, the
+# classifier 98.4% on held-out real digits (91.5% and 83% before the
+# Winograd convs and the new SiLU, 92.1% and 85% before that); 1,800 steps give 85.7% and 63%,
+# 800 steps 24% and 7%.  The bounds leave about 8 and 26 points of margin.
 # The small U-Net at 14 x 14 (DIGITS_ARGS="--net unet", 6,000 steps) scores
 # 96.8% (lowest 86%; the classifier 98.1% on real digits at 14 x 14).
 SAMPLES_MEAN_BOUND = 0.85
