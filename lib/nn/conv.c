@@ -840,9 +840,7 @@ static int wino_try(struct diffuse__wino *p, size_t B, float *work, int nth)
 {
     struct wino_ctx c;
     float *U = work + (size_t)nth * SLOT;
-    /* not the run tables at the slot's end: the direct kernels read the
-     * entries of taps they do not use (masked off), which must stay the
-     * offsets an earlier table left there, not floats */
+    /* the slot less its run-table area */
     const double macs = (double)p->Cout * (double)p->C * 9.0 * (double)(p->H * p->W) * (double)B;
     const int parts = split_parts(nth, macs, B);
     if (!diffuse__wino_plan(p, SLOT - SLOT_R))
@@ -864,6 +862,27 @@ static int wino_try(struct diffuse__wino *p, size_t B, float *work, int nth)
     c.U = U;
     by_sample_parts(wino_part, &c, B, macs, 0, work, nth);
     return 1;
+}
+
+/* wino_try for the conv of x (B x C x H x W) with w (flip 0: the forward's
+ * [Cout][C][9]; flip 1: a forward's [C][Cout][9] rotated, for dx) into y. */
+static int wino_conv(const struct diffuse__gemm_variant *v, const float *x, size_t C, size_t H,
+                     size_t W, const float *w, int flip, size_t Cout, const float *bias,
+                     float *y, size_t B, float *work, int nth)
+{
+    struct diffuse__wino p;
+    memset(&p, 0, sizeof p);
+    p.v = v;
+    p.x = x;
+    p.C = C;
+    p.H = H;
+    p.W = W;
+    p.w = w;
+    p.flip = flip;
+    p.Cout = Cout;
+    p.bias = bias;
+    p.y = y;
+    return wino_try(&p, B, work, nth);
 }
 
 #ifdef CONV_AVX512
@@ -1432,22 +1451,8 @@ void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, 
     jb.cstride = Cout * jb.g.P;
     jb.mode = DIFFUSE__GEMM_SET;
     jb.bias = bias;
-    if (s == 1) {
-        struct diffuse__wino p;
-        memset(&p, 0, sizeof p);
-        p.v = jb.v;
-        p.x = x;
-        p.C = Cin;
-        p.H = H;
-        p.W = Wd;
-        p.w = W;
-        p.flip = 0;
-        p.Cout = Cout;
-        p.bias = bias;
-        p.y = y;
-        if (wino_try(&p, B, work, nth))
-            return;
-    }
+    if (s == 1 && wino_conv(jb.v, x, Cin, H, Wd, W, 0, Cout, bias, y, B, work, nth))
+        return;
 #ifdef CONV_AVX512
     if (s == 2 && jb.v == &diffuse__gemm_avx512 && atomic_load(&direct_on)) {
         fwd_s2(&jb, B, work, nth);
@@ -1666,22 +1671,8 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
         return;
     }
     /* stride 1: dx = conv(dy, W') with W'[ci][co][t] = W[co][ci][8 - t] */
-    {
-        struct diffuse__wino p;
-        memset(&p, 0, sizeof p);
-        p.v = jb.v;
-        p.x = dy;
-        p.C = Cout;
-        p.H = H;
-        p.W = Wd;
-        p.w = W;
-        p.flip = 1;
-        p.Cout = Cin;
-        p.bias = NULL;
-        p.y = dx;
-        if (wino_try(&p, B, work, nth))
-            return;
-    }
+    if (wino_conv(jb.v, dy, Cout, H, Wd, W, 1, Cin, NULL, dx, B, work, nth))
+        return;
     jb.g = geo_of(dy, Cout, H, Wd, 1);
     jb.M = Cin;
     jb.N = B * H * Wd;
