@@ -274,6 +274,18 @@ __attribute__((target("avx512f"))) static inline void put16(float *Vk, size_t C,
 
 /* V of one run, 16 tiles per vector: lane l holds tile tx + l.  Row iy of
  * the patches as four vectors, columns 2 (tx + l) - 1 + c for c = 0..3. */
+/* t = B^T d down the columns of a 4 x 4 tile of vectors (both input
+ * transforms; the rows follow at the stores). */
+__attribute__((target("avx512f"))) static inline void bt_cols(__m512 d[4][4], __m512 t[4][4])
+{
+    for (size_t c = 0; c < 4; c++) {
+        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
+        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
+        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
+        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
+    }
+}
+
 __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffuse__wino *p,
                                                             const struct run *r, size_t vks,
                                                             float *V, size_t ci)
@@ -316,12 +328,7 @@ __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffus
             d[i][3] = _mm512_castsi512_ps(
                 _mm512_alignr_epi32(_mm512_castps_si512(nv), _mm512_castps_si512(e), 1));
         }
-        for (size_t c = 0; c < 4; c++) {
-            t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
-            t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
-            t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
-            t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
-        }
+        bt_cols(d, t);
         for (size_t i = 0; i < 4; i++) {
             float *Vk = V + 4 * i * vks;
             put16(Vk, C, ci, r, _mm512_sub_ps(t[i][0], t[i][2]));
@@ -401,12 +408,7 @@ __attribute__((target("avx512f"))) static void in_groups_avx512(const struct dif
         /* past a group's last tile: column 2 (tx + tw) >= W, zero */
         d[i][3] = _mm512_maskz_permutexvar_ps((__mmask16)~last, up, e);
     }
-    for (size_t c = 0; c < 4; c++) {
-        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
-        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
-        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
-        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
-    }
+    bt_cols(d, t);
     for (size_t i = 0; i < 4; i++) {
         float *Vk = V + 4 * i * vks;
         const size_t j = rs[0].j;
