@@ -28,65 +28,20 @@ static const IDDPM_REAL *IDDPM_FN(iddpm_in)(const diffuse__iddpm_plan *pl, const
     return k == 0 ? x : acts + pl->ops[k - 1].a_out;
 }
 
-/* Elementwise passes on the net's nt threads: n elements in nt chunks of
- * whole 64-element blocks (each element's result does not depend on the
- * split: the same bits at any thread count), from IDDPM_PAR_MIN elements;
- * below that, or with one thread, no OpenMP construct. */
-#ifndef IDDPM_PAR_MIN
-#define IDDPM_PAR_MIN ((size_t)1 << 15)
-#define IDDPM_CHUNK(t, parts, n) ((size_t)(t) * (((n) + 63) / 64) / (size_t)(parts) * 64)
-#endif
-#define IDDPM_PAR_CHUNKS(nt, n, i0, i1, ...)                                \
-    do {                                                                    \
-        const int parts_ = (nt) > 1 && (n) >= IDDPM_PAR_MIN ? (nt) : 1;     \
-        int t_;                                                             \
-        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
-            const size_t i0 = IDDPM_CHUNK(t_, parts_, n);                   \
-            const size_t e_ = IDDPM_CHUNK(t_ + 1, parts_, n);               \
-            const size_t i1 = e_ < (n) ? e_ : (n);                          \
-            if (i0 < i1)                                                    \
-                __VA_ARGS__                                                 \
-        });                                                                 \
-    } while (0)
-
-/* samples [b0, b1) of B, each of per values, on the net's threads (whole
- * samples: the same bits at any split), from IDDPM_PAR_MIN values */
-#define IDDPM_PAR_SAMPLES(nt, B, per, b0, b1, ...)                          \
-    do {                                                                    \
-        const int parts_ = (nt) > 1 && (B) > 1 && (B) * (per) >= IDDPM_PAR_MIN \
-                               ? ((size_t)(nt) < (B) ? (nt) : (int)(B))     \
-                               : 1;                                         \
-        int t_;                                                             \
-        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
-            const size_t b0 = (size_t)t_ * (B) / (size_t)parts_;            \
-            const size_t b1 = (size_t)(t_ + 1) * (B) / (size_t)parts_;      \
-            if (b0 < b1)                                                    \
-                __VA_ARGS__                                                 \
-        });                                                                 \
-    } while (0)
-
-static void IDDPM_FN(par_upsample2_forward)(const IDDPM_REAL *x, size_t B, size_t C, size_t H,
-                                            size_t W, IDDPM_REAL *y, int nt)
-{
-    IDDPM_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
-        IDDPM_L(diffuse__upsample2_forward)(x + b0 * C * H * W, b1 - b0, C, H, W,
-                                            y + b0 * 4 * C * H * W);
-    });
-}
-
-static void IDDPM_FN(par_upsample2_backward)(const IDDPM_REAL *dy, size_t B, size_t C, size_t H,
-                                             size_t W, IDDPM_REAL *dx, int nt)
-{
-    IDDPM_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
-        IDDPM_L(diffuse__upsample2_backward)(dy + b0 * 4 * C * H * W, b1 - b0, C, H, W,
-                                             dx + b0 * C * H * W);
-    });
-}
+/* par_add, par_upsample2_*, and NN_PAR_CHUNKS / NN_PAR_SAMPLES: the shared
+ * threaded passes (par_impl.h). */
+#define PAR_REAL IDDPM_REAL
+#define PAR_L IDDPM_L
+#define PAR_FN IDDPM_FN
+#include "par_impl.h"
+#undef PAR_REAL
+#undef PAR_L
+#undef PAR_FN
 
 static void IDDPM_FN(par_avgpool2_forward)(const IDDPM_REAL *x, size_t B, size_t C, size_t H,
                                            size_t W, IDDPM_REAL *y, int nt)
 {
-    IDDPM_PAR_SAMPLES(nt, B, C * H * W, b0, b1, {
+    NN_PAR_SAMPLES(nt, B, C * H * W, b0, b1, {
         IDDPM_L(diffuse__avgpool2_forward)(x + b0 * C * H * W, b1 - b0, C, H, W,
                                            y + b0 * C * (H / 2) * (W / 2));
     });
@@ -95,7 +50,7 @@ static void IDDPM_FN(par_avgpool2_forward)(const IDDPM_REAL *x, size_t B, size_t
 static void IDDPM_FN(par_avgpool2_backward)(const IDDPM_REAL *dy, size_t B, size_t C, size_t H,
                                             size_t W, IDDPM_REAL *dx, int nt)
 {
-    IDDPM_PAR_SAMPLES(nt, B, C * H * W, b0, b1, {
+    NN_PAR_SAMPLES(nt, B, C * H * W, b0, b1, {
         IDDPM_L(diffuse__avgpool2_backward)(dy + b0 * C * (H / 2) * (W / 2), b1 - b0, C, H, W,
                                             dx + b0 * C * H * W);
     });
@@ -107,7 +62,7 @@ static void IDDPM_FN(par_dropout)(const IDDPM_REAL *x, size_t B, size_t n, doubl
                                   uint64_t seed, uint64_t sample0, uint32_t stream, IDDPM_REAL *y,
                                   int bwd, int nt)
 {
-    IDDPM_PAR_SAMPLES(nt, B, n, b0, b1, {
+    NN_PAR_SAMPLES(nt, B, n, b0, b1, {
         if (bwd)
             IDDPM_L(diffuse__dropout_backward)(x + b0 * n, b1 - b0, n, p, seed,
                                                sample0 + (uint64_t)b0, stream, y + b0 * n);
@@ -117,19 +72,13 @@ static void IDDPM_FN(par_dropout)(const IDDPM_REAL *x, size_t B, size_t n, doubl
     });
 }
 
-static void IDDPM_FN(par_add)(const IDDPM_REAL *a, const IDDPM_REAL *b, size_t n, IDDPM_REAL *y,
-                              int nt)
-{
-    IDDPM_PAR_CHUNKS(nt, n, i0, i1, { IDDPM_L(diffuse__add)(a + i0, b + i0, i1 - i0, y + i0); });
-}
-
 /* dst[b] = [prev[b] (cp values), skip[b] (cs values)] for B rows, the rows
  * on the net's threads (copies: the same bits at any split). */
 static void IDDPM_FN(iddpm_cat)(const IDDPM_REAL *prev, size_t cp, const IDDPM_REAL *skip,
                                 size_t cs, size_t B, IDDPM_REAL *dst, int nt)
 {
     size_t b;
-    DIFFUSE_PAR_FOR(nt, B > 1 && B * (cp + cs) >= IDDPM_PAR_MIN, b, B, {
+    DIFFUSE_PAR_FOR(nt, B > 1 && B * (cp + cs) >= NN_PAR_MIN, b, B, {
         memcpy(dst + b * (cp + cs), prev + b * cp, cp * sizeof *dst);
         memcpy(dst + b * (cp + cs) + cp, skip + b * cs, cs * sizeof *dst);
     });
@@ -140,7 +89,7 @@ static void IDDPM_FN(iddpm_split)(const IDDPM_REAL *src, size_t cp, size_t cs, s
                                   IDDPM_REAL *prev, IDDPM_REAL *skip, int nt)
 {
     size_t b;
-    DIFFUSE_PAR_FOR(nt, B > 1 && B * (cp + cs) >= IDDPM_PAR_MIN, b, B, {
+    DIFFUSE_PAR_FOR(nt, B > 1 && B * (cp + cs) >= NN_PAR_MIN, b, B, {
         memcpy(prev + b * cp, src + b * (cp + cs), cp * sizeof *prev);
         memcpy(skip + b * cs, src + b * (cp + cs) + cp, cs * sizeof *skip);
     });

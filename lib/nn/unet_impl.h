@@ -16,65 +16,14 @@
 
 #include <string.h>
 
-/* Elementwise and per-sample passes on the net's nt threads, from
- * UNET_PAR_MIN values: elementwise ones in chunks of whole 64-value blocks,
- * per-sample ones by whole samples.  Each value's result does not depend on
- * the split (the same bits at any thread count); below UNET_PAR_MIN, or with
- * one thread, no OpenMP construct. */
-#ifndef UNET_PAR_MIN
-#define UNET_PAR_MIN ((size_t)1 << 15)
-#define UNET_CHUNK(t, parts, n) ((size_t)(t) * (((n) + 63) / 64) / (size_t)(parts) * 64)
-#define UNET_PAR_CHUNKS(nt, n, i0, i1, ...)                                 \
-    do {                                                                    \
-        const int parts_ = (nt) > 1 && (n) >= UNET_PAR_MIN ? (nt) : 1;      \
-        int t_;                                                             \
-        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
-            const size_t i0 = UNET_CHUNK(t_, parts_, n);                    \
-            const size_t e_ = UNET_CHUNK(t_ + 1, parts_, n);                \
-            const size_t i1 = e_ < (n) ? e_ : (n);                          \
-            if (i0 < i1)                                                    \
-                __VA_ARGS__                                                 \
-        });                                                                 \
-    } while (0)
-/* samples [b0, b1) of B, each of per values */
-#define UNET_PAR_SAMPLES(nt, B, per, b0, b1, ...)                           \
-    do {                                                                    \
-        const int parts_ = (nt) > 1 && (B) > 1 && (B) * (per) >= UNET_PAR_MIN \
-                               ? ((size_t)(nt) < (B) ? (nt) : (int)(B))     \
-                               : 1;                                         \
-        int t_;                                                             \
-        DIFFUSE_PAR_FOR(nt, parts_ > 1, t_, parts_, {                       \
-            const size_t b0 = (size_t)t_ * (B) / (size_t)parts_;            \
-            const size_t b1 = (size_t)(t_ + 1) * (B) / (size_t)parts_;      \
-            if (b0 < b1)                                                    \
-                __VA_ARGS__                                                 \
-        });                                                                 \
-    } while (0)
-#endif
-
-static void UNET_FN(par_add)(const UNET_REAL *x, const UNET_REAL *y, size_t n, UNET_REAL *z,
-                             int nt)
-{
-    UNET_PAR_CHUNKS(nt, n, i0, i1, { UNET_L(diffuse__add)(x + i0, y + i0, i1 - i0, z + i0); });
-}
-
-static void UNET_FN(par_upsample2_forward)(const UNET_REAL *x, size_t B, size_t C, size_t H,
-                                           size_t W, UNET_REAL *y, int nt)
-{
-    UNET_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
-        UNET_L(diffuse__upsample2_forward)(x + b0 * C * H * W, b1 - b0, C, H, W,
-                                           y + b0 * 4 * C * H * W);
-    });
-}
-
-static void UNET_FN(par_upsample2_backward)(const UNET_REAL *dy, size_t B, size_t C, size_t H,
-                                            size_t W, UNET_REAL *dx, int nt)
-{
-    UNET_PAR_SAMPLES(nt, B, 4 * C * H * W, b0, b1, {
-        UNET_L(diffuse__upsample2_backward)(dy + b0 * 4 * C * H * W, b1 - b0, C, H, W,
-                                            dx + b0 * C * H * W);
-    });
-}
+/* par_add, par_upsample2_*: the shared threaded passes (par_impl.h). */
+#define PAR_REAL UNET_REAL
+#define PAR_L UNET_L
+#define PAR_FN UNET_FN
+#include "par_impl.h"
+#undef PAR_REAL
+#undef PAR_L
+#undef PAR_FN
 
 /* Saved activations of one ResBlock: [B][k][P] each, statistics [B][G]. */
 typedef struct {
