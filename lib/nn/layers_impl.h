@@ -476,49 +476,54 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t 
     }
 }
 
+/* The groups of a backward pass in parallel (nt > 1): each owns its
+ * channels' dgamma, dbeta and its slices of dx (and dyw, dss, dv). */
+static void LAYER_NAME(gn_backward_run)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
+                                        size_t G, const LAYER_REAL *gamma,
+                                        const LAYER_REAL *mean, const LAYER_REAL *rstd,
+                                        const LAYER_REAL *u, const LAYER_REAL *y,
+                                        const LAYER_REAL *ss, LAYER_REAL *dss,
+                                        const LAYER_REAL *dy, LAYER_REAL *dyw,
+                                        const LAYER_REAL *res, LAYER_REAL *dx,
+                                        LAYER_REAL *dgamma, LAYER_REAL *dbeta, LAYER_REAL *dv,
+                                        int nt)
+{
+    const size_t parts = nt > 1 && G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_
+                             ? ((size_t)nt < G ? (size_t)nt : G)
+                             : 1;
+    size_t t;
+    if (G == 0 || C % G != 0 || HW == 0)
+        return;
+    DIFFUSE_PAR_FOR((int)parts, parts > 1, t, parts, {
+        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, t * G / parts, (t + 1) * G / parts, gamma,
+                                      mean, rstd, u, y, ss, dss, dy, dyw, res, dx, dgamma, dbeta,
+                                      dv);
+    });
+}
+
 /* With x_hat = (x - mean) rstd and n = (C / G) HW per group:
  *   dbeta_c += sum dy,  dgamma_c += sum dy x_hat   (over b and the pixels),
- *   dx = rstd (gamma_c dy - mean_g(gamma dy) - x_hat mean_g(gamma dy x_hat)).
- * The groups run in parallel (nt > 1): each owns its channels' dgamma,
- * dbeta and its slices of dx. */
+ *   dx = rstd (gamma_c dy - mean_g(gamma dy) - x_hat mean_g(gamma dy x_hat)). */
 void LAYER_NAME(diffuse__groupnorm_backward)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
                                              size_t G, const LAYER_REAL *gamma,
                                              const LAYER_REAL *mean, const LAYER_REAL *rstd,
                                              const LAYER_REAL *dy, LAYER_REAL *dx,
                                              LAYER_REAL *dgamma, LAYER_REAL *dbeta, int nt)
 {
-    const size_t parts = nt > 1 && G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_
-                             ? ((size_t)nt < G ? (size_t)nt : G)
-                             : 1;
-    size_t t;
-    if (G == 0 || C % G != 0 || HW == 0)
-        return;
-    DIFFUSE_PAR_FOR((int)parts, parts > 1, t, parts, {
-        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, t * G / parts, (t + 1) * G / parts, gamma,
-                                      mean, rstd, NULL, NULL, NULL, NULL, dy, NULL, NULL, dx,
-                                      dgamma, dbeta, NULL);
-    });
+    LAYER_NAME(gn_backward_run)(x, B, C, HW, G, gamma, mean, rstd, NULL, NULL, NULL, NULL, dy,
+                                NULL, NULL, dx, dgamma, dbeta, NULL, nt);
 }
 
-/* The backward pass of the norm and what follows it, group by group as
- * above (each group owns its channels' slices of dy, dx, dss and dv). */
+/* The backward pass of the norm and what follows it (dy is the work area
+ * the SiLU and scale-shift gradients are written back into). */
 void LAYER_NAME(diffuse__groupnorm_act_backward)(
     const LAYER_REAL *x, size_t B, size_t C, size_t HW, size_t G, const LAYER_REAL *gamma,
     const LAYER_REAL *mean, const LAYER_REAL *rstd, const LAYER_REAL *u, const LAYER_REAL *y,
     const LAYER_REAL *ss, LAYER_REAL *dss, LAYER_REAL *dy, const LAYER_REAL *res,
     LAYER_REAL *dx, LAYER_REAL *dgamma, LAYER_REAL *dbeta, LAYER_REAL *dv, int nt)
 {
-    const size_t parts = nt > 1 && G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_
-                             ? ((size_t)nt < G ? (size_t)nt : G)
-                             : 1;
-    size_t t;
-    if (G == 0 || C % G != 0 || HW == 0)
-        return;
-    DIFFUSE_PAR_FOR((int)parts, parts > 1, t, parts, {
-        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, t * G / parts, (t + 1) * G / parts, gamma,
-                                      mean, rstd, u, y, ss, dss, dy, dy, res, dx, dgamma, dbeta,
-                                      dv);
-    });
+    LAYER_NAME(gn_backward_run)(x, B, C, HW, G, gamma, mean, rstd, u, y, ss, dss, dy, dy, res, dx,
+                                dgamma, dbeta, dv, nt);
 }
 
 /* ------------------------------------------------------------------------ */
