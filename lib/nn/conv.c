@@ -20,6 +20,16 @@
  * small buffer (the same kernel call, so the same bits) and stored in two
  * parts.
  *
+ * Packing: on AVX-512 and AVX2 the stride-1 B panels (forward, dx, and
+ * the im2col rows dW's panels are transposed from) are packed from run
+ * tables (struct runtab: per group of 32 columns and tap, a masked
+ * contiguous load per sample segment) by one body, IM2COL32_BODY, at
+ * either width (im2col32_avx512, im2col32_avx2; the AVX2 kernel's panels
+ * are 16 wide, two per group); dW's transposed panels on AVX2 by 8 x 8
+ * transposes (pack_bt16_avx2).  Elsewhere (stride 2 outside the AVX-512
+ * direct paths, the portable kernel) the scalar im2col_rows.  Packing only
+ * moves values: the same bits whichever packs.
+ *
  * Determinism: each element of an output gets the same sequence of
  * operations whatever the thread count: the K-sum is split by K alone
  * (gemm.c's rule), the threads split the output columns (whole panels) or
@@ -264,45 +274,97 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
 
 /* Rows k0 .. k0 + nk - 1 of col over ngrp groups of 32 columns (run
  * tables rts[0 .. ngrp - 1]): row kk of group q into dst[q * gstride + kk *
- * ldd .. + 31] (zero past the group's columns).  Two masked loads per
- * segment and two stores a row; each row runs over all the groups, so
- * that x is read in address order (one stream per tap, which the
- * hardware prefetcher follows), not channel after channel per group. */
+ * ldd .. + 31] (zero past the group's columns).  A masked load per part of
+ * a segment (two parts of 16 lanes on AVX-512, four of 8 on AVX2) and a
+ * store per part a row; each row runs over all the groups, so that x is
+ * read in address order (one stream per tap, which the hardware
+ * prefetcher follows), not channel after channel per group.  One body,
+ * IM2COL32_BODY, for both ISAs: PARTS(X) expands X(u) for each part u,
+ * I2C_VEC is the part's vector type, I2C_PREP(m) readies segment mask m,
+ * I2C_LOAD(u) is part u's masked load from the byte address base (zero in
+ * the masked lanes, which are not read: lane 0's address may lie outside
+ * x), I2C_OR ORs two parts and I2C_STORE(u) stores part u of row d. */
+#define I2C_DECL(u) I2C_VEC v##u = I2C_ZERO;
+#define I2C_ACC(u) v##u = I2C_OR(v##u, I2C_LOAD(u));
+#define IM2COL32_BODY(PARTS)                                                \
+    const size_t HW = g->H * g->W;                                          \
+    size_t ci = k0 / 9, t = k0 % 9;                                         \
+    for (size_t kk = 0; kk < nk; kk++) {                                    \
+        const uintptr_t xc = (uintptr_t)(g->x + ci * HW);                   \
+        for (size_t q = 0; q < ngrp; q++) {                                 \
+            const struct runtab *rt = rts + q;                              \
+            const uint32_t *mk = rt->mask[t];                               \
+            const ptrdiff_t *of = rt->off[t];                               \
+            float *d = dst + q * gstride + kk * ldd;                        \
+            /* The segments' lanes are disjoint: OR the zero-masked loads   \
+             * together (independent loads, not a chain of merging ones). */ \
+            PARTS(I2C_DECL)                                                 \
+            for (size_t r = 0; r < rt->nrun; r++) {                         \
+                const uint32_t m = mk[r];                                   \
+                const uintptr_t base = xc + (uintptr_t)(of[r] * (ptrdiff_t)sizeof(float)); \
+                I2C_PREP(m)                                                 \
+                PARTS(I2C_ACC)                                              \
+            }                                                               \
+            PARTS(I2C_STORE)                                                \
+        }                                                                   \
+        if (++t == 9) {                                                     \
+            t = 0;                                                          \
+            ci++;                                                           \
+        }                                                                   \
+    }
+
+#define I2C_PARTS2(X) X(0) X(1)
+#define I2C_PARTS4(X) X(0) X(1) X(2) X(3)
+
+/* AVX-512: two parts of 16 lanes, d[0 .. 31]. */
+#define I2C_VEC __m512i
+#define I2C_ZERO _mm512_setzero_si512()
+#define I2C_PREP(m)
+#define I2C_LOAD(u)                                                         \
+    _mm512_maskz_loadu_epi32((__mmask16)(m >> 16 * (u)), (const void *)(base + 64 * (u)))
+#define I2C_OR _mm512_or_si512
+#define I2C_STORE(u) _mm512_storeu_si512((void *)(d + 16 * (u)), v##u);
 __attribute__((target("avx512f"))) static void
 im2col32_avx512(const struct geo *g, const struct runtab *rts, size_t ngrp, size_t k0,
                 size_t nk, float *dst, size_t gstride, size_t ldd)
 {
-    const size_t HW = g->H * g->W;
-    size_t ci = k0 / 9, t = k0 % 9;
-    for (size_t kk = 0; kk < nk; kk++) {
-        const uintptr_t xc = (uintptr_t)(g->x + ci * HW);
-        for (size_t q = 0; q < ngrp; q++) {
-            const struct runtab *rt = rts + q;
-            const uint32_t *mk = rt->mask[t];
-            const ptrdiff_t *of = rt->off[t];
-            float *d = dst + q * gstride + kk * ldd;
-            /* The segments' lanes are disjoint: OR the zero-masked loads
-             * together (independent loads, not a chain of merging ones). */
-            __m512i v0 = _mm512_setzero_si512(), v1 = _mm512_setzero_si512();
-            for (size_t r = 0; r < rt->nrun; r++) {
-                const uint32_t m = mk[r];
-                /* masked lanes are not read: lane 0's address may lie
-                 * outside x */
-                const uintptr_t base = xc + (uintptr_t)(of[r] * (ptrdiff_t)sizeof(float));
-                v0 = _mm512_or_si512(v0, _mm512_maskz_loadu_epi32((__mmask16)(m & 0xFFFFu),
-                                                                  (const void *)base));
-                v1 = _mm512_or_si512(v1, _mm512_maskz_loadu_epi32((__mmask16)(m >> 16),
-                                                                  (const void *)(base + 64)));
-            }
-            _mm512_storeu_si512((void *)d, v0);
-            _mm512_storeu_si512((void *)(d + 16), v1);
-        }
-        if (++t == 9) {
-            t = 0;
-            ci++;
-        }
-    }
+    IM2COL32_BODY(I2C_PARTS2)
 }
+#undef I2C_VEC
+#undef I2C_ZERO
+#undef I2C_PREP
+#undef I2C_LOAD
+#undef I2C_OR
+#undef I2C_STORE
+
+/* AVX2: four parts of 8 lanes, columns 0 .. 15 to d[0 .. 15] and 16 .. 31
+ * to d[hstride .. + 15] (two 16-column panels of the AVX2 kernel).  The
+ * vector mask of part u: the segment mask shifted left so that lane L's
+ * bit 8 u + L lands in its sign bit, the only bit maskload reads. */
+#define I2C_VEC __m256i
+#define I2C_ZERO _mm256_setzero_si256()
+#define I2C_PREP(m) const __m256i mv = _mm256_set1_epi32((int)(m));
+#define I2C_LOAD(u)                                                         \
+    _mm256_maskload_epi32((const int *)(base + 32 * (u)), _mm256_sllv_epi32(mv, sh##u))
+#define I2C_OR _mm256_or_si256
+#define I2C_STORE(u)                                                        \
+    _mm256_storeu_si256((__m256i *)(void *)(d + (u) / 2 * hstride + (u) % 2 * 8), v##u);
+__attribute__((target("avx2,fma"))) static void
+im2col32_avx2(const struct geo *g, const struct runtab *rts, size_t ngrp, size_t k0, size_t nk,
+              float *dst, size_t gstride, size_t ldd, size_t hstride)
+{
+    const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
+    const __m256i sh1 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(8));
+    const __m256i sh2 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(16));
+    const __m256i sh3 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(24));
+    IM2COL32_BODY(I2C_PARTS4)
+}
+#undef I2C_VEC
+#undef I2C_ZERO
+#undef I2C_PREP
+#undef I2C_LOAD
+#undef I2C_OR
+#undef I2C_STORE
 
 /* ------------------------------------------------------------------------ */
 /* Direct kernels: B read straight from the image                           */
@@ -510,6 +572,15 @@ static inline void dkernel(DKERNEL_ARGS)
 }
 #endif
 
+/* The direct kernels on AVX-512, the run-table packing on AVX2
+ * (diffuse__conv3x3_direct). */
+static _Atomic int direct_on = 1;
+
+int diffuse__conv3x3_direct(int on)
+{
+    return atomic_exchange(&direct_on, on);
+}
+
 /* 1 when the job's panels come from im2col32_avx512. */
 static int job_avx512(const struct cjob *jb)
 {
@@ -521,16 +592,83 @@ static int job_avx512(const struct cjob *jb)
 #endif
 }
 
+/* 1 when the job's panels come from run tables: im2col32_avx512, or
+ * im2col32_avx2 unless diffuse__conv3x3_direct turned it off (the AVX2
+ * kernel's NR is 16: a 32-column group is two panels).  job_part reads it
+ * once a job. */
+static int job_runtab(const struct cjob *jb)
+{
+#ifdef CONV_AVX512
+    return jb->g.s == 1 && (jb->v == &diffuse__gemm_avx512 ||
+                            (jb->v == &diffuse__gemm_avx2 && atomic_load(&direct_on)));
+#else
+    (void)jb;
+    return 0;
+#endif
+}
+
+#ifdef CONV_AVX512
+/* 8 x 8 transpose of r0 .. r7 in place. */
+#define TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)                          \
+    {                                                                       \
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1); \
+        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3); \
+        const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5); \
+        const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7); \
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE); \
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE); \
+        const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE); \
+        const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE); \
+        r0 = _mm256_permute2f128_ps(u0, u4, 0x20);                          \
+        r1 = _mm256_permute2f128_ps(u1, u5, 0x20);                          \
+        r2 = _mm256_permute2f128_ps(u2, u6, 0x20);                          \
+        r3 = _mm256_permute2f128_ps(u3, u7, 0x20);                          \
+        r4 = _mm256_permute2f128_ps(u0, u4, 0x31);                          \
+        r5 = _mm256_permute2f128_ps(u1, u5, 0x31);                          \
+        r6 = _mm256_permute2f128_ps(u2, u6, 0x31);                          \
+        r7 = _mm256_permute2f128_ps(u3, u7, 0x31);                          \
+    }
+
+/* The 16-column panel dst[p * 16 + jj] = src[jj * lds + p] for p < kc,
+ * zero for jj >= w: the AVX2 kernel's B_COLT panel from im2col rows, 8 x 8
+ * blocks at a time (only moves: the same values as the portable loop). */
+__attribute__((target("avx2,fma"))) static void pack_bt16_avx2(const float *src, size_t lds,
+                                                             size_t kc, size_t w, float *dst)
+{
+    size_t p = 0;
+#define PBT_LOAD(i) (h + (i) < w ? _mm256_loadu_ps(src + (h + (i)) * lds + p) : _mm256_setzero_ps())
+    for (; p + 8 <= kc; p += 8)
+        for (size_t h = 0; h < 16; h += 8) {
+            __m256 r0 = PBT_LOAD(0), r1 = PBT_LOAD(1), r2 = PBT_LOAD(2), r3 = PBT_LOAD(3);
+            __m256 r4 = PBT_LOAD(4), r5 = PBT_LOAD(5), r6 = PBT_LOAD(6), r7 = PBT_LOAD(7);
+            float *d = dst + p * 16 + h;
+            TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
+            _mm256_storeu_ps(d, r0);
+            _mm256_storeu_ps(d + 16, r1);
+            _mm256_storeu_ps(d + 32, r2);
+            _mm256_storeu_ps(d + 48, r3);
+            _mm256_storeu_ps(d + 64, r4);
+            _mm256_storeu_ps(d + 80, r5);
+            _mm256_storeu_ps(d + 96, r6);
+            _mm256_storeu_ps(d + 112, r7);
+        }
+#undef PBT_LOAD
+    for (; p < kc; p++)
+        for (size_t jj = 0; jj < 16; jj++)
+            dst[p * 16 + jj] = jj < w ? src[jj * lds + p] : 0.0f;
+}
+#endif
+
 /* Panel of columns j .. j + w - 1 (w <= NR) of op(B), rows p0 .. p0 + kc - 1:
- * dst[p * NR + jj], zero for jj >= w (B_COL with job_avx512 is packed by
+ * dst[p * NR + jj], zero for jj >= w (B_COL with job_runtab is packed by
  * job_part instead, a block at a time).  xbuf: the slot's im2col rows;
- * rts: for B_COLT with job_avx512, the run tables of the K block's
- * pixels. */
+ * rts: for B_COLT with job_runtab, the run tables of the K block's
+ * pixels, else NULL. */
 static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t w, float *dst,
                    float *xbuf, const void *rts)
 {
     const size_t nr = jb->v->nr;
-    const int fast = job_avx512(jb);
+    const int fast = rts != NULL;
     if (jb->bkind == B_COL) {
         im2col_rows(&jb->g, p0, kc, j, w, dst, nr);
         if (w < nr)
@@ -541,9 +679,12 @@ static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t
     /* op(B)(p, jj) = col[j + jj][p0 + p]: im2col rows j .. j + w - 1, then
      * transposed into the panel. */
 #ifdef CONV_AVX512
-    if (fast) {
+    if (fast && jb->v == &diffuse__gemm_avx512) {
         im2col32_avx512(&jb->g, (const struct runtab *)rts, (kc + 31) / 32, j, w, xbuf, 32,
                         KCP);
+    } else if (fast) {
+        im2col32_avx2(&jb->g, (const struct runtab *)rts, (kc + 31) / 32, j, w, xbuf, 32, KCP,
+                      16);
     } else
 #endif
     {
@@ -555,6 +696,12 @@ static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t
         jb->v->pack_bt(xbuf, KCP, 0, kc, 0, w, dst);
         return;
     }
+#ifdef CONV_AVX512
+    if (jb->v == &diffuse__gemm_avx2 && nr == 16) {
+        pack_bt16_avx2(xbuf, KCP, kc, w, dst);
+        return;
+    }
+#endif
     for (size_t jj = 0; jj < nr; jj++) {
         const float *sr = xbuf + jj * KCP;
         for (size_t p = 0; p < kc; p++)
@@ -1173,13 +1320,6 @@ static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g,
 #endif
 
 /* 0: the direct kernel is off (tests compare it with the packed path). */
-static _Atomic int direct_on = 1;
-
-int diffuse__conv3x3_direct(int on)
-{
-    return atomic_exchange(&direct_on, on);
-}
-
 /* Columns n0 .. n1 - 1 of the job's C (n0 a multiple of NR), with the
  * buffers of one slot. */
 static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
@@ -1194,19 +1334,21 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
 #endif
     /* K blocks of nearly equal depth: a function of K alone. */
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
-    const int fast = job_avx512(jb);
+    const int fast = job_runtab(jb);
 #ifdef CONV_AVX512
-    if (fast && jb->bkind == B_COL && atomic_load(&direct_on)) {
+    if (job_avx512(jb) && jb->bkind == B_COL && atomic_load(&direct_on)) {
         job_part_direct(jb, n0, n1, slot);
         return;
     }
 #endif
     for (size_t j0 = n0; j0 < n1; j0 += NB) {
-        const size_t n = min_sz(NB, n1 - j0), npan = (n + nr - 1) / nr;
+        const size_t n = min_sz(NB, n1 - j0), npan = (n + nr - 1) / nr, ngrp = (n + 31) / 32;
+        (void)ngrp;
 #ifdef CONV_AVX512
-        /* B_COL: the panels' run tables, for every K block of this block */
+        /* B_COL: the run tables of the block's groups of 32 columns, for
+         * every K block of this block */
         if (fast && jb->bkind == B_COL)
-            for (size_t q = 0; q < npan; q++)
+            for (size_t q = 0; q < ngrp; q++)
                 runtab_build(&jb->g, j0 + q * 32, min_sz(32, n - q * 32), rts + q);
 #endif
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
@@ -1214,8 +1356,14 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
             const int mode = p0 == 0 ? jb->mode : DIFFUSE__GEMM_ADD, last = p0 + kc >= K;
 #ifdef CONV_AVX512
             if (fast && jb->bkind == B_COL) {
-                /* nr == 32: the block's panels at once */
-                im2col32_avx512(&jb->g, rts, npan, p0, kc, bbuf, kc * 32, 32);
+                /* the block's panels at once: nr == 32, a group a panel;
+                 * nr == 16 (AVX2), a group two panels, the second kc 16
+                 * floats on (an odd last panel's neighbour is zeros,
+                 * within the 2 ngrp kc 16 <= NB KC floats of bbuf) */
+                if (jb->v == &diffuse__gemm_avx512)
+                    im2col32_avx512(&jb->g, rts, ngrp, p0, kc, bbuf, kc * 32, 32);
+                else
+                    im2col32_avx2(&jb->g, rts, ngrp, p0, kc, bbuf, kc * 32, 16, kc * 16);
             } else {
                 if (fast)
                     for (size_t q = 0; q < kc; q += 32)
@@ -1225,7 +1373,7 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
 #endif
                 for (size_t q = 0; q < npan; q++)
                     pack_b(jb, p0, kc, j0 + q * nr, min_sz(nr, n - q * nr),
-                           bbuf + q * kc * nr, xbuf, rts);
+                           bbuf + q * kc * nr, xbuf, fast ? rts : NULL);
             }
             for (size_t i = 0; i < M; i += mr) {
                 const size_t h = min_sz(mr, M - i);
