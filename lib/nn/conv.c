@@ -596,6 +596,14 @@ static int job_avx512(const struct cjob *jb)
  * im2col32_avx2 unless diffuse__conv3x3_direct turned it off (the AVX2
  * kernel's NR is 16: a 32-column group is two panels).  job_part reads it
  * once a job. */
+/* Columns per block of the AVX2 kernel's B_COL panels: at most KC 256
+ * floats (384 KB), within the 512 KB L2 of an AVX2 (Zen 3) core, where NB
+ * (768 KB) streamed the panels from L3 for every row strip.  The column
+ * blocking does not change any element's sum: the same bits. */
+#ifndef CONV_NB_AVX2
+#define CONV_NB_AVX2 256
+#endif
+_Static_assert(CONV_NB_AVX2 <= NB && CONV_NB_AVX2 % 32 == 0, "CONV_NB_AVX2: whole groups");
 static int job_runtab(const struct cjob *jb)
 {
 #ifdef CONV_AVX512
@@ -1341,8 +1349,9 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
         return;
     }
 #endif
-    for (size_t j0 = n0; j0 < n1; j0 += NB) {
-        const size_t n = min_sz(NB, n1 - j0), npan = (n + nr - 1) / nr, ngrp = (n + 31) / 32;
+    const size_t nb = v == &diffuse__gemm_avx2 && jb->bkind == B_COL ? CONV_NB_AVX2 : NB;
+    for (size_t j0 = n0; j0 < n1; j0 += nb) {
+        const size_t n = min_sz(nb, n1 - j0), npan = (n + nr - 1) / nr, ngrp = (n + 31) / 32;
         (void)ngrp;
 #ifdef CONV_AVX512
         /* B_COL: the run tables of the block's groups of 32 columns, for
