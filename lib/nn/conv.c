@@ -26,8 +26,9 @@
  * contiguous load per sample segment) by one body, IM2COL32_BODY, at
  * either width (im2col32_avx512, im2col32_avx2; the AVX2 kernel's panels
  * are 16 wide, two per group); dW's transposed panels on AVX2 by 8 x 8
- * transposes (pack_bt16_avx2).  Elsewhere (stride 2 outside the AVX-512
- * direct paths, the portable kernel) the scalar im2col_rows.  Packing only
+ * transposes (pack_bt16_avx2); the stride-2 forward on AVX2 from phase
+ * stacks (fwd_s2) by the same run tables.  Elsewhere (dW's im2col rows at
+ * stride 2, the portable kernel) the scalar im2col_rows.  Packing only
  * moves values: the same bits whichever packs.
  *
  * Determinism: each element of an output gets the same sequence of
@@ -283,11 +284,14 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
  * I2C_VEC is the part's vector type, I2C_PREP(m) readies segment mask m,
  * I2C_LOAD(u) is part u's masked load from the byte address base (zero in
  * the masked lanes, which are not read: lane 0's address may lie outside
- * x), I2C_OR ORs two parts and I2C_STORE(u) stores part u of row d. */
+ * x), I2C_OR ORs two parts and I2C_STORE(u) stores part u of row d; CS is
+ * the floats from one channel to the next (H W on AVX-512, which packs
+ * images only; g->cs on AVX2, which packs the stride-2 forward's phase
+ * stacks too). */
 #define I2C_DECL(u) I2C_VEC v##u = I2C_ZERO;
 #define I2C_ACC(u) v##u = I2C_OR(v##u, I2C_LOAD(u));
-#define IM2COL32_BODY(PARTS)                                                \
-    const size_t HW = g->H * g->W;                                          \
+#define IM2COL32_BODY(PARTS, CS)                                            \
+    const size_t HW = CS;                                                   \
     size_t ci = k0 / 9, t = k0 % 9;                                         \
     for (size_t kk = 0; kk < nk; kk++) {                                    \
         const uintptr_t xc = (uintptr_t)(g->x + ci * HW);                   \
@@ -328,7 +332,7 @@ __attribute__((target("avx512f"))) static void
 im2col32_avx512(const struct geo *g, const struct runtab *rts, size_t ngrp, size_t k0,
                 size_t nk, float *dst, size_t gstride, size_t ldd)
 {
-    IM2COL32_BODY(I2C_PARTS2)
+    IM2COL32_BODY(I2C_PARTS2, g->H * g->W)
 }
 #undef I2C_VEC
 #undef I2C_ZERO
@@ -357,7 +361,7 @@ im2col32_avx2(const struct geo *g, const struct runtab *rts, size_t ngrp, size_t
     const __m256i sh1 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(8));
     const __m256i sh2 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(16));
     const __m256i sh3 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(24));
-    IM2COL32_BODY(I2C_PARTS4)
+    IM2COL32_BODY(I2C_PARTS4, g->cs)
 }
 #undef I2C_VEC
 #undef I2C_ZERO
@@ -594,8 +598,9 @@ static int job_avx512(const struct cjob *jb)
 
 /* 1 when the job's panels come from run tables: im2col32_avx512, or
  * im2col32_avx2 unless diffuse__conv3x3_direct turned it off (the AVX2
- * kernel's NR is 16: a 32-column group is two panels).  job_part reads it
- * once a job. */
+ * kernel's NR is 16: a 32-column group is two panels); always for
+ * fwd_s2's phase stacks (ph = 1, which only run tables read).  job_part
+ * reads it once a job. */
 /* Columns per block of the AVX2 kernel's B_COL panels: at most KC 256
  * floats (384 KB), within the 512 KB L2 of an AVX2 (Zen 3) core, where NB
  * (768 KB) streamed the panels from L3 for every row strip.  The column
@@ -607,8 +612,8 @@ _Static_assert(CONV_NB_AVX2 <= NB && CONV_NB_AVX2 % 32 == 0, "CONV_NB_AVX2: whol
 static int job_runtab(const struct cjob *jb)
 {
 #ifdef CONV_AVX512
-    return jb->g.s == 1 && (jb->v == &diffuse__gemm_avx512 ||
-                            (jb->v == &diffuse__gemm_avx2 && atomic_load(&direct_on)));
+    return (jb->g.s == 1 && jb->v == &diffuse__gemm_avx512) || jb->g.ph == 1 ||
+           (jb->g.s == 1 && jb->v == &diffuse__gemm_avx2 && atomic_load(&direct_on));
 #else
     (void)jb;
     return 0;
@@ -1502,42 +1507,84 @@ size_t diffuse__conv3x3_work_floats(size_t Cin, size_t Cout, size_t H, size_t Wd
  * the run tables of tap_shift.  The phases of a group of samples are
  * stacked as ph[b][ci][2 py + px][Ho][Wo] in the thread's column buffer;
  * each output element gets the same FMAs in the same order as on the
- * packed path, so the same bits, whatever the groups and threads. */
-__attribute__((target("avx512f"))) static void s2_phases(const struct geo *g, size_t b0,
-                                                       size_t nb, float *ph)
+ * packed path, so the same bits, whatever the groups and threads.  On
+ * AVX2 the same phase stacks, packed from run tables (im2col32_avx2) for
+ * kernel_6x16 instead of the scalar stride-2 im2col. */
+/* The loops of s2_phases_<isa>: ROW(xr, d0, d1) splits the image row xr
+ * into its even (d0) and odd (d1) columns, Wo each (0 past the row). */
+#define S2_PHASES_BODY(ROW)                                                 \
+    const size_t H = g->H, Wd = g->W, Ho = g->Ho, Wo = g->Wo, HW = H * Wd;  \
+    for (size_t b = 0; b < nb; b++)                                         \
+        for (size_t ci = 0; ci < g->C; ci++) {                              \
+            const float *xc = g->x + (b0 + b) * g->chw + ci * HW;           \
+            float *d = ph + (b * g->C + ci) * 4 * g->P;                     \
+            for (size_t py = 0; py < 2; py++)                               \
+                for (size_t i = 0; i < Ho; i++) {                           \
+                    const size_t iy = 2 * i + py;                           \
+                    float *d0 = d + (2 * py * Ho + i) * Wo, *d1 = d0 + Ho * Wo; \
+                    if (iy >= H) {                                          \
+                        memset(d0, 0, Wo * sizeof *d0);                     \
+                        memset(d1, 0, Wo * sizeof *d1);                     \
+                        continue;                                           \
+                    }                                                       \
+                    ROW(xc + iy * Wd, d0, d1)                               \
+                }                                                           \
+        }
+
+/* AVX-512: 16 outputs at a time from 32 inputs (masked loads: 0 past the
+ * row). */
+#define S2_ROW512(xr, d0, d1)                                               \
+    for (size_t j = 0; j < Wo; j += 16) {                                   \
+        const size_t nin = min_sz(Wd - 2 * j, 32), nout = min_sz(Wo - j, 16); \
+        const uint32_t mi = (uint32_t)(((uint64_t)1 << nin) - 1u);          \
+        const __mmask16 mo = (__mmask16)((1u << nout) - 1u);                \
+        const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(mi & 0xFFFFu), xr + 2 * j); \
+        const __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(mi >> 16), xr + 2 * j + 16); \
+        _mm512_mask_storeu_ps(d0 + j, mo, _mm512_permutex2var_ps(lo, ev, hi)); \
+        _mm512_mask_storeu_ps(d1 + j, mo, _mm512_permutex2var_ps(lo, od, hi)); \
+    }
+__attribute__((target("avx512f"))) static void s2_phases_avx512(const struct geo *g, size_t b0,
+                                                              size_t nb, float *ph)
 {
-    const size_t H = g->H, Wd = g->W, Ho = g->Ho, Wo = g->Wo, HW = H * Wd;
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
                                          30);
     const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    for (size_t b = 0; b < nb; b++)
-        for (size_t ci = 0; ci < g->C; ci++) {
-            const float *xc = g->x + (b0 + b) * g->chw + ci * HW;
-            float *d = ph + (b * g->C + ci) * 4 * g->P;
-            /* row iy = 2 i + py: its even and odd columns, 16 at a time
-             * from 32 (masked loads: 0 past the row) */
-            for (size_t py = 0; py < 2; py++)
-                for (size_t i = 0; i < Ho; i++) {
-                    const size_t iy = 2 * i + py;
-                    float *d0 = d + (2 * py * Ho + i) * Wo, *d1 = d0 + Ho * Wo;
-                    if (iy >= H) {
-                        memset(d0, 0, Wo * sizeof *d0);
-                        memset(d1, 0, Wo * sizeof *d1);
-                        continue;
-                    }
-                    const float *xr = xc + iy * Wd;
-                    for (size_t j = 0; j < Wo; j += 16) {
-                        const size_t nin = min_sz(Wd - 2 * j, 32), nout = min_sz(Wo - j, 16);
-                        const uint32_t mi = (uint32_t)(((uint64_t)1 << nin) - 1u);
-                        const __mmask16 mo = (__mmask16)((1u << nout) - 1u);
-                        const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(mi & 0xFFFFu), xr + 2 * j);
-                        const __m512 hi =
-                            _mm512_maskz_loadu_ps((__mmask16)(mi >> 16), xr + 2 * j + 16);
-                        _mm512_mask_storeu_ps(d0 + j, mo, _mm512_permutex2var_ps(lo, ev, hi));
-                        _mm512_mask_storeu_ps(d1 + j, mo, _mm512_permutex2var_ps(lo, od, hi));
-                    }
-                }
-        }
+    S2_PHASES_BODY(S2_ROW512)
+}
+
+/* AVX2: 8 outputs at a time from 16 inputs, lanes below n of a masked
+ * load or store from lt(n) (full vectors unmasked); the even (odd)
+ * elements of lo, hi by shuffle_ps (0x88, 0xDD), whose 128-bit lanes come
+ * out as lo.0 hi.0 lo.1 hi.1, put in order by a 64-bit permute. */
+#define S2_LT(n) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), lane)
+#define S2_ROW256(xr, d0, d1)                                               \
+    for (size_t j = 0; j < Wo; j += 8) {                                    \
+        const size_t nin = min_sz(Wd - 2 * j, 16), nout = min_sz(Wo - j, 8); \
+        __m256 lo, hi, e, o;                                                \
+        if (nin == 16) {                                                    \
+            lo = _mm256_loadu_ps(xr + 2 * j);                               \
+            hi = _mm256_loadu_ps(xr + 2 * j + 8);                           \
+        } else {                                                            \
+            lo = _mm256_maskload_ps(xr + 2 * j, S2_LT(nin));                \
+            hi = _mm256_maskload_ps(xr + 2 * j + 8, S2_LT(nin > 8 ? nin - 8 : 0)); \
+        }                                                                   \
+        e = _mm256_castpd_ps(_mm256_permute4x64_pd(                         \
+            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));      \
+        o = _mm256_castpd_ps(_mm256_permute4x64_pd(                         \
+            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));      \
+        if (nout == 8) {                                                    \
+            _mm256_storeu_ps(d0 + j, e);                                    \
+            _mm256_storeu_ps(d1 + j, o);                                    \
+        } else {                                                            \
+            _mm256_maskstore_ps(d0 + j, S2_LT(nout), e);                    \
+            _mm256_maskstore_ps(d1 + j, S2_LT(nout), o);                    \
+        }                                                                   \
+    }
+__attribute__((target("avx2,fma"))) static void s2_phases_avx2(const struct geo *g, size_t b0,
+                                                             size_t nb, float *ph)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    S2_PHASES_BODY(S2_ROW256)
 }
 
 static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *ph, float *slot)
@@ -1546,7 +1593,10 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
     for (size_t b = b0; b < b1; b += G) {
         const size_t nb = min_sz(G, b1 - b);
         struct cjob jb = *jb0;
-        s2_phases(&jb0->g, b, nb, ph);
+        if (jb0->v == &diffuse__gemm_avx512)
+            s2_phases_avx512(&jb0->g, b, nb, ph);
+        else
+            s2_phases_avx2(&jb0->g, b, nb, ph);
         jb.g.x = ph;
         jb.g.H = jb.g.Ho;
         jb.g.W = jb.g.Wo;
@@ -1555,7 +1605,10 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
         jb.g.ph = 1;
         jb.N = nb * jb.g.P;
         jb.C = jb0->C + b * jb0->cstride;
-        job_part_direct(&jb, 0, jb.N, slot);
+        if (jb0->v == &diffuse__gemm_avx512)
+            job_part_direct(&jb, 0, jb.N, slot);
+        else
+            job_part(&jb, 0, jb.N, slot);
     }
 }
 
@@ -1611,7 +1664,8 @@ void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, 
     if (s == 1 && wino_conv(jb.v, x, Cin, H, Wd, W, 0, Cout, bias, y, B, work, nth))
         return;
 #ifdef CONV_AVX512
-    if (s == 2 && jb.v == &diffuse__gemm_avx512 && atomic_load(&direct_on)) {
+    if (s == 2 && (jb.v == &diffuse__gemm_avx512 || jb.v == &diffuse__gemm_avx2) &&
+        atomic_load(&direct_on)) {
         fwd_s2(&jb, B, work, nth);
         return;
     }

@@ -909,8 +909,10 @@ static void test_conv_direct(void)
  * samples, several column blocks (N > 512) and K blocks (Cin 43: K = 387;
  * dW's K = B P up to 1120, blocks starting inside a sample), Cin 1, 2, 3,
  * 32, Cout not a multiple of the 6-row strips, batch 1 and 3, stride 2
- * (scalar im2col there, the transposed dW panels by pack_bt16_avx2 on
- * both sides); at 1, 2 and 3 threads.  Winograd off (its own bits). */
+ * (the forward from phase stacks, s2_phases_avx2 with odd widths and rows
+ * shorter than 16, against the scalar stride-2 im2col; dW's transposed
+ * panels by pack_bt16_avx2 on both sides); at 1, 2 and 3 threads.
+ * Winograd off (its own bits). */
 static void test_conv_avx2_bits(void)
 {
     static const size_t cfg[][6] = {/* B, Cin, H, W, Cout, stride */
