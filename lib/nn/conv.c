@@ -734,14 +734,17 @@ static void pack_a(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t 
         } else if (jb->akind == A_W) {
             memcpy(d, jb->A + (i + r) * jb->lda + p0, kc * sizeof *d);
         } else if (jb->akind == A_WFLIP) {
+            /* channel by channel: a run of taps t .. 8 read backwards */
             const size_t ci = i + r;
-            size_t co = p0 / 9, t = p0 % 9;
-            for (size_t p = 0; p < kc; p++) {
-                d[p] = jb->A[(co * jb->acin + ci) * 9 + 8 - t];
-                if (++t == 9) {
-                    t = 0;
-                    co++;
-                }
+            size_t co = p0 / 9, t = p0 % 9, p = 0;
+            while (p < kc) {
+                const float *w = jb->A + (co * jb->acin + ci) * 9 + 8 - t;
+                const size_t len = min_sz(9 - t, kc - p);
+                for (size_t u = 0; u < len; u++)
+                    d[p + u] = *(w - u);
+                p += len;
+                t = 0;
+                co++;
             }
         } else {
             /* dy rows, one run per sample */
