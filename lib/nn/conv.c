@@ -28,7 +28,9 @@
  * are 16 wide, two per group); dW's transposed panels on AVX2 by 8 x 8
  * transposes (pack_bt16_avx2); the stride-2 forward on AVX2 from phase
  * stacks (fwd_s2) by the same run tables.  Elsewhere (dW's im2col rows at
- * stride 2, the portable kernel) the scalar im2col_rows.  Packing only
+ * stride 2, the portable kernel) the scalar im2col_rows.  Products of at
+ * most two row strips on AVX2 (the 1-channel convs) skip the packing: the
+ * AVX2 direct kernel (dkernel6x16) reads B through the run tables.  Packing only
  * moves values: the same bits whichever packs.
  *
  * Determinism: each element of an output gets the same sequence of
@@ -369,6 +371,122 @@ im2col32_avx2(const struct geo *g, const struct runtab *rts, size_t ngrp, size_t
 #undef I2C_LOAD
 #undef I2C_OR
 #undef I2C_STORE
+
+/* The AVX2 direct kernel: the 6 x 16 tile of kernel_6x16 (gemm_avx2.c)
+ * over k0 .. k0 + kc - 1 of a stride-1 image (ph = 0), its A strip in the
+ * ROWS layout (a[r KCP + p]) and its B columns the half hf (columns 16 hf
+ * .. + 15) of a run table's group, loaded from x through the table's
+ * masks (maskload reads no masked-off lane) instead of from a packed
+ * panel: the same FMA per step into one accumulator per element, k in
+ * increasing order, masked-off lanes zero, so the same bits.  The tile
+ * then updates C as kernel_6x16 does (C = acc, or C + acc for ADD) on rows
+ * mr and columns nr.  One segment in the half: its offsets and vector
+ * masks for the nine taps in tables; more: each segment's masks made at
+ * each step, as im2col32_avx2 makes them. */
+#define D2_DECL(r) __m256 c##r##_0 = _mm256_setzero_ps(), c##r##_1 = _mm256_setzero_ps();
+#define D2_STEP(r)                                                          \
+    {                                                                       \
+        const __m256 av = _mm256_set1_ps(a[(r) * KCP]);                     \
+        c##r##_0 = _mm256_fmadd_ps(av, b0, c##r##_0);                       \
+        c##r##_1 = _mm256_fmadd_ps(av, b1, c##r##_1);                       \
+    }
+#define D2_STORE(r)                                                         \
+    if ((size_t)(r) < mr) {                                                 \
+        float *cr = c + (size_t)(r) * ldc;                                  \
+        __m256 x0 = c##r##_0, x1 = c##r##_1;                                \
+        if (mode == DIFFUSE__GEMM_ADD) {                                    \
+            x0 = _mm256_add_ps(_mm256_maskload_ps(cr, m0), x0);             \
+            x1 = _mm256_add_ps(_mm256_maskload_ps(cr + 8, m1), x1);         \
+        }                                                                   \
+        _mm256_maskstore_ps(cr, m0, x0);                                    \
+        _mm256_maskstore_ps(cr + 8, m1, x1);                                \
+    }
+#define D2_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+/* The K loop, channel by channel from (k0 / 9, k0 % 9); LOADB sets b0, b1
+ * for tap t from the channel's byte address xc. */
+#define D2_BODY(LOADB)                                                      \
+    D2_ROWS(D2_DECL)                                                        \
+    size_t t = k0 % 9, left = kc;                                           \
+    uintptr_t xc = (uintptr_t)x + k0 / 9 * HW * sizeof(float);              \
+    while (left > 0) {                                                      \
+        const size_t run_ = 9 - t < left ? 9 - t : left, tend = t + run_;   \
+        for (; t < tend; t++) {                                             \
+            __m256 b0, b1;                                                  \
+            LOADB                                                           \
+            D2_ROWS(D2_STEP)                                                \
+            a += 1;                                                         \
+        }                                                                   \
+        left -= run_;                                                       \
+        if (t == 9) {                                                       \
+            t = 0;                                                          \
+            xc += HW * sizeof(float);                                       \
+        }                                                                   \
+    }                                                                       \
+    {                                                                       \
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);     \
+        const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nr < 8 ? nr : 8)), lane); \
+        const __m256i m1 =                                                  \
+            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nr > 8 ? nr - 8 : 0)), lane); \
+        D2_ROWS(D2_STORE)                                                   \
+    }
+#define D2_LOAD1                                                            \
+    {                                                                       \
+        const float *src = (const float *)(xc + (uintptr_t)off1[t]);        \
+        b0 = _mm256_maskload_ps(src, mk1[t][0]);                            \
+        b1 = _mm256_maskload_ps(src + 8, mk1[t][1]);                        \
+    }
+#define D2_LOADN                                                            \
+    {                                                                       \
+        __m256i v0 = _mm256_setzero_si256(), v1 = _mm256_setzero_si256();   \
+        for (size_t r_ = 0; r_ < rt->nrun; r_++) {                          \
+            const __m256i mv = _mm256_set1_epi32((int)(rt->mask[t][r_] >> 16 * hf)); \
+            const int *src = (const int *)(xc + (uintptr_t)((rt->off[t][r_] + 16 * (ptrdiff_t)hf) * \
+                                                            (ptrdiff_t)sizeof(float))); \
+            v0 = _mm256_or_si256(v0, _mm256_maskload_epi32(src, _mm256_sllv_epi32(mv, sh0))); \
+            v1 = _mm256_or_si256(v1, _mm256_maskload_epi32(src + 8, _mm256_sllv_epi32(mv, sh1))); \
+        }                                                                   \
+        b0 = _mm256_castsi256_ps(v0);                                       \
+        b1 = _mm256_castsi256_ps(v1);                                       \
+    }
+#define D2_ARGS                                                             \
+    size_t kc, const float *a, const float *x, size_t HW, size_t k0,        \
+        const struct runtab *rt, size_t hf, float *c, size_t ldc, size_t mr, size_t nr, int mode
+__attribute__((target("avx2,fma"))) static void dkernel6x16_1(D2_ARGS, size_t seg)
+{
+    const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
+    const __m256i sh1 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(8));
+    ptrdiff_t off1[9];
+    __m256i mk1[9][2];
+    for (size_t q = 0; q < 9; q++) {
+        const __m256i mv = _mm256_set1_epi32((int)(rt->mask[q][seg] >> 16 * hf));
+        off1[q] = (rt->off[q][seg] + 16 * (ptrdiff_t)hf) * (ptrdiff_t)sizeof(float);
+        mk1[q][0] = _mm256_sllv_epi32(mv, sh0);
+        mk1[q][1] = _mm256_sllv_epi32(mv, sh1);
+    }
+    D2_BODY(D2_LOAD1)
+}
+__attribute__((target("avx2,fma"))) static void dkernel6x16_n(D2_ARGS)
+{
+    const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
+    const __m256i sh1 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(8));
+    D2_BODY(D2_LOADN)
+}
+
+/* dkernel6x16_1 when one segment has lanes in the half (the centre tap's
+ * mask, set on every pixel of a segment, tells), else dkernel6x16_n. */
+static void dkernel6x16(D2_ARGS)
+{
+    size_t seg = SIZE_MAX, nseg = 0;
+    for (size_t r = 0; r < rt->nrun; r++)
+        if ((rt->mask[4][r] >> 16 * hf) & 0xFFFFu) {
+            seg = r;
+            nseg++;
+        }
+    if (nseg == 1)
+        dkernel6x16_1(kc, a, x, HW, k0, rt, hf, c, ldc, mr, nr, mode, seg);
+    else
+        dkernel6x16_n(kc, a, x, HW, k0, rt, hf, c, ldc, mr, nr, mode);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Direct kernels: B read straight from the image                           */
@@ -763,17 +881,41 @@ static void pack_a(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t 
 static void store_split(const struct cjob *jb, const float *tbuf, size_t nr, size_t i, size_t h,
                         size_t j, size_t w, int mode, const float *bias);
 
+/* The AVX2 direct kernel's B: half hf of the run table rts[grp], K from
+ * p0. */
+struct dsrc {
+    const void *rts;
+    size_t grp, hf, p0;
+};
+
+/* The tile's product: kernel(kc, a, b) into c, or with ds not NULL the
+ * AVX2 direct kernel on ds's columns of the image (the same bits). */
+static void tile_kernel(const struct cjob *jb, size_t kc, const float *a, const float *b,
+                        const struct dsrc *ds, float *c, size_t ldc, size_t h, size_t w,
+                        int mode)
+{
+#ifdef CONV_AVX512
+    if (ds != NULL) {
+        dkernel6x16(kc, a, jb->g.x, jb->g.cs, ds->p0, (const struct runtab *)ds->rts + ds->grp,
+                    ds->hf, c, ldc, h, w, mode);
+        return;
+    }
+#endif
+    jb->v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, c, ldc, h, w, 1.0f, 0.0f, mode);
+}
+
 /* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 of C, from the
- * packed strip a and panel b over kc. */
-static void tile(const struct cjob *jb, size_t kc, const float *a, const float *b, size_t i,
-                 size_t h, size_t j, size_t w, int mode, int last, float *tbuf)
+ * packed strip a and panel b (or ds: tile_kernel) over kc. */
+static void tile(const struct cjob *jb, size_t kc, const float *a, const float *b,
+                 const struct dsrc *ds, size_t i, size_t h, size_t j, size_t w, int mode,
+                 int last, float *tbuf)
 {
     const struct diffuse__gemm_variant *v = jb->v;
     const size_t seg = j / jb->cseg, off = j % jb->cseg;
     const float *bias = last ? jb->bias : NULL;
     if (off + w <= jb->cseg) {
         float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
-        v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, c, jb->ldc, h, w, 1.0f, 0.0f, mode);
+        tile_kernel(jb, kc, a, b, ds, c, jb->ldc, h, w, mode);
         if (bias != NULL)
             for (size_t r = 0; r < h; r++) {
                 const float br = bias[i + r];
@@ -785,7 +927,7 @@ static void tile(const struct cjob *jb, size_t kc, const float *a, const float *
     }
     /* Across a sample boundary: the tile itself (C = product), then the same
      * update as the kernel's in each part. */
-    v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, tbuf, v->nr, h, w, 1.0f, 0.0f, DIFFUSE__GEMM_SET);
+    tile_kernel(jb, kc, a, b, ds, tbuf, v->nr, h, w, DIFFUSE__GEMM_SET);
     store_split(jb, tbuf, v->nr, i, h, j, w, mode, bias);
 }
 
@@ -1351,6 +1493,14 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
     /* K blocks of nearly equal depth: a function of K alone. */
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
     const int fast = job_runtab(jb);
+    /* B_COL of an image on AVX2 with the run tables and at most two row
+     * strips: the direct kernel (with more strips, packing the panel once
+     * and kernel_6x16's plain loads cost less: 4.05 vs 4.17 ms for 64 x 32
+     * x 14x14 -> 32, 1.65 vs 2.04 ms for 7x7 -> 64; 1.15 -> 0.70 ms for
+     * the 1-channel output conv, 1.77 -> 1.33 ms for a 1-channel input's
+     * backward: CPU time on Zen 3) */
+    const int direct2 = fast && jb->bkind == B_COL && jb->g.ph == 0 && jb->M <= 12 &&
+                        jb->v == &diffuse__gemm_avx2 && jb->v->mr == 6 && jb->v->nr == 16;
 #ifdef CONV_AVX512
     if (job_avx512(jb) && jb->bkind == B_COL && atomic_load(&direct_on)) {
         job_part_direct(jb, n0, n1, slot);
@@ -1379,7 +1529,7 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
                  * within the 2 ngrp kc 16 <= NB KC floats of bbuf) */
                 if (jb->v == &diffuse__gemm_avx512)
                     im2col32_avx512(&jb->g, rts, ngrp, p0, kc, bbuf, kc * 32, 32);
-                else
+                else if (!direct2)
                     im2col32_avx2(&jb->g, rts, ngrp, p0, kc, bbuf, kc * 32, 16, kc * 16);
             } else {
                 if (fast)
@@ -1395,9 +1545,12 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
             for (size_t i = 0; i < M; i += mr) {
                 const size_t h = min_sz(mr, M - i);
                 pack_a(jb, i, h, p0, kc, abuf);
-                for (size_t q = 0; q < npan; q++)
-                    tile(jb, kc, abuf, bbuf + q * kc * nr, i, h, j0 + q * nr,
-                         min_sz(nr, n - q * nr), mode, last, tbuf);
+                for (size_t q = 0; q < npan; q++) {
+                    /* direct2: panel q is half q % 2 of group q / 2 */
+                    const struct dsrc ds = {rts, q / 2, q % 2, p0};
+                    tile(jb, kc, abuf, bbuf + q * kc * nr, direct2 ? &ds : NULL, i, h,
+                         j0 + q * nr, min_sz(nr, n - q * nr), mode, last, tbuf);
+                }
             }
         }
     }
