@@ -20,6 +20,19 @@
  * small buffer (the same kernel call, so the same bits) and stored in two
  * parts.
  *
+ * Packing: on AVX-512 and AVX2 the stride-1 B panels (forward, dx, and
+ * the im2col rows dW's panels are transposed from) are packed from run
+ * tables (struct runtab: per group of 32 columns and tap, a masked
+ * contiguous load per sample segment) by one body, IM2COL32_BODY, at
+ * either width (im2col32_avx512, im2col32_avx2; the AVX2 kernel's panels
+ * are 16 wide, two per group); dW's transposed panels on AVX2 by 8 x 8
+ * transposes (pack_bt16_avx2); the stride-2 forward on AVX2 from phase
+ * stacks (fwd_s2) by the same run tables.  Elsewhere (dW's im2col rows at
+ * stride 2, the portable kernel) the scalar im2col_rows.  Products of at
+ * most two row strips on AVX2 (the 1-channel convs) skip the packing: the
+ * AVX2 direct kernel (dkernel6x16) reads B through the run tables.  Packing only
+ * moves values: the same bits whichever packs.
+ *
  * Determinism: each element of an output gets the same sequence of
  * operations whatever the thread count: the K-sum is split by K alone
  * (gemm.c's rule), the threads split the output columns (whole panels) or
@@ -264,44 +277,215 @@ static void runtab_build(const struct geo *g, size_t n0, size_t w, struct runtab
 
 /* Rows k0 .. k0 + nk - 1 of col over ngrp groups of 32 columns (run
  * tables rts[0 .. ngrp - 1]): row kk of group q into dst[q * gstride + kk *
- * ldd .. + 31] (zero past the group's columns).  Two masked loads per
- * segment and two stores a row; each row runs over all the groups, so
- * that x is read in address order (one stream per tap, which the
- * hardware prefetcher follows), not channel after channel per group. */
+ * ldd .. + 31] (zero past the group's columns).  A masked load per part of
+ * a segment (two parts of 16 lanes on AVX-512, four of 8 on AVX2) and a
+ * store per part a row; each row runs over all the groups, so that x is
+ * read in address order (one stream per tap, which the hardware
+ * prefetcher follows), not channel after channel per group.  One body,
+ * IM2COL32_BODY, for both ISAs: PARTS(X) expands X(u) for each part u,
+ * I2C_VEC is the part's vector type, I2C_PREP(m) readies segment mask m,
+ * I2C_LOAD(u) is part u's masked load from the byte address base (zero in
+ * the masked lanes, which are not read: lane 0's address may lie outside
+ * x), I2C_OR ORs two parts and I2C_STORE(u) stores part u of row d; CS is
+ * the floats from one channel to the next (H W on AVX-512, which packs
+ * images only; g->cs on AVX2, which packs the stride-2 forward's phase
+ * stacks too). */
+#define I2C_DECL(u) I2C_VEC v##u = I2C_ZERO;
+#define I2C_ACC(u) v##u = I2C_OR(v##u, I2C_LOAD(u));
+#define IM2COL32_BODY(PARTS, CS)                                            \
+    const size_t HW = CS;                                                   \
+    size_t ci = k0 / 9, t = k0 % 9;                                         \
+    for (size_t kk = 0; kk < nk; kk++) {                                    \
+        const uintptr_t xc = (uintptr_t)(g->x + ci * HW);                   \
+        for (size_t q = 0; q < ngrp; q++) {                                 \
+            const struct runtab *rt = rts + q;                              \
+            const uint32_t *mk = rt->mask[t];                               \
+            const ptrdiff_t *of = rt->off[t];                               \
+            float *d = dst + q * gstride + kk * ldd;                        \
+            /* The segments' lanes are disjoint: OR the zero-masked loads   \
+             * together (independent loads, not a chain of merging ones). */ \
+            PARTS(I2C_DECL)                                                 \
+            for (size_t r = 0; r < rt->nrun; r++) {                         \
+                const uint32_t m = mk[r];                                   \
+                const uintptr_t base = xc + (uintptr_t)(of[r] * (ptrdiff_t)sizeof(float)); \
+                I2C_PREP(m)                                                 \
+                PARTS(I2C_ACC)                                              \
+            }                                                               \
+            PARTS(I2C_STORE)                                                \
+        }                                                                   \
+        if (++t == 9) {                                                     \
+            t = 0;                                                          \
+            ci++;                                                           \
+        }                                                                   \
+    }
+
+#define I2C_PARTS2(X) X(0) X(1)
+#define I2C_PARTS4(X) X(0) X(1) X(2) X(3)
+
+/* AVX-512: two parts of 16 lanes, d[0 .. 31]. */
+#define I2C_VEC __m512i
+#define I2C_ZERO _mm512_setzero_si512()
+#define I2C_PREP(m)
+#define I2C_LOAD(u)                                                         \
+    _mm512_maskz_loadu_epi32((__mmask16)(m >> 16 * (u)), (const void *)(base + 64 * (u)))
+#define I2C_OR _mm512_or_si512
+#define I2C_STORE(u) _mm512_storeu_si512((void *)(d + 16 * (u)), v##u);
 __attribute__((target("avx512f"))) static void
 im2col32_avx512(const struct geo *g, const struct runtab *rts, size_t ngrp, size_t k0,
                 size_t nk, float *dst, size_t gstride, size_t ldd)
 {
-    const size_t HW = g->H * g->W;
-    size_t ci = k0 / 9, t = k0 % 9;
-    for (size_t kk = 0; kk < nk; kk++) {
-        const uintptr_t xc = (uintptr_t)(g->x + ci * HW);
-        for (size_t q = 0; q < ngrp; q++) {
-            const struct runtab *rt = rts + q;
-            const uint32_t *mk = rt->mask[t];
-            const ptrdiff_t *of = rt->off[t];
-            float *d = dst + q * gstride + kk * ldd;
-            /* The segments' lanes are disjoint: OR the zero-masked loads
-             * together (independent loads, not a chain of merging ones). */
-            __m512i v0 = _mm512_setzero_si512(), v1 = _mm512_setzero_si512();
-            for (size_t r = 0; r < rt->nrun; r++) {
-                const uint32_t m = mk[r];
-                /* masked lanes are not read: lane 0's address may lie
-                 * outside x */
-                const uintptr_t base = xc + (uintptr_t)(of[r] * (ptrdiff_t)sizeof(float));
-                v0 = _mm512_or_si512(v0, _mm512_maskz_loadu_epi32((__mmask16)(m & 0xFFFFu),
-                                                                  (const void *)base));
-                v1 = _mm512_or_si512(v1, _mm512_maskz_loadu_epi32((__mmask16)(m >> 16),
-                                                                  (const void *)(base + 64)));
-            }
-            _mm512_storeu_si512((void *)d, v0);
-            _mm512_storeu_si512((void *)(d + 16), v1);
-        }
-        if (++t == 9) {
-            t = 0;
-            ci++;
-        }
+    IM2COL32_BODY(I2C_PARTS2, g->H * g->W)
+}
+#undef I2C_VEC
+#undef I2C_ZERO
+#undef I2C_PREP
+#undef I2C_LOAD
+#undef I2C_OR
+#undef I2C_STORE
+
+/* AVX2: four parts of 8 lanes, columns 0 .. 15 to d[0 .. 15] and 16 .. 31
+ * to d[hstride .. + 15] (two 16-column panels of the AVX2 kernel).  The
+ * vector mask of part u: the segment mask shifted left so that lane L's
+ * bit 8 u + L lands in its sign bit, the only bit maskload reads. */
+#define I2C_VEC __m256i
+#define I2C_ZERO _mm256_setzero_si256()
+#define I2C_PREP(m) const __m256i mv = _mm256_set1_epi32((int)(m));
+#define I2C_LOAD(u)                                                         \
+    _mm256_maskload_epi32((const int *)(base + 32 * (u)), _mm256_sllv_epi32(mv, sh##u))
+#define I2C_OR _mm256_or_si256
+#define I2C_STORE(u)                                                        \
+    _mm256_storeu_si256((__m256i *)(void *)(d + (u) / 2 * hstride + (u) % 2 * 8), v##u);
+__attribute__((target("avx2,fma"))) static void
+im2col32_avx2(const struct geo *g, const struct runtab *rts, size_t ngrp, size_t k0, size_t nk,
+              float *dst, size_t gstride, size_t ldd, size_t hstride)
+{
+    const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
+    const __m256i sh1 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(8));
+    const __m256i sh2 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(16));
+    const __m256i sh3 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(24));
+    IM2COL32_BODY(I2C_PARTS4, g->cs)
+}
+#undef I2C_VEC
+#undef I2C_ZERO
+#undef I2C_PREP
+#undef I2C_LOAD
+#undef I2C_OR
+#undef I2C_STORE
+
+/* The AVX2 direct kernel: the 6 x 16 tile of kernel_6x16 (gemm_avx2.c)
+ * over k0 .. k0 + kc - 1 of a stride-1 image (ph = 0), its A strip in the
+ * ROWS layout (a[r KCP + p]) and its B columns the half hf (columns 16 hf
+ * .. + 15) of a run table's group, loaded from x through the table's
+ * masks (maskload reads no masked-off lane) instead of from a packed
+ * panel: the same FMA per step into one accumulator per element, k in
+ * increasing order, masked-off lanes zero, so the same bits.  The tile
+ * then updates C as kernel_6x16 does (C = acc, or C + acc for ADD) on rows
+ * mr and columns nr.  One segment in the half: its offsets and vector
+ * masks for the nine taps in tables; more: each segment's masks made at
+ * each step, as im2col32_avx2 makes them. */
+#define D2_DECL(r) __m256 c##r##_0 = _mm256_setzero_ps(), c##r##_1 = _mm256_setzero_ps();
+#define D2_STEP(r)                                                          \
+    {                                                                       \
+        const __m256 av = _mm256_set1_ps(a[(r) * KCP]);                     \
+        c##r##_0 = _mm256_fmadd_ps(av, b0, c##r##_0);                       \
+        c##r##_1 = _mm256_fmadd_ps(av, b1, c##r##_1);                       \
     }
+#define D2_STORE(r)                                                         \
+    if ((size_t)(r) < mr) {                                                 \
+        float *cr = c + (size_t)(r) * ldc;                                  \
+        __m256 x0 = c##r##_0, x1 = c##r##_1;                                \
+        if (mode == DIFFUSE__GEMM_ADD) {                                    \
+            x0 = _mm256_add_ps(_mm256_maskload_ps(cr, m0), x0);             \
+            x1 = _mm256_add_ps(_mm256_maskload_ps(cr + 8, m1), x1);         \
+        }                                                                   \
+        _mm256_maskstore_ps(cr, m0, x0);                                    \
+        _mm256_maskstore_ps(cr + 8, m1, x1);                                \
+    }
+#define D2_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+/* The K loop, channel by channel from (k0 / 9, k0 % 9); LOADB sets b0, b1
+ * for tap t from the channel's byte address xc. */
+#define D2_BODY(LOADB)                                                      \
+    D2_ROWS(D2_DECL)                                                        \
+    size_t t = k0 % 9, left = kc;                                           \
+    uintptr_t xc = (uintptr_t)x + k0 / 9 * HW * sizeof(float);              \
+    while (left > 0) {                                                      \
+        const size_t run_ = 9 - t < left ? 9 - t : left, tend = t + run_;   \
+        for (; t < tend; t++) {                                             \
+            __m256 b0, b1;                                                  \
+            LOADB                                                           \
+            D2_ROWS(D2_STEP)                                                \
+            a += 1;                                                         \
+        }                                                                   \
+        left -= run_;                                                       \
+        if (t == 9) {                                                       \
+            t = 0;                                                          \
+            xc += HW * sizeof(float);                                       \
+        }                                                                   \
+    }                                                                       \
+    {                                                                       \
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);     \
+        const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nr < 8 ? nr : 8)), lane); \
+        const __m256i m1 =                                                  \
+            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nr > 8 ? nr - 8 : 0)), lane); \
+        D2_ROWS(D2_STORE)                                                   \
+    }
+#define D2_LOAD1                                                            \
+    {                                                                       \
+        const float *src = (const float *)(xc + (uintptr_t)off1[t]);        \
+        b0 = _mm256_maskload_ps(src, mk1[t][0]);                            \
+        b1 = _mm256_maskload_ps(src + 8, mk1[t][1]);                        \
+    }
+#define D2_LOADN                                                            \
+    {                                                                       \
+        __m256i v0 = _mm256_setzero_si256(), v1 = _mm256_setzero_si256();   \
+        for (size_t r_ = 0; r_ < rt->nrun; r_++) {                          \
+            const __m256i mv = _mm256_set1_epi32((int)(rt->mask[t][r_] >> 16 * hf)); \
+            const int *src = (const int *)(xc + (uintptr_t)((rt->off[t][r_] + 16 * (ptrdiff_t)hf) * \
+                                                            (ptrdiff_t)sizeof(float))); \
+            v0 = _mm256_or_si256(v0, _mm256_maskload_epi32(src, _mm256_sllv_epi32(mv, sh0))); \
+            v1 = _mm256_or_si256(v1, _mm256_maskload_epi32(src + 8, _mm256_sllv_epi32(mv, sh1))); \
+        }                                                                   \
+        b0 = _mm256_castsi256_ps(v0);                                       \
+        b1 = _mm256_castsi256_ps(v1);                                       \
+    }
+#define D2_ARGS                                                             \
+    size_t kc, const float *a, const float *x, size_t HW, size_t k0,        \
+        const struct runtab *rt, size_t hf, float *c, size_t ldc, size_t mr, size_t nr, int mode
+__attribute__((target("avx2,fma"))) static void dkernel6x16_1(D2_ARGS, size_t seg)
+{
+    const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
+    const __m256i sh1 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(8));
+    ptrdiff_t off1[9];
+    __m256i mk1[9][2];
+    for (size_t q = 0; q < 9; q++) {
+        const __m256i mv = _mm256_set1_epi32((int)(rt->mask[q][seg] >> 16 * hf));
+        off1[q] = (rt->off[q][seg] + 16 * (ptrdiff_t)hf) * (ptrdiff_t)sizeof(float);
+        mk1[q][0] = _mm256_sllv_epi32(mv, sh0);
+        mk1[q][1] = _mm256_sllv_epi32(mv, sh1);
+    }
+    D2_BODY(D2_LOAD1)
+}
+__attribute__((target("avx2,fma"))) static void dkernel6x16_n(D2_ARGS)
+{
+    const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
+    const __m256i sh1 = _mm256_sub_epi32(sh0, _mm256_set1_epi32(8));
+    D2_BODY(D2_LOADN)
+}
+
+/* dkernel6x16_1 when one segment has lanes in the half (the centre tap's
+ * mask, set on every pixel of a segment, tells), else dkernel6x16_n. */
+static void dkernel6x16(D2_ARGS)
+{
+    size_t seg = SIZE_MAX, nseg = 0;
+    for (size_t r = 0; r < rt->nrun; r++)
+        if ((rt->mask[4][r] >> 16 * hf) & 0xFFFFu) {
+            seg = r;
+            nseg++;
+        }
+    if (nseg == 1)
+        dkernel6x16_1(kc, a, x, HW, k0, rt, hf, c, ldc, mr, nr, mode, seg);
+    else
+        dkernel6x16_n(kc, a, x, HW, k0, rt, hf, c, ldc, mr, nr, mode);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -510,6 +694,15 @@ static inline void dkernel(DKERNEL_ARGS)
 }
 #endif
 
+/* The direct kernels on AVX-512, the run-table packing on AVX2
+ * (diffuse__conv3x3_direct). */
+static _Atomic int direct_on = 1;
+
+int diffuse__conv3x3_direct(int on)
+{
+    return atomic_exchange(&direct_on, on);
+}
+
 /* 1 when the job's panels come from im2col32_avx512. */
 static int job_avx512(const struct cjob *jb)
 {
@@ -521,16 +714,92 @@ static int job_avx512(const struct cjob *jb)
 #endif
 }
 
+/* 1 when the job's panels come from run tables: im2col32_avx512, or
+ * im2col32_avx2 unless diffuse__conv3x3_direct turned it off (the AVX2
+ * kernel's NR is 16: a 32-column group is two panels); always for
+ * fwd_s2's phase stacks (ph = 1, which only run tables read).  job_part
+ * reads it once a job. */
+/* Columns per block of the AVX2 kernel's B_COL panels: at most KC 256
+ * floats (384 KB), within the 512 KB L2 of an AVX2 (Zen 3) core, where NB
+ * (768 KB) streamed the panels from L3 for every row strip.  The column
+ * blocking does not change any element's sum: the same bits. */
+#ifndef CONV_NB_AVX2
+#define CONV_NB_AVX2 256
+#endif
+_Static_assert(CONV_NB_AVX2 <= NB && CONV_NB_AVX2 % 32 == 0, "CONV_NB_AVX2: whole groups");
+static int job_runtab(const struct cjob *jb)
+{
+#ifdef CONV_AVX512
+    return (jb->g.s == 1 && jb->v == &diffuse__gemm_avx512) || jb->g.ph == 1 ||
+           (jb->g.s == 1 && jb->v == &diffuse__gemm_avx2 && atomic_load(&direct_on));
+#else
+    (void)jb;
+    return 0;
+#endif
+}
+
+#ifdef CONV_AVX512
+/* 8 x 8 transpose of r0 .. r7 in place. */
+#define TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)                          \
+    {                                                                       \
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1); \
+        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3); \
+        const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5); \
+        const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7); \
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE); \
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE); \
+        const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE); \
+        const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE); \
+        r0 = _mm256_permute2f128_ps(u0, u4, 0x20);                          \
+        r1 = _mm256_permute2f128_ps(u1, u5, 0x20);                          \
+        r2 = _mm256_permute2f128_ps(u2, u6, 0x20);                          \
+        r3 = _mm256_permute2f128_ps(u3, u7, 0x20);                          \
+        r4 = _mm256_permute2f128_ps(u0, u4, 0x31);                          \
+        r5 = _mm256_permute2f128_ps(u1, u5, 0x31);                          \
+        r6 = _mm256_permute2f128_ps(u2, u6, 0x31);                          \
+        r7 = _mm256_permute2f128_ps(u3, u7, 0x31);                          \
+    }
+
+/* The 16-column panel dst[p * 16 + jj] = src[jj * lds + p] for p < kc,
+ * zero for jj >= w: the AVX2 kernel's B_COLT panel from im2col rows, 8 x 8
+ * blocks at a time (only moves: the same values as the portable loop). */
+__attribute__((target("avx2,fma"))) static void pack_bt16_avx2(const float *src, size_t lds,
+                                                             size_t kc, size_t w, float *dst)
+{
+    size_t p = 0;
+#define PBT_LOAD(i) (h + (i) < w ? _mm256_loadu_ps(src + (h + (i)) * lds + p) : _mm256_setzero_ps())
+    for (; p + 8 <= kc; p += 8)
+        for (size_t h = 0; h < 16; h += 8) {
+            __m256 r0 = PBT_LOAD(0), r1 = PBT_LOAD(1), r2 = PBT_LOAD(2), r3 = PBT_LOAD(3);
+            __m256 r4 = PBT_LOAD(4), r5 = PBT_LOAD(5), r6 = PBT_LOAD(6), r7 = PBT_LOAD(7);
+            float *d = dst + p * 16 + h;
+            TRANSPOSE8(r0, r1, r2, r3, r4, r5, r6, r7)
+            _mm256_storeu_ps(d, r0);
+            _mm256_storeu_ps(d + 16, r1);
+            _mm256_storeu_ps(d + 32, r2);
+            _mm256_storeu_ps(d + 48, r3);
+            _mm256_storeu_ps(d + 64, r4);
+            _mm256_storeu_ps(d + 80, r5);
+            _mm256_storeu_ps(d + 96, r6);
+            _mm256_storeu_ps(d + 112, r7);
+        }
+#undef PBT_LOAD
+    for (; p < kc; p++)
+        for (size_t jj = 0; jj < 16; jj++)
+            dst[p * 16 + jj] = jj < w ? src[jj * lds + p] : 0.0f;
+}
+#endif
+
 /* Panel of columns j .. j + w - 1 (w <= NR) of op(B), rows p0 .. p0 + kc - 1:
- * dst[p * NR + jj], zero for jj >= w (B_COL with job_avx512 is packed by
+ * dst[p * NR + jj], zero for jj >= w (B_COL with job_runtab is packed by
  * job_part instead, a block at a time).  xbuf: the slot's im2col rows;
- * rts: for B_COLT with job_avx512, the run tables of the K block's
- * pixels. */
+ * rts: for B_COLT with job_runtab, the run tables of the K block's
+ * pixels, else NULL. */
 static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t w, float *dst,
                    float *xbuf, const void *rts)
 {
     const size_t nr = jb->v->nr;
-    const int fast = job_avx512(jb);
+    const int fast = rts != NULL;
     if (jb->bkind == B_COL) {
         im2col_rows(&jb->g, p0, kc, j, w, dst, nr);
         if (w < nr)
@@ -541,9 +810,12 @@ static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t
     /* op(B)(p, jj) = col[j + jj][p0 + p]: im2col rows j .. j + w - 1, then
      * transposed into the panel. */
 #ifdef CONV_AVX512
-    if (fast) {
+    if (fast && jb->v == &diffuse__gemm_avx512) {
         im2col32_avx512(&jb->g, (const struct runtab *)rts, (kc + 31) / 32, j, w, xbuf, 32,
                         KCP);
+    } else if (fast) {
+        im2col32_avx2(&jb->g, (const struct runtab *)rts, (kc + 31) / 32, j, w, xbuf, 32, KCP,
+                      16);
     } else
 #endif
     {
@@ -555,6 +827,12 @@ static void pack_b(const struct cjob *jb, size_t p0, size_t kc, size_t j, size_t
         jb->v->pack_bt(xbuf, KCP, 0, kc, 0, w, dst);
         return;
     }
+#ifdef CONV_AVX512
+    if (jb->v == &diffuse__gemm_avx2 && nr == 16) {
+        pack_bt16_avx2(xbuf, KCP, kc, w, dst);
+        return;
+    }
+#endif
     for (size_t jj = 0; jj < nr; jj++) {
         const float *sr = xbuf + jj * KCP;
         for (size_t p = 0; p < kc; p++)
@@ -574,14 +852,17 @@ static void pack_a(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t 
         } else if (jb->akind == A_W) {
             memcpy(d, jb->A + (i + r) * jb->lda + p0, kc * sizeof *d);
         } else if (jb->akind == A_WFLIP) {
+            /* channel by channel: a run of taps t .. 8 read backwards */
             const size_t ci = i + r;
-            size_t co = p0 / 9, t = p0 % 9;
-            for (size_t p = 0; p < kc; p++) {
-                d[p] = jb->A[(co * jb->acin + ci) * 9 + 8 - t];
-                if (++t == 9) {
-                    t = 0;
-                    co++;
-                }
+            size_t co = p0 / 9, t = p0 % 9, p = 0;
+            while (p < kc) {
+                const float *w = jb->A + (co * jb->acin + ci) * 9 + 8 - t;
+                const size_t len = min_sz(9 - t, kc - p);
+                for (size_t u = 0; u < len; u++)
+                    d[p + u] = *(w - u);
+                p += len;
+                t = 0;
+                co++;
             }
         } else {
             /* dy rows, one run per sample */
@@ -600,17 +881,41 @@ static void pack_a(const struct cjob *jb, size_t i, size_t h, size_t p0, size_t 
 static void store_split(const struct cjob *jb, const float *tbuf, size_t nr, size_t i, size_t h,
                         size_t j, size_t w, int mode, const float *bias);
 
+/* The AVX2 direct kernel's B: half hf of the run table rts[grp], K from
+ * p0. */
+struct dsrc {
+    const void *rts;
+    size_t grp, hf, p0;
+};
+
+/* The tile's product: kernel(kc, a, b) into c, or with ds not NULL the
+ * AVX2 direct kernel on ds's columns of the image (the same bits). */
+static void tile_kernel(const struct cjob *jb, size_t kc, const float *a, const float *b,
+                        const struct dsrc *ds, float *c, size_t ldc, size_t h, size_t w,
+                        int mode)
+{
+#ifdef CONV_AVX512
+    if (ds != NULL) {
+        dkernel6x16(kc, a, jb->g.x, jb->g.cs, ds->p0, (const struct runtab *)ds->rts + ds->grp,
+                    ds->hf, c, ldc, h, w, mode);
+        return;
+    }
+#endif
+    jb->v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, c, ldc, h, w, 1.0f, 0.0f, mode);
+}
+
 /* The tile of rows i .. i + h - 1 and columns j .. j + w - 1 of C, from the
- * packed strip a and panel b over kc. */
-static void tile(const struct cjob *jb, size_t kc, const float *a, const float *b, size_t i,
-                 size_t h, size_t j, size_t w, int mode, int last, float *tbuf)
+ * packed strip a and panel b (or ds: tile_kernel) over kc. */
+static void tile(const struct cjob *jb, size_t kc, const float *a, const float *b,
+                 const struct dsrc *ds, size_t i, size_t h, size_t j, size_t w, int mode,
+                 int last, float *tbuf)
 {
     const struct diffuse__gemm_variant *v = jb->v;
     const size_t seg = j / jb->cseg, off = j % jb->cseg;
     const float *bias = last ? jb->bias : NULL;
     if (off + w <= jb->cseg) {
         float *c = jb->C + seg * jb->cstride + i * jb->ldc + off;
-        v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, c, jb->ldc, h, w, 1.0f, 0.0f, mode);
+        tile_kernel(jb, kc, a, b, ds, c, jb->ldc, h, w, mode);
         if (bias != NULL)
             for (size_t r = 0; r < h; r++) {
                 const float br = bias[i + r];
@@ -622,7 +927,7 @@ static void tile(const struct cjob *jb, size_t kc, const float *a, const float *
     }
     /* Across a sample boundary: the tile itself (C = product), then the same
      * update as the kernel's in each part. */
-    v->kernel(kc, a, DIFFUSE__GEMM_A_ROWS, b, tbuf, v->nr, h, w, 1.0f, 0.0f, DIFFUSE__GEMM_SET);
+    tile_kernel(jb, kc, a, b, ds, tbuf, v->nr, h, w, DIFFUSE__GEMM_SET);
     store_split(jb, tbuf, v->nr, i, h, j, w, mode, bias);
 }
 
@@ -1173,13 +1478,6 @@ static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g,
 #endif
 
 /* 0: the direct kernel is off (tests compare it with the packed path). */
-static _Atomic int direct_on = 1;
-
-int diffuse__conv3x3_direct(int on)
-{
-    return atomic_exchange(&direct_on, on);
-}
-
 /* Columns n0 .. n1 - 1 of the job's C (n0 a multiple of NR), with the
  * buffers of one slot. */
 static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
@@ -1194,19 +1492,30 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
 #endif
     /* K blocks of nearly equal depth: a function of K alone. */
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
-    const int fast = job_avx512(jb);
+    const int fast = job_runtab(jb);
+    /* B_COL of an image on AVX2 with the run tables and at most two row
+     * strips: the direct kernel (with more strips, packing the panel once
+     * and kernel_6x16's plain loads cost less: 4.05 vs 4.17 ms for 64 x 32
+     * x 14x14 -> 32, 1.65 vs 2.04 ms for 7x7 -> 64; 1.15 -> 0.70 ms for
+     * the 1-channel output conv, 1.77 -> 1.33 ms for a 1-channel input's
+     * backward: CPU time on Zen 3) */
+    const int direct2 = fast && jb->bkind == B_COL && jb->g.ph == 0 && jb->M <= 12 &&
+                        jb->v == &diffuse__gemm_avx2 && jb->v->mr == 6 && jb->v->nr == 16;
 #ifdef CONV_AVX512
-    if (fast && jb->bkind == B_COL && atomic_load(&direct_on)) {
+    if (job_avx512(jb) && jb->bkind == B_COL && atomic_load(&direct_on)) {
         job_part_direct(jb, n0, n1, slot);
         return;
     }
 #endif
-    for (size_t j0 = n0; j0 < n1; j0 += NB) {
-        const size_t n = min_sz(NB, n1 - j0), npan = (n + nr - 1) / nr;
+    const size_t nb = v == &diffuse__gemm_avx2 && jb->bkind == B_COL ? CONV_NB_AVX2 : NB;
+    for (size_t j0 = n0; j0 < n1; j0 += nb) {
+        const size_t n = min_sz(nb, n1 - j0), npan = (n + nr - 1) / nr, ngrp = (n + 31) / 32;
+        (void)ngrp;
 #ifdef CONV_AVX512
-        /* B_COL: the panels' run tables, for every K block of this block */
+        /* B_COL: the run tables of the block's groups of 32 columns, for
+         * every K block of this block */
         if (fast && jb->bkind == B_COL)
-            for (size_t q = 0; q < npan; q++)
+            for (size_t q = 0; q < ngrp; q++)
                 runtab_build(&jb->g, j0 + q * 32, min_sz(32, n - q * 32), rts + q);
 #endif
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
@@ -1214,8 +1523,14 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
             const int mode = p0 == 0 ? jb->mode : DIFFUSE__GEMM_ADD, last = p0 + kc >= K;
 #ifdef CONV_AVX512
             if (fast && jb->bkind == B_COL) {
-                /* nr == 32: the block's panels at once */
-                im2col32_avx512(&jb->g, rts, npan, p0, kc, bbuf, kc * 32, 32);
+                /* the block's panels at once: nr == 32, a group a panel;
+                 * nr == 16 (AVX2), a group two panels, the second kc 16
+                 * floats on (an odd last panel's neighbour is zeros,
+                 * within the 2 ngrp kc 16 <= NB KC floats of bbuf) */
+                if (jb->v == &diffuse__gemm_avx512)
+                    im2col32_avx512(&jb->g, rts, ngrp, p0, kc, bbuf, kc * 32, 32);
+                else if (!direct2)
+                    im2col32_avx2(&jb->g, rts, ngrp, p0, kc, bbuf, kc * 32, 16, kc * 16);
             } else {
                 if (fast)
                     for (size_t q = 0; q < kc; q += 32)
@@ -1225,14 +1540,17 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
 #endif
                 for (size_t q = 0; q < npan; q++)
                     pack_b(jb, p0, kc, j0 + q * nr, min_sz(nr, n - q * nr),
-                           bbuf + q * kc * nr, xbuf, rts);
+                           bbuf + q * kc * nr, xbuf, fast ? rts : NULL);
             }
             for (size_t i = 0; i < M; i += mr) {
                 const size_t h = min_sz(mr, M - i);
                 pack_a(jb, i, h, p0, kc, abuf);
-                for (size_t q = 0; q < npan; q++)
-                    tile(jb, kc, abuf, bbuf + q * kc * nr, i, h, j0 + q * nr,
-                         min_sz(nr, n - q * nr), mode, last, tbuf);
+                for (size_t q = 0; q < npan; q++) {
+                    /* direct2: panel q is half q % 2 of group q / 2 */
+                    const struct dsrc ds = {rts, q / 2, q % 2, p0};
+                    tile(jb, kc, abuf, bbuf + q * kc * nr, direct2 ? &ds : NULL, i, h,
+                         j0 + q * nr, min_sz(nr, n - q * nr), mode, last, tbuf);
+                }
             }
         }
     }
@@ -1345,42 +1663,84 @@ size_t diffuse__conv3x3_work_floats(size_t Cin, size_t Cout, size_t H, size_t Wd
  * the run tables of tap_shift.  The phases of a group of samples are
  * stacked as ph[b][ci][2 py + px][Ho][Wo] in the thread's column buffer;
  * each output element gets the same FMAs in the same order as on the
- * packed path, so the same bits, whatever the groups and threads. */
-__attribute__((target("avx512f"))) static void s2_phases(const struct geo *g, size_t b0,
-                                                       size_t nb, float *ph)
+ * packed path, so the same bits, whatever the groups and threads.  On
+ * AVX2 the same phase stacks, packed from run tables (im2col32_avx2) for
+ * kernel_6x16 instead of the scalar stride-2 im2col. */
+/* The loops of s2_phases_<isa>: ROW(xr, d0, d1) splits the image row xr
+ * into its even (d0) and odd (d1) columns, Wo each (0 past the row). */
+#define S2_PHASES_BODY(ROW)                                                 \
+    const size_t H = g->H, Wd = g->W, Ho = g->Ho, Wo = g->Wo, HW = H * Wd;  \
+    for (size_t b = 0; b < nb; b++)                                         \
+        for (size_t ci = 0; ci < g->C; ci++) {                              \
+            const float *xc = g->x + (b0 + b) * g->chw + ci * HW;           \
+            float *d = ph + (b * g->C + ci) * 4 * g->P;                     \
+            for (size_t py = 0; py < 2; py++)                               \
+                for (size_t i = 0; i < Ho; i++) {                           \
+                    const size_t iy = 2 * i + py;                           \
+                    float *d0 = d + (2 * py * Ho + i) * Wo, *d1 = d0 + Ho * Wo; \
+                    if (iy >= H) {                                          \
+                        memset(d0, 0, Wo * sizeof *d0);                     \
+                        memset(d1, 0, Wo * sizeof *d1);                     \
+                        continue;                                           \
+                    }                                                       \
+                    ROW(xc + iy * Wd, d0, d1)                               \
+                }                                                           \
+        }
+
+/* AVX-512: 16 outputs at a time from 32 inputs (masked loads: 0 past the
+ * row). */
+#define S2_ROW512(xr, d0, d1)                                               \
+    for (size_t j = 0; j < Wo; j += 16) {                                   \
+        const size_t nin = min_sz(Wd - 2 * j, 32), nout = min_sz(Wo - j, 16); \
+        const uint32_t mi = (uint32_t)(((uint64_t)1 << nin) - 1u);          \
+        const __mmask16 mo = (__mmask16)((1u << nout) - 1u);                \
+        const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(mi & 0xFFFFu), xr + 2 * j); \
+        const __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(mi >> 16), xr + 2 * j + 16); \
+        _mm512_mask_storeu_ps(d0 + j, mo, _mm512_permutex2var_ps(lo, ev, hi)); \
+        _mm512_mask_storeu_ps(d1 + j, mo, _mm512_permutex2var_ps(lo, od, hi)); \
+    }
+__attribute__((target("avx512f"))) static void s2_phases_avx512(const struct geo *g, size_t b0,
+                                                              size_t nb, float *ph)
 {
-    const size_t H = g->H, Wd = g->W, Ho = g->Ho, Wo = g->Wo, HW = H * Wd;
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
                                          30);
     const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    for (size_t b = 0; b < nb; b++)
-        for (size_t ci = 0; ci < g->C; ci++) {
-            const float *xc = g->x + (b0 + b) * g->chw + ci * HW;
-            float *d = ph + (b * g->C + ci) * 4 * g->P;
-            /* row iy = 2 i + py: its even and odd columns, 16 at a time
-             * from 32 (masked loads: 0 past the row) */
-            for (size_t py = 0; py < 2; py++)
-                for (size_t i = 0; i < Ho; i++) {
-                    const size_t iy = 2 * i + py;
-                    float *d0 = d + (2 * py * Ho + i) * Wo, *d1 = d0 + Ho * Wo;
-                    if (iy >= H) {
-                        memset(d0, 0, Wo * sizeof *d0);
-                        memset(d1, 0, Wo * sizeof *d1);
-                        continue;
-                    }
-                    const float *xr = xc + iy * Wd;
-                    for (size_t j = 0; j < Wo; j += 16) {
-                        const size_t nin = min_sz(Wd - 2 * j, 32), nout = min_sz(Wo - j, 16);
-                        const uint32_t mi = (uint32_t)(((uint64_t)1 << nin) - 1u);
-                        const __mmask16 mo = (__mmask16)((1u << nout) - 1u);
-                        const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(mi & 0xFFFFu), xr + 2 * j);
-                        const __m512 hi =
-                            _mm512_maskz_loadu_ps((__mmask16)(mi >> 16), xr + 2 * j + 16);
-                        _mm512_mask_storeu_ps(d0 + j, mo, _mm512_permutex2var_ps(lo, ev, hi));
-                        _mm512_mask_storeu_ps(d1 + j, mo, _mm512_permutex2var_ps(lo, od, hi));
-                    }
-                }
-        }
+    S2_PHASES_BODY(S2_ROW512)
+}
+
+/* AVX2: 8 outputs at a time from 16 inputs, lanes below n of a masked
+ * load or store from lt(n) (full vectors unmasked); the even (odd)
+ * elements of lo, hi by shuffle_ps (0x88, 0xDD), whose 128-bit lanes come
+ * out as lo.0 hi.0 lo.1 hi.1, put in order by a 64-bit permute. */
+#define S2_LT(n) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), lane)
+#define S2_ROW256(xr, d0, d1)                                               \
+    for (size_t j = 0; j < Wo; j += 8) {                                    \
+        const size_t nin = min_sz(Wd - 2 * j, 16), nout = min_sz(Wo - j, 8); \
+        __m256 lo, hi, e, o;                                                \
+        if (nin == 16) {                                                    \
+            lo = _mm256_loadu_ps(xr + 2 * j);                               \
+            hi = _mm256_loadu_ps(xr + 2 * j + 8);                           \
+        } else {                                                            \
+            lo = _mm256_maskload_ps(xr + 2 * j, S2_LT(nin));                \
+            hi = _mm256_maskload_ps(xr + 2 * j + 8, S2_LT(nin > 8 ? nin - 8 : 0)); \
+        }                                                                   \
+        e = _mm256_castpd_ps(_mm256_permute4x64_pd(                         \
+            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));      \
+        o = _mm256_castpd_ps(_mm256_permute4x64_pd(                         \
+            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));      \
+        if (nout == 8) {                                                    \
+            _mm256_storeu_ps(d0 + j, e);                                    \
+            _mm256_storeu_ps(d1 + j, o);                                    \
+        } else {                                                            \
+            _mm256_maskstore_ps(d0 + j, S2_LT(nout), e);                    \
+            _mm256_maskstore_ps(d1 + j, S2_LT(nout), o);                    \
+        }                                                                   \
+    }
+__attribute__((target("avx2,fma"))) static void s2_phases_avx2(const struct geo *g, size_t b0,
+                                                             size_t nb, float *ph)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    S2_PHASES_BODY(S2_ROW256)
 }
 
 static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *ph, float *slot)
@@ -1389,7 +1749,10 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
     for (size_t b = b0; b < b1; b += G) {
         const size_t nb = min_sz(G, b1 - b);
         struct cjob jb = *jb0;
-        s2_phases(&jb0->g, b, nb, ph);
+        if (jb0->v == &diffuse__gemm_avx512)
+            s2_phases_avx512(&jb0->g, b, nb, ph);
+        else
+            s2_phases_avx2(&jb0->g, b, nb, ph);
         jb.g.x = ph;
         jb.g.H = jb.g.Ho;
         jb.g.W = jb.g.Wo;
@@ -1398,7 +1761,10 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
         jb.g.ph = 1;
         jb.N = nb * jb.g.P;
         jb.C = jb0->C + b * jb0->cstride;
-        job_part_direct(&jb, 0, jb.N, slot);
+        if (jb0->v == &diffuse__gemm_avx512)
+            job_part_direct(&jb, 0, jb.N, slot);
+        else
+            job_part(&jb, 0, jb.N, slot);
     }
 }
 
@@ -1454,7 +1820,8 @@ void diffuse__conv3x3_forward_f(const float *x, size_t B, size_t Cin, size_t H, 
     if (s == 1 && wino_conv(jb.v, x, Cin, H, Wd, W, 0, Cout, bias, y, B, work, nth))
         return;
 #ifdef CONV_AVX512
-    if (s == 2 && jb.v == &diffuse__gemm_avx512 && atomic_load(&direct_on)) {
+    if (s == 2 && (jb.v == &diffuse__gemm_avx512 || jb.v == &diffuse__gemm_avx2) &&
+        atomic_load(&direct_on)) {
         fwd_s2(&jb, B, work, nth);
         return;
     }

@@ -32,6 +32,7 @@
 #include "harness.h"
 #include "nn/gemm.h"
 #include "nn/layers.h"
+#include "nn/winograd.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -898,6 +899,78 @@ static void test_conv_direct(void)
     diffuse__conv3x3_direct(old);
 }
 
+/* The AVX2 kernel's convolution with its vector packing (run-table
+ * packing of the B panels: im2col32_avx2 for the stride-1 forward and dx,
+ * and for dW's im2col rows; pack_bt16_avx2 for dW's transposed panels)
+ * against the same kernel on the scalar im2col (diffuse__conv3x3_direct(0)
+ * turns the run tables off), bit for bit: only the packing differs.  Edge shapes: widths not multiples of 8, 16
+ * or 32 (5, 7, 9, 10, 13, 17, 28, 40), images of fewer than 32 pixels
+ * (three or more samples in a group of 32 columns), segments crossing
+ * samples, several column blocks (N > 512) and K blocks (Cin 43: K = 387;
+ * dW's K = B P up to 1120, blocks starting inside a sample), Cin 1, 2, 3,
+ * 32, Cout not a multiple of the 6-row strips, batch 1 and 3, stride 2
+ * (the forward from phase stacks, s2_phases_avx2 with odd widths and rows
+ * shorter than 16, against the scalar stride-2 im2col; dW's transposed
+ * panels by pack_bt16_avx2 on both sides); at 1, 2 and 3 threads.
+ * Winograd off (its own bits). */
+static void test_conv_avx2_bits(void)
+{
+    static const size_t cfg[][6] = {/* B, Cin, H, W, Cout, stride */
+                                    {1, 1, 5, 7, 3, 1},    {3, 3, 7, 9, 5, 1},
+                                    {1, 32, 14, 14, 32, 1}, {3, 32, 14, 14, 6, 1},
+                                    {2, 43, 6, 10, 7, 1},  {3, 2, 3, 2, 25, 1},
+                                    {1, 2, 1, 40, 3, 1},   {2, 16, 20, 28, 24, 1},
+                                    {3, 5, 13, 13, 13, 2}, {1, 3, 28, 28, 8, 2},
+                                    {3, 32, 7, 9, 1, 1},   {2, 1, 17, 5, 2, 1},
+                                    {3, 12, 28, 28, 20, 2}, {1, 64, 8, 8, 40, 1},
+                                    {5, 3, 15, 9, 1, 2},   {3, 9, 10, 13, 17, 1}};
+    const int oldw = diffuse__conv3x3_winograd(0), oldd = diffuse__conv3x3_direct(1);
+    if (diffuse__sgemm_force("avx2") != 0) {
+        diffuse__conv3x3_winograd(oldw);
+        diffuse__conv3x3_direct(oldd);
+        return;
+    }
+    for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
+        conv_ctx c = conv_setup(cfg[k]);
+        const size_t nx = c.B * c.Cin * c.H * c.Wd, nw = c.Cout * c.Cin * 9;
+        float *xf = to_f(c.x, nx), *Wf = to_f(c.W, nw), *bf = to_f(c.b, c.Cout);
+        float *rf = to_f(c.r, c.ny);
+        float *work = fvec(diffuse__conv3x3_work_floats(c.Cin, c.Cout, c.H, c.Wd, c.s, 3));
+        float *y[2], *dx[2], *dW[2], *db[2];
+        for (int v = 0; v < 2; v++) {
+            y[v] = fvec(c.ny);
+            dx[v] = fvec(nx);
+            dW[v] = fvec(nw);
+            db[v] = fvec(c.Cout);
+        }
+        /* v = 0: scalar im2col, 1 thread; v = 1: run tables at 1, 2, 3
+         * threads */
+        for (int v = 0; v < 2; v++) {
+            diffuse__conv3x3_direct(v);
+            for (int nt = 1; nt <= (v == 0 ? 1 : 3); nt++) {
+                memset(dW[v], 0, nw * sizeof(float));
+                memset(db[v], 0, c.Cout * sizeof(float));
+                diffuse__conv3x3_forward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, bf, c.Cout, c.s, y[v],
+                                           work, nt);
+                diffuse__conv3x3_backward_f(xf, c.B, c.Cin, c.H, c.Wd, Wf, c.Cout, c.s, rf, dx[v],
+                                            dW[v], db[v], work, nt);
+                if (v == 1 && (memcmp(y[1], y[0], c.ny * sizeof(float)) != 0 ||
+                               memcmp(dx[1], dx[0], nx * sizeof(float)) != 0 ||
+                               memcmp(dW[1], dW[0], nw * sizeof(float)) != 0 ||
+                               memcmp(db[1], db[0], c.Cout * sizeof(float)) != 0))
+                    HARNESS_FAIL_("config %zu, %d threads: run tables (y %d dx %d dW %d) "
+                                  "differ from the scalar im2col",
+                                  k, nt, memcmp(y[1], y[0], c.ny * sizeof(float)) != 0,
+                                  memcmp(dx[1], dx[0], nx * sizeof(float)) != 0,
+                                  memcmp(dW[1], dW[0], nw * sizeof(float)) != 0);
+            }
+        }
+    }
+    diffuse__sgemm_force(NULL);
+    diffuse__conv3x3_winograd(oldw);
+    diffuse__conv3x3_direct(oldd);
+}
+
 /* The float linear layer against the double one, errors measured as in
  * test_conv_float. */
 static void test_linear_float(void)
@@ -1337,6 +1410,7 @@ int main(void)
         RUN_SEEDED(test_linear_short_k_threads);
     }
     diffuse__sgemm_force(NULL);
+    RUN_SEEDED(test_conv_avx2_bits);
     RUN_SEEDED(test_upsample);
     RUN_SEEDED(test_groupnorm_forward);
     RUN_SEEDED(test_groupnorm_backward);
