@@ -5,6 +5,8 @@
  * 16 ymm registers.  kernel_ep_6x16 is the same K-sum with the linear
  * layer's epilogue (bias and residual adds) applied to the tile in
  * registers, and reads op(A) = A where it lies when a strip has 6 rows.
+ * pack_bn_avx2 and pack_a_cols_avx2 copy B panels and A^T strips with
+ * masked ymm loads (copies: no effect on the bits).
  *
  * Compiled without -m flags: the functions carry target attributes and are
  * called only after __builtin_cpu_supports("avx2") and ("fma") (gemm.c).
@@ -153,8 +155,36 @@ static TAVX2 void kernel_ep_6x16(size_t kc, const float *a, int a_layout, size_t
 #undef ST
 }
 
+/* Packing B for op(B) = B: two masked loads and two stores per row of the
+ * panel (the driver's portable copy moves 16-byte pieces). */
+static TAVX2 void pack_bn_avx2(const float *B, size_t ldb, size_t p0, size_t kc, size_t j0,
+                               size_t n, float *dst)
+{
+    for (size_t jq = 0; jq < n; jq += NR) {
+        size_t w = n - jq < NR ? n - jq : NR;
+        __m256i m0 = lane_mask(w < 8 ? w : 8), m1 = lane_mask(w > 8 ? w - 8 : 0);
+        const float *s = B + p0 * ldb + j0 + jq;
+        for (size_t p = 0; p < kc; p++) {
+            _mm256_storeu_ps(dst + p * NR, _mm256_maskload_ps(s + p * ldb, m0));
+            _mm256_storeu_ps(dst + p * NR + 8, _mm256_maskload_ps(s + p * ldb + 8, m1));
+        }
+        dst += kc * NR;
+    }
+}
+
+/* One masked 8-float load and one store per step of K; each store also
+ * writes 2 floats into the next group, which the next store overwrites
+ * (the slack gemm_kernels.h allows). */
+static TAVX2 void pack_a_cols_avx2(const float *src, size_t lda, size_t kc, size_t h,
+                                   float *dst)
+{
+    __m256i m = lane_mask(h);
+    for (size_t p = 0; p < kc; p++)
+        _mm256_storeu_ps(dst + p * MR, _mm256_maskload_ps(src + p * lda, m));
+}
+
 const struct diffuse__gemm_variant diffuse__gemm_avx2 = {
-    "avx2", MR, NR, kernel_6x16, NULL, NULL, NULL, kernel_ep_6x16, MR,
+    "avx2", MR, NR, kernel_6x16, pack_bn_avx2, NULL, pack_a_cols_avx2, kernel_ep_6x16, MR,
 };
 
 #else
