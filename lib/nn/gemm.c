@@ -11,6 +11,9 @@
  *       panels);
  *   q: panels; the micro-kernel computes the MR x NR tile over kc and
  *       updates C.
+ * A variant with a kernel_ep (AVX-512, AVX2; gemm_kernels.h) applies the
+ * linear layer's bias and residual to the tile in registers and reads
+ * op(A) = A in place; diffuse__sgemm_fused_ep(0) turns that off for tests.
  * The first K block applies beta; later ones add.  Every element of C gets
  * the same sequence of operations (K split by K alone, one accumulator per
  * element, fixed block order) whichever part of C it falls in.
@@ -120,7 +123,7 @@ static void kernel_portable(size_t kc, const float *a, int a_layout, const float
 }
 
 static const struct diffuse__gemm_variant variant_portable = {
-    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL,
+    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -128,6 +131,12 @@ static const struct diffuse__gemm_variant variant_portable = {
 /* ------------------------------------------------------------------------ */
 
 static _Atomic(const struct diffuse__gemm_variant *) forced_variant;
+static atomic_int fused_ep_on = 1;
+
+int diffuse__sgemm_fused_ep(int on)
+{
+    return atomic_exchange_explicit(&fused_ep_on, on != 0, memory_order_relaxed);
+}
 
 static int cpu_has(const struct diffuse__gemm_variant *v)
 {
@@ -352,13 +361,13 @@ static void gemm_part(const struct job *jb)
     const size_t mr = v->mr, nr = v->nr;
     const size_t M = jb->M, N = jb->N, K = jb->K;
     const int a_layout = jb->trans_a ? DIFFUSE__GEMM_A_COLS : DIFFUSE__GEMM_A_ROWS;
-#ifdef DIFFUSE__GEMM_X86
-    /* The AVX-512 kernel applies the epilogue's adds to the tile in
-     * registers, and reads op(A) = A where it lies (no packed copy of the
-     * strip) when the strip has 4, 8 or 12 rows. */
-    const int kernel_ep = v == &diffuse__gemm_avx512 && jb->alpha == 1.0f &&
-                          jb->first_mode != DIFFUSE__GEMM_SCALE;
-#endif
+    /* A kernel with the epilogue (AVX-512, AVX2) applies the epilogue's
+     * adds to the tile in registers, and reads op(A) = A where it lies (no
+     * packed copy of the strip) when the strip's height is a multiple of
+     * the variant's ep_rows. */
+    const int kernel_ep = v->kernel_ep != NULL && jb->alpha == 1.0f &&
+                          jb->first_mode != DIFFUSE__GEMM_SCALE &&
+                          atomic_load_explicit(&fused_ep_on, memory_order_relaxed);
 
     /* K blocks of nearly equal depth: a function of K alone. */
     size_t nk = (K + KC - 1) / KC;
@@ -386,12 +395,11 @@ static void gemm_part(const struct job *jb)
             const int first = p0 == 0, last = p0 + kc >= K;
             for (size_t i = 0; i < M; i += mr) {
                 size_t h = M - i < mr ? M - i : mr;
-#ifdef DIFFUSE__GEMM_X86
                 if (kernel_ep) {
                     const struct diffuse__gemm_ep *ep = &jb->ep;
                     const float *as = jb->abuf;
                     size_t a_rs = KCP;
-                    if (!jb->trans_a && h % 4 == 0) {
+                    if (!jb->trans_a && h % v->ep_rows == 0) {
                         as = jb->A + i * jb->lda + p0;
                         a_rs = jb->lda;
                     } else {
@@ -399,7 +407,7 @@ static void gemm_part(const struct job *jb)
                     }
                     for (size_t q = 0; q < npan; q++) {
                         size_t j = j0 + q * nr;
-                        diffuse__gemm_avx512_kernel_ep(
+                        v->kernel_ep(
                             kc, as, a_layout, a_rs, b0 + q * bstep,
                             jb->C + i * jb->ldc + j, jb->ldc, h, n - q * nr < nr ? n - q * nr : nr,
                             mode, first && ep->bias != NULL ? ep->bias + j : NULL,
@@ -409,7 +417,6 @@ static void gemm_part(const struct job *jb)
                         strip_epilogue(jb, i, j0, h, n, 0, 0, last);
                     continue;
                 }
-#endif
                 pack_a_strip(jb, i, h, p0, kc, jb->abuf);
                 for (size_t q = 0; q < npan; q++) {
                     size_t j = q * nr;

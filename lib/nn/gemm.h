@@ -118,4 +118,12 @@ int diffuse__sgemm_force(const char *name);
 /* 1 if the named kernel is compiled in and this CPU can run it, else 0. */
 int diffuse__sgemm_kernel_available(const char *name);
 
+/* For tests: on (1, the default) lets a kernel with the epilogue in its
+ * register tile (AVX-512, AVX2) do the bias and residual adds and read
+ * op(A) in place; off (0) makes every product take the plain kernel and the
+ * separate epilogue passes, which must give the same bits.  Returns the
+ * previous setting.  Not to be called while another thread is in
+ * diffuse__sgemm. */
+int diffuse__sgemm_fused_ep(int on);
+
 #endif

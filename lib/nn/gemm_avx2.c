@@ -2,7 +2,11 @@
  * AVX2 + FMA micro-kernel for diffuse__sgemm: a 6 x 16 tile of C (6 rows, two
  * 8-float vectors per row) in 12 ymm accumulators, the row-major shape BLIS
  * uses on Haswell: 12 accumulators, two B vectors and one broadcast fill the
- * 16 ymm registers.
+ * 16 ymm registers.  kernel_ep_6x16 is the same K-sum with the linear
+ * layer's epilogue (bias and residual adds) applied to the tile in
+ * registers, and reads op(A) = A where it lies when a strip has 6 rows.
+ * pack_bn_avx2 and pack_a_cols_avx2 copy B panels and A^T strips with
+ * masked ymm loads (copies: no effect on the bits).
  *
  * Compiled without -m flags: the functions carry target attributes and are
  * called only after __builtin_cpu_supports("avx2") and ("fma") (gemm.c).
@@ -50,53 +54,52 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, __m256i m0, __m256i
     _mm256_maskstore_ps(cr + 8, m1, x1);
 }
 
-static TAVX2 void kernel_6x16(size_t kc, const float *a, int a_layout, const float *b, float *c,
-                              size_t ldc, size_t mr, size_t nr, float alpha, float beta,
-                              int mode)
-{
-#define DECL(r) __m256 c##r##_0 = _mm256_setzero_ps(), c##r##_1 = _mm256_setzero_ps();
-    ROWS6(DECL)
-#undef DECL
+/* The K-sum of the 6 x 16 tile and the lane masks of its nr columns, as a
+ * function body; rows of a ROWS-layout strip are a_rs floats apart. */
+#define KERNEL_LOOPS                                                        \
+    ROWS6(DECL)                                                             \
+    ROWS6(PF)                                                               \
+    if (a_layout == DIFFUSE__GEMM_A_COLS) {                                 \
+        for (size_t p = 0; p < kc; p++) {                                   \
+            __m256 b0 = _mm256_loadu_ps(b);                                  \
+            __m256 b1 = _mm256_loadu_ps(b + 8);                              \
+            ROWS6(STEP_COLS)                                                \
+            a += MR;                                                        \
+            b += NR;                                                        \
+        }                                                                   \
+    } else {                                                                \
+        for (size_t p = 0; p < kc; p++) {                                   \
+            __m256 b0 = _mm256_loadu_ps(b);                                  \
+            __m256 b1 = _mm256_loadu_ps(b + 8);                              \
+            ROWS6(STEP_ROWS)                                                \
+            a += 1;                                                         \
+            b += NR;                                                        \
+        }                                                                   \
+    }                                                                       \
+    __m256i m0 = lane_mask(nr < 8 ? nr : 8);                                \
+    __m256i m1 = lane_mask(nr > 8 ? nr - 8 : 0);
 
+#define DECL(r) __m256 c##r##_0 = _mm256_setzero_ps(), c##r##_1 = _mm256_setzero_ps();
 #define PF(r)                                                               \
     if ((size_t)(r) < mr) {                                                 \
         _mm_prefetch((const char *)(c + (size_t)(r) * ldc), _MM_HINT_T0);      \
         _mm_prefetch((const char *)(c + (size_t)(r) * ldc + 15), _MM_HINT_T0); \
     }
-    ROWS6(PF)
-#undef PF
-
 #define STEP(r, aval)                                                       \
     {                                                                       \
         __m256 av = _mm256_set1_ps(aval);                                   \
         c##r##_0 = _mm256_fmadd_ps(av, b0, c##r##_0);                       \
         c##r##_1 = _mm256_fmadd_ps(av, b1, c##r##_1);                       \
     }
-    if (a_layout == DIFFUSE__GEMM_A_COLS) {
-        for (size_t p = 0; p < kc; p++) {
-            __m256 b0 = _mm256_loadu_ps(b);
-            __m256 b1 = _mm256_loadu_ps(b + 8);
-#define S(r) STEP(r, a[r])
-            ROWS6(S)
-#undef S
-            a += MR;
-            b += NR;
-        }
-    } else {
-        for (size_t p = 0; p < kc; p++) {
-            __m256 b0 = _mm256_loadu_ps(b);
-            __m256 b1 = _mm256_loadu_ps(b + 8);
-#define S(r) STEP(r, a[(r) * KCP])
-            ROWS6(S)
-#undef S
-            a += 1;
-            b += NR;
-        }
-    }
-#undef STEP
+#define STEP_COLS(r) STEP(r, a[r])
+#define STEP_ROWS(r) STEP(r, a[(r) * a_rs])
 
-    __m256i m0 = lane_mask(nr < 8 ? nr : 8);
-    __m256i m1 = lane_mask(nr > 8 ? nr - 8 : 0);
+static TAVX2 void kernel_6x16(size_t kc, const float *a, int a_layout, const float *b, float *c,
+                              size_t ldc, size_t mr, size_t nr, float alpha, float beta,
+                              int mode)
+{
+    const size_t a_rs = KCP;
+    KERNEL_LOOPS
 #define ST(r)                                                               \
     if ((size_t)(r) < mr)                                                   \
         store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, alpha, beta, mode);
@@ -104,8 +107,84 @@ static TAVX2 void kernel_6x16(size_t kc, const float *a, int a_layout, const flo
 #undef ST
 }
 
+/* One row of the tile with the linear layer's epilogue (gemm_kernels.h):
+ * t = acc; bias + t; C + t (ADD); t + res; C = t, the operations and order
+ * of gemm.c's separate passes (strip_epilogue), so the bits are too. */
+TAVX2_INLINE void store_row_ep(float *cr, __m256 x0, __m256 x1, __m256i m0, __m256i m1,
+                               int mode, const float *bias, const float *res)
+{
+    if (bias != NULL) {
+        x0 = _mm256_add_ps(_mm256_maskload_ps(bias, m0), x0);
+        x1 = _mm256_add_ps(_mm256_maskload_ps(bias + 8, m1), x1);
+    }
+    if (mode == DIFFUSE__GEMM_ADD) {
+        x0 = _mm256_add_ps(_mm256_maskload_ps(cr, m0), x0);
+        x1 = _mm256_add_ps(_mm256_maskload_ps(cr + 8, m1), x1);
+    }
+    if (res != NULL) {
+        x0 = _mm256_add_ps(x0, _mm256_maskload_ps(res, m0));
+        x1 = _mm256_add_ps(x1, _mm256_maskload_ps(res + 8, m1));
+    }
+    _mm256_maskstore_ps(cr, m0, x0);
+    _mm256_maskstore_ps(cr + 8, m1, x1);
+}
+
+/* The kernel with the epilogue (diffuse__gemm_kernel_ep_fn).  It always
+ * reads 6 rows of a: a strip read in place (a_rs = lda) must have 6. */
+static TAVX2 void kernel_ep_6x16(size_t kc, const float *a, int a_layout, size_t a_rs,
+                                 const float *b, float *c, size_t ldc, size_t mr, size_t nr,
+                                 int mode, const float *bias, const float *res, size_t ldr)
+{
+    /* The residual rows are read only after the K-sum: ask for them now,
+     * as for C (from memory, their latency would stall every tile). */
+#define PF_RES(r)                                                           \
+    if ((size_t)(r) < mr) {                                                 \
+        _mm_prefetch((const char *)(res + (size_t)(r) * ldr), _MM_HINT_T0);    \
+        _mm_prefetch((const char *)(res + (size_t)(r) * ldr + 15), _MM_HINT_T0); \
+    }
+    if (res != NULL) {
+        ROWS6(PF_RES)
+    }
+#undef PF_RES
+    KERNEL_LOOPS
+#define ST(r)                                                               \
+    if ((size_t)(r) < mr)                                                   \
+        store_row_ep(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, mode, bias,       \
+                     res != NULL ? res + (size_t)(r) * ldr : NULL);
+    ROWS6(ST)
+#undef ST
+}
+
+/* Packing B for op(B) = B: two masked loads and two stores per row of the
+ * panel (the driver's portable copy moves 16-byte pieces). */
+static TAVX2 void pack_bn_avx2(const float *B, size_t ldb, size_t p0, size_t kc, size_t j0,
+                               size_t n, float *dst)
+{
+    for (size_t jq = 0; jq < n; jq += NR) {
+        size_t w = n - jq < NR ? n - jq : NR;
+        __m256i m0 = lane_mask(w < 8 ? w : 8), m1 = lane_mask(w > 8 ? w - 8 : 0);
+        const float *s = B + p0 * ldb + j0 + jq;
+        for (size_t p = 0; p < kc; p++) {
+            _mm256_storeu_ps(dst + p * NR, _mm256_maskload_ps(s + p * ldb, m0));
+            _mm256_storeu_ps(dst + p * NR + 8, _mm256_maskload_ps(s + p * ldb + 8, m1));
+        }
+        dst += kc * NR;
+    }
+}
+
+/* One masked 8-float load and one store per step of K; each store also
+ * writes 2 floats into the next group, which the next store overwrites
+ * (the slack gemm_kernels.h allows). */
+static TAVX2 void pack_a_cols_avx2(const float *src, size_t lda, size_t kc, size_t h,
+                                   float *dst)
+{
+    __m256i m = lane_mask(h);
+    for (size_t p = 0; p < kc; p++)
+        _mm256_storeu_ps(dst + p * MR, _mm256_maskload_ps(src + p * lda, m));
+}
+
 const struct diffuse__gemm_variant diffuse__gemm_avx2 = {
-    "avx2", MR, NR, kernel_6x16, NULL, NULL, NULL,
+    "avx2", MR, NR, kernel_6x16, pack_bn_avx2, NULL, pack_a_cols_avx2, kernel_ep_6x16, MR,
 };
 
 #else

@@ -164,7 +164,7 @@ static T512 void kernel_ep_4x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS4) }
 static T512 void kernel_ep_8x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS8) }
 static T512 void kernel_ep_12x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS12) }
 
-void diffuse__gemm_avx512_kernel_ep(KERNEL_EP_ARGS)
+static void kernel_ep(KERNEL_EP_ARGS)
 {
     if (mr <= 4)
         kernel_ep_4x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
@@ -267,7 +267,7 @@ static T512 void pack_a_cols_avx512(const float *src, size_t lda, size_t kc, siz
 }
 
 const struct diffuse__gemm_variant diffuse__gemm_avx512 = {
-    "avx512", MR, NR, kernel, pack_bn_avx512, pack_bt_avx512, pack_a_cols_avx512,
+    "avx512", MR, NR, kernel, pack_bn_avx512, pack_bt_avx512, pack_a_cols_avx512, kernel_ep, 4,
 };
 
 #else

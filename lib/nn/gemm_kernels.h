@@ -70,6 +70,22 @@ typedef void diffuse__gemm_pack_b_fn(const float *B, size_t ldb, size_t p0, size
 typedef void diffuse__gemm_pack_a_cols_fn(const float *src, size_t lda, size_t kc, size_t h,
                                           float *dst);
 
+/* Optional: the kernel (alpha 1; mode SET or ADD) with the linear layer's
+ * epilogue applied to the tile in registers, row r of the tile, column j:
+ *   t = acc; t = bias[j] + t (bias != NULL, mode SET); t = C + t (mode ADD);
+ *   t = t + res[r * ldr + j] (res != NULL); C = t.
+ * The bits of the kernel followed by gemm.c's separate epilogue passes (the
+ * SiLU of the epilogue stays a pass over the strip: in the tile it made the
+ * AVX-512 kernel slower).  In the ROWS layout, rows of a are a_rs floats
+ * apart (KCP for a packed strip, or lda to read op(A) = A where it is
+ * stored: the kernel then reads mr rounded up to a multiple of the
+ * variant's ep_rows, so gemm.c reads in place only strips whose height is
+ * such a multiple). */
+typedef void diffuse__gemm_kernel_ep_fn(size_t kc, const float *a, int a_layout, size_t a_rs,
+                                        const float *b, float *c, size_t ldc, size_t mr,
+                                        size_t nr, int mode, const float *bias, const float *res,
+                                        size_t ldr);
+
 struct diffuse__gemm_variant {
     const char *name;
     size_t mr, nr;
@@ -77,6 +93,8 @@ struct diffuse__gemm_variant {
     diffuse__gemm_pack_b_fn *pack_bn;
     diffuse__gemm_pack_b_fn *pack_bt;
     diffuse__gemm_pack_a_cols_fn *pack_a_cols;
+    diffuse__gemm_kernel_ep_fn *kernel_ep; /* NULL: the separate passes */
+    size_t ep_rows;
 };
 
 /* The variant diffuse__sgemm uses now (gemm.c), for drivers of their own
@@ -87,18 +105,6 @@ const struct diffuse__gemm_variant *diffuse__gemm_variant_now(void);
 #  define DIFFUSE__GEMM_X86 1
 extern const struct diffuse__gemm_variant diffuse__gemm_avx512;
 extern const struct diffuse__gemm_variant diffuse__gemm_avx2;
-/* The AVX-512 kernel (alpha 1; mode SET or ADD) with the linear layer's
- * epilogue applied to the tile in registers, row r of the tile, column j:
- *   t = acc; t = bias[j] + t (bias != NULL, mode SET); t = C + t (mode ADD);
- *   t = t + res[r * ldr + j] (res != NULL); C = t.
- * The bits of the kernel followed by gemm.c's separate epilogue passes (the
- * SiLU of the epilogue stays a pass over the strip: in the tile it made the
- * kernel slower).  In the ROWS layout, rows of a are a_rs floats apart (KCP
- * for a packed strip, or lda to read op(A) = A where it is stored: the
- * kernel then reads 4, 8 or 12 rows, mr rounded up to a multiple of 4). */
-void diffuse__gemm_avx512_kernel_ep(size_t kc, const float *a, int a_layout, size_t a_rs,
-                                    const float *b, float *c, size_t ldc, size_t mr, size_t nr,
-                                    int mode, const float *bias, const float *res, size_t ldr);
 #endif
 
 #endif

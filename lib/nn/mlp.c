@@ -3,6 +3,7 @@
 #include "mlp.h"
 
 #define MLP_REAL float
+#define MLP_IS_FLOAT 1 /* the AVX2 column sums read floats */
 #define MLP_L(name) name##_f
 #define MLP_FN(name) name##_f
 #define MLP_LINEAR_PACKED(pk, x, B, I, W, bias, O, y, res, ldr, act, work, nt)               \

@@ -275,20 +275,67 @@ TAVX2_INLINE __m256 scale8(__m256 v, __m256i n)
     return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_castsi256_ps(b1)), _mm256_castsi256_ps(b2));
 }
 
+/* silu of the 8 lanes of v into *out; 0 when a lane is out of range (its
+ * value in *out is then not the answer). */
+TAVX2_INLINE int fwd8(__m256 v, __m256 *out)
+{
+    __m256 p, e, num, neg;
+    __m256i k;
+    int fast = parts8(v, &p, &k);
+    e = scale8(p, k);
+    neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+    num = _mm256_blendv_ps(v, scale8(_mm256_mul_ps(v, p), k), neg);
+    *out = _mm256_div_ps(num, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    return fast;
+}
+
+/* dsilu of the 8 lanes of v times g into *out; 0 as fwd8 (NaN and
+ * infinite lanes compute garbage quietly, under the default masked
+ * exceptions, and are redone by the scalar path). */
+TAVX2_INLINE int bwd8(__m256 v, __m256 g, __m256 *out)
+{
+    __m256 p, e, q, c, h, neg;
+    __m256i k;
+    int fast = parts8(v, &p, &k);
+    e = scale8(p, k);
+    q = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+    c = _mm256_blendv_ps(_mm256_mul_ps(e, q), q, neg);
+    h = _mm256_blendv_ps(q, _mm256_mul_ps(p, q), neg);
+    h = _mm256_mul_ps(h, _mm256_fmadd_ps(v, c, _mm256_set1_ps(1.0f)));
+    *out = _mm256_mul_ps(g, _mm256_blendv_ps(h, scale8(h, k), neg));
+    return fast;
+}
+
+/* The AVX2 loops take 32 elements a step, four independent vectors, each
+ * computed whole before its range is tested (no branch between them): one
+ * vector's work is a single dependency chain about 60 cycles long (the
+ * polynomial, the scaling, the division), and with one vector a step and a
+ * branch per vector Zen 3 overlapped too little of it (forward 1.1 ->
+ * 0.66 ns per element, backward 1.3 -> 1.0 on one core).  All four are
+ * loaded before any is stored (y may be x). */
 TAVX2 static void fwd_avx2(const float *x, size_t n, float *y)
 {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i), p, e, num, neg;
-        __m256i k;
-        if (!parts8(v, &p, &k)) {
-            fwd_scalar(x + i, 8, y + i);
-            continue;
+    for (; i + 32 <= n; i += 32) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8),
+               v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
+        __m256 o0, o1, o2, o3;
+        if (fwd8(v0, &o0) & fwd8(v1, &o1) & fwd8(v2, &o2) & fwd8(v3, &o3)) {
+            _mm256_storeu_ps(y + i, o0);
+            _mm256_storeu_ps(y + i + 8, o1);
+            _mm256_storeu_ps(y + i + 16, o2);
+            _mm256_storeu_ps(y + i + 24, o3);
+        } else {
+            fwd_scalar(x + i, 32, y + i);
         }
-        e = scale8(p, k);
-        neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-        num = _mm256_blendv_ps(v, scale8(_mm256_mul_ps(v, p), k), neg);
-        _mm256_storeu_ps(y + i, _mm256_div_ps(num, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 o;
+        if (fwd8(_mm256_loadu_ps(x + i), &o))
+            _mm256_storeu_ps(y + i, o);
+        else
+            fwd_scalar(x + i, 8, y + i);
     }
     fwd_scalar(x + i, n - i, y + i);
 }
@@ -296,20 +343,27 @@ TAVX2 static void fwd_avx2(const float *x, size_t n, float *y)
 TAVX2 static void bwd_avx2(const float *x, const float *dy, size_t n, float *dx)
 {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i), g = _mm256_loadu_ps(dy + i), p, e, q, c, h, neg;
-        __m256i k;
-        if (!parts8(v, &p, &k)) {
-            bwd_scalar(x + i, dy + i, 8, dx + i);
-            continue;
+    for (; i + 32 <= n; i += 32) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8),
+               v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
+        __m256 g0 = _mm256_loadu_ps(dy + i), g1 = _mm256_loadu_ps(dy + i + 8),
+               g2 = _mm256_loadu_ps(dy + i + 16), g3 = _mm256_loadu_ps(dy + i + 24);
+        __m256 o0, o1, o2, o3;
+        if (bwd8(v0, g0, &o0) & bwd8(v1, g1, &o1) & bwd8(v2, g2, &o2) & bwd8(v3, g3, &o3)) {
+            _mm256_storeu_ps(dx + i, o0);
+            _mm256_storeu_ps(dx + i + 8, o1);
+            _mm256_storeu_ps(dx + i + 16, o2);
+            _mm256_storeu_ps(dx + i + 24, o3);
+        } else {
+            bwd_scalar(x + i, dy + i, 32, dx + i);
         }
-        e = scale8(p, k);
-        q = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-        neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-        c = _mm256_blendv_ps(_mm256_mul_ps(e, q), q, neg);
-        h = _mm256_blendv_ps(q, _mm256_mul_ps(p, q), neg);
-        h = _mm256_mul_ps(h, _mm256_fmadd_ps(v, c, _mm256_set1_ps(1.0f)));
-        _mm256_storeu_ps(dx + i, _mm256_mul_ps(g, _mm256_blendv_ps(h, scale8(h, k), neg)));
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 o;
+        if (bwd8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i), &o))
+            _mm256_storeu_ps(dx + i, o);
+        else
+            bwd_scalar(x + i, dy + i, 8, dx + i);
     }
     bwd_scalar(x + i, dy + i, n - i, dx + i);
 }

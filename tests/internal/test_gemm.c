@@ -14,8 +14,9 @@
  * (the ldc padding) is never written; beta == 0 never reads C (C is filled
  * with NaN); the work area's old contents do not matter (filled with NaN);
  * results are bit-identical for 1, 2, 3 and 4 threads (OpenMP builds), from
- * inside a caller's parallel region, and between repeated calls; and each
- * ISA kernel agrees with the portable one.
+ * inside a caller's parallel region, and between repeated calls; each
+ * ISA kernel agrees with the portable one; and the fused epilogue gives the
+ * bits of the separate passes.
  *
  * Links the static archive, for the hidden diffuse__ functions.  Seeded
  * tests print their seed when they fail.
@@ -519,6 +520,88 @@ static void test_sgemm_kernels_match_portable(void)
         SKIP("no ISA kernel is available on this CPU/build: nothing to compare");
 }
 
+/* The fused epilogue (a kernel with bias and residual adds in its register
+ * tile, reading op(A) in place: AVX-512, AVX2) against the same kernel with
+ * it turned off (plain kernel, separate passes), bit for bit: every ISA
+ * kernel, the four layouts, shapes with M, N, K off the tiles (one and
+ * several K blocks; strips whose height is and is not the kernel's MR), C
+ * and op(A) with padding, bias / residual (own rows or one row for all) /
+ * SiLU on and off, alpha 1 and not, beta 0, 1 and 0.5 (the SCALE mode and
+ * alpha != 1 take the plain kernel in both runs). */
+static void test_sgemm_fused_ep_bit_identical(void)
+{
+    static const size_t shapes[][3] = {
+        {1, 1, 1}, {5, 15, 3}, {6, 16, 8}, {7, 17, 9}, {13, 33, 385}, {37, 70, 200},
+        {96, 256, 2}, {12, 2, 256}, {100, 40, 800},
+    };
+    static const float ep_alphas[] = {1.0f, 0.75f};
+    static const float ep_betas[] = {0.0f, 1.0f, 0.5f};
+    int compared = 0;
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x6570696c6f677565ull;
+    for (int kern = 0; kern < NKERNELS; kern++) {
+        const char *name = kernel_names[kern];
+        if (!diffuse__sgemm_kernel_available(name))
+            continue;
+        compared++;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int t = 0; t < 4; t++)
+                for (int ab = 0; ab < 6; ab++)
+                    for (int e = 0; e < 12; e++) {
+                        const float alpha = ep_alphas[ab / 3], beta = ep_betas[ab % 3];
+                        const int bias = e & 1, act = (e >> 1) & 1, res = e >> 2; /* res 0..2 */
+                        if (bias && (alpha != 1.0f || beta != 0.0f))
+                            continue;
+                        struct problem p;
+                        ASSERT_EQ(problem_make(&p, t >> 1, t & 1, shapes[s][0], shapes[s][1],
+                                               shapes[s][2], (size_t)(e % 3), alpha, beta),
+                                  0);
+                        const size_t M = p.M, N = p.N;
+                        float *bv = alloc_floats(N + 1), *rv = alloc_floats(M * N + 1);
+                        float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
+                        float *a1 = alloc_floats(M * N + 1), *a2 = alloc_floats(M * N + 1);
+                        ASSERT_TRUE(bv && rv && c1 && c2 && a1 && a2);
+                        fill_random(bv, N);
+                        fill_random(rv, M * N);
+                        fill_value(a1, M * N, NAN);
+                        fill_value(a2, M * N, NAN);
+                        struct diffuse__gemm_ep ep = {bias ? bv : NULL, res ? rv : NULL,
+                                                      res == 2 ? N : 0, NULL, N};
+                        ASSERT_EQ(diffuse__sgemm_force(name), 0);
+                        for (int on = 1; on >= 0; on--) {
+                            float *c = on ? c1 : c2;
+                            ep.act = act ? (on ? a1 : a2) : NULL;
+                            memcpy(c, p.C0, p.nc * sizeof(float));
+                            diffuse__sgemm_fused_ep(on);
+                            diffuse__sgemm_ep(p.ta, p.tb, M, N, p.K, alpha, p.A, p.lda, p.B,
+                                              p.ldb, beta, c, p.ldc, work, 1, &ep);
+                        }
+                        diffuse__sgemm_fused_ep(1);
+                        diffuse__sgemm_force(NULL);
+                        int same = memcmp(c1, c2, p.nc * sizeof(float)) == 0 &&
+                                   memcmp(a1, a2, M * N * sizeof(float)) == 0;
+                        free(bv);
+                        free(rv);
+                        free(c1);
+                        free(c2);
+                        free(a1);
+                        free(a2);
+                        problem_free(&p);
+                        if (!same) {
+                            free(work);
+                            HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d, alpha %g "
+                                          "beta %g, bias %d res %d act %d: fused and separate "
+                                          "epilogues differ",
+                                          name, shapes[s][0], shapes[s][1], shapes[s][2], t >> 1,
+                                          t & 1, (double)alpha, (double)beta, bias, res, act);
+                        }
+                    }
+    }
+    free(work);
+    ASSERT_TRUE(compared > 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Special values and the kernel switch                                      */
 /* ------------------------------------------------------------------------ */
@@ -608,6 +691,7 @@ int main(void)
     RUN_SEEDED(test_sgemm_reference_avx2);
     RUN_SEEDED(test_sgemm_reference_avx512);
     RUN_SEEDED(test_sgemm_kernels_match_portable);
+    RUN_SEEDED(test_sgemm_fused_ep_bit_identical);
     RUN_SEEDED(test_sgemm_repeat_bit_identical);
     RUN_SEEDED(test_sgemm_threads_bit_identical);
     RUN_SEEDED(test_sgemm_inside_parallel_region);
