@@ -16,7 +16,14 @@
  * thread's work area (about the L2 cache).  On AVX-512 the input
  * transform runs 16 tiles of a tile row per vector, the output transform
  * 16 consecutive tiles of the block whatever their rows (the same
- * operations as the scalar code, so the same bits).
+ * operations as the scalar code, so the same bits).  With the AVX2 GEMM
+ * kernel (nr = 16) the input transform runs 8 tiles per vector, in two
+ * halves of 4: 8 tiles of one tile row, or where W <= 8 (at most 4 tiles a
+ * row) two tile rows; the output transform 8 consecutive tiles of the
+ * block.  The arithmetic of both widths is one body (WINO_ARITH); the
+ * choice follows the GEMM variant in use (diffuse__sgemm_force("avx2")
+ * reaches the AVX2 code on an AVX-512 CPU), and diffuse__wino_vector(0)
+ * forces the scalar transforms (tests compare the bits).
  *
  * Rounding: V takes two roundings per element (|V| <= sum of |d| over the
  * patch), U two (|U| <= sum of |g|), the K-sum one per input channel, the
@@ -30,10 +37,16 @@
 #include <string.h>
 
 static _Atomic int wino_on = 1;
+static _Atomic int wino_vec = 1;
 
 int diffuse__conv3x3_winograd(int on)
 {
     return atomic_exchange(&wino_on, on);
+}
+
+int diffuse__wino_vector(int on)
+{
+    return atomic_exchange(&wino_vec, on);
 }
 
 static size_t min_z(size_t a, size_t b)
@@ -247,7 +260,52 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
 
 #if defined(DIFFUSE__GEMM_X86) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define WINO_AVX512 1
+#define WINO_X86 1
+
+/* The arithmetic of the vector transforms, one body for any vector type
+ * VT (__m512 with ADD/SUB its add/sub, or __m256), with the operations of
+ * in_run_scalar and out_run_scalar in their order (so their bits):
+ *   bt_cols: t = B^T d down the columns of a 4 x 4 tile of vectors;
+ *   bt_row: the four outputs of row t of t B;
+ *   at_tile: o = A^T m A (+ bias bv where has_bias) of the 16 vectors m. */
+#define WINO_ARITH(SFX, TGT, VT, ADD, SUB, SET1)                                                 \
+    __attribute__((target(TGT))) static inline void bt_cols_##SFX(VT d[4][4], VT t[4][4])      \
+    {                                                                                          \
+        for (size_t c = 0; c < 4; c++) {                                                       \
+            t[0][c] = SUB(d[0][c], d[2][c]);                                                   \
+            t[1][c] = ADD(d[1][c], d[2][c]);                                                   \
+            t[2][c] = SUB(d[2][c], d[1][c]);                                                   \
+            t[3][c] = SUB(d[1][c], d[3][c]);                                                   \
+        }                                                                                      \
+    }                                                                                          \
+    __attribute__((target(TGT))) static inline void bt_row_##SFX(const VT t[4], VT o[4])       \
+    {                                                                                          \
+        o[0] = SUB(t[0], t[2]);                                                                \
+        o[1] = ADD(t[1], t[2]);                                                                \
+        o[2] = SUB(t[2], t[1]);                                                                \
+        o[3] = SUB(t[1], t[3]);                                                                \
+    }                                                                                          \
+    __attribute__((target(TGT))) static inline void at_tile_##SFX(const VT m[16], int has_bias, \
+                                                                  float bias, VT o[4])          \
+    {                                                                                          \
+        VT a[2][4];                                                                            \
+        for (size_t c = 0; c < 4; c++) {                                                       \
+            a[0][c] = ADD(ADD(m[c], m[4 + c]), m[8 + c]);                                      \
+            a[1][c] = SUB(SUB(m[4 + c], m[8 + c]), m[12 + c]);                                 \
+        }                                                                                      \
+        for (size_t h = 0; h < 2; h++) {                                                       \
+            o[2 * h] = ADD(ADD(a[h][0], a[h][1]), a[h][2]);                                    \
+            o[2 * h + 1] = SUB(SUB(a[h][1], a[h][2]), a[h][3]);                                \
+        }                                                                                      \
+        if (has_bias) {                                                                        \
+            const VT bv = SET1(bias);                                                          \
+            for (size_t q = 0; q < 4; q++)                                                     \
+                o[q] = ADD(o[q], bv);                                                          \
+        }                                                                                      \
+    }
+
+WINO_ARITH(avx512, "avx512f", __m512, _mm512_add_ps, _mm512_sub_ps, _mm512_set1_ps)
+WINO_ARITH(avx2, "avx2,fma", __m256, _mm256_add_ps, _mm256_sub_ps, _mm256_set1_ps)
 
 static __mmask16 lanes(size_t n)
 {
@@ -274,18 +332,6 @@ __attribute__((target("avx512f"))) static inline void put16(float *Vk, size_t C,
 
 /* V of one run, 16 tiles per vector: lane l holds tile tx + l.  Row iy of
  * the patches as four vectors, columns 2 (tx + l) - 1 + c for c = 0..3. */
-/* t = B^T d down the columns of a 4 x 4 tile of vectors (both input
- * transforms; the rows follow at the stores). */
-__attribute__((target("avx512f"))) static inline void bt_cols(__m512 d[4][4], __m512 t[4][4])
-{
-    for (size_t c = 0; c < 4; c++) {
-        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
-        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
-        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
-        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
-    }
-}
-
 __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffuse__wino *p,
                                                             const struct run *r, size_t vks,
                                                             float *V, size_t ci)
@@ -328,13 +374,12 @@ __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffus
             d[i][3] = _mm512_castsi512_ps(
                 _mm512_alignr_epi32(_mm512_castps_si512(nv), _mm512_castps_si512(e), 1));
         }
-        bt_cols(d, t);
+        bt_cols_avx512(d, t);
         for (size_t i = 0; i < 4; i++) {
-            float *Vk = V + 4 * i * vks;
-            put16(Vk, C, ci, r, _mm512_sub_ps(t[i][0], t[i][2]));
-            put16(Vk + vks, C, ci, r, _mm512_add_ps(t[i][1], t[i][2]));
-            put16(Vk + 2 * vks, C, ci, r, _mm512_sub_ps(t[i][2], t[i][1]));
-            put16(Vk + 3 * vks, C, ci, r, _mm512_sub_ps(t[i][1], t[i][3]));
+            __m512 o[4];
+            bt_row_avx512(t[i], o);
+            for (size_t c = 0; c < 4; c++)
+                put16(V + (4 * i + c) * vks, C, ci, r, o[c]);
         }
     }
 }
@@ -408,17 +453,12 @@ __attribute__((target("avx512f"))) static void in_groups_avx512(const struct dif
         /* past a group's last tile: column 2 (tx + tw) >= W, zero */
         d[i][3] = _mm512_maskz_permutexvar_ps((__mmask16)~last, up, e);
     }
-    bt_cols(d, t);
+    bt_cols_avx512(d, t);
     for (size_t i = 0; i < 4; i++) {
-        float *Vk = V + 4 * i * vks;
-        const size_t j = rs[0].j;
-        put_at(Vk, C, ci, j, n, _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][0], t[i][2])));
-        put_at(Vk + vks, C, ci, j, n,
-               _mm512_maskz_compress_ps(keep, _mm512_add_ps(t[i][1], t[i][2])));
-        put_at(Vk + 2 * vks, C, ci, j, n,
-               _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][2], t[i][1])));
-        put_at(Vk + 3 * vks, C, ci, j, n,
-               _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][1], t[i][3])));
+        __m512 o[4];
+        bt_row_avx512(t[i], o);
+        for (size_t c = 0; c < 4; c++)
+            put_at(V + (4 * i + c) * vks, C, ci, rs[0].j, n, _mm512_maskz_compress_ps(keep, o[c]));
     }
 }
 
@@ -441,24 +481,10 @@ __attribute__((target("avx512f"))) static void out_block_avx512(const struct dif
     size_t i = 0;
     for (size_t j0 = 0; j0 < n; j0 += 16) {
         const __mmask16 ml = lanes(n - j0);
-        __m512 a[2][4], o[4];
-        for (size_t c = 0; c < 4; c++) {
-            const __m512 m0 = _mm512_maskz_loadu_ps(ml, mc + c * ks + j0);
-            const __m512 m1 = _mm512_maskz_loadu_ps(ml, mc + (4 + c) * ks + j0);
-            const __m512 m2 = _mm512_maskz_loadu_ps(ml, mc + (8 + c) * ks + j0);
-            const __m512 m3 = _mm512_maskz_loadu_ps(ml, mc + (12 + c) * ks + j0);
-            a[0][c] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-            a[1][c] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-        }
-        for (size_t h = 0; h < 2; h++) {
-            o[2 * h] = _mm512_add_ps(_mm512_add_ps(a[h][0], a[h][1]), a[h][2]);
-            o[2 * h + 1] = _mm512_sub_ps(_mm512_sub_ps(a[h][1], a[h][2]), a[h][3]);
-        }
-        if (p->bias != NULL) {
-            const __m512 bv = _mm512_set1_ps(p->bias[co]);
-            for (size_t q = 0; q < 4; q++)
-                o[q] = _mm512_add_ps(o[q], bv);
-        }
+        __m512 m[16], o[4];
+        for (size_t k = 0; k < 16; k++)
+            m[k] = _mm512_maskz_loadu_ps(ml, mc + k * ks + j0);
+        at_tile_avx512(m, p->bias != NULL, p->bias != NULL ? p->bias[co] : 0.0f, o);
         /* the runs that meet tiles j0 .. j0 + 15 */
         for (; i < nrun && rs[i].j < j0 + 16; i++) {
             const struct run *r = rs + i;
@@ -480,6 +506,201 @@ __attribute__((target("avx512f"))) static void out_block_avx512(const struct dif
         }
     }
 }
+
+/* AVX2 (the AVX2 GEMM kernel: nr = 16), 8 tiles per vector in two halves
+ * of 4 lanes.  A half: tiles tx + l .. tx + l + n - 1 of run r (n = 0: no
+ * tiles, lanes zero).  Both halves are one run's 8 consecutive tiles, or
+ * (narrow images, W <= 8: a tile row has at most 4 tiles) two consecutive
+ * runs, one per half. */
+struct half {
+    const struct run *r;
+    size_t l, n;
+};
+
+/* 8 floats of row from column cb (may be negative or run past W; zero
+ * outside the row). */
+__attribute__((target("avx2,fma"))) static inline __m256 row8(const float *row, ptrdiff_t cb,
+                                                             size_t W)
+{
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i m;
+    if (cb >= 0 && (size_t)cb + 8 <= W)
+        return _mm256_loadu_ps(row + cb);
+    /* lanes -cb <= l < W - cb */
+    m = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)-cb), iota),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)((ptrdiff_t)W - cb)), iota));
+    return _mm256_maskload_ps(row + cb, m);
+}
+
+/* The even and the odd lanes of the 16 floats a, b (a first). */
+__attribute__((target("avx2,fma"))) static inline void deint(__m256 a, __m256 b, __m256 *ev,
+                                                            __m256 *od)
+{
+    *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+    *od = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* Where the tiles of a vector go in V_k: lanes (after the permutation pidx
+ * where perm) 0 .. n0 - 1 to off0, n0 .. n - 1 (moved down by sh) to off1
+ * in the next panel where split. */
+struct put8 {
+    size_t off0, off1;
+    int full, perm, split;
+    __m256i pidx, m0, m1, sh;
+};
+
+__attribute__((target("avx2,fma"))) static inline void put8(float *Vk, const struct put8 *pl,
+                                                           __m256 v)
+{
+    if (pl->perm)
+        v = _mm256_permutevar8x32_ps(v, pl->pidx);
+    if (pl->full)
+        _mm256_storeu_ps(Vk + pl->off0, v);
+    else
+        _mm256_maskstore_ps(Vk + pl->off0, pl->m0, v);
+    if (pl->split)
+        _mm256_maskstore_ps(Vk + pl->off1, pl->m1, _mm256_permutevar8x32_ps(v, pl->sh));
+}
+
+/* V of the tiles of the halves h (slots j ..: the second half's tiles
+ * follow the first's) for channel ci: lane l of half g holds tile tx + l
+ * of its run, the patch columns 2 (tx + l) - 1 + c (c = 0..3) the even and
+ * odd lanes of the 8 columns from 2 tx - 1 and of the 8 from 2 tx + 1.
+ * The same operations as in_run_scalar. */
+__attribute__((target("avx2,fma"))) static void in_vec_avx2(const struct diffuse__wino *p,
+                                                           const struct half h[2], size_t j,
+                                                           size_t vks, float *V, size_t ci)
+{
+    const size_t C = p->C, H = p->H, W = p->W, n = h[0].n + h[1].n;
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 d[4][4], t[4][4];
+    struct put8 pl;
+    for (size_t i = 0; i < 4; i++) {
+        __m256 a[2][2];
+        for (size_t g = 0; g < 2; g++) {
+            const struct run *r = h[g].r;
+            const ptrdiff_t iy = 2 * (ptrdiff_t)(r != NULL ? r->ty : 0) - 1 + (ptrdiff_t)i;
+            a[g][0] = a[g][1] = _mm256_setzero_ps();
+            if (h[g].n == 0 || iy < 0 || (size_t)iy >= H)
+                continue;
+            const float *row = p->x + (r->b * C + ci) * H * W + (size_t)iy * W;
+            const ptrdiff_t cb = 2 * (ptrdiff_t)(r->tx + h[g].l) - 1;
+            if (ci + 2 < C) /* two channels on (see in_run_avx512) */
+                _mm_prefetch((const char *)(row + 2 * H * W + cb + 1), _MM_HINT_T0);
+            a[g][0] = row8(row, cb, W);
+            a[g][1] = row8(row, cb + 2, W);
+        }
+        deint(a[0][0], a[1][0], &d[i][0], &d[i][1]);
+        deint(a[0][1], a[1][1], &d[i][2], &d[i][3]);
+    }
+    bt_cols_avx2(d, t);
+    {
+        const size_t q = j / 16, jj = j % 16, n0 = min_z(n, 16 - jj);
+        pl.off0 = q * C * 16 + ci * 16 + jj;
+        pl.off1 = (q + 1) * C * 16 + ci * 16;
+        pl.full = n == 8 && n0 == 8;
+        pl.perm = h[0].n < 4 && h[1].n > 0;
+        pl.split = n0 < n;
+        /* lanes 0 .. n0 - 1 of half 0, then 4 .. of half 1 */
+        pl.pidx = _mm256_add_epi32(
+            iota, _mm256_and_si256(_mm256_cmpgt_epi32(iota, _mm256_set1_epi32((int)h[0].n - 1)),
+                                   _mm256_set1_epi32(4 - (int)h[0].n)));
+        pl.m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n0), iota);
+        pl.m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - n0)), iota);
+        pl.sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)n0));
+    }
+    for (size_t i = 0; i < 4; i++) {
+        __m256 o[4];
+        bt_row_avx2(t[i], o);
+        for (size_t c = 0; c < 4; c++)
+            put8(V + (4 * i + c) * vks, &pl, o[c]);
+    }
+}
+
+/* V of the runs of a block for channel ci, 8 tiles per vector. */
+__attribute__((target("avx2,fma"))) static void in_block_avx2(const struct diffuse__wino *p,
+                                                             const struct run *rs, size_t nrun,
+                                                             size_t vks, float *V, size_t ci)
+{
+    struct half h[2];
+    if (p->W <= 8) { /* two runs (tile rows of <= 4 tiles) per vector */
+        for (size_t i = 0; i < nrun; i += 2) {
+            h[0].r = rs + i;
+            h[0].l = 0;
+            h[0].n = rs[i].len;
+            h[1].r = i + 1 < nrun ? rs + i + 1 : NULL;
+            h[1].l = 0;
+            h[1].n = i + 1 < nrun ? rs[i + 1].len : 0;
+            in_vec_avx2(p, h, rs[i].j, vks, V, ci);
+        }
+        return;
+    }
+    for (size_t i = 0; i < nrun; i++)
+        for (size_t l = 0; l < rs[i].len; l += 8) {
+            const size_t left = rs[i].len - l;
+            h[0].r = h[1].r = rs + i;
+            h[0].l = l;
+            h[0].n = min_z(4, left);
+            h[1].l = l + 4;
+            h[1].n = left > 4 ? min_z(4, left - 4) : 0;
+            in_vec_avx2(p, h, rs[i].j + l, vks, V, ci);
+        }
+}
+
+/* y of the n tiles of a block for output channel co (as out_block_avx512):
+ * 8 consecutive tiles per vector (M's rows have T >= j0 + 8 floats; the
+ * lanes past n are not stored), each run's part shifted to lane 0, the two
+ * output columns of each tile interleaved. */
+__attribute__((target("avx2,fma"))) static void out_block_avx2(const struct diffuse__wino *p,
+                                                              const struct run *rs, size_t nrun,
+                                                              size_t n, size_t co, size_t ks,
+                                                              size_t T, const float *M)
+{
+    const size_t H = p->H, W = p->W;
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const float *mc = M + co * T;
+    size_t i = 0;
+    for (size_t j0 = 0; j0 < n; j0 += 8) {
+        __m256 m[16], o[4];
+        for (size_t k = 0; k < 16; k++)
+            m[k] = _mm256_loadu_ps(mc + k * ks + j0);
+        at_tile_avx2(m, p->bias != NULL, p->bias != NULL ? p->bias[co] : 0.0f, o);
+        /* the runs that meet tiles j0 .. j0 + 7 */
+        for (; i < nrun && rs[i].j < j0 + 8; i++) {
+            const struct run *r = rs + i;
+            const size_t s0 = r->j > j0 ? r->j : j0;
+            const size_t e0 = min_z(r->j + r->len, j0 + 8);
+            const size_t ox = 2 * (r->tx + (s0 - r->j)), oy = 2 * r->ty;
+            const size_t nout = min_z(W - ox, 2 * (e0 - s0));
+            const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout), iota);
+            const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout - 8), iota);
+            const __m256i sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)(s0 - j0)));
+            for (size_t hh = 0; hh < 2 && oy + hh < H; hh++) {
+                __m256 u = o[2 * hh], w = o[2 * hh + 1];
+                if (s0 > j0) {
+                    u = _mm256_permutevar8x32_ps(u, sh);
+                    w = _mm256_permutevar8x32_ps(w, sh);
+                }
+                const __m256 lo = _mm256_unpacklo_ps(u, w), hi = _mm256_unpackhi_ps(u, w);
+                const __m256 y0 = _mm256_permute2f128_ps(lo, hi, 0x20);
+                const __m256 y1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+                float *yr = p->y + (r->b * p->Cout + co) * H * W + (oy + hh) * W + ox;
+                if (nout >= 8)
+                    _mm256_storeu_ps(yr, y0);
+                else
+                    _mm256_maskstore_ps(yr, m0, y0);
+                if (nout >= 16)
+                    _mm256_storeu_ps(yr + 8, y1);
+                else if (nout > 8)
+                    _mm256_maskstore_ps(yr + 8, m1, y1);
+            }
+            if (r->j + r->len > j0 + 8)
+                break; /* the run goes on in the next vector */
+        }
+    }
+}
 #endif
 
 void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0, size_t b1,
@@ -492,8 +713,10 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
     float *V = work, *M = V + 16 * vks;
     /* the runs of a block: at most T (one tile each) */
     struct run rs[4 * DIFFUSE__GEMM_NR_MAX];
-#ifdef WINO_AVX512
-    const int vec = v == &diffuse__gemm_avx512 && nr == 32;
+#ifdef WINO_X86
+    const int on = atomic_load(&wino_vec);
+    const int vec = on && v == &diffuse__gemm_avx512 && nr == 32;
+    const int vec2 = on && v == &diffuse__gemm_avx2 && nr == 16;
 #endif
     if (b1 <= b0)
         return;
@@ -507,7 +730,7 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                     V[k * vks + (j / nr) * C * nr + ci * nr + j % nr] = 0.0f;
         /* channel by channel: the runs of a block read neighbouring rows */
         for (size_t ci = 0; ci < C; ci++) {
-#ifdef WINO_AVX512
+#ifdef WINO_X86
             if (vec && p->W <= 16) {
                 /* narrow images: two (W <= 16) or four (W <= 8) runs per vector */
                 const size_t G = p->W <= 8 ? 4 : 2;
@@ -515,9 +738,13 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                     in_groups_avx512(p, rs + i, G, min_z(G, nrun - i), vks, V, ci);
                 continue;
             }
+            if (vec2) {
+                in_block_avx2(p, rs, nrun, vks, V, ci);
+                continue;
+            }
 #endif
             for (size_t i = 0; i < nrun; i++) {
-#ifdef WINO_AVX512
+#ifdef WINO_X86
                 if (vec) {
                     in_run_avx512(p, rs + i, vks, V, ci);
                     continue;
@@ -536,9 +763,13 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                               min_z(nr, n - q * nr), 1.0f, 0.0f, DIFFUSE__GEMM_SET);
         }
         for (size_t co = 0; co < Cout; co++) {
-#ifdef WINO_AVX512
+#ifdef WINO_X86
             if (vec) {
                 out_block_avx512(p, rs, nrun, n, co, ks, T, M);
+                continue;
+            }
+            if (vec2) {
+                out_block_avx2(p, rs, nrun, n, co, ks, T, M);
                 continue;
             }
 #endif
