@@ -262,6 +262,18 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
 #include <immintrin.h>
 #define WINO_X86 1
 
+/* The part of run r in the vector of the L tiles from j0 (the vector
+ * output transforms): its first tile s0 (a slot), that tile's output
+ * column ox, and the number of output columns (<= 2 L) returned. */
+static size_t run_part(size_t W, const struct run *r, size_t j0, size_t L, size_t *s0,
+                       size_t *ox)
+{
+    const size_t s = r->j > j0 ? r->j : j0, e = min_z(r->j + r->len, j0 + L);
+    *s0 = s;
+    *ox = 2 * (r->tx + (s - r->j));
+    return min_z(W - *ox, 2 * (e - s));
+}
+
 /* The arithmetic of the vector transforms, one body for any vector type
  * VT (__m512 with ADD/SUB its add/sub, or __m256), with the operations of
  * in_run_scalar and out_run_scalar in their order (so their bits):
@@ -488,10 +500,8 @@ __attribute__((target("avx512f"))) static void out_block_avx512(const struct dif
         /* the runs that meet tiles j0 .. j0 + 15 */
         for (; i < nrun && rs[i].j < j0 + 16; i++) {
             const struct run *r = rs + i;
-            const size_t s0 = r->j > j0 ? r->j : j0;
-            const size_t e0 = min_z(r->j + r->len, j0 + 16);
-            const size_t ox = 2 * (r->tx + (s0 - r->j)), oy = 2 * r->ty;
-            const size_t nout = min_z(W - ox, 2 * (e0 - s0));
+            size_t s0, ox;
+            const size_t oy = 2 * r->ty, nout = run_part(W, r, j0, 16, &s0, &ox);
             const __mmask16 m0 = lanes(nout), m1 = lanes(nout > 16 ? nout - 16 : 0);
             const __m512i sh = _mm512_add_epi32(iota, _mm512_set1_epi32((int)(s0 - j0)));
             for (size_t h = 0; h < 2 && oy + h < H; h++) {
@@ -670,10 +680,8 @@ __attribute__((target("avx2,fma"))) static void out_block_avx2(const struct diff
         /* the runs that meet tiles j0 .. j0 + 7 */
         for (; i < nrun && rs[i].j < j0 + 8; i++) {
             const struct run *r = rs + i;
-            const size_t s0 = r->j > j0 ? r->j : j0;
-            const size_t e0 = min_z(r->j + r->len, j0 + 8);
-            const size_t ox = 2 * (r->tx + (s0 - r->j)), oy = 2 * r->ty;
-            const size_t nout = min_z(W - ox, 2 * (e0 - s0));
+            size_t s0, ox;
+            const size_t oy = 2 * r->ty, nout = run_part(W, r, j0, 8, &s0, &ox);
             const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout), iota);
             const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout - 8), iota);
             const __m256i sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)(s0 - j0)));
