@@ -554,11 +554,17 @@ __attribute__((target("avx2,fma"))) static inline void deint(__m256 a, __m256 b,
 
 /* Where the tiles of a vector go in V_k: lanes (after the permutation pidx
  * where perm) 0 .. n0 - 1 to off0, n0 .. n - 1 (moved down by sh) to off1
- * in the next panel where split. */
+ * in the next panel where split.  The stores write whole vectors where
+ * the lanes past the tiles land on slots that are written later in the
+ * same pass over the runs (the later tiles of the block: the runs go in
+ * slot order) or on the padding slots past the block's tiles (the kernel
+ * reads them, but their columns of M are not used): within the panel, or
+ * past it into the next channel's row (ci + 1 < C).  Else (masked) only
+ * the tiles' lanes: masked stores cost more than whole ones. */
 struct put8 {
     size_t off0, off1;
-    int full, perm, split;
-    __m256i pidx, m0, m1, sh;
+    int masked, perm, split;
+    __m256i pidx, m0, sh;
 };
 
 __attribute__((target("avx2,fma"))) static inline void put8(float *Vk, const struct put8 *pl,
@@ -566,12 +572,12 @@ __attribute__((target("avx2,fma"))) static inline void put8(float *Vk, const str
 {
     if (pl->perm)
         v = _mm256_permutevar8x32_ps(v, pl->pidx);
-    if (pl->full)
-        _mm256_storeu_ps(Vk + pl->off0, v);
-    else
+    if (pl->masked)
         _mm256_maskstore_ps(Vk + pl->off0, pl->m0, v);
+    else
+        _mm256_storeu_ps(Vk + pl->off0, v);
     if (pl->split)
-        _mm256_maskstore_ps(Vk + pl->off1, pl->m1, _mm256_permutevar8x32_ps(v, pl->sh));
+        _mm256_storeu_ps(Vk + pl->off1, _mm256_permutevar8x32_ps(v, pl->sh));
 }
 
 /* V of the tiles of the halves h (slots j ..: the second half's tiles
@@ -610,7 +616,7 @@ __attribute__((target("avx2,fma"))) static void in_vec_avx2(const struct diffuse
         const size_t q = j / 16, jj = j % 16, n0 = min_z(n, 16 - jj);
         pl.off0 = q * C * 16 + ci * 16 + jj;
         pl.off1 = (q + 1) * C * 16 + ci * 16;
-        pl.full = n == 8 && n0 == 8;
+        pl.masked = jj + 8 > 16 && ci + 1 == C;
         pl.perm = h[0].n < 4 && h[1].n > 0;
         pl.split = n0 < n;
         /* lanes 0 .. n0 - 1 of half 0, then 4 .. of half 1 */
@@ -618,7 +624,6 @@ __attribute__((target("avx2,fma"))) static void in_vec_avx2(const struct diffuse
             iota, _mm256_and_si256(_mm256_cmpgt_epi32(iota, _mm256_set1_epi32((int)h[0].n - 1)),
                                    _mm256_set1_epi32(4 - (int)h[0].n)));
         pl.m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n0), iota);
-        pl.m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - n0)), iota);
         pl.sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)n0));
     }
     for (size_t i = 0; i < 4; i++) {
@@ -659,6 +664,18 @@ __attribute__((target("avx2,fma"))) static void in_block_avx2(const struct diffu
         }
 }
 
+/* Whether a whole-vector store to output row oy of a channel's plane,
+ * ending before column e, writes past the tiles' columns only where the
+ * output transform writes later (out_block_avx2 goes over the output
+ * channels, and for each over the runs in slot order, row 2 ty then
+ * 2 ty + 1, h = 0 and 1): the later columns of the same row (e <= W), or
+ * from the second row of a tile (h = 1) the rows below, inside the plane
+ * (the next tile row's runs come later, in this block or the next). */
+static int whole(size_t H, size_t W, size_t oy, size_t h, size_t e)
+{
+    return e <= W || (h == 1 && oy * W + e <= H * W);
+}
+
 /* y of the n tiles of a block for output channel co (as out_block_avx512):
  * 8 consecutive tiles per vector (M's rows have T >= j0 + 8 floats; the
  * lanes past n are not stored), each run's part shifted to lane 0, the two
@@ -695,11 +712,13 @@ __attribute__((target("avx2,fma"))) static void out_block_avx2(const struct diff
                 const __m256 y0 = _mm256_permute2f128_ps(lo, hi, 0x20);
                 const __m256 y1 = _mm256_permute2f128_ps(lo, hi, 0x31);
                 float *yr = p->y + (r->b * p->Cout + co) * H * W + (oy + hh) * W + ox;
-                if (nout >= 8)
+                /* whole vectors where the columns past the tiles' are
+                 * written later (see whole()) */
+                if (nout >= 8 || whole(H, W, oy + hh, hh, ox + 8))
                     _mm256_storeu_ps(yr, y0);
                 else
                     _mm256_maskstore_ps(yr, m0, y0);
-                if (nout >= 16)
+                if (nout >= 16 || (nout > 8 && whole(H, W, oy + hh, hh, ox + 16)))
                     _mm256_storeu_ps(yr + 8, y1);
                 else if (nout > 8)
                     _mm256_maskstore_ps(yr + 8, m1, y1);
