@@ -68,14 +68,34 @@ static size_t need(const struct diffuse__wino *p, size_t npan)
 /* Input and output channels below which the direct kernels are as fast
  * or faster (one thread, batch 64, AVX-512: at 28x28 and 14x14 with 32
  * channels Winograd ran 0.85-0.93x the direct conv, with 64 in and 32 out
- * 1.06-1.10x, with 64 and more 1.2-2.1x); the image convs stay direct. */
+ * 1.06-1.10x, with 64 and more 1.2-2.1x); the image convs stay direct.
+ * With the AVX2 kernel (Zen 3, one thread, batch 64, CPU time per
+ * forward call, AVX2 transforms) Winograd pays from 32 input channels:
+ * 32 -> 32 at 28x28, 14x14, 7x7 took 16.0, 4.2, 1.26 ms against the
+ * direct conv's 28.6, 7.9, 2.22 ms, and against 18.9, 4.8, 1.12 ms for
+ * its GEMM alone (one sgemm of [32 x 288] by [288 x 64 HW], no im2col:
+ * the floor of any faster direct packing); 32 -> 64 at 14x14 6.5 ms
+ * (direct 10.9, GEMM alone 7.3); 64 and more 1.6-2.5x faster than the
+ * direct conv, 1.1-1.7x than its GEMM alone. */
 #define WINO_MIN_C 64
+#define WINO_MIN_C_AVX2 32
 #define WINO_MIN_COUT 32
+
+/* The smallest input channel count that takes Winograd with variant v. */
+static size_t min_c(const struct diffuse__gemm_variant *v)
+{
+#ifdef DIFFUSE__GEMM_X86
+    if (v == &diffuse__gemm_avx2)
+        return WINO_MIN_C_AVX2;
+#endif
+    (void)v;
+    return WINO_MIN_C;
+}
 
 int diffuse__wino_plan(struct diffuse__wino *p, size_t budget)
 {
     size_t npan = 1;
-    if (!atomic_load(&wino_on) || p->C < WINO_MIN_C || p->Cout < WINO_MIN_COUT || p->H < 2 ||
+    if (!atomic_load(&wino_on) || p->C < min_c(p->v) || p->Cout < WINO_MIN_COUT || p->H < 2 ||
         p->W < 2 || p->C > 4096 || p->Cout > 4096 || need(p, 1) > budget)
         return 0;
     /* at most 4 panels: V_k and M_k of a block stay near the L1/L2 */

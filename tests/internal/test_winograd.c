@@ -119,6 +119,8 @@ static void check_shapes(const char *kernel)
         {3, 64, 48, 14, 14}, {8, 64, 48, 5, 9}, {4, 128, 128, 7, 5}};
     static const struct shape quick[] = {{2, 64, 32, 5, 9}, {1, 70, 33, 6, 11}};
     const int q = harness_quick();
+    /* the smallest input channel count that takes Winograd (winograd.c) */
+    const size_t mc = strcmp(kernel, "avx2") == 0 ? 32 : 64;
     const struct shape *sh = q ? quick : full;
     const size_t ns = q ? sizeof quick / sizeof quick[0] : sizeof full / sizeof full[0];
     const int old = diffuse__conv3x3_winograd(1);
@@ -138,8 +140,8 @@ static void check_shapes(const char *kernel)
         struct diffuse__wino pf, pd;
         if (yr == NULL || yb == NULL || dxr == NULL || dxb == NULL)
             abort();
-        /* the plan takes the forward (C = Ci) where Ci >= 64, and the dx
-         * (C = Co) where Co >= 64 */
+        /* the plan takes the forward (C = Ci) where Ci >= mc, and the dx
+         * (C = Co) where Co >= mc */
         memset(&pf, 0, sizeof pf);
         pf.v = diffuse__gemm_variant_now();
         pf.C = Ci;
@@ -149,8 +151,8 @@ static void check_shapes(const char *kernel)
         pd = pf;
         pd.C = Co;
         pd.Cout = Ci;
-        ASSERT_TRUE(diffuse__wino_plan(&pf, (size_t)1 << 22) == (Ci >= 64));
-        ASSERT_TRUE(diffuse__wino_plan(&pd, (size_t)1 << 22) == (Co >= 64));
+        ASSERT_TRUE(diffuse__wino_plan(&pf, (size_t)1 << 22) == (Ci >= mc));
+        ASSERT_TRUE(diffuse__wino_plan(&pd, (size_t)1 << 22) == (Co >= mc));
         for (int t = 0; t < 3; t++) {
             y[t] = fvec(ny);
             dx[t] = fvec(nx);
@@ -171,7 +173,7 @@ static void check_shapes(const char *kernel)
                 memcmp(dx[t], dx[0], nx * sizeof(float)) != 0)
                 HARNESS_FAIL_("%s, shape %zu: %d threads differ from 1", kernel, k, t + 1);
         /* the hook: off gives the direct conv, whose bits differ here */
-        if (Ci >= 64) {
+        if (Ci >= mc) {
             diffuse__conv3x3_winograd(0);
             diffuse__conv3x3_forward_f(x, B, Ci, H, Wd, W, bias, Co, 1, y[1], work, 1);
             diffuse__conv3x3_winograd(1);
@@ -285,6 +287,18 @@ static void test_winograd_plan_limits(void)
     ASSERT_TRUE(p.npan >= 1 && p.npan <= 4);
     p.C = 3;
     ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+#ifdef DIFFUSE__GEMM_X86
+    /* 32 input channels: Winograd with the AVX2 kernel only */
+    p.C = 32;
+    p.v = &diffuse__gemm_avx2;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 1);
+    p.C = 31;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+    p.v = &diffuse__gemm_avx512;
+    p.C = 32;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+    p.v = diffuse__gemm_variant_now();
+#endif
     p.C = 64;
     p.Cout = 1;
     ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
