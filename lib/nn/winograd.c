@@ -20,7 +20,8 @@
  * kernel (nr = 16) the input transform runs 8 tiles per vector, in two
  * halves of 4: 8 tiles of one tile row, or where W <= 8 (at most 4 tiles a
  * row) two tile rows; the output transform 8 consecutive tiles of the
- * block.  The arithmetic of both widths is one body (WINO_ARITH); the
+ * block.  The arithmetic of both widths is one body (WINO_BT_COLS,
+ * WINO_BT_ROW, WINO_AT_TILE); the
  * choice follows the GEMM variant in use (diffuse__sgemm_force("avx2")
  * reaches the AVX2 code on an AVX-512 CPU), and diffuse__wino_vector(0)
  * forces the scalar transforms (tests compare the bits).
@@ -283,24 +284,26 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
 #define WINO_X86 1
 
 /* The part of run r in the vector of the L tiles from j0 (the vector
- * output transforms): its first tile s0 (a slot), that tile's output
- * column ox, and the number of output columns (<= 2 L) returned. */
-static size_t run_part(size_t W, const struct run *r, size_t j0, size_t L, size_t *s0,
-                       size_t *ox)
-{
-    const size_t s = r->j > j0 ? r->j : j0, e = min_z(r->j + r->len, j0 + L);
-    *s0 = s;
-    *ox = 2 * (r->tx + (s - r->j));
-    return min_z(W - *ox, 2 * (e - s));
-}
+ * output transforms): its first tile s0 (a slot) and last e0 (+ 1), the
+ * output column ox and row oy of tile s0, and nout, the number of output
+ * columns (<= 2 L). */
+#define WINO_RUN_PART(r, j0, L, W)                                                               \
+    const size_t s0 = r->j > j0 ? r->j : j0;                                                   \
+    const size_t e0 = min_z(r->j + r->len, j0 + L);                                            \
+    const size_t ox = 2 * (r->tx + (s0 - r->j)), oy = 2 * r->ty;                               \
+    const size_t nout = min_z(W - ox, 2 * (e0 - s0))
 
 /* The arithmetic of the vector transforms, one body for any vector type
  * VT (__m512 with ADD/SUB its add/sub, or __m256), with the operations of
- * in_run_scalar and out_run_scalar in their order (so their bits):
+ * in_run_scalar and out_run_scalar in their order (so their bits); the
+ * AVX-512 expansions are the statements the AVX-512 code had before the
+ * AVX2 code came (the same machine code):
  *   bt_cols: t = B^T d down the columns of a 4 x 4 tile of vectors;
- *   bt_row: the four outputs of row t of t B;
- *   at_tile: o = A^T m A (+ bias bv where has_bias) of the 16 vectors m. */
-#define WINO_ARITH(SFX, TGT, VT, ADD, SUB, SET1)                                                 \
+ *   WINO_BT_ROW: the four outputs of row ti of t B, each handed to
+ *     PUT(destination, vector), at Vk, Vk + vks, Vk + 2 vks, Vk + 3 vks;
+ *   WINO_AT_TILE: o = A^T m A (+ bias) of the 16 vectors LOAD(mc + k ks +
+ *     j0), k = 0..15, a the 2 x 4 scratch. */
+#define WINO_BT_COLS(SFX, TGT, VT, ADD, SUB)                                                     \
     __attribute__((target(TGT))) static inline void bt_cols_##SFX(VT d[4][4], VT t[4][4])      \
     {                                                                                          \
         for (size_t c = 0; c < 4; c++) {                                                       \
@@ -309,35 +312,39 @@ static size_t run_part(size_t W, const struct run *r, size_t j0, size_t L, size_
             t[2][c] = SUB(d[2][c], d[1][c]);                                                   \
             t[3][c] = SUB(d[1][c], d[3][c]);                                                   \
         }                                                                                      \
-    }                                                                                          \
-    __attribute__((target(TGT))) static inline void bt_row_##SFX(const VT t[4], VT o[4])       \
-    {                                                                                          \
-        o[0] = SUB(t[0], t[2]);                                                                \
-        o[1] = ADD(t[1], t[2]);                                                                \
-        o[2] = SUB(t[2], t[1]);                                                                \
-        o[3] = SUB(t[1], t[3]);                                                                \
-    }                                                                                          \
-    __attribute__((target(TGT))) static inline void at_tile_##SFX(const VT m[16], int has_bias, \
-                                                                  float bias, VT o[4])          \
-    {                                                                                          \
-        VT a[2][4];                                                                            \
+    }
+
+#define WINO_BT_ROW(PUT, ADD, SUB, ti, Vk, vks)                                                  \
+    do {                                                                                       \
+        PUT(Vk, SUB((ti)[0], (ti)[2]));                                                        \
+        PUT(Vk + vks, ADD((ti)[1], (ti)[2]));                                                  \
+        PUT(Vk + 2 * vks, SUB((ti)[2], (ti)[1]));                                              \
+        PUT(Vk + 3 * vks, SUB((ti)[1], (ti)[3]));                                              \
+    } while (0)
+
+#define WINO_AT_TILE(VT, ADD, SUB, SET1, LOAD, mc, ks, j0, p, co, a, o)                          \
+    do {                                                                                       \
         for (size_t c = 0; c < 4; c++) {                                                       \
-            a[0][c] = ADD(ADD(m[c], m[4 + c]), m[8 + c]);                                      \
-            a[1][c] = SUB(SUB(m[4 + c], m[8 + c]), m[12 + c]);                                 \
+            const VT m0 = LOAD(mc + c * ks + j0);                                              \
+            const VT m1 = LOAD(mc + (4 + c) * ks + j0);                                        \
+            const VT m2 = LOAD(mc + (8 + c) * ks + j0);                                        \
+            const VT m3 = LOAD(mc + (12 + c) * ks + j0);                                       \
+            a[0][c] = ADD(ADD(m0, m1), m2);                                                    \
+            a[1][c] = SUB(SUB(m1, m2), m3);                                                    \
         }                                                                                      \
         for (size_t h = 0; h < 2; h++) {                                                       \
             o[2 * h] = ADD(ADD(a[h][0], a[h][1]), a[h][2]);                                    \
             o[2 * h + 1] = SUB(SUB(a[h][1], a[h][2]), a[h][3]);                                \
         }                                                                                      \
-        if (has_bias) {                                                                        \
-            const VT bv = SET1(bias);                                                          \
+        if (p->bias != NULL) {                                                                 \
+            const VT bv = SET1(p->bias[co]);                                                   \
             for (size_t q = 0; q < 4; q++)                                                     \
                 o[q] = ADD(o[q], bv);                                                          \
         }                                                                                      \
-    }
+    } while (0)
 
-WINO_ARITH(avx512, "avx512f", __m512, _mm512_add_ps, _mm512_sub_ps, _mm512_set1_ps)
-WINO_ARITH(avx2, "avx2,fma", __m256, _mm256_add_ps, _mm256_sub_ps, _mm256_set1_ps)
+WINO_BT_COLS(avx512, "avx512f", __m512, _mm512_add_ps, _mm512_sub_ps)
+WINO_BT_COLS(avx2, "avx2,fma", __m256, _mm256_add_ps, _mm256_sub_ps)
 
 static __mmask16 lanes(size_t n)
 {
@@ -407,12 +414,12 @@ __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffus
                 _mm512_alignr_epi32(_mm512_castps_si512(nv), _mm512_castps_si512(e), 1));
         }
         bt_cols_avx512(d, t);
+#define PUT(dst, v) put16(dst, C, ci, r, v)
         for (size_t i = 0; i < 4; i++) {
-            __m512 o[4];
-            bt_row_avx512(t[i], o);
-            for (size_t c = 0; c < 4; c++)
-                put16(V + (4 * i + c) * vks, C, ci, r, o[c]);
+            float *Vk = V + 4 * i * vks;
+            WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
         }
+#undef PUT
     }
 }
 
@@ -486,12 +493,13 @@ __attribute__((target("avx512f"))) static void in_groups_avx512(const struct dif
         d[i][3] = _mm512_maskz_permutexvar_ps((__mmask16)~last, up, e);
     }
     bt_cols_avx512(d, t);
+#define PUT(dst, v) put_at(dst, C, ci, j, n, _mm512_maskz_compress_ps(keep, v))
     for (size_t i = 0; i < 4; i++) {
-        __m512 o[4];
-        bt_row_avx512(t[i], o);
-        for (size_t c = 0; c < 4; c++)
-            put_at(V + (4 * i + c) * vks, C, ci, rs[0].j, n, _mm512_maskz_compress_ps(keep, o[c]));
+        float *Vk = V + 4 * i * vks;
+        const size_t j = rs[0].j;
+        WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
     }
+#undef PUT
 }
 
 /* y of the n tiles of a block for output channel co (as out_run_scalar,
@@ -513,15 +521,15 @@ __attribute__((target("avx512f"))) static void out_block_avx512(const struct dif
     size_t i = 0;
     for (size_t j0 = 0; j0 < n; j0 += 16) {
         const __mmask16 ml = lanes(n - j0);
-        __m512 m[16], o[4];
-        for (size_t k = 0; k < 16; k++)
-            m[k] = _mm512_maskz_loadu_ps(ml, mc + k * ks + j0);
-        at_tile_avx512(m, p->bias != NULL, p->bias != NULL ? p->bias[co] : 0.0f, o);
+        __m512 a[2][4], o[4];
+#define LOAD(q) _mm512_maskz_loadu_ps(ml, q)
+        WINO_AT_TILE(__m512, _mm512_add_ps, _mm512_sub_ps, _mm512_set1_ps, LOAD, mc, ks, j0, p, co,
+                     a, o);
+#undef LOAD
         /* the runs that meet tiles j0 .. j0 + 15 */
         for (; i < nrun && rs[i].j < j0 + 16; i++) {
             const struct run *r = rs + i;
-            size_t s0, ox;
-            const size_t oy = 2 * r->ty, nout = run_part(W, r, j0, 16, &s0, &ox);
+            WINO_RUN_PART(r, j0, 16, W);
             const __mmask16 m0 = lanes(nout), m1 = lanes(nout > 16 ? nout - 16 : 0);
             const __m512i sh = _mm512_add_epi32(iota, _mm512_set1_epi32((int)(s0 - j0)));
             for (size_t h = 0; h < 2 && oy + h < H; h++) {
@@ -646,12 +654,12 @@ __attribute__((target("avx2,fma"))) static void in_vec_avx2(const struct diffuse
         pl.m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n0), iota);
         pl.sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)n0));
     }
+#define PUT(dst, v) put8(dst, &pl, v)
     for (size_t i = 0; i < 4; i++) {
-        __m256 o[4];
-        bt_row_avx2(t[i], o);
-        for (size_t c = 0; c < 4; c++)
-            put8(V + (4 * i + c) * vks, &pl, o[c]);
+        float *Vk = V + 4 * i * vks;
+        WINO_BT_ROW(PUT, _mm256_add_ps, _mm256_sub_ps, t[i], Vk, vks);
     }
+#undef PUT
 }
 
 /* V of the runs of a block for channel ci, 8 tiles per vector. */
@@ -710,15 +718,13 @@ __attribute__((target("avx2,fma"))) static void out_block_avx2(const struct diff
     const float *mc = M + co * T;
     size_t i = 0;
     for (size_t j0 = 0; j0 < n; j0 += 8) {
-        __m256 m[16], o[4];
-        for (size_t k = 0; k < 16; k++)
-            m[k] = _mm256_loadu_ps(mc + k * ks + j0);
-        at_tile_avx2(m, p->bias != NULL, p->bias != NULL ? p->bias[co] : 0.0f, o);
+        __m256 a[2][4], o[4];
+        WINO_AT_TILE(__m256, _mm256_add_ps, _mm256_sub_ps, _mm256_set1_ps, _mm256_loadu_ps, mc, ks,
+                     j0, p, co, a, o);
         /* the runs that meet tiles j0 .. j0 + 7 */
         for (; i < nrun && rs[i].j < j0 + 8; i++) {
             const struct run *r = rs + i;
-            size_t s0, ox;
-            const size_t oy = 2 * r->ty, nout = run_part(W, r, j0, 8, &s0, &ox);
+            WINO_RUN_PART(r, j0, 8, W);
             const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout), iota);
             const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout - 8), iota);
             const __m256i sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)(s0 - j0)));
