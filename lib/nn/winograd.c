@@ -16,7 +16,15 @@
  * thread's work area (about the L2 cache).  On AVX-512 the input
  * transform runs 16 tiles of a tile row per vector, the output transform
  * 16 consecutive tiles of the block whatever their rows (the same
- * operations as the scalar code, so the same bits).
+ * operations as the scalar code, so the same bits).  With the AVX2 GEMM
+ * kernel (nr = 16) the input transform runs 8 tiles per vector, in two
+ * halves of 4: 8 tiles of one tile row, or where W <= 8 (at most 4 tiles a
+ * row) two tile rows; the output transform 8 consecutive tiles of the
+ * block.  The arithmetic of both widths is one body (WINO_BT_COLS,
+ * WINO_BT_ROW, WINO_AT_TILE); the
+ * choice follows the GEMM variant in use (diffuse__sgemm_force("avx2")
+ * reaches the AVX2 code on an AVX-512 CPU), and diffuse__wino_vector(0)
+ * forces the scalar transforms (tests compare the bits).
  *
  * Rounding: V takes two roundings per element (|V| <= sum of |d| over the
  * patch), U two (|U| <= sum of |g|), the K-sum one per input channel, the
@@ -30,10 +38,16 @@
 #include <string.h>
 
 static _Atomic int wino_on = 1;
+static _Atomic int wino_vec = 1;
 
 int diffuse__conv3x3_winograd(int on)
 {
     return atomic_exchange(&wino_on, on);
+}
+
+int diffuse__wino_vector(int on)
+{
+    return atomic_exchange(&wino_vec, on);
 }
 
 static size_t min_z(size_t a, size_t b)
@@ -55,14 +69,34 @@ static size_t need(const struct diffuse__wino *p, size_t npan)
 /* Input and output channels below which the direct kernels are as fast
  * or faster (one thread, batch 64, AVX-512: at 28x28 and 14x14 with 32
  * channels Winograd ran 0.85-0.93x the direct conv, with 64 in and 32 out
- * 1.06-1.10x, with 64 and more 1.2-2.1x); the image convs stay direct. */
+ * 1.06-1.10x, with 64 and more 1.2-2.1x); the image convs stay direct.
+ * With the AVX2 kernel (Zen 3, one thread, batch 64, CPU time per
+ * forward call, AVX2 transforms) Winograd pays from 32 input channels:
+ * 32 -> 32 at 28x28, 14x14, 7x7 took 16.0, 4.2, 1.26 ms against the
+ * direct conv's 28.6, 7.9, 2.22 ms, and against 18.9, 4.8, 1.12 ms for
+ * its GEMM alone (one sgemm of [32 x 288] by [288 x 64 HW], no im2col:
+ * the floor of any faster direct packing); 32 -> 64 at 14x14 6.5 ms
+ * (direct 10.9, GEMM alone 7.3); 64 and more 1.6-2.5x faster than the
+ * direct conv, 1.1-1.7x than its GEMM alone. */
 #define WINO_MIN_C 64
+#define WINO_MIN_C_AVX2 32
 #define WINO_MIN_COUT 32
+
+/* The smallest input channel count that takes Winograd with variant v. */
+static size_t min_c(const struct diffuse__gemm_variant *v)
+{
+#ifdef DIFFUSE__GEMM_X86
+    if (v == &diffuse__gemm_avx2)
+        return WINO_MIN_C_AVX2;
+#endif
+    (void)v;
+    return WINO_MIN_C;
+}
 
 int diffuse__wino_plan(struct diffuse__wino *p, size_t budget)
 {
     size_t npan = 1;
-    if (!atomic_load(&wino_on) || p->C < WINO_MIN_C || p->Cout < WINO_MIN_COUT || p->H < 2 ||
+    if (!atomic_load(&wino_on) || p->C < min_c(p->v) || p->Cout < WINO_MIN_COUT || p->H < 2 ||
         p->W < 2 || p->C > 4096 || p->Cout > 4096 || need(p, 1) > budget)
         return 0;
     /* at most 4 panels: V_k and M_k of a block stay near the L1/L2 */
@@ -247,7 +281,70 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
 
 #if defined(DIFFUSE__GEMM_X86) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define WINO_AVX512 1
+#define WINO_X86 1
+
+/* The part of run r in the vector of the L tiles from j0 (the vector
+ * output transforms): its first tile s0 (a slot) and last e0 (+ 1), the
+ * output column ox and row oy of tile s0, and nout, the number of output
+ * columns (<= 2 L). */
+#define WINO_RUN_PART(r, j0, L, W)                                                               \
+    const size_t s0 = r->j > j0 ? r->j : j0;                                                   \
+    const size_t e0 = min_z(r->j + r->len, j0 + L);                                            \
+    const size_t ox = 2 * (r->tx + (s0 - r->j)), oy = 2 * r->ty;                               \
+    const size_t nout = min_z(W - ox, 2 * (e0 - s0))
+
+/* The arithmetic of the vector transforms, one body for any vector type
+ * VT (__m512 with ADD/SUB its add/sub, or __m256), with the operations of
+ * in_run_scalar and out_run_scalar in their order (so their bits); the
+ * AVX-512 expansions are the statements the AVX-512 code had before the
+ * AVX2 code came (the same machine code):
+ *   bt_cols: t = B^T d down the columns of a 4 x 4 tile of vectors;
+ *   WINO_BT_ROW: the four outputs of row ti of t B, each handed to
+ *     PUT(destination, vector), at Vk, Vk + vks, Vk + 2 vks, Vk + 3 vks;
+ *   WINO_AT_TILE: o = A^T m A (+ bias) of the 16 vectors LOAD(mc + k ks +
+ *     j0), k = 0..15, a the 2 x 4 scratch. */
+#define WINO_BT_COLS(SFX, TGT, VT, ADD, SUB)                                                     \
+    __attribute__((target(TGT))) static inline void bt_cols_##SFX(VT d[4][4], VT t[4][4])      \
+    {                                                                                          \
+        for (size_t c = 0; c < 4; c++) {                                                       \
+            t[0][c] = SUB(d[0][c], d[2][c]);                                                   \
+            t[1][c] = ADD(d[1][c], d[2][c]);                                                   \
+            t[2][c] = SUB(d[2][c], d[1][c]);                                                   \
+            t[3][c] = SUB(d[1][c], d[3][c]);                                                   \
+        }                                                                                      \
+    }
+
+#define WINO_BT_ROW(PUT, ADD, SUB, ti, Vk, vks)                                                  \
+    do {                                                                                       \
+        PUT(Vk, SUB((ti)[0], (ti)[2]));                                                        \
+        PUT(Vk + vks, ADD((ti)[1], (ti)[2]));                                                  \
+        PUT(Vk + 2 * vks, SUB((ti)[2], (ti)[1]));                                              \
+        PUT(Vk + 3 * vks, SUB((ti)[1], (ti)[3]));                                              \
+    } while (0)
+
+#define WINO_AT_TILE(VT, ADD, SUB, SET1, LOAD, mc, ks, j0, p, co, a, o)                          \
+    do {                                                                                       \
+        for (size_t c = 0; c < 4; c++) {                                                       \
+            const VT m0 = LOAD(mc + c * ks + j0);                                              \
+            const VT m1 = LOAD(mc + (4 + c) * ks + j0);                                        \
+            const VT m2 = LOAD(mc + (8 + c) * ks + j0);                                        \
+            const VT m3 = LOAD(mc + (12 + c) * ks + j0);                                       \
+            a[0][c] = ADD(ADD(m0, m1), m2);                                                    \
+            a[1][c] = SUB(SUB(m1, m2), m3);                                                    \
+        }                                                                                      \
+        for (size_t h = 0; h < 2; h++) {                                                       \
+            o[2 * h] = ADD(ADD(a[h][0], a[h][1]), a[h][2]);                                    \
+            o[2 * h + 1] = SUB(SUB(a[h][1], a[h][2]), a[h][3]);                                \
+        }                                                                                      \
+        if (p->bias != NULL) {                                                                 \
+            const VT bv = SET1(p->bias[co]);                                                   \
+            for (size_t q = 0; q < 4; q++)                                                     \
+                o[q] = ADD(o[q], bv);                                                          \
+        }                                                                                      \
+    } while (0)
+
+WINO_BT_COLS(avx512, "avx512f", __m512, _mm512_add_ps, _mm512_sub_ps)
+WINO_BT_COLS(avx2, "avx2,fma", __m256, _mm256_add_ps, _mm256_sub_ps)
 
 static __mmask16 lanes(size_t n)
 {
@@ -274,18 +371,6 @@ __attribute__((target("avx512f"))) static inline void put16(float *Vk, size_t C,
 
 /* V of one run, 16 tiles per vector: lane l holds tile tx + l.  Row iy of
  * the patches as four vectors, columns 2 (tx + l) - 1 + c for c = 0..3. */
-/* t = B^T d down the columns of a 4 x 4 tile of vectors (both input
- * transforms; the rows follow at the stores). */
-__attribute__((target("avx512f"))) static inline void bt_cols(__m512 d[4][4], __m512 t[4][4])
-{
-    for (size_t c = 0; c < 4; c++) {
-        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
-        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
-        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
-        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
-    }
-}
-
 __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffuse__wino *p,
                                                             const struct run *r, size_t vks,
                                                             float *V, size_t ci)
@@ -328,14 +413,13 @@ __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffus
             d[i][3] = _mm512_castsi512_ps(
                 _mm512_alignr_epi32(_mm512_castps_si512(nv), _mm512_castps_si512(e), 1));
         }
-        bt_cols(d, t);
+        bt_cols_avx512(d, t);
+#define PUT(dst, v) put16(dst, C, ci, r, v)
         for (size_t i = 0; i < 4; i++) {
             float *Vk = V + 4 * i * vks;
-            put16(Vk, C, ci, r, _mm512_sub_ps(t[i][0], t[i][2]));
-            put16(Vk + vks, C, ci, r, _mm512_add_ps(t[i][1], t[i][2]));
-            put16(Vk + 2 * vks, C, ci, r, _mm512_sub_ps(t[i][2], t[i][1]));
-            put16(Vk + 3 * vks, C, ci, r, _mm512_sub_ps(t[i][1], t[i][3]));
+            WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
         }
+#undef PUT
     }
 }
 
@@ -408,18 +492,14 @@ __attribute__((target("avx512f"))) static void in_groups_avx512(const struct dif
         /* past a group's last tile: column 2 (tx + tw) >= W, zero */
         d[i][3] = _mm512_maskz_permutexvar_ps((__mmask16)~last, up, e);
     }
-    bt_cols(d, t);
+    bt_cols_avx512(d, t);
+#define PUT(dst, v) put_at(dst, C, ci, j, n, _mm512_maskz_compress_ps(keep, v))
     for (size_t i = 0; i < 4; i++) {
         float *Vk = V + 4 * i * vks;
         const size_t j = rs[0].j;
-        put_at(Vk, C, ci, j, n, _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][0], t[i][2])));
-        put_at(Vk + vks, C, ci, j, n,
-               _mm512_maskz_compress_ps(keep, _mm512_add_ps(t[i][1], t[i][2])));
-        put_at(Vk + 2 * vks, C, ci, j, n,
-               _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][2], t[i][1])));
-        put_at(Vk + 3 * vks, C, ci, j, n,
-               _mm512_maskz_compress_ps(keep, _mm512_sub_ps(t[i][1], t[i][3])));
+        WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
     }
+#undef PUT
 }
 
 /* y of the n tiles of a block for output channel co (as out_run_scalar,
@@ -442,30 +522,14 @@ __attribute__((target("avx512f"))) static void out_block_avx512(const struct dif
     for (size_t j0 = 0; j0 < n; j0 += 16) {
         const __mmask16 ml = lanes(n - j0);
         __m512 a[2][4], o[4];
-        for (size_t c = 0; c < 4; c++) {
-            const __m512 m0 = _mm512_maskz_loadu_ps(ml, mc + c * ks + j0);
-            const __m512 m1 = _mm512_maskz_loadu_ps(ml, mc + (4 + c) * ks + j0);
-            const __m512 m2 = _mm512_maskz_loadu_ps(ml, mc + (8 + c) * ks + j0);
-            const __m512 m3 = _mm512_maskz_loadu_ps(ml, mc + (12 + c) * ks + j0);
-            a[0][c] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-            a[1][c] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-        }
-        for (size_t h = 0; h < 2; h++) {
-            o[2 * h] = _mm512_add_ps(_mm512_add_ps(a[h][0], a[h][1]), a[h][2]);
-            o[2 * h + 1] = _mm512_sub_ps(_mm512_sub_ps(a[h][1], a[h][2]), a[h][3]);
-        }
-        if (p->bias != NULL) {
-            const __m512 bv = _mm512_set1_ps(p->bias[co]);
-            for (size_t q = 0; q < 4; q++)
-                o[q] = _mm512_add_ps(o[q], bv);
-        }
+#define LOAD(q) _mm512_maskz_loadu_ps(ml, q)
+        WINO_AT_TILE(__m512, _mm512_add_ps, _mm512_sub_ps, _mm512_set1_ps, LOAD, mc, ks, j0, p, co,
+                     a, o);
+#undef LOAD
         /* the runs that meet tiles j0 .. j0 + 15 */
         for (; i < nrun && rs[i].j < j0 + 16; i++) {
             const struct run *r = rs + i;
-            const size_t s0 = r->j > j0 ? r->j : j0;
-            const size_t e0 = min_z(r->j + r->len, j0 + 16);
-            const size_t ox = 2 * (r->tx + (s0 - r->j)), oy = 2 * r->ty;
-            const size_t nout = min_z(W - ox, 2 * (e0 - s0));
+            WINO_RUN_PART(r, j0, 16, W);
             const __mmask16 m0 = lanes(nout), m1 = lanes(nout > 16 ? nout - 16 : 0);
             const __m512i sh = _mm512_add_epi32(iota, _mm512_set1_epi32((int)(s0 - j0)));
             for (size_t h = 0; h < 2 && oy + h < H; h++) {
@@ -476,6 +540,216 @@ __attribute__((target("avx512f"))) static void out_block_avx512(const struct dif
                 _mm512_mask_storeu_ps(yr + 16, m1, _mm512_permutex2var_ps(u, hi_i, w));
             }
             if (r->j + r->len > j0 + 16)
+                break; /* the run goes on in the next vector */
+        }
+    }
+}
+
+/* AVX2 (the AVX2 GEMM kernel: nr = 16), 8 tiles per vector in two halves
+ * of 4 lanes.  A half: tiles tx + l .. tx + l + n - 1 of run r (n = 0: no
+ * tiles, lanes zero).  Both halves are one run's 8 consecutive tiles, or
+ * (narrow images, W <= 8: a tile row has at most 4 tiles) two consecutive
+ * runs, one per half. */
+struct half {
+    const struct run *r;
+    size_t l, n;
+};
+
+/* 8 floats of row from column cb (may be negative or run past W; zero
+ * outside the row). */
+__attribute__((target("avx2,fma"))) static inline __m256 row8(const float *row, ptrdiff_t cb,
+                                                             size_t W)
+{
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i m;
+    if (cb >= 0 && (size_t)cb + 8 <= W)
+        return _mm256_loadu_ps(row + cb);
+    /* lanes -cb <= l < W - cb */
+    m = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)-cb), iota),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)((ptrdiff_t)W - cb)), iota));
+    return _mm256_maskload_ps(row + cb, m);
+}
+
+/* The even and the odd lanes of the 16 floats a, b (a first). */
+__attribute__((target("avx2,fma"))) static inline void deint(__m256 a, __m256 b, __m256 *ev,
+                                                            __m256 *od)
+{
+    *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+    *od = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* Where the tiles of a vector go in V_k: lanes (after the permutation pidx
+ * where perm) 0 .. n0 - 1 to off0, n0 .. n - 1 (moved down by sh) to off1
+ * in the next panel where split.  The stores write whole vectors where
+ * the lanes past the tiles land on slots that are written later in the
+ * same pass over the runs (the later tiles of the block: the runs go in
+ * slot order) or on the padding slots past the block's tiles (the kernel
+ * reads them, but their columns of M are not used): within the panel, or
+ * past it into the next channel's row (ci + 1 < C).  Else (masked) only
+ * the tiles' lanes: masked stores cost more than whole ones. */
+struct put8 {
+    size_t off0, off1;
+    int masked, perm, split;
+    __m256i pidx, m0, sh;
+};
+
+__attribute__((target("avx2,fma"))) static inline void put8(float *Vk, const struct put8 *pl,
+                                                           __m256 v)
+{
+    if (pl->perm)
+        v = _mm256_permutevar8x32_ps(v, pl->pidx);
+    if (pl->masked)
+        _mm256_maskstore_ps(Vk + pl->off0, pl->m0, v);
+    else
+        _mm256_storeu_ps(Vk + pl->off0, v);
+    if (pl->split)
+        _mm256_storeu_ps(Vk + pl->off1, _mm256_permutevar8x32_ps(v, pl->sh));
+}
+
+/* V of the tiles of the halves h (slots j ..: the second half's tiles
+ * follow the first's) for channel ci: lane l of half g holds tile tx + l
+ * of its run, the patch columns 2 (tx + l) - 1 + c (c = 0..3) the even and
+ * odd lanes of the 8 columns from 2 tx - 1 and of the 8 from 2 tx + 1.
+ * The same operations as in_run_scalar. */
+__attribute__((target("avx2,fma"))) static void in_vec_avx2(const struct diffuse__wino *p,
+                                                           const struct half h[2], size_t j,
+                                                           size_t vks, float *V, size_t ci)
+{
+    const size_t C = p->C, H = p->H, W = p->W, n = h[0].n + h[1].n;
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 d[4][4], t[4][4];
+    struct put8 pl;
+    for (size_t i = 0; i < 4; i++) {
+        __m256 a[2][2];
+        for (size_t g = 0; g < 2; g++) {
+            const struct run *r = h[g].r;
+            const ptrdiff_t iy = 2 * (ptrdiff_t)(r != NULL ? r->ty : 0) - 1 + (ptrdiff_t)i;
+            a[g][0] = a[g][1] = _mm256_setzero_ps();
+            if (h[g].n == 0 || iy < 0 || (size_t)iy >= H)
+                continue;
+            const float *row = p->x + (r->b * C + ci) * H * W + (size_t)iy * W;
+            const ptrdiff_t cb = 2 * (ptrdiff_t)(r->tx + h[g].l) - 1;
+            if (ci + 2 < C) /* two channels on (see in_run_avx512) */
+                _mm_prefetch((const char *)(row + 2 * H * W + cb + 1), _MM_HINT_T0);
+            a[g][0] = row8(row, cb, W);
+            a[g][1] = row8(row, cb + 2, W);
+        }
+        deint(a[0][0], a[1][0], &d[i][0], &d[i][1]);
+        deint(a[0][1], a[1][1], &d[i][2], &d[i][3]);
+    }
+    bt_cols_avx2(d, t);
+    {
+        const size_t q = j / 16, jj = j % 16, n0 = min_z(n, 16 - jj);
+        pl.off0 = q * C * 16 + ci * 16 + jj;
+        pl.off1 = (q + 1) * C * 16 + ci * 16;
+        pl.masked = jj + 8 > 16 && ci + 1 == C;
+        pl.perm = h[0].n < 4 && h[1].n > 0;
+        pl.split = n0 < n;
+        /* lanes 0 .. n0 - 1 of half 0, then 4 .. of half 1 */
+        pl.pidx = _mm256_add_epi32(
+            iota, _mm256_and_si256(_mm256_cmpgt_epi32(iota, _mm256_set1_epi32((int)h[0].n - 1)),
+                                   _mm256_set1_epi32(4 - (int)h[0].n)));
+        pl.m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n0), iota);
+        pl.sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)n0));
+    }
+#define PUT(dst, v) put8(dst, &pl, v)
+    for (size_t i = 0; i < 4; i++) {
+        float *Vk = V + 4 * i * vks;
+        WINO_BT_ROW(PUT, _mm256_add_ps, _mm256_sub_ps, t[i], Vk, vks);
+    }
+#undef PUT
+}
+
+/* V of the runs of a block for channel ci, 8 tiles per vector. */
+__attribute__((target("avx2,fma"))) static void in_block_avx2(const struct diffuse__wino *p,
+                                                             const struct run *rs, size_t nrun,
+                                                             size_t vks, float *V, size_t ci)
+{
+    struct half h[2];
+    if (p->W <= 8) { /* two runs (tile rows of <= 4 tiles) per vector */
+        for (size_t i = 0; i < nrun; i += 2) {
+            h[0].r = rs + i;
+            h[0].l = 0;
+            h[0].n = rs[i].len;
+            h[1].r = i + 1 < nrun ? rs + i + 1 : NULL;
+            h[1].l = 0;
+            h[1].n = i + 1 < nrun ? rs[i + 1].len : 0;
+            in_vec_avx2(p, h, rs[i].j, vks, V, ci);
+        }
+        return;
+    }
+    for (size_t i = 0; i < nrun; i++)
+        for (size_t l = 0; l < rs[i].len; l += 8) {
+            const size_t left = rs[i].len - l;
+            h[0].r = h[1].r = rs + i;
+            h[0].l = l;
+            h[0].n = min_z(4, left);
+            h[1].l = l + 4;
+            h[1].n = left > 4 ? min_z(4, left - 4) : 0;
+            in_vec_avx2(p, h, rs[i].j + l, vks, V, ci);
+        }
+}
+
+/* Whether a whole-vector store to output row oy of a channel's plane,
+ * ending before column e, writes past the tiles' columns only where the
+ * output transform writes later (out_block_avx2 goes over the output
+ * channels, and for each over the runs in slot order, row 2 ty then
+ * 2 ty + 1, h = 0 and 1): the later columns of the same row (e <= W), or
+ * from the second row of a tile (h = 1) the rows below, inside the plane
+ * (the next tile row's runs come later, in this block or the next). */
+static int whole(size_t H, size_t W, size_t oy, size_t h, size_t e)
+{
+    return e <= W || (h == 1 && oy * W + e <= H * W);
+}
+
+/* y of the n tiles of a block for output channel co (as out_block_avx512):
+ * 8 consecutive tiles per vector (M's rows have T >= j0 + 8 floats; the
+ * lanes past n are not stored), each run's part shifted to lane 0, the two
+ * output columns of each tile interleaved. */
+__attribute__((target("avx2,fma"))) static void out_block_avx2(const struct diffuse__wino *p,
+                                                              const struct run *rs, size_t nrun,
+                                                              size_t n, size_t co, size_t ks,
+                                                              size_t T, const float *M)
+{
+    const size_t H = p->H, W = p->W;
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const float *mc = M + co * T;
+    size_t i = 0;
+    for (size_t j0 = 0; j0 < n; j0 += 8) {
+        __m256 a[2][4], o[4];
+        WINO_AT_TILE(__m256, _mm256_add_ps, _mm256_sub_ps, _mm256_set1_ps, _mm256_loadu_ps, mc, ks,
+                     j0, p, co, a, o);
+        /* the runs that meet tiles j0 .. j0 + 7 */
+        for (; i < nrun && rs[i].j < j0 + 8; i++) {
+            const struct run *r = rs + i;
+            WINO_RUN_PART(r, j0, 8, W);
+            const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout), iota);
+            const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout - 8), iota);
+            const __m256i sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)(s0 - j0)));
+            for (size_t hh = 0; hh < 2 && oy + hh < H; hh++) {
+                __m256 u = o[2 * hh], w = o[2 * hh + 1];
+                if (s0 > j0) {
+                    u = _mm256_permutevar8x32_ps(u, sh);
+                    w = _mm256_permutevar8x32_ps(w, sh);
+                }
+                const __m256 lo = _mm256_unpacklo_ps(u, w), hi = _mm256_unpackhi_ps(u, w);
+                const __m256 y0 = _mm256_permute2f128_ps(lo, hi, 0x20);
+                const __m256 y1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+                float *yr = p->y + (r->b * p->Cout + co) * H * W + (oy + hh) * W + ox;
+                /* whole vectors where the columns past the tiles' are
+                 * written later (see whole()) */
+                if (nout >= 8 || whole(H, W, oy + hh, hh, ox + 8))
+                    _mm256_storeu_ps(yr, y0);
+                else
+                    _mm256_maskstore_ps(yr, m0, y0);
+                if (nout >= 16 || (nout > 8 && whole(H, W, oy + hh, hh, ox + 16)))
+                    _mm256_storeu_ps(yr + 8, y1);
+                else if (nout > 8)
+                    _mm256_maskstore_ps(yr + 8, m1, y1);
+            }
+            if (r->j + r->len > j0 + 8)
                 break; /* the run goes on in the next vector */
         }
     }
@@ -492,8 +766,10 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
     float *V = work, *M = V + 16 * vks;
     /* the runs of a block: at most T (one tile each) */
     struct run rs[4 * DIFFUSE__GEMM_NR_MAX];
-#ifdef WINO_AVX512
-    const int vec = v == &diffuse__gemm_avx512 && nr == 32;
+#ifdef WINO_X86
+    const int on = atomic_load(&wino_vec);
+    const int vec = on && v == &diffuse__gemm_avx512 && nr == 32;
+    const int vec2 = on && v == &diffuse__gemm_avx2 && nr == 16;
 #endif
     if (b1 <= b0)
         return;
@@ -507,7 +783,7 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                     V[k * vks + (j / nr) * C * nr + ci * nr + j % nr] = 0.0f;
         /* channel by channel: the runs of a block read neighbouring rows */
         for (size_t ci = 0; ci < C; ci++) {
-#ifdef WINO_AVX512
+#ifdef WINO_X86
             if (vec && p->W <= 16) {
                 /* narrow images: two (W <= 16) or four (W <= 8) runs per vector */
                 const size_t G = p->W <= 8 ? 4 : 2;
@@ -515,9 +791,13 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                     in_groups_avx512(p, rs + i, G, min_z(G, nrun - i), vks, V, ci);
                 continue;
             }
+            if (vec2) {
+                in_block_avx2(p, rs, nrun, vks, V, ci);
+                continue;
+            }
 #endif
             for (size_t i = 0; i < nrun; i++) {
-#ifdef WINO_AVX512
+#ifdef WINO_X86
                 if (vec) {
                     in_run_avx512(p, rs + i, vks, V, ci);
                     continue;
@@ -536,9 +816,13 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                               min_z(nr, n - q * nr), 1.0f, 0.0f, DIFFUSE__GEMM_SET);
         }
         for (size_t co = 0; co < Cout; co++) {
-#ifdef WINO_AVX512
+#ifdef WINO_X86
             if (vec) {
                 out_block_avx512(p, rs, nrun, n, co, ks, T, M);
+                continue;
+            }
+            if (vec2) {
+                out_block_avx2(p, rs, nrun, n, co, ks, T, M);
                 continue;
             }
 #endif

@@ -43,6 +43,11 @@ struct diffuse__wino {
  * (tests compare the paths). */
 int diffuse__conv3x3_winograd(int on);
 
+/* 1 (default): the vector input and output transforms run where the GEMM
+ * variant has them (AVX-512, AVX2); 0: the scalar ones always.  Returns
+ * the old value (tests check that both give the same bits). */
+int diffuse__wino_vector(int on);
+
 /* Fills p's blocking for a work area of budget floats per thread; returns
  * 1 when Winograd is enabled and pays for this shape (else 0: use the
  * direct conv).  p's other fields must be set. */

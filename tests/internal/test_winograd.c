@@ -7,7 +7,8 @@
  *    taps), on odd and even sizes (5x9, 7x7, 14x14, 28x28, 6x11), channel
  *    counts that are and are not multiples of the micro-kernel's rows,
  *    batches of 1 to 8 and blocks of tiles that end inside a tile row, once per GEMM kernel this CPU can run (the AVX-512
- *    kernel takes the vector transforms, the others the scalar ones).
+ *    kernel takes the AVX-512 vector transforms, the AVX2 one the AVX2
+ *    transforms, the portable one the scalar ones).
  *    Tolerance, per output: |y_f - y_d| <= 9 (C + 10) eps_f32 S, with
  *    S = sum over the input channels of (sum of |x| over the tile's 4x4
  *    input patch) (sum of the 9 |w|): each transformed input is within
@@ -21,6 +22,8 @@
  *    turns it off.
  *  - The same bits with 1, 2 and 3 threads (the OpenMP build splits the
  *    samples, and the weight transform by (strip, channel) pairs).
+ *  - The vector transforms (AVX-512, AVX2) give the bits of the scalar
+ *    ones (diffuse__wino_vector(0)) on shapes that hit every edge.
  *  - The transformed weights against G g G^T in double, and the same bits
  *    from any cut of the pairs into parts.
  */
@@ -116,6 +119,8 @@ static void check_shapes(const char *kernel)
         {3, 64, 48, 14, 14}, {8, 64, 48, 5, 9}, {4, 128, 128, 7, 5}};
     static const struct shape quick[] = {{2, 64, 32, 5, 9}, {1, 70, 33, 6, 11}};
     const int q = harness_quick();
+    /* the smallest input channel count that takes Winograd (winograd.c) */
+    const size_t mc = strcmp(kernel, "avx2") == 0 ? 32 : 64;
     const struct shape *sh = q ? quick : full;
     const size_t ns = q ? sizeof quick / sizeof quick[0] : sizeof full / sizeof full[0];
     const int old = diffuse__conv3x3_winograd(1);
@@ -135,8 +140,8 @@ static void check_shapes(const char *kernel)
         struct diffuse__wino pf, pd;
         if (yr == NULL || yb == NULL || dxr == NULL || dxb == NULL)
             abort();
-        /* the plan takes the forward (C = Ci) where Ci >= 64, and the dx
-         * (C = Co) where Co >= 64 */
+        /* the plan takes the forward (C = Ci) where Ci >= mc, and the dx
+         * (C = Co) where Co >= mc */
         memset(&pf, 0, sizeof pf);
         pf.v = diffuse__gemm_variant_now();
         pf.C = Ci;
@@ -146,8 +151,8 @@ static void check_shapes(const char *kernel)
         pd = pf;
         pd.C = Co;
         pd.Cout = Ci;
-        ASSERT_TRUE(diffuse__wino_plan(&pf, (size_t)1 << 22) == (Ci >= 64));
-        ASSERT_TRUE(diffuse__wino_plan(&pd, (size_t)1 << 22) == (Co >= 64));
+        ASSERT_TRUE(diffuse__wino_plan(&pf, (size_t)1 << 22) == (Ci >= mc));
+        ASSERT_TRUE(diffuse__wino_plan(&pd, (size_t)1 << 22) == (Co >= mc));
         for (int t = 0; t < 3; t++) {
             y[t] = fvec(ny);
             dx[t] = fvec(nx);
@@ -168,7 +173,7 @@ static void check_shapes(const char *kernel)
                 memcmp(dx[t], dx[0], nx * sizeof(float)) != 0)
                 HARNESS_FAIL_("%s, shape %zu: %d threads differ from 1", kernel, k, t + 1);
         /* the hook: off gives the direct conv, whose bits differ here */
-        if (Ci >= 64) {
+        if (Ci >= mc) {
             diffuse__conv3x3_winograd(0);
             diffuse__conv3x3_forward_f(x, B, Ci, H, Wd, W, bias, Co, 1, y[1], work, 1);
             diffuse__conv3x3_winograd(1);
@@ -197,6 +202,78 @@ static void test_winograd_avx512(void) { check_shapes("avx512"); }
 static void test_winograd_avx2(void) { check_shapes("avx2"); }
 static void test_winograd_portable(void) { check_shapes("portable"); }
 
+/* The vector transforms (AVX-512, AVX2: by the GEMM variant) against the
+ * scalar ones (diffuse__wino_vector(0)) through diffuse__wino_run, bit for
+ * bit: W and H odd and even, W <= 4, <= 8, <= 16 and > 16 (one run per
+ * vector, two runs per vector, runs over two vectors and across panels),
+ * batch 1 and 3, C and Cout not multiples of the tile sizes, blocks of
+ * 1 to 4 panels (ending inside tile rows), with and without bias, flip 0
+ * and 1. */
+static void check_vector(const char *kernel)
+{
+    static const size_t shapes[][5] = {
+        /* B, C, Cout, H, W */
+        {1, 5, 7, 2, 2},    {3, 7, 13, 3, 3},    {1, 9, 6, 4, 4},    {3, 17, 19, 5, 5},
+        {1, 6, 16, 6, 7},   {3, 11, 5, 7, 7},    {1, 13, 17, 8, 8},  {3, 3, 9, 9, 9},
+        {1, 19, 22, 7, 10}, {3, 7, 3, 14, 14},   {1, 5, 11, 13, 15}, {3, 10, 12, 16, 16},
+        {1, 7, 6, 17, 17},  {3, 6, 25, 28, 28},  {1, 9, 7, 11, 33},  {2, 4, 5, 5, 37},
+        {1, 3, 2, 3, 64},   {3, 18, 7, 2, 3}};
+    if (!diffuse__sgemm_kernel_available(kernel))
+        SKIP("the %s GEMM kernel does not run on this CPU", kernel);
+    ASSERT_TRUE(diffuse__sgemm_force(kernel) == 0);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int variant = 0; variant < 4 * 2 * 2; variant++) {
+            const size_t B = shapes[k][0], C = shapes[k][1], Co = shapes[k][2];
+            const size_t H = shapes[k][3], Wd = shapes[k][4];
+            const int flip = variant & 1, has_bias = (variant >> 1) & 1;
+            const size_t npan = 1 + (size_t)(variant >> 2);
+            const size_t nx = B * C * H * Wd, ny = B * Co * H * Wd;
+            struct diffuse__wino p;
+            float *x = fvec(nx), *w = fvec(C * Co * 9), *bias = fvec(Co);
+            float *U = fvec(diffuse__wino_u_floats(C, Co)), *y0 = fvec(ny), *y1 = fvec(ny);
+            float *work;
+            size_t budget;
+            memset(&p, 0, sizeof p);
+            p.v = diffuse__gemm_variant_now();
+            p.x = x;
+            p.C = C;
+            p.H = H;
+            p.W = Wd;
+            p.w = w;
+            p.flip = flip;
+            p.Cout = Co;
+            p.bias = has_bias ? bias : NULL;
+            /* the plan's area for npan panels (need() in winograd.c) */
+            budget = 16 * ((C + Co) * npan * p.v->nr + 32);
+            work = fvec(budget);
+            p.npan = npan;
+            diffuse__wino_weights(&p, U);
+            p.y = y0;
+            ASSERT_TRUE(diffuse__wino_vector(0) == 1);
+            diffuse__wino_run(&p, U, 0, B, work);
+            ASSERT_TRUE(diffuse__wino_vector(1) == 0);
+            p.y = y1;
+            /* in two calls where B > 1: a sample range not from 0 */
+            diffuse__wino_run(&p, U, 0, B / 2, work);
+            diffuse__wino_run(&p, U, B / 2, B, work);
+            if (memcmp(y0, y1, ny * sizeof(float)) != 0)
+                HARNESS_FAIL_("%s: B %zu C %zu Cout %zu %zux%zu npan %zu flip %d bias %d: "
+                              "vector transforms differ from scalar",
+                              kernel, B, C, Co, H, Wd, npan, flip, has_bias);
+            free(x);
+            free(w);
+            free(bias);
+            free(U);
+            free(y0);
+            free(y1);
+            free(work);
+        }
+    diffuse__sgemm_force(NULL);
+}
+
+static void test_winograd_vector_avx512(void) { check_vector("avx512"); }
+static void test_winograd_vector_avx2(void) { check_vector("avx2"); }
+
 /* Below the channel thresholds, and for tiny images, the direct conv runs. */
 static void test_winograd_plan_limits(void)
 {
@@ -210,6 +287,18 @@ static void test_winograd_plan_limits(void)
     ASSERT_TRUE(p.npan >= 1 && p.npan <= 4);
     p.C = 3;
     ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+#ifdef DIFFUSE__GEMM_X86
+    /* 32 input channels: Winograd with the AVX2 kernel only */
+    p.C = 32;
+    p.v = &diffuse__gemm_avx2;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 1);
+    p.C = 31;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+    p.v = &diffuse__gemm_avx512;
+    p.C = 32;
+    ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
+    p.v = diffuse__gemm_variant_now();
+#endif
     p.C = 64;
     p.Cout = 1;
     ASSERT_TRUE(diffuse__wino_plan(&p, (size_t)1 << 22) == 0);
@@ -309,6 +398,8 @@ int main(void)
     RUN(test_winograd_weights_avx512);
     RUN(test_winograd_weights_avx2);
     RUN(test_winograd_weights_portable);
+    RUN(test_winograd_vector_avx512);
+    RUN(test_winograd_vector_avx2);
     RUN(test_winograd_plan_limits);
     RUN(test_winograd_avx512);
     RUN(test_winograd_avx2);
