@@ -6,7 +6,12 @@
  *   MLP_FN(name) the name of the function defined here for that type.
  * Architecture and parameter order: see diffuse_net_create_mlp() in
  * diffuse.h.  Nothing here allocates: activations and scratch are the
- * caller's (sizes from diffuse__mlp_act_count / diffuse__mlp_work_count).
+ * caller's (sizes from diffuse__mlp_act_count and
+ * diffuse__linear_work_floats(nt)).
+ * Inference (keep_rows 0, more than MLP_INFER_ROWS rows) runs the rows in
+ * chunks through the whole net (mlp_infer_rows); with several threads, in
+ * one parallel region, each thread a range of rows with its own chunk
+ * buffers (in the activations) and GEMM slot of the work area.
  */
 #include "internal.h"
 #include "mlp.h"
@@ -36,13 +41,16 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
     return a;
 }
 
-/* Rows per chunk of one-thread inference (mlp_forward_mode): a multiple of
+/* Rows per chunk of inference (mlp_infer_rows): a multiple of
  * every kernel's strip height (4, 6, 12), since a short last strip
  * runs a less efficient kernel in every chunk (64 rows = 5 x 12 + 4 spent
  * 5% of a DDIM step in the 4-row kernel). */
 #ifndef MLP_INFER_ROWS
 #define MLP_INFER_ROWS ((size_t)96)
 #endif
+/* Several threads' ranges of rows in inference: multiples of this (every
+ * kernel's strip height divides it). */
+#define MLP_INFER_STEP ((size_t)12)
 
 /* Rows of the time embedding per task when the net has several threads. */
 #define MLP_EMB_ROWS ((size_t)128)
@@ -68,6 +76,43 @@ static void MLP_FN(mlp_linear)(const struct diffuse__gemm_packed_b *pb, size_t k
         MLP_L(diffuse__linear_forward)(x, B, I, Wt, bias, O, y, work, nt);
     else
         MLP_L(diffuse__linear_forward_ep)(x, B, I, Wt, bias, O, y, res, ldr, act, work, nt);
+}
+
+/* Inference of rows [r0, r0 + R) after the time branch, on one thread:
+ * the rows in chunks of MLP_INFER_ROWS through every layer.  Only what the
+ * next layer reads is kept, in chunk buffers at buf (four of
+ * min(R, MLP_INFER_ROWS) rows of W values, two without blocks): a block's
+ * first pre-activation is overwritten by its SiLU, and the residual stream
+ * alternates between two buffers.  temb: the time embedding, row b at
+ * temb + b * ldt. */
+static void MLP_FN(mlp_infer_rows)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
+                                   const diffuse__mlp_offsets *o, const MLP_REAL *x,
+                                   const MLP_REAL *temb, size_t ldt, size_t r0, size_t R,
+                                   MLP_REAL *buf, MLP_REAL *out, MLP_REAL *work,
+                                   const struct diffuse__gemm_packed_b *pb)
+{
+    const size_t W = sh->width, L = sh->depth, end = r0 + R;
+    const size_t cap = R < MLP_INFER_ROWS ? R : MLP_INFER_ROWS;
+    MLP_REAL *hc = buf, *sa = hc + cap * W, *su = L > 0 ? sa + cap * W : NULL,
+             *hn = L > 0 ? su + cap * W : NULL;
+    size_t l;
+    for (; r0 < end; r0 += MLP_INFER_ROWS) {
+        const size_t n = end - r0 < MLP_INFER_ROWS ? end - r0 : MLP_INFER_ROWS;
+        MLP_FN(mlp_linear)(pb, 2, x + r0 * sh->dim, n, sh->dim, P + o->in_w, P + o->in_b, W,
+                           hc, temb + r0 * ldt, ldt, sa, work, 1);
+        for (l = 0; l < L; l++) {
+            MLP_REAL *sw;
+            MLP_FN(mlp_linear)(pb, 3 + 2 * l, sa, n, W, P + diffuse__mlp_block(o, l, 0),
+                               P + diffuse__mlp_block(o, l, 1), W, su, NULL, 0, su, work, 1);
+            MLP_FN(mlp_linear)(pb, 4 + 2 * l, su, n, W, P + diffuse__mlp_block(o, l, 2),
+                               P + diffuse__mlp_block(o, l, 3), W, hn, hc, W, sa, work, 1);
+            sw = hc;
+            hc = hn;
+            hn = sw;
+        }
+        MLP_FN(mlp_linear)(pb, 3 + 2 * L, sa, n, W, P + o->out_w, P + o->out_b, sh->out_dim,
+                           out + r0 * sh->out_dim, NULL, 0, NULL, work, 1);
+    }
 }
 
 /* out[B][out_dim] = mlp(x[B][dim], t[B], lab[B]) with parameters P; saves
@@ -123,34 +168,34 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
         for (b = 0; b < B; b++)
             MLP_L(diffuse__add)(a.temb + b * W, P + o.cls + diffuse__class_row(lab[b], sh->classes) * W,
                                 W, a.temb + b * W);
-    if (!keep_rows && nt <= 1 && B > MLP_INFER_ROWS) {
-        /* Inference on one thread: the rows in chunks of MLP_INFER_ROWS
-         * through every layer, so that a chunk's activations stay in cache
-         * (a GEMM row's sums do not depend on the other rows: the same
-         * bits).  Only what the next layer reads is kept, in four chunk
-         * buffers at a.h (room: (4 L + 2) B W floats from there): a block's
-         * first pre-activation is overwritten by its SiLU, and the residual
-         * stream alternates between two buffers. */
-        MLP_REAL *hc = a.h, *sa = hc + MLP_INFER_ROWS * W, *su = sa + MLP_INFER_ROWS * W,
-                 *hn = su + MLP_INFER_ROWS * W;
-        size_t r0;
-        for (r0 = 0; r0 < B; r0 += MLP_INFER_ROWS) {
-            const size_t R = B - r0 < MLP_INFER_ROWS ? B - r0 : MLP_INFER_ROWS;
-            MLP_FN(mlp_linear)(pb, 2, x + r0 * sh->dim, R, sh->dim, P + o.in_w, P + o.in_b, W,
-                               hc, a.temb + r0 * ldt, ldt, sa, work, nt);
-            for (l = 0; l < L; l++) {
-                MLP_REAL *sw;
-                MLP_FN(mlp_linear)(pb, 3 + 2 * l, sa, R, W, P + diffuse__mlp_block(&o, l, 0),
-                                   P + diffuse__mlp_block(&o, l, 1), W, su, NULL, 0, su, work,
-                                   nt);
-                MLP_FN(mlp_linear)(pb, 4 + 2 * l, su, R, W, P + diffuse__mlp_block(&o, l, 2),
-                                   P + diffuse__mlp_block(&o, l, 3), W, hn, hc, W, sa, work, nt);
-                sw = hc;
-                hc = hn;
-                hn = sw;
-            }
-            MLP_FN(mlp_linear)(pb, 3 + 2 * L, sa, R, W, P + o.out_w, P + o.out_b, sh->out_dim,
-                               out + r0 * sh->out_dim, NULL, 0, NULL, work, nt);
+    if (!keep_rows && B > MLP_INFER_ROWS) {
+        /* Inference: the rows in chunks of MLP_INFER_ROWS through every
+         * layer (mlp_infer_rows), so that a chunk's activations stay in
+         * cache; on several threads, one region for the whole net, each
+         * thread a range of rows with its own chunk buffers and GEMM slot
+         * (its GEMMs on one thread).  A GEMM row's sums do not depend on the
+         * other rows (gemm.c: every element the same operations whichever
+         * part of C it falls in): the same bits at any thread count. */
+        const size_t nbuf = L > 0 ? 4 : 2;
+        if (nt <= 1) {
+            MLP_FN(mlp_infer_rows)(sh, P, &o, x, a.temb, ldt, 0, B, a.h, out, work, pb);
+        } else {
+            /* ceil(B / nt) rows a thread, rounded up to MLP_INFER_STEP;
+             * thread t's buffers (nbuf of min(per, MLP_INFER_ROWS) rows
+             * each, the threads before it all whole) end by nbuf B W floats
+             * from a.h, within the room of (4 L + 2) B W. */
+            const size_t per = ((B + (size_t)nt - 1) / (size_t)nt + MLP_INFER_STEP - 1) /
+                               MLP_INFER_STEP * MLP_INFER_STEP;
+            const size_t cap = per < MLP_INFER_ROWS ? per : MLP_INFER_ROWS;
+            size_t th;
+            DIFFUSE_PAR_FOR(nt, 1, th, (size_t)nt, {
+                const size_t r0 = th * per;
+                if (r0 < B)
+                    MLP_FN(mlp_infer_rows)(
+                        sh, P, &o, x, a.temb, ldt, r0, B - r0 < per ? B - r0 : per,
+                        a.h + th * nbuf * cap * W, out,
+                        work != NULL ? work + th * diffuse__linear_work_floats(1) : NULL, pb);
+            });
         }
         return;
     }

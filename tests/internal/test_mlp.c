@@ -270,6 +270,76 @@ static void test_mlp_infer_packed(void)
     }
 }
 
+/* Inference on several threads (each thread a range of rows, a multiple of
+ * 12, in chunks of MLP_INFER_ROWS = 96 through the whole net) gives the
+ * bits of the training forward pass (unchunked) and of one-thread
+ * inference at 2 and 3 threads, for batches below, at and above one chunk
+ * and not multiples of it (1, 95, 96, 97, 500, 1024: ranges with partial
+ * chunks, a thread with fewer rows than the others or none), through the
+ * weights packed or not, for every kernel this CPU runs, depth 2 and 0,
+ * one t for all rows and mixed t. */
+static void test_mlp_infer_threads_bitwise(void)
+{
+    static const char *kernels[] = {"avx512", "avx2", "portable"};
+    static const size_t batches[] = {1, 95, 96, 97, 500, 1024};
+    enum { BMAX = 1024, DIM = 2 };
+    diffuse__mlp_shape sh = {DIM, DIM, 72, 2, 16, 0};
+    for (int depth = 2; depth >= 0; depth -= 2) {
+        sh.depth = (size_t)depth;
+        const size_t NP = diffuse__mlp_layout(&sh).total, nl = diffuse__mlp_linear_count(&sh);
+        float *P = malloc(NP * sizeof *P), *x = malloc(BMAX * DIM * sizeof *x);
+        float *t = malloc(BMAX * sizeof *t), *out_a = malloc(BMAX * DIM * sizeof *out_a);
+        float *out_b = malloc(BMAX * DIM * sizeof *out_b);
+        float *work = aligned_alloc(64, diffuse__linear_work_floats(3) * sizeof *work);
+        size_t pkf = (diffuse__mlp_packed_floats(&sh) + 15) / 16 * 16;
+        float *pk = aligned_alloc(64, pkf * sizeof *pk);
+        struct diffuse__gemm_packed_b *pb = malloc(nl * sizeof *pb);
+        int32_t lab[1] = {0};
+        unsigned seed = 31u + (unsigned)depth;
+        size_t i;
+        ASSERT_TRUE(P && x && t && out_a && out_b && work && pk && pb);
+        for (i = 0; i < NP; i++)
+            P[i] = (float)(0.3 * urand(&seed));
+        for (i = 0; i < BMAX * DIM; i++)
+            x[i] = (float)urand(&seed);
+        for (size_t k = 0; k < 3; k++) {
+            if (!diffuse__sgemm_kernel_available(kernels[k]))
+                continue;
+            ASSERT_TRUE(diffuse__sgemm_force(kernels[k]) == 0);
+            diffuse__mlp_pack(&sh, P, pk, pb);
+            for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+                const size_t B = batches[bi];
+                /* exactly the net's activations, so that a sanitizer sees
+                 * a chunk buffer past them */
+                float *acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
+                ASSERT_TRUE(acts != NULL);
+                for (int same = 0; same < 2; same++) {
+                    for (i = 0; i < B; i++)
+                        t[i] = same ? 333.0f : (float)(i * 53 % 1000);
+                    diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out_a, work, 1);
+                    for (int nt = 1; nt <= 3; nt++)
+                        for (int packed = 0; packed < 2; packed++) {
+                            memset(out_b, 0xff, B * DIM * sizeof *out_b);
+                            diffuse__mlp_infer(&sh, P, x, t, lab, B, acts, out_b, work, nt,
+                                               packed ? pb : NULL);
+                            ASSERT_TRUE(memcmp(out_a, out_b, B * DIM * sizeof *out_b) == 0);
+                        }
+                }
+                free(acts);
+            }
+        }
+        ASSERT_TRUE(diffuse__sgemm_force(NULL) == 0);
+        free(P);
+        free(x);
+        free(t);
+        free(out_a);
+        free(out_b);
+        free(work);
+        free(pk);
+        free(pb);
+    }
+}
+
 /* The net's packed weights follow every change of the parameters: after a
  * forward pass, new weights (diffuse_net_set_params, either set, a trainer
  * step, a loaded checkpoint) give the output of a fresh net holding those
@@ -519,6 +589,7 @@ int main(void)
     RUN(test_mlp_backward_finite_differences);
     RUN(test_mlp_infer_bitwise);
     RUN(test_mlp_infer_packed);
+    RUN(test_mlp_infer_threads_bitwise);
     RUN(test_mlp_backward_threads_bitwise);
     RUN(test_mlp_embedding_rows_threads);
     RUN(test_net_packed_weights_follow_changes);
