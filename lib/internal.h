@@ -128,6 +128,12 @@ int diffuse__normal_fill_path(int path, uint64_t seed, uint64_t sample, uint32_t
 int diffuse__normal_fill_rows_path(int path, uint64_t seed, uint64_t first_sample,
                                    uint32_t step, float *out, size_t rows, size_t dim);
 
+/* vec.c: on = 1 runs lib/vec.h's AVX2 twins (where the CPU has AVX2), 0
+ * the DIFFUSE_VEC_CLONES_WIDE clones, -1 chooses by the CPU again (the
+ * default); for tests, which compare the two.  Returns 1 when the twins run
+ * now, else 0. */
+int diffuse__vec_avx2_force(int on);
+
 /* engine.c: 1 when the n floats at p are all finite (no NaN, no
  * infinity), else 0; n = 0 gives 1. */
 int diffuse__all_finite(const float *p, size_t n);

@@ -279,12 +279,12 @@ RNG_INLINE vd words_to_double(vul w)
  * element order: o[4 l + i] = f[i][l]. */
 RNG_INLINE void store_chunk(float *o, const vf8 f[4])
 {
-    typedef double vd4 __attribute__((vector_size(32)));
+    typedef double vdc4 __attribute__((vector_size(32)));
     const vf8 a = __builtin_shufflevector(f[0], f[1], 0, 8, 1, 9, 2, 10, 3, 11);
     const vf8 b = __builtin_shufflevector(f[0], f[1], 4, 12, 5, 13, 6, 14, 7, 15);
     const vf8 cc = __builtin_shufflevector(f[2], f[3], 0, 8, 1, 9, 2, 10, 3, 11);
     const vf8 d = __builtin_shufflevector(f[2], f[3], 4, 12, 5, 13, 6, 14, 7, 15);
-    vd4 ad, bd, cd, dd, r0, r1, r2, r3;
+    vdc4 ad, bd, cd, dd, r0, r1, r2, r3;
     memcpy(&ad, &a, sizeof ad);
     memcpy(&bd, &b, sizeof bd);
     memcpy(&cd, &cc, sizeof cd);

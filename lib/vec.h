@@ -18,8 +18,19 @@
 #  define DIFFUSE_VEC 1
 #  if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
 #    define DIFFUSE_VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* For functions whose 8-lane values live across a loop or have their
+ * address taken: GCC 12 keeps 64-byte vectors in memory where the registers
+ * are 32 bytes (AVX2), so such a function has an AVX2 twin written with the
+ * 4-lane types below (DIFFUSE_VEC_AVX2, the same operations on the same
+ * elements in the same order), and this clone set leaves AVX2 out.  Callers
+ * take the twin where diffuse__vec_avx2() says so. */
+#    define DIFFUSE_VEC_CLONES_WIDE __attribute__((target_clones("avx512f", "default")))
+#    define DIFFUSE_VEC_AVX2 __attribute__((target("avx2")))
+#    define DIFFUSE_VEC_HAVE_AVX2 1
+#    define DIFFUSE_VEC_AVX2_INLINE static inline __attribute__((target("avx2"), always_inline))
 #  else
 #    define DIFFUSE_VEC_CLONES
+#    define DIFFUSE_VEC_CLONES_WIDE
 #  endif
 #  if defined(__clang__)
 #    pragma clang diagnostic ignored "-Wpsabi"
@@ -80,6 +91,48 @@ DIFFUSE_VEC_INLINE vf8 vround_f(vd d)
 {
     return __builtin_convertvector(d, vf8);
 }
+
+#  ifdef DIFFUSE_VEC_HAVE_AVX2
+#    include <immintrin.h>
+
+/* 1 when the CPU has AVX2 but not AVX-512F: the DIFFUSE_VEC_AVX2 twins run
+ * there, DIFFUSE_VEC_CLONES_WIDE elsewhere (vec.c). */
+int diffuse__vec_avx2(void);
+
+/* Half of vd and friends: one AVX2 register. */
+typedef double vd4 __attribute__((vector_size(32)));
+typedef int64_t vl4 __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
+typedef int32_t vi4 __attribute__((vector_size(16)));
+typedef float vf4u __attribute__((vector_size(16), aligned(4)));
+typedef uint32_t vu8 __attribute__((vector_size(32)));
+typedef uint32_t vu8u __attribute__((vector_size(32), aligned(4)));
+
+DIFFUSE_VEC_AVX2_INLINE vd4 vsplat4(double v)
+{
+    vd4 r = {v, v, v, v};
+    return r;
+}
+
+DIFFUSE_VEC_AVX2_INLINE vf4 fsplat4(float v)
+{
+    vf4 r = {v, v, v, v};
+    return r;
+}
+
+/* 4 floats widened to double (exactly), one vcvtps2pd (GCC 12 does
+ * __builtin_convertvector's 4 -> 4 in two halves). */
+DIFFUSE_VEC_AVX2_INLINE vd4 vwiden4(vf4 f)
+{
+    return (vd4)_mm256_cvtps_pd((__m128)f);
+}
+
+/* 4 floats from p, widened to double (exactly). */
+DIFFUSE_VEC_AVX2_INLINE vd4 vload4_f(const float *p)
+{
+    return vwiden4(*(const vf4u *)p);
+}
+#  endif
 #endif
 
 #endif

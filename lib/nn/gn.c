@@ -32,8 +32,8 @@ DIFFUSE_VEC_INLINE double gn_fold(const vd *a, const vd *b)
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-DIFFUSE_VEC_CLONES
-double diffuse__gn_sum_f(const float *x, size_t n)
+DIFFUSE_VEC_CLONES_WIDE
+static double gn_sum_wide(const float *x, size_t n)
 {
     vd a = vsplat(0.0), b = vsplat(0.0);
     double t[8];
@@ -53,8 +53,8 @@ double diffuse__gn_sum_f(const float *x, size_t n)
     return gn_fold(&a, &b);
 }
 
-DIFFUSE_VEC_CLONES
-double diffuse__gn_sumsq_dev_f(const float *x, size_t n, double m)
+DIFFUSE_VEC_CLONES_WIDE
+static double gn_sumsq_dev_wide(const float *x, size_t n, double m)
 {
     const vd mv = vsplat(m);
     vd a = vsplat(0.0), b = vsplat(0.0), d;
@@ -112,9 +112,9 @@ void diffuse__gn_affine_ss_f(const float *x, size_t n, float m, float sc, float 
     }
 }
 
-DIFFUSE_VEC_CLONES
-void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, float r,
-                            double *s1, double *s2)
+DIFFUSE_VEC_CLONES_WIDE
+static void gn_bwd_sums_wide(const float *x, const float *dy, size_t n, float m, float r,
+                             double *s1, double *s2)
 {
     const vf8 mv = fsplat(m), rv = fsplat(r);
     vd a1 = vsplat(0.0), b1 = vsplat(0.0), a2 = vsplat(0.0), b2 = vsplat(0.0), g;
@@ -148,6 +148,165 @@ void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, 
     *s1 = gn_fold(&a1, &b1);
     *s2 = gn_fold(&a2, &b2);
 }
+
+#ifdef DIFFUSE_VEC_HAVE_AVX2
+/*
+ * The AVX2 twins of the three sums (lib/vec.h): the 16 lanes as four 4-lane
+ * accumulators (lanes 0-3, 4-7, 8-11, 12-15), each lane summing the same
+ * elements in the same order as gn_sum_wide and friends, the tails and the
+ * fold the same, so the bits are the same; here the accumulators stay in
+ * registers (GCC 12 keeps the 8-lane ones in memory on AVX2).
+ */
+
+/* gn_fold's order on the 8 lanes t[] + u[]. */
+DIFFUSE_VEC_AVX2_INLINE double gn_fold8(const double *t, const double *u)
+{
+    double l[8];
+    int k;
+    for (k = 0; k < 8; k++)
+        l[k] = t[k] + u[k];
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+DIFFUSE_VEC_AVX2 static double gn_sum_avx2(const float *x, size_t n)
+{
+    vd4 a0 = vsplat4(0.0), a1 = a0, b0 = a0, b1 = a0;
+    double t[8], u[8];
+    size_t i = 0, j;
+    for (; i + 16 <= n; i += 16) {
+        a0 += vload4_f(x + i);
+        a1 += vload4_f(x + i + 4);
+        b0 += vload4_f(x + i + 8);
+        b1 += vload4_f(x + i + 12);
+    }
+    if (i + 8 <= n) {
+        a0 += vload4_f(x + i);
+        a1 += vload4_f(x + i + 4);
+        i += 8;
+    }
+    memcpy(t, &a0, sizeof a0);
+    memcpy(t + 4, &a1, sizeof a1);
+    memcpy(u, &b0, sizeof b0);
+    memcpy(u + 4, &b1, sizeof b1);
+    for (j = 0; i < n; i++, j++)
+        t[j] += (double)x[i];
+    return gn_fold8(t, u);
+}
+
+DIFFUSE_VEC_AVX2 static double gn_sumsq_dev_avx2(const float *x, size_t n, double m)
+{
+    const vd4 mv = vsplat4(m);
+    vd4 a0 = vsplat4(0.0), a1 = a0, b0 = a0, b1 = a0, d;
+    double t[8], u[8], e;
+    size_t i = 0, j;
+    for (; i + 16 <= n; i += 16) {
+        d = vload4_f(x + i) - mv;
+        a0 += d * d;
+        d = vload4_f(x + i + 4) - mv;
+        a1 += d * d;
+        d = vload4_f(x + i + 8) - mv;
+        b0 += d * d;
+        d = vload4_f(x + i + 12) - mv;
+        b1 += d * d;
+    }
+    if (i + 8 <= n) {
+        d = vload4_f(x + i) - mv;
+        a0 += d * d;
+        d = vload4_f(x + i + 4) - mv;
+        a1 += d * d;
+        i += 8;
+    }
+    memcpy(t, &a0, sizeof a0);
+    memcpy(t + 4, &a1, sizeof a1);
+    memcpy(u, &b0, sizeof b0);
+    memcpy(u + 4, &b1, sizeof b1);
+    for (j = 0; i < n; i++, j++) {
+        e = (double)x[i] - m;
+        t[j] += e * e;
+    }
+    return gn_fold8(t, u);
+}
+
+/* dy[k..k+3] into *s1, dy[k] (x[k] - m) r (the product in float) into *s2. */
+#  define GN_BWD4(s1, s2, k)                                                    \
+    do {                                                                        \
+        const vd4 g_ = vload4_f(dy + (k));                                      \
+        s1 += g_;                                                               \
+        s2 += g_ * vwiden4((*(const vf4u *)(x + (k)) - mv) * rv);                \
+    } while (0)
+
+DIFFUSE_VEC_AVX2 static void gn_bwd_sums_avx2(const float *x, const float *dy, size_t n, float m,
+                                              float r, double *s1, double *s2)
+{
+    const vf4 mv = fsplat4(m), rv = fsplat4(r);
+    vd4 a10 = vsplat4(0.0), a11 = a10, b10 = a10, b11 = a10;
+    vd4 a20 = a10, a21 = a10, b20 = a10, b21 = a10;
+    double t1[8], t2[8], u1[8], u2[8];
+    size_t i = 0, j;
+    for (; i + 16 <= n; i += 16) {
+        GN_BWD4(a10, a20, i);
+        GN_BWD4(a11, a21, i + 4);
+        GN_BWD4(b10, b20, i + 8);
+        GN_BWD4(b11, b21, i + 12);
+    }
+    if (i + 8 <= n) {
+        GN_BWD4(a10, a20, i);
+        GN_BWD4(a11, a21, i + 4);
+        i += 8;
+    }
+    memcpy(t1, &a10, sizeof a10);
+    memcpy(t1 + 4, &a11, sizeof a11);
+    memcpy(t2, &a20, sizeof a20);
+    memcpy(t2 + 4, &a21, sizeof a21);
+    memcpy(u1, &b10, sizeof b10);
+    memcpy(u1 + 4, &b11, sizeof b11);
+    memcpy(u2, &b20, sizeof b20);
+    memcpy(u2 + 4, &b21, sizeof b21);
+    for (j = 0; i < n; i++, j++) {
+        const float xh = (x[i] - m) * r;
+        t1[j] += (double)dy[i];
+        t2[j] += (double)dy[i] * (double)xh;
+    }
+    *s1 = gn_fold8(t1, u1);
+    *s2 = gn_fold8(t2, u2);
+}
+#  undef GN_BWD4
+
+double diffuse__gn_sum_f(const float *x, size_t n)
+{
+    return diffuse__vec_avx2() ? gn_sum_avx2(x, n) : gn_sum_wide(x, n);
+}
+
+double diffuse__gn_sumsq_dev_f(const float *x, size_t n, double m)
+{
+    return diffuse__vec_avx2() ? gn_sumsq_dev_avx2(x, n, m) : gn_sumsq_dev_wide(x, n, m);
+}
+
+void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, float r,
+                            double *s1, double *s2)
+{
+    if (diffuse__vec_avx2())
+        gn_bwd_sums_avx2(x, dy, n, m, r, s1, s2);
+    else
+        gn_bwd_sums_wide(x, dy, n, m, r, s1, s2);
+}
+#else
+double diffuse__gn_sum_f(const float *x, size_t n)
+{
+    return gn_sum_wide(x, n);
+}
+
+double diffuse__gn_sumsq_dev_f(const float *x, size_t n, double m)
+{
+    return gn_sumsq_dev_wide(x, n, m);
+}
+
+void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, float r,
+                            double *s1, double *s2)
+{
+    gn_bwd_sums_wide(x, dy, n, m, r, s1, s2);
+}
+#endif
 
 DIFFUSE_VEC_CLONES
 void diffuse__gn_bwd_dx_f(const float *x, const float *dy, size_t n, float m, float r, float k1,

@@ -150,9 +150,9 @@ DIFFUSE_VEC_INLINE void fast_update8(const fast_update_v *u, const float *xp, co
 }
 
 /* n elements; z unused (may be NULL) unless noisy.  y may be x. */
-DIFFUSE_VEC_CLONES static void fast_update_run(const fast_update *p, size_t n, const float *x,
-                                               const float *o, const float *z, float *x0,
-                                               float *y)
+DIFFUSE_VEC_CLONES_WIDE static void fast_update_run_wide(const fast_update *p, size_t n,
+                                                         const float *x, const float *o,
+                                                         const float *z, float *x0, float *y)
 {
     fast_update_v u;
     size_t i;
@@ -190,6 +190,92 @@ DIFFUSE_VEC_CLONES static void fast_update_run(const fast_update *p, size_t n, c
         memcpy(x0 + i, bx0, r * sizeof *bx0);
         memcpy(y + i, by, r * sizeof *by);
     }
+}
+
+#  ifdef DIFFUSE_VEC_HAVE_AVX2
+/* fast_update8's AVX2 twin (lib/vec.h) on 4 elements: the same operations
+ * lane by lane, on 4-lane values that stay in registers. */
+DIFFUSE_VEC_AVX2_INLINE void fast_update4(const fast_update *u, const float *xp, const float *op,
+                                          const float *zp, float *x0p, float *yp)
+{
+    const vd4 x = vload4_f(xp), o = vload4_f(op);
+    vd4 x0d, v;
+    vf4 x0f = u->pred == DIFFUSE_PRED_X0
+                  ? __builtin_convertvector(o, vf4)
+                  : __builtin_convertvector(vsplat4(u->px) * x + vsplat4(u->po) * o, vf4);
+    if (u->clip) { /* x0 < lo ? lo : x0 > hi ? hi : x0, in float */
+        const vf4 lo = fsplat4(u->lo), hi = fsplat4(u->hi);
+        const vi4 below = x0f < lo, above = (x0f > hi) & ~below;
+        vi4 b, bl, bh;
+        memcpy(&b, &x0f, sizeof b);
+        memcpy(&bl, &lo, sizeof bl);
+        memcpy(&bh, &hi, sizeof bh);
+        b = (bl & below) | (bh & above) | (b & ~(below | above));
+        memcpy(&x0f, &b, sizeof x0f);
+    }
+    *(vf4u *)x0p = x0f;
+    x0d = vwiden4(x0f);
+    if (u->ddpm) {
+        v = vsplat4(u->c1) * x0d + vsplat4(u->c2) * x;
+    } else {
+        vd4 eps;
+        if (!u->raw_eps) /* from the (clipped) x0; where abar = 0 it is x_t */
+            eps = u->abar0 ? x : (vsplat4(u->sr) * x - x0d) / vsplat4(u->srm1);
+        else if (u->pred == DIFFUSE_PRED_EPS)
+            eps = o;
+        else if (u->pred == DIFFUSE_PRED_V)
+            eps = vsplat4(u->sa) * o + vsplat4(u->s1m) * x;
+        else
+            eps = u->abar0 ? x : (vsplat4(u->sr) * x - o) / vsplat4(u->srm1);
+        v = vsplat4(u->sq_ab_prev) * x0d + vsplat4(u->c_dir) * eps;
+    }
+    if (u->noisy)
+        v = v + vsplat4(u->sd) * vload4_f(zp);
+    *(vf4u *)yp = __builtin_convertvector(v, vf4);
+}
+
+/* fast_update_run_wide's AVX2 twin: 8 elements a step, then 4, the tail
+ * zero-padded as there (each element's result depends on it alone). */
+DIFFUSE_VEC_AVX2 static void fast_update_run_avx2(const fast_update *p, size_t n,
+                                                  const float *x, const float *o,
+                                                  const float *z, float *x0, float *y)
+{
+    const fast_update u = *p;
+    size_t i;
+    for (i = 0; i + 8 <= n; i += 8) { /* two at a time: the choices once per 8 */
+        fast_update4(&u, x + i, o + i, u.noisy ? z + i : NULL, x0 + i, y + i);
+        fast_update4(&u, x + i + 4, o + i + 4, u.noisy ? z + i + 4 : NULL, x0 + i + 4,
+                     y + i + 4);
+    }
+    if (i + 4 <= n) {
+        fast_update4(&u, x + i, o + i, u.noisy ? z + i : NULL, x0 + i, y + i);
+        i += 4;
+    }
+    if (i < n) {
+        float bx[4] = {0}, bo[4] = {0}, bz[4] = {0}, bx0[4], by[4];
+        const size_t r = n - i;
+        memcpy(bx, x + i, r * sizeof *bx);
+        memcpy(bo, o + i, r * sizeof *bo);
+        if (u.noisy)
+            memcpy(bz, z + i, r * sizeof *bz);
+        fast_update4(&u, bx, bo, bz, bx0, by);
+        memcpy(x0 + i, bx0, r * sizeof *bx0);
+        memcpy(y + i, by, r * sizeof *by);
+    }
+}
+#  endif
+
+/* fast_update_run_wide or its twin: the same bits. */
+static void fast_update_run(const fast_update *p, size_t n, const float *x, const float *o,
+                            const float *z, float *x0, float *y)
+{
+#  ifdef DIFFUSE_VEC_HAVE_AVX2
+    if (diffuse__vec_avx2()) {
+        fast_update_run_avx2(p, n, x, o, z, x0, y);
+        return;
+    }
+#  endif
+    fast_update_run_wide(p, n, x, o, z, x0, y);
 }
 #endif
 

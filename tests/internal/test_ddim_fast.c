@@ -4,9 +4,10 @@
  * under other names, and steps both families over the same inputs, for
  * every prediction type, clipping, DDPM and DDIM with eta 0, 0.5 and 1.02 (above 1),
  * raw and re-derived eps, both final steps, learned and fixed variances,
- * caller and generator noise, rows of 3, 8, 37 and 800 elements (the
+ * caller and generator noise, rows of 3, 8, 12, 15, 37 and 800 elements (the
  * short-row noise path, whole vectors, a tail, several blocks), at every
- * step of the chain including t = 0. */
+ * step of the chain including t = 0; with lib/vec.h's AVX2 twin on and
+ * off. */
 #define DIFFUSE_NO_VEC 1
 #define diffuse__family_ddpm_ddim scalar_family
 #define diffuse__ddim_check_eta scalar_check_eta
@@ -111,7 +112,7 @@ done:
 
 static void test_fast_update_same_bits_as_scalar(void)
 {
-    static const size_t dims[] = {3, 8, 37, 800};
+    static const size_t dims[] = {3, 8, 12, 15, 37, 800};
     static const int preds[] = {DIFFUSE_PRED_EPS, DIFFUSE_PRED_X0, DIFFUSE_PRED_V};
     static const double etas[] = {0.0, 0.5, 1.02};
     diffuse_schedule *S = NULL;
@@ -150,8 +151,25 @@ static void test_fast_update_same_bits_as_scalar(void)
     diffuse_schedule_free(S);
 }
 
+/* The same with lib/vec.h's AVX2 twin of the update forced off (the
+ * clones), where it would run; the test above runs what the CPU picks. */
+static void test_fast_update_clones_same_bits_as_scalar(void)
+{
+    if (!diffuse__vec_avx2_force(1)) {
+        diffuse__vec_avx2_force(-1);
+        SKIP("no AVX2 twin here: the test above ran the clones");
+        return;
+    }
+    diffuse__vec_avx2_force(0);
+    test_fast_update_same_bits_as_scalar();
+    diffuse__vec_avx2_force(1);
+    test_fast_update_same_bits_as_scalar();
+    diffuse__vec_avx2_force(-1);
+}
+
 int main(void)
 {
     RUN(test_fast_update_same_bits_as_scalar);
+    RUN(test_fast_update_clones_same_bits_as_scalar);
     return harness_finish();
 }
