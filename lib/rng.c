@@ -156,81 +156,6 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
 #define RNG_LANES 8 /* pairs per vector */
 #define RNG_CHUNK_BLOCKS 8 /* blocks per chunk: 32 elements, 16 pairs */
 
-/* log(u1) for u1 = (w + 0.5) 2^-32, w the words as doubles (exact). */
-RNG_INLINE vd fast_log_u1(vd w)
-{
-    const vd n = w * vsplat(2.0) + vsplat(1.0); /* odd, < 2^33: exact */
-    const vl bits = vd_bits(n);
-    vl e = (bits >> 52) - 1023;          /* n = 2^e m, m in [1, 2) */
-    vl big;
-    vd s, s2, s4, s8, p, ed;
-    vd m = vbits_d((bits & INT64_C(0x000fffffffffffff)) | INT64_C(0x3ff0000000000000));
-    big = m > vsplat(1.4142135623730951);
-    m = vsel(big, m * vsplat(0.5), m);
-    e = e - big - 33; /* big is -1 where set */
-    s = (m - vsplat(1.0)) / (m + vsplat(1.0));
-    s2 = s * s;
-    /* 2 atanh(s) = 2 s + s R(s2): R of fdlibm's log (e_log.c: Lg1 .. Lg7,
-     * within 2^-58.45 of the series), in Estrin's order (short chains) */
-    s4 = s2 * s2;
-    s8 = s4 * s4;
-    {
-        const vd q0 = vsplat(6.666666666666735130e-01) + s2 * vsplat(3.999999999940941908e-01);
-        const vd q1 = vsplat(2.857142874366239149e-01) + s2 * vsplat(2.222219843214978396e-01);
-        const vd q2 = vsplat(1.818357216161805012e-01) + s2 * vsplat(1.531383769920937332e-01);
-        p = (q0 + s4 * q1) + s8 * (q2 + s4 * vsplat(1.479819860511658591e-01));
-    }
-    p = (s * s2) * p; /* s R(s2) */
-    /* e as a double: the bits of 2^52 + 2^51 + e, less 2^52 + 2^51 (exact) */
-    ed = vbits_d(e + INT64_C(0x4338000000000000)) - vsplat(6755399441055744.0);
-    /* e ln2_hi exact (|e| <= 34, ln2_hi has 32 trailing zero bits) */
-    return ed * vsplat(6.93147180369123816490e-01) +
-           ((vsplat(2.0) * s + p) + ed * vsplat(1.90821492927058770002e-10));
-}
-
-/* cos and sin of theta in [0, 2 pi]. */
-RNG_INLINE void fast_sincos(vd theta, vd *c_out, vd *s_out)
-{
-    const vd magic = vsplat(6755399441055744.0); /* 2^52 + 2^51 */
-    const vd kb = theta * vsplat(6.36619772367581382433e-01) + magic;
-    const vd k = kb - magic; /* nearest integer, 0 .. 4 */
-    const vl q = vd_bits(kb) & 3;
-    vd y = theta - k * vsplat(1.57079632673412561417e+00); /* exact */
-    vd y2, y4, y8, sp, cp, sn, cs;
-    vl swap, negc, negs;
-    y = y - k * vsplat(6.07710050630396597660e-11); /* exact product */
-    y = y - k * vsplat(2.02226624871116645580e-21); /* exact product */
-    y = y - k * vsplat(8.47842766036889956997e-32);
-    y2 = y * y;
-    /* sin y = y + y^3 S(y2), cos y = 1 - y2 / 2 + y2^2 C(y2): the
-     * polynomials of fdlibm's k_sin.c and k_cos.c (S1 .. S6, C1 .. C6,
-     * within 2^-58 of sin and cos on |y| <= pi/4), in Estrin's order */
-    y4 = y2 * y2;
-    y8 = y4 * y4;
-    {
-        const vd a0 = vsplat(-1.66666666666666324348e-01) + y2 * vsplat(8.33333333332248946124e-03);
-        const vd a1 = vsplat(-1.98412698298579493134e-04) + y2 * vsplat(2.75573137070700676789e-06);
-        const vd a2 = vsplat(-2.50507602534068634195e-08) + y2 * vsplat(1.58969099521155010221e-10);
-        const vd b0 = vsplat(4.16666666666666019037e-02) + y2 * vsplat(-1.38888888888741095749e-03);
-        const vd b1 = vsplat(2.48015872894767294178e-05) + y2 * vsplat(-2.75573143513906633035e-07);
-        const vd b2 = vsplat(2.08757232129817482790e-09) + y2 * vsplat(-1.13596475577881948265e-11);
-        sp = (a0 + y4 * a1) + y8 * a2;
-        cp = (b0 + y4 * b1) + y8 * b2;
-    }
-    sn = y + (y * y2) * sp;
-    cs = (vsplat(1.0) - vsplat(0.5) * y2) + y4 * cp;
-    /* quadrant q: (cos, sin) = (c, s), (-s, c), (-c, -s), (s, -c) */
-    swap = -(q & 1);
-    negc = -(((q + 1) >> 1) & 1); /* q = 1, 2 */
-    negs = -((q >> 1) & 1);       /* q = 2, 3 */
-    {
-        const vd c0 = vsel(swap, sn, cs), s0 = vsel(swap, cs, sn);
-        const vl sign = vd_bits(vsplat(-0.0));
-        *c_out = vbits_d(vd_bits(c0) ^ (negc & sign));
-        *s_out = vbits_d(vd_bits(s0) ^ (negs & sign));
-    }
-}
-
 /* Whether z (a double near a standard normal value) rounds to the same
  * float as any double within |z| 2^-36 of it: where the low 29 bits of its
  * significand, those a float drops, lie at least 2^17 units from 2^28, the
@@ -248,12 +173,26 @@ RNG_INLINE vl vsplat_l(int64_t v)
     return r;
 }
 
-RNG_INLINE void round_check(vd z, vl *d, vl *a)
-{
-    const vl bits = vd_bits(z);
-    *d = (bits - ((INT64_C(1) << 28) - (INT64_C(1) << 17))) & ((INT64_C(1) << 29) - 1);
-    *a = bits & INT64_MAX;
-}
+/* The 8-lane arithmetic (lib/rng_math.h). */
+#define RNG_M(f) f
+#define RNG_M_INLINE RNG_INLINE
+#define RNG_VD vd
+#define RNG_VL vl
+#define RNG_VUL vul
+#define RNG_DSPLAT(v) vsplat(v)
+#define RNG_SEL(m, a, b) vsel(m, a, b)
+#define RNG_BITS_D(l) vbits_d(l)
+#define RNG_D_BITS(d) vd_bits(d)
+#include "rng_math.h"
+#undef RNG_M
+#undef RNG_M_INLINE
+#undef RNG_VD
+#undef RNG_VL
+#undef RNG_VUL
+#undef RNG_DSPLAT
+#undef RNG_SEL
+#undef RNG_BITS_D
+#undef RNG_D_BITS
 
 /* The unrounded z of 8 pairs of words (as doubles), for the error-bound
  * test. */
@@ -266,13 +205,6 @@ static void fast_pairs(vd wa, vd wb, vd *zc, vd *zs)
     fast_sincos(vsplat(DIFFUSE_TWO_PI) * (wb * vsplat(DIFFUSE_TWO_POW_M32)), &cs, &sn);
     *zc = r * cs;
     *zs = r * sn;
-}
-
-/* Lanes holding values below 2^32 as doubles, exactly (2^52 + x - 2^52). */
-RNG_INLINE vd words_to_double(vul w)
-{
-    const vd two52 = vsplat(4503599627370496.0);
-    return vbits_d((vl)w | vd_bits(two52)) - two52;
 }
 
 /* The 32 floats of a chunk, f[i] lane l holding element 4 l + i, stored in
@@ -374,12 +306,127 @@ static inline __attribute__((always_inline)) RNG_AVX2 unsigned avx2_less(vl a, v
     return (unsigned)mlo | (unsigned)mhi << 4;
 }
 
+/* fill_chunks on AVX2 with 4-lane values (one register each): GCC 12
+ * keeps 8-lane ones in memory there (lib/vec.h).  The same arithmetic
+ * lane by lane (lib/rng_math.h), so the same bits as the other copies. */
+#define RNG_M(f) f##4
+#define RNG_M_INLINE DIFFUSE_VEC_AVX2_INLINE
+#define RNG_VD vd4
+#define RNG_VL vl4
+#define RNG_VUL vul4
+#define RNG_DSPLAT(v) vsplat4(v)
+#define RNG_SEL(m, a, b) vsel4(m, a, b)
+#define RNG_BITS_D(l) vbits_d4(l)
+#define RNG_D_BITS(d) vd4_bits(d)
+#include "rng_math.h"
+#undef RNG_M
+#undef RNG_M_INLINE
+#undef RNG_VD
+#undef RNG_VL
+#undef RNG_VUL
+#undef RNG_DSPLAT
+#undef RNG_SEL
+#undef RNG_BITS_D
+#undef RNG_D_BITS
+
+DIFFUSE_VEC_AVX2_INLINE vul4 avx2_mul32_4(vul4 x, uint32_t m)
+{
+    return (vul4)_mm256_mul_epu32((__m256i)x, _mm256_set1_epi64x((long long)m));
+}
+
+/* The bit mask of the lanes where a < b (signed). */
+DIFFUSE_VEC_AVX2_INLINE unsigned avx2_less4(vl4 a, vl4 b)
+{
+    return (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64((__m256i)b,
+                                                                               (__m256i)a)));
+}
+
+DIFFUSE_VEC_AVX2_INLINE vl4 vsplat_l4(int64_t v)
+{
+    vl4 r = {v, v, v, v};
+    return r;
+}
+
+/* philox8 on 4 lanes. */
+DIFFUSE_VEC_AVX2_INLINE void philox4(const philox_schedule *ks, vul4 x0, vul4 x1, vul4 x2,
+                                     vul4 x3, vul4 x[4])
+{
+    const uint64_t lo32 = 0xffffffffu;
+    for (int r = 0; r < PHILOX_ROUNDS; r++) {
+        const vul4 p0 = avx2_mul32_4(x0, PHILOX_M0), p1 = avx2_mul32_4(x2, PHILOX_M1);
+        const vul4 y0 = (p1 >> 32) ^ x1 ^ (uint64_t)ks->k[r][0];
+        const vul4 y2 = (p0 >> 32) ^ x3 ^ (uint64_t)ks->k[r][1];
+        x1 = p1;
+        x3 = p0;
+        x0 = y0;
+        x2 = y2;
+    }
+    x[0] = x0 & lo32;
+    x[1] = x1 & lo32;
+    x[2] = x2 & lo32;
+    x[3] = x3 & lo32;
+}
+
+/* pairs (rng_fill.h) on 4 lanes. */
+DIFFUSE_VEC_AVX2_INLINE unsigned pairs4(vul4 wa, vul4 wb, vf4 *fc, vf4 *fs)
+{
+    vd4 cs, sn, zc, zs;
+    vl4 dc, ds, ac, as;
+    const vd4 r = (vd4)_mm256_sqrt_pd((__m256d)(-2.0 * fast_log_u14(words_to_double4(wa))));
+    fast_sincos4(DIFFUSE_TWO_PI * (words_to_double4(wb) * DIFFUSE_TWO_POW_M32), &cs, &sn);
+    zc = r * cs;
+    zs = r * sn;
+    *fc = __builtin_convertvector(zc, vf4);
+    *fs = __builtin_convertvector(zs, vf4);
+    round_check4(zc, &dc, &ac);
+    round_check4(zs, &ds, &as);
+    return avx2_less4(vsplat_l4(RNG_KEEP_D), dc) & avx2_less4(vsplat_l4(RNG_KEEP_A), ac) &
+           avx2_less4(vsplat_l4(RNG_KEEP_D), ds) & avx2_less4(vsplat_l4(RNG_KEEP_A), as);
+}
+
+/* fill_chunks (rng_fill.h) on AVX2: each chunk as two halves of 4 blocks,
+ * block l of a half in lane l, its elements 4 l .. 4 l + 3 stored from
+ * f[0 .. 3] lane l (a 4 x 4 transpose). */
+RNG_AVX2 static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, uint32_t c2,
+                                      uint32_t c3, float *out, size_t first, size_t chunks)
+{
+    const vul4 lane = {0, 1, 2, 3};
+    const vul4 v1 = lane * 0 + c1, v2 = lane * 0 + c2, v3 = lane * 0 + c3;
+    for (size_t c = 0; c < chunks; c++)
+        for (uint32_t h = 0; h < 2; h++) {
+            float *o = out + 32 * c + 16 * h;
+            vul4 x[4];
+            vf4 f[4], t0, t1, t2, t3;
+            unsigned bad;
+            philox4(ks, lane + ((uint32_t)((first + c) * RNG_CHUNK_BLOCKS) + 4 * h), v1, v2, v3,
+                    x);
+            bad = pairs4(x[0], x[1], &f[0], &f[1]);
+            bad = ~(bad & pairs4(x[2], x[3], &f[2], &f[3])) & 0xfu;
+            t0 = __builtin_shufflevector(f[0], f[1], 0, 4, 1, 5);
+            t1 = __builtin_shufflevector(f[0], f[1], 2, 6, 3, 7);
+            t2 = __builtin_shufflevector(f[2], f[3], 0, 4, 1, 5);
+            t3 = __builtin_shufflevector(f[2], f[3], 2, 6, 3, 7);
+            *(vf4u *)o = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
+            *(vf4u *)(o + 4) = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
+            *(vf4u *)(o + 8) = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
+            *(vf4u *)(o + 12) = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
+            while (bad != 0) {
+                const int l = __builtin_ctz(bad);
+                bad &= bad - 1;
+                box_muller((uint32_t)x[0][l], (uint32_t)x[1][l], o + 4 * l);
+                box_muller((uint32_t)x[2][l], (uint32_t)x[3][l], o + 4 * l + 2);
+            }
+        }
+}
+
+#define RNG_NO_FILL_CHUNKS 1
 #define RNG_NAME(f) f##_avx2
 #define RNG_ATTR RNG_AVX2
 #define RNG_MUL32(x, m) avx2_mul32(x, m)
 #define RNG_SQRT(v) avx2_sqrt(v)
 #define RNG_LESS(a, b) avx2_less(a, b)
 #include "rng_fill.h"
+#undef RNG_NO_FILL_CHUNKS
 #undef RNG_NAME
 #undef RNG_ATTR
 #undef RNG_MUL32

@@ -7,6 +7,7 @@
  *   RNG_MUL32(x, m)  lanes of x (values below 2^32) times m, 64-bit products
  *   RNG_SQRT(v)      the correctly rounded square roots of the lanes of v
  *   RNG_LESS(a, b)   the bit mask of the lanes where a < b (signed 64-bit)
+ * and RNG_NO_FILL_CHUNKS where the copy has its own fill_chunks.
  * Every copy does the same IEEE operations in the same order (only the
  * instructions that carry them differ), and keeps a value only where it is
  * certainly box_muller()'s (see rng.c), so all copies give the same bits.
@@ -74,6 +75,7 @@ RNG_HELPER void RNG_NAME(chunk_store)(float *o, const vul x[4], const vf8 f[4], 
     }
 }
 
+#ifndef RNG_NO_FILL_CHUNKS
 /* Elements 32 c .. 32 c + 31 of the stream for chunks c = first ..
  * first + chunks - 1 (blocks 8 c .. 8 c + 7), at out + 32 (c - first).
  * Pair p of block l: words x[2p], x[2p + 1], elements 4 l + 2 p and
@@ -94,6 +96,7 @@ RNG_ATTR static void RNG_NAME(fill_chunks)(const philox_schedule *ks, uint32_t c
         RNG_NAME(chunk_store)(out + 32 * c, x, f, ok);
     }
 }
+#endif
 
 /* Rows r0 .. r0 + 7 of a [rows][dim] array, rows r0 + l for sample
  * first + r0 + l, lanes l < live: block j of each row's stream in lane l,

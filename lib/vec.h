@@ -120,6 +120,28 @@ DIFFUSE_VEC_AVX2_INLINE vf4 fsplat4(float v)
     return r;
 }
 
+typedef uint64_t vul4 __attribute__((vector_size(32)));
+
+DIFFUSE_VEC_AVX2_INLINE vd4 vbits_d4(vl4 b)
+{
+    vd4 r;
+    memcpy(&r, &b, sizeof r);
+    return r;
+}
+
+DIFFUSE_VEC_AVX2_INLINE vl4 vd4_bits(vd4 d)
+{
+    vl4 r;
+    memcpy(&r, &d, sizeof r);
+    return r;
+}
+
+/* m ? a : b, m all ones or all zeros per lane. */
+DIFFUSE_VEC_AVX2_INLINE vd4 vsel4(vl4 m, vd4 a, vd4 b)
+{
+    return vbits_d4((vd4_bits(a) & m) | (vd4_bits(b) & ~m));
+}
+
 /* 4 floats widened to double (exactly), one vcvtps2pd (GCC 12 does
  * __builtin_convertvector's 4 -> 4 in two halves). */
 DIFFUSE_VEC_AVX2_INLINE vd4 vwiden4(vf4 f)
