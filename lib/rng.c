@@ -419,6 +419,40 @@ RNG_AVX2 static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, ui
         }
 }
 
+/* fill_rows_small (rng_fill.h) on AVX2: 16 rows a step as four groups of
+ * 4 rows, row r0 + 4 g + l in lane l of group g. */
+RNG_AVX2 static size_t fill_rows_small_avx2(const philox_schedule *ks, uint32_t step,
+                                            uint64_t first, size_t dim, float *out, size_t rows)
+{
+    const vul4 lane = {0, 1, 2, 3};
+    const vul4 zero = lane * 0, vstep = zero + step;
+    size_t r = 0;
+    for (; r + 16 <= rows; r += 16)
+        for (size_t g = 0; g < 4; g++) {
+            const vul4 sa = lane + (first + r + 4 * g); /* the samples, 64-bit */
+            vul4 x[4];
+            vf4 fc, fs;
+            unsigned bad;
+            philox4(ks, zero, vstep, sa, sa >> 32, x);
+            bad = ~pairs4(x[0], x[1], &fc, &fs) & 0xfu;
+            if (dim == 1) {
+                *(vf4u *)(out + r + 4 * g) = fc;
+            } else {
+                float *o = out + 2 * (r + 4 * g);
+                *(vf4u *)o = __builtin_shufflevector(fc, fs, 0, 4, 1, 5);
+                *(vf4u *)(o + 4) = __builtin_shufflevector(fc, fs, 2, 6, 3, 7);
+            }
+            while (bad != 0) {
+                const int l = __builtin_ctz(bad);
+                float z[2];
+                bad &= bad - 1;
+                box_muller((uint32_t)x[0][l], (uint32_t)x[1][l], z);
+                memcpy(out + (r + 4 * g + (size_t)l) * dim, z, dim * sizeof z[0]);
+            }
+        }
+    return r;
+}
+
 #define RNG_NO_FILL_CHUNKS 1
 #define RNG_NAME(f) f##_avx2
 #define RNG_ATTR RNG_AVX2

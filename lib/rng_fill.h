@@ -7,7 +7,8 @@
  *   RNG_MUL32(x, m)  lanes of x (values below 2^32) times m, 64-bit products
  *   RNG_SQRT(v)      the correctly rounded square roots of the lanes of v
  *   RNG_LESS(a, b)   the bit mask of the lanes where a < b (signed 64-bit)
- * and RNG_NO_FILL_CHUNKS where the copy has its own fill_chunks.
+ * and RNG_NO_FILL_CHUNKS where the copy has its own fill_chunks and
+ * fill_rows_small (4-lane ones).
  * Every copy does the same IEEE operations in the same order (only the
  * instructions that carry them differ), and keeps a value only where it is
  * certainly box_muller()'s (see rng.c), so all copies give the same bits.
@@ -158,6 +159,7 @@ RNG_ATTR static void RNG_NAME(fill_rows8)(const philox_schedule *ks, uint32_t st
     }
 }
 
+#ifndef RNG_NO_FILL_CHUNKS
 /* Rows of 1 or 2 elements (the 2-D toys), 16 rows a step (two groups of 8
  * rows: two independent chains): row r (sample first + r) takes the first
  * pair of its block 0.  Whole groups of 16 rows only: returns the number of
@@ -201,5 +203,6 @@ RNG_ATTR static size_t RNG_NAME(fill_rows_small)(const philox_schedule *ks, uint
     }
     return r;
 }
+#endif
 
 #undef RNG_HELPER
