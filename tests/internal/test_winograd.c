@@ -206,7 +206,8 @@ static void test_winograd_portable(void) { check_shapes("portable"); }
  * scalar ones (diffuse__wino_vector(0)) through diffuse__wino_run, bit for
  * bit: W and H odd and even, W <= 4, <= 8, <= 16 and > 16 (one run per
  * vector, two runs per vector, runs over two vectors and across panels),
- * batch 1 and 3, C and Cout not multiples of the tile sizes, blocks of
+ * batch 1 and 3, C and Cout not multiples of the tile sizes (nor C of the
+ * AVX2 input transform's channel group), blocks of
  * 1 to 4 panels (ending inside tile rows), with and without bias, flip 0
  * and 1. */
 static void check_vector(const char *kernel)
@@ -217,7 +218,11 @@ static void check_vector(const char *kernel)
         {1, 6, 16, 6, 7},   {3, 11, 5, 7, 7},    {1, 13, 17, 8, 8},  {3, 3, 9, 9, 9},
         {1, 19, 22, 7, 10}, {3, 7, 3, 14, 14},   {1, 5, 11, 13, 15}, {3, 10, 12, 16, 16},
         {1, 7, 6, 17, 17},  {3, 6, 25, 28, 28},  {1, 9, 7, 11, 33},  {2, 4, 5, 5, 37},
-        {1, 3, 2, 3, 64},   {3, 18, 7, 2, 3}};
+        {1, 3, 2, 3, 64},   {3, 18, 7, 2, 3},
+        /* more channels than one group of the AVX2 input transform (16),
+         * with a part group: the group's vectors store past a panel's row */
+        {2, 33, 20, 14, 14}, {1, 40, 9, 28, 28}, {2, 16, 17, 7, 7}, {1, 35, 6, 9, 13},
+        {3, 32, 32, 6, 6}};
     if (!diffuse__sgemm_kernel_available(kernel))
         SKIP("the %s GEMM kernel does not run on this CPU", kernel);
     ASSERT_TRUE(diffuse__sgemm_force(kernel) == 0);
