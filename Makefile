@@ -223,11 +223,18 @@ check-sanitize:
 # a model and run their own samplers and VLB evaluators.  Built with clang as
 # one executable from the library's sources (clang links the TSan runtime
 # into executables only), without OpenMP (libgomp is not instrumented).
+# The library's objects are compiled one per source (in parallel under
+# make -j), with the same flags as the program's own source.
 TSAN_CC ?= clang
-check-tsan:
+TSAN_CFLAGS := -O1 -g -fsanitize=thread -std=c11 -ffp-contract=off -fno-math-errno \
+               -D_POSIX_C_SOURCE=200809L -Iinclude -Ilib -Itests
+TSAN_LIB_OBJS := $(LIB_SRCS:%.c=$(O)/tsan/obj/%.o)
+$(O)/tsan/obj/%.o: %.c include/diffuse.h $(wildcard lib/*.h lib/nn/*.h lib/samplers/*.h)
+	@mkdir -p $(dir $@)
+	$(TSAN_CC) $(TSAN_CFLAGS) -c $< -o $@
+check-tsan: $(TSAN_LIB_OBJS)
 	@mkdir -p $(O)/tsan/tests
-	$(TSAN_CC) -O1 -g -fsanitize=thread -std=c11 -ffp-contract=off -fno-math-errno \
-	    -D_POSIX_C_SOURCE=200809L -Iinclude -Ilib -Itests $(LIB_SRCS) tests/test_threads.c \
+	$(TSAN_CC) $(TSAN_CFLAGS) $(TSAN_LIB_OBJS) tests/test_threads.c \
 	    -o $(O)/tsan/tests/test_threads -lm -pthread
 	@O=$(O)/tsan SANITIZE=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh
 
