@@ -32,9 +32,9 @@ passed=0 failed=0 skipped=0 failures=""
 # The tests run in parallel, TEST_JOBS at a time (default: the number of
 # online CPUs, divided in the OpenMP build by the threads each test starts,
 # OMP_NUM_THREADS or one per CPU, so that tests x threads <= CPUs: with more
-# threads than cores a test's barriers wait on descheduled threads: two at
-# a time on two busy cores, test_dpmsolver of the OpenMP build had used 131 s
-# of CPU after 12 minutes, against 8.7 s in the default build; TEST_JOBS=1
+# threads than cores a test's barriers wait on descheduled threads: on two
+# busy cores, the OpenMP build's test_dpmsolver (2 threads) run twice at once
+# had not finished after 12 minutes, and alone took 2 minutes; TEST_JOBS=1
 # runs them one after another).  Each
 # test's output goes to its own file and is printed, as one block, in the
 # order the tests were queued, whatever order they finish in; the counts do
