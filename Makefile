@@ -147,12 +147,21 @@ $(STRUCT_FUZZ:%=$(O)/tests/test_fuzz_%): $(O)/tests/test_fuzz_%: tests/fuzz/repl
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := checkpoint spec idx npy png schedule sampler ckpt_struct
-$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h $(LIB_SRCS) include/diffuse.h \
+# The library's objects are compiled once for every target, in
+# $(O)/fuzz/obj, with the same flags (-fsanitize=fuzzer-no-link is the
+# coverage instrumentation of -fsanitize=fuzzer, without libFuzzer's main);
+# each target compiles its own source and links them.
+FUZZ_CFLAGS := -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
+               -fno-sanitize-recover=undefined
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(O)/fuzz/obj/%.o)
+.SECONDARY: $(FUZZ_LIB_OBJS)
+$(O)/fuzz/obj/%.o: %.c include/diffuse.h $(wildcard lib/*.h lib/nn/*.h lib/samplers/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_input.h $(FUZZ_LIB_OBJS) include/diffuse.h \
                   $(wildcard lib/*.h lib/nn/*.h lib/samplers/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -g -O1 -std=c11 -ffp-contract=off -fno-math-errno -Iinclude -Ilib \
-	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	    $(LIB_SRCS) $< -o $@ -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $(FUZZ_LIB_OBJS) $< -o $@ -lm
 
 $(O)/fuzz/fuzz_idx: examples/idx.c examples/idx.h examples/readall.h
 $(O)/fuzz/fuzz_npy: cli/npy.c cli/npy.h examples/readall.h
@@ -214,11 +223,18 @@ check-sanitize:
 # a model and run their own samplers and VLB evaluators.  Built with clang as
 # one executable from the library's sources (clang links the TSan runtime
 # into executables only), without OpenMP (libgomp is not instrumented).
+# The library's objects are compiled one per source (in parallel under
+# make -j), with the same flags as the program's own source.
 TSAN_CC ?= clang
-check-tsan:
+TSAN_CFLAGS := -O1 -g -fsanitize=thread -std=c11 -ffp-contract=off -fno-math-errno \
+               -D_POSIX_C_SOURCE=200809L -Iinclude -Ilib -Itests
+TSAN_LIB_OBJS := $(LIB_SRCS:%.c=$(O)/tsan/obj/%.o)
+$(O)/tsan/obj/%.o: %.c include/diffuse.h $(wildcard lib/*.h lib/nn/*.h lib/samplers/*.h)
+	@mkdir -p $(dir $@)
+	$(TSAN_CC) $(TSAN_CFLAGS) -c $< -o $@
+check-tsan: $(TSAN_LIB_OBJS)
 	@mkdir -p $(O)/tsan/tests
-	$(TSAN_CC) -O1 -g -fsanitize=thread -std=c11 -ffp-contract=off -fno-math-errno \
-	    -D_POSIX_C_SOURCE=200809L -Iinclude -Ilib -Itests $(LIB_SRCS) tests/test_threads.c \
+	$(TSAN_CC) $(TSAN_CFLAGS) $(TSAN_LIB_OBJS) tests/test_threads.c \
 	    -o $(O)/tsan/tests/test_threads -lm -pthread
 	@O=$(O)/tsan SANITIZE=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh
 
