@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The bits of a double, for exact comparisons. */
 static uint64_t bits(double v)
@@ -157,14 +158,20 @@ static void test_whole_slice_is_step(void)
         }
         ASSERT_TRUE(params_equal(a.n, b.n));
         ASSERT_TRUE(params_equal(a.n, c.n));
-        ASSERT_OK(diffuse_checkpoint_save("test_train_split_a.ckpt", a.n, a.tr));
-        ASSERT_OK(diffuse_checkpoint_save("test_train_split_b.ckpt", b.n, b.tr));
-        ASSERT_OK(diffuse_checkpoint_save("test_train_split_c.ckpt", c.n, c.tr));
-        ASSERT_TRUE(files_equal("test_train_split_a.ckpt", "test_train_split_b.ckpt"));
-        ASSERT_TRUE(files_equal("test_train_split_a.ckpt", "test_train_split_c.ckpt"));
-        remove("test_train_split_a.ckpt");
-        remove("test_train_split_b.ckpt");
-        remove("test_train_split_c.ckpt");
+        /* Per-process names: make check runs the make and the meson
+         * build's copies of this test at once, from the same directory. */
+        char pa[64], pb[64], pc[64];
+        snprintf(pa, sizeof pa, "test_train_split_%ld_a.ckpt", (long)getpid());
+        snprintf(pb, sizeof pb, "test_train_split_%ld_b.ckpt", (long)getpid());
+        snprintf(pc, sizeof pc, "test_train_split_%ld_c.ckpt", (long)getpid());
+        ASSERT_OK(diffuse_checkpoint_save(pa, a.n, a.tr));
+        ASSERT_OK(diffuse_checkpoint_save(pb, b.n, b.tr));
+        ASSERT_OK(diffuse_checkpoint_save(pc, c.n, c.tr));
+        ASSERT_TRUE(files_equal(pa, pb));
+        ASSERT_TRUE(files_equal(pa, pc));
+        remove(pa);
+        remove(pb);
+        remove(pc);
         replica_free(&a);
         replica_free(&b);
         replica_free(&c);
