@@ -34,28 +34,57 @@ TAVX2_INLINE __m256i lane_mask(size_t n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
 }
 
-TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, __m256i m0, __m256i m1,
-                            float alpha, float beta, int mode)
+/* x0, x1 into the first nr <= 16 floats of cr: plain stores for whole
+ * vectors, masked ones (m0, m1) for the others, none for an empty one. */
+TAVX2_INLINE void store_pair(float *cr, __m256 x0, __m256 x1, int full, size_t nr, __m256i m0,
+                             __m256i m1)
+{
+    if (full) {
+        _mm256_storeu_ps(cr, x0);
+        _mm256_storeu_ps(cr + 8, x1);
+        return;
+    }
+    if (nr >= 8)
+        _mm256_storeu_ps(cr, x0);
+    else
+        _mm256_maskstore_ps(cr, m0, x0);
+    if (nr > 8)
+        _mm256_maskstore_ps(cr + 8, m1, x1);
+}
+
+/* Row r of the tile: t = alpha * x (alpha != 1), then C = t, C + t or
+ * beta * C + t (gemm_kernels.h).  A whole 16-column row (full) takes plain
+ * loads and stores; a partial one masked ones (m0, m1).  On Zen 3 a
+ * vmaskmovps store is many micro-ops: 12 of them took about a third of a
+ * kc = 32 call of the kernel (bench/bench_kernel.c). */
+TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr, __m256i m0,
+                            __m256i m1, float alpha, float beta, int mode)
 {
     if (alpha != 1.0f) {
         __m256 va = _mm256_set1_ps(alpha);
         x0 = _mm256_mul_ps(va, x0);
         x1 = _mm256_mul_ps(va, x1);
     }
-    if (mode == DIFFUSE__GEMM_ADD) {
-        x0 = _mm256_add_ps(_mm256_maskload_ps(cr, m0), x0);
-        x1 = _mm256_add_ps(_mm256_maskload_ps(cr + 8, m1), x1);
-    } else if (mode == DIFFUSE__GEMM_SCALE) {
-        __m256 vb = _mm256_set1_ps(beta);
-        x0 = _mm256_add_ps(_mm256_mul_ps(vb, _mm256_maskload_ps(cr, m0)), x0);
-        x1 = _mm256_add_ps(_mm256_mul_ps(vb, _mm256_maskload_ps(cr + 8, m1)), x1);
+    if (mode != DIFFUSE__GEMM_SET) {
+        __m256 y0 = full ? _mm256_loadu_ps(cr) : _mm256_maskload_ps(cr, m0);
+        __m256 y1 = full ? _mm256_loadu_ps(cr + 8) : _mm256_maskload_ps(cr + 8, m1);
+        if (mode == DIFFUSE__GEMM_SCALE) {
+            __m256 vb = _mm256_set1_ps(beta);
+            y0 = _mm256_mul_ps(vb, y0);
+            y1 = _mm256_mul_ps(vb, y1);
+        }
+        x0 = _mm256_add_ps(y0, x0);
+        x1 = _mm256_add_ps(y1, x1);
     }
-    _mm256_maskstore_ps(cr, m0, x0);
-    _mm256_maskstore_ps(cr + 8, m1, x1);
+    store_pair(cr, x0, x1, full, nr, m0, m1);
 }
 
-/* The K-sum of the 6 x 16 tile and the lane masks of its nr columns, as a
- * function body; rows of a ROWS-layout strip are a_rs floats apart. */
+/* The K-sum of the first `rows` rows (2, 4 or 6, a constant after
+ * inlining) of the 6 x 16 tile, as a function body: accumulator r of
+ * column j is the same FMA chain over p = 0 .. kc - 1 whatever `rows` is,
+ * so a strip of mr <= 4 rows skips the FMAs of the rows it does not store
+ * and keeps the bits.  A COLS-layout strip keeps its MR-float groups;
+ * rows of a ROWS-layout strip are a_rs floats apart. */
 #define KERNEL_LOOPS                                                        \
     ROWS6(DECL)                                                             \
     ROWS6(PF)                                                               \
@@ -76,17 +105,21 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, __m256i m0, __m256i
             b += NR;                                                        \
         }                                                                   \
     }                                                                       \
-    __m256i m0 = lane_mask(nr < 8 ? nr : 8);                                \
-    __m256i m1 = lane_mask(nr > 8 ? nr - 8 : 0);
+    const int full = nr == NR;                                              \
+    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();       \
+    if (!full) {                                                            \
+        m0 = lane_mask(nr < 8 ? nr : 8);                                    \
+        m1 = lane_mask(nr > 8 ? nr - 8 : 0);                                \
+    }
 
 #define DECL(r) __m256 c##r##_0 = _mm256_setzero_ps(), c##r##_1 = _mm256_setzero_ps();
 #define PF(r)                                                               \
-    if ((size_t)(r) < mr) {                                                 \
+    if ((size_t)(r) < rows && (size_t)(r) < mr) {                           \
         _mm_prefetch((const char *)(c + (size_t)(r) * ldc), _MM_HINT_T0);      \
         _mm_prefetch((const char *)(c + (size_t)(r) * ldc + 15), _MM_HINT_T0); \
     }
 #define STEP(r, aval)                                                       \
-    {                                                                       \
+    if ((size_t)(r) < rows) {                                               \
         __m256 av = _mm256_set1_ps(aval);                                   \
         c##r##_0 = _mm256_fmadd_ps(av, b0, c##r##_0);                       \
         c##r##_1 = _mm256_fmadd_ps(av, b1, c##r##_1);                       \
@@ -94,51 +127,81 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, __m256i m0, __m256i
 #define STEP_COLS(r) STEP(r, a[r])
 #define STEP_ROWS(r) STEP(r, a[(r) * a_rs])
 
-static TAVX2 void kernel_6x16(size_t kc, const float *a, int a_layout, const float *b, float *c,
-                              size_t ldc, size_t mr, size_t nr, float alpha, float beta,
-                              int mode)
+/* The tile's first `rows` rows (mr <= rows): K-sum, then C.  The common
+ * update (alpha 1, mode SET) gets a copy of its own, with no tests. */
+TAVX2_INLINE void tile(const size_t rows, size_t kc, const float *a, int a_layout,
+                       const float *b, float *c, size_t ldc, size_t mr, size_t nr, float alpha,
+                       float beta, int mode)
 {
     const size_t a_rs = KCP;
     KERNEL_LOOPS
 #define ST(r)                                                               \
-    if ((size_t)(r) < mr)                                                   \
-        store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, alpha, beta, mode);
-    ROWS6(ST)
+    if ((size_t)(r) < rows && (size_t)(r) < mr)                             \
+        store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, full, nr, m0, m1, alpha, beta, mode);
+#define ST_SET(r)                                                           \
+    if ((size_t)(r) < rows && (size_t)(r) < mr)                             \
+        store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, full, nr, m0, m1, 1.0f, 0.0f,      \
+                  DIFFUSE__GEMM_SET);
+    if (alpha == 1.0f && mode == DIFFUSE__GEMM_SET) {
+        ROWS6(ST_SET)
+    } else {
+        ROWS6(ST)
+    }
+#undef ST_SET
 #undef ST
+}
+
+/* The kernel (diffuse__gemm_kernel_fn): a strip of mr <= 2 or <= 4 rows
+ * runs the K-sum of 2 or 4 rows (M = 32 gives strips 6,6,6,6,6,2). */
+static TAVX2 void kernel_6x16(size_t kc, const float *a, int a_layout, const float *b, float *c,
+                              size_t ldc, size_t mr, size_t nr, float alpha, float beta,
+                              int mode)
+{
+    if (mr <= 2)
+        tile(2, kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+    else if (mr <= 4)
+        tile(4, kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+    else
+        tile(6, kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
 }
 
 /* One row of the tile with the linear layer's epilogue (gemm_kernels.h):
  * t = acc; bias + t; C + t (ADD); t + res; C = t, the operations and order
- * of gemm.c's separate passes (strip_epilogue), so the bits are too. */
-TAVX2_INLINE void store_row_ep(float *cr, __m256 x0, __m256 x1, __m256i m0, __m256i m1,
-                               int mode, const float *bias, const float *res)
+ * of gemm.c's separate passes (strip_epilogue), so the bits are too.
+ * Plain loads and stores for a whole row (full), masked ones otherwise. */
+TAVX2_INLINE void store_row_ep(float *cr, __m256 x0, __m256 x1, int full, size_t nr,
+                               __m256i m0, __m256i m1, int mode, const float *bias,
+                               const float *res)
 {
+#define LOAD0(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m0))
+#define LOAD1(p) (full ? _mm256_loadu_ps((p) + 8) : _mm256_maskload_ps((p) + 8, m1))
     if (bias != NULL) {
-        x0 = _mm256_add_ps(_mm256_maskload_ps(bias, m0), x0);
-        x1 = _mm256_add_ps(_mm256_maskload_ps(bias + 8, m1), x1);
+        x0 = _mm256_add_ps(LOAD0(bias), x0);
+        x1 = _mm256_add_ps(LOAD1(bias), x1);
     }
     if (mode == DIFFUSE__GEMM_ADD) {
-        x0 = _mm256_add_ps(_mm256_maskload_ps(cr, m0), x0);
-        x1 = _mm256_add_ps(_mm256_maskload_ps(cr + 8, m1), x1);
+        x0 = _mm256_add_ps(LOAD0(cr), x0);
+        x1 = _mm256_add_ps(LOAD1(cr), x1);
     }
     if (res != NULL) {
-        x0 = _mm256_add_ps(x0, _mm256_maskload_ps(res, m0));
-        x1 = _mm256_add_ps(x1, _mm256_maskload_ps(res + 8, m1));
+        x0 = _mm256_add_ps(x0, LOAD0(res));
+        x1 = _mm256_add_ps(x1, LOAD1(res));
     }
-    _mm256_maskstore_ps(cr, m0, x0);
-    _mm256_maskstore_ps(cr + 8, m1, x1);
+#undef LOAD0
+#undef LOAD1
+    store_pair(cr, x0, x1, full, nr, m0, m1);
 }
 
-/* The kernel with the epilogue (diffuse__gemm_kernel_ep_fn).  It always
- * reads 6 rows of a: a strip read in place (a_rs = lda) must have 6. */
-static TAVX2 void kernel_ep_6x16(size_t kc, const float *a, int a_layout, size_t a_rs,
-                                 const float *b, float *c, size_t ldc, size_t mr, size_t nr,
-                                 int mode, const float *bias, const float *res, size_t ldr)
+/* tile() with the epilogue: the first `rows` rows of a, a_rs apart in the
+ * ROWS layout. */
+TAVX2_INLINE void tile_ep(const size_t rows, size_t kc, const float *a, int a_layout,
+                          size_t a_rs, const float *b, float *c, size_t ldc, size_t mr,
+                          size_t nr, int mode, const float *bias, const float *res, size_t ldr)
 {
     /* The residual rows are read only after the K-sum: ask for them now,
      * as for C (from memory, their latency would stall every tile). */
 #define PF_RES(r)                                                           \
-    if ((size_t)(r) < mr) {                                                 \
+    if ((size_t)(r) < rows && (size_t)(r) < mr) {                           \
         _mm_prefetch((const char *)(res + (size_t)(r) * ldr), _MM_HINT_T0);    \
         _mm_prefetch((const char *)(res + (size_t)(r) * ldr + 15), _MM_HINT_T0); \
     }
@@ -148,11 +211,26 @@ static TAVX2 void kernel_ep_6x16(size_t kc, const float *a, int a_layout, size_t
 #undef PF_RES
     KERNEL_LOOPS
 #define ST(r)                                                               \
-    if ((size_t)(r) < mr)                                                   \
-        store_row_ep(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, mode, bias,       \
+    if ((size_t)(r) < rows && (size_t)(r) < mr)                             \
+        store_row_ep(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, full, nr, m0, m1, mode, bias,  \
                      res != NULL ? res + (size_t)(r) * ldr : NULL);
     ROWS6(ST)
 #undef ST
+}
+
+/* The kernel with the epilogue (diffuse__gemm_kernel_ep_fn).  It reads
+ * the first 2, 4 or 6 rows of a (mr <= 2, <= 4, else): a strip read in
+ * place (a_rs = lda) must have that many. */
+static TAVX2 void kernel_ep_6x16(size_t kc, const float *a, int a_layout, size_t a_rs,
+                                 const float *b, float *c, size_t ldc, size_t mr, size_t nr,
+                                 int mode, const float *bias, const float *res, size_t ldr)
+{
+    if (mr <= 2)
+        tile_ep(2, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+    else if (mr <= 4)
+        tile_ep(4, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+    else
+        tile_ep(6, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
 }
 
 /* Packing B for op(B) = B: two masked loads and two stores per row of the

@@ -28,6 +28,7 @@
 #include "diffuse.h"
 #include "internal.h"
 #include "nn/gemm.h"
+#include "nn/gemm_kernels.h"
 #include "harness.h"
 
 #include <float.h>
@@ -603,6 +604,224 @@ static void test_sgemm_fused_ep_bit_identical(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* FMA kernels against an exact scalar model of their bits                   */
+/* ------------------------------------------------------------------------ */
+
+/* The bits an FMA kernel gives one element (gemm_kernels.h): the chain
+ * acc = fmaf(a(p), b(p), acc) over p = 0 .. K - 1 from acc = 0 (fmaf rounds
+ * once, as vfmadd does).  The C library's fmaf is exact. */
+static float fma_chain(const float *a, size_t as, const float *b, size_t bs, size_t K)
+{
+    float acc = 0.0f;
+    for (size_t p = 0; p < K; p++)
+        acc = fmaf(a[p * as], b[p * bs], acc);
+    return acc;
+}
+
+/* The update of C by t = alpha * acc (alpha != 1) in mode SET/ADD/SCALE. */
+static float update_model(float acc, float alpha, float beta, int mode, float c)
+{
+    volatile float t = alpha != 1.0f ? alpha * acc : acc;
+    if (mode == DIFFUSE__GEMM_ADD)
+        return c + t;
+    if (mode == DIFFUSE__GEMM_SCALE) {
+        volatile float bc = beta * c;
+        return bc + t;
+    }
+    return t;
+}
+
+#ifdef DIFFUSE__GEMM_X86
+/* The AVX2 kernels (gemm_avx2.c: kernel_6x16, kernel_ep_6x16) called
+ * directly, bit for bit against the model: every tile corner mr 1..6 x nr
+ * 1..16 (plain stores for whole 16-column rows, masked ones otherwise, the
+ * 2-, 4- and 6-row K-sums), kc 1, 2, 31, 32, 33, 64, every mode, alpha 1 and
+ * not, both A layouts (rows of the strip past mr hold NaN, as a check that
+ * they are not stored), the epilogue kernel with and without bias and
+ * residual, a packed strip and one read in place (a_rs = kc + 3).  C is
+ * checked in full: outside the mr x nr corner it must stay as it was. */
+static void test_avx2_kernel_bits(void)
+{
+    if (!diffuse__sgemm_kernel_available("avx2"))
+        SKIP("kernel avx2 is not available on this CPU/build");
+    const struct diffuse__gemm_variant *v = &diffuse__gemm_avx2;
+    ASSERT_TRUE(v->mr == 6 && v->nr == 16 && v->kernel_ep != NULL);
+    static const size_t kcs[] = {1, 2, 31, 32, 33, 64};
+    enum { LDC = 21, CROWS = 7 };
+    const size_t KCP = DIFFUSE__GEMM_KCP;
+    float *a = alloc_floats(6 * KCP + 64), *b = alloc_floats(64 * 16);
+    float *c0 = alloc_floats(CROWS * LDC), *c = alloc_floats(CROWS * LDC);
+    float *want = alloc_floats(CROWS * LDC), *bias = alloc_floats(16);
+    float *res = alloc_floats(6 * 19), *arow = alloc_floats(64);
+    ASSERT_TRUE(a && b && c0 && c && want && bias && res && arow);
+    test_seed = rng_state = 0x6b65726e656c3678ull;
+    fill_random(b, 64 * 16);
+    fill_random(bias, 16);
+    fill_random(res, 6 * 19);
+    long checked = 0;
+    for (size_t ik = 0; ik < sizeof kcs / sizeof kcs[0]; ik++)
+        for (size_t mr = 1; mr <= 6; mr++)
+            for (size_t nr = 1; nr <= 16; nr++)
+                for (int lay = 0; lay < 3; lay++) /* ROWS packed, ROWS in place, COLS */
+                    for (int kind = 0; kind < 10; kind++) {
+                        /* kind 0..5: plain kernel, mode kind % 3, alpha 1 or -0.75;
+                         * 6..9: epilogue (mode SET with or without bias, ADD;
+                         * with or without residual). */
+                        const size_t kc = kcs[ik];
+                        const int ep = kind >= 6;
+                        if (!ep && lay == 1)
+                            continue;
+                        const int a_layout = lay == 2 ? DIFFUSE__GEMM_A_COLS
+                                                      : DIFFUSE__GEMM_A_ROWS;
+                        const size_t a_rs = lay == 1 ? kc + 3 : KCP;
+                        const size_t ars = lay == 2 ? 1 : a_rs, acs = lay == 2 ? 6 : 1;
+                        fill_value(a, 6 * KCP + 64, NAN);
+                        for (size_t r = 0; r < mr; r++)
+                            for (size_t p = 0; p < kc; p++)
+                                a[r * ars + p * acs] = rng_float();
+                        fill_random(c0, CROWS * LDC);
+                        const int mode = ep ? ((kind - 6) & 1 ? DIFFUSE__GEMM_ADD
+                                                              : DIFFUSE__GEMM_SET)
+                                            : kind % 3;
+                        const float alpha = !ep && kind >= 3 ? -0.75f : 1.0f;
+                        const float beta = mode == DIFFUSE__GEMM_SCALE ? 0.625f : 0.0f;
+                        const float *bv = ep && kind == 6 ? bias : NULL;
+                        const float *rv = ep && kind >= 8 ? res : NULL;
+                        memcpy(want, c0, CROWS * LDC * sizeof(float));
+                        for (size_t r = 0; r < mr; r++)
+                            for (size_t j = 0; j < nr; j++) {
+                                float acc = fma_chain(a + r * ars, acs, b + j, 16, kc);
+                                float *w = want + r * LDC + j;
+                                if (!ep) {
+                                    *w = update_model(acc, alpha, beta, mode, *w);
+                                    continue;
+                                }
+                                volatile float t = acc;
+                                if (bv != NULL)
+                                    t = bv[j] + t;
+                                if (mode == DIFFUSE__GEMM_ADD)
+                                    t = *w + t;
+                                if (rv != NULL)
+                                    t = t + rv[r * 19 + j];
+                                *w = t;
+                            }
+                        memcpy(c, c0, CROWS * LDC * sizeof(float));
+                        if (ep)
+                            v->kernel_ep(kc, a, a_layout, a_rs, b, c, LDC, mr, nr, mode, bv, rv,
+                                         19);
+                        else
+                            v->kernel(kc, a, a_layout, b, c, LDC, mr, nr, alpha, beta, mode);
+                        checked++;
+                        if (memcmp(c, want, CROWS * LDC * sizeof(float)) != 0) {
+                            free(a), free(b), free(c0), free(c), free(want), free(bias);
+                            free(res), free(arow);
+                            HARNESS_FAIL_("avx2 %s kernel, kc %zu mr %zu nr %zu, layout %d, "
+                                          "case %d: not the bits of the FMA chain",
+                                          ep ? "epilogue" : "plain", kc, mr, nr, lay, kind);
+                        }
+                    }
+    free(a), free(b), free(c0), free(c), free(want), free(bias), free(res), free(arow);
+    printf("  %ld kernel calls bit-identical to the model\n", checked);
+}
+#else
+static void test_avx2_kernel_bits(void) { SKIP("not x86: no avx2 kernel"); }
+#endif
+
+/* diffuse__sgemm and diffuse__sgemm_ep with each FMA kernel ("avx512",
+ * "avx2"), K in one block (K <= DIFFUSE__GEMM_KC), against the model bit
+ * for bit: M 1..13, 32, 64 (the strips' row tails), N off the panels, K 1,
+ * 2, 31, 32, 33, the four layouts, alpha 1 and not, beta 0, 1 and not; the
+ * epilogue with bias and residual (fused and separate). */
+static void test_sgemm_fma_bits(void)
+{
+    static const size_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 32, 64};
+    static const size_t Ns[] = {1, 7, 9, 16, 17, 33, 40};
+    static const size_t Ks[] = {1, 2, 31, 32, 33};
+    int compared = 0;
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x666d6163686169ull;
+    for (int kern = 0; kern < 2; kern++) {
+        const char *name = kernel_names[kern];
+        if (!diffuse__sgemm_kernel_available(name))
+            continue;
+        compared++;
+        for (size_t im = 0; im < sizeof Ms / sizeof Ms[0]; im++)
+            for (size_t in = 0; in < sizeof Ns / sizeof Ns[0]; in++)
+                for (size_t ik = 0; ik < sizeof Ks / sizeof Ks[0]; ik++)
+                    for (int t = 0; t < 4; t++)
+                        for (int e = 0; e < 9; e++) {
+                            /* e 0..5: alpha 1 / -0.75 x beta 0 / 1 / 0.625;
+                             * 6..8: sgemm_ep, bias (beta 0) or not (beta 1),
+                             * residual, fused or separate */
+                            const size_t M = Ms[im], N = Ns[in], K = Ks[ik];
+                            const int ep = e >= 6;
+                            const float alpha = !ep && e >= 3 ? -0.75f : 1.0f;
+                            const float beta = ep ? (e == 7 ? 1.0f : 0.0f)
+                                                  : (float[]){0.0f, 1.0f, 0.625f}[e % 3];
+                            struct problem p;
+                            ASSERT_EQ(problem_make(&p, t >> 1, t & 1, M, N, K, (size_t)(e % 2),
+                                                   alpha, beta),
+                                      0);
+                            float *bv = alloc_floats(N), *rv = alloc_floats(M * N);
+                            float *c = alloc_floats(p.nc), *want = alloc_floats(p.nc);
+                            float *acol = alloc_floats(K), *bcol = alloc_floats(K);
+                            ASSERT_TRUE(bv && rv && c && want && acol && bcol);
+                            fill_random(bv, N);
+                            fill_random(rv, M * N);
+                            const int mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
+                                             : beta == 1.0f ? DIFFUSE__GEMM_ADD
+                                                            : DIFFUSE__GEMM_SCALE;
+                            memcpy(want, p.C0, p.nc * sizeof(float));
+                            for (size_t i = 0; i < M; i++)
+                                for (size_t j = 0; j < N; j++) {
+                                    for (size_t k = 0; k < K; k++) {
+                                        acol[k] = op_a(&p, i, k);
+                                        bcol[k] = op_b(&p, k, j);
+                                    }
+                                    float acc = fma_chain(acol, 1, bcol, 1, K);
+                                    float *w = want + i * p.ldc + j;
+                                    if (!ep) {
+                                        *w = update_model(acc, alpha, beta, mode, *w);
+                                        continue;
+                                    }
+                                    volatile float x = acc;
+                                    if (e != 7)
+                                        x = bv[j] + x;
+                                    else
+                                        x = *w + x;
+                                    x = x + rv[i * N + j];
+                                    *w = x;
+                                }
+                            ASSERT_EQ(diffuse__sgemm_force(name), 0);
+                            int same = 1;
+                            for (int on = 1; on >= (ep ? 0 : 1); on--) {
+                                memcpy(c, p.C0, p.nc * sizeof(float));
+                                struct diffuse__gemm_ep epv = {e != 7 ? bv : NULL, rv, N, NULL, 0};
+                                diffuse__sgemm_fused_ep(on);
+                                diffuse__sgemm_ep(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B,
+                                                  p.ldb, beta, c, p.ldc, work, 1,
+                                                  ep ? &epv : NULL);
+                                same &= memcmp(c, want, p.nc * sizeof(float)) == 0;
+                            }
+                            diffuse__sgemm_fused_ep(1);
+                            diffuse__sgemm_force(NULL);
+                            free(bv), free(rv), free(c), free(want), free(acol), free(bcol);
+                            problem_free(&p);
+                            if (!same) {
+                                free(work);
+                                HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d, case "
+                                              "%d: not the bits of the FMA chain",
+                                              name, M, N, K, t >> 1, t & 1, e);
+                            }
+                        }
+    }
+    free(work);
+    if (compared == 0)
+        SKIP("no FMA kernel is available on this CPU/build");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Special values and the kernel switch                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -692,6 +911,8 @@ int main(void)
     RUN_SEEDED(test_sgemm_reference_avx512);
     RUN_SEEDED(test_sgemm_kernels_match_portable);
     RUN_SEEDED(test_sgemm_fused_ep_bit_identical);
+    RUN_SEEDED(test_avx2_kernel_bits);
+    RUN_SEEDED(test_sgemm_fma_bits);
     RUN_SEEDED(test_sgemm_repeat_bit_identical);
     RUN_SEEDED(test_sgemm_threads_bit_identical);
     RUN_SEEDED(test_sgemm_inside_parallel_region);
