@@ -21,9 +21,10 @@
  * halves of 4: 8 tiles of one tile row, or where W <= 8 (at most 4 tiles a
  * row) two tile rows, each vector over a group of 16 input channels at
  * once (its addresses, masks and stores set up once per group, not per
- * channel); the output transform 8 consecutive tiles of the block.  The arithmetic of both widths is one body (WINO_BT_COLS,
- * WINO_BT_ROW, WINO_AT_TILE); the
- * choice follows the GEMM variant in use (diffuse__sgemm_force("avx2")
+ * channel); the output transform 8 consecutive tiles of the block, its
+ * stores set up once per block for all the output channels (out_plan).
+ * The arithmetic of both widths is one body (WINO_BT_COLS, WINO_BT_ROW,
+ * WINO_AT_TILE, their loops unrolled for AVX2 only); the choice follows the GEMM variant in use (diffuse__sgemm_force("avx2")
  * reaches the AVX2 code on an AVX-512 CPU), and diffuse__wino_vector(0)
  * forces the scalar transforms (tests compare the bits).
  *
@@ -304,7 +305,8 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
  *   WINO_BT_ROW: the four outputs of row ti of t B, each handed to
  *     PUT(destination, vector), at Vk, Vk + vks, Vk + 2 vks, Vk + 3 vks;
  *   WINO_AT_TILE: o = A^T m A (+ bias) of the 16 vectors LOAD(mc + k ks +
- *     j0), k = 0..15, a the 2 x 4 scratch. */
+ *     j0), k = 0..15, a the 2 x 4 scratch (UNROLL: a pragma for its
+ *     loops, or nothing). */
 #define WINO_BT_COLS(SFX, TGT, VT, ADD, SUB, UNROLL)                                             \
     __attribute__((target(TGT))) static inline void bt_cols_##SFX(VT d[4][4], VT t[4][4])      \
     {                                                                                          \
@@ -325,8 +327,9 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
         PUT(Vk + 3 * vks, SUB((ti)[1], (ti)[3]));                                              \
     } while (0)
 
-#define WINO_AT_TILE(VT, ADD, SUB, SET1, LOAD, mc, ks, j0, p, co, a, o)                          \
+#define WINO_AT_TILE(VT, ADD, SUB, SET1, LOAD, mc, ks, j0, p, co, a, o, UNROLL)                  \
     do {                                                                                       \
+        UNROLL                                                                                 \
         for (size_t c = 0; c < 4; c++) {                                                       \
             const VT m0 = LOAD(mc + c * ks + j0);                                              \
             const VT m1 = LOAD(mc + (4 + c) * ks + j0);                                        \
@@ -335,12 +338,14 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
             a[0][c] = ADD(ADD(m0, m1), m2);                                                    \
             a[1][c] = SUB(SUB(m1, m2), m3);                                                    \
         }                                                                                      \
+        UNROLL                                                                                 \
         for (size_t h = 0; h < 2; h++) {                                                       \
             o[2 * h] = ADD(ADD(a[h][0], a[h][1]), a[h][2]);                                    \
             o[2 * h + 1] = SUB(SUB(a[h][1], a[h][2]), a[h][3]);                                \
         }                                                                                      \
         if (p->bias != NULL) {                                                                 \
             const VT bv = SET1(p->bias[co]);                                                   \
+            UNROLL                                                                             \
             for (size_t q = 0; q < 4; q++)                                                     \
                 o[q] = ADD(o[q], bv);                                                          \
         }                                                                                      \
@@ -529,7 +534,7 @@ __attribute__((target("avx512f"))) static void out_block_avx512(const struct dif
         __m512 a[2][4], o[4];
 #define LOAD(q) _mm512_maskz_loadu_ps(ml, q)
         WINO_AT_TILE(__m512, _mm512_add_ps, _mm512_sub_ps, _mm512_set1_ps, LOAD, mc, ks, j0, p, co,
-                     a, o);
+                     a, o, );
 #undef LOAD
         /* the runs that meet tiles j0 .. j0 + 15 */
         for (; i < nrun && rs[i].j < j0 + 16; i++) {
@@ -790,53 +795,179 @@ static int whole(size_t H, size_t W, size_t oy, size_t h, size_t e)
     return e <= W || (h == 1 && oy * W + e <= H * W);
 }
 
-/* y of the n tiles of a block for output channel co (as out_block_avx512):
- * 8 consecutive tiles per vector (M's rows have T >= j0 + 8 floats; the
- * lanes past n are not stored), each run's part shifted to lane 0, the two
- * output columns of each tile interleaved. */
-__attribute__((target("avx2,fma"))) static void out_block_avx2(const struct diffuse__wino *p,
-                                                              const struct run *rs, size_t nrun,
-                                                              size_t n, size_t co, size_t ks,
-                                                              size_t T, const float *M)
+/* Whether columns up to e (past W: into the next rows) of output row oy
+ * stay inside the channel's plane: the plane of a sample the calling
+ * thread writes alone (the threads split the samples). */
+static int inside(size_t H, size_t W, size_t oy, size_t e)
 {
-    const size_t H = p->H, W = p->W;
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const float *mc = M + co * T;
-    size_t i = 0;
-    for (size_t j0 = 0; j0 < n; j0 += 8) {
-        __m256 a[2][4], o[4];
-        WINO_AT_TILE(__m256, _mm256_add_ps, _mm256_sub_ps, _mm256_set1_ps, _mm256_loadu_ps, mc, ks,
-                     j0, p, co, a, o);
+    return oy * W + e <= H * W;
+}
+
+/* How out_block_avx2 stores the 8 columns of an output row of a part:
+ * not at all (outside the image), a whole vector (whole()), the vector
+ * blended over what y holds (the columns past the tiles' are inside the
+ * plane: a plain load and store, not a masked store; in out_block_avx2's
+ * profile, Zen 3, 64 -> 64 at 14x14, a quarter of its samples fell right
+ * after the masked stores of row ends, about one store in five), or a
+ * masked store (past the plane's end). */
+enum { ST_NONE, ST_WHOLE, ST_BLEND, ST_MASK };
+
+/* The stores of one run's part of an AVX2 output vector, the same for
+ * every output channel: off, the offset of its first output in y less
+ * co H W; sh, the lanes to shift it down (s0 - j0); nout, its output
+ * columns; st[h][q], the store of output row oy + h, columns 8 q ..
+ * 8 q + 7 (ST_*). */
+struct opart {
+    size_t off;
+    int sh, nout;
+    unsigned char st[2][2];
+};
+
+/* The parts of a block's vectors of 8 tiles: vector t's parts, in slot
+ * order, are ps[pv[t]] .. ps[pv[t + 1] - 1]; and the spans [lo, hi) of a
+ * plane (offsets as off) that the block writes, for the prefetches. */
+struct oplan {
+    size_t nv, nsp;
+    size_t pv[4 * DIFFUSE__GEMM_NR_MAX / 8 + 1];
+    struct opart ps[4 * DIFFUSE__GEMM_NR_MAX + 4 * DIFFUSE__GEMM_NR_MAX / 8];
+    size_t lo[4 * DIFFUSE__GEMM_NR_MAX + 4 * DIFFUSE__GEMM_NR_MAX / 8];
+    size_t hi[4 * DIFFUSE__GEMM_NR_MAX + 4 * DIFFUSE__GEMM_NR_MAX / 8];
+};
+
+/* The store of output row oy (h: the tile's first or second row) of a
+ * part with nout columns from ox, columns ox + e - 8 .. ox + e - 1. */
+static unsigned char store_kind(size_t H, size_t W, size_t oy, size_t h, size_t ox, size_t nout,
+                                size_t e)
+{
+    if (oy >= H || nout + 8 <= e)
+        return ST_NONE;
+    if (nout >= e || whole(H, W, oy, h, ox + e))
+        return ST_WHOLE;
+    return inside(H, W, oy, ox + e) ? ST_BLEND : ST_MASK;
+}
+
+/* The plan of the n tiles of a block (runs rs), as out_block_avx512 goes
+ * over the runs. */
+static void out_plan(const struct diffuse__wino *p, const struct run *rs, size_t nrun, size_t n,
+                     struct oplan *pl)
+{
+    const size_t H = p->H, W = p->W, HW = H * W;
+    size_t i = 0, np = 0, t = 0;
+    pl->nsp = 0;
+    for (size_t j0 = 0; j0 < n; j0 += 8, t++) {
+        pl->pv[t] = np;
         /* the runs that meet tiles j0 .. j0 + 7 */
         for (; i < nrun && rs[i].j < j0 + 8; i++) {
             const struct run *r = rs + i;
             WINO_RUN_PART(r, j0, 8, W);
-            const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout), iota);
-            const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nout - 8), iota);
-            const __m256i sh = _mm256_add_epi32(iota, _mm256_set1_epi32((int)(s0 - j0)));
-            for (size_t hh = 0; hh < 2 && oy + hh < H; hh++) {
-                __m256 u = o[2 * hh], w = o[2 * hh + 1];
-                if (s0 > j0) {
-                    u = _mm256_permutevar8x32_ps(u, sh);
-                    w = _mm256_permutevar8x32_ps(w, sh);
-                }
-                const __m256 lo = _mm256_unpacklo_ps(u, w), hi = _mm256_unpackhi_ps(u, w);
-                const __m256 y0 = _mm256_permute2f128_ps(lo, hi, 0x20);
-                const __m256 y1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-                float *yr = p->y + (r->b * p->Cout + co) * H * W + (oy + hh) * W + ox;
-                /* whole vectors where the columns past the tiles' are
-                 * written later (see whole()) */
-                if (nout >= 8 || whole(H, W, oy + hh, hh, ox + 8))
-                    _mm256_storeu_ps(yr, y0);
-                else
-                    _mm256_maskstore_ps(yr, m0, y0);
-                if (nout >= 16 || (nout > 8 && whole(H, W, oy + hh, hh, ox + 16)))
-                    _mm256_storeu_ps(yr + 8, y1);
-                else if (nout > 8)
-                    _mm256_maskstore_ps(yr + 8, m1, y1);
+            struct opart *q = pl->ps + np++;
+            const size_t plane = r->b * p->Cout * HW;
+            q->off = plane + oy * W + ox;
+            q->sh = (int)(s0 - j0);
+            q->nout = (int)nout;
+            for (size_t h = 0; h < 2; h++)
+                for (size_t e = 8; e <= 16; e += 8)
+                    q->st[h][e / 8 - 1] = store_kind(H, W, oy + h, h, ox, nout, e);
+            /* its outputs lie in [off, off + W + nout), less the plane's
+             * end: joined to the span before where they follow on */
+            const size_t a0 = q->off, a1 = min_z(q->off + W + nout, plane + HW);
+            size_t *lo = pl->lo, *hi = pl->hi, ns = pl->nsp;
+            if (ns > 0 && a0 >= lo[ns - 1] && a0 <= hi[ns - 1] + 16) {
+                if (a1 > hi[ns - 1])
+                    hi[ns - 1] = a1;
+            } else {
+                lo[ns] = a0;
+                hi[ns] = a1;
+                pl->nsp = ns + 1;
             }
             if (r->j + r->len > j0 + 8)
                 break; /* the run goes on in the next vector */
+        }
+    }
+    pl->pv[t] = np;
+    pl->nv = t;
+}
+
+/* Columns d .. d + 7 of an output row: v stored by st (ST_*), its first
+ * nout lanes where not whole. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+store8_avx2(float *d, __m256 v, unsigned char st, int nout)
+{
+    if (st == ST_WHOLE) {
+        _mm256_storeu_ps(d, v);
+    } else if (st != ST_NONE) {
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nout),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        if (st == ST_BLEND)
+            _mm256_storeu_ps(d, _mm256_blendv_ps(_mm256_loadu_ps(d), v, _mm256_castsi256_ps(m)));
+        else
+            _mm256_maskstore_ps(d, m, v);
+    }
+}
+
+/* Output row yr of a part: its tiles' two columns u (even) and w (odd)
+ * interleaved, stored by st[0] and st[1] (the first and second 8). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+out_row_avx2(float *yr, const unsigned char *st, int nout, __m256 u, __m256 w)
+{
+    const __m256 lo = _mm256_unpacklo_ps(u, w), hi = _mm256_unpackhi_ps(u, w);
+    store8_avx2(yr, _mm256_permute2f128_ps(lo, hi, 0x20), st[0], nout);
+    store8_avx2(yr + 8, _mm256_permute2f128_ps(lo, hi, 0x31), st[1], nout - 8);
+}
+
+/* y of the n tiles of a block, all the output channels (as
+ * out_block_avx512, channel by channel): 8 consecutive tiles per vector
+ * (M's rows have T >= j0 + 8 floats; the lanes past n are not stored),
+ * each run's part shifted to lane 0, the two output columns of each tile
+ * interleaved.  The parts are set up once per block (out_plan), the
+ * arithmetic's loops unrolled (a and o in registers, not the stack), the
+ * stores blended where a masked store is not needed, and the next
+ * channel's lines of y prefetched (at batch 64 y is not in the L2 cache;
+ * its stores were the hot spots).  Zen 3, one thread, perf samples in the
+ * function per Winograd call against the code that did these per channel
+ * with a and o on the stack and masked stores: 0.6-0.7x (forward 32 -> 32
+ * at 28x28, 64 -> 64 at 14x14 and 7x7, 32 -> 32 at 14x14 batch 160, the
+ * dx of 64 -> 128 at 14x14); in one run each, unrolling alone 0.65-0.8x,
+ * then the blends 0.7x at 7x7 (about 1x at 28x28), the prefetches 0.75x
+ * at 28x28 (about 1x at 7x7). */
+__attribute__((target("avx2,fma"))) static void out_block_avx2(const struct diffuse__wino *p,
+                                                              const struct run *rs, size_t nrun,
+                                                              size_t n, size_t ks, size_t T,
+                                                              const float *M)
+{
+    struct oplan pl;
+    const size_t HW = p->H * p->W, W = p->W, Cout = p->Cout;
+    float *const y = p->y;
+    out_plan(p, rs, nrun, n, &pl);
+    for (size_t co = 0; co < Cout; co++) {
+        const float *mc = M + co * T;
+        float *yc = y + co * HW;
+        if (co + 1 < Cout)
+            for (size_t sp = 0; sp < pl.nsp; sp++) {
+                for (size_t a = pl.lo[sp]; a < pl.hi[sp]; a += 16)
+                    __builtin_prefetch(yc + HW + a, 1, 3);
+                __builtin_prefetch(yc + HW + pl.hi[sp] - 1, 1, 3);
+            }
+        for (size_t t = 0; t < pl.nv; t++) {
+            const size_t j0 = 8 * t;
+            __m256 a[2][4], o[4];
+            WINO_AT_TILE(__m256, _mm256_add_ps, _mm256_sub_ps, _mm256_set1_ps, _mm256_loadu_ps, mc,
+                         ks, j0, p, co, a, o, _Pragma("GCC unroll 4"));
+            for (size_t q = pl.pv[t]; q < pl.pv[t + 1]; q++) {
+                const struct opart *pt = pl.ps + q;
+                __m256 o0 = o[0], o1 = o[1], o2 = o[2], o3 = o[3];
+                if (pt->sh != 0) {
+                    const __m256i sh = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                        _mm256_set1_epi32(pt->sh));
+                    o0 = _mm256_permutevar8x32_ps(o0, sh);
+                    o1 = _mm256_permutevar8x32_ps(o1, sh);
+                    o2 = _mm256_permutevar8x32_ps(o2, sh);
+                    o3 = _mm256_permutevar8x32_ps(o3, sh);
+                }
+                out_row_avx2(yc + pt->off, pt->st[0], pt->nout, o0, o1);
+                if (pt->st[1][0] != ST_NONE) /* the tiles' second row is in the image */
+                    out_row_avx2(yc + pt->off + W, pt->st[1], pt->nout, o2, o3);
+            }
         }
     }
 }
@@ -902,14 +1033,16 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
                               Mk + s * mr * T + q * nr, T, min_z(mr, Cout - s * mr),
                               min_z(nr, n - q * nr), 1.0f, 0.0f, DIFFUSE__GEMM_SET);
         }
+#ifdef WINO_X86
+        if (vec2) {
+            out_block_avx2(p, rs, nrun, n, ks, T, M);
+            continue;
+        }
+#endif
         for (size_t co = 0; co < Cout; co++) {
 #ifdef WINO_X86
             if (vec) {
                 out_block_avx512(p, rs, nrun, n, co, ks, T, M);
-                continue;
-            }
-            if (vec2) {
-                out_block_avx2(p, rs, nrun, n, co, ks, T, M);
                 continue;
             }
 #endif

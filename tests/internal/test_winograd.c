@@ -116,7 +116,10 @@ static void check_shapes(const char *kernel)
         {2, 64, 32, 5, 9}, {3, 64, 64, 7, 7}, {1, 70, 33, 6, 11}, {2, 128, 64, 14, 14},
         {1, 64, 40, 28, 28}, {2, 65, 100, 7, 7}, {1, 33, 64, 14, 14},
         /* tile blocks (96 or 32 tiles here) that end inside a tile row */
-        {3, 64, 48, 14, 14}, {8, 64, 48, 5, 9}, {4, 128, 128, 7, 5}};
+        {3, 64, 48, 14, 14}, {8, 64, 48, 5, 9}, {4, 128, 128, 7, 5},
+        /* AVX2: W = 8 with H odd, W = 6 with many samples per block, 3
+         * threads one sample each */
+        {3, 32, 35, 9, 8}, {7, 40, 38, 3, 6}};
     static const struct shape quick[] = {{2, 64, 32, 5, 9}, {1, 70, 33, 6, 11}};
     const int q = harness_quick();
     /* the smallest input channel count that takes Winograd (winograd.c) */
@@ -172,6 +175,15 @@ static void check_shapes(const char *kernel)
             if (memcmp(y[t], y[0], ny * sizeof(float)) != 0 ||
                 memcmp(dx[t], dx[0], nx * sizeof(float)) != 0)
                 HARNESS_FAIL_("%s, shape %zu: %d threads differ from 1", kernel, k, t + 1);
+        /* the scalar transforms (diffuse__wino_vector(0)), 2 threads, give
+         * the bits of the vector ones */
+        ASSERT_TRUE(diffuse__wino_vector(0) == 1);
+        diffuse__conv3x3_forward_f(x, B, Ci, H, Wd, W, bias, Co, 1, y[1], work, 2);
+        diffuse__conv3x3_backward_f(x, B, Ci, H, Wd, W, Co, 1, dy, dx[1], NULL, NULL, work, 2);
+        ASSERT_TRUE(diffuse__wino_vector(1) == 0);
+        if (memcmp(y[1], y[0], ny * sizeof(float)) != 0 ||
+            memcmp(dx[1], dx[0], nx * sizeof(float)) != 0)
+            HARNESS_FAIL_("%s, shape %zu: scalar transforms differ from vector", kernel, k);
         /* the hook: off gives the direct conv, whose bits differ here */
         if (Ci >= mc) {
             diffuse__conv3x3_winograd(0);
@@ -222,7 +234,13 @@ static void check_vector(const char *kernel)
         /* more channels than one group of the AVX2 input transform (16),
          * with a part group: the group's vectors store past a panel's row */
         {2, 33, 20, 14, 14}, {1, 40, 9, 28, 28}, {2, 16, 17, 7, 7}, {1, 35, 6, 9, 13},
-        {3, 32, 32, 6, 6}};
+        {3, 32, 32, 6, 6},
+        /* the AVX2 output transform's stores: W = 8 and H odd (a row's end
+         * blended inside the plane, masked at its end), row ends not
+         * filling a vector, many samples per block (2 x 2 and 3 x 2
+         * images), W past two vectors */
+        {3, 4, 7, 9, 8}, {2, 3, 5, 11, 14}, {1, 4, 13, 15, 11}, {40, 3, 7, 2, 2},
+        {5, 6, 11, 3, 6}, {2, 5, 6, 10, 12}, {1, 3, 9, 7, 30}, {13, 3, 8, 3, 2}};
     if (!diffuse__sgemm_kernel_available(kernel))
         SKIP("the %s GEMM kernel does not run on this CPU", kernel);
     ASSERT_TRUE(diffuse__sgemm_force(kernel) == 0);
