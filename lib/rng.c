@@ -184,15 +184,6 @@ RNG_INLINE vl vsplat_l(int64_t v)
 #define RNG_BITS_D(l) vbits_d(l)
 #define RNG_D_BITS(d) vd_bits(d)
 #include "rng_math.h"
-#undef RNG_M
-#undef RNG_M_INLINE
-#undef RNG_VD
-#undef RNG_VL
-#undef RNG_VUL
-#undef RNG_DSPLAT
-#undef RNG_SEL
-#undef RNG_BITS_D
-#undef RNG_D_BITS
 
 /* The unrounded z of 8 pairs of words (as doubles), for the error-bound
  * test. */
@@ -319,15 +310,6 @@ static inline __attribute__((always_inline)) RNG_AVX2 unsigned avx2_less(vl a, v
 #define RNG_BITS_D(l) vbits_d4(l)
 #define RNG_D_BITS(d) vd4_bits(d)
 #include "rng_math.h"
-#undef RNG_M
-#undef RNG_M_INLINE
-#undef RNG_VD
-#undef RNG_VL
-#undef RNG_VUL
-#undef RNG_DSPLAT
-#undef RNG_SEL
-#undef RNG_BITS_D
-#undef RNG_D_BITS
 
 DIFFUSE_VEC_AVX2_INLINE vul4 avx2_mul32_4(vul4 x, uint32_t m)
 {

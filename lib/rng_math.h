@@ -9,7 +9,8 @@
  *   RNG_SEL(m, a, b), RNG_BITS_D(l), RNG_D_BITS(d)  as lib/vec.h's vsel,
  *                   vbits_d, vd_bits
  * Each copy does the same IEEE operations lane by lane, so all give the
- * same bits.  Not a public header: it has no include guard on purpose.
+ * same bits.  It undefines these parameters at its end.  Not a public
+ * header: it has no include guard on purpose.
  */
 
 /* log(u1) for u1 = (w + 0.5) 2^-32, w the words as doubles (exact). */
@@ -101,3 +102,12 @@ RNG_M_INLINE RNG_VD RNG_M(words_to_double)(RNG_VUL w)
     return RNG_BITS_D((RNG_VL)w | RNG_D_BITS(two52)) - two52;
 }
 
+#undef RNG_M
+#undef RNG_M_INLINE
+#undef RNG_VD
+#undef RNG_VL
+#undef RNG_VUL
+#undef RNG_DSPLAT
+#undef RNG_SEL
+#undef RNG_BITS_D
+#undef RNG_D_BITS
