@@ -783,6 +783,19 @@ static int rec_unlabelled(const diffuse_trainer *tr, const double *rec, size_t r
                        : tr->net->lab[r] == DIFFUSE_LABEL_NONE;
 }
 
+/* The largest |g[k]| bit pattern for k in [i, n), at least mx: the scalar
+ * tail of abs_bits_max_wide and its AVX2 twin. */
+static uint32_t abs_bits_tail(const float *g, size_t i, size_t n, uint32_t mx)
+{
+    for (; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, g + i, sizeof b);
+        b &= 0x7fffffffu;
+        mx = b > mx ? b : mx;
+    }
+    return mx;
+}
+
 /* The largest |g[i]| over n values, as the bits of a float: |x|'s bits
  * order as the values do, and bits above 0x7f7fffff (FLT_MAX) mean an Inf
  * or a NaN.  Exact, so no order matters. */
@@ -804,13 +817,7 @@ static uint32_t abs_bits_max_wide(const float *g, size_t n)
     for (int q = 0; q < 16; q++)
         mx = m[q] > mx ? m[q] : mx;
 #endif
-    for (; i < n; i++) {
-        uint32_t b;
-        memcpy(&b, g + i, sizeof b);
-        b &= 0x7fffffffu;
-        mx = b > mx ? b : mx;
-    }
-    return mx;
+    return abs_bits_tail(g, i, n, mx);
 }
 
 #ifdef DIFFUSE_VEC_HAVE_AVX2
@@ -832,13 +839,7 @@ DIFFUSE_VEC_AVX2 static uint32_t abs_bits_max_avx2(const float *g, size_t n)
         mx = m0[q] > mx ? m0[q] : mx;
         mx = m1[q] > mx ? m1[q] : mx;
     }
-    for (; i < n; i++) {
-        uint32_t b;
-        memcpy(&b, g + i, sizeof b);
-        b &= 0x7fffffffu;
-        mx = b > mx ? b : mx;
-    }
-    return mx;
+    return abs_bits_tail(g, i, n, mx);
 }
 #endif
 
