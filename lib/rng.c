@@ -259,196 +259,8 @@ RNG_INLINE vd generic_sqrt(vd v)
 #undef RNG_LESS
 
 #ifdef RNG_X86_AVX2
-/* AVX2: each 8-lane operation on two 4-lane halves.  GCC does not see that
- * the 64-bit lane products are 32 x 32 bits and emulates them with three
- * multiplies; vpmuludq does one. */
-#define RNG_AVX2 __attribute__((target("avx2")))
-typedef uint64_t rng_vu4 __attribute__((vector_size(32)));
-typedef double rng_vd4 __attribute__((vector_size(32)));
-
-static inline __attribute__((always_inline)) RNG_AVX2 vul avx2_mul32(vul x, uint32_t m)
-{
-    const __m256i mm = _mm256_set1_epi64x((long long)m);
-    const rng_vu4 lo = __builtin_shufflevector(x, x, 0, 1, 2, 3);
-    const rng_vu4 hi = __builtin_shufflevector(x, x, 4, 5, 6, 7);
-    const rng_vu4 plo = (rng_vu4)_mm256_mul_epu32((__m256i)lo, mm);
-    const rng_vu4 phi = (rng_vu4)_mm256_mul_epu32((__m256i)hi, mm);
-    return __builtin_shufflevector(plo, phi, 0, 1, 2, 3, 4, 5, 6, 7);
-}
-
-static inline __attribute__((always_inline)) RNG_AVX2 vd avx2_sqrt(vd v)
-{
-    const rng_vd4 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3);
-    const rng_vd4 hi = __builtin_shufflevector(v, v, 4, 5, 6, 7);
-    const rng_vd4 rlo = (rng_vd4)_mm256_sqrt_pd((__m256d)lo);
-    const rng_vd4 rhi = (rng_vd4)_mm256_sqrt_pd((__m256d)hi);
-    return __builtin_shufflevector(rlo, rhi, 0, 1, 2, 3, 4, 5, 6, 7);
-}
-
-static inline __attribute__((always_inline)) RNG_AVX2 unsigned avx2_less(vl a, vl b)
-{
-    typedef int64_t rng_vl4 __attribute__((vector_size(32)));
-    const rng_vl4 alo = __builtin_shufflevector(a, a, 0, 1, 2, 3);
-    const rng_vl4 ahi = __builtin_shufflevector(a, a, 4, 5, 6, 7);
-    const rng_vl4 blo = __builtin_shufflevector(b, b, 0, 1, 2, 3);
-    const rng_vl4 bhi = __builtin_shufflevector(b, b, 4, 5, 6, 7);
-    const int mlo = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64((__m256i)blo, (__m256i)alo)));
-    const int mhi = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64((__m256i)bhi, (__m256i)ahi)));
-    return (unsigned)mlo | (unsigned)mhi << 4;
-}
-
-/* fill_chunks on AVX2 with 4-lane values (one register each): GCC 12
- * keeps 8-lane ones in memory there (lib/vec.h).  The same arithmetic
- * lane by lane (lib/rng_math.h), so the same bits as the other copies. */
-#define RNG_M(f) f##4
-#define RNG_M_INLINE DIFFUSE_VEC_AVX2_INLINE
-#define RNG_VD vd4
-#define RNG_VL vl4
-#define RNG_VUL vul4
-#define RNG_DSPLAT(v) vsplat4(v)
-#define RNG_SEL(m, a, b) vsel4(m, a, b)
-#define RNG_BITS_D(l) vbits_d4(l)
-#define RNG_D_BITS(d) vd4_bits(d)
-#include "rng_math.h"
-
-DIFFUSE_VEC_AVX2_INLINE vul4 avx2_mul32_4(vul4 x, uint32_t m)
-{
-    return (vul4)_mm256_mul_epu32((__m256i)x, _mm256_set1_epi64x((long long)m));
-}
-
-/* The bit mask of the lanes where a < b (signed). */
-DIFFUSE_VEC_AVX2_INLINE unsigned avx2_less4(vl4 a, vl4 b)
-{
-    return (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64((__m256i)b,
-                                                                               (__m256i)a)));
-}
-
-DIFFUSE_VEC_AVX2_INLINE vl4 vsplat_l4(int64_t v)
-{
-    vl4 r = {v, v, v, v};
-    return r;
-}
-
-/* philox8 on 4 lanes. */
-DIFFUSE_VEC_AVX2_INLINE void philox4(const philox_schedule *ks, vul4 x0, vul4 x1, vul4 x2,
-                                     vul4 x3, vul4 x[4])
-{
-    const uint64_t lo32 = 0xffffffffu;
-    for (int r = 0; r < PHILOX_ROUNDS; r++) {
-        const vul4 p0 = avx2_mul32_4(x0, PHILOX_M0), p1 = avx2_mul32_4(x2, PHILOX_M1);
-        const vul4 y0 = (p1 >> 32) ^ x1 ^ (uint64_t)ks->k[r][0];
-        const vul4 y2 = (p0 >> 32) ^ x3 ^ (uint64_t)ks->k[r][1];
-        x1 = p1;
-        x3 = p0;
-        x0 = y0;
-        x2 = y2;
-    }
-    x[0] = x0 & lo32;
-    x[1] = x1 & lo32;
-    x[2] = x2 & lo32;
-    x[3] = x3 & lo32;
-}
-
-/* pairs (rng_fill.h) on 4 lanes. */
-DIFFUSE_VEC_AVX2_INLINE unsigned pairs4(vul4 wa, vul4 wb, vf4 *fc, vf4 *fs)
-{
-    vd4 cs, sn, zc, zs;
-    vl4 dc, ds, ac, as;
-    const vd4 r = (vd4)_mm256_sqrt_pd((__m256d)(-2.0 * fast_log_u14(words_to_double4(wa))));
-    fast_sincos4(DIFFUSE_TWO_PI * (words_to_double4(wb) * DIFFUSE_TWO_POW_M32), &cs, &sn);
-    zc = r * cs;
-    zs = r * sn;
-    *fc = __builtin_convertvector(zc, vf4);
-    *fs = __builtin_convertvector(zs, vf4);
-    round_check4(zc, &dc, &ac);
-    round_check4(zs, &ds, &as);
-    return avx2_less4(vsplat_l4(RNG_KEEP_D), dc) & avx2_less4(vsplat_l4(RNG_KEEP_A), ac) &
-           avx2_less4(vsplat_l4(RNG_KEEP_D), ds) & avx2_less4(vsplat_l4(RNG_KEEP_A), as);
-}
-
-/* fill_chunks (rng_fill.h) on AVX2: each chunk as two halves of 4 blocks,
- * block l of a half in lane l, its elements 4 l .. 4 l + 3 stored from
- * f[0 .. 3] lane l (a 4 x 4 transpose). */
-RNG_AVX2 static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, uint32_t c2,
-                                      uint32_t c3, float *out, size_t first, size_t chunks)
-{
-    const vul4 lane = {0, 1, 2, 3};
-    const vul4 v1 = lane * 0 + c1, v2 = lane * 0 + c2, v3 = lane * 0 + c3;
-    for (size_t c = 0; c < chunks; c++)
-        for (uint32_t h = 0; h < 2; h++) {
-            float *o = out + 32 * c + 16 * h;
-            vul4 x[4];
-            vf4 f[4], t0, t1, t2, t3;
-            unsigned bad;
-            philox4(ks, lane + ((uint32_t)((first + c) * RNG_CHUNK_BLOCKS) + 4 * h), v1, v2, v3,
-                    x);
-            bad = pairs4(x[0], x[1], &f[0], &f[1]);
-            bad = ~(bad & pairs4(x[2], x[3], &f[2], &f[3])) & 0xfu;
-            t0 = __builtin_shufflevector(f[0], f[1], 0, 4, 1, 5);
-            t1 = __builtin_shufflevector(f[0], f[1], 2, 6, 3, 7);
-            t2 = __builtin_shufflevector(f[2], f[3], 0, 4, 1, 5);
-            t3 = __builtin_shufflevector(f[2], f[3], 2, 6, 3, 7);
-            *(vf4u *)o = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
-            *(vf4u *)(o + 4) = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
-            *(vf4u *)(o + 8) = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
-            *(vf4u *)(o + 12) = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
-            while (bad != 0) {
-                const int l = __builtin_ctz(bad);
-                bad &= bad - 1;
-                box_muller((uint32_t)x[0][l], (uint32_t)x[1][l], o + 4 * l);
-                box_muller((uint32_t)x[2][l], (uint32_t)x[3][l], o + 4 * l + 2);
-            }
-        }
-}
-
-/* fill_rows_small (rng_fill.h) on AVX2: 16 rows a step as four groups of
- * 4 rows, row r0 + 4 g + l in lane l of group g. */
-RNG_AVX2 static size_t fill_rows_small_avx2(const philox_schedule *ks, uint32_t step,
-                                            uint64_t first, size_t dim, float *out, size_t rows)
-{
-    const vul4 lane = {0, 1, 2, 3};
-    const vul4 zero = lane * 0, vstep = zero + step;
-    size_t r = 0;
-    for (; r + 16 <= rows; r += 16)
-        for (size_t g = 0; g < 4; g++) {
-            const vul4 sa = lane + (first + r + 4 * g); /* the samples, 64-bit */
-            vul4 x[4];
-            vf4 fc, fs;
-            unsigned bad;
-            philox4(ks, zero, vstep, sa, sa >> 32, x);
-            bad = ~pairs4(x[0], x[1], &fc, &fs) & 0xfu;
-            if (dim == 1) {
-                *(vf4u *)(out + r + 4 * g) = fc;
-            } else {
-                float *o = out + 2 * (r + 4 * g);
-                *(vf4u *)o = __builtin_shufflevector(fc, fs, 0, 4, 1, 5);
-                *(vf4u *)(o + 4) = __builtin_shufflevector(fc, fs, 2, 6, 3, 7);
-            }
-            while (bad != 0) {
-                const int l = __builtin_ctz(bad);
-                float z[2];
-                bad &= bad - 1;
-                box_muller((uint32_t)x[0][l], (uint32_t)x[1][l], z);
-                memcpy(out + (r + 4 * g + (size_t)l) * dim, z, dim * sizeof z[0]);
-            }
-        }
-    return r;
-}
-
-#define RNG_NO_FILL_CHUNKS 1
-#define RNG_NAME(f) f##_avx2
-#define RNG_ATTR RNG_AVX2
-#define RNG_MUL32(x, m) avx2_mul32(x, m)
-#define RNG_SQRT(v) avx2_sqrt(v)
-#define RNG_LESS(a, b) avx2_less(a, b)
-#include "rng_fill.h"
-#undef RNG_NO_FILL_CHUNKS
-#undef RNG_NAME
-#undef RNG_ATTR
-#undef RNG_MUL32
-#undef RNG_SQRT
-#undef RNG_LESS
-#endif /* RNG_X86_AVX2 */
+#include "rng_avx2.h"
+#endif
 
 #ifdef RNG_X86
 /* AVX-512F: one instruction per 8-lane operation. */
@@ -633,16 +445,17 @@ static int normal_fill_rows(const char *func, int path, uint64_t seed, uint64_t 
         philox_schedule ks;
         size_t r0 = 0;
         philox_key_schedule(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
+#ifdef RNG_X86_AVX2
+        if (path == DIFFUSE__RNG_AVX2) {
+            fill_rows_avx2(&ks, step, first_sample, dim, out, rows);
+            return DIFFUSE_OK;
+        }
+#endif
         if (dim <= 2) {
             switch (path) {
 #ifdef RNG_X86
             case DIFFUSE__RNG_AVX512:
                 r0 = fill_rows_small_avx512(&ks, step, first_sample, dim, out, rows);
-                break;
-#endif
-#ifdef RNG_X86_AVX2
-            case DIFFUSE__RNG_AVX2:
-                r0 = fill_rows_small_avx2(&ks, step, first_sample, dim, out, rows);
                 break;
 #endif
             default:
@@ -656,11 +469,6 @@ static int normal_fill_rows(const char *func, int path, uint64_t seed, uint64_t 
 #ifdef RNG_X86
             case DIFFUSE__RNG_AVX512:
                 fill_rows8_avx512(&ks, step, first_sample + r, dim, out + r * dim, live);
-                break;
-#endif
-#ifdef RNG_X86_AVX2
-            case DIFFUSE__RNG_AVX2:
-                fill_rows8_avx2(&ks, step, first_sample + r, dim, out + r * dim, live);
                 break;
 #endif
             default:
