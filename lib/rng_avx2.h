@@ -32,6 +32,7 @@
 #define RNG_BITS_D(l) vbits_d4(l)
 #define RNG_D_BITS(d) vd4_bits(d)
 #define RNG_SHR_POS(x, n) ((vl4)((vul4)(x) >> (n)))
+#define RNG_SEL_SIGN(m, a, b) ((vd4)_mm256_blendv_pd((__m256d)(b), (__m256d)(a), (__m256d)(m)))
 #define RNG_U 2 /* fast_log_u14 and fast_sincos4 on two vectors, interleaved */
 #include "rng_math.h"
 

@@ -11,7 +11,9 @@
  * and optionally RNG_SHR_POS(x, n), x >> n for lanes of x that are not
  * negative (default: the signed shift; a copy without a 64-bit arithmetic
  * shift instruction, AVX2, gives the logical one: the same integers).
- * and optionally RNG_U 2: fast_log_u1 and fast_sincos then take and give
+ * and optionally RNG_SEL_SIGN(m, a, b), a where the sign bit of m is set, b
+ * elsewhere (a blend instruction: the quadrant then takes fewer
+ * operations), and RNG_U 2: fast_log_u1 and fast_sincos then take and give
  * two vectors (arrays), each statement written out for both in turn, so
  * that the two independent chains are interleaved in the instruction
  * stream (a core whose scheduler holds only part of one chain, Zen 3 on
@@ -104,10 +106,14 @@ RNG_M_INLINE void RNG_M(fast_sincos)(const RNG_VD theta[2], RNG_VD c_out[2], RNG
     const RNG_VD magic = RNG_DSPLAT(6755399441055744.0); /* 2^52 + 2^51 */
     RNG_VD RNG_N(kb), RNG_N(k), RNG_N(y), RNG_N(y2), RNG_N(y4), RNG_N(y8), RNG_N(sp), RNG_N(cp),
         RNG_N(sn), RNG_N(cs);
+#ifndef RNG_SEL_SIGN
     RNG_VL RNG_N(q), RNG_N(swap), RNG_N(negc), RNG_N(negs);
+#endif
     RNG_EACH(RNG_X(kb) = RNG_X(theta) * RNG_DSPLAT(6.36619772367581382433e-01) + magic;)
     RNG_EACH(RNG_X(k) = RNG_X(kb) - magic;) /* nearest integer, 0 .. 4 */
+#ifndef RNG_SEL_SIGN
     RNG_EACH(RNG_X(q) = RNG_D_BITS(RNG_X(kb)) & 3;)
+#endif
     RNG_EACH(RNG_X(y) = RNG_X(theta) - RNG_X(k) * RNG_DSPLAT(1.57079632673412561417e+00);) /* exact */
     RNG_EACH(RNG_X(y) = RNG_X(y) - RNG_X(k) * RNG_DSPLAT(6.07710050630396597660e-11);) /* exact product */
     RNG_EACH(RNG_X(y) = RNG_X(y) - RNG_X(k) * RNG_DSPLAT(2.02226624871116645580e-21);) /* exact product */
@@ -130,6 +136,19 @@ RNG_M_INLINE void RNG_M(fast_sincos)(const RNG_VD theta[2], RNG_VD c_out[2], RNG
     RNG_EACH(RNG_X(sn) = RNG_X(y) + (RNG_X(y) * RNG_X(y2)) * RNG_X(sp);)
     RNG_EACH(RNG_X(cs) = (RNG_DSPLAT(1.0) - RNG_DSPLAT(0.5) * RNG_X(y2)) + RNG_X(y4) * RNG_X(cp);)
     /* quadrant q: (cos, sin) = (c, s), (-s, c), (-c, -s), (s, -c) */
+#ifdef RNG_SEL_SIGN
+    /* q is the low 2 bits of kb's: swap where its bit 0 is set, cos negated
+     * where bit 1 of q + 1 is, sin where bit 1 of q is; each bit shifted
+     * to the sign's place (the same results as below, fewer operations) */
+    RNG_EACH(
+        const RNG_VUL kbb = (RNG_VUL)RNG_D_BITS(RNG_X(kb));
+        const RNG_VL sign = RNG_D_BITS(RNG_DSPLAT(-0.0));
+        const RNG_VL swap = (RNG_VL)(kbb << 63);
+        const RNG_VD c0 = RNG_SEL_SIGN(swap, RNG_X(sn), RNG_X(cs));
+        const RNG_VD s0 = RNG_SEL_SIGN(swap, RNG_X(cs), RNG_X(sn));
+        RNG_OUT(c_out) = RNG_BITS_D(RNG_D_BITS(c0) ^ ((RNG_VL)((kbb + 1) << 62) & sign));
+        RNG_OUT(s_out) = RNG_BITS_D(RNG_D_BITS(s0) ^ ((RNG_VL)(kbb << 62) & sign));)
+#else
     RNG_EACH(RNG_X(swap) = -(RNG_X(q) & 1);)
     RNG_EACH(RNG_X(negc) = -(RNG_SHR_POS(RNG_X(q) + 1, 1) & 1);) /* q = 1, 2 */
     RNG_EACH(RNG_X(negs) = -(RNG_SHR_POS(RNG_X(q), 1) & 1);)     /* q = 2, 3 */
@@ -139,6 +158,7 @@ RNG_M_INLINE void RNG_M(fast_sincos)(const RNG_VD theta[2], RNG_VD c_out[2], RNG
         const RNG_VL sign = RNG_D_BITS(RNG_DSPLAT(-0.0));
         RNG_OUT(c_out) = RNG_BITS_D(RNG_D_BITS(c0) ^ (RNG_X(negc) & sign));
         RNG_OUT(s_out) = RNG_BITS_D(RNG_D_BITS(s0) ^ (RNG_X(negs) & sign));)
+#endif
 }
 #undef RNG_OUT
 
@@ -167,6 +187,7 @@ RNG_M_INLINE RNG_VD RNG_M(words_to_double)(RNG_VUL w)
 #undef RNG_D_BITS
 #undef RNG_SHR_POS
 #undef RNG_U
+#undef RNG_SEL_SIGN
 #undef RNG_EACH
 #undef RNG_X
 #undef RNG_N
