@@ -19,7 +19,7 @@
  */
 
 #define RNG_AVX2 __attribute__((target("avx2")))
-#define RNG4_GROUPS 8 /* groups of 4 blocks per batch */
+#define RNG4_GROUPS 12 /* groups of 4 blocks per batch (whole chunks, whole triples) */
 
 /* The 4-lane arithmetic (lib/rng_math.h). */
 #define RNG_M(f) f##4
@@ -56,36 +56,37 @@ DIFFUSE_VEC_AVX2_INLINE vul4 mul32_4(vul4 x, uint32_t m)
     return (vul4)_mm256_mul_epu32((__m256i)x, _mm256_set1_epi64x((long long)m));
 }
 
-/* philox_block() on groups a and b in place (b may be a: one group): x[i]
- * lane l holds word i of block l, its counter on entry (only the low 32 bits
- * of x[0] and x[2] are read), its output on return.  The two groups' rounds
- * interleaved (two independent chains), x1 and x3 carried with the next
- * round's key already applied (x1 ^ k0, x3 ^ k1: the same words, a round's
- * chain one vpxor shorter). */
-DIFFUSE_VEC_AVX2_INLINE void philox4x2(const rng_keys4 *kv, vul4 a[4], vul4 b[4])
+/* One Philox round of a group: (x0, x1, x2, x3) as philox_block(). */
+#define RNG4_ROUND(x0, x1, x2, x3, k)                                                  \
+    do {                                                                               \
+        const vul4 p0_ = mul32_4(x0, PHILOX_M0), p1_ = mul32_4(x2, PHILOX_M1);         \
+        x0 = (p1_ >> 32) ^ x1 ^ (k)[0];                                                \
+        x2 = (p0_ >> 32) ^ x3 ^ (k)[1];                                                \
+        x1 = p1_;                                                                      \
+        x3 = p0_;                                                                      \
+    } while (0)
+
+/* philox_block() on groups a, b and c in place (b and c may be the same
+ * group, or a's: fewer groups): x[i] lane l holds word i of block l, its
+ * counter on entry (only the low 32 bits of x[0] and x[2] are read), its
+ * output on return.  The groups' rounds interleaved: three independent
+ * chains (with two the core waited on the products' latency, 10% longer;
+ * four spill). */
+DIFFUSE_VEC_AVX2_INLINE void philox4x3(const rng_keys4 *kv, vul4 a[4], vul4 b[4], vul4 c[4])
 {
     const vul4 lo32 = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
-    vul4 a0 = a[0], a1 = a[1] ^ kv->k[0][0], a2 = a[2], a3 = a[3] ^ kv->k[0][1];
-    vul4 b0 = b[0], b1 = b[1] ^ kv->k[0][0], b2 = b[2], b3 = b[3] ^ kv->k[0][1];
+    vul4 a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    vul4 b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
+    vul4 c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
     for (int r = 0; r < PHILOX_ROUNDS; r++) {
-        const vul4 pa0 = mul32_4(a0, PHILOX_M0), pa1 = mul32_4(a2, PHILOX_M1);
-        const vul4 pb0 = mul32_4(b0, PHILOX_M0), pb1 = mul32_4(b2, PHILOX_M1);
-        a0 = (pa1 >> 32) ^ a1;
-        a2 = (pa0 >> 32) ^ a3;
-        b0 = (pb1 >> 32) ^ b1;
-        b2 = (pb0 >> 32) ^ b3;
-        if (r + 1 < PHILOX_ROUNDS) {
-            a1 = pa1 ^ kv->k[r + 1][0];
-            a3 = pa0 ^ kv->k[r + 1][1];
-            b1 = pb1 ^ kv->k[r + 1][0];
-            b3 = pb0 ^ kv->k[r + 1][1];
-        } else {
-            a1 = pa1;
-            a3 = pa0;
-            b1 = pb1;
-            b3 = pb0;
-        }
+        RNG4_ROUND(a0, a1, a2, a3, kv->k[r]);
+        RNG4_ROUND(b0, b1, b2, b3, kv->k[r]);
+        RNG4_ROUND(c0, c1, c2, c3, kv->k[r]);
     }
+    c[0] = c0 & lo32;
+    c[1] = c1 & lo32;
+    c[2] = c2 & lo32;
+    c[3] = c3 & lo32;
     b[0] = b0 & lo32;
     b[1] = b1 & lo32;
     b[2] = b2 & lo32;
@@ -111,10 +112,8 @@ RNG_AVX2 static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, size_
     vd4 r[2 * RNG4_GROUPS];
     unsigned okp[2 * RNG4_GROUPS];
     size_t g, p;
-    for (g = 0; g + 1 < n; g += 2)
-        philox4x2(kv, w[g], w[g + 1]);
-    if (g < n)
-        philox4x2(kv, w[g], w[g]);
+    for (g = 0; g < n; g += 3)
+        philox4x3(kv, w[g], w[g + 1 < n ? g + 1 : g], w[g + 2 < n ? g + 2 : g]);
     /* two pairs of vectors at a time (the last one twice where np is odd) */
     for (p = 0; p < np; p += 2) {
         const size_t p1 = p + 1 < np ? p + 1 : p;
@@ -130,10 +129,12 @@ RNG_AVX2 static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, size_
         const vl4 keep_d = {RNG_KEEP_D, RNG_KEEP_D, RNG_KEEP_D, RNG_KEEP_D};
         const vl4 keep_a = {RNG_KEEP_A, RNG_KEEP_A, RNG_KEEP_A, RNG_KEEP_A};
         vd4 theta[2], cs[2], sn[2];
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++)
             theta[h] = vsplat4(DIFFUSE_TWO_PI) *
                        (words_to_double4(wf[st * pp[h] + 1]) * vsplat4(DIFFUSE_TWO_POW_M32));
         fast_sincos4(theta, cs, sn);
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const vd4 zc = r[pp[h]] * cs[h], zs = r[pp[h]] * sn[h];
             vl4 dc, ac, ds, as;
