@@ -110,7 +110,7 @@ int diffuse__normal_fill_reference(uint64_t seed, uint64_t sample, uint32_t step
 int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2]);
 /* rng.c: diffuse_normal_fill() of rows first_sample .. first_sample + rows
  * - 1 into out[rows][dim], the same bits; short rows (dim < 32) go 8 rows
- * at a time through the vectorized path. */
+ * (AVX2: 4) at a time through the vectorized path. */
 int diffuse__normal_fill_rows(uint64_t seed, uint64_t first_sample, uint32_t step,
                               float *out, size_t rows, size_t dim);
 /* rng.c, for tests: the normal generator's code paths, each giving the same
@@ -127,6 +127,11 @@ int diffuse__normal_fill_path(int path, uint64_t seed, uint64_t sample, uint32_t
                               float *out, size_t n);
 int diffuse__normal_fill_rows_path(int path, uint64_t seed, uint64_t first_sample,
                                    uint32_t step, float *out, size_t rows, size_t dim);
+/* rng.c, for tests: the AVX2 path treats the blocks in the vector lanes set
+ * in lanes (bits 0 .. 3) as failing its check, so they go through the libm
+ * evaluation (the same bits); 0, the default, restores it.  Returns 1 where
+ * this build has the AVX2 path, else 0.  Not thread-safe. */
+int diffuse__rng_avx2_fallback_force(unsigned lanes);
 
 /* vec.c: on = 1 runs lib/vec.h's AVX2 twins (where the CPU has AVX2), 0
  * the DIFFUSE_VEC_CLONES_WIDE clones, -1 chooses by the CPU again (the

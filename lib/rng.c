@@ -131,14 +131,15 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
  * y^14) (k_sin.c, k_cos.c, within 2^-58), and the quadrant k mod 4.  The
  * polynomials go in Estrin's order (short dependency chains).
  *
- * Written with GCC/Clang vector extensions (lib/rng_fill.h).  On x86-64 it
- * is compiled three times: portable, AVX2 and AVX-512F, the last two with
- * intrinsics for the 32 x 32 -> 64-bit Philox multiplies (vpmuludq; GCC
- * emulates the vector-extension product with three of them), the square
- * roots and the check's comparisons; rng_path() picks one per call from
- * the CPU's features (results are the same on each: they are
- * box_muller()'s).  Without vector extensions every block goes through
- * box_muller().
+ * Written with GCC/Clang vector extensions: 8 lanes (lib/rng_fill.h),
+ * compiled as portable code and, on x86-64, for AVX-512F with intrinsics
+ * for the 32 x 32 -> 64-bit Philox multiplies (vpmuludq; GCC emulates the
+ * vector-extension product with three of them), the square roots and the
+ * check's comparisons; and an AVX2 copy on 4 lanes in passes
+ * (lib/rng_avx2.h).  The arithmetic is lib/rng_math.h's in each.
+ * rng_path() picks one per call from the CPU's features (results are the
+ * same on each: they are box_muller()'s).  Without vector extensions every
+ * block goes through box_muller().
  */
 #ifdef DIFFUSE_VEC
 #  define RNG_FAST 1
@@ -441,7 +442,8 @@ static int normal_fill_rows(const char *func, int path, uint64_t seed, uint64_t 
                              rows);
 #ifdef RNG_FAST
     if (dim < 32 && path != DIFFUSE__RNG_LIBM) {
-        /* short rows: 8 rows at a time, one block of each per lane */
+        /* short rows: 8 rows at a time (AVX2: 4), one block of each per
+         * lane */
         philox_schedule ks;
         size_t r0 = 0;
         philox_key_schedule(&ks, (uint32_t)seed, (uint32_t)(seed >> 32));
@@ -496,6 +498,17 @@ int diffuse__normal_fill_rows_path(int path, uint64_t seed, uint64_t first_sampl
     if (!rng_path_available(path))
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "path %d is not available here", path);
     return normal_fill_rows(__func__, path, seed, first_sample, step, out, rows, dim);
+}
+
+int diffuse__rng_avx2_fallback_force(unsigned lanes)
+{
+#ifdef RNG_X86_AVX2
+    rng_avx2_force_bad = lanes & 0xfu;
+    return 1;
+#else
+    (void)lanes;
+    return 0;
+#endif
 }
 
 int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2])

@@ -36,6 +36,11 @@
 #define RNG_U 2 /* fast_log_u14 and fast_sincos4 on two vectors, interleaved */
 #include "rng_math.h"
 
+/* The lanes whose blocks count as failing the check, their vector floats
+ * made NaN (tests only: diffuse__rng_avx2_fallback_force(), so that a
+ * fallback that misses a float shows). */
+static unsigned rng_avx2_force_bad;
+
 /* Philox's round keys, each in every lane. */
 typedef struct {
     vul4 k[PHILOX_ROUNDS][2];
@@ -148,6 +153,14 @@ RNG_AVX2 static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, size_
     }
     for (g = 0; g < n; g++)
         ok[g] = pairs == 2 ? okp[2 * g] & okp[2 * g + 1] : okp[g];
+    if (rng_avx2_force_bad != 0) /* tests: those lanes failed, their floats NaN */
+        for (g = 0; g < n; g++) {
+            ok[g] &= ~rng_avx2_force_bad;
+            for (unsigned l = 0; l < 4; l++)
+                if (rng_avx2_force_bad >> l & 1)
+                    for (size_t i = 0; i < 2 * pairs; i++)
+                        f[g][i][l] = __builtin_nanf("");
+        }
 }
 
 /* fill_chunks (rng_fill.h) on AVX2: chunk c as groups 2 c and 2 c + 1 (its

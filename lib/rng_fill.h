@@ -1,14 +1,13 @@
 /*
  * The vectorized normal fill of lib/rng.c, one copy per instruction set:
  * rng.c includes this file once for the portable vector code and, on x86-64,
- * once for AVX2 and once for AVX-512, each time with these defined:
+ * once for AVX-512 (AVX2 has its 4-lane copy, lib/rng_avx2.h), each time
+ * with these defined:
  *   RNG_NAME(f)      the name of this copy's function f
  *   RNG_ATTR         the attributes of this copy's functions (a target)
  *   RNG_MUL32(x, m)  lanes of x (values below 2^32) times m, 64-bit products
  *   RNG_SQRT(v)      the correctly rounded square roots of the lanes of v
  *   RNG_LESS(a, b)   the bit mask of the lanes where a < b (signed 64-bit)
- * and RNG_NO_FILL_CHUNKS where the copy has its own fill_chunks and
- * fill_rows_small (4-lane ones).
  * Every copy does the same IEEE operations in the same order (only the
  * instructions that carry them differ), and keeps a value only where it is
  * certainly box_muller()'s (see rng.c), so all copies give the same bits.
@@ -76,7 +75,6 @@ RNG_HELPER void RNG_NAME(chunk_store)(float *o, const vul x[4], const vf8 f[4], 
     }
 }
 
-#ifndef RNG_NO_FILL_CHUNKS
 /* Elements 32 c .. 32 c + 31 of the stream for chunks c = first ..
  * first + chunks - 1 (blocks 8 c .. 8 c + 7), at out + 32 (c - first).
  * Pair p of block l: words x[2p], x[2p + 1], elements 4 l + 2 p and
@@ -97,7 +95,6 @@ RNG_ATTR static void RNG_NAME(fill_chunks)(const philox_schedule *ks, uint32_t c
         RNG_NAME(chunk_store)(out + 32 * c, x, f, ok);
     }
 }
-#endif
 
 /* Rows r0 .. r0 + 7 of a [rows][dim] array, rows r0 + l for sample
  * first + r0 + l, lanes l < live: block j of each row's stream in lane l,
@@ -159,7 +156,6 @@ RNG_ATTR static void RNG_NAME(fill_rows8)(const philox_schedule *ks, uint32_t st
     }
 }
 
-#ifndef RNG_NO_FILL_CHUNKS
 /* Rows of 1 or 2 elements (the 2-D toys), 16 rows a step (two groups of 8
  * rows: two independent chains): row r (sample first + r) takes the first
  * pair of its block 0.  Whole groups of 16 rows only: returns the number of
@@ -203,6 +199,5 @@ RNG_ATTR static size_t RNG_NAME(fill_rows_small)(const philox_schedule *ks, uint
     }
     return r;
 }
-#endif
 
 #undef RNG_HELPER

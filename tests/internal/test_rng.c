@@ -286,6 +286,94 @@ static void test_normal_fill_rows_dim2_many(void)
     }
 }
 
+/* The AVX2 path (lib/rng_avx2.h: 4 lanes, batches of 12 groups of 4
+ * blocks) forced, with the check's failures forced too in chosen lanes (so
+ * every fallback branch runs: whole and partial groups, rows of every short
+ * length): diffuse_normal_fill() over lengths around the lane, chunk and
+ * batch sizes, at odd float offsets, and short rows (dims 1 .. 33, row
+ * counts around 4 and 48, samples crossing 2^32), each compared with
+ * memcmp against the libm evaluation, the floats past the end untouched.
+ * Runs wherever the CPU has AVX2, AVX-512 machines included. */
+static int avx2_fill_case(uint64_t seed, size_t n, size_t off, float *buf, float *want)
+{
+    float *o = buf + off;
+    for (size_t i = 0; i < n + 8; i++)
+        o[i] = -7.0f;
+    if (diffuse__normal_fill_path(DIFFUSE__RNG_AVX2, seed, seed >> 7, (uint32_t)(seed >> 40), o,
+                                  n) != DIFFUSE_OK ||
+        diffuse__normal_fill_reference(seed, seed >> 7, (uint32_t)(seed >> 40), want, n) !=
+            DIFFUSE_OK)
+        return 0;
+    if (memcmp(o, want, n * sizeof *want) != 0)
+        return 0;
+    for (size_t i = n; i < n + 8; i++)
+        if (o[i] != -7.0f)
+            return 0;
+    return 1;
+}
+
+static int avx2_rows_case(uint64_t seed, uint64_t first, size_t rows, size_t dim, size_t off,
+                          float *buf)
+{
+    float *o = buf + off, want[40];
+    for (size_t i = 0; i < rows * dim + 8; i++)
+        o[i] = -7.0f;
+    if (diffuse__normal_fill_rows_path(DIFFUSE__RNG_AVX2, seed, first, 5u, o, rows, dim) !=
+        DIFFUSE_OK)
+        return 0;
+    for (size_t r = 0; r < rows; r++)
+        if (diffuse__normal_fill_reference(seed, first + r, 5u, want, dim) != DIFFUSE_OK ||
+            memcmp(o + r * dim, want, dim * sizeof *want) != 0)
+            return 0;
+    for (size_t i = rows * dim; i < rows * dim + 8; i++)
+        if (o[i] != -7.0f)
+            return 0;
+    return 1;
+}
+
+static void test_avx2_path_forced_fallbacks(void)
+{
+    static const size_t lens[] = {1,  2,  3,  4,  5,   7,   8,   9,   15,  16,  17,  31,
+                                  32, 33, 39, 40, 41,  47,  48,  63,  64,  65,  95,  96,
+                                  97, 191, 192, 193, 383, 384, 385, 784, 785, 1000};
+    static const size_t counts[] = {1, 2, 3, 4, 5, 7, 8, 11, 12, 13, 24, 47, 48, 49, 100};
+    static const uint64_t firsts[] = {0, UINT64_C(0xfffffffd), UINT64_C(0x123456789)};
+    static const unsigned forces[] = {0, 0x1, 0x2, 0x4, 0x8, 0x5, 0xa, 0xe, 0xf};
+    const size_t nforces = harness_quick() ? 3 : sizeof forces / sizeof forces[0];
+    const int nseeds = harness_quick() ? 2 : 6;
+    static float buf[100 * 33 + 16], want[1000];
+    if (!diffuse__rng_path_available(DIFFUSE__RNG_AVX2) || !diffuse__rng_avx2_fallback_force(0))
+        SKIP("no AVX2 path on this build or CPU");
+    for (size_t fi = 0; fi < nforces; fi++) {
+        const unsigned force = forces[harness_quick() ? fi * 4 : fi];
+        diffuse__rng_avx2_fallback_force(force);
+        for (int k = 0; k < nseeds; k++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                const uint64_t seed = UINT64_C(0x9e3779b97f4a7c15) * (uint64_t)(k + 1) + li;
+                test_seed = seed;
+                if (!avx2_fill_case(seed, lens[li], (li + (size_t)k) % 8, buf, want)) {
+                    diffuse__rng_avx2_fallback_force(0);
+                    HARNESS_FAIL_("forced lanes 0x%x, n = %zu: differs from the libm path",
+                                  force, lens[li]);
+                }
+            }
+        for (size_t dim = 1; dim <= 33; dim++)
+            for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++)
+                for (size_t f = 0; f < sizeof firsts / sizeof firsts[0]; f++) {
+                    const uint64_t seed = UINT64_C(0xdeadbeef00000001) + dim * 131 + c;
+                    test_seed = seed;
+                    if (!avx2_rows_case(seed, firsts[f], counts[c], dim, (dim + c + f) % 8,
+                                        buf)) {
+                        diffuse__rng_avx2_fallback_force(0);
+                        HARNESS_FAIL_("forced lanes 0x%x, dim %zu, rows %zu, first %llu: "
+                                      "differs from the libm path",
+                                      force, dim, counts[c], (unsigned long long)firsts[f]);
+                    }
+                }
+    }
+    diffuse__rng_avx2_fallback_force(0);
+}
+
 /* The error bound the vectorized path's check rests on (lib/rng.c): its
  * unrounded r cos(theta) and r sin(theta) within 2^-48 relative of the
  * same expressions in long double (64-bit significand), over random words
@@ -723,6 +811,7 @@ int main(void)
     RUN(test_diffuse_normal_fast_pair_error_bound);
     RUN_SEEDED(test_normal_fill_rows_bit_identical);
     RUN_SEEDED(test_normal_fill_rows_dim2_many);
+    RUN_SEEDED(test_avx2_path_forced_fallbacks);
     RUN_SEEDED(test_diffuse_normal_fill_frozen_values);
     RUN_SEEDED(test_diffuse_normal_fill_prefix_invariance);
     RUN_SEEDED(test_diffuse_normal_fill_streams_differ);
