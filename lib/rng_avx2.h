@@ -175,6 +175,8 @@ RNG_AVX2 static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, ui
     vul4 w[RNG4_GROUPS][4];
     vf4 f[RNG4_GROUPS][4];
     unsigned ok[RNG4_GROUPS];
+    if (chunks == 0) /* a short stream: its blocks all go through box_muller() */
+        return;
     keys4(ks, &kv);
     for (size_t c0 = 0; c0 < chunks; c0 += RNG4_GROUPS / 2) {
         const size_t n = 2 * (chunks - c0 < RNG4_GROUPS / 2 ? chunks - c0 : RNG4_GROUPS / 2);
