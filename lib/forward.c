@@ -39,7 +39,10 @@ int diffuse_q_sample_seeded(const diffuse_schedule *s, const float *x0, const in
         DIFFUSE_FAIL(DIFFUSE_EINVAL, "dim = %zu exceeds the generator's 2^34 elements per "
                      "sample", dim);
     /* Rows are independent (each has its own noise stream and output row),
-     * so the result does not depend on the number of threads. */
+     * so the result does not depend on the number of threads.  Short rows'
+     * noise is drawn for all rows at once (the same bits). */
+    const int filled = diffuse__noise_prefill(seed, first_sample, step,
+                                              noise_out ? noise_out : x_t, batch, dim);
     DIFFUSE_PAR_FOR(diffuse__default_threads(), batch * dim >= 32768, b, batch, {
         double a = s->tables[DIFFUSE_TABLE_SQRT_ALPHAS_CUMPROD][t[b]];
         double c = s->tables[DIFFUSE_TABLE_SQRT_ONE_MINUS_ALPHAS_CUMPROD][t[b]];
@@ -48,7 +51,8 @@ int diffuse_q_sample_seeded(const diffuse_schedule *s, const float *x0, const in
          * which is then combined in place.  The fill cannot fail: its
          * arguments were validated above. */
         float *eps = noise_out ? noise_out + row : x_t + row;
-        (void)diffuse_normal_fill(seed, first_sample + b, step, eps, dim);
+        if (!filled)
+            (void)diffuse_normal_fill(seed, first_sample + b, step, eps, dim);
         for (i = 0; i < dim; i++)
             x_t[row + i] = (float)(a * (double)x0[row + i] + c * (double)eps[i]);
     });

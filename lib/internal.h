@@ -113,6 +113,15 @@ int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2]);
  * (AVX2: 4) at a time through the vectorized path. */
 int diffuse__normal_fill_rows(uint64_t seed, uint64_t first_sample, uint32_t step,
                               float *out, size_t rows, size_t dim);
+/* rng.c: one step's noise for rows first_sample .. first_sample + rows - 1
+ * of a caller that fills row by row inside its parallel loop: where rows
+ * are short (dim < 32) a row-by-row diffuse_normal_fill() costs some 50 ns
+ * an element, so this fills all of out[rows][dim] at once through
+ * diffuse__normal_fill_rows() and returns 1; otherwise it fills nothing and
+ * returns 0, and the caller fills each row itself (same bits either way).
+ * Arguments as validated by the caller (a failure fills nothing, returns 0). */
+int diffuse__noise_prefill(uint64_t seed, uint64_t first_sample, uint32_t step, float *out,
+                           size_t rows, size_t dim);
 /* rng.c, for tests: the normal generator's code paths, each giving the same
  * bits.  diffuse__rng_path_available() is 1 where this build and CPU run
  * the path; the _path functions force one (DIFFUSE_EINVAL where it is not

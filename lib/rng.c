@@ -492,6 +492,14 @@ int diffuse__normal_fill_rows(uint64_t seed, uint64_t first_sample, uint32_t ste
     return normal_fill_rows(__func__, rng_path(), seed, first_sample, step, out, rows, dim);
 }
 
+int diffuse__noise_prefill(uint64_t seed, uint64_t first_sample, uint32_t step, float *out,
+                           size_t rows, size_t dim)
+{
+    if (dim >= 32)
+        return 0;
+    return diffuse__normal_fill_rows(seed, first_sample, step, out, rows, dim) == DIFFUSE_OK;
+}
+
 int diffuse__normal_fill_rows_path(int path, uint64_t seed, uint64_t first_sample,
                                    uint32_t step, float *out, size_t rows, size_t dim)
 {

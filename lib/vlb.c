@@ -164,13 +164,16 @@ static int vlb_impl(const char *func, diffuse_vlb *v, const float *x0, const int
         const double log_beta = diffuse__log_beta(S, t);
         const int nt = diffuse__engine_threads(e);
         const int mode = v->cdf_mode;
-        /* x_t ~ q(x_t | x0), row by row with its own noise stream. */
+        /* x_t ~ q(x_t | x0), row by row with its own noise stream (short
+         * rows' noise drawn for all rows at once, the same bits). */
+        const int filled = diffuse__noise_prefill(seed, first_sample, word, e->noise, batch, dim);
         (void)nt;
         DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
             const float *xr = x0 + b * dim;
             float *z = e->noise + b * dim, *y = e->x_a + b * dim;
             size_t i;
-            (void)diffuse_normal_fill(seed, first_sample + b, word, z, dim);
+            if (!filled)
+                (void)diffuse_normal_fill(seed, first_sample + b, word, z, dim);
             for (i = 0; i < dim; i++)
                 y[i] = (float)(sa * (double)xr[i] + s1m * (double)z[i]);
         });

@@ -321,9 +321,8 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
                    ? exp(0.5 * diffuse__model_logvar(m, S, t, log_beta, NULL, 0))
                    : 0.0;
     /* short rows of generator noise: 8 rows at a time (the same bits) */
-    rows_noise = noisy && io->noise == NULL && dim < 32;
-    if (rows_noise) /* arguments validated: cannot fail */
-        (void)diffuse__normal_fill_rows(io->seed, io->first, word, e->noise, batch, dim);
+    rows_noise = noisy && io->noise == NULL &&
+                 diffuse__noise_prefill(io->seed, io->first, word, e->noise, batch, dim);
     (void)nt;
 #if defined(DIFFUSE_VEC) && !defined(DIFFUSE_NO_VEC)
     if (m->threshold_percentile <= 0.0 && (!ddpm || !noisy || fixed_var)) {

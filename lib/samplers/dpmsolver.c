@@ -152,6 +152,7 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
     double c_ratio = 0.0, c_x = 0.0, c_0 = 0.0, c_1 = 0.0; /* the corrector's */
     float *h0 = sp->hist[0], *h1 = sp->hist[1], *xc = sp->xc;
     size_t b;
+    int filled;
     if (unipc && sp->nhist > 0) {
         /* UniC from level k - 1, of the previous predictor's order */
         const transition tc = transition_at(sp, io->k - 1);
@@ -191,6 +192,9 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
         k2 = sp->taylor3 ? a_s * (2.0 * (h - phi) / (h * h) - 1.0)
                          : a_s * ((h - phi) / (h * h) - 0.5);
     }
+    /* short rows of generator noise: all rows at once (the same bits) */
+    filled = s_noise > 0.0 && io->noise == NULL &&
+             diffuse__noise_prefill(io->seed, io->first, (uint32_t)io->k, e->noise, batch, dim);
     (void)nt;
     DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
         const float *x = io->x + b * dim, *o = io->out + b * m->out_dim;
@@ -207,8 +211,9 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
             if (io->noise != NULL) {
                 z = io->noise + b * dim;
             } else { /* step word: the evaluation index */
-                (void)diffuse_normal_fill(io->seed, io->first + b, (uint32_t)io->k,
-                                          e->noise + b * dim, dim);
+                if (!filled)
+                    (void)diffuse_normal_fill(io->seed, io->first + b, (uint32_t)io->k,
+                                              e->noise + b * dim, dim);
                 z = e->noise + b * dim;
             }
         }

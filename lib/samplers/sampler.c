@@ -472,7 +472,7 @@ static int run_impl(const char *func, diffuse_sampler *s, const float *x_T,
 {
     diffuse__engine *e;
     float *cur, *next;
-    size_t n, k, b;
+    size_t n, k;
     int rc = DIFFUSE_OK;
     if (s == NULL)
         return diffuse__fail(DIFFUSE_EINVAL, func, "sampler is NULL");
@@ -487,10 +487,9 @@ static int run_impl(const char *func, diffuse_sampler *s, const float *x_T,
     next = e->x_b;
     if (x_T != NULL)
         memcpy(cur, x_T, batch * e->dim * sizeof *cur);
-    else
-        for (b = 0; b < batch; b++)
-            (void)diffuse_normal_fill(seed, first_sample + b, DIFFUSE_RNG_STEP_INITIAL,
-                                      cur + b * e->dim, e->dim);
+    else /* arguments validated: cannot fail */
+        (void)diffuse__normal_fill_rows(seed, first_sample, DIFFUSE_RNG_STEP_INITIAL, cur, batch,
+                                        e->dim);
     reset(s);
     s->traj_batch = batch;
     e->busy = 1;

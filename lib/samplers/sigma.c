@@ -141,11 +141,15 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
     double s_down = s2, s_up = 0.0;
     const int nt = diffuse__engine_threads(e);
     size_t b;
+    int filled;
     if (sp->kind == DIFFUSE_SAMPLER_EULER_ANCESTRAL && s2 > 0.0) {
         const double up = sp->eta * sqrt(s2 * s2 * (s * s - s2 * s2) / (s * s));
         s_up = up < s2 ? up : s2;
         s_down = sqrt(s2 * s2 - s_up * s_up);
     }
+    /* short rows of generator noise: all rows at once (the same bits) */
+    filled = s_up > 0.0 && io->noise == NULL &&
+             diffuse__noise_prefill(io->seed, io->first, (uint32_t)k, e->noise, batch, dim);
     (void)nt;
     DIFFUSE_PAR_FOR(nt, batch * dim >= 4096, b, batch, {
         const float *x = io->x + b * dim, *o = io->out + b * m->out_dim;
@@ -160,8 +164,9 @@ static void step(diffuse_sampler *sp, const diffuse__step_io *io)
             if (io->noise != NULL) {
                 z = io->noise + b * dim;
             } else { /* step word: the evaluation index */
-                (void)diffuse_normal_fill(io->seed, io->first + b, (uint32_t)k,
-                                          e->noise + b * dim, dim);
+                if (!filled)
+                    (void)diffuse_normal_fill(io->seed, io->first + b, (uint32_t)k,
+                                              e->noise + b * dim, dim);
                 z = e->noise + b * dim;
             }
         }
