@@ -127,7 +127,7 @@ static void kernel_portable(size_t kc, const float *a, int a_layout, const float
 }
 
 static const struct diffuse__gemm_variant variant_portable = {
-    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0, 0, NULL,
+    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0, NULL,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -407,9 +407,8 @@ static void gemm_part(const struct job *jb)
     size_t nk = (K + KC - 1) / KC;
     size_t kcb = (K + nk - 1) / nk;
 
-    const size_t nb = v->nb != 0 ? v->nb : NB;
-    for (size_t j0 = 0; j0 < N; j0 += nb) {
-        size_t n = N - j0 < nb ? N - j0 : nb;
+    for (size_t j0 = 0; j0 < N; j0 += NB) {
+        size_t n = N - j0 < NB ? N - j0 : NB;
         size_t npan = (n + nr - 1) / nr;
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
             size_t kc = K - p0 < kcb ? K - p0 : kcb;

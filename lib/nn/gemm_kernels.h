@@ -107,10 +107,6 @@ struct diffuse__gemm_variant {
     diffuse__gemm_pack_a_cols_fn *pack_a_cols;
     diffuse__gemm_kernel_ep_fn *kernel_ep; /* NULL: the separate passes */
     size_t ep_rows;
-    /* Widest packed B block in columns (a multiple of 32, at most
-     * DIFFUSE__GEMM_NB), 0: DIFFUSE__GEMM_NB.  Sized so that a kc x nb
-     * block stays in the L2 of the CPUs the kernel is for. */
-    size_t nb;
     diffuse__gemm_pack_a_cols_n_fn *pack_a_cols_n; /* NULL: pack_a_cols per strip */
 };
 
