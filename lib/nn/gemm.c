@@ -8,7 +8,8 @@
  *       kc x n block is packed into NR-wide panels (it stays in L2 while
  *       every row strip of C passes over it);
  *   i: strips of MR rows of op(A), packed (a strip stays in L1 across the
- *       panels);
+ *       panels); op(A) = A^T with a variant's pack_a_cols_n packs the
+ *       strips of AGROUP rows at once, each row of A read once (a_strip);
  *   q: panels; the micro-kernel computes the MR x NR tile over kc and
  *       updates C.
  * A variant with a kernel_ep (AVX-512, AVX2; gemm_kernels.h) applies the
