@@ -8,7 +8,8 @@
  *       kc x n block is packed into NR-wide panels (it stays in L2 while
  *       every row strip of C passes over it);
  *   i: strips of MR rows of op(A), packed (a strip stays in L1 across the
- *       panels);
+ *       panels); op(A) = A^T with a variant's pack_a_cols_n packs the
+ *       strips of AGROUP rows at once, each row of A read once (a_strip);
  *   q: panels; the micro-kernel computes the MR x NR tile over kc and
  *       updates C.
  * A variant with a kernel_ep (AVX-512, AVX2; gemm_kernels.h) applies the
@@ -42,8 +43,12 @@
 
 /* A strip: MR_MAX rows of KCP floats (ROWS layout) or kc groups of MR
  * floats and 16 floats of slack (COLS layout), rounded to whole 64-byte
- * lines. */
-#define ABUF_FLOATS ((DIFFUSE__GEMM_MR_MAX * KCP + 15) / 16 * 16)
+ * lines; or the strips of AGROUP rows packed at once (pack_a_cols_n), each
+ * kc * MR floats and 16 of slack, rounded up to 16 floats. */
+#define AGROUP DIFFUSE__GEMM_AGROUP_ROWS
+#define ASTRIP_FLOATS ((DIFFUSE__GEMM_MR_MAX * KCP + 15) / 16 * 16)
+#define AGROUP_FLOATS (AGROUP * KC + AGROUP * 32)
+#define ABUF_FLOATS (ASTRIP_FLOATS > AGROUP_FLOATS ? ASTRIP_FLOATS : AGROUP_FLOATS)
 #define BBUF_FLOATS ((size_t)KC * NB)
 /* One thread's slot of the work area: its B block, then its A strip. */
 #define SLOT_FLOATS (BBUF_FLOATS + ABUF_FLOATS)
@@ -123,7 +128,7 @@ static void kernel_portable(size_t kc, const float *a, int a_layout, const float
 }
 
 static const struct diffuse__gemm_variant variant_portable = {
-    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0,
+    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0, NULL,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -350,6 +355,36 @@ static void pack_a_strip(const struct job *jb, size_t i, size_t h, size_t p0, si
     }
 }
 
+/* Stride in floats between the strips pack_a_cols_n writes for kc. */
+static size_t agroup_stride(size_t mr, size_t kc)
+{
+    return (kc * mr + 16 + 15) / 16 * 16;
+}
+
+/* Whether the job packs its op(A) = A^T strips AGROUP rows at once. */
+static int agroup_on(const struct job *jb)
+{
+    return jb->trans_a && jb->v->pack_a_cols_n != NULL && AGROUP % jb->v->mr == 0;
+}
+
+/* The packed strip of rows i .. i + h - 1 (h <= MR) of op(A), columns p0 ..
+ * p0 + kc - 1, for the strips of M taken in order: with agroup_on, the
+ * strip at the start of a group of AGROUP rows packs the whole group into
+ * abuf and the others find theirs there; otherwise pack_a_strip. */
+static const float *a_strip(const struct job *jb, size_t i, size_t h, size_t p0, size_t kc)
+{
+    if (!agroup_on(jb)) {
+        pack_a_strip(jb, i, h, p0, kc, jb->abuf);
+        return jb->abuf;
+    }
+    size_t g0 = i / AGROUP * AGROUP, stride = agroup_stride(jb->v->mr, kc);
+    if (i == g0) {
+        size_t gh = jb->M - g0 < AGROUP ? jb->M - g0 : AGROUP;
+        jb->v->pack_a_cols_n(jb->A + p0 * jb->lda + g0, jb->lda, kc, gh, jb->abuf, stride);
+    }
+    return jb->abuf + (i - g0) / jb->v->mr * stride;
+}
+
 /* ------------------------------------------------------------------------ */
 /* The blocked loops over one part of C                                       */
 /* ------------------------------------------------------------------------ */
@@ -403,7 +438,7 @@ static void gemm_part(const struct job *jb)
                         as = jb->A + i * jb->lda + p0;
                         a_rs = jb->lda;
                     } else {
-                        pack_a_strip(jb, i, h, p0, kc, jb->abuf);
+                        as = a_strip(jb, i, h, p0, kc);
                     }
                     for (size_t q = 0; q < npan; q++) {
                         size_t j = j0 + q * nr;
@@ -417,10 +452,10 @@ static void gemm_part(const struct job *jb)
                         strip_epilogue(jb, i, j0, h, n, 0, 0, last);
                     continue;
                 }
-                pack_a_strip(jb, i, h, p0, kc, jb->abuf);
+                const float *as = a_strip(jb, i, h, p0, kc);
                 for (size_t q = 0; q < npan; q++) {
                     size_t j = q * nr;
-                    v->kernel(kc, jb->abuf, a_layout, b0 + q * bstep,
+                    v->kernel(kc, as, a_layout, b0 + q * bstep,
                               jb->C + i * jb->ldc + j0 + j, jb->ldc, h,
                               n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
                 }

@@ -268,6 +268,7 @@ static T512 void pack_a_cols_avx512(const float *src, size_t lda, size_t kc, siz
 
 const struct diffuse__gemm_variant diffuse__gemm_avx512 = {
     "avx512", MR, NR, kernel, pack_bn_avx512, pack_bt_avx512, pack_a_cols_avx512, kernel_ep, 4,
+    NULL,
 };
 
 #else

@@ -86,6 +86,18 @@ typedef void diffuse__gemm_kernel_ep_fn(size_t kc, const float *a, int a_layout,
                                         size_t nr, int mode, const float *bias, const float *res,
                                         size_t ldr);
 
+/* Optional: pack_a_cols for every strip of rows 0 .. h - 1 of the block
+ * at src (h <= DIFFUSE__GEMM_AGROUP_ROWS) at once, strip s (rows s * MR
+ * .. s * MR + MR - 1) at dst + s * stride (stride >= kc * MR + 16 floats),
+ * each as pack_a_cols writes it.  Reads each row of A once for all strips,
+ * in order (pack_a_cols reads MR floats of it per strip, one cache line
+ * per row, again for each strip). */
+typedef void diffuse__gemm_pack_a_cols_n_fn(const float *src, size_t lda, size_t kc, size_t h,
+                                            float *dst, size_t stride);
+
+/* Rows of op(A) = A^T that gemm.c packs at once with pack_a_cols_n. */
+#define DIFFUSE__GEMM_AGROUP_ROWS 48
+
 struct diffuse__gemm_variant {
     const char *name;
     size_t mr, nr;
@@ -95,6 +107,7 @@ struct diffuse__gemm_variant {
     diffuse__gemm_pack_a_cols_fn *pack_a_cols;
     diffuse__gemm_kernel_ep_fn *kernel_ep; /* NULL: the separate passes */
     size_t ep_rows;
+    diffuse__gemm_pack_a_cols_n_fn *pack_a_cols_n; /* NULL: pack_a_cols per strip */
 };
 
 /* The variant diffuse__sgemm uses now (gemm.c), for drivers of their own

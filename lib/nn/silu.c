@@ -265,9 +265,14 @@ TAVX2_INLINE int parts8(__m256 x, __m256 *p, __m256i *n)
     return _mm256_movemask_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(SILU_LIM), _CMP_LE_OQ)) == 0xff;
 }
 
-/* scale_lane, 8 lanes. */
-TAVX2_INLINE __m256 scale8(__m256 v, __m256i n)
+/* scale_lane, 8 lanes.  narrow (a constant after inlining): every lane
+ * has n >= -126, so that scale_lane's m is 0 and its second factor 2^0:
+ * v * 2^n alone, the same bits (a product by 1 is exact). */
+TAVX2_INLINE __m256 scale8(__m256 v, __m256i n, const int narrow)
 {
+    if (narrow)
+        return _mm256_mul_ps(
+            v, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23)));
     __m256i m = _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(-126), n),
                                  _mm256_set1_epi32(-126));
     __m256i b1 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(n, m), _mm256_set1_epi32(127)), 23);
@@ -277,14 +282,14 @@ TAVX2_INLINE __m256 scale8(__m256 v, __m256i n)
 
 /* silu of the 8 lanes of v into *out; 0 when a lane is out of range (its
  * value in *out is then not the answer). */
-TAVX2_INLINE int fwd8(__m256 v, __m256 *out)
+TAVX2_INLINE int fwd8(__m256 v, __m256 *out, const int narrow)
 {
     __m256 p, e, num, neg;
     __m256i k;
     int fast = parts8(v, &p, &k);
-    e = scale8(p, k);
+    e = scale8(p, k, narrow);
     neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-    num = _mm256_blendv_ps(v, scale8(_mm256_mul_ps(v, p), k), neg);
+    num = _mm256_blendv_ps(v, scale8(_mm256_mul_ps(v, p), k, narrow), neg);
     *out = _mm256_div_ps(num, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
     return fast;
 }
@@ -292,19 +297,31 @@ TAVX2_INLINE int fwd8(__m256 v, __m256 *out)
 /* dsilu of the 8 lanes of v times g into *out; 0 as fwd8 (NaN and
  * infinite lanes compute garbage quietly, under the default masked
  * exceptions, and are redone by the scalar path). */
-TAVX2_INLINE int bwd8(__m256 v, __m256 g, __m256 *out)
+TAVX2_INLINE int bwd8(__m256 v, __m256 g, __m256 *out, const int narrow)
 {
     __m256 p, e, q, c, h, neg;
     __m256i k;
     int fast = parts8(v, &p, &k);
-    e = scale8(p, k);
+    e = scale8(p, k, narrow);
     q = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
     neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
     c = _mm256_blendv_ps(_mm256_mul_ps(e, q), q, neg);
     h = _mm256_blendv_ps(q, _mm256_mul_ps(p, q), neg);
     h = _mm256_mul_ps(h, _mm256_fmadd_ps(v, c, _mm256_set1_ps(1.0f)));
-    *out = _mm256_mul_ps(g, _mm256_blendv_ps(h, scale8(h, k), neg));
+    *out = _mm256_mul_ps(g, _mm256_blendv_ps(h, scale8(h, k, narrow), neg));
     return fast;
+}
+
+/* 1 when every lane of the four vectors has |x| <= 87 (then exp_parts'
+ * n >= -126: -87 log2(e) > -125.6), so scale8 may take its narrow form;
+ * a NaN lane may give 1 (max drops it), but parts8 then reports it and the
+ * step is redone by the scalar path. */
+TAVX2_INLINE int narrow32(__m256 v0, __m256 v1, __m256 v2, __m256 v3)
+{
+    __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs), _mm256_and_ps(v1, abs)),
+                              _mm256_max_ps(_mm256_and_ps(v2, abs), _mm256_and_ps(v3, abs)));
+    return _mm256_movemask_ps(_mm256_cmp_ps(mx, _mm256_set1_ps(87.0f), _CMP_LE_OQ)) == 0xff;
 }
 
 /* The AVX2 loops take 32 elements a step, four independent vectors, each
@@ -321,7 +338,12 @@ TAVX2 static void fwd_avx2(const float *x, size_t n, float *y)
         __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8),
                v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
         __m256 o0, o1, o2, o3;
-        if (fwd8(v0, &o0) & fwd8(v1, &o1) & fwd8(v2, &o2) & fwd8(v3, &o3)) {
+        int fast;
+        if (narrow32(v0, v1, v2, v3))
+            fast = fwd8(v0, &o0, 1) & fwd8(v1, &o1, 1) & fwd8(v2, &o2, 1) & fwd8(v3, &o3, 1);
+        else
+            fast = fwd8(v0, &o0, 0) & fwd8(v1, &o1, 0) & fwd8(v2, &o2, 0) & fwd8(v3, &o3, 0);
+        if (fast) {
             _mm256_storeu_ps(y + i, o0);
             _mm256_storeu_ps(y + i + 8, o1);
             _mm256_storeu_ps(y + i + 16, o2);
@@ -332,7 +354,7 @@ TAVX2 static void fwd_avx2(const float *x, size_t n, float *y)
     }
     for (; i + 8 <= n; i += 8) {
         __m256 o;
-        if (fwd8(_mm256_loadu_ps(x + i), &o))
+        if (fwd8(_mm256_loadu_ps(x + i), &o, 0))
             _mm256_storeu_ps(y + i, o);
         else
             fwd_scalar(x + i, 8, y + i);
@@ -349,7 +371,14 @@ TAVX2 static void bwd_avx2(const float *x, const float *dy, size_t n, float *dx)
         __m256 g0 = _mm256_loadu_ps(dy + i), g1 = _mm256_loadu_ps(dy + i + 8),
                g2 = _mm256_loadu_ps(dy + i + 16), g3 = _mm256_loadu_ps(dy + i + 24);
         __m256 o0, o1, o2, o3;
-        if (bwd8(v0, g0, &o0) & bwd8(v1, g1, &o1) & bwd8(v2, g2, &o2) & bwd8(v3, g3, &o3)) {
+        int fast;
+        if (narrow32(v0, v1, v2, v3))
+            fast = bwd8(v0, g0, &o0, 1) & bwd8(v1, g1, &o1, 1) & bwd8(v2, g2, &o2, 1) &
+                   bwd8(v3, g3, &o3, 1);
+        else
+            fast = bwd8(v0, g0, &o0, 0) & bwd8(v1, g1, &o1, 0) & bwd8(v2, g2, &o2, 0) &
+                   bwd8(v3, g3, &o3, 0);
+        if (fast) {
             _mm256_storeu_ps(dx + i, o0);
             _mm256_storeu_ps(dx + i + 8, o1);
             _mm256_storeu_ps(dx + i + 16, o2);
@@ -360,7 +389,7 @@ TAVX2 static void bwd_avx2(const float *x, const float *dy, size_t n, float *dx)
     }
     for (; i + 8 <= n; i += 8) {
         __m256 o;
-        if (bwd8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i), &o))
+        if (bwd8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i), &o, 0))
             _mm256_storeu_ps(dx + i, o);
         else
             bwd_scalar(x + i, dy + i, 8, dx + i);

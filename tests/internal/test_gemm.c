@@ -723,8 +723,74 @@ static void test_avx2_kernel_bits(void)
     free(a), free(b), free(c0), free(c), free(want), free(bias), free(res), free(arow);
     printf("  %ld kernel calls bit-identical to the model\n", checked);
 }
+
+/* The AVX2 packing functions against their definitions (gemm_kernels.h),
+ * float for float (copies): pack_a_cols_n for every group height h 1..48
+ * (whole strips read with plain loads, the last one or two masked), kc 1,
+ * 2, 7, 33, 342, at two strides; pack_bt for n 1..40 (whole and partial
+ * 8-column halves, empty halves), kc 1, 5, 8, 9, 33 (whole and partial
+ * 8-row blocks), at an offset p0, j0. */
+static void test_avx2_packers_exact(void)
+{
+    if (!diffuse__sgemm_kernel_available("avx2"))
+        SKIP("kernel avx2 is not available on this CPU/build");
+    const struct diffuse__gemm_variant *v = &diffuse__gemm_avx2;
+    ASSERT_TRUE(v->pack_a_cols_n != NULL && v->pack_bt != NULL && v->mr == 6 && v->nr == 16);
+    static const size_t kcs[] = {1, 2, 7, 33, 342};
+    enum { AG = DIFFUSE__GEMM_AGROUP_ROWS };
+    const size_t stride = 342 * 6 + 32;
+    float *src = alloc_floats(342 * 64 + 64), *dst = alloc_floats((AG / 6) * stride);
+    float *b = alloc_floats(48 * 48), *pb = alloc_floats(48 * 16 * 3);
+    ASSERT_TRUE(src && dst && b && pb);
+    test_seed = rng_state = 0x7061636b65727321ull;
+    fill_random(src, 342 * 64 + 64);
+    fill_random(b, 48 * 48);
+    long checked = 0;
+    for (size_t h = 1; h <= AG; h++)
+        for (size_t ik = 0; ik < sizeof kcs / sizeof kcs[0]; ik++)
+            for (size_t lda = h; lda <= 64; lda += 64 - h) {
+                const size_t kc = kcs[ik];
+                fill_value(dst, (AG / 6) * stride, 1e30f);
+                v->pack_a_cols_n(src + 3, lda, kc, h, dst, stride);
+                for (size_t st = 0; st * 6 < h; st++)
+                    for (size_t q = 0; q < kc; q++)
+                        for (size_t r = 0; r < 6; r++) {
+                            size_t row = st * 6 + r;
+                            float want = row < h ? src[3 + q * lda + row] : 0.0f;
+                            float got = dst[st * stride + q * 6 + r];
+                            if (memcmp(&want, &got, sizeof want) != 0)
+                                HARNESS_FAIL_("pack_a_cols_n h %zu kc %zu lda %zu: strip %zu "
+                                              "p %zu row %zu differs",
+                                              h, kc, lda, st, q, r);
+                        }
+                checked++;
+                if (lda == 64)
+                    break;
+            }
+    static const size_t kbs[] = {1, 5, 8, 9, 33};
+    for (size_t n = 1; n <= 40; n++)
+        for (size_t ik = 0; ik < sizeof kbs / sizeof kbs[0]; ik++) {
+            const size_t kc = kbs[ik], p0 = 3, j0 = 2, ldb = 48;
+            fill_value(pb, 48 * 16 * 3, 1e30f);
+            v->pack_bt(b, ldb, p0, kc, j0, n, pb);
+            for (size_t jq = 0; jq < n; jq += 16)
+                for (size_t q = 0; q < kc; q++)
+                    for (size_t jj = 0; jj < 16; jj++) {
+                        float want = jq + jj < n ? b[(j0 + jq + jj) * ldb + p0 + q] : 0.0f;
+                        float got = pb[jq * kc + q * 16 + jj];
+                        if (memcmp(&want, &got, sizeof want) != 0)
+                            HARNESS_FAIL_("pack_bt n %zu kc %zu: panel %zu p %zu col %zu "
+                                          "differs",
+                                          n, kc, jq / 16, q, jj);
+                    }
+            checked++;
+        }
+    free(src), free(dst), free(b), free(pb);
+    printf("  %ld packings equal to their definitions\n", checked);
+}
 #else
 static void test_avx2_kernel_bits(void) { SKIP("not x86: no avx2 kernel"); }
+static void test_avx2_packers_exact(void) { SKIP("not x86: no avx2 kernel"); }
 #endif
 
 /* diffuse__sgemm and diffuse__sgemm_ep with each FMA kernel ("avx512",
@@ -912,6 +978,7 @@ int main(void)
     RUN_SEEDED(test_sgemm_kernels_match_portable);
     RUN_SEEDED(test_sgemm_fused_ep_bit_identical);
     RUN_SEEDED(test_avx2_kernel_bits);
+    RUN_SEEDED(test_avx2_packers_exact);
     RUN_SEEDED(test_sgemm_fma_bits);
     RUN_SEEDED(test_sgemm_repeat_bit_identical);
     RUN_SEEDED(test_sgemm_threads_bit_identical);

@@ -9,7 +9,8 @@
  *    DIFFUSE_TEST_QUICK=1), both signs, all exponents, subnormals
  *    included, plus a dense uniform grid on [-100, 100] and the values
  *    around the fast range's ends (+-80) and around -87 .. -104, where the
- *    result turns subnormal.
+ *    result turns subnormal, and runs just inside |x| = 87 (the AVX2
+ *    loops' narrow scaling).
  *  - Forward bound: |y - ref| <= 4 ulp(ref), ulp(v) = 2^(e - 23) for
  *    v in [2^e, 2^(e+1)) and 2^-149 for subnormal v (observed: 2.74).
  *  - Backward bound, with dy = 1 and with a random dy in [-2, 2]:
@@ -77,7 +78,7 @@ static uint32_t to_bits(float f)
 static float *sweep(size_t *n)
 {
     uint32_t stride = harness_quick() ? 10007u : 1009u;
-    size_t cap = (size_t)(0x100000000ull / stride) + 400000 + 8 * 4096 + 64, k = 0;
+    size_t cap = (size_t)(0x100000000ull / stride) + 400000 + 9 * 4096 + 64, k = 0;
     float *x = malloc(cap * sizeof *x);
     if (x == NULL)
         return NULL;
@@ -95,6 +96,15 @@ static float *sweep(size_t *n)
                 v = nextafterf(v, INFINITY);
                 w = nextafterf(w, -INFINITY);
             }
+        }
+    }
+    /* Runs of 2048 at |x| = 87 and inward: whole AVX2 steps of 32 inside
+     * the narrow scaling's bound (silu.c, narrow32), where n = -126. */
+    for (int sgn = -1; sgn <= 1; sgn += 2) {
+        float v = 87.0f * (float)sgn;
+        for (int i = 0; i < 2048; i++) {
+            x[k++] = v;
+            v = nextafterf(v, 0.0f);
         }
     }
     x[k++] = 0.0f;
