@@ -109,6 +109,14 @@
         const REAL *mean, const REAL *rstd, const REAL *u, const REAL *y, const REAL *ss,     \
         REAL *dss, REAL *dy, const REAL *res, REAL *dx, REAL *dgamma, REAL *dbeta, REAL *dv,  \
         int nt);                                                                              \
+    /* groupnorm_act_backward, but dy is left holding anything (a scratch): with two or more  \
+     * threads this lets them split the samples, as the convolutions around the norm do,     \
+     * rather than the groups (the same bits either way).  dx and res must not alias dy. */   \
+    void diffuse__groupnorm_act_backward_scratch##S(                                          \
+        const REAL *x, size_t B, size_t C, size_t HW, size_t G, const REAL *gamma,            \
+        const REAL *mean, const REAL *rstd, const REAL *u, const REAL *y, const REAL *ss,     \
+        REAL *dss, REAL *dy, const REAL *res, REAL *dx, REAL *dgamma, REAL *dbeta, REAL *dv,  \
+        int nt);                                                                              \
     /* y = a + b elementwise (y may alias a or b); its backward passes dy to both. */         \
     void diffuse__add##S(const REAL *a, const REAL *b, size_t n, REAL *y);                    \
     /* y[b][c][:] += v[b][c] (a per-channel vector, e.g. a time embedding), and its           \

@@ -403,16 +403,27 @@ void LAYER_NAME(diffuse__groupnorm_pre_forward)(LAYER_REAL *x, const LAYER_REAL 
     });
 }
 
-/* Groups [g0, g1) of the backward pass, sample by sample (so that dgamma,
- * dbeta of each channel are summed over b in one fixed order; the slices
- * of one sample's groups lie next to each other in memory).
+/* Up to this many channels per group, a thread's pass over a range of
+ * samples (gn_backward_run with a free dy) keeps the group's sums on the
+ * stack. */
+#define LAYER_GN_KEEP_CG_ 64
+
+/* Samples [b0, b1) and groups [g0, g1) of the backward pass, sample by
+ * sample (so that dgamma, dbeta of each channel are summed over b in one
+ * fixed order; the slices of one sample's groups lie next to each other in
+ * memory).  keep (Cg <= LAYER_GN_KEEP_CG_, dyw a scratch not aliased by dx
+ * or res): instead of adding to dgamma and dbeta, each (sample, group)
+ * leaves its channels' sums (t1, t2 as doubles, in channel order) at the
+ * start of its own slice of dyw once its dx is done, for gn_backward_keep
+ * to add in sample order.
  * With u or ss (groupnorm_act_backward), each channel's slice of dy is
  * first taken back through the SiLU and the scale-shift into dyw (the
  * caller's dy itself), in cache; res and dv finish each slice of dx the
  * same way.  The elementwise steps are those of silu_backward,
  * scale_shift_backward, add and add_channel_backward on the slice. */
-static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
-                                          size_t G, size_t g0, size_t g1,
+static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t b0, size_t b1,
+                                          size_t C, size_t HW, size_t G, size_t g0, size_t g1,
+                                          int keep,
                                           const LAYER_REAL *gamma, const LAYER_REAL *mean,
                                           const LAYER_REAL *rstd, const LAYER_REAL *u,
                                           const LAYER_REAL *yn,
@@ -424,11 +435,12 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t 
     const size_t Cg = C / G, n = Cg * HW;
     const LAYER_REAL *dg = (u != NULL || ss != NULL) ? dyw : dy;
     size_t b, c, p, g;
-    for (b = 0; b < B; b++)
+    for (b = b0; b < b1; b++)
     for (g = g0; g < g1; g++) {
         const size_t off = (b * C + g * Cg) * HW;
         const LAYER_REAL m = mean[b * G + g], r = rstd[b * G + g];
         double sum_gdy = 0.0, sum_gdyxh = 0.0, a1, a2;
+        double kept[2 * LAYER_GN_KEEP_CG_];
         /* the SiLU over the group's whole slice (one call: fewer short tails) */
         if (u != NULL)
             LAYER_NAME(diffuse__silu_backward)(u + off, dy + off, n, dyw + off);
@@ -449,15 +461,23 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t 
                 d = dyw + o;
             }
             LAYER_NAME(layer_bwd_sums)(x + o, d, HW, m, r, &t1, &t2);
-            if (dbeta != NULL)
-                dbeta[ch] = (LAYER_REAL)((double)dbeta[ch] + t1);
-            if (dgamma != NULL)
-                dgamma[ch] = (LAYER_REAL)((double)dgamma[ch] + t2);
+            if (keep) {
+                kept[2 * c] = t1;
+                kept[2 * c + 1] = t2;
+            } else {
+                if (dbeta != NULL)
+                    dbeta[ch] = (LAYER_REAL)((double)dbeta[ch] + t1);
+                if (dgamma != NULL)
+                    dgamma[ch] = (LAYER_REAL)((double)dgamma[ch] + t2);
+            }
             sum_gdy += gc * t1;
             sum_gdyxh += gc * t2;
         }
-        if (dx == NULL)
+        if (dx == NULL) {
+            if (keep)
+                memcpy(dyw + off, kept, 2 * Cg * sizeof *kept);
             continue;
+        }
         a1 = sum_gdy / (double)n;
         a2 = sum_gdyxh / (double)n;
         for (c = 0; c < Cg; c++) {
@@ -473,11 +493,41 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t B, size_t 
         if (dv != NULL)
             for (c = 0; c < Cg; c++)
                 dv[b * C + g * Cg + c] = (LAYER_REAL)LAYER_NAME(layer_sum)(dx + off + c * HW, HW);
+        if (keep) /* the group's dy slice is read for the last time above */
+            memcpy(dyw + off, kept, 2 * Cg * sizeof *kept);
     }
 }
 
-/* The groups of a backward pass in parallel (nt > 1): each owns its
- * channels' dgamma, dbeta and its slices of dx (and dyw, dss, dv). */
+/* The sums that gn_backward_group (keep) left in dyw, added to dbeta and
+ * dgamma sample by sample: the additions of the one-pass loop, in its
+ * order (B C of them: one thread). */
+static void LAYER_NAME(gn_backward_keep)(const LAYER_REAL *dyw, size_t B, size_t C, size_t HW,
+                                         size_t G, LAYER_REAL *dgamma, LAYER_REAL *dbeta)
+{
+    const size_t Cg = C / G;
+    size_t b, ch;
+    for (ch = 0; ch < C; ch++) {
+        const size_t g = ch / Cg, c = ch % Cg;
+        for (b = 0; b < B; b++) {
+            double t[2];
+            memcpy(t, (const char *)(dyw + (b * C + g * Cg) * HW) + 2 * c * sizeof(double),
+                   sizeof t);
+            if (dbeta != NULL)
+                dbeta[ch] = (LAYER_REAL)((double)dbeta[ch] + t[0]);
+            if (dgamma != NULL)
+                dgamma[ch] = (LAYER_REAL)((double)dgamma[ch] + t[1]);
+        }
+    }
+}
+
+/* A backward pass on nt threads (nt > 1).  With free_dy (dyw may be left
+ * holding anything, and dx, res do not alias it) the threads split the
+ * samples, as the convolutions around the norm do, so that each thread
+ * reads and writes the slices it wrote or will read itself; each (sample,
+ * group) leaves its per-channel sums in its dyw slice and gn_backward_keep
+ * adds them to dgamma, dbeta in sample order.  Otherwise they split the
+ * groups: each owns its channels' dgamma, dbeta and its slices of dx (and
+ * dyw, dss, dv).  Every value is the same whatever the split. */
 static void LAYER_NAME(gn_backward_run)(const LAYER_REAL *x, size_t B, size_t C, size_t HW,
                                         size_t G, const LAYER_REAL *gamma,
                                         const LAYER_REAL *mean, const LAYER_REAL *rstd,
@@ -486,18 +536,29 @@ static void LAYER_NAME(gn_backward_run)(const LAYER_REAL *x, size_t B, size_t C,
                                         const LAYER_REAL *dy, LAYER_REAL *dyw,
                                         const LAYER_REAL *res, LAYER_REAL *dx,
                                         LAYER_REAL *dgamma, LAYER_REAL *dbeta, LAYER_REAL *dv,
-                                        int nt)
+                                        int free_dy, int nt)
 {
-    const size_t parts = nt > 1 && G > 1 && B * C * HW >= LAYER_GN_PAR_MIN_
-                             ? ((size_t)nt < G ? (size_t)nt : G)
-                             : 1;
-    size_t t;
+    const int par = nt > 1 && B * C * HW >= LAYER_GN_PAR_MIN_;
+    size_t parts, t;
     if (G == 0 || C % G != 0 || HW == 0)
         return;
+    /* two doubles per channel fit in its HW values of dyw */
+    if (par && free_dy && B > 1 && dyw != NULL && (const LAYER_REAL *)dyw != res && dyw != dx &&
+        C / G <= LAYER_GN_KEEP_CG_ && HW * sizeof(LAYER_REAL) >= 2 * sizeof(double)) {
+        parts = (size_t)nt < B ? (size_t)nt : B;
+        DIFFUSE_PAR_FOR(nt, 1, t, parts, {
+            LAYER_NAME(gn_backward_group)(x, t * B / parts, (t + 1) * B / parts, C, HW, G, 0, G,
+                                          1, gamma, mean, rstd, u, y, ss, dss, dy, dyw, res, dx,
+                                          dgamma, dbeta, dv);
+        });
+        LAYER_NAME(gn_backward_keep)(dyw, B, C, HW, G, dgamma, dbeta);
+        return;
+    }
+    parts = par && G > 1 ? ((size_t)nt < G ? (size_t)nt : G) : 1;
     DIFFUSE_PAR_FOR((int)parts, parts > 1, t, parts, {
-        LAYER_NAME(gn_backward_group)(x, B, C, HW, G, t * G / parts, (t + 1) * G / parts, gamma,
-                                      mean, rstd, u, y, ss, dss, dy, dyw, res, dx, dgamma, dbeta,
-                                      dv);
+        LAYER_NAME(gn_backward_group)(x, 0, B, C, HW, G, t * G / parts, (t + 1) * G / parts, 0,
+                                      gamma, mean, rstd, u, y, ss, dss, dy, dyw, res, dx, dgamma,
+                                      dbeta, dv);
     });
 }
 
@@ -511,7 +572,7 @@ void LAYER_NAME(diffuse__groupnorm_backward)(const LAYER_REAL *x, size_t B, size
                                              LAYER_REAL *dgamma, LAYER_REAL *dbeta, int nt)
 {
     LAYER_NAME(gn_backward_run)(x, B, C, HW, G, gamma, mean, rstd, NULL, NULL, NULL, NULL, dy,
-                                NULL, NULL, dx, dgamma, dbeta, NULL, nt);
+                                NULL, NULL, dx, dgamma, dbeta, NULL, 0, nt);
 }
 
 /* The backward pass of the norm and what follows it (dy is the work area
@@ -523,7 +584,18 @@ void LAYER_NAME(diffuse__groupnorm_act_backward)(
     LAYER_REAL *dx, LAYER_REAL *dgamma, LAYER_REAL *dbeta, LAYER_REAL *dv, int nt)
 {
     LAYER_NAME(gn_backward_run)(x, B, C, HW, G, gamma, mean, rstd, u, y, ss, dss, dy, dy, res, dx,
-                                dgamma, dbeta, dv, nt);
+                                dgamma, dbeta, dv, 0, nt);
+}
+
+/* groupnorm_act_backward with dy left undefined (scratch). */
+void LAYER_NAME(diffuse__groupnorm_act_backward_scratch)(
+    const LAYER_REAL *x, size_t B, size_t C, size_t HW, size_t G, const LAYER_REAL *gamma,
+    const LAYER_REAL *mean, const LAYER_REAL *rstd, const LAYER_REAL *u, const LAYER_REAL *y,
+    const LAYER_REAL *ss, LAYER_REAL *dss, LAYER_REAL *dy, const LAYER_REAL *res,
+    LAYER_REAL *dx, LAYER_REAL *dgamma, LAYER_REAL *dbeta, LAYER_REAL *dv, int nt)
+{
+    LAYER_NAME(gn_backward_run)(x, B, C, HW, G, gamma, mean, rstd, u, y, ss, dss, dy, dy, res, dx,
+                                dgamma, dbeta, dv, 1, nt);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -202,18 +202,20 @@ static void UNET_FN(unet_block_backward)(const diffuse__unet_shape *sh, const UN
     /* out = hin + Conv2(SiLU(GN2(r1))) */
     UNET_L(diffuse__conv3x3_backward)(b->sg2, B, ch, Hh, Wh, P + q->c2_w, ch, 1, D, T1,
                                       G + q->c2_w, G + q->c2_b, work, nt);
-    /* r1 = Conv1(SiLU(GN1(hin))) + Linear(SiLU(e)) per channel: dv from the norm's dx */
-    UNET_L(diffuse__groupnorm_act_backward)(b->r1, B, ch, HW, sh->G, P + q->gn2_g, b->m2, b->rs2,
-                                            b->g2, NULL, NULL, NULL, T1, NULL, T2, G + q->gn2_g,
-                                            G + q->gn2_b, dv, nt);
+    /* r1 = Conv1(SiLU(GN1(hin))) + Linear(SiLU(e)) per channel: dv from the norm's dx
+     * (the norms' dy, T1, is scratch: _scratch lets the threads split the samples) */
+    UNET_L(diffuse__groupnorm_act_backward_scratch)(b->r1, B, ch, HW, sh->G, P + q->gn2_g,
+                                                    b->m2, b->rs2, b->g2, NULL, NULL, NULL, T1,
+                                                    NULL, T2, G + q->gn2_g, G + q->gn2_b, dv,
+                                                    nt);
     UNET_L(diffuse__linear_backward)(a->se, B, E, P + q->e_w, ch, dv, dtmp, G + q->e_w,
                                      G + q->e_b, work, nt);
     UNET_L(diffuse__add)(dse, dtmp, B * E, dse);
     UNET_L(diffuse__conv3x3_backward)(b->sg1, B, ch, Hh, Wh, P + q->c1_w, ch, 1, T2, T1,
                                       G + q->c1_w, G + q->c1_b, work, nt);
-    UNET_L(diffuse__groupnorm_act_backward)(hin, B, ch, HW, sh->G, P + q->gn1_g, b->m1, b->rs1,
-                                            b->g1, NULL, NULL, NULL, T1, D, T2, G + q->gn1_g,
-                                            G + q->gn1_b, NULL, nt);
+    UNET_L(diffuse__groupnorm_act_backward_scratch)(hin, B, ch, HW, sh->G, P + q->gn1_g, b->m1,
+                                                    b->rs1, b->g1, NULL, NULL, NULL, T1, D, T2,
+                                                    G + q->gn1_g, G + q->gn1_b, NULL, nt);
 }
 
 /* Gradients of sum(dout .* out) after unet_forward on the same inputs:
@@ -236,9 +238,10 @@ static void UNET_FN(unet_backward)(const diffuse__unet_shape *sh, const UNET_REA
     /* out = Conv_out(SiLU(GN_out(h3))) */
     UNET_L(diffuse__conv3x3_backward)(a.so, B, c, H, W, P + o.out_w, sh->out_C, 1, dout, Y,
                                       G + o.out_w, G + o.out_b, work, nt);
-    UNET_L(diffuse__groupnorm_act_backward)(a.blk[2].out, B, c, HW, sh->G, P + o.out_g, a.mo,
-                                            a.rso, a.go, NULL, NULL, NULL, Y, NULL, Z,
-                                            G + o.out_g, G + o.out_bt, NULL, nt);
+    UNET_L(diffuse__groupnorm_act_backward_scratch)(a.blk[2].out, B, c, HW, sh->G,
+                                                    P + o.out_g, a.mo, a.rso, a.go, NULL, NULL,
+                                                    NULL, Y, NULL, Z, G + o.out_g, G + o.out_bt,
+                                                    NULL, nt);
     /* h3 = ResBlock(s): ds into X */
     UNET_FN(unet_block_backward)(sh, P, &o, &a, 2, a.s, B, H, W, Z, Y, X, dv, dtmp, dse, G,
                                  work, nt);

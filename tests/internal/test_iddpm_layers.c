@@ -413,6 +413,73 @@ static void gn_act_unfused_f(const float *x, size_t B, size_t C, size_t HW, size
         diffuse__add_channel_backward_f(dx, B, C, HW, dv, 0);
 }
 
+/* groupnorm_act_backward_scratch against groupnorm_act_backward on one
+ * thread, at 1, 2 and 3 threads, over shapes that take the sample split
+ * (odd sizes, a batch smaller than the threads) and the ones that fall
+ * back to the group split (batch 1; 130 channels a group; HW = 2, too
+ * small to hold a channel's two sums): dx, dgamma, dbeta, dv bit for bit. */
+static void test_groupnorm_act_backward_scratch(void)
+{
+    static const size_t shapes[][4] = {/* B, C, HW, G */
+                                       {7, 6, 401, 3},   {2, 32, 257, 8}, {1, 32, 600, 8},
+                                       {5, 130, 130, 1}, {4099, 2, 2, 1}};
+    size_t k, i;
+    int nt;
+    for (k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const size_t B = shapes[k][0], C = shapes[k][1], HW = shapes[k][2], G = shapes[k][3];
+        const size_t N = B * C * HW;
+        float *x = (float *)malloc(N * sizeof *x), *y = (float *)malloc(N * sizeof *y);
+        float *u = (float *)malloc(N * sizeof *u), *res = (float *)malloc(N * sizeof *res);
+        float *d = (float *)malloc(N * sizeof *d), *dy = (float *)malloc(N * sizeof *dy);
+        float *dx0 = (float *)malloc(N * sizeof *dx0), *dx1 = (float *)malloc(N * sizeof *dx1);
+        float *gm = (float *)malloc(C * sizeof *gm), *bt = (float *)malloc(C * sizeof *bt);
+        float *m = (float *)malloc(B * G * sizeof *m), *r = (float *)malloc(B * G * sizeof *r);
+        float *st = (float *)malloc(2 * C * sizeof *st); /* dgamma, dbeta before */
+        float *dg0 = (float *)malloc(C * sizeof *dg0), *dg1 = (float *)malloc(C * sizeof *dg1);
+        float *db0 = (float *)malloc(C * sizeof *db0), *db1 = (float *)malloc(C * sizeof *db1);
+        float *dv0 = (float *)malloc(B * C * sizeof *dv0);
+        float *dv1 = (float *)malloc(B * C * sizeof *dv1);
+        ASSERT_TRUE(x && y && u && res && d && dy && dx0 && dx1 && gm && bt && m && r && st &&
+                    dg0 && dg1 && db0 && db1 && dv0 && dv1);
+        for (i = 0; i < N; i++) {
+            x[i] = (float)(3.0 * urand() + 0.5);
+            u[i] = (float)urand();
+            d[i] = (float)urand();
+            res[i] = (float)urand();
+        }
+        for (i = 0; i < C; i++) {
+            gm[i] = (float)(1.0 + 0.5 * urand());
+            bt[i] = (float)urand();
+        }
+        for (i = 0; i < 2 * C; i++)
+            st[i] = (float)urand();
+        diffuse__groupnorm_forward_f(x, B, C, HW, G, gm, bt, y, m, r, NULL, 1);
+        /* the existing path, one thread */
+        memcpy(dy, d, N * sizeof *dy);
+        memcpy(dg0, st, C * sizeof *dg0);
+        memcpy(db0, st + C, C * sizeof *db0);
+        diffuse__groupnorm_act_backward_f(x, B, C, HW, G, gm, m, r, u, NULL, NULL, NULL, dy, res,
+                                          dx0, dg0, db0, dv0, 1);
+        for (nt = 1; nt <= 3; nt++) {
+            memcpy(dy, d, N * sizeof *dy);
+            memcpy(dg1, st, C * sizeof *dg1);
+            memcpy(db1, st + C, C * sizeof *db1);
+            memset(dx1, 0xff, N * sizeof *dx1);
+            memset(dv1, 0xff, B * C * sizeof *dv1);
+            diffuse__groupnorm_act_backward_scratch_f(x, B, C, HW, G, gm, m, r, u, NULL, NULL,
+                                                      NULL, dy, res, dx1, dg1, db1, dv1, nt);
+            if (memcmp(dx1, dx0, N * sizeof *dx0) != 0 || memcmp(dg1, dg0, C * sizeof *dg0) != 0 ||
+                memcmp(db1, db0, C * sizeof *db0) != 0 ||
+                memcmp(dv1, dv0, B * C * sizeof *dv0) != 0)
+                HARNESS_FAIL_("shape %zu (B %zu, C %zu, HW %zu, G %zu), %d threads: bits differ",
+                              k, B, C, HW, G, nt);
+        }
+        free(x), free(y), free(u), free(res), free(d), free(dy), free(dx0), free(dx1);
+        free(gm), free(bt), free(m), free(r), free(st), free(dg0), free(dg1), free(db0);
+        free(db1), free(dv0), free(dv1);
+    }
+}
+
 static void test_groupnorm_act_backward_fused(void)
 {
     enum { B = 3, C = 32, HW = 221, G = 8, N = B * C * HW };
@@ -445,7 +512,7 @@ static void test_groupnorm_act_backward_fused(void)
     diffuse__groupnorm_ss_forward_f(x, B, C, HW, G, gm, bt, ss, y, m, r, z, a, 1);
     /* opt bits: 1 SiLU, 2 scale-shift, 4 residual, 8 per-channel sums, 16 dx on y */
     for (opt = 0; opt < 32; opt++)
-        for (nt = 1; nt <= 2; nt++) {
+        for (nt = 1; nt <= 3; nt++) {
             const float *u = (opt & 1) ? ((opt & 2) ? z : y) : NULL;
             const float *sp = (opt & 2) ? ss : NULL, *rp = (opt & 4) ? res : NULL;
             float *dvp0 = (opt & 8) ? dv0 : NULL, *dvp1 = (opt & 8) ? dv1 : NULL;
@@ -461,6 +528,21 @@ static void test_groupnorm_act_backward_fused(void)
                                               dxp1, dg1, db1, dvp1, nt);
             ASSERT_TRUE(memcmp(dxp1, dx0, N * sizeof *dx0) == 0);
             ASSERT_TRUE(memcmp(dy1, dy0, N * sizeof *dy0) == 0);
+            ASSERT_TRUE(memcmp(dg1, dg0, sizeof dg0) == 0 && memcmp(db1, db0, sizeof db0) == 0);
+            if (opt & 2)
+                ASSERT_TRUE(memcmp(dss1, dss0, sizeof dss0) == 0);
+            if (opt & 8)
+                ASSERT_TRUE(memcmp(dv1, dv0, sizeof dv0) == 0);
+            /* _scratch (dy left undefined; with 2 or 3 threads the samples
+             * split 1 + 2 or 1 + 1 + 1, the sums added in sample order):
+             * the same bits but dy's */
+            memcpy(ydup, y, N * sizeof *y);
+            memcpy(dy1, d0, N * sizeof *dy1);
+            memset(dg1, 0, sizeof dg1), memset(db1, 0, sizeof db1);
+            memset(dss1, 0, sizeof dss1), memset(dv1, 0, sizeof dv1);
+            diffuse__groupnorm_act_backward_scratch_f(x, B, C, HW, G, gm, m, r, u, ydup, sp, dss1,
+                                                      dy1, rp, dxp1, dg1, db1, dvp1, nt);
+            ASSERT_TRUE(memcmp(dxp1, dx0, N * sizeof *dx0) == 0);
             ASSERT_TRUE(memcmp(dg1, dg0, sizeof dg0) == 0 && memcmp(db1, db0, sizeof db0) == 0);
             if (opt & 2)
                 ASSERT_TRUE(memcmp(dss1, dss0, sizeof dss0) == 0);
@@ -677,6 +759,7 @@ int main(void)
     RUN(test_groupnorm_scale_shift);
     RUN(test_groupnorm_ss_fused);
     RUN(test_groupnorm_act_backward_fused);
+    RUN(test_groupnorm_act_backward_scratch);
     RUN(test_groupnorm_pre_forward_fused);
     RUN(test_dropout);
     RUN(test_qkv_attention);

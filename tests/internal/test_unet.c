@@ -433,14 +433,15 @@ static void test_unet_batch_and_thread_invariance(void)
     diffuse_net_free(n);
 }
 
-/* Training on 2 threads gives the bits of 1 (with OpenMP; without it both
- * would run in one thread: the test returns), on a net whose elementwise and
- * per-sample passes are large enough to be split (14 x 14, c = 16, batch 12:
- * 37,632 values per full-resolution tensor). */
+/* Training on 2 and 3 threads gives the bits of 1 (with OpenMP; without it
+ * all would run in one thread: the test returns), on a net whose elementwise
+ * and per-sample passes are large enough to be split (14 x 14, c = 16, batch
+ * 13: 40,768 values per full-resolution tensor; the samples split 6 + 7 and
+ * 4 + 4 + 5). */
 static void test_unet_train_thread_invariance(void)
 {
-    enum { TB = 12, TD = 14 * 14 };
-    float *x = (float *)malloc(TB * TD * sizeof(float)), *pp[2] = {NULL, NULL};
+    enum { TB = 13, TD = 14 * 14 };
+    float *x = (float *)malloc(TB * TD * sizeof(float)), *pp[3] = {NULL, NULL, NULL};
     size_t np = 0, k;
     int nt;
     ASSERT_TRUE(x != NULL);
@@ -449,7 +450,7 @@ static void test_unet_train_thread_invariance(void)
         return;
     }
     (void)diffuse_normal_fill(21, 0, 0, x, TB * TD);
-    for (nt = 1; nt <= 2; nt++) {
+    for (nt = 1; nt <= 3; nt++) {
         diffuse_net *n = NULL;
         diffuse_trainer *tr = NULL;
         diffuse_schedule *s = NULL;
@@ -471,8 +472,11 @@ static void test_unet_train_thread_invariance(void)
     }
     if (memcmp(pp[0], pp[1], np * sizeof(float)) != 0)
         HARNESS_FAIL_("2 threads trained other weights than 1");
+    if (memcmp(pp[0], pp[2], np * sizeof(float)) != 0)
+        HARNESS_FAIL_("3 threads trained other weights than 1");
     free(pp[0]);
     free(pp[1]);
+    free(pp[2]);
     free(x);
 }
 
