@@ -137,8 +137,9 @@ size_t diffuse__conv3x3_work_floats(size_t Cin, size_t Cout, size_t H, size_t Wd
 /* The float conv's direct kernel (stride-1 passes on AVX-512 read the image instead of
  * packed panels; the same bits): on (1, the default) or off (0, the packed path), for
  * tests.  On the AVX2 kernel, 0 also packs the stride-1 panels by the scalar im2col
- * instead of the vector one from run tables, and turns off its direct kernel and the
- * stride-2 forward's phase images (the same bits).  Returns the previous
+ * instead of the vector one from run tables, and turns off its direct kernel, the
+ * stride-2 forward's phase images and dW's transposed tiles (dwt_part; the same
+ * bits).  Returns the previous
  * setting.  Process-wide. */
 int diffuse__conv3x3_direct(int on);
 /* Scratch floats for a linear call (the GEMM's). */

@@ -927,7 +927,11 @@ static void test_conv_direct(void)
  * 32, Cout not a multiple of the 6-row strips, batch 1 and 3, stride 2
  * (the forward from phase stacks, s2_phases_avx2 with odd widths and rows
  * shorter than 16, against the scalar stride-2 im2col; dW's transposed
- * panels by pack_bt16_avx2 on both sides); at 1, 2 and 3 threads.
+ * panels by pack_bt on the scalar side); dW by dwt_part (padded rows,
+ * dyT, the 6 x 16 and 6 x 8 transposed tiles, channel chunks) against the
+ * packed GEMM on the scalar im2col, and dW's run-table rows where dyT
+ * leaves dwt_part no room (Cout 576, K blocks of 384); at 1, 2 and 3
+ * threads.
  * Winograd off (its own bits). */
 static void test_conv_avx2_bits(void)
 {
@@ -939,7 +943,17 @@ static void test_conv_avx2_bits(void)
                                     {3, 5, 13, 13, 13, 2}, {1, 3, 28, 28, 8, 2},
                                     {3, 32, 7, 9, 1, 1},   {2, 1, 17, 5, 2, 1},
                                     {3, 12, 28, 28, 20, 2}, {1, 64, 8, 8, 40, 1},
-                                    {5, 3, 15, 9, 1, 2},   {3, 9, 10, 13, 17, 1}};
+                                    {5, 3, 15, 9, 1, 2},   {3, 9, 10, 13, 17, 1},
+                                    /* dW by dwt_part: K blocks over many
+                                     * small samples, channel chunks (Cin
+                                     * 120 at 30 x 30), 8 and 9 outputs (the
+                                     * 8-lane kernel), 1-pixel images,
+                                     * stride 2 on one row; the last
+                                     * falls back to the run tables */
+                                    {70, 3, 3, 5, 9, 1},   {2, 120, 30, 30, 8, 1},
+                                    {2, 7, 11, 6, 9, 1},   {4, 3, 1, 1, 17, 1},
+                                    {3, 2, 1, 3, 5, 2},    {3, 32, 14, 14, 9, 2},
+                                    {2, 1, 16, 24, 576, 1}};
     const int oldw = diffuse__conv3x3_winograd(0), oldd = diffuse__conv3x3_direct(1);
     if (diffuse__sgemm_force("avx2") != 0) {
         diffuse__conv3x3_winograd(oldw);
