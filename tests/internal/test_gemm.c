@@ -178,6 +178,7 @@ static void problem_run(const struct problem *p, float *C, float *work, int thre
                    p->beta, C, p->ldc, work, threads);
 }
 
+#ifdef _OPENMP
 /* problem_run with an empty epilogue asking for the split by rows
  * (diffuse__gemm_ep.rows). */
 static void problem_run_rows(const struct problem *p, float *C, float *work, int threads)
@@ -187,6 +188,7 @@ static void problem_run_rows(const struct problem *p, float *C, float *work, int
     diffuse__sgemm_ep(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb,
                       p->beta, C, p->ldc, work, threads, &rows);
 }
+#endif
 
 static char fail_msg[512];
 
