@@ -574,7 +574,7 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
                       float *C, size_t ldc, float *work, int num_threads,
                       const struct diffuse__gemm_ep *ep, const struct diffuse__gemm_packed_b *pb)
 {
-    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0};
+    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0, 0};
     if (M == 0 || N == 0)
         return;
     assert(C != NULL && ldc >= N);
@@ -613,7 +613,7 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
     jb.bpk = NULL;
     if (pb != NULL && pb->variant == (const void *)jb.v && pb->N == N && pb->K == K)
         jb.bpk = pb->data;
-    jb.has_ep = ep != NULL;
+    jb.has_ep = ep != NULL && (ep->bias != NULL || ep->res != NULL || ep->act != NULL);
     jb.ep = ep != NULL ? *ep : none;
     jb.first_mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
                     : beta == 1.0f ? DIFFUSE__GEMM_ADD
@@ -623,8 +623,9 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
     int nt = threads_for(M, N, K, jb.ep.act != NULL, num_threads);
     if (nt > 1) {
         size_t nstrips = (M + jb.v->mr - 1) / jb.v->mr, npan = (N + jb.v->nr - 1) / jb.v->nr;
-        size_t tr, tc;
-        choose_grid(nstrips, npan, (size_t)nt, &tr, &tc);
+        size_t tr = (size_t)nt, tc = 1;
+        if (!jb.ep.rows || nstrips < (size_t)nt)
+            choose_grid(nstrips, npan, (size_t)nt, &tr, &tc);
         /* One part per iteration; a part uses the buffers of its own slot,
          * so a team smaller than nt is still correct.  The team has
          * num_threads threads even when there are fewer parts: libgomp

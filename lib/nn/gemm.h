@@ -57,6 +57,11 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
  *            diffuse__silu_forward_f).
  * The bits of C and act equal those of the separate passes, whatever the
  * thread count.
+ *   rows:    nonzero: with several threads, cut C by whole strips of rows
+ *            only (each thread all of N for its rows), for a caller whose
+ *            passes before and after cut the rows the same way (the MLP), so
+ *            that a thread reads and writes the rows it touched last; 0: the
+ *            grid of choose_grid.  Only the split changes, not the bits.
  */
 struct diffuse__gemm_ep {
     const float *bias;
@@ -64,6 +69,7 @@ struct diffuse__gemm_ep {
     size_t ldr;
     float *act;
     size_t ldact;
+    int rows;
 };
 
 /* diffuse__sgemm followed by the epilogue ep (NULL: none). */

@@ -56,16 +56,18 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
 #define MLP_EMB_ROWS ((size_t)128)
 
 /* Linear layer k of the net (in the order of diffuse__mlp_pack) with the
- * optional epilogue: through the weights pre-packed in pb[k] when the
- * includer defines MLP_LINEAR_PACKED and pb is not NULL (the same bits). */
+ * optional epilogue: through MLP_LINEAR_PACKED when the includer defines it
+ * (the same bits), with the weights pre-packed in pb[k] when pb is not
+ * NULL. */
 static void MLP_FN(mlp_linear)(const struct diffuse__gemm_packed_b *pb, size_t k,
                                const MLP_REAL *x, size_t B, size_t I, const MLP_REAL *Wt,
                                const MLP_REAL *bias, size_t O, MLP_REAL *y, const MLP_REAL *res,
                                size_t ldr, MLP_REAL *act, MLP_REAL *work, int nt)
 {
 #ifdef MLP_LINEAR_PACKED
-    if (pb != NULL && B > 0 && I > 0 && O > 0) {
-        MLP_LINEAR_PACKED(&pb[k], x, B, I, Wt, bias, O, y, res, ldr, act, work, nt);
+    if (B > 0 && I > 0 && O > 0) {
+        MLP_LINEAR_PACKED(pb != NULL ? &pb[k] : NULL, x, B, I, Wt, bias, O, y, res, ldr, act,
+                          work, nt);
         return;
     }
 #else
@@ -330,6 +332,21 @@ static void MLP_FN(mlp_bias_grad)(const MLP_REAL *dy, size_t B, size_t O, MLP_RE
     });
 }
 
+/* diffuse__linear_backward without the bias (dx first, then dW += dy^T x),
+ * dx through MLP_GEMM_DX when the includer defines it: the same bits. */
+static void MLP_FN(mlp_linear_bwd)(const MLP_REAL *x, size_t B, size_t I, const MLP_REAL *Wt,
+                                   size_t O, const MLP_REAL *dy, MLP_REAL *dx, MLP_REAL *dW,
+                                   MLP_REAL *work, int nt)
+{
+#ifdef MLP_GEMM_DX
+    if (dx != NULL && B > 0 && I > 0) {
+        MLP_GEMM_DX(dy, B, O, Wt, I, dx, work, nt);
+        dx = NULL;
+    }
+#endif
+    MLP_L(diffuse__linear_backward)(x, B, I, Wt, O, dy, dx, dW, NULL, work, nt);
+}
+
 /* Gradients of sum(dout .* out) after mlp_forward on the same inputs:
  * G (param_count) is ACCUMULATED into; dx [B][dim] is overwritten when not
  * NULL.  scratch: 3 B W values after the layers' work. */
@@ -345,19 +362,19 @@ static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P
     MLP_REAL *dh = scratch, *d1 = scratch + B * W, *d2 = scratch + 2 * B * W;
     size_t l, i;
     /* out = Linear(SiLU(h_L)) */
-    MLP_L(diffuse__linear_backward)(a.sh, B, W, P + o.out_w, sh->out_dim, dout, d1, G + o.out_w,
-                                    NULL, work, nt);
+    MLP_FN(mlp_linear_bwd)(a.sh, B, W, P + o.out_w, sh->out_dim, dout, d1, G + o.out_w, work,
+                           nt);
     MLP_FN(mlp_bias_grad)(dout, B, sh->out_dim, G + o.out_b, nt);
     MLP_FN(mlp_silu_bwd)(a.h + L * B * W, d1, B * W, dh, NULL, nt);
     for (l = L; l-- > 0;) {
         const MLP_REAL *h = a.h + l * B * W;
         /* h_{l+1} = h_l + Linear2(SiLU(Linear1(SiLU(h_l)))) */
-        MLP_L(diffuse__linear_backward)(a.su + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 2), W, dh, d1,
-                                        G + diffuse__mlp_block(&o, l, 2), NULL, work, nt);
+        MLP_FN(mlp_linear_bwd)(a.su + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 2), W, dh,
+                               d1, G + diffuse__mlp_block(&o, l, 2), work, nt);
         MLP_FN(mlp_bias_grad)(dh, B, W, G + diffuse__mlp_block(&o, l, 3), nt);
         MLP_FN(mlp_silu_bwd)(a.u + l * B * W, d1, B * W, d1, NULL, nt);
-        MLP_L(diffuse__linear_backward)(a.sa + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 0), W, d1, d2,
-                                        G + diffuse__mlp_block(&o, l, 0), NULL, work, nt);
+        MLP_FN(mlp_linear_bwd)(a.sa + l * B * W, B, W, P + diffuse__mlp_block(&o, l, 0), W, d1,
+                               d2, G + diffuse__mlp_block(&o, l, 0), work, nt);
         MLP_FN(mlp_bias_grad)(d1, B, W, G + diffuse__mlp_block(&o, l, 1), nt);
         MLP_FN(mlp_silu_bwd)(h, d2, B * W, d2, dh, nt); /* then dh += d2 */
     }
@@ -366,14 +383,11 @@ static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P
         for (i = 0; i < B; i++)
             MLP_L(diffuse__add)(G + o.cls + diffuse__class_row(lab[i], sh->classes) * W,
                                 dh + i * W, W, G + o.cls + diffuse__class_row(lab[i], sh->classes) * W);
-    MLP_L(diffuse__linear_backward)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w, NULL,
-                                    work, nt);
+    MLP_FN(mlp_linear_bwd)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w, work, nt);
     MLP_FN(mlp_bias_grad)(dh, B, W, G + o.in_b, nt);
-    MLP_L(diffuse__linear_backward)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, NULL, work,
-                                    nt);
+    MLP_FN(mlp_linear_bwd)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, work, nt);
     MLP_FN(mlp_bias_grad)(dh, B, W, G + o.t2_b, nt);
     MLP_FN(mlp_silu_bwd)(a.a1, d1, B * W, d1, NULL, nt);
-    MLP_L(diffuse__linear_backward)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w, NULL,
-                                    work, nt);
+    MLP_FN(mlp_linear_bwd)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w, work, nt);
     MLP_FN(mlp_bias_grad)(d1, B, W, G + o.t1_b, nt);
 }

@@ -178,6 +178,18 @@ static void problem_run(const struct problem *p, float *C, float *work, int thre
                    p->beta, C, p->ldc, work, threads);
 }
 
+#ifdef _OPENMP
+/* problem_run with an empty epilogue asking for the split by rows
+ * (diffuse__gemm_ep.rows). */
+static void problem_run_rows(const struct problem *p, float *C, float *work, int threads)
+{
+    const struct diffuse__gemm_ep rows = {NULL, NULL, 0, NULL, 0, 1};
+    memcpy(C, p->C0, p->nc * sizeof(float));
+    diffuse__sgemm_ep(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb,
+                      p->beta, C, p->ldc, work, threads, &rows);
+}
+#endif
+
 static char fail_msg[512];
 
 /* 0 if C matches the reference within the stated tolerance and the padding
@@ -327,7 +339,8 @@ static void test_sgemm_reference_portable(void) { suite_for_kernel("portable"); 
 
 /* Large enough (>= 2^21 multiply-adds) that two threads really split most of
  * them: strips and panels both, one strip only (M = 7), one panel only
- * (N = 5), edges everywhere; plus small ones that stay on one thread. */
+ * (N = 5), edges everywhere; plus small ones that stay on one thread.  Each
+ * also with the split by rows only (diffuse__gemm_ep.rows). */
 static const size_t bit_shapes[][3] = {
     {257, 257, 257}, {1000, 64, 64}, {64, 513, 800}, {37, 1100, 60}, {7, 900, 400},
     {600, 5, 800},   {129, 33, 600}, {512, 256, 128}, {7, 9, 1000}, {1, 1, 1},
@@ -374,6 +387,11 @@ static void test_sgemm_threads_bit_identical(void)
                 int differs = 0;
                 for (int nt = 2; nt <= max_threads_work && !differs; nt++) {
                     problem_run(&p, c2, work, nt);
+                    if (memcmp(c1, c2, p.nc * sizeof(float)) != 0)
+                        differs = nt;
+                    /* the split by rows only (ep.rows; fewer strips than
+                     * threads: the usual grid) */
+                    problem_run_rows(&p, c2, work, nt);
                     if (memcmp(c1, c2, p.nc * sizeof(float)) != 0)
                         differs = nt;
                 }
@@ -568,7 +586,7 @@ static void test_sgemm_fused_ep_bit_identical(void)
                         fill_value(a1, M * N, NAN);
                         fill_value(a2, M * N, NAN);
                         struct diffuse__gemm_ep ep = {bias ? bv : NULL, res ? rv : NULL,
-                                                      res == 2 ? N : 0, NULL, N};
+                                                      res == 2 ? N : 0, NULL, N, 0};
                         ASSERT_EQ(diffuse__sgemm_force(name), 0);
                         for (int on = 1; on >= 0; on--) {
                             float *c = on ? c1 : c2;
@@ -863,7 +881,7 @@ static void test_sgemm_fma_bits(void)
                             int same = 1;
                             for (int on = 1; on >= (ep ? 0 : 1); on--) {
                                 memcpy(c, p.C0, p.nc * sizeof(float));
-                                struct diffuse__gemm_ep epv = {e != 7 ? bv : NULL, rv, N, NULL, 0};
+                                struct diffuse__gemm_ep epv = {e != 7 ? bv : NULL, rv, N, NULL, 0, 0};
                                 diffuse__sgemm_fused_ep(on);
                                 diffuse__sgemm_ep(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B,
                                                   p.ldb, beta, c, p.ldc, work, 1,

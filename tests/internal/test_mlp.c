@@ -432,54 +432,61 @@ static void test_net_packed_weights_follow_changes(void)
 }
 
 /* The backward pass at a size where its SiLU derivative, residual adds and
- * bias sums are cut into chunks and column groups on the net's threads:
- * the same gradient bits at 1, 2 and 3 threads, and each output bias
- * gradient the in-order double sum of its dout column. */
+ * bias sums are cut into chunks and column groups on the net's threads, and
+ * its GEMMs (the forward ones and dx cut by rows: diffuse__gemm_ep.rows)
+ * split: the same output and gradient bits at 1, 2 and 3 threads, and each
+ * output bias gradient the in-order double sum of its dout column; at width
+ * 256 and batch 256, and at width 200 (a partial panel) and batch 250 (a
+ * partial strip for every kernel). */
 static void test_mlp_backward_threads_bitwise(void)
 {
-    diffuse__mlp_shape sh = {2, 2, 256, 2, 16, 0};
-    enum { B = 256 };
-    const size_t NP = diffuse__mlp_layout(&sh).total, W = sh.width;
-    const diffuse__mlp_offsets o = diffuse__mlp_layout(&sh);
-    float *P = malloc(NP * sizeof *P), *G1 = calloc(NP, sizeof *G1), *G2 = malloc(NP * sizeof *G2);
-    float *acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
-    float *work = aligned_alloc(64, diffuse__linear_work_floats(3) * sizeof *work);
-    float *scratch = malloc(3 * B * W * sizeof *scratch);
-    float x[B * 2], t[B], out[B * 2], dout[B * 2];
-    int32_t lab[B];
-    unsigned seed = 21u;
-    size_t i;
-    ASSERT_TRUE(P && G1 && G2 && acts && work && scratch);
-    for (i = 0; i < NP; i++)
-        P[i] = (float)(0.1 * urand(&seed));
-    for (i = 0; i < B * 2; i++) {
-        x[i] = (float)urand(&seed);
-        dout[i] = (float)urand(&seed);
+    for (int shape = 0; shape < 2; shape++) {
+        diffuse__mlp_shape sh = {2, 2, shape ? 200 : 256, 2, 16, 0};
+        const size_t B = shape ? 250 : 256;
+        const size_t NP = diffuse__mlp_layout(&sh).total, W = sh.width;
+        const diffuse__mlp_offsets o = diffuse__mlp_layout(&sh);
+        float *P = malloc(NP * sizeof *P), *G1 = calloc(NP, sizeof *G1);
+        float *G2 = malloc(NP * sizeof *G2);
+        float *acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
+        float *work = aligned_alloc(64, diffuse__linear_work_floats(3) * sizeof *work);
+        float *scratch = malloc(3 * B * W * sizeof *scratch);
+        float x[256 * 2], t[256], out[256 * 2], out1[256 * 2], dout[256 * 2];
+        int32_t lab[256];
+        unsigned seed = 21u;
+        size_t i;
+        ASSERT_TRUE(P && G1 && G2 && acts && work && scratch);
+        for (i = 0; i < NP; i++)
+            P[i] = (float)(0.1 * urand(&seed));
+        for (i = 0; i < B * 2; i++) {
+            x[i] = (float)urand(&seed);
+            dout[i] = (float)urand(&seed);
+        }
+        for (i = 0; i < B; i++) {
+            t[i] = (float)(i * 7 % 1000);
+            lab[i] = 0;
+        }
+        diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out1, work, 1);
+        diffuse__mlp_backward(&sh, P, x, lab, B, acts, dout, G1, work, scratch, 1);
+        for (size_t j = 0; j < 2; j++) {
+            double sum = 0.0;
+            for (i = 0; i < B; i++)
+                sum += (double)dout[i * 2 + j];
+            ASSERT_TRUE(G1[o.out_b + j] == (float)sum);
+        }
+        for (int nt = 2; nt <= 3; nt++) {
+            memset(G2, 0, NP * sizeof *G2);
+            diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out, work, nt);
+            ASSERT_TRUE(memcmp(out1, out, B * 2 * sizeof *out) == 0);
+            diffuse__mlp_backward(&sh, P, x, lab, B, acts, dout, G2, work, scratch, nt);
+            ASSERT_TRUE(memcmp(G1, G2, NP * sizeof *G1) == 0);
+        }
+        free(P);
+        free(G1);
+        free(G2);
+        free(acts);
+        free(work);
+        free(scratch);
     }
-    for (i = 0; i < B; i++) {
-        t[i] = (float)(i * 7 % 1000);
-        lab[i] = 0;
-    }
-    diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out, work, 1);
-    diffuse__mlp_backward(&sh, P, x, lab, B, acts, dout, G1, work, scratch, 1);
-    for (size_t j = 0; j < 2; j++) {
-        double sum = 0.0;
-        for (i = 0; i < B; i++)
-            sum += (double)dout[i * 2 + j];
-        ASSERT_TRUE(G1[o.out_b + j] == (float)sum);
-    }
-    for (int nt = 2; nt <= 3; nt++) {
-        memset(G2, 0, NP * sizeof *G2);
-        diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out, work, nt);
-        diffuse__mlp_backward(&sh, P, x, lab, B, acts, dout, G2, work, scratch, nt);
-        ASSERT_TRUE(memcmp(G1, G2, NP * sizeof *G1) == 0);
-    }
-    free(P);
-    free(G1);
-    free(G2);
-    free(acts);
-    free(work);
-    free(scratch);
 }
 
 /* The time embedding of a batch with a t per row, cut into row blocks on
