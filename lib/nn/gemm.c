@@ -487,11 +487,16 @@ static void gemm_part(const struct job *jb)
 #define MIN_PER_THREAD (DIFFUSE__GEMM_MACS_PER_THREAD / 2.0)
 
 /* Threads for a product of M * N * K multiply-adds plus the per-element
- * work above: at most num_threads, and at most one per MIN_PER_THREAD. */
-static int threads_for(size_t M, size_t N, size_t K, int has_act, int num_threads)
+ * work above, M and N counted in whole strips of mr rows and panels of nr
+ * columns (what the kernel computes: a product with N = 2, the MLP's output
+ * layer, costs as much as N = nr = 16): at most num_threads, and at most
+ * one per MIN_PER_THREAD. */
+static int threads_for(size_t M, size_t N, size_t K, size_t mr, size_t nr, int has_act,
+                       int num_threads)
 {
     double per = (double)K + ELEM_COST + (has_act ? ACT_COST : 0.0);
-    double most = (double)M * (double)N * per / MIN_PER_THREAD;
+    double most = (double)((M + mr - 1) / mr * mr) * (double)((N + nr - 1) / nr * nr) * per /
+                  MIN_PER_THREAD;
     if (num_threads <= 1 || most < 2.0)
         return 1;
     return most < (double)num_threads ? (int)most : num_threads;
@@ -643,7 +648,7 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
                                    : DIFFUSE__GEMM_SCALE;
 
 #ifdef _OPENMP
-    int nt = threads_for(M, N, K, jb.ep.act != NULL, num_threads);
+    int nt = threads_for(M, N, K, jb.v->mr, jb.v->nr, jb.ep.act != NULL, num_threads);
     if (nt > 1) {
         size_t nstrips = (M + jb.v->mr - 1) / jb.v->mr, npan = (N + jb.v->nr - 1) / jb.v->nr;
         size_t tr = (size_t)nt, tc = 1;
