@@ -20,9 +20,10 @@
  * element, fixed block order) whichever part of C it falls in.
  *
  * Threads: with num_threads > 1 (OpenMP builds), C is cut into
- * min(num_threads, work / DIFFUSE__GEMM_MACS_PER_THREAD) disjoint parts
- * (work: M N K plus a cost per element of C, see threads_for), a
- * grid of whole strips and panels, and one parallel loop runs the blocked
+ * min(num_threads, work / (DIFFUSE__GEMM_MACS_PER_THREAD / 2)) disjoint
+ * parts (work: M N K plus a cost per element of C, see threads_for), a
+ * grid of whole strips and panels (by rows when op(A) = A^T, see
+ * choose_grid), and one parallel loop runs the blocked
  * loops on each part with its own slot of the work area.  No barrier
  * inside, nothing shared but the read-only A and B.  With num_threads <= 1
  * (or a small product) no OpenMP construct is entered.
@@ -476,14 +477,26 @@ static void gemm_part(const struct job *jb)
 #define ELEM_COST 8.0
 #define ACT_COST 32.0
 
+/* Work (in the units above) each thread of a shared product gets at least:
+ * half of DIFFUSE__GEMM_MACS_PER_THREAD, so that a product of 2^20 (256 x
+ * 64 x 64) runs on two threads.  A fork and join cost a few microseconds
+ * (about 1/3 of 2^20 multiply-adds on one core); measured on a Zen 3 (AVX2,
+ * median of 41 batches, wall time per call): 256 x 64 x 64 (A B^T, A B,
+ * A^T B) 26-34 us on one thread, 19.5-21 us on two; 128 x 64 x 64 (2^19)
+ * 12.5 against 11.6 us, too little to be worth a second thread. */
+#define MIN_PER_THREAD (DIFFUSE__GEMM_MACS_PER_THREAD / 2.0)
+
 /* Threads for a product of M * N * K multiply-adds plus the per-element
- * work above: at most num_threads, and at most one per
- * DIFFUSE__GEMM_MACS_PER_THREAD, since a fork and join cost a few
- * microseconds (about 1/3 of 2^20 multiply-adds on one core). */
-static int threads_for(size_t M, size_t N, size_t K, int has_act, int num_threads)
+ * work above, M and N counted in whole strips of mr rows and panels of nr
+ * columns (what the kernel computes: a product with N = 2, the MLP's output
+ * layer, costs as much as N = nr = 16): at most num_threads, and at most
+ * one per MIN_PER_THREAD. */
+static int threads_for(size_t M, size_t N, size_t K, size_t mr, size_t nr, int has_act,
+                       int num_threads)
 {
     double per = (double)K + ELEM_COST + (has_act ? ACT_COST : 0.0);
-    double most = (double)M * (double)N * per / DIFFUSE__GEMM_MACS_PER_THREAD;
+    double most = (double)((M + mr - 1) / mr * mr) * (double)((N + nr - 1) / nr * nr) * per /
+                  MIN_PER_THREAD;
     if (num_threads <= 1 || most < 2.0)
         return 1;
     return most < (double)num_threads ? (int)most : num_threads;
@@ -492,8 +505,18 @@ static int threads_for(size_t M, size_t N, size_t K, int has_act, int num_thread
 /* Split C into tr x tc parts (tr * tc == nt) along whole strips of MR rows
  * and whole panels of NR columns, choosing the grid that balances the
  * strips and panels best (ties: more column parts, so that no thread packs
- * op(B) columns another also packs). */
-static void choose_grid(size_t nstrips, size_t npan, size_t nt, size_t *tr, size_t *tc)
+ * op(B) columns another also packs).  rows_first (op(A) = A^T): the split
+ * by rows alone (tr = nt) unless it balances more than 10% worse than the
+ * best grid.  A part packs the strips of op(A) for all its rows and the
+ * panels of op(B) for all its columns, and the strips of A^T are a strided
+ * gather of A's columns, dearer than op(B)'s panels: cut by columns, every
+ * thread gathers all of A (dW = dY^T X in a linear layer's backward pass:
+ * every thread reads all of dY).  Measured on a Zen 3 at two threads (wall
+ * per call, median of 41 batches, alternating): 256 x 256 x 1024 1312 ->
+ * 1199 us, 256 x 256 x 256 329 -> 282 us, 512 x 512 x 1024 5058 -> 4603 us,
+ * 64 x 64 x 1024 (11 strips: 6 and 5) 65.0 -> 63.4 us. */
+static void choose_grid(size_t nstrips, size_t npan, size_t nt, int rows_first, size_t *tr,
+                        size_t *tc)
 {
     double best = -1.0;
     *tr = 1;
@@ -509,6 +532,11 @@ static void choose_grid(size_t nstrips, size_t npan, size_t nt, size_t *tr, size
             *tr = r;
             *tc = c;
         }
+    }
+    if (rows_first && nstrips >= nt &&
+        (double)nstrips / (double)(nt * ((nstrips + nt - 1) / nt)) >= 0.9 * best) {
+        *tr = nt;
+        *tc = 1;
     }
 }
 
@@ -620,12 +648,12 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
                                    : DIFFUSE__GEMM_SCALE;
 
 #ifdef _OPENMP
-    int nt = threads_for(M, N, K, jb.ep.act != NULL, num_threads);
+    int nt = threads_for(M, N, K, jb.v->mr, jb.v->nr, jb.ep.act != NULL, num_threads);
     if (nt > 1) {
         size_t nstrips = (M + jb.v->mr - 1) / jb.v->mr, npan = (N + jb.v->nr - 1) / jb.v->nr;
         size_t tr = (size_t)nt, tc = 1;
         if (!jb.ep.rows || nstrips < (size_t)nt)
-            choose_grid(nstrips, npan, (size_t)nt, &tr, &tc);
+            choose_grid(nstrips, npan, (size_t)nt, jb.trans_a, &tr, &tc);
         /* One part per iteration; a part uses the buffers of its own slot,
          * so a team smaller than nt is still correct.  The team has
          * num_threads threads even when there are fewer parts: libgomp

@@ -29,10 +29,11 @@
  * num_threads <= 1 runs in the calling thread.  Otherwise, in a build with
  * OpenMP, C is cut into disjoint parts computed by an OpenMP team (a
  * num_threads clause; the global OpenMP state is not changed) of at most
- * num_threads threads and at most one thread per 2^20 multiply-adds
- * (M * N * K, plus a few per element of C for the store and more for an
- * epilogue's SiLU): a smaller product runs in the calling thread, since a
- * fork and join cost more than they save there.
+ * num_threads threads and at most one thread per 2^19 multiply-adds
+ * (M * N * K with M and N rounded up to the kernel's tile, plus a few per
+ * element of C for the store and more for an epilogue's SiLU): a product
+ * under 2^20 runs in the calling thread, since a fork and join cost more
+ * than they save there.
  *
  * Deterministic: each element of C is computed by one thread with a fixed
  * order of the K-sum that depends only on K, so the bits do not depend on

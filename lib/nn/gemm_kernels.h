@@ -34,8 +34,10 @@
 #define DIFFUSE__GEMM_KCP (DIFFUSE__GEMM_KC + 16)
 /* Widest packed B block (columns); a multiple of every kernel's NR. */
 #define DIFFUSE__GEMM_NB 512
-/* Smallest share of a thread, in multiply-adds: products with fewer than
- * 2 * this many run in the calling thread.  Has no effect on the bits. */
+/* Smallest share of a thread, in multiply-adds, in conv.c's passes: those
+ * with fewer than 2 * this many run in the calling thread (diffuse__sgemm
+ * gives a thread half of this: gemm.c's threads_for).  Has no effect on the
+ * bits. */
 #define DIFFUSE__GEMM_MACS_PER_THREAD 1048576.0
 
 /* Largest NR of any kernel (pre-packed B sizes: NB is a multiple of it). */

@@ -436,13 +436,15 @@ static void test_net_packed_weights_follow_changes(void)
  * its GEMMs (the forward ones and dx cut by rows: diffuse__gemm_ep.rows)
  * split: the same output and gradient bits at 1, 2 and 3 threads, and each
  * output bias gradient the in-order double sum of its dout column; at width
- * 256 and batch 256, and at width 200 (a partial panel) and batch 250 (a
- * partial strip for every kernel). */
+ * 256 and batch 256, at width 200 (a partial panel) and batch 250 (a
+ * partial strip for every kernel), and at width 256 and batch 700, where the
+ * output layer's dW (2 x 256 x 700) and the input layer's dW (256 x 2 x 700)
+ * are shared too (threads_for counts whole strips and panels). */
 static void test_mlp_backward_threads_bitwise(void)
 {
-    for (int shape = 0; shape < 2; shape++) {
-        diffuse__mlp_shape sh = {2, 2, shape ? 200 : 256, 2, 16, 0};
-        const size_t B = shape ? 250 : 256;
+    for (int shape = 0; shape < 3; shape++) {
+        diffuse__mlp_shape sh = {2, 2, shape == 1 ? 200 : 256, 2, 16, 0};
+        const size_t B = shape == 0 ? 256 : shape == 1 ? 250 : 700;
         const size_t NP = diffuse__mlp_layout(&sh).total, W = sh.width;
         const diffuse__mlp_offsets o = diffuse__mlp_layout(&sh);
         float *P = malloc(NP * sizeof *P), *G1 = calloc(NP, sizeof *G1);
@@ -450,8 +452,8 @@ static void test_mlp_backward_threads_bitwise(void)
         float *acts = malloc(diffuse__mlp_act_count(&sh, B) * sizeof *acts);
         float *work = aligned_alloc(64, diffuse__linear_work_floats(3) * sizeof *work);
         float *scratch = malloc(3 * B * W * sizeof *scratch);
-        float x[256 * 2], t[256], out[256 * 2], out1[256 * 2], dout[256 * 2];
-        int32_t lab[256];
+        static float x[700 * 2], t[700], out[700 * 2], out1[700 * 2], dout[700 * 2];
+        static int32_t lab[700];
         unsigned seed = 21u;
         size_t i;
         ASSERT_TRUE(P && G1 && G2 && acts && work && scratch);
