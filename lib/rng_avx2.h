@@ -306,7 +306,8 @@ RNG_AVX2_FMA static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, s
     size_t g, p;
     for (g = 0; g < n; g += 3)
         philox4x3(kv, w[g], w[g + 1 < n ? g + 1 : g], w[g + 2 < n ? g + 2 : g]);
-    /* two pairs of vectors at a time (the last one twice where np is odd) */
+    /* the radii: four vectors of pairs at a time (the last repeated where
+     * np is not a multiple of 4) */
     for (p = 0; p < np; p += 4) {
         const size_t q[4] = {p, p + 1 < np ? p + 1 : p, p + 2 < np ? p + 2 : p,
                              p + 3 < np ? p + 3 : p};
@@ -318,6 +319,8 @@ RNG_AVX2_FMA static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, s
         r[q[1]] = rr[1];
         r[q[0]] = rr[0];
     }
+    /* the angles, products and checks: two at a time (the last one twice
+     * where np is odd) */
     for (p = 0; p < np; p += 2) {
         const size_t pp[2] = {p, p + 1 < np ? p + 1 : p};
         const vl4 keep_d = {RNG_KEEP_D, RNG_KEEP_D, RNG_KEEP_D, RNG_KEEP_D};
