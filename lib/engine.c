@@ -308,10 +308,14 @@ int diffuse__engine_call_model_at(const char *func, diffuse__engine *e, const fl
         return diffuse__fail(DIFFUSE_EINVAL, func,
                              "the model has no callback (diffuse_model_create_external): "
                              "step the sampler with diffuse_sampler_step_output()");
-    for (b = 0; b < rows; b++) {
-        e->t_buf[b] = ti;
-        e->tf_buf[b] = tf;
-    }
+    /* the timesteps of the callback that runs (one store per row: at 1024 x
+     * 2 both arrays cost 7% of a DDPM run's time outside the model) */
+    if (flt)
+        for (b = 0; b < rows; b++)
+            e->tf_buf[b] = tf;
+    else
+        for (b = 0; b < rows; b++)
+            e->t_buf[b] = ti;
     if (m->classes == 0) {
         rc = flt ? m->ffn(m->user, x, e->tf_buf, batch, e->dim, e->model_out)
                  : m->fn(m->user, x, e->t_buf, batch, e->dim, e->model_out);

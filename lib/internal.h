@@ -108,6 +108,9 @@ void diffuse__philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32
 int diffuse__normal_fill_reference(uint64_t seed, uint64_t sample, uint32_t step, float *out,
                                    size_t n);
 int diffuse__normal_fast_pair(uint32_t wa, uint32_t wb, double z[2]);
+/* The same from the AVX2 copy's arithmetic (lib/rng_avx2.h); 0 (z zero)
+ * where this build or CPU has no AVX2 path. */
+int diffuse__normal_fast_pair_avx2(uint32_t wa, uint32_t wb, double z[2]);
 /* rng.c: diffuse_normal_fill() of rows first_sample .. first_sample + rows
  * - 1 into out[rows][dim], the same bits; short rows (dim < 32) go 8 rows
  * (AVX2: 4) at a time through the vectorized path. */

@@ -1,43 +1,226 @@
 /*
  * The AVX2 copy of lib/rng.c's vectorized normal fill, on 4-lane vectors
  * (one ymm register each: GCC 12 keeps the other copies' 8-lane vectors in
- * stack memory on AVX2, lib/vec.h).  Lane by lane it does the same IEEE
- * operations as the other copies (lib/rng_math.h) and keeps a value only
- * where it is certainly box_muller()'s, so it gives the same bits.
+ * stack memory on AVX2, lib/vec.h).  Its arithmetic is its own, with FMA
+ * (below; the other copies use lib/rng_math.h's): each value lies within
+ * a proven error of the exact one, and the same check as the other copies
+ * keeps a value only where it is certainly box_muller()'s, so it gives the
+ * same bits.
  *
  * Work goes in batches of up to RNG4_GROUPS groups of 4 blocks (block l of
  * a group in lane l) through passes over small arrays on the stack: Philox
  * for every group (three groups' rounds interleaved: three independent
- * chains), then r = sqrt(-2 log u1) for every pair of words, then the
- * sin/cos, the products, the float conversions and the check for every
- * pair, then the stores.  The log and sin/cos take two pairs' vectors at a
- * time, their statements interleaved (rng_math.h's RNG_U 2).  On Zen 3 the
- * earlier one pass per pair (Philox, log, square root, sin/cos and check in
- * one dependency chain of about 250 cycles, each vector operation in
- * program order) kept about 2 of the 4 vector pipes busy: rows of 784
- * took 4.5 ns per normal, now 3.4 (CPU time, one thread).
+ * chains), then r = sqrt(-2 log u1) for every pair of words (four vectors
+ * at a time), then the sin/cos, the products, the float conversions and
+ * the check for every pair (two vectors at a time), then the stores; the
+ * vectors' statements interleaved.  On Zen 3 the earlier one pass per pair
+ * (one dependency chain of about 250 cycles) kept about 2 of the 4 vector
+ * pipes busy: rows of 784 took 4.5 ns per normal; the passes with
+ * rng_math.h's arithmetic 3.4; this arithmetic (about 40% fewer
+ * instructions) 2.3 (CPU time, one thread, the same loaded machine).
  *
  * Included by lib/rng.c alone (it uses rng.c's static functions and
  * macros); not a public header.
  */
 
-#define RNG_AVX2 __attribute__((target("avx2")))
 #define RNG4_GROUPS 12 /* groups of 4 blocks per batch (whole chunks, whole triples) */
 
-/* The 4-lane arithmetic (lib/rng_math.h). */
-#define RNG_M(f) f##4
-#define RNG_M_INLINE DIFFUSE_VEC_AVX2_INLINE
-#define RNG_VD vd4
-#define RNG_VL vl4
-#define RNG_VUL vul4
-#define RNG_DSPLAT(v) vsplat4(v)
-#define RNG_SEL(m, a, b) vsel4(m, a, b)
-#define RNG_BITS_D(l) vbits_d4(l)
-#define RNG_D_BITS(d) vd4_bits(d)
-#define RNG_SHR_POS(x, n) ((vl4)((vul4)(x) >> (n)))
-#define RNG_SEL_SIGN(m, a, b) ((vd4)_mm256_blendv_pd((__m256d)(b), (__m256d)(a), (__m256d)(m)))
-#define RNG_U 2 /* fast_log_u14 and fast_sincos4 on two vectors, interleaved */
-#include "rng_math.h"
+/* The 4-lane arithmetic, with FMA (the other copies use lib/rng_math.h's,
+ * without it).  Its own polynomials and reductions, each value within a
+ * proven relative error of the exact z of box_muller()'s u1 and theta (the
+ * bound below); the same check as the other copies then keeps a float
+ * only where it is certainly box_muller()'s, so the output is the same.
+ *
+ * The log: u1 = (2 w + 1) 2^-33.  x = 2^52 + w (w's bits or'ed into
+ * 2^52's), n = 2 x - 2^53 + 1 = 2 w + 1 by one FMA (exact, n < 2^33).
+ * From n's bits less those of sqrt(1/2) (0x3fe6a09e667f3bcd), j = the
+ * difference >> 52 and m = n 2^-j (bits less j << 52): n = 2^j m, m in
+ * [sqrt(1/2), sqrt(2)) (the double sqrt(1/2) included), so log u1 =
+ * (j - 33) ln 2 + log m, log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <=
+ * 0.17158 (s2 = s^2 <= 0.029437).  2 atanh(s) = 2 s + s^3 R(s2), R of
+ * degree 5 (RNG4_L0 .. RNG4_L5: a least-squares fit on Chebyshev nodes of
+ * [0, 0.029437]; its relative error against 2 atanh(s), evaluated with these
+ * doubles in 60-digit arithmetic on 10^4 points, at most 2^-50.3).  The
+ * square root's argument is -2 log u1, formed directly: (j - 33) (-2 ln 2,
+ * in two parts) + (-4 s + s^3 (-2 R(s2))), the coefficients times -2
+ * (exact).  Rounding: m - 1 is exact (Sterbenz), m + 1 and the division
+ * give s within 2^-52 relative, which moves 2 atanh(s) by at most 2^-51.9
+ * relative (d atanh(s)/ds s / atanh(s) <= 1.03); the s^3 R term is at most
+ * 0.0103 of 2 s, so its own roundings (about 7 units of 2^-53) count at
+ * most 2^-59; the last two FMAs 2^-53 each, relative to their result (the
+ * exponent's term and log m, where j != 33, have magnitudes whose sum is
+ * at most 3 times the result's: 3 2^-50.3 covers the polynomial there, the
+ * log's error at most 2^-48.6 in all).  The square root halves it and adds
+ * 2^-53: r within 2^-49.5.
+ *
+ * The sin/cos of theta = RN(2 pi (w 2^-32)) (the double box_muller()
+ * forms: 2 pi 2^-32 w with one rounding, an FMA from x as above): k =
+ * round(4 w 2^-32) from x by one FMA (k in 0 .. 4, the quadrant k mod 4),
+ * y = theta - k pi/2 with pi/2 in three parts (RNG4_PIO2_1 .. 3): the
+ * first FMA is exact (theta and k pi/2_1 are multiples of 2^-53 where k >=
+ * 1, the difference below 1), the next two round within 2^-53 of y each,
+ * and pi/2 - the three parts is below 2^-163; |y| is at least 6.1e-17 where
+ * y != 0 (w a multiple of 2^30: 6.1e-17, 1.2e-16, 1.8e-16; else more than
+ * 2 pi 2^-32 less 1e-15), so y is within 2^-51.9 relative, and |y| <= pi/4
+ * (1 + 2^-49) (theta is within 7e-16 of 2 pi w 2^-32).  sin y = y + y^3
+ * S(y2), cos y = 1 - y2/2 + y2^2 C(y2), S and C of degree 4 (RNG4_S0 ..
+ * S4, RNG4_C0 .. C4: least-squares fits on [0, (pi/4)^2 (1 + 2^-39)];
+ * relative errors against sin and cos, as above, at most 2^-45.5 and
+ * 2^-49.7).  Roundings: y's error moves sin y by at most its own relative
+ * error (y cot y <= 1) and cos y by 0.79 of it; the y^3 S term is at most
+ * 0.12 of sin y and the y2^2 C term 0.023 of cos y, so their roundings
+ * count below 2^-54 and 2^-57; 1 - y2/2 and the last FMA 2^-53 each.  So
+ * sin y within 2^-45.3 relative, cos y within 2^-49.0.
+ *
+ * z = r cos or r sin: one more rounding, so z is within 2^-45.1 of the exact
+ * value (tests/internal/test_rng.c measures against long double: at most
+ * 2^-45.5 over 10^6 random pairs and the edge words); glibc's is within
+ * 2^-50.  The check keeps a float only where no rounding boundary lies
+ * within |z| 2^-36, 2^8.8 times their sum: the same check, and so about
+ * the same fallback rate, as the other copies (measured: 1 block in 510
+ * over 4 10^6 random blocks, both).  z is 0 only where w of the angle is 0 (theta = 0: sin y = +0 here and in libm,
+ * the same float); elsewhere |z| > 1.5e-5 (the least r) times
+ * 6.1e-17 (the least |sin y|), so the check needs no test against 2^-126.
+ * tests/ref/rng_avx2_bounds.py recomputes the polynomials' errors (sampled
+ * on 10^4 points: smooth curves of a few oscillations, so the true maxima
+ * exceed these by a negligible amount, far inside the 2^8.8), the
+ * constants' parts and the least |y|. */
+#define RNG4_PIO2_1 0x1.921fb54442d18p+0
+#define RNG4_PIO2_2 0x1.1a62633145c07p-54
+#define RNG4_PIO2_3 -0x1.f1976b7ed8fbcp-110
+#define RNG4_M2LN2_HI (-2.0 * 0x1.62e42fefa39efp-1) /* -2 ln 2 in two parts */
+#define RNG4_M2LN2_LO (-2.0 * 0x1.abc9e3b39803fp-56)
+#define RNG4_L0 0.6666666666666206
+#define RNG4_L1 0.40000000011258263
+#define RNG4_L2 0.28571424124236344
+#define RNG4_L3 0.2222286362164116
+#define RNG4_L4 0.1814014167513517
+#define RNG4_L5 0.16622525949809894
+#define RNG4_S0 -0.16666666666663887
+#define RNG4_S1 0.008333333331080281
+#define RNG4_S2 -0.00019841266917844258
+#define RNG4_S3 2.7555991152169313e-06
+#define RNG4_S4 -2.4805654284155102e-08
+#define RNG4_C0 0.04166666666666468
+#define RNG4_C1 -0.0013888888887278006
+#define RNG4_C2 2.4801585211527412e-05
+#define RNG4_C3 -2.755636983482222e-07
+#define RNG4_C4 2.070061176983814e-09
+
+#define RNG_AVX2_FMA __attribute__((target("avx2,fma")))
+#define RNG4_INLINE static inline __attribute__((target("avx2,fma"), always_inline))
+
+/* a b + c, one rounding. */
+RNG4_INLINE vd4 fma4(vd4 a, vd4 b, vd4 c)
+{
+    return (vd4)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+}
+
+/* c - a b, one rounding. */
+RNG4_INLINE vd4 fnma4(vd4 a, vd4 b, vd4 c)
+{
+    return (vd4)_mm256_fnmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+}
+
+/* a where the sign bit of m is set, b elsewhere: vblendvpd, written as
+ * assembly (GCC 12 turns _mm256_blendv_pd into a select on m < 0 and
+ * builds that mask with two more instructions). */
+RNG4_INLINE vd4 blend4(vul4 m, vd4 a, vd4 b)
+{
+    vd4 r;
+    __asm__("vblendvpd %3, %2, %1, %0" : "=x"(r) : "x"(b), "x"(a), "x"(m));
+    return r;
+}
+
+/* 2^52 + w for words w (lanes below 2^32), exact. */
+RNG4_INLINE vd4 two52_plus4(vul4 w)
+{
+    return vbits_d4((vl4)w | vd4_bits(vsplat4(4503599627370496.0)));
+}
+
+/* Statements for each of two (four) vectors in turn: independent chains
+ * interleaved in the instruction stream (Zen 3's scheduler holds only part
+ * of one). */
+#define RNG4_EACH2(...)                                                                 \
+    do {                                                                               \
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { __VA_ARGS__; }           \
+    } while (0)
+
+#define RNG4_EACH4(...)                                                                 \
+    do {                                                                               \
+        _Pragma("GCC unroll 4") for (int h = 0; h < 4; h++) { __VA_ARGS__; }           \
+    } while (0)
+
+/* r = sqrt(-2 log u1) of four vectors of words wa (four chains: 1.5%
+ * faster than two). */
+RNG4_INLINE void radius4(const vul4 wa[4], vd4 r[4])
+{
+    vd4 m[4], s[4], s2[4], p[4], t[4], ed[4];
+    vl4 j[4];
+    RNG4_EACH4({
+        const vl4 bits = vd4_bits(fma4(two52_plus4(wa[h]), vsplat4(2.0),
+                                       vsplat4(1.0 - 9007199254740992.0)));
+        j[h] = (vl4)((vul4)(bits - INT64_C(0x3fe6a09e667f3bcd)) >> 52);
+        m[h] = vbits_d4(bits - (j[h] << 52));
+    });
+    RNG4_EACH4(s[h] = (m[h] - vsplat4(1.0)) / (m[h] + vsplat4(1.0)));
+    /* j - 33 as a double: the bits of 2^52 + 2^51 + j - 33, less 2^52 + 2^51 */
+    RNG4_EACH4(ed[h] = vbits_d4(j[h] + (INT64_C(0x4338000000000000) - 33)) -
+                       vsplat4(6755399441055744.0));
+    RNG4_EACH4(s2[h] = s[h] * s[h]);
+    RNG4_EACH4(p[h] = fma4(s2[h], vsplat4(-2.0 * RNG4_L5), vsplat4(-2.0 * RNG4_L4)));
+    RNG4_EACH4(p[h] = fma4(s2[h], p[h], vsplat4(-2.0 * RNG4_L3)));
+    RNG4_EACH4(p[h] = fma4(s2[h], p[h], vsplat4(-2.0 * RNG4_L2)));
+    RNG4_EACH4(p[h] = fma4(s2[h], p[h], vsplat4(-2.0 * RNG4_L1)));
+    RNG4_EACH4(p[h] = fma4(s2[h], p[h], vsplat4(-2.0 * RNG4_L0)));
+    RNG4_EACH4(t[h] = s[h] * s2[h]);
+    RNG4_EACH4(p[h] = fma4(t[h], p[h], s[h] * vsplat4(-4.0))); /* -2 log m */
+    RNG4_EACH4(p[h] = fma4(ed[h], vsplat4(RNG4_M2LN2_LO), p[h]));
+    RNG4_EACH4(p[h] = fma4(ed[h], vsplat4(RNG4_M2LN2_HI), p[h])); /* -2 log u1 */
+    RNG4_EACH4(r[h] = (vd4)_mm256_sqrt_pd((__m256d)p[h]));
+}
+
+/* r cos theta and r sin theta of two vectors of words wb and radii r. */
+RNG4_INLINE void sincos4(const vul4 wb[2], const vd4 r[2], vd4 zc[2], vd4 zs[2])
+{
+    const vd4 magic = vsplat4(6755399441055744.0); /* 2^52 + 2^51 */
+    const double step = DIFFUSE_TWO_PI * DIFFUSE_TWO_POW_M32; /* exact */
+    vd4 theta[2], kb[2], k[2], y[2], y2[2], sp[2], cp[2], sn[2], cs[2];
+    RNG4_EACH2({
+        const vd4 x = two52_plus4(wb[h]);
+        theta[h] = fma4(x, vsplat4(step), vsplat4(-4503599627370496.0 * step));
+        kb[h] = fma4(x, vsplat4(0x1p-30), magic - vsplat4(0x1p22)); /* 2^52 + 2^51 + k */
+    });
+    RNG4_EACH2(k[h] = kb[h] - magic);
+    RNG4_EACH2(y[h] = fnma4(k[h], vsplat4(RNG4_PIO2_1), theta[h])); /* exact */
+    RNG4_EACH2(y[h] = fnma4(k[h], vsplat4(RNG4_PIO2_2), y[h]));
+    RNG4_EACH2(y[h] = fnma4(k[h], vsplat4(RNG4_PIO2_3), y[h]));
+    RNG4_EACH2(y2[h] = y[h] * y[h]);
+    RNG4_EACH2(sp[h] = fma4(y2[h], vsplat4(RNG4_S4), vsplat4(RNG4_S3)));
+    RNG4_EACH2(cp[h] = fma4(y2[h], vsplat4(RNG4_C4), vsplat4(RNG4_C3)));
+    RNG4_EACH2(sp[h] = fma4(y2[h], sp[h], vsplat4(RNG4_S2)));
+    RNG4_EACH2(cp[h] = fma4(y2[h], cp[h], vsplat4(RNG4_C2)));
+    RNG4_EACH2(sp[h] = fma4(y2[h], sp[h], vsplat4(RNG4_S1)));
+    RNG4_EACH2(cp[h] = fma4(y2[h], cp[h], vsplat4(RNG4_C1)));
+    RNG4_EACH2(sp[h] = fma4(y2[h], sp[h], vsplat4(RNG4_S0)));
+    RNG4_EACH2(cp[h] = fma4(y2[h], cp[h], vsplat4(RNG4_C0)));
+    RNG4_EACH2(sn[h] = fma4(y[h] * y2[h], sp[h], y[h]));
+    RNG4_EACH2(cs[h] = fma4(y2[h] * y2[h], cp[h], fma4(y2[h], vsplat4(-0.5), vsplat4(1.0))));
+    /* quadrant q = k mod 4, the low 2 bits of kb's: (cos, sin) = (c, s),
+     * (-s, c), (-c, -s), (s, -c): -s and c in place of c and s where bit 0
+     * of q is set, both negated (r's sign flipped) where bit 1 is; each bit
+     * shifted to the sign's place */
+    RNG4_EACH2({
+        const vul4 kbb = (vul4)vd4_bits(kb[h]);
+        const vl4 sign = vd4_bits(vsplat4(-0.0));
+        const vul4 swap = kbb << 63;
+        const vd4 rs = vbits_d4(vd4_bits(r[h]) ^ ((vl4)(kbb << 62) & sign));
+        const vd4 c0 = blend4(swap, vbits_d4(vd4_bits(sn[h]) ^ sign), cs[h]);
+        const vd4 s0 = blend4(swap, cs[h], sn[h]);
+        zc[h] = rs * c0;
+        zs[h] = rs * s0;
+    });
+}
 
 /* The lanes whose blocks count as failing the check, their vector floats
  * made NaN (tests only: diffuse__rng_avx2_fallback_force(), so that a
@@ -86,6 +269,7 @@ DIFFUSE_VEC_AVX2_INLINE void philox4x3(const rng_keys4 *kv, vul4 a[4], vul4 b[4]
     vul4 a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
     vul4 b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
     vul4 c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+#pragma GCC unroll 10 /* no register copies between rounds: 3% faster */
     for (int r = 0; r < PHILOX_ROUNDS; r++) {
         RNG4_ROUND(a0, a1, a2, a3, kv->k[r]);
         RNG4_ROUND(b0, b1, b2, b3, kv->k[r]);
@@ -111,8 +295,8 @@ DIFFUSE_VEC_AVX2_INLINE void philox4x3(const rng_keys4 *kv, vul4 a[4], vul4 b[4]
  * cos) and f[g][2 h + 1] lane l (the sin); ok[g] has bit l set where block
  * l's floats are certainly box_muller()'s (the others are left to the
  * caller). */
-RNG_AVX2 static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, size_t pairs,
-                              vf4 (*f)[4], unsigned *ok)
+RNG_AVX2_FMA static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, size_t pairs,
+                                  vf4 (*f)[4], unsigned *ok)
 {
     const size_t np = n * pairs, st = pairs == 2 ? 2 : 4; /* pair p: words st p, st p + 1 */
     const vul4 *wf = &w[0][0];
@@ -122,36 +306,43 @@ RNG_AVX2 static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, size_
     size_t g, p;
     for (g = 0; g < n; g += 3)
         philox4x3(kv, w[g], w[g + 1 < n ? g + 1 : g], w[g + 2 < n ? g + 2 : g]);
-    /* two pairs of vectors at a time (the last one twice where np is odd) */
-    for (p = 0; p < np; p += 2) {
-        const size_t p1 = p + 1 < np ? p + 1 : p;
-        vd4 u[2], lg[2];
-        u[0] = words_to_double4(wf[st * p]);
-        u[1] = words_to_double4(wf[st * p1]);
-        fast_log_u14(u, lg);
-        r[p] = (vd4)_mm256_sqrt_pd((__m256d)(vsplat4(-2.0) * lg[0]));
-        r[p1] = (vd4)_mm256_sqrt_pd((__m256d)(vsplat4(-2.0) * lg[1]));
+    /* the radii: four vectors of pairs at a time (the last repeated where
+     * np is not a multiple of 4) */
+    for (p = 0; p < np; p += 4) {
+        const size_t q[4] = {p, p + 1 < np ? p + 1 : p, p + 2 < np ? p + 2 : p,
+                             p + 3 < np ? p + 3 : p};
+        const vul4 wa[4] = {wf[st * q[0]], wf[st * q[1]], wf[st * q[2]], wf[st * q[3]]};
+        vd4 rr[4];
+        radius4(wa, rr);
+        r[q[3]] = rr[3];
+        r[q[2]] = rr[2];
+        r[q[1]] = rr[1];
+        r[q[0]] = rr[0];
     }
+    /* the angles, products and checks: two at a time (the last one twice
+     * where np is odd) */
     for (p = 0; p < np; p += 2) {
         const size_t pp[2] = {p, p + 1 < np ? p + 1 : p};
         const vl4 keep_d = {RNG_KEEP_D, RNG_KEEP_D, RNG_KEEP_D, RNG_KEEP_D};
-        const vl4 keep_a = {RNG_KEEP_A, RNG_KEEP_A, RNG_KEEP_A, RNG_KEEP_A};
-        vd4 theta[2], cs[2], sn[2];
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++)
-            theta[h] = vsplat4(DIFFUSE_TWO_PI) *
-                       (words_to_double4(wf[st * pp[h] + 1]) * vsplat4(DIFFUSE_TWO_POW_M32));
-        fast_sincos4(theta, cs, sn);
+        const vl4 mid = {(INT64_C(1) << 28) - (INT64_C(1) << 17),
+                         (INT64_C(1) << 28) - (INT64_C(1) << 17),
+                         (INT64_C(1) << 28) - (INT64_C(1) << 17),
+                         (INT64_C(1) << 28) - (INT64_C(1) << 17)};
+        const vl4 low29 = {(INT64_C(1) << 29) - 1, (INT64_C(1) << 29) - 1,
+                           (INT64_C(1) << 29) - 1, (INT64_C(1) << 29) - 1};
+        const vul4 wb[2] = {wf[st * pp[0] + 1], wf[st * pp[1] + 1]};
+        const vd4 rr[2] = {r[pp[0]], r[pp[1]]};
+        vd4 zcs[2], zss[2];
+        sincos4(wb, rr, zcs, zss);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const vd4 zc = r[pp[h]] * cs[h], zs = r[pp[h]] * sn[h];
-            vl4 dc, ac, ds, as;
+            const vd4 zc = zcs[h], zs = zss[h];
+            /* round_check()'s d (rng.c); no test of |z| against 2^-126
+             * here (see above) */
+            const vl4 dc = (vd4_bits(zc) - mid) & low29, ds = (vd4_bits(zs) - mid) & low29;
             ff[st * pp[h]] = __builtin_convertvector(zc, vf4);
             ff[st * pp[h] + 1] = __builtin_convertvector(zs, vf4);
-            round_check4(zc, &dc, &ac);
-            round_check4(zs, &ds, &as);
-            okp[pp[h]] = (unsigned)_mm256_movemask_pd(
-                (__m256d)((dc > keep_d) & (ac > keep_a) & (ds > keep_d) & (as > keep_a)));
+            okp[pp[h]] = (unsigned)_mm256_movemask_pd((__m256d)((dc > keep_d) & (ds > keep_d)));
         }
     }
     for (g = 0; g < n; g++)
@@ -170,7 +361,7 @@ RNG_AVX2 static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, size_
  * blocks 0 .. 3 and 4 .. 7); a group's 16 floats stored in element order
  * from f[0 .. 3] (a 4 x 4 transpose: block l's elements 4 l .. 4 l + 3 are
  * lane l of f[0], f[1], f[2], f[3]). */
-RNG_AVX2 static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, uint32_t c2,
+RNG_AVX2_FMA static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, uint32_t c2,
                                       uint32_t c3, float *out, size_t first, size_t chunks)
 {
     const vul4 lane = {0, 1, 2, 3}, zero = {0, 0, 0, 0};
@@ -215,7 +406,7 @@ RNG_AVX2 static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, ui
  * first + i: rows in groups of 4 (row 4 q + l in lane l), block j of each
  * row's stream one group (the pairs its row uses: one where dim <= 2, the
  * 2-D toys), elements 4 j .. 4 j + 3 below dim stored. */
-RNG_AVX2 static void fill_rows_avx2(const philox_schedule *ks, uint32_t step, uint64_t first,
+RNG_AVX2_FMA static void fill_rows_avx2(const philox_schedule *ks, uint32_t step, uint64_t first,
                                     size_t dim, float *out, size_t rows)
 {
     const vul4 lane = {0, 1, 2, 3}, zero = {0, 0, 0, 0};
@@ -277,3 +468,17 @@ RNG_AVX2 static void fill_rows_avx2(const philox_schedule *ks, uint32_t step, ui
     }
 }
 
+
+/* The unrounded z (cos, sin) of one pair of words on this copy's
+ * arithmetic, for the error-bound test (diffuse__normal_fast_pair_avx2). */
+RNG_AVX2_FMA static void fast_pair_avx2(uint32_t wa, uint32_t wb, double z[2])
+{
+    const vul4 zero = {0, 0, 0, 0};
+    const vul4 a[4] = {zero + wa, zero + wa, zero + wa, zero + wa};
+    const vul4 b[2] = {zero + wb, zero + wb};
+    vd4 r[4], zc[2], zs[2];
+    radius4(a, r);
+    sincos4(b, r, zc, zs);
+    z[0] = zc[0][0];
+    z[1] = zs[0][0];
+}

