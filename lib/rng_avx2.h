@@ -81,7 +81,7 @@
  * over 4 10^6 random blocks, both).  z is 0 only where w of the angle is 0 (theta = 0: sin y = +0 here and in libm,
  * the same float); elsewhere |z| > 1.5e-5 (the least r) times
  * 6.1e-17 (the least |sin y|), so the check needs no test against 2^-126.
- * tests/ref/rng_avx2_bounds.py recomputes the polynomials' errors (sampled
+ * tests/ref/test_rng_avx2_bounds.py recomputes the polynomials' errors (sampled
  * on 10^4 points: smooth curves of a few oscillations, so the true maxima
  * exceed these by a negligible amount, far inside the 2^8.8), the
  * constants' parts and the least |y|. */

@@ -2,14 +2,22 @@
 arithmetic (mpmath): the polynomials' relative errors against 2 atanh(s),
 sin and cos with the coefficients as the doubles the C source holds, on
 10^4 points of each interval (the ends included); the constants' parts; the
-least |y| of the angle's reduction.  Run: /usr/bin/python3
-tests/ref/rng_avx2_bounds.py (seconds); prints log2 of each bound, exits 1
-where one is above the source comment's."""
+least |y| of the angle's reduction.  Run by `make check` (tests/run.sh), or
+/usr/bin/python3 tests/ref/test_rng_avx2_bounds.py (seconds); prints log2 of
+each bound and one ok/FAIL line per bound the source comment states (the
+runner's format, tests/ref/_report.py); skips, saying so, without mpmath."""
 import re
 import sys
 from pathlib import Path
 
-import mpmath as mp
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import finish, report, skip  # noqa: E402
+
+try:
+    import mpmath as mp
+except ImportError:
+    skip("test_rng_avx2_bounds", "mpmath is not installed (Debian: python3-mpmath)")
+    finish()
 
 mp.mp.dps = 60
 SRC = (Path(__file__).resolve().parents[2] / "lib" / "rng_avx2.h").read_text()
@@ -58,5 +66,9 @@ two_pi = mp.mpf(6.283185307179586476925286766559)
 for w in (1 << 30, 2 << 30, 3 << 30):
     theta = mp.mpf(float(two_pi * w * mp.mpf(2) ** -32))  # one rounding, as RN(2 pi_d u2)
     print("w = %d 2^30: |y| = %.3g" % (w >> 30, float(abs(theta - (w >> 30) * mp.pi / 2))))
-ok = elog < mp.mpf(2) ** -50 and esin < mp.mpf(2) ** -45.4 and ecos < mp.mpf(2) ** -49.5
-sys.exit(0 if ok else 1)
+report("log polynomial within 2^-50 of 2 atanh(s)", elog < mp.mpf(2) ** -50, "2^%.2f" % log2(elog))
+report("sin polynomial within 2^-45.4", esin < mp.mpf(2) ** -45.4, "2^%.2f" % log2(esin))
+report("cos polynomial within 2^-49.5", ecos < mp.mpf(2) ** -49.5, "2^%.2f" % log2(ecos))
+report("pi/2 in three parts within 2^-150", abs(p3) < mp.mpf(2) ** -150, "2^%.1f" % log2(abs(p3)))
+report("-2 ln 2 in two parts within 2^-100", abs(l2) < mp.mpf(2) ** -100, "2^%.1f" % log2(abs(l2)))
+finish()
