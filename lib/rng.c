@@ -178,15 +178,6 @@ RNG_INLINE vl vsplat_l(int64_t v)
 }
 
 /* The 8-lane arithmetic (lib/rng_math.h). */
-#define RNG_M(f) f
-#define RNG_M_INLINE RNG_INLINE
-#define RNG_VD vd
-#define RNG_VL vl
-#define RNG_VUL vul
-#define RNG_DSPLAT(v) vsplat(v)
-#define RNG_SEL(m, a, b) vsel(m, a, b)
-#define RNG_BITS_D(l) vbits_d(l)
-#define RNG_D_BITS(d) vd_bits(d)
 #include "rng_math.h"
 
 /* The unrounded z of 8 pairs of words (as doubles), for the error-bound
