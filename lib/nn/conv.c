@@ -44,6 +44,7 @@
 #include "nn/gemm.h"
 #include "nn/gemm_kernels.h"
 #include "nn/layers.h"
+#include "nn/steal.h"
 #include "nn/winograd.h"
 
 #include <stdatomic.h>
@@ -1093,12 +1094,28 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
 }
 #endif
 
+/* 1 while diffuse__steal_test is on: the passes below split whatever
+ * their size, so that tests exercise every grouping of units on small
+ * shapes. */
+static int steal_testing(void)
+{
+    return diffuse__steal_test(-1);
+}
+
+/* The smallest piece diffuse__steal_run takes of n units in parts: an
+ * eighth of a share (each share is taken in a few calls). */
+static size_t steal_grain(size_t n, int parts)
+{
+    const size_t g = n / (8 * (size_t)parts);
+    return g > 0 ? g : 1;
+}
+
 /* How many parts (threads) a pass of macs multiply-adds over n independent
  * units (samples or channels) is cut into: one below two threads' worth of
  * work, otherwise min(n, nth). */
 static int split_parts(int nth, double macs, size_t n)
 {
-    if (nth <= 1 || macs < 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD)
+    if (nth <= 1 || (macs < 2.0 * DIFFUSE__GEMM_MACS_PER_THREAD && !steal_testing()))
         return 1;
     return n < (size_t)nth ? (int)n : nth;
 }
@@ -1107,23 +1124,32 @@ static int split_parts(int nth, double macs, size_t n)
  * column buffer (col floats) and GEMM slot. */
 typedef void (*sample_part_fn)(const void *ctx, size_t b0, size_t b1, float *col, float *slot);
 
-/* Runs fn over the B samples, cut into split_parts parts among the threads;
- * work holds nth column buffers of col floats, then nth slots. */
+/* by_sample_parts' pass, for diffuse__steal_run: fn with part t's column
+ * buffer and slot. */
+struct sample_parts {
+    sample_part_fn fn;
+    const void *ctx;
+    float *work;
+    size_t col;
+    float *slots;
+};
+
+static void sample_piece(const void *ctx, size_t b0, size_t b1, int t)
+{
+    const struct sample_parts *sp = ctx;
+    sp->fn(sp->ctx, b0, b1, sp->work + (size_t)t * sp->col, sp->slots + (size_t)t * SLOT);
+}
+
+/* Runs fn over the B samples, in split_parts parts among the threads, each
+ * part first on its own share of the samples, then on what the others have
+ * left (diffuse__steal_run; each sample's results do not depend on the
+ * pieces); work holds nth column buffers of col floats, then nth slots. */
 static void by_sample_parts(sample_part_fn fn, const void *ctx, size_t B, double macs,
                             size_t col, float *work, int nth)
 {
-    float *slots = work + (size_t)nth * col;
     const int parts = split_parts(nth, macs, B);
-    if (parts > 1) {
-        const int team = nth;
-        (void)team;
-        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
-        for (int t = 0; t < parts; t++)
-            fn(ctx, (size_t)t * B / (size_t)parts, (size_t)(t + 1) * B / (size_t)parts,
-               work + (size_t)t * col, slots + (size_t)t * SLOT);
-        return;
-    }
-    fn(ctx, 0, B, work, slots);
+    const struct sample_parts sp = {fn, ctx, work, col, work + (size_t)nth * col};
+    diffuse__steal_run(nth, parts, B, steal_grain(B, parts), sample_piece, &sp);
 }
 
 /* Winograd F(2x2, 3x3) (winograd.c) for a stride-1 pass where it pays:
@@ -1733,32 +1759,43 @@ static int parts_for(size_t M, size_t N, size_t K, size_t npan, int nt)
 {
     double most = (double)M * (double)N * (double)K / DIFFUSE__GEMM_MACS_PER_THREAD;
     size_t p;
+    if (steal_testing() && nt > 1)
+        most = (double)nt;
     if (nt <= 1 || most < 2.0)
         return 1;
     p = most < (double)nt ? (size_t)most : (size_t)nt;
     return (int)(p < npan ? p : npan);
 }
 
-/* The whole job: its columns cut into parts of whole panels, one per
- * thread, each with its own slot of slots[]. */
+/* job_run's pass, for diffuse__steal_run: panels [q0, q1) with part t's
+ * slot. */
+struct job_parts {
+    const struct cjob *jb;
+    float *slots;
+};
+
+static void job_piece(const void *ctx, size_t q0, size_t q1, int t)
+{
+    const struct job_parts *jp = ctx;
+    const size_t nr = jp->jb->v->nr;
+    job_part(jp->jb, q0 * nr, min_sz(jp->jb->N, q1 * nr), jp->slots + (size_t)t * SLOT);
+}
+
+/* The whole job: its column panels in parts among the threads, each part
+ * with its own slot of slots[], first on its own share of the panels, then
+ * on what the others have left (diffuse__steal_run; each column's result
+ * does not depend on the pieces). */
 static void job_run(const struct cjob *jb, float *slots, int nt)
 {
     const size_t nr = jb->v->nr, npan = (jb->N + nr - 1) / nr;
     const int parts = parts_for(jb->M, jb->N, jb->K, npan, nt);
-    if (parts > 1) {
-        /* The team has nt threads even when there are fewer parts, so that
-         * libgomp reuses its cached team (see DIFFUSE_PAR_FOR). */
-        const int team = nt;
-        (void)team;
-        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
-        for (int t = 0; t < parts; t++) {
-            const size_t q0 = (size_t)t * npan / (size_t)parts;
-            const size_t q1 = (size_t)(t + 1) * npan / (size_t)parts;
-            job_part(jb, q0 * nr, min_sz(jb->N, q1 * nr), slots + (size_t)t * SLOT);
-        }
-        return;
-    }
-    job_part(jb, 0, jb->N, slots);
+    const struct job_parts jp = {jb, slots};
+    /* dW (B_COLT) packs all of dy's K rows again in every call (dwt_part's
+     * dyT): there each part takes its share in one piece, as a static
+     * split (steal.c then has nothing to steal) */
+    const size_t grain = jb->bkind == B_COLT ? (npan + (size_t)parts - 1) / (size_t)parts
+                                             : steal_grain(npan, parts);
+    diffuse__steal_run(nt, parts, npan, grain, job_piece, &jp);
 }
 
 static struct geo geo_of(const float *x, size_t C, size_t H, size_t W, size_t s)

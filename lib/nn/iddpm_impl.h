@@ -194,11 +194,12 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     if (dr->on && c->dropout > 0.0)
         IDDPM_FN(par_dropout)(D, B, o->co * HW, c->dropout, dr->seed, dr->sample0,
                               DIFFUSE__IDDPM_DROP_STREAM + (uint32_t)k, D, 1, nt);
-    /* SiLU, scale-shift (or the embedding's add) and the norm, slice by slice */
-    IDDPM_L(diffuse__groupnorm_act_backward)(r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G,
-                                             U1, A, c->scale_shift ? e : NULL, de, D, NULL, A,
-                                             Gr + o->p_gn2, Gr + o->p_gn2 + o->co,
-                                             c->scale_shift ? NULL : de, nt);
+    /* SiLU, scale-shift (or the embedding's add) and the norm, slice by slice
+     * (D is scratch after it: _scratch lets the threads split the samples,
+     * as the convs around it do, rather than the groups; the same bits) */
+    IDDPM_L(diffuse__groupnorm_act_backward_scratch)(
+        r, B, o->co, HW, G, P + o->p_gn2, st2, st2 + mb * G, U1, A, c->scale_shift ? e : NULL, de,
+        D, NULL, A, Gr + o->p_gn2, Gr + o->p_gn2 + o->co, c->scale_shift ? NULL : de, nt);
     IDDPM_L(diffuse__linear_backward)(acts + pl->a_se, B, pl->E, P + o->p_e, ce, de, dtmp,
                                       Gr + o->p_e, Gr + o->p_e + ce * pl->E, work, nt);
     IDDPM_L(diffuse__add)(dse, dtmp, B * pl->E, dse);
@@ -211,9 +212,9 @@ static void IDDPM_FN(iddpm_res_backward)(const diffuse__iddpm_plan *pl, size_t k
     if (o->ci != o->co)
         IDDPM_L(diffuse__conv1x1_backward)(in, B, o->ci, HW, P + o->p_sk, o->co, dy, Cf,
                                            Gr + o->p_sk, Gr + o->p_sk + o->co * o->ci, work, nt);
-    IDDPM_L(diffuse__groupnorm_act_backward)(in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G,
-                                             Bf, NULL, NULL, NULL, D, o->ci != o->co ? Cf : dy,
-                                             dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, NULL, nt);
+    IDDPM_L(diffuse__groupnorm_act_backward_scratch)(
+        in, B, o->ci, HW, G, P + o->p_gn1, st1, st1 + mb * G, Bf, NULL, NULL, NULL, D,
+        o->ci != o->co ? Cf : dy, dx, Gr + o->p_gn1, Gr + o->p_gn1 + o->ci, NULL, nt);
 }
 
 /* pend, defer: as for iddpm_res_forward. */
@@ -273,9 +274,10 @@ static void IDDPM_FN(iddpm_attn_backward)(const diffuse__iddpm_plan *pl, size_t 
                                         st + mb * G, NULL, nt);
     IDDPM_L(diffuse__conv1x1_backward)(A, B, C, T, P + o->p_c1, 3 * C, Cf, D, Gr + o->p_c1,
                                        Gr + o->p_c1 + 3 * C * C, work, nt);
-    IDDPM_L(diffuse__groupnorm_act_backward)(in, B, C, T, G, P + o->p_gn1, st, st + mb * G, NULL,
-                                             NULL, NULL, NULL, D, dy, dx, Gr + o->p_gn1,
-                                             Gr + o->p_gn1 + C, NULL, nt);
+    IDDPM_L(diffuse__groupnorm_act_backward_scratch)(in, B, C, T, G, P + o->p_gn1, st,
+                                                     st + mb * G, NULL, NULL, NULL, NULL, D, dy,
+                                                     dx, Gr + o->p_gn1, Gr + o->p_gn1 + C, NULL,
+                                                     nt);
 }
 
 /* out[B][out_C][H][W] = net(x, t, lab); saves what the backward pass
@@ -404,10 +406,9 @@ static void IDDPM_FN(iddpm_backward)(const diffuse__iddpm_plan *pl, size_t class
         IDDPM_L(diffuse__conv3x3_backward)(Bf, B, ch, c->H, c->W, P + pl->p_out_c, c->out_C, 1,
                                            dout, Cf, Gr + pl->p_out_c,
                                            Gr + pl->p_out_c + c->out_C * ch * 9, work, nt);
-        IDDPM_L(diffuse__groupnorm_act_backward)(acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn,
-                                                 st, st + mb * G, A, NULL, NULL, NULL, Cf, NULL,
-                                                 g[0], Gr + pl->p_out_gn, Gr + pl->p_out_gn + ch,
-                                                 NULL, nt);
+        IDDPM_L(diffuse__groupnorm_act_backward_scratch)(
+            acts + o->a_out, B, ch, HW, G, P + pl->p_out_gn, st, st + mb * G, A, NULL, NULL, NULL,
+            Cf, NULL, g[0], Gr + pl->p_out_gn, Gr + pl->p_out_gn + ch, NULL, nt);
     }
     dy = g[0];
     for (k = pl->n_ops; k-- > 0;) {

@@ -12,6 +12,7 @@
 #include "nn/iddpm.h"
 #include "nn/iddpm_layers.h"
 #include "nn/layers.h"
+#include "nn/steal.h"
 
 #include <stdlib.h>
 
@@ -623,48 +624,61 @@ static void test_iddpm_model_sampler(void)
     diffuse_schedule_free(s);
 }
 
-/* Training gives the same bits with 1 and 2 threads (with OpenMP; without
- * it both run in one thread): a small net, and a 16 x 16 one at batch 8
+/* Training gives the same bits with 1, 2 and 3 threads (with OpenMP;
+ * without it all run in one thread), also with the conv passes taken one
+ * unit at a time: a small net, and a 16 x 16 one at batch 8
  * whose passes are large enough to be split among the threads (convs,
  * their dW and db, group norms, and the elementwise SiLU, add and
  * scale-shift passes). */
 static void test_iddpm_thread_invariance(void)
 {
-    static const size_t cfg[2][4] = {/* side, model channels, batch, steps */
+    static const size_t cfg[3][4] = {/* side, model channels, batch, steps */
                                      {8, 8, 4, 3},
+                                     {16, 32, 8, 2},
                                      {16, 32, 8, 2}};
-    /* The larger net only outside the quick mode (valgrind: it alone took
+    /* the third without the scale-shift norm (the norm's backward with the
+     * embedding's add and dv) */
+    static const char *const opts[3] = {SMALL, SMALL, SMALL " use_scale_shift_norm=0"};
+    /* The larger nets only outside the quick mode (valgrind: one alone took
      * ten minutes there, where the build has no threads to compare). */
-    for (size_t c = 0; c < (harness_quick() ? 1u : 2u); c++) {
+    for (size_t c = 0; c < (harness_quick() ? 1u : 3u); c++) {
         const size_t side = cfg[c][0], B = cfg[c][2], dim = side * side;
-        float *x = (float *)malloc(B * dim * sizeof(float)), *pp[2];
+        /* runs 2 and 3: 2 and 3 threads with the conv passes split at
+         * every size and taken one sample or column panel at a time
+         * (diffuse__steal_test) */
+        static const int run_nt[4] = {1, 2, 2, 3};
+        float *x = (float *)malloc(B * dim * sizeof(float)), *pp[4];
         size_t np = 0, k;
-        int nt;
+        int v;
         ASSERT_TRUE(x != NULL);
         (void)diffuse_normal_fill(12, 0, 0, x, B * dim);
-        for (nt = 1; nt <= 2; nt++) {
+        for (v = 0; v < 4; v++) {
+            const int nt = run_nt[v], old = diffuse__steal_test(v >= 2);
             diffuse_net *n = NULL;
             diffuse_trainer *tr = NULL;
             diffuse_schedule *s = NULL;
             ASSERT_OK(diffuse_schedule_create_linear(&s, 50, 1e-4, 0.02));
-            ASSERT_OK(diffuse_net_create_iddpm(&n, 1, side, side, cfg[c][1], SMALL, 0, 3, B, 3));
+            ASSERT_OK(diffuse_net_create_iddpm(&n, 1, side, side, cfg[c][1], opts[c], 0, 3, B, 3));
             ASSERT_OK(diffuse_trainer_create(&tr, n, s, B));
             ASSERT_OK(diffuse_trainer_set(tr, DIFFUSE_TRAINER_NUM_THREADS, nt));
             ASSERT_OK(diffuse_trainer_set(tr, DIFFUSE_TRAINER_LOSS, DIFFUSE_LOSS_HYBRID));
             for (k = 0; k < cfg[c][3]; k++)
                 ASSERT_OK(diffuse_trainer_step(tr, x, B, k, NULL));
             np = diffuse_net_param_count(n);
-            pp[nt - 1] = (float *)malloc(np * sizeof(float));
-            ASSERT_TRUE(pp[nt - 1] != NULL);
-            ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, pp[nt - 1], np));
+            pp[v] = (float *)malloc(np * sizeof(float));
+            ASSERT_TRUE(pp[v] != NULL);
+            ASSERT_OK(diffuse_net_get_params(n, DIFFUSE_NET_WEIGHTS, pp[v], np));
             diffuse_trainer_free(tr);
             diffuse_net_free(n);
             diffuse_schedule_free(s);
+            diffuse__steal_test(old);
         }
-        if (memcmp(pp[0], pp[1], np * sizeof(float)) != 0)
-            HARNESS_FAIL_("config %zu: 2 threads trained other weights than 1", c);
-        free(pp[0]);
-        free(pp[1]);
+        for (v = 1; v < 4; v++)
+            if (memcmp(pp[0], pp[v], np * sizeof(float)) != 0)
+                HARNESS_FAIL_("config %zu: %d threads%s trained other weights than 1", c,
+                              run_nt[v], v >= 2 ? " (one-unit pieces)" : "");
+        for (v = 0; v < 4; v++)
+            free(pp[v]);
         free(x);
     }
 }

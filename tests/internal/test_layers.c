@@ -32,7 +32,10 @@
 #include "harness.h"
 #include "nn/gemm.h"
 #include "nn/layers.h"
+#include "nn/steal.h"
 #include "nn/winograd.h"
+
+#include <stdatomic.h>
 
 #include <math.h>
 #include <stdint.h>
@@ -992,6 +995,58 @@ static void test_conv_avx2_bits(void)
     diffuse__conv3x3_direct(oldd);
 }
 
+/* diffuse__steal_run: every unit of [0, n) taken exactly once, in pieces
+ * that stay in range, each piece on one part (0 <= part < parts), for
+ * n 0 .. 1000, 1 to 5 parts on 1 to 4 threads, grains 1, 3 and 100, with
+ * the test mode (one-unit pieces) off and on. */
+#define STEAL_N 1000
+struct steal_rec {
+    _Atomic int hits[STEAL_N];
+    _Atomic int bad;
+    int parts;
+};
+
+static void steal_rec_fn(const void *ctx, size_t u0, size_t u1, int part)
+{
+    struct steal_rec *r = (struct steal_rec *)(uintptr_t)ctx;
+    if (u0 >= u1 || u1 > STEAL_N || part < 0 || part >= (r->parts > 1 ? r->parts : 1))
+        atomic_fetch_add(&r->bad, 1);
+    for (size_t u = u0; u < u1 && u < STEAL_N; u++)
+        atomic_fetch_add(&r->hits[u], 1);
+}
+
+static void test_steal_units(void)
+{
+    static const size_t ns[] = {0, 1, 2, 3, 5, 17, 64, 160, 1000};
+    static const size_t grains[] = {1, 3, 100};
+    static struct steal_rec r;
+    const int old = diffuse__steal_test(0);
+    for (int one = 0; one < 2; one++) {
+        diffuse__steal_test(one);
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++)
+            for (int nt = 1; nt <= 4; nt++)
+                for (int parts = 1; parts <= 5; parts++)
+                    for (size_t g = 0; g < sizeof grains / sizeof grains[0]; g++) {
+                        const size_t n = ns[k];
+                        for (size_t u = 0; u < STEAL_N; u++)
+                            atomic_init(&r.hits[u], 0);
+                        atomic_init(&r.bad, 0);
+                        r.parts = parts < nt ? parts : nt;
+                        if (n == 0)
+                            continue; /* callers never pass 0 units */
+                        diffuse__steal_run(nt, parts, n, grains[g], steal_rec_fn, &r);
+                        ASSERT_TRUE(atomic_load(&r.bad) == 0);
+                        for (size_t u = 0; u < STEAL_N; u++)
+                            if (atomic_load(&r.hits[u]) != (u < n ? 1 : 0))
+                                HARNESS_FAIL_("n %zu, %d threads, %d parts, grain %zu, test "
+                                              "mode %d: unit %zu taken %d times",
+                                              n, nt, parts, grains[g], one, u,
+                                              atomic_load(&r.hits[u]));
+                    }
+    }
+    diffuse__steal_test(old);
+}
+
 /* The float linear layer against the double one, errors measured as in
  * test_conv_float. */
 static void test_linear_float(void)
@@ -1432,6 +1487,22 @@ int main(void)
     }
     diffuse__sgemm_force(NULL);
     RUN_SEEDED(test_conv_avx2_bits);
+    RUN_SEEDED(test_steal_units);
+    /* The conv's passes split at every shape and taken one unit (sample,
+     * column panel) at a time (diffuse__steal_test): every grouping of
+     * units into calls gives the bits of one thread. */
+    diffuse__steal_test(1);
+    printf("-- one-unit pieces (diffuse__steal_test)\n");
+    for (k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        if (diffuse__sgemm_force(kernels[k]) != 0)
+            continue;
+        printf("-- GEMM kernel %s\n", diffuse__sgemm_kernel_name());
+        RUN_SEEDED(test_conv_direct);
+        RUN_SEEDED(test_threads_bitwise);
+    }
+    diffuse__sgemm_force(NULL);
+    RUN_SEEDED(test_conv_avx2_bits);
+    diffuse__steal_test(0);
     RUN_SEEDED(test_upsample);
     RUN_SEEDED(test_groupnorm_forward);
     RUN_SEEDED(test_groupnorm_backward);

@@ -31,6 +31,7 @@
 #include "harness.h"
 #include "nn/gemm.h"
 #include "nn/layers.h"
+#include "nn/steal.h"
 #include "nn/winograd.h"
 
 #include <float.h>
@@ -427,5 +428,12 @@ int main(void)
     RUN(test_winograd_avx512);
     RUN(test_winograd_avx2);
     RUN(test_winograd_portable);
+    /* again with the samples taken one at a time by the threads
+     * (diffuse__steal_test): the bits of one thread */
+    diffuse__steal_test(1);
+    RUN(test_winograd_avx512);
+    RUN(test_winograd_avx2);
+    RUN(test_winograd_portable);
+    diffuse__steal_test(0);
     return harness_finish();
 }
