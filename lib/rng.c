@@ -297,23 +297,17 @@ static int rng_path_available(int path)
     }
 }
 
-/* The fastest path this CPU runs (libgcc's CPU feature table, filled
- * before main by its constructor, read-only afterwards: thread-safe). */
+/* The fastest path this CPU runs: the first of AVX-512F, AVX2 (with FMA),
+ * the portable vectors that rng_path_available() accepts (libgcc's CPU
+ * feature table, filled before main by its constructor, read-only
+ * afterwards: thread-safe). */
 static int rng_path(void)
 {
-#ifdef RNG_X86
-    if (__builtin_cpu_supports("avx512f"))
-        return DIFFUSE__RNG_AVX512;
-#endif
-#ifdef RNG_X86_AVX2
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return DIFFUSE__RNG_AVX2;
-#endif
-#ifdef RNG_FAST
-    return DIFFUSE__RNG_VEC;
-#else
+    static const int fastest_first[] = {DIFFUSE__RNG_AVX512, DIFFUSE__RNG_AVX2, DIFFUSE__RNG_VEC};
+    for (size_t i = 0; i < sizeof fastest_first / sizeof fastest_first[0]; i++)
+        if (rng_path_available(fastest_first[i]))
+            return fastest_first[i];
     return DIFFUSE__RNG_LIBM;
-#endif
 }
 
 #ifdef RNG_FAST
