@@ -221,7 +221,7 @@ WORKLOADS = {"small": Workload, "iddpm": IddpmWorkload}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+    if len(sys.argv) > 2 and sys.argv[1] in ("--child", "--torch-worker"):
         _peers.main(WORKLOADS[os.environ.get("BENCH_UNET_WORKLOAD", "small")])
     else:
         pick = os.environ.get("BENCH_UNET", "both")
