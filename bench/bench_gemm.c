@@ -8,12 +8,14 @@
  *      -o out/bench_gemm
  * Run:
  *   out/bench_gemm [THREADS] [--rounds R] [--kernel NAME] [--quick] [--machine] [--list]
+ *                  [--group square,mlp,net]
  *
  * The peak is a loop of independent FMAs on 16 accumulators (AVX-512 when the
  * CPU has it, else AVX2+FMA), on THREADS threads at once when built with
  * OpenMP.  Shapes and the peak are measured in interleaved rounds (every
  * shape once per round, as the median of 9 batches of about 2 ms); the table
- * reports medians over the rounds.
+ * reports medians over the rounds.  One thread is timed in the thread's CPU
+ * time (CLOCK_THREAD_CPUTIME_ID), several in wall-clock time.
  * --machine prints, instead of the table, one "RESULT" line per round and
  * shape for bench/bench_gemm.py; --list prints the shapes in that form
  * (GFLOP/s 0) without timing anything.
@@ -36,10 +38,15 @@
 #  define BENCH_X86 1
 #endif
 
+/* Seconds: the calling thread's CPU time on one thread (the machine is
+ * shared: time another process holds the core does not count), wall-clock
+ * time on several (a team's speed; OpenMP workers may spin). */
+static int cpu_clock;
+
 static double now(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(cpu_clock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -166,7 +173,7 @@ struct shape {
  *   forward  Y  = X W^T    M = batch, N = out, K = in     (0, 1)
  *   backward dX = dY W     M = batch, N = in,  K = out    (0, 0)
  *   backward dW = dY^T X   M = out,   N = in,  K = batch  (1, 0) */
-static struct shape shapes[64];
+static struct shape shapes[128];
 static size_t nshapes;
 
 static void add_shape(const char *what, int ta, int tb, size_t M, size_t N, size_t K)
@@ -175,20 +182,83 @@ static void add_shape(const char *what, int ta, int tb, size_t M, size_t N, size
     shapes[nshapes++] = s;
 }
 
-static void make_shapes(int quick)
+/* The GEMMs of the two U-Nets (bench/bench_unet.py's workloads: the small
+ * U-Net and the Improved DDPM U-Net, one training step and one sampling
+ * step each), counted with a temporary census build (not kept): every
+ * distinct product, by its share of the step's GEMM multiply-adds, down to
+ * >= 90% of each step (unet train 92.6%, unet sample 97.7%, iddpm train
+ * 90.1%, iddpm sample 92.1%).  The rest are the first and last convs (K or
+ * M of 1 to 9), small attention products and the linear layers.
+ * Most run through internal entry points, marked [i] in the label; the
+ * bench times the public diffuse__sgemm of the same M, N, K instead:
+ *   conv dW [i]:   conv.c's implicit GEMM for a 3x3 conv's weight gradient,
+ *                  dW[Cout][Cin 9] = dy[Cout][B P] col^T, where col is read
+ *                  from the image in place (here an explicit N x K B^T);
+ *   wino x16 [i]:  winograd.c's 16 products per conv, each
+ *                  [Cout x C] x [C x tiles] straight on the micro-kernel
+ *                  with packed operands (K = C, one K block; here one
+ *                  public product of the whole tile count, packing
+ *                  included);
+ *   1x1 conv:      diffuse__sgemm itself (the attention block's qkv and
+ *                  output 1x1 convs at 7x7: forward, dW, dx). */
+static const struct shape net_shapes[] = {
+    {"unet conv dW [i]", 0, 1, 32, 288, 12544},        /* unet train 23.7% */
+    {"unet wino x16 [i]", 0, 0, 32, 3136, 32},         /* unet train 21.0% */
+    {"unet+iddpm wino x16 [i]", 0, 0, 64, 1024, 64},   /* unet train 13.7%, iddpm train 4.2%, sample 8.4% */
+    {"unet conv dW [i]", 0, 1, 32, 576, 12544},        /* unet train 11.8% */
+    {"unet+iddpm conv dW [i]", 0, 1, 64, 576, 3136},   /* unet train 11.8%, iddpm train 3.9% */
+    {"unet wino x16 [i]", 0, 0, 32, 3136, 64},         /* unet train 5.3% */
+    {"unet wino x16 [i]", 0, 0, 64, 3136, 32},         /* unet train 5.3% */
+    {"unet wino x16 [i]", 0, 0, 32, 7840, 32},         /* unet sample 45.4% */
+    {"unet wino x16 [i]", 0, 0, 64, 2560, 64},         /* unet sample 29.6% */
+    {"unet wino x16 [i]", 0, 0, 32, 7840, 64},         /* unet sample 22.7% */
+    {"iddpm conv dW [i]", 0, 1, 32, 288, 50176},       /* iddpm train 9.1% */
+    {"iddpm conv dW [i]", 0, 1, 64, 576, 12544},       /* iddpm train 9.1% */
+    {"iddpm wino x16 [i]", 0, 0, 32, 12544, 32},       /* iddpm train 8.1%, sample 16.5% */
+    {"iddpm wino x16 [i]", 0, 0, 64, 3136, 64},        /* iddpm train 8.1%, sample 16.5% */
+    {"iddpm conv dW [i]", 0, 1, 32, 576, 50176},       /* iddpm train 5.2% */
+    {"iddpm conv dW [i]", 0, 1, 64, 576, 50176},       /* iddpm train 5.2% */
+    {"iddpm conv dW [i]", 0, 1, 64, 1152, 12544},      /* iddpm train 5.2% */
+    {"iddpm wino x16 [i]", 0, 0, 64, 12544, 64},       /* iddpm train 4.6%, sample 9.4% */
+    {"iddpm conv dW [i]", 0, 1, 32, 864, 50176},       /* iddpm train 3.9% */
+    {"iddpm wino x16 [i]", 0, 0, 64, 3136, 128},       /* iddpm train 2.3%, sample 9.4% */
+    {"iddpm wino x16 [i]", 0, 0, 32, 12544, 64},       /* iddpm train 2.3%, sample 9.4% */
+    {"iddpm wino x16 [i]", 0, 0, 64, 12544, 32},       /* iddpm train 2.3% */
+    {"iddpm wino x16 [i]", 0, 0, 128, 3136, 64},       /* iddpm train 2.3% */
+    {"iddpm conv dW [i]", 0, 1, 64, 864, 12544},       /* iddpm train 2.0% */
+    {"iddpm conv dW [i]", 0, 1, 64, 1152, 3136},       /* iddpm train 2.0% */
+    {"iddpm wino x16 [i]", 0, 0, 32, 12544, 96},       /* iddpm train 1.7%, sample 7.1% */
+    {"iddpm wino x16 [i]", 0, 0, 96, 12544, 32},       /* iddpm train 1.7% */
+    {"iddpm wino x16 [i]", 0, 0, 64, 1024, 128},       /* iddpm train 1.1%, sample 4.6% */
+    {"iddpm wino x16 [i]", 0, 0, 128, 1024, 64},       /* iddpm train 1.1% */
+    {"iddpm wino x16 [i]", 0, 0, 64, 3136, 96},        /* iddpm train 0.9%, sample 3.5% */
+    {"iddpm wino x16 [i]", 0, 0, 96, 3136, 64},        /* iddpm train 0.9% */
+    {"iddpm 1x1 conv", 0, 0, 192, 49, 64},             /* iddpm train 0.7%, sample 2.6% */
+    {"iddpm 1x1 conv", 0, 1, 192, 64, 49},             /* iddpm train 0.7% */
+    {"iddpm 1x1 conv", 1, 0, 64, 49, 192},             /* iddpm train 0.7% */
+    {"iddpm conv dW [i]", 0, 1, 64, 288, 12544},       /* iddpm train 0.7% */
+    {"iddpm 1x1 conv", 0, 0, 64, 196, 128},            /* iddpm sample 2.4% */
+    {"iddpm 1x1 conv", 0, 0, 32, 784, 64},             /* iddpm sample 2.4% */
+};
+
+/* groups: a bit set, 1 squares, 2 the MLP's shapes, 4 the U-Nets' shapes
+ * (--quick leaves out the four with K = 50176, whose B takes up to 173 MB) */
+static void make_shapes(int quick, int groups)
 {
     static const size_t squares[] = {256, 512, 1024, 2048};
-    for (size_t i = 0; i < sizeof squares / sizeof squares[0]; i++) {
+    for (size_t i = 0; i < sizeof squares / sizeof squares[0] && (groups & 1); i++) {
         if (quick && squares[i] > 1024)
             continue;
         add_shape("square A B", 0, 0, squares[i], squares[i], squares[i]);
     }
-    add_shape("square A B^T", 0, 1, 512, 512, 512);
-    add_shape("square A^T B", 1, 0, 512, 512, 512);
-    add_shape("square A^T B^T", 1, 1, 512, 512, 512);
+    if (groups & 1) {
+        add_shape("square A B^T", 0, 1, 512, 512, 512);
+        add_shape("square A^T B", 1, 0, 512, 512, 512);
+        add_shape("square A^T B^T", 1, 1, 512, 512, 512);
+    }
     static const size_t batches[] = {256, 1024};
     static const size_t widths[] = {64, 128, 256, 512};
-    for (size_t b = 0; b < 2; b++) {
+    for (size_t b = 0; b < 2 && (groups & 2); b++) {
         for (size_t w = 0; w < 4; w++) {
             size_t B = batches[b], W = widths[w];
             if (quick && W == 128)
@@ -197,6 +267,12 @@ static void make_shapes(int quick)
             add_shape("mlp dX = dY W", 0, 0, B, W, W);
             add_shape("mlp dW = dY^T X", 1, 0, W, W, B);
         }
+    }
+    for (size_t i = 0; i < sizeof net_shapes / sizeof net_shapes[0] && (groups & 4); i++) {
+        const struct shape *n = &net_shapes[i];
+        if (quick && n->K > 12544)
+            continue;
+        add_shape(n->what, n->ta, n->tb, n->M, n->N, n->K);
     }
 }
 
@@ -252,7 +328,7 @@ static double time_shape(const struct shape *s, struct buffers *b, float *work, 
 
 int main(int argc, char **argv)
 {
-    int threads = 1, rounds = 5, quick = 0, machine = 0, list = 0;
+    int threads = 1, rounds = 5, quick = 0, machine = 0, list = 0, groups = 7;
     const char *kernel = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
@@ -265,12 +341,17 @@ int main(int argc, char **argv)
             machine = 1;
         else if (strcmp(argv[i], "--list") == 0)
             list = 1;
+        else if (strcmp(argv[i], "--group") == 0 && i + 1 < argc) {
+            const char *g = argv[++i];
+            groups = (strstr(g, "square") ? 1 : 0) | (strstr(g, "mlp") ? 2 : 0) |
+                     (strstr(g, "net") ? 4 : 0);
+        }
         else if (argv[i][0] >= '0' && argv[i][0] <= '9')
             threads = atoi(argv[i]);
         else {
             fprintf(stderr,
                     "usage: %s [THREADS] [--rounds R] [--kernel NAME] [--quick] [--machine] "
-                    "[--list]\n",
+                    "[--list] [--group square,mlp,net]\n",
                     argv[0]);
             return 2;
         }
@@ -292,11 +373,12 @@ int main(int argc, char **argv)
         threads = 1;
     }
 #endif
-    make_shapes(quick);
+    cpu_clock = threads == 1;
+    make_shapes(quick, groups);
     if (list) {
         for (size_t i = 0; i < nshapes; i++)
-            printf("RESULT shape 0 %d %d %zu %zu %zu 0\n", shapes[i].ta, shapes[i].tb,
-                   shapes[i].M, shapes[i].N, shapes[i].K);
+            printf("RESULT shape 0 %d %d %zu %zu %zu 0 %s\n", shapes[i].ta, shapes[i].tb,
+                   shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].what);
         return 0;
     }
 
@@ -348,12 +430,12 @@ int main(int argc, char **argv)
                    threads > 1 ? "s" : "", pk);
         else
             printf("FMA peak: not measured (no x86 FMA loop for this CPU)\n");
-        printf("%-18s %5s %5s %5s %3s %3s %9s %7s\n", "shape", "M", "N", "K", "tA", "tB",
+        printf("%-24s %5s %5s %5s %3s %3s %9s %7s\n", "shape", "M", "N", "K", "tA", "tB",
                "GFLOP/s", "% peak");
         for (size_t i = 0; i < nshapes; i++) {
             const struct shape *s = &shapes[i];
             double g = median(res + i * (size_t)rounds, (size_t)rounds);
-            printf("%-18s %5zu %5zu %5zu %3d %3d %9.1f %6.1f%%\n", s->what, s->M, s->N, s->K,
+            printf("%-24s %5zu %5zu %5zu %3d %3d %9.1f %6.1f%%\n", s->what, s->M, s->N, s->K,
                    s->ta, s->tb, g, pk > 0 ? 100.0 * g / pk : 0.0);
         }
     }

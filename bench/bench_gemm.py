@@ -6,7 +6,10 @@ Run from the repository root as
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/bench_gemm.py
 
 Options: --threads 1,2 (the thread counts to compare; default 1,2), --rounds R
-(default 5), --quick (fewer shapes, no 2048), --no-build (reuse the binary).
+(default 5), --quick (fewer shapes, no 2048), --no-build (reuse the binary),
+--group square,mlp,net (which shapes: the squares, the MLP's, the U-Nets'
+products; default all).  The "net" group and its shares of each U-Net
+step's multiply-adds are described in bench/bench_gemm.c (net_shapes).
 
 What it does:
   * builds the library with OpenMP into out/bench_gemm/ (make O=out/bench_gemm
@@ -20,7 +23,8 @@ What it does:
   * prints, per thread count, medians over the rounds: GFLOP/s of libdiffuse,
     its % of the FMA peak, numpy's GFLOP/s and the median of the per-round
     ratios libdiffuse / numpy.  Each side's value in a round is itself the
-    median of 9 batches of calls of about 2 ms (so that rare stalls of many
+    median of 9 batches of calls of about 2 ms, timed in the thread's CPU time
+    at one thread and in wall-clock time at two (so that rare stalls of many
     milliseconds, when another process takes the core of one of the threads,
     do not dominate; they hit 2-thread runs far more than 1-thread ones).
 
@@ -93,12 +97,15 @@ def blas_report():
     return lines
 
 
-def numpy_worker(shapes, rounds):
+def numpy_worker(shapes, rounds, threads):
     try:
         import numpy as np
     except ImportError:
         print("SKIP numpy is not installed")
         return
+    # as bench_gemm.c: one thread in its CPU time (OpenBLAS then computes in
+    # the calling thread), several in wall-clock time
+    clock = time.thread_time if threads == 1 else time.perf_counter
     rng = np.random.default_rng(12345)
     arrays = []
     for ta, tb, M, N, K in shapes:
@@ -118,10 +125,10 @@ def numpy_worker(shapes, rounds):
             np.matmul(a, b, out=c)
             rates = []
             for _ in range(9):
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(reps):
                     np.matmul(a, b, out=c)
-                rates.append(flops * reps / (time.perf_counter() - t0) / 1e9)
+                rates.append(flops * reps / (clock() - t0) / 1e9)
             print("RESULT shape %d %d %d %d %d %d %.3f" % (r, ta, tb, M, N, K,
                                                          statistics.median(rates)))
     sys.stdout.flush()
@@ -168,13 +175,17 @@ def parse(text):
         elif f[1] == "shape":
             key = tuple(int(x) for x in f[3:8])
             res.setdefault(key, []).append(float(f[8]))
+            if len(f) > 9:  # --list: the shape's label
+                info.setdefault("labels", {})[key] = " ".join(f[9:])
     return info, peaks, res
 
 
 NAMES = {(0, 0): "A B", (0, 1): "A B^T", (1, 0): "A^T B", (1, 1): "A^T B^T"}
 
 
-def describe(key):
+def describe(key, labels):
+    if key in labels:
+        return labels[key]
     ta, tb, M, N, K = key
     if M == N == K:
         return "square " + NAMES[(ta, tb)]
@@ -192,6 +203,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--group", default="square,mlp,net",
+                    help="shape groups: square, mlp, net (the U-Nets'); default all")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--build-dir", default=os.path.join("out", "bench_gemm"))
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
@@ -200,7 +213,7 @@ def main():
     args = ap.parse_args()
 
     if args.numpy_worker is not None:
-        numpy_worker([tuple(s) for s in json.loads(args.shapes)], args.rounds)
+        numpy_worker([tuple(s) for s in json.loads(args.shapes)], args.rounds, args.numpy_worker)
         return
 
     env = dict(os.environ)
@@ -214,13 +227,14 @@ def main():
     binary = os.path.join(args.build_dir, "bench_gemm")
     if not args.no_build:
         binary = build(args.build_dir, args.cc)
-    extra = ["--quick"] if args.quick else []
+    extra = (["--quick"] if args.quick else []) + ["--group", args.group]
     print("cpu: %s, %d cpus online" % (cpu_name(), os.cpu_count() or 0))
 
     # First call: the shape list (from the C side, so both sides agree).
     probe = run([binary, "--list"] + extra, env=env)
-    _, _, shape_res = parse(probe)
+    probe_info, _, shape_res = parse(probe)
     shapes = list(shape_res.keys())
+    labels = probe_info.get("labels", {})
 
     ours = {t: {} for t in threads}
     peaks = {t: [] for t in threads}
@@ -261,7 +275,7 @@ def main():
             print("numpy: " + ni["skip"])
         for line in ni.get("lines", []):
             print(line)
-        print("%-16s %5s %5s %5s %3s %3s %10s %7s %10s %8s" % (
+        print("%-24s %5s %5s %5s %3s %3s %10s %7s %10s %8s" % (
             "shape", "M", "N", "K", "tA", "tB", "ours GF/s", "% peak", "numpy GF/s",
             "ours/np"))
         for key in shapes:
@@ -272,11 +286,17 @@ def main():
             nm = statistics.median(n) if n else float("nan")
             ratio = (statistics.median([a / b for a, b in zip(o, n)])
                      if o and n else float("nan"))
-            print("%-16s %5d %5d %5d %3d %3d %10.1f %6.1f%% %10.1f %8.2f" % (
-                describe(key), M, N, K, ta, tb, om, 100.0 * om / pk if pk else 0.0, nm, ratio))
+            print("%-24s %5d %5d %5d %3d %3d %10.1f %6.1f%% %10.1f %8.2f" % (
+                describe(key, labels), M, N, K, ta, tb, om, 100.0 * om / pk if pk else 0.0, nm, ratio))
     print()
-    print("medians over %d interleaved rounds (each the median of 9 batches of ~2 ms); "
-          "ours/np is the median of per-round ratios" % args.rounds)
+    print("medians over %d interleaved rounds (each the median of 9 batches of ~2 ms; one "
+          "thread in its CPU time, two in wall-clock time); ours/np is the median of "
+          "per-round ratios" % args.rounds)
+    if any("[i]" in v for v in labels.values()):
+        print("net shapes marked [i] run through an internal entry point in the U-Nets "
+              "(conv.c's implicit dW GEMM, winograd.c's 16 micro-kernel products per conv); "
+              "the bench times the public diffuse__sgemm of the same M, N, K and transposes "
+              "(bench_gemm.c's net_shapes says more)")
 
 
 def cpu_name():
