@@ -23,6 +23,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "nn/gemm.h"
+#include "nn/layers.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -189,12 +190,15 @@ static void add_shape(const char *what, int ta, int tb, size_t M, size_t N, size
  * >= 90% of each step (unet train 92.6%, unet sample 97.7%, iddpm train
  * 90.1%, iddpm sample 92.1%).  The rest are the first and last convs (K or
  * M of 1 to 9), small attention products and the linear layers.
- * Most run through internal entry points, marked [i] in the label; the
- * bench times the public diffuse__sgemm of the same M, N, K instead:
- *   conv dW [i]:   conv.c's implicit GEMM for a 3x3 conv's weight gradient,
+ * Two families run through internal entry points:
+ *   conv dW:       conv.c's implicit GEMM for a 3x3 conv's weight gradient,
  *                  dW[Cout][Cin 9] = dy[Cout][B P] col^T, where col is read
- *                  from the image in place (here an explicit N x K B^T);
- *   wino x16 [i]:  winograd.c's 16 products per conv, each
+ *                  from the image in place: timed as that call itself
+ *                  (diffuse__conv3x3_backward_f with dx and db NULL; batch
+ *                  64 of square images, Cin = N / 9, H W = K / 64), against
+ *                  OpenBLAS's public A B^T of the same M, N, K;
+ *   wino x16 [i]:  marked [i]: the bench times the public diffuse__sgemm of
+ *                  the same M, N, K; winograd.c's 16 products per conv, each
  *                  [Cout x C] x [C x tiles] straight on the micro-kernel
  *                  with packed operands (K = C, one K block; here one
  *                  public product of the whole tile count, packing
@@ -202,31 +206,31 @@ static void add_shape(const char *what, int ta, int tb, size_t M, size_t N, size
  *   1x1 conv:      diffuse__sgemm itself (the attention block's qkv and
  *                  output 1x1 convs at 7x7: forward, dW, dx). */
 static const struct shape net_shapes[] = {
-    {"unet conv dW [i]", 0, 1, 32, 288, 12544},        /* unet train 23.7% */
+    {"unet conv dW", 0, 1, 32, 288, 12544},        /* unet train 23.7% */
     {"unet wino x16 [i]", 0, 0, 32, 3136, 32},         /* unet train 21.0% */
     {"unet+iddpm wino x16 [i]", 0, 0, 64, 1024, 64},   /* unet train 13.7%, iddpm train 4.2%, sample 8.4% */
-    {"unet conv dW [i]", 0, 1, 32, 576, 12544},        /* unet train 11.8% */
-    {"unet+iddpm conv dW [i]", 0, 1, 64, 576, 3136},   /* unet train 11.8%, iddpm train 3.9% */
+    {"unet conv dW", 0, 1, 32, 576, 12544},        /* unet train 11.8% */
+    {"unet+iddpm conv dW", 0, 1, 64, 576, 3136},   /* unet train 11.8%, iddpm train 3.9% */
     {"unet wino x16 [i]", 0, 0, 32, 3136, 64},         /* unet train 5.3% */
     {"unet wino x16 [i]", 0, 0, 64, 3136, 32},         /* unet train 5.3% */
     {"unet wino x16 [i]", 0, 0, 32, 7840, 32},         /* unet sample 45.4% */
     {"unet wino x16 [i]", 0, 0, 64, 2560, 64},         /* unet sample 29.6% */
     {"unet wino x16 [i]", 0, 0, 32, 7840, 64},         /* unet sample 22.7% */
-    {"iddpm conv dW [i]", 0, 1, 32, 288, 50176},       /* iddpm train 9.1% */
-    {"iddpm conv dW [i]", 0, 1, 64, 576, 12544},       /* iddpm train 9.1% */
+    {"iddpm conv dW", 0, 1, 32, 288, 50176},       /* iddpm train 9.1% */
+    {"iddpm conv dW", 0, 1, 64, 576, 12544},       /* iddpm train 9.1% */
     {"iddpm wino x16 [i]", 0, 0, 32, 12544, 32},       /* iddpm train 8.1%, sample 16.5% */
     {"iddpm wino x16 [i]", 0, 0, 64, 3136, 64},        /* iddpm train 8.1%, sample 16.5% */
-    {"iddpm conv dW [i]", 0, 1, 32, 576, 50176},       /* iddpm train 5.2% */
-    {"iddpm conv dW [i]", 0, 1, 64, 576, 50176},       /* iddpm train 5.2% */
-    {"iddpm conv dW [i]", 0, 1, 64, 1152, 12544},      /* iddpm train 5.2% */
+    {"iddpm conv dW", 0, 1, 32, 576, 50176},       /* iddpm train 5.2% */
+    {"iddpm conv dW", 0, 1, 64, 576, 50176},       /* iddpm train 5.2% */
+    {"iddpm conv dW", 0, 1, 64, 1152, 12544},      /* iddpm train 5.2% */
     {"iddpm wino x16 [i]", 0, 0, 64, 12544, 64},       /* iddpm train 4.6%, sample 9.4% */
-    {"iddpm conv dW [i]", 0, 1, 32, 864, 50176},       /* iddpm train 3.9% */
+    {"iddpm conv dW", 0, 1, 32, 864, 50176},       /* iddpm train 3.9% */
     {"iddpm wino x16 [i]", 0, 0, 64, 3136, 128},       /* iddpm train 2.3%, sample 9.4% */
     {"iddpm wino x16 [i]", 0, 0, 32, 12544, 64},       /* iddpm train 2.3%, sample 9.4% */
     {"iddpm wino x16 [i]", 0, 0, 64, 12544, 32},       /* iddpm train 2.3% */
     {"iddpm wino x16 [i]", 0, 0, 128, 3136, 64},       /* iddpm train 2.3% */
-    {"iddpm conv dW [i]", 0, 1, 64, 864, 12544},       /* iddpm train 2.0% */
-    {"iddpm conv dW [i]", 0, 1, 64, 1152, 3136},       /* iddpm train 2.0% */
+    {"iddpm conv dW", 0, 1, 64, 864, 12544},       /* iddpm train 2.0% */
+    {"iddpm conv dW", 0, 1, 64, 1152, 3136},       /* iddpm train 2.0% */
     {"iddpm wino x16 [i]", 0, 0, 32, 12544, 96},       /* iddpm train 1.7%, sample 7.1% */
     {"iddpm wino x16 [i]", 0, 0, 96, 12544, 32},       /* iddpm train 1.7% */
     {"iddpm wino x16 [i]", 0, 0, 64, 1024, 128},       /* iddpm train 1.1%, sample 4.6% */
@@ -236,7 +240,7 @@ static const struct shape net_shapes[] = {
     {"iddpm 1x1 conv", 0, 0, 192, 49, 64},             /* iddpm train 0.7%, sample 2.6% */
     {"iddpm 1x1 conv", 0, 1, 192, 64, 49},             /* iddpm train 0.7% */
     {"iddpm 1x1 conv", 1, 0, 64, 49, 192},             /* iddpm train 0.7% */
-    {"iddpm conv dW [i]", 0, 1, 64, 288, 12544},       /* iddpm train 0.7% */
+    {"iddpm conv dW", 0, 1, 64, 288, 12544},       /* iddpm train 0.7% */
     {"iddpm 1x1 conv", 0, 0, 64, 196, 128},            /* iddpm sample 2.4% */
     {"iddpm 1x1 conv", 0, 0, 32, 784, 64},             /* iddpm sample 2.4% */
 };
@@ -308,19 +312,49 @@ static double median(double *v, size_t n)
  * batches and a median keep rare multi-millisecond stalls (another process
  * taking the core of one of our threads) from dominating. */
 #define BATCHES 9
-static double time_shape(const struct shape *s, struct buffers *b, float *work, int threads)
+
+/* A "conv dW" shape as the U-Nets run it: the 3x3 conv's weight gradient of
+ * batch 64 (the nets' training batch) of H x H images, Cin = N / 9 input and
+ * Cout = M output channels, K = 64 H H: x from B, dy from A, dW in C (the
+ * call accumulates into it).  0 when the shape is not one of those. */
+#define CONV_BATCH 64
+static int conv_dw_geometry(const struct shape *s, size_t *Cin, size_t *H)
 {
-    size_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N, ldc = s->N;
+    size_t h = 1;
+    if (strstr(s->what, "conv dW") == NULL || s->N % 9 != 0 || s->K % CONV_BATCH != 0)
+        return 0;
+    while (h * h < s->K / CONV_BATCH)
+        h++;
+    if (h * h != s->K / CONV_BATCH)
+        return 0;
+    *Cin = s->N / 9;
+    *H = h;
+    return 1;
+}
+
+static void run_shape(const struct shape *s, struct buffers *b, float *work, float *conv_work,
+                      int threads)
+{
+    size_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N, ldc = s->N, Cin, H;
+    if (conv_work != NULL && conv_dw_geometry(s, &Cin, &H))
+        diffuse__conv3x3_backward_f(b->B, CONV_BATCH, Cin, H, H, NULL, s->M, 1, b->A, NULL,
+                                    b->C, NULL, conv_work, threads);
+    else
+        diffuse__sgemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, b->A, lda, b->B, ldb, 0.0f, b->C,
+                       ldc, work, threads);
+}
+
+static double time_shape(const struct shape *s, struct buffers *b, float *work,
+                         float *conv_work, int threads)
+{
     double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
     long reps = (long)(4e8 / flops) + 1; /* ~2 ms at 200 GFLOP/s */
     double rate[BATCHES];
-    diffuse__sgemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, b->A, lda, b->B, ldb, 0.0f, b->C, ldc,
-                   work, threads);
+    run_shape(s, b, work, conv_work, threads);
     for (int k = 0; k < BATCHES; k++) {
         double t0 = now();
         for (long r = 0; r < reps; r++)
-            diffuse__sgemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, b->A, lda, b->B, ldb, 0.0f,
-                           b->C, ldc, work, threads);
+            run_shape(s, b, work, conv_work, threads);
         rate[k] = flops * (double)reps / (now() - t0) / 1e9;
     }
     return median(rate, BATCHES);
@@ -398,6 +432,15 @@ int main(int argc, char **argv)
         buf.B[i] = (float)((x = x * 1664525u + 1013904223u) >> 8) * 0x1p-24f - 0.5f;
     memset(buf.C, 0, maxc * sizeof(float));
     float *work = alloc_floats(diffuse__sgemm_work_floats(threads));
+    size_t conv_floats = 0;
+    for (size_t i = 0; i < nshapes; i++) {
+        size_t Cin, H, f;
+        if (conv_dw_geometry(&shapes[i], &Cin, &H)) {
+            f = diffuse__conv3x3_work_floats(Cin, shapes[i].M, H, H, 1, threads);
+            conv_floats = f > conv_floats ? f : conv_floats;
+        }
+    }
+    float *conv_work = conv_floats > 0 ? alloc_floats(conv_floats) : NULL;
 
     double *res = calloc(nshapes * (size_t)rounds, sizeof(double));
     double *peak = calloc((size_t)rounds, sizeof(double));
@@ -407,7 +450,7 @@ int main(int argc, char **argv)
     for (int r = 0; r < rounds; r++) {
         peak[r] = measure_peak(threads);
         for (size_t i = 0; i < nshapes; i++)
-            res[i * (size_t)rounds + (size_t)r] = time_shape(&shapes[i], &buf, work, threads);
+            res[i * (size_t)rounds + (size_t)r] = time_shape(&shapes[i], &buf, work, conv_work, threads);
     }
     if (machine) {
         printf("RESULT kernel %s threads %d openmp %s\n", diffuse__sgemm_kernel_name(), threads,
@@ -442,6 +485,7 @@ int main(int argc, char **argv)
     free(res);
     free(peak);
     free(work);
+    free(conv_work);
     free(buf.A);
     free(buf.B);
     free(buf.C);

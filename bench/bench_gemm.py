@@ -292,10 +292,11 @@ def main():
     print("medians over %d interleaved rounds (each the median of 9 batches of ~2 ms; one "
           "thread in its CPU time, two in wall-clock time); ours/np is the median of "
           "per-round ratios" % args.rounds)
-    if any("[i]" in v for v in labels.values()):
-        print("net shapes marked [i] run through an internal entry point in the U-Nets "
-              "(conv.c's implicit dW GEMM, winograd.c's 16 micro-kernel products per conv); "
-              "the bench times the public diffuse__sgemm of the same M, N, K and transposes "
+    if any("conv dW" in v or "[i]" in v for v in labels.values()):
+        print("net shapes: 'conv dW' is timed as the U-Nets run it (conv.c's implicit GEMM, "
+              "diffuse__conv3x3_backward_f, against OpenBLAS's A B^T of the same M, N, K); "
+              "shapes marked [i] (winograd.c's 16 micro-kernel products per conv) are timed "
+              "as the public diffuse__sgemm of the same M, N, K and transposes "
               "(bench_gemm.c's net_shapes says more)")
 
 
