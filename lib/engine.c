@@ -57,6 +57,24 @@ DIFFUSE_VEC_AVX2 static int all_finite_avx2(const float *p, size_t n)
 #  endif
 #endif
 
+/* n copies of the 32-bit word w (an int32 or a float's bits) at p, 8 to a
+ * vector store: GCC 12 at -O2 leaves the plain loop scalar (one store a
+ * cycle: at 1024 x 2 the engine's timestep array took 4% of a DDPM run's
+ * time outside the model, perf). */
+static void fill32(void *p, uint32_t w, size_t n)
+{
+    unsigned char *d = p;
+    size_t i = 0;
+#ifdef DIFFUSE_VEC
+    typedef uint32_t vw8 __attribute__((vector_size(32)));
+    const vw8 v = {w, w, w, w, w, w, w, w};
+    for (; i + 8 <= n; i += 8)
+        memcpy(d + 4 * i, &v, sizeof v);
+#endif
+    for (; i < n; i++)
+        memcpy(d + 4 * i, &w, sizeof w);
+}
+
 int diffuse__all_finite(const float *p, size_t n)
 {
 #ifdef DIFFUSE_VEC
@@ -310,12 +328,13 @@ int diffuse__engine_call_model_at(const char *func, diffuse__engine *e, const fl
                              "step the sampler with diffuse_sampler_step_output()");
     /* the timesteps of the callback that runs (one store per row: at 1024 x
      * 2 both arrays cost 7% of a DDPM run's time outside the model) */
-    if (flt)
-        for (b = 0; b < rows; b++)
-            e->tf_buf[b] = tf;
-    else
-        for (b = 0; b < rows; b++)
-            e->t_buf[b] = ti;
+    if (flt) {
+        uint32_t w;
+        memcpy(&w, &tf, sizeof w);
+        fill32(e->tf_buf, w, rows);
+    } else {
+        fill32(e->t_buf, (uint32_t)ti, rows);
+    }
     if (m->classes == 0) {
         rc = flt ? m->ffn(m->user, x, e->tf_buf, batch, e->dim, e->model_out)
                  : m->fn(m->user, x, e->t_buf, batch, e->dim, e->model_out);

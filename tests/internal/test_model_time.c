@@ -9,6 +9,9 @@
 #include "engine.h"
 #include "harness.h"
 
+#include <math.h>
+#include <string.h>
+
 typedef struct {
     int32_t ti;
     float tf;
@@ -85,9 +88,75 @@ static void test_float_callbacks_exact_or_rescaled(void)
     diffuse_schedule_free(s);
 }
 
+/* Every row's time, not only the first: the engine fills its arrays 8
+ * words at a time (fill32), so batches around 8 and 16, and a smaller
+ * batch after a larger one at another time (no stale row may pass). */
+typedef struct {
+    int32_t ti[40];
+    float tf[40];
+    size_t batch;
+} seen_all;
+
+static int int_all_fn(void *user, const float *x, const int32_t *t, size_t batch, size_t dim,
+                      float *out)
+{
+    seen_all *u = user;
+    (void)x;
+    u->batch = batch;
+    memcpy(u->ti, t, batch * sizeof *t);
+    memset(out, 0, batch * dim * sizeof *out);
+    return 0;
+}
+
+static int float_all_fn(void *user, const float *x, const float *t, size_t batch, size_t dim,
+                        float *out)
+{
+    seen_all *u = user;
+    (void)x;
+    u->batch = batch;
+    memcpy(u->tf, t, batch * sizeof *t);
+    memset(out, 0, batch * dim * sizeof *out);
+    return 0;
+}
+
+static void test_every_row_gets_the_time(void)
+{
+    static const size_t batches[] = {37, 1, 7, 8, 9, 15, 16, 17, 24, 25, 3, 40};
+    static float x[40 * 2];
+    diffuse_schedule *s = NULL;
+    diffuse_model *mi = NULL, *mf = NULL;
+    diffuse__engine ei, ef;
+    seen_all u;
+    ASSERT_OK(diffuse_schedule_create_linear(&s, 1000, 1e-4, 0.02));
+    ASSERT_OK(diffuse_model_create(&mi, int_all_fn, &u, 2, DIFFUSE_PRED_EPS,
+                                   DIFFUSE_VAR_FIXED_SMALL));
+    ASSERT_OK(diffuse_model_create_float(&mf, float_all_fn, &u, 2, DIFFUSE_PRED_EPS,
+                                         DIFFUSE_VAR_FIXED_SMALL));
+    ASSERT_OK(diffuse__engine_init("test", &ei, s, mi, 40, 0));
+    ASSERT_OK(diffuse__engine_init("test", &ef, s, mf, 40, 0));
+    for (size_t k = 0; k < sizeof batches / sizeof batches[0]; k++) {
+        const size_t batch = batches[k];
+        const double tau = 100.0 + 37.25 * (double)k;
+        ASSERT_OK(diffuse__engine_call_model_at("test", &ei, x, tau, batch, "test", 1, 1));
+        ASSERT_EQ(u.batch, batch);
+        for (size_t b = 0; b < batch; b++)
+            ASSERT_EQ(u.ti[b], (int32_t)rint(tau));
+        ASSERT_OK(diffuse__engine_call_model_at("test", &ef, x, tau, batch, "test", 1, 1));
+        ASSERT_EQ(u.batch, batch);
+        for (size_t b = 0; b < batch; b++)
+            ASSERT_TRUE(u.tf[b] == (float)tau);
+    }
+    diffuse__engine_release(&ei);
+    diffuse__engine_release(&ef);
+    diffuse_model_free(mi);
+    diffuse_model_free(mf);
+    diffuse_schedule_free(s);
+}
+
 int main(void)
 {
     RUN(test_int_callbacks_round_half_to_even);
     RUN(test_float_callbacks_exact_or_rescaled);
+    RUN(test_every_row_gets_the_time);
     return harness_finish();
 }

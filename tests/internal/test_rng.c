@@ -291,7 +291,9 @@ static void test_normal_fill_rows_dim2_many(void)
  * every fallback branch runs: whole and partial groups, rows of every short
  * length): diffuse_normal_fill() over lengths around the lane, chunk and
  * batch sizes, at odd float offsets, and short rows (dims 1 .. 33, row
- * counts around 4 and 48, samples crossing 2^32), each compared with
+ * counts around 4, 48 and 96: rows of 1 or 2 go in whole groups of 4
+ * through fill_rows_short_avx2, batches of 48 rows, the last rows % 4
+ * through the general loop; samples crossing 2^32), each compared with
  * memcmp against the libm evaluation, the floats past the end untouched.
  * Runs wherever the CPU has AVX2, AVX-512 machines included. */
 static int avx2_fill_case(uint64_t seed, size_t n, size_t off, float *buf, float *want)
@@ -336,7 +338,7 @@ static void test_avx2_path_forced_fallbacks(void)
     static const size_t lens[] = {1,  2,  3,  4,  5,   7,   8,   9,   15,  16,  17,  31,
                                   32, 33, 39, 40, 41,  47,  48,  63,  64,  65,  95,  96,
                                   97, 191, 192, 193, 383, 384, 385, 784, 785, 1000};
-    static const size_t counts[] = {1, 2, 3, 4, 5, 7, 8, 11, 12, 13, 24, 47, 48, 49, 100};
+    static const size_t counts[] = {1, 2, 3, 4, 5, 7, 8, 11, 12, 13, 24, 47, 48, 49, 51, 99, 100};
     static const uint64_t firsts[] = {0, UINT64_C(0xfffffffd), UINT64_C(0x123456789)};
     static const unsigned forces[] = {0, 0x1, 0x2, 0x4, 0x8, 0x5, 0xa, 0xe, 0xf};
     const size_t nforces = harness_quick() ? 3 : sizeof forces / sizeof forces[0];
