@@ -364,7 +364,7 @@ def child(w, threads):
     for (name, kind), v in sorted(times.items()):
         rate = (1 if kind == "train" else w.sample_batch) / median(v)
         unit = "steps/s" if kind == "train" else f"{w.unit}/s"
-        print(f"threads {threads}: {kind:6s} {name:32s} {rate:10.1f} {unit} "
+        print(f"threads {threads}: {kind:6s} {name:32s} {rate:10.{1 if rate >= 10 else 3}f} {unit} "
               f"(median of {len(v)} rounds)")
         if not name.startswith("torch "):
             result[f"{name}_{kind}"] = rate
