@@ -318,6 +318,9 @@ def child(w, threads):
         for policy in (None,) if threads == 1 else (None, "PASSIVE"):
             tp = TorchProcess(threads, ours.kept, policy)
             workers.append(tp)
+            if "skip" in tp.hello:
+                print(f"threads {threads}: PyTorch ({tp.label}) skipped: {tp.hello['skip']}")
+                continue
             sides[f"torch {tp.label}"] = (lambda r, tp=tp: tp.run("train", r),
                                           lambda r, tp=tp: tp.run("sample", r))
             print(f"threads {threads}: torch {tp.hello['version']} ({tp.label}, a process of "
