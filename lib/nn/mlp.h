@@ -51,10 +51,29 @@ static inline size_t diffuse__mlp_block(const diffuse__mlp_offsets *o, size_t l,
                                                         : base + 2 * W * W + W;
 }
 
-/* Saved activations of a batch of B rows, in values. */
-static inline size_t diffuse__mlp_act_count(const diffuse__mlp_shape *s, size_t B)
+/* Hash slots of the distinct-timestep map of B rows: the power of two at
+ * least 2 B (at most half full). */
+static inline size_t diffuse__mlp_map_slots(size_t B)
+{
+    size_t h = 2;
+    while (h < 2 * B)
+        h *= 2;
+    return h;
+}
+
+/* Where the distinct-timestep map of a training batch starts, in values
+ * after the activations' start: after the saved activations of B rows. */
+static inline size_t diffuse__mlp_map_offset(const diffuse__mlp_shape *s, size_t B)
 {
     return B * (s->emb + s->width * (3 + (s->depth + 1) + 3 * s->depth + 1));
+}
+
+/* Saved activations of a batch of B rows, in values (of 4 bytes or more):
+ * the layers' activations, then the distinct-timestep map (mlp_impl.h,
+ * mlp_distinct: one 32-bit word per value, 1 + 2 B + map slots of them). */
+static inline size_t diffuse__mlp_act_count(const diffuse__mlp_shape *s, size_t B)
+{
+    return diffuse__mlp_map_offset(s, B) + 1 + 2 * B + diffuse__mlp_map_slots(B);
 }
 
 /* The net's linear layers, in the order of diffuse__mlp_pack: time 1, time

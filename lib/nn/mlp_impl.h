@@ -55,6 +55,68 @@ static MLP_FN(mlp_acts) MLP_FN(mlp_acts_at)(const diffuse__mlp_shape *sh, MLP_RE
 /* Rows of the time embedding per task when the net has several threads. */
 #define MLP_EMB_ROWS ((size_t)128)
 
+/* The distinct timesteps of a training batch: the time branch (embedding,
+ * Linear, SiLU, Linear) is a function of t alone, so a training forward
+ * pass runs it once per distinct value (a batch of 1024 rows drawn from
+ * 1000 timesteps has about 640) and gathers its rows; the backward pass
+ * sums each value's rows of the gradient before the branch's products.
+ * The map lives after the activations (diffuse__mlp_map_offset), as 32-bit
+ * words: U, then row_u[B] (the number of row b's value, the values
+ * numbered in order of first appearance, so row_u[b] <= b), first[U] (the
+ * first row of each value, in B words), then the hash slots. */
+typedef struct {
+    uint32_t *U, *row_u, *first, *slot;
+} MLP_FN(mlp_map);
+
+static MLP_FN(mlp_map) MLP_FN(mlp_map_at)(const diffuse__mlp_shape *sh, MLP_REAL *acts,
+                                          size_t B)
+{
+    MLP_FN(mlp_map) m;
+    m.U = (uint32_t *)(void *)(acts + diffuse__mlp_map_offset(sh, B));
+    m.row_u = m.U + 1;
+    m.first = m.row_u + B;
+    m.slot = m.first + B;
+    return m;
+}
+
+/* The bits of t, the map's key: equal keys for the same value bit for bit
+ * (0.0 and -0.0 are different values of the embedding's sine). */
+static uint64_t MLP_FN(mlp_t_key)(MLP_REAL t)
+{
+    uint64_t k = 0;
+    memcpy(&k, &t, sizeof t);
+    return k;
+}
+
+/* Fill the map of t[0..B) (open addressing in diffuse__mlp_map_slots(B)
+ * slots holding value number + 1, 0 when empty); returns U. */
+static size_t MLP_FN(mlp_distinct)(const MLP_REAL *t, size_t B, MLP_FN(mlp_map) m)
+{
+    const size_t H = diffuse__mlp_map_slots(B);
+    size_t b, U = 0;
+    memset(m.slot, 0, H * sizeof *m.slot);
+    for (b = 0; b < B; b++) {
+        const uint64_t key = MLP_FN(mlp_t_key)(t[b]);
+        size_t h = (size_t)((key * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & (H - 1);
+        uint32_t u;
+        for (;;) {
+            if (m.slot[h] == 0) {
+                u = (uint32_t)U++;
+                m.slot[h] = u + 1;
+                m.first[u] = (uint32_t)b;
+                break;
+            }
+            u = m.slot[h] - 1;
+            if (MLP_FN(mlp_t_key)(t[m.first[u]]) == key)
+                break;
+            h = (h + 1) & (H - 1);
+        }
+        m.row_u[b] = u;
+    }
+    *m.U = (uint32_t)U;
+    return U;
+}
+
 /* Linear layer k of the net (in the order of diffuse__mlp_pack) with the
  * optional epilogue: through MLP_LINEAR_PACKED when the includer defines it
  * (the same bits), with the weights pre-packed in pb[k] when pb is not
@@ -120,8 +182,12 @@ static void MLP_FN(mlp_infer_rows)(const diffuse__mlp_shape *sh, const MLP_REAL 
 /* out[B][out_dim] = mlp(x[B][dim], t[B], lab[B]) with parameters P; saves
  * activations for the backward pass.  With classes, the label's class
  * embedding row is added to the time embedding (lab unused otherwise).
- * keep_rows 0 (inference): when every row has the same t, the time branch's
- * activations are left in row 0 only (the backward pass needs every row).
+ * keep_rows 1 (training): the time branch runs on the distinct values of t
+ * (mlp_distinct), its activations saved for those alone, and the map saved
+ * for the backward pass.  keep_rows 0 (inference): when every row has the
+ * same t, the branch runs on row 0 alone.  Either way the output has the
+ * bits of the branch run on every row (a GEMM row's sums do not depend on
+ * the other rows).
  * Bias, residual and SiLU go through the fused linear layer, which gives
  * the bits of the separate passes. */
 static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REAL *P,
@@ -135,19 +201,33 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
     MLP_FN(mlp_acts) a = MLP_FN(mlp_acts_at)(sh, acts, B);
     size_t l;
     size_t b, Bt = B, ldt = W;
-    /* A sampler gives every row the same t: run the time branch on one row
-     * (the GEMM's sums do not depend on the number of rows). */
-    for (b = 1; b < B && t[b] == t[0]; b++)
-        ;
-    if (b == B)
-        Bt = 1;
+    const MLP_REAL *tt = t; /* the time branch's rows: Bt values */
+    if (keep_rows) {
+        /* Training: the branch on the distinct values of t, in order of
+         * first appearance, through temb's room (U <= B <= B W values;
+         * temb is written after the embedding has read them). */
+        const MLP_FN(mlp_map) m = MLP_FN(mlp_map_at)(sh, acts, B);
+        Bt = MLP_FN(mlp_distinct)(t, B, m);
+        if (Bt < B) {
+            for (b = 0; b < Bt; b++)
+                a.temb[b] = t[m.first[b]];
+            tt = a.temb;
+        }
+    } else {
+        /* A sampler gives every row the same t: run the time branch on one
+         * row (the GEMM's sums do not depend on the number of rows). */
+        for (b = 1; b < B && t[b] == t[0]; b++)
+            ;
+        if (b == B)
+            Bt = 1;
+    }
     {   /* MLP_EMB_ROWS rows per task on the net's threads (rows are
          * independent: the bits do not depend on the cut) */
         const size_t nblk = (Bt + MLP_EMB_ROWS - 1) / MLP_EMB_ROWS;
         size_t blk;
         DIFFUSE_PAR_FOR(nt, nblk >= 2, blk, nblk, {
             const size_t r0 = blk * MLP_EMB_ROWS;
-            MLP_L(diffuse__timestep_embedding)(t + r0, Bt - r0 < MLP_EMB_ROWS ? Bt - r0 : MLP_EMB_ROWS,
+            MLP_L(diffuse__timestep_embedding)(tt + r0, Bt - r0 < MLP_EMB_ROWS ? Bt - r0 : MLP_EMB_ROWS,
                                                E, a.emb0 + r0 * E);
         });
     }
@@ -155,13 +235,18 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
                        work, nt);
     MLP_FN(mlp_linear)(pb, 1, a.s1, Bt, W, P + o.t2_w, P + o.t2_b, W, a.temb, NULL, 0, NULL,
                        work, nt);
-    if (Bt < B && (keep_rows || sh->classes > 0)) {
-        for (b = Bt; b < B; b++) { /* the backward pass reads every row */
-            memcpy(a.emb0 + b * E, a.emb0, E * sizeof *a.emb0);
-            memcpy(a.a1 + b * W, a.a1, W * sizeof *a.a1);
-            memcpy(a.s1 + b * W, a.s1, W * sizeof *a.s1);
+    if (keep_rows && Bt < B) {
+        /* every row's time embedding, from the last row down: row_u[b] <= b,
+         * so the row read is still the branch's */
+        const MLP_FN(mlp_map) m = MLP_FN(mlp_map_at)(sh, acts, B);
+        for (b = B; b-- > 0;)
+            if (m.row_u[b] != b)
+                memcpy(a.temb + b * W, a.temb + m.row_u[b] * W, W * sizeof *a.temb);
+        Bt = B;
+    }
+    if (Bt < B && sh->classes > 0) { /* each row gets its own class row */
+        for (b = Bt; b < B; b++)
             memcpy(a.temb + b * W, a.temb, W * sizeof *a.temb);
-        }
         Bt = B;
     }
     if (Bt < B)
@@ -385,9 +470,27 @@ static void MLP_FN(mlp_backward)(const diffuse__mlp_shape *sh, const MLP_REAL *P
                                 dh + i * W, W, G + o.cls + diffuse__class_row(lab[i], sh->classes) * W);
     MLP_FN(mlp_linear_bwd)(x, B, sh->dim, P + o.in_w, W, dh, dx, G + o.in_w, work, nt);
     MLP_FN(mlp_bias_grad)(dh, B, W, G + o.in_b, nt);
-    MLP_FN(mlp_linear_bwd)(a.s1, B, W, P + o.t2_w, W, dh, d1, G + o.t2_w, work, nt);
-    MLP_FN(mlp_bias_grad)(dh, B, W, G + o.t2_b, nt);
-    MLP_FN(mlp_silu_bwd)(a.a1, d1, B * W, d1, NULL, nt);
-    MLP_FN(mlp_linear_bwd)(a.emb0, B, E, P + o.t1_w, W, d1, NULL, G + o.t1_w, work, nt);
-    MLP_FN(mlp_bias_grad)(d1, B, W, G + o.t1_b, nt);
+    /* the time branch, on the forward pass's U distinct values: their
+     * gradient rows dE[u] = the sum of dh over the rows of value u, in
+     * order of b (dh itself when every value is distinct) */
+    {
+        const MLP_FN(mlp_map) m = MLP_FN(mlp_map_at)(sh, acts, B);
+        const size_t U = *m.U;
+        const MLP_REAL *dE = dh;
+        MLP_FN(mlp_bias_grad)(dh, B, W, G + o.t2_b, nt);
+        if (U < B) {
+            for (i = 0; i < B; i++) {
+                const size_t u = m.row_u[i];
+                if (m.first[u] == i)
+                    memcpy(d2 + u * W, dh + i * W, W * sizeof *d2);
+                else
+                    MLP_L(diffuse__add)(d2 + u * W, dh + i * W, W, d2 + u * W);
+            }
+            dE = d2;
+        }
+        MLP_FN(mlp_linear_bwd)(a.s1, U, W, P + o.t2_w, W, dE, d1, G + o.t2_w, work, nt);
+        MLP_FN(mlp_silu_bwd)(a.a1, d1, U * W, d1, NULL, nt);
+        MLP_FN(mlp_linear_bwd)(a.emb0, U, E, P + o.t1_w, W, d1, NULL, G + o.t1_w, work, nt);
+        MLP_FN(mlp_bias_grad)(d1, U, W, G + o.t1_b, nt);
+    }
 }

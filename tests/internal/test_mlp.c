@@ -46,22 +46,24 @@ static double loss_d(const diffuse__mlp_shape *sh, const double *P, const double
  * 1e-6 max(|fd|, 1e-4), fd by central differences with h = 1e-6 (error
  * ~1e-10 here from rounding, ~1e-12 from truncation).  The third shape has
  * 3 classes, rows labelled 2, "no label" and 0: the class embedding rows
- * those labels use get their gradients, row 1 none. */
+ * those labels use get their gradients, row 1 none; the fourth is the
+ * third with rows 0 and 1 at the same timestep. */
 static void test_mlp_backward_finite_differences(void)
 {
-    const diffuse__mlp_shape shapes[3] = {{3, 3, 5, 2, 4, 0}, {2, 4, 6, 1, 5, 0},
-                                          {3, 3, 5, 2, 4, 3}};
+    const diffuse__mlp_shape shapes[4] = {{3, 3, 5, 2, 4, 0}, {2, 4, 6, 1, 5, 0},
+                                          {3, 3, 5, 2, 4, 3}, {3, 3, 5, 2, 4, 3}};
     const int32_t lab[3] = {2, DIFFUSE_LABEL_NONE, 0};
     unsigned seed = 12345u;
     int k;
-    for (k = 0; k < 3; k++) {
+    for (k = 0; k < 4; k++) {
         const diffuse__mlp_shape *sh = &shapes[k];
         const size_t B = 3, NP = diffuse__mlp_layout(sh).total;
         double *P = (double *)malloc(NP * sizeof(double)), *G = (double *)calloc(NP, sizeof(double));
         double *acts = (double *)malloc(diffuse__mlp_act_count(sh, B) * sizeof(double));
         double *out = (double *)malloc(B * sh->out_dim * sizeof(double));
         double *r = (double *)malloc(B * sh->out_dim * sizeof(double));
-        double x[3 * 3], dx[3 * 3], t[3] = {0.0, 17.0, 999.0};
+        /* the fourth: a timestep twice (the time branch once for both rows) */
+        double x[3 * 3], dx[3 * 3], t[3] = {k < 3 ? 0.0 : 17.0, 17.0, 999.0};
         double *scratch = (double *)malloc(3 * B * sh->width * sizeof(double));
         size_t i;
         ASSERT_TRUE(P && G && acts && out && r && scratch);
@@ -464,7 +466,7 @@ static void test_mlp_backward_threads_bitwise(void)
             dout[i] = (float)urand(&seed);
         }
         for (i = 0; i < B; i++) {
-            t[i] = (float)(i * 7 % 1000);
+            t[i] = (float)(i * 7 % 400); /* distinct at B 256 and 250, repeats at 700 */
             lab[i] = 0;
         }
         diffuse__mlp_forward(&sh, P, x, t, lab, B, acts, out1, work, 1);
@@ -495,6 +497,54 @@ static void test_mlp_backward_threads_bitwise(void)
  * the net's threads (1000 rows: 8 blocks, the last partial): each row
  * [cos(t f_k), sin(t f_k)], f_k = 10000^(-k / half), against libm in
  * double (within 2 float ulps), the same bits at 1, 2 and 3 threads. */
+/* Distinct values among t[0..n), bit for bit, by comparing every pair. */
+static uint32_t count_distinct(const float *t, size_t n)
+{
+    uint32_t c = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < i && memcmp(&t[j], &t[i], sizeof *t) != 0)
+            j++;
+        c += j == i;
+    }
+    return c;
+}
+
+/* The distinct-timestep map (mlp_distinct) of a small batch with repeats
+ * and both zeros, and of random batches against a pairwise count: U, each
+ * row's value number (at most its row), the first rows (increasing, each
+ * holding its value bit for bit). */
+static void test_mlp_distinct_map(void)
+{
+    diffuse__mlp_shape sh = {2, 2, 4, 1, 4, 0};
+    const double small[8] = {3.0, 3.0, 0.0, -0.0, 5.0, 3.0, 5.0, 0.0};
+    const uint32_t want_u[8] = {0, 0, 1, 2, 3, 0, 3, 1}, want_first[4] = {0, 2, 3, 4};
+    static double acts[50000], t[1000];
+    unsigned seed = 99u;
+    mlp_map_d m = mlp_map_at_d(&sh, acts, 8);
+    ASSERT_TRUE(diffuse__mlp_act_count(&sh, 1000) <= 50000);
+    ASSERT_TRUE(mlp_distinct_d(small, 8, m) == 4 && *m.U == 4);
+    ASSERT_TRUE(memcmp(m.row_u, want_u, sizeof want_u) == 0);
+    ASSERT_TRUE(memcmp(m.first, want_first, sizeof want_first) == 0);
+    for (size_t B = 1; B <= 1000; B += 333) {
+        float tf[1000];
+        uint32_t U;
+        m = mlp_map_at_d(&sh, acts, B);
+        for (size_t i = 0; i < B; i++) {
+            t[i] = (double)(unsigned)(urand(&seed) * 500.0 + 500.0); /* 0 .. 999 */
+            tf[i] = (float)t[i];
+        }
+        U = (uint32_t)mlp_distinct_d(t, B, m);
+        ASSERT_TRUE(U == *m.U && U == count_distinct(tf, B));
+        for (size_t i = 0; i < B; i++) {
+            ASSERT_TRUE(m.row_u[i] <= i && m.row_u[i] < U);
+            ASSERT_TRUE(memcmp(&t[m.first[m.row_u[i]]], &t[i], sizeof t[i]) == 0);
+        }
+        for (uint32_t u = 1; u < U; u++)
+            ASSERT_TRUE(m.first[u] > m.first[u - 1] && m.row_u[m.first[u]] == u);
+    }
+}
+
 static void test_mlp_embedding_rows_threads(void)
 {
     diffuse__mlp_shape sh = {2, 2, 32, 1, 16, 0};
@@ -515,11 +565,16 @@ static void test_mlp_embedding_rows_threads(void)
     for (int nt = 1; nt <= 3; nt++) {
         diffuse__mlp_forward(&sh, P, x, t, NULL, B, acts, out, work, nt);
         if (nt == 1) {
+            /* the embedding's rows are the distinct values' (mlp_distinct) */
+            const uint32_t *U = (const uint32_t *)(const void *)(acts + diffuse__mlp_map_offset(&sh, B));
+            const uint32_t *first = U + 1 + B;
             memcpy(e1, acts, B * E * sizeof *e1);
-            for (size_t b = 0; b < B; b++)
+            ASSERT_TRUE(*U == count_distinct(t, B));
+            for (size_t b = 0; b < *U; b++)
                 for (size_t k = 0; k < half; k++) {
                     const double f = pow(10000.0, -(double)k / (double)half);
-                    const double c = cos((double)t[b] * f), sn = sin((double)t[b] * f);
+                    const double tb = (double)t[first[b]];
+                    const double c = cos(tb * f), sn = sin(tb * f);
                     ASSERT_NEAR(e1[b * E + k], c, 2.4e-7 * fmax(fabs(c), 1e-3));
                     ASSERT_NEAR(e1[b * E + half + k], sn, 2.4e-7 * fmax(fabs(sn), 1e-3));
                 }
@@ -601,6 +656,7 @@ int main(void)
     RUN(test_mlp_infer_threads_bitwise);
     RUN(test_mlp_backward_threads_bitwise);
     RUN(test_mlp_embedding_rows_threads);
+    RUN(test_mlp_distinct_map);
     RUN(test_net_packed_weights_follow_changes);
     RUN(test_net_forward_matches_double);
     RUN(test_net_api_errors);

@@ -32,7 +32,7 @@ except ImportError as e:
     results["skipped"] += 1
     finish()
 
-from _torchnet import timestep_embedding  # noqa: E402
+from _torchnet import timestep_embedding, trainer_grads  # noqa: E402
 
 torch.set_num_threads(1)
 lib = ctypes.CDLL(os.environ.get("LIBDIFFUSE_PATH", "out/libdiffuse.so.1"))
@@ -53,22 +53,6 @@ lib.diffuse_net_forward_cond.argtypes = [ctypes.c_void_p, ctypes.c_int, c_float_
                                          c_i32_p, ctypes.c_size_t, c_float_p]
 lib.diffuse_last_error.restype = ctypes.c_char_p
 lib.diffuse_net_get_params.argtypes = [ctypes.c_void_p, ctypes.c_int, c_float_p, ctypes.c_size_t]
-lib.diffuse_schedule_create_betas.argtypes = [ctypes.POINTER(ctypes.c_void_p),
-                                              ctypes.POINTER(ctypes.c_double), ctypes.c_size_t]
-lib.diffuse_schedule_free.argtypes = [ctypes.c_void_p]
-lib.diffuse_trainer_create.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
-                                       ctypes.c_void_p, ctypes.c_size_t]
-lib.diffuse_trainer_free.argtypes = [ctypes.c_void_p]
-lib.diffuse_trainer_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_double]
-lib.diffuse_trainer_step_cond.argtypes = [ctypes.c_void_p, c_float_p, c_i32_p, ctypes.c_size_t,
-                                          ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)]
-lib.diffuse_trainer_compute_grads.argtypes = [ctypes.c_void_p, c_float_p, c_i32_p,
-                                              ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint64,
-                                              ctypes.c_size_t, ctypes.POINTER(ctypes.c_double)]
-lib.diffuse_trainer_grads.argtypes = [ctypes.c_void_p, ctypes.POINTER(c_float_p),
-                                      ctypes.POINTER(ctypes.c_size_t)]
-lib.diffuse_normal_fill.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32, c_float_p,
-                                    ctypes.c_size_t]
 
 
 def gn(ch, groups):
@@ -282,70 +266,39 @@ def check(name, C, H, W, mc, batch, nrb, mult, attn_ds, heads, heads_up=-1, scal
 
 
 def check_grad(name, net, model, flat, C, H, W, batch, classes, time_scale, learned):
-    """The gradients of one training step (MSE on eps) against autograd,
-    read from the trainer's gradient buffer after diffuse_trainer_compute_grads
-    of the whole batch (what diffuse_trainer_step applies).  A one-step
-    schedule (beta 0.5) fixes t = 0;
-    the noise is the trainer's documented stream (diffuse_normal_fill with
-    sample step 2^32 + b = b at step 0, stream 0xFFFFFFFE)."""
-    sched, tr = ctypes.c_void_p(), ctypes.c_void_p()
-    beta = (ctypes.c_double * 1)(0.5)
-    if lib.diffuse_schedule_create_betas(ctypes.byref(sched), beta, 1) != 0:
-        report(name, False, lib.diffuse_last_error().decode())
-        return
+    """The gradients of one training step (MSE on eps) against autograd
+    (_torchnet.trainer_grads); a one-step schedule (beta 0.5) fixes t = 0."""
+    dim = C * H * W
+    rng = np.random.default_rng(11)
+    x0 = rng.uniform(-1, 1, (batch, C, H, W)).astype(np.float32)
+    lab = (rng.integers(0, classes, batch) if classes else np.full(batch, -1)).astype(np.int32)
     try:
-        if lib.diffuse_trainer_create(ctypes.byref(tr), net, sched, batch) != 0:
-            report(name, False, lib.diffuse_last_error().decode())
-            return
-        for param, value in ((9, 0),):  # DIFFUSE_TRAINER_LOSS: MSE
-            if lib.diffuse_trainer_set(tr, param, value) != 0:
-                report(name, False, lib.diffuse_last_error().decode())
-                return
-        dim = C * H * W
-        rng = np.random.default_rng(11)
-        x0 = rng.uniform(-1, 1, (batch, C, H, W)).astype(np.float32)
-        lab = (rng.integers(0, classes, batch) if classes else np.full(batch, -1)).astype(np.int32)
-        seed = 21
-        loss = ctypes.c_double()
-        rc = lib.diffuse_trainer_compute_grads(tr, x0.ctypes.data_as(c_float_p),
-                                               lab.ctypes.data_as(c_i32_p) if classes else None,
-                                               batch, seed, 0, batch, ctypes.byref(loss))
-        if rc != 0:
-            report(name, False, lib.diffuse_last_error().decode())
-            return
-        gp, gn_ = c_float_p(), ctypes.c_size_t()
-        if lib.diffuse_trainer_grads(tr, ctypes.byref(gp), ctypes.byref(gn_)) != 0 or \
-                gn_.value != flat.size:
-            report(name, False, "diffuse_trainer_grads: " + lib.diffuse_last_error().decode())
-            return
-        g_c = np.ctypeslib.as_array(gp, shape=(gn_.value,)).astype(np.float64)
-        z = np.empty((batch, dim), dtype=np.float32)
-        for b in range(batch):
-            lib.diffuse_normal_fill(seed, b, 0xFFFFFFFE, z[b].ctypes.data_as(c_float_p), dim)
-        sa = math.sqrt(0.5)
-        xt = (sa * x0.reshape(batch, dim).astype(np.float64) + sa * z.astype(np.float64))
-        xt = torch.from_numpy(xt.astype(np.float32).astype(np.float64).reshape(batch, C, H, W))
-        y = torch.from_numpy(lab.astype(np.int64)) if classes else None
-        model.zero_grad()
-        out = model(xt, torch.zeros(batch, dtype=torch.float64), y)
-        eps = torch.from_numpy(z.astype(np.float64)).reshape(batch, C, H, W)
-        lt = ((out[:, :C] - eps) ** 2).mean()
-        lt.backward()
-        named = dict(model.named_parameters())
-        keys = [k for k in model.state_dict() if k != "label_emb.weight"]
-        if classes:
-            keys.append("label_emb.weight")
-        g_t = torch.cat([named[k].grad.reshape(-1) for k in keys]).numpy()
-        gs = np.max(np.abs(g_t))
-        err = np.max(np.abs(g_c - g_t)) / gs
-        lerr = abs(loss.value - lt.item()) / lt.item()
-        report(name, bool(err < 1e-5 and lerr < 1e-6),
-               f"max |difference| / max |gradient| = {err:.3g}, loss {lerr:.3g}")
-        print(f"# {name}: max |difference| / max |gradient| = {err:.3g}, "
-              f"loss relative difference {lerr:.3g}")
-    finally:
-        lib.diffuse_trainer_free(tr)
-        lib.diffuse_schedule_free(sched)
+        g_c, loss, _, xt, eps = trainer_grads(lib, net, [0.5], x0.reshape(batch, dim),
+                                              lab if classes else None, 21)
+    except RuntimeError as e:
+        report(name, False, str(e))
+        return
+    if g_c.size != flat.size:
+        report(name, False, f"{g_c.size} gradients for {flat.size} parameters")
+        return
+    y = torch.from_numpy(lab.astype(np.int64)) if classes else None
+    model.zero_grad()
+    out = model(torch.from_numpy(xt.reshape(batch, C, H, W)),
+                torch.zeros(batch, dtype=torch.float64), y)
+    lt = ((out[:, :C] - torch.from_numpy(eps).reshape(batch, C, H, W)) ** 2).mean()
+    lt.backward()
+    named = dict(model.named_parameters())
+    keys = [k for k in model.state_dict() if k != "label_emb.weight"]
+    if classes:
+        keys.append("label_emb.weight")
+    g_t = torch.cat([named[k].grad.reshape(-1) for k in keys]).numpy()
+    gs = np.max(np.abs(g_t))
+    err = np.max(np.abs(g_c - g_t)) / gs
+    lerr = abs(loss - lt.item()) / lt.item()
+    report(name, bool(err < 1e-5 and lerr < 1e-6),
+           f"max |difference| / max |gradient| = {err:.3g}, loss {lerr:.3g}")
+    print(f"# {name}: max |difference| / max |gradient| = {err:.3g}, "
+          f"loss relative difference {lerr:.3g}")
 
 
 # CIFAR-10's flags at reduced width: 32x32, 3 res blocks, learned sigma,
