@@ -114,8 +114,8 @@ static inline void normals_of_block(const uint32_t w[4], float out[4])
  * within 1 ulp, sqrt and the products correctly rounded: e_l < 2^-50; the
  * fast path: e_f < 2^-48, measured below 2^-51 by tests/internal/test_rng.c
  * over 10^6 random pairs and the edge words; the AVX2 copy's own
- * arithmetic, lib/rng_avx2.h: e_f < 2^-45.1, proven there, 2^8.8 below
- * the window).  Both round to the same
+ * arithmetic, lib/rng_avx2.h: e_f < 2^-45.1, proven there, with a window
+ * of its own, |zf| 2^-40, 2^4.9 above e_f + e_l).  Both round to the same
  * float unless a rounding boundary (the midpoint between two floats) lies
  * within |z| (e_f + e_l) of zf.  So each value is kept only when its
  * distance to the nearest boundary exceeds |zf| 2^-36, a safety factor of
@@ -359,6 +359,15 @@ static int normal_fill(const char *func, uint64_t seed, uint64_t sample, uint32_
     blocks = n / 4;
     size_t j0 = 0;
 #ifdef RNG_FAST
+#ifdef RNG_X86_AVX2
+    if (path == DIFFUSE__RNG_AVX2 && n >= 32) {
+        /* the whole stream in groups of 4 blocks, a partial last one
+         * included: a row of 784 as 49 groups, 4% less CPU time than 24
+         * chunks and a tail chunk apart (the same floats) */
+        fill_groups_avx2(&ks, c1, c2, c3, out, 0, n);
+        return DIFFUSE_OK;
+    }
+#endif
     if (path != DIFFUSE__RNG_LIBM) {
         const size_t chunks = blocks / RNG_CHUNK_BLOCKS;
         const size_t tail = n - chunks * 32;

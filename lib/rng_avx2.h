@@ -23,6 +23,11 @@
  * macros); not a public header.
  */
 
+/* The check's window: a float is kept where the low 29 bits of its
+ * double's significand lie at least 2^RNG4_WIN units from 2^28 (see the
+ * bound below; lib/rng.c's RNG_KEEP_D is the other copies' 2^17). */
+#define RNG4_WIN 13
+#define RNG4_KEEP_D ((INT64_C(1) << (RNG4_WIN + 1)) - 1)
 #define RNG4_GROUPS 12 /* groups of 4 blocks per batch (whole chunks, whole triples) */
 
 /* The 4-lane arithmetic, with FMA (the other copies use lib/rng_math.h's,
@@ -56,14 +61,19 @@
  * The sin/cos of theta = RN(2 pi (w 2^-32)) (the double box_muller()
  * forms: 2 pi 2^-32 w with one rounding, an FMA from x as above): k =
  * round(4 w 2^-32) from x by one FMA (k in 0 .. 4, the quadrant k mod 4),
- * y = theta - k pi/2 with pi/2 in three parts (RNG4_PIO2_1 .. 3): the
- * first FMA is exact (theta and k pi/2_1 are multiples of 2^-53 where k >=
- * 1, the difference below 1), the next two round within 2^-53 of y each,
- * and pi/2 - the three parts is below 2^-163; |y| is at least 6.1e-17 where
- * y != 0 (w a multiple of 2^30: 6.1e-17, 1.2e-16, 1.8e-16; else more than
- * 2 pi 2^-32 less 1e-15), so y is within 2^-51.9 relative, and |y| <= pi/4
- * (1 + 2^-49) (theta is within 7e-16 of 2 pi w 2^-32).  sin y = y + y^3
- * S(y2), cos y = 1 - y2/2 + y2^2 C(y2), S and C of degree 4 (RNG4_S0 ..
+ * y = theta - k pi/2 with pi/2 in two parts (RNG4_PIO2_1, RNG4_PIO2_2):
+ * the first FMA is exact (theta and k pi/2_1 are multiples of 2^-53 where
+ * k >= 1, the difference below 1), the second rounds within 2^-53 of its
+ * exact result; pi/2 less the two parts is 1.95 2^-110 (RNG4_PIO2_3, not
+ * used: leaving out its FMA measured about 2% less CPU time in the normals;
+ * pi/2 less three parts is below 2^-163), so k times it is at most
+ * 2^-107.0 (k <= 4); |y| is at least 6.1e-17 where y != 0 (w a multiple
+ * of 2^30, k = 1, 2, 3: 6.1e-17, 1.2e-16, 1.8e-16, where k times the rest
+ * is at most 2^-55.2 of |y|; else more than 2 pi 2^-32 less 1e-15), so y
+ * is within 2^-53 + 2^-55.2 = 2^-52.7 relative (the three parts' 2^-51.9
+ * was the bound before), and |y| <= pi/4 (1 + 2^-49) (theta is within
+ * 7e-16 of 2 pi w 2^-32).  sin y = y + y^3 S(y2), cos y = 1 - y2/2 + y2^2
+ * C(y2), S and C of degree 4 (RNG4_S0 ..
  * S4, RNG4_C0 .. C4: least-squares fits on [0, (pi/4)^2 (1 + 2^-39)];
  * relative errors against sin and cos, as above, at most 2^-45.5 and
  * 2^-49.7).  Roundings: y's error moves sin y by at most its own relative
@@ -76,14 +86,19 @@
  * value (tests/internal/test_rng.c measures against long double: at most
  * 2^-45.5 over 10^6 random pairs and the edge words); glibc's is within
  * 2^-50.  The check keeps a float only where no rounding boundary lies
- * within |z| 2^-36, 2^8.8 times their sum: the same check, and so about
- * the same fallback rate, as the other copies (measured: 1 block in 510
- * over 4 10^6 random blocks, both).  z is 0 only where w of the angle is 0 (theta = 0: sin y = +0 here and in libm,
- * the same float); elsewhere |z| > 1.5e-5 (the least r) times
+ * within |z| 2^-40, 2^4.9 times their sum (2^-45.05): round_check()'s test
+ * (lib/rng.c) with a window of 2^RNG4_WIN = 2^13 units of z's last place
+ * (at least |z| 2^-40, since |z| < 2^53 of them) in place of the other
+ * copies' 2^17 (|z| 2^-36, 2^8.8 over the sum; measured 1 block in 510
+ * falling back over 4 10^6 random blocks, here before as well), so 1 float
+ * in 2^15 falls back, 1 block in about 8200 (computed): at 64 x 784 the libm
+ * fallbacks took 1.3% of a DDPM run's CPU time (perf) with the wider one.
+ * z is 0 only where w of the angle is 0 (theta = 0: sin y = +0 here and in
+ * libm, the same float); elsewhere |z| > 1.5e-5 (the least r) times
  * 6.1e-17 (the least |sin y|), so the check needs no test against 2^-126.
  * tests/ref/test_rng_avx2_bounds.py recomputes the polynomials' errors (sampled
  * on 10^4 points: smooth curves of a few oscillations, so the true maxima
- * exceed these by a negligible amount, far inside the 2^8.8), the
+ * exceed these by a negligible amount, far inside the 2^4.9), the
  * constants' parts and the least |y|. */
 #define RNG4_PIO2_1 0x1.921fb54442d18p+0
 #define RNG4_PIO2_2 0x1.1a62633145c07p-54
@@ -193,8 +208,7 @@ RNG4_INLINE void sincos4(const vul4 wb[2], const vd4 r[2], vd4 zc[2], vd4 zs[2])
     });
     RNG4_EACH2(k[h] = kb[h] - magic);
     RNG4_EACH2(y[h] = fnma4(k[h], vsplat4(RNG4_PIO2_1), theta[h])); /* exact */
-    RNG4_EACH2(y[h] = fnma4(k[h], vsplat4(RNG4_PIO2_2), y[h]));
-    RNG4_EACH2(y[h] = fnma4(k[h], vsplat4(RNG4_PIO2_3), y[h]));
+    RNG4_EACH2(y[h] = fnma4(k[h], vsplat4(RNG4_PIO2_2), y[h])); /* PIO2_3 left out (above) */
     RNG4_EACH2(y2[h] = y[h] * y[h]);
     RNG4_EACH2(sp[h] = fma4(y2[h], vsplat4(RNG4_S4), vsplat4(RNG4_S3)));
     RNG4_EACH2(cp[h] = fma4(y2[h], vsplat4(RNG4_C4), vsplat4(RNG4_C3)));
@@ -289,6 +303,21 @@ DIFFUSE_VEC_AVX2_INLINE void philox4x3(const rng_keys4 *kv, vul4 a[4], vul4 b[4]
     a[3] = a3 & lo32;
 }
 
+/* philox_block() on group a alone, as philox4x3 (one chain: a batch's
+ * last group where n % 3 == 1, as a row of 784 has). */
+DIFFUSE_VEC_AVX2_INLINE void philox4x1(const rng_keys4 *kv, vul4 a[4])
+{
+    const vul4 lo32 = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
+    vul4 a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+#pragma GCC unroll 10
+    for (int r = 0; r < PHILOX_ROUNDS; r++)
+        RNG4_ROUND(a0, a1, a2, a3, kv->k[r]);
+    a[0] = a0 & lo32;
+    a[1] = a1 & lo32;
+    a[2] = a2 & lo32;
+    a[3] = a3 & lo32;
+}
+
 /* The normals of groups 0 .. n - 1 (n <= RNG4_GROUPS): w[g] holds group g's
  * counters on entry and its words on return; pair h < pairs (1 or 2) of
  * block l, words w[g][2 h] and w[g][2 h + 1], gives f[g][2 h] lane l (the
@@ -304,8 +333,10 @@ RNG_AVX2_FMA static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, s
     vd4 r[2 * RNG4_GROUPS];
     unsigned okp[2 * RNG4_GROUPS];
     size_t g, p;
-    for (g = 0; g < n; g += 3)
-        philox4x3(kv, w[g], w[g + 1 < n ? g + 1 : g], w[g + 2 < n ? g + 2 : g]);
+    for (g = 0; g + 1 < n; g += 3)
+        philox4x3(kv, w[g], w[g + 1], w[g + 2 < n ? g + 2 : g + 1]);
+    if (g < n) /* one group left: one chain */
+        philox4x1(kv, w[g]);
     /* the radii: four vectors of pairs at a time (the last repeated where
      * np is not a multiple of 4) */
     for (p = 0; p < np; p += 4) {
@@ -323,11 +354,11 @@ RNG_AVX2_FMA static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, s
      * where np is odd) */
     for (p = 0; p < np; p += 2) {
         const size_t pp[2] = {p, p + 1 < np ? p + 1 : p};
-        const vl4 keep_d = {RNG_KEEP_D, RNG_KEEP_D, RNG_KEEP_D, RNG_KEEP_D};
-        const vl4 mid = {(INT64_C(1) << 28) - (INT64_C(1) << 17),
-                         (INT64_C(1) << 28) - (INT64_C(1) << 17),
-                         (INT64_C(1) << 28) - (INT64_C(1) << 17),
-                         (INT64_C(1) << 28) - (INT64_C(1) << 17)};
+        const vl4 keep_d = {RNG4_KEEP_D, RNG4_KEEP_D, RNG4_KEEP_D, RNG4_KEEP_D};
+        const vl4 mid = {(INT64_C(1) << 28) - (INT64_C(1) << RNG4_WIN),
+                         (INT64_C(1) << 28) - (INT64_C(1) << RNG4_WIN),
+                         (INT64_C(1) << 28) - (INT64_C(1) << RNG4_WIN),
+                         (INT64_C(1) << 28) - (INT64_C(1) << RNG4_WIN)};
         const vl4 low29 = {(INT64_C(1) << 29) - 1, (INT64_C(1) << 29) - 1,
                            (INT64_C(1) << 29) - 1, (INT64_C(1) << 29) - 1};
         const vul4 wb[2] = {wf[st * pp[0] + 1], wf[st * pp[1] + 1]};
@@ -342,7 +373,10 @@ RNG_AVX2_FMA static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, s
             const vl4 dc = (vd4_bits(zc) - mid) & low29, ds = (vd4_bits(zs) - mid) & low29;
             ff[st * pp[h]] = __builtin_convertvector(zc, vf4);
             ff[st * pp[h] + 1] = __builtin_convertvector(zs, vf4);
-            okp[pp[h]] = (unsigned)_mm256_movemask_pd((__m256d)((dc > keep_d) & (ds > keep_d)));
+            /* both above keep_d: their lesser (below 2^29, the high halves
+             * 0: one vpminud) */
+            const vl4 dm = (vl4)_mm256_min_epu32((__m256i)dc, (__m256i)ds);
+            okp[pp[h]] = (unsigned)_mm256_movemask_pd((__m256d)(dm > keep_d));
         }
     }
     for (g = 0; g < n; g++)
@@ -357,32 +391,39 @@ RNG_AVX2_FMA static void normals4(const rng_keys4 *kv, vul4 (*w)[4], size_t n, s
         }
 }
 
-/* fill_chunks (rng_fill.h) on AVX2: chunk c as groups 2 c and 2 c + 1 (its
- * blocks 0 .. 3 and 4 .. 7); a group's 16 floats stored in element order
+/* Elements 16 first_group .. 16 first_group + n - 1 of a stream, to out:
+ * groups of 4 blocks (group g: blocks 4 g .. 4 g + 3, elements 16 g ..
+ * 16 g + 15), the last one partial where n % 16 != 0 (computed whole, its
+ * elements below n stored); a group's 16 floats stored in element order
  * from f[0 .. 3] (a 4 x 4 transpose: block l's elements 4 l .. 4 l + 3 are
  * lane l of f[0], f[1], f[2], f[3]). */
-RNG_AVX2_FMA static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, uint32_t c2,
-                                      uint32_t c3, float *out, size_t first, size_t chunks)
+__attribute__((noinline)) /* not into normal_fill: its frame would cost every short stream */
+RNG_AVX2_FMA static void fill_groups_avx2(const philox_schedule *ks, uint32_t c1, uint32_t c2,
+                                          uint32_t c3, float *out, size_t first_group,
+                                          size_t n)
 {
     const vul4 lane = {0, 1, 2, 3}, zero = {0, 0, 0, 0};
+    const size_t groups = (n + 15) / 16;
     rng_keys4 kv;
     vul4 w[RNG4_GROUPS][4];
     vf4 f[RNG4_GROUPS][4];
     unsigned ok[RNG4_GROUPS];
-    if (chunks == 0) /* a short stream: its blocks all go through box_muller() */
+    if (n == 0) /* a short stream: its blocks all go through box_muller() */
         return;
     keys4(ks, &kv);
-    for (size_t c0 = 0; c0 < chunks; c0 += RNG4_GROUPS / 2) {
-        const size_t n = 2 * (chunks - c0 < RNG4_GROUPS / 2 ? chunks - c0 : RNG4_GROUPS / 2);
-        for (size_t g = 0; g < n; g++) {
-            w[g][0] = lane + (uint32_t)((first + c0) * RNG_CHUNK_BLOCKS + 4 * g);
+    for (size_t g0 = 0; g0 < groups; g0 += RNG4_GROUPS) {
+        const size_t nb = groups - g0 < RNG4_GROUPS ? groups - g0 : RNG4_GROUPS;
+        for (size_t g = 0; g < nb; g++) {
+            w[g][0] = lane + (uint32_t)(4 * (first_group + g0 + g));
             w[g][1] = zero + c1;
             w[g][2] = zero + c2;
             w[g][3] = zero + c3;
         }
-        normals4(&kv, w, n, 2, f, ok);
-        for (size_t g = 0; g < n; g++) {
-            float *o = out + 32 * c0 + 16 * g;
+        normals4(&kv, w, nb, 2, f, ok);
+        for (size_t g = 0; g < nb; g++) {
+            const size_t e0 = 16 * (g0 + g); /* the group's first element */
+            float part[16];
+            float *o = e0 + 16 <= n ? out + e0 : part;
             const vf4 t0 = __builtin_shufflevector(f[g][0], f[g][1], 0, 4, 1, 5);
             const vf4 t1 = __builtin_shufflevector(f[g][0], f[g][1], 2, 6, 3, 7);
             const vf4 t2 = __builtin_shufflevector(f[g][2], f[g][3], 0, 4, 1, 5);
@@ -398,8 +439,19 @@ RNG_AVX2_FMA static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1
                 box_muller((uint32_t)w[g][0][l], (uint32_t)w[g][1][l], o + 4 * l);
                 box_muller((uint32_t)w[g][2][l], (uint32_t)w[g][3][l], o + 4 * l + 2);
             }
+            if (o == part)
+                memcpy(out + e0, part, (n - e0) * sizeof part[0]);
         }
     }
+}
+
+/* fill_chunks (rng_fill.h) on AVX2: chunk c as groups 2 c and 2 c + 1 (its
+ * blocks 0 .. 3 and 4 .. 7). */
+RNG_AVX2_FMA static void fill_chunks_avx2(const philox_schedule *ks, uint32_t c1, uint32_t c2,
+                                          uint32_t c3, float *out, size_t first, size_t chunks)
+{
+    if (chunks != 0) /* a short stream: its blocks all go through box_muller() */
+        fill_groups_avx2(ks, c1, c2, c3, out, 2 * first, 32 * chunks);
 }
 
 /* fill_rows_avx2's rows of 1 or 2 elements (the 2-D toys), whole groups

@@ -382,7 +382,7 @@ static void test_avx2_path_forced_fallbacks(void)
  * and the edge words (u1 at its ends, theta at multiples of pi/4, and the
  * words next to the AVX2 copy's quadrant and log-reduction boundaries);
  * the AVX2 copy's own arithmetic (lib/rng_avx2.h, proven within 2^-45.1)
- * within 2^-45 (its check allows 2^-36). */
+ * within 2^-45 (its check allows 2^-40). */
 typedef int (*fast_pair_fn)(uint32_t wa, uint32_t wb, double z[2]);
 
 static double fast_pair_worst(fast_pair_fn fn, size_t n)

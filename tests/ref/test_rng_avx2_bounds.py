@@ -62,13 +62,20 @@ p3 = mp.pi / 2 - const("RNG4_PIO2_1") - const("RNG4_PIO2_2") - const("RNG4_PIO2_
 l2 = -2 * mp.log(2) - mp.mpf(-2.0 * float.fromhex("0x1.62e42fefa39efp-1")) - mp.mpf(
     -2.0 * float.fromhex("0x1.abc9e3b39803fp-56"))
 print("pi/2 - parts: 2^%.1f  -2 ln 2 - parts: 2^%.1f" % (log2(abs(p3)), log2(abs(l2))))
+p2 = mp.pi / 2 - const("RNG4_PIO2_1") - const("RNG4_PIO2_2")  # the reduction's two parts
 two_pi = mp.mpf(6.283185307179586476925286766559)
+edrop = 0
 for w in (1 << 30, 2 << 30, 3 << 30):
     theta = mp.mpf(float(two_pi * w * mp.mpf(2) ** -32))  # one rounding, as RN(2 pi_d u2)
-    print("w = %d 2^30: |y| = %.3g" % (w >> 30, float(abs(theta - (w >> 30) * mp.pi / 2))))
+    y = abs(theta - (w >> 30) * mp.pi / 2)
+    edrop = max(edrop, (w >> 30) * abs(p2) / y)
+    print("w = %d 2^30: |y| = %.3g" % (w >> 30, float(y)))
+print("pi/2 - two parts: 2^%.2f; k times it over those |y|: 2^%.2f" % (log2(abs(p2)), log2(edrop)))
 report("log polynomial within 2^-50 of 2 atanh(s)", elog < mp.mpf(2) ** -50, "2^%.2f" % log2(elog))
 report("sin polynomial within 2^-45.4", esin < mp.mpf(2) ** -45.4, "2^%.2f" % log2(esin))
 report("cos polynomial within 2^-49.5", ecos < mp.mpf(2) ** -49.5, "2^%.2f" % log2(ecos))
 report("pi/2 in three parts within 2^-150", abs(p3) < mp.mpf(2) ** -150, "2^%.1f" % log2(abs(p3)))
+report("k (pi/2 - two parts) within 2^-53.5 of the least |y|", edrop < mp.mpf(2) ** -53.5,
+       "2^%.2f" % log2(edrop))
 report("-2 ln 2 in two parts within 2^-100", abs(l2) < mp.mpf(2) ** -100, "2^%.1f" % log2(abs(l2)))
 finish()
