@@ -552,12 +552,14 @@ static void test_sgemm_kernels_match_portable(void)
  * several K blocks; strips whose height is and is not the kernel's MR), C
  * and op(A) with padding, bias / residual (own rows or one row for all) /
  * SiLU on and off, alpha 1 and not, beta 0, 1 and 0.5 (the SCALE mode and
- * alpha != 1 take the plain kernel in both runs). */
+ * alpha != 1 take the plain kernel in both runs).  K = 1024 without
+ * padding gives lda = 1024 for op(A) = A, whose strips the AVX2 kernel
+ * then reads packed instead of in place (gemm.c's a_rows_alias). */
 static void test_sgemm_fused_ep_bit_identical(void)
 {
     static const size_t shapes[][3] = {
         {1, 1, 1}, {5, 15, 3}, {6, 16, 8}, {7, 17, 9}, {13, 33, 385}, {37, 70, 200},
-        {96, 256, 2}, {12, 2, 256}, {100, 40, 800},
+        {96, 256, 2}, {12, 2, 256}, {100, 40, 800}, {19, 41, 1024},
     };
     static const float ep_alphas[] = {1.0f, 0.75f};
     static const float ep_betas[] = {0.0f, 1.0f, 0.5f};
@@ -659,7 +661,7 @@ static float update_model(float acc, float alpha, float beta, int mode, float c)
 /* The AVX2 kernels (gemm_avx2.c: kernel_6x16, kernel_ep_6x16) called
  * directly, bit for bit against the model: every tile corner mr 1..6 x nr
  * 1..16 (plain stores for whole 16-column rows, masked ones otherwise, the
- * 2-, 4- and 6-row K-sums), kc 1, 2, 31, 32, 33, 64, every mode, alpha 1 and
+ * 2-, 4- and 6-row K-sums, of 8 columns for nr <= 8 and 16 otherwise), kc 1, 2, 31, 32, 33, 64, every mode, alpha 1 and
  * not, both A layouts (rows of the strip past mr hold NaN, as a check that
  * they are not stored), the epilogue kernel with and without bias and
  * residual, a packed strip and one read in place (a_rs = kc + 3).  C is
