@@ -20,7 +20,7 @@
  * element, fixed block order) whichever part of C it falls in.
  *
  * Threads: with num_threads > 1 (OpenMP builds), C is cut into
- * min(num_threads, work / (DIFFUSE__GEMM_MACS_PER_THREAD / 2)) disjoint
+ * min(num_threads, work / (DIFFUSE__GEMM_MACS_PER_THREAD / 4)) disjoint
  * parts (work: M N K plus a cost per element of C, see threads_for), a
  * grid of whole strips and panels (by rows when op(A) = A^T, see
  * choose_grid), and one parallel loop runs the blocked
@@ -497,13 +497,21 @@ static void gemm_part(const struct job *jb)
 #define ACT_COST 32.0
 
 /* Work (in the units above) each thread of a shared product gets at least:
- * half of DIFFUSE__GEMM_MACS_PER_THREAD, so that a product of 2^20 (256 x
- * 64 x 64) runs on two threads.  A fork and join cost a few microseconds
- * (about 1/3 of 2^20 multiply-adds on one core); measured on a Zen 3 (AVX2,
- * median of 41 batches, wall time per call): 256 x 64 x 64 (A B^T, A B,
- * A^T B) 26-34 us on one thread, 19.5-21 us on two; 128 x 64 x 64 (2^19)
- * 12.5 against 11.6 us, too little to be worth a second thread. */
-#define MIN_PER_THREAD (DIFFUSE__GEMM_MACS_PER_THREAD / 2.0)
+ * a quarter of DIFFUSE__GEMM_MACS_PER_THREAD, so that a product of 2^19
+ * (128 x 64 x 64, the 1x1 convs' 64 x 49 x 192) runs on two threads.
+ * Measured on a Zen 3 (AVX2), two threads, wall time per call, the best of
+ * 41 batches of 200-400 calls (the machine was shared: the best is the
+ * idle case), with a half of it (products of 2^20 and more shared) and a
+ * quarter: 128 x 64 x 64 11.9 -> 6.8 us, 64 x 49 x 192 (A^T B) 18.6 ->
+ * 11.3 us, 192 x 49 x 64 16.7 -> 9.8 us, 192 x 64 x 49 (A B^T) 14.1 ->
+ * 8.0 us; a sixteenth also shared 64 x 64 x 64 (6.0 -> 3.8 us) but was
+ * not taken: the threads are then forked for products of a few us, where
+ * a descheduled partner costs the most.  In the two U-Nets' steps the
+ * change moves only their 64 x 64 x 128 and 64 x 128 x 64 products to two
+ * threads (counted: 6 calls per small U-Net training step, 30 per Improved
+ * DDPM training step, 100 per Improved DDPM sampling run); no call of the
+ * MLP's training or sampling changes its thread count. */
+#define MIN_PER_THREAD (DIFFUSE__GEMM_MACS_PER_THREAD / 4.0)
 
 /* Threads for a product of M * N * K multiply-adds plus the per-element
  * work above, M and N counted in whole strips of mr rows and panels of nr

@@ -339,23 +339,26 @@ static void test_sgemm_reference_portable(void) { suite_for_kernel("portable"); 
 
 /* Large enough (>= 2^21 multiply-adds) that two threads really split most of
  * them: strips and panels both, one strip only (M = 7), one panel only
- * (N = 5), edges everywhere; between 2^20 and 2^21 (two threads since a
- * thread's share is 2^19; odd edges, and with op(A) = A^T the split by rows
- * of choose_grid: 11 strips of 6 for 61 rows, 3 threads 4/4/3); narrow
+ * (N = 5), edges everywhere; between 2^20 and 2^21 (two threads: a
+ * thread's share is at most 2^19; odd edges, and with op(A) = A^T the split
+ * by rows of choose_grid: 11 strips of 6 for 61 rows, 3 threads 4/4/3); narrow
  * ones that are shared since threads_for counts whole strips and panels (N
- * = 3 or M = 2: the MLP's output layer); plus small ones that stay on one
+ * = 3 or M = 2: the MLP's output layer); between 2^19 and 2^20, shared
+ * since a thread's share is 2^18 (the 1x1 conv's 64 x 49 x 192: 11 strips
+ * and 4 panels, the last of 1 column); plus small ones that stay on one
  * thread.  Each also with the split by rows only (diffuse__gemm_ep.rows). */
 static const size_t bit_shapes[][3] = {
     {257, 257, 257}, {1000, 64, 64}, {64, 513, 800}, {37, 1100, 60}, {7, 900, 400},
     {600, 5, 800},   {129, 33, 600}, {512, 256, 128}, {7, 9, 1000}, {1, 1, 1},
     {256, 64, 64},   {61, 67, 300},  {13, 200, 700},  {1000, 3, 300}, {2, 250, 1000},
+    {64, 49, 192},   {127, 65, 64},
 };
 #define NBIT (sizeof bit_shapes / sizeof bit_shapes[0])
 
 /* Quick mode: the shapes of 2^21 to 2^22 multiply-adds (still split by two
  * threads), those between 2^20 and 2^21 and the small ones, not the 4M..26M
  * ones. */
-static const size_t bit_quick[] = {3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14};
+static const size_t bit_quick[] = {3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
 static size_t bit_count(void)
 {
