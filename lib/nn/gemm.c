@@ -20,7 +20,7 @@
  * element, fixed block order) whichever part of C it falls in.
  *
  * Threads: with num_threads > 1 (OpenMP builds), C is cut into
- * min(num_threads, work / (DIFFUSE__GEMM_MACS_PER_THREAD / 2)) disjoint
+ * min(num_threads, work / (DIFFUSE__GEMM_MACS_PER_THREAD / 4)) disjoint
  * parts (work: M N K plus a cost per element of C, see threads_for), a
  * grid of whole strips and panels (by rows when op(A) = A^T, see
  * choose_grid), and one parallel loop runs the blocked
@@ -390,6 +390,24 @@ static const float *a_strip(const struct job *jb, size_t i, size_t h, size_t p0,
 /* The blocked loops over one part of C                                       */
 /* ------------------------------------------------------------------------ */
 
+/* Whether rows of A lda floats apart fall in one set of the L1 data cache
+ * (lda * 4 bytes a multiple of 4 KB: the set period of a 32 KB 8-way L1),
+ * for the AVX2 kernel: read in place, a strip's 6 rows then share 8 ways
+ * with the B panel, and packing the strip (rows KCP floats apart) is
+ * faster.  Measured on a Zen 3, one thread, CPU time, A B: 1024^3 89.0 ->
+ * 92.3 GFLOP/s, 2048^3 87.5 -> 89.5; 256^3 and 512^3 (rows 1 and 2 KB
+ * apart) no different.  Packing is a copy: the same bits. */
+static int a_rows_alias(const struct diffuse__gemm_variant *v, size_t lda)
+{
+#ifdef DIFFUSE__GEMM_X86
+    return v == &diffuse__gemm_avx2 && lda % 1024 == 0;
+#else
+    (void)v;
+    (void)lda;
+    return 0;
+#endif
+}
+
 /* C (M x N of the job) += the product, with the job's own buffers. */
 static void gemm_part(const struct job *jb)
 {
@@ -400,10 +418,11 @@ static void gemm_part(const struct job *jb)
     /* A kernel with the epilogue (AVX-512, AVX2) applies the epilogue's
      * adds to the tile in registers, and reads op(A) = A where it lies (no
      * packed copy of the strip) when the strip's height is a multiple of
-     * the variant's ep_rows. */
+     * the variant's ep_rows and its rows do not alias in L1 (a_rows_alias). */
     const int kernel_ep = v->kernel_ep != NULL && jb->alpha == 1.0f &&
                           jb->first_mode != DIFFUSE__GEMM_SCALE &&
                           atomic_load_explicit(&fused_ep_on, memory_order_relaxed);
+    const int a_in_place = !jb->trans_a && !a_rows_alias(v, jb->lda);
 
     /* K blocks of nearly equal depth: a function of K alone. */
     size_t nk = (K + KC - 1) / KC;
@@ -435,7 +454,7 @@ static void gemm_part(const struct job *jb)
                     const struct diffuse__gemm_ep *ep = &jb->ep;
                     const float *as = jb->abuf;
                     size_t a_rs = KCP;
-                    if (!jb->trans_a && h % v->ep_rows == 0) {
+                    if (a_in_place && h % v->ep_rows == 0) {
                         as = jb->A + i * jb->lda + p0;
                         a_rs = jb->lda;
                     } else {
@@ -478,13 +497,21 @@ static void gemm_part(const struct job *jb)
 #define ACT_COST 32.0
 
 /* Work (in the units above) each thread of a shared product gets at least:
- * half of DIFFUSE__GEMM_MACS_PER_THREAD, so that a product of 2^20 (256 x
- * 64 x 64) runs on two threads.  A fork and join cost a few microseconds
- * (about 1/3 of 2^20 multiply-adds on one core); measured on a Zen 3 (AVX2,
- * median of 41 batches, wall time per call): 256 x 64 x 64 (A B^T, A B,
- * A^T B) 26-34 us on one thread, 19.5-21 us on two; 128 x 64 x 64 (2^19)
- * 12.5 against 11.6 us, too little to be worth a second thread. */
-#define MIN_PER_THREAD (DIFFUSE__GEMM_MACS_PER_THREAD / 2.0)
+ * a quarter of DIFFUSE__GEMM_MACS_PER_THREAD, so that a product of 2^19
+ * (128 x 64 x 64, the 1x1 convs' 64 x 49 x 192) runs on two threads.
+ * Measured on a Zen 3 (AVX2), two threads, wall time per call, the best of
+ * 41 batches of 200-400 calls (the machine was shared: the best is the
+ * idle case), with a half of it (products of 2^20 and more shared) and a
+ * quarter: 128 x 64 x 64 11.9 -> 6.8 us, 64 x 49 x 192 (A^T B) 18.6 ->
+ * 11.3 us, 192 x 49 x 64 16.7 -> 9.8 us, 192 x 64 x 49 (A B^T) 14.1 ->
+ * 8.0 us; a sixteenth also shared 64 x 64 x 64 (6.0 -> 3.8 us) but was
+ * not taken: the threads are then forked for products of a few us, where
+ * a descheduled partner costs the most.  In the two U-Nets' steps the
+ * change moves only their 64 x 64 x 128 and 64 x 128 x 64 products to two
+ * threads (counted: 6 calls per small U-Net training step, 30 per Improved
+ * DDPM training step, 100 per Improved DDPM sampling run); no call of the
+ * MLP's training or sampling changes its thread count. */
+#define MIN_PER_THREAD (DIFFUSE__GEMM_MACS_PER_THREAD / 4.0)
 
 /* Threads for a product of M * N * K multiply-adds plus the per-element
  * work above, M and N counted in whole strips of mr rows and panels of nr

@@ -83,15 +83,17 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr
  * inlining) of the 6 x 16 tile, as a function body: accumulator r of
  * column j is the same FMA chain over p = 0 .. kc - 1 whatever `rows` is,
  * so a strip of mr <= 4 rows skips the FMAs of the rows it does not store
- * and keeps the bits.  A COLS-layout strip keeps its MR-float groups;
- * rows of a ROWS-layout strip are a_rs floats apart. */
+ * and keeps the bits; likewise `cols` (8 or 16) skips the FMAs of
+ * columns 8 .. 15 for a panel of nr <= 8 columns.  A COLS-layout strip
+ * keeps its MR-float groups; rows of a ROWS-layout strip are a_rs floats
+ * apart. */
 #define KERNEL_LOOPS                                                        \
     ROWS6(DECL)                                                             \
     ROWS6(PF)                                                               \
     if (a_layout == DIFFUSE__GEMM_A_COLS) {                                 \
         for (size_t p = 0; p < kc; p++) {                                   \
             __m256 b0 = _mm256_loadu_ps(b);                                  \
-            __m256 b1 = _mm256_loadu_ps(b + 8);                              \
+            __m256 b1 = cols > 8 ? _mm256_loadu_ps(b + 8) : b0;              \
             ROWS6(STEP_COLS)                                                \
             a += MR;                                                        \
             b += NR;                                                        \
@@ -99,7 +101,7 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr
     } else {                                                                \
         for (size_t p = 0; p < kc; p++) {                                   \
             __m256 b0 = _mm256_loadu_ps(b);                                  \
-            __m256 b1 = _mm256_loadu_ps(b + 8);                              \
+            __m256 b1 = cols > 8 ? _mm256_loadu_ps(b + 8) : b0;              \
             ROWS6(STEP_ROWS)                                                \
             a += 1;                                                         \
             b += NR;                                                        \
@@ -122,16 +124,18 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr
     if ((size_t)(r) < rows) {                                               \
         __m256 av = _mm256_set1_ps(aval);                                   \
         c##r##_0 = _mm256_fmadd_ps(av, b0, c##r##_0);                       \
-        c##r##_1 = _mm256_fmadd_ps(av, b1, c##r##_1);                       \
+        if (cols > 8)                                                       \
+            c##r##_1 = _mm256_fmadd_ps(av, b1, c##r##_1);                   \
     }
 #define STEP_COLS(r) STEP(r, a[r])
 #define STEP_ROWS(r) STEP(r, a[(r) * a_rs])
 
-/* The tile's first `rows` rows (mr <= rows): K-sum, then C.  The common
- * update (alpha 1, mode SET) gets a copy of its own, with no tests. */
-TAVX2_INLINE void tile(const size_t rows, size_t kc, const float *a, int a_layout,
-                       const float *b, float *c, size_t ldc, size_t mr, size_t nr, float alpha,
-                       float beta, int mode)
+/* The tile's first `rows` rows (mr <= rows) and `cols` columns (nr <=
+ * cols): K-sum, then C.  The common update (alpha 1, mode SET) gets a copy
+ * of its own, with no tests. */
+TAVX2_INLINE void tile(const size_t rows, const size_t cols, size_t kc, const float *a,
+                       int a_layout, const float *b, float *c, size_t ldc, size_t mr, size_t nr,
+                       float alpha, float beta, int mode)
 {
     const size_t a_rs = KCP;
     KERNEL_LOOPS
@@ -152,17 +156,31 @@ TAVX2_INLINE void tile(const size_t rows, size_t kc, const float *a, int a_layou
 }
 
 /* The kernel (diffuse__gemm_kernel_fn): a strip of mr <= 2 or <= 4 rows
- * runs the K-sum of 2 or 4 rows (M = 32 gives strips 6,6,6,6,6,2). */
+ * runs the K-sum of 2 or 4 rows (M = 32 gives strips 6,6,6,6,6,2), a panel
+ * of nr <= 8 columns that of the first 8 columns only (N = 49 gives panels
+ * 16,16,16,1: the last one then costs half the FMAs). */
+#define TILE_CALL(T, ...)                                                   \
+    do {                                                                    \
+        if (nr <= 8) {                                                      \
+            if (mr <= 2)                                                    \
+                T(2, 8, __VA_ARGS__);                                       \
+            else if (mr <= 4)                                               \
+                T(4, 8, __VA_ARGS__);                                       \
+            else                                                            \
+                T(6, 8, __VA_ARGS__);                                       \
+        } else if (mr <= 2)                                                 \
+            T(2, 16, __VA_ARGS__);                                          \
+        else if (mr <= 4)                                                   \
+            T(4, 16, __VA_ARGS__);                                          \
+        else                                                                \
+            T(6, 16, __VA_ARGS__);                                          \
+    } while (0)
+
 static TAVX2 void kernel_6x16(size_t kc, const float *a, int a_layout, const float *b, float *c,
                               size_t ldc, size_t mr, size_t nr, float alpha, float beta,
                               int mode)
 {
-    if (mr <= 2)
-        tile(2, kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-    else if (mr <= 4)
-        tile(4, kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-    else
-        tile(6, kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+    TILE_CALL(tile, kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
 }
 
 /* One row of the tile with the linear layer's epilogue (gemm_kernels.h):
@@ -193,10 +211,11 @@ TAVX2_INLINE void store_row_ep(float *cr, __m256 x0, __m256 x1, int full, size_t
 }
 
 /* tile() with the epilogue: the first `rows` rows of a, a_rs apart in the
- * ROWS layout. */
-TAVX2_INLINE void tile_ep(const size_t rows, size_t kc, const float *a, int a_layout,
-                          size_t a_rs, const float *b, float *c, size_t ldc, size_t mr,
-                          size_t nr, int mode, const float *bias, const float *res, size_t ldr)
+ * ROWS layout, and the first `cols` columns. */
+TAVX2_INLINE void tile_ep(const size_t rows, const size_t cols, size_t kc, const float *a,
+                          int a_layout, size_t a_rs, const float *b, float *c, size_t ldc,
+                          size_t mr, size_t nr, int mode, const float *bias, const float *res,
+                          size_t ldr)
 {
     /* The residual rows are read only after the K-sum: ask for them now,
      * as for C (from memory, their latency would stall every tile). */
@@ -220,18 +239,15 @@ TAVX2_INLINE void tile_ep(const size_t rows, size_t kc, const float *a, int a_la
 
 /* The kernel with the epilogue (diffuse__gemm_kernel_ep_fn).  It reads
  * the first 2, 4 or 6 rows of a (mr <= 2, <= 4, else): a strip read in
- * place (a_rs = lda) must have that many. */
+ * place (a_rs = lda) must have that many.  Panels of nr <= 8 columns as in
+ * kernel_6x16. */
 static TAVX2 void kernel_ep_6x16(size_t kc, const float *a, int a_layout, size_t a_rs,
                                  const float *b, float *c, size_t ldc, size_t mr, size_t nr,
                                  int mode, const float *bias, const float *res, size_t ldr)
 {
-    if (mr <= 2)
-        tile_ep(2, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
-    else if (mr <= 4)
-        tile_ep(4, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
-    else
-        tile_ep(6, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+    TILE_CALL(tile_ep, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
 }
+#undef TILE_CALL
 
 /* Rows ahead that the packing functions prefetch: they read a few cache
  * lines of each row of a block that is mostly not in L2 (rows of

@@ -36,7 +36,7 @@
 #define DIFFUSE__GEMM_NB 512
 /* Smallest share of a thread, in multiply-adds, in conv.c's passes: those
  * with fewer than 2 * this many run in the calling thread (diffuse__sgemm
- * gives a thread half of this: gemm.c's threads_for).  Has no effect on the
+ * gives a thread a quarter of this: gemm.c's threads_for).  Has no effect on the
  * bits. */
 #define DIFFUSE__GEMM_MACS_PER_THREAD 1048576.0
 

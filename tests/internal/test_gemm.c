@@ -339,23 +339,26 @@ static void test_sgemm_reference_portable(void) { suite_for_kernel("portable"); 
 
 /* Large enough (>= 2^21 multiply-adds) that two threads really split most of
  * them: strips and panels both, one strip only (M = 7), one panel only
- * (N = 5), edges everywhere; between 2^20 and 2^21 (two threads since a
- * thread's share is 2^19; odd edges, and with op(A) = A^T the split by rows
- * of choose_grid: 11 strips of 6 for 61 rows, 3 threads 4/4/3); narrow
+ * (N = 5), edges everywhere; between 2^20 and 2^21 (two threads: a
+ * thread's share is at most 2^19; odd edges, and with op(A) = A^T the split
+ * by rows of choose_grid: 11 strips of 6 for 61 rows, 3 threads 4/4/3); narrow
  * ones that are shared since threads_for counts whole strips and panels (N
- * = 3 or M = 2: the MLP's output layer); plus small ones that stay on one
+ * = 3 or M = 2: the MLP's output layer); between 2^19 and 2^20, shared
+ * since a thread's share is 2^18 (the 1x1 conv's 64 x 49 x 192: 11 strips
+ * and 4 panels, the last of 1 column); plus small ones that stay on one
  * thread.  Each also with the split by rows only (diffuse__gemm_ep.rows). */
 static const size_t bit_shapes[][3] = {
     {257, 257, 257}, {1000, 64, 64}, {64, 513, 800}, {37, 1100, 60}, {7, 900, 400},
     {600, 5, 800},   {129, 33, 600}, {512, 256, 128}, {7, 9, 1000}, {1, 1, 1},
     {256, 64, 64},   {61, 67, 300},  {13, 200, 700},  {1000, 3, 300}, {2, 250, 1000},
+    {64, 49, 192},   {127, 65, 64},
 };
 #define NBIT (sizeof bit_shapes / sizeof bit_shapes[0])
 
 /* Quick mode: the shapes of 2^21 to 2^22 multiply-adds (still split by two
  * threads), those between 2^20 and 2^21 and the small ones, not the 4M..26M
  * ones. */
-static const size_t bit_quick[] = {3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14};
+static const size_t bit_quick[] = {3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
 static size_t bit_count(void)
 {
@@ -552,12 +555,14 @@ static void test_sgemm_kernels_match_portable(void)
  * several K blocks; strips whose height is and is not the kernel's MR), C
  * and op(A) with padding, bias / residual (own rows or one row for all) /
  * SiLU on and off, alpha 1 and not, beta 0, 1 and 0.5 (the SCALE mode and
- * alpha != 1 take the plain kernel in both runs). */
+ * alpha != 1 take the plain kernel in both runs).  K = 1024 without
+ * padding gives lda = 1024 for op(A) = A, whose strips the AVX2 kernel
+ * then reads packed instead of in place (gemm.c's a_rows_alias). */
 static void test_sgemm_fused_ep_bit_identical(void)
 {
     static const size_t shapes[][3] = {
         {1, 1, 1}, {5, 15, 3}, {6, 16, 8}, {7, 17, 9}, {13, 33, 385}, {37, 70, 200},
-        {96, 256, 2}, {12, 2, 256}, {100, 40, 800},
+        {96, 256, 2}, {12, 2, 256}, {100, 40, 800}, {19, 41, 1024},
     };
     static const float ep_alphas[] = {1.0f, 0.75f};
     static const float ep_betas[] = {0.0f, 1.0f, 0.5f};
@@ -659,7 +664,7 @@ static float update_model(float acc, float alpha, float beta, int mode, float c)
 /* The AVX2 kernels (gemm_avx2.c: kernel_6x16, kernel_ep_6x16) called
  * directly, bit for bit against the model: every tile corner mr 1..6 x nr
  * 1..16 (plain stores for whole 16-column rows, masked ones otherwise, the
- * 2-, 4- and 6-row K-sums), kc 1, 2, 31, 32, 33, 64, every mode, alpha 1 and
+ * 2-, 4- and 6-row K-sums, of 8 columns for nr <= 8 and 16 otherwise), kc 1, 2, 31, 32, 33, 64, every mode, alpha 1 and
  * not, both A layouts (rows of the strip past mr hold NaN, as a check that
  * they are not stored), the epilogue kernel with and without bias and
  * residual, a packed strip and one read in place (a_rs = kc + 3).  C is
