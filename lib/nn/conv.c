@@ -1754,8 +1754,8 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
 }
 
 /* Threads for M N K multiply-adds and npan panels: at most nt, one per
- * DIFFUSE__GEMM_MACS_PER_THREAD (diffuse__sgemm gives a thread a quarter of
- * that: its parts have no shared packing to wait on), one per panel. */
+ * DIFFUSE__GEMM_MACS_PER_THREAD (diffuse__sgemm's threads_for gives a
+ * thread a quarter of it), one per panel. */
 static int parts_for(size_t M, size_t N, size_t K, size_t npan, int nt)
 {
     double most = (double)M * (double)N * (double)K / DIFFUSE__GEMM_MACS_PER_THREAD;
