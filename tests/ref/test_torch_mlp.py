@@ -75,17 +75,26 @@ class TorchMLP(torch.nn.Module):
         assert i == len(flat)
 
 
-def check_forward(name, dim, width, depth, emb, variance, batch):
+def create_net(name, dim, width, depth, emb, variance, batch):
+    """The C net (seed 42) and its initial weights; (None, None) after
+    reporting the failure."""
     net = ctypes.c_void_p()
     rc = lib.diffuse_net_create_mlp(ctypes.byref(net), dim, width, depth, emb, 0, variance,
                                     batch, 42)
     if rc != 0:
         report(name, False, f"create failed: {lib.diffuse_last_error().decode()}")
+        return None, None
+    count = lib.diffuse_net_param_count(net)
+    flat = np.empty(count, dtype=np.float32)
+    lib.diffuse_net_get_params(net, 0, flat.ctypes.data_as(c_float_p), count)
+    return net, flat
+
+
+def check_forward(name, dim, width, depth, emb, variance, batch):
+    net, flat = create_net(name, dim, width, depth, emb, variance, batch)
+    if net is None:
         return
     try:
-        count = lib.diffuse_net_param_count(net)
-        flat = np.empty(count, dtype=np.float32)
-        lib.diffuse_net_get_params(net, 0, flat.ctypes.data_as(c_float_p), count)
         out_dim = 2 * dim if variance >= 2 else dim
         model = TorchMLP(dim, width, depth, emb, out_dim)
         model.load_flat(flat)
@@ -103,15 +112,11 @@ def check_grad(name, dim, width, depth, emb, batch, T):
     the loss to 1e-6.  A schedule of T steps with T well below the batch
     makes rows share timesteps (asserted), which the net's time branch runs
     once per distinct value."""
-    net = ctypes.c_void_p()
-    rc = lib.diffuse_net_create_mlp(ctypes.byref(net), dim, width, depth, emb, 0, 0, batch, 42)
-    if rc != 0:
-        report(name, False, f"create failed: {lib.diffuse_last_error().decode()}")
+    net, flat = create_net(name, dim, width, depth, emb, 0, batch)
+    if net is None:
         return
     try:
-        count = lib.diffuse_net_param_count(net)
-        flat = np.empty(count, dtype=np.float32)
-        lib.diffuse_net_get_params(net, 0, flat.ctypes.data_as(c_float_p), count)
+        count = flat.size
         rng = np.random.default_rng(5)
         x0 = rng.uniform(-1, 1, (batch, dim)).astype(np.float32)
         betas = list(np.linspace(1e-4, min(0.3, 20.0 / T), T))
