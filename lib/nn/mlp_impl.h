@@ -199,6 +199,7 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
     const size_t W = sh->width, E = sh->emb, L = sh->depth;
     diffuse__mlp_offsets o = diffuse__mlp_layout(sh);
     MLP_FN(mlp_acts) a = MLP_FN(mlp_acts_at)(sh, acts, B);
+    const MLP_FN(mlp_map) m = MLP_FN(mlp_map_at)(sh, acts, B); /* training only */
     size_t l;
     size_t b, Bt = B, ldt = W;
     const MLP_REAL *tt = t; /* the time branch's rows: Bt values */
@@ -206,7 +207,6 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
         /* Training: the branch on the distinct values of t, in order of
          * first appearance, through temb's room (U <= B <= B W values;
          * temb is written after the embedding has read them). */
-        const MLP_FN(mlp_map) m = MLP_FN(mlp_map_at)(sh, acts, B);
         Bt = MLP_FN(mlp_distinct)(t, B, m);
         if (Bt < B) {
             for (b = 0; b < Bt; b++)
@@ -238,7 +238,6 @@ static void MLP_FN(mlp_forward_mode)(const diffuse__mlp_shape *sh, const MLP_REA
     if (keep_rows && Bt < B) {
         /* every row's time embedding, from the last row down: row_u[b] <= b,
          * so the row read is still the branch's */
-        const MLP_FN(mlp_map) m = MLP_FN(mlp_map_at)(sh, acts, B);
         for (b = B; b-- > 0;)
             if (m.row_u[b] != b)
                 memcpy(a.temb + b * W, a.temb + m.row_u[b] * W, W * sizeof *a.temb);
