@@ -37,6 +37,7 @@
 #include "nn/winograd.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 
 static _Atomic int wino_on = 1;
@@ -433,124 +434,250 @@ __attribute__((target("avx512f"))) static void in_run_avx512(const struct diffus
     }
 }
 
-/* Lanes l < n of v to V's slots j + l of row ci of position k. */
-__attribute__((target("avx512f"))) static inline void put_at(float *Vk, size_t C, size_t ci,
-                                                            size_t j, size_t n, __m512 v)
-{
-    struct run r;
-    r.b = r.ty = r.tx = 0;
-    r.j = j;
-    r.len = n;
-    put16(Vk, C, ci, &r, v);
-}
+/* One vector of in_groups_avx512: up to G consecutive runs (G = 2 where
+ * W <= 16, 4 where W <= 8) of a narrow image, their tiles in lanes 0 ..
+ * n - 1 in slot order (slots j ..), the same for every input channel (set
+ * up once per block by gvec_of).  Row i of the patches: the columns of
+ * each run (from one left of its first tile where that is in the image)
+ * loaded into a 32-lane pair lo:hi, run g from lane base g (16 g for
+ * G = 2, 8 g for G = 4) by the loads s = 0..3 (lo: s = 0, 1; hi: 2, 3;
+ * for G = 2 only s = 0 and 2) at x + ci H W + off[i][s], lanes lm[i][s]
+ * (none where the row is outside the image); then d[i][c] = lo:hi
+ * permuted by idx[c], lanes not in z[c] zero (columns outside the image).
+ * The 16 outputs go to V_k + ci 32 + so[0] (lanes sm[0]) and, where the
+ * slots cross into the next panel, so[1] (lanes sm[1], the store's
+ * address moved down by the lanes before them). */
+struct gvec {
+    _Alignas(64) int32_t idx[4][16];
+    ptrdiff_t off[4][4];
+    size_t so[2];
+    __mmask16 lm[4][4], z[4], sm[2];
+};
 
-/* V of up to G consecutive runs (ng of them) of a narrow image (W <= 32 /
- * G, G = 2 or 4), one run per group of 16 / G lanes: the same operations
- * as in_run_avx512, with the lanes of all the groups in use. */
-__attribute__((target("avx512f"))) static void in_groups_avx512(const struct diffuse__wino *p,
-                                                               const struct run *rs,
-                                                               size_t G, size_t ng,
-                                                               size_t vks, float *V, size_t ci)
+/* Vectors of in_groups_avx512 per block: at most one per G >= 2 runs, and
+ * one more. */
+#define WINO_GVEC_MAX (4 * DIFFUSE__GEMM_NR_MAX / 2 + 1)
+
+/* The vector of the ng <= G runs rs (slots from rs[0].j). */
+static void gvec_of(const struct diffuse__wino *p, const struct run *rs, size_t G, size_t ng,
+                    struct gvec *gv)
 {
-    const size_t C = p->C, H = p->H, W = p->W, tw = 16 / G, seg = 2 * tw;
-    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i dn = _mm512_sub_epi32(iota, _mm512_set1_epi32(1));
-    const __m512i up = _mm512_add_epi32(iota, _mm512_set1_epi32(1));
-    __mmask16 first = 0, last = 0, keep = 0;
-    size_t n = 0;
-    __m512 d[4][4], t[4][4];
-    for (size_t g = 0; g < G; g++) {
-        first = (__mmask16)(first | (1u << (g * tw)));
-        last = (__mmask16)(last | (1u << (g * tw + tw - 1)));
-    }
+    const size_t C = p->C, H = p->H, W = p->W, HW = H * W;
+    size_t l = 0;
+    memset(gv, 0, sizeof *gv);
     for (size_t g = 0; g < ng; g++) {
-        keep = (__mmask16)(keep | (lanes(rs[g].len) << (g * tw)));
-        n += rs[g].len;
-    }
-    for (size_t i = 0; i < 4; i++) {
-        __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps(), pv = _mm512_setzero_ps();
-        __mmask16 pm = 0;
-        for (size_t g = 0; g < ng; g++) {
-            const struct run *r = rs + g;
+        const struct run *r = rs + g;
+        const size_t x0 = 2 * r->tx, cs = x0 > 0 ? x0 - 1 : 0;
+        const size_t base = g * (32 / G), s = G == 2 ? 2 * g : g, L = base % 16;
+        /* columns cs .. ce - 1: the tiles' and one past (<= W <= 32 / G) */
+        const size_t ce = min_z(W, 2 * (r->tx + r->len) + 1);
+        for (size_t i = 0; i < 4; i++) {
             const ptrdiff_t iy = 2 * (ptrdiff_t)r->ty - 1 + (ptrdiff_t)i;
-            const size_t x0 = 2 * r->tx, L = (g * seg) % 16;
             if (iy < 0 || (size_t)iy >= H)
                 continue;
-            const float *row = p->x + (r->b * C + ci) * H * W + (size_t)iy * W;
-            const __mmask16 m = (__mmask16)(lanes(min_z(seg, W - x0)) << L);
-            if (ci + 2 < C)
-                _mm_prefetch((const char *)(row + 2 * H * W + x0), _MM_HINT_T0);
-            /* lane L + c holds column x0 + c */
-            if (g * seg < 16)
-                lo = _mm512_mask_loadu_ps(lo, m, row + x0 - L);
-            else
-                hi = _mm512_mask_loadu_ps(hi, m, row + x0 - L);
-            if (x0 > 0) {
-                pm = (__mmask16)(pm | (1u << (g * tw)));
-                pv = _mm512_mask_mov_ps(pv, (__mmask16)(1u << (g * tw)),
-                                        _mm512_set1_ps(row[x0 - 1]));
-            }
+            gv->off[i][s] = (ptrdiff_t)(r->b * C * HW + (size_t)iy * W + cs) - (ptrdiff_t)L;
+            gv->lm[i][s] = (__mmask16)(lanes(ce - cs) << L);
         }
-        const __m512 e = _mm512_permutex2var_ps(lo, ev, hi);
-        const __m512 o = _mm512_permutex2var_ps(lo, od, hi);
-        d[i][0] = _mm512_mask_mov_ps(_mm512_maskz_permutexvar_ps((__mmask16)~first, dn, o), pm,
-                                     pv);
-        d[i][1] = e;
-        d[i][2] = o;
-        /* past a group's last tile: column 2 (tx + tw) >= W, zero */
-        d[i][3] = _mm512_maskz_permutexvar_ps((__mmask16)~last, up, e);
+        for (size_t m = 0; m < r->len; m++, l++)
+            for (size_t c = 0; c < 4; c++) {
+                const ptrdiff_t col = 2 * (ptrdiff_t)(r->tx + m) - 1 + (ptrdiff_t)c;
+                if (col < 0 || (size_t)col >= W)
+                    continue;
+                gv->idx[c][l] = (int32_t)(base + (size_t)col - cs);
+                gv->z[c] = (__mmask16)(gv->z[c] | (1u << l));
+            }
     }
-    bt_cols_avx512(d, t);
-#define PUT(dst, v) put_at(dst, C, ci, j, n, _mm512_maskz_compress_ps(keep, v))
-    for (size_t i = 0; i < 4; i++) {
-        float *Vk = V + 4 * i * vks;
-        const size_t j = rs[0].j;
-        WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
+    {
+        const size_t j = rs[0].j, q = j / 32, jj = j % 32, n1 = 32 - jj;
+        gv->so[0] = q * C * 32 + jj;
+        gv->sm[0] = lanes(min_z(l, n1));
+        if (l > n1) {
+            gv->so[1] = (q + 1) * C * 32 - n1;
+            gv->sm[1] = (__mmask16)(lanes(l) & ~lanes(n1));
+        }
     }
-#undef PUT
 }
 
-/* y of the n tiles of a block for output channel co (as out_run_scalar,
- * run by run): 16 consecutive tiles per vector whatever their rows, then
- * each run's part of the vector shifted to lane 0 and stored, the two
- * output columns of each tile interleaved. */
-__attribute__((target("avx512f"))) static void out_block_avx512(const struct diffuse__wino *p,
-                                                               const struct run *rs,
-                                                               size_t nrun, size_t n,
-                                                               size_t co, size_t ks, size_t T,
-                                                               const float *M)
+/* V of channel ci for one vector gv (G runs of a narrow image): the same
+ * operations as in_run_avx512. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+gvec_run(const float *xc, size_t HW, const struct gvec *gv, size_t G, size_t vks, float *V,
+         int pf)
 {
-    const size_t H = p->H, W = p->W;
-    const __m512i lo_i = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
-                                           23);
-    const __m512i hi_i = _mm512_add_epi32(lo_i, _mm512_set1_epi32(8));
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const float *mc = M + co * T;
-    size_t i = 0;
-    for (size_t j0 = 0; j0 < n; j0 += 16) {
-        const __mmask16 ml = lanes(n - j0);
-        __m512 a[2][4], o[4];
-#define LOAD(q) _mm512_maskz_loadu_ps(ml, q)
-        WINO_AT_TILE(__m512, _mm512_add_ps, _mm512_sub_ps, _mm512_set1_ps, LOAD, mc, ks, j0, p, co,
-                     a, o, );
-#undef LOAD
-        /* the runs that meet tiles j0 .. j0 + 15 */
+    __m512 d[4][4], t[4][4];
+#pragma GCC unroll 4
+    for (size_t i = 0; i < 4; i++) {
+        __m512 lo, hi;
+        if (pf) {
+            _mm_prefetch((const char *)(xc + 2 * HW + gv->off[i][0]), _MM_HINT_T0);
+            _mm_prefetch((const char *)(xc + 2 * HW + gv->off[i][2]), _MM_HINT_T0);
+        }
+        lo = _mm512_maskz_loadu_ps(gv->lm[i][0], xc + gv->off[i][0]);
+        hi = _mm512_maskz_loadu_ps(gv->lm[i][2], xc + gv->off[i][2]);
+        if (G == 4) {
+            if (pf) {
+                _mm_prefetch((const char *)(xc + 2 * HW + gv->off[i][1]), _MM_HINT_T0);
+                _mm_prefetch((const char *)(xc + 2 * HW + gv->off[i][3]), _MM_HINT_T0);
+            }
+            lo = _mm512_mask_loadu_ps(lo, gv->lm[i][1], xc + gv->off[i][1]);
+            hi = _mm512_mask_loadu_ps(hi, gv->lm[i][3], xc + gv->off[i][3]);
+        }
+#pragma GCC unroll 4
+        for (size_t c = 0; c < 4; c++)
+            d[i][c] = _mm512_maskz_permutex2var_ps(
+                gv->z[c], lo, _mm512_load_si512((const void *)gv->idx[c]), hi);
+    }
+#pragma GCC unroll 4
+    for (size_t c = 0; c < 4; c++) {
+        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
+        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
+        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
+        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
+    }
+    if (gv->sm[1] == 0) {
+#define PUT(dst, v) _mm512_mask_storeu_ps((dst) + gv->so[0], gv->sm[0], v)
+#pragma GCC unroll 4
+        for (size_t i = 0; i < 4; i++) {
+            float *Vk = V + 4 * i * vks;
+            WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
+        }
+#undef PUT
+    } else {
+#define PUT(dst, v)                                                                              \
+    do {                                                                                       \
+        const __m512 v_ = (v);                                                                 \
+        _mm512_mask_storeu_ps((dst) + gv->so[0], gv->sm[0], v_);                               \
+        _mm512_mask_storeu_ps((dst) + gv->so[1], gv->sm[1], v_);                               \
+    } while (0)
+#pragma GCC unroll 4
+        for (size_t i = 0; i < 4; i++) {
+            float *Vk = V + 4 * i * vks;
+            WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
+        }
+#undef PUT
+    }
+}
+
+/* V of the runs of a block of a narrow image (W <= 16), G runs per
+ * vector: the vectors set up once (gvec_of), then over groups of
+ * WINO_GROUP_C input channels, each vector over the group's channels. */
+#define WINO_GROUP_C 16
+
+__attribute__((target("avx512f"))) static void in_groups_avx512(const struct diffuse__wino *p,
+                                                               const struct run *rs,
+                                                               size_t nrun, size_t vks,
+                                                               float *V)
+{
+    struct gvec gv[WINO_GVEC_MAX];
+    const size_t C = p->C, HW = p->H * p->W, G = p->W <= 8 ? 4 : 2;
+    size_t nv = 0;
+    for (size_t i = 0; i < nrun; i += G)
+        gvec_of(p, rs + i, G, min_z(G, nrun - i), gv + nv++);
+    for (size_t c0 = 0; c0 < C; c0 += WINO_GROUP_C) {
+        const size_t c1 = min_z(C, c0 + WINO_GROUP_C);
+        for (size_t v = 0; v < nv; v++) {
+            float *Vv = V + c0 * 32;
+            const float *xc = p->x + c0 * HW;
+            for (size_t ci = c0; ci < c1; ci++, Vv += 32, xc += HW) {
+                const int pf = ci + 2 < C;
+                if (G == 4)
+                    gvec_run(xc, HW, gv + v, 4, vks, Vv, pf);
+                else
+                    gvec_run(xc, HW, gv + v, 2, vks, Vv, pf);
+            }
+        }
+    }
+}
+
+/* One run's part of an output vector of out_block_avx512, the same for
+ * every output channel: its outputs from y + co H W + off, the first 16
+ * columns the lanes idx[0] of the tile row's two vectors (even, odd
+ * columns) taken as a 32-lane pair (lanes m[0]), the next 16 (W > 16)
+ * idx[1] (lanes m[1]); rows 2: the tiles' second row is in the image. */
+struct opart512 {
+    _Alignas(64) int32_t idx[2][16];
+    size_t off;
+    __mmask16 m[2];
+    int rows2;
+};
+
+/* The parts of a block's vectors of 16 tiles: vector t's are ps[pv[t]] ..
+ * ps[pv[t + 1] - 1]. */
+struct oplan512 {
+    size_t nv;
+    size_t pv[4 * DIFFUSE__GEMM_NR_MAX / 16 + 1];
+    struct opart512 ps[4 * DIFFUSE__GEMM_NR_MAX + 4 * DIFFUSE__GEMM_NR_MAX / 16];
+};
+
+static void oplan512_of(const struct diffuse__wino *p, const struct run *rs, size_t nrun,
+                        size_t n, struct oplan512 *pl)
+{
+    const size_t H = p->H, W = p->W, HW = H * W;
+    size_t i = 0, np = 0, t = 0;
+    for (size_t j0 = 0; j0 < n; j0 += 16, t++) {
+        pl->pv[t] = np;
         for (; i < nrun && rs[i].j < j0 + 16; i++) {
             const struct run *r = rs + i;
             WINO_RUN_PART(r, j0, 16, W);
-            const __mmask16 m0 = lanes(nout), m1 = lanes(nout > 16 ? nout - 16 : 0);
-            const __m512i sh = _mm512_add_epi32(iota, _mm512_set1_epi32((int)(s0 - j0)));
-            for (size_t h = 0; h < 2 && oy + h < H; h++) {
-                const __m512 u = _mm512_permutexvar_ps(sh, o[2 * h]);
-                const __m512 w = _mm512_permutexvar_ps(sh, o[2 * h + 1]);
-                float *yr = p->y + (r->b * p->Cout + co) * H * W + (oy + h) * W + ox;
-                _mm512_mask_storeu_ps(yr, m0, _mm512_permutex2var_ps(u, lo_i, w));
-                _mm512_mask_storeu_ps(yr + 16, m1, _mm512_permutex2var_ps(u, hi_i, w));
-            }
+            struct opart512 *q = pl->ps + np++;
+            memset(q, 0, sizeof *q);
+            q->off = r->b * p->Cout * HW + oy * W + ox;
+            q->rows2 = oy + 1 < H;
+            q->m[0] = lanes(nout);
+            q->m[1] = lanes(nout > 16 ? nout - 16 : 0);
+            /* output column u: tile lane s0 - j0 + u / 2, odd columns from
+             * the second vector */
+            for (size_t u = 0; u < 32; u++)
+                q->idx[u / 16][u % 16] = (int32_t)((s0 - j0 + u / 2) % 16 + 16 * (u % 2));
             if (r->j + r->len > j0 + 16)
                 break; /* the run goes on in the next vector */
+        }
+    }
+    pl->pv[t] = np;
+    pl->nv = t;
+}
+
+/* y of the n tiles of a block, all the output channels (as out_run_scalar,
+ * run by run): 16 consecutive tiles per vector whatever their rows (M's
+ * rows have T >= j0 + 16 floats; the lanes past n are not stored), then
+ * each run's part of the vector moved to lane 0 with the two output
+ * columns of each tile interleaved, by one permutation of the pair per 16
+ * outputs; the parts set up once per block (oplan512_of). */
+__attribute__((target("avx512f"))) static void out_block_avx512(const struct diffuse__wino *p,
+                                                               const struct run *rs,
+                                                               size_t nrun, size_t n,
+                                                               size_t ks, size_t T,
+                                                               const float *M)
+{
+    struct oplan512 pl;
+    const size_t HW = p->H * p->W, W = p->W, Cout = p->Cout;
+    oplan512_of(p, rs, nrun, n, &pl);
+    for (size_t co = 0; co < Cout; co++) {
+        const float *mc = M + co * T;
+        float *yc = p->y + co * HW;
+        for (size_t t = 0; t < pl.nv; t++) {
+            const size_t j0 = 16 * t;
+            __m512 a[2][4], o[4];
+#define LOAD(q) _mm512_loadu_ps(q)
+            WINO_AT_TILE(__m512, _mm512_add_ps, _mm512_sub_ps, _mm512_set1_ps, LOAD, mc, ks, j0, p,
+                         co, a, o, _Pragma("GCC unroll 4"));
+#undef LOAD
+            for (size_t q = pl.pv[t]; q < pl.pv[t + 1]; q++) {
+                const struct opart512 *pt = pl.ps + q;
+                const __m512i i0 = _mm512_load_si512((const void *)pt->idx[0]);
+                float *yr = yc + pt->off;
+                _mm512_mask_storeu_ps(yr, pt->m[0], _mm512_permutex2var_ps(o[0], i0, o[1]));
+                if (pt->rows2)
+                    _mm512_mask_storeu_ps(yr + W, pt->m[0], _mm512_permutex2var_ps(o[2], i0, o[3]));
+                if (pt->m[1] != 0) {
+                    const __m512i i1 = _mm512_load_si512((const void *)pt->idx[1]);
+                    _mm512_mask_storeu_ps(yr + 16, pt->m[1],
+                                          _mm512_permutex2var_ps(o[0], i1, o[1]));
+                    if (pt->rows2)
+                        _mm512_mask_storeu_ps(yr + W + 16, pt->m[1],
+                                              _mm512_permutex2var_ps(o[2], i1, o[3]));
+                }
+            }
         }
     }
 }
@@ -1006,17 +1133,16 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
 #ifdef WINO_X86
         if (vec2)
             in_block_avx2(p, rs, nrun, vks, V);
+        /* narrow images: two (W <= 16) or four (W <= 8) runs per vector */
+        const int groups = vec && p->W <= 16;
+        if (groups)
+            in_groups_avx512(p, rs, nrun, vks, V);
+#else
+        const int groups = 0;
 #endif
         /* channel by channel: the runs of a block read neighbouring rows */
-        for (size_t ci = 0; ci < C && !vec2; ci++) {
+        for (size_t ci = 0; ci < C && !vec2 && !groups; ci++) {
 #ifdef WINO_X86
-            if (vec && p->W <= 16) {
-                /* narrow images: two (W <= 16) or four (W <= 8) runs per vector */
-                const size_t G = p->W <= 8 ? 4 : 2;
-                for (size_t i = 0; i < nrun; i += G)
-                    in_groups_avx512(p, rs + i, G, min_z(G, nrun - i), vks, V, ci);
-                continue;
-            }
 #endif
             for (size_t i = 0; i < nrun; i++) {
 #ifdef WINO_X86
@@ -1043,13 +1169,13 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
             continue;
         }
 #endif
-        for (size_t co = 0; co < Cout; co++) {
 #ifdef WINO_X86
-            if (vec) {
-                out_block_avx512(p, rs, nrun, n, co, ks, T, M);
-                continue;
-            }
+        if (vec) {
+            out_block_avx512(p, rs, nrun, n, ks, T, M);
+            continue;
+        }
 #endif
+        for (size_t co = 0; co < Cout; co++) {
             for (size_t i = 0; i < nrun; i++)
                 out_run_scalar(p, rs + i, co, ks, T, M);
         }
