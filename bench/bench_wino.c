@@ -68,6 +68,9 @@ static const struct shape shapes[] = {
     {"fwd", 160, 64, 64, 7, 7, 0},    {"fwd", 160, 128, 64, 7, 7, 0},
     {"dx", 64, 64, 64, 14, 14, 1},    {"dx", 64, 64, 128, 14, 14, 1},
     {"dx", 64, 64, 64, 7, 7, 1},      {"dx", 64, 128, 64, 7, 7, 1},
+    /* wider than 16 columns (one tile row per vector) */
+    {"fwd", 64, 96, 32, 28, 28, 0},   {"fwd", 160, 96, 32, 28, 28, 0},
+    {"dx", 64, 32, 64, 28, 28, 1},
 };
 
 static double run(const struct shape *s, const float *x, const float *w, const float *bias,

@@ -352,7 +352,8 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
         }                                                                                      \
     } while (0)
 
-WINO_BT_COLS(avx512, "avx512f", __m512, _mm512_add_ps, _mm512_sub_ps, )
+/* unrolled (else d and t go through the stack) */
+WINO_BT_COLS(avx512, "avx512f", __m512, _mm512_add_ps, _mm512_sub_ps, _Pragma("GCC unroll 4"))
 /* unrolled (else t goes through the stack: in_vec_avx2 ran 9% faster with
  * its loops unrolled) */
 WINO_BT_COLS(avx2, "avx2,fma", __m256, _mm256_add_ps, _mm256_sub_ps, _Pragma("GCC unroll 4"))
@@ -362,75 +363,147 @@ static __mmask16 lanes(size_t n)
     return (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
 }
 
-/* Lanes l < r->len of v to V's slots r->j + l of row ci of position k
- * (nr = 32: a run may cross into the next panel). */
-__attribute__((target("avx512f"))) static inline void put16(float *Vk, size_t C, size_t ci,
-                                                           const struct run *r, __m512 v)
+/* One run of a block of a wide image (W > 16) for in_runs_avx512, 16
+ * tiles per vector (lane l: tile tx + l), the same for every input
+ * channel (set up once per block by rvec_of).  Row i of the patches, from
+ * x + ci H W + off[i] (column x0 = 2 tx): columns x0 .. x0 + 31 loaded
+ * into lo:hi (lanes mlo[i], mhi[i]), column x0 - 1 into lane 15 of pv
+ * (lane pm[i]) and x0 + 32 into lane 0 of nv (lane nm[i]): none of them
+ * where outside the image.  The 16 outputs go to V_k as in gvec's so and
+ * sm. */
+struct rvec {
+    ptrdiff_t off[4];
+    size_t so[2];
+    __mmask16 mlo[4], mhi[4], pm[4], nm[4], sm[2];
+};
+
+/* Where lanes 0 .. n - 1 of V's vectors go for slots from j (n <= 16):
+ * so[0] (lanes sm[0]) in slot j's panel, and the lanes past its end, if
+ * any, at so[1] (lanes sm[1]) in the next panel, the store's address
+ * moved down by the lanes before them (masked stores: the lanes off are
+ * not written). */
+static void slots_of(size_t C, size_t j, size_t n, size_t so[2], __mmask16 sm[2])
 {
-    const size_t q = r->j / 32, jj = r->j % 32;
-    float *d = Vk + q * C * 32 + ci * 32 + jj;
-    if (jj + r->len <= 32) {
-        _mm512_mask_storeu_ps(d, lanes(r->len), v);
-    } else {
-        const size_t n1 = 32 - jj;
-        _mm512_mask_storeu_ps(d, lanes(n1), v);
-        _mm512_mask_storeu_ps(Vk + (q + 1) * C * 32 + ci * 32, lanes(r->len - n1),
-                              _mm512_maskz_compress_ps((__mmask16)(lanes(r->len) & ~lanes(n1)),
-                                                       v));
+    const size_t q = j / 32, jj = j % 32, n1 = 32 - jj;
+    so[0] = q * C * 32 + jj;
+    sm[0] = lanes(min_z(n, n1));
+    so[1] = 0;
+    sm[1] = 0;
+    if (n > n1) {
+        so[1] = (q + 1) * C * 32 - n1;
+        sm[1] = (__mmask16)(lanes(n) & ~lanes(n1));
     }
 }
 
-/* V of one run, 16 tiles per vector: lane l holds tile tx + l.  Row iy of
- * the patches as four vectors, columns 2 (tx + l) - 1 + c for c = 0..3. */
-__attribute__((target("avx512f"))) static void in_run_avx512(const struct diffuse__wino *p,
-                                                            const struct run *r, size_t vks,
-                                                            float *V, size_t ci)
+static void rvec_of(const struct diffuse__wino *p, const struct run *r, struct rvec *rv)
 {
-    const size_t C = p->C, H = p->H, W = p->W, x0 = 2 * r->tx;
+    const size_t C = p->C, H = p->H, W = p->W, HW = H * W, x0 = 2 * r->tx, nin = W - x0;
+    memset(rv, 0, sizeof *rv);
+    for (size_t i = 0; i < 4; i++) {
+        const ptrdiff_t iy = 2 * (ptrdiff_t)r->ty - 1 + (ptrdiff_t)i;
+        rv->off[i] = (ptrdiff_t)(r->b * C * HW + x0);
+        if (iy < 0 || (size_t)iy >= H)
+            continue;
+        rv->off[i] += (ptrdiff_t)((size_t)iy * W);
+        rv->mlo[i] = lanes(nin);
+        rv->mhi[i] = lanes(nin > 16 ? nin - 16 : 0);
+        rv->pm[i] = (__mmask16)(x0 > 0 ? 0x8000u : 0u);
+        rv->nm[i] = (__mmask16)(x0 + 32 < W ? 1u : 0u);
+    }
+    slots_of(C, r->j, r->len, rv->so, rv->sm);
+}
+
+/* The stores of the 16 vectors of t B (rows ti of t) of a vector with
+ * slots so, sm (slots_of), at V + so. */
+#define WINO_PUT_ROWS(t, V, vks, so, sm)                                                         \
+    do {                                                                                       \
+        if ((sm)[1] == 0) {                                                                    \
+            _Pragma("GCC unroll 4") for (size_t i_ = 0; i_ < 4; i_++)                          \
+            {                                                                                  \
+                float *Vk_ = (V) + 4 * i_ * (vks) + (so)[0];                                   \
+                WINO_BT_ROW(PUT1, _mm512_add_ps, _mm512_sub_ps, t[i_], Vk_, vks);               \
+            }                                                                                  \
+        } else {                                                                               \
+            _Pragma("GCC unroll 4") for (size_t i_ = 0; i_ < 4; i_++)                          \
+            {                                                                                  \
+                float *Vk_ = (V) + 4 * i_ * (vks);                                             \
+                WINO_BT_ROW(PUT2, _mm512_add_ps, _mm512_sub_ps, t[i_], Vk_, vks);               \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+/* The input channels ahead whose rows in_runs_avx512 and in_groups_avx512
+ * prefetch (the planes are far apart for the hardware prefetcher; 4 and 8
+ * measured the same as 2, Zen 5, one thread, batch 64). */
+#define WINO_PFD 2
+
+/* V of channel ci (its plane xc) for one run rv of a wide image: the
+ * operations of in_run_scalar, 16 tiles at once. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+rvec_run(const float *xc, size_t HW, const struct rvec *rv, size_t vks, float *V, int pf)
+{
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    const size_t nin = W - x0;
-    const __mmask16 mlo = lanes(nin), mhi = lanes(nin > 16 ? nin - 16 : 0);
-    const float *xb = p->x + r->b * C * H * W;
-    {
-        const float *xc = xb + ci * H * W;
-        __m512 d[4][4], t[4][4];
-        for (size_t i = 0; i < 4; i++) {
-            const ptrdiff_t iy = 2 * (ptrdiff_t)r->ty - 1 + (ptrdiff_t)i;
-            if (iy < 0 || (size_t)iy >= H) {
-                d[i][0] = d[i][1] = d[i][2] = d[i][3] = _mm512_setzero_ps();
-                continue;
-            }
-            const float *row = xc + (size_t)iy * W;
-            if (ci + 2 < C) {
-                /* the same rows two channels on (the planes are far apart
-                 * for the hardware prefetcher) */
-                const char *pf = (const char *)(row + 2 * H * W + x0);
-                _mm_prefetch(pf, _MM_HINT_T0);
-                _mm_prefetch(pf + 64, _MM_HINT_T0);
-                if (nin > 32)
-                    _mm_prefetch(pf + 128, _MM_HINT_T0);
-            }
-            const __m512 lo = _mm512_maskz_loadu_ps(mlo, row + x0);
-            const __m512 hi = _mm512_maskz_loadu_ps(mhi, row + x0 + 16);
-            const __m512 e = _mm512_permutex2var_ps(lo, ev, hi);
-            const __m512 o = _mm512_permutex2var_ps(lo, od, hi);
-            const __m512 pv = _mm512_set1_ps(x0 > 0 ? row[x0 - 1] : 0.0f);
-            const __m512 nv = _mm512_set1_ps(x0 + 32 < W ? row[x0 + 32] : 0.0f);
-            d[i][0] = _mm512_castsi512_ps(
-                _mm512_alignr_epi32(_mm512_castps_si512(o), _mm512_castps_si512(pv), 15));
-            d[i][1] = e;
-            d[i][2] = o;
-            d[i][3] = _mm512_castsi512_ps(
-                _mm512_alignr_epi32(_mm512_castps_si512(nv), _mm512_castps_si512(e), 1));
+    __m512 d[4][4], t[4][4];
+#pragma GCC unroll 4
+    for (size_t i = 0; i < 4; i++) {
+        const float *row = xc + rv->off[i];
+        if (pf) {
+            /* the same row of the channel two on */
+            const char *pfa = (const char *)(row + WINO_PFD * HW);
+            _mm_prefetch(pfa, _MM_HINT_T0);
+            _mm_prefetch(pfa + 64, _MM_HINT_T0);
+            if (rv->nm[i] != 0)
+                _mm_prefetch(pfa + 128, _MM_HINT_T0);
         }
-        bt_cols_avx512(d, t);
-#define PUT(dst, v) put16(dst, C, ci, r, v)
-        for (size_t i = 0; i < 4; i++) {
-            float *Vk = V + 4 * i * vks;
-            WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
+        const __m512 lo = _mm512_maskz_loadu_ps(rv->mlo[i], row);
+        const __m512 hi = _mm512_maskz_loadu_ps(rv->mhi[i], row + 16);
+        const __m512 pv = _mm512_maskz_loadu_ps(rv->pm[i], row - 16);
+        const __m512 nv = _mm512_maskz_loadu_ps(rv->nm[i], row + 32);
+        const __m512 e = _mm512_permutex2var_ps(lo, ev, hi);
+        const __m512 o = _mm512_permutex2var_ps(lo, od, hi);
+        d[i][0] = _mm512_castsi512_ps(
+            _mm512_alignr_epi32(_mm512_castps_si512(o), _mm512_castps_si512(pv), 15));
+        d[i][1] = e;
+        d[i][2] = o;
+        d[i][3] = _mm512_castsi512_ps(
+            _mm512_alignr_epi32(_mm512_castps_si512(nv), _mm512_castps_si512(e), 1));
+    }
+    bt_cols_avx512(d, t);
+#define PUT1(dst, v) _mm512_mask_storeu_ps(dst, rv->sm[0], v)
+#define PUT2(dst, v)                                                                             \
+    do {                                                                                       \
+        const __m512 v_ = (v);                                                                 \
+        _mm512_mask_storeu_ps((dst) + rv->so[0], rv->sm[0], v_);                               \
+        _mm512_mask_storeu_ps((dst) + rv->so[1], rv->sm[1], v_);                               \
+    } while (0)
+    WINO_PUT_ROWS(t, V, vks, rv->so, rv->sm);
+#undef PUT1
+#undef PUT2
+}
+
+/* Input channels per group of in_runs_avx512 and in_groups_avx512: each
+ * vector of the block runs over a group's channels (its setup made once
+ * per block), the group's rows of x and V staying near the L1 cache. */
+#define WINO_GROUP_C 16
+
+/* V of the runs of a block of a wide image (W > 16), a run per vector. */
+__attribute__((target("avx512f"))) static void in_runs_avx512(const struct diffuse__wino *p,
+                                                             const struct run *rs, size_t nrun,
+                                                             size_t vks, float *V)
+{
+    struct rvec rv[4 * DIFFUSE__GEMM_NR_MAX];
+    const size_t C = p->C, HW = p->H * p->W;
+    for (size_t i = 0; i < nrun; i++)
+        rvec_of(p, rs + i, rv + i);
+    for (size_t c0 = 0; c0 < C; c0 += WINO_GROUP_C) {
+        const size_t c1 = min_z(C, c0 + WINO_GROUP_C);
+        for (size_t i = 0; i < nrun; i++) {
+            float *Vv = V + c0 * 32;
+            const float *xc = p->x + c0 * HW;
+            for (size_t ci = c0; ci < c1; ci++, Vv += 32, xc += HW)
+                rvec_run(xc, HW, rv + i, vks, Vv, ci + WINO_PFD < C);
         }
-#undef PUT
     }
 }
 
@@ -487,15 +560,7 @@ static void gvec_of(const struct diffuse__wino *p, const struct run *rs, size_t 
                 gv->z[c] = (__mmask16)(gv->z[c] | (1u << l));
             }
     }
-    {
-        const size_t j = rs[0].j, q = j / 32, jj = j % 32, n1 = 32 - jj;
-        gv->so[0] = q * C * 32 + jj;
-        gv->sm[0] = lanes(min_z(l, n1));
-        if (l > n1) {
-            gv->so[1] = (q + 1) * C * 32 - n1;
-            gv->sm[1] = (__mmask16)(lanes(l) & ~lanes(n1));
-        }
-    }
+    slots_of(C, rs[0].j, l, gv->so, gv->sm);
 }
 
 /* V of channel ci for one vector gv (G runs of a narrow image): the same
@@ -509,15 +574,15 @@ gvec_run(const float *xc, size_t HW, const struct gvec *gv, size_t G, size_t vks
     for (size_t i = 0; i < 4; i++) {
         __m512 lo, hi;
         if (pf) {
-            _mm_prefetch((const char *)(xc + 2 * HW + gv->off[i][0]), _MM_HINT_T0);
-            _mm_prefetch((const char *)(xc + 2 * HW + gv->off[i][2]), _MM_HINT_T0);
+            _mm_prefetch((const char *)(xc + WINO_PFD * HW + gv->off[i][0]), _MM_HINT_T0);
+            _mm_prefetch((const char *)(xc + WINO_PFD * HW + gv->off[i][2]), _MM_HINT_T0);
         }
         lo = _mm512_maskz_loadu_ps(gv->lm[i][0], xc + gv->off[i][0]);
         hi = _mm512_maskz_loadu_ps(gv->lm[i][2], xc + gv->off[i][2]);
         if (G == 4) {
             if (pf) {
-                _mm_prefetch((const char *)(xc + 2 * HW + gv->off[i][1]), _MM_HINT_T0);
-                _mm_prefetch((const char *)(xc + 2 * HW + gv->off[i][3]), _MM_HINT_T0);
+                _mm_prefetch((const char *)(xc + WINO_PFD * HW + gv->off[i][1]), _MM_HINT_T0);
+                _mm_prefetch((const char *)(xc + WINO_PFD * HW + gv->off[i][3]), _MM_HINT_T0);
             }
             lo = _mm512_mask_loadu_ps(lo, gv->lm[i][1], xc + gv->off[i][1]);
             hi = _mm512_mask_loadu_ps(hi, gv->lm[i][3], xc + gv->off[i][3]);
@@ -527,42 +592,22 @@ gvec_run(const float *xc, size_t HW, const struct gvec *gv, size_t G, size_t vks
             d[i][c] = _mm512_maskz_permutex2var_ps(
                 gv->z[c], lo, _mm512_load_si512((const void *)gv->idx[c]), hi);
     }
-#pragma GCC unroll 4
-    for (size_t c = 0; c < 4; c++) {
-        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
-        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
-        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
-        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
-    }
-    if (gv->sm[1] == 0) {
-#define PUT(dst, v) _mm512_mask_storeu_ps((dst) + gv->so[0], gv->sm[0], v)
-#pragma GCC unroll 4
-        for (size_t i = 0; i < 4; i++) {
-            float *Vk = V + 4 * i * vks;
-            WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
-        }
-#undef PUT
-    } else {
-#define PUT(dst, v)                                                                              \
+    bt_cols_avx512(d, t);
+#define PUT1(dst, v) _mm512_mask_storeu_ps(dst, gv->sm[0], v)
+#define PUT2(dst, v)                                                                             \
     do {                                                                                       \
         const __m512 v_ = (v);                                                                 \
         _mm512_mask_storeu_ps((dst) + gv->so[0], gv->sm[0], v_);                               \
         _mm512_mask_storeu_ps((dst) + gv->so[1], gv->sm[1], v_);                               \
     } while (0)
-#pragma GCC unroll 4
-        for (size_t i = 0; i < 4; i++) {
-            float *Vk = V + 4 * i * vks;
-            WINO_BT_ROW(PUT, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
-        }
-#undef PUT
-    }
+    WINO_PUT_ROWS(t, V, vks, gv->so, gv->sm);
+#undef PUT1
+#undef PUT2
 }
 
 /* V of the runs of a block of a narrow image (W <= 16), G runs per
  * vector: the vectors set up once (gvec_of), then over groups of
  * WINO_GROUP_C input channels, each vector over the group's channels. */
-#define WINO_GROUP_C 16
-
 __attribute__((target("avx512f"))) static void in_groups_avx512(const struct diffuse__wino *p,
                                                                const struct run *rs,
                                                                size_t nrun, size_t vks,
@@ -579,7 +624,7 @@ __attribute__((target("avx512f"))) static void in_groups_avx512(const struct dif
             float *Vv = V + c0 * 32;
             const float *xc = p->x + c0 * HW;
             for (size_t ci = c0; ci < c1; ci++, Vv += 32, xc += HW) {
-                const int pf = ci + 2 < C;
+                const int pf = ci + WINO_PFD < C;
                 if (G == 4)
                     gvec_run(xc, HW, gv + v, 4, vks, Vv, pf);
                 else
@@ -1114,10 +1159,12 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
     float *V = work, *M = V + 16 * vks;
     /* the runs of a block: at most T (one tile each) */
     struct run rs[4 * DIFFUSE__GEMM_NR_MAX];
-    int vec2 = 0; /* the AVX2 input transform, over all the channels at once */
+    /* the AVX-512 (vec) or the AVX2 (vec2) transforms, each over all the
+     * channels at once */
+    int vec = 0, vec2 = 0;
 #ifdef WINO_X86
     const int on = atomic_load(&wino_vec);
-    const int vec = on && v == &diffuse__gemm_avx512 && nr == 32;
+    vec = on && v == &diffuse__gemm_avx512 && nr == 32;
     vec2 = on && v == &diffuse__gemm_avx2 && nr == 16;
 #endif
     if (b1 <= b0)
@@ -1134,26 +1181,15 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
         if (vec2)
             in_block_avx2(p, rs, nrun, vks, V);
         /* narrow images: two (W <= 16) or four (W <= 8) runs per vector */
-        const int groups = vec && p->W <= 16;
-        if (groups)
+        if (vec && p->W <= 16)
             in_groups_avx512(p, rs, nrun, vks, V);
-#else
-        const int groups = 0;
+        else if (vec)
+            in_runs_avx512(p, rs, nrun, vks, V);
 #endif
         /* channel by channel: the runs of a block read neighbouring rows */
-        for (size_t ci = 0; ci < C && !vec2 && !groups; ci++) {
-#ifdef WINO_X86
-#endif
-            for (size_t i = 0; i < nrun; i++) {
-#ifdef WINO_X86
-                if (vec) {
-                    in_run_avx512(p, rs + i, vks, V, ci);
-                    continue;
-                }
-#endif
+        for (size_t ci = 0; ci < C && !vec && !vec2; ci++)
+            for (size_t i = 0; i < nrun; i++)
                 in_run_scalar(p, rs + i, vks, V, ci);
-            }
-        }
         for (size_t k = 0; k < 16; k++) {
             const float *Uk = U + k * nstrip * C * mr, *Vk = V + k * vks;
             float *Mk = M + k * ks;
