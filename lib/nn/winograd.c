@@ -573,16 +573,24 @@ gvec_run(const float *xc, size_t HW, const struct gvec *gv, size_t G, size_t vks
 #pragma GCC unroll 4
     for (size_t i = 0; i < 4; i++) {
         __m512 lo, hi;
+        /* the first and the last column of each load (its row may
+         * cross a line) */
         if (pf) {
-            _mm_prefetch((const char *)(xc + WINO_PFD * HW + gv->off[i][0]), _MM_HINT_T0);
-            _mm_prefetch((const char *)(xc + WINO_PFD * HW + gv->off[i][2]), _MM_HINT_T0);
+            const float *x2 = xc + WINO_PFD * HW;
+            _mm_prefetch((const char *)(x2 + gv->off[i][0]), _MM_HINT_T0);
+            _mm_prefetch((const char *)(x2 + gv->off[i][0] + 32 / G - 1), _MM_HINT_T0);
+            _mm_prefetch((const char *)(x2 + gv->off[i][2]), _MM_HINT_T0);
+            _mm_prefetch((const char *)(x2 + gv->off[i][2] + 32 / G - 1), _MM_HINT_T0);
         }
         lo = _mm512_maskz_loadu_ps(gv->lm[i][0], xc + gv->off[i][0]);
         hi = _mm512_maskz_loadu_ps(gv->lm[i][2], xc + gv->off[i][2]);
         if (G == 4) {
             if (pf) {
-                _mm_prefetch((const char *)(xc + WINO_PFD * HW + gv->off[i][1]), _MM_HINT_T0);
-                _mm_prefetch((const char *)(xc + WINO_PFD * HW + gv->off[i][3]), _MM_HINT_T0);
+                const float *x2 = xc + WINO_PFD * HW;
+                _mm_prefetch((const char *)(x2 + gv->off[i][1] + 8), _MM_HINT_T0);
+                _mm_prefetch((const char *)(x2 + gv->off[i][1] + 15), _MM_HINT_T0);
+                _mm_prefetch((const char *)(x2 + gv->off[i][3] + 8), _MM_HINT_T0);
+                _mm_prefetch((const char *)(x2 + gv->off[i][3] + 15), _MM_HINT_T0);
             }
             lo = _mm512_mask_loadu_ps(lo, gv->lm[i][1], xc + gv->off[i][1]);
             hi = _mm512_mask_loadu_ps(hi, gv->lm[i][3], xc + gv->off[i][3]);

@@ -241,7 +241,15 @@ static void check_vector(const char *kernel)
          * filling a vector, many samples per block (2 x 2 and 3 x 2
          * images), W past two vectors */
         {3, 4, 7, 9, 8}, {2, 3, 5, 11, 14}, {1, 4, 13, 15, 11}, {40, 3, 7, 2, 2},
-        {5, 6, 11, 3, 6}, {2, 5, 6, 10, 12}, {1, 3, 9, 7, 30}, {13, 3, 8, 3, 2}};
+        {5, 6, 11, 3, 6}, {2, 5, 6, 10, 12}, {1, 3, 9, 7, 30}, {13, 3, 8, 3, 2},
+        /* the AVX-512 transforms set up per block: channel groups of 16
+         * with a part group (17, 37), narrow vectors of two runs (W 9 ..
+         * 16) and four (W <= 8) whose slots cross a panel's end, runs
+         * that start or end inside a tile row (the block's ends) with a
+         * column left of the first tile, wide runs (W > 16) with and
+         * without a column right of the vector's 32 */
+        {3, 37, 9, 9, 16}, {2, 17, 6, 5, 8}, {5, 21, 5, 13, 15}, {2, 19, 5, 13, 17},
+        {1, 18, 7, 4, 34}, {7, 17, 3, 7, 9}, {4, 33, 7, 11, 7}, {2, 20, 6, 6, 31}};
     if (!diffuse__sgemm_kernel_available(kernel))
         SKIP("the %s GEMM kernel does not run on this CPU", kernel);
     ASSERT_TRUE(diffuse__sgemm_force(kernel) == 0);
