@@ -101,8 +101,8 @@ int main(int argc, char **argv)
             continue;
         const size_t cx = s->dir ? s->Cout : s->Cin, cy = s->dir ? s->Cin : s->Cout;
         const size_t HW = s->H * s->W;
-        /* plus the dx's transformed weights where Cout > Cin (the work
-         * size of main at d116521 counted the forward's only) */
+        /* plus the dx's transformed weights (the work size before
+         * 2026-12-07 counted the forward's only, too few where Cout > Cin) */
         const size_t nw = diffuse__conv3x3_work_floats(s->Cin, s->Cout, s->H, s->W, 1, 1) +
                           diffuse__wino_u_floats(s->Cout, s->Cin);
         float *x = fvec(s->B * cx * HW, &seed), *y = fvec(s->B * cy * HW, &seed);

@@ -129,9 +129,9 @@ DIFFUSE_LAYER_DECLS(float, _f)
 
 /* Scratch floats for a float conv3x3 call, forward or backward, with nt threads (per
  * thread: packing buffers, and for stride 2 a column buffer of one sample; for stride 1
- * also the Winograd-transformed weights, 16 Cin (Cout + 11) floats); SIZE_MAX when the size
- * overflows or stride < 1.  (The double build's reference conv takes
- * layer_conv_col_len_d floats.) */
+ * also the Winograd-transformed weights, 16 Cin (Cout + 11) floats for the forward and
+ * 16 Cout (Cin + 11) for dx, the larger of the two); SIZE_MAX when the size overflows or
+ * stride < 1.  (The double build's reference conv takes layer_conv_col_len_d floats.) */
 size_t diffuse__conv3x3_work_floats(size_t Cin, size_t Cout, size_t H, size_t Wd, int stride,
                                     int nt);
 /* The float conv's direct kernel (stride-1 passes on AVX-512 read the image instead of

@@ -425,8 +425,49 @@ static void test_winograd_weights_avx512(void) { check_weights("avx512"); }
 static void test_winograd_weights_avx2(void) { check_weights("avx2"); }
 static void test_winograd_weights_portable(void) { check_weights("portable"); }
 
+/* The work area of diffuse__conv3x3_work_floats is enough for the
+ * Winograd dx where Cout > Cin (its weights, 16 Cout (Cin + 11) floats,
+ * outgrow the forward's 16 Cin (Cout + 11)): the floats past it, guards,
+ * are left as they were, with 1 to 3 threads and each kernel. */
+static void test_winograd_work_size(void)
+{
+    static const char *const kernels[] = {"avx512", "avx2", "portable"};
+    static const size_t shapes[][5] = {/* B, Cin, Cout, H, W */
+                                       {2, 32, 64, 7, 7},
+                                       {3, 64, 128, 6, 5},
+                                       {2, 33, 100, 9, 4}};
+    for (size_t kk = 0; kk < 3; kk++) {
+        if (!diffuse__sgemm_kernel_available(kernels[kk]))
+            continue;
+        ASSERT_TRUE(diffuse__sgemm_force(kernels[kk]) == 0);
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            for (int nt = 1; nt <= 3; nt++) {
+                const size_t B = shapes[k][0], Ci = shapes[k][1], Co = shapes[k][2];
+                const size_t H = shapes[k][3], Wd = shapes[k][4], G = 1024;
+                const size_t nw = diffuse__conv3x3_work_floats(Ci, Co, H, Wd, 1, nt);
+                float *w = fvec(Ci * Co * 9), *dy = fvec(B * Co * H * Wd);
+                float *dx = fvec(B * Ci * H * Wd), *work = fvec(nw + G);
+                for (size_t i = 0; i < G; i++)
+                    work[nw + i] = 1234.5f;
+                diffuse__conv3x3_backward_f(NULL, B, Ci, H, Wd, w, Co, 1, dy, dx, NULL, NULL, work,
+                                            nt);
+                for (size_t i = 0; i < G; i++)
+                    if (work[nw + i] != 1234.5f)
+                        HARNESS_FAIL_("%s: dx %zu -> %zu at %zux%zu, %d threads: work area "
+                                      "overrun",
+                                      kernels[kk], Ci, Co, H, Wd, nt);
+                free(w);
+                free(dy);
+                free(dx);
+                free(work);
+            }
+    }
+    diffuse__sgemm_force(NULL);
+}
+
 int main(void)
 {
+    RUN(test_winograd_work_size);
     RUN(test_winograd_weights_avx512);
     RUN(test_winograd_weights_avx2);
     RUN(test_winograd_weights_portable);
