@@ -14,18 +14,32 @@
  * nr tiles.  U is transformed once per call (shared by the threads); a
  * block of tiles (npan panels) is sized so that its V and M fit one
  * thread's work area (about the L2 cache).  On AVX-512 the input
- * transform runs 16 tiles of a tile row per vector, the output transform
- * 16 consecutive tiles of the block whatever their rows (the same
- * operations as the scalar code, so the same bits).  With the AVX2 GEMM
- * kernel (nr = 16) the input transform runs 8 tiles per vector, in two
+ * transform runs 16 tiles of a tile row per vector (W > 16: in_runs),
+ * or two (W <= 16) or four (W <= 8) tile rows' tiles packed in the lanes
+ * (in_groups), the output transform 16 consecutive tiles of the block
+ * whatever their rows (the same operations as the scalar code, so the
+ * same bits).  Both set up their vectors once per block (loads' masks
+ * and offsets, permutation indices, stores' masks and offsets: rvec,
+ * gvec, oplan512), then run each vector over a group of 16 input
+ * channels (the input) or over all the output channels (the output),
+ * with one permutation of the pair of loaded vectors per patch column
+ * (in_groups) or per 16 outputs (out_block), no compress or shift of the
+ * stored vectors (a panel's end crossed by a masked store at an address
+ * moved down).  Zen 5, one thread, CPU time of the whole Winograd conv
+ * (bench/bench_wino.c): 1.21-1.39x faster than with the code that set up
+ * per channel and stored through compresses (64 -> 64 at 14x14 and 7x7,
+ * 128 -> 64, 64 -> 32, dx, 96 -> 32 at 28x28; batch 64 and 160).
+ * With the AVX2 GEMM kernel (nr = 16) the input transform runs 8 tiles
+ * per vector, in two
  * halves of 4: 8 tiles of one tile row, or where W <= 8 (at most 4 tiles a
  * row) two tile rows, each vector over a group of 16 input channels at
  * once (its addresses, masks and stores set up once per group, not per
  * channel); the output transform 8 consecutive tiles of the block, its
  * stores set up once per block for all the output channels (out_plan).
  * The arithmetic of both widths is one body (WINO_BT_COLS, WINO_BT_ROW,
- * WINO_AT_TILE, their loops unrolled for AVX2 only); the choice follows the GEMM variant in use (diffuse__sgemm_force("avx2")
- * reaches the AVX2 code on an AVX-512 CPU), and diffuse__wino_vector(0)
+ * WINO_AT_TILE, their loops unrolled); the choice follows the GEMM
+ * variant in use (diffuse__sgemm_force("avx2") reaches the AVX2 code on
+ * an AVX-512 CPU), and diffuse__wino_vector(0)
  * forces the scalar transforms (tests compare the bits).
  *
  * Rounding: V takes two roundings per element (|V| <= sum of |d| over the
@@ -298,9 +312,7 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
 
 /* The arithmetic of the vector transforms, one body for any vector type
  * VT (__m512 with ADD/SUB its add/sub, or __m256), with the operations of
- * in_run_scalar and out_run_scalar in their order (so their bits); the
- * AVX-512 expansions are the statements the AVX-512 code had before the
- * AVX2 code came (the same machine code):
+ * in_run_scalar and out_run_scalar in their order (so their bits):
  *   bt_cols: t = B^T d down the columns of a 4 x 4 tile of vectors (UNROLL:
  *     a pragma for its loop, or nothing);
  *   WINO_BT_ROW: the four outputs of row ti of t B, each handed to
@@ -571,7 +583,7 @@ static void gvec_of(const struct diffuse__wino *p, const struct run *rs, size_t 
 }
 
 /* V of channel ci for one vector gv (G runs of a narrow image): the same
- * operations as in_run_avx512. */
+ * operations as rvec_run (in_run_scalar). */
 __attribute__((target("avx512f"), always_inline)) static inline void
 gvec_run(const float *xc, size_t HW, const struct gvec *gv, size_t G, size_t vks, float *V,
          int pf)
@@ -1201,7 +1213,8 @@ void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0,
         else if (vec)
             in_runs_avx512(p, rs, nrun, vks, V);
 #endif
-        /* channel by channel: the runs of a block read neighbouring rows */
+        /* the scalar transform, channel by channel: the runs of a block
+         * read neighbouring rows */
         for (size_t ci = 0; ci < C && !vec && !vec2; ci++)
             for (size_t i = 0; i < nrun; i++)
                 in_run_scalar(p, rs + i, vks, V, ci);
