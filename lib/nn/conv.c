@@ -1857,9 +1857,12 @@ size_t diffuse__conv3x3_work_floats(size_t Cin, size_t Cout, size_t H, size_t Wd
         return SIZE_MAX;
     if (col + SLOT > SIZE_MAX / sizeof(float) / n / 2)
         return SIZE_MAX;
-    /* stride 1: the Winograd weights (wino_try), forward or dx */
-    if (stride == 1 && Cin <= 4096 && Cout <= 4096)
-        u = diffuse__wino_u_floats(Cin, Cout);
+    /* stride 1: the Winograd weights (wino_try), forward (Cin -> Cout) or
+     * dx (a conv Cout -> Cin: wino_conv's C = Cout), whichever is larger */
+    if (stride == 1 && Cin <= 4096 && Cout <= 4096) {
+        const size_t uf = diffuse__wino_u_floats(Cin, Cout), ub = diffuse__wino_u_floats(Cout, Cin);
+        u = uf > ub ? uf : ub;
+    }
     return n * (col + SLOT) + u;
 }
 

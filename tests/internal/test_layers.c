@@ -1089,6 +1089,28 @@ static void test_conv_work_size(void)
     /* The GEMM's part starts 64-byte aligned. */
     ASSERT_EQ((diffuse__conv3x3_work_floats(3, 2, 5, 7, 1, 3) - g) % 16, 0);
     ASSERT_EQ(layer_conv_col_len_d(3, 5, 7, 1) % 16, 0);
+    /* The stride-1 dx runs a conv Cout -> Cin (Winograd where it pays:
+     * its weights 16 Cout (Cin + 11) floats, more than the forward's for
+     * Cout > Cin): a backward pass writes within the floats the size
+     * asks for (guard floats after them untouched). */
+    {
+        const size_t B = 2, Cin = 32, Cout = 96, H = 17, Wd = 15, ng = 4096;
+        const size_t nw = diffuse__conv3x3_work_floats(Cin, Cout, H, Wd, 1, 1);
+        float *x = fvec(B * Cin * H * Wd), *w = fvec(Cout * Cin * 9), *dy = fvec(B * Cout * H * Wd);
+        float *dx = fvec(B * Cin * H * Wd), *dW = fvec(Cout * Cin * 9), *work = fvec(nw + ng);
+        for (size_t i = 0; i < B * Cin * H * Wd; i++)
+            x[i] = (float)((i * 7) % 13) * 0.1f - 0.6f;
+        for (size_t i = 0; i < Cout * Cin * 9; i++)
+            w[i] = (float)((i * 5) % 11) * 0.1f - 0.5f;
+        for (size_t i = 0; i < B * Cout * H * Wd; i++)
+            dy[i] = (float)((i * 3) % 7) * 0.1f - 0.3f;
+        for (size_t i = 0; i < ng; i++)
+            work[nw + i] = 12345.0f;
+        diffuse__conv3x3_backward_f(x, B, Cin, H, Wd, w, Cout, 1, dy, dx, dW, NULL, work, 1);
+        for (size_t i = 0; i < ng; i++)
+            if (work[nw + i] != 12345.0f)
+                HARNESS_FAIL_("conv backward wrote past its work size (float %zu after it)", i);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
