@@ -1052,18 +1052,31 @@ static size_t dstrip_h(size_t M, size_t i)
     return left == 16 ? 8 : min_sz(MR_MAX, left);
 }
 
+/* Floats of a job's whole op(A) in the COLS layout (job_part_direct's
+ * strips of MR_MAX columns). */
+static size_t dpack_floats(size_t M, size_t K)
+{
+    return (M + MR_MAX - 1) / MR_MAX * MR_MAX * K;
+}
+
 /* job_part for a stride-1 B_COL job on the AVX-512 kernel: no B panels,
  * the direct kernel reads the image.  The A strips in the COLS layout,
  * all of op(A) packed once into the slot's B area when it fits, else a
- * strip at a time. */
-static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+ * strip at a time.  apk, when not NULL, is where in the B area the whole
+ * pack goes (dpack_floats(M, K) floats from it must lie in the B area),
+ * and packed 1 says it is there already, from a call on a job of the same
+ * op(A) (fwd_s2 and dx_s2's groups of samples, which would otherwise pack
+ * it again for every group). */
+static void job_part_direct_a(const struct cjob *jb, size_t n0, size_t n1, float *slot,
+                              float *apk, int packed)
 {
     const size_t M = jb->M, K = jb->K, nstrip = (M + MR_MAX - 1) / MR_MAX;
-    float *bbuf = slot, *abuf = slot + SLOT_B, *tbuf = abuf + SLOT_A, *xbuf = tbuf + SLOT_T;
+    float *bbuf = apk != NULL ? apk : slot, *abuf = slot + SLOT_B, *tbuf = abuf + SLOT_A,
+          *xbuf = tbuf + SLOT_T;
     struct runtab *rts = (struct runtab *)(void *)(xbuf + SLOT_X);
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
-    const int whole = nstrip * MR_MAX * K <= SLOT_B;
-    if (whole)
+    const int whole = (size_t)(bbuf - slot) + dpack_floats(M, K) <= SLOT_B;
+    if (whole && !packed)
         for (size_t s = 0, i = 0; s < nstrip; s++) {
             const size_t h = dstrip_h(M, i);
             pack_a_cols(jb, i, h, 0, K, bbuf + s * MR_MAX * K);
@@ -1091,6 +1104,11 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
             }
         }
     }
+}
+
+static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+{
+    job_part_direct_a(jb, n0, n1, slot, NULL, 0);
 }
 #endif
 
@@ -1974,7 +1992,8 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
         jb.N = nb * jb.g.P;
         jb.C = jb0->C + b * jb0->cstride;
         if (jb0->v == &diffuse__gemm_avx512)
-            job_part_direct(&jb, 0, jb.N, slot);
+            /* op(A) (W) packed by the first group */
+            job_part_direct_a(&jb, 0, jb.N, slot, slot, b != b0);
         else
             job_part(&jb, 0, jb.N, slot);
     }
@@ -2126,8 +2145,13 @@ static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, siz
 {
     const size_t Ho = layer_conv_out_f(H, 2), Wo = layer_conv_out_f(Wd, 2), P = Ho * Wo;
     const size_t G = s2_group(P);
+    /* the four phases' op(A) packed side by side by the first group when
+     * they fit (phase q's K = Cout ntap, 9 Cout in all), else each call
+     * packs its own */
+    const int keep = dpack_floats(Cin, 9 * Cout) <= SLOT_B;
     for (size_t b = b0; b < b1; b += G) {
         const size_t nb = min_sz(G, b1 - b);
+        size_t aoff = 0;
         for (size_t q = 0; q < 4; q++) {
             struct cjob jb;
             jb.v = &diffuse__gemm_avx512;
@@ -2151,7 +2175,12 @@ static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, siz
             jb.cstride = Cin * 4 * P;
             jb.mode = DIFFUSE__GEMM_SET;
             jb.bias = NULL;
-            job_part_direct(&jb, 0, jb.N, slot);
+            if (keep) {
+                job_part_direct_a(&jb, 0, jb.N, slot, slot + aoff, b != b0);
+                aoff += dpack_floats(Cin, jb.K);
+            } else {
+                job_part_direct(&jb, 0, jb.N, slot);
+            }
         }
         s2_unphase(ph, nb, Cin, H, Wd, Ho, Wo, dx + b * Cin * H * Wd);
     }

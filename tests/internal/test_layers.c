@@ -852,7 +852,9 @@ static int conv_pass_diff(const conv_ctx *c, float *const y[2], float *const dx[
  * starting inside a channel (Cin 43: two blocks of 194 = 21 * 9 + 5);
  * several column blocks; B = 1 .. 7; stride 2 (even and odd sizes, groups
  * of samples for the phase stacks: 28 -> 14 in groups of 2, 14 -> 7 in
- * groups of 6, a 1-channel output) by the same kernel; dW by its own
+ * groups of 6, a 1-channel output; groups after a thread's first reuse
+ * its packed weights, the forward's and dx's four phases') by the same
+ * kernel; dW by its own
  * kernel (taps as rows, output channels padded to 32, bands of rows) or,
  * for Cout <= 8 (Cout 1, 2, 3, 5, 7 here), by the pixel-lane kernel (odd
  * widths, rows shorter than 16), with its channels split among the
