@@ -855,7 +855,8 @@ static int conv_pass_diff(const conv_ctx *c, float *const y[2], float *const dx[
  * groups of 6, a 1-channel output; groups after a thread's first reuse
  * its packed weights, the forward's and dx's four phases') by the same
  * kernel; dW by its own
- * kernel (taps as rows, output channels padded to 32, bands of rows) or,
+ * kernel (taps as rows, output channels padded to 32, bands of rows, the
+ * input rows read in place with the border taps 0: widths 1 and 2) or,
  * for Cout <= 8 (Cout 1, 2, 3, 5, 7 here), by the pixel-lane kernel (odd
  * widths, rows shorter than 16), with its channels split among the
  * threads; Cin = 1 and Cout = 1 (the nets' first and last convs).  Each
@@ -877,7 +878,12 @@ static void test_conv_direct(void)
                                     {2, 1, 5, 17, 1, 1},   {3, 12, 28, 28, 20, 2},
                                     {7, 9, 14, 14, 13, 2}, {5, 3, 15, 9, 1, 2},
                                     /* 28 rows: strips 12 8 8 */
-                                    {3, 28, 7, 7, 28, 1}};
+                                    {3, 28, 7, 7, 28, 1},
+                                    /* dW's tile on one-pixel rows (both
+                                     * border taps 0: W 1; none: W 2 at
+                                     * stride 2) */
+                                    {2, 3, 5, 1, 12, 1},   {2, 3, 6, 2, 12, 2},
+                                    {3, 2, 5, 1, 33, 2}};
     const int old = diffuse__conv3x3_direct(1);
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         conv_ctx c = conv_setup(cfg[k]), a;
