@@ -1264,14 +1264,15 @@ static int wino_conv(const struct diffuse__gemm_variant *v, const float *x, size
 #define DWPIX 128
 
 /* The band's tile: nrows output rows of Wo pixels at stride s, read
- * straight from the channel's image rows (no padded copy): xr[3 r + ky]
- * is the input row s (first row + r) + ky - 1 of Wd floats, or a row of
- * zeros (zr) outside the image.  A tap reading a column outside the row
+ * straight from the channel's image xc (H rows of Wd floats; no padded
+ * copy): output row r reads the input rows iyb + s r + ky (iyb = s (first
+ * row) - 1, wrapping to a huge value for -1), or a row of zeros (zr)
+ * outside the image.  A tap reading a column outside the row
  * (ox = 0's kx = 0; the last pixel's kx = 2 where s (Wo - 1) + 1 = Wd)
  * takes 0.0f, what the zero border gave: the same FMA, the same bits. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dwg_kernel_s(size_t nrows, size_t Wo, size_t Wd, size_t s, const float *const *xr,
-             const float *dT, float *acc)
+dwg_kernel_s(size_t nrows, size_t Wo, size_t Wd, size_t s, const float *xc, size_t H,
+             size_t iyb, const float *zr, const float *dT, float *acc)
 {
 #define DWG_DECL(t) __m512 a##t##_0 = _mm512_setzero_ps(), a##t##_1 = _mm512_setzero_ps();
 #define DWG_FMA(t, val)                                                     \
@@ -1307,7 +1308,9 @@ dwg_kernel_s(size_t nrows, size_t Wo, size_t Wd, size_t s, const float *const *x
     /* pixels 1 .. ox1 - 1 read all three taps */
     const size_t ox1 = redge ? Wo - 1 : Wo;
     for (size_t r = 0; r < nrows; r++) {
-        const float *x0 = xr[3 * r], *x1 = xr[3 * r + 1], *x2 = xr[3 * r + 2];
+        const size_t iy = iyb + s * r;
+        const float *x0 = iy < H ? xc + iy * Wd : zr, *x1 = iy + 1 < H ? xc + (iy + 1) * Wd : zr,
+                    *x2 = iy + 2 < H ? xc + (iy + 2) * Wd : zr;
         if (Wo == 1 && redge) {
             DWG_PIX(0, 1, 1)
             continue;
@@ -1327,14 +1330,14 @@ dwg_kernel_s(size_t nrows, size_t Wo, size_t Wd, size_t s, const float *const *x
 }
 
 /* dwg_kernel_s for stride 1 and 2. */
-__attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t Wo, size_t Wd,
-                                                        size_t s, const float *const *xr,
-                                                        const float *dT, float *acc)
+__attribute__((target("avx512f"))) static void
+dwg_kernel(size_t nrows, size_t Wo, size_t Wd, size_t s, const float *xc, size_t H, size_t iyb,
+           const float *zr, const float *dT, float *acc)
 {
     if (s == 1)
-        dwg_kernel_s(nrows, Wo, Wd, 1, xr, dT, acc);
+        dwg_kernel_s(nrows, Wo, Wd, 1, xc, H, iyb, zr, dT, acc);
     else
-        dwg_kernel_s(nrows, Wo, Wd, 2, xr, dT, acc);
+        dwg_kernel_s(nrows, Wo, Wd, 2, xc, H, iyb, zr, dT, acc);
 }
 
 /* Band height (output rows) for an output of Ho rows of Wo pixels. */
@@ -1370,9 +1373,6 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
     const size_t s = g->s, Ho = g->Ho, Wo = g->Wo;
     const size_t R = dw_band(Ho, Wo), Coutp = (Cout + 31) / 32 * 32;
     float *acc = buf, *zr = acc + nc * 9 * Coutp, *dT = zr + (Wd + 15) / 16 * 16;
-    /* the band's input rows, three an output row (ky = 0, 1, 2) */
-    const float *xr[3 * (DWPIX + 2)];
-    _Static_assert(DWPIX >= 1, "dw_band: at most DWPIX rows a band");
     memset(acc, 0, nc * 9 * Coutp * sizeof *acc);
     memset(zr, 0, Wd * sizeof *zr);
     for (size_t b = 0; b < B; b++) {
@@ -1397,14 +1397,8 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
                         for (size_t co = c * Cout / nc; co < (c + 1) * Cout / nc; co++)
                             dw_prefetch(dy + (nb_ * Cout + co) * P + noy * Wo, nnr * Wo);
                     }
-                    const float *xc = xb + (ci0 + c) * HW;
-                    for (size_t r = 0; r < nr; r++)
-                        for (size_t ky = 0; ky < 3; ky++) {
-                            /* wraps to a huge value above the image */
-                            const size_t iy = s * (oy0 + r) + ky - 1;
-                            xr[3 * r + ky] = iy < H ? xc + iy * Wd : zr;
-                        }
-                    dwg_kernel(nr, Wo, Wd, s, xr, dT + q * np, acc + c * 9 * Coutp + q * 9);
+                    dwg_kernel(nr, Wo, Wd, s, xb + (ci0 + c) * HW, H, s * oy0 - 1, zr, dT + q * np,
+                               acc + c * 9 * Coutp + q * 9);
                 }
         }
     }
