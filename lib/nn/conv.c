@@ -1250,10 +1250,12 @@ static int wino_conv(const struct diffuse__gemm_variant *v, const float *x, size
  * pack_bt): 18 FMAs, no im2col and no per-tap transpose.  (xpad's values
  * are read from the image rows, 0.0f for those in the border: dwg_kernel_s.
  * Dy's and x's rows of the next band are prefetched while a band's tiles
- * run.  dW alone, one thread, CPU time, batch 64, on Zen 5 (noisy, best of
- * 21, alternating): 32 -> 32 at 14 x 14 1.25 -> 1.22 ms, 64 -> 32 at
- * 14 x 14 2.44 -> 2.33, 32 -> 32 at 28 x 28 4.9-5.2 -> 4.7, stride 2
- * 32 -> 64 0.64 -> 0.62 against the padded copy of each band's rows.)  The pixels go in
+ * run.  dW alone, one thread, CPU time, batch 64, on Zen 5 (bench_conv,
+ * noisy, best of 21, alternating): 32 -> 32 at 14 x 14 1.26 -> 1.17 ms,
+ * 64 -> 32 at 14 x 14 2.44 -> 2.24, 64 -> 64 at 7 x 7 1.25 -> 1.14,
+ * 32 -> 32 at 28 x 28 6.1 -> 5.0 (loaded machine), stride 2 32 -> 64 at
+ * 14 x 14 0.64 -> 0.61, at 28 x 28 3.15 -> 2.47, against a padded copy of
+ * each band's rows.)  The pixels go in
  * bands of whole image rows of one sample (a function of the shape only);
  * each band's 9 x 32 sums are added to a buffer acc[ci][t][co] in band
  * order, and acc to dW at the end.  Threads take disjoint ranges of
