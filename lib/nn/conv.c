@@ -1052,18 +1052,31 @@ static size_t dstrip_h(size_t M, size_t i)
     return left == 16 ? 8 : min_sz(MR_MAX, left);
 }
 
+/* Floats of a job's whole op(A) in the COLS layout (job_part_direct's
+ * strips of MR_MAX columns). */
+static size_t dpack_floats(size_t M, size_t K)
+{
+    return (M + MR_MAX - 1) / MR_MAX * MR_MAX * K;
+}
+
 /* job_part for a stride-1 B_COL job on the AVX-512 kernel: no B panels,
  * the direct kernel reads the image.  The A strips in the COLS layout,
  * all of op(A) packed once into the slot's B area when it fits, else a
- * strip at a time. */
-static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+ * strip at a time.  apk, when not NULL, is where in the B area the whole
+ * pack goes (dpack_floats(M, K) floats from it must lie in the B area),
+ * and packed 1 says it is there already, from a call on a job of the same
+ * op(A) (fwd_s2 and dx_s2's groups of samples, which would otherwise pack
+ * it again for every group). */
+static void job_part_direct_a(const struct cjob *jb, size_t n0, size_t n1, float *slot,
+                              float *apk, int packed)
 {
     const size_t M = jb->M, K = jb->K, nstrip = (M + MR_MAX - 1) / MR_MAX;
-    float *bbuf = slot, *abuf = slot + SLOT_B, *tbuf = abuf + SLOT_A, *xbuf = tbuf + SLOT_T;
+    float *bbuf = apk != NULL ? apk : slot, *abuf = slot + SLOT_B, *tbuf = abuf + SLOT_A,
+          *xbuf = tbuf + SLOT_T;
     struct runtab *rts = (struct runtab *)(void *)(xbuf + SLOT_X);
     const size_t nk = (K + KC - 1) / KC, kcb = (K + nk - 1) / nk;
-    const int whole = nstrip * MR_MAX * K <= SLOT_B;
-    if (whole)
+    const int whole = (size_t)(bbuf - slot) + dpack_floats(M, K) <= SLOT_B;
+    if (whole && !packed)
         for (size_t s = 0, i = 0; s < nstrip; s++) {
             const size_t h = dstrip_h(M, i);
             pack_a_cols(jb, i, h, 0, K, bbuf + s * MR_MAX * K);
@@ -1091,6 +1104,11 @@ static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *
             }
         }
     }
+}
+
+static void job_part_direct(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+{
+    job_part_direct_a(jb, n0, n1, slot, NULL, 0);
 }
 #endif
 
@@ -1229,7 +1247,15 @@ static int wino_conv(const struct diffuse__gemm_variant *v, const float *x, size
  * rows of a 9 x 32 tile over 32 output channels: each pixel step
  * broadcasts 9 values of xpad (three rows, three neighbours each) and
  * loads 32 values of dy transposed (dyT[pixel][co], packed by the GEMM's
- * pack_bt): 18 FMAs, no im2col and no per-tap transpose.  The pixels go in
+ * pack_bt): 18 FMAs, no im2col and no per-tap transpose.  (xpad's values
+ * are read from the image rows, 0.0f for those in the border: dwg_kernel_s.
+ * Dy's and x's rows of the next band are prefetched while a band's tiles
+ * run.  dW alone, one thread, CPU time, batch 64, on Zen 5 (bench_conv,
+ * noisy, best of 21, alternating): 32 -> 32 at 14 x 14 1.26 -> 1.17 ms,
+ * 64 -> 32 at 14 x 14 2.44 -> 2.24, 64 -> 64 at 7 x 7 1.25 -> 1.14,
+ * 32 -> 32 at 28 x 28 6.1 -> 5.0 (loaded machine), stride 2 32 -> 64 at
+ * 14 x 14 0.64 -> 0.61, at 28 x 28 3.15 -> 2.47, against a padded copy of
+ * each band's rows.)  The pixels go in
  * bands of whole image rows of one sample (a function of the shape only);
  * each band's 9 x 32 sums are added to a buffer acc[ci][t][co] in band
  * order, and acc to dW at the end.  Threads take disjoint ranges of
@@ -1239,16 +1265,39 @@ static int wino_conv(const struct diffuse__gemm_variant *v, const float *x, size
 /* Band height (output rows): about DWPIX pixels. */
 #define DWPIX 128
 
+/* The band's tile: nrows output rows of Wo pixels at stride s, read
+ * straight from the channel's image xc (H rows of Wd floats; no padded
+ * copy): output row r reads the input rows iyb + s r + ky (iyb = s (first
+ * row) - 1, wrapping to a huge value for -1), or a row of zeros (zr)
+ * outside the image.  A tap reading a column outside the row
+ * (ox = 0's kx = 0; the last pixel's kx = 2 where s (Wo - 1) + 1 = Wd)
+ * takes 0.0f, what the zero border gave: the same FMA, the same bits. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dwg_kernel_s(size_t nrows, size_t Wd, size_t ld, size_t s, const float *xp, const float *dT,
-             float *acc)
+dwg_kernel_s(size_t nrows, size_t Wo, size_t Wd, size_t s, const float *xc, size_t H,
+             size_t iyb, const float *zr, const float *dT, float *acc)
 {
 #define DWG_DECL(t) __m512 a##t##_0 = _mm512_setzero_ps(), a##t##_1 = _mm512_setzero_ps();
-#define DWG_FMA(t, src)                                                     \
+#define DWG_FMA(t, val)                                                     \
     {                                                                       \
-        const __m512 xv = _mm512_set1_ps(src);                              \
+        const __m512 xv = _mm512_set1_ps(val);                              \
         a##t##_0 = _mm512_fmadd_ps(xv, b0, a##t##_0);                       \
         a##t##_1 = _mm512_fmadd_ps(xv, b1, a##t##_1);                       \
+    }
+/* pixel at column o of the rows (tap kx reads o + kx - 1); L (R): the
+ * left (right) tap reads 0 */
+#define DWG_PIX(o, L, R)                                                    \
+    {                                                                       \
+        const __m512 b0 = _mm512_loadu_ps(dT), b1 = _mm512_loadu_ps(dT + 16); \
+        DWG_FMA(0, (L) ? 0.0f : x0[(o) - 1])                                \
+        DWG_FMA(1, x0[o])                                                   \
+        DWG_FMA(2, (R) ? 0.0f : x0[(o) + 1])                                \
+        DWG_FMA(3, (L) ? 0.0f : x1[(o) - 1])                                \
+        DWG_FMA(4, x1[o])                                                   \
+        DWG_FMA(5, (R) ? 0.0f : x1[(o) + 1])                                \
+        DWG_FMA(6, (L) ? 0.0f : x2[(o) - 1])                                \
+        DWG_FMA(7, x2[o])                                                   \
+        DWG_FMA(8, (R) ? 0.0f : x2[(o) + 1])                                \
+        dT += 32;                                                           \
     }
 #define DWG_OUT(t)                                                          \
     _mm512_storeu_ps(acc + (t) * 32, _mm512_add_ps(_mm512_loadu_ps(acc + (t) * 32), a##t##_0)); \
@@ -1256,40 +1305,41 @@ dwg_kernel_s(size_t nrows, size_t Wd, size_t ld, size_t s, const float *xp, cons
                      _mm512_add_ps(_mm512_loadu_ps(acc + (t) * 32 + 16), a##t##_1));
     DWG_DECL(0) DWG_DECL(1) DWG_DECL(2) DWG_DECL(3) DWG_DECL(4) DWG_DECL(5) DWG_DECL(6)
     DWG_DECL(7) DWG_DECL(8)
+    /* the last pixel's right tap outside the row (always at stride 1) */
+    const int redge = s * (Wo - 1) + 1 >= Wd;
+    /* pixels 1 .. ox1 - 1 read all three taps */
+    const size_t ox1 = redge ? Wo - 1 : Wo;
     for (size_t r = 0; r < nrows; r++) {
-        const float *x0 = xp + r * s * ld, *x1 = x0 + ld, *x2 = x1 + ld;
-        for (size_t ox = 0; ox < Wd; ox++) {
-            const __m512 b0 = _mm512_loadu_ps(dT), b1 = _mm512_loadu_ps(dT + 16);
-            const size_t o = ox * s;
-            DWG_FMA(0, x0[o])
-            DWG_FMA(1, x0[o + 1])
-            DWG_FMA(2, x0[o + 2])
-            DWG_FMA(3, x1[o])
-            DWG_FMA(4, x1[o + 1])
-            DWG_FMA(5, x1[o + 2])
-            DWG_FMA(6, x2[o])
-            DWG_FMA(7, x2[o + 1])
-            DWG_FMA(8, x2[o + 2])
-            dT += 32;
+        const size_t iy = iyb + s * r;
+        const float *x0 = iy < H ? xc + iy * Wd : zr, *x1 = iy + 1 < H ? xc + (iy + 1) * Wd : zr,
+                    *x2 = iy + 2 < H ? xc + (iy + 2) * Wd : zr;
+        if (Wo == 1 && redge) {
+            DWG_PIX(0, 1, 1)
+            continue;
         }
+        DWG_PIX(0, 1, 0)
+        for (size_t ox = 1; ox < ox1; ox++)
+            DWG_PIX(ox * s, 0, 0)
+        if (redge)
+            DWG_PIX((Wo - 1) * s, 0, 1)
     }
     DWG_OUT(0) DWG_OUT(1) DWG_OUT(2) DWG_OUT(3) DWG_OUT(4) DWG_OUT(5) DWG_OUT(6) DWG_OUT(7)
     DWG_OUT(8)
 #undef DWG_DECL
 #undef DWG_FMA
+#undef DWG_PIX
 #undef DWG_OUT
 }
 
-/* dwg_kernel_s for stride 1 and 2: nrows output rows of Wo pixels; xp the
- * padded input rows from s * (first output row), ld floats apart. */
-__attribute__((target("avx512f"))) static void dwg_kernel(size_t nrows, size_t Wo, size_t ld,
-                                                        size_t s, const float *xp,
-                                                        const float *dT, float *acc)
+/* dwg_kernel_s for stride 1 and 2. */
+__attribute__((target("avx512f"))) static void
+dwg_kernel(size_t nrows, size_t Wo, size_t Wd, size_t s, const float *xc, size_t H, size_t iyb,
+           const float *zr, const float *dT, float *acc)
 {
     if (s == 1)
-        dwg_kernel_s(nrows, Wo, ld, 1, xp, dT, acc);
+        dwg_kernel_s(nrows, Wo, Wd, 1, xc, H, iyb, zr, dT, acc);
     else
-        dwg_kernel_s(nrows, Wo, ld, 2, xp, dT, acc);
+        dwg_kernel_s(nrows, Wo, Wd, 2, xc, H, iyb, zr, dT, acc);
 }
 
 /* Band height (output rows) for an output of Ho rows of Wo pixels. */
@@ -1299,19 +1349,21 @@ static size_t dw_band(size_t Ho, size_t Wo)
     return r < 1 ? 1 : r > Ho ? Ho : r;
 }
 
-/* Padded input rows of a band of R output rows at stride s. */
-static size_t dw_band_in(size_t R, size_t s)
-{
-    return (R - 1) * s + 3;
-}
-
 /* Floats of one thread's buffers for channels ci0 .. ci0 + nc - 1:
- * acc [nc][9][Coutp], the padded band [nc][((R - 1) s + 3) (W + 2)] and
- * dyT [R Wo][Coutp] (Coutp: Cout rounded up to 32). */
+ * acc [nc][9][Coutp], a row of W zeros (rounded up to 16) and dyT
+ * [R Wo][Coutp] (Coutp: Cout rounded up to 32). */
 static size_t dw_floats(size_t nc, size_t Cout, const struct geo *g)
 {
     const size_t R = dw_band(g->Ho, g->Wo), Coutp = (Cout + 31) / 32 * 32;
-    return nc * 9 * Coutp + nc * dw_band_in(R, g->s) * (g->W + 2) + R * g->Wo * Coutp;
+    return nc * 9 * Coutp + (g->W + 15) / 16 * 16 + R * g->Wo * Coutp;
+}
+
+/* Asks for the cache lines of p[0 .. n - 1]. */
+static void dw_prefetch(const float *p, size_t n)
+{
+    const uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, e = (uintptr_t)(p + n);
+    for (uintptr_t q = a; q < e; q += 64)
+        _mm_prefetch((const char *)q, _MM_HINT_T0);
 }
 
 /* Channels ci0 .. ci1 - 1 of dW, with one slot's B area. */
@@ -1321,37 +1373,35 @@ static void dw_channels(const struct diffuse__gemm_variant *v, const struct geo 
 {
     const size_t H = g->H, Wd = g->W, P = g->P, HW = H * Wd, K = g->C * 9, nc = ci1 - ci0;
     const size_t s = g->s, Ho = g->Ho, Wo = g->Wo;
-    const size_t R = dw_band(Ho, Wo), Coutp = (Cout + 31) / 32 * 32, ld = Wd + 2;
-    const size_t bandp = dw_band_in(R, s) * ld;
-    float *acc = buf, *xp = acc + nc * 9 * Coutp, *dT = xp + nc * bandp;
+    const size_t R = dw_band(Ho, Wo), Coutp = (Cout + 31) / 32 * 32;
+    float *acc = buf, *zr = acc + nc * 9 * Coutp, *dT = zr + (Wd + 15) / 16 * 16;
     memset(acc, 0, nc * 9 * Coutp * sizeof *acc);
+    memset(zr, 0, Wd * sizeof *zr);
     for (size_t b = 0; b < B; b++) {
         const float *xb = g->x + b * g->chw, *yb = dy + b * Cout * P;
         for (size_t oy0 = 0; oy0 < Ho; oy0 += R) {
-            const size_t nr = min_sz(R, Ho - oy0), np = nr * Wo, nin = dw_band_in(nr, s);
-            /* the band's input rows s oy0 - 1 .. s (oy0 + nr - 1) + 1 with a
-             * zero border (and zero rows past the image) */
-            for (size_t c = 0; c < nc; c++) {
-                float *d = xp + c * bandp;
-                const float *src = xb + (ci0 + c) * HW;
-                for (size_t r = 0; r < nin; r++) {
-                    float *dr = d + r * ld;
-                    const size_t iy = s * oy0 + r - 1;
-                    if (iy >= H) {
-                        memset(dr, 0, ld * sizeof *dr);
-                        continue;
-                    }
-                    dr[0] = 0.0f;
-                    memcpy(dr + 1, src + iy * Wd, Wd * sizeof *dr);
-                    dr[Wd + 1] = 0.0f;
-                }
-            }
+            const size_t nr = min_sz(R, Ho - oy0), np = nr * Wo;
             /* dyT of the band, 32 output channels a panel */
             v->pack_bt(yb, P, oy0 * Wo, np, 0, Cout, dT);
+            /* the next band (in this sample or the next): its dy rows and
+             * input rows asked for ahead, a share with each channel's
+             * first tile, so that its tiles and pack_bt do not wait on
+             * memory (data movement only) */
+            const size_t nb_ = oy0 + R < Ho ? b : b + 1, noy = oy0 + R < Ho ? oy0 + R : 0;
+            const int pf = nb_ < B;
+            const size_t nnr = min_sz(R, Ho - noy), iy0 = s * noy > 0 ? s * noy - 1 : 0,
+                         iy1 = min_sz(s * (noy + nnr - 1) + 2, H);
             for (size_t q = 0; q < Coutp; q += 32)
-                for (size_t c = 0; c < nc; c++)
-                    dwg_kernel(nr, Wo, ld, s, xp + c * bandp, dT + q * np,
+                for (size_t c = 0; c < nc; c++) {
+                    if (pf && q == 0) {
+                        dw_prefetch(g->x + nb_ * g->chw + (ci0 + c) * HW + iy0 * Wd,
+                                    (iy1 - iy0) * Wd);
+                        for (size_t co = c * Cout / nc; co < (c + 1) * Cout / nc; co++)
+                            dw_prefetch(dy + (nb_ * Cout + co) * P + noy * Wo, nnr * Wo);
+                    }
+                    dwg_kernel(nr, Wo, Wd, s, xb + (ci0 + c) * HW, H, s * oy0 - 1, zr, dT + q * np,
                                acc + c * 9 * Coutp + q * 9);
+                }
         }
     }
     for (size_t c = 0; c < nc; c++)
@@ -1975,7 +2025,8 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
         jb.N = nb * jb.g.P;
         jb.C = jb0->C + b * jb0->cstride;
         if (jb0->v == &diffuse__gemm_avx512)
-            job_part_direct(&jb, 0, jb.N, slot);
+            /* op(A) (W) packed by the first group */
+            job_part_direct_a(&jb, 0, jb.N, slot, slot, b != b0);
         else
             job_part(&jb, 0, jb.N, slot);
     }
@@ -2127,8 +2178,13 @@ static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, siz
 {
     const size_t Ho = layer_conv_out_f(H, 2), Wo = layer_conv_out_f(Wd, 2), P = Ho * Wo;
     const size_t G = s2_group(P);
+    /* the four phases' op(A) packed side by side by the first group when
+     * they fit (phase q's K = Cout ntap, 9 Cout in all), else each call
+     * packs its own */
+    const int keep = dpack_floats(Cin, 9 * Cout) <= SLOT_B;
     for (size_t b = b0; b < b1; b += G) {
         const size_t nb = min_sz(G, b1 - b);
+        size_t aoff = 0;
         for (size_t q = 0; q < 4; q++) {
             struct cjob jb;
             jb.v = &diffuse__gemm_avx512;
@@ -2152,7 +2208,12 @@ static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, siz
             jb.cstride = Cin * 4 * P;
             jb.mode = DIFFUSE__GEMM_SET;
             jb.bias = NULL;
-            job_part_direct(&jb, 0, jb.N, slot);
+            if (keep) {
+                job_part_direct_a(&jb, 0, jb.N, slot, slot + aoff, b != b0);
+                aoff += dpack_floats(Cin, jb.K);
+            } else {
+                job_part_direct(&jb, 0, jb.N, slot);
+            }
         }
         s2_unphase(ph, nb, Cin, H, Wd, Ho, Wo, dx + b * Cin * H * Wd);
     }

@@ -852,8 +852,11 @@ static int conv_pass_diff(const conv_ctx *c, float *const y[2], float *const dx[
  * starting inside a channel (Cin 43: two blocks of 194 = 21 * 9 + 5);
  * several column blocks; B = 1 .. 7; stride 2 (even and odd sizes, groups
  * of samples for the phase stacks: 28 -> 14 in groups of 2, 14 -> 7 in
- * groups of 6, a 1-channel output) by the same kernel; dW by its own
- * kernel (taps as rows, output channels padded to 32, bands of rows) or,
+ * groups of 6, a 1-channel output; groups after a thread's first reuse
+ * its packed weights, the forward's and dx's four phases') by the same
+ * kernel; dW by its own
+ * kernel (taps as rows, output channels padded to 32, bands of rows, the
+ * input rows read in place with the border taps 0: widths 1 and 2) or,
  * for Cout <= 8 (Cout 1, 2, 3, 5, 7 here), by the pixel-lane kernel (odd
  * widths, rows shorter than 16), with its channels split among the
  * threads; Cin = 1 and Cout = 1 (the nets' first and last convs).  Each
@@ -875,7 +878,12 @@ static void test_conv_direct(void)
                                     {2, 1, 5, 17, 1, 1},   {3, 12, 28, 28, 20, 2},
                                     {7, 9, 14, 14, 13, 2}, {5, 3, 15, 9, 1, 2},
                                     /* 28 rows: strips 12 8 8 */
-                                    {3, 28, 7, 7, 28, 1}};
+                                    {3, 28, 7, 7, 28, 1},
+                                    /* dW's tile on one-pixel rows (both
+                                     * border taps 0: W 1; none: W 2 at
+                                     * stride 2) */
+                                    {2, 3, 5, 1, 12, 1},   {2, 3, 6, 2, 12, 2},
+                                    {3, 2, 5, 1, 33, 2}};
     const int old = diffuse__conv3x3_direct(1);
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         conv_ctx c = conv_setup(cfg[k]), a;
@@ -1089,6 +1097,28 @@ static void test_conv_work_size(void)
     /* The GEMM's part starts 64-byte aligned. */
     ASSERT_EQ((diffuse__conv3x3_work_floats(3, 2, 5, 7, 1, 3) - g) % 16, 0);
     ASSERT_EQ(layer_conv_col_len_d(3, 5, 7, 1) % 16, 0);
+    /* The stride-1 dx runs a conv Cout -> Cin (Winograd where it pays:
+     * its weights 16 Cout (Cin + 11) floats, more than the forward's for
+     * Cout > Cin): a backward pass writes within the floats the size
+     * asks for (guard floats after them untouched). */
+    {
+        const size_t B = 2, Cin = 32, Cout = 96, H = 17, Wd = 15, ng = 4096;
+        const size_t nw = diffuse__conv3x3_work_floats(Cin, Cout, H, Wd, 1, 1);
+        float *x = fvec(B * Cin * H * Wd), *w = fvec(Cout * Cin * 9), *dy = fvec(B * Cout * H * Wd);
+        float *dx = fvec(B * Cin * H * Wd), *dW = fvec(Cout * Cin * 9), *work = fvec(nw + ng);
+        for (size_t i = 0; i < B * Cin * H * Wd; i++)
+            x[i] = (float)((i * 7) % 13) * 0.1f - 0.6f;
+        for (size_t i = 0; i < Cout * Cin * 9; i++)
+            w[i] = (float)((i * 5) % 11) * 0.1f - 0.5f;
+        for (size_t i = 0; i < B * Cout * H * Wd; i++)
+            dy[i] = (float)((i * 3) % 7) * 0.1f - 0.3f;
+        for (size_t i = 0; i < ng; i++)
+            work[nw + i] = 12345.0f;
+        diffuse__conv3x3_backward_f(x, B, Cin, H, Wd, w, Cout, 1, dy, dx, dW, NULL, work, 1);
+        for (size_t i = 0; i < ng; i++)
+            if (work[nw + i] != 12345.0f)
+                HARNESS_FAIL_("conv backward wrote past its work size (float %zu after it)", i);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
