@@ -9,7 +9,7 @@
  *   make lib
  *   cc -O2 -std=c11 -Iinclude -Ilib bench/bench_conv.c out/libdiffuse.a -lm \
  *      -o out/bench_conv
- * Run: out/bench_conv [REPS [SHAPE [PASS]]]   (SHAPE, PASS: indexes, one shape / pass; CPU time of this thread: CLOCK_THREAD_CPUTIME_ID;
+ * Run: [BENCH_B=batch] out/bench_conv [REPS [SHAPE [PASS]]]   (SHAPE, PASS: indexes, one shape / pass; CPU time of this thread: CLOCK_THREAD_CPUTIME_ID;
  * the best and the median of REPS calls, default 21).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -52,7 +52,7 @@ int main(int argc, char **argv)
               {32, 32, 28, 1}, {64, 32, 28, 1}, {32, 64, 28, 2}, {3, 32, 14, 1},
               {32, 1, 14, 1}};
     const int reps = argc > 1 ? atoi(argv[1]) : 21;
-    const size_t B = 64;
+    const size_t B = getenv("BENCH_B") != NULL ? (size_t)atol(getenv("BENCH_B")) : 64;
     unsigned seed = 1;
     printf("%-18s %-4s %9s %9s %8s\n", "shape", "pass", "best ms", "med ms", "GFLOP/s");
     const long only = argc > 2 ? atol(argv[2]) : -1, only_pass = argc > 3 ? atol(argv[3]) : -1;
