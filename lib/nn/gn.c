@@ -81,7 +81,7 @@ static double gn_sumsq_dev_wide(const float *x, size_t n, double m)
 }
 
 DIFFUSE_VEC_CLONES
-void diffuse__gn_affine_f(const float *x, size_t n, float m, float sc, float bt, float *y)
+static void gn_affine_clones(const float *x, size_t n, float m, float sc, float bt, float *y)
 {
     const vf8 mv = fsplat(m), sv = fsplat(sc), bv = fsplat(bt);
     size_t i = 0;
@@ -94,8 +94,8 @@ void diffuse__gn_affine_f(const float *x, size_t n, float m, float sc, float bt,
 }
 
 DIFFUSE_VEC_CLONES
-void diffuse__gn_affine_ss_f(const float *x, size_t n, float m, float sc, float bt, float s1,
-                             float sh, float *y, float *z)
+static void gn_affine_ss_clones(const float *x, size_t n, float m, float sc, float bt, float s1,
+                                float sh, float *y, float *z)
 {
     const vf8 mv = fsplat(m), sv = fsplat(sc), bv = fsplat(bt), s1v = fsplat(s1),
                shv = fsplat(sh);
@@ -227,6 +227,166 @@ DIFFUSE_VEC_AVX2 static double gn_sumsq_dev_avx2(const float *x, size_t n, doubl
     return gn_fold8(t, u);
 }
 
+/*
+ * AVX-512F forms of the sums and the affine: the same lanes, order and fold
+ * as gn_sum_wide and friends (so the same bits), written with intrinsics
+ * because GCC 12 widens 8 floats to 8 doubles in the clones as two 4-lane
+ * conversions and an insert (the sums ran at about half speed), and the
+ * elementwise ones 16 lanes at a time.
+ */
+#  define GN512 __attribute__((target("avx512f")))
+#  define GN512_INLINE static inline __attribute__((target("avx512f"), always_inline))
+
+/* The lanes a (0-7) and b (8-15) with x[i..n) (sq: its squared deviations
+ * from m) added into lanes 0.. of a, folded (gn_sum_wide's tail and fold). */
+GN512_INLINE double gn_fold512(__m512d a, __m512d b, const float *x, size_t i, size_t n,
+                               const int sq, double m)
+{
+    double t[8], u[8], e;
+    size_t j;
+    _mm512_storeu_pd(t, a);
+    _mm512_storeu_pd(u, b);
+    for (j = 0; i < n; i++, j++) {
+        if (sq) {
+            e = (double)x[i] - m;
+            t[j] += e * e;
+        } else {
+            t[j] += (double)x[i];
+        }
+    }
+    return gn_fold8(t, u);
+}
+
+GN512 static double gn_sum_avx512(const float *x, size_t n)
+{
+    __m512d a = _mm512_setzero_pd(), b = a;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a = _mm512_add_pd(a, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+        b = _mm512_add_pd(b, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
+    }
+    if (i + 8 <= n) {
+        a = _mm512_add_pd(a, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+        i += 8;
+    }
+    return gn_fold512(a, b, x, i, n, 0, 0.0);
+}
+
+GN512 static double gn_sumsq_dev_avx512(const float *x, size_t n, double m)
+{
+    const __m512d mv = _mm512_set1_pd(m);
+    __m512d a = _mm512_setzero_pd(), b = a, d;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), mv);
+        a = _mm512_add_pd(a, _mm512_mul_pd(d, d));
+        d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), mv);
+        b = _mm512_add_pd(b, _mm512_mul_pd(d, d));
+    }
+    if (i + 8 <= n) {
+        d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), mv);
+        a = _mm512_add_pd(a, _mm512_mul_pd(d, d));
+        i += 8;
+    }
+    return gn_fold512(a, b, x, i, n, 1, m);
+}
+
+/* One block of 8 of gn_bwd_sums_wide into s1, s2. */
+#  define GN_BWD8(s1, s2, k)                                                              \
+    do {                                                                                  \
+        const __m512d g_ = _mm512_cvtps_pd(_mm256_loadu_ps(dy + (k)));                    \
+        const __m256 h_ = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + (k)), mv), rv); \
+        s1 = _mm512_add_pd(s1, g_);                                                       \
+        s2 = _mm512_add_pd(s2, _mm512_mul_pd(g_, _mm512_cvtps_pd(h_)));                   \
+    } while (0)
+
+GN512 static void gn_bwd_sums_avx512(const float *x, const float *dy, size_t n, float m,
+                                     float r, double *s1, double *s2)
+{
+    const __m256 mv = _mm256_set1_ps(m), rv = _mm256_set1_ps(r);
+    __m512d a1 = _mm512_setzero_pd(), b1 = a1, a2 = a1, b2 = a1;
+    double t1[8], t2[8], u1[8], u2[8];
+    size_t i = 0, j;
+    for (; i + 16 <= n; i += 16) {
+        GN_BWD8(a1, a2, i);
+        GN_BWD8(b1, b2, i + 8);
+    }
+    if (i + 8 <= n) {
+        GN_BWD8(a1, a2, i);
+        i += 8;
+    }
+    _mm512_storeu_pd(t1, a1);
+    _mm512_storeu_pd(t2, a2);
+    _mm512_storeu_pd(u1, b1);
+    _mm512_storeu_pd(u2, b2);
+    for (j = 0; i < n; i++, j++) {
+        const float xh = (x[i] - m) * r;
+        t1[j] += (double)dy[i];
+        t2[j] += (double)dy[i] * (double)xh;
+    }
+    *s1 = gn_fold8(t1, u1);
+    *s2 = gn_fold8(t2, u2);
+}
+#  undef GN_BWD8
+
+/* (v - m) sc + bt, unfused, 16 lanes. */
+GN512_INLINE __m512 gn_aff16(__m512 v, __m512 mv, __m512 sv, __m512 bv)
+{
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, mv), sv), bv);
+}
+
+GN512 static void gn_affine_avx512(const float *x, size_t n, float m, float sc, float bt,
+                                   float *y)
+{
+    const __m512 mv = _mm512_set1_ps(m), sv = _mm512_set1_ps(sc), bv = _mm512_set1_ps(bt);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, gn_aff16(_mm512_loadu_ps(x + i), mv, sv, bv));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(y + i, k, gn_aff16(_mm512_maskz_loadu_ps(k, x + i), mv, sv, bv));
+    }
+}
+
+GN512 static void gn_affine_ss_avx512(const float *x, size_t n, float m, float sc, float bt,
+                                      float s1, float sh, float *y, float *z)
+{
+    const __m512 mv = _mm512_set1_ps(m), sv = _mm512_set1_ps(sc), bv = _mm512_set1_ps(bt),
+                 s1v = _mm512_set1_ps(s1), shv = _mm512_set1_ps(sh);
+    size_t i = 0;
+    __m512 v;
+    for (; i + 16 <= n; i += 16) {
+        v = gn_aff16(_mm512_loadu_ps(x + i), mv, sv, bv);
+        _mm512_storeu_ps(y + i, v);
+        _mm512_storeu_ps(z + i, _mm512_add_ps(_mm512_mul_ps(v, s1v), shv));
+    }
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
+        v = gn_aff16(_mm512_maskz_loadu_ps(k, x + i), mv, sv, bv);
+        _mm512_mask_storeu_ps(y + i, k, v);
+        _mm512_mask_storeu_ps(z + i, k, _mm512_add_ps(_mm512_mul_ps(v, s1v), shv));
+    }
+}
+
+/* Which forms run: 2 the AVX-512F ones above, 1 the AVX2 twins, 0 the
+ * clones; gn512_force (tests) turns the first off. */
+static int gn512_force = -1;
+
+static int gn_isa(void)
+{
+    if (diffuse__vec_avx2())
+        return 1;
+    if (gn512_force >= 0)
+        return gn512_force ? 2 : 0;
+    return __builtin_cpu_supports("avx512f") ? 2 : 0;
+}
+
+int diffuse__gn_avx512_force(int on)
+{
+    gn512_force = on < 0 ? -1 : on && __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return on < 0 ? __builtin_cpu_supports("avx512f") != 0 : gn512_force;
+}
+
 /* dy[k..k+3] into *s1, dy[k] (x[k] - m) r (the product in float) into *s2. */
 #  define GN_BWD4(s1, s2, k)                                                    \
     do {                                                                        \
@@ -274,23 +434,77 @@ DIFFUSE_VEC_AVX2 static void gn_bwd_sums_avx2(const float *x, const float *dy, s
 
 double diffuse__gn_sum_f(const float *x, size_t n)
 {
-    return diffuse__vec_avx2() ? gn_sum_avx2(x, n) : gn_sum_wide(x, n);
+    switch (gn_isa()) {
+    case 2:
+        return gn_sum_avx512(x, n);
+    case 1:
+        return gn_sum_avx2(x, n);
+    default:
+        return gn_sum_wide(x, n);
+    }
 }
 
 double diffuse__gn_sumsq_dev_f(const float *x, size_t n, double m)
 {
-    return diffuse__vec_avx2() ? gn_sumsq_dev_avx2(x, n, m) : gn_sumsq_dev_wide(x, n, m);
+    switch (gn_isa()) {
+    case 2:
+        return gn_sumsq_dev_avx512(x, n, m);
+    case 1:
+        return gn_sumsq_dev_avx2(x, n, m);
+    default:
+        return gn_sumsq_dev_wide(x, n, m);
+    }
+}
+
+void diffuse__gn_affine_f(const float *x, size_t n, float m, float sc, float bt, float *y)
+{
+    if (gn_isa() == 2)
+        gn_affine_avx512(x, n, m, sc, bt, y);
+    else
+        gn_affine_clones(x, n, m, sc, bt, y);
+}
+
+void diffuse__gn_affine_ss_f(const float *x, size_t n, float m, float sc, float bt, float s1,
+                             float sh, float *y, float *z)
+{
+    if (gn_isa() == 2)
+        gn_affine_ss_avx512(x, n, m, sc, bt, s1, sh, y, z);
+    else
+        gn_affine_ss_clones(x, n, m, sc, bt, s1, sh, y, z);
 }
 
 void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, float r,
                             double *s1, double *s2)
 {
-    if (diffuse__vec_avx2())
+    switch (gn_isa()) {
+    case 2:
+        gn_bwd_sums_avx512(x, dy, n, m, r, s1, s2);
+        break;
+    case 1:
         gn_bwd_sums_avx2(x, dy, n, m, r, s1, s2);
-    else
+        break;
+    default:
         gn_bwd_sums_wide(x, dy, n, m, r, s1, s2);
+    }
 }
 #else
+int diffuse__gn_avx512_force(int on)
+{
+    (void)on;
+    return 0;
+}
+
+void diffuse__gn_affine_f(const float *x, size_t n, float m, float sc, float bt, float *y)
+{
+    gn_affine_clones(x, n, m, sc, bt, y);
+}
+
+void diffuse__gn_affine_ss_f(const float *x, size_t n, float m, float sc, float bt, float s1,
+                             float sh, float *y, float *z)
+{
+    gn_affine_ss_clones(x, n, m, sc, bt, s1, sh, y, z);
+}
+
 double diffuse__gn_sum_f(const float *x, size_t n)
 {
     return gn_sum_wide(x, n);
