@@ -21,18 +21,7 @@
 #include <string.h>
 #include <time.h>
 
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
-}
+#include "bench_time.h"
 
 static float *rnd(size_t n, unsigned *s)
 {
@@ -72,7 +61,7 @@ int main(int argc, char **argv)
             double t[101];
             const int n = reps > 101 ? 101 : reps;
             for (int r = -2; r < n; r++) {
-                const double t0 = cpu_now();
+                const double t0 = bench_cpu_now();
                 if (pass == 0)
                     diffuse__conv3x3_forward_f(x, B, C, H, H, w, bias, Co, (int)s, y, work, 1);
                 else if (pass == 1)
@@ -82,9 +71,9 @@ int main(int argc, char **argv)
                     diffuse__conv3x3_backward_f(x, B, C, H, H, w, Co, (int)s, dy, NULL, dW, NULL,
                                                 work, 1);
                 if (r >= 0)
-                    t[r] = cpu_now() - t0;
+                    t[r] = bench_cpu_now() - t0;
             }
-            qsort(t, (size_t)n, sizeof t[0], cmp_d);
+            qsort(t, (size_t)n, sizeof t[0], bench_cmp_double);
             char name[40];
             snprintf(name, sizeof name, "%zu->%zu %zux%zu s%zu", C, Co, H, H, s);
             printf("%-18s %-4s %9.3f %9.3f %8.1f\n", name, pass == 0 ? "fwd" : pass == 1 ? "dx" : "dW",

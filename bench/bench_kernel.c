@@ -21,20 +21,9 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench_time.h"
+
 #ifdef DIFFUSE__GEMM_X86
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
-}
-
 #define BATCHES 15
 /* One-core AVX2 FMA peak of the Zen 3 this was tuned on (bench_gemm.c measures it). */
 #define PEAK 102.0
@@ -71,7 +60,7 @@ int main(int argc, char **argv)
                     size_t kc = kcs[ik], mr = mrs[im];
                     double t[BATCHES];
                     for (int bt = 0; bt < BATCHES; bt++) {
-                        double t0 = cpu_now();
+                        double t0 = bench_cpu_now();
                         for (size_t i = 0; i < calls; i++) {
                             /* 8 C tiles in turn, as the 16 Winograd k slices do */
                             float *cc = c + (i & 7) * 16 * T / 2;
@@ -82,9 +71,9 @@ int main(int argc, char **argv)
                                 v->kernel(kc, a, DIFFUSE__GEMM_A_COLS, b, cc, T, mr, nr, 1.0f,
                                           0.0f, DIFFUSE__GEMM_SET);
                         }
-                        t[bt] = (cpu_now() - t0) / (double)calls;
+                        t[bt] = (bench_cpu_now() - t0) / (double)calls;
                     }
-                    qsort(t, BATCHES, sizeof t[0], cmp_d);
+                    qsort(t, BATCHES, sizeof t[0], bench_cmp_double);
                     double ns = t[BATCHES / 2] * 1e9;
                     /* the flops of mr whole rows (16 columns) */
                     printf("%-7s %-6s %3zu %2zu %2zu %9.1f  %6.1f%%\n", ep ? "ep" : "plain",

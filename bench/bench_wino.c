@@ -28,18 +28,7 @@
 #include <string.h>
 #include <time.h>
 
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
-}
+#include "bench_time.h"
 
 static float *fvec(size_t n, unsigned *seed)
 {
@@ -76,13 +65,13 @@ static const struct shape shapes[] = {
 static double run(const struct shape *s, const float *x, const float *w, const float *bias,
                   float *y, float *work)
 {
-    const double t0 = cpu_now();
+    const double t0 = bench_cpu_now();
     if (s->dir == 0)
         diffuse__conv3x3_forward_f(x, s->B, s->Cin, s->H, s->W, w, bias, s->Cout, 1, y, work, 1);
     else /* x is dy (B x Cout), y is dx (B x Cin) */
         diffuse__conv3x3_backward_f(NULL, s->B, s->Cin, s->H, s->W, w, s->Cout, 1, x, y, NULL,
                                     NULL, work, 1);
-    return cpu_now() - t0;
+    return bench_cpu_now() - t0;
 }
 
 int main(int argc, char **argv)
@@ -116,7 +105,7 @@ int main(int argc, char **argv)
             run(s, x, w, bias, y, work); /* warm up */
             for (int r = 0; r < reps; r++)
                 t[m * reps + r] = run(s, x, w, bias, y, work);
-            qsort(t + m * reps, (size_t)reps, sizeof *t, cmp_d);
+            qsort(t + m * reps, (size_t)reps, sizeof *t, bench_cmp_double);
         }
         diffuse__wino_vector(1);
         printf("%-4s %4zu %4zu %5zu %2zux%-2zu  %9.3f %9.3f  %9.3f %9.3f\n", s->what, s->B, cx, cy,

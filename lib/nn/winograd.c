@@ -427,22 +427,32 @@ static void rvec_of(const struct diffuse__wino *p, const struct run *r, struct r
 
 /* The stores of the 16 vectors of t B (rows ti of t) of a vector with
  * slots so, sm (slots_of), at V + so. */
-#define WINO_PUT_ROWS(t, V, vks, so, sm)                                                         \
+__attribute__((target("avx512f"), always_inline)) static inline void
+put_rows_avx512(__m512 t[4][4], float *V, size_t vks, const size_t so[2], const __mmask16 sm[2])
+{
+#define PUT1(dst, v) _mm512_mask_storeu_ps(dst, sm[0], v)
+#define PUT2(dst, v)                                                                             \
     do {                                                                                       \
-        if ((sm)[1] == 0) {                                                                    \
-            _Pragma("GCC unroll 4") for (size_t i_ = 0; i_ < 4; i_++)                          \
-            {                                                                                  \
-                float *Vk_ = (V) + 4 * i_ * (vks) + (so)[0];                                   \
-                WINO_BT_ROW(PUT1, _mm512_add_ps, _mm512_sub_ps, t[i_], Vk_, vks);               \
-            }                                                                                  \
-        } else {                                                                               \
-            _Pragma("GCC unroll 4") for (size_t i_ = 0; i_ < 4; i_++)                          \
-            {                                                                                  \
-                float *Vk_ = (V) + 4 * i_ * (vks);                                             \
-                WINO_BT_ROW(PUT2, _mm512_add_ps, _mm512_sub_ps, t[i_], Vk_, vks);               \
-            }                                                                                  \
-        }                                                                                      \
+        const __m512 v_ = (v);                                                                 \
+        _mm512_mask_storeu_ps((dst) + so[0], sm[0], v_);                                       \
+        _mm512_mask_storeu_ps((dst) + so[1], sm[1], v_);                                       \
     } while (0)
+    if (sm[1] == 0) {
+#pragma GCC unroll 4
+        for (size_t i = 0; i < 4; i++) {
+            float *Vk = V + 4 * i * vks + so[0];
+            WINO_BT_ROW(PUT1, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
+        }
+    } else {
+#pragma GCC unroll 4
+        for (size_t i = 0; i < 4; i++) {
+            float *Vk = V + 4 * i * vks;
+            WINO_BT_ROW(PUT2, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
+        }
+    }
+#undef PUT1
+#undef PUT2
+}
 
 /* The input channels ahead whose rows in_groups_avx512 prefetches (the
  * planes are far apart for the hardware prefetcher; 4 and 8 measured the
@@ -482,16 +492,7 @@ rvec_run(const float *xc, const struct rvec *rv, size_t vks, float *V, const flo
             _mm512_alignr_epi32(_mm512_castps_si512(nv), _mm512_castps_si512(e), 1));
     }
     bt_cols_avx512(d, t);
-#define PUT1(dst, v) _mm512_mask_storeu_ps(dst, rv->sm[0], v)
-#define PUT2(dst, v)                                                                             \
-    do {                                                                                       \
-        const __m512 v_ = (v);                                                                 \
-        _mm512_mask_storeu_ps((dst) + rv->so[0], rv->sm[0], v_);                               \
-        _mm512_mask_storeu_ps((dst) + rv->so[1], rv->sm[1], v_);                               \
-    } while (0)
-    WINO_PUT_ROWS(t, V, vks, rv->so, rv->sm);
-#undef PUT1
-#undef PUT2
+    put_rows_avx512(t, V, vks, rv->so, rv->sm);
 }
 
 /* Input channels per group of in_runs_avx512 and in_groups_avx512: each
@@ -620,16 +621,7 @@ gvec_run(const float *xc, size_t HW, const struct gvec *gv, size_t G, size_t vks
                 gv->z[c], lo, _mm512_load_si512((const void *)gv->idx[c]), hi);
     }
     bt_cols_avx512(d, t);
-#define PUT1(dst, v) _mm512_mask_storeu_ps(dst, gv->sm[0], v)
-#define PUT2(dst, v)                                                                             \
-    do {                                                                                       \
-        const __m512 v_ = (v);                                                                 \
-        _mm512_mask_storeu_ps((dst) + gv->so[0], gv->sm[0], v_);                               \
-        _mm512_mask_storeu_ps((dst) + gv->so[1], gv->sm[1], v_);                               \
-    } while (0)
-    WINO_PUT_ROWS(t, V, vks, gv->so, gv->sm);
-#undef PUT1
-#undef PUT2
+    put_rows_avx512(t, V, vks, gv->so, gv->sm);
 }
 
 /* V of the runs of a block of a narrow image (W <= 16), G runs per
