@@ -150,6 +150,10 @@ int diffuse__rng_avx2_fallback_force(unsigned lanes);
  * default); for tests, which compare the two.  Returns 1 when the twins run
  * now, else 0. */
 int diffuse__vec_avx2_force(int on);
+/* vec.c: the same for diffuse__vec_avx512 (1: hand-written AVX-512F forms
+ * run where the CPU has AVX-512F, 0: they don't, -1: by the CPU); returns
+ * whether they would run now. */
+int diffuse__vec_avx512_force(int on);
 
 /* engine.c: 1 when the n floats at p are all finite (no NaN, no
  * infinity), else 0; n = 0 gives 1. */

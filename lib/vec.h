@@ -98,6 +98,9 @@ DIFFUSE_VEC_INLINE vf8 vround_f(vd d)
 /* 1 when the CPU has AVX2 but not AVX-512F: the DIFFUSE_VEC_AVX2 twins run
  * there, DIFFUSE_VEC_CLONES_WIDE elsewhere (vec.c). */
 int diffuse__vec_avx2(void);
+/* 1 when the CPU has AVX-512F (or a test forced it on): for hand-written
+ * AVX-512F forms, which run where diffuse__vec_avx2() is 0 (vec.c). */
+int diffuse__vec_avx512(void);
 
 /* Half of vd and friends: one AVX2 register. */
 typedef double vd4 __attribute__((vector_size(32)));

@@ -368,23 +368,13 @@ GN512 static void gn_affine_ss_avx512(const float *x, size_t n, float m, float s
     }
 }
 
-/* Which forms run: 2 the AVX-512F ones above, 1 the AVX2 twins, 0 the
- * clones; gn512_force (tests) turns the first off. */
-static int gn512_force = -1;
-
+/* Which forms run: 1 the AVX2 twins, 2 the AVX-512F ones above, 0 the
+ * clones (vec.c's choice, which tests force). */
 static int gn_isa(void)
 {
     if (diffuse__vec_avx2())
         return 1;
-    if (gn512_force >= 0)
-        return gn512_force ? 2 : 0;
-    return __builtin_cpu_supports("avx512f") ? 2 : 0;
-}
-
-int diffuse__gn_avx512_force(int on)
-{
-    gn512_force = on < 0 ? -1 : on && __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return on < 0 ? __builtin_cpu_supports("avx512f") != 0 : gn512_force;
+    return diffuse__vec_avx512() ? 2 : 0;
 }
 
 /* dy[k..k+3] into *s1, dy[k] (x[k] - m) r (the product in float) into *s2. */
@@ -488,12 +478,6 @@ void diffuse__gn_bwd_sums_f(const float *x, const float *dy, size_t n, float m, 
     }
 }
 #else
-int diffuse__gn_avx512_force(int on)
-{
-    (void)on;
-    return 0;
-}
-
 void diffuse__gn_affine_f(const float *x, size_t n, float m, float sc, float bt, float *y)
 {
     gn_affine_clones(x, n, m, sc, bt, y);

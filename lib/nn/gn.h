@@ -33,9 +33,4 @@ void diffuse__gn_add_f(const float *a, const float *b, size_t n, float *y);
 /* y[i] += v. */
 void diffuse__gn_addc_f(float *y, size_t n, float v);
 
-/* For the tests: on 0 runs the clones where gn.c's AVX-512F forms would run, 1 those
- * forms where the CPU has them, -1 by the CPU; returns whether they are now on (the
- * AVX2 twins, diffuse__vec_avx2_force, take precedence). */
-int diffuse__gn_avx512_force(int on);
-
 #endif

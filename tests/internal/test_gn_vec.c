@@ -2,7 +2,7 @@
  * lib/vec.h's AVX2 twins against the clones they stand in for: group norm's
  * sums and affine (lib/nn/gn.c) and diffuse__all_finite (lib/engine.c), run
  * with the twins forced on and off (diffuse__vec_avx2_force), gn.c's AVX-512F
- * forms on and off (diffuse__gn_avx512_force), and against a scalar
+ * forms on and off (diffuse__vec_avx512_force), and against a scalar
  * reference written from gn.h's order (16 lanes, element i in lane i mod 16,
  * the last block of 8 and the tail in the low lanes, the fixed fold).  Bits
  * must match exactly (memcmp), for every length 0 .. 40, longer ones, and
@@ -87,10 +87,10 @@ static void test_gn_sums_bitwise(void)
 {
     static float xb[NMAX + 4], db[NMAX + 4];
     static const size_t extra[] = {47, 48, 63, 64, 100, 255, 1000, 4096, 4099, NMAX};
-    const int have = diffuse__vec_avx2_force(1), have512 = diffuse__gn_avx512_force(1);
+    const int have = diffuse__vec_avx2_force(1), have512 = diffuse__vec_avx512_force(1);
     size_t k;
     diffuse__vec_avx2_force(-1);
-    diffuse__gn_avx512_force(-1);
+    diffuse__vec_avx512_force(-1);
     for (k = 0; k < NMAX + 4; k++) {
         xb[k] = rnd();
         db[k] = rnd();
@@ -108,7 +108,7 @@ static void test_gn_sums_bitwise(void)
             for (int f = 0; f <= have + have512; f++) {
                 /* f: 0 the clones, 1 the twins (have) or the AVX-512F forms, 2 those */
                 diffuse__vec_avx2_force(f == 1 && have);
-                diffuse__gn_avx512_force(f == 2 || (f == 1 && !have));
+                diffuse__vec_avx512_force(f == 2 || (f == 1 && !have));
                 got[0] = diffuse__gn_sum_f(x, n);
                 got[1] = diffuse__gn_sumsq_dev_f(x, n, m);
                 diffuse__gn_bwd_sums_f(x, dy, n, mf, rf, &got[2], &got[3]);
@@ -120,7 +120,7 @@ static void test_gn_sums_bitwise(void)
                     }
             }
             diffuse__vec_avx2_force(-1);
-            diffuse__gn_avx512_force(-1);
+            diffuse__vec_avx512_force(-1);
         }
     }
     if (!have && !have512 && harness_state == 0)
@@ -133,10 +133,10 @@ static void test_gn_affine_bitwise(void)
 {
     static float xb[NMAX + 4], yb[NMAX + 4], zb[NMAX + 4], wy[NMAX], wz[NMAX], ib[NMAX + 4];
     static const size_t extra[] = {47, 48, 63, 64, 100, 255, 1000, 4096, 4099, NMAX};
-    const int have = diffuse__vec_avx2_force(1), have512 = diffuse__gn_avx512_force(1);
+    const int have = diffuse__vec_avx2_force(1), have512 = diffuse__vec_avx512_force(1);
     const float m = 0.37f, sc = -1.9f, bt = 0.25f, s1 = 1.125f, sh = -0.5f;
     diffuse__vec_avx2_force(-1);
-    diffuse__gn_avx512_force(-1);
+    diffuse__vec_avx512_force(-1);
     for (size_t k = 0; k < NMAX + 4; k++)
         xb[k] = rnd();
     for (size_t c = 0; c <= 40 + sizeof extra / sizeof *extra; c++) {
@@ -150,7 +150,7 @@ static void test_gn_affine_bitwise(void)
             for (int f = 0; f <= have + have512; f++) {
                 float *y = yb + (3 - off), *z = zb + off, *in = ib + off;
                 diffuse__vec_avx2_force(f == 1 && have);
-                diffuse__gn_avx512_force(f == 2 || (f == 1 && !have));
+                diffuse__vec_avx512_force(f == 2 || (f == 1 && !have));
                 memset(yb, 0, sizeof yb);
                 memset(zb, 0, sizeof zb);
                 diffuse__gn_affine_f(x, n, m, sc, bt, y);
@@ -177,7 +177,7 @@ static void test_gn_affine_bitwise(void)
                 }
             }
             diffuse__vec_avx2_force(-1);
-            diffuse__gn_avx512_force(-1);
+            diffuse__vec_avx512_force(-1);
         }
     }
 }
