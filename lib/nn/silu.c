@@ -3,13 +3,9 @@
  *
  * libm's expf is called once per element otherwise and dominates a small
  * MLP's time.  Here, with a = min(|x|, 160), e = exp(-a) in (0, 1] is
- * taken as 2^n p(r): z = -a log2(e) rounded to float, n = z rounded to the
- * nearest integer (-231 <= n <= 0), r = -a - n ln 2 by two fused
- * multiply-adds (Cody-Waite: ln 2 split in a 10-bit high part and a low
- * part), p a degree-6 polynomial fitted to e^r on |r| <= ln(2)/2 (relative
- * error 2e-9; constant and linear coefficients exactly 1), evaluated by
- * Horner with fused multiply-adds.  scale(v, n) = v 2^n rounded once (the
- * subnormal range included).  With e = scale(p, n), d = 1 + e:
+ * taken as 2^n p from exp_neg.h (shared with the attention's softmax):
+ * p = p(r) a polynomial, -231 <= n <= 0, scale(v, n) = v 2^n rounded once
+ * (the subnormal range included).  With e = scale(p, n), d = 1 + e:
  *   silu(x)  = x / d                     (x >= 0),
  *            = scale(x p, n) / d         (x < 0: x e, rounded once),
  *   silu'(x) = q (1 + x e q)             (x >= 0, q = 1 / d),
@@ -28,6 +24,7 @@
  * (and for the ends of arrays on AVX2, and for the rare lanes above).
  */
 #include "internal.h"
+#include "nn/exp_neg.h"
 #include "nn/silu.h"
 
 #include <math.h>
@@ -35,51 +32,12 @@
 #include <string.h>
 
 #define SILU_LIM 1e20f            /* beyond: the double path */
-#define SILU_CLAMP 160.0f
-#define SILU_LOG2E 1.44269504088896341f
-#define SILU_SHIFT 12582912.0f       /* 1.5 2^23: (z + S) - S rounds z to an integer */
-#define SILU_LN2_HI 0.693359375f     /* 10 significant bits: n * hi is exact */
-#define SILU_LN2_LO -2.12194440e-4f  /* ln 2 - hi */
-#define SILU_C6 1.3843771303072572e-3f
-#define SILU_C5 8.374154567718506e-3f
-#define SILU_C4 4.166800156235695e-2f
-#define SILU_C3 1.6666431725025177e-1f
-#define SILU_C2 4.999999403953552e-1f
-
-/* 2^k for -126 <= k <= 127. */
-static inline float pow2i(int32_t k)
-{
-    uint32_t bits = (uint32_t)(k + 127) << 23;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/* v 2^n rounded once, for -231 <= n <= 0 and |v| >= 0.5 where n < -126
- * (then v 2^(n + 126) is a normal float, exactly). */
-static inline float scale_lane(float v, int32_t n)
-{
-    int32_t m = n < -126 ? -126 : 0;
-    return (v * pow2i(n - m)) * pow2i(m);
-}
+#define SILU_CLAMP EXPN_CLAMP
 
 /* p and n of exp(-a) for 0 <= a <= SILU_CLAMP. */
 static inline float exp_parts(float a, int32_t *n_out)
 {
-    float t = -a;
-    float z = t * SILU_LOG2E;
-    float n = (z + SILU_SHIFT) - SILU_SHIFT;
-    float r = fmaf(-n, SILU_LN2_HI, t);
-    float p;
-    r = fmaf(-n, SILU_LN2_LO, r);
-    p = fmaf(SILU_C6, r, SILU_C5);
-    p = fmaf(p, r, SILU_C4);
-    p = fmaf(p, r, SILU_C3);
-    p = fmaf(p, r, SILU_C2);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    *n_out = (int32_t)n;
-    return p;
+    return expn_parts(-a, n_out);
 }
 
 static inline int in_range(float x)
@@ -111,8 +69,8 @@ static inline float silu_lane(float x)
     if (!in_range(x))
         return silu_wide(x);
     p = exp_parts(a < SILU_CLAMP ? a : SILU_CLAMP, &n);
-    e = scale_lane(p, n);
-    return (x >= 0.0f ? x : scale_lane(x * p, n)) / (1.0f + e);
+    e = expn_scale_lane(p, n);
+    return (x >= 0.0f ? x : expn_scale_lane(x * p, n)) / (1.0f + e);
 }
 
 static inline float dsilu_lane(float x, float dy)
@@ -122,11 +80,11 @@ static inline float dsilu_lane(float x, float dy)
     if (!in_range(x))
         return dsilu_wide(x, dy);
     p = exp_parts(a < SILU_CLAMP ? a : SILU_CLAMP, &n);
-    e = scale_lane(p, n);
+    e = expn_scale_lane(p, n);
     q = 1.0f / (1.0f + e);
     if (x >= 0.0f)
         return dy * (q * fmaf(x, e * q, 1.0f));
-    return dy * scale_lane((p * q) * fmaf(x, q, 1.0f), n);
+    return dy * expn_scale_lane((p * q) * fmaf(x, q, 1.0f), n);
 }
 
 static void fwd_scalar(const float *x, size_t n, float *y)
@@ -157,17 +115,8 @@ T512_INLINE __mmask16 parts16(__m512 x, __mmask16 m, __m512 *a, __m512 *p, __m51
     __m512 ax = _mm512_castsi512_ps(
         _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
     __m512 t = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_min_ps(ax, _mm512_set1_ps(SILU_CLAMP)));
-    __m512 z = _mm512_mul_ps(t, _mm512_set1_ps(SILU_LOG2E));
-    __m512 nn = _mm512_roundscale_ps(z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(SILU_LN2_HI), t);
-    __m512 q;
-    r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(SILU_LN2_LO), r);
-    q = _mm512_fmadd_ps(_mm512_set1_ps(SILU_C6), r, _mm512_set1_ps(SILU_C5));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(SILU_C4));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(SILU_C3));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(SILU_C2));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
+    __m512 nn;
+    __m512 q = expn_parts16(t, &nn);
     *a = ax;
     *p = q;
     *n = nn;
@@ -248,36 +197,8 @@ TAVX2_INLINE int parts8(__m256 x, __m256 *p, __m256i *n)
 {
     __m256 ax = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
     __m256 t = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_min_ps(ax, _mm256_set1_ps(SILU_CLAMP)));
-    __m256 z = _mm256_mul_ps(t, _mm256_set1_ps(SILU_LOG2E));
-    __m256 nn = _mm256_sub_ps(_mm256_add_ps(z, _mm256_set1_ps(SILU_SHIFT)),
-                              _mm256_set1_ps(SILU_SHIFT));
-    __m256 r = _mm256_fnmadd_ps(nn, _mm256_set1_ps(SILU_LN2_HI), t);
-    __m256 q;
-    r = _mm256_fnmadd_ps(nn, _mm256_set1_ps(SILU_LN2_LO), r);
-    q = _mm256_fmadd_ps(_mm256_set1_ps(SILU_C6), r, _mm256_set1_ps(SILU_C5));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(SILU_C4));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(SILU_C3));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(SILU_C2));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f));
-    *p = q;
-    *n = _mm256_cvtps_epi32(nn);
+    *p = expn_parts8(t, n);
     return _mm256_movemask_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(SILU_LIM), _CMP_LE_OQ)) == 0xff;
-}
-
-/* scale_lane, 8 lanes.  narrow (a constant after inlining): every lane
- * has n >= -126, so that scale_lane's m is 0 and its second factor 2^0:
- * v * 2^n alone, the same bits (a product by 1 is exact). */
-TAVX2_INLINE __m256 scale8(__m256 v, __m256i n, const int narrow)
-{
-    if (narrow)
-        return _mm256_mul_ps(
-            v, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23)));
-    __m256i m = _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(-126), n),
-                                 _mm256_set1_epi32(-126));
-    __m256i b1 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(n, m), _mm256_set1_epi32(127)), 23);
-    __m256i b2 = _mm256_slli_epi32(_mm256_add_epi32(m, _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_castsi256_ps(b1)), _mm256_castsi256_ps(b2));
 }
 
 /* silu of the 8 lanes of v into *out; 0 when a lane is out of range (its
@@ -287,9 +208,9 @@ TAVX2_INLINE int fwd8(__m256 v, __m256 *out, const int narrow)
     __m256 p, e, num, neg;
     __m256i k;
     int fast = parts8(v, &p, &k);
-    e = scale8(p, k, narrow);
+    e = expn_scale8(p, k, narrow);
     neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-    num = _mm256_blendv_ps(v, scale8(_mm256_mul_ps(v, p), k, narrow), neg);
+    num = _mm256_blendv_ps(v, expn_scale8(_mm256_mul_ps(v, p), k, narrow), neg);
     *out = _mm256_div_ps(num, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
     return fast;
 }
@@ -302,18 +223,18 @@ TAVX2_INLINE int bwd8(__m256 v, __m256 g, __m256 *out, const int narrow)
     __m256 p, e, q, c, h, neg;
     __m256i k;
     int fast = parts8(v, &p, &k);
-    e = scale8(p, k, narrow);
+    e = expn_scale8(p, k, narrow);
     q = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
     neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
     c = _mm256_blendv_ps(_mm256_mul_ps(e, q), q, neg);
     h = _mm256_blendv_ps(q, _mm256_mul_ps(p, q), neg);
     h = _mm256_mul_ps(h, _mm256_fmadd_ps(v, c, _mm256_set1_ps(1.0f)));
-    *out = _mm256_mul_ps(g, _mm256_blendv_ps(h, scale8(h, k, narrow), neg));
+    *out = _mm256_mul_ps(g, _mm256_blendv_ps(h, expn_scale8(h, k, narrow), neg));
     return fast;
 }
 
 /* 1 when every lane of the four vectors has |x| <= 87 (then exp_parts'
- * n >= -126: -87 log2(e) > -125.6), so scale8 may take its narrow form;
+ * n >= -126: -87 log2(e) > -125.6), so expn_scale8 may take its narrow form;
  * a NaN lane may give 1 (max drops it), but parts8 then reports it and the
  * step is redone by the scalar path. */
 TAVX2_INLINE int narrow32(__m256 v0, __m256 v1, __m256 v2, __m256 v3)
