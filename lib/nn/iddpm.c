@@ -9,6 +9,7 @@
 #include "nn/iddpm.h"
 #include "nn/iddpm_layers.h"
 #include "nn/layers.h"
+#include "nn/softmax.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -16,8 +17,10 @@
 
 #include "nn/gn.h"
 
-/* Channel sums go to gn.c's vectorized loops (layers_common_impl.h). */
+/* Channel sums go to gn.c's vectorized loops (layers_common_impl.h), the
+ * attention's softmax to softmax.c's. */
 #define LAYER_GN_VEC
+#define LAYER_SOFTMAX_VEC
 #define LAYER_REAL float
 #define LAYER_NAME(n) n##_f
 #define LAYER_GEMM diffuse__sgemm

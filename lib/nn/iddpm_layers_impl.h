@@ -2,7 +2,9 @@
  * The layers of lib/nn/iddpm_layers.h, written once over a scalar type.  The
  * includer defines LAYER_REAL, LAYER_NAME(n) and LAYER_GEMM as for
  * layers_impl.h (this file may follow layers_impl.h in the same translation
- * unit: its helpers carry other names).  No include guard; every name it
+ * unit: its helpers carry other names), and LAYER_SOFTMAX_VEC for float
+ * when the attention's softmax is to run softmax.c's vectorized rows (the
+ * other instantiations keep the loop below, with libm's exp).  No include guard; every name it
  * defines carries the type's suffix.
  *
  * Determinism: every sum runs in one fixed order (GEMMs with a fixed K
@@ -290,6 +292,11 @@ static void LAYER_NAME(il_attn_fwd_heads)(const LAYER_REAL *qkv, size_t C, size_
         LAYER_REAL *w = wts + pi * T * T;
         /* logits[t][s] = sc sum_c q[c][t] k[c][s] */
         LAYER_NAME(layer_gemm_alpha)(1, 0, T, T, ch, sc, q, T, k, T, 0, w, T, work, nt);
+#ifdef LAYER_SOFTMAX_VEC
+        (void)t;
+        (void)s;
+        diffuse__softmax_rows_f(w, T, T);
+#else
         for (t = 0; t < T; t++) {
             LAYER_REAL *row = w + t * T, m = row[0];
             double sum = 0.0;
@@ -305,6 +312,7 @@ static void LAYER_NAME(il_attn_fwd_heads)(const LAYER_REAL *qkv, size_t C, size_
             for (s = 0; s < T; s++)
                 row[s] *= inv;
         }
+#endif
         /* a[c][t] = sum_s v[c][s] w[t][s] */
         LAYER_NAME(layer_gemm_alpha)(0, 1, ch, T, T, (LAYER_REAL)1, v, T, w, T, 0,
                                      a + (b * C + h * ch) * T, T, work, nt);
