@@ -3,8 +3,9 @@
  * includer defines LAYER_REAL, LAYER_NAME(n) and LAYER_GEMM as for
  * layers_impl.h (this file may follow layers_impl.h in the same translation
  * unit: its helpers carry other names), and LAYER_SOFTMAX_VEC for float
- * when the attention's softmax is to run softmax.c's vectorized rows (the
- * other instantiations keep the loop below, with libm's exp).  No include guard; every name it
+ * when the attention's softmax and its backward are to run softmax.c's
+ * vectorized rows (the other instantiations keep the loops below, with
+ * libm's exp).  No include guard; every name it
  * defines carries the type's suffix.
  *
  * Determinism: every sum runs in one fixed order (GEMMs with a fixed K
@@ -26,6 +27,7 @@
 
 #include "nn/layers_common_impl.h"
 
+#ifndef LAYER_SOFTMAX_VEC
 /* Sum of x[i] y[i] in double, in the order of layer_sum. */
 static double LAYER_NAME(il_dot)(const LAYER_REAL *x, const LAYER_REAL *y, size_t n)
 {
@@ -41,6 +43,7 @@ static double LAYER_NAME(il_dot)(const LAYER_REAL *x, const LAYER_REAL *y, size_
         s0 += (double)x[i] * (double)y[i];
     return (s0 + s1) + (s2 + s3);
 }
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* 1x1 convolution                                                           */
@@ -358,6 +361,11 @@ static void LAYER_NAME(il_attn_bwd_heads)(const LAYER_REAL *qkv, const LAYER_REA
         LAYER_NAME(layer_gemm_alpha)(1, 0, T, T, ch, (LAYER_REAL)1, dab, T, v, T, 0, dlog, T,
                                      work, nt);
         /* through the softmax: dl = w (dw - sum_s w dw) */
+#ifdef LAYER_SOFTMAX_VEC
+        (void)t;
+        (void)s;
+        diffuse__softmax_bwd_rows_f(w, dlog, T, T);
+#else
         for (t = 0; t < T; t++) {
             const LAYER_REAL *wr = w + t * T;
             LAYER_REAL *dr = dlog + t * T;
@@ -365,6 +373,7 @@ static void LAYER_NAME(il_attn_bwd_heads)(const LAYER_REAL *qkv, const LAYER_REA
             for (s = 0; s < T; s++)
                 dr[s] = wr[s] * (dr[s] - d);
         }
+#endif
         /* dq[c][t] = sc sum_s k[c][s] dl[t][s]; dk[c][s] = sc sum_t q[c][t] dl[t][s] */
         LAYER_NAME(layer_gemm_alpha)(0, 1, ch, T, T, sc, k, T, dlog, T, 0, dq, T, work, nt);
         LAYER_NAME(layer_gemm_alpha)(0, 0, ch, T, T, sc, q, T, dlog, T, 0, dk, T, work, nt);

@@ -14,4 +14,8 @@
  * as PyTorch's softmax gives. */
 void diffuse__softmax_rows_f(float *w, size_t rows, size_t T);
 
+/* The backward of those rows, in place: dl = w (dl - d), d = sum_s w dl
+ * in double over the same 16 lanes, rounded to float. */
+void diffuse__softmax_bwd_rows_f(const float *w, float *dl, size_t rows, size_t T);
+
 #endif

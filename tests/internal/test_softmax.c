@@ -13,9 +13,11 @@
  *    and longer ones, logits of spread 1 .. 100.
  *  - nonfinite rows: a NaN or +inf logit, or every logit -inf, gives a row
  *    of NaN (PyTorch gives the same); -inf logits beside finite ones give 0.
+ *  - the backward dl = w (dl - sum w dl) against double: |y - ref| <=
+ *    BWD_ULP 2^-24 |w| (|dl| + |d|) + 2^-149.
  *  - the three implementations (vec.c's switches forced) give the same
- *    bits, memcmp, for every T in 1 .. 70 and longer ones, nonfinite rows
- *    included.
+ *    bits, memcmp, forward and backward, for every T in 1 .. 70 and longer
+ *    ones, nonfinite rows included.
  */
 #include "internal.h"
 #include "harness.h"
@@ -28,6 +30,7 @@
 
 #define EXP_ULP 1.1 /* measured here 1.024; over every float in [-104, 0] 1.048 */
 #define SM_ULP 4.0
+#define BWD_ULP 3.0
 
 static float exp_scalar(float t)
 {
@@ -219,6 +222,39 @@ static void test_softmax_vs_double(void)
     }
 }
 
+static void test_softmax_bwd_vs_double(void)
+{
+    static float w[TMAX], g[TMAX];
+    double worst = 0.0;
+    for (size_t c = 0; c < NT; c++) {
+        const size_t T = T_of(c);
+        double d = 0.0;
+        fill(w, T, 3.0);
+        diffuse__softmax_rows_f(w, 1, T);
+        fill(g, T, 1.0);
+        for (size_t s = 0; s < T; s++)
+            d += (double)w[s] * (double)g[s];
+        float y[TMAX];
+        memcpy(y, g, T * sizeof *g);
+        diffuse__softmax_bwd_rows_f(w, y, 1, T);
+        for (size_t s = 0; s < T; s++) {
+            const double ref = (double)w[s] * ((double)g[s] - d);
+            const double tol =
+                BWD_ULP * ldexp(fabs((double)w[s]) * (fabs((double)g[s]) + fabs(d)), -24) +
+                ldexp(1.0, -149);
+            const double err = fabs((double)y[s] - ref);
+            if (err / tol > worst)
+                worst = err / tol;
+            if (!(err <= tol)) {
+                printf("  T %zu s %zu: %.9g, want %.17g\n", T, s, (double)y[s], ref);
+                harness_state = 1;
+                return;
+            }
+        }
+    }
+    printf("  backward: worst error %.3f of its bound\n", worst);
+}
+
 /* Each implementation: the nonfinite rows. */
 static void check_nonfinite(const char *what)
 {
@@ -266,7 +302,7 @@ static void test_softmax_nonfinite(void)
 
 static void test_softmax_bitwise(void)
 {
-    static float x[4 * TMAX], y[3][4 * TMAX];
+    static float x[4 * TMAX], y[3][4 * TMAX], g[3][4 * TMAX];
     static const double spreads[] = {0.5, 10.0, 60.0, 300.0};
     const int have = diffuse__vec_avx2_force(1), have512 = diffuse__vec_avx512_force(1);
     diffuse__vec_avx2_force(-1);
@@ -286,6 +322,14 @@ static void test_softmax_bitwise(void)
                     printf("  form %d differs from scalar: T %zu spread %g\n", f, T, spreads[k]);
                     harness_state = 1;
                 }
+                /* the backward, with the forward's rows as w and x as dl */
+                memcpy(g[f], x, rows * T * sizeof *x);
+                diffuse__softmax_bwd_rows_f(y[0], g[f], rows, T);
+                if (f > 0 && memcmp(g[f], g[0], rows * T * sizeof *x) != 0) {
+                    printf("  backward form %d differs from scalar: T %zu spread %g\n", f, T,
+                           spreads[k]);
+                    harness_state = 1;
+                }
             }
             diffuse__vec_avx2_force(-1);
             diffuse__vec_avx512_force(-1);
@@ -298,6 +342,7 @@ int main(void)
 {
     RUN(test_exp_accuracy);
     RUN(test_softmax_vs_double);
+    RUN(test_softmax_bwd_vs_double);
     RUN(test_softmax_nonfinite);
     RUN(test_softmax_bitwise);
     return harness_finish();
