@@ -66,7 +66,7 @@ static int row_scale(float *row, size_t T, const double *L, float *inv)
     return 1;
 }
 
-static void row_scalar(float *row, size_t T)
+static void sm_row_scalar(float *row, size_t T)
 {
     double L[16] = {0.0};
     float m = -INFINITY, inv;
@@ -85,7 +85,7 @@ static void row_scalar(float *row, size_t T)
 
 /* dl = w (dl - sum_s w dl) on one row; the sum's lanes as the forward's
  * (each product of two floats is exact in double). */
-static void bwd_scalar(const float *w, float *dl, size_t T)
+static void sm_bwd_scalar(const float *w, float *dl, size_t T)
 {
     double L[16] = {0.0};
     size_t s;
@@ -107,7 +107,7 @@ static void bwd_scalar(const float *w, float *dl, size_t T)
 #  define SM_HI16(x) \
     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)))
 
-SM512 static void row_avx512(float *row, size_t T)
+SM512 static void sm_row_avx512(float *row, size_t T)
 {
     const __m512 lo = _mm512_set1_ps(-EXPN_CLAMP);
     const size_t full = T / 16 * 16;
@@ -147,9 +147,9 @@ SM512 static void row_avx512(float *row, size_t T)
         row[i] *= inv;
 }
 
-/* bwd_scalar, 16 lanes (fmadd: the product is exact, so one rounding as
+/* sm_bwd_scalar, 16 lanes (fmadd: the product is exact, so one rounding as
  * the scalar sum's). */
-SM512 static void bwd_avx512(const float *w, float *dl, size_t T)
+SM512 static void sm_bwd_avx512(const float *w, float *dl, size_t T)
 {
     const size_t full = T / 16 * 16;
     __m512d a0 = _mm512_setzero_pd(), a1 = a0;
@@ -175,7 +175,7 @@ SM512 static void bwd_avx512(const float *w, float *dl, size_t T)
         dl[i] = w[i] * (dl[i] - d);
 }
 
-SMAVX2 static void bwd_avx2(const float *w, float *dl, size_t T)
+SMAVX2 static void sm_bwd_avx2(const float *w, float *dl, size_t T)
 {
     const size_t full = T / 16 * 16;
     __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
@@ -218,7 +218,7 @@ static inline __attribute__((target("avx2,fma"), always_inline)) __m256 exp8(__m
     return expn_scale8(p, n, 0);
 }
 
-SMAVX2 static void row_avx2(float *row, size_t T)
+SMAVX2 static void sm_row_avx2(float *row, size_t T)
 {
     const size_t full = T / 16 * 16;
     __m256 mv = _mm256_set1_ps(-INFINITY), m, iv;
@@ -269,17 +269,17 @@ void diffuse__softmax_rows_f(float *w, size_t rows, size_t T)
 #ifdef SOFTMAX_X86
     if (diffuse__vec_avx2() && __builtin_cpu_supports("fma")) {
         for (r = 0; r < rows; r++)
-            row_avx2(w + r * T, T);
+            sm_row_avx2(w + r * T, T);
         return;
     }
     if (diffuse__vec_avx512()) {
         for (r = 0; r < rows; r++)
-            row_avx512(w + r * T, T);
+            sm_row_avx512(w + r * T, T);
         return;
     }
 #endif
     for (r = 0; r < rows; r++)
-        row_scalar(w + r * T, T);
+        sm_row_scalar(w + r * T, T);
 }
 
 void diffuse__softmax_bwd_rows_f(const float *w, float *dl, size_t rows, size_t T)
@@ -288,15 +288,15 @@ void diffuse__softmax_bwd_rows_f(const float *w, float *dl, size_t rows, size_t 
 #ifdef SOFTMAX_X86
     if (diffuse__vec_avx2() && __builtin_cpu_supports("fma")) {
         for (r = 0; r < rows; r++)
-            bwd_avx2(w + r * T, dl + r * T, T);
+            sm_bwd_avx2(w + r * T, dl + r * T, T);
         return;
     }
     if (diffuse__vec_avx512()) {
         for (r = 0; r < rows; r++)
-            bwd_avx512(w + r * T, dl + r * T, T);
+            sm_bwd_avx512(w + r * T, dl + r * T, T);
         return;
     }
 #endif
     for (r = 0; r < rows; r++)
-        bwd_scalar(w + r * T, dl + r * T, T);
+        sm_bwd_scalar(w + r * T, dl + r * T, T);
 }
