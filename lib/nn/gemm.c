@@ -277,6 +277,11 @@ static void strip_epilogue(const struct job *jb, size_t i, size_t j, size_t h, s
         float *c = jb->C + (i + r) * jb->ldc + j;
         if (bias && ep->bias != NULL)
             ep_add(c, ep->bias + j, c, w); /* bias + product, as C preset to the bias */
+        if (bias && ep->rbias != NULL) {
+            const float rb = ep->rbias[i + r]; /* the row's bias + product */
+            for (size_t q = 0; q < w; q++)
+                c[q] = rb + c[q];
+        }
         if (res && ep->res != NULL)
             ep_add(c, c, ep->res + (i + r) * ep->ldr + j, w);
         if (last && ep->act != NULL)
@@ -466,6 +471,7 @@ static void gemm_part(const struct job *jb)
                             kc, as, a_layout, a_rs, b0 + q * bstep,
                             jb->C + i * jb->ldc + j, jb->ldc, h, n - q * nr < nr ? n - q * nr : nr,
                             mode, first && ep->bias != NULL ? ep->bias + j : NULL,
+                            first && ep->rbias != NULL ? ep->rbias + i : NULL,
                             last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
                     }
                     if (jb->has_ep) /* the adds are done: the activation only */
@@ -591,6 +597,8 @@ static int part_job(const struct job *jb, float *work, size_t t, size_t tr, size
         out->bpk = jb->bpk + j0 * jb->K;
     if (jb->ep.bias != NULL)
         out->ep.bias = jb->ep.bias + j0;
+    if (jb->ep.rbias != NULL)
+        out->ep.rbias = jb->ep.rbias + i0;
     if (jb->ep.res != NULL)
         out->ep.res = jb->ep.res + i0 * jb->ep.ldr + j0;
     if (jb->ep.act != NULL)
@@ -629,11 +637,13 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
                       float *C, size_t ldc, float *work, int num_threads,
                       const struct diffuse__gemm_ep *ep, const struct diffuse__gemm_packed_b *pb)
 {
-    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0, 0};
+    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0, 0, NULL};
     if (M == 0 || N == 0)
         return;
     assert(C != NULL && ldc >= N);
     assert(ep == NULL || ep->bias == NULL || (beta == 0.0f && alpha == 1.0f));
+    assert(ep == NULL || ep->rbias == NULL ||
+           (beta == 0.0f && alpha == 1.0f && ep->bias == NULL));
     if (K == 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc);
         if (ep != NULL) {
@@ -668,7 +678,8 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
     jb.bpk = NULL;
     if (pb != NULL && pb->variant == (const void *)jb.v && pb->N == N && pb->K == K)
         jb.bpk = pb->data;
-    jb.has_ep = ep != NULL && (ep->bias != NULL || ep->res != NULL || ep->act != NULL);
+    jb.has_ep = ep != NULL && (ep->bias != NULL || ep->rbias != NULL || ep->res != NULL ||
+                               ep->act != NULL);
     jb.ep = ep != NULL ? *ep : none;
     jb.first_mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
                     : beta == 1.0f ? DIFFUSE__GEMM_ADD

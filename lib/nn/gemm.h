@@ -53,6 +53,10 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
  * still in cache (any member may be NULL, ignored):
  *   bias[N]: C(i, j) = bias[j] + product, the same bits as C preset to the
  *            bias and beta = 1 (needs beta == 0 and alpha == 1);
+ *   rbias[M]: C(i, j) = rbias[i] + product (a bias per row: the 1x1
+ *            convolution's per output channel), the same bits as C preset
+ *            to rbias[i] in row i and beta = 1 (needs beta == 0, alpha == 1
+ *            and no bias);
  *   res:     then C(i, j) += res[i * ldr + j] (ldr 0: one row for all);
  *   act:     then act[i * ldact + j] = silu(C(i, j)) (silu.c's, the bits of
  *            diffuse__silu_forward_f).
@@ -71,6 +75,7 @@ struct diffuse__gemm_ep {
     float *act;
     size_t ldact;
     int rows;
+    const float *rbias;
 };
 
 /* diffuse__sgemm followed by the epilogue ep (NULL: none). */

@@ -125,15 +125,20 @@ static void kernel(KERNEL_ARGS)
 /* The kernel with the linear layer's epilogue on the register tile          */
 /* ------------------------------------------------------------------------ */
 
-/* One row of the tile: t = acc; bias + t; C + t (ADD); t + res; C = t.
+/* One row of the tile: t = acc; bias + t; rbias + t; C + t (ADD); t + res; C = t.
  * The operations and their order are those of the separate passes (gemm.c's
  * strip_epilogue), so the bits are too. */
 T512_INLINE void store_row_ep(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmask16 m1,
-                              int mode, const float *bias, const float *res)
+                              int mode, const float *bias, const float *rb, const float *res)
 {
     if (bias != NULL) {
         x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, bias), x0);
         x1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, bias + 16), x1);
+    }
+    if (rb != NULL) { /* the row's bias, as C preset to it and ADD */
+        __m512 vb = _mm512_set1_ps(*rb);
+        x0 = _mm512_add_ps(vb, x0);
+        x1 = _mm512_add_ps(vb, x1);
     }
     if (mode == DIFFUSE__GEMM_ADD) {
         x0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), x0);
@@ -150,11 +155,13 @@ T512_INLINE void store_row_ep(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __m
 #define STORE_EP(r)                                                         \
     if ((size_t)(r) < mr)                                                   \
         store_row_ep(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, mode, bias,       \
+                     rbias != NULL ? rbias + (size_t)(r) : NULL,                     \
                      res != NULL ? res + (size_t)(r) * ldr : NULL);
 
 #define KERNEL_EP_ARGS                                                      \
     size_t kc, const float *a, int a_layout, size_t a_rs, const float *b, float *c, size_t ldc, \
-        size_t mr, size_t nr, int mode, const float *bias, const float *res, size_t ldr
+        size_t mr, size_t nr, int mode, const float *bias, const float *rbias, const float *res, \
+        size_t ldr
 
 #define KERNEL_EP_BODY(ROWS)                                                \
     KERNEL_LOOPS(ROWS)                                                      \
@@ -167,11 +174,11 @@ static T512 void kernel_ep_12x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS12) }
 static void kernel_ep(KERNEL_EP_ARGS)
 {
     if (mr <= 4)
-        kernel_ep_4x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+        kernel_ep_4x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
     else if (mr <= 8)
-        kernel_ep_8x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+        kernel_ep_8x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
     else
-        kernel_ep_12x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+        kernel_ep_12x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
 }
 
 /* ------------------------------------------------------------------------ */

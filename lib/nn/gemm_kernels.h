@@ -74,8 +74,10 @@ typedef void diffuse__gemm_pack_a_cols_fn(const float *src, size_t lda, size_t k
 
 /* Optional: the kernel (alpha 1; mode SET or ADD) with the linear layer's
  * epilogue applied to the tile in registers, row r of the tile, column j:
- *   t = acc; t = bias[j] + t (bias != NULL, mode SET); t = C + t (mode ADD);
- *   t = t + res[r * ldr + j] (res != NULL); C = t.
+ *   t = acc; t = bias[j] + t (bias != NULL, mode SET);
+ *   t = rbias[r] + t (rbias != NULL, mode SET; a per-row bias, the 1x1
+ *   convolution's: the bits of C preset to it and mode ADD);
+ *   t = C + t (mode ADD); t = t + res[r * ldr + j] (res != NULL); C = t.
  * The bits of the kernel followed by gemm.c's separate epilogue passes (the
  * SiLU of the epilogue stays a pass over the strip: in the tile it made the
  * AVX-512 kernel slower).  In the ROWS layout, rows of a are a_rs floats
@@ -85,8 +87,8 @@ typedef void diffuse__gemm_pack_a_cols_fn(const float *src, size_t lda, size_t k
  * such a multiple). */
 typedef void diffuse__gemm_kernel_ep_fn(size_t kc, const float *a, int a_layout, size_t a_rs,
                                         const float *b, float *c, size_t ldc, size_t mr,
-                                        size_t nr, int mode, const float *bias, const float *res,
-                                        size_t ldr);
+                                        size_t nr, int mode, const float *bias,
+                                        const float *rbias, const float *res, size_t ldr);
 
 /* Optional: pack_a_cols for every strip of rows 0 .. h - 1 of the block
  * at src (h <= DIFFUSE__GEMM_AGROUP_ROWS) at once, strip s (rows s * MR

@@ -5,6 +5,12 @@
  * unit: its helpers carry other names).  No include guard; every name it
  * defines carries the type's suffix.
  *
+ * LAYER_GEMM_ROWBIAS(M, N, K, A, B, rbias, C, work, nt), when defined (the
+ * float includer: diffuse__sgemm_ep's rbias), computes C = rbias[i] + A B
+ * (M x N, row-major, lda K, ldb and ldc N) with the bits of C preset to
+ * rbias[i] in row i and a GEMM with beta = 1; the 1x1 convolution's forward
+ * then skips its fill pass.
+ *
  * Determinism: every sum runs in one fixed order (GEMMs with a fixed K
  * order, double accumulators elsewhere); nothing depends on nt but the
  * GEMM's partition of its output.
@@ -64,6 +70,14 @@ static void LAYER_NAME(il_conv1x1_rows)(const LAYER_REAL *x, size_t b0, size_t b
     size_t b, c, p;
     for (b = b0; b < b1; b++) {
         LAYER_REAL *yb = y + b * Co * HW;
+#ifdef LAYER_GEMM_ROWBIAS
+        /* The GEMM adds bias[c] to row c where the first K block would have
+         * added the preset row: the same bits, without the fill pass. */
+        if (bias != NULL && Ci > 0) {
+            LAYER_GEMM_ROWBIAS(Co, HW, Ci, W, x + b * Ci * HW, bias, yb, work, nt);
+            continue;
+        }
+#endif
         if (bias != NULL)
             for (c = 0; c < Co; c++)
                 for (p = 0; p < HW; p++)

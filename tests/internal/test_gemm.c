@@ -183,7 +183,7 @@ static void problem_run(const struct problem *p, float *C, float *work, int thre
  * (diffuse__gemm_ep.rows). */
 static void problem_run_rows(const struct problem *p, float *C, float *work, int threads)
 {
-    const struct diffuse__gemm_ep rows = {NULL, NULL, 0, NULL, 0, 1};
+    const struct diffuse__gemm_ep rows = {NULL, NULL, 0, NULL, 0, 1, NULL};
     memcpy(C, p->C0, p->nc * sizeof(float));
     diffuse__sgemm_ep(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb,
                       p->beta, C, p->ldc, work, threads, &rows);
@@ -597,7 +597,7 @@ static void test_sgemm_fused_ep_bit_identical(void)
                         fill_value(a1, M * N, NAN);
                         fill_value(a2, M * N, NAN);
                         struct diffuse__gemm_ep ep = {bias ? bv : NULL, res ? rv : NULL,
-                                                      res == 2 ? N : 0, NULL, N, 0};
+                                                      res == 2 ? N : 0, NULL, N, 0, NULL};
                         ASSERT_EQ(diffuse__sgemm_force(name), 0);
                         for (int on = 1; on >= 0; on--) {
                             float *c = on ? c1 : c2;
@@ -627,6 +627,88 @@ static void test_sgemm_fused_ep_bit_identical(void)
                                           t & 1, (double)alpha, (double)beta, bias, res, act);
                         }
                     }
+    }
+    free(work);
+    ASSERT_TRUE(compared > 0);
+}
+
+/* The per-row bias (ep.rbias: the 1x1 convolution's) against C preset to
+ * the row's bias and beta = 1, the path it replaces: the same bits for
+ * every kernel, fused epilogue on and off, 1 and 3 threads, with the
+ * residual and the activation too, K over one block and the tile edges;
+ * C starts as NaN (beta = 0: not read). */
+static void test_sgemm_row_bias_bit_identical(void)
+{
+    static const size_t shapes[][3] = {
+        {1, 1, 1}, {5, 15, 3}, {12, 32, 8}, {13, 33, 385}, {37, 49, 200}, {64, 196, 96},
+        {100, 40, 800}, {32, 784, 96}, {192, 49, 64}, {7, 600, 1024},
+    };
+    int compared = 0;
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x726f772062696173ull;
+    for (int kern = 0; kern < NKERNELS; kern++) {
+        const char *name = kernel_names[kern];
+        if (!diffuse__sgemm_kernel_available(name))
+            continue;
+        compared++;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int t = 0; t < 4; t++)
+                for (int e = 0; e < 4; e++)
+                    for (int th = 1; th <= 3; th += 2)
+                        for (int on = 1; on >= 0; on--) {
+                            const int res = e & 1, act = e >> 1;
+                            struct problem p;
+                            ASSERT_EQ(problem_make(&p, t >> 1, t & 1, shapes[s][0],
+                                                   shapes[s][1], shapes[s][2], (size_t)(s % 3),
+                                                   1.0f, 0.0f),
+                                      0);
+                            const size_t M = p.M, N = p.N;
+                            float *rb = alloc_floats(M + 1), *rv = alloc_floats(M * N + 1);
+                            float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
+                            float *a1 = alloc_floats(M * N + 1), *a2 = alloc_floats(M * N + 1);
+                            ASSERT_TRUE(rb && rv && c1 && c2 && a1 && a2);
+                            fill_random(rb, M);
+                            rb[0] = -0.0f; /* -0 + 0 = +0 either way */
+                            fill_random(rv, M * N);
+                            fill_value(a1, M * N, NAN);
+                            fill_value(a2, M * N, NAN);
+                            memcpy(c1, p.C0, p.nc * sizeof(float));
+                            memcpy(c2, p.C0, p.nc * sizeof(float));
+                            for (size_t i = 0; i < M; i++) {
+                                fill_value(c1 + i * p.ldc, N, NAN);
+                                fill_value(c2 + i * p.ldc, N, rb[i]);
+                            }
+                            struct diffuse__gemm_ep ep1 = {NULL,     res ? rv : NULL, N,
+                                                           act ? a1 : NULL, N, 0, rb};
+                            struct diffuse__gemm_ep ep2 = {NULL,     res ? rv : NULL, N,
+                                                           act ? a2 : NULL, N, 0, NULL};
+                            ASSERT_EQ(diffuse__sgemm_force(name), 0);
+                            diffuse__sgemm_fused_ep(on);
+                            diffuse__sgemm_ep(p.ta, p.tb, M, N, p.K, 1.0f, p.A, p.lda, p.B,
+                                              p.ldb, 0.0f, c1, p.ldc, work, th, &ep1);
+                            diffuse__sgemm_ep(p.ta, p.tb, M, N, p.K, 1.0f, p.A, p.lda, p.B,
+                                              p.ldb, 1.0f, c2, p.ldc, work, th, &ep2);
+                            diffuse__sgemm_fused_ep(1);
+                            diffuse__sgemm_force(NULL);
+                            int same = memcmp(c1, c2, p.nc * sizeof(float)) == 0 &&
+                                       memcmp(a1, a2, M * N * sizeof(float)) == 0;
+                            free(rb);
+                            free(rv);
+                            free(c1);
+                            free(c2);
+                            free(a1);
+                            free(a2);
+                            problem_free(&p);
+                            if (!same) {
+                                free(work);
+                                HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d, res %d "
+                                              "act %d, threads %d, fused %d: row bias and C "
+                                              "preset to it differ",
+                                              name, shapes[s][0], shapes[s][1], shapes[s][2],
+                                              t >> 1, t & 1, res, act, th, on);
+                            }
+                        }
     }
     free(work);
     ASSERT_TRUE(compared > 0);
@@ -736,8 +818,8 @@ static void test_avx2_kernel_bits(void)
                             }
                         memcpy(c, c0, CROWS * LDC * sizeof(float));
                         if (ep)
-                            v->kernel_ep(kc, a, a_layout, a_rs, b, c, LDC, mr, nr, mode, bv, rv,
-                                         19);
+                            v->kernel_ep(kc, a, a_layout, a_rs, b, c, LDC, mr, nr, mode, bv, NULL,
+                                         rv, 19);
                         else
                             v->kernel(kc, a, a_layout, b, c, LDC, mr, nr, alpha, beta, mode);
                         checked++;
@@ -892,7 +974,8 @@ static void test_sgemm_fma_bits(void)
                             int same = 1;
                             for (int on = 1; on >= (ep ? 0 : 1); on--) {
                                 memcpy(c, p.C0, p.nc * sizeof(float));
-                                struct diffuse__gemm_ep epv = {e != 7 ? bv : NULL, rv, N, NULL, 0, 0};
+                                struct diffuse__gemm_ep epv = {e != 7 ? bv : NULL, rv, N, NULL, 0, 0,
+                                                               NULL};
                                 diffuse__sgemm_fused_ep(on);
                                 diffuse__sgemm_ep(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B,
                                                   p.ldb, beta, c, p.ldc, work, 1,
@@ -1006,6 +1089,7 @@ int main(void)
     RUN_SEEDED(test_sgemm_reference_avx512);
     RUN_SEEDED(test_sgemm_kernels_match_portable);
     RUN_SEEDED(test_sgemm_fused_ep_bit_identical);
+    RUN_SEEDED(test_sgemm_row_bias_bit_identical);
     RUN_SEEDED(test_avx2_kernel_bits);
     RUN_SEEDED(test_avx2_packers_exact);
     RUN_SEEDED(test_sgemm_fma_bits);
