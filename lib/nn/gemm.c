@@ -413,6 +413,23 @@ static int a_rows_alias(const struct diffuse__gemm_variant *v, size_t lda)
 #endif
 }
 
+/* Prefetch into L2 the next `lines` cache lines of the region [*cur, end)
+ * (the epilogue's pf: the next product's operand), spread over the kernel
+ * calls so that its misses overlap the arithmetic.  No effect on the bits. */
+static inline void pf_some(const char **cur, const char *end, size_t lines)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    const char *p = *cur;
+    for (size_t l = 0; l < lines && p < end; l++, p += 64)
+        __builtin_prefetch(p, 0, 2);
+    *cur = p;
+#else
+    (void)end;
+    (void)lines;
+    *cur = NULL;
+#endif
+}
+
 /* C (M x N of the job) += the product, with the job's own buffers. */
 static void gemm_part(const struct job *jb)
 {
@@ -433,6 +450,14 @@ static void gemm_part(const struct job *jb)
     size_t nk = (K + KC - 1) / KC;
     size_t kcb = (K + nk - 1) / nk;
 
+    /* The region to prefetch, a share of its lines per kernel call. */
+    const char *pf = (const char *)jb->ep.pf, *pf_end = pf + (pf != NULL ? jb->ep.pf_bytes : 0);
+    size_t pf_lines = 0;
+    if (pf != NULL) {
+        size_t calls = nk * ((M + mr - 1) / mr) * ((N + nr - 1) / nr);
+        pf_lines = (jb->ep.pf_bytes / 64 + calls) / calls;
+    }
+
     for (size_t j0 = 0; j0 < N; j0 += NB) {
         size_t n = N - j0 < NB ? N - j0 : NB;
         size_t npan = (n + nr - 1) / nr;
@@ -445,6 +470,9 @@ static void gemm_part(const struct job *jb)
             if (jb->bpk != NULL) {
                 b0 = jb->bpk + j0 * K + p0 * nr; /* panels of all K rows, (j0 / nr) * K * nr */
                 bstep = K * nr;
+            } else if (!jb->trans_b && v->pack_bn != NULL) {
+                /* All the block's panels at once: B read row by row. */
+                v->pack_bn(jb->B, jb->ldb, p0, kc, j0, n, jb->bbuf);
             } else {
                 for (size_t q = 0; q < npan; q++) {
                     size_t j = q * nr;
@@ -473,6 +501,8 @@ static void gemm_part(const struct job *jb)
                             mode, first && ep->bias != NULL ? ep->bias + j : NULL,
                             first && ep->rbias != NULL ? ep->rbias + i : NULL,
                             last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
+                        if (pf < pf_end)
+                            pf_some(&pf, pf_end, pf_lines);
                     }
                     if (jb->has_ep) /* the adds are done: the activation only */
                         strip_epilogue(jb, i, j0, h, n, 0, 0, last);
@@ -484,6 +514,8 @@ static void gemm_part(const struct job *jb)
                     v->kernel(kc, as, a_layout, b0 + q * bstep,
                               jb->C + i * jb->ldc + j0 + j, jb->ldc, h,
                               n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
+                    if (pf < pf_end)
+                        pf_some(&pf, pf_end, pf_lines);
                 }
                 if (jb->has_ep)
                     strip_epilogue(jb, i, j0, h, n, first, last, last);
@@ -599,6 +631,11 @@ static int part_job(const struct job *jb, float *work, size_t t, size_t tr, size
         out->ep.bias = jb->ep.bias + j0;
     if (jb->ep.rbias != NULL)
         out->ep.rbias = jb->ep.rbias + i0;
+    if (jb->ep.pf != NULL) { /* each part a share of the region */
+        size_t lo = jb->ep.pf_bytes * t / (tr * tc), hi = jb->ep.pf_bytes * (t + 1) / (tr * tc);
+        out->ep.pf = (const char *)jb->ep.pf + lo;
+        out->ep.pf_bytes = hi - lo;
+    }
     if (jb->ep.res != NULL)
         out->ep.res = jb->ep.res + i0 * jb->ep.ldr + j0;
     if (jb->ep.act != NULL)
@@ -637,7 +674,7 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
                       float *C, size_t ldc, float *work, int num_threads,
                       const struct diffuse__gemm_ep *ep, const struct diffuse__gemm_packed_b *pb)
 {
-    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0, 0, NULL};
+    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0, 0, NULL, NULL, 0};
     if (M == 0 || N == 0)
         return;
     assert(C != NULL && ldc >= N);

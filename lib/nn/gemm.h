@@ -57,6 +57,11 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
  *            convolution's per output channel), the same bits as C preset
  *            to rbias[i] in row i and beta = 1 (needs beta == 0, alpha == 1
  *            and no bias);
+ *   pf:      pf_bytes bytes the caller reads next (the next sample's
+ *            operand): prefetched into L2 a share at a time while the
+ *            product runs, so that its misses overlap the arithmetic (the
+ *            first touch of B in the packing is otherwise a stall when B
+ *            comes from L3 or memory).  No effect on the results;
  *   res:     then C(i, j) += res[i * ldr + j] (ldr 0: one row for all);
  *   act:     then act[i * ldact + j] = silu(C(i, j)) (silu.c's, the bits of
  *            diffuse__silu_forward_f).
@@ -76,6 +81,8 @@ struct diffuse__gemm_ep {
     size_t ldact;
     int rows;
     const float *rbias;
+    const void *pf;
+    size_t pf_bytes;
 };
 
 /* diffuse__sgemm followed by the epilogue ep (NULL: none). */

@@ -246,20 +246,30 @@ static T512 void pack_bt_avx512(const float *B, size_t ldb, size_t p0, size_t kc
     }
 }
 
-/* Packing B for op(B) = B: two masked loads and two aligned stores per row. */
+/* Packing B for op(B) = B: row by row of the block, each row's n floats
+ * read in order (one stream for the hardware prefetcher, where panel by
+ * panel read two lines of each of kc rows: kc streams, mostly left to the
+ * loads' latency when B comes from memory), two loads and two stores per
+ * panel; masked ones for the last panel when n is not a multiple of NR. */
 static T512 void pack_bn_avx512(const float *B, size_t ldb, size_t p0, size_t kc, size_t j0,
                                 size_t n, float *dst)
 {
-    for (size_t jq = 0; jq < n; jq += NR) {
-        size_t w = n - jq < NR ? n - jq : NR;
-        size_t w0 = w < 16 ? w : 16, w1 = w > 16 ? w - 16 : 0;
-        __mmask16 m0 = (__mmask16)((1u << w0) - 1u), m1 = (__mmask16)((1u << w1) - 1u);
-        const float *s = B + p0 * ldb + j0 + jq;
-        for (size_t p = 0; p < kc; p++) {
-            _mm512_storeu_ps(dst + p * NR, _mm512_maskz_loadu_ps(m0, s + p * ldb));
-            _mm512_storeu_ps(dst + p * NR + 16, _mm512_maskz_loadu_ps(m1, s + p * ldb + 16));
+    const size_t full = n / NR, w = n - full * NR;
+    const size_t w0 = w < 16 ? w : 16, w1 = w > 16 ? w - 16 : 0;
+    const __mmask16 m0 = (__mmask16)((1u << w0) - 1u), m1 = (__mmask16)((1u << w1) - 1u);
+    const size_t pstep = kc * NR; /* floats between panels */
+    for (size_t p = 0; p < kc; p++) {
+        const float *s = B + (p0 + p) * ldb + j0;
+        float *d = dst + p * NR;
+        size_t q = 0;
+        for (; q < full; q++) {
+            _mm512_storeu_ps(d + q * pstep, _mm512_loadu_ps(s + q * NR));
+            _mm512_storeu_ps(d + q * pstep + 16, _mm512_loadu_ps(s + q * NR + 16));
         }
-        dst += kc * NR;
+        if (w > 0) {
+            _mm512_storeu_ps(d + q * pstep, _mm512_maskz_loadu_ps(m0, s + q * NR));
+            _mm512_storeu_ps(d + q * pstep + 16, _mm512_maskz_loadu_ps(m1, s + q * NR + 16));
+        }
     }
 }
 

@@ -5,11 +5,12 @@
  * unit: its helpers carry other names).  No include guard; every name it
  * defines carries the type's suffix.
  *
- * LAYER_GEMM_ROWBIAS(M, N, K, A, B, rbias, C, work, nt), when defined (the
- * float includer: diffuse__sgemm_ep's rbias), computes C = rbias[i] + A B
- * (M x N, row-major, lda K, ldb and ldc N) with the bits of C preset to
- * rbias[i] in row i and a GEMM with beta = 1; the 1x1 convolution's forward
- * then skips its fill pass.
+ * LAYER_GEMM_CONV1X1(M, N, K, A, B, rbias, C, pf, pf_bytes, work, nt), when
+ * defined (the float includer: diffuse__sgemm_ep's rbias and pf), computes
+ * C = rbias[i] + A B (M x N, row-major, lda K, ldb and ldc N; C = A B when
+ * rbias is NULL) with the bits of C preset to rbias[i] in row i and a GEMM
+ * with beta = 1, prefetching pf_bytes at pf (pf NULL: none); the 1x1
+ * convolution's forward then skips its fill pass.
  *
  * Determinism: every sum runs in one fixed order (GEMMs with a fixed K
  * order, double accumulators elsewhere); nothing depends on nt but the
@@ -70,11 +71,14 @@ static void LAYER_NAME(il_conv1x1_rows)(const LAYER_REAL *x, size_t b0, size_t b
     size_t b, c, p;
     for (b = b0; b < b1; b++) {
         LAYER_REAL *yb = y + b * Co * HW;
-#ifdef LAYER_GEMM_ROWBIAS
+#ifdef LAYER_GEMM_CONV1X1
         /* The GEMM adds bias[c] to row c where the first K block would have
-         * added the preset row: the same bits, without the fill pass. */
-        if (bias != NULL && Ci > 0) {
-            LAYER_GEMM_ROWBIAS(Co, HW, Ci, W, x + b * Ci * HW, bias, yb, work, nt);
+         * added the preset row (the same bits, without the fill pass), and
+         * prefetches the next sample's input meanwhile. */
+        if (Ci > 0) {
+            const LAYER_REAL *xn = b + 1 < b1 ? x + (b + 1) * Ci * HW : NULL;
+            LAYER_GEMM_CONV1X1(Co, HW, Ci, W, x + b * Ci * HW, bias, yb, xn,
+                               xn != NULL ? Ci * HW * sizeof *x : 0, work, nt);
             continue;
         }
 #endif

@@ -183,7 +183,7 @@ static void problem_run(const struct problem *p, float *C, float *work, int thre
  * (diffuse__gemm_ep.rows). */
 static void problem_run_rows(const struct problem *p, float *C, float *work, int threads)
 {
-    const struct diffuse__gemm_ep rows = {NULL, NULL, 0, NULL, 0, 1, NULL};
+    const struct diffuse__gemm_ep rows = {NULL, NULL, 0, NULL, 0, 1, NULL, NULL, 0};
     memcpy(C, p->C0, p->nc * sizeof(float));
     diffuse__sgemm_ep(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb,
                       p->beta, C, p->ldc, work, threads, &rows);
@@ -597,7 +597,7 @@ static void test_sgemm_fused_ep_bit_identical(void)
                         fill_value(a1, M * N, NAN);
                         fill_value(a2, M * N, NAN);
                         struct diffuse__gemm_ep ep = {bias ? bv : NULL, res ? rv : NULL,
-                                                      res == 2 ? N : 0, NULL, N, 0, NULL};
+                                                      res == 2 ? N : 0, NULL, N, 0, NULL, NULL, 0};
                         ASSERT_EQ(diffuse__sgemm_force(name), 0);
                         for (int on = 1; on >= 0; on--) {
                             float *c = on ? c1 : c2;
@@ -636,7 +636,8 @@ static void test_sgemm_fused_ep_bit_identical(void)
  * the row's bias and beta = 1, the path it replaces: the same bits for
  * every kernel, fused epilogue on and off, 1 and 3 threads, with the
  * residual and the activation too, K over one block and the tile edges;
- * C starts as NaN (beta = 0: not read). */
+ * C starts as NaN (beta = 0: not read).  The row-bias product also
+ * prefetches a region (ep.pf, here B itself), which must change nothing. */
 static void test_sgemm_row_bias_bit_identical(void)
 {
     static const size_t shapes[][3] = {
@@ -680,9 +681,10 @@ static void test_sgemm_row_bias_bit_identical(void)
                                 fill_value(c2 + i * p.ldc, N, rb[i]);
                             }
                             struct diffuse__gemm_ep ep1 = {NULL,     res ? rv : NULL, N,
-                                                           act ? a1 : NULL, N, 0, rb};
+                                                           act ? a1 : NULL, N, 0, rb, p.B,
+                                                           p.nb * sizeof(float)};
                             struct diffuse__gemm_ep ep2 = {NULL,     res ? rv : NULL, N,
-                                                           act ? a2 : NULL, N, 0, NULL};
+                                                           act ? a2 : NULL, N, 0, NULL, NULL, 0};
                             ASSERT_EQ(diffuse__sgemm_force(name), 0);
                             diffuse__sgemm_fused_ep(on);
                             diffuse__sgemm_ep(p.ta, p.tb, M, N, p.K, 1.0f, p.A, p.lda, p.B,
@@ -975,7 +977,7 @@ static void test_sgemm_fma_bits(void)
                             for (int on = 1; on >= (ep ? 0 : 1); on--) {
                                 memcpy(c, p.C0, p.nc * sizeof(float));
                                 struct diffuse__gemm_ep epv = {e != 7 ? bv : NULL, rv, N, NULL, 0, 0,
-                                                               NULL};
+                                                               NULL, NULL, 0};
                                 diffuse__sgemm_fused_ep(on);
                                 diffuse__sgemm_ep(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B,
                                                   p.ldb, beta, c, p.ldc, work, 1,
