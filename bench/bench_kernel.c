@@ -66,7 +66,7 @@ int main(int argc, char **argv)
                             float *cc = c + (i & 7) * 16 * T / 2;
                             if (ep)
                                 v->kernel_ep(kc, a, DIFFUSE__GEMM_A_ROWS, DIFFUSE__GEMM_KCP, b,
-                                             cc, T, mr, nr, DIFFUSE__GEMM_SET, bias, NULL, 0);
+                                             cc, T, mr, nr, DIFFUSE__GEMM_SET, bias, NULL, NULL, 0);
                             else
                                 v->kernel(kc, a, DIFFUSE__GEMM_A_COLS, b, cc, T, mr, nr, 1.0f,
                                           0.0f, DIFFUSE__GEMM_SET);

@@ -129,7 +129,7 @@ static void kernel_portable(size_t kc, const float *a, int a_layout, const float
 }
 
 static const struct diffuse__gemm_variant variant_portable = {
-    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0, NULL,
+    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -277,6 +277,11 @@ static void strip_epilogue(const struct job *jb, size_t i, size_t j, size_t h, s
         float *c = jb->C + (i + r) * jb->ldc + j;
         if (bias && ep->bias != NULL)
             ep_add(c, ep->bias + j, c, w); /* bias + product, as C preset to the bias */
+        if (bias && ep->rbias != NULL) {
+            const float rb = ep->rbias[i + r]; /* the row's bias + product */
+            for (size_t q = 0; q < w; q++)
+                c[q] = rb + c[q];
+        }
         if (res && ep->res != NULL)
             ep_add(c, c, ep->res + (i + r) * ep->ldr + j, w);
         if (last && ep->act != NULL)
@@ -408,6 +413,23 @@ static int a_rows_alias(const struct diffuse__gemm_variant *v, size_t lda)
 #endif
 }
 
+/* Prefetch into L2 the next `lines` cache lines of the region [*cur, end)
+ * (the epilogue's pf: the next product's operand), spread over the kernel
+ * calls so that its misses overlap the arithmetic.  No effect on the bits. */
+static inline void pf_some(const char **cur, const char *end, size_t lines)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    const char *p = *cur;
+    for (size_t l = 0; l < lines && p < end; l++, p += 64)
+        __builtin_prefetch(p, 0, 2);
+    *cur = p;
+#else
+    (void)end;
+    (void)lines;
+    *cur = NULL;
+#endif
+}
+
 /* C (M x N of the job) += the product, with the job's own buffers. */
 static void gemm_part(const struct job *jb)
 {
@@ -428,6 +450,14 @@ static void gemm_part(const struct job *jb)
     size_t nk = (K + KC - 1) / KC;
     size_t kcb = (K + nk - 1) / nk;
 
+    /* The region to prefetch, a share of its lines per kernel call. */
+    const char *pf = (const char *)jb->ep.pf, *pf_end = pf + (pf != NULL ? jb->ep.pf_bytes : 0);
+    size_t pf_lines = 0;
+    if (pf != NULL) {
+        size_t calls = nk * ((M + mr - 1) / mr) * ((N + nr - 1) / nr);
+        pf_lines = (jb->ep.pf_bytes / 64 + calls) / calls;
+    }
+
     for (size_t j0 = 0; j0 < N; j0 += NB) {
         size_t n = N - j0 < NB ? N - j0 : NB;
         size_t npan = (n + nr - 1) / nr;
@@ -440,6 +470,9 @@ static void gemm_part(const struct job *jb)
             if (jb->bpk != NULL) {
                 b0 = jb->bpk + j0 * K + p0 * nr; /* panels of all K rows, (j0 / nr) * K * nr */
                 bstep = K * nr;
+            } else if (!jb->trans_b && v->pack_bn != NULL) {
+                /* All the block's panels at once: B read row by row. */
+                v->pack_bn(jb->B, jb->ldb, p0, kc, j0, n, jb->bbuf);
             } else {
                 for (size_t q = 0; q < npan; q++) {
                     size_t j = q * nr;
@@ -466,7 +499,10 @@ static void gemm_part(const struct job *jb)
                             kc, as, a_layout, a_rs, b0 + q * bstep,
                             jb->C + i * jb->ldc + j, jb->ldc, h, n - q * nr < nr ? n - q * nr : nr,
                             mode, first && ep->bias != NULL ? ep->bias + j : NULL,
+                            first && ep->rbias != NULL ? ep->rbias + i : NULL,
                             last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
+                        if (pf < pf_end)
+                            pf_some(&pf, pf_end, pf_lines);
                     }
                     if (jb->has_ep) /* the adds are done: the activation only */
                         strip_epilogue(jb, i, j0, h, n, 0, 0, last);
@@ -478,12 +514,73 @@ static void gemm_part(const struct job *jb)
                     v->kernel(kc, as, a_layout, b0 + q * bstep,
                               jb->C + i * jb->ldc + j0 + j, jb->ldc, h,
                               n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
+                    if (pf < pf_end)
+                        pf_some(&pf, pf_end, pf_lines);
                 }
                 if (jb->has_ep)
                     strip_epilogue(jb, i, j0, h, n, first, last, last);
             }
         }
     }
+}
+
+/* The tile and row scratch of diffuse__sgemm_cols, after the A strip in
+ * the A buffer of the work area. */
+#define COLS_TILE (ASTRIP_FLOATS)
+#define COLS_ROW (COLS_TILE + DIFFUSE__GEMM_MR_MAX * DIFFUSE__GEMM_NR_MAX)
+_Static_assert(COLS_ROW + NB + 16 <= ABUF_FLOATS, "the A buffer lacks room for the cols scratch");
+
+int diffuse__sgemm_cols(size_t M, size_t hw, size_t K, const float *A, size_t lda,
+                        const float *X, size_t xs, size_t ns, const float *rbias, float *Y,
+                        size_t ys, float *work)
+{
+    const struct diffuse__gemm_variant *v = current_variant();
+    if (v->pack_bn_cols == NULL || v->store_cols == NULL || v->kernel_ep == NULL ||
+        !atomic_load_explicit(&fused_ep_on, memory_order_relaxed) || K == 0 || K > KC)
+        return -1;
+    if (M == 0 || hw == 0 || ns == 0)
+        return 0;
+    const size_t mr = v->mr, nr = v->nr, J = ns * hw;
+    struct job jb; /* what pack_a_strip reads */
+    memset(&jb, 0, sizeof jb);
+    jb.v = v;
+    jb.A = A;
+    jb.lda = lda;
+    jb.M = M;
+    jb.K = K;
+    float *bbuf = work, *abuf = work + BBUF_FLOATS;
+    float *tile = abuf + COLS_TILE, *row = abuf + COLS_ROW;
+    const int a_in_place = !a_rows_alias(v, lda);
+    for (size_t j0 = 0; j0 < J; j0 += NB) {
+        const size_t n = J - j0 < NB ? J - j0 : NB, npan = (n + nr - 1) / nr;
+        v->pack_bn_cols(X, xs, hw, K, j0, n, bbuf, row);
+        for (size_t i = 0; i < M; i += mr) {
+            const size_t h = M - i < mr ? M - i : mr;
+            const float *as = abuf;
+            size_t a_rs = KCP;
+            if (a_in_place && h % v->ep_rows == 0) {
+                as = A + i * lda;
+                a_rs = lda;
+            } else {
+                pack_a_strip(&jb, i, h, 0, K, abuf);
+            }
+            const float *rb = rbias != NULL ? rbias + i : NULL;
+            for (size_t q = 0; q < npan; q++) {
+                const size_t j = j0 + q * nr, w = n - q * nr < nr ? n - q * nr : nr;
+                const size_t s = j / hw, off = j % hw;
+                if (off + w <= hw) { /* the panel within one sample: in place */
+                    v->kernel_ep(K, as, DIFFUSE__GEMM_A_ROWS, a_rs, bbuf + q * K * nr,
+                                 Y + s * ys + i * hw + off, hw, h, w, DIFFUSE__GEMM_SET, NULL,
+                                 rb, NULL, 0);
+                } else {
+                    v->kernel_ep(K, as, DIFFUSE__GEMM_A_ROWS, a_rs, bbuf + q * K * nr, tile, nr,
+                                 h, w, DIFFUSE__GEMM_SET, NULL, rb, NULL, 0);
+                    v->store_cols(tile, h, w, Y + i * hw, ys, hw, j);
+                }
+            }
+        }
+    }
+    return 0;
 }
 
 #ifdef _OPENMP
@@ -591,6 +688,13 @@ static int part_job(const struct job *jb, float *work, size_t t, size_t tr, size
         out->bpk = jb->bpk + j0 * jb->K;
     if (jb->ep.bias != NULL)
         out->ep.bias = jb->ep.bias + j0;
+    if (jb->ep.rbias != NULL)
+        out->ep.rbias = jb->ep.rbias + i0;
+    if (jb->ep.pf != NULL) { /* each part a share of the region */
+        size_t lo = jb->ep.pf_bytes * t / (tr * tc), hi = jb->ep.pf_bytes * (t + 1) / (tr * tc);
+        out->ep.pf = (const char *)jb->ep.pf + lo;
+        out->ep.pf_bytes = hi - lo;
+    }
     if (jb->ep.res != NULL)
         out->ep.res = jb->ep.res + i0 * jb->ep.ldr + j0;
     if (jb->ep.act != NULL)
@@ -629,11 +733,13 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
                       float *C, size_t ldc, float *work, int num_threads,
                       const struct diffuse__gemm_ep *ep, const struct diffuse__gemm_packed_b *pb)
 {
-    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0, 0};
+    struct diffuse__gemm_ep none = {NULL, NULL, 0, NULL, 0, 0, NULL, NULL, 0};
     if (M == 0 || N == 0)
         return;
     assert(C != NULL && ldc >= N);
     assert(ep == NULL || ep->bias == NULL || (beta == 0.0f && alpha == 1.0f));
+    assert(ep == NULL || ep->rbias == NULL ||
+           (beta == 0.0f && alpha == 1.0f && ep->bias == NULL));
     if (K == 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc);
         if (ep != NULL) {
@@ -668,7 +774,8 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
     jb.bpk = NULL;
     if (pb != NULL && pb->variant == (const void *)jb.v && pb->N == N && pb->K == K)
         jb.bpk = pb->data;
-    jb.has_ep = ep != NULL && (ep->bias != NULL || ep->res != NULL || ep->act != NULL);
+    jb.has_ep = ep != NULL && (ep->bias != NULL || ep->rbias != NULL || ep->res != NULL ||
+                               ep->act != NULL);
     jb.ep = ep != NULL ? *ep : none;
     jb.first_mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
                     : beta == 1.0f ? DIFFUSE__GEMM_ADD

@@ -53,6 +53,15 @@ void diffuse__sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
  * still in cache (any member may be NULL, ignored):
  *   bias[N]: C(i, j) = bias[j] + product, the same bits as C preset to the
  *            bias and beta = 1 (needs beta == 0 and alpha == 1);
+ *   rbias[M]: C(i, j) = rbias[i] + product (a bias per row: the 1x1
+ *            convolution's per output channel), the same bits as C preset
+ *            to rbias[i] in row i and beta = 1 (needs beta == 0, alpha == 1
+ *            and no bias);
+ *   pf:      pf_bytes bytes the caller reads next (the next sample's
+ *            operand): prefetched into L2 a share at a time while the
+ *            product runs, so that its misses overlap the arithmetic (the
+ *            first touch of B in the packing is otherwise a stall when B
+ *            comes from L3 or memory).  No effect on the results;
  *   res:     then C(i, j) += res[i * ldr + j] (ldr 0: one row for all);
  *   act:     then act[i * ldact + j] = silu(C(i, j)) (silu.c's, the bits of
  *            diffuse__silu_forward_f).
@@ -71,6 +80,9 @@ struct diffuse__gemm_ep {
     float *act;
     size_t ldact;
     int rows;
+    const float *rbias;
+    const void *pf;
+    size_t pf_bytes;
 };
 
 /* diffuse__sgemm followed by the epilogue ep (NULL: none). */
@@ -103,6 +115,21 @@ void diffuse__sgemm_ep_packed(int trans_a, int trans_b, size_t M, size_t N, size
                               size_t ldb, float beta, float *C, size_t ldc, float *work,
                               int num_threads, const struct diffuse__gemm_ep *ep,
                               const struct diffuse__gemm_packed_b *pb);
+/*
+ * The products of one A with several samples' B, their columns side by
+ * side (the 1x1 convolution's: sample s's B at X + s * xs, K x hw, rows hw
+ * apart; its C at Y + s * ys, M x hw, rows hw apart; A M x K, lda):
+ * C_s(i, j) = rbias[i] + (A B_s)(i, j) (rbias NULL: the product alone), the
+ * same bits as diffuse__sgemm_ep with rbias per sample, without a panel
+ * wasted at the end of each sample's columns (hw = 49: 64 computed for 49).
+ * One thread; work as for diffuse__sgemm.  Returns -1 and does nothing when
+ * the kernel in use cannot (not AVX-512, fused epilogue off, K over one
+ * K block: the caller runs the products one by one), else 0.
+ */
+int diffuse__sgemm_cols(size_t M, size_t hw, size_t K, const float *A, size_t lda,
+                        const float *X, size_t xs, size_t ns, const float *rbias, float *Y,
+                        size_t ys, float *work);
+
 /* Identifies the kernel diffuse__sgemm uses now (compare with a
  * diffuse__gemm_packed_b's variant to know whether it is still valid). */
 const void *diffuse__sgemm_variant_key(void);

@@ -184,18 +184,23 @@ static TAVX2 void kernel_6x16(size_t kc, const float *a, int a_layout, const flo
 }
 
 /* One row of the tile with the linear layer's epilogue (gemm_kernels.h):
- * t = acc; bias + t; C + t (ADD); t + res; C = t, the operations and order
+ * t = acc; bias + t; rbias + t; C + t (ADD); t + res; C = t, the operations and order
  * of gemm.c's separate passes (strip_epilogue), so the bits are too.
  * Plain loads and stores for a whole row (full), masked ones otherwise. */
 TAVX2_INLINE void store_row_ep(float *cr, __m256 x0, __m256 x1, int full, size_t nr,
                                __m256i m0, __m256i m1, int mode, const float *bias,
-                               const float *res)
+                               const float *rb, const float *res)
 {
 #define LOAD0(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m0))
 #define LOAD1(p) (full ? _mm256_loadu_ps((p) + 8) : _mm256_maskload_ps((p) + 8, m1))
     if (bias != NULL) {
         x0 = _mm256_add_ps(LOAD0(bias), x0);
         x1 = _mm256_add_ps(LOAD1(bias), x1);
+    }
+    if (rb != NULL) { /* the row's bias, as C preset to it and ADD */
+        __m256 vb = _mm256_set1_ps(*rb);
+        x0 = _mm256_add_ps(vb, x0);
+        x1 = _mm256_add_ps(vb, x1);
     }
     if (mode == DIFFUSE__GEMM_ADD) {
         x0 = _mm256_add_ps(LOAD0(cr), x0);
@@ -214,8 +219,8 @@ TAVX2_INLINE void store_row_ep(float *cr, __m256 x0, __m256 x1, int full, size_t
  * ROWS layout, and the first `cols` columns. */
 TAVX2_INLINE void tile_ep(const size_t rows, const size_t cols, size_t kc, const float *a,
                           int a_layout, size_t a_rs, const float *b, float *c, size_t ldc,
-                          size_t mr, size_t nr, int mode, const float *bias, const float *res,
-                          size_t ldr)
+                          size_t mr, size_t nr, int mode, const float *bias,
+                          const float *rbias, const float *res, size_t ldr)
 {
     /* The residual rows are read only after the K-sum: ask for them now,
      * as for C (from memory, their latency would stall every tile). */
@@ -232,6 +237,7 @@ TAVX2_INLINE void tile_ep(const size_t rows, const size_t cols, size_t kc, const
 #define ST(r)                                                               \
     if ((size_t)(r) < rows && (size_t)(r) < mr)                             \
         store_row_ep(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, full, nr, m0, m1, mode, bias,  \
+                     rbias != NULL ? rbias + (size_t)(r) : NULL,                   \
                      res != NULL ? res + (size_t)(r) * ldr : NULL);
     ROWS6(ST)
 #undef ST
@@ -243,9 +249,10 @@ TAVX2_INLINE void tile_ep(const size_t rows, const size_t cols, size_t kc, const
  * kernel_6x16. */
 static TAVX2 void kernel_ep_6x16(size_t kc, const float *a, int a_layout, size_t a_rs,
                                  const float *b, float *c, size_t ldc, size_t mr, size_t nr,
-                                 int mode, const float *bias, const float *res, size_t ldr)
+                                 int mode, const float *bias, const float *rbias,
+                                 const float *res, size_t ldr)
 {
-    TILE_CALL(tile_ep, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, res, ldr);
+    TILE_CALL(tile_ep, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
 }
 #undef TILE_CALL
 
@@ -376,7 +383,7 @@ static TAVX2 void pack_a_cols_n_avx2(const float *src, size_t lda, size_t kc, si
 
 const struct diffuse__gemm_variant diffuse__gemm_avx2 = {
     "avx2", MR, NR, kernel_6x16, pack_bn_avx2, pack_bt_avx2, pack_a_cols_avx2, kernel_ep_6x16, MR,
-    pack_a_cols_n_avx2,
+    pack_a_cols_n_avx2, NULL, NULL,
 };
 
 #else

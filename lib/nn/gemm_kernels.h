@@ -74,8 +74,10 @@ typedef void diffuse__gemm_pack_a_cols_fn(const float *src, size_t lda, size_t k
 
 /* Optional: the kernel (alpha 1; mode SET or ADD) with the linear layer's
  * epilogue applied to the tile in registers, row r of the tile, column j:
- *   t = acc; t = bias[j] + t (bias != NULL, mode SET); t = C + t (mode ADD);
- *   t = t + res[r * ldr + j] (res != NULL); C = t.
+ *   t = acc; t = bias[j] + t (bias != NULL, mode SET);
+ *   t = rbias[r] + t (rbias != NULL, mode SET; a per-row bias, the 1x1
+ *   convolution's: the bits of C preset to it and mode ADD);
+ *   t = C + t (mode ADD); t = t + res[r * ldr + j] (res != NULL); C = t.
  * The bits of the kernel followed by gemm.c's separate epilogue passes (the
  * SiLU of the epilogue stays a pass over the strip: in the tile it made the
  * AVX-512 kernel slower).  In the ROWS layout, rows of a are a_rs floats
@@ -85,8 +87,8 @@ typedef void diffuse__gemm_pack_a_cols_fn(const float *src, size_t lda, size_t k
  * such a multiple). */
 typedef void diffuse__gemm_kernel_ep_fn(size_t kc, const float *a, int a_layout, size_t a_rs,
                                         const float *b, float *c, size_t ldc, size_t mr,
-                                        size_t nr, int mode, const float *bias, const float *res,
-                                        size_t ldr);
+                                        size_t nr, int mode, const float *bias,
+                                        const float *rbias, const float *res, size_t ldr);
 
 /* Optional: pack_a_cols for every strip of rows 0 .. h - 1 of the block
  * at src (h <= DIFFUSE__GEMM_AGROUP_ROWS) at once, strip s (rows s * MR
@@ -100,6 +102,20 @@ typedef void diffuse__gemm_pack_a_cols_n_fn(const float *src, size_t lda, size_t
 /* Rows of op(A) = A^T that gemm.c packs at once with pack_a_cols_n. */
 #define DIFFUSE__GEMM_AGROUP_ROWS 48
 
+/* Optional, for diffuse__sgemm_cols (the columns of several samples side by
+ * side): pack_bn_cols fills the panels of columns j0 .. j0 + n - 1 of the
+ * K x (ns * hw) matrix whose column j is column j % hw of sample j / hw
+ * (sample s: kc rows of hw floats, hw apart, at X + s * xs), rows
+ * 0 .. kc - 1, panel after panel (kc * NR floats each), zero past column
+ * n; tmp: scratch of DIFFUSE__GEMM_NB + 16 floats.  store_cols writes the
+ * first h rows and w columns of a tile t (rows NR floats apart) to the
+ * columns j .. j + w - 1 of that layout in rows 0 .. h - 1 of the output
+ * (sample s's row r at Y + s * ys + r * hw).  Copies: no arithmetic. */
+typedef void diffuse__gemm_pack_bn_cols_fn(const float *X, size_t xs, size_t hw, size_t kc,
+                                           size_t j0, size_t n, float *dst, float *tmp);
+typedef void diffuse__gemm_store_cols_fn(const float *t, size_t h, size_t w, float *Y,
+                                         size_t ys, size_t hw, size_t j);
+
 struct diffuse__gemm_variant {
     const char *name;
     size_t mr, nr;
@@ -110,6 +126,8 @@ struct diffuse__gemm_variant {
     diffuse__gemm_kernel_ep_fn *kernel_ep; /* NULL: the separate passes */
     size_t ep_rows;
     diffuse__gemm_pack_a_cols_n_fn *pack_a_cols_n; /* NULL: pack_a_cols per strip */
+    diffuse__gemm_pack_bn_cols_fn *pack_bn_cols;   /* NULL: no diffuse__sgemm_cols */
+    diffuse__gemm_store_cols_fn *store_cols;
 };
 
 /* The variant diffuse__sgemm uses now (gemm.c), for drivers of their own

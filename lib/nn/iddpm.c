@@ -24,6 +24,19 @@
 #define LAYER_REAL float
 #define LAYER_NAME(n) n##_f
 #define LAYER_GEMM diffuse__sgemm
+/* The 1x1 convolution's GEMM: its bias per output channel in the tile, and
+ * the next sample's input prefetched while it runs. */
+#define LAYER_GEMM_CONV1X1(M, N, K, A, B, rbias, C, pf, pf_bytes, work, nt)                \
+    do {                                                                                 \
+        struct diffuse__gemm_ep ep_ = {NULL, NULL, 0, NULL, 0, 0, (rbias), (pf), (pf_bytes)}; \
+        diffuse__sgemm_ep(0, 0, (M), (N), (K), 1.0f, (A), (K), (B), (N), 0.0f, (C), (N), \
+                          (work), (nt), &ep_);                                           \
+    } while (0)
+/* All the samples of a 1x1 convolution in one pass over their columns side
+ * by side (-1: not on this kernel, sample by sample instead). */
+#define LAYER_GEMM_CONV1X1_COLS(M, hw, K, A, X, ns, rbias, Y, work)                        \
+    diffuse__sgemm_cols((M), (hw), (K), (A), (K), (X), (K) * (hw), (ns), (rbias), (Y),     \
+                        (M) * (hw), (work))
 #include "nn/iddpm_layers_impl.h"
 
 #define IDDPM_REAL float

@@ -20,7 +20,7 @@
 /* The fused linear layer: the GEMM applies bias, residual and SiLU per tile. */
 #define LAYER_GEMM_EP(x, B, I, W, bias, O, y, res, ldr, act, work, nt)                  \
     do {                                                                             \
-        struct diffuse__gemm_ep ep_ = {(bias), (res), (ldr), (act), (O), 0};          \
+        struct diffuse__gemm_ep ep_ = {(bias), (res), (ldr), (act), (O), 0, NULL, NULL, 0};       \
         diffuse__sgemm_ep(0, 1, (B), (O), (I), 1.0f, (x), (I), (W), (I), 0.0f, (y), (O), \
                           (work), (nt), &ep_);                                       \
     } while (0)

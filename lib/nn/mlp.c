@@ -14,13 +14,13 @@
  * rows the other core had just written; by rows 3% and 12%). */
 #define MLP_LINEAR_PACKED(pk, x, B, I, W, bias, O, y, res, ldr, act, work, nt)               \
     do {                                                                                   \
-        struct diffuse__gemm_ep ep_ = {(bias), (res), (ldr), (act), (O), 1};               \
+        struct diffuse__gemm_ep ep_ = {(bias), (res), (ldr), (act), (O), 1, NULL, NULL, 0};          \
         diffuse__sgemm_ep_packed(0, 1, (B), (O), (I), 1.0f, (x), (I), (W), (I), 0.0f, (y),  \
                                  (O), (work), (nt), &ep_, (pk));                           \
     } while (0)
 #define MLP_GEMM_DX(dy, B, O, W, I, dx, work, nt)                                           \
     do {                                                                                   \
-        struct diffuse__gemm_ep ep_ = {NULL, NULL, 0, NULL, 0, 1};                         \
+        struct diffuse__gemm_ep ep_ = {NULL, NULL, 0, NULL, 0, 1, NULL, NULL, 0};                    \
         diffuse__sgemm_ep(0, 0, (B), (I), (O), 1.0f, (dy), (O), (W), (I), 0.0f, (dx), (I),  \
                           (work), (nt), &ep_);                                             \
     } while (0)

@@ -183,7 +183,7 @@ static void problem_run(const struct problem *p, float *C, float *work, int thre
  * (diffuse__gemm_ep.rows). */
 static void problem_run_rows(const struct problem *p, float *C, float *work, int threads)
 {
-    const struct diffuse__gemm_ep rows = {NULL, NULL, 0, NULL, 0, 1};
+    const struct diffuse__gemm_ep rows = {NULL, NULL, 0, NULL, 0, 1, NULL, NULL, 0};
     memcpy(C, p->C0, p->nc * sizeof(float));
     diffuse__sgemm_ep(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb,
                       p->beta, C, p->ldc, work, threads, &rows);
@@ -597,7 +597,7 @@ static void test_sgemm_fused_ep_bit_identical(void)
                         fill_value(a1, M * N, NAN);
                         fill_value(a2, M * N, NAN);
                         struct diffuse__gemm_ep ep = {bias ? bv : NULL, res ? rv : NULL,
-                                                      res == 2 ? N : 0, NULL, N, 0};
+                                                      res == 2 ? N : 0, NULL, N, 0, NULL, NULL, 0};
                         ASSERT_EQ(diffuse__sgemm_force(name), 0);
                         for (int on = 1; on >= 0; on--) {
                             float *c = on ? c1 : c2;
@@ -630,6 +630,164 @@ static void test_sgemm_fused_ep_bit_identical(void)
     }
     free(work);
     ASSERT_TRUE(compared > 0);
+}
+
+/* The per-row bias (ep.rbias: the 1x1 convolution's) against C preset to
+ * the row's bias and beta = 1, the path it replaces: the same bits for
+ * every kernel, fused epilogue on and off, 1 and 3 threads, with the
+ * residual and the activation too, K over one block and the tile edges;
+ * C starts as NaN (beta = 0: not read).  The row-bias product also
+ * prefetches a region (ep.pf, here B itself), which must change nothing. */
+static void test_sgemm_row_bias_bit_identical(void)
+{
+    static const size_t shapes[][3] = {
+        {1, 1, 1}, {5, 15, 3}, {12, 32, 8}, {13, 33, 385}, {37, 49, 200}, {64, 196, 96},
+        {100, 40, 800}, {32, 784, 96}, {192, 49, 64}, {7, 600, 1024},
+    };
+    int compared = 0;
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x726f772062696173ull;
+    for (int kern = 0; kern < NKERNELS; kern++) {
+        const char *name = kernel_names[kern];
+        if (!diffuse__sgemm_kernel_available(name))
+            continue;
+        compared++;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int t = 0; t < 4; t++)
+                for (int e = 0; e < 4; e++)
+                    for (int th = 1; th <= 3; th += 2)
+                        for (int on = 1; on >= 0; on--) {
+                            const int res = e & 1, act = e >> 1;
+                            struct problem p;
+                            ASSERT_EQ(problem_make(&p, t >> 1, t & 1, shapes[s][0],
+                                                   shapes[s][1], shapes[s][2], (size_t)(s % 3),
+                                                   1.0f, 0.0f),
+                                      0);
+                            const size_t M = p.M, N = p.N;
+                            float *rb = alloc_floats(M + 1), *rv = alloc_floats(M * N + 1);
+                            float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
+                            float *a1 = alloc_floats(M * N + 1), *a2 = alloc_floats(M * N + 1);
+                            ASSERT_TRUE(rb && rv && c1 && c2 && a1 && a2);
+                            fill_random(rb, M);
+                            rb[0] = -0.0f; /* -0 + 0 = +0 either way */
+                            fill_random(rv, M * N);
+                            fill_value(a1, M * N, NAN);
+                            fill_value(a2, M * N, NAN);
+                            memcpy(c1, p.C0, p.nc * sizeof(float));
+                            memcpy(c2, p.C0, p.nc * sizeof(float));
+                            for (size_t i = 0; i < M; i++) {
+                                fill_value(c1 + i * p.ldc, N, NAN);
+                                fill_value(c2 + i * p.ldc, N, rb[i]);
+                            }
+                            struct diffuse__gemm_ep ep1 = {NULL,     res ? rv : NULL, N,
+                                                           act ? a1 : NULL, N, 0, rb, p.B,
+                                                           p.nb * sizeof(float)};
+                            struct diffuse__gemm_ep ep2 = {NULL,     res ? rv : NULL, N,
+                                                           act ? a2 : NULL, N, 0, NULL, NULL, 0};
+                            ASSERT_EQ(diffuse__sgemm_force(name), 0);
+                            diffuse__sgemm_fused_ep(on);
+                            diffuse__sgemm_ep(p.ta, p.tb, M, N, p.K, 1.0f, p.A, p.lda, p.B,
+                                              p.ldb, 0.0f, c1, p.ldc, work, th, &ep1);
+                            diffuse__sgemm_ep(p.ta, p.tb, M, N, p.K, 1.0f, p.A, p.lda, p.B,
+                                              p.ldb, 1.0f, c2, p.ldc, work, th, &ep2);
+                            diffuse__sgemm_fused_ep(1);
+                            diffuse__sgemm_force(NULL);
+                            int same = memcmp(c1, c2, p.nc * sizeof(float)) == 0 &&
+                                       memcmp(a1, a2, M * N * sizeof(float)) == 0;
+                            free(rb);
+                            free(rv);
+                            free(c1);
+                            free(c2);
+                            free(a1);
+                            free(a2);
+                            problem_free(&p);
+                            if (!same) {
+                                free(work);
+                                HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d, res %d "
+                                              "act %d, threads %d, fused %d: row bias and C "
+                                              "preset to it differ",
+                                              name, shapes[s][0], shapes[s][1], shapes[s][2],
+                                              t >> 1, t & 1, res, act, th, on);
+                            }
+                        }
+    }
+    free(work);
+    ASSERT_TRUE(compared > 0);
+}
+
+/* diffuse__sgemm_cols (several samples' columns side by side) against the
+ * products one by one (diffuse__sgemm_ep with rbias): the same bits, for
+ * sample widths across and inside panels, a strip-height A read packed and
+ * in place, with and without the bias; nothing written between the
+ * samples' outputs; -1 (nothing done) on the other kernels, with the fused
+ * epilogue off, or for K over one block. */
+static void test_sgemm_cols_bit_identical(void)
+{
+    static const size_t shapes[][4] = {
+        /* M, hw, K, samples */
+        {1, 1, 1, 3},    {5, 7, 3, 9},     {12, 49, 64, 5},  {13, 33, 17, 4},
+        {64, 49, 128, 7}, {192, 49, 64, 3}, {37, 196, 96, 3}, {32, 784, 96, 2},
+        {8, 32, 5, 4},   {4, 600, 384, 2}, {3, 15, 2, 40},
+    };
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x636f6c732073696eull;
+    if (!diffuse__sgemm_kernel_available("avx512")) {
+        free(work);
+        SKIP("no avx512 kernel: diffuse__sgemm_cols always declines");
+    }
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int nb = 0; nb < 2; nb++) {
+            const size_t M = shapes[s][0], hw = shapes[s][1], K = shapes[s][2];
+            const size_t ns = shapes[s][3], xs = K * hw + 3, ys = M * hw + 5;
+            float *A = alloc_floats(M * K + 1), *X = alloc_floats(ns * xs + 1);
+            float *rb = alloc_floats(M + 1), *y1 = alloc_floats(ns * ys + 1);
+            float *y2 = alloc_floats(ns * ys + 1);
+            ASSERT_TRUE(A && X && rb && y1 && y2);
+            fill_random(A, M * K);
+            fill_random(X, ns * xs);
+            fill_random(rb, M);
+            fill_value(y1, ns * ys, -7.0f);
+            fill_value(y2, ns * ys, -7.0f);
+            const float *bias = nb ? rb : NULL;
+            ASSERT_EQ(diffuse__sgemm_force("avx512"), 0);
+            ASSERT_EQ(diffuse__sgemm_cols(M, hw, K, A, K, X, xs, ns, bias, y1, ys, work), 0);
+            for (size_t b = 0; b < ns; b++) {
+                struct diffuse__gemm_ep ep = {NULL, NULL, 0, NULL, 0, 0, bias, NULL, 0};
+                diffuse__sgemm_ep(0, 0, M, hw, K, 1.0f, A, K, X + b * xs, hw, 0.0f,
+                                  y2 + b * ys, hw, work, 1, &ep);
+            }
+            int same = memcmp(y1, y2, ns * ys * sizeof(float)) == 0;
+            int declined = 1;
+            if (diffuse__sgemm_kernel_available("avx2")) {
+                ASSERT_EQ(diffuse__sgemm_force("avx2"), 0);
+                declined &= diffuse__sgemm_cols(M, hw, K, A, K, X, xs, ns, bias, y1, ys, work) ==
+                            -1;
+            }
+            ASSERT_EQ(diffuse__sgemm_force("portable"), 0);
+            declined &= diffuse__sgemm_cols(M, hw, K, A, K, X, xs, ns, bias, y1, ys, work) == -1;
+            ASSERT_EQ(diffuse__sgemm_force("avx512"), 0);
+            diffuse__sgemm_fused_ep(0);
+            declined &= diffuse__sgemm_cols(M, hw, K, A, K, X, xs, ns, bias, y1, ys, work) == -1;
+            diffuse__sgemm_fused_ep(1);
+            declined &= diffuse__sgemm_cols(M, hw, 385, A, 385, X, 385 * hw, 1, bias, y1, ys,
+                                            work) == -1;
+            diffuse__sgemm_force(NULL);
+            same &= memcmp(y1, y2, ns * ys * sizeof(float)) == 0; /* declined: untouched */
+            free(A);
+            free(X);
+            free(rb);
+            free(y1);
+            free(y2);
+            if (!same || !declined) {
+                free(work);
+                HARNESS_FAIL_("shape M %zu hw %zu K %zu samples %zu, bias %d: %s", M, hw, K, ns,
+                              nb, !same ? "differs from the products one by one"
+                                        : "did not decline");
+            }
+        }
+    free(work);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -736,8 +894,8 @@ static void test_avx2_kernel_bits(void)
                             }
                         memcpy(c, c0, CROWS * LDC * sizeof(float));
                         if (ep)
-                            v->kernel_ep(kc, a, a_layout, a_rs, b, c, LDC, mr, nr, mode, bv, rv,
-                                         19);
+                            v->kernel_ep(kc, a, a_layout, a_rs, b, c, LDC, mr, nr, mode, bv, NULL,
+                                         rv, 19);
                         else
                             v->kernel(kc, a, a_layout, b, c, LDC, mr, nr, alpha, beta, mode);
                         checked++;
@@ -892,7 +1050,8 @@ static void test_sgemm_fma_bits(void)
                             int same = 1;
                             for (int on = 1; on >= (ep ? 0 : 1); on--) {
                                 memcpy(c, p.C0, p.nc * sizeof(float));
-                                struct diffuse__gemm_ep epv = {e != 7 ? bv : NULL, rv, N, NULL, 0, 0};
+                                struct diffuse__gemm_ep epv = {e != 7 ? bv : NULL, rv, N, NULL, 0, 0,
+                                                               NULL, NULL, 0};
                                 diffuse__sgemm_fused_ep(on);
                                 diffuse__sgemm_ep(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B,
                                                   p.ldb, beta, c, p.ldc, work, 1,
@@ -1006,6 +1165,8 @@ int main(void)
     RUN_SEEDED(test_sgemm_reference_avx512);
     RUN_SEEDED(test_sgemm_kernels_match_portable);
     RUN_SEEDED(test_sgemm_fused_ep_bit_identical);
+    RUN_SEEDED(test_sgemm_row_bias_bit_identical);
+    RUN_SEEDED(test_sgemm_cols_bit_identical);
     RUN_SEEDED(test_avx2_kernel_bits);
     RUN_SEEDED(test_avx2_packers_exact);
     RUN_SEEDED(test_sgemm_fma_bits);
