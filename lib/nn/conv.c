@@ -1730,8 +1730,11 @@ static void dwt_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
 
 /* 0: the direct kernel is off (tests compare it with the packed path). */
 /* Columns n0 .. n1 - 1 of the job's C (n0 a multiple of NR), with the
- * buffers of one slot. */
-static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+ * buffers of one slot.  apacked, when not NULL, is the slot's flag for
+ * this job: 1 once the direct path has packed op(A) whole into the slot
+ * (a later call of the same job on the same slot then skips packing it),
+ * set here. */
+static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot, int *apacked)
 {
     const struct diffuse__gemm_variant *v = jb->v;
     const size_t mr = v->mr, nr = v->nr, M = jb->M, K = jb->K;
@@ -1758,10 +1761,13 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
         return;
     }
     if (job_avx512(jb) && jb->bkind == B_COL && atomic_load(&direct_on)) {
-        job_part_direct(jb, n0, n1, slot);
+        job_part_direct_a(jb, n0, n1, slot, NULL, apacked != NULL && *apacked);
+        if (apacked != NULL)
+            *apacked = 1;
         return;
     }
 #endif
+    (void)apacked;
     const size_t nb = v == &diffuse__gemm_avx2 && jb->bkind == B_COL ? CONV_NB_AVX2 : NB;
     for (size_t j0 = n0; j0 < n1; j0 += nb) {
         const size_t n = min_sz(nb, n1 - j0), npan = (n + nr - 1) / nr, ngrp = (n + 31) / 32;
@@ -1827,17 +1833,22 @@ static int parts_for(size_t M, size_t N, size_t K, size_t npan, int nt)
 }
 
 /* job_run's pass, for diffuse__steal_run: panels [q0, q1) with part t's
- * slot. */
+ * slot.  A part runs its pieces one after another on one thread, so its
+ * slot's op(A) pack, made by its first piece, serves its later ones (the
+ * direct path; apacked[t], written by part t alone): packing only moves
+ * values, the same bits. */
 struct job_parts {
     const struct cjob *jb;
     float *slots;
+    int *apacked;
 };
 
 static void job_piece(const void *ctx, size_t q0, size_t q1, int t)
 {
     const struct job_parts *jp = ctx;
     const size_t nr = jp->jb->v->nr;
-    job_part(jp->jb, q0 * nr, min_sz(jp->jb->N, q1 * nr), jp->slots + (size_t)t * SLOT);
+    job_part(jp->jb, q0 * nr, min_sz(jp->jb->N, q1 * nr), jp->slots + (size_t)t * SLOT,
+             jp->apacked + t);
 }
 
 /* The whole job: its column panels in parts among the threads, each part
@@ -1848,7 +1859,8 @@ static void job_run(const struct cjob *jb, float *slots, int nt)
 {
     const size_t nr = jb->v->nr, npan = (jb->N + nr - 1) / nr;
     const int parts = parts_for(jb->M, jb->N, jb->K, npan, nt);
-    const struct job_parts jp = {jb, slots};
+    int apacked[DIFFUSE__STEAL_MAX_PARTS] = {0};
+    const struct job_parts jp = {jb, slots, apacked};
     /* dW (B_COLT) packs all of dy's K rows again in every call (dwt_part's
      * dyT): there each part takes its share in one piece, as a static
      * split (steal.c then has nothing to steal) */
@@ -2036,7 +2048,7 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
             /* op(A) (W) packed by the first group */
             job_part_direct_a(&jb, 0, jb.N, slot, slot, b != b0);
         else
-            job_part(&jb, 0, jb.N, slot);
+            job_part(&jb, 0, jb.N, slot, NULL);
     }
 }
 
@@ -2249,6 +2261,47 @@ static void dx_s2(const float *W, size_t B, size_t Cin, size_t Cout, size_t H, s
 }
 #endif
 
+/* db[co] += the sum over the samples b, in order, of the sum of dy[b][co]
+ * (layer_sum_f, in double).  On threads (from 2^15 values), where the
+ * B Cout per-sample sums fit the slots (scratch: nfl floats, the dW pass's
+ * slots, not in use yet): the threads split the samples, as the passes
+ * that wrote dy did, each (b, co) sum is left in the scratch, and they
+ * are added in sample order afterwards (B Cout additions, one thread).
+ * Otherwise the output channels are split.  The same operations in the
+ * same order either way. */
+static void db_pass(const float *dy, size_t B, size_t Cout, size_t P, float *db, float *scratch,
+                    size_t nfl, int nth)
+{
+    const int par = nth > 1 && B * Cout * P >= ((size_t)1 << 15);
+    /* doubles from the first 8-byte boundary in the scratch */
+    const size_t skip = (size_t)((8u - (uintptr_t)scratch % 8u) % 8u) / sizeof(float);
+    size_t co;
+    if (par && B > 1 && nfl > skip && B * Cout <= (nfl - skip) / 2) {
+        double *sums = (double *)(void *)(scratch + skip);
+        const size_t parts = (size_t)nth < B ? (size_t)nth : B;
+        size_t t;
+        DIFFUSE_PAR_FOR(nth, 1, t, parts, {
+            for (size_t b = t * B / parts; b < (t + 1) * B / parts; b++)
+                for (size_t c = 0; c < Cout; c++)
+                    sums[b * Cout + c] = layer_sum_f(dy + (b * Cout + c) * P, P);
+        });
+        for (co = 0; co < Cout; co++) {
+            double acc = 0.0;
+            for (size_t b = 0; b < B; b++)
+                acc += sums[b * Cout + co];
+            db[co] = (float)((double)db[co] + acc);
+        }
+        return;
+    }
+    /* one output channel per iteration, on the threads */
+    DIFFUSE_PAR_FOR(nth, Cout > 1 && par, co, Cout, {
+        double acc = 0.0;
+        for (size_t b = 0; b < B; b++)
+            acc += layer_sum_f(dy + (b * Cout + co) * P, P);
+        db[co] = (float)((double)db[co] + acc);
+    });
+}
+
 void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H, size_t Wd,
                                  const float *W, size_t Cout, int stride, const float *dy,
                                  float *dx, float *dW, float *db, float *work, int nt)
@@ -2263,16 +2316,9 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
     K = Cin * 9;
     jb.g = geo_of(x, Cin, H, Wd, s);
     P = jb.g.P;
-    if (db != NULL) {
-        /* one output channel per iteration, on the threads */
-        size_t co;
-        DIFFUSE_PAR_FOR(nth, Cout > 1 && B * Cout * P >= ((size_t)1 << 15), co, Cout, {
-            double acc = 0.0;
-            for (size_t b = 0; b < B; b++)
-                acc += layer_sum_f(dy + (b * Cout + co) * P, P);
-            db[co] = (float)((double)db[co] + acc);
-        });
-    }
+    if (db != NULL)
+        db_pass(dy, B, Cout, P, db, work + (size_t)nth * col_floats(Cin, H, Wd, s),
+                (size_t)nth * SLOT, nth);
     if (K == 0 || B == 0)
         return;
     jb.v = diffuse__gemm_variant_now();
