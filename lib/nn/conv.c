@@ -1147,8 +1147,12 @@ static int split_parts(int nth, double macs, size_t n)
 }
 
 /* One part of a pass over samples: samples [b0, b1), with the part's own
- * column buffer (col floats) and GEMM slot. */
-typedef void (*sample_part_fn)(const void *ctx, size_t b0, size_t b1, float *col, float *slot);
+ * column buffer (col floats) and GEMM slot.  *apacked: the part's flag, 0
+ * before its first piece; a pass that packs op(A) into the slot once for
+ * all its pieces sets it (a part's pieces run one after another on one
+ * thread). */
+typedef void (*sample_part_fn)(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                               int *apacked);
 
 /* by_sample_parts' pass, for diffuse__steal_run: fn with part t's column
  * buffer and slot. */
@@ -1158,12 +1162,14 @@ struct sample_parts {
     float *work;
     size_t col;
     float *slots;
+    int *apacked;
 };
 
 static void sample_piece(const void *ctx, size_t b0, size_t b1, int t)
 {
     const struct sample_parts *sp = ctx;
-    sp->fn(sp->ctx, b0, b1, sp->work + (size_t)t * sp->col, sp->slots + (size_t)t * SLOT);
+    sp->fn(sp->ctx, b0, b1, sp->work + (size_t)t * sp->col, sp->slots + (size_t)t * SLOT,
+           sp->apacked + t);
 }
 
 /* Runs fn over the B samples, in split_parts parts among the threads, each
@@ -1174,7 +1180,8 @@ static void by_sample_parts(sample_part_fn fn, const void *ctx, size_t B, double
                             size_t col, float *work, int nth)
 {
     const int parts = split_parts(nth, macs, B);
-    const struct sample_parts sp = {fn, ctx, work, col, work + (size_t)nth * col};
+    int apacked[DIFFUSE__STEAL_MAX_PARTS] = {0};
+    const struct sample_parts sp = {fn, ctx, work, col, work + (size_t)nth * col, apacked};
     diffuse__steal_run(nth, parts, B, steal_grain(B, parts), sample_piece, &sp);
 }
 
@@ -1188,10 +1195,12 @@ struct wino_ctx {
     const float *U;
 };
 
-static void wino_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+static void wino_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                      int *apacked)
 {
     const struct wino_ctx *c = ctx;
     (void)col;
+    (void)apacked;
     diffuse__wino_run(c->p, c->U, b0, b1, slot);
 }
 
@@ -2026,7 +2035,8 @@ __attribute__((target("avx2,fma"))) static void s2_phases_avx2(const struct geo 
     S2_PHASES_BODY(S2_ROW256)
 }
 
-static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *ph, float *slot)
+static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *ph, float *slot,
+                           int *apacked)
 {
     const size_t G = s2_group(jb0->g.P);
     for (size_t b = b0; b < b1; b += G) {
@@ -2044,17 +2054,20 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
         jb.g.ph = 1;
         jb.N = nb * jb.g.P;
         jb.C = jb0->C + b * jb0->cstride;
-        if (jb0->v == &diffuse__gemm_avx512)
-            /* op(A) (W) packed by the first group */
-            job_part_direct_a(&jb, 0, jb.N, slot, slot, b != b0);
-        else
+        if (jb0->v == &diffuse__gemm_avx512) {
+            /* op(A) (W) packed by the part's first group */
+            job_part_direct_a(&jb, 0, jb.N, slot, slot, *apacked);
+            *apacked = 1;
+        } else {
             job_part(&jb, 0, jb.N, slot, NULL);
+        }
     }
 }
 
-static void fwd_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+static void fwd_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                        int *apacked)
 {
-    fwd_s2_samples(ctx, b0, b1, col, slot);
+    fwd_s2_samples(ctx, b0, b1, col, slot, apacked);
 }
 
 static void fwd_s2(const struct cjob *jb, size_t B, float *work, int nth)
@@ -2135,9 +2148,11 @@ struct dx_ctx {
     size_t Cout;
 };
 
-static void dx_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+static void dx_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                    int *apacked)
 {
     const struct dx_ctx *c = ctx;
+    (void)apacked;
     dx_samples(c->g, b0, b1, c->W, c->Cout, c->dy, c->dx, col, slot);
 }
 
@@ -2194,13 +2209,13 @@ __attribute__((target("avx512f"))) static void s2_unphase(const float *ph, size_
  * one phase-stack buffer and one slot. */
 static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, size_t Wd,
                           const float *dy, size_t b0, size_t b1, float *ph, float *dx,
-                          float *slot)
+                          float *slot, int *apacked)
 {
     const size_t Ho = layer_conv_out_f(H, 2), Wo = layer_conv_out_f(Wd, 2), P = Ho * Wo;
     const size_t G = s2_group(P);
-    /* the four phases' op(A) packed side by side by the first group when
-     * they fit (phase q's K = Cout ntap, 9 Cout in all), else each call
-     * packs its own */
+    /* the four phases' op(A) packed side by side by the part's first
+     * group when they fit (phase q's K = Cout ntap, 9 Cout in all), else
+     * each call packs its own */
     const int keep = dpack_floats(Cin, 9 * Cout) <= SLOT_B;
     for (size_t b = b0; b < b1; b += G) {
         const size_t nb = min_sz(G, b1 - b);
@@ -2229,12 +2244,13 @@ static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, siz
             jb.mode = DIFFUSE__GEMM_SET;
             jb.bias = NULL;
             if (keep) {
-                job_part_direct_a(&jb, 0, jb.N, slot, slot + aoff, b != b0);
+                job_part_direct_a(&jb, 0, jb.N, slot, slot + aoff, *apacked);
                 aoff += dpack_floats(Cin, jb.K);
             } else {
                 job_part_direct(&jb, 0, jb.N, slot);
             }
         }
+        *apacked = keep;
         s2_unphase(ph, nb, Cin, H, Wd, Ho, Wo, dx + b * Cin * H * Wd);
     }
 }
@@ -2245,10 +2261,12 @@ struct dx_s2_ctx {
     size_t Cin, Cout, H, Wd;
 };
 
-static void dx_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+static void dx_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                       int *apacked)
 {
     const struct dx_s2_ctx *c = ctx;
-    dx_s2_samples(c->W, c->Cin, c->Cout, c->H, c->Wd, c->dy, b0, b1, col, c->dx, slot);
+    dx_s2_samples(c->W, c->Cin, c->Cout, c->H, c->Wd, c->dy, b0, b1, col, c->dx, slot,
+                  apacked);
 }
 
 static void dx_s2(const float *W, size_t B, size_t Cin, size_t Cout, size_t H, size_t Wd,
