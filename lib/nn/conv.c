@@ -1147,8 +1147,12 @@ static int split_parts(int nth, double macs, size_t n)
 }
 
 /* One part of a pass over samples: samples [b0, b1), with the part's own
- * column buffer (col floats) and GEMM slot. */
-typedef void (*sample_part_fn)(const void *ctx, size_t b0, size_t b1, float *col, float *slot);
+ * column buffer (col floats) and GEMM slot.  *apacked: the part's flag, 0
+ * before its first piece; a pass that packs op(A) into the slot once for
+ * all its pieces sets it (a part's pieces run one after another on one
+ * thread). */
+typedef void (*sample_part_fn)(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                               int *apacked);
 
 /* by_sample_parts' pass, for diffuse__steal_run: fn with part t's column
  * buffer and slot. */
@@ -1158,12 +1162,14 @@ struct sample_parts {
     float *work;
     size_t col;
     float *slots;
+    int *apacked;
 };
 
 static void sample_piece(const void *ctx, size_t b0, size_t b1, int t)
 {
     const struct sample_parts *sp = ctx;
-    sp->fn(sp->ctx, b0, b1, sp->work + (size_t)t * sp->col, sp->slots + (size_t)t * SLOT);
+    sp->fn(sp->ctx, b0, b1, sp->work + (size_t)t * sp->col, sp->slots + (size_t)t * SLOT,
+           sp->apacked + t);
 }
 
 /* Runs fn over the B samples, in split_parts parts among the threads, each
@@ -1174,7 +1180,8 @@ static void by_sample_parts(sample_part_fn fn, const void *ctx, size_t B, double
                             size_t col, float *work, int nth)
 {
     const int parts = split_parts(nth, macs, B);
-    const struct sample_parts sp = {fn, ctx, work, col, work + (size_t)nth * col};
+    int apacked[DIFFUSE__STEAL_MAX_PARTS] = {0};
+    const struct sample_parts sp = {fn, ctx, work, col, work + (size_t)nth * col, apacked};
     diffuse__steal_run(nth, parts, B, steal_grain(B, parts), sample_piece, &sp);
 }
 
@@ -1188,10 +1195,12 @@ struct wino_ctx {
     const float *U;
 };
 
-static void wino_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+static void wino_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                      int *apacked)
 {
     const struct wino_ctx *c = ctx;
     (void)col;
+    (void)apacked;
     diffuse__wino_run(c->p, c->U, b0, b1, slot);
 }
 
@@ -1730,8 +1739,11 @@ static void dwt_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
 
 /* 0: the direct kernel is off (tests compare it with the packed path). */
 /* Columns n0 .. n1 - 1 of the job's C (n0 a multiple of NR), with the
- * buffers of one slot. */
-static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
+ * buffers of one slot.  apacked, when not NULL, is the slot's flag for
+ * this job: 1 once the direct path has packed op(A) whole into the slot
+ * (a later call of the same job on the same slot then skips packing it),
+ * set here. */
+static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot, int *apacked)
 {
     const struct diffuse__gemm_variant *v = jb->v;
     const size_t mr = v->mr, nr = v->nr, M = jb->M, K = jb->K;
@@ -1758,10 +1770,13 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot)
         return;
     }
     if (job_avx512(jb) && jb->bkind == B_COL && atomic_load(&direct_on)) {
-        job_part_direct(jb, n0, n1, slot);
+        job_part_direct_a(jb, n0, n1, slot, NULL, apacked != NULL && *apacked);
+        if (apacked != NULL)
+            *apacked = 1;
         return;
     }
 #endif
+    (void)apacked;
     const size_t nb = v == &diffuse__gemm_avx2 && jb->bkind == B_COL ? CONV_NB_AVX2 : NB;
     for (size_t j0 = n0; j0 < n1; j0 += nb) {
         const size_t n = min_sz(nb, n1 - j0), npan = (n + nr - 1) / nr, ngrp = (n + 31) / 32;
@@ -1827,17 +1842,22 @@ static int parts_for(size_t M, size_t N, size_t K, size_t npan, int nt)
 }
 
 /* job_run's pass, for diffuse__steal_run: panels [q0, q1) with part t's
- * slot. */
+ * slot.  A part runs its pieces one after another on one thread, so its
+ * slot's op(A) pack, made by its first piece, serves its later ones (the
+ * direct path; apacked[t], written by part t alone): packing only moves
+ * values, the same bits. */
 struct job_parts {
     const struct cjob *jb;
     float *slots;
+    int *apacked;
 };
 
 static void job_piece(const void *ctx, size_t q0, size_t q1, int t)
 {
     const struct job_parts *jp = ctx;
     const size_t nr = jp->jb->v->nr;
-    job_part(jp->jb, q0 * nr, min_sz(jp->jb->N, q1 * nr), jp->slots + (size_t)t * SLOT);
+    job_part(jp->jb, q0 * nr, min_sz(jp->jb->N, q1 * nr), jp->slots + (size_t)t * SLOT,
+             jp->apacked + t);
 }
 
 /* The whole job: its column panels in parts among the threads, each part
@@ -1848,7 +1868,8 @@ static void job_run(const struct cjob *jb, float *slots, int nt)
 {
     const size_t nr = jb->v->nr, npan = (jb->N + nr - 1) / nr;
     const int parts = parts_for(jb->M, jb->N, jb->K, npan, nt);
-    const struct job_parts jp = {jb, slots};
+    int apacked[DIFFUSE__STEAL_MAX_PARTS] = {0};
+    const struct job_parts jp = {jb, slots, apacked};
     /* dW (B_COLT) packs all of dy's K rows again in every call (dwt_part's
      * dyT): there each part takes its share in one piece, as a static
      * split (steal.c then has nothing to steal) */
@@ -2014,7 +2035,8 @@ __attribute__((target("avx2,fma"))) static void s2_phases_avx2(const struct geo 
     S2_PHASES_BODY(S2_ROW256)
 }
 
-static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *ph, float *slot)
+static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *ph, float *slot,
+                           int *apacked)
 {
     const size_t G = s2_group(jb0->g.P);
     for (size_t b = b0; b < b1; b += G) {
@@ -2032,17 +2054,20 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
         jb.g.ph = 1;
         jb.N = nb * jb.g.P;
         jb.C = jb0->C + b * jb0->cstride;
-        if (jb0->v == &diffuse__gemm_avx512)
-            /* op(A) (W) packed by the first group */
-            job_part_direct_a(&jb, 0, jb.N, slot, slot, b != b0);
-        else
-            job_part(&jb, 0, jb.N, slot);
+        if (jb0->v == &diffuse__gemm_avx512) {
+            /* op(A) (W) packed by the part's first group */
+            job_part_direct_a(&jb, 0, jb.N, slot, slot, *apacked);
+            *apacked = 1;
+        } else {
+            job_part(&jb, 0, jb.N, slot, NULL);
+        }
     }
 }
 
-static void fwd_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+static void fwd_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                        int *apacked)
 {
-    fwd_s2_samples(ctx, b0, b1, col, slot);
+    fwd_s2_samples(ctx, b0, b1, col, slot, apacked);
 }
 
 static void fwd_s2(const struct cjob *jb, size_t B, float *work, int nth)
@@ -2123,9 +2148,11 @@ struct dx_ctx {
     size_t Cout;
 };
 
-static void dx_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+static void dx_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                    int *apacked)
 {
     const struct dx_ctx *c = ctx;
+    (void)apacked;
     dx_samples(c->g, b0, b1, c->W, c->Cout, c->dy, c->dx, col, slot);
 }
 
@@ -2182,13 +2209,13 @@ __attribute__((target("avx512f"))) static void s2_unphase(const float *ph, size_
  * one phase-stack buffer and one slot. */
 static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, size_t Wd,
                           const float *dy, size_t b0, size_t b1, float *ph, float *dx,
-                          float *slot)
+                          float *slot, int *apacked)
 {
     const size_t Ho = layer_conv_out_f(H, 2), Wo = layer_conv_out_f(Wd, 2), P = Ho * Wo;
     const size_t G = s2_group(P);
-    /* the four phases' op(A) packed side by side by the first group when
-     * they fit (phase q's K = Cout ntap, 9 Cout in all), else each call
-     * packs its own */
+    /* the four phases' op(A) packed side by side by the part's first
+     * group when they fit (phase q's K = Cout ntap, 9 Cout in all), else
+     * each call packs its own */
     const int keep = dpack_floats(Cin, 9 * Cout) <= SLOT_B;
     for (size_t b = b0; b < b1; b += G) {
         const size_t nb = min_sz(G, b1 - b);
@@ -2217,12 +2244,13 @@ static void dx_s2_samples(const float *W, size_t Cin, size_t Cout, size_t H, siz
             jb.mode = DIFFUSE__GEMM_SET;
             jb.bias = NULL;
             if (keep) {
-                job_part_direct_a(&jb, 0, jb.N, slot, slot + aoff, b != b0);
+                job_part_direct_a(&jb, 0, jb.N, slot, slot + aoff, *apacked);
                 aoff += dpack_floats(Cin, jb.K);
             } else {
                 job_part_direct(&jb, 0, jb.N, slot);
             }
         }
+        *apacked = keep;
         s2_unphase(ph, nb, Cin, H, Wd, Ho, Wo, dx + b * Cin * H * Wd);
     }
 }
@@ -2233,10 +2261,12 @@ struct dx_s2_ctx {
     size_t Cin, Cout, H, Wd;
 };
 
-static void dx_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot)
+static void dx_s2_part(const void *ctx, size_t b0, size_t b1, float *col, float *slot,
+                       int *apacked)
 {
     const struct dx_s2_ctx *c = ctx;
-    dx_s2_samples(c->W, c->Cin, c->Cout, c->H, c->Wd, c->dy, b0, b1, col, c->dx, slot);
+    dx_s2_samples(c->W, c->Cin, c->Cout, c->H, c->Wd, c->dy, b0, b1, col, c->dx, slot,
+                  apacked);
 }
 
 static void dx_s2(const float *W, size_t B, size_t Cin, size_t Cout, size_t H, size_t Wd,
@@ -2248,6 +2278,47 @@ static void dx_s2(const float *W, size_t B, size_t Cin, size_t Cout, size_t H, s
     by_sample_parts(dx_s2_part, &c, B, macs, col_floats(Cin, H, Wd, 2), work, nth);
 }
 #endif
+
+/* db[co] += the sum over the samples b, in order, of the sum of dy[b][co]
+ * (layer_sum_f, in double).  On threads (from 2^15 values), where the
+ * B Cout per-sample sums fit the slots (scratch: nfl floats, the dW pass's
+ * slots, not in use yet): the threads split the samples, as the passes
+ * that wrote dy did, each (b, co) sum is left in the scratch, and they
+ * are added in sample order afterwards (B Cout additions, one thread).
+ * Otherwise the output channels are split.  The same operations in the
+ * same order either way. */
+static void db_pass(const float *dy, size_t B, size_t Cout, size_t P, float *db, float *scratch,
+                    size_t nfl, int nth)
+{
+    const int par = nth > 1 && B * Cout * P >= ((size_t)1 << 15);
+    /* doubles from the first 8-byte boundary in the scratch */
+    const size_t skip = (size_t)((8u - (uintptr_t)scratch % 8u) % 8u) / sizeof(float);
+    size_t co;
+    if (par && B > 1 && nfl > skip && B * Cout <= (nfl - skip) / 2) {
+        double *sums = (double *)(void *)(scratch + skip);
+        const size_t parts = (size_t)nth < B ? (size_t)nth : B;
+        size_t t;
+        DIFFUSE_PAR_FOR(nth, 1, t, parts, {
+            for (size_t b = t * B / parts; b < (t + 1) * B / parts; b++)
+                for (size_t c = 0; c < Cout; c++)
+                    sums[b * Cout + c] = layer_sum_f(dy + (b * Cout + c) * P, P);
+        });
+        for (co = 0; co < Cout; co++) {
+            double acc = 0.0;
+            for (size_t b = 0; b < B; b++)
+                acc += sums[b * Cout + co];
+            db[co] = (float)((double)db[co] + acc);
+        }
+        return;
+    }
+    /* one output channel per iteration, on the threads */
+    DIFFUSE_PAR_FOR(nth, Cout > 1 && par, co, Cout, {
+        double acc = 0.0;
+        for (size_t b = 0; b < B; b++)
+            acc += layer_sum_f(dy + (b * Cout + co) * P, P);
+        db[co] = (float)((double)db[co] + acc);
+    });
+}
 
 void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H, size_t Wd,
                                  const float *W, size_t Cout, int stride, const float *dy,
@@ -2263,16 +2334,9 @@ void diffuse__conv3x3_backward_f(const float *x, size_t B, size_t Cin, size_t H,
     K = Cin * 9;
     jb.g = geo_of(x, Cin, H, Wd, s);
     P = jb.g.P;
-    if (db != NULL) {
-        /* one output channel per iteration, on the threads */
-        size_t co;
-        DIFFUSE_PAR_FOR(nth, Cout > 1 && B * Cout * P >= ((size_t)1 << 15), co, Cout, {
-            double acc = 0.0;
-            for (size_t b = 0; b < B; b++)
-                acc += layer_sum_f(dy + (b * Cout + co) * P, P);
-            db[co] = (float)((double)db[co] + acc);
-        });
-    }
+    if (db != NULL)
+        db_pass(dy, B, Cout, P, db, work + (size_t)nth * col_floats(Cin, H, Wd, s),
+                (size_t)nth * SLOT, nth);
     if (K == 0 || B == 0)
         return;
     jb.v = diffuse__gemm_variant_now();

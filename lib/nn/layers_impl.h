@@ -500,15 +500,16 @@ static void LAYER_NAME(gn_backward_group)(const LAYER_REAL *x, size_t b0, size_t
 
 /* The sums that gn_backward_group (keep) left in dyw, added to dbeta and
  * dgamma sample by sample: the additions of the one-pass loop, in its
- * order (B C of them: one thread). */
+ * order for each channel (B C of them: one thread; the samples outer, so
+ * that the kept sums are read in memory order). */
 static void LAYER_NAME(gn_backward_keep)(const LAYER_REAL *dyw, size_t B, size_t C, size_t HW,
                                          size_t G, LAYER_REAL *dgamma, LAYER_REAL *dbeta)
 {
     const size_t Cg = C / G;
     size_t b, ch;
-    for (ch = 0; ch < C; ch++) {
-        const size_t g = ch / Cg, c = ch % Cg;
-        for (b = 0; b < B; b++) {
+    for (b = 0; b < B; b++) {
+        for (ch = 0; ch < C; ch++) {
+            const size_t g = ch / Cg, c = ch % Cg;
             double t[2];
             memcpy(t, (const char *)(dyw + (b * C + g * Cg) * HW) + 2 * c * sizeof(double),
                    sizeof t);

@@ -667,12 +667,14 @@ static void test_conv_float(void)
  * (the conv's passes split their columns among the threads for every size
  * here; the stride-2 dx and, from 2^21 multiply-adds, the stride-2 forward
  * split the samples; dW splits the input channels, also with few output
- * channels). */
+ * channels; db, from 2^15 values of dy, the samples: the last two shapes,
+ * one with fewer samples per thread than others). */
 static void test_threads_bitwise(void)
 {
-    static const size_t cfg[][6] = {{2, 16, 16, 16, 8, 1}, {2, 32, 21, 20, 8, 2},
+    static const size_t cfg[][6] = {{2, 16, 16, 16, 8, 1},  {2, 32, 21, 20, 8, 2},
                                     {3, 48, 13, 11, 40, 1}, {5, 32, 28, 28, 32, 2},
-                                    {6, 32, 14, 14, 2, 1}};
+                                    {6, 32, 14, 14, 2, 1},  {8, 16, 14, 14, 24, 1},
+                                    {5, 32, 28, 28, 48, 2}};
     size_t k;
     for (k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         conv_ctx c = conv_setup(cfg[k]);
