@@ -129,7 +129,7 @@ static void kernel_portable(size_t kc, const float *a, int a_layout, const float
 }
 
 static const struct diffuse__gemm_variant variant_portable = {
-    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL,
+    "portable", PMR, PNR, kernel_portable, NULL, NULL, NULL, NULL, 0, NULL,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -522,65 +522,6 @@ static void gemm_part(const struct job *jb)
             }
         }
     }
-}
-
-/* The tile and row scratch of diffuse__sgemm_cols, after the A strip in
- * the A buffer of the work area. */
-#define COLS_TILE (ASTRIP_FLOATS)
-#define COLS_ROW (COLS_TILE + DIFFUSE__GEMM_MR_MAX * DIFFUSE__GEMM_NR_MAX)
-_Static_assert(COLS_ROW + NB + 16 <= ABUF_FLOATS, "the A buffer lacks room for the cols scratch");
-
-int diffuse__sgemm_cols(size_t M, size_t hw, size_t K, const float *A, size_t lda,
-                        const float *X, size_t xs, size_t ns, const float *rbias, float *Y,
-                        size_t ys, float *work)
-{
-    const struct diffuse__gemm_variant *v = current_variant();
-    if (v->pack_bn_cols == NULL || v->store_cols == NULL || v->kernel_ep == NULL ||
-        !atomic_load_explicit(&fused_ep_on, memory_order_relaxed) || K == 0 || K > KC)
-        return -1;
-    if (M == 0 || hw == 0 || ns == 0)
-        return 0;
-    const size_t mr = v->mr, nr = v->nr, J = ns * hw;
-    struct job jb; /* what pack_a_strip reads */
-    memset(&jb, 0, sizeof jb);
-    jb.v = v;
-    jb.A = A;
-    jb.lda = lda;
-    jb.M = M;
-    jb.K = K;
-    float *bbuf = work, *abuf = work + BBUF_FLOATS;
-    float *tile = abuf + COLS_TILE, *row = abuf + COLS_ROW;
-    const int a_in_place = !a_rows_alias(v, lda);
-    for (size_t j0 = 0; j0 < J; j0 += NB) {
-        const size_t n = J - j0 < NB ? J - j0 : NB, npan = (n + nr - 1) / nr;
-        v->pack_bn_cols(X, xs, hw, K, j0, n, bbuf, row);
-        for (size_t i = 0; i < M; i += mr) {
-            const size_t h = M - i < mr ? M - i : mr;
-            const float *as = abuf;
-            size_t a_rs = KCP;
-            if (a_in_place && h % v->ep_rows == 0) {
-                as = A + i * lda;
-                a_rs = lda;
-            } else {
-                pack_a_strip(&jb, i, h, 0, K, abuf);
-            }
-            const float *rb = rbias != NULL ? rbias + i : NULL;
-            for (size_t q = 0; q < npan; q++) {
-                const size_t j = j0 + q * nr, w = n - q * nr < nr ? n - q * nr : nr;
-                const size_t s = j / hw, off = j % hw;
-                if (off + w <= hw) { /* the panel within one sample: in place */
-                    v->kernel_ep(K, as, DIFFUSE__GEMM_A_ROWS, a_rs, bbuf + q * K * nr,
-                                 Y + s * ys + i * hw + off, hw, h, w, DIFFUSE__GEMM_SET, NULL,
-                                 rb, NULL, 0);
-                } else {
-                    v->kernel_ep(K, as, DIFFUSE__GEMM_A_ROWS, a_rs, bbuf + q * K * nr, tile, nr,
-                                 h, w, DIFFUSE__GEMM_SET, NULL, rb, NULL, 0);
-                    v->store_cols(tile, h, w, Y + i * hw, ys, hw, j);
-                }
-            }
-        }
-    }
-    return 0;
 }
 
 #ifdef _OPENMP

@@ -115,21 +115,6 @@ void diffuse__sgemm_ep_packed(int trans_a, int trans_b, size_t M, size_t N, size
                               size_t ldb, float beta, float *C, size_t ldc, float *work,
                               int num_threads, const struct diffuse__gemm_ep *ep,
                               const struct diffuse__gemm_packed_b *pb);
-/*
- * The products of one A with several samples' B, their columns side by
- * side (the 1x1 convolution's: sample s's B at X + s * xs, K x hw, rows hw
- * apart; its C at Y + s * ys, M x hw, rows hw apart; A M x K, lda):
- * C_s(i, j) = rbias[i] + (A B_s)(i, j) (rbias NULL: the product alone), the
- * same bits as diffuse__sgemm_ep with rbias per sample, without a panel
- * wasted at the end of each sample's columns (hw = 49: 64 computed for 49).
- * One thread; work as for diffuse__sgemm.  Returns -1 and does nothing when
- * the kernel in use cannot (not AVX-512, fused epilogue off, K over one
- * K block: the caller runs the products one by one), else 0.
- */
-int diffuse__sgemm_cols(size_t M, size_t hw, size_t K, const float *A, size_t lda,
-                        const float *X, size_t xs, size_t ns, const float *rbias, float *Y,
-                        size_t ys, float *work);
-
 /* Identifies the kernel diffuse__sgemm uses now (compare with a
  * diffuse__gemm_packed_b's variant to know whether it is still valid). */
 const void *diffuse__sgemm_variant_key(void);

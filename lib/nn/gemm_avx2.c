@@ -383,7 +383,7 @@ static TAVX2 void pack_a_cols_n_avx2(const float *src, size_t lda, size_t kc, si
 
 const struct diffuse__gemm_variant diffuse__gemm_avx2 = {
     "avx2", MR, NR, kernel_6x16, pack_bn_avx2, pack_bt_avx2, pack_a_cols_avx2, kernel_ep_6x16, MR,
-    pack_a_cols_n_avx2, NULL, NULL,
+    pack_a_cols_n_avx2,
 };
 
 #else

@@ -283,82 +283,9 @@ static T512 void pack_a_cols_avx512(const float *src, size_t lda, size_t kc, siz
         _mm512_storeu_ps(dst + p * MR, _mm512_maskz_loadu_ps(m, src + p * lda));
 }
 
-/* Mask of lanes lo .. hi - 1 of a 32-lane pair (lo <= hi <= 32). */
-T512_INLINE uint32_t lanes32(size_t lo, size_t hi)
-{
-    uint32_t up = hi >= 32 ? 0xFFFFFFFFu : (1u << hi) - 1u;
-    return up & ~((1u << lo) - 1u);
-}
-
-/* The columns of several samples side by side (gemm_kernels.h): each row of
- * the block gathered into tmp (the samples' runs of it, 16 floats at a
- * time, a masked tail), then cut into the panels as pack_bn_avx512 does. */
-static T512 void pack_bn_cols_avx512(const float *X, size_t xs, size_t hw, size_t kc, size_t j0,
-                                     size_t n, float *dst, float *tmp)
-{
-    const size_t full = n / NR, w = n - full * NR;
-    const size_t pstep = kc * NR;
-    const uint32_t mw = lanes32(0, w);
-    const __mmask16 mw0 = (__mmask16)(mw & 0xFFFFu), mw1 = (__mmask16)(mw >> 16);
-    for (size_t p = 0; p < kc; p++) {
-        /* tmp[0 .. n - 1]: row p of columns j0 .. j0 + n - 1 */
-        size_t jj = 0;
-        while (jj < n) {
-            const size_t s = (j0 + jj) / hw, off = (j0 + jj) % hw;
-            const size_t len = hw - off < n - jj ? hw - off : n - jj;
-            const float *src = X + s * xs + p * hw + off;
-            float *d = tmp + jj;
-            size_t k = 0;
-            for (; k + 16 <= len; k += 16)
-                _mm512_storeu_ps(d + k, _mm512_loadu_ps(src + k));
-            if (k < len) {
-                __mmask16 m = (__mmask16)((1u << (len - k)) - 1u);
-                _mm512_mask_storeu_ps(d + k, m, _mm512_maskz_loadu_ps(m, src + k));
-            }
-            jj += len;
-        }
-        float *d = dst + p * NR;
-        size_t q = 0;
-        for (; q < full; q++) {
-            _mm512_storeu_ps(d + q * pstep, _mm512_loadu_ps(tmp + q * NR));
-            _mm512_storeu_ps(d + q * pstep + 16, _mm512_loadu_ps(tmp + q * NR + 16));
-        }
-        if (w > 0) {
-            _mm512_storeu_ps(d + q * pstep, _mm512_maskz_loadu_ps(mw0, tmp + q * NR));
-            _mm512_storeu_ps(d + q * pstep + 16, _mm512_maskz_loadu_ps(mw1, tmp + q * NR + 16));
-        }
-    }
-}
-
-/* A tile's columns to their samples: per run of columns c0 .. c0 + len - 1
- * in one sample, the row's lanes moved down by c0 (a two-source permute)
- * and stored with a mask of len lanes. */
-static T512 void store_cols_avx512(const float *t, size_t h, size_t w, float *Y, size_t ys,
-                                   size_t hw, size_t j)
-{
-    for (size_t c0 = 0; c0 < w;) {
-        const size_t s = (j + c0) / hw, off = (j + c0) % hw;
-        const size_t len = hw - off < w - c0 ? hw - off : w - c0;
-        const uint32_t m = lanes32(0, len);
-        const __mmask16 m0 = (__mmask16)(m & 0xFFFFu), m1 = (__mmask16)(m >> 16);
-        const __m512i i0 = _mm512_add_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32((int)c0));
-        const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(16));
-        float *y = Y + s * ys + off;
-        for (size_t r = 0; r < h; r++) {
-            __m512 x0 = _mm512_loadu_ps(t + r * NR), x1 = _mm512_loadu_ps(t + r * NR + 16);
-            /* lanes past 31 of i1 wrap; they are masked off (len <= 32 - c0) */
-            _mm512_mask_storeu_ps(y + r * hw, m0, _mm512_permutex2var_ps(x0, i0, x1));
-            _mm512_mask_storeu_ps(y + r * hw + 16, m1, _mm512_permutex2var_ps(x0, i1, x1));
-        }
-        c0 += len;
-    }
-}
-
 const struct diffuse__gemm_variant diffuse__gemm_avx512 = {
     "avx512", MR, NR, kernel, pack_bn_avx512, pack_bt_avx512, pack_a_cols_avx512, kernel_ep, 4,
-    NULL, pack_bn_cols_avx512, store_cols_avx512,
+    NULL,
 };
 
 #else

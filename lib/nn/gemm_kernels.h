@@ -102,20 +102,6 @@ typedef void diffuse__gemm_pack_a_cols_n_fn(const float *src, size_t lda, size_t
 /* Rows of op(A) = A^T that gemm.c packs at once with pack_a_cols_n. */
 #define DIFFUSE__GEMM_AGROUP_ROWS 48
 
-/* Optional, for diffuse__sgemm_cols (the columns of several samples side by
- * side): pack_bn_cols fills the panels of columns j0 .. j0 + n - 1 of the
- * K x (ns * hw) matrix whose column j is column j % hw of sample j / hw
- * (sample s: kc rows of hw floats, hw apart, at X + s * xs), rows
- * 0 .. kc - 1, panel after panel (kc * NR floats each), zero past column
- * n; tmp: scratch of DIFFUSE__GEMM_NB + 16 floats.  store_cols writes the
- * first h rows and w columns of a tile t (rows NR floats apart) to the
- * columns j .. j + w - 1 of that layout in rows 0 .. h - 1 of the output
- * (sample s's row r at Y + s * ys + r * hw).  Copies: no arithmetic. */
-typedef void diffuse__gemm_pack_bn_cols_fn(const float *X, size_t xs, size_t hw, size_t kc,
-                                           size_t j0, size_t n, float *dst, float *tmp);
-typedef void diffuse__gemm_store_cols_fn(const float *t, size_t h, size_t w, float *Y,
-                                         size_t ys, size_t hw, size_t j);
-
 struct diffuse__gemm_variant {
     const char *name;
     size_t mr, nr;
@@ -126,8 +112,6 @@ struct diffuse__gemm_variant {
     diffuse__gemm_kernel_ep_fn *kernel_ep; /* NULL: the separate passes */
     size_t ep_rows;
     diffuse__gemm_pack_a_cols_n_fn *pack_a_cols_n; /* NULL: pack_a_cols per strip */
-    diffuse__gemm_pack_bn_cols_fn *pack_bn_cols;   /* NULL: no diffuse__sgemm_cols */
-    diffuse__gemm_store_cols_fn *store_cols;
 };
 
 /* The variant diffuse__sgemm uses now (gemm.c), for drivers of their own

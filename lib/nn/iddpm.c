@@ -32,11 +32,6 @@
         diffuse__sgemm_ep(0, 0, (M), (N), (K), 1.0f, (A), (K), (B), (N), 0.0f, (C), (N), \
                           (work), (nt), &ep_);                                           \
     } while (0)
-/* All the samples of a 1x1 convolution in one pass over their columns side
- * by side (-1: not on this kernel, sample by sample instead). */
-#define LAYER_GEMM_CONV1X1_COLS(M, hw, K, A, X, ns, rbias, Y, work)                        \
-    diffuse__sgemm_cols((M), (hw), (K), (A), (K), (X), (K) * (hw), (ns), (rbias), (Y),     \
-                        (M) * (hw), (work))
 #include "nn/iddpm_layers_impl.h"
 
 #define IDDPM_REAL float

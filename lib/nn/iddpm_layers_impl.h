@@ -14,9 +14,6 @@
  * rbias is NULL) with the bits of C preset to rbias[i] in row i and a GEMM
  * with beta = 1, prefetching pf_bytes at pf (pf NULL: none); the 1x1
  * convolution's forward then skips its fill pass.
- * LAYER_GEMM_CONV1X1_COLS(M, hw, K, A, X, ns, rbias, Y, work), when defined
- * (diffuse__sgemm_cols): the same for ns samples at once on one thread, 0
- * when done, -1 when not available (then sample by sample).
  *
  * Determinism: every sum runs in one fixed order (GEMMs with a fixed K
  * order, double accumulators elsewhere); nothing depends on nt but the
@@ -77,17 +74,6 @@ static void LAYER_NAME(il_conv1x1_rows)(const LAYER_REAL *x, size_t b0, size_t b
                                         size_t Co, LAYER_REAL *y, LAYER_REAL *work, int nt)
 {
     size_t b, c, p;
-#ifdef LAYER_GEMM_CONV1X1_COLS
-    /* Several small samples on one thread (7x7: 49 columns, 64 computed
-     * one by one): their columns side by side, no panel wasted at each
-     * sample's end (the same bits as sample by sample).  Wider samples
-     * waste little and lose the prefetch of the next sample's input: at
-     * 28x28 (784) this was slower on Zen 5, at 14x14 (196) no faster. */
-    if (nt <= 1 && b1 - b0 > 1 && HW % 32 != 0 && HW < 128 &&
-        LAYER_GEMM_CONV1X1_COLS(Co, HW, Ci, W, x + b0 * Ci * HW, b1 - b0, bias, y + b0 * Co * HW,
-                                work) == 0)
-        return;
-#endif
     for (b = b0; b < b1; b++) {
         LAYER_REAL *yb = y + b * Co * HW;
 #ifdef LAYER_GEMM_CONV1X1

@@ -716,80 +716,6 @@ static void test_sgemm_row_bias_bit_identical(void)
     ASSERT_TRUE(compared > 0);
 }
 
-/* diffuse__sgemm_cols (several samples' columns side by side) against the
- * products one by one (diffuse__sgemm_ep with rbias): the same bits, for
- * sample widths across and inside panels, a strip-height A read packed and
- * in place, with and without the bias; nothing written between the
- * samples' outputs; -1 (nothing done) on the other kernels, with the fused
- * epilogue off, or for K over one block. */
-static void test_sgemm_cols_bit_identical(void)
-{
-    static const size_t shapes[][4] = {
-        /* M, hw, K, samples */
-        {1, 1, 1, 3},    {5, 7, 3, 9},     {12, 49, 64, 5},  {13, 33, 17, 4},
-        {64, 49, 128, 7}, {192, 49, 64, 3}, {37, 196, 96, 3}, {32, 784, 96, 2},
-        {8, 32, 5, 4},   {4, 600, 384, 2}, {3, 15, 2, 40},
-    };
-    float *work = alloc_work();
-    ASSERT_TRUE(work != NULL);
-    test_seed = rng_state = 0x636f6c732073696eull;
-    if (!diffuse__sgemm_kernel_available("avx512")) {
-        free(work);
-        SKIP("no avx512 kernel: diffuse__sgemm_cols always declines");
-    }
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int nb = 0; nb < 2; nb++) {
-            const size_t M = shapes[s][0], hw = shapes[s][1], K = shapes[s][2];
-            const size_t ns = shapes[s][3], xs = K * hw + 3, ys = M * hw + 5;
-            float *A = alloc_floats(M * K + 1), *X = alloc_floats(ns * xs + 1);
-            float *rb = alloc_floats(M + 1), *y1 = alloc_floats(ns * ys + 1);
-            float *y2 = alloc_floats(ns * ys + 1);
-            ASSERT_TRUE(A && X && rb && y1 && y2);
-            fill_random(A, M * K);
-            fill_random(X, ns * xs);
-            fill_random(rb, M);
-            fill_value(y1, ns * ys, -7.0f);
-            fill_value(y2, ns * ys, -7.0f);
-            const float *bias = nb ? rb : NULL;
-            ASSERT_EQ(diffuse__sgemm_force("avx512"), 0);
-            ASSERT_EQ(diffuse__sgemm_cols(M, hw, K, A, K, X, xs, ns, bias, y1, ys, work), 0);
-            for (size_t b = 0; b < ns; b++) {
-                struct diffuse__gemm_ep ep = {NULL, NULL, 0, NULL, 0, 0, bias, NULL, 0};
-                diffuse__sgemm_ep(0, 0, M, hw, K, 1.0f, A, K, X + b * xs, hw, 0.0f,
-                                  y2 + b * ys, hw, work, 1, &ep);
-            }
-            int same = memcmp(y1, y2, ns * ys * sizeof(float)) == 0;
-            int declined = 1;
-            if (diffuse__sgemm_kernel_available("avx2")) {
-                ASSERT_EQ(diffuse__sgemm_force("avx2"), 0);
-                declined &= diffuse__sgemm_cols(M, hw, K, A, K, X, xs, ns, bias, y1, ys, work) ==
-                            -1;
-            }
-            ASSERT_EQ(diffuse__sgemm_force("portable"), 0);
-            declined &= diffuse__sgemm_cols(M, hw, K, A, K, X, xs, ns, bias, y1, ys, work) == -1;
-            ASSERT_EQ(diffuse__sgemm_force("avx512"), 0);
-            diffuse__sgemm_fused_ep(0);
-            declined &= diffuse__sgemm_cols(M, hw, K, A, K, X, xs, ns, bias, y1, ys, work) == -1;
-            diffuse__sgemm_fused_ep(1);
-            declined &= diffuse__sgemm_cols(M, hw, 385, A, 385, X, 385 * hw, 1, bias, y1, ys,
-                                            work) == -1;
-            diffuse__sgemm_force(NULL);
-            same &= memcmp(y1, y2, ns * ys * sizeof(float)) == 0; /* declined: untouched */
-            free(A);
-            free(X);
-            free(rb);
-            free(y1);
-            free(y2);
-            if (!same || !declined) {
-                free(work);
-                HARNESS_FAIL_("shape M %zu hw %zu K %zu samples %zu, bias %d: %s", M, hw, K, ns,
-                              nb, !same ? "differs from the products one by one"
-                                        : "did not decline");
-            }
-        }
-    free(work);
-}
-
 /* ------------------------------------------------------------------------ */
 /* FMA kernels against an exact scalar model of their bits                   */
 /* ------------------------------------------------------------------------ */
@@ -1166,7 +1092,6 @@ int main(void)
     RUN_SEEDED(test_sgemm_kernels_match_portable);
     RUN_SEEDED(test_sgemm_fused_ep_bit_identical);
     RUN_SEEDED(test_sgemm_row_bias_bit_identical);
-    RUN_SEEDED(test_sgemm_cols_bit_identical);
     RUN_SEEDED(test_avx2_kernel_bits);
     RUN_SEEDED(test_avx2_packers_exact);
     RUN_SEEDED(test_sgemm_fma_bits);
