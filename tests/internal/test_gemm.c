@@ -160,6 +160,20 @@ static void problem_free(struct problem *p)
     free(p->C0);
 }
 
+/* The epilogue tests' problem and their six buffers (the bias or row bias,
+ * the residual, the two outputs and the two activations). */
+static void ep_buffers_free(struct problem *p, float *bias, float *res, float *c1, float *c2,
+                            float *a1, float *a2)
+{
+    free(bias);
+    free(res);
+    free(c1);
+    free(c2);
+    free(a1);
+    free(a2);
+    problem_free(p);
+}
+
 static float op_a(const struct problem *p, size_t i, size_t k)
 {
     return p->ta ? p->A[k * p->lda + i] : p->A[i * p->lda + k];
@@ -611,13 +625,7 @@ static void test_sgemm_fused_ep_bit_identical(void)
                         diffuse__sgemm_force(NULL);
                         int same = memcmp(c1, c2, p.nc * sizeof(float)) == 0 &&
                                    memcmp(a1, a2, M * N * sizeof(float)) == 0;
-                        free(bv);
-                        free(rv);
-                        free(c1);
-                        free(c2);
-                        free(a1);
-                        free(a2);
-                        problem_free(&p);
+                        ep_buffers_free(&p, bv, rv, c1, c2, a1, a2);
                         if (!same) {
                             free(work);
                             HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d, alpha %g "
@@ -695,13 +703,7 @@ static void test_sgemm_row_bias_bit_identical(void)
                             diffuse__sgemm_force(NULL);
                             int same = memcmp(c1, c2, p.nc * sizeof(float)) == 0 &&
                                        memcmp(a1, a2, M * N * sizeof(float)) == 0;
-                            free(rb);
-                            free(rv);
-                            free(c1);
-                            free(c2);
-                            free(a1);
-                            free(a2);
-                            problem_free(&p);
+                            ep_buffers_free(&p, rb, rv, c1, c2, a1, a2);
                             if (!same) {
                                 free(work);
                                 HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d, res %d "
