@@ -420,13 +420,17 @@ static inline void pf_some(const char **cur, const char *end, size_t lines)
 {
 #if defined(__GNUC__) || defined(__clang__)
     const char *p = *cur;
-    for (size_t l = 0; l < lines && p < end; l++, p += 64)
+    size_t left = (size_t)(end - p); /* p stays within [*cur, end] */
+    for (size_t l = 0; l < lines && left > 0; l++) {
+        const size_t step = left < 64 ? left : 64;
         __builtin_prefetch(p, 0, 2);
+        p += step;
+        left -= step;
+    }
     *cur = p;
 #else
-    (void)end;
     (void)lines;
-    *cur = NULL;
+    *cur = end;
 #endif
 }
 
@@ -451,9 +455,10 @@ static void gemm_part(const struct job *jb)
     size_t kcb = (K + nk - 1) / nk;
 
     /* The region to prefetch, a share of its lines per kernel call. */
-    const char *pf = (const char *)jb->ep.pf, *pf_end = pf + (pf != NULL ? jb->ep.pf_bytes : 0);
-    size_t pf_lines = 0;
+    const char *pf = (const char *)jb->ep.pf, *pf_end = NULL;
+    size_t pf_lines = 0; /* nonzero only with a region (no arithmetic on NULL) */
     if (pf != NULL) {
+        pf_end = pf + jb->ep.pf_bytes;
         size_t calls = nk * ((M + mr - 1) / mr) * ((N + nr - 1) / nr);
         pf_lines = (jb->ep.pf_bytes / 64 + calls) / calls;
     }
@@ -501,7 +506,7 @@ static void gemm_part(const struct job *jb)
                             mode, first && ep->bias != NULL ? ep->bias + j : NULL,
                             first && ep->rbias != NULL ? ep->rbias + i : NULL,
                             last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
-                        if (pf < pf_end)
+                        if (pf_lines != 0 && pf < pf_end)
                             pf_some(&pf, pf_end, pf_lines);
                     }
                     if (jb->has_ep) /* the adds are done: the activation only */
@@ -514,7 +519,7 @@ static void gemm_part(const struct job *jb)
                     v->kernel(kc, as, a_layout, b0 + q * bstep,
                               jb->C + i * jb->ldc + j0 + j, jb->ldc, h,
                               n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
-                    if (pf < pf_end)
+                    if (pf_lines != 0 && pf < pf_end)
                         pf_some(&pf, pf_end, pf_lines);
                 }
                 if (jb->has_ep)
