@@ -1771,7 +1771,7 @@ static void job_part(const struct cjob *jb, size_t n0, size_t n1, float *slot, i
     }
     if (job_avx512(jb) && jb->bkind == B_COL && atomic_load(&direct_on)) {
         job_part_direct_a(jb, n0, n1, slot, NULL, apacked != NULL && *apacked);
-        if (apacked != NULL)
+        if (apacked != NULL && !*apacked) /* written once: the parts' flags share a line */
             *apacked = 1;
         return;
     }
@@ -2057,7 +2057,8 @@ static void fwd_s2_samples(const struct cjob *jb0, size_t b0, size_t b1, float *
         if (jb0->v == &diffuse__gemm_avx512) {
             /* op(A) (W) packed by the part's first group */
             job_part_direct_a(&jb, 0, jb.N, slot, slot, *apacked);
-            *apacked = 1;
+            if (!*apacked) /* written once: the parts' flags share a line */
+                *apacked = 1;
         } else {
             job_part(&jb, 0, jb.N, slot, NULL);
         }
