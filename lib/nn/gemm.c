@@ -23,14 +23,10 @@
  * min(num_threads, work / (DIFFUSE__GEMM_MACS_PER_THREAD / 4)) disjoint
  * parts (work: M N K plus a cost per element of C, see threads_for), a
  * grid of whole strips and panels (by rows when op(A) = A^T, see
- * choose_grid), and each thread runs the blocked loops on its part with
- * the A strip of its own slot of the work area.  A grid of row parts only
- * (tr = nt, tc = 1), whose parts all read the same op(B), packs each block
- * of op(B) once: each thread packs a share of its panels into a buffer of
- * the team (slot 0's B buffer and slot 1's in turn), one barrier per block
- * (struct team); other grids give each part its own B buffer too, and no
- * barrier inside.  With num_threads <= 1 (or a small product) no OpenMP
- * construct is entered.
+ * choose_grid), and one parallel loop runs the blocked
+ * loops on each part with its own slot of the work area.  No barrier
+ * inside, nothing shared but the read-only A and B.  With num_threads <= 1
+ * (or a small product) no OpenMP construct is entered.
  */
 #include "internal.h"
 #include "nn/gemm.h"
@@ -41,9 +37,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
-#ifdef _OPENMP
-#  include <omp.h>
-#endif
 
 #define KC DIFFUSE__GEMM_KC
 #define KCP DIFFUSE__GEMM_KCP
@@ -336,27 +329,6 @@ static void pack_b_panel(const struct job *jb, size_t p0, size_t kc, size_t j, s
     }
 }
 
-/* Panels q0 .. q1 - 1 of the block of op(B) at columns j0 .. j0 + n - 1,
- * rows p0 .. p0 + kc - 1, panel q at dst + q * kc * NR (a copy: the same
- * panels whoever packs them, and nothing written outside them). */
-static void pack_b_panels(const struct job *jb, size_t p0, size_t kc, size_t j0, size_t n,
-                          size_t q0, size_t q1, float *dst)
-{
-    const size_t nr = jb->v->nr;
-    if (q0 >= q1)
-        return;
-    if (!jb->trans_b && jb->v->pack_bn != NULL) {
-        /* All the panels at once: B read row by row. */
-        size_t j1 = q1 * nr < n ? q1 * nr : n;
-        jb->v->pack_bn(jb->B, jb->ldb, p0, kc, j0 + q0 * nr, j1 - q0 * nr, dst + q0 * kc * nr);
-        return;
-    }
-    for (size_t q = q0; q < q1; q++) {
-        size_t j = q * nr;
-        pack_b_panel(jb, p0, kc, j0 + j, n - j < nr ? n - j : nr, dst + q * kc * nr);
-    }
-}
-
 /* Strip of rows i .. i + h - 1 (h <= MR) of op(A), columns p0 .. p0 + kc - 1,
  * in the layout the kernel is told (see gemm_kernels.h); rows past h zero. */
 static void pack_a_strip(const struct job *jb, size_t i, size_t h, size_t p0, size_t kc,
@@ -462,20 +434,8 @@ static inline void pf_some(const char **cur, const char *end, size_t lines)
 #endif
 }
 
-/* A team packing op(B) together (see sgemm_run): thread tid of nth packs
- * its share of each block's panels into bbuf[b % 2] (b: the block's number
- * in loop order), then waits at a barrier for the others' shares.  The
- * buffer of block b + 2 is packed only after the barrier of block b + 1,
- * which every thread passes only once done with block b. */
-struct team {
-    float *bbuf[2];
-    size_t tid, nth;
-};
-
-/* C (M x N of the job) += the product, with the job's own buffers, or with
- * op(B) packed by the team tm (NULL: alone).  With a team, every thread of
- * it calls this with the same N and K (M may be 0: it only packs). */
-static void gemm_part(const struct job *jb, const struct team *tm)
+/* C (M x N of the job) += the product, with the job's own buffers. */
+static void gemm_part(const struct job *jb)
 {
     const struct diffuse__gemm_variant *v = jb->v;
     const size_t mr = v->mr, nr = v->nr;
@@ -497,17 +457,16 @@ static void gemm_part(const struct job *jb, const struct team *tm)
     /* The region to prefetch, a share of its lines per kernel call. */
     const char *pf = (const char *)jb->ep.pf, *pf_end = NULL;
     size_t pf_lines = 0; /* nonzero only with a region (no arithmetic on NULL) */
-    if (pf != NULL && M > 0) {
+    if (pf != NULL) {
         pf_end = pf + jb->ep.pf_bytes;
         size_t calls = nk * ((M + mr - 1) / mr) * ((N + nr - 1) / nr);
         pf_lines = (jb->ep.pf_bytes / 64 + calls) / calls;
     }
 
-    size_t blk = 0;
     for (size_t j0 = 0; j0 < N; j0 += NB) {
         size_t n = N - j0 < NB ? N - j0 : NB;
         size_t npan = (n + nr - 1) / nr;
-        for (size_t p0 = 0; p0 < K; p0 += kcb, blk++) {
+        for (size_t p0 = 0; p0 < K; p0 += kcb) {
             size_t kc = K - p0 < kcb ? K - p0 : kcb;
             int mode = p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
             /* Panel q of this block: kc rows of nr floats from b0 + q * bstep. */
@@ -516,14 +475,15 @@ static void gemm_part(const struct job *jb, const struct team *tm)
             if (jb->bpk != NULL) {
                 b0 = jb->bpk + j0 * K + p0 * nr; /* panels of all K rows, (j0 / nr) * K * nr */
                 bstep = K * nr;
-            } else if (tm != NULL) {
-                float *buf = tm->bbuf[blk % 2];
-                pack_b_panels(jb, p0, kc, j0, n, tm->tid * npan / tm->nth,
-                              (tm->tid + 1) * npan / tm->nth, buf);
-                DIFFUSE_OMP("omp barrier")
-                b0 = buf;
+            } else if (!jb->trans_b && v->pack_bn != NULL) {
+                /* All the block's panels at once: B read row by row. */
+                v->pack_bn(jb->B, jb->ldb, p0, kc, j0, n, jb->bbuf);
             } else {
-                pack_b_panels(jb, p0, kc, j0, n, 0, npan, jb->bbuf);
+                for (size_t q = 0; q < npan; q++) {
+                    size_t j = q * nr;
+                    pack_b_panel(jb, p0, kc, j0 + j, n - j < nr ? n - j : nr,
+                                 jb->bbuf + q * kc * nr);
+                }
             }
             const int first = p0 == 0, last = p0 + kc >= K;
             for (size_t i = 0; i < M; i += mr) {
@@ -774,53 +734,24 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
         size_t tr = (size_t)nt, tc = 1;
         if (!jb.ep.rows || nstrips < (size_t)nt)
             choose_grid(nstrips, npan, (size_t)nt, jb.trans_a, &tr, &tc);
-        /* The team has num_threads threads even when there are fewer
-         * parts: libgomp keeps the last team and reuses it only for a
-         * region of the same size, and any other size allocates (see
-         * DIFFUSE_PAR_FOR). */
-        const int team = num_threads;
-        if (tc == 1 && jb.bpk == NULL) {
-            /* Parts of whole rows, all over the same op(B): the team packs
-             * each block of it once, into the B buffers of slots 0 and 1
-             * in turn (struct team), and thread t runs part t with the A
-             * strip of slot t; threads past the parts only pack.  A team
-             * smaller than asked for (a nested region) cuts the rows into
-             * as many parts as it has threads, or runs the whole product
-             * alone. */
-            DIFFUSE_OMP("omp parallel num_threads(team)")
-            {
-                const size_t nth = (size_t)omp_get_num_threads();
-                const size_t tid = (size_t)omp_get_thread_num();
-                if (nth == 1) {
-                    gemm_part(&jb, NULL);
-                } else {
-                    const size_t parts = nth < tr ? nth : tr;
-                    const struct team tm = {{work, work + SLOT_FLOATS}, tid, nth};
-                    struct job part;
-                    if (tid >= parts || !part_job(&jb, work, tid, parts, 1, &part)) {
-                        part = jb; /* no rows: it packs its share and waits */
-                        part.M = 0;
-                        part.ep.pf = NULL;
-                    }
-                    gemm_part(&part, &tm);
-                }
-            }
-            return;
-        }
         /* One part per iteration; a part uses the buffers of its own slot,
-         * so a team smaller than nt is still correct. */
+         * so a team smaller than nt is still correct.  The team has
+         * num_threads threads even when there are fewer parts: libgomp
+         * keeps the last team and reuses it only for a region of the same
+         * size, and any other size allocates (see DIFFUSE_PAR_FOR). */
+        const int team = num_threads;
         DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
         for (int t = 0; t < nt; t++) {
             struct job part;
             if (part_job(&jb, work, (size_t)t, tr, tc, &part))
-                gemm_part(&part, NULL);
+                gemm_part(&part);
         }
         return;
     }
 #else
     (void)num_threads;
 #endif
-    gemm_part(&jb, NULL);
+    gemm_part(&jb);
 }
 
 void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
