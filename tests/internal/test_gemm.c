@@ -353,7 +353,10 @@ static void test_sgemm_reference_portable(void) { suite_for_kernel("portable"); 
  * grid, op(A) and op(B) transposed or not, beta 0, 1 and 0.5 (no bias
  * then), shapes split by the threads with partial strips and panels, K over
  * several K blocks (KC = 384) and N over several column blocks (NB = 512),
- * every kernel; C and the activation compared with memcmp. */
+ * every kernel; C and the activation compared with memcmp.  Also with the
+ * last block's strips of each part of rows computed by the other threads
+ * and out of order (diffuse__sgemm_tail_test), and with op(B) pre-packed
+ * (diffuse__sgemm_ep_packed). */
 static void test_sgemm_ep_threads_bit_identical(void)
 {
 #ifndef _OPENMP
@@ -392,30 +395,40 @@ static void test_sgemm_ep_threads_bit_identical(void)
                     fill_random(bv, M + N);
                     fill_random(rv, M * N);
                     fill_value(a1, M * N, NAN);
+                    float *pk = alloc_floats(diffuse__sgemm_packed_b_floats(N, p.K) + 1);
+                    ASSERT_TRUE(pk != NULL);
+                    struct diffuse__gemm_packed_b pb;
+                    diffuse__sgemm_pack_b(p.tb, N, p.K, p.B, p.ldb, pk, &pb);
                     int differs = 0;
-                    for (int rows = 0; rows <= 1 && !differs; rows++)
+                    /* v: bit 0 the split by rows, bit 1 the tails to the
+                     * other threads, bit 2 op(B) pre-packed */
+                    for (int v = 0; v < 8 && !differs; v++)
                         for (int nt = 1; nt <= 3 && !differs; nt++) {
                             float *c = nt == 1 ? c1 : c2, *a = nt == 1 ? a1 : a2;
                             struct diffuse__gemm_ep ep = {bias ? bv : NULL, res ? rv : NULL,
                                                           res == 2 ? 0 : N, act ? a : NULL,
-                                                          N, rows, rbias ? bv : NULL, NULL, 0};
-                            if (nt == 1 && rows == 1)
-                                continue; /* the 1-thread result of rows == 0 */
+                                                          N, v & 1, rbias ? bv : NULL, NULL, 0};
+                            if (nt == 1 && v > 0)
+                                continue; /* the 1-thread result of v == 0 */
                             memcpy(c, p.C0, p.nc * sizeof(float));
                             if (nt > 1)
                                 fill_value(a2, M * N, NAN);
-                            diffuse__sgemm_ep(p.ta, p.tb, M, N, p.K, 1.0f, p.A, p.lda, p.B,
-                                              p.ldb, beta, c, p.ldc, work, nt, &ep);
+                            diffuse__sgemm_tail_test((v >> 1) & 1);
+                            diffuse__sgemm_ep_packed(p.ta, p.tb, M, N, p.K, 1.0f, p.A, p.lda,
+                                                     p.B, p.ldb, beta, c, p.ldc, work, nt, &ep,
+                                                     v >> 2 ? &pb : NULL);
+                            diffuse__sgemm_tail_test(0);
                             if (nt > 1 && (memcmp(c1, c2, p.nc * sizeof(float)) != 0 ||
                                            memcmp(a1, a2, M * N * sizeof(float)) != 0))
-                                differs = nt + 10 * rows;
+                                differs = nt + 10 * v;
                         }
+                    free(pk);
                     ep_buffers_free(&p, bv, rv, c1, c2, a1, a2);
                     if (differs) {
                         diffuse__sgemm_force(NULL);
                         free(work);
                         HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d, beta %g, "
-                                      "epilogue %d, rows %d: 1 and %d threads differ",
+                                      "epilogue %d, variant %d: 1 and %d threads differ",
                                       name, shapes[s][0], shapes[s][1], shapes[s][2], t >> 1,
                                       t & 1, (double)beta, e, differs / 10, differs % 10);
                     }
