@@ -23,10 +23,21 @@
  * min(num_threads, work / (DIFFUSE__GEMM_MACS_PER_THREAD / 4)) disjoint
  * parts (work: M N K plus a cost per element of C, see threads_for), a
  * grid of whole strips and panels (by rows when op(A) = A^T, see
- * choose_grid), and one parallel loop runs the blocked
- * loops on each part with its own slot of the work area.  No barrier
- * inside, nothing shared but the read-only A and B.  With num_threads <= 1
- * (or a small product) no OpenMP construct is entered.
+ * choose_grid), and thread t runs the blocked loops on part t with its own
+ * slot of the work area (its own packed op(B) and A strips).  No barrier
+ * inside.  A grid of row parts only (tc = 1) shares the strips of each
+ * part's last block (struct tail): the part's thread takes them from the
+ * front, threads done with their own parts take what is left from the back
+ * (with their own packed copy of that block, which every part packs), so
+ * that the region does not end waiting for the slowest part.  With
+ * num_threads <= 1 (or a small product) no OpenMP construct is entered.
+ *
+ * Packing each block of op(B) once for the whole team (each thread a share
+ * of the panels into a shared buffer, a barrier per block) was measured
+ * slower on a 2-core Zen 5: the shared buffer's lines are held by the other
+ * core, so a thread's half of the panels took ~2.8x the time of all of
+ * them into its own buffer, and 1024 x 256 x 256 products went from 336-414
+ * to 379-499 us at two threads (branch coop, 81d2a75 and its revert).
  */
 #include "internal.h"
 #include "nn/gemm.h"
@@ -37,6 +48,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#  include <omp.h>
+#endif
 
 #define KC DIFFUSE__GEMM_KC
 #define KCP DIFFUSE__GEMM_KCP
@@ -138,10 +152,16 @@ static const struct diffuse__gemm_variant variant_portable = {
 
 static _Atomic(const struct diffuse__gemm_variant *) forced_variant;
 static atomic_int fused_ep_on = 1;
+static atomic_int tail_test_on;
 
 int diffuse__sgemm_fused_ep(int on)
 {
     return atomic_exchange_explicit(&fused_ep_on, on != 0, memory_order_relaxed);
+}
+
+int diffuse__sgemm_tail_test(int on)
+{
+    return atomic_exchange_explicit(&tail_test_on, on != 0, memory_order_relaxed);
 }
 
 static int cpu_has(const struct diffuse__gemm_variant *v)
@@ -434,97 +454,200 @@ static inline void pf_some(const char **cur, const char *end, size_t lines)
 #endif
 }
 
-/* C (M x N of the job) += the product, with the job's own buffers. */
-static void gemm_part(const struct job *jb)
+/* One block of the loops: columns j0 .. j0 + n - 1 of the job's C, rows
+ * p0 .. p0 + kc - 1 of op(B), its panels at b0 + q * bstep. */
+struct block {
+    size_t j0, n, npan, p0, kc;
+    const float *b0;
+    size_t bstep;
+    int mode, first, last;
+};
+
+/* The prefetch region of a part and the lines to ask for per kernel call. */
+struct pf_state {
+    const char *cur, *end;
+    size_t lines; /* nonzero only with a region (no arithmetic on NULL) */
+};
+
+/* Whether the job runs the kernel with the epilogue (AVX-512, AVX2): it
+ * applies the epilogue's adds to the tile in registers. */
+static int kernel_ep_on(const struct job *jb)
+{
+    return jb->v->kernel_ep != NULL && jb->alpha == 1.0f &&
+           jb->first_mode != DIFFUSE__GEMM_SCALE &&
+           atomic_load_explicit(&fused_ep_on, memory_order_relaxed);
+}
+
+/* Rows i .. i + h - 1 of the job's C (one strip, h <= MR) over block bk.
+ * in_order: the job's strips come in order (a_strip may pack AGROUP rows
+ * at once); otherwise the strip is packed alone.  The kernel with the
+ * epilogue reads op(A) = A where it lies (no packed copy of the strip)
+ * when the strip's height is a multiple of the variant's ep_rows and its
+ * rows do not alias in L1 (a_rows_alias). */
+static void run_strip(const struct job *jb, const struct block *bk, size_t i, int in_order,
+                      struct pf_state *pf)
 {
     const struct diffuse__gemm_variant *v = jb->v;
     const size_t mr = v->mr, nr = v->nr;
-    const size_t M = jb->M, N = jb->N, K = jb->K;
+    const size_t h = jb->M - i < mr ? jb->M - i : mr;
+    const size_t j0 = bk->j0, n = bk->n, p0 = bk->p0, kc = bk->kc;
     const int a_layout = jb->trans_a ? DIFFUSE__GEMM_A_COLS : DIFFUSE__GEMM_A_ROWS;
-    /* A kernel with the epilogue (AVX-512, AVX2) applies the epilogue's
-     * adds to the tile in registers, and reads op(A) = A where it lies (no
-     * packed copy of the strip) when the strip's height is a multiple of
-     * the variant's ep_rows and its rows do not alias in L1 (a_rows_alias). */
-    const int kernel_ep = v->kernel_ep != NULL && jb->alpha == 1.0f &&
-                          jb->first_mode != DIFFUSE__GEMM_SCALE &&
-                          atomic_load_explicit(&fused_ep_on, memory_order_relaxed);
-    const int a_in_place = !jb->trans_a && !a_rows_alias(v, jb->lda);
+    if (kernel_ep_on(jb)) {
+        const struct diffuse__gemm_ep *ep = &jb->ep;
+        const float *as;
+        size_t a_rs = KCP;
+        if (!jb->trans_a && !a_rows_alias(v, jb->lda) && h % v->ep_rows == 0) {
+            as = jb->A + i * jb->lda + p0;
+            a_rs = jb->lda;
+        } else if (in_order) {
+            as = a_strip(jb, i, h, p0, kc);
+        } else {
+            pack_a_strip(jb, i, h, p0, kc, jb->abuf);
+            as = jb->abuf;
+        }
+        for (size_t q = 0; q < bk->npan; q++) {
+            size_t j = j0 + q * nr;
+            v->kernel_ep(kc, as, a_layout, a_rs, bk->b0 + q * bk->bstep,
+                         jb->C + i * jb->ldc + j, jb->ldc, h, n - q * nr < nr ? n - q * nr : nr,
+                         bk->mode, bk->first && ep->bias != NULL ? ep->bias + j : NULL,
+                         bk->first && ep->rbias != NULL ? ep->rbias + i : NULL,
+                         bk->last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL,
+                         ep->ldr);
+            if (pf->lines != 0 && pf->cur < pf->end)
+                pf_some(&pf->cur, pf->end, pf->lines);
+        }
+        if (jb->has_ep) /* the adds are done: the activation only */
+            strip_epilogue(jb, i, j0, h, n, 0, 0, bk->last);
+        return;
+    }
+    const float *as;
+    if (in_order) {
+        as = a_strip(jb, i, h, p0, kc);
+    } else {
+        pack_a_strip(jb, i, h, p0, kc, jb->abuf);
+        as = jb->abuf;
+    }
+    for (size_t q = 0; q < bk->npan; q++) {
+        size_t j = q * nr;
+        v->kernel(kc, as, a_layout, bk->b0 + q * bk->bstep, jb->C + i * jb->ldc + j0 + j,
+                  jb->ldc, h, n - j < nr ? n - j : nr, jb->alpha, jb->beta, bk->mode);
+        if (pf->lines != 0 && pf->cur < pf->end)
+            pf_some(&pf->cur, pf->end, pf->lines);
+    }
+    if (jb->has_ep)
+        strip_epilogue(jb, i, j0, h, n, bk->first, bk->last, bk->last);
+}
+
+/* Block bk's panels: from the pre-packed op(B), or packed into the job's
+ * B buffer. */
+static void block_panels(const struct job *jb, struct block *bk)
+{
+    const size_t nr = jb->v->nr;
+    if (jb->bpk != NULL) {
+        /* panels of all K rows, (j0 / nr) * K * nr */
+        bk->b0 = jb->bpk + bk->j0 * jb->K + bk->p0 * nr;
+        bk->bstep = jb->K * nr;
+        return;
+    }
+    bk->b0 = jb->bbuf;
+    bk->bstep = bk->kc * nr;
+    if (!jb->trans_b && jb->v->pack_bn != NULL) {
+        /* All the block's panels at once: B read row by row. */
+        jb->v->pack_bn(jb->B, jb->ldb, bk->p0, bk->kc, bk->j0, bk->n, jb->bbuf);
+    } else {
+        for (size_t q = 0; q < bk->npan; q++) {
+            size_t j = q * nr;
+            pack_b_panel(jb, bk->p0, bk->kc, bk->j0 + j, bk->n - j < nr ? bk->n - j : nr,
+                         jb->bbuf + q * bk->kc * nr);
+        }
+    }
+}
+
+/* The strips of the last block that the part's own thread has not taken
+ * yet, shared with threads done with their own parts: strips front .. back
+ * - 1 of the part, front in the low 32 bits, back in the high ones; 0
+ * until the part's thread starts its last block (every earlier block of
+ * every strip of the part is then done).  The owner takes strips from the
+ * front, the others from the back, each with a compare-and-swap. */
+struct tail {
+    _Alignas(64) _Atomic uint64_t w;
+};
+
+/* Takes a strip of the tail t from the front (front != 0) or the back;
+ * returns its index, or -1 when none is left. */
+static long tail_take(struct tail *t, int front)
+{
+    uint64_t w = atomic_load_explicit(&t->w, memory_order_acquire);
+    for (;;) {
+        uint64_t f = w & 0xffffffffu, b = w >> 32;
+        if (f >= b)
+            return -1;
+        uint64_t nw = front ? (f + 1) | (b << 32) : f | ((b - 1) << 32);
+        if (atomic_compare_exchange_weak_explicit(&t->w, &w, nw, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return (long)(front ? f : b - 1);
+    }
+}
+
+#ifdef _OPENMP
+/* The last block of a job: columns j0 .. N - 1, rows p0 .. K - 1 of op(B). */
+static void last_block(const struct job *jb, struct block *bk)
+{
+    size_t nk = (jb->K + KC - 1) / KC, kcb = (jb->K + nk - 1) / nk;
+    bk->j0 = (jb->N - 1) / NB * NB;
+    bk->n = jb->N - bk->j0;
+    bk->npan = (bk->n + jb->v->nr - 1) / jb->v->nr;
+    bk->p0 = (nk - 1) * kcb;
+    bk->kc = jb->K - bk->p0;
+    bk->mode = bk->p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
+    bk->first = bk->p0 == 0;
+    bk->last = 1;
+}
+#endif
+
+/* C (M x N of the job) += the product, with the job's own buffers.  tail
+ * (or NULL): its strips of the last block are shared through it. */
+static void gemm_part(const struct job *jb, struct tail *tail)
+{
+    const size_t mr = jb->v->mr, nr = jb->v->nr;
+    const size_t M = jb->M, N = jb->N, K = jb->K;
 
     /* K blocks of nearly equal depth: a function of K alone. */
     size_t nk = (K + KC - 1) / KC;
     size_t kcb = (K + nk - 1) / nk;
 
     /* The region to prefetch, a share of its lines per kernel call. */
-    const char *pf = (const char *)jb->ep.pf, *pf_end = NULL;
-    size_t pf_lines = 0; /* nonzero only with a region (no arithmetic on NULL) */
-    if (pf != NULL) {
-        pf_end = pf + jb->ep.pf_bytes;
+    struct pf_state pf = {(const char *)jb->ep.pf, NULL, 0};
+    if (pf.cur != NULL) {
+        pf.end = pf.cur + jb->ep.pf_bytes;
         size_t calls = nk * ((M + mr - 1) / mr) * ((N + nr - 1) / nr);
-        pf_lines = (jb->ep.pf_bytes / 64 + calls) / calls;
+        pf.lines = (jb->ep.pf_bytes / 64 + calls) / calls;
     }
 
     for (size_t j0 = 0; j0 < N; j0 += NB) {
-        size_t n = N - j0 < NB ? N - j0 : NB;
-        size_t npan = (n + nr - 1) / nr;
+        struct block bk;
+        bk.j0 = j0;
+        bk.n = N - j0 < NB ? N - j0 : NB;
+        bk.npan = (bk.n + nr - 1) / nr;
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
-            size_t kc = K - p0 < kcb ? K - p0 : kcb;
-            int mode = p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
-            /* Panel q of this block: kc rows of nr floats from b0 + q * bstep. */
-            const float *b0 = jb->bbuf;
-            size_t bstep = kc * nr;
-            if (jb->bpk != NULL) {
-                b0 = jb->bpk + j0 * K + p0 * nr; /* panels of all K rows, (j0 / nr) * K * nr */
-                bstep = K * nr;
-            } else if (!jb->trans_b && v->pack_bn != NULL) {
-                /* All the block's panels at once: B read row by row. */
-                v->pack_bn(jb->B, jb->ldb, p0, kc, j0, n, jb->bbuf);
-            } else {
-                for (size_t q = 0; q < npan; q++) {
-                    size_t j = q * nr;
-                    pack_b_panel(jb, p0, kc, j0 + j, n - j < nr ? n - j : nr,
-                                 jb->bbuf + q * kc * nr);
-                }
+            bk.p0 = p0;
+            bk.kc = K - p0 < kcb ? K - p0 : kcb;
+            bk.mode = p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
+            bk.first = p0 == 0;
+            bk.last = p0 + bk.kc >= K;
+            block_panels(jb, &bk);
+            if (tail != NULL && bk.last && j0 + bk.n >= N) {
+                atomic_store_explicit(&tail->w, (uint64_t)((M + mr - 1) / mr) << 32,
+                                      memory_order_release);
+                long s;
+                if (atomic_load_explicit(&tail_test_on, memory_order_relaxed))
+                    break; /* all to steal_tails */
+                while ((s = tail_take(tail, 1)) >= 0)
+                    run_strip(jb, &bk, (size_t)s * mr, 1, &pf);
+                break;
             }
-            const int first = p0 == 0, last = p0 + kc >= K;
-            for (size_t i = 0; i < M; i += mr) {
-                size_t h = M - i < mr ? M - i : mr;
-                if (kernel_ep) {
-                    const struct diffuse__gemm_ep *ep = &jb->ep;
-                    const float *as = jb->abuf;
-                    size_t a_rs = KCP;
-                    if (a_in_place && h % v->ep_rows == 0) {
-                        as = jb->A + i * jb->lda + p0;
-                        a_rs = jb->lda;
-                    } else {
-                        as = a_strip(jb, i, h, p0, kc);
-                    }
-                    for (size_t q = 0; q < npan; q++) {
-                        size_t j = j0 + q * nr;
-                        v->kernel_ep(
-                            kc, as, a_layout, a_rs, b0 + q * bstep,
-                            jb->C + i * jb->ldc + j, jb->ldc, h, n - q * nr < nr ? n - q * nr : nr,
-                            mode, first && ep->bias != NULL ? ep->bias + j : NULL,
-                            first && ep->rbias != NULL ? ep->rbias + i : NULL,
-                            last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
-                        if (pf_lines != 0 && pf < pf_end)
-                            pf_some(&pf, pf_end, pf_lines);
-                    }
-                    if (jb->has_ep) /* the adds are done: the activation only */
-                        strip_epilogue(jb, i, j0, h, n, 0, 0, last);
-                    continue;
-                }
-                const float *as = a_strip(jb, i, h, p0, kc);
-                for (size_t q = 0; q < npan; q++) {
-                    size_t j = q * nr;
-                    v->kernel(kc, as, a_layout, b0 + q * bstep,
-                              jb->C + i * jb->ldc + j0 + j, jb->ldc, h,
-                              n - j < nr ? n - j : nr, jb->alpha, jb->beta, mode);
-                    if (pf_lines != 0 && pf < pf_end)
-                        pf_some(&pf, pf_end, pf_lines);
-                }
-                if (jb->has_ep)
-                    strip_epilogue(jb, i, j0, h, n, first, last, last);
-            }
+            for (size_t i = 0; i < M; i += mr)
+                run_strip(jb, &bk, i, 1, &pf);
         }
     }
 }
@@ -649,6 +772,40 @@ static int part_job(const struct job *jb, float *work, size_t t, size_t tr, size
     out->abuf = out->bbuf + BBUF_FLOATS;
     return 1;
 }
+
+/* Parts of whole rows (a grid tr x 1) whose last blocks' strips are shared
+ * (struct tail): at most this many. */
+#define TAILS_MAX 32
+
+/* After its own part (own, part t of a grid nt x 1 of jb, done): the
+ * strips left in the other parts' tails, taken from their backs, with own's
+ * buffers (its B buffer holds the last block's panels, as every part's). */
+static void steal_tails(const struct job *jb, float *work, const struct job *own,
+                        struct tail *tails, size_t t, size_t nt)
+{
+    struct block bk;
+    struct pf_state nopf = {NULL, NULL, 0};
+    last_block(jb, &bk);
+    if (jb->bpk != NULL) {
+        bk.b0 = jb->bpk + bk.j0 * jb->K + bk.p0 * jb->v->nr;
+        bk.bstep = jb->K * jb->v->nr;
+    } else {
+        bk.b0 = own->bbuf;
+        bk.bstep = bk.kc * jb->v->nr;
+    }
+    const size_t last = atomic_load_explicit(&tail_test_on, memory_order_relaxed) ? nt : nt - 1;
+    for (size_t d = 1; d <= last; d++) {
+        size_t u = (t + d) % nt; /* u == t: the owner's own (tail_test) */
+        struct job pj;
+        long s;
+        if (!part_job(jb, work, u, nt, 1, &pj))
+            continue;
+        pj.bbuf = own->bbuf;
+        pj.abuf = own->abuf;
+        while ((s = tail_take(&tails[u], 0)) >= 0)
+            run_strip(&pj, &bk, (size_t)s * jb->v->mr, 0, &nopf);
+    }
+}
 #endif
 
 /* C = beta * C over M x N (C = 0 when beta == 0, C not read). */
@@ -734,24 +891,40 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
         size_t tr = (size_t)nt, tc = 1;
         if (!jb.ep.rows || nstrips < (size_t)nt)
             choose_grid(nstrips, npan, (size_t)nt, jb.trans_a, &tr, &tc);
-        /* One part per iteration; a part uses the buffers of its own slot,
-         * so a team smaller than nt is still correct.  The team has
-         * num_threads threads even when there are fewer parts: libgomp
-         * keeps the last team and reuses it only for a region of the same
-         * size, and any other size allocates (see DIFFUSE_PAR_FOR). */
+        /* Part t on thread t; a part uses the buffers of its own slot, so
+         * a team smaller than nt (a nested region) still runs every part.
+         * The team has num_threads threads even when there are fewer
+         * parts: libgomp keeps the last team and reuses it only for a
+         * region of the same size, and any other size allocates (see
+         * DIFFUSE_PAR_FOR).  Parts of whole rows with a thread each share
+         * their last blocks' strips (struct tail): a thread done with its
+         * part computes strips of the others' that are still left. */
         const int team = num_threads;
-        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
-        for (int t = 0; t < nt; t++) {
-            struct job part;
-            if (part_job(&jb, work, (size_t)t, tr, tc, &part))
-                gemm_part(&part);
+        struct tail tails[TAILS_MAX];
+        const int share = tc == 1 && nt <= TAILS_MAX && nstrips <= 0xffffffffu;
+        for (int t = 0; share && t < nt; t++)
+            atomic_init(&tails[t].w, 0);
+        DIFFUSE_OMP("omp parallel num_threads(team)")
+        {
+            const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+            for (int t = tid; t < nt; t += nth) {
+                struct job part;
+                if (!part_job(&jb, work, (size_t)t, tr, tc, &part))
+                    continue;
+                if (share && nth >= nt) {
+                    gemm_part(&part, &tails[t]);
+                    steal_tails(&jb, work, &part, tails, (size_t)t, (size_t)nt);
+                } else {
+                    gemm_part(&part, NULL);
+                }
+            }
         }
         return;
     }
 #else
     (void)num_threads;
 #endif
-    gemm_part(&jb);
+    gemm_part(&jb, NULL);
 }
 
 void diffuse__sgemm_ep(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,

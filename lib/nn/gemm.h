@@ -145,4 +145,13 @@ int diffuse__sgemm_kernel_available(const char *name);
  * diffuse__sgemm. */
 int diffuse__sgemm_fused_ep(int on);
 
+/* For tests: on (1) makes the thread of each part of whole rows leave the
+ * strips of its last block to the part-sharing path (gemm.c, struct tail):
+ * it first takes strips from the backs of the other parts' tails, then
+ * from its own, so that strips are computed by other threads and out of
+ * order, which must give the same bits; off (0, the default).  Returns the
+ * previous setting.  Not to be called while another thread is in
+ * diffuse__sgemm. */
+int diffuse__sgemm_tail_test(int on);
+
 #endif

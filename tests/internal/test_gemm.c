@@ -347,6 +347,98 @@ static void test_sgemm_reference_avx512(void) { suite_for_kernel("avx512"); }
 static void test_sgemm_reference_avx2(void) { suite_for_kernel("avx2"); }
 static void test_sgemm_reference_portable(void) { suite_for_kernel("portable"); }
 
+/* The epilogues at 2 and 3 threads against 1 thread (OpenMP builds): the
+ * bias, the row bias, the residual (own rows or one row for all) and the
+ * SiLU, alone and together, with the split by rows (ep.rows) and the usual
+ * grid, op(A) and op(B) transposed or not, beta 0, 1 and 0.5 (no bias
+ * then), shapes split by the threads with partial strips and panels, K over
+ * several K blocks (KC = 384) and N over several column blocks (NB = 512),
+ * every kernel; C and the activation compared with memcmp.  Also with the
+ * last block's strips of each part of rows computed by the other threads
+ * and out of order (diffuse__sgemm_tail_test), and with op(B) pre-packed
+ * (diffuse__sgemm_ep_packed). */
+static void test_sgemm_ep_threads_bit_identical(void)
+{
+#ifndef _OPENMP
+    SKIP("built without OpenMP: num_threads has no effect");
+#else
+    static const size_t shapes[][3] = {
+        {1000, 40, 70}, {61, 67, 800}, {97, 1100, 40}, {250, 33, 400}, {37, 600, 900},
+    };
+    static const float ep_betas[] = {0.0f, 1.0f, 0.5f};
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x6570207468726473ull;
+    for (int kern = 0; kern < NKERNELS; kern++) {
+        const char *name = kernel_names[kern];
+        if (!diffuse__sgemm_kernel_available(name))
+            continue;
+        ASSERT_EQ(diffuse__sgemm_force(name), 0);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int t = 0; t < 4; t++)
+                for (int e = 0; e < 8; e++) {
+                    /* e: 0 none, 1 bias, 2 row bias, 3 residual, 4 one-row residual,
+                     * 5 act, 6 bias + residual + act, 7 row bias + act */
+                    const int bias = e == 1 || e == 6, rbias = e == 2 || e == 7;
+                    const int res = e == 3 || e == 6 ? 1 : e == 4 ? 2 : 0;
+                    const int act = e >= 5;
+                    const float beta = bias || rbias ? 0.0f : ep_betas[(s + (size_t)e) % 3];
+                    struct problem p;
+                    ASSERT_EQ(problem_make(&p, t >> 1, t & 1, shapes[s][0], shapes[s][1],
+                                           shapes[s][2], (size_t)(e % 3), 1.0f, beta),
+                              0);
+                    const size_t M = p.M, N = p.N;
+                    float *bv = alloc_floats(M + N + 1), *rv = alloc_floats(M * N + 1);
+                    float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
+                    float *a1 = alloc_floats(M * N + 1), *a2 = alloc_floats(M * N + 1);
+                    ASSERT_TRUE(bv && rv && c1 && c2 && a1 && a2);
+                    fill_random(bv, M + N);
+                    fill_random(rv, M * N);
+                    fill_value(a1, M * N, NAN);
+                    float *pk = alloc_floats(diffuse__sgemm_packed_b_floats(N, p.K) + 1);
+                    ASSERT_TRUE(pk != NULL);
+                    struct diffuse__gemm_packed_b pb;
+                    diffuse__sgemm_pack_b(p.tb, N, p.K, p.B, p.ldb, pk, &pb);
+                    int differs = 0;
+                    /* v: bit 0 the split by rows, bit 1 the tails to the
+                     * other threads, bit 2 op(B) pre-packed */
+                    for (int v = 0; v < 8 && !differs; v++)
+                        for (int nt = 1; nt <= 3 && !differs; nt++) {
+                            float *c = nt == 1 ? c1 : c2, *a = nt == 1 ? a1 : a2;
+                            struct diffuse__gemm_ep ep = {bias ? bv : NULL, res ? rv : NULL,
+                                                          res == 2 ? 0 : N, act ? a : NULL,
+                                                          N, v & 1, rbias ? bv : NULL, NULL, 0};
+                            if (nt == 1 && v > 0)
+                                continue; /* the 1-thread result of v == 0 */
+                            memcpy(c, p.C0, p.nc * sizeof(float));
+                            if (nt > 1)
+                                fill_value(a2, M * N, NAN);
+                            diffuse__sgemm_tail_test((v >> 1) & 1);
+                            diffuse__sgemm_ep_packed(p.ta, p.tb, M, N, p.K, 1.0f, p.A, p.lda,
+                                                     p.B, p.ldb, beta, c, p.ldc, work, nt, &ep,
+                                                     v >> 2 ? &pb : NULL);
+                            diffuse__sgemm_tail_test(0);
+                            if (nt > 1 && (memcmp(c1, c2, p.nc * sizeof(float)) != 0 ||
+                                           memcmp(a1, a2, M * N * sizeof(float)) != 0))
+                                differs = nt + 10 * v;
+                        }
+                    free(pk);
+                    ep_buffers_free(&p, bv, rv, c1, c2, a1, a2);
+                    if (differs) {
+                        diffuse__sgemm_force(NULL);
+                        free(work);
+                        HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans %d/%d, beta %g, "
+                                      "epilogue %d, variant %d: 1 and %d threads differ",
+                                      name, shapes[s][0], shapes[s][1], shapes[s][2], t >> 1,
+                                      t & 1, (double)beta, e, differs / 10, differs % 10);
+                    }
+                }
+    }
+    diffuse__sgemm_force(NULL);
+    free(work);
+#endif
+}
+
 /* ------------------------------------------------------------------------ */
 /* Bits: threads, repetition, kernels against portable                       */
 /* ------------------------------------------------------------------------ */
@@ -1099,6 +1191,7 @@ int main(void)
     RUN_SEEDED(test_sgemm_fma_bits);
     RUN_SEEDED(test_sgemm_repeat_bit_identical);
     RUN_SEEDED(test_sgemm_threads_bit_identical);
+    RUN_SEEDED(test_sgemm_ep_threads_bit_identical);
     RUN_SEEDED(test_sgemm_inside_parallel_region);
     return harness_finish();
 }
