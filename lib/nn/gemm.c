@@ -20,8 +20,8 @@
  * element, fixed block order) whichever part of C it falls in.
  *
  * Threads: with num_threads > 1 (OpenMP builds), C is cut into
- * min(num_threads, work / (DIFFUSE__GEMM_MACS_PER_THREAD / 4)) disjoint
- * parts (work: M N K plus a cost per element of C, see threads_for), a
+ * min(num_threads, work / min_per_thread) disjoint parts (work: M N K
+ * plus a cost per element of C, see threads_for), a
  * grid of whole strips and panels (by rows when op(A) = A^T, see
  * choose_grid), and thread t runs the blocked loops on part t with its own
  * slot of the work area (its own packed op(B) and A strips).  No barrier
@@ -662,8 +662,9 @@ static void gemm_part(const struct job *jb, struct tail *tail)
 #define ELEM_COST 8.0
 #define ACT_COST 32.0
 
-/* Work (in the units above) each thread of a shared product gets at least:
- * a quarter of DIFFUSE__GEMM_MACS_PER_THREAD, so that a product of 2^19
+/* Work (in the units above) each thread of a shared product gets at least
+ * (min_per_thread): with the AVX2 and portable kernels a quarter of
+ * DIFFUSE__GEMM_MACS_PER_THREAD, so that a product of 2^19
  * (128 x 64 x 64, the 1x1 convs' 64 x 49 x 192) runs on two threads.
  * Measured on a Zen 3 (AVX2), two threads, wall time per call, the best of
  * 41 batches of 200-400 calls (the machine was shared: the best is the
@@ -676,20 +677,39 @@ static void gemm_part(const struct job *jb, struct tail *tail)
  * change moves only their 64 x 64 x 128 and 64 x 128 x 64 products to two
  * threads (counted: 6 calls per small U-Net training step, 30 per Improved
  * DDPM training step, 100 per Improved DDPM sampling run); no call of the
- * MLP's training or sampling changes its thread count. */
-#define MIN_PER_THREAD (DIFFUSE__GEMM_MACS_PER_THREAD / 4.0)
+ * MLP's training or sampling changes its thread count.
+ * With the AVX-512 kernel (twice the multiply-adds per cycle, so half the
+ * time for the same product against the same fork and join) a half:
+ * measured on the Zen 5 (a VM whose empty two-thread parallel region
+ * costs 3.0 us), wall time per call, median (best) of 15 batches of 400
+ * calls, one thread -> two with a quarter: 192 x 49 x 64 7.7 -> 10.9 us
+ * (7.5 -> 10.4), 128 x 64 x 64 5.2 -> 7.5 (5.1 -> 7.3), 64 x 64 x 128
+ * 5.7 -> 7.5, 64 x 128 x 64 5.4 -> 6.6, 64 x 49 x 192 (A^T B) 9.0 -> 8.9
+ * (9.0 -> 8.4): slower or even on two threads, and a half keeps them on
+ * one; 64 x 196 x 128 18.8 -> 16.8 and 32 x 784 x 64 20.9 -> 17.8 (about
+ * 2^21 units) gain and stay shared. */
+static double min_per_thread(const struct diffuse__gemm_variant *v)
+{
+#ifdef DIFFUSE__GEMM_X86
+    if (v == &diffuse__gemm_avx512)
+        return DIFFUSE__GEMM_MACS_PER_THREAD / 2.0;
+#endif
+    (void)v;
+    return DIFFUSE__GEMM_MACS_PER_THREAD / 4.0;
+}
 
 /* Threads for a product of M * N * K multiply-adds plus the per-element
  * work above, M and N counted in whole strips of mr rows and panels of nr
  * columns (what the kernel computes: a product with N = 2, the MLP's output
  * layer, costs as much as N = nr = 16): at most num_threads, and at most
- * one per MIN_PER_THREAD. */
-static int threads_for(size_t M, size_t N, size_t K, size_t mr, size_t nr, int has_act,
-                       int num_threads)
+ * one per min_per_thread(v). */
+static int threads_for(const struct diffuse__gemm_variant *v, size_t M, size_t N, size_t K,
+                       int has_act, int num_threads)
 {
+    const size_t mr = v->mr, nr = v->nr;
     double per = (double)K + ELEM_COST + (has_act ? ACT_COST : 0.0);
     double most = (double)((M + mr - 1) / mr * mr) * (double)((N + nr - 1) / nr * nr) * per /
-                  MIN_PER_THREAD;
+                  min_per_thread(v);
     if (num_threads <= 1 || most < 2.0)
         return 1;
     return most < (double)num_threads ? (int)most : num_threads;
@@ -885,7 +905,7 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
                                    : DIFFUSE__GEMM_SCALE;
 
 #ifdef _OPENMP
-    int nt = threads_for(M, N, K, jb.v->mr, jb.v->nr, jb.ep.act != NULL, num_threads);
+    int nt = threads_for(jb.v, M, N, K, jb.ep.act != NULL, num_threads);
     if (nt > 1) {
         size_t nstrips = (M + jb.v->mr - 1) / jb.v->mr, npan = (N + jb.v->nr - 1) / jb.v->nr;
         size_t tr = (size_t)nt, tc = 1;
