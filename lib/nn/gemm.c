@@ -21,9 +21,8 @@
  *
  * Threads: with num_threads > 1 (OpenMP builds), C is cut into
  * min(num_threads, work / min_per_thread) disjoint parts (work: M N K
- * plus a cost per element of C, see threads_for), a
- * grid of whole strips and panels (by rows when op(A) = A^T, see
- * choose_grid), and thread t runs the blocked loops on part t with its own
+ * plus a cost per element of C, see threads_for), a grid of whole strips
+ * and panels (by rows when op(A) = A^T, see choose_grid), and thread t runs the blocked loops on part t with its own
  * slot of the work area (its own packed op(B) and A strips).  No barrier
  * inside.  A grid of row parts only (tc = 1) shares the strips of each
  * part's last block (struct tail): the part's thread takes them from the
@@ -538,19 +537,49 @@ static void run_strip(const struct job *jb, const struct block *bk, size_t i, in
         strip_epilogue(jb, i, j0, h, n, bk->first, bk->last, bk->last);
 }
 
-/* Block bk's panels: from the pre-packed op(B), or packed into the job's
- * B buffer. */
-static void block_panels(const struct job *jb, struct block *bk)
+/* Where block bk's panels lie: in the pre-packed op(B), or in the job's B
+ * buffer (once packed there). */
+static void block_b(const struct job *jb, struct block *bk)
 {
     const size_t nr = jb->v->nr;
     if (jb->bpk != NULL) {
         /* panels of all K rows, (j0 / nr) * K * nr */
         bk->b0 = jb->bpk + bk->j0 * jb->K + bk->p0 * nr;
         bk->bstep = jb->K * nr;
-        return;
+    } else {
+        bk->b0 = jb->bbuf;
+        bk->bstep = bk->kc * nr;
     }
-    bk->b0 = jb->bbuf;
-    bk->bstep = bk->kc * nr;
+}
+
+/* The depth of the job's K blocks: nearly equal, a function of K alone. */
+static size_t k_depth(size_t K)
+{
+    const size_t nk = (K + KC - 1) / KC;
+    return (K + nk - 1) / nk;
+}
+
+/* The block of columns j0 .. (at most NB) and K rows p0 .. (at most kcb). */
+static void block_at(const struct job *jb, size_t j0, size_t p0, size_t kcb, struct block *bk)
+{
+    bk->j0 = j0;
+    bk->n = jb->N - j0 < NB ? jb->N - j0 : NB;
+    bk->npan = (bk->n + jb->v->nr - 1) / jb->v->nr;
+    bk->p0 = p0;
+    bk->kc = jb->K - p0 < kcb ? jb->K - p0 : kcb;
+    bk->mode = p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
+    bk->first = p0 == 0;
+    bk->last = p0 + bk->kc >= jb->K;
+}
+
+/* Block bk's panels: from the pre-packed op(B), or packed into the job's
+ * B buffer. */
+static void block_panels(const struct job *jb, struct block *bk)
+{
+    const size_t nr = jb->v->nr;
+    block_b(jb, bk);
+    if (jb->bpk != NULL)
+        return;
     if (!jb->trans_b && jb->v->pack_bn != NULL) {
         /* All the block's panels at once: B read row by row. */
         jb->v->pack_bn(jb->B, jb->ldb, bk->p0, bk->kc, bk->j0, bk->n, jb->bbuf);
@@ -593,15 +622,8 @@ static long tail_take(struct tail *t, int front)
 /* The last block of a job: columns j0 .. N - 1, rows p0 .. K - 1 of op(B). */
 static void last_block(const struct job *jb, struct block *bk)
 {
-    size_t nk = (jb->K + KC - 1) / KC, kcb = (jb->K + nk - 1) / nk;
-    bk->j0 = (jb->N - 1) / NB * NB;
-    bk->n = jb->N - bk->j0;
-    bk->npan = (bk->n + jb->v->nr - 1) / jb->v->nr;
-    bk->p0 = (nk - 1) * kcb;
-    bk->kc = jb->K - bk->p0;
-    bk->mode = bk->p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
-    bk->first = bk->p0 == 0;
-    bk->last = 1;
+    const size_t kcb = k_depth(jb->K);
+    block_at(jb, (jb->N - 1) / NB * NB, (jb->K - 1) / kcb * kcb, kcb, bk);
 }
 #endif
 
@@ -612,9 +634,7 @@ static void gemm_part(const struct job *jb, struct tail *tail)
     const size_t mr = jb->v->mr, nr = jb->v->nr;
     const size_t M = jb->M, N = jb->N, K = jb->K;
 
-    /* K blocks of nearly equal depth: a function of K alone. */
-    size_t nk = (K + KC - 1) / KC;
-    size_t kcb = (K + nk - 1) / nk;
+    const size_t kcb = k_depth(K), nk = (K + kcb - 1) / kcb;
 
     /* The region to prefetch, a share of its lines per kernel call. */
     struct pf_state pf = {(const char *)jb->ep.pf, NULL, 0};
@@ -625,16 +645,9 @@ static void gemm_part(const struct job *jb, struct tail *tail)
     }
 
     for (size_t j0 = 0; j0 < N; j0 += NB) {
-        struct block bk;
-        bk.j0 = j0;
-        bk.n = N - j0 < NB ? N - j0 : NB;
-        bk.npan = (bk.n + nr - 1) / nr;
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
-            bk.p0 = p0;
-            bk.kc = K - p0 < kcb ? K - p0 : kcb;
-            bk.mode = p0 == 0 ? jb->first_mode : DIFFUSE__GEMM_ADD;
-            bk.first = p0 == 0;
-            bk.last = p0 + bk.kc >= K;
+            struct block bk;
+            block_at(jb, j0, p0, kcb, &bk);
             block_panels(jb, &bk);
             if (tail != NULL && bk.last && j0 + bk.n >= N) {
                 atomic_store_explicit(&tail->w, (uint64_t)((M + mr - 1) / mr) << 32,
@@ -806,13 +819,7 @@ static void steal_tails(const struct job *jb, float *work, const struct job *own
     struct block bk;
     struct pf_state nopf = {NULL, NULL, 0};
     last_block(jb, &bk);
-    if (jb->bpk != NULL) {
-        bk.b0 = jb->bpk + bk.j0 * jb->K + bk.p0 * jb->v->nr;
-        bk.bstep = jb->K * jb->v->nr;
-    } else {
-        bk.b0 = own->bbuf;
-        bk.bstep = bk.kc * jb->v->nr;
-    }
+    block_b(own, &bk); /* a part of whole rows: own's op(B) is jb's */
     const size_t last = atomic_load_explicit(&tail_test_on, memory_order_relaxed) ? nt : nt - 1;
     for (size_t d = 1; d <= last; d++) {
         size_t u = (t + d) % nt; /* u == t: the owner's own (tail_test) */
