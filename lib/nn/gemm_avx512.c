@@ -5,7 +5,12 @@
  * strip and issues 24 FMAs.  This is the row-major form of the 32 x 12
  * column-major shape that BLIS uses on Skylake-X: 24 accumulators leave
  * registers for the two B vectors and a broadcast, and hide the FMA latency
- * of two pipes.
+ * of two pipes.  The last panel of a product whose width is not a multiple
+ * of 32 goes to narrower kernels where it has at most 16 columns (one
+ * vector a row), or, with op(A) = A^T, 17 to 20 (one vector a row and one
+ * down the rows per column past 16): Zen 5, one thread, the 1x1 convs'
+ * 64 x 196 x 128 product ran 9-14% faster and the A^T B 64 x 49 x 192
+ * 14-20% (bench_gemm.py, alternating with the 32-wide kernel alone).
  *
  * Compiled without -m flags: the functions carry target attributes and are
  * called only after __builtin_cpu_supports("avx512f") (gemm.c).
@@ -111,8 +116,150 @@ static T512 void kernel_4x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS4) 
 static T512 void kernel_8x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS8) }
 static T512 void kernel_12x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS12) }
 
+/* The last panel of a product whose width is not a multiple of 32, with
+ * at most 16 columns left: the same K-sum and update on the tile's first
+ * vector only (one accumulator, one B load and mr FMAs per step instead
+ * of two and 2 mr), the lanes past nr not stored.  Every element gets the
+ * operations of the 32-wide kernel, so the same bits. */
+#define DECLH(r) __m512 c##r##_0 = _mm512_setzero_ps();
+#define PFH(r)                                                              \
+    if ((size_t)(r) < mr)                                                   \
+        _mm_prefetch((const char *)(c + (size_t)(r) * ldc), _MM_HINT_T0);
+#define STEPH(r, aval) c##r##_0 = _mm512_fmadd_ps(_mm512_set1_ps(aval), b0, c##r##_0);
+#define STEPH_COLS(r) STEPH(r, a[r])
+#define STEPH_ROWS(r) STEPH(r, a[(r) * a_rs])
+#define STOREH(r)                                                           \
+    if ((size_t)(r) < mr)                                                   \
+        store_row(c + (size_t)(r) * ldc, c##r##_0, _mm512_setzero_ps(), m0, 0, alpha, beta, mode);
+
+#define KERNEL_LOOPS_H(ROWS)                                                \
+    ROWS(DECLH)                                                             \
+    ROWS(PFH)                                                               \
+    if (a_layout == DIFFUSE__GEMM_A_COLS) {                                 \
+        for (size_t p = 0; p < kc; p++) {                                   \
+            const __m512 b0 = _mm512_loadu_ps(b);                           \
+            ROWS(STEPH_COLS)                                                \
+            a += MR;                                                        \
+            b += NR;                                                        \
+        }                                                                   \
+    } else {                                                                \
+        for (size_t p = 0; p < kc; p++) {                                   \
+            const __m512 b0 = _mm512_loadu_ps(b);                           \
+            ROWS(STEPH_ROWS)                                                \
+            a += 1;                                                         \
+            b += NR;                                                        \
+        }                                                                   \
+    }                                                                       \
+    const __mmask16 m0 = (__mmask16)((1u << nr) - 1u);
+
+/* A_COLS layout (op(A) = A^T, the strip's 12 values of step p side by
+ * side), last panel of 17 .. 16 + XN columns: the first 16 as the half
+ * kernel, and each of the XN columns past them as one accumulator down
+ * the rows (lane r: row r), stepped by the strip's vector times the
+ * column's B value: 12 + XN FMAs a step instead of 24, the same product
+ * and sum per element (a b + acc in order of p), so the same bits.  The
+ * column tail is then stored lane by lane (tail_cols, tail_cols_ep). */
+#define KERNEL_LOOPS_C(XN)                                                  \
+    ROWS12(DECLH)                                                           \
+    ROWS12(PFH)                                                             \
+    __m512 x[XN];                                                           \
+    for (int j_ = 0; j_ < (XN); j_++)                                       \
+        x[j_] = _mm512_setzero_ps();                                        \
+    for (size_t p = 0; p < kc; p++) {                                       \
+        const __m512 b0 = _mm512_loadu_ps(b);                               \
+        const __m512 av = _mm512_maskz_loadu_ps((__mmask16)0x0FFF, a);      \
+        ROWS12(STEPH_COLS)                                                  \
+        for (int j_ = 0; j_ < (XN); j_++)                                   \
+            x[j_] = _mm512_fmadd_ps(av, _mm512_set1_ps(b[16 + j_]), x[j_]);  \
+        a += MR;                                                            \
+        b += NR;                                                            \
+    }                                                                       \
+    const __mmask16 m0 = (__mmask16)0xFFFF;                                 \
+    float xs[XN][16];                                                       \
+    for (int j_ = 0; j_ < (XN); j_++)                                       \
+        _mm512_storeu_ps(xs[j_], x[j_]);
+
+/* Columns 16 .. nr - 1 of rows 0 .. mr - 1 from xs (column j - 16, lane
+ * r): store_row's operations on one element. */
+static inline void tail_cols(const float (*xs)[16], float *c, size_t ldc, size_t mr, size_t nr,
+                             float alpha, float beta, int mode)
+{
+    for (size_t r = 0; r < mr; r++)
+        for (size_t j = 16; j < nr; j++) {
+            float *cr = c + r * ldc + j, t = xs[j - 16][r];
+            if (alpha != 1.0f)
+                t = alpha * t;
+            if (mode == DIFFUSE__GEMM_ADD)
+                t = *cr + t;
+            else if (mode == DIFFUSE__GEMM_SCALE)
+                t = beta * *cr + t;
+            *cr = t;
+        }
+}
+
+/* As tail_cols with store_row_ep's operations. */
+static inline void tail_cols_ep(const float (*xs)[16], float *c, size_t ldc, size_t mr,
+                                size_t nr, int mode, const float *bias, const float *rbias,
+                                const float *res, size_t ldr)
+{
+    for (size_t r = 0; r < mr; r++)
+        for (size_t j = 16; j < nr; j++) {
+            float *cr = c + r * ldc + j, t = xs[j - 16][r];
+            if (bias != NULL)
+                t = bias[j] + t;
+            if (rbias != NULL)
+                t = rbias[r] + t;
+            if (mode == DIFFUSE__GEMM_ADD)
+                t = *cr + t;
+            if (res != NULL)
+                t = t + res[r * ldr + j];
+            *cr = t;
+        }
+}
+
+#define KERNEL_C(XN)                                                        \
+    static T512 void kernel_12x16c##XN(KERNEL_ARGS)                         \
+    {                                                                       \
+        (void)a_layout;                                                     \
+        KERNEL_LOOPS_C(XN)                                                  \
+        ROWS12(STOREH)                                                      \
+        tail_cols((const float(*)[16])xs, c, ldc, mr, nr, alpha, beta, mode); \
+    }
+KERNEL_C(1)
+KERNEL_C(4)
+
+static T512 void kernel_4x16(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_LOOPS_H(ROWS4) ROWS4(STOREH) }
+static T512 void kernel_8x16(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_LOOPS_H(ROWS8) ROWS8(STOREH) }
+static T512 void kernel_12x16(KERNEL_ARGS)
+{
+    KERNEL_PACKED_RS KERNEL_LOOPS_H(ROWS12) ROWS12(STOREH)
+}
+
+/* Whether the column-tail kernels take a tile: 12 rows of the COLS
+ * layout, 17 .. 20 columns (a product of N = 49, 81, ... columns). */
+static int col_tail(int a_layout, size_t mr, size_t nr)
+{
+    return a_layout == DIFFUSE__GEMM_A_COLS && mr > 8 && nr > 16 && nr <= 20;
+}
+
 static void kernel(KERNEL_ARGS)
 {
+    if (col_tail(a_layout, mr, nr)) {
+        if (nr == 17)
+            kernel_12x16c1(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+        else
+            kernel_12x16c4(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+        return;
+    }
+    if (nr <= 16) {
+        if (mr <= 4)
+            kernel_4x16(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+        else if (mr <= 8)
+            kernel_8x16(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+        else
+            kernel_12x16(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+        return;
+    }
     if (mr <= 4)
         kernel_4x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
     else if (mr <= 8)
@@ -171,8 +318,49 @@ static T512 void kernel_ep_4x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS4) }
 static T512 void kernel_ep_8x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS8) }
 static T512 void kernel_ep_12x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS12) }
 
+#define STORE_EPH(r)                                                        \
+    if ((size_t)(r) < mr)                                                   \
+        store_row_ep(c + (size_t)(r) * ldc, c##r##_0, _mm512_setzero_ps(), m0, 0, mode, bias, \
+                     rbias != NULL ? rbias + (size_t)(r) : NULL,                     \
+                     res != NULL ? res + (size_t)(r) * ldr : NULL);
+
+static T512 void kernel_ep_4x16(KERNEL_EP_ARGS) { KERNEL_LOOPS_H(ROWS4) ROWS4(STORE_EPH) }
+static T512 void kernel_ep_8x16(KERNEL_EP_ARGS) { KERNEL_LOOPS_H(ROWS8) ROWS8(STORE_EPH) }
+static T512 void kernel_ep_12x16(KERNEL_EP_ARGS) { KERNEL_LOOPS_H(ROWS12) ROWS12(STORE_EPH) }
+
+#define KERNEL_EP_C(XN)                                                     \
+    static T512 void kernel_ep_12x16c##XN(KERNEL_EP_ARGS)                   \
+    {                                                                       \
+        (void)a_layout;                                                     \
+        (void)a_rs;                                                         \
+        KERNEL_LOOPS_C(XN)                                                  \
+        ROWS12(STORE_EPH)                                                   \
+        tail_cols_ep((const float(*)[16])xs, c, ldc, mr, nr, mode, bias, rbias, res, ldr); \
+    }
+KERNEL_EP_C(1)
+KERNEL_EP_C(4)
+
 static void kernel_ep(KERNEL_EP_ARGS)
 {
+    if (col_tail(a_layout, mr, nr)) {
+        if (nr == 17)
+            kernel_ep_12x16c1(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res,
+                              ldr);
+        else
+            kernel_ep_12x16c4(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res,
+                              ldr);
+        return;
+    }
+    if (nr <= 16) {
+        if (mr <= 4)
+            kernel_ep_4x16(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
+        else if (mr <= 8)
+            kernel_ep_8x16(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
+        else
+            kernel_ep_12x16(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res,
+                            ldr);
+        return;
+    }
     if (mr <= 4)
         kernel_ep_4x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
     else if (mr <= 8)

@@ -1003,12 +1003,13 @@ static void test_avx2_packers_exact(void) { SKIP("not x86: no avx2 kernel"); }
 /* diffuse__sgemm and diffuse__sgemm_ep with each FMA kernel ("avx512",
  * "avx2"), K in one block (K <= DIFFUSE__GEMM_KC), against the model bit
  * for bit: M 1..13, 32, 64 (the strips' row tails), N off the panels, K 1,
- * 2, 31, 32, 33, the four layouts, alpha 1 and not, beta 0, 1 and not; the
+ * 2, 31, 32, 33, the four layouts, alpha 1 and not, beta 0, 1 and not (N
+ * 16, 17, 20, 48, 49, 50: the narrow and column-tail kernels); the
  * epilogue with bias and residual (fused and separate). */
 static void test_sgemm_fma_bits(void)
 {
     static const size_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 32, 64};
-    static const size_t Ns[] = {1, 7, 9, 16, 17, 33, 40};
+    static const size_t Ns[] = {1, 7, 9, 16, 17, 20, 33, 40, 48, 49, 50};
     static const size_t Ks[] = {1, 2, 31, 32, 33};
     int compared = 0;
     float *work = alloc_work();
