@@ -499,6 +499,14 @@ rvec_run(const float *xc, const struct rvec *rv, size_t vks, float *V, const flo
  * vector of the block runs over a group's channels (its setup made once
  * per block), the group's rows of x and V staying near the L1 cache. */
 #define WINO_GROUP_C 16
+/* How many runs ahead in_runs_avx512 prefetches the input rows: 2 (each
+ * run's rows are read 32 vectors, two groups of channels' worth, after
+ * they are asked for; with 1, 16) made the whole conv 4-8% faster than 1 (96
+ * -> 32 at 28 x 28, batch 64 and 160, and dx 64 -> 32; Zen 5, one thread,
+ * bench_wino, 3 alternating rounds; 3, 4 and 6 no better than 2). */
+#ifndef WINO_RUN_AHEAD
+#define WINO_RUN_AHEAD 2
+#endif
 
 /* V of the runs of a block of a wide image (W > 16), a run per vector. */
 __attribute__((target("avx512f"))) static void in_runs_avx512(const struct diffuse__wino *p,
@@ -512,13 +520,14 @@ __attribute__((target("avx512f"))) static void in_runs_avx512(const struct diffu
     for (size_t c0 = 0; c0 < C; c0 += WINO_GROUP_C) {
         const size_t c1 = min_z(C, c0 + WINO_GROUP_C);
         for (size_t i = 0; i < nrun; i++) {
-            /* the rows of the next run (after the last, of the first run
-             * WINO_GROUP_C channels on) prefetched, each a run ahead (at
-             * 28 x 28, Zen 5, one thread: 5-10% faster in all than the
-             * same rows WINO_PFD channels on; in in_groups_avx512 the
-             * next vector's spans did not pay) */
-            const struct rvec *rn = i + 1 < nrun ? rv + i + 1 : rv;
-            const size_t cn = i + 1 < nrun ? 0 : WINO_GROUP_C;
+            /* the rows of the run WINO_RUN_AHEAD on (past the last, of
+             * the first runs WINO_GROUP_C channels on) prefetched (at 28 x
+             * 28, Zen 5, one thread: a run ahead was 5-10% faster in all
+             * than the same rows WINO_PFD channels on; in in_groups_avx512
+             * the next vector's spans did not pay) */
+            const size_t ia = i + WINO_RUN_AHEAD;
+            const struct rvec *rn = ia < nrun ? rv + ia : rv + (ia - nrun) % nrun;
+            const size_t cn = ia < nrun ? 0 : WINO_GROUP_C;
             float *Vv = V + c0 * 32;
             const float *xc = p->x + c0 * HW;
             for (size_t ci = c0; ci < c1; ci++, Vv += 32, xc += HW)
