@@ -59,13 +59,15 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
 #define PF(r)                                                               \
     if ((size_t)(r) < mr) {                                                 \
         _mm_prefetch((const char *)(c + (size_t)(r) * ldc), _MM_HINT_T0);      \
-        _mm_prefetch((const char *)(c + (size_t)(r) * ldc + 31), _MM_HINT_T0); \
+        if (cols > 16)                                                      \
+            _mm_prefetch((const char *)(c + (size_t)(r) * ldc + 31), _MM_HINT_T0); \
     }
 #define STEP(r, aval)                                                       \
     {                                                                       \
         __m512 av = _mm512_set1_ps(aval);                                   \
         c##r##_0 = _mm512_fmadd_ps(av, b0, c##r##_0);                       \
-        c##r##_1 = _mm512_fmadd_ps(av, b1, c##r##_1);                       \
+        if (cols > 16)                                                      \
+            c##r##_1 = _mm512_fmadd_ps(av, b1, c##r##_1);                   \
     }
 #define STEP_COLS(r) STEP(r, a[r])
 #define STEP_ROWS(r) STEP(r, a[(r) * a_rs])
@@ -73,13 +75,19 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
     if ((size_t)(r) < mr)                                                   \
         store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, alpha, beta, mode);
 
-#define KERNEL_LOOPS(ROWS)                                                   \
+/* The K-sum of the first R rows (ROWS(X) expands X(r), r < R) and the
+ * first `cols` (16 or 32, a constant) columns of the tile: with cols = 16
+ * the second vector of each row is neither loaded nor stepped (the last
+ * panel of a product whose width is not a multiple of 32, with at most 16
+ * columns left: half the FMAs).  Each element gets the same operations
+ * either way, so the same bits. */
+#define KERNEL_LOOPS(ROWS)                                                  \
     ROWS(DECL)                                                              \
     ROWS(PF)                                                                \
     if (a_layout == DIFFUSE__GEMM_A_COLS) {                                 \
         for (size_t p = 0; p < kc; p++) {                                   \
             __m512 b0 = _mm512_loadu_ps(b);                                  \
-            __m512 b1 = _mm512_loadu_ps(b + 16);                             \
+            __m512 b1 = cols > 16 ? _mm512_loadu_ps(b + 16) : b0;            \
             ROWS(STEP_COLS)                                                 \
             a += MR;                                                        \
             b += NR;                                                        \
@@ -87,7 +95,7 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
     } else {                                                                \
         for (size_t p = 0; p < kc; p++) {                                   \
             __m512 b0 = _mm512_loadu_ps(b);                                  \
-            __m512 b1 = _mm512_loadu_ps(b + 16);                             \
+            __m512 b1 = cols > 16 ? _mm512_loadu_ps(b + 16) : b0;            \
             ROWS(STEP_ROWS)                                                 \
             a += 1;                                                         \
             b += NR;                                                        \
@@ -112,45 +120,18 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
 /* The packed ROWS layout: rows KCP floats apart. */
 #define KERNEL_PACKED_RS const size_t a_rs = KCP;
 
-static T512 void kernel_4x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS4) }
-static T512 void kernel_8x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS8) }
-static T512 void kernel_12x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS12) }
+/* The tile shapes: X(name suffix, rows, columns), W = 16 or 32 columns. */
+#define KERNEL_SHAPES(X)                                                    \
+    X(4x32, ROWS4, 32) X(8x32, ROWS8, 32) X(12x32, ROWS12, 32)              \
+    X(4x16, ROWS4, 16) X(8x16, ROWS8, 16) X(12x16, ROWS12, 16)
 
-/* The last panel of a product whose width is not a multiple of 32, with
- * at most 16 columns left: the same K-sum and update on the tile's first
- * vector only (one accumulator, one B load and mr FMAs per step instead
- * of two and 2 mr), the lanes past nr not stored.  Every element gets the
- * operations of the 32-wide kernel, so the same bits. */
-#define DECLH(r) __m512 c##r##_0 = _mm512_setzero_ps();
-#define PFH(r)                                                              \
-    if ((size_t)(r) < mr)                                                   \
-        _mm_prefetch((const char *)(c + (size_t)(r) * ldc), _MM_HINT_T0);
-#define STEPH(r, aval) c##r##_0 = _mm512_fmadd_ps(_mm512_set1_ps(aval), b0, c##r##_0);
-#define STEPH_COLS(r) STEPH(r, a[r])
-#define STEPH_ROWS(r) STEPH(r, a[(r) * a_rs])
-#define STOREH(r)                                                           \
-    if ((size_t)(r) < mr)                                                   \
-        store_row(c + (size_t)(r) * ldc, c##r##_0, _mm512_setzero_ps(), m0, 0, alpha, beta, mode);
-
-#define KERNEL_LOOPS_H(ROWS)                                                \
-    ROWS(DECLH)                                                             \
-    ROWS(PFH)                                                               \
-    if (a_layout == DIFFUSE__GEMM_A_COLS) {                                 \
-        for (size_t p = 0; p < kc; p++) {                                   \
-            const __m512 b0 = _mm512_loadu_ps(b);                           \
-            ROWS(STEPH_COLS)                                                \
-            a += MR;                                                        \
-            b += NR;                                                        \
-        }                                                                   \
-    } else {                                                                \
-        for (size_t p = 0; p < kc; p++) {                                   \
-            const __m512 b0 = _mm512_loadu_ps(b);                           \
-            ROWS(STEPH_ROWS)                                                \
-            a += 1;                                                         \
-            b += NR;                                                        \
-        }                                                                   \
-    }                                                                       \
-    const __mmask16 m0 = (__mmask16)((1u << nr) - 1u);
+#define KERNEL_FN(sfx, ROWS, W)                                             \
+    static T512 void kernel_##sfx(KERNEL_ARGS)                              \
+    {                                                                       \
+        const size_t cols = (W);                                            \
+        KERNEL_PACKED_RS KERNEL_BODY(ROWS)                                  \
+    }
+KERNEL_SHAPES(KERNEL_FN)
 
 /* A_COLS layout (op(A) = A^T, the strip's 12 values of step p side by
  * side), last panel of 17 .. 16 + XN columns: the first 16 as the half
@@ -160,21 +141,22 @@ static T512 void kernel_12x32(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_BODY(ROWS12
  * and sum per element (a b + acc in order of p), so the same bits.  The
  * column tail is then stored lane by lane (tail_cols, tail_cols_ep). */
 #define KERNEL_LOOPS_C(XN)                                                  \
-    ROWS12(DECLH)                                                           \
-    ROWS12(PFH)                                                             \
+    const size_t cols = 16;                                                 \
+    ROWS12(DECL)                                                            \
+    ROWS12(PF)                                                              \
     __m512 x[XN];                                                           \
     for (int j_ = 0; j_ < (XN); j_++)                                       \
         x[j_] = _mm512_setzero_ps();                                        \
     for (size_t p = 0; p < kc; p++) {                                       \
         const __m512 b0 = _mm512_loadu_ps(b);                               \
-        const __m512 av = _mm512_maskz_loadu_ps((__mmask16)0x0FFF, a);      \
-        ROWS12(STEPH_COLS)                                                  \
+        const __m512 acol = _mm512_maskz_loadu_ps((__mmask16)0x0FFF, a), b1 = b0; \
+        ROWS12(STEP_COLS)                                                   \
         for (int j_ = 0; j_ < (XN); j_++)                                   \
-            x[j_] = _mm512_fmadd_ps(av, _mm512_set1_ps(b[16 + j_]), x[j_]);  \
+            x[j_] = _mm512_fmadd_ps(acol, _mm512_set1_ps(b[16 + j_]), x[j_]); \
         a += MR;                                                            \
         b += NR;                                                            \
     }                                                                       \
-    const __mmask16 m0 = (__mmask16)0xFFFF;                                 \
+    const __mmask16 m0 = (__mmask16)0xFFFF, m1 = 0;                         \
     float xs[XN][16];                                                       \
     for (int j_ = 0; j_ < (XN); j_++)                                       \
         _mm512_storeu_ps(xs[j_], x[j_]);
@@ -222,18 +204,11 @@ static inline void tail_cols_ep(const float (*xs)[16], float *c, size_t ldc, siz
     {                                                                       \
         (void)a_layout;                                                     \
         KERNEL_LOOPS_C(XN)                                                  \
-        ROWS12(STOREH)                                                      \
+        ROWS12(STORE)                                                       \
         tail_cols((const float(*)[16])xs, c, ldc, mr, nr, alpha, beta, mode); \
     }
 KERNEL_C(1)
 KERNEL_C(4)
-
-static T512 void kernel_4x16(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_LOOPS_H(ROWS4) ROWS4(STOREH) }
-static T512 void kernel_8x16(KERNEL_ARGS) { KERNEL_PACKED_RS KERNEL_LOOPS_H(ROWS8) ROWS8(STOREH) }
-static T512 void kernel_12x16(KERNEL_ARGS)
-{
-    KERNEL_PACKED_RS KERNEL_LOOPS_H(ROWS12) ROWS12(STOREH)
-}
 
 /* Whether the column-tail kernels take a tile: 12 rows of the COLS
  * layout, 17 .. 20 columns (a product of N = 49, 81, ... columns). */
@@ -242,30 +217,22 @@ static int col_tail(int a_layout, size_t mr, size_t nr)
     return a_layout == DIFFUSE__GEMM_A_COLS && mr > 8 && nr > 16 && nr <= 20;
 }
 
+/* Which kernel takes a tile of mr rows and nr columns: a column-tail one
+ * (col_tail: 0 or 1 for 17 or 18 .. 20 columns), or by width (16, 32) and
+ * height (4, 8, 12): 2 + 3 w + h. */
+static size_t pick(int a_layout, size_t mr, size_t nr)
+{
+    if (col_tail(a_layout, mr, nr))
+        return nr == 17 ? 0 : 1;
+    return 2 + 3 * (size_t)(nr > 16) + (mr <= 4 ? 0 : mr <= 8 ? 1 : 2);
+}
+
 static void kernel(KERNEL_ARGS)
 {
-    if (col_tail(a_layout, mr, nr)) {
-        if (nr == 17)
-            kernel_12x16c1(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-        else
-            kernel_12x16c4(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-        return;
-    }
-    if (nr <= 16) {
-        if (mr <= 4)
-            kernel_4x16(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-        else if (mr <= 8)
-            kernel_8x16(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-        else
-            kernel_12x16(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-        return;
-    }
-    if (mr <= 4)
-        kernel_4x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-    else if (mr <= 8)
-        kernel_8x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
-    else
-        kernel_12x32(kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
+    static diffuse__gemm_kernel_fn *const k[8] = {kernel_12x16c1, kernel_12x16c4, kernel_4x16,
+                                                  kernel_8x16,    kernel_12x16,   kernel_4x32,
+                                                  kernel_8x32,    kernel_12x32};
+    k[pick(a_layout, mr, nr)](kc, a, a_layout, b, c, ldc, mr, nr, alpha, beta, mode);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -314,19 +281,13 @@ T512_INLINE void store_row_ep(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __m
     KERNEL_LOOPS(ROWS)                                                      \
     ROWS(STORE_EP)
 
-static T512 void kernel_ep_4x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS4) }
-static T512 void kernel_ep_8x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS8) }
-static T512 void kernel_ep_12x32(KERNEL_EP_ARGS) { KERNEL_EP_BODY(ROWS12) }
-
-#define STORE_EPH(r)                                                        \
-    if ((size_t)(r) < mr)                                                   \
-        store_row_ep(c + (size_t)(r) * ldc, c##r##_0, _mm512_setzero_ps(), m0, 0, mode, bias, \
-                     rbias != NULL ? rbias + (size_t)(r) : NULL,                     \
-                     res != NULL ? res + (size_t)(r) * ldr : NULL);
-
-static T512 void kernel_ep_4x16(KERNEL_EP_ARGS) { KERNEL_LOOPS_H(ROWS4) ROWS4(STORE_EPH) }
-static T512 void kernel_ep_8x16(KERNEL_EP_ARGS) { KERNEL_LOOPS_H(ROWS8) ROWS8(STORE_EPH) }
-static T512 void kernel_ep_12x16(KERNEL_EP_ARGS) { KERNEL_LOOPS_H(ROWS12) ROWS12(STORE_EPH) }
+#define KERNEL_EP_FN(sfx, ROWS, W)                                          \
+    static T512 void kernel_ep_##sfx(KERNEL_EP_ARGS)                        \
+    {                                                                       \
+        const size_t cols = (W);                                            \
+        KERNEL_EP_BODY(ROWS)                                                \
+    }
+KERNEL_SHAPES(KERNEL_EP_FN)
 
 #define KERNEL_EP_C(XN)                                                     \
     static T512 void kernel_ep_12x16c##XN(KERNEL_EP_ARGS)                   \
@@ -334,7 +295,7 @@ static T512 void kernel_ep_12x16(KERNEL_EP_ARGS) { KERNEL_LOOPS_H(ROWS12) ROWS12
         (void)a_layout;                                                     \
         (void)a_rs;                                                         \
         KERNEL_LOOPS_C(XN)                                                  \
-        ROWS12(STORE_EPH)                                                   \
+        ROWS12(STORE_EP)                                                    \
         tail_cols_ep((const float(*)[16])xs, c, ldc, mr, nr, mode, bias, rbias, res, ldr); \
     }
 KERNEL_EP_C(1)
@@ -342,31 +303,11 @@ KERNEL_EP_C(4)
 
 static void kernel_ep(KERNEL_EP_ARGS)
 {
-    if (col_tail(a_layout, mr, nr)) {
-        if (nr == 17)
-            kernel_ep_12x16c1(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res,
+    static diffuse__gemm_kernel_ep_fn *const k[8] = {
+        kernel_ep_12x16c1, kernel_ep_12x16c4, kernel_ep_4x16,  kernel_ep_8x16,
+        kernel_ep_12x16,   kernel_ep_4x32,    kernel_ep_8x32, kernel_ep_12x32};
+    k[pick(a_layout, mr, nr)](kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res,
                               ldr);
-        else
-            kernel_ep_12x16c4(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res,
-                              ldr);
-        return;
-    }
-    if (nr <= 16) {
-        if (mr <= 4)
-            kernel_ep_4x16(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
-        else if (mr <= 8)
-            kernel_ep_8x16(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
-        else
-            kernel_ep_12x16(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res,
-                            ldr);
-        return;
-    }
-    if (mr <= 4)
-        kernel_ep_4x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
-    else if (mr <= 8)
-        kernel_ep_8x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
-    else
-        kernel_ep_12x32(kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
 }
 
 /* ------------------------------------------------------------------------ */
