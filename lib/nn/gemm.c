@@ -22,8 +22,9 @@
  * Threads: with num_threads > 1 (OpenMP builds), C is cut into
  * min(num_threads, work / min_per_thread) disjoint parts (work: M N K
  * plus a cost per element of C, see threads_for), a grid of whole strips
- * and panels (by rows when op(A) = A^T, see choose_grid), and thread t runs the blocked loops on part t with its own
- * slot of the work area (its own packed op(B) and A strips).  No barrier
+ * and panels (by rows when op(A) = A^T, see choose_grid), and thread t
+ * runs the blocked loops on part t with its own slot of the work area (its
+ * own packed op(B) and A strips).  No barrier
  * inside.  A grid of row parts only (tc = 1) shares the strips of each
  * part's last block (struct tail): the part's thread takes them from the
  * front, threads done with their own parts take what is left from the back
@@ -130,14 +131,8 @@ static void kernel_portable(size_t kc, const float *a, int a_layout, const float
 #endif
     for (size_t r = 0; r < mr; r++) {
         float *cr = c + r * ldc;
-        for (size_t j = 0; j < nr; j++) {
-            float t = alpha == 1.0f ? tile[r][j] : alpha * tile[r][j];
-            if (mode == DIFFUSE__GEMM_ADD)
-                t = cr[j] + t;
-            else if (mode == DIFFUSE__GEMM_SCALE)
-                t = beta * cr[j] + t;
-            cr[j] = t;
-        }
+        for (size_t j = 0; j < nr; j++)
+            diffuse__gemm_update(tile[r][j], cr + j, alpha, beta, mode);
     }
 }
 

@@ -134,8 +134,8 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
 KERNEL_SHAPES(KERNEL_FN)
 
 /* A_COLS layout (op(A) = A^T, the strip's 12 values of step p side by
- * side), last panel of 17 .. 16 + XN columns: the first 16 as the half
- * kernel, and each of the XN columns past them as one accumulator down
+ * side), last panel of 17 .. 16 + XN columns: the first 16 as the
+ * 16-column kernel (cols = 16), and each of the XN columns past them as one accumulator down
  * the rows (lane r: row r), stepped by the strip's vector times the
  * column's B value: 12 + XN FMAs a step instead of 24, the same product
  * and sum per element (a b + acc in order of p), so the same bits.  The
@@ -162,21 +162,13 @@ KERNEL_SHAPES(KERNEL_FN)
         _mm512_storeu_ps(xs[j_], x[j_]);
 
 /* Columns 16 .. nr - 1 of rows 0 .. mr - 1 from xs (column j - 16, lane
- * r): store_row's operations on one element. */
+ * r): store_row's operations on one element (diffuse__gemm_update). */
 static inline void tail_cols(const float (*xs)[16], float *c, size_t ldc, size_t mr, size_t nr,
                              float alpha, float beta, int mode)
 {
     for (size_t r = 0; r < mr; r++)
-        for (size_t j = 16; j < nr; j++) {
-            float *cr = c + r * ldc + j, t = xs[j - 16][r];
-            if (alpha != 1.0f)
-                t = alpha * t;
-            if (mode == DIFFUSE__GEMM_ADD)
-                t = *cr + t;
-            else if (mode == DIFFUSE__GEMM_SCALE)
-                t = beta * *cr + t;
-            *cr = t;
-        }
+        for (size_t j = 16; j < nr; j++)
+            diffuse__gemm_update(xs[j - 16][r], c + r * ldc + j, alpha, beta, mode);
 }
 
 /* As tail_cols with store_row_ep's operations. */

@@ -53,6 +53,19 @@
 #define DIFFUSE__GEMM_ADD 1
 #define DIFFUSE__GEMM_SCALE 2
 
+/* The update above for one element: acc the K-sum, *c the element of C
+ * (not read for SET).  The scalar form of every kernel's update (the
+ * portable kernel's, the AVX-512 column tail's). */
+static inline void diffuse__gemm_update(float acc, float *c, float alpha, float beta, int mode)
+{
+    float t = alpha == 1.0f ? acc : alpha * acc;
+    if (mode == DIFFUSE__GEMM_ADD)
+        t = *c + t;
+    else if (mode == DIFFUSE__GEMM_SCALE)
+        t = beta * *c + t;
+    *c = t;
+}
+
 typedef void diffuse__gemm_kernel_fn(size_t kc, const float *a, int a_layout, const float *b,
                                      float *c, size_t ldc, size_t mr, size_t nr, float alpha,
                                      float beta, int mode);
