@@ -3,7 +3,9 @@
  * (lib/nn/conv.c) on the U-Nets' shapes, one thread: the forward, dx (the
  * backward with dW = NULL) and dW (the backward with dx = NULL), batch 64.
  * On AVX-512 the small convs' forward and dx run the direct kernels
- * (dkernel*) or Winograd, dW runs dwg_kernel.
+ * (dkernel*) or Winograd; dW runs Winograd (winograd_dw.c) at stride 1
+ * from 32 input and 16 output channels, dwg_kernel at stride 2 (and
+ * dws_kernel for the 1-channel conv).
  *
  * Build (links the static archive, which carries the hidden diffuse__ names):
  *   make lib

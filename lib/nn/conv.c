@@ -34,6 +34,9 @@
  * AVX2 (with the direct paths on) skips B's panels: dwt_part computes its
  * tiles transposed, from a zero-bordered copy of the input rows and dy
  * transposed.  Packing only moves values: the same bits whichever packs.
+ * dW on AVX-512: Winograd at stride 1 where winograd_dw.c takes the shape
+ * (from 32 input and 16 output channels), else the direct dwg_kernel
+ * (dws_kernel for at most two output channels).
  *
  * Determinism: each element of an output gets the same sequence of
  * operations whatever the thread count: the K-sum is split by K alone
@@ -1532,6 +1535,57 @@ static void dws_channels(const struct geo *g, size_t B, const float *dy, size_t 
         }
 }
 
+/* dW of a stride-1 conv by Winograd (winograd_dw.c): the threads take
+ * (part of the batch, range of input channels) pairs, then ranges of
+ * input channels for the final transform; 0 when that path does not take
+ * the shape.  The sums of the parts go in the area of the Winograd
+ * weights, after the slots (diffuse__conv3x3_work_floats). */
+static int wino_dw(const struct diffuse__gemm_variant *v, const struct geo *g, size_t B,
+                   const float *dy, size_t Cout, float *dW, float *slots, int nth)
+{
+    struct diffuse__wino_dw p;
+    const size_t C = g->C, ng = (C + 15) / 16;
+    const double macs = (double)Cout * (double)C * 9.0 * (double)g->P * (double)B;
+    float *M = slots + (size_t)nth * SLOT;
+    memset(&p, 0, sizeof p);
+    p.v = v;
+    p.x = g->x;
+    p.C = C;
+    p.H = g->H;
+    p.W = g->W;
+    p.dy = dy;
+    p.Cout = Cout;
+    p.dW = dW;
+    if (!diffuse__wino_dw_plan(&p, SLOT) ||
+        diffuse__wino_dw_m_floats(&p) > DIFFUSE__WINO_DW_PARTS * diffuse__wino_u_floats(C, Cout))
+        return 0;
+    const size_t np = diffuse__wino_dw_parts(&p, B);
+    const int parts = split_parts(nth, macs, np * ng);
+    if (parts > 1) {
+        /* ranges of input channels: as few as give each thread a pair */
+        const size_t nr = ((size_t)parts + np - 1) / np, items = np * nr;
+        const int team = nth;
+        (void)team;
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            for (size_t i = (size_t)t; i < items; i += (size_t)parts) {
+                const size_t r = i / np;
+                diffuse__wino_dw_part(&p, B, i % np, r * ng / nr * 16,
+                                      min_sz(C, (r + 1) * ng / nr * 16), M,
+                                      slots + (size_t)t * SLOT);
+            }
+        DIFFUSE_OMP("omp parallel for num_threads(team) schedule(static)")
+        for (int t = 0; t < parts; t++)
+            diffuse__wino_dw_finish(&p, B, M, (size_t)t * ng / (size_t)parts * 16,
+                                    min_sz(C, (size_t)(t + 1) * ng / (size_t)parts * 16));
+        return 1;
+    }
+    for (size_t q = 0; q < np; q++)
+        diffuse__wino_dw_part(&p, B, q, 0, C, M, slots);
+    diffuse__wino_dw_finish(&p, B, M, 0, C);
+    return 1;
+}
+
 /* The whole dW pass by dw_channels, the channels split among the
  * threads.  0 when a thread's buffers do not fit its slot (the caller then
  * runs the GEMM path). */
@@ -1554,8 +1608,8 @@ static int dw_direct(const struct diffuse__gemm_variant *v, const struct geo *g,
         dws_channels(g, B, dy, Cout, dW, 0, Cin);
         return 1;
     }
-    (void)v;
-    (void)slots;
+    if (g->s == 1 && wino_dw(v, g, B, dy, Cout, dW, slots, nth))
+        return 1;
     if (dw_floats((Cin + (size_t)parts - 1) / (size_t)parts, Cout, g) > SLOT_B)
         return 0;
     if (parts > 1) {
@@ -1941,7 +1995,9 @@ size_t diffuse__conv3x3_work_floats(size_t Cin, size_t Cout, size_t H, size_t Wd
      * Cout > Cin) */
     if (stride == 1 && Cin <= 4096 && Cout <= 4096) {
         const size_t uf = diffuse__wino_u_floats(Cin, Cout), ub = diffuse__wino_u_floats(Cout, Cin);
-        u = uf > ub ? uf : ub;
+        /* and the Winograd dW's sums (wino_dw) */
+        const size_t um = DIFFUSE__WINO_DW_PARTS * uf;
+        u = um > ub ? um : ub;
     }
     return n * (col + SLOT) + u;
 }

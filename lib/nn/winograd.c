@@ -62,6 +62,11 @@ int diffuse__conv3x3_winograd(int on)
     return atomic_exchange(&wino_on, on);
 }
 
+int diffuse__wino_on(void)
+{
+    return atomic_load(&wino_on);
+}
+
 int diffuse__wino_vector(int on)
 {
     return atomic_exchange(&wino_vec, on);

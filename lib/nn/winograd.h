@@ -43,6 +43,9 @@ struct diffuse__wino {
  * (tests compare the paths). */
 int diffuse__conv3x3_winograd(int on);
 
+/* 1 when the Winograd paths are on (diffuse__conv3x3_winograd). */
+int diffuse__wino_on(void);
+
 /* 1 (default): the vector input and output transforms run where the GEMM
  * variant has them (AVX-512, AVX2); 0: the scalar ones always.  Returns
  * the old value (tests check that both give the same bits). */
@@ -71,5 +74,52 @@ void diffuse__wino_weights_range(const struct diffuse__wino *p, float *U, size_t
  * work area (the budget given to diffuse__wino_plan, 64-byte aligned). */
 void diffuse__wino_run(const struct diffuse__wino *p, const float *U, size_t b0, size_t b1,
                        float *work);
+
+/* dW of the same conv by Winograd (winograd_dw.c; AVX-512 only):
+ * dW[co][ci 9 + t] += the gradient of the loss with respect to the kernel,
+ * from the input x and the output's gradient dy (B x Cout x H x W). */
+struct diffuse__wino_dw {
+    const struct diffuse__gemm_variant *v;
+    const float *x; /* B x C x H x W */
+    size_t C, H, W;
+    const float *dy; /* B x Cout x H x W */
+    size_t Cout;
+    float *dW; /* Cout x C x 9, added to */
+    /* blocks of gs samples of `rows` tile rows, set by diffuse__wino_dw_plan */
+    size_t rows, gs;
+};
+
+/* Fills p's blocking for a work area of budget floats per thread; returns
+ * 1 when the path is on, the variant is the AVX-512 one and the shape
+ * pays (else 0: use the direct dW).  p's other fields must be set. */
+int diffuse__wino_dw_plan(struct diffuse__wino_dw *p, size_t budget);
+
+/* The batch's blocks of tiles are cut into at most this many parts, a
+ * number fixed by the shape (never by the thread count): each part's
+ * sums go to a matrix of their own, added in part order at the end, so
+ * that threads can take parts as well as ranges of input channels. */
+#define DIFFUSE__WINO_DW_PARTS 2
+
+/* Floats of the products' sums of all the parts, shared by the threads
+ * (each writes the columns of its ranges): DIFFUSE__WINO_DW_PARTS 16 C
+ * Cout, Cout rounded up to whole strips of mr rows; at most
+ * DIFFUSE__WINO_DW_PARTS diffuse__wino_u_floats(C, Cout). */
+size_t diffuse__wino_dw_m_floats(const struct diffuse__wino_dw *p);
+
+/* The parts of a batch of B samples (1 or 2). */
+size_t diffuse__wino_dw_parts(const struct diffuse__wino_dw *p, size_t B);
+
+/* Part `part`'s sums for the input channels ci0 .. ci1 - 1 (ci0 a
+ * multiple of 16) into M (diffuse__wino_dw_m_floats), with one thread's
+ * work area (the budget given to diffuse__wino_dw_plan).  Threads may run
+ * disjoint (part, range) pairs at once with the same M; the bits of each
+ * sum do not depend on the ranges. */
+void diffuse__wino_dw_part(const struct diffuse__wino_dw *p, size_t B, size_t part, size_t ci0,
+                           size_t ci1, float *M, float *work);
+
+/* dW += the transform of the parts' sums, for the input channels ci0 ..
+ * ci1 - 1, once every part is done for them. */
+void diffuse__wino_dw_finish(const struct diffuse__wino_dw *p, size_t B, const float *M,
+                             size_t ci0, size_t ci1);
 
 #endif

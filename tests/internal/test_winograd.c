@@ -26,6 +26,8 @@
  *    ones (diffuse__wino_vector(0)) on shapes that hit every edge.
  *  - The transformed weights against G g G^T in double, and the same bits
  *    from any cut of the pairs into parts.
+ *  - dW by Winograd (winograd_dw.c, AVX-512) against a double dW: see
+ *    dw_ref and test_winograd_dw.
  */
 #include "internal.h"
 #include "harness.h"
@@ -427,15 +429,17 @@ static void test_winograd_weights_portable(void) { check_weights("portable"); }
 
 /* The work area of diffuse__conv3x3_work_floats is enough for the
  * Winograd dx where Cout > Cin (its weights, 16 Cout (Cin + 11) floats,
- * outgrow the forward's 16 Cin (Cout + 11)): the floats past it, guards,
- * are left as they were, with 1 to 3 threads and each kernel. */
+ * outgrow the forward's 16 Cin (Cout + 11)) and for the Winograd dW (the
+ * sums of two parts, 2 16 Cin (Cout + 11) at most): the floats past it,
+ * guards, are left as they were, with 1 to 3 threads and each kernel. */
 static void test_winograd_work_size(void)
 {
     static const char *const kernels[] = {"avx512", "avx2", "portable"};
     static const size_t shapes[][5] = {/* B, Cin, Cout, H, W */
                                        {2, 32, 64, 7, 7},
                                        {3, 64, 128, 6, 5},
-                                       {2, 33, 100, 9, 4}};
+                                       {2, 33, 100, 9, 4},
+                                       {9, 64, 100, 14, 14}};
     for (size_t kk = 0; kk < 3; kk++) {
         if (!diffuse__sgemm_kernel_available(kernels[kk]))
             continue;
@@ -447,15 +451,17 @@ static void test_winograd_work_size(void)
                 const size_t nw = diffuse__conv3x3_work_floats(Ci, Co, H, Wd, 1, nt);
                 float *w = fvec(Ci * Co * 9), *dy = fvec(B * Co * H * Wd);
                 float *dx = fvec(B * Ci * H * Wd), *work = fvec(nw + G);
+                float *x = fvec(B * Ci * H * Wd), *dW = fvec(Ci * Co * 9);
                 for (size_t i = 0; i < G; i++)
                     work[nw + i] = 1234.5f;
-                diffuse__conv3x3_backward_f(NULL, B, Ci, H, Wd, w, Co, 1, dy, dx, NULL, NULL, work,
-                                            nt);
+                diffuse__conv3x3_backward_f(x, B, Ci, H, Wd, w, Co, 1, dy, dx, dW, NULL, work, nt);
                 for (size_t i = 0; i < G; i++)
                     if (work[nw + i] != 1234.5f)
-                        HARNESS_FAIL_("%s: dx %zu -> %zu at %zux%zu, %d threads: work area "
+                        HARNESS_FAIL_("%s: dx and dW %zu -> %zu at %zux%zu, %d threads: work area "
                                       "overrun",
                                       kernels[kk], Ci, Co, H, Wd, nt);
+                free(x);
+                free(dW);
                 free(w);
                 free(dy);
                 free(dx);
@@ -463,6 +469,151 @@ static void test_winograd_work_size(void)
             }
     }
     diffuse__sgemm_force(NULL);
+}
+
+/* dW[co][ci 9 + t] (added to dW0) in double, and per element two
+ * tolerances, with S_t = (sum of |dy| over tile t's 2x2 outputs)(sum of
+ * |x| over its 4x4 patch) and T the tiles of the batch:
+ *  - bound: winograd_dw.c's worst case, (4 T + 40) eps_f32 sum of S_t;
+ *  - tight: a statistical bound, 8 eps_f32 sqrt(T sum of S_t^2): rounding
+ *    errors of random sign grow as a random walk over the K-sum.  On these
+ *    shapes the errors came out at most 0.012 of it (and at most 0.0009 of
+ *    bound); dW scaled by 1 + 1e-4 exceeds it on 7 of the 8 shapes.
+ * Both add eps_f32 |dW| for the final rounding. */
+static void dw_ref(const float *x, const float *dy, size_t B, size_t C, size_t Co, size_t H,
+                   size_t Wd, const float *dW0, double *ref, double *bound, double *tight)
+{
+    const size_t TH = (H + 1) / 2, TW = (Wd + 1) / 2, T = B * TH * TW;
+    for (size_t co = 0; co < Co; co++)
+        for (size_t ci = 0; ci < C; ci++) {
+            double acc[9] = {0}, s = 0.0, s2 = 0.0;
+            for (size_t b = 0; b < B; b++) {
+                const float *xc = x + (b * C + ci) * H * Wd, *yc = dy + (b * Co + co) * H * Wd;
+                for (size_t i = 0; i < H; i++)
+                    for (size_t j = 0; j < Wd; j++)
+                        for (int t = 0; t < 9; t++) {
+                            const ptrdiff_t yy = (ptrdiff_t)i + t / 3 - 1,
+                                            xx = (ptrdiff_t)j + t % 3 - 1;
+                            if (yy >= 0 && xx >= 0 && (size_t)yy < H && (size_t)xx < Wd)
+                                acc[t] += (double)yc[i * Wd + j] *
+                                          (double)xc[(size_t)yy * Wd + (size_t)xx];
+                        }
+                for (size_t ty = 0; ty < TH; ty++)
+                    for (size_t tx = 0; tx < TW; tx++) {
+                        double sy = 0.0, sx = 0.0;
+                        for (size_t a = 2 * ty; a < 2 * ty + 2 && a < H; a++)
+                            for (size_t c = 2 * tx; c < 2 * tx + 2 && c < Wd; c++)
+                                sy += fabs((double)yc[a * Wd + c]);
+                        for (ptrdiff_t u = 2 * (ptrdiff_t)ty - 1; u < 2 * (ptrdiff_t)ty + 3; u++)
+                            for (ptrdiff_t v = 2 * (ptrdiff_t)tx - 1; v < 2 * (ptrdiff_t)tx + 3;
+                                 v++)
+                                if (u >= 0 && v >= 0 && (size_t)u < H && (size_t)v < Wd)
+                                    sx += fabs((double)xc[(size_t)u * Wd + (size_t)v]);
+                        s += sy * sx;
+                        s2 += sy * sx * sy * sx;
+                    }
+            }
+            for (int t = 0; t < 9; t++) {
+                const size_t e = (co * C + ci) * 9 + (size_t)t;
+                ref[e] = (double)dW0[e] + acc[t];
+                bound[e] = (4.0 * (double)T + 40.0) * (double)FLT_EPSILON * s +
+                           (double)FLT_EPSILON * fabs(ref[e]);
+                tight[e] = 8.0 * (double)FLT_EPSILON * sqrt((double)T * s2) +
+                           (double)FLT_EPSILON * fabs(ref[e]);
+            }
+        }
+}
+
+/* dW by Winograd (winograd_dw.c, the AVX-512 kernel) against dw_ref's
+ * double dW and bound, on shapes with odd sizes, output channel counts
+ * whose strips of 12 cross the 32-channel panels (33, 40, 100), input
+ * channel counts that are not multiples of 16 or 32, blocks of several
+ * samples and blocks of part of a sample (28 x 28 with 100 output
+ * channels, 36 x 36: 324 tiles), the batch in one part or in two (a
+ * last block of fewer samples than the others); the same
+ * bits with 1, 2 and 3 threads and with the samples stolen one at a time;
+ * the plan takes these shapes, and the hook diffuse__conv3x3_winograd(0)
+ * gives the direct dW (other bits, within the same bound). */
+static void test_winograd_dw(void)
+{
+    static const struct shape sh[] = {{2, 64, 32, 5, 9},   {3, 32, 33, 7, 7},
+                                      {1, 70, 40, 6, 11},  {2, 128, 64, 14, 14},
+                                      {1, 48, 100, 28, 28}, {2, 96, 32, 14, 14},
+                                      {1, 33, 16, 36, 36}, {9, 40, 24, 4, 4},
+                                      {7, 64, 32, 14, 14}, {5, 32, 48, 10, 10}};
+    const size_t ns = harness_quick() ? 2 : sizeof sh / sizeof sh[0];
+    const int old = diffuse__conv3x3_winograd(1);
+    if (!diffuse__sgemm_kernel_available("avx512")) {
+        diffuse__conv3x3_winograd(old);
+        SKIP("the avx512 GEMM kernel does not run on this CPU");
+    }
+    ASSERT_TRUE(diffuse__sgemm_force("avx512") == 0);
+    for (size_t k = 0; k < ns; k++) {
+        const size_t B = sh[k].B, Ci = sh[k].Cin, Co = sh[k].Cout, H = sh[k].H, Wd = sh[k].W;
+        const size_t nw = Co * Ci * 9;
+        float *x = fvec(B * Ci * H * Wd), *W = fvec(nw), *dy = fvec(B * Co * H * Wd);
+        float *dW0 = fvec(nw), *dW[4];
+        float *work = fvec(diffuse__conv3x3_work_floats(Ci, Co, H, Wd, 1, 3));
+        double *ref = malloc(nw * sizeof(double)), *bound = malloc(nw * sizeof(double));
+        double *tight = malloc(nw * sizeof(double));
+        struct diffuse__wino_dw p;
+        if (ref == NULL || bound == NULL)
+            abort();
+        memset(&p, 0, sizeof p);
+        p.v = diffuse__gemm_variant_now();
+        p.C = Ci;
+        p.H = H;
+        p.W = Wd;
+        p.Cout = Co;
+        ASSERT_TRUE(diffuse__wino_dw_plan(&p, (size_t)1 << 22) == 1);
+        dw_ref(x, dy, B, Ci, Co, H, Wd, dW0, ref, bound, tight);
+        for (int t = 0; t < 4; t++) {
+            dW[t] = malloc(nw * sizeof(float));
+            if (dW[t] == NULL)
+                abort();
+            memcpy(dW[t], dW0, nw * sizeof(float));
+            diffuse__steal_test(t == 3);
+            diffuse__conv3x3_backward_f(x, B, Ci, H, Wd, W, Co, 1, dy, NULL, dW[t], NULL, work,
+                                        t < 3 ? t + 1 : 2);
+            diffuse__steal_test(0);
+        }
+        {
+            double e = 0.0, et = 0.0;
+            for (size_t i = 0; i < nw; i++) {
+                const double r = fabs((double)dW[0][i] - ref[i]);
+                if (!(r / bound[i] <= e))
+                    e = r / bound[i];
+                if (!(r / tight[i] <= et))
+                    et = r / tight[i];
+            }
+            if (!(e <= 1.0) || !(et <= 1.0))
+                HARNESS_FAIL_("dW shape %zu: error / bound %.3g, / statistical bound %.3g", k, e,
+                              et);
+        }
+        for (int t = 1; t < 4; t++)
+            if (memcmp(dW[t], dW[0], nw * sizeof(float)) != 0)
+                HARNESS_FAIL_("dW shape %zu: run %d differs from 1 thread", k, t);
+        /* the hook: off gives the direct dW */
+        memcpy(dW[1], dW0, nw * sizeof(float));
+        diffuse__conv3x3_winograd(0);
+        diffuse__conv3x3_backward_f(x, B, Ci, H, Wd, W, Co, 1, dy, NULL, dW[1], NULL, work, 1);
+        diffuse__conv3x3_winograd(1);
+        ASSERT_TRUE(memcmp(dW[1], dW[0], nw * sizeof(float)) != 0);
+        for (size_t i = 0; i < nw; i++)
+            ASSERT_TRUE(fabs((double)dW[1][i] - ref[i]) <= tight[i]);
+        for (int t = 0; t < 4; t++)
+            free(dW[t]);
+        free(x);
+        free(W);
+        free(dy);
+        free(dW0);
+        free(work);
+        free(ref);
+        free(bound);
+        free(tight);
+    }
+    diffuse__sgemm_force(NULL);
+    diffuse__conv3x3_winograd(old);
 }
 
 int main(void)
@@ -474,6 +625,7 @@ int main(void)
     RUN(test_winograd_vector_avx512);
     RUN(test_winograd_vector_avx2);
     RUN(test_winograd_plan_limits);
+    RUN(test_winograd_dw);
     RUN(test_winograd_avx512);
     RUN(test_winograd_avx2);
     RUN(test_winograd_portable);
