@@ -1,7 +1,9 @@
 /*
  * Winograd F(2x2, 3x3) for the float 3x3 convolution of stride 1 and
  * padding 1 (internal; called from conv.c).  Used for the forward pass and
- * for dx (the conv of dy with the kernel flipped and the channels swapped).
+ * for dx (the conv of dy with the kernel flipped and the channels swapped)
+ * here (winograd.c), and for dW (winograd_dw.c, at the end of this
+ * header).
  *
  * Per 2x2 output tile: the 4x4 input patch d goes to V = B^T d B, each
  * kernel g to U = G g G^T, and then for each of the 16 positions of the

@@ -21,11 +21,15 @@
  * packer), one vector of channels at a time: the transforms are the same
  * adds as winograd.c's, per lane.  The tiles go in blocks of whole samples
  * or of whole tile rows of one sample (a function of the shape and of the
- * work area, never of the thread count); a block's products are added to
- * M (the first block's set it), and M to dW once all blocks are done.
- * A thread computes the input channels of its range, chunk by chunk of 32;
- * each element of dW is made by one thread by the same operations in the
- * same order whatever the thread count or the chunk.
+ * work area, never of the thread count), and the blocks in
+ * DIFFUSE__WINO_DW_PARTS parts (fewer where there are fewer blocks).  A
+ * part's blocks add their products to the part's sums M (the first block
+ * sets them); once all parts are done, dW += G^T (sum of the parts' M in
+ * part order) G.  Threads take (part, range of input channels) pairs, a
+ * range chunk by chunk of 32 channels with each block's Y made once for
+ * all its chunks, then ranges for the last step: each element of dW is
+ * made by the same operations in the same order whatever the thread
+ * count, the ranges or the chunks.
  *
  * Rounding: Y takes two roundings per element, V two, M one per tile plus
  * one per block, the last transform four: per element of dW the error
@@ -41,8 +45,6 @@
  * dy come from memory), the transforms 20%.
  */
 #include "nn/winograd.h"
-
-#include <string.h>
 
 #if defined(DIFFUSE__GEMM_X86) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
