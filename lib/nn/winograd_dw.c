@@ -128,7 +128,8 @@ int diffuse__wino_dw_plan(struct diffuse__wino_dw *p, size_t budget)
 /* B^T of column c of the 4 patch rows (16 channels from h): t[i] = row i
  * of B^T d at that column (winograd.c's in_run_scalar, per lane); rows
  * (rm[r] 0) and columns (cm 0) outside the image read as 0 (a load with
- * no lane set, at an address inside xT: no access outside it). */
+ * no lane set, at an address inside xT: no access outside it).  Reads
+ * v_rows' rp, rm and h. */
 #define DW_COL(t, c, cm)                                                                   \
     do {                                                                                   \
         const __mmask16 m_ = (cm);                                                         \

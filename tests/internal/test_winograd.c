@@ -476,9 +476,10 @@ static void test_winograd_work_size(void)
  * |x| over its 4x4 patch) and T the tiles of the batch:
  *  - bound: winograd_dw.c's worst case, (4 T + 40) eps_f32 sum of S_t;
  *  - tight: a statistical bound, 8 eps_f32 sqrt(T sum of S_t^2): rounding
- *    errors of random sign grow as a random walk over the K-sum.  On these
- *    shapes the errors came out at most 0.012 of it (and at most 0.0009 of
- *    bound); dW scaled by 1 + 1e-4 exceeds it on 7 of the 8 shapes.
+ *    errors of random sign grow as a random walk over the K-sum.  On the
+ *    first eight shapes below the errors came out at most 0.012 of it (and
+ *    at most 0.0009 of bound); dW scaled by 1 + 1e-4 exceeded it on 7 of
+ *    them.
  * Both add eps_f32 |dW| for the final rounding. */
 static void dw_ref(const float *x, const float *dy, size_t B, size_t C, size_t Co, size_t H,
                    size_t Wd, const float *dW0, double *ref, double *bound, double *tight)
@@ -561,7 +562,7 @@ static void test_winograd_dw(void)
         double *ref = malloc(nw * sizeof(double)), *bound = malloc(nw * sizeof(double));
         double *tight = malloc(nw * sizeof(double));
         struct diffuse__wino_dw p;
-        if (ref == NULL || bound == NULL)
+        if (ref == NULL || bound == NULL || tight == NULL)
             abort();
         memset(&p, 0, sizeof p);
         p.v = diffuse__gemm_variant_now();
