@@ -12,6 +12,9 @@
  *       strips of AGROUP rows at once, each row of A read once (a_strip);
  *   q: panels; the micro-kernel computes the MR x NR tile over kc and
  *       updates C.
+ * Products of at most DIRECT_M_MAX rows with op(B) = B skip the packing of
+ * op(B): panel by panel, every strip passes over the panel where B lies
+ * (gemm_part_direct).
  * A variant with a kernel_ep (AVX-512, AVX2; gemm_kernels.h) applies the
  * linear layer's bias and residual to the tile in registers and reads
  * op(A) = A in place; diffuse__sgemm_fused_ep(0) turns that off for tests.
@@ -147,10 +150,16 @@ static const struct diffuse__gemm_variant variant_portable = {
 static _Atomic(const struct diffuse__gemm_variant *) forced_variant;
 static atomic_int fused_ep_on = 1;
 static atomic_int tail_test_on;
+static atomic_int direct_b_enabled = 1;
 
 int diffuse__sgemm_fused_ep(int on)
 {
     return atomic_exchange_explicit(&fused_ep_on, on != 0, memory_order_relaxed);
+}
+
+int diffuse__sgemm_direct_b(int on)
+{
+    return atomic_exchange(&direct_b_enabled, on != 0);
 }
 
 int diffuse__sgemm_tail_test(int on)
@@ -251,6 +260,7 @@ struct job {
     const float *bpk; /* pre-packed op(B) (diffuse__sgemm_pack_b), at this job's column 0, or NULL */
     int first_mode;
     int has_ep;
+    int direct_b; /* direct_b_on: op(B) = B read where it lies (gemm_part_direct) */
     struct diffuse__gemm_ep ep; /* pointers at this job's C(0, 0) */
 };
 
@@ -463,6 +473,14 @@ struct pf_state {
     size_t lines; /* nonzero only with a region (no arithmetic on NULL) */
 };
 
+/* The kernel's update of C in a product's first K block. */
+static int first_mode_of(float beta)
+{
+    return beta == 0.0f ? DIFFUSE__GEMM_SET
+           : beta == 1.0f ? DIFFUSE__GEMM_ADD
+                          : DIFFUSE__GEMM_SCALE;
+}
+
 /* Whether the job runs the kernel with the epilogue (AVX-512, AVX2): it
  * applies the epilogue's adds to the tile in registers. */
 static int kernel_ep_on(const struct job *jb)
@@ -472,12 +490,49 @@ static int kernel_ep_on(const struct job *jb)
            atomic_load_explicit(&fused_ep_on, memory_order_relaxed);
 }
 
+/* The strip of rows i .. i + h - 1 (h <= MR) of op(A) over block bk as
+ * the kernel with the epilogue reads it, its rows *a_rs floats apart in
+ * the ROWS layout: op(A) = A where it lies (no packed copy) when the
+ * strip's height is a multiple of the variant's ep_rows and its rows do
+ * not alias in L1 (a_rows_alias); otherwise packed (a_strip with in_order,
+ * the strips of the job taken in order; else alone into abuf). */
+static const float *ep_strip(const struct job *jb, const struct block *bk, size_t i, size_t h,
+                             int in_order, size_t *a_rs)
+{
+    *a_rs = KCP;
+    if (!jb->trans_a && !a_rows_alias(jb->v, jb->lda) && h % jb->v->ep_rows == 0) {
+        *a_rs = jb->lda;
+        return jb->A + i * jb->lda + bk->p0;
+    }
+    if (in_order)
+        return a_strip(jb, i, h, bk->p0, bk->kc);
+    pack_a_strip(jb, i, h, bk->p0, bk->kc, jb->abuf);
+    return jb->abuf;
+}
+
+/* The tile of strip as (rows i .. i + h - 1, ep_strip's a_rs) and panel q
+ * of block bk, whose kc rows lie at b, b_rs floats apart: the kernel with
+ * the epilogue's adds, then a share of the prefetch region. */
+static void ep_tile(const struct job *jb, const struct block *bk, size_t i, size_t h,
+                    const float *as, size_t a_rs, size_t q, const float *b, size_t b_rs,
+                    struct pf_state *pf)
+{
+    const struct diffuse__gemm_variant *v = jb->v;
+    const struct diffuse__gemm_ep *ep = &jb->ep;
+    const size_t nr = v->nr, j = bk->j0 + q * nr, w = bk->n - q * nr < nr ? bk->n - q * nr : nr;
+    v->kernel_ep(bk->kc, as, jb->trans_a ? DIFFUSE__GEMM_A_COLS : DIFFUSE__GEMM_A_ROWS, a_rs, b,
+                 b_rs, jb->C + i * jb->ldc + j, jb->ldc, h, w, bk->mode,
+                 bk->first && ep->bias != NULL ? ep->bias + j : NULL,
+                 bk->first && ep->rbias != NULL ? ep->rbias + i : NULL,
+                 bk->last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL, ep->ldr);
+    if (pf->lines != 0 && pf->cur < pf->end)
+        pf_some(&pf->cur, pf->end, pf->lines);
+}
+
 /* Rows i .. i + h - 1 of the job's C (one strip, h <= MR) over block bk.
  * in_order: the job's strips come in order (a_strip may pack AGROUP rows
- * at once); otherwise the strip is packed alone.  The kernel with the
- * epilogue reads op(A) = A where it lies (no packed copy of the strip)
- * when the strip's height is a multiple of the variant's ep_rows and its
- * rows do not alias in L1 (a_rows_alias). */
+ * at once); otherwise the strip is packed alone.  With the epilogue in the
+ * kernel, op(A) as ep_strip gives it. */
 static void run_strip(const struct job *jb, const struct block *bk, size_t i, int in_order,
                       struct pf_state *pf)
 {
@@ -487,29 +542,10 @@ static void run_strip(const struct job *jb, const struct block *bk, size_t i, in
     const size_t j0 = bk->j0, n = bk->n, p0 = bk->p0, kc = bk->kc;
     const int a_layout = jb->trans_a ? DIFFUSE__GEMM_A_COLS : DIFFUSE__GEMM_A_ROWS;
     if (kernel_ep_on(jb)) {
-        const struct diffuse__gemm_ep *ep = &jb->ep;
-        const float *as;
-        size_t a_rs = KCP;
-        if (!jb->trans_a && !a_rows_alias(v, jb->lda) && h % v->ep_rows == 0) {
-            as = jb->A + i * jb->lda + p0;
-            a_rs = jb->lda;
-        } else if (in_order) {
-            as = a_strip(jb, i, h, p0, kc);
-        } else {
-            pack_a_strip(jb, i, h, p0, kc, jb->abuf);
-            as = jb->abuf;
-        }
-        for (size_t q = 0; q < bk->npan; q++) {
-            size_t j = j0 + q * nr;
-            v->kernel_ep(kc, as, a_layout, a_rs, bk->b0 + q * bk->bstep,
-                         jb->C + i * jb->ldc + j, jb->ldc, h, n - q * nr < nr ? n - q * nr : nr,
-                         bk->mode, bk->first && ep->bias != NULL ? ep->bias + j : NULL,
-                         bk->first && ep->rbias != NULL ? ep->rbias + i : NULL,
-                         bk->last && ep->res != NULL ? ep->res + i * ep->ldr + j : NULL,
-                         ep->ldr);
-            if (pf->lines != 0 && pf->cur < pf->end)
-                pf_some(&pf->cur, pf->end, pf->lines);
-        }
+        size_t a_rs;
+        const float *as = ep_strip(jb, bk, i, h, in_order, &a_rs);
+        for (size_t q = 0; q < bk->npan; q++)
+            ep_tile(jb, bk, i, h, as, a_rs, q, bk->b0 + q * bk->bstep, nr, pf);
         if (jb->has_ep) /* the adds are done: the activation only */
             strip_epilogue(jb, i, j0, h, n, 0, 0, bk->last);
         return;
@@ -622,6 +658,104 @@ static void last_block(const struct job *jb, struct block *bk)
 }
 #endif
 
+/* Products of few rows (M <= DIRECT_M_MAX) with op(B) = B: each panel of
+ * B is read by only a few strips of C, so packing it (a copy of all of B,
+ * written and read back) costs a large share of the product (a third of
+ * 32 x 7840 x 64 on a Zen 5).  The kernel with the epilogue reads the
+ * panels where B lies instead (rows ldb floats apart), panel by panel with
+ * every strip of the part passing over each while it is in L1; only a
+ * last panel narrower than NR is packed.  The strips of op(A) are resolved
+ * once per K block: read in place (op(A) = A; a last strip whose height is
+ * not a multiple of ep_rows packed alone into abuf) or packed AGROUP rows
+ * at once (op(A) = A^T, M <= AGROUP).  Each tile's K-sum and update are the
+ * kernel's as on packed panels: the same bits as gemm_part's loops.
+ * Zen 5, one thread, best of 30 batches alternating with the packed path
+ * in one process, GFLOP/s: 32 x 7840 x 64 141 -> 181, 32 x 3136 x 64 140
+ * -> 184, 64 x 3136 x 64 164 -> 191, 96 x 3136 x 64 180 -> 197, 8 x 3136 x
+ * 64 75 -> 204, A^T B 32 x 3136 x 64 145 -> 193; 128 x 3136 x 64 185 ->
+ * 184 (hence at most 96 rows).  With B's rows 4 KB apart (N = 1024) they
+ * share one L1 set: 32 x 1024 x 64 still gained (142 -> 168), 64 x 1024 x
+ * 64 lost (163 -> 160), hence DIRECT_M_ALIAS. */
+#define DIRECT_M_MAX 96
+#define DIRECT_M_ALIAS 32
+#define DIRECT_STRIPS_MAX (DIRECT_M_MAX / 4 + 1)
+
+static int direct_b_on(const struct job *jb)
+{
+    const struct diffuse__gemm_variant *v = jb->v;
+    if (!atomic_load_explicit(&direct_b_enabled, memory_order_relaxed) || !kernel_ep_on(jb) ||
+        jb->trans_b || jb->bpk != NULL || jb->N < v->nr || jb->M > DIRECT_M_MAX ||
+        v->mr < 4)
+        return 0;
+    if (jb->M > DIRECT_M_ALIAS && jb->ldb % 1024 == 0)
+        return 0;
+    if (jb->trans_a) /* every strip packed in abuf at once */
+        return (jb->M + v->mr - 1) / v->mr * agroup_stride(v->mr, k_depth(jb->K)) <=
+               ABUF_FLOATS;
+    return !a_rows_alias(v, jb->lda);
+}
+
+int diffuse__sgemm_direct_b_taken(int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                                  float alpha, size_t lda, size_t ldb, float beta)
+{
+    struct job jb;
+    memset(&jb, 0, sizeof jb);
+    jb.v = current_variant();
+    jb.trans_a = trans_a != 0;
+    jb.trans_b = trans_b != 0;
+    jb.M = M;
+    jb.N = N;
+    jb.K = K;
+    jb.alpha = alpha;
+    jb.lda = lda;
+    jb.ldb = ldb;
+    jb.first_mode = first_mode_of(beta);
+    return direct_b_on(&jb);
+}
+
+static void gemm_part_direct(const struct job *jb, struct pf_state *pf)
+{
+    const struct diffuse__gemm_variant *v = jb->v;
+    const size_t mr = v->mr, nr = v->nr, M = jb->M, N = jb->N, K = jb->K;
+    const size_t kcb = k_depth(K), nstrips = (M + mr - 1) / mr;
+    const float *as[DIRECT_STRIPS_MAX];
+    size_t a_rs[DIRECT_STRIPS_MAX];
+    assert(nstrips <= DIRECT_STRIPS_MAX);
+    for (size_t j0 = 0; j0 < N; j0 += NB) {
+        for (size_t p0 = 0; p0 < K; p0 += kcb) {
+            struct block bk;
+            block_at(jb, j0, p0, kcb, &bk);
+            const size_t nfull = bk.n / nr;
+            if (nfull < bk.npan)
+                pack_b_panel(jb, p0, bk.kc, j0 + nfull * nr, bk.n - nfull * nr, jb->bbuf);
+            for (size_t s = 0; s < nstrips; s++) {
+                size_t i = s * mr, h = M - i < mr ? M - i : mr;
+                if (jb->trans_a) { /* each strip its own place in abuf */
+                    float *dst = jb->abuf + s * agroup_stride(mr, bk.kc);
+                    pack_a_strip(jb, i, h, p0, bk.kc, dst);
+                    as[s] = dst;
+                    a_rs[s] = KCP;
+                } else { /* in place, or (the last strip only) packed alone */
+                    as[s] = ep_strip(jb, &bk, i, h, 0, &a_rs[s]);
+                }
+            }
+            for (size_t q = 0; q < bk.npan; q++) {
+                const float *b = q < nfull ? jb->B + p0 * jb->ldb + j0 + q * nr : jb->bbuf;
+                const size_t b_rs = q < nfull ? jb->ldb : nr;
+                for (size_t s = 0; s < nstrips; s++) {
+                    size_t i = s * mr, h = M - i < mr ? M - i : mr;
+                    ep_tile(jb, &bk, i, h, as[s], a_rs[s], q, b, b_rs, pf);
+                }
+            }
+            if (jb->has_ep) /* the adds are done: the activation only */
+                for (size_t s = 0; s < nstrips; s++) {
+                    size_t i = s * mr, h = M - i < mr ? M - i : mr;
+                    strip_epilogue(jb, i, j0, h, bk.n, 0, 0, bk.last);
+                }
+        }
+    }
+}
+
 /* C (M x N of the job) += the product, with the job's own buffers.  tail
  * (or NULL): its strips of the last block are shared through it. */
 static void gemm_part(const struct job *jb, struct tail *tail)
@@ -637,6 +771,10 @@ static void gemm_part(const struct job *jb, struct tail *tail)
         pf.end = pf.cur + jb->ep.pf_bytes;
         size_t calls = nk * ((M + mr - 1) / mr) * ((N + nr - 1) / nr);
         pf.lines = (jb->ep.pf_bytes / 64 + calls) / calls;
+    }
+    if (jb->direct_b) {
+        gemm_part_direct(jb, &pf);
+        return;
     }
 
     for (size_t j0 = 0; j0 < N; j0 += NB) {
@@ -902,9 +1040,9 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
     jb.has_ep = ep != NULL && (ep->bias != NULL || ep->rbias != NULL || ep->res != NULL ||
                                ep->act != NULL);
     jb.ep = ep != NULL ? *ep : none;
-    jb.first_mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
-                    : beta == 1.0f ? DIFFUSE__GEMM_ADD
-                                   : DIFFUSE__GEMM_SCALE;
+    jb.direct_b = 0;
+    jb.first_mode = first_mode_of(beta);
+    jb.direct_b = direct_b_on(&jb);
 
 #ifdef _OPENMP
     int nt = threads_for(jb.v, M, N, K, jb.ep.act != NULL, num_threads);
@@ -923,7 +1061,7 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
          * part computes strips of the others' that are still left. */
         const int team = num_threads;
         struct tail tails[TAILS_MAX];
-        const int share = tc == 1 && nt <= TAILS_MAX && nstrips <= 0xffffffffu;
+        const int share = tc == 1 && nt <= TAILS_MAX && nstrips <= 0xffffffffu && !jb.direct_b;
         for (int t = 0; share && t < nt; t++)
             atomic_init(&tails[t].w, 0);
         DIFFUSE_OMP("omp parallel num_threads(team)")

@@ -154,4 +154,17 @@ int diffuse__sgemm_fused_ep(int on);
  * diffuse__sgemm. */
 int diffuse__sgemm_tail_test(int on);
 
+/* For tests: off (0) makes products of few rows pack op(B) = B as every
+ * other product does, instead of reading it where it lies (gemm.c,
+ * gemm_part_direct), which must give the same bits; on (1, the default).
+ * Returns the previous setting.  Not to be called while another thread is
+ * in diffuse__sgemm. */
+int diffuse__sgemm_direct_b(int on);
+
+/* For tests: whether diffuse__sgemm (no pre-packed op(B)) with these
+ * arguments, the current kernel and settings, reads op(B) where it lies
+ * (1) or packs it (0). */
+int diffuse__sgemm_direct_b_taken(int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                                  float alpha, size_t lda, size_t ldb, float beta);
+
 #endif

@@ -86,7 +86,7 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr
  * and keeps the bits; likewise `cols` (8 or 16) skips the FMAs of
  * columns 8 .. 15 for a panel of nr <= 8 columns.  A COLS-layout strip
  * keeps its MR-float groups; rows of a ROWS-layout strip are a_rs floats
- * apart. */
+ * apart, and rows of the B panel b_rs. */
 #define KERNEL_LOOPS                                                        \
     ROWS6(DECL)                                                             \
     ROWS6(PF)                                                               \
@@ -96,7 +96,7 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr
             __m256 b1 = cols > 8 ? _mm256_loadu_ps(b + 8) : b0;              \
             ROWS6(STEP_COLS)                                                \
             a += MR;                                                        \
-            b += NR;                                                        \
+            b += b_rs;                                                      \
         }                                                                   \
     } else {                                                                \
         for (size_t p = 0; p < kc; p++) {                                   \
@@ -104,7 +104,7 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr
             __m256 b1 = cols > 8 ? _mm256_loadu_ps(b + 8) : b0;              \
             ROWS6(STEP_ROWS)                                                \
             a += 1;                                                         \
-            b += NR;                                                        \
+            b += b_rs;                                                      \
         }                                                                   \
     }                                                                       \
     const int full = nr == NR;                                              \
@@ -137,7 +137,7 @@ TAVX2_INLINE void tile(const size_t rows, const size_t cols, size_t kc, const fl
                        int a_layout, const float *b, float *c, size_t ldc, size_t mr, size_t nr,
                        float alpha, float beta, int mode)
 {
-    const size_t a_rs = KCP;
+    const size_t a_rs = KCP, b_rs = NR;
     KERNEL_LOOPS
 #define ST(r)                                                               \
     if ((size_t)(r) < rows && (size_t)(r) < mr)                             \
@@ -216,9 +216,10 @@ TAVX2_INLINE void store_row_ep(float *cr, __m256 x0, __m256 x1, int full, size_t
 }
 
 /* tile() with the epilogue: the first `rows` rows of a, a_rs apart in the
- * ROWS layout, and the first `cols` columns. */
+ * ROWS layout, the first `cols` columns, rows of b b_rs apart. */
 TAVX2_INLINE void tile_ep(const size_t rows, const size_t cols, size_t kc, const float *a,
-                          int a_layout, size_t a_rs, const float *b, float *c, size_t ldc,
+                          int a_layout, size_t a_rs, const float *b, size_t b_rs, float *c,
+                          size_t ldc,
                           size_t mr, size_t nr, int mode, const float *bias,
                           const float *rbias, const float *res, size_t ldr)
 {
@@ -248,11 +249,12 @@ TAVX2_INLINE void tile_ep(const size_t rows, const size_t cols, size_t kc, const
  * place (a_rs = lda) must have that many.  Panels of nr <= 8 columns as in
  * kernel_6x16. */
 static TAVX2 void kernel_ep_6x16(size_t kc, const float *a, int a_layout, size_t a_rs,
-                                 const float *b, float *c, size_t ldc, size_t mr, size_t nr,
-                                 int mode, const float *bias, const float *rbias,
+                                 const float *b, size_t b_rs, float *c, size_t ldc, size_t mr,
+                                 size_t nr, int mode, const float *bias, const float *rbias,
                                  const float *res, size_t ldr)
 {
-    TILE_CALL(tile_ep, kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res, ldr);
+    TILE_CALL(tile_ep, kc, a, a_layout, a_rs, b, b_rs, c, ldc, mr, nr, mode, bias, rbias, res,
+              ldr);
 }
 #undef TILE_CALL
 

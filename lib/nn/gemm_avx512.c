@@ -90,7 +90,7 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
             __m512 b1 = cols > 16 ? _mm512_loadu_ps(b + 16) : b0;            \
             ROWS(STEP_COLS)                                                 \
             a += MR;                                                        \
-            b += NR;                                                        \
+            b += b_rs;                                                      \
         }                                                                   \
     } else {                                                                \
         for (size_t p = 0; p < kc; p++) {                                   \
@@ -98,7 +98,7 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
             __m512 b1 = cols > 16 ? _mm512_loadu_ps(b + 16) : b0;            \
             ROWS(STEP_ROWS)                                                 \
             a += 1;                                                         \
-            b += NR;                                                        \
+            b += b_rs;                                                      \
         }                                                                   \
     }                                                                       \
     size_t n0 = nr < 16 ? nr : 16;                                          \
@@ -118,7 +118,7 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
         size_t nr, float alpha, float beta, int mode
 
 /* The packed ROWS layout: rows KCP floats apart. */
-#define KERNEL_PACKED_RS const size_t a_rs = KCP;
+#define KERNEL_PACKED_RS const size_t a_rs = KCP, b_rs = NR;
 
 /* The tile shapes: X(name suffix, rows, columns), W = 16 or 32 columns. */
 #define KERNEL_SHAPES(X)                                                    \
@@ -154,7 +154,7 @@ KERNEL_SHAPES(KERNEL_FN)
         for (int j_ = 0; j_ < (XN); j_++)                                   \
             x[j_] = _mm512_fmadd_ps(acol, _mm512_set1_ps(b[16 + j_]), x[j_]); \
         a += MR;                                                            \
-        b += NR;                                                            \
+        b += b_rs;                                                          \
     }                                                                       \
     const __mmask16 m0 = (__mmask16)0xFFFF, m1 = 0;                         \
     float xs[XN][16];                                                       \
@@ -195,6 +195,7 @@ static inline void tail_cols_ep(const float (*xs)[16], float *c, size_t ldc, siz
     static T512 void kernel_12x16c##XN(KERNEL_ARGS)                         \
     {                                                                       \
         (void)a_layout;                                                     \
+        const size_t b_rs = NR;                                             \
         KERNEL_LOOPS_C(XN)                                                  \
         ROWS12(STORE)                                                       \
         tail_cols((const float(*)[16])xs, c, ldc, mr, nr, alpha, beta, mode); \
@@ -265,7 +266,8 @@ T512_INLINE void store_row_ep(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __m
                      res != NULL ? res + (size_t)(r) * ldr : NULL);
 
 #define KERNEL_EP_ARGS                                                      \
-    size_t kc, const float *a, int a_layout, size_t a_rs, const float *b, float *c, size_t ldc, \
+    size_t kc, const float *a, int a_layout, size_t a_rs, const float *b, size_t b_rs, float *c, \
+        size_t ldc,                                                         \
         size_t mr, size_t nr, int mode, const float *bias, const float *rbias, const float *res, \
         size_t ldr
 
@@ -298,8 +300,8 @@ static void kernel_ep(KERNEL_EP_ARGS)
     static diffuse__gemm_kernel_ep_fn *const k[8] = {
         kernel_ep_12x16c1, kernel_ep_12x16c4, kernel_ep_4x16,  kernel_ep_8x16,
         kernel_ep_12x16,   kernel_ep_4x32,    kernel_ep_8x32, kernel_ep_12x32};
-    k[pick(a_layout, mr, nr)](kc, a, a_layout, a_rs, b, c, ldc, mr, nr, mode, bias, rbias, res,
-                              ldr);
+    k[pick(a_layout, mr, nr)](kc, a, a_layout, a_rs, b, b_rs, c, ldc, mr, nr, mode, bias, rbias,
+                              res, ldr);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -97,10 +97,13 @@ typedef void diffuse__gemm_pack_a_cols_fn(const float *src, size_t lda, size_t k
  * apart (KCP for a packed strip, or lda to read op(A) = A where it is
  * stored: the kernel then reads mr rounded up to a multiple of the
  * variant's ep_rows, so gemm.c reads in place only strips whose height is
- * such a multiple). */
+ * such a multiple).  Rows of the B panel are b_rs floats apart: NR for a
+ * packed panel, or ldb to read op(B) = B where it is stored (then the
+ * kernel reads all NR columns of each of the kc rows, so gemm.c reads in
+ * place only whole panels). */
 typedef void diffuse__gemm_kernel_ep_fn(size_t kc, const float *a, int a_layout, size_t a_rs,
-                                        const float *b, float *c, size_t ldc, size_t mr,
-                                        size_t nr, int mode, const float *bias,
+                                        const float *b, size_t b_rs, float *c, size_t ldc,
+                                        size_t mr, size_t nr, int mode, const float *bias,
                                         const float *rbias, const float *res, size_t ldr);
 
 /* Optional: pack_a_cols for every strip of rows 0 .. h - 1 of the block

@@ -439,6 +439,115 @@ static void test_sgemm_ep_threads_bit_identical(void)
 #endif
 }
 
+/* Products of few rows read op(B) = B where it lies (gemm.c,
+ * gemm_part_direct) instead of packing it.  Which products do: those the
+ * kernel with the epilogue runs (alpha 1, beta 0 or 1), op(B) = B, at most
+ * 96 rows and at least one whole panel of columns; 32 rows at most when
+ * B's rows are a multiple of 4 KB apart (every row in one L1 set); with
+ * op(A) = A^T as many rows as fit every strip's packed copy at once (48 of
+ * the AVX-512 kernel's at K = 384).  And the bits: the same as the packed
+ * panels' for every kernel with the epilogue, shapes with one and several
+ * K blocks and column blocks, a last panel narrower than the kernel's
+ * (packed), a last strip that is not read in place (height 1 or 5), padded
+ * and unpadded operands, each epilogue, at 1 and 3 threads (OpenMP). */
+static void test_sgemm_direct_b(void)
+{
+    if (diffuse__sgemm_kernel_available("avx512")) {
+        ASSERT_EQ(diffuse__sgemm_force("avx512"), 0);
+        ASSERT_TRUE(diffuse__sgemm_direct_b_taken(0, 0, 32, 7840, 64, 1.0f, 64, 7840, 0.0f));
+        ASSERT_TRUE(diffuse__sgemm_direct_b_taken(0, 0, 96, 100, 64, 1.0f, 64, 100, 1.0f));
+        ASSERT_TRUE(diffuse__sgemm_direct_b_taken(1, 0, 64, 49, 192, 1.0f, 64, 49, 0.0f));
+        ASSERT_TRUE(diffuse__sgemm_direct_b_taken(0, 0, 1, 32, 5, 1.0f, 5, 32, 0.0f));
+        ASSERT_TRUE(diffuse__sgemm_direct_b_taken(0, 0, 32, 1024, 64, 1.0f, 64, 1024, 0.0f));
+        ASSERT_TRUE(diffuse__sgemm_direct_b_taken(1, 0, 48, 500, 384, 1.0f, 48, 500, 0.0f));
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(1, 0, 49, 500, 384, 1.0f, 49, 500, 0.0f));
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 33, 1024, 64, 1.0f, 64, 1024, 0.0f));
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 97, 7840, 64, 1.0f, 64, 7840, 0.0f));
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 1, 32, 7840, 64, 1.0f, 64, 64, 0.0f));
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 32, 31, 64, 1.0f, 64, 31, 0.0f));
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 32, 7840, 64, 0.5f, 64, 7840, 0.0f));
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 32, 7840, 64, 1.0f, 64, 7840, 0.5f));
+        diffuse__sgemm_direct_b(0);
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 32, 7840, 64, 1.0f, 64, 7840, 0.0f));
+        diffuse__sgemm_direct_b(1);
+        diffuse__sgemm_fused_ep(0);
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 32, 7840, 64, 1.0f, 64, 7840, 0.0f));
+        diffuse__sgemm_fused_ep(1);
+    }
+    ASSERT_EQ(diffuse__sgemm_force("portable"), 0); /* no kernel with the epilogue */
+    ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 32, 7840, 64, 1.0f, 64, 7840, 0.0f));
+    diffuse__sgemm_force(NULL);
+
+    static const size_t shapes[][3] = {
+        {1, 40, 7},   {5, 64, 3},    {12, 33, 385}, {13, 100, 64}, {30, 600, 50},
+        {48, 32, 384}, {64, 49, 192}, {96, 200, 20}, {77, 1030, 17}, {32, 1024, 8},
+    };
+    float *work = alloc_work();
+    ASSERT_TRUE(work != NULL);
+    test_seed = rng_state = 0x6469726563746222ull;
+    int taken = 0;
+    for (int kern = 0; kern < NKERNELS; kern++) {
+        const char *name = kernel_names[kern];
+        if (!diffuse__sgemm_kernel_available(name))
+            continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int ta = 0; ta < 2; ta++)
+                for (int e = 0; e < 7; e++) {
+                    /* e: 0 none, 1 bias, 2 row bias, 3 residual, 4 one-row
+                     * residual, 5 act with beta 1, 6 bias + residual + act */
+                    const int bias = e == 1 || e == 6, rbias = e == 2;
+                    const int res = e == 3 || e == 6 ? 1 : e == 4 ? 2 : 0, act = e >= 5;
+                    const float beta = e == 5 ? 1.0f : 0.0f;
+                    struct problem p;
+                    ASSERT_EQ(problem_make(&p, ta, 0, shapes[s][0], shapes[s][1], shapes[s][2],
+                                           s == 9 ? 0 : (size_t)(e % 2) * 3, 1.0f, beta),
+                              0);
+                    const size_t M = p.M, N = p.N;
+                    float *bv = alloc_floats(M + N + 1), *rv = alloc_floats(M * N + 1);
+                    float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
+                    float *a1 = alloc_floats(M * N + 1), *a2 = alloc_floats(M * N + 1);
+                    ASSERT_TRUE(bv && rv && c1 && c2 && a1 && a2);
+                    fill_random(bv, M + N);
+                    fill_random(rv, M * N);
+                    ASSERT_EQ(diffuse__sgemm_force(name), 0);
+                    int differs = 0;
+                    for (int nt = 1; nt <= 3 && !differs; nt += 2)
+                        for (int on = 1; on >= 0; on--) {
+                            float *c = on ? c1 : c2, *a = on ? a1 : a2;
+                            struct diffuse__gemm_ep ep = {bias ? bv : NULL, res ? rv : NULL,
+                                                          res == 2 ? 0 : N, act ? a : NULL,
+                                                          N, 0, rbias ? bv : NULL, NULL, 0};
+                            memcpy(c, p.C0, p.nc * sizeof(float));
+                            fill_value(a, M * N, NAN);
+                            diffuse__sgemm_direct_b(on);
+                            if (on && nt == 1)
+                                taken += diffuse__sgemm_direct_b_taken(
+                                    ta, 0, M, N, p.K, 1.0f, p.lda, p.ldb, beta);
+                            diffuse__sgemm_ep(ta, 0, M, N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb,
+                                              beta, c, p.ldc, work, nt, &ep);
+                            diffuse__sgemm_direct_b(1);
+                            if (!on && (memcmp(c1, c2, p.nc * sizeof(float)) != 0 ||
+                                        memcmp(a1, a2, M * N * sizeof(float)) != 0))
+                                differs = nt;
+                        }
+                    diffuse__sgemm_force(NULL);
+                    ep_buffers_free(&p, bv, rv, c1, c2, a1, a2);
+                    if (differs) {
+                        free(work);
+                        HARNESS_FAIL_("kernel %s, shape %zux%zux%zu, trans_a %d, epilogue %d, "
+                                      "%d threads: B read in place and packed differ",
+                                      name, shapes[s][0], shapes[s][1], shapes[s][2], ta, e,
+                                      differs);
+                    }
+                }
+    }
+    free(work);
+    /* Every shape and epilogue but the unread ones (the portable kernel's)
+     * with an AVX kernel: the path the test is about was run. */
+    if (diffuse__sgemm_kernel_available("avx2"))
+        ASSERT_TRUE(taken >= 100);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Bits: threads, repetition, kernels against portable                       */
 /* ------------------------------------------------------------------------ */
@@ -914,8 +1023,8 @@ static void test_avx2_kernel_bits(void)
                             }
                         memcpy(c, c0, CROWS * LDC * sizeof(float));
                         if (ep)
-                            v->kernel_ep(kc, a, a_layout, a_rs, b, c, LDC, mr, nr, mode, bv, NULL,
-                                         rv, 19);
+                            v->kernel_ep(kc, a, a_layout, a_rs, b, 16, c, LDC, mr, nr, mode, bv,
+                                         NULL, rv, 19);
                         else
                             v->kernel(kc, a, a_layout, b, c, LDC, mr, nr, alpha, beta, mode);
                         checked++;
@@ -1187,6 +1296,7 @@ int main(void)
     RUN_SEEDED(test_sgemm_kernels_match_portable);
     RUN_SEEDED(test_sgemm_fused_ep_bit_identical);
     RUN_SEEDED(test_sgemm_row_bias_bit_identical);
+    RUN_SEEDED(test_sgemm_direct_b);
     RUN_SEEDED(test_avx2_kernel_bits);
     RUN_SEEDED(test_avx2_packers_exact);
     RUN_SEEDED(test_sgemm_fma_bits);
