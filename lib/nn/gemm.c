@@ -491,20 +491,33 @@ static int kernel_ep_on(const struct job *jb)
 }
 
 /* The strip of rows i .. i + h - 1 (h <= MR) of op(A) over block bk as
- * the kernel with the epilogue reads it, its rows *a_rs floats apart in
- * the ROWS layout: op(A) = A where it lies (no packed copy) when the
- * strip's height is a multiple of the variant's ep_rows and its rows do
- * not alias in L1 (a_rows_alias); otherwise packed (a_strip with in_order,
- * the strips of the job taken in order; else alone into abuf). */
+ * the kernel with the epilogue reads it, *a_rs its rows' distance in the
+ * ROWS layout, its steps of p in the COLS layout.  Where op(A) lies (no
+ * packed copy) when the strip's height is a multiple of the variant's
+ * ep_rows and its rows do not alias in L1: op(A) = A (a_rows_alias), or
+ * op(A) = A^T whose rows (the steps of p) are not a multiple of 4 KB apart;
+ * otherwise packed (a_strip with in_order, the strips of the job taken in
+ * order; else alone into abuf).  A^T in place, Zen 5, one thread, GFLOP/s
+ * (best of 30 batches): 256 x 256 x 1024 (the MLP's dW) 201 -> 213, 192 x
+ * 49 x 64 155 -> 176, 256^3 203 -> 208, 128 x 3136 x 64 184 -> 195. */
 static const float *ep_strip(const struct job *jb, const struct block *bk, size_t i, size_t h,
                              int in_order, size_t *a_rs)
 {
-    *a_rs = KCP;
-    if (!jb->trans_a && !a_rows_alias(jb->v, jb->lda) && h % jb->v->ep_rows == 0) {
-        *a_rs = jb->lda;
-        return jb->A + i * jb->lda + bk->p0;
+    const struct diffuse__gemm_variant *v = jb->v;
+    const int cols_in_place = jb->trans_a && jb->lda % 1024 != 0;
+    if (h % v->ep_rows == 0) {
+        if (!jb->trans_a && !a_rows_alias(v, jb->lda)) {
+            *a_rs = jb->lda;
+            return jb->A + i * jb->lda + bk->p0;
+        }
+        if (cols_in_place) {
+            *a_rs = jb->lda;
+            return jb->A + bk->p0 * jb->lda + i;
+        }
     }
-    if (in_order)
+    *a_rs = jb->trans_a ? v->mr : KCP;
+    /* a_strip's groups start at strips that cols_in_place reads in place */
+    if (in_order && !cols_in_place)
         return a_strip(jb, i, h, bk->p0, bk->kc);
     pack_a_strip(jb, i, h, bk->p0, bk->kc, jb->abuf);
     return jb->abuf;
@@ -689,10 +702,8 @@ static int direct_b_on(const struct job *jb)
         return 0;
     if (jb->M > DIRECT_M_ALIAS && jb->ldb % 1024 == 0)
         return 0;
-    if (jb->trans_a) /* every strip packed in abuf at once */
-        return (jb->M + v->mr - 1) / v->mr * agroup_stride(v->mr, k_depth(jb->K)) <=
-               ABUF_FLOATS;
-    return !a_rows_alias(v, jb->lda);
+    /* Every strip but the last read in place (ep_strip): */
+    return jb->trans_a ? jb->lda % 1024 != 0 : !a_rows_alias(v, jb->lda);
 }
 
 int diffuse__sgemm_direct_b_taken(int trans_a, int trans_b, size_t M, size_t N, size_t K,
@@ -728,16 +739,9 @@ static void gemm_part_direct(const struct job *jb, struct pf_state *pf)
             const size_t nfull = bk.n / nr;
             if (nfull < bk.npan)
                 pack_b_panel(jb, p0, bk.kc, j0 + nfull * nr, bk.n - nfull * nr, jb->bbuf);
-            for (size_t s = 0; s < nstrips; s++) {
+            for (size_t s = 0; s < nstrips; s++) { /* in place but the last, maybe */
                 size_t i = s * mr, h = M - i < mr ? M - i : mr;
-                if (jb->trans_a) { /* each strip its own place in abuf */
-                    float *dst = jb->abuf + s * agroup_stride(mr, bk.kc);
-                    pack_a_strip(jb, i, h, p0, bk.kc, dst);
-                    as[s] = dst;
-                    a_rs[s] = KCP;
-                } else { /* in place, or (the last strip only) packed alone */
-                    as[s] = ep_strip(jb, &bk, i, h, 0, &a_rs[s]);
-                }
+                as[s] = ep_strip(jb, &bk, i, h, 0, &a_rs[s]);
             }
             for (size_t q = 0; q < bk.npan; q++) {
                 const float *b = q < nfull ? jb->B + p0 * jb->ldb + j0 + q * nr : jb->bbuf;

@@ -85,8 +85,8 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr
  * so a strip of mr <= 4 rows skips the FMAs of the rows it does not store
  * and keeps the bits; likewise `cols` (8 or 16) skips the FMAs of
  * columns 8 .. 15 for a panel of nr <= 8 columns.  A COLS-layout strip
- * keeps its MR-float groups; rows of a ROWS-layout strip are a_rs floats
- * apart, and rows of the B panel b_rs. */
+ * has its MR-float groups a_cs floats apart; rows of a ROWS-layout strip
+ * are a_rs floats apart, and rows of the B panel b_rs. */
 #define KERNEL_LOOPS                                                        \
     ROWS6(DECL)                                                             \
     ROWS6(PF)                                                               \
@@ -95,7 +95,7 @@ TAVX2_INLINE void store_row(float *cr, __m256 x0, __m256 x1, int full, size_t nr
             __m256 b0 = _mm256_loadu_ps(b);                                  \
             __m256 b1 = cols > 8 ? _mm256_loadu_ps(b + 8) : b0;              \
             ROWS6(STEP_COLS)                                                \
-            a += MR;                                                        \
+            a += a_cs;                                                      \
             b += b_rs;                                                      \
         }                                                                   \
     } else {                                                                \
@@ -137,7 +137,7 @@ TAVX2_INLINE void tile(const size_t rows, const size_t cols, size_t kc, const fl
                        int a_layout, const float *b, float *c, size_t ldc, size_t mr, size_t nr,
                        float alpha, float beta, int mode)
 {
-    const size_t a_rs = KCP, b_rs = NR;
+    const size_t a_rs = KCP, a_cs = MR, b_rs = NR;
     KERNEL_LOOPS
 #define ST(r)                                                               \
     if ((size_t)(r) < rows && (size_t)(r) < mr)                             \
@@ -216,13 +216,14 @@ TAVX2_INLINE void store_row_ep(float *cr, __m256 x0, __m256 x1, int full, size_t
 }
 
 /* tile() with the epilogue: the first `rows` rows of a, a_rs apart in the
- * ROWS layout, the first `cols` columns, rows of b b_rs apart. */
+ * ROWS layout (in the COLS layout the groups of steps p are a_rs apart),
+ * the first `cols` columns, rows of b b_rs apart. */
 TAVX2_INLINE void tile_ep(const size_t rows, const size_t cols, size_t kc, const float *a,
                           int a_layout, size_t a_rs, const float *b, size_t b_rs, float *c,
-                          size_t ldc,
-                          size_t mr, size_t nr, int mode, const float *bias,
+                          size_t ldc, size_t mr, size_t nr, int mode, const float *bias,
                           const float *rbias, const float *res, size_t ldr)
 {
+    const size_t a_cs = a_rs;
     /* The residual rows are read only after the K-sum: ask for them now,
      * as for C (from memory, their latency would stall every tile). */
 #define PF_RES(r)                                                           \

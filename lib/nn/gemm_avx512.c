@@ -70,7 +70,17 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
             c##r##_1 = _mm512_fmadd_ps(av, b1, c##r##_1);                   \
     }
 #define STEP_COLS(r) STEP(r, a[r])
-#define STEP_ROWS(r) STEP(r, a[(r) * a_rs])
+/* Row r of a ROWS strip from one of four bases, three rows apart (a, a3,
+ * a6, a9): two offsets (a_rs, 2 a_rs) serve all twelve rows, so that the
+ * loop's pointers fit the general registers (twelve offsets did not: the
+ * compiler reloaded some from the stack every step). */
+#define AROW(r) ((r) < 3 ? a : (r) < 6 ? a3 : (r) < 9 ? a6 : a9)
+/* The number of rows of ROWS4, ROWS8, ROWS12. */
+#define ROWCOUNT(ROWS) ROWCOUNT_##ROWS
+#define ROWCOUNT_ROWS4 4
+#define ROWCOUNT_ROWS8 8
+#define ROWCOUNT_ROWS12 12
+#define STEP_ROWS(r) STEP(r, AROW(r)[((r) % 3) * a_rs])
 #define STORE(r)                                                            \
     if ((size_t)(r) < mr)                                                   \
         store_row(c + (size_t)(r) * ldc, c##r##_0, c##r##_1, m0, m1, alpha, beta, mode);
@@ -89,15 +99,22 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
             __m512 b0 = _mm512_loadu_ps(b);                                  \
             __m512 b1 = cols > 16 ? _mm512_loadu_ps(b + 16) : b0;            \
             ROWS(STEP_COLS)                                                 \
-            a += MR;                                                        \
+            a += a_cs;                                                      \
             b += b_rs;                                                      \
         }                                                                   \
     } else {                                                                \
+        const size_t nrows_ = ROWCOUNT(ROWS); /* bases only on rows read */   \
+        const float *a3 = nrows_ > 3 ? a + 3 * a_rs : a;                    \
+        const float *a6 = nrows_ > 6 ? a3 + 3 * a_rs : a3;                  \
+        const float *a9 = nrows_ > 9 ? a6 + 3 * a_rs : a6;                  \
         for (size_t p = 0; p < kc; p++) {                                   \
             __m512 b0 = _mm512_loadu_ps(b);                                  \
             __m512 b1 = cols > 16 ? _mm512_loadu_ps(b + 16) : b0;            \
             ROWS(STEP_ROWS)                                                 \
             a += 1;                                                         \
+            a3 += 1;                                                        \
+            a6 += 1;                                                        \
+            a9 += 1;                                                        \
             b += b_rs;                                                      \
         }                                                                   \
     }                                                                       \
@@ -118,7 +135,7 @@ T512_INLINE void store_row(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __mmas
         size_t nr, float alpha, float beta, int mode
 
 /* The packed ROWS layout: rows KCP floats apart. */
-#define KERNEL_PACKED_RS const size_t a_rs = KCP, b_rs = NR;
+#define KERNEL_PACKED_RS const size_t a_rs = KCP, a_cs = MR, b_rs = NR;
 
 /* The tile shapes: X(name suffix, rows, columns), W = 16 or 32 columns. */
 #define KERNEL_SHAPES(X)                                                    \
@@ -153,7 +170,7 @@ KERNEL_SHAPES(KERNEL_FN)
         ROWS12(STEP_COLS)                                                   \
         for (int j_ = 0; j_ < (XN); j_++)                                   \
             x[j_] = _mm512_fmadd_ps(acol, _mm512_set1_ps(b[16 + j_]), x[j_]); \
-        a += MR;                                                            \
+        a += a_cs;                                                          \
         b += b_rs;                                                          \
     }                                                                       \
     const __mmask16 m0 = (__mmask16)0xFFFF, m1 = 0;                         \
@@ -195,7 +212,7 @@ static inline void tail_cols_ep(const float (*xs)[16], float *c, size_t ldc, siz
     static T512 void kernel_12x16c##XN(KERNEL_ARGS)                         \
     {                                                                       \
         (void)a_layout;                                                     \
-        const size_t b_rs = NR;                                             \
+        const size_t a_cs = MR, b_rs = NR;                                  \
         KERNEL_LOOPS_C(XN)                                                  \
         ROWS12(STORE)                                                       \
         tail_cols((const float(*)[16])xs, c, ldc, mr, nr, alpha, beta, mode); \
@@ -278,7 +295,7 @@ T512_INLINE void store_row_ep(float *cr, __m512 x0, __m512 x1, __mmask16 m0, __m
 #define KERNEL_EP_FN(sfx, ROWS, W)                                          \
     static T512 void kernel_ep_##sfx(KERNEL_EP_ARGS)                        \
     {                                                                       \
-        const size_t cols = (W);                                            \
+        const size_t cols = (W), a_cs = a_rs;                               \
         KERNEL_EP_BODY(ROWS)                                                \
     }
 KERNEL_SHAPES(KERNEL_EP_FN)
@@ -287,7 +304,7 @@ KERNEL_SHAPES(KERNEL_EP_FN)
     static T512 void kernel_ep_12x16c##XN(KERNEL_EP_ARGS)                   \
     {                                                                       \
         (void)a_layout;                                                     \
-        (void)a_rs;                                                         \
+        const size_t a_cs = a_rs;                                           \
         KERNEL_LOOPS_C(XN)                                                  \
         ROWS12(STORE_EP)                                                    \
         tail_cols_ep((const float(*)[16])xs, c, ldc, mr, nr, mode, bias, rbias, res, ldr); \

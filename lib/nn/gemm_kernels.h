@@ -95,12 +95,14 @@ typedef void diffuse__gemm_pack_a_cols_fn(const float *src, size_t lda, size_t k
  * SiLU of the epilogue stays a pass over the strip: in the tile it made the
  * AVX-512 kernel slower).  In the ROWS layout, rows of a are a_rs floats
  * apart (KCP for a packed strip, or lda to read op(A) = A where it is
- * stored: the kernel then reads mr rounded up to a multiple of the
- * variant's ep_rows, so gemm.c reads in place only strips whose height is
- * such a multiple).  Rows of the B panel are b_rs floats apart: NR for a
- * packed panel, or ldb to read op(B) = B where it is stored (then the
- * kernel reads all NR columns of each of the kc rows, so gemm.c reads in
- * place only whole panels). */
+ * stored); in the COLS layout, the groups of step p are a_rs floats apart
+ * (MR for a packed strip, or lda to read op(A) = A^T where it is stored).
+ * The kernel reads mr rounded up to a multiple of the variant's ep_rows,
+ * so gemm.c reads in place only strips whose height is such a multiple.
+ * Rows of the B panel are b_rs floats apart: NR for a packed panel, or ldb
+ * to read op(B) = B where it is stored (the kernel then reads all NR
+ * columns of each of the kc rows, so gemm.c reads in place only whole
+ * panels). */
 typedef void diffuse__gemm_kernel_ep_fn(size_t kc, const float *a, int a_layout, size_t a_rs,
                                         const float *b, size_t b_rs, float *c, size_t ldc,
                                         size_t mr, size_t nr, int mode, const float *bias,

@@ -444,12 +444,12 @@ static void test_sgemm_ep_threads_bit_identical(void)
  * kernel with the epilogue runs (alpha 1, beta 0 or 1), op(B) = B, at most
  * 96 rows and at least one whole panel of columns; 32 rows at most when
  * B's rows are a multiple of 4 KB apart (every row in one L1 set); with
- * op(A) = A^T as many rows as fit every strip's packed copy at once (48 of
- * the AVX-512 kernel's at K = 384).  And the bits: the same as the packed
- * panels' for every kernel with the epilogue, shapes with one and several
- * K blocks and column blocks, a last panel narrower than the kernel's
- * (packed), a last strip that is not read in place (height 1 or 5), padded
- * and unpadded operands, each epilogue, at 1 and 3 threads (OpenMP). */
+ * op(A) = A^T, not when A's rows are (its strips are then read in place
+ * too).  And the bits: the same as the packed panels' and strips' for
+ * every kernel with the epilogue, shapes with one and several K blocks and
+ * column blocks, a last panel narrower than the kernel's (packed), a last
+ * strip that is not read in place (height 1 or 5), padded and unpadded
+ * operands, each epilogue, at 1 and 3 threads (OpenMP). */
 static void test_sgemm_direct_b(void)
 {
     if (diffuse__sgemm_kernel_available("avx512")) {
@@ -459,8 +459,8 @@ static void test_sgemm_direct_b(void)
         ASSERT_TRUE(diffuse__sgemm_direct_b_taken(1, 0, 64, 49, 192, 1.0f, 64, 49, 0.0f));
         ASSERT_TRUE(diffuse__sgemm_direct_b_taken(0, 0, 1, 32, 5, 1.0f, 5, 32, 0.0f));
         ASSERT_TRUE(diffuse__sgemm_direct_b_taken(0, 0, 32, 1024, 64, 1.0f, 64, 1024, 0.0f));
-        ASSERT_TRUE(diffuse__sgemm_direct_b_taken(1, 0, 48, 500, 384, 1.0f, 48, 500, 0.0f));
-        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(1, 0, 49, 500, 384, 1.0f, 49, 500, 0.0f));
+        ASSERT_TRUE(diffuse__sgemm_direct_b_taken(1, 0, 96, 500, 384, 1.0f, 96, 500, 0.0f));
+        ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(1, 0, 32, 500, 64, 1.0f, 1024, 500, 0.0f));
         ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 33, 1024, 64, 1.0f, 64, 1024, 0.0f));
         ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 0, 97, 7840, 64, 1.0f, 64, 7840, 0.0f));
         ASSERT_TRUE(!diffuse__sgemm_direct_b_taken(0, 1, 32, 7840, 64, 1.0f, 64, 64, 0.0f));
@@ -954,7 +954,8 @@ static float update_model(float acc, float alpha, float beta, int mode, float c)
  * 2-, 4- and 6-row K-sums, of 8 columns for nr <= 8 and 16 otherwise), kc 1, 2, 31, 32, 33, 64, every mode, alpha 1 and
  * not, both A layouts (rows of the strip past mr hold NaN, as a check that
  * they are not stored), the epilogue kernel with and without bias and
- * residual, a packed strip and one read in place (a_rs = kc + 3).  C is
+ * residual, packed strips and ones read in place (rows kc + 3 apart;
+ * columns of 6 values 9 apart in the COLS layout).  C is
  * checked in full: outside the mr x nr corner it must stay as it was. */
 static void test_avx2_kernel_bits(void)
 {
@@ -978,19 +979,22 @@ static void test_avx2_kernel_bits(void)
     for (size_t ik = 0; ik < sizeof kcs / sizeof kcs[0]; ik++)
         for (size_t mr = 1; mr <= 6; mr++)
             for (size_t nr = 1; nr <= 16; nr++)
-                for (int lay = 0; lay < 3; lay++) /* ROWS packed, ROWS in place, COLS */
+                /* ROWS packed, ROWS in place, COLS packed, COLS in place */
+                for (int lay = 0; lay < 4; lay++)
                     for (int kind = 0; kind < 10; kind++) {
                         /* kind 0..5: plain kernel, mode kind % 3, alpha 1 or -0.75;
                          * 6..9: epilogue (mode SET with or without bias, ADD;
                          * with or without residual). */
                         const size_t kc = kcs[ik];
                         const int ep = kind >= 6;
-                        if (!ep && lay == 1)
+                        if (!ep && (lay == 1 || lay == 3))
                             continue;
-                        const int a_layout = lay == 2 ? DIFFUSE__GEMM_A_COLS
+                        const int a_layout = lay >= 2 ? DIFFUSE__GEMM_A_COLS
                                                       : DIFFUSE__GEMM_A_ROWS;
-                        const size_t a_rs = lay == 1 ? kc + 3 : KCP;
-                        const size_t ars = lay == 2 ? 1 : a_rs, acs = lay == 2 ? 6 : 1;
+                        /* the epilogue kernel's a_rs: rows apart (ROWS),
+                         * steps of p apart (COLS) */
+                        const size_t a_rs = lay == 1 ? kc + 3 : lay == 2 ? 6 : lay == 3 ? 9 : KCP;
+                        const size_t ars = lay >= 2 ? 1 : a_rs, acs = lay >= 2 ? a_rs : 1;
                         fill_value(a, 6 * KCP + 64, NAN);
                         for (size_t r = 0; r < mr; r++)
                             for (size_t p = 0; p < kc; p++)
