@@ -250,18 +250,18 @@ static void in_run_scalar(const struct diffuse__wino *p, const struct run *r, si
             load_patch(xb + ci * H * W, H, W, 2 * (ptrdiff_t)r->ty - 1,
                        2 * (ptrdiff_t)(r->tx + l) - 1, d);
             for (size_t c = 0; c < 4; c++) {
-                t[0 + c] = d[0 + c] - d[8 + c];
-                t[4 + c] = d[4 + c] + d[8 + c];
-                t[8 + c] = d[8 + c] - d[4 + c];
-                t[12 + c] = d[4 + c] - d[12 + c];
+#define T_COL(k, x) t[4 * (k) + c] = (x)
+                DIFFUSE__WINO_BT4(DIFFUSE__WINO_FADD, DIFFUSE__WINO_FSUB, d[c], d[4 + c],
+                                  d[8 + c], d[12 + c], T_COL);
+#undef T_COL
             }
             for (size_t i = 0; i < 4; i++) {
                 const float *tr = t + 4 * i;
                 float *o = o0 + 4 * i * vks;
-                o[0] = tr[0] - tr[2];
-                o[vks] = tr[1] + tr[2];
-                o[2 * vks] = tr[2] - tr[1];
-                o[3 * vks] = tr[1] - tr[3];
+#define O_ROW(k, x) o[(k) * vks] = (x)
+                DIFFUSE__WINO_BT4(DIFFUSE__WINO_FADD, DIFFUSE__WINO_FSUB, tr[0], tr[1], tr[2],
+                                  tr[3], O_ROW);
+#undef O_ROW
             }
         }
 }
@@ -320,8 +320,9 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
  * in_run_scalar and out_run_scalar in their order (so their bits):
  *   bt_cols: t = B^T d down the columns of a 4 x 4 tile of vectors (UNROLL:
  *     a pragma for its loop, or nothing);
- *   WINO_BT_ROW: the four outputs of row ti of t B, each handed to
- *     PUT(destination, vector), at Vk, Vk + vks, Vk + 2 vks, Vk + 3 vks;
+ *   WINO_BT_ROW: the four outputs (of type VT) of row ti of t B, each
+ *     handed to PUT(destination, vector), at Vk, Vk + vks, Vk + 2 vks,
+ *     Vk + 3 vks;
  *   WINO_AT_TILE: o = A^T m A (+ bias) of the 16 vectors LOAD(mc + k ks +
  *     j0), k = 0..15, a the 2 x 4 scratch (UNROLL: a pragma for its
  *     loops, or nothing). */
@@ -329,21 +330,21 @@ static void out_run_scalar(const struct diffuse__wino *p, const struct run *r, s
     __attribute__((target(TGT))) static inline void bt_cols_##SFX(VT d[4][4], VT t[4][4])      \
     {                                                                                          \
         UNROLL                                                                                 \
-        for (size_t c = 0; c < 4; c++) {                                                       \
-            t[0][c] = SUB(d[0][c], d[2][c]);                                                   \
-            t[1][c] = ADD(d[1][c], d[2][c]);                                                   \
-            t[2][c] = SUB(d[2][c], d[1][c]);                                                   \
-            t[3][c] = SUB(d[1][c], d[3][c]);                                                   \
-        }                                                                                      \
+        for (size_t c = 0; c < 4; c++)                                                         \
+            DIFFUSE__WINO_BT4(ADD, SUB, d[0][c], d[1][c], d[2][c], d[3][c], WINO_T_COL);          \
     }
+#define WINO_T_COL(k, x) t[k][c] = (x)
 
-#define WINO_BT_ROW(PUT, ADD, SUB, ti, Vk, vks)                                                  \
+#define WINO_BT_ROW(VT, PUT, ADD, SUB, ti, Vk, vks)                                              \
     do {                                                                                       \
-        PUT(Vk, SUB((ti)[0], (ti)[2]));                                                        \
-        PUT(Vk + vks, ADD((ti)[1], (ti)[2]));                                                  \
-        PUT(Vk + 2 * vks, SUB((ti)[2], (ti)[1]));                                              \
-        PUT(Vk + 3 * vks, SUB((ti)[1], (ti)[3]));                                              \
+        VT o_[4];                                                                              \
+        DIFFUSE__WINO_BT4(ADD, SUB, (ti)[0], (ti)[1], (ti)[2], (ti)[3], WINO_O_K);             \
+        PUT(Vk, o_[0]);                                                                        \
+        PUT(Vk + vks, o_[1]);                                                                  \
+        PUT(Vk + 2 * vks, o_[2]);                                                              \
+        PUT(Vk + 3 * vks, o_[3]);                                                              \
     } while (0)
+#define WINO_O_K(k, x) o_[k] = (x)
 
 #define WINO_AT_TILE(VT, ADD, SUB, SET1, LOAD, mc, ks, j0, p, co, a, o, UNROLL)                  \
     do {                                                                                       \
@@ -446,13 +447,13 @@ put_rows_avx512(__m512 t[4][4], float *V, size_t vks, const size_t so[2], const 
 #pragma GCC unroll 4
         for (size_t i = 0; i < 4; i++) {
             float *Vk = V + 4 * i * vks + so[0];
-            WINO_BT_ROW(PUT1, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
+            WINO_BT_ROW(__m512, PUT1, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
         }
     } else {
 #pragma GCC unroll 4
         for (size_t i = 0; i < 4; i++) {
             float *Vk = V + 4 * i * vks;
-            WINO_BT_ROW(PUT2, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
+            WINO_BT_ROW(__m512, PUT2, _mm512_add_ps, _mm512_sub_ps, t[i], Vk, vks);
         }
     }
 #undef PUT1
@@ -927,7 +928,7 @@ in_vec_body(const struct diffuse__wino *p, const struct vec8 *g, size_t vks, flo
 #pragma GCC unroll 4
         for (size_t i = 0; i < 4; i++) {
             float *Vk = V + 4 * i * vks + ci * 16;
-            WINO_BT_ROW(PUT, _mm256_add_ps, _mm256_sub_ps, t[i], Vk, vks);
+            WINO_BT_ROW(__m256, PUT, _mm256_add_ps, _mm256_sub_ps, t[i], Vk, vks);
         }
 #undef PUT
     }

@@ -41,6 +41,23 @@ struct diffuse__wino {
     size_t npan;
 };
 
+/* The 1-D input transform of F(2x2, 3x3): B^T times four values d0 .. d3
+ * (a column or a row of a 4 x 4 patch, scalars or vectors, with ADD and
+ * SUB their add and subtract), output k handed to OUT(k, value):
+ * d0 - d2, d1 + d2, d2 - d1, d1 - d3.  The one statement of this
+ * arithmetic for every input transform here and in winograd_dw.c (forward
+ * and dx, scalar and vector, and dW's), so that all round alike. */
+#define DIFFUSE__WINO_BT4(ADD, SUB, d0, d1, d2, d3, OUT)                                     \
+    do {                                                                                   \
+        OUT(0, SUB(d0, d2));                                                               \
+        OUT(1, ADD(d1, d2));                                                               \
+        OUT(2, SUB(d2, d1));                                                               \
+        OUT(3, SUB(d1, d3));                                                               \
+    } while (0)
+/* Scalar ADD and SUB for it. */
+#define DIFFUSE__WINO_FADD(a, b) ((a) + (b))
+#define DIFFUSE__WINO_FSUB(a, b) ((a) - (b))
+
 /* 1 when the Winograd path is on (default), 0 off; returns the old value
  * (tests compare the paths). */
 int diffuse__conv3x3_winograd(int on);

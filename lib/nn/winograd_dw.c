@@ -138,11 +138,10 @@ int diffuse__wino_dw_plan(struct diffuse__wino_dw *p, size_t budget)
         const __m512 d1 = _mm512_maskz_loadu_ps(rm[1] & m_, rp[1] + o_);                   \
         const __m512 d2 = _mm512_maskz_loadu_ps(rm[2] & m_, rp[2] + o_);                   \
         const __m512 d3 = _mm512_maskz_loadu_ps(rm[3] & m_, rp[3] + o_);                   \
-        t[0] = _mm512_sub_ps(d0, d2);                                                      \
-        t[1] = _mm512_add_ps(d1, d2);                                                      \
-        t[2] = _mm512_sub_ps(d2, d1);                                                      \
-        t[3] = _mm512_sub_ps(d1, d3);                                                      \
+        __m512 *const t_ = (t);                                                            \
+        DIFFUSE__WINO_BT4(_mm512_add_ps, _mm512_sub_ps, d0, d1, d2, d3, DW_T_K);         \
     } while (0)
+#define DW_T_K(k, x) t_[k] = (x)
 
 /* V = B^T d B of the tiles of rows ty0 .. ty1 - 1 (into slots u0 ..),
  * from xT: the image rows xr0 .. of the chunk's nc channels,
@@ -177,10 +176,10 @@ T512 static void v_rows(const struct diffuse__wino_dw *p, const float *xT, size_
 #pragma GCC unroll 4
                 for (size_t i = 0; i < 4; i++) {
                     float *q = o + 4 * i * vs;
-                    _mm512_storeu_ps(q, _mm512_sub_ps(a0[i], a2[i]));
-                    _mm512_storeu_ps(q + vs, _mm512_add_ps(a1[i], a2[i]));
-                    _mm512_storeu_ps(q + 2 * vs, _mm512_sub_ps(a2[i], a1[i]));
-                    _mm512_storeu_ps(q + 3 * vs, _mm512_sub_ps(a1[i], a3[i]));
+#define DW_PUT_K(k, x) _mm512_storeu_ps(q + (k) * vs, x)
+                    DIFFUSE__WINO_BT4(_mm512_add_ps, _mm512_sub_ps, a0[i], a1[i], a2[i], a3[i],
+                                      DW_PUT_K);
+#undef DW_PUT_K
                     a0[i] = a2[i];
                     a1[i] = a3[i];
                 }
