@@ -473,12 +473,26 @@ struct pf_state {
     size_t lines; /* nonzero only with a region (no arithmetic on NULL) */
 };
 
-/* The kernel's update of C in a product's first K block. */
-static int first_mode_of(float beta)
+/* A job for the product's shape and scalars with the variant in use (its
+ * operands, buffers and epilogue NULL, to be set by the caller). */
+static void job_init(struct job *jb, int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                     float alpha, size_t lda, size_t ldb, float beta)
 {
-    return beta == 0.0f ? DIFFUSE__GEMM_SET
-           : beta == 1.0f ? DIFFUSE__GEMM_ADD
-                          : DIFFUSE__GEMM_SCALE;
+    memset(jb, 0, sizeof *jb);
+    jb->v = current_variant();
+    jb->trans_a = trans_a != 0;
+    jb->trans_b = trans_b != 0;
+    jb->M = M;
+    jb->N = N;
+    jb->K = K;
+    jb->alpha = alpha;
+    jb->beta = beta;
+    jb->lda = lda;
+    jb->ldb = ldb;
+    /* the kernel's update of C in the first K block */
+    jb->first_mode = beta == 0.0f   ? DIFFUSE__GEMM_SET
+                     : beta == 1.0f ? DIFFUSE__GEMM_ADD
+                                    : DIFFUSE__GEMM_SCALE;
 }
 
 /* Whether the job runs the kernel with the epilogue (AVX-512, AVX2): it
@@ -710,17 +724,7 @@ int diffuse__sgemm_direct_b_taken(int trans_a, int trans_b, size_t M, size_t N, 
                                   float alpha, size_t lda, size_t ldb, float beta)
 {
     struct job jb;
-    memset(&jb, 0, sizeof jb);
-    jb.v = current_variant();
-    jb.trans_a = trans_a != 0;
-    jb.trans_b = trans_b != 0;
-    jb.M = M;
-    jb.N = N;
-    jb.K = K;
-    jb.alpha = alpha;
-    jb.lda = lda;
-    jb.ldb = ldb;
-    jb.first_mode = first_mode_of(beta);
+    job_init(&jb, trans_a, trans_b, M, N, K, alpha, lda, ldb, beta);
     return direct_b_on(&jb);
 }
 
@@ -1022,30 +1026,18 @@ static void sgemm_run(int trans_a, int trans_b, size_t M, size_t N, size_t K, fl
     assert(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N));
 
     struct job jb;
-    jb.v = current_variant();
-    jb.trans_a = trans_a != 0;
-    jb.trans_b = trans_b != 0;
-    jb.M = M;
-    jb.N = N;
-    jb.K = K;
-    jb.alpha = alpha;
-    jb.beta = beta;
+    job_init(&jb, trans_a, trans_b, M, N, K, alpha, lda, ldb, beta);
     jb.A = A;
     jb.B = B;
-    jb.lda = lda;
-    jb.ldb = ldb;
     jb.C = C;
     jb.ldc = ldc;
     jb.bbuf = work;
     jb.abuf = work + BBUF_FLOATS;
-    jb.bpk = NULL;
     if (pb != NULL && pb->variant == (const void *)jb.v && pb->N == N && pb->K == K)
         jb.bpk = pb->data;
     jb.has_ep = ep != NULL && (ep->bias != NULL || ep->rbias != NULL || ep->res != NULL ||
                                ep->act != NULL);
     jb.ep = ep != NULL ? *ep : none;
-    jb.direct_b = 0;
-    jb.first_mode = first_mode_of(beta);
     jb.direct_b = direct_b_on(&jb);
 
 #ifdef _OPENMP

@@ -160,6 +160,26 @@ static void problem_free(struct problem *p)
     free(p->C0);
 }
 
+/* The epilogue tests' six buffers for problem p: the bias or row bias
+ * (M + N random floats), the residual (M N random floats), the two outputs
+ * (as C) and the two activations (M N).  0, or -1 when out of memory. */
+static int ep_buffers_make(const struct problem *p, float **bias, float **res, float **c1,
+                           float **c2, float **a1, float **a2)
+{
+    const size_t M = p->M, N = p->N;
+    *bias = alloc_floats(M + N + 1);
+    *res = alloc_floats(M * N + 1);
+    *c1 = alloc_floats(p->nc + 1);
+    *c2 = alloc_floats(p->nc + 1);
+    *a1 = alloc_floats(M * N + 1);
+    *a2 = alloc_floats(M * N + 1);
+    if (!*bias || !*res || !*c1 || !*c2 || !*a1 || !*a2)
+        return -1;
+    fill_random(*bias, M + N);
+    fill_random(*res, M * N);
+    return 0;
+}
+
 /* The epilogue tests' problem and their six buffers (the bias or row bias,
  * the residual, the two outputs and the two activations). */
 static void ep_buffers_free(struct problem *p, float *bias, float *res, float *c1, float *c2,
@@ -388,12 +408,8 @@ static void test_sgemm_ep_threads_bit_identical(void)
                                            shapes[s][2], (size_t)(e % 3), 1.0f, beta),
                               0);
                     const size_t M = p.M, N = p.N;
-                    float *bv = alloc_floats(M + N + 1), *rv = alloc_floats(M * N + 1);
-                    float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
-                    float *a1 = alloc_floats(M * N + 1), *a2 = alloc_floats(M * N + 1);
-                    ASSERT_TRUE(bv && rv && c1 && c2 && a1 && a2);
-                    fill_random(bv, M + N);
-                    fill_random(rv, M * N);
+                    float *bv, *rv, *c1, *c2, *a1, *a2;
+                    ASSERT_EQ(ep_buffers_make(&p, &bv, &rv, &c1, &c2, &a1, &a2), 0);
                     fill_value(a1, M * N, NAN);
                     float *pk = alloc_floats(diffuse__sgemm_packed_b_floats(N, p.K) + 1);
                     ASSERT_TRUE(pk != NULL);
@@ -503,12 +519,8 @@ static void test_sgemm_direct_b(void)
                                            s == 9 ? 0 : (size_t)(e % 2) * 3, 1.0f, beta),
                               0);
                     const size_t M = p.M, N = p.N;
-                    float *bv = alloc_floats(M + N + 1), *rv = alloc_floats(M * N + 1);
-                    float *c1 = alloc_floats(p.nc + 1), *c2 = alloc_floats(p.nc + 1);
-                    float *a1 = alloc_floats(M * N + 1), *a2 = alloc_floats(M * N + 1);
-                    ASSERT_TRUE(bv && rv && c1 && c2 && a1 && a2);
-                    fill_random(bv, M + N);
-                    fill_random(rv, M * N);
+                    float *bv, *rv, *c1, *c2, *a1, *a2;
+                    ASSERT_EQ(ep_buffers_make(&p, &bv, &rv, &c1, &c2, &a1, &a2), 0);
                     ASSERT_EQ(diffuse__sgemm_force(name), 0);
                     int differs = 0;
                     for (int nt = 1; nt <= 3 && !differs; nt += 2)
