@@ -159,7 +159,7 @@ int diffuse__sgemm_fused_ep(int on)
 
 int diffuse__sgemm_direct_b(int on)
 {
-    return atomic_exchange(&direct_b_enabled, on != 0);
+    return atomic_exchange_explicit(&direct_b_enabled, on != 0, memory_order_relaxed);
 }
 
 int diffuse__sgemm_tail_test(int on)
@@ -692,9 +692,10 @@ static void last_block(const struct job *jb, struct block *bk)
  * panels where B lies instead (rows ldb floats apart), panel by panel with
  * every strip of the part passing over each while it is in L1; only a
  * last panel narrower than NR is packed.  The strips of op(A) are resolved
- * once per K block: read in place (op(A) = A; a last strip whose height is
- * not a multiple of ep_rows packed alone into abuf) or packed AGROUP rows
- * at once (op(A) = A^T, M <= AGROUP).  Each tile's K-sum and update are the
+ * once per K block by ep_strip: read where they lie, all but a last strip
+ * whose height is not a multiple of ep_rows, packed alone into abuf (the
+ * only strip there: direct_b_on takes no product whose strips alias in L1,
+ * which ep_strip would pack).  Each tile's K-sum and update are the
  * kernel's as on packed panels: the same bits as gemm_part's loops.
  * Zen 5, one thread, best of 30 batches alternating with the packed path
  * in one process, GFLOP/s: 32 x 7840 x 64 141 -> 181, 32 x 3136 x 64 140
