@@ -1112,18 +1112,12 @@ void diffuse__sgemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size
                            float *dst, struct diffuse__gemm_packed_b *pb)
 {
     struct job jb;
-    memset(&jb, 0, sizeof jb);
-    jb.v = current_variant();
-    jb.trans_b = trans_b != 0;
-    jb.N = N;
-    jb.K = K;
+    job_init(&jb, 0, trans_b, 0, N, K, 1.0f, 0, ldb, 0.0f);
     jb.B = B;
-    jb.ldb = ldb;
     const size_t nr = jb.v->nr;
     /* The K blocks of gemm_part, so that each block's panel is what it
      * would have packed itself. */
-    size_t nk = K > 0 ? (K + KC - 1) / KC : 1;
-    size_t kcb = K > 0 ? (K + nk - 1) / nk : 1;
+    const size_t kcb = K > 0 ? k_depth(K) : 1;
     for (size_t j = 0; j < N; j += nr)
         for (size_t p0 = 0; p0 < K; p0 += kcb) {
             size_t kc = K - p0 < kcb ? K - p0 : kcb;
